@@ -1,0 +1,85 @@
+import { readRunConfig } from "../config.ts";
+import { describeError, FatalError, TransientError } from "../errors.ts";
+import { createLogger } from "../log.ts";
+import { createPseudonymizer } from "../mask/pseudonymize.ts";
+import { retryTransient } from "../runner/backoff.ts";
+import { Runner } from "../runner/runner.ts";
+import { createDb } from "../sink/db.ts";
+import { pruneLedger } from "../sink/prune-ledger.ts";
+import { createSqsClient } from "../source/sqs-client.ts";
+import { SqsSource } from "../source/sqs-source.ts";
+import { onShutdownSignals } from "./signals.ts";
+import { prepareDatabase } from "./setup.ts";
+
+/** `masq run [--drain]`: returns the process exit code. */
+export async function runCommand(flags: Record<string, unknown>): Promise<number> {
+  const drain = flags.drain === true;
+  const config = readRunConfig(flags, process.env, drain);
+  const logger = createLogger(config.logLevel);
+  const setupAbort = new AbortController();
+  let runner: Runner | undefined;
+  const signals = onShutdownSignals({
+    first: (signal) => {
+      logger.info({ signal }, "shutting down: finishing the current batches (signal again to exit at once)");
+      setupAbort.abort();
+      runner?.stop();
+    },
+    second: (signal) => {
+      logger.warn({ signal }, "exiting at once; uncommitted messages will be redelivered");
+      logger.flush();
+    },
+  });
+
+  const db = createDb({ databaseUrl: config.databaseUrl, poolSize: config.pipeline.writers + 2, logger });
+  const sqs = createSqsClient({
+    region: config.region,
+    endpoint: config.sqsEndpoint,
+    protocol: config.sqsProtocol,
+    maxSockets: config.pipeline.receivers + 32,
+    requestTimeoutMs: config.pipeline.waitTimeSeconds * 1000 + 15_000,
+  });
+  const source = new SqsSource(sqs, config.queueUrl);
+  let pruneTimer: NodeJS.Timeout | undefined;
+  try {
+    await prepareDatabase(db, config.table, { migrate: config.migrate, logger, signal: setupAbort.signal });
+    const retention = await retryTransient(() => source.retentionSeconds(setupAbort.signal), {
+      what: "reaching SQS",
+      signal: setupAbort.signal,
+      isTransient: (e) => e instanceof TransientError,
+      onRetry: (err, delay) => logger.warn({ err: describeError(err), retryInMs: Math.round(delay) }, "SQS not reachable; waiting"),
+    });
+    if (setupAbort.signal.aborted) return 0;
+
+    // Ledger rows outlive the queue's retention by a day; older ids can never be redelivered.
+    const prune = () =>
+      pruneLedger(db.pool, retention + 86_400)
+        .then((n) => n > 0 && logger.info({ pruned: n }, "pruned ingest ledger"))
+        .catch((err: unknown) => logger.warn({ err: describeError(err) }, "ledger pruning failed; will try again"));
+    if (!drain) {
+      void prune();
+      pruneTimer = setInterval(() => void prune(), 3_600_000);
+    }
+
+    runner = new Runner({
+      source,
+      pool: db.pool,
+      table: config.table,
+      pseudonymizer: createPseudonymizer(config.pseudonymKey),
+      logger,
+      config: config.pipeline,
+    });
+    const result = await runner.run({ drain });
+    if (result.fatal) return 1;
+    return result.timedOut ? 1 : 0;
+  } catch (err) {
+    if (setupAbort.signal.aborted && !(err instanceof FatalError)) return 0;
+    logger.error({ err: describeError(err) }, "masq stopped");
+    return 1;
+  } finally {
+    clearInterval(pruneTimer);
+    signals.dispose();
+    sqs.destroy();
+    await db.close().catch(() => undefined);
+    logger.flush();
+  }
+}

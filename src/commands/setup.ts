@@ -1,0 +1,36 @@
+import { describeError, TransientError } from "../errors.ts";
+import type { Logger } from "../log.ts";
+import { retryTransient } from "../runner/backoff.ts";
+import type { Db } from "../sink/db.ts";
+import { migrate } from "../sink/migrate.ts";
+import { classifyPgError } from "../sink/pg-errors.ts";
+import type { TableName } from "../sink/table-name.ts";
+import { ensureTargetTable } from "../sink/target-table.ts";
+
+/**
+ * Brings the database to the state masq needs: migrations applied (unless the operator runs them separately) and
+ * the target table present with the expected columns. Waits for a database that is not up yet.
+ */
+export async function prepareDatabase(db: Db, table: TableName, opts: { migrate: boolean; logger: Logger; signal?: AbortSignal }): Promise<void> {
+  const { logger } = opts;
+  await retryTransient(
+    async () => {
+      try {
+        if (opts.migrate) {
+          const m = await migrate(db.pool);
+          if (m.applied.length > 0) logger.info({ applied: m.applied, version: m.version }, "migrations applied");
+        }
+        const t = await ensureTargetTable(db.pool, table);
+        if (t.created) logger.info({ table: `${table.schema}.${table.name}` }, "target table created");
+      } catch (err) {
+        throw classifyPgError(err);
+      }
+    },
+    {
+      what: "connecting to Postgres",
+      isTransient: (e) => e instanceof TransientError,
+      ...(opts.signal ? { signal: opts.signal } : {}),
+      onRetry: (err, delay) => logger.warn({ err: describeError(err), retryInMs: Math.round(delay) }, "Postgres not ready; waiting"),
+    },
+  );
+}

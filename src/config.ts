@@ -1,0 +1,166 @@
+import { readFileSync } from "node:fs";
+import { ConfigError } from "./errors.ts";
+import { parsePseudonymKey } from "./mask/pseudonym-key.ts";
+import { parseTableName, type TableName } from "./sink/table-name.ts";
+
+/**
+ * Settings are read once at start-up: flags over environment over defaults. Every error names the setting and
+ * exits 2 before anything is touched; secret values never appear in a message.
+ */
+export type SqsProtocol = "json" | "query";
+export type LogLevel = "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
+
+export interface PipelineConfig {
+  batchSize: number;
+  batchWaitMs: number;
+  receivers: number;
+  maxInFlight: number;
+  writers: number;
+  waitTimeSeconds: number;
+  visibilityTimeoutSeconds: number;
+  shutdownTimeoutMs: number;
+}
+
+export interface RunConfig {
+  queueUrl: string;
+  databaseUrl: string | undefined;
+  table: TableName;
+  pseudonymKey: Uint8Array;
+  sqsProtocol: SqsProtocol;
+  sqsEndpoint: string | undefined;
+  region: string;
+  migrate: boolean;
+  logLevel: LogLevel;
+  pipeline: PipelineConfig;
+}
+
+/** Where each setting comes from: the flag commander parsed (camelCase key) and the environment variable. */
+interface Source {
+  flags: Record<string, unknown>;
+  env: NodeJS.ProcessEnv;
+}
+
+function raw(src: Source, flag: string | undefined, env: string): { value: string; from: string } | undefined {
+  const f = flag === undefined ? undefined : src.flags[flag];
+  if (f !== undefined && f !== null && f !== "") return { value: String(f), from: `--${kebab(flag!)}` };
+  const e = src.env[env];
+  if (e !== undefined && e !== "") return { value: e, from: env };
+  return undefined;
+}
+
+function kebab(s: string): string {
+  return s.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+}
+
+function integer(src: Source, flag: string, env: string, def: number, min: number, max: number): number {
+  const r = raw(src, flag, env);
+  if (r === undefined) return def;
+  const n = Number(r.value);
+  if (!/^-?\d+$/.test(r.value.trim()) || !Number.isSafeInteger(n) || n < min || n > max) {
+    throw new ConfigError(r.from, `must be a whole number from ${min} to ${max} (got "${r.value}")`);
+  }
+  return n;
+}
+
+function oneOf<T extends string>(src: Source, flag: string | undefined, env: string, def: T, allowed: readonly T[]): T {
+  const r = raw(src, flag, env);
+  if (r === undefined) return def;
+  const v = r.value.trim().toLowerCase() as T;
+  if (!allowed.includes(v)) throw new ConfigError(r.from, `must be one of ${allowed.join(", ")} (got "${r.value}")`);
+  return v;
+}
+
+function url(src: Source, flag: string | undefined, env: string, what: string): string | undefined {
+  const r = raw(src, flag, env);
+  if (r === undefined) return undefined;
+  try {
+    const u = new URL(r.value);
+    if (!/^(https?|postgres(ql)?):$/.test(u.protocol)) throw new Error("scheme");
+  } catch {
+    // A database URL can hold a password: name the setting, never echo the value.
+    throw new ConfigError(r.from, `is not a valid ${what} URL`);
+  }
+  return r.value;
+}
+
+export function readLogLevel(flags: Record<string, unknown>, env: NodeJS.ProcessEnv): LogLevel {
+  return oneOf<LogLevel>({ flags, env }, "logLevel", "MASQ_LOG_LEVEL", "info", ["fatal", "error", "warn", "info", "debug", "trace", "silent"]);
+}
+
+export function readDatabaseUrl(flags: Record<string, unknown>, env: NodeJS.ProcessEnv): string | undefined {
+  return url({ flags, env }, "databaseUrl", "DATABASE_URL", "Postgres");
+}
+
+export function readTable(flags: Record<string, unknown>, env: NodeJS.ProcessEnv): TableName {
+  const r = raw({ flags, env }, "table", "MASQ_TABLE");
+  if (r === undefined) return { schema: "public", name: "user_logins" };
+  try {
+    return parseTableName(r.value);
+  } catch (err) {
+    throw new ConfigError(r.from, (err as Error).message);
+  }
+}
+
+export function readPseudonymKey(env: NodeJS.ProcessEnv): Uint8Array {
+  if (env.MASQ_PSEUDONYM_KEY !== undefined && env.MASQ_PSEUDONYM_KEY !== "") return parsePseudonymKey(env.MASQ_PSEUDONYM_KEY);
+  const file = env.MASQ_PSEUDONYM_KEY_FILE;
+  if (file !== undefined && file !== "") {
+    let text: string;
+    try {
+      text = readFileSync(file, "utf8");
+    } catch (err) {
+      throw new ConfigError("MASQ_PSEUDONYM_KEY_FILE", `cannot be read (${(err as NodeJS.ErrnoException).code ?? "error"})`);
+    }
+    return parsePseudonymKey(text, "MASQ_PSEUDONYM_KEY_FILE");
+  }
+  throw new ConfigError("MASQ_PSEUDONYM_KEY", "is not set; it must hold the HMAC key (at least 32 bytes, hex or base64), e.g. from: openssl rand -hex 32");
+}
+
+export function readPipelineConfig(flags: Record<string, unknown>, env: NodeJS.ProcessEnv, drain = false): PipelineConfig {
+  const src = { flags, env };
+  const visibilityTimeoutSeconds = integer(src, "visibilityTimeout", "MASQ_VISIBILITY_TIMEOUT", 60, 5, 43_200);
+  const batchSize = integer(src, "batchSize", "MASQ_BATCH_SIZE", 1000, 1, 10_000);
+  const config: PipelineConfig = {
+    batchSize,
+    batchWaitMs: integer(src, "batchWaitMs", "MASQ_BATCH_WAIT_MS", 500, 0, 60_000),
+    receivers: integer(src, "receivers", "MASQ_RECEIVERS", 8, 1, 100),
+    maxInFlight: integer(src, "maxInFlight", "MASQ_MAX_IN_FLIGHT", Math.max(5000, batchSize * 3), 10, 1_000_000),
+    writers: integer(src, "writers", "MASQ_WRITERS", 2, 1, 32),
+    // A drain wants to notice an empty queue quickly; a service wants cheap, long polls.
+    waitTimeSeconds: integer(src, "waitTimeSeconds", "MASQ_WAIT_TIME_SECONDS", drain ? 1 : 20, 0, 20),
+    visibilityTimeoutSeconds,
+    shutdownTimeoutMs: integer(src, "shutdownTimeoutMs", "MASQ_SHUTDOWN_TIMEOUT_MS", 30_000, 1_000, 3_600_000),
+  };
+  if (config.maxInFlight < config.batchSize) {
+    throw new ConfigError("MASQ_MAX_IN_FLIGHT", `must be at least MASQ_BATCH_SIZE (${config.batchSize}), or no batch could ever fill`);
+  }
+  return config;
+}
+
+export function readRunConfig(flags: Record<string, unknown>, env: NodeJS.ProcessEnv, drain: boolean): RunConfig {
+  const src = { flags, env };
+  const queueUrl = url(src, "queueUrl", "QUEUE_URL", "SQS queue");
+  if (queueUrl === undefined) throw new ConfigError("QUEUE_URL", "is not set; give the queue's URL with --queue-url or QUEUE_URL");
+  return {
+    queueUrl,
+    databaseUrl: readDatabaseUrl(flags, env),
+    table: readTable(flags, env),
+    pseudonymKey: readPseudonymKey(env),
+    sqsProtocol: oneOf<SqsProtocol>(src, "sqsProtocol", "MASQ_SQS_PROTOCOL", "json", ["json", "query"]),
+    sqsEndpoint:
+      url(src, "sqsEndpoint", "AWS_ENDPOINT_URL_SQS", "SQS endpoint") ?? url(src, undefined, "AWS_ENDPOINT_URL", "AWS endpoint") ?? emulatorEndpoint(queueUrl),
+    region: env.AWS_REGION || env.AWS_DEFAULT_REGION || "us-east-1",
+    migrate: flags.migrate !== false && env.MASQ_MIGRATE !== "false" && env.MASQ_MIGRATE !== "0",
+    logLevel: readLogLevel(flags, env),
+    pipeline: readPipelineConfig(flags, env, drain),
+  };
+}
+
+/**
+ * A queue URL that is not on amazonaws.com (LocalStack's http://localhost:4566/000000000000/login-queue, say)
+ * names its own endpoint; on AWS the SDK resolves the endpoint from the region.
+ */
+function emulatorEndpoint(queueUrl: string): string | undefined {
+  const u = new URL(queueUrl);
+  return /(^|\.)amazonaws\.com(\.cn)?$/.test(u.hostname) ? undefined : u.origin;
+}

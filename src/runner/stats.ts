@@ -1,0 +1,23 @@
+import type { ReasonCode } from "../transform/login-event.ts";
+
+/** Counters for one run. They feed the log lines, the demo summary and the end-of-run report. */
+export interface RunStats {
+  received: number;
+  written: number;
+  quarantined: Partial<Record<ReasonCode, number>>;
+  /** Messages whose id was already in the ledger: redeliveries of committed work, skipped. */
+  duplicates: number;
+  deleted: number;
+  batches: number;
+  visibilityExtended: number;
+  staleHandles: number;
+  retries: Record<string, number>;
+}
+
+export function emptyStats(): RunStats {
+  return { received: 0, written: 0, quarantined: {}, duplicates: 0, deleted: 0, batches: 0, visibilityExtended: 0, staleHandles: 0, retries: {} };
+}
+
+export function totalQuarantined(s: RunStats): number {
+  return Object.values(s.quarantined).reduce((a, b) => a + (b ?? 0), 0);
+}

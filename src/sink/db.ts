@@ -1,0 +1,59 @@
+import { Kysely, PostgresDialect } from "kysely";
+import pg from "pg";
+import type { Logger } from "pino";
+
+/** masq's own tables, for typed queries. The user's table is written with raw, set-based SQL (write-batch.ts). */
+export interface MasqTables {
+  "masq.ingest_ledger": { message_id: string; outcome: "written" | "quarantined"; committed_at: Date };
+  "masq.quarantine": {
+    message_id: string;
+    reason: string;
+    detail: string;
+    body: string | null;
+    body_length: number;
+    sent_at: Date | null;
+    received_at: Date;
+    quarantined_at: Date;
+  };
+  "masq.schema_migrations": { version: number; name: string; applied_at: Date };
+}
+
+export interface Db {
+  pool: pg.Pool;
+  kysely: Kysely<MasqTables>;
+  close(): Promise<void>;
+}
+
+export interface DbOptions {
+  /** postgres:// URL; when absent, pg reads the standard PG* variables (PGHOST, PGUSER, …). */
+  databaseUrl?: string | undefined;
+  poolSize?: number;
+  statementTimeoutMs?: number;
+  logger?: Logger;
+}
+
+// date columns come back as 'YYYY-MM-DD' text, not a Date at local midnight.
+pg.types.setTypeParser(pg.types.builtins.DATE, (v) => v);
+
+export function createDb(opts: DbOptions = {}): Db {
+  const pool = new pg.Pool({
+    ...(opts.databaseUrl === undefined ? {} : { connectionString: opts.databaseUrl }),
+    max: opts.poolSize ?? 4,
+    connectionTimeoutMillis: 10_000,
+    idleTimeoutMillis: 30_000,
+    // Every network call has a timeout: a query that hangs on a dead connection fails and is retried.
+    statement_timeout: opts.statementTimeoutMs ?? 60_000,
+    query_timeout: (opts.statementTimeoutMs ?? 60_000) + 5_000,
+    keepAlive: true,
+    application_name: "masq",
+  });
+  // An idle client whose server went away emits here; without a listener it would crash the process.
+  pool.on("error", (err) => opts.logger?.warn({ err: err.message }, "idle Postgres connection lost"));
+  const kysely = new Kysely<MasqTables>({ dialect: new PostgresDialect({ pool }) });
+  return {
+    pool,
+    kysely,
+    // Kysely's destroy() ends the pool it was given.
+    close: () => kysely.destroy(),
+  };
+}

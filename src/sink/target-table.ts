@@ -1,0 +1,52 @@
+import type pg from "pg";
+import { FatalError } from "../errors.ts";
+import { qualified, type TableName } from "./table-name.ts";
+
+/** The user's table, exactly as given. masq creates it only when it does not exist, and never alters it. */
+export function targetTableDdl(t: TableName): string {
+  return `CREATE TABLE IF NOT EXISTS ${qualified(t)}(
+    user_id             varchar(128),
+    device_type         varchar(32),
+    masked_ip           varchar(256),
+    masked_device_id    varchar(256),
+    locale              varchar(32),
+    app_version         integer,
+    create_date         date
+)`;
+}
+
+const EXPECTED: Record<string, string[]> = {
+  user_id: ["character varying", "text"],
+  device_type: ["character varying", "text"],
+  masked_ip: ["character varying", "text"],
+  masked_device_id: ["character varying", "text"],
+  locale: ["character varying", "text"],
+  app_version: ["integer", "bigint"],
+  create_date: ["date"],
+};
+
+/**
+ * Creates the target table if it is absent, then checks that the table masq will write has the columns it needs.
+ * The existence check comes first so that a role without CREATE on the schema can still write an existing table.
+ */
+export async function ensureTargetTable(pool: pg.Pool, t: TableName): Promise<{ created: boolean }> {
+  const exists = await pool.query<{ oid: string | null }>("SELECT to_regclass($1) AS oid", [qualified(t)]);
+  let created = false;
+  if (exists.rows[0]?.oid == null) {
+    const schema = await pool.query("SELECT 1 FROM pg_namespace WHERE nspname = $1", [t.schema]);
+    if (schema.rowCount === 0) throw new FatalError(`schema "${t.schema}" of MASQ_TABLE does not exist; create it or choose another table`);
+    await pool.query(targetTableDdl(t));
+    created = true;
+  }
+  const { rows } = await pool.query<{ column_name: string; data_type: string }>(
+    "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2",
+    [t.schema, t.name],
+  );
+  const have = new Map(rows.map((r) => [r.column_name, r.data_type]));
+  for (const [column, types] of Object.entries(EXPECTED)) {
+    const type = have.get(column);
+    if (type === undefined) throw new FatalError(`table ${t.schema}.${t.name} has no column ${column}; masq writes the user_logins layout`);
+    if (!types.includes(type)) throw new FatalError(`column ${t.schema}.${t.name}.${column} is ${type}; masq needs ${types.join(" or ")}`);
+  }
+  return { created };
+}

@@ -1,0 +1,182 @@
+import {
+  ChangeMessageVisibilityBatchCommand,
+  DeleteMessageBatchCommand,
+  GetQueueAttributesCommand,
+  ReceiveMessageCommand,
+  type SQSClient,
+} from "@aws-sdk/client-sqs";
+import { classifySqsError } from "./sqs-errors.ts";
+
+/** A message as masq holds it between receive and delete. The body is raw: it never leaves the process. */
+export interface ReceivedMessage {
+  messageId: string;
+  receiptHandle: string;
+  body: string;
+  /** The SentTimestamp system attribute: when SQS accepted the message. */
+  sentAt: Date;
+  receivedAt: Date;
+  receiveCount: number;
+}
+
+export interface Handle {
+  messageId: string;
+  receiptHandle: string;
+}
+
+export interface QueueCounts {
+  visible: number;
+  inFlight: number;
+  delayed: number;
+}
+
+/** Receipt handles that are no longer valid: the message will come back (or is gone); retrying cannot help. */
+const STALE_HANDLE = new Set(["ReceiptHandleIsInvalid", "InvalidParameterValue", "MessageNotInflight"]);
+
+/** Per-call ceiling for calls that are not long polls: a hung connection must fail and be retried. */
+const CALL_TIMEOUT_MS = 15_000;
+
+function withTimeout(signal: AbortSignal | undefined, ms: number): AbortSignal {
+  return signal === undefined ? AbortSignal.timeout(ms) : AbortSignal.any([signal, AbortSignal.timeout(ms)]);
+}
+
+function chunks<T>(items: readonly T[], size: number): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
+  return out;
+}
+
+/**
+ * The SQS end of the pipeline: long-poll receive, batched delete and visibility extension, queue counts.
+ * Every call takes an AbortSignal (shutdown) and has a timeout; errors come out as TransientError or FatalError.
+ */
+export class SqsSource {
+  readonly client: SQSClient;
+  readonly queueUrl: string;
+
+  constructor(client: SQSClient, queueUrl: string) {
+    this.client = client;
+    this.queueUrl = queueUrl;
+  }
+
+  async receiveBatch(opts: { waitTimeSeconds: number; visibilityTimeoutSeconds: number; max?: number; signal?: AbortSignal }): Promise<ReceivedMessage[]> {
+    let res;
+    try {
+      res = await this.client.send(
+        new ReceiveMessageCommand({
+          QueueUrl: this.queueUrl,
+          MaxNumberOfMessages: Math.min(10, opts.max ?? 10),
+          WaitTimeSeconds: opts.waitTimeSeconds,
+          VisibilityTimeout: opts.visibilityTimeoutSeconds,
+          MessageSystemAttributeNames: ["SentTimestamp", "ApproximateReceiveCount"],
+        }),
+        { abortSignal: withTimeout(opts.signal, opts.waitTimeSeconds * 1000 + CALL_TIMEOUT_MS) },
+      );
+    } catch (err) {
+      throw classifySqsError(err, "ReceiveMessage");
+    }
+    const receivedAt = new Date();
+    return (res.Messages ?? []).flatMap((m) => {
+      if (m.MessageId === undefined || m.ReceiptHandle === undefined) return [];
+      const sent = Number(m.Attributes?.SentTimestamp);
+      return [
+        {
+          messageId: m.MessageId,
+          receiptHandle: m.ReceiptHandle,
+          body: m.Body ?? "",
+          sentAt: Number.isFinite(sent) && sent > 0 ? new Date(sent) : receivedAt,
+          receivedAt,
+          receiveCount: Number(m.Attributes?.ApproximateReceiveCount ?? 1),
+        },
+      ];
+    });
+  }
+
+  /**
+   * Deletes in batches of ten, all chunks at once. Returns the handles that failed transiently (retry them);
+   * stale handles are dropped, since their messages will be redelivered and the ledger makes that harmless.
+   */
+  async deleteBatch(handles: readonly Handle[], signal?: AbortSignal): Promise<{ retry: Handle[]; stale: number }> {
+    const results = await Promise.all(
+      chunks(handles, 10).map(async (chunk) => {
+        try {
+          const res = await this.client.send(
+            new DeleteMessageBatchCommand({
+              QueueUrl: this.queueUrl,
+              Entries: chunk.map((h, i) => ({ Id: String(i), ReceiptHandle: h.receiptHandle })),
+            }),
+            { abortSignal: withTimeout(signal, CALL_TIMEOUT_MS) },
+          );
+          const retry: Handle[] = [];
+          let stale = 0;
+          for (const f of res.Failed ?? []) {
+            const h = chunk[Number(f.Id)];
+            if (h === undefined) continue;
+            if (STALE_HANDLE.has(f.Code ?? "")) stale++;
+            else retry.push(h);
+          }
+          return { retry, stale };
+        } catch (err) {
+          const e = classifySqsError(err, "DeleteMessageBatch");
+          if (e.name === "FatalError") throw e;
+          return { retry: [...chunk], stale: 0 };
+        }
+      }),
+    );
+    return { retry: results.flatMap((r) => r.retry), stale: results.reduce((n, r) => n + r.stale, 0) };
+  }
+
+  /** Extends the visibility of held messages, ten per call. Failures are reported, not thrown: a lapse is safe. */
+  async extendVisibility(handles: readonly Handle[], seconds: number, signal?: AbortSignal): Promise<{ failed: number }> {
+    const failed = await Promise.all(
+      chunks(handles, 10).map(async (chunk) => {
+        try {
+          const res = await this.client.send(
+            new ChangeMessageVisibilityBatchCommand({
+              QueueUrl: this.queueUrl,
+              Entries: chunk.map((h, i) => ({ Id: String(i), ReceiptHandle: h.receiptHandle, VisibilityTimeout: seconds })),
+            }),
+            { abortSignal: withTimeout(signal, CALL_TIMEOUT_MS) },
+          );
+          return res.Failed?.length ?? 0;
+        } catch {
+          return chunk.length;
+        }
+      }),
+    );
+    return { failed: failed.reduce((a, b) => a + b, 0) };
+  }
+
+  async counts(signal?: AbortSignal): Promise<QueueCounts> {
+    try {
+      const res = await this.client.send(
+        new GetQueueAttributesCommand({
+          QueueUrl: this.queueUrl,
+          AttributeNames: ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible", "ApproximateNumberOfMessagesDelayed"],
+        }),
+        { abortSignal: withTimeout(signal, CALL_TIMEOUT_MS) },
+      );
+      const a = res.Attributes ?? {};
+      return {
+        visible: Number(a.ApproximateNumberOfMessages ?? 0),
+        inFlight: Number(a.ApproximateNumberOfMessagesNotVisible ?? 0),
+        delayed: Number(a.ApproximateNumberOfMessagesDelayed ?? 0),
+      };
+    } catch (err) {
+      throw classifySqsError(err, "GetQueueAttributes");
+    }
+  }
+
+  /** The queue's retention period in seconds: ledger rows older than this can never match a redelivery. */
+  async retentionSeconds(signal?: AbortSignal): Promise<number> {
+    try {
+      const res = await this.client.send(
+        new GetQueueAttributesCommand({ QueueUrl: this.queueUrl, AttributeNames: ["MessageRetentionPeriod"] }),
+        { abortSignal: withTimeout(signal, CALL_TIMEOUT_MS) },
+      );
+      const n = Number(res.Attributes?.MessageRetentionPeriod);
+      return Number.isFinite(n) && n > 0 ? n : 14 * 86_400;
+    } catch (err) {
+      throw classifySqsError(err, "GetQueueAttributes");
+    }
+  }
+}

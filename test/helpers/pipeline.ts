@@ -1,0 +1,95 @@
+import { Writable } from "node:stream";
+import type { SQSClient } from "@aws-sdk/client-sqs";
+import type { PipelineConfig } from "../../src/config.ts";
+import { generateEvents, type SyntheticEvent } from "../../src/demo/synthetic.ts";
+import { createLogger, type Logger } from "../../src/log.ts";
+import { createPseudonymizer } from "../../src/mask/pseudonymize.ts";
+import { Runner } from "../../src/runner/runner.ts";
+import { createDb, type Db } from "../../src/sink/db.ts";
+import { SqsSource } from "../../src/source/sqs-source.ts";
+import type { TableName } from "../../src/sink/table-name.ts";
+
+export const TEST_KEY = new Uint8Array(32).map((_, i) => i);
+export const TABLE: TableName = { schema: "public", name: "user_logins" };
+
+export const FAST: PipelineConfig = {
+  batchSize: 200,
+  batchWaitMs: 100,
+  receivers: 4,
+  maxInFlight: 2000,
+  writers: 2,
+  waitTimeSeconds: 1,
+  visibilityTimeoutSeconds: 10,
+  shutdownTimeoutMs: 15_000,
+};
+
+/** Synthetic events whose valid ones carry a unique user_id (u-0, u-1, …), so exactly-once can be checked per message. */
+export function uniqueEvents(count: number, seed = 7, malformedRate = 0.05): SyntheticEvent[] {
+  return generateEvents(count, { seed, malformedRate }).map((e, i) => {
+    if (e.expectedReason !== null) return e;
+    const obj = JSON.parse(e.body) as Record<string, unknown>;
+    return { ...e, body: JSON.stringify({ ...obj, user_id: `u-${i}` }) };
+  });
+}
+
+export function expectedCounts(events: SyntheticEvent[]): { valid: number; byReason: Record<string, number> } {
+  const byReason: Record<string, number> = {};
+  let valid = 0;
+  for (const e of events) {
+    if (e.expectedReason === null) valid++;
+    else byReason[e.expectedReason] = (byReason[e.expectedReason] ?? 0) + 1;
+  }
+  return { valid, byReason };
+}
+
+/** A logger whose lines are kept, to assert on what masq logs. */
+export function captureLogger(level: "debug" | "info" = "debug"): { logger: Logger; lines: string[] } {
+  const lines: string[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      lines.push(...chunk.toString().split("\n").filter(Boolean));
+      cb();
+    },
+  });
+  return { logger: createLogger(level, sink), lines };
+}
+
+export function makeRunner(opts: { db: Db; sqs: SQSClient; queueUrl: string; logger?: Logger; config?: Partial<PipelineConfig>; source?: SqsSource }): Runner {
+  return new Runner({
+    source: opts.source ?? new SqsSource(opts.sqs, opts.queueUrl),
+    pool: opts.db.pool,
+    table: TABLE,
+    pseudonymizer: createPseudonymizer(TEST_KEY),
+    logger: opts.logger ?? createLogger("silent"),
+    config: { ...FAST, ...opts.config },
+  });
+}
+
+export interface TableCounts {
+  rows: number;
+  distinctUsers: number;
+  ledger: number;
+  quarantine: Record<string, number>;
+}
+
+export async function tableCounts(db: Db): Promise<TableCounts> {
+  const r = await db.pool.query<{ rows: number; users: number }>("SELECT count(*)::int AS rows, count(DISTINCT user_id)::int AS users FROM public.user_logins");
+  const l = await db.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM masq.ingest_ledger");
+  const q = await db.pool.query<{ reason: string; n: number }>("SELECT reason, count(*)::int AS n FROM masq.quarantine GROUP BY reason");
+  return {
+    rows: r.rows[0]!.rows,
+    distinctUsers: r.rows[0]!.users,
+    ledger: l.rows[0]!.n,
+    quarantine: Object.fromEntries(q.rows.map((x) => [x.reason, x.n])),
+  };
+}
+
+export { createDb };
+
+export async function waitFor(cond: () => Promise<boolean> | boolean, timeoutMs = 60_000, what = "condition"): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

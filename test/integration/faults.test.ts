@@ -1,0 +1,119 @@
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import { prepareDatabase } from "../../src/commands/setup.ts";
+import { sendBodies } from "../../src/demo/send-events.ts";
+import { createLogger } from "../../src/log.ts";
+import type { Db } from "../../src/sink/db.ts";
+import { createTestDatabase, type TestDatabase } from "../helpers/postgres.ts";
+import { startTestSqs, type TestSqs } from "../helpers/sqs.ts";
+import { startTcpProxy } from "../helpers/tcp-proxy.ts";
+import { captureLogger, createDb, expectedCounts, makeRunner, TABLE, tableCounts, uniqueEvents, waitFor } from "../helpers/pipeline.ts";
+
+let pgdb: TestDatabase;
+let sqs: TestSqs;
+let db: Db;
+
+before(async () => {
+  [pgdb, sqs] = await Promise.all([createTestDatabase(), startTestSqs()]);
+  db = createDb({ databaseUrl: pgdb.url });
+  await prepareDatabase(db, TABLE, { migrate: true, logger: createLogger("silent") });
+});
+after(async () => {
+  await db.close();
+  await sqs.close();
+  await pgdb.close();
+});
+
+async function reset(): Promise<void> {
+  await db.pool.query("TRUNCATE public.user_logins, masq.ingest_ledger, masq.quarantine");
+}
+
+describe("faults", () => {
+  test("Postgres going away mid-run and coming back loses nothing and writes nothing twice", async () => {
+    await reset();
+    const events = uniqueEvents(4000, 21);
+    const want = expectedCounts(events);
+    const queueUrl = sqs.newQueue();
+    await sendBodies(sqs.client, queueUrl, events.map((e) => e.body));
+
+    const proxy = await startTcpProxy(pgdb.port, pgdb.host);
+    const viaProxy = createDb({ databaseUrl: pgdb.urlVia(proxy.port), poolSize: 4 });
+    const { logger, lines } = captureLogger("info");
+    // Small batches, so the outage lands in the middle of the run.
+    const runner = makeRunner({ db: viaProxy, sqs: sqs.client, queueUrl, logger, config: { batchSize: 50, maxInFlight: 400, writers: 2 } });
+    const running = runner.run({ drain: true });
+    await waitFor(() => runner.stats.written > 0, 30_000, "first commits");
+    proxy.cut();
+    const writtenAtCut = runner.stats.written;
+    await new Promise((r) => setTimeout(r, 2500));
+    // While Postgres is away nothing commits, and receiving stops once the in-flight bound is reached.
+    assert.equal(runner.stats.written, writtenAtCut);
+    assert.ok(runner.inFlight <= 400 + 10 * 4);
+    proxy.restore();
+    const result = await running;
+    await viaProxy.close();
+    await proxy.close();
+
+    assert.equal(result.fatal, undefined);
+    assert.ok(Object.keys(result.stats.retries).some((k) => k.startsWith("pg") || k.startsWith("e")), "commits were retried");
+    assert.ok(lines.some((l) => l.includes("commit failed; retrying")));
+    const c = await tableCounts(db);
+    assert.equal(c.rows, want.valid);
+    assert.equal(c.distinctUsers, want.valid);
+    assert.deepEqual(c.quarantine, want.byReason);
+  });
+
+  test("a real Postgres restart mid-run (embedded server) loses nothing", { skip: !process.env.DATABASE_URL ? false : "needs the embedded Postgres" }, async () => {
+    await reset();
+    const events = uniqueEvents(3000, 22);
+    const want = expectedCounts(events);
+    const queueUrl = sqs.newQueue();
+    await sendBodies(sqs.client, queueUrl, events.map((e) => e.body));
+    const own = createDb({ databaseUrl: pgdb.url, poolSize: 4 });
+    const runner = makeRunner({ db: own, sqs: sqs.client, queueUrl, config: { batchSize: 50, maxInFlight: 400 } });
+    const running = runner.run({ drain: true });
+    await waitFor(() => runner.stats.written > 0, 30_000, "first commits");
+    await pgdb.embedded!.pause();
+    await new Promise((r) => setTimeout(r, 1500));
+    await pgdb.embedded!.start();
+    const result = await running;
+    await own.close();
+    // The shared pool's connections died with the server; a fresh pool for the checks.
+    await db.close();
+    db = createDb({ databaseUrl: pgdb.url });
+    assert.equal(result.fatal, undefined);
+    const c = await tableCounts(db);
+    assert.equal(c.rows, want.valid);
+    assert.equal(c.distinctUsers, want.valid);
+    assert.deepEqual(c.quarantine, want.byReason);
+  });
+
+  test("the SQS server going away mid-run and coming back loses nothing", async () => {
+    await reset();
+    const events = uniqueEvents(4000, 23);
+    const want = expectedCounts(events);
+    const queueUrl = sqs.newQueue();
+    await sendBodies(sqs.client, queueUrl, events.map((e) => e.body));
+
+    const proxy = await startTcpProxy(Number(new URL(sqs.endpoint).port));
+    const client = sqs.clientFor(`http://127.0.0.1:${proxy.port}`);
+    const { logger, lines } = captureLogger("info");
+    const runner = makeRunner({ db, sqs: client, queueUrl, logger, config: { batchSize: 50, maxInFlight: 400 } });
+    const running = runner.run({ drain: true });
+    await waitFor(() => runner.stats.deleted > 0, 30_000, "first deletes");
+    proxy.cut();
+    await new Promise((r) => setTimeout(r, 2500));
+    proxy.restore();
+    const result = await running;
+    client.destroy();
+    await proxy.close();
+
+    assert.equal(result.fatal, undefined);
+    assert.ok(lines.some((l) => l.includes("receive failed; retrying")), "receives were retried");
+    const c = await tableCounts(db);
+    assert.equal(c.rows, want.valid);
+    assert.equal(c.distinctUsers, want.valid);
+    assert.deepEqual(c.quarantine, want.byReason);
+    assert.equal(c.ledger, events.length);
+  });
+});

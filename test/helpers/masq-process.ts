@@ -33,8 +33,8 @@ export function spawnMasq(args: string[], env: NodeJS.ProcessEnv): MasqProcess {
   const child = spawn(process.execPath, [MASQ_BIN, ...args], { env, stdio: ["ignore", "pipe", "pipe"] });
   const lines: string[] = [];
   const collect = (chunk: Buffer) => lines.push(...chunk.toString().split("\n").filter(Boolean));
-  child.stdout!.on("data", collect);
-  child.stderr!.on("data", collect);
+  child.stdout.on("data", collect);
+  child.stderr.on("data", collect);
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
     child.on("exit", (code, signal) => resolve({ code, signal }));
   });

@@ -116,4 +116,43 @@ describe("faults", () => {
     assert.deepEqual(c.quarantine, want.byReason);
     assert.equal(c.ledger, events.length);
   });
+
+  test("held messages have their visibility extended while a commit is stuck, so none is redelivered", async () => {
+    await reset();
+    const events = uniqueEvents(500, 24, 0);
+    const queueUrl = sqs.newQueue();
+    await sendBodies(sqs.client, queueUrl, events.map((e) => e.body));
+    const proxy = await startTcpProxy(pgdb.port, pgdb.host);
+    const viaProxy = createDb({ databaseUrl: pgdb.urlVia(proxy.port), poolSize: 4 });
+    // A 2 s visibility timeout and a 5 s outage: without extension every held message would come back.
+    proxy.cut();
+    const runner = makeRunner({ db: viaProxy, sqs: sqs.client, queueUrl, config: { visibilityTimeoutSeconds: 2, batchSize: 100, maxInFlight: 600 } });
+    const running = runner.run({ drain: true });
+    await waitFor(() => runner.inFlight >= 100, 30_000, "messages to be held");
+    await new Promise((r) => setTimeout(r, 5000));
+    proxy.restore();
+    const result = await running;
+    await viaProxy.close();
+    await proxy.close();
+
+    assert.ok(result.stats.visibilityExtended > 0, "visibility was extended");
+    assert.equal(result.stats.received, events.length, "no message was received twice");
+    assert.equal(result.stats.duplicates, 0);
+    const c = await tableCounts(db);
+    assert.equal(c.rows, events.length);
+    assert.equal(c.distinctUsers, events.length);
+  });
+
+  test("ledger pruning deletes only ids older than the retention window", async () => {
+    await reset();
+    await db.pool.query(
+      `INSERT INTO masq.ingest_ledger (message_id, outcome, committed_at)
+       SELECT 'old-' || i, 'written', now() - interval '20 days' FROM generate_series(1, 25) i
+       UNION ALL SELECT 'new-' || i, 'written', now() - interval '1 day' FROM generate_series(1, 5) i`,
+    );
+    const { pruneLedger } = await import("../../src/sink/prune-ledger.ts");
+    assert.equal(await pruneLedger(db.pool, 15 * 86_400, 10), 25);
+    const left = await db.pool.query<{ message_id: string }>("SELECT message_id FROM masq.ingest_ledger ORDER BY 1");
+    assert.deepEqual(left.rows.map((r) => r.message_id), ["new-1", "new-2", "new-3", "new-4", "new-5"]);
+  });
 });

@@ -1,0 +1,18 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { spawnMasq } from "../helpers/masq-process.ts";
+
+test("masq demo (npm start) runs with no configuration and prints the summary", async () => {
+  const proc = spawnMasq(["demo", "--messages", "1500"], { PATH: process.env.PATH, HOME: process.env.HOME });
+  const { code } = await proc.exited;
+  const out = proc.lines.join("\n");
+  assert.equal(code, 0, out);
+  assert.match(out, /WARNING: .*demo only|WARNING: masq demo uses a random pseudonym key/);
+  assert.match(out, /received\s+1,500/);
+  const written = Number(/written\s+([\d,]+) rows/.exec(out)?.[1]?.replace(/,/g, ""));
+  const quarantined = Number(/quarantined\s+([\d,]+)/.exec(out)?.[1]?.replace(/,/g, ""));
+  assert.equal(written + quarantined, 1500);
+  assert.ok(quarantined > 0 && quarantined < 200, "about 5% malformed");
+  assert.match(out, /Largest duplicate groups by masked_device_id/);
+  assert.match(out, /\b[0-9a-f]{64}\s+\d+/, "duplicate groups are shown by pseudonym");
+});

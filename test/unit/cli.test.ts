@@ -1,0 +1,117 @@
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { describe, test } from "node:test";
+
+const MASQ = fileURLToPath(new URL("../../bin/masq", import.meta.url));
+const QUEUE_URL = "http://localhost:4566/000000000000/login-queue";
+const KEY = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+interface Run {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the real CLI with only the given environment: nothing leaks in from the test's own. */
+function masq(args: string[], env: Record<string, string> = {}): Run {
+  const r = spawnSync(process.execPath, [MASQ, ...args], { env, encoding: "utf8", timeout: 60_000 });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+function lines(text: string): string[] {
+  return text.split("\n").filter((l) => l.trim() !== "");
+}
+
+function assertNoStackTrace(r: Run): void {
+  assert.ok(!r.stderr.includes("    at "), `stack trace in stderr:\n${r.stderr}`);
+  assert.ok(!r.stdout.includes("    at "), `stack trace in stdout:\n${r.stdout}`);
+}
+
+describe("masq run with a configuration mistake exits 2 before touching anything", () => {
+  test("no QUEUE_URL: one stderr line naming QUEUE_URL", () => {
+    const r = masq(["run"]);
+    assert.equal(r.status, 2);
+    assert.equal(r.stdout, "");
+    assert.equal(lines(r.stderr).length, 1, r.stderr);
+    assert.match(r.stderr, /QUEUE_URL/);
+    assertNoStackTrace(r);
+  });
+
+  const shortKeys = [
+    ["hex of 23 bytes", "0123456789abcdef0123456789abcdef0123456789abcd"],
+    ["base64 of 16 bytes", "c2VjcmV0LWtleS12YWx1ZQ=="],
+    ["garbage", "my-very-secret-password!"],
+  ];
+  for (const [name, key] of shortKeys) {
+    test(`MASQ_PSEUDONYM_KEY ${name}: named, and its value never printed`, () => {
+      const r = masq(["run"], { QUEUE_URL, MASQ_PSEUDONYM_KEY: key! });
+      assert.equal(r.status, 2);
+      assert.equal(lines(r.stderr).length, 1, r.stderr);
+      assert.match(r.stderr, /MASQ_PSEUDONYM_KEY/);
+      assert.ok(!r.stderr.includes(key!) && !r.stdout.includes(key!));
+      assert.ok(!r.stderr.includes(key!.slice(0, 12)) && !r.stdout.includes(key!.slice(0, 12)));
+      assertNoStackTrace(r);
+    });
+  }
+
+  test("an invalid flag value: named as the flag", () => {
+    const r = masq(["run", "--batch-size", "abc"], { QUEUE_URL, MASQ_PSEUDONYM_KEY: KEY });
+    assert.equal(r.status, 2);
+    assert.match(r.stderr, /--batch-size/);
+    assertNoStackTrace(r);
+  });
+
+  test("an invalid DATABASE_URL: named, and its password never printed", () => {
+    const r = masq(["run"], { QUEUE_URL, MASQ_PSEUDONYM_KEY: KEY, DATABASE_URL: "postgres://u:s3cret@h:99999/db" });
+    assert.equal(r.status, 2);
+    assert.match(r.stderr, /DATABASE_URL/);
+    assert.ok(!r.stderr.includes("s3cret") && !r.stdout.includes("s3cret"));
+    assertNoStackTrace(r);
+  });
+});
+
+describe("usage mistakes exit 2 without a stack trace", () => {
+  const cases: [args: string[], mentions: RegExp][] = [
+    [["run", "--bogus"], /--bogus/],
+    [["--bogus"], /--bogus/],
+    [["migrate", "--bogus"], /--bogus/],
+    [["bogus"], /bogus/],
+    [["demo", "--messages", "0"], /--messages/],
+    [["demo", "--seed", "x"], /--seed/],
+  ];
+  for (const [args, mentions] of cases) {
+    test(`masq ${args.join(" ")}`, () => {
+      const r = masq(args);
+      assert.equal(r.status, 2);
+      assert.match(r.stderr, mentions);
+      assertNoStackTrace(r);
+    });
+  }
+});
+
+describe("--help exits 0 and lists the options", () => {
+  const cases: [args: string[], mentions: string[]][] = [
+    [["--help"], ["run", "migrate", "demo", "--version", "--help"]],
+    [
+      ["run", "--help"],
+      ["--queue-url", "--drain", "--batch-size", "--sqs-protocol", "--max-in-flight", "--no-migrate", "--database-url", "--table", "QUEUE_URL"],
+    ],
+    [["migrate", "--help"], ["--database-url", "--table", "--log-level", "DATABASE_URL"]],
+    [["demo", "--help"], ["--messages", "--seed", "--keep"]],
+  ];
+  for (const [args, mentions] of cases) {
+    test(`masq ${args.join(" ")}`, () => {
+      const r = masq(args);
+      assert.equal(r.status, 0, r.stderr);
+      for (const m of mentions) assert.ok(r.stdout.includes(m), `help does not mention ${m}:\n${r.stdout}`);
+      assertNoStackTrace(r);
+    });
+  }
+
+  test("masq --version prints the version", () => {
+    const r = masq(["--version"]);
+    assert.equal(r.status, 0);
+    assert.match(r.stdout.trim(), /^\d+\.\d+\.\d+$/);
+  });
+});

@@ -1,0 +1,211 @@
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, test } from "node:test";
+import { readPipelineConfig, readRunConfig, type PipelineConfig } from "../../src/config.ts";
+import { ConfigError } from "../../src/errors.ts";
+import { TEST_KEY, TEST_KEY_HEX } from "./fixtures.ts";
+
+const AWS_QUEUE = "https://sqs.us-east-1.amazonaws.com/123456789012/q";
+const LOCALSTACK_QUEUE = "http://localhost:4566/000000000000/login-queue";
+
+/** The least environment `masq run` starts with. */
+const BASE_ENV = { QUEUE_URL: AWS_QUEUE, MASQ_PSEUDONYM_KEY: TEST_KEY_HEX };
+
+const DEFAULT_PIPELINE: PipelineConfig = {
+  batchSize: 1000,
+  batchWaitMs: 500,
+  receivers: 8,
+  maxInFlight: 5000,
+  writers: 2,
+  waitTimeSeconds: 20,
+  visibilityTimeoutSeconds: 60,
+  shutdownTimeoutMs: 30_000,
+};
+
+describe("defaults", () => {
+  test("of the pipeline, for a service", () => {
+    assert.deepEqual(readPipelineConfig({}, {}), DEFAULT_PIPELINE);
+  });
+
+  test("of the pipeline, for a drain: short polls", () => {
+    assert.deepEqual(readPipelineConfig({}, {}, true), { ...DEFAULT_PIPELINE, waitTimeSeconds: 1 });
+  });
+
+  test("of max in flight: three batches when that is more than 5000", () => {
+    assert.equal(readPipelineConfig({}, { MASQ_BATCH_SIZE: "4000" }).maxInFlight, 12_000);
+    assert.equal(readPipelineConfig({}, { MASQ_BATCH_SIZE: "1000" }).maxInFlight, 5000);
+  });
+
+  test("of a run", () => {
+    const config = readRunConfig({}, BASE_ENV, false);
+    assert.deepEqual(config, {
+      queueUrl: AWS_QUEUE,
+      databaseUrl: undefined,
+      table: { schema: "public", name: "user_logins" },
+      pseudonymKey: TEST_KEY,
+      sqsProtocol: "json",
+      sqsEndpoint: undefined,
+      region: "us-east-1",
+      migrate: true,
+      logLevel: "info",
+      pipeline: DEFAULT_PIPELINE,
+    });
+  });
+
+  test("of a drain run: wait time 1", () => {
+    assert.equal(readRunConfig({}, BASE_ENV, true).pipeline.waitTimeSeconds, 1);
+  });
+});
+
+describe("environment", () => {
+  test("sets every pipeline setting", () => {
+    const env = {
+      MASQ_BATCH_SIZE: "200",
+      MASQ_BATCH_WAIT_MS: "0",
+      MASQ_RECEIVERS: "3",
+      MASQ_MAX_IN_FLIGHT: "600",
+      MASQ_WRITERS: "4",
+      MASQ_WAIT_TIME_SECONDS: "5",
+      MASQ_VISIBILITY_TIMEOUT: "120",
+      MASQ_SHUTDOWN_TIMEOUT_MS: "2000",
+    };
+    assert.deepEqual(readPipelineConfig({}, env), {
+      batchSize: 200,
+      batchWaitMs: 0,
+      receivers: 3,
+      maxInFlight: 600,
+      writers: 4,
+      waitTimeSeconds: 5,
+      visibilityTimeoutSeconds: 120,
+      shutdownTimeoutMs: 2000,
+    });
+  });
+
+  const region: [env: Record<string, string>, expected: string][] = [
+    [{ AWS_REGION: "eu-west-1" }, "eu-west-1"],
+    [{ AWS_DEFAULT_REGION: "eu-central-1" }, "eu-central-1"],
+    [{ AWS_REGION: "eu-west-1", AWS_DEFAULT_REGION: "eu-central-1" }, "eu-west-1"],
+  ];
+  for (const [env, expected] of region) {
+    test(`region from ${Object.keys(env).join(" and ")}`, () => {
+      assert.equal(readRunConfig({}, { ...BASE_ENV, ...env }, false).region, expected);
+    });
+  }
+
+  for (const value of ["false", "0"]) {
+    test(`MASQ_MIGRATE=${value} turns migration off`, () => {
+      assert.equal(readRunConfig({}, { ...BASE_ENV, MASQ_MIGRATE: value }, false).migrate, false);
+    });
+  }
+
+  test("the key can come from a file", () => {
+    const dir = mkdtempSync(join(tmpdir(), "masq-config-"));
+    try {
+      writeFileSync(join(dir, "key"), `${TEST_KEY_HEX}\n`);
+      const env = { QUEUE_URL: AWS_QUEUE, MASQ_PSEUDONYM_KEY_FILE: join(dir, "key") };
+      assert.deepEqual(readRunConfig({}, env, false).pseudonymKey, TEST_KEY);
+    } finally {
+      rmSync(dir, { recursive: true });
+    }
+  });
+});
+
+describe("flags win over the environment", () => {
+  const cases: [name: string, flags: Record<string, unknown>, env: Record<string, string>, pick: (c: ReturnType<typeof readRunConfig>) => unknown, expected: unknown][] = [
+    ["queue URL", { queueUrl: LOCALSTACK_QUEUE }, {}, (c) => c.queueUrl, LOCALSTACK_QUEUE],
+    ["batch size", { batchSize: "50" }, { MASQ_BATCH_SIZE: "70" }, (c) => c.pipeline.batchSize, 50],
+    ["batch size given as a number", { batchSize: 60 }, { MASQ_BATCH_SIZE: "70" }, (c) => c.pipeline.batchSize, 60],
+    ["batch wait", { batchWaitMs: "10" }, { MASQ_BATCH_WAIT_MS: "20" }, (c) => c.pipeline.batchWaitMs, 10],
+    ["wait time", { waitTimeSeconds: "3" }, { MASQ_WAIT_TIME_SECONDS: "7" }, (c) => c.pipeline.waitTimeSeconds, 3],
+    ["max in flight", { maxInFlight: "7000" }, { MASQ_MAX_IN_FLIGHT: "9000" }, (c) => c.pipeline.maxInFlight, 7000],
+    ["visibility timeout", { visibilityTimeout: "30" }, { MASQ_VISIBILITY_TIMEOUT: "90" }, (c) => c.pipeline.visibilityTimeoutSeconds, 30],
+    ["SQS protocol", { sqsProtocol: "query" }, { MASQ_SQS_PROTOCOL: "json" }, (c) => c.sqsProtocol, "query"],
+    ["SQS endpoint", { sqsEndpoint: "http://flag:1" }, { AWS_ENDPOINT_URL_SQS: "http://env:2" }, (c) => c.sqsEndpoint, "http://flag:1"],
+    ["database URL", { databaseUrl: "postgres://flag/db" }, { DATABASE_URL: "postgres://env/db" }, (c) => c.databaseUrl, "postgres://flag/db"],
+    ["table", { table: "analytics.logins" }, { MASQ_TABLE: "other" }, (c) => c.table, { schema: "analytics", name: "logins" }],
+    ["log level", { logLevel: "debug" }, { MASQ_LOG_LEVEL: "warn" }, (c) => c.logLevel, "debug"],
+    ["--no-migrate", { migrate: false }, {}, (c) => c.migrate, false],
+    ["an empty flag falls back to the environment", { batchSize: "" }, { MASQ_BATCH_SIZE: "70" }, (c) => c.pipeline.batchSize, 70],
+  ];
+  for (const [name, flags, env, pick, expected] of cases) {
+    test(name, () => {
+      assert.deepEqual(pick(readRunConfig(flags, { ...BASE_ENV, ...env }, false)), expected);
+    });
+  }
+});
+
+describe("the SQS endpoint", () => {
+  const cases: [queueUrl: string, env: Record<string, string>, expected: string | undefined][] = [
+    [LOCALSTACK_QUEUE, {}, "http://localhost:4566"],
+    ["http://127.0.0.1:9324/queue/login-queue", {}, "http://127.0.0.1:9324"],
+    [AWS_QUEUE, {}, undefined],
+    ["https://sqs.cn-north-1.amazonaws.com.cn/123456789012/q", {}, undefined],
+    ["https://sqs.evil-amazonaws.com/123456789012/q", {}, "https://sqs.evil-amazonaws.com"],
+    [AWS_QUEUE, { AWS_ENDPOINT_URL_SQS: "http://sqs.local:4566" }, "http://sqs.local:4566"],
+    [AWS_QUEUE, { AWS_ENDPOINT_URL: "http://aws.local:4566" }, "http://aws.local:4566"],
+    [LOCALSTACK_QUEUE, { AWS_ENDPOINT_URL_SQS: "http://sqs.local:1", AWS_ENDPOINT_URL: "http://aws.local:2" }, "http://sqs.local:1"],
+  ];
+  for (const [queueUrl, env, expected] of cases) {
+    test(`of ${queueUrl}${Object.keys(env).length > 0 ? ` with ${Object.keys(env).join(", ")}` : ""} is ${expected}`, () => {
+      assert.equal(readRunConfig({}, { ...BASE_ENV, QUEUE_URL: queueUrl, ...env }, false).sqsEndpoint, expected);
+    });
+  }
+});
+
+describe("an invalid setting throws a ConfigError naming it", () => {
+  const PASSWORD = "s3cret";
+  const cases: [name: string, flags: Record<string, unknown>, env: Record<string, string | undefined>, setting: string][] = [
+    ["QUEUE_URL missing", {}, { QUEUE_URL: undefined }, "QUEUE_URL"],
+    ["QUEUE_URL empty", {}, { QUEUE_URL: "" }, "QUEUE_URL"],
+    ["QUEUE_URL not a URL", {}, { QUEUE_URL: "login-queue" }, "QUEUE_URL"],
+    ["--queue-url not a URL", { queueUrl: "login-queue" }, {}, "--queue-url"],
+    ["MASQ_BATCH_SIZE abc", {}, { MASQ_BATCH_SIZE: "abc" }, "MASQ_BATCH_SIZE"],
+    ["MASQ_BATCH_SIZE 0", {}, { MASQ_BATCH_SIZE: "0" }, "MASQ_BATCH_SIZE"],
+    ["MASQ_BATCH_SIZE -5", {}, { MASQ_BATCH_SIZE: "-5" }, "MASQ_BATCH_SIZE"],
+    ["MASQ_BATCH_SIZE 1.5", {}, { MASQ_BATCH_SIZE: "1.5" }, "MASQ_BATCH_SIZE"],
+    ["MASQ_BATCH_SIZE 1e3", {}, { MASQ_BATCH_SIZE: "1e3" }, "MASQ_BATCH_SIZE"],
+    ["MASQ_BATCH_SIZE above 10000", {}, { MASQ_BATCH_SIZE: "10001" }, "MASQ_BATCH_SIZE"],
+    ["--batch-size abc", { batchSize: "abc" }, {}, "--batch-size"],
+    ["MASQ_WAIT_TIME_SECONDS 21", {}, { MASQ_WAIT_TIME_SECONDS: "21" }, "MASQ_WAIT_TIME_SECONDS"],
+    ["MASQ_VISIBILITY_TIMEOUT 4", {}, { MASQ_VISIBILITY_TIMEOUT: "4" }, "MASQ_VISIBILITY_TIMEOUT"],
+    ["MASQ_RECEIVERS 0", {}, { MASQ_RECEIVERS: "0" }, "MASQ_RECEIVERS"],
+    ["MASQ_WRITERS 33", {}, { MASQ_WRITERS: "33" }, "MASQ_WRITERS"],
+    ["MASQ_SHUTDOWN_TIMEOUT_MS 999", {}, { MASQ_SHUTDOWN_TIMEOUT_MS: "999" }, "MASQ_SHUTDOWN_TIMEOUT_MS"],
+    ["MASQ_SQS_PROTOCOL xml", {}, { MASQ_SQS_PROTOCOL: "xml" }, "MASQ_SQS_PROTOCOL"],
+    ["--sqs-protocol xml", { sqsProtocol: "xml" }, {}, "--sqs-protocol"],
+    ["MASQ_LOG_LEVEL loud", {}, { MASQ_LOG_LEVEL: "loud" }, "MASQ_LOG_LEVEL"],
+    ["MASQ_TABLE with SQL in it", {}, { MASQ_TABLE: 'logins"; drop table x; --' }, "MASQ_TABLE"],
+    ["MASQ_TABLE of three parts", {}, { MASQ_TABLE: "a.b.c" }, "MASQ_TABLE"],
+    ["AWS_ENDPOINT_URL_SQS not a URL", {}, { AWS_ENDPOINT_URL_SQS: "localhost:4566" }, "AWS_ENDPOINT_URL_SQS"],
+    ["AWS_ENDPOINT_URL not a URL", {}, { AWS_ENDPOINT_URL: "nope" }, "AWS_ENDPOINT_URL"],
+    ["DATABASE_URL not a URL", {}, { DATABASE_URL: "not a url" }, "DATABASE_URL"],
+    ["DATABASE_URL without the scheme's slashes", {}, { DATABASE_URL: `postgres//u:${PASSWORD}@h/db` }, "DATABASE_URL"],
+    ["DATABASE_URL with a bad port", {}, { DATABASE_URL: `postgres://u:${PASSWORD}@h:99999/db` }, "DATABASE_URL"],
+    ["DATABASE_URL of another scheme", {}, { DATABASE_URL: `mysql://u:${PASSWORD}@h/db` }, "DATABASE_URL"],
+    ["DATABASE_URL with a space in the host", {}, { DATABASE_URL: `postgres://u:${PASSWORD}@my host/db` }, "DATABASE_URL"],
+    ["--database-url invalid", { databaseUrl: `postgres://u:${PASSWORD}@h:port/db` }, {}, "--database-url"],
+    ["MASQ_MAX_IN_FLIGHT below the default batch size", {}, { MASQ_MAX_IN_FLIGHT: "500" }, "MASQ_MAX_IN_FLIGHT"],
+    ["MASQ_MAX_IN_FLIGHT below MASQ_BATCH_SIZE", {}, { MASQ_BATCH_SIZE: "200", MASQ_MAX_IN_FLIGHT: "100" }, "MASQ_MAX_IN_FLIGHT"],
+    ["MASQ_PSEUDONYM_KEY missing", {}, { MASQ_PSEUDONYM_KEY: undefined }, "MASQ_PSEUDONYM_KEY"],
+    ["MASQ_PSEUDONYM_KEY too short", {}, { MASQ_PSEUDONYM_KEY: TEST_KEY_HEX.slice(2) }, "MASQ_PSEUDONYM_KEY"],
+    ["MASQ_PSEUDONYM_KEY_FILE unreadable", {}, { MASQ_PSEUDONYM_KEY: undefined, MASQ_PSEUDONYM_KEY_FILE: "/nonexistent/masq.key" }, "MASQ_PSEUDONYM_KEY_FILE"],
+  ];
+  for (const [name, flags, env, setting] of cases) {
+    test(name, () => {
+      const fullEnv: Record<string, string | undefined> = { ...BASE_ENV, ...env };
+      assert.throws(
+        () => readRunConfig(flags, fullEnv, false),
+        (err: unknown) => {
+          assert.ok(err instanceof ConfigError, `got ${String(err)}`);
+          assert.equal(err.setting, setting);
+          assert.ok(err.message.startsWith(`${setting}: `), err.message);
+          assert.ok(!err.message.includes(PASSWORD), err.message);
+          assert.ok(!err.message.includes(TEST_KEY_HEX.slice(2, 20)), err.message);
+          return true;
+        },
+      );
+    });
+  }
+});

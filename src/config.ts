@@ -72,25 +72,29 @@ function oneOf<T extends string>(src: Source, flag: string | undefined, env: str
   return v;
 }
 
-function url(src: Source, flag: string | undefined, env: string, what: string): string | undefined {
+function url(src: Source, flag: string | undefined, env: string, what: string, schemes: readonly string[]): string | undefined {
   const r = raw(src, flag, env);
   if (r === undefined) return undefined;
+  let protocol: string;
   try {
-    const u = new URL(r.value);
-    if (!/^(https?|postgres(ql)?):$/.test(u.protocol)) throw new Error("scheme");
+    protocol = new URL(r.value).protocol.replace(/:$/, "");
   } catch {
     // A database URL can hold a password: name the setting, never echo the value.
     throw new ConfigError(r.from, `is not a valid ${what} URL`);
   }
+  if (!schemes.includes(protocol)) throw new ConfigError(r.from, `must be a ${schemes.map((s) => `${s}://`).join(" or ")} URL (got ${protocol}://)`);
   return r.value;
 }
+
+const HTTP = ["http", "https"] as const;
+const POSTGRES = ["postgres", "postgresql"] as const;
 
 export function readLogLevel(flags: Record<string, unknown>, env: NodeJS.ProcessEnv): LogLevel {
   return oneOf<LogLevel>({ flags, env }, "logLevel", "MASQ_LOG_LEVEL", "info", ["fatal", "error", "warn", "info", "debug", "trace", "silent"]);
 }
 
 export function readDatabaseUrl(flags: Record<string, unknown>, env: NodeJS.ProcessEnv): string | undefined {
-  return url({ flags, env }, "databaseUrl", "DATABASE_URL", "Postgres");
+  return url({ flags, env }, "databaseUrl", "DATABASE_URL", "Postgres", POSTGRES);
 }
 
 export function readTable(flags: Record<string, unknown>, env: NodeJS.ProcessEnv): TableName {
@@ -134,14 +138,15 @@ export function readPipelineConfig(flags: Record<string, unknown>, env: NodeJS.P
     shutdownTimeoutMs: integer(src, "shutdownTimeoutMs", "MASQ_SHUTDOWN_TIMEOUT_MS", 30_000, 1_000, 3_600_000),
   };
   if (config.maxInFlight < config.batchSize) {
-    throw new ConfigError("MASQ_MAX_IN_FLIGHT", `must be at least MASQ_BATCH_SIZE (${config.batchSize}), or no batch could ever fill`);
+    const from = raw(src, "maxInFlight", "MASQ_MAX_IN_FLIGHT")?.from ?? "MASQ_MAX_IN_FLIGHT";
+    throw new ConfigError(from, `must be at least the batch size (${config.batchSize}), or no batch could ever fill`);
   }
   return config;
 }
 
 export function readRunConfig(flags: Record<string, unknown>, env: NodeJS.ProcessEnv, drain: boolean): RunConfig {
   const src = { flags, env };
-  const queueUrl = url(src, "queueUrl", "QUEUE_URL", "SQS queue");
+  const queueUrl = url(src, "queueUrl", "QUEUE_URL", "SQS queue", HTTP);
   if (queueUrl === undefined) throw new ConfigError("QUEUE_URL", "is not set; give the queue's URL with --queue-url or QUEUE_URL");
   return {
     queueUrl,
@@ -150,7 +155,7 @@ export function readRunConfig(flags: Record<string, unknown>, env: NodeJS.Proces
     pseudonymKey: readPseudonymKey(env),
     sqsProtocol: oneOf<SqsProtocol>(src, "sqsProtocol", "MASQ_SQS_PROTOCOL", "json", ["json", "query"]),
     sqsEndpoint:
-      url(src, "sqsEndpoint", "AWS_ENDPOINT_URL_SQS", "SQS endpoint") ?? url(src, undefined, "AWS_ENDPOINT_URL", "AWS endpoint") ?? emulatorEndpoint(queueUrl),
+      url(src, "sqsEndpoint", "AWS_ENDPOINT_URL_SQS", "SQS endpoint", HTTP) ?? url(src, undefined, "AWS_ENDPOINT_URL", "AWS endpoint", HTTP) ?? emulatorEndpoint(queueUrl),
     region: env.AWS_REGION || env.AWS_DEFAULT_REGION || "us-east-1",
     migrate: flags.migrate !== false && env.MASQ_MIGRATE !== "false" && env.MASQ_MIGRATE !== "0",
     logLevel: readLogLevel(flags, env),

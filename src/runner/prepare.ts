@@ -6,7 +6,8 @@ import { parseLoginEvent } from "../transform/login-event.ts";
 export interface IncomingMessage {
   messageId: string;
   body: string;
-  sentAt: Date;
+  /** SentTimestamp; when absent (never on AWS), create_date falls back to the receive time and the runner warns. */
+  sentAt: Date | null;
   receivedAt: Date;
 }
 
@@ -17,7 +18,7 @@ export interface IncomingMessage {
 export function prepareOutcome(m: IncomingMessage, p: Pseudonymizer): Outcome {
   const parsed = parseLoginEvent(m.body);
   const meta = { messageId: m.messageId, sentAt: m.sentAt, receivedAt: m.receivedAt, bodyLength: m.body.length };
-  if (parsed.ok) return { ...meta, kind: "row", row: maskEvent(parsed.event, m.sentAt, p) };
+  if (parsed.ok) return { ...meta, kind: "row", row: maskEvent(parsed.event, m.sentAt ?? m.receivedAt, p) };
   return {
     ...meta,
     kind: "quarantine",

@@ -7,6 +7,7 @@ import type { Handle, ReceivedMessage, SqsSource } from "../source/sqs-source.ts
 import { commitBatch } from "../sink/commit-batch.ts";
 import type { TableName } from "../sink/table-name.ts";
 import type { Outcome } from "../sink/write-batch.ts";
+import type { ReasonCode } from "../transform/login-event.ts";
 import { backoffMs, sleep } from "./backoff.ts";
 import { prepareOutcome } from "./prepare.ts";
 import { emptyStats, type RunStats } from "./stats.ts";
@@ -64,6 +65,7 @@ export class Runner {
   private readonly receiveAbort = new AbortController();
   private readonly hardAbort = new AbortController();
   private waiters: (() => void)[] = [];
+  private warnedNoSentTimestamp = false;
 
   constructor(deps: RunnerDeps) {
     this.deps = deps;
@@ -158,6 +160,10 @@ export class Runner {
         continue;
       }
       this.held.set(m.messageId, { receiptHandle: m.receiptHandle, visibleAt });
+      if (m.sentAt === null && !this.warnedNoSentTimestamp) {
+        this.warnedNoSentTimestamp = true;
+        this.deps.logger.warn("the SQS endpoint does not report SentTimestamp; create_date falls back to the receive date");
+      }
       this.pending.push(prepareOutcome(m, pseudonymizer));
     }
     if (this.pending.length >= config.batchSize) this.flush();
@@ -196,13 +202,10 @@ export class Runner {
         const r = await commitBatch(pool, table, batch);
         this.stats.written += r.written;
         this.stats.duplicates += r.duplicates;
-        for (const o of batch) {
-          if (o.kind === "quarantine") this.stats.quarantined[o.reason] = (this.stats.quarantined[o.reason] ?? 0) + 1;
+        for (const [reason, n] of Object.entries(r.quarantinedByReason) as [ReasonCode, number][]) {
+          this.stats.quarantined[reason] = (this.stats.quarantined[reason] ?? 0) + n;
         }
-        if (r.rejected > 0) {
-          this.stats.quarantined.db_rejected = (this.stats.quarantined.db_rejected ?? 0) + r.rejected;
-          logger.warn({ rejected: r.rejected }, "Postgres rejected rows; they were quarantined as db_rejected");
-        }
+        if (r.rejected > 0) logger.warn({ rejected: r.rejected }, "Postgres rejected rows; they were quarantined as db_rejected");
         this.stats.batches++;
         if (!this.sinkHealthy) logger.info("Postgres is back; resuming");
         this.sinkHealthy = true;
@@ -241,24 +244,22 @@ export class Runner {
         const res = await source.deleteBatch(handles, this.hardAbort.signal);
         retry = res.retry;
         this.stats.staleHandles += res.stale;
+        this.stats.deleted += handles.length - res.retry.length - res.stale;
       } catch (err) {
         // Fatal (the queue vanished, access revoked): committed rows stay committed; the messages come back and dedupe.
         logger.error({ err: describeError(err) }, "delete failed; committed messages will be redelivered and skipped");
+        this.stats.deleteAbandoned += handles.length;
         retry = [];
       }
       const retryIds = new Set(retry.map((h) => h.messageId));
-      for (const h of handles) {
-        if (!retryIds.has(h.messageId)) {
-          this.held.delete(h.messageId);
-          this.stats.deleted++;
-        }
-      }
+      for (const h of handles) if (!retryIds.has(h.messageId)) this.held.delete(h.messageId);
       this.notify();
       remaining = [...retryIds];
       if (remaining.length === 0 || this.hardAbort.signal.aborted) break;
       this.countRetry("sqs_delete");
       await sleep(backoffMs(attempt), this.hardAbort.signal);
     }
+    this.stats.deleteAbandoned += remaining.length;
     for (const id of remaining) this.held.delete(id);
   }
 

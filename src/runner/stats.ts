@@ -4,10 +4,13 @@ import type { ReasonCode } from "../transform/login-event.ts";
 export interface RunStats {
   received: number;
   written: number;
+  /** Newly quarantined messages by reason, as the database recorded them. */
   quarantined: Partial<Record<ReasonCode, number>>;
   /** Messages whose id was already in the ledger: redeliveries of committed work, skipped. */
   duplicates: number;
   deleted: number;
+  /** Committed messages whose delete kept failing: they will be redelivered and skipped by the ledger. */
+  deleteAbandoned: number;
   batches: number;
   visibilityExtended: number;
   staleHandles: number;
@@ -15,7 +18,7 @@ export interface RunStats {
 }
 
 export function emptyStats(): RunStats {
-  return { received: 0, written: 0, quarantined: {}, duplicates: 0, deleted: 0, batches: 0, visibilityExtended: 0, staleHandles: 0, retries: {} };
+  return { received: 0, written: 0, quarantined: {}, duplicates: 0, deleted: 0, deleteAbandoned: 0, batches: 0, visibilityExtended: 0, staleHandles: 0, retries: {} };
 }
 
 export function totalQuarantined(s: RunStats): number {

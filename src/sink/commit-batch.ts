@@ -22,9 +22,12 @@ export async function commitBatch(pool: pg.Pool, table: TableName, outcomes: rea
     const mid = Math.ceil(outcomes.length / 2);
     const a = await commitBatch(pool, table, outcomes.slice(0, mid));
     const b = await commitBatch(pool, table, outcomes.slice(mid));
+    const byReason = { ...a.quarantinedByReason };
+    for (const [reason, n] of Object.entries(b.quarantinedByReason)) byReason[reason] = (byReason[reason] ?? 0) + n;
     return {
       written: a.written + b.written,
       quarantined: a.quarantined + b.quarantined,
+      quarantinedByReason: byReason,
       duplicates: a.duplicates + b.duplicates,
       rejected: a.rejected + b.rejected,
     };

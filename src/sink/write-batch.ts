@@ -16,6 +16,8 @@ export type Outcome = {
 export interface BatchResult {
   written: number;
   quarantined: number;
+  /** Newly quarantined messages by reason code (redeliveries of already-quarantined messages not counted). */
+  quarantinedByReason: Record<string, number>;
   /** Message ids already in the ledger: committed before (a redelivery), so nothing was written again. */
   duplicates: number;
 }
@@ -49,9 +51,10 @@ WITH rows AS (
   INSERT INTO masq.quarantine (message_id, reason, detail, body, body_length, sent_at, received_at)
   SELECT b.message_id, b.reason, b.detail, b.body, b.body_length, b.sent_at, b.received_at
   FROM bad b JOIN claimed c ON c.message_id = b.message_id AND c.outcome = 'quarantined'
-  RETURNING 1
+  RETURNING reason
 )
-SELECT (SELECT count(*) FROM written)::int AS written, (SELECT count(*) FROM quarantined)::int AS quarantined`;
+SELECT (SELECT count(*) FROM written)::int AS written,
+       (SELECT coalesce(json_object_agg(reason, n), '{}') FROM (SELECT reason, count(*)::int AS n FROM quarantined GROUP BY reason) g) AS by_reason`;
 }
 
 const sqlCache = new Map<string, string>();
@@ -88,15 +91,16 @@ export async function writeBatch(pool: pg.Pool, table: TableName, outcomes: read
     }
   }
   try {
-    const res = await pool.query<{ written: number; quarantined: number }>({
+    const res = await pool.query<{ written: number; by_reason: Record<string, number> }>({
       text,
       // A named statement is parsed and planned once per connection, not once per batch.
       name: `masq_write_batch_${key}`.slice(0, 63),
       values: [r.id, r.user, r.type, r.ip, r.dev, r.loc, r.ver, r.date, q.id, q.reason, q.detail, q.body, q.len, q.sent, q.recv],
     });
     const written = res.rows[0]?.written ?? 0;
-    const quarantined = res.rows[0]?.quarantined ?? 0;
-    return { written, quarantined, duplicates: outcomes.length - written - quarantined };
+    const quarantinedByReason = res.rows[0]?.by_reason ?? {};
+    const quarantined = Object.values(quarantinedByReason).reduce((a, b) => a + b, 0);
+    return { written, quarantined, quarantinedByReason, duplicates: outcomes.length - written - quarantined };
   } catch (err) {
     throw classifyPgError(err);
   }

@@ -12,8 +12,8 @@ export interface ReceivedMessage {
   messageId: string;
   receiptHandle: string;
   body: string;
-  /** The SentTimestamp system attribute: when SQS accepted the message. */
-  sentAt: Date;
+  /** The SentTimestamp system attribute: when SQS accepted the message; null if the server did not report it. */
+  sentAt: Date | null;
   receivedAt: Date;
   receiveCount: number;
 }
@@ -83,7 +83,7 @@ export class SqsSource {
           messageId: m.MessageId,
           receiptHandle: m.ReceiptHandle,
           body: m.Body ?? "",
-          sentAt: Number.isFinite(sent) && sent > 0 ? new Date(sent) : receivedAt,
+          sentAt: Number.isFinite(sent) && sent > 0 ? new Date(sent) : null,
           receivedAt,
           receiveCount: Number(m.Attributes?.ApproximateReceiveCount ?? 1),
         },

@@ -70,6 +70,8 @@ export function parseLoginEvent(body: string): ParseResult {
     // Postgres text cannot hold NUL; refuse it here with a clear reason rather than as a database error.
     const value = obj[key];
     if (typeof value === "string" && value.includes("\u0000")) return reject("invalid_text", `${key} contains a NUL character`, obj);
+    // A lone UTF-16 surrogate becomes U+FFFD in UTF-8: distinct device ids would share a pseudonym.
+    if (typeof value === "string" && !value.isWellFormed()) return reject("invalid_text", `${key} contains an unpaired UTF-16 surrogate`, obj);
   }
   const tooLong =
     checkLength("user_id", s.user_id, LIMITS.userId) ??

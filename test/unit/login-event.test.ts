@@ -83,6 +83,8 @@ const rejected: [name: string, body: string, reason: ReasonCode, mentions?: stri
   ["blank ip", sampleWith({ ip: " " }), "empty_field", "ip"],
   ["NUL inside device_id", sampleWith({ device_id: "593-47\u0000-5928" }), "invalid_text", "device_id"],
   ["NUL inside locale", sampleWith({ locale: "R\u0000U" }), "invalid_text", "locale"],
+  ["lone surrogate in device_id", sampleWith({ device_id: "593-47-\udc00" }), "invalid_text", "device_id"],
+  ["lone surrogate in user_id", sampleWith({ user_id: "\ud800" }), "invalid_text", "user_id"],
   ["user_id of 129 characters", sampleWith({ user_id: "u".repeat(129) }), "too_long", "user_id"],
   ["user_id of 129 'é'", sampleWith({ user_id: "é".repeat(129) }), "too_long", "user_id"],
   ["device_type of 33 characters", sampleWith({ device_type: "d".repeat(33) }), "too_long", "device_type"],

@@ -1,4 +1,8 @@
 import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { CreateQueueCommand } from "@aws-sdk/client-sqs";
 import { after, before, describe, test } from "node:test";
 import { prepareDatabase } from "../../src/commands/setup.ts";
 import { sendBodies } from "../../src/demo/send-events.ts";
@@ -7,6 +11,8 @@ import type { Db } from "../../src/sink/db.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/postgres.ts";
 import { startTestSqs, type TestSqs } from "../helpers/sqs.ts";
 import { startTcpProxy } from "../helpers/tcp-proxy.ts";
+import { startFauxqsProcess } from "../helpers/fauxqs-process.ts";
+import { freePort } from "../../src/demo/embedded.ts";
 import { captureLogger, createDb, expectedCounts, makeRunner, TABLE, tableCounts, uniqueEvents, waitFor } from "../helpers/pipeline.ts";
 
 let pgdb: TestDatabase;
@@ -115,6 +121,38 @@ describe("faults", () => {
     assert.equal(c.distinctUsers, want.valid);
     assert.deepEqual(c.quarantine, want.byReason);
     assert.equal(c.ledger, events.length);
+  });
+
+  test("the SQS server crashing (SIGKILL) and restarting mid-run loses nothing", async () => {
+    await reset();
+    const events = uniqueEvents(3000, 25);
+    const want = expectedCounts(events);
+    const dataDir = mkdtempSync(path.join(tmpdir(), "masq-fauxqs-"));
+    const server = await startFauxqsProcess(await freePort(), dataDir);
+    const client = sqs.clientFor(server.endpoint);
+    try {
+      const created = await client.send(new CreateQueueCommand({ QueueName: "login-queue" }));
+      await sendBodies(client, created.QueueUrl!, events.map((e) => e.body));
+      const { logger, lines } = captureLogger("info");
+      const runner = makeRunner({ db, sqs: client, queueUrl: created.QueueUrl!, logger, config: { batchSize: 50, maxInFlight: 400, visibilityTimeoutSeconds: 5 } });
+      const running = runner.run({ drain: true });
+      await waitFor(() => runner.stats.deleted > 0, 30_000, "first deletes");
+      await server.kill();
+      await new Promise((r) => setTimeout(r, 2000));
+      await server.start();
+      const result = await running;
+      assert.equal(result.fatal, undefined);
+      assert.ok(lines.some((l) => l.includes("receive failed; retrying")), "receives were retried while the server was down");
+      const c = await tableCounts(db);
+      assert.equal(c.rows, want.valid);
+      assert.equal(c.distinctUsers, want.valid);
+      assert.deepEqual(c.quarantine, want.byReason);
+      assert.equal(c.ledger, events.length);
+    } finally {
+      client.destroy();
+      await server.kill();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
   });
 
   test("held messages have their visibility extended while a commit is stuck, so none is redelivered", async () => {

@@ -69,6 +69,11 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
       config: config.pipeline,
     });
     const result = await runner.run({ drain });
+    const usage = process.resourceUsage();
+    logger.info(
+      { cpuUserMs: Math.round(usage.userCPUTime / 1000), cpuSystemMs: Math.round(usage.systemCPUTime / 1000), maxRssMb: Math.round(usage.maxRSS / 1024) },
+      "process usage",
+    );
     if (result.fatal) return 1;
     return result.timedOut ? 1 : 0;
   } catch (err) {

@@ -2,6 +2,8 @@ import { Command, CommanderError, InvalidArgumentError, Option } from "commander
 import { ConfigError } from "./errors.ts";
 import { runCommand } from "./commands/run.ts";
 import { migrateCommand } from "./commands/migrate.ts";
+import { statusCommand } from "./commands/status.ts";
+import { quarantineList, quarantineReplay, quarantineShow } from "./commands/quarantine.ts";
 
 const VERSION = "0.1.0";
 
@@ -43,12 +45,47 @@ export function buildProgram(): Command {
       .addOption(new Option("--wait-time-seconds <s>", "long-poll wait (default 20; 1 with --drain)").env("MASQ_WAIT_TIME_SECONDS"))
       .addOption(new Option("--visibility-timeout <s>", "visibility timeout requested on receive, extended while held").env("MASQ_VISIBILITY_TIMEOUT").default(60))
       .addOption(new Option("--shutdown-timeout-ms <ms>", "deadline for the graceful stop").env("MASQ_SHUTDOWN_TIMEOUT_MS").default(30000))
+      .addOption(new Option("--http-port <port>", 'port for /metrics, /healthz, /readyz, or "off"').env("MASQ_HTTP_PORT").default(9090))
+      .addOption(new Option("--http-host <host>", "address the HTTP listener binds").env("MASQ_HTTP_HOST").default("0.0.0.0"))
       .option("--no-migrate", "do not apply pending migrations at start (env MASQ_MIGRATE=false)"),
   ).action(async (_opts, cmd: Command) => finish(await runCommand(explicit(cmd))));
 
   databaseOptions(program.command("migrate").description("apply pending migrations, create the target table if absent, and exit")).action(
     async (_opts, cmd: Command) => finish(await migrateCommand(explicit(cmd))),
   );
+
+  databaseOptions(
+    program
+      .command("status")
+      .description("one screen: queue depth, rows, today's commits, last commit, quarantine by reason")
+      .addOption(new Option("--queue-url <url>", "SQS queue URL (optional here)").env("QUEUE_URL"))
+      .addOption(new Option("--sqs-protocol <protocol>", "json or query").env("MASQ_SQS_PROTOCOL").default("json"))
+      .addOption(new Option("--sqs-endpoint <url>", "SQS endpoint override").env("AWS_ENDPOINT_URL_SQS"))
+      .option("--json", "machine-readable output"),
+  ).action(async (_opts, cmd: Command) => finish(await statusCommand(explicit(cmd))));
+
+  const quarantine = program.command("quarantine").description("inspect quarantined messages and replay them");
+  databaseOptions(
+    quarantine
+      .command("list")
+      .description("quarantined messages not yet replayed, newest first")
+      .option("--reason <code>", "only this reason code")
+      .option("--limit <n>", "at most this many", positiveInt, 50)
+      .option("--all", "include replayed records")
+      .option("--json", "machine-readable output"),
+  ).action(async (_opts, cmd: Command) => finish(await quarantineList(explicit(cmd))));
+  databaseOptions(quarantine.command("show").description("one quarantined message, with its redacted body").argument("<message-id>").option("--json", "machine-readable output")).action(
+    async (id: string, _opts, cmd: Command) => finish(await quarantineShow(id, explicit(cmd))),
+  );
+  databaseOptions(
+    quarantine
+      .command("replay")
+      .description("load quarantined messages after all: db_rejected rows once the table accepts them, or one message with a corrected body")
+      .option("--id <message-id...>", "these records")
+      .option("--reason <code>", "every pending record with this reason (db_rejected)")
+      .option("--body-file <file>", "a corrected body for the single --id (needs MASQ_PSEUDONYM_KEY)")
+      .option("--dry-run", "say what would be replayed"),
+  ).action(async (_opts, cmd: Command) => finish(await quarantineReplay(explicit(cmd))));
 
   program
     .command("demo")
@@ -76,8 +113,12 @@ function explicit(cmd: Command): Record<string, unknown> {
   for (const [key, value] of Object.entries(cmd.opts())) {
     if (cmd.getOptionValueSource(key) === "cli") out[key] = value;
   }
+  // Boolean switches and options with parsers: take them whatever their source.
+  for (const key of ["drain", "json", "all", "dryRun", "limit"]) {
+    const v: unknown = cmd.getOptionValue(key);
+    if (v !== undefined) out[key] = v;
+  }
   if (cmd.getOptionValue("migrate") === false) out.migrate = false;
-  if (cmd.getOptionValue("drain") === true) out.drain = true;
   return out;
 }
 

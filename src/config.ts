@@ -32,6 +32,8 @@ export interface RunConfig {
   migrate: boolean;
   logLevel: LogLevel;
   pipeline: PipelineConfig;
+  /** The /metrics, /healthz, /readyz listener; undefined when off. */
+  http: { port: number; host: string } | undefined;
 }
 
 /** Where each setting comes from: the flag commander parsed (camelCase key) and the environment variable. */
@@ -144,23 +146,49 @@ export function readPipelineConfig(flags: Record<string, unknown>, env: NodeJS.P
   return config;
 }
 
-export function readRunConfig(flags: Record<string, unknown>, env: NodeJS.ProcessEnv, drain: boolean): RunConfig {
+/** The queue part of the settings, for commands where the queue is optional (`status`). */
+export function readQueueSettings(
+  flags: Record<string, unknown>,
+  env: NodeJS.ProcessEnv,
+): { queueUrl: string; endpoint: string | undefined; protocol: SqsProtocol; region: string } | undefined {
   const src = { flags, env };
   const queueUrl = url(src, "queueUrl", "QUEUE_URL", "SQS queue", HTTP);
-  if (queueUrl === undefined) throw new ConfigError("QUEUE_URL", "is not set; give the queue's URL with --queue-url or QUEUE_URL");
+  if (queueUrl === undefined) return undefined;
   return {
     queueUrl,
+    endpoint:
+      url(src, "sqsEndpoint", "AWS_ENDPOINT_URL_SQS", "SQS endpoint", HTTP) ?? url(src, undefined, "AWS_ENDPOINT_URL", "AWS endpoint", HTTP) ?? emulatorEndpoint(queueUrl),
+    protocol: oneOf<SqsProtocol>(src, "sqsProtocol", "MASQ_SQS_PROTOCOL", "json", ["json", "query"]),
+    region: env.AWS_REGION || env.AWS_DEFAULT_REGION || "us-east-1",
+  };
+}
+
+export function readRunConfig(flags: Record<string, unknown>, env: NodeJS.ProcessEnv, drain: boolean): RunConfig {
+  const queue = readQueueSettings(flags, env);
+  if (queue === undefined) throw new ConfigError("QUEUE_URL", "is not set; give the queue's URL with --queue-url or QUEUE_URL");
+  return {
+    queueUrl: queue.queueUrl,
     databaseUrl: readDatabaseUrl(flags, env),
     table: readTable(flags, env),
     pseudonymKey: readPseudonymKey(env),
-    sqsProtocol: oneOf<SqsProtocol>(src, "sqsProtocol", "MASQ_SQS_PROTOCOL", "json", ["json", "query"]),
-    sqsEndpoint:
-      url(src, "sqsEndpoint", "AWS_ENDPOINT_URL_SQS", "SQS endpoint", HTTP) ?? url(src, undefined, "AWS_ENDPOINT_URL", "AWS endpoint", HTTP) ?? emulatorEndpoint(queueUrl),
-    region: env.AWS_REGION || env.AWS_DEFAULT_REGION || "us-east-1",
+    sqsProtocol: queue.protocol,
+    sqsEndpoint: queue.endpoint,
+    region: queue.region,
     migrate: flags.migrate !== false && env.MASQ_MIGRATE !== "false" && env.MASQ_MIGRATE !== "0",
     logLevel: readLogLevel(flags, env),
     pipeline: readPipelineConfig(flags, env, drain),
+    http: readHttp(flags, env, 9090),
   };
+}
+
+/** MASQ_HTTP_PORT: a port (0 picks a free one), or "off". */
+export function readHttp(flags: Record<string, unknown>, env: NodeJS.ProcessEnv, defaultPort: number | undefined): { port: number; host: string } | undefined {
+  const src = { flags, env };
+  const r = raw(src, "httpPort", "MASQ_HTTP_PORT");
+  const host = raw(src, "httpHost", "MASQ_HTTP_HOST")?.value ?? "0.0.0.0";
+  if (r === undefined) return defaultPort === undefined ? undefined : { port: defaultPort, host };
+  if (/^(off|false|no|none)$/i.test(r.value.trim())) return undefined;
+  return { port: integer(src, "httpPort", "MASQ_HTTP_PORT", 0, 0, 65_535), host };
 }
 
 /**

@@ -13,6 +13,7 @@ import { createDb } from "../sink/db.ts";
 import { createSqsClient } from "../source/sqs-client.ts";
 import { SqsSource } from "../source/sqs-source.ts";
 import { prepareDatabase } from "./setup.ts";
+import { createProgress } from "../progress/progress.ts";
 
 const TABLE = { schema: "public", name: "user_logins" };
 /** The in-process SQS server accepts any credentials; these keep the SDK from looking for real ones. */
@@ -41,18 +42,25 @@ export async function demoCommand(opts: { messages: number; keep?: boolean; seed
     await sendBodies(sqs, queueUrl, events.map((e) => e.body));
 
     const config = readPipelineConfig({}, process.env, true);
+    const source = new SqsSource(sqs, queueUrl);
+    const progress = createProgress("draining");
+    progress?.setBacklog(events.length);
+    const poll = progress ? setInterval(() => void source.counts().then((c) => progress.setBacklog(c.visible), () => undefined), 1_000) : undefined;
     const runner = new Runner({
-      source: new SqsSource(sqs, queueUrl),
+      source,
       pool: db.pool,
       table: TABLE,
       pseudonymizer: createPseudonymizer(randomBytes(32)),
       logger,
       config,
+      observer: progress,
     });
     out("Draining the queue through masq…");
     const started = performance.now();
     const result = await runner.run({ drain: true });
     const seconds = (performance.now() - started) / 1000;
+    clearInterval(poll);
+    progress?.stop();
     const s = result.stats;
     const summary = await summarize(db, TABLE);
 

@@ -9,6 +9,11 @@ import { pruneLedger } from "../sink/prune-ledger.ts";
 import { createSqsClient } from "../source/sqs-client.ts";
 import { SqsSource } from "../source/sqs-source.ts";
 import { onShutdownSignals } from "./signals.ts";
+import { startHttpServer } from "../http/server.ts";
+import { readinessProbe } from "../http/readiness.ts";
+import { Metrics } from "../metrics/metrics.ts";
+import { combineObservers } from "../runner/observer.ts";
+import { createProgress } from "../progress/progress.ts";
 import { prepareDatabase } from "./setup.ts";
 
 /** `masq run [--drain]`: returns the process exit code. */
@@ -39,8 +44,16 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
     requestTimeoutMs: config.pipeline.waitTimeSeconds * 1000 + 15_000,
   });
   const source = new SqsSource(sqs, config.queueUrl);
+  const metrics = new Metrics();
   let pruneTimer: NodeJS.Timeout | undefined;
+  let queuePoll: NodeJS.Timeout | undefined;
+  let progress: ReturnType<typeof createProgress>;
+  let http: Awaited<ReturnType<typeof startHttpServer>> | undefined;
   try {
+    // Up before anything else: liveness holds while masq waits for Postgres or SQS; readiness tells the truth.
+    if (config.http) {
+      http = await startHttpServer({ ...config.http, metrics, readiness: readinessProbe({ pool: db.pool, source }), logger });
+    }
     await prepareDatabase(db, config.table, { migrate: config.migrate, logger, signal: setupAbort.signal });
     const retention = await retryTransient(() => source.retentionSeconds(setupAbort.signal), {
       what: "reaching SQS",
@@ -60,6 +73,20 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
       pruneTimer = setInterval(() => void prune(), 3_600_000);
     }
 
+    // A bar with rate and ETA when a person watches a drain; the periodic log lines otherwise.
+    progress = drain ? createProgress("draining") : undefined;
+    // Queue depth for /metrics, dashboards and the bar; a failed poll is counted, never fatal.
+    const pollQueue = () =>
+      source.counts().then(
+        (c) => {
+          metrics.queueCounts(c);
+          progress?.setBacklog(c.visible + c.delayed);
+        },
+        () => metrics.queuePollFailed(),
+      );
+    void pollQueue();
+    queuePoll = setInterval(() => void pollQueue(), progress ? 3_000 : 15_000);
+
     runner = new Runner({
       source,
       pool: db.pool,
@@ -67,6 +94,7 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
       pseudonymizer: createPseudonymizer(config.pseudonymKey),
       logger,
       config: config.pipeline,
+      observer: combineObservers(metrics, progress),
     });
     const result = await runner.run({ drain });
     const usage = process.resourceUsage();
@@ -82,6 +110,9 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
     return 1;
   } finally {
     clearInterval(pruneTimer);
+    clearInterval(queuePoll);
+    progress?.stop();
+    await http?.close();
     signals.dispose();
     sqs.destroy();
     await db.close().catch(() => undefined);

@@ -11,6 +11,7 @@ import type { ReasonCode } from "../transform/login-event.ts";
 import { backoffMs, sleep } from "./backoff.ts";
 import { prepareOutcome } from "./prepare.ts";
 import { emptyStats, type RunStats } from "./stats.ts";
+import type { PipelineObserver } from "./observer.ts";
 
 export interface RunnerDeps {
   source: SqsSource;
@@ -19,6 +20,7 @@ export interface RunnerDeps {
   pseudonymizer: Pseudonymizer;
   logger: Logger;
   config: PipelineConfig;
+  observer?: PipelineObserver | undefined;
 }
 
 export interface RunResult {
@@ -66,9 +68,11 @@ export class Runner {
   private readonly hardAbort = new AbortController();
   private waiters: (() => void)[] = [];
   private warnedNoSentTimestamp = false;
+  private readonly observe: PipelineObserver | undefined;
 
   constructor(deps: RunnerDeps) {
     this.deps = deps;
+    this.observe = deps.observer;
     this.hardAbort.signal.addEventListener("abort", () => this.notify());
   }
 
@@ -144,6 +148,8 @@ export class Runner {
       }
       this.lastMessageAt = Date.now();
       this.accept(messages);
+      this.observe?.received(messages.length, oldestSentAt(messages));
+      this.observe?.inFlight(this.held.size);
     }
   }
 
@@ -207,6 +213,17 @@ export class Runner {
         }
         if (r.rejected > 0) logger.warn({ rejected: r.rejected }, "Postgres rejected rows; they were quarantined as db_rejected");
         this.stats.batches++;
+        if (this.observe) {
+          const now = Date.now();
+          this.observe.committed({
+            size: batch.length,
+            seconds: (performance.now() - started) / 1000,
+            written: r.written,
+            duplicates: r.duplicates,
+            quarantinedByReason: r.quarantinedByReason,
+            lagSeconds: batch.flatMap((o) => (o.sentAt ? [(now - o.sentAt.getTime()) / 1000] : [])),
+          });
+        }
         if (!this.sinkHealthy) logger.info("Postgres is back; resuming");
         this.sinkHealthy = true;
         this.notify();
@@ -245,6 +262,7 @@ export class Runner {
         retry = res.retry;
         this.stats.staleHandles += res.stale;
         this.stats.deleted += handles.length - res.retry.length - res.stale;
+        this.observe?.deleted(handles.length - res.retry.length - res.stale);
       } catch (err) {
         // Fatal (the queue vanished, access revoked): committed rows stay committed; the messages come back and dedupe.
         logger.error({ err: describeError(err) }, "delete failed; committed messages will be redelivered and skipped");
@@ -253,6 +271,7 @@ export class Runner {
       }
       const retryIds = new Set(retry.map((h) => h.messageId));
       for (const h of handles) if (!retryIds.has(h.messageId)) this.held.delete(h.messageId);
+      this.observe?.inFlight(this.held.size);
       this.notify();
       remaining = [...retryIds];
       if (remaining.length === 0 || this.hardAbort.signal.aborted) break;
@@ -277,6 +296,7 @@ export class Runner {
     if (due.length === 0) return;
     const { failed } = await source.extendVisibility(due, config.visibilityTimeoutSeconds, this.hardAbort.signal);
     this.stats.visibilityExtended += due.length - failed;
+    this.observe?.visibilityExtended(due.length - failed);
     if (failed > 0) logger.warn({ failed, of: due.length }, "could not extend visibility; those messages may be redelivered (harmless)");
   }
 
@@ -313,6 +333,7 @@ export class Runner {
 
   private countRetry(cause: string): void {
     this.stats.retries[cause] = (this.stats.retries[cause] ?? 0) + 1;
+    this.observe?.retried(cause);
   }
 
   private notify(): void {
@@ -325,4 +346,10 @@ export class Runner {
   private async until(cond: () => boolean): Promise<void> {
     while (!cond()) await new Promise<void>((resolve) => this.waiters.push(resolve));
   }
+}
+
+function oldestSentAt(messages: readonly ReceivedMessage[]): Date | null {
+  let oldest: Date | null = null;
+  for (const m of messages) if (m.sentAt !== null && (oldest === null || m.sentAt < oldest)) oldest = m.sentAt;
+  return oldest;
 }

@@ -14,6 +14,7 @@ export interface MasqTables {
     sent_at: Date | null;
     received_at: Date;
     quarantined_at: Date;
+    replayed_at: Date | null;
   };
   "masq.schema_migrations": { version: number; name: string; applied_at: Date };
 }

@@ -31,13 +31,7 @@ const EXPECTED: Record<string, string[]> = {
  */
 export async function ensureTargetTable(pool: pg.Pool, t: TableName): Promise<{ created: boolean }> {
   const exists = await pool.query<{ oid: string | null }>("SELECT to_regclass($1) AS oid", [qualified(t)]);
-  let created = false;
-  if (exists.rows[0]?.oid == null) {
-    const schema = await pool.query("SELECT 1 FROM pg_namespace WHERE nspname = $1", [t.schema]);
-    if (schema.rowCount === 0) throw new FatalError(`schema "${t.schema}" of MASQ_TABLE does not exist; create it or choose another table`);
-    await pool.query(targetTableDdl(t));
-    created = true;
-  }
+  const created = exists.rows[0]?.oid == null ? await createTargetTable(pool, t) : false;
   const { rows } = await pool.query<{ column_name: string; data_type: string }>(
     "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2",
     [t.schema, t.name],
@@ -49,4 +43,32 @@ export async function ensureTargetTable(pool: pg.Pool, t: TableName): Promise<{ 
     if (!types.includes(type)) throw new FatalError(`column ${t.schema}.${t.name}.${column} is ${type}; masq needs ${types.join(" or ")}`);
   }
   return { created };
+}
+
+/**
+ * Several masq processes (replicas, Lambda cold starts) may start at once against a fresh database. Concurrent
+ * CREATE TABLE IF NOT EXISTS statements can still collide in the catalog (23505 on pg_type), so creation is
+ * serialised under a transaction-scoped advisory lock and the existence check repeated once the lock is held.
+ */
+async function createTargetTable(pool: pg.Pool, t: TableName): Promise<boolean> {
+  const client = await pool.connect();
+  try {
+    await client.query("BEGIN");
+    await client.query("SELECT pg_advisory_xact_lock(hashtext('masq.target_table'))");
+    const again = await client.query<{ oid: string | null }>("SELECT to_regclass($1) AS oid", [qualified(t)]);
+    let created = false;
+    if (again.rows[0]?.oid == null) {
+      const schema = await client.query("SELECT 1 FROM pg_namespace WHERE nspname = $1", [t.schema]);
+      if (schema.rowCount === 0) throw new FatalError(`schema "${t.schema}" of MASQ_TABLE does not exist; create it or choose another table`);
+      await client.query(targetTableDdl(t));
+      created = true;
+    }
+    await client.query("COMMIT");
+    return created;
+  } catch (err) {
+    await client.query("ROLLBACK").catch(() => undefined);
+    throw err;
+  } finally {
+    client.release();
+  }
 }

@@ -25,6 +25,8 @@ export function masqEnv(opts: { queueUrl: string; sqsEndpoint: string; databaseU
     DATABASE_URL: opts.databaseUrl,
     MASQ_PSEUDONYM_KEY: Buffer.from(TEST_KEY).toString("hex"),
     MASQ_LOG_LEVEL: "info",
+    // Several masq processes run at once in some tests: each takes a free port for /metrics rather than 9090.
+    MASQ_HTTP_PORT: "0",
     ...opts.extra,
   };
 }

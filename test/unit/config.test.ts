@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
-import { readPipelineConfig, readRunConfig, type PipelineConfig } from "../../src/config.ts";
+import { readPipelineConfig, readRunConfig, type PipelineConfig, readHttp } from "../../src/config.ts";
 import { ConfigError } from "../../src/errors.ts";
 import { TEST_KEY, TEST_KEY_HEX } from "./fixtures.ts";
 
@@ -51,7 +51,16 @@ describe("defaults", () => {
       migrate: true,
       logLevel: "info",
       pipeline: DEFAULT_PIPELINE,
+      http: { port: 9090, host: "0.0.0.0" },
     });
+  });
+
+  test("the HTTP listener: on by default for run, a port, 0 for any free port, or off", () => {
+    assert.deepEqual(readHttp({}, { MASQ_HTTP_PORT: "0" }, 9090), { port: 0, host: "0.0.0.0" });
+    assert.deepEqual(readHttp({ httpPort: "8080" }, { MASQ_HTTP_PORT: "9100", MASQ_HTTP_HOST: "127.0.0.1" }, 9090), { port: 8080, host: "127.0.0.1" });
+    assert.equal(readHttp({}, { MASQ_HTTP_PORT: "off" }, 9090), undefined);
+    assert.equal(readHttp({}, {}, undefined), undefined, "off by default where the caller says so (the demo)");
+    assert.throws(() => readHttp({}, { MASQ_HTTP_PORT: "70000" }, 9090), (e: Error) => e instanceof ConfigError && e.message.startsWith("MASQ_HTTP_PORT"));
   });
 
   test("of a drain run: wait time 1", () => {

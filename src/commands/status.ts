@@ -1,0 +1,79 @@
+import { readDatabaseUrl, readQueueSettings, readTable } from "../config.ts";
+import { describeError } from "../errors.ts";
+import { createDb } from "../sink/db.ts";
+import { loadMigrations } from "../sink/migrate.ts";
+import { databaseStatus, type DatabaseStatus } from "../sink/status-queries.ts";
+import { createSqsClient } from "../source/sqs-client.ts";
+import { SqsSource, type QueueCounts } from "../source/sqs-source.ts";
+
+interface Status {
+  queue: { url: string; counts: QueueCounts | null; error?: string } | null;
+  database: (DatabaseStatus & { latestMigration: number }) | { error: string };
+  table: string;
+}
+
+/** `masq status [--json]`: one screen from the queue's attributes and the database. Exit 1 if either is unreachable. */
+export async function statusCommand(flags: Record<string, unknown>): Promise<number> {
+  const table = readTable(flags, process.env);
+  const queue = readQueueSettings(flags, process.env);
+  const db = createDb({ databaseUrl: readDatabaseUrl(flags, process.env), poolSize: 2 });
+  const status: Status = { queue: null, database: { error: "not checked" }, table: `${table.schema}.${table.name}` };
+  try {
+    if (queue !== undefined) {
+      const sqs = createSqsClient({ region: queue.region, endpoint: queue.endpoint, protocol: queue.protocol });
+      try {
+        status.queue = { url: queue.queueUrl, counts: await new SqsSource(sqs, queue.queueUrl).counts() };
+      } catch (err) {
+        status.queue = { url: queue.queueUrl, counts: null, error: describeError(err) };
+      } finally {
+        sqs.destroy();
+      }
+    }
+    try {
+      status.database = { ...(await databaseStatus(db, table)), latestMigration: loadMigrations().at(-1)?.version ?? 0 };
+    } catch (err) {
+      const missing = (err as { code?: string }).code === "42P01";
+      status.database = { error: missing ? "masq's tables are not there yet: run masq migrate (or masq run)" : describeError(err) };
+    }
+  } finally {
+    await db.close().catch(() => undefined);
+  }
+  process.stdout.write(flags.json === true ? `${JSON.stringify(status, null, 2)}\n` : render(status));
+  return "error" in status.database || status.queue?.error !== undefined ? 1 : 0;
+}
+
+function render(s: Status): string {
+  const n = (v: number) => v.toLocaleString("en-US");
+  const lines: string[] = ["masq status"];
+  if (s.queue === null) lines.push("  queue        not configured (set QUEUE_URL)");
+  else if (s.queue.counts === null) lines.push(`  queue        ${s.queue.url}`, `    unreachable: ${s.queue.error ?? "unknown error"}`);
+  else {
+    const c = s.queue.counts;
+    lines.push(`  queue        ${s.queue.url}`, `    visible      ${n(c.visible)}`, `    in flight    ${n(c.inFlight)}`, `    delayed      ${n(c.delayed)}`);
+  }
+  const d = s.database;
+  if ("error" in d) lines.push(`  database     unreachable: ${d.error}`);
+  else {
+    const ago = d.lastCommitAt ? `${d.lastCommitAt.toISOString()} (${agoText(d.lastCommitAt)} ago)` : "never";
+    const schema = d.schemaVersion === d.latestMigration ? `migration ${d.schemaVersion}, up to date` : `migration ${d.schemaVersion}, this masq ships ${d.latestMigration}: run masq migrate`;
+    lines.push(
+      `  database     schema at ${schema}`,
+      `    ${s.table.padEnd(12)} ${d.targetRows.exact ? "" : "≈ "}${n(d.targetRows.count)} rows`,
+      `    today (UTC)  ${n(d.committedToday.written)} written, ${n(d.committedToday.quarantined)} quarantined`,
+      `    last commit  ${ago}`,
+      `    ledger       ${n(d.ledgerRows)} message ids`,
+    );
+    const total = d.quarantine.reduce((a, q) => a + q.total, 0);
+    lines.push(`  quarantine   ${n(total)} waiting${total ? " (last 24 h in brackets)" : ""}`);
+    for (const q of d.quarantine) lines.push(`    ${q.reason.padEnd(20)} ${n(q.total)} (${n(q.last24h)})`);
+  }
+  return `${lines.join("\n")}\n`;
+}
+
+function agoText(at: Date): string {
+  const s = Math.max(0, Math.round((Date.now() - at.getTime()) / 1000));
+  if (s < 120) return `${s} s`;
+  if (s < 7200) return `${Math.round(s / 60)} min`;
+  if (s < 172_800) return `${Math.round(s / 3600)} h`;
+  return `${Math.round(s / 86_400)} days`;
+}

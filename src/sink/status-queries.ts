@@ -1,0 +1,52 @@
+import { sql } from "kysely";
+import type { Db } from "./db.ts";
+
+export interface DatabaseStatus {
+  schemaVersion: number;
+  /** Messages committed since 00:00 UTC today, from the ledger (indexed), by outcome. */
+  committedToday: { written: number; quarantined: number };
+  lastCommitAt: Date | null;
+  ledgerRows: number;
+  /** Exact below a million rows; above, the planner's estimate (an exact count would scan the whole table). */
+  targetRows: { count: number; exact: boolean };
+  quarantine: { reason: string; total: number; last24h: number }[];
+}
+
+/** What `masq status` shows of the database: cheap, index-backed queries only. */
+export async function databaseStatus(db: Db, table: { schema: string; name: string }): Promise<DatabaseStatus> {
+  const version = await sql<{ v: number | null }>`SELECT max(version) AS v FROM masq.schema_migrations`.execute(db.kysely);
+  const today = await sql<{ outcome: string; n: number }>`
+    SELECT outcome, count(*)::int AS n FROM masq.ingest_ledger
+    WHERE committed_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+    GROUP BY outcome`.execute(db.kysely);
+  const last = await sql<{ at: Date | null; n: number }>`
+    SELECT (SELECT max(committed_at) FROM masq.ingest_ledger) AS at, (SELECT count(*) FROM masq.ingest_ledger)::int AS n`.execute(db.kysely);
+  const t = sql.table(`${table.schema}.${table.name}`);
+  const estimate = await sql<{ n: number | null }>`
+    SELECT reltuples::bigint AS n FROM pg_class WHERE oid = to_regclass(${`${table.schema}.${table.name}`})`.execute(db.kysely);
+  const estimated = Number(estimate.rows[0]?.n ?? -1);
+  const targetRows =
+    estimated >= 1_000_000
+      ? { count: estimated, exact: false }
+      : { count: (await sql<{ n: number }>`SELECT count(*)::int AS n FROM ${t}`.execute(db.kysely)).rows[0]?.n ?? 0, exact: true };
+  const quarantine = await db.kysely
+    .selectFrom("masq.quarantine")
+    .select([
+      "reason",
+      sql<number>`count(*)::int`.as("total"),
+      sql<number>`(count(*) FILTER (WHERE quarantined_at > now() - interval '24 hours'))::int`.as("last24h"),
+    ])
+    .where(sql<boolean>`replayed_at IS NULL`)
+    .groupBy("reason")
+    .orderBy("total", "desc")
+    .execute();
+  const byOutcome = Object.fromEntries(today.rows.map((r) => [r.outcome, r.n]));
+  return {
+    schemaVersion: version.rows[0]?.v ?? 0,
+    committedToday: { written: byOutcome.written ?? 0, quarantined: byOutcome.quarantined ?? 0 },
+    lastCommitAt: last.rows[0]?.at ?? null,
+    ledgerRows: last.rows[0]?.n ?? 0,
+    targetRows,
+    quarantine,
+  };
+}

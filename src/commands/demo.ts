@@ -42,10 +42,11 @@ export async function demoCommand(opts: { messages: number; keep?: boolean; seed
     await sendBodies(sqs, queueUrl, events.map((e) => e.body));
 
     const config = readPipelineConfig({}, process.env, true);
+    out("Draining the queue through masq…");
     const source = new SqsSource(sqs, queueUrl);
     const progress = createProgress("draining");
     progress?.setBacklog(events.length);
-    const poll = progress ? setInterval(() => void source.counts().then((c) => progress.setBacklog(c.visible), () => undefined), 1_000) : undefined;
+    const poll = progress ? setInterval(() => void source.counts().then((c) => progress.setBacklog(c.visible), () => undefined), 500) : undefined;
     const runner = new Runner({
       source,
       pool: db.pool,
@@ -55,7 +56,6 @@ export async function demoCommand(opts: { messages: number; keep?: boolean; seed
       config,
       observer: progress,
     });
-    out("Draining the queue through masq…");
     const started = performance.now();
     const result = await runner.run({ drain: true });
     const seconds = (performance.now() - started) / 1000;

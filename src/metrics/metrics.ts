@@ -28,7 +28,7 @@ export class Metrics implements PipelineObserver {
 
   constructor(opts: { defaultMetrics?: boolean } = {}) {
     const registers = [this.registry];
-    if (opts.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry, prefix: "masq_process_" });
+    if (opts.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry, prefix: "masq_" });
     this.receivedTotal = new Counter({ name: "masq_messages_received_total", help: "Messages received from SQS (redeliveries included).", registers });
     this.writtenTotal = new Counter({ name: "masq_rows_written_total", help: "Rows written to the target table.", registers });
     this.quarantinedTotal = new Counter({

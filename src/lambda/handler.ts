@@ -1,0 +1,197 @@
+import { prepareDatabase } from "../commands/setup.ts";
+import { readDatabaseUrl, readLogLevel, readPipelineConfig, readPseudonymKey, readTable } from "../config.ts";
+import { ConfigError, describeError, FatalError, TransientError } from "../errors.ts";
+import { createLogger, type Logger } from "../log.ts";
+import { createPseudonymizer, type Pseudonymizer } from "../mask/pseudonymize.ts";
+import { sleep } from "../runner/backoff.ts";
+import { prepareOutcome } from "../runner/prepare.ts";
+import { commitBatch, type CommitResult } from "../sink/commit-batch.ts";
+import { createDb, type Db } from "../sink/db.ts";
+import type { TableName } from "../sink/table-name.ts";
+import type { Outcome } from "../sink/write-batch.ts";
+import { incomingMessage, type SqsBatchResponse, type SqsEvent, type SqsRecord } from "./sqs-event.ts";
+
+export type { SqsBatchResponse, SqsEvent, SqsRecord } from "./sqs-event.ts";
+
+/** The part of Lambda's context object masq uses; optional so a test or a local harness can leave it out. */
+export interface LambdaContext {
+  awsRequestId?: string;
+}
+
+/**
+ * How long a cold start waits for Postgres before it gives the batch back. Waiting longer only bills Lambda time:
+ * SQS redelivers the batch after its visibility timeout, which is the retry.
+ */
+const COLD_START_WAIT_MS = 5_000;
+
+/** State kept for the life of the execution environment: Lambda reuses it across invocations until it recycles it. */
+interface Core {
+  db: Db;
+  table: TableName;
+  pseudonymizer: Pseudonymizer;
+  batchSize: number;
+}
+
+export interface SqsHandler {
+  (event: SqsEvent, context?: LambdaContext): Promise<SqsBatchResponse>;
+  /** Ends the Postgres pool. Lambda never calls it (it freezes and later discards the process); tests do. */
+  close(): Promise<void>;
+}
+
+/**
+ * The SQS event source handler: the same validate → mask → load core as `masq run` (prepareOutcome, commitBatch
+ * with its ingest ledger), without the SQS source, since the event source mapping receives and deletes.
+ *
+ * Reported back (batchItemFailures), so SQS redelivers them: only messages whose batch did not commit.
+ *  - malformed messages are quarantined and count as processed, exactly as in `masq run`;
+ *  - a transient Postgres error (unreachable, failover, timeout) returns every uncommitted message;
+ *  - a configuration error or a broken invariant (missing column, newer schema) throws: the invocation fails
+ *    loudly, the whole batch comes back, and Lambda's error metrics show it.
+ * Redelivery is always safe: the ledger turns an already-committed message into a no-op.
+ */
+export function createSqsHandler(env: NodeJS.ProcessEnv = process.env): SqsHandler {
+  let core: Promise<Core> | undefined;
+  let logger: Logger | undefined;
+  let warnedNoSentTimestamp = false;
+
+  const log = (): Logger => (logger ??= createLogger(safeLogLevel(env)));
+
+  // Once per execution environment. A failed cold start is not cached: the next invocation tries again.
+  const start = (): Promise<Core> =>
+    (core ??= coldStart(env, log()).catch((err: unknown) => {
+      core = undefined;
+      throw err;
+    }));
+
+  const invoke = async (event: SqsEvent, context?: LambdaContext): Promise<SqsBatchResponse> => {
+    const records = uniqueRecords(event.Records ?? []);
+    if (records.length === 0) return { batchItemFailures: [] };
+    const requestId = context?.awsRequestId;
+    let c: Core;
+    try {
+      c = await start();
+    } catch (err) {
+      if (err instanceof ConfigError || err instanceof FatalError) {
+        log().error({ err: describeError(err), requestId }, "masq cannot start; failing the invocation");
+        throw err;
+      }
+      log().warn({ err: describeError(err), requestId, records: records.length }, "Postgres not reachable at cold start; the batch goes back to the queue");
+      return failures(records.map((r) => r.messageId));
+    }
+
+    const receivedAt = new Date();
+    const outcomes = records.map((r) => {
+      const m = incomingMessage(r, receivedAt);
+      if (m.sentAt === null && !warnedNoSentTimestamp) {
+        warnedNoSentTimestamp = true;
+        log().warn("an SQS record has no SentTimestamp attribute; create_date falls back to the invocation date");
+      }
+      return prepareOutcome(m, c.pseudonymizer);
+    });
+
+    const failed: string[] = [];
+    const total: CommitResult = { written: 0, quarantined: 0, quarantinedByReason: {}, duplicates: 0, rejected: 0 };
+    for (let i = 0; i < outcomes.length; i += c.batchSize) {
+      const chunk = outcomes.slice(i, i + c.batchSize);
+      // After a transient failure the database is away: give the rest back without trying.
+      if (failed.length > 0) {
+        failed.push(...chunk.map((o) => o.messageId));
+        continue;
+      }
+      try {
+        add(total, await commitOnce(c, chunk));
+      } catch (err) {
+        if (err instanceof FatalError) {
+          log().error({ err: describeError(err), requestId }, "stopping: this needs an operator; the batch goes back to the queue");
+          throw err;
+        }
+        log().warn({ err: describeError(err), requestId, returned: outcomes.length - i }, "commit failed; uncommitted messages go back to the queue");
+        failed.push(...chunk.map((o) => o.messageId));
+      }
+    }
+    log().info({ requestId, records: records.length, ...total, failed: failed.length }, "sqs batch processed");
+    return failures(failed);
+  };
+
+  return Object.assign(invoke, {
+    async close() {
+      const c = await core?.catch(() => undefined);
+      core = undefined;
+      await c?.db.close();
+    },
+  });
+}
+
+async function coldStart(env: NodeJS.ProcessEnv, logger: Logger): Promise<Core> {
+  // Settings first, so a bad one fails before anything is touched.
+  readLogLevel({}, env);
+  const databaseUrl = readDatabaseUrl({}, env);
+  const table = readTable({}, env);
+  const pseudonymizer = createPseudonymizer(readPseudonymKey(env));
+  const { batchSize } = readPipelineConfig({}, env);
+  const migrate = env.MASQ_MIGRATE !== "false" && env.MASQ_MIGRATE !== "0";
+  // One connection per execution environment: Lambda runs one invocation at a time in it, and the commits of a
+  // batch are sequential. Postgres connections in use therefore equal the function's concurrency.
+  const db = createDb({ databaseUrl, poolSize: 1, logger });
+  try {
+    await prepareDatabase(db, table, { migrate, logger, signal: AbortSignal.timeout(COLD_START_WAIT_MS) });
+  } catch (err) {
+    await db.close().catch(() => undefined);
+    throw err;
+  }
+  logger.info({ table: `${table.schema}.${table.name}`, migrate, batchSize }, "masq lambda ready");
+  return { db, table, pseudonymizer, batchSize };
+}
+
+/**
+ * Commits a chunk, trying a second time after a transient error: a connection that went stale while Lambda froze
+ * the process fails on first use, and one quick retry on a fresh connection saves the batch a trip through the queue.
+ */
+async function commitOnce(c: Core, chunk: readonly Outcome[]): Promise<CommitResult> {
+  try {
+    return await commitBatch(c.db.pool, c.table, chunk);
+  } catch (err) {
+    if (!(err instanceof TransientError)) throw err;
+    await sleep(200);
+    return commitBatch(c.db.pool, c.table, chunk);
+  }
+}
+
+/** A standard queue may, rarely, put one message in a batch twice; the ledger statement needs distinct ids. */
+function uniqueRecords(records: readonly SqsRecord[]): SqsRecord[] {
+  const byId = new Map<string, SqsRecord>();
+  for (const r of records) if (!byId.has(r.messageId)) byId.set(r.messageId, r);
+  return [...byId.values()];
+}
+
+function failures(ids: readonly string[]): SqsBatchResponse {
+  return { batchItemFailures: ids.map((id) => ({ itemIdentifier: id })) };
+}
+
+function add(total: CommitResult, r: CommitResult): void {
+  total.written += r.written;
+  total.quarantined += r.quarantined;
+  total.duplicates += r.duplicates;
+  total.rejected += r.rejected;
+  for (const [reason, n] of Object.entries(r.quarantinedByReason)) total.quarantinedByReason[reason] = (total.quarantinedByReason[reason] ?? 0) + n;
+}
+
+/** The log level, or info when MASQ_LOG_LEVEL is invalid: the cold start then reports that error itself. */
+function safeLogLevel(env: NodeJS.ProcessEnv) {
+  try {
+    return readLogLevel({}, env);
+  } catch {
+    return "info" as const;
+  }
+}
+
+/**
+ * The instance Lambda calls: built from process.env at the first invocation and kept, with its Postgres pool,
+ * for as long as Lambda keeps the execution environment.
+ */
+export const lambdaInstance: SqsHandler = createSqsHandler(process.env);
+
+/** The Lambda entry point: handler `src/lambda/handler.handler` (see docs/deploy.md). */
+export async function handler(event: SqsEvent, context?: LambdaContext): Promise<SqsBatchResponse> {
+  return lambdaInstance(event, context);
+}

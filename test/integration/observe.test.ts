@@ -1,0 +1,222 @@
+import assert from "node:assert/strict";
+import { writeFileSync, mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { after, before, describe, test } from "node:test";
+import { prepareDatabase } from "../../src/commands/setup.ts";
+import { sendBodies } from "../../src/demo/send-events.ts";
+import { createLogger } from "../../src/log.ts";
+import { createPseudonymizer } from "../../src/mask/pseudonymize.ts";
+import type { Db } from "../../src/sink/db.ts";
+import { createTestDatabase, type TestDatabase } from "../helpers/postgres.ts";
+import { startTestSqs, type TestSqs } from "../helpers/sqs.ts";
+import { masqEnv, spawnMasq } from "../helpers/masq-process.ts";
+import { startTcpProxy } from "../helpers/tcp-proxy.ts";
+import { createDb, expectedCounts, TABLE, tableCounts, TEST_KEY, uniqueEvents, waitFor } from "../helpers/pipeline.ts";
+
+let pgdb: TestDatabase;
+let sqs: TestSqs;
+let db: Db;
+
+before(async () => {
+  [pgdb, sqs] = await Promise.all([createTestDatabase(), startTestSqs()]);
+  db = createDb({ databaseUrl: pgdb.url });
+  await prepareDatabase(db, TABLE, { migrate: true, logger: createLogger("silent") });
+});
+after(async () => {
+  await db.close();
+  await sqs.close();
+  await pgdb.close();
+});
+
+async function reset(): Promise<void> {
+  await db.pool.query("TRUNCATE public.user_logins, masq.ingest_ledger, masq.quarantine");
+}
+
+async function ledgerCount(): Promise<number> {
+  return (await db.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM masq.ingest_ledger")).rows[0]!.n;
+}
+
+/** The value of one sample in Prometheus text format, e.g. metric('masq_messages_quarantined_total{reason="invalid_ip"}'). */
+function metric(text: string, sample: string): number {
+  const line = text.split("\n").find((l) => l.startsWith(`${sample} `));
+  assert.ok(line, `no sample ${sample}`);
+  return Number(line.slice(sample.length + 1));
+}
+
+function httpPort(lines: string[]): number | undefined {
+  for (const l of lines) {
+    if (!l.includes("HTTP listener")) continue;
+    return (JSON.parse(l) as { port: number }).port;
+  }
+  return undefined;
+}
+
+async function masq(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number | null; out: string }> {
+  const p = spawnMasq(args, env);
+  const { code } = await p.exited;
+  return { code, out: p.lines.join("\n") };
+}
+
+describe("operating masq", () => {
+  test("/metrics, /healthz and /readyz are served while masq runs, and readiness follows Postgres", async () => {
+    await reset();
+    const events = uniqueEvents(1500, 51);
+    const want = expectedCounts(events);
+    const queueUrl = sqs.newQueue();
+    await sendBodies(sqs.client, queueUrl, events.map((e) => e.body));
+    const proxy = await startTcpProxy(pgdb.port, pgdb.host);
+    const env = masqEnv({ queueUrl, sqsEndpoint: sqs.endpoint, databaseUrl: pgdb.urlVia(proxy.port), extra: { MASQ_WAIT_TIME_SECONDS: "1" } });
+    const proc = spawnMasq(["run"], env);
+    try {
+      await waitFor(() => httpPort(proc.lines) !== undefined, 30_000, "the HTTP listener");
+      const base = `http://127.0.0.1:${httpPort(proc.lines)}`;
+      assert.equal((await fetch(`${base}/healthz`)).status, 200);
+      await waitFor(async () => (await ledgerCount()) === events.length, 60_000, "every message committed");
+      await waitFor(async () => metric(await (await fetch(`${base}/metrics`)).text(), "masq_messages_deleted_total") === events.length, 20_000, "deletes");
+
+      const text = await (await fetch(`${base}/metrics`)).text();
+      assert.equal(metric(text, "masq_messages_received_total"), events.length);
+      assert.equal(metric(text, "masq_rows_written_total"), want.valid);
+      for (const [reason, n] of Object.entries(want.byReason)) assert.equal(metric(text, `masq_messages_quarantined_total{reason="${reason}"}`), n);
+      assert.equal(metric(text, "masq_duplicates_skipped_total"), 0);
+      assert.equal(metric(text, "masq_end_to_end_lag_seconds_count"), events.length);
+      assert.ok(metric(text, "masq_batch_size_count") > 0);
+      assert.ok(metric(text, "masq_commit_duration_seconds_count") > 0);
+      assert.equal(metric(text, "masq_messages_in_flight"), 0);
+      assert.ok(metric(text, "masq_last_commit_timestamp_seconds") > Date.now() / 1000 - 120);
+      assert.match(text, /masq_queue_messages\{state="visible"\} \d+/);
+      assert.match(text, /masq_process_resident_memory_bytes \d+/);
+
+      const ready = await fetch(`${base}/readyz`);
+      assert.equal(ready.status, 200);
+      assert.deepEqual(((await ready.json()) as { checks: unknown }).checks, { postgres: { ok: true }, migrations: { ok: true }, sqs: { ok: true } });
+
+      proxy.cut();
+      await waitFor(async () => (await fetch(`${base}/readyz`)).status === 503, 20_000, "readiness to fail");
+      const notReady = (await (await fetch(`${base}/readyz`)).json()) as { checks: { postgres: { ok: boolean }; sqs: { ok: boolean } } };
+      assert.equal(notReady.checks.postgres.ok, false);
+      assert.equal(notReady.checks.sqs.ok, true);
+      assert.equal((await fetch(`${base}/healthz`)).status, 200, "alive, though not ready");
+      proxy.restore();
+      await waitFor(async () => (await fetch(`${base}/readyz`)).status === 200, 20_000, "readiness to return");
+    } finally {
+      proc.child.kill("SIGTERM");
+      await proc.exited;
+      await proxy.close();
+    }
+  });
+
+  test("masq status shows the queue, today's commits and the quarantine by reason", async () => {
+    await reset();
+    const events = uniqueEvents(600, 52);
+    const want = expectedCounts(events);
+    const queueUrl = sqs.newQueue();
+    await sendBodies(sqs.client, queueUrl, events.map((e) => e.body));
+    const env = masqEnv({ queueUrl, sqsEndpoint: sqs.endpoint, databaseUrl: pgdb.url });
+    assert.equal((await masq(["run", "--drain"], env)).code, 0);
+    await sendBodies(sqs.client, queueUrl, ["{}", "{}", "{}"]);
+
+    const json = await masq(["status", "--json"], env);
+    assert.equal(json.code, 0, json.out);
+    const s = JSON.parse(json.out) as {
+      queue: { counts: { visible: number; inFlight: number } };
+      database: { committedToday: { written: number; quarantined: number }; targetRows: { count: number }; quarantine: { reason: string; total: number }[]; schemaVersion: number; latestMigration: number };
+    };
+    // A long poll the drain abandoned at exit may still take messages sent right after it (as on AWS): they count as
+    // in flight until their visibility timeout, so the three new messages are visible or in flight.
+    assert.equal(s.queue.counts.visible + s.queue.counts.inFlight, 3);
+    assert.equal(s.database.committedToday.written, want.valid);
+    assert.equal(s.database.committedToday.quarantined, events.length - want.valid);
+    assert.equal(s.database.targetRows.count, want.valid);
+    assert.equal(s.database.schemaVersion, s.database.latestMigration);
+    assert.deepEqual(Object.fromEntries(s.database.quarantine.map((q) => [q.reason, q.total])), want.byReason);
+
+    const text = await masq(["status"], env);
+    assert.equal(text.code, 0);
+    assert.match(text.out, /visible\s+\d+\n\s+in flight\s+\d+/);
+    assert.match(text.out, /up to date/);
+
+    const noQueue = await masq(["status"], { ...env, QUEUE_URL: "" });
+    assert.match(noQueue.out, /queue\s+not configured/);
+  });
+
+  test("quarantine list and show reveal reasons and redacted bodies, never raw PII", async () => {
+    await reset();
+    const raw = { user_id: "u-q", app_version: 230, device_type: "android", ip: "203.0.113.77", device_id: "555-12-3456", locale: "DE" };
+    const queueUrl = sqs.newQueue();
+    await sendBodies(sqs.client, queueUrl, [JSON.stringify(raw), "not json 203.0.113.77"]);
+    const env = masqEnv({ queueUrl, sqsEndpoint: sqs.endpoint, databaseUrl: pgdb.url });
+    assert.equal((await masq(["run", "--drain"], env)).code, 0);
+
+    const list = await masq(["quarantine", "list", "--json"], env);
+    const records = JSON.parse(list.out) as { message_id: string; reason: string }[];
+    assert.deepEqual(records.map((r) => r.reason).sort(), ["invalid_json", "wrong_type"]);
+    const wrongType = records.find((r) => r.reason === "wrong_type")!;
+    const byReason = await masq(["quarantine", "list", "--reason", "invalid_json"], env);
+    assert.match(byReason.out, /invalid_json/);
+    assert.doesNotMatch(byReason.out, /wrong_type/);
+
+    const show = await masq(["quarantine", "show", wrongType.message_id], env);
+    assert.equal(show.code, 0);
+    assert.match(show.out, /app_version must be a string/);
+    assert.match(show.out, /hmac:[0-9a-f]{64}/);
+    for (const out of [list.out, byReason.out, show.out]) {
+      assert.ok(!out.includes("203.0.113.77") && !out.includes("555-12-3456"), "no raw PII in the output");
+    }
+    assert.equal((await masq(["quarantine", "show", "no-such-id"], env)).code, 1);
+  });
+
+  test("quarantine replay loads db_rejected rows once the table accepts them, and a message with a corrected body", async () => {
+    await reset();
+    await db.pool.query("ALTER TABLE public.user_logins ADD CONSTRAINT no_blackberry CHECK (device_type <> 'blackberry')");
+    const good = { user_id: "u-bb", app_version: "1.2.3", device_type: "blackberry", ip: "198.51.100.7", device_id: "111-22-3333", locale: null };
+    const bad = { ...good, user_id: "u-fix", device_type: "ios", app_version: 1.5 };
+    const queueUrl = sqs.newQueue();
+    await sendBodies(sqs.client, queueUrl, [JSON.stringify(good), JSON.stringify(bad)]);
+    const env = masqEnv({ queueUrl, sqsEndpoint: sqs.endpoint, databaseUrl: pgdb.url });
+    try {
+      assert.equal((await masq(["run", "--drain"], env)).code, 0);
+      assert.deepEqual((await tableCounts(db)).quarantine, { db_rejected: 1, wrong_type: 1 });
+
+      // Still refused while the constraint stands: nothing changes, exit 1.
+      const refused = await masq(["quarantine", "replay", "--reason", "db_rejected"], env);
+      assert.equal(refused.code, 1);
+      assert.match(refused.out, /still refused 1/);
+      await db.pool.query("ALTER TABLE public.user_logins DROP CONSTRAINT no_blackberry");
+      const replayed = await masq(["quarantine", "replay", "--reason", "db_rejected"], env);
+      assert.equal(replayed.code, 0, replayed.out);
+      assert.match(replayed.out, /replayed 1\b/);
+      assert.match((await masq(["quarantine", "replay", "--reason", "db_rejected"], env)).out, /replayed 0\b/, "a second replay is a no-op");
+
+      // A wrong_type record cannot be replayed as it is; with a corrected body it can.
+      const wt = await db.pool.query<{ message_id: string }>("SELECT message_id FROM masq.quarantine WHERE reason = 'wrong_type'");
+      const id = wt.rows[0]!.message_id;
+      const asIs = await masq(["quarantine", "replay", "--id", id], env);
+      assert.equal(asIs.code, 1);
+      assert.match(asIs.out, /--body-file/);
+      const dir = mkdtempSync(path.join(tmpdir(), "masq-replay-"));
+      writeFileSync(path.join(dir, "still-bad.json"), JSON.stringify({ ...bad, app_version: "x" }));
+      const stillBad = await masq(["quarantine", "replay", "--id", id, "--body-file", path.join(dir, "still-bad.json")], env);
+      assert.equal(stillBad.code, 1);
+      assert.match(stillBad.out, /invalid_app_version/);
+      writeFileSync(path.join(dir, "fixed.json"), JSON.stringify({ ...bad, app_version: "1.5" }));
+      const fixed = await masq(["quarantine", "replay", "--id", id, "--body-file", path.join(dir, "fixed.json")], env);
+      assert.equal(fixed.code, 0, fixed.out);
+      assert.ok(!fixed.out.includes("198.51.100.7"));
+
+      const rows = await db.pool.query<{ user_id: string; masked_ip: string; app_version: number }>("SELECT user_id, masked_ip, app_version FROM public.user_logins ORDER BY user_id");
+      const p = createPseudonymizer(TEST_KEY);
+      assert.deepEqual(rows.rows, [
+        { user_id: "u-bb", masked_ip: p.pseudonymize("ip", "198.51.100.7"), app_version: 1002003 },
+        { user_id: "u-fix", masked_ip: p.pseudonymize("ip", "198.51.100.7"), app_version: 1005000 },
+      ]);
+      const pending = await db.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM masq.quarantine WHERE replayed_at IS NULL");
+      assert.equal(pending.rows[0]!.n, 0);
+      const ledger = await db.pool.query<{ outcome: string }>("SELECT DISTINCT outcome FROM masq.ingest_ledger");
+      assert.deepEqual(ledger.rows, [{ outcome: "written" }]);
+    } finally {
+      await db.pool.query("ALTER TABLE public.user_logins DROP CONSTRAINT IF EXISTS no_blackberry");
+    }
+  });
+});

@@ -48,26 +48,24 @@ export async function ensureTargetTable(pool: pg.Pool, t: TableName): Promise<{ 
 /**
  * Several masq processes (replicas, Lambda cold starts) may start at once against a fresh database. Concurrent
  * CREATE TABLE IF NOT EXISTS statements can still collide in the catalog (23505 on pg_type), so creation is
- * serialised under a transaction-scoped advisory lock and the existence check repeated once the lock is held.
+ * serialised under an advisory lock, and the existence check repeated once the lock is held. The lock is
+ * session-level on purpose: the re-check must run in a transaction that starts after the wait, or it may not see
+ * the table another process created meanwhile.
  */
 async function createTargetTable(pool: pg.Pool, t: TableName): Promise<boolean> {
   const client = await pool.connect();
   try {
-    await client.query("BEGIN");
-    await client.query("SELECT pg_advisory_xact_lock(hashtext('masq.target_table'))");
-    const again = await client.query<{ oid: string | null }>("SELECT to_regclass($1) AS oid", [qualified(t)]);
-    let created = false;
-    if (again.rows[0]?.oid == null) {
+    await client.query("SELECT pg_advisory_lock(hashtext('masq.target_table'))");
+    try {
+      const again = await client.query<{ oid: string | null }>("SELECT to_regclass($1) AS oid", [qualified(t)]);
+      if (again.rows[0]?.oid != null) return false;
       const schema = await client.query("SELECT 1 FROM pg_namespace WHERE nspname = $1", [t.schema]);
       if (schema.rowCount === 0) throw new FatalError(`schema "${t.schema}" of MASQ_TABLE does not exist; create it or choose another table`);
       await client.query(targetTableDdl(t));
-      created = true;
+      return true;
+    } finally {
+      await client.query("SELECT pg_advisory_unlock(hashtext('masq.target_table'))");
     }
-    await client.query("COMMIT");
-    return created;
-  } catch (err) {
-    await client.query("ROLLBACK").catch(() => undefined);
-    throw err;
   } finally {
     client.release();
   }

@@ -2,39 +2,18 @@ import assert from "node:assert/strict";
 import { writeFileSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { after, before, describe, test } from "node:test";
-import { prepareDatabase } from "../../src/commands/setup.ts";
+import { describe, test } from "node:test";
+import { usePipelineFixture } from "../helpers/fixture.ts";
 import { sendBodies } from "../../src/demo/send-events.ts";
-import { createLogger } from "../../src/log.ts";
 import { createPseudonymizer } from "../../src/mask/pseudonymize.ts";
-import type { Db } from "../../src/sink/db.ts";
-import { createTestDatabase, type TestDatabase } from "../helpers/postgres.ts";
-import { startTestSqs, type TestSqs } from "../helpers/sqs.ts";
 import { masqEnv, spawnMasq } from "../helpers/masq-process.ts";
 import { startTcpProxy } from "../helpers/tcp-proxy.ts";
-import { createDb, expectedCounts, TABLE, tableCounts, TEST_KEY, uniqueEvents, waitFor } from "../helpers/pipeline.ts";
+import { expectedCounts, tableCounts, TEST_KEY, uniqueEvents, waitFor } from "../helpers/pipeline.ts";
 
-let pgdb: TestDatabase;
-let sqs: TestSqs;
-let db: Db;
-
-before(async () => {
-  [pgdb, sqs] = await Promise.all([createTestDatabase(), startTestSqs()]);
-  db = createDb({ databaseUrl: pgdb.url });
-  await prepareDatabase(db, TABLE, { migrate: true, logger: createLogger("silent") });
-});
-after(async () => {
-  await db.close();
-  await sqs.close();
-  await pgdb.close();
-});
-
-async function reset(): Promise<void> {
-  await db.pool.query("TRUNCATE public.user_logins, masq.ingest_ledger, masq.quarantine");
-}
+const fx = usePipelineFixture();
 
 async function ledgerCount(): Promise<number> {
-  return (await db.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM masq.ingest_ledger")).rows[0]!.n;
+  return (await fx.db.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM masq.ingest_ledger")).rows[0]!.n;
 }
 
 /** The value of one sample in Prometheus text format, e.g. metric('masq_messages_quarantined_total{reason="invalid_ip"}'). */
@@ -60,13 +39,13 @@ async function masq(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: num
 
 describe("operating masq", () => {
   test("/metrics, /healthz and /readyz are served while masq runs, and readiness follows Postgres", async () => {
-    await reset();
+    await fx.reset();
     const events = uniqueEvents(1500, 51);
     const want = expectedCounts(events);
-    const queueUrl = sqs.newQueue();
-    await sendBodies(sqs.client, queueUrl, events.map((e) => e.body));
-    const proxy = await startTcpProxy(pgdb.port, pgdb.host);
-    const env = masqEnv({ queueUrl, sqsEndpoint: sqs.endpoint, databaseUrl: pgdb.urlVia(proxy.port), extra: { MASQ_WAIT_TIME_SECONDS: "1" } });
+    const queueUrl = fx.sqs.newQueue();
+    await sendBodies(fx.sqs.client, queueUrl, events.map((e) => e.body));
+    const proxy = await startTcpProxy(fx.pgdb.port, fx.pgdb.host);
+    const env = masqEnv({ queueUrl, sqsEndpoint: fx.sqs.endpoint, databaseUrl: fx.pgdb.urlVia(proxy.port), extra: { MASQ_WAIT_TIME_SECONDS: "1" } });
     const proc = spawnMasq(["run"], env);
     try {
       await waitFor(() => httpPort(proc.lines) !== undefined, 30_000, "the HTTP listener");
@@ -108,14 +87,14 @@ describe("operating masq", () => {
   });
 
   test("masq status shows the queue, today's commits and the quarantine by reason", async () => {
-    await reset();
+    await fx.reset();
     const events = uniqueEvents(600, 52);
     const want = expectedCounts(events);
-    const queueUrl = sqs.newQueue();
-    await sendBodies(sqs.client, queueUrl, events.map((e) => e.body));
-    const env = masqEnv({ queueUrl, sqsEndpoint: sqs.endpoint, databaseUrl: pgdb.url });
+    const queueUrl = fx.sqs.newQueue();
+    await sendBodies(fx.sqs.client, queueUrl, events.map((e) => e.body));
+    const env = masqEnv({ queueUrl, sqsEndpoint: fx.sqs.endpoint, databaseUrl: fx.pgdb.url });
     assert.equal((await masq(["run", "--drain"], env)).code, 0);
-    await sendBodies(sqs.client, queueUrl, ["{}", "{}", "{}"]);
+    await sendBodies(fx.sqs.client, queueUrl, ["{}", "{}", "{}"]);
 
     const json = await masq(["status", "--json"], env);
     assert.equal(json.code, 0, json.out);
@@ -142,11 +121,11 @@ describe("operating masq", () => {
   });
 
   test("quarantine list and show reveal reasons and redacted bodies, never raw PII", async () => {
-    await reset();
+    await fx.reset();
     const raw = { user_id: "u-q", app_version: 230, device_type: "android", ip: "203.0.113.77", device_id: "555-12-3456", locale: "DE" };
-    const queueUrl = sqs.newQueue();
-    await sendBodies(sqs.client, queueUrl, [JSON.stringify(raw), "not json 203.0.113.77"]);
-    const env = masqEnv({ queueUrl, sqsEndpoint: sqs.endpoint, databaseUrl: pgdb.url });
+    const queueUrl = fx.sqs.newQueue();
+    await sendBodies(fx.sqs.client, queueUrl, [JSON.stringify(raw), "not json 203.0.113.77"]);
+    const env = masqEnv({ queueUrl, sqsEndpoint: fx.sqs.endpoint, databaseUrl: fx.pgdb.url });
     assert.equal((await masq(["run", "--drain"], env)).code, 0);
 
     const list = await masq(["quarantine", "list", "--json"], env);
@@ -168,29 +147,29 @@ describe("operating masq", () => {
   });
 
   test("quarantine replay loads db_rejected rows once the table accepts them, and a message with a corrected body", async () => {
-    await reset();
-    await db.pool.query("ALTER TABLE public.user_logins ADD CONSTRAINT no_blackberry CHECK (device_type <> 'blackberry')");
+    await fx.reset();
+    await fx.db.pool.query("ALTER TABLE public.user_logins ADD CONSTRAINT no_blackberry CHECK (device_type <> 'blackberry')");
     const good = { user_id: "u-bb", app_version: "1.2.3", device_type: "blackberry", ip: "198.51.100.7", device_id: "111-22-3333", locale: null };
     const bad = { ...good, user_id: "u-fix", device_type: "ios", app_version: 1.5 };
-    const queueUrl = sqs.newQueue();
-    await sendBodies(sqs.client, queueUrl, [JSON.stringify(good), JSON.stringify(bad)]);
-    const env = masqEnv({ queueUrl, sqsEndpoint: sqs.endpoint, databaseUrl: pgdb.url });
+    const queueUrl = fx.sqs.newQueue();
+    await sendBodies(fx.sqs.client, queueUrl, [JSON.stringify(good), JSON.stringify(bad)]);
+    const env = masqEnv({ queueUrl, sqsEndpoint: fx.sqs.endpoint, databaseUrl: fx.pgdb.url });
     try {
       assert.equal((await masq(["run", "--drain"], env)).code, 0);
-      assert.deepEqual((await tableCounts(db)).quarantine, { db_rejected: 1, wrong_type: 1 });
+      assert.deepEqual((await tableCounts(fx.db)).quarantine, { db_rejected: 1, wrong_type: 1 });
 
       // Still refused while the constraint stands: nothing changes, exit 1.
       const refused = await masq(["quarantine", "replay", "--reason", "db_rejected"], env);
       assert.equal(refused.code, 1);
       assert.match(refused.out, /still refused 1/);
-      await db.pool.query("ALTER TABLE public.user_logins DROP CONSTRAINT no_blackberry");
+      await fx.db.pool.query("ALTER TABLE public.user_logins DROP CONSTRAINT no_blackberry");
       const replayed = await masq(["quarantine", "replay", "--reason", "db_rejected"], env);
       assert.equal(replayed.code, 0, replayed.out);
       assert.match(replayed.out, /replayed 1\b/);
       assert.match((await masq(["quarantine", "replay", "--reason", "db_rejected"], env)).out, /replayed 0\b/, "a second replay is a no-op");
 
       // A wrong_type record cannot be replayed as it is; with a corrected body it can.
-      const wt = await db.pool.query<{ message_id: string }>("SELECT message_id FROM masq.quarantine WHERE reason = 'wrong_type'");
+      const wt = await fx.db.pool.query<{ message_id: string }>("SELECT message_id FROM masq.quarantine WHERE reason = 'wrong_type'");
       const id = wt.rows[0]!.message_id;
       const asIs = await masq(["quarantine", "replay", "--id", id], env);
       assert.equal(asIs.code, 1);
@@ -205,18 +184,18 @@ describe("operating masq", () => {
       assert.equal(fixed.code, 0, fixed.out);
       assert.ok(!fixed.out.includes("198.51.100.7"));
 
-      const rows = await db.pool.query<{ user_id: string; masked_ip: string; app_version: number }>("SELECT user_id, masked_ip, app_version FROM public.user_logins ORDER BY user_id");
+      const rows = await fx.db.pool.query<{ user_id: string; masked_ip: string; app_version: number }>("SELECT user_id, masked_ip, app_version FROM public.user_logins ORDER BY user_id");
       const p = createPseudonymizer(TEST_KEY);
       assert.deepEqual(rows.rows, [
         { user_id: "u-bb", masked_ip: p.pseudonymize("ip", "198.51.100.7"), app_version: 1002003 },
         { user_id: "u-fix", masked_ip: p.pseudonymize("ip", "198.51.100.7"), app_version: 1005000 },
       ]);
-      const pending = await db.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM masq.quarantine WHERE replayed_at IS NULL");
+      const pending = await fx.db.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM masq.quarantine WHERE replayed_at IS NULL");
       assert.equal(pending.rows[0]!.n, 0);
-      const ledger = await db.pool.query<{ outcome: string }>("SELECT DISTINCT outcome FROM masq.ingest_ledger");
+      const ledger = await fx.db.pool.query<{ outcome: string }>("SELECT DISTINCT outcome FROM masq.ingest_ledger");
       assert.deepEqual(ledger.rows, [{ outcome: "written" }]);
     } finally {
-      await db.pool.query("ALTER TABLE public.user_logins DROP CONSTRAINT IF EXISTS no_blackberry");
+      await fx.db.pool.query("ALTER TABLE public.user_logins DROP CONSTRAINT IF EXISTS no_blackberry");
     }
   });
 });

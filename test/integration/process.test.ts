@@ -1,46 +1,25 @@
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
-import { prepareDatabase } from "../../src/commands/setup.ts";
+import { describe, test } from "node:test";
+import { usePipelineFixture } from "../helpers/fixture.ts";
 import { sendBodies } from "../../src/demo/send-events.ts";
-import { createLogger } from "../../src/log.ts";
-import type { Db } from "../../src/sink/db.ts";
 import { SqsSource } from "../../src/source/sqs-source.ts";
-import { createTestDatabase, type TestDatabase } from "../helpers/postgres.ts";
-import { startTestSqs, type TestSqs } from "../helpers/sqs.ts";
 import { masqEnv, spawnMasq } from "../helpers/masq-process.ts";
 import { startTcpProxy } from "../helpers/tcp-proxy.ts";
-import { createDb, expectedCounts, TABLE, tableCounts, uniqueEvents, waitFor } from "../helpers/pipeline.ts";
+import { expectedCounts, tableCounts, uniqueEvents, waitFor } from "../helpers/pipeline.ts";
 
-let pgdb: TestDatabase;
-let sqs: TestSqs;
-let db: Db;
-
-before(async () => {
-  [pgdb, sqs] = await Promise.all([createTestDatabase(), startTestSqs()]);
-  db = createDb({ databaseUrl: pgdb.url });
-  await prepareDatabase(db, TABLE, { migrate: true, logger: createLogger("silent") });
-});
-after(async () => {
-  await db.close();
-  await sqs.close();
-  await pgdb.close();
-});
-
-async function reset(): Promise<void> {
-  await db.pool.query("TRUNCATE public.user_logins, masq.ingest_ledger, masq.quarantine");
-}
+const fx = usePipelineFixture();
 
 const TUNING = { MASQ_BATCH_SIZE: "50", MASQ_RECEIVERS: "4", MASQ_VISIBILITY_TIMEOUT: "5", MASQ_WAIT_TIME_SECONDS: "1", MASQ_BATCH_WAIT_MS: "50" };
 
 async function rowCount(): Promise<number> {
-  return (await db.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM masq.ingest_ledger")).rows[0]!.n;
+  return (await fx.db.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM masq.ingest_ledger")).rows[0]!.n;
 }
 
 async function seed(count: number, seedValue: number) {
   const events = uniqueEvents(count, seedValue);
-  const queueUrl = sqs.newQueue();
-  await sendBodies(sqs.client, queueUrl, events.map((e) => e.body));
-  const env = masqEnv({ queueUrl, sqsEndpoint: sqs.endpoint, databaseUrl: pgdb.url, extra: TUNING });
+  const queueUrl = fx.sqs.newQueue();
+  await sendBodies(fx.sqs.client, queueUrl, events.map((e) => e.body));
+  const env = masqEnv({ queueUrl, sqsEndpoint: fx.sqs.endpoint, databaseUrl: fx.pgdb.url, extra: TUNING });
   return { events, queueUrl, env };
 }
 
@@ -49,7 +28,7 @@ async function drainAndCheck(env: NodeJS.ProcessEnv, events: ReturnType<typeof u
   const { code } = await drain.exited;
   assert.equal(code, 0, `drain failed:\n${drain.lines.slice(-20).join("\n")}`);
   const want = expectedCounts(events);
-  const c = await tableCounts(db);
+  const c = await tableCounts(fx.db);
   assert.equal(c.rows, want.valid, "every valid message written");
   assert.equal(c.distinctUsers, want.valid, "no valid message written twice");
   assert.deepEqual(c.quarantine, want.byReason);
@@ -58,7 +37,7 @@ async function drainAndCheck(env: NodeJS.ProcessEnv, events: ReturnType<typeof u
 
 describe("masq as a process", () => {
   test("killed with SIGKILL mid-run and restarted: every valid message exactly once", async () => {
-    await reset();
+    await fx.reset();
     const { events, env } = await seed(3000, 31);
     const first = spawnMasq(["run"], env);
     await waitFor(async () => (await rowCount()) >= 300, 60_000, "the first worker to commit some batches");
@@ -71,7 +50,7 @@ describe("masq as a process", () => {
   });
 
   test("SIGTERM stops receiving, commits and deletes what is held, and exits 0", async () => {
-    await reset();
+    await fx.reset();
     const { events, queueUrl, env } = await seed(3000, 32);
     const proc = spawnMasq(["run"], { ...env, MASQ_SHUTDOWN_TIMEOUT_MS: "20000" });
     await waitFor(async () => (await rowCount()) >= 200, 60_000, "some commits");
@@ -82,17 +61,17 @@ describe("masq as a process", () => {
     // Everything committed was deleted, and nothing else was: what is left in the queue is exactly the rest.
     const committed = await rowCount();
     assert.ok(committed < events.length, "stopped before the queue was empty");
-    const counts = await new SqsSource(sqs.client, queueUrl).counts();
+    const counts = await new SqsSource(fx.sqs.client, queueUrl).counts();
     assert.equal(counts.visible + counts.inFlight, events.length - committed);
     await drainAndCheck(env, events);
   });
 
   test("a second signal exits at once, even while a graceful stop cannot finish; nothing is lost", async () => {
-    await reset();
+    await fx.reset();
     const { events, env } = await seed(2000, 33);
     // Postgres is reached through a proxy we can cut, so the graceful stop has commits it cannot finish.
-    const proxy = await startTcpProxy(pgdb.port, pgdb.host);
-    const proc = spawnMasq(["run"], { ...env, DATABASE_URL: pgdb.urlVia(proxy.port), MASQ_SHUTDOWN_TIMEOUT_MS: "60000" });
+    const proxy = await startTcpProxy(fx.pgdb.port, fx.pgdb.host);
+    const proc = spawnMasq(["run"], { ...env, DATABASE_URL: fx.pgdb.urlVia(proxy.port), MASQ_SHUTDOWN_TIMEOUT_MS: "60000" });
     try {
       await waitFor(async () => (await rowCount()) >= 100, 60_000, "some commits");
       proxy.cut();

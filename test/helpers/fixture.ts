@@ -1,0 +1,39 @@
+import { after, before } from "node:test";
+import { prepareDatabase } from "../../src/commands/setup.ts";
+import { createLogger } from "../../src/log.ts";
+import { createDb, type Db } from "../../src/sink/db.ts";
+import { TABLE } from "./pipeline.ts";
+import { createTestDatabase, type TestDatabase } from "./postgres.ts";
+import { startTestSqs, type TestSqs } from "./sqs.ts";
+
+export interface PipelineFixture {
+  pgdb: TestDatabase;
+  sqs: TestSqs;
+  /** A pool on the test database; a test that restarts the server may replace it. */
+  db: Db;
+  /** Empties the target table, the ledger and the quarantine between tests. */
+  reset(): Promise<void>;
+}
+
+/**
+ * The usual integration-test setup, registered as before/after hooks of the calling file: a fresh database on real
+ * Postgres (migrated, with the target table), an in-process fauxqs, and a pool. Fields are set once `before` ran.
+ */
+export function usePipelineFixture(): PipelineFixture {
+  const f = {
+    async reset() {
+      await f.db.pool.query("TRUNCATE public.user_logins, masq.ingest_ledger, masq.quarantine");
+    },
+  } as PipelineFixture;
+  before(async () => {
+    [f.pgdb, f.sqs] = await Promise.all([createTestDatabase(), startTestSqs()]);
+    f.db = createDb({ databaseUrl: f.pgdb.url });
+    await prepareDatabase(f.db, TABLE, { migrate: true, logger: createLogger("silent") });
+  });
+  after(async () => {
+    await f.db.close();
+    await f.sqs.close();
+    await f.pgdb.close();
+  });
+  return f;
+}

@@ -53,14 +53,22 @@ const IP_IN_TEXT = /(?:\d{1,3}\.){3}\d{1,3}|(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-F
  * says so and records its length): free text cannot be redacted with confidence.
  */
 export function redactBody(json: unknown, p: Pseudonymizer): unknown {
-  return redact(json, undefined, p);
+  return redact(json, undefined, p, 0);
 }
 
-function redact(value: unknown, kind: PiiKind | undefined, p: Pseudonymizer): unknown {
-  if (Array.isArray(value)) return value.map((v) => redact(v, kind, p));
+/** Deeper bodies are not kept: no login event nests, and unbounded recursion would let one message crash masq. */
+export const MAX_REDACT_DEPTH = 64;
+
+export class TooDeepError extends Error {
+  override name = "TooDeepError";
+}
+
+function redact(value: unknown, kind: PiiKind | undefined, p: Pseudonymizer, depth: number): unknown {
+  if (depth > MAX_REDACT_DEPTH) throw new TooDeepError(`body nests deeper than ${MAX_REDACT_DEPTH} levels`);
+  if (Array.isArray(value)) return value.map((v) => redact(v, kind, p, depth + 1));
   if (value !== null && typeof value === "object") {
     // fromEntries defines own properties, so a "__proto__" key in the body stays a key.
-    return Object.fromEntries(Object.entries(value).map(([k, v]) => [redactText(k, p), redact(v, piiKind(k) ?? kind, p)]));
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [redactText(k, p), redact(v, piiKind(k) ?? kind, p, depth + 1)]));
   }
   if (kind !== undefined && value !== null && value !== undefined) {
     const text = typeof value === "string" ? value : JSON.stringify(value);

@@ -1,4 +1,4 @@
-import { maskEvent, redactBody } from "../mask/mask-event.ts";
+import { maskEvent, redactBody, TooDeepError } from "../mask/mask-event.ts";
 import type { Pseudonymizer } from "../mask/pseudonymize.ts";
 import type { Outcome } from "../sink/write-batch.ts";
 import { parseLoginEvent } from "../transform/login-event.ts";
@@ -16,14 +16,23 @@ export interface IncomingMessage {
  * with pseudonyms, or a quarantine record whose body has every PII value replaced by its pseudonym.
  */
 export function prepareOutcome(m: IncomingMessage, p: Pseudonymizer): Outcome {
-  const parsed = parseLoginEvent(m.body);
   const meta = { messageId: m.messageId, sentAt: m.sentAt, receivedAt: m.receivedAt, bodyLength: m.body.length };
-  if (parsed.ok) return { ...meta, kind: "row", row: maskEvent(parsed.event, m.sentAt ?? m.receivedAt, p) };
-  return {
-    ...meta,
-    kind: "quarantine",
-    reason: parsed.rejection.reason,
-    detail: parsed.rejection.detail,
-    redactedBody: parsed.json === undefined ? null : JSON.stringify(redactBody(parsed.json, p)),
-  };
+  try {
+    const parsed = parseLoginEvent(m.body);
+    if (parsed.ok) return { ...meta, kind: "row", row: maskEvent(parsed.event, m.sentAt ?? m.receivedAt, p) };
+    let redactedBody: string | null = null;
+    let detail = parsed.rejection.detail;
+    if (parsed.json !== undefined) {
+      try {
+        redactedBody = JSON.stringify(redactBody(parsed.json, p));
+      } catch (err) {
+        if (!(err instanceof TooDeepError)) throw err;
+        detail = `${detail}; body not kept: ${err.message}`;
+      }
+    }
+    return { ...meta, kind: "quarantine", reason: parsed.rejection.reason, detail, redactedBody };
+  } catch (err) {
+    // Invariant: no body stops the pipeline. Whatever slipped past the validator is quarantined, without its body.
+    return { ...meta, kind: "quarantine", reason: "unprocessable", detail: `masq could not process this body (${(err as Error).name})`, redactedBody: null };
+  }
 }

@@ -22,7 +22,8 @@ export type ReasonCode =
   | "invalid_text"
   | "invalid_ip"
   | "invalid_app_version"
-  | "db_rejected";
+  | "db_rejected"
+  | "unprocessable";
 
 /** A message masq will not load, and why. `detail` names fields, never their values. */
 export interface Rejection {

@@ -230,11 +230,12 @@ export class Runner {
         logger.debug({ size: batch.length, ...r, ms: Math.round(performance.now() - started) }, "batch committed");
         break;
       } catch (err) {
-        if (err instanceof FatalError) {
-          this.failWith(err);
+        if (!(err instanceof TransientError)) {
+          // Only a transient error earns a retry; anything else is a broken invariant (or a bug): stop loudly.
+          this.failWith(err instanceof FatalError ? err : new FatalError(`unexpected error while committing: ${describeError(err)}`));
           return;
         }
-        const cause = err instanceof TransientError ? err.cause_ : "pg_unknown";
+        const cause = err.cause_;
         this.countRetry(cause);
         // Stop receiving until Postgres answers again; held messages keep their visibility extended meanwhile.
         this.sinkHealthy = false;

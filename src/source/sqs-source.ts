@@ -83,7 +83,8 @@ export class SqsSource {
           messageId: m.MessageId,
           receiptHandle: m.ReceiptHandle,
           body: m.Body ?? "",
-          sentAt: Number.isFinite(sent) && sent > 0 ? new Date(sent) : null,
+          // Beyond ±8.64e15 ms a Date is invalid; an odd server must not hand masq a date it cannot format.
+          sentAt: Number.isFinite(sent) && sent > 0 && sent < 8.64e15 ? new Date(sent) : null,
           receivedAt,
           receiveCount: Number(m.Attributes?.ApproximateReceiveCount ?? 1),
         },

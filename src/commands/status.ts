@@ -61,7 +61,7 @@ function render(s: Status): string {
       `    ${s.table.padEnd(12)} ${d.targetRows.exact ? "" : "≈ "}${n(d.targetRows.count)} rows`,
       `    today (UTC)  ${n(d.committedToday.written)} written, ${n(d.committedToday.quarantined)} quarantined`,
       `    last commit  ${ago}`,
-      `    ledger       ${n(d.ledgerRows)} message ids`,
+      `    ledger       ${d.ledgerRows.exact ? "" : "≈ "}${n(d.ledgerRows.count)} message ids`,
     );
     const total = d.quarantine.reduce((a, q) => a + q.total, 0);
     lines.push(`  quarantine   ${n(total)} waiting${total ? " (last 24 h in brackets)" : ""}`);

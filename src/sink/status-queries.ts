@@ -6,7 +6,7 @@ export interface DatabaseStatus {
   /** Messages committed since 00:00 UTC today, from the ledger (indexed), by outcome. */
   committedToday: { written: number; quarantined: number };
   lastCommitAt: Date | null;
-  ledgerRows: number;
+  ledgerRows: { count: number; exact: boolean };
   /** Exact below a million rows; above, the planner's estimate (an exact count would scan the whole table). */
   targetRows: { count: number; exact: boolean };
   quarantine: { reason: string; total: number; last24h: number }[];
@@ -19,16 +19,9 @@ export async function databaseStatus(db: Db, table: { schema: string; name: stri
     SELECT outcome, count(*)::int AS n FROM masq.ingest_ledger
     WHERE committed_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
     GROUP BY outcome`.execute(db.kysely);
-  const last = await sql<{ at: Date | null; n: number }>`
-    SELECT (SELECT max(committed_at) FROM masq.ingest_ledger) AS at, (SELECT count(*) FROM masq.ingest_ledger)::int AS n`.execute(db.kysely);
-  const t = sql.table(`${table.schema}.${table.name}`);
-  const estimate = await sql<{ n: number | null }>`
-    SELECT reltuples::bigint AS n FROM pg_class WHERE oid = to_regclass(${`${table.schema}.${table.name}`})`.execute(db.kysely);
-  const estimated = Number(estimate.rows[0]?.n ?? -1);
-  const targetRows =
-    estimated >= 1_000_000
-      ? { count: estimated, exact: false }
-      : { count: (await sql<{ n: number }>`SELECT count(*)::int AS n FROM ${t}`.execute(db.kysely)).rows[0]?.n ?? 0, exact: true };
+  const last = await sql<{ at: Date | null }>`SELECT max(committed_at) AS at FROM masq.ingest_ledger`.execute(db.kysely);
+  const ledgerRows = await countRows(db, "masq", "ingest_ledger");
+  const targetRows = await countRows(db, table.schema, table.name);
   const quarantine = await db.kysely
     .selectFrom("masq.quarantine")
     .select([
@@ -45,8 +38,18 @@ export async function databaseStatus(db: Db, table: { schema: string; name: stri
     schemaVersion: version.rows[0]?.v ?? 0,
     committedToday: { written: byOutcome.written ?? 0, quarantined: byOutcome.quarantined ?? 0 },
     lastCommitAt: last.rows[0]?.at ?? null,
-    ledgerRows: last.rows[0]?.n ?? 0,
+    ledgerRows,
     targetRows,
     quarantine,
   };
+}
+
+/** Exact below a million rows; above, the planner's estimate, since an exact count would scan the whole table. */
+async function countRows(db: Db, schema: string, name: string): Promise<{ count: number; exact: boolean }> {
+  const estimate = await sql<{ n: string | null }>`
+    SELECT reltuples::bigint AS n FROM pg_class WHERE oid = to_regclass(${`${schema}.${name}`})`.execute(db.kysely);
+  const estimated = Number(estimate.rows[0]?.n ?? -1);
+  if (estimated >= 1_000_000) return { count: estimated, exact: false };
+  const exact = await sql<{ n: number }>`SELECT count(*)::int AS n FROM ${sql.table(`${schema}.${name}`)}`.execute(db.kysely);
+  return { count: exact.rows[0]?.n ?? 0, exact: true };
 }

@@ -1,6 +1,6 @@
 import { prepareDatabase } from "../commands/setup.ts";
 import { readDatabaseUrl, readLogLevel, readPipelineConfig, readPseudonymKey, readTable } from "../config.ts";
-import { ConfigError, describeError, FatalError, TransientError } from "../errors.ts";
+import { describeError, TransientError } from "../errors.ts";
 import { createLogger, type Logger } from "../log.ts";
 import { createPseudonymizer, type Pseudonymizer } from "../mask/pseudonymize.ts";
 import { sleep } from "../runner/backoff.ts";
@@ -45,8 +45,8 @@ export interface SqsHandler {
  * Reported back (batchItemFailures), so SQS redelivers them: only messages whose batch did not commit.
  *  - malformed messages are quarantined and count as processed, exactly as in `masq run`;
  *  - a transient Postgres error (unreachable, failover, timeout) returns every uncommitted message;
- *  - a configuration error or a broken invariant (missing column, newer schema) throws: the invocation fails
- *    loudly, the whole batch comes back, and Lambda's error metrics show it.
+ *  - anything else (a setting, a broken invariant such as a missing column, an unexpected error) throws: the
+ *    invocation fails loudly, the whole batch comes back, and Lambda's error metrics show it.
  * Redelivery is always safe: the ledger turns an already-committed message into a no-op.
  */
 export function createSqsHandler(env: NodeJS.ProcessEnv = process.env): SqsHandler {
@@ -71,7 +71,7 @@ export function createSqsHandler(env: NodeJS.ProcessEnv = process.env): SqsHandl
     try {
       c = await start();
     } catch (err) {
-      if (err instanceof ConfigError || err instanceof FatalError) {
+      if (!isTransient(err)) {
         log().error({ err: describeError(err), requestId }, "masq cannot start; failing the invocation");
         throw err;
       }
@@ -101,8 +101,8 @@ export function createSqsHandler(env: NodeJS.ProcessEnv = process.env): SqsHandl
       try {
         add(total, await commitOnce(c, chunk));
       } catch (err) {
-        if (err instanceof FatalError) {
-          log().error({ err: describeError(err), requestId }, "stopping: this needs an operator; the batch goes back to the queue");
+        if (!isTransient(err)) {
+          log().error({ err: describeError(err), requestId }, "failing the invocation: this needs an operator; the batch goes back to the queue");
           throw err;
         }
         log().warn({ err: describeError(err), requestId, returned: outcomes.length - i }, "commit failed; uncommitted messages go back to the queue");
@@ -155,6 +155,16 @@ async function commitOnce(c: Core, chunk: readonly Outcome[]): Promise<CommitRes
     await sleep(200);
     return commitBatch(c.db.pool, c.table, chunk);
   }
+}
+
+/**
+ * Only a transient error (Postgres unreachable, failing over, timing out) gives messages back as item failures.
+ * Anything else (a setting, a broken invariant, a bug) throws, so the invocation fails where an operator sees it;
+ * the whole batch then comes back, which the ledger makes harmless. At a cold start, the bounded wait for Postgres
+ * ends with an "interrupted" error whose cause is the last transient one.
+ */
+function isTransient(err: unknown): boolean {
+  return err instanceof TransientError || (err instanceof Error && err.cause instanceof TransientError);
 }
 
 /** A standard queue may, rarely, put one message in a batch twice; the ledger statement needs distinct ids. */

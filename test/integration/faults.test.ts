@@ -11,7 +11,7 @@ import type { Db } from "../../src/sink/db.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/postgres.ts";
 import { startTestSqs, type TestSqs } from "../helpers/sqs.ts";
 import { startTcpProxy } from "../helpers/tcp-proxy.ts";
-import { startFauxqsProcess } from "../helpers/fauxqs-process.ts";
+import { startFauxqsProcess } from "../../src/demo/fauxqs-process.ts";
 import { freePort } from "../../src/demo/embedded.ts";
 import { captureLogger, createDb, expectedCounts, makeRunner, TABLE, tableCounts, uniqueEvents, waitFor } from "../helpers/pipeline.ts";
 

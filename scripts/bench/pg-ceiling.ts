@@ -1,0 +1,48 @@
+import type pg from "pg";
+import type { TableName } from "../../src/sink/table-name.ts";
+import { writeBatch, type Outcome } from "../../src/sink/write-batch.ts";
+
+export interface PgCeilingResult {
+  messages: number;
+  seconds: number;
+  perSecond: number;
+  batches: number;
+  written: number;
+  quarantined: number;
+  /** CPU time of the writing client (this process, which does nothing else meanwhile) per message, in µs. */
+  clientCpuUsPerMessage: number;
+}
+
+/**
+ * The Postgres ceiling: the same rows masq would write (validated and masked beforehand, off the clock), through
+ * masq's own statement (writeBatch: ledger, rows and quarantine in one set-based statement), in masq's batch size,
+ * with masq's number of concurrent writers. Nothing else: no SQS, no parsing, no masking.
+ */
+export async function measurePgCeiling(pool: pg.Pool, table: TableName, outcomes: readonly Outcome[], opts: { batchSize: number; writers: number }): Promise<PgCeilingResult> {
+  // Open the writers' connections before the clock starts, as a running masq would have them open.
+  const clients = await Promise.all(Array.from({ length: opts.writers }, () => pool.connect()));
+  await Promise.all(clients.map((c) => c.query("SELECT 1")));
+  for (const c of clients) c.release();
+
+  let next = 0;
+  let batches = 0;
+  let written = 0;
+  let quarantined = 0;
+  const started = performance.now();
+  const cpuBefore = process.cpuUsage();
+  const writer = async () => {
+    for (;;) {
+      const start = next;
+      next += opts.batchSize;
+      if (start >= outcomes.length) return;
+      const r = await writeBatch(pool, table, outcomes.slice(start, start + opts.batchSize));
+      batches++;
+      written += r.written;
+      quarantined += r.quarantined;
+    }
+  };
+  await Promise.all(Array.from({ length: opts.writers }, writer));
+  const seconds = (performance.now() - started) / 1000;
+  const cpu = process.cpuUsage(cpuBefore);
+  return { messages: outcomes.length, seconds, perSecond: outcomes.length / seconds, batches, written, quarantined, clientCpuUsPerMessage: (cpu.user + cpu.system) / outcomes.length };
+}

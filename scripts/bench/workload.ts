@@ -1,0 +1,46 @@
+import { randomUUID } from "node:crypto";
+import { generateEvents } from "../../src/demo/synthetic.ts";
+import type { Pseudonymizer } from "../../src/mask/pseudonymize.ts";
+import { prepareOutcome } from "../../src/runner/prepare.ts";
+import type { Outcome } from "../../src/sink/write-batch.ts";
+
+/** The messages of one run and what masq must make of them. */
+export interface Workload {
+  bodies: string[];
+  valid: number;
+  malformed: number;
+  /** Expected quarantine records by reason code. */
+  byReason: Record<string, number>;
+}
+
+/**
+ * Realistic login events (src/demo/synthetic.ts: skewed repeats of devices and addresses, IPv4 and IPv6, null
+ * locales, every kind of malformed message). The one change: each valid event's user_id is made unique while
+ * keeping its UUID shape (the last group holds the message's index), so count(DISTINCT user_id) = count(*) proves
+ * that no message was written twice. user_id is not masked, so this changes no work masq does.
+ */
+export function makeWorkload(count: number, opts: { seed: number; malformedRate: number }): Workload {
+  const events = generateEvents(count, { seed: opts.seed, malformedRate: opts.malformedRate });
+  const byReason: Record<string, number> = {};
+  let valid = 0;
+  const bodies = events.map((e, i) => {
+    if (e.expectedReason !== null) {
+      byReason[e.expectedReason] = (byReason[e.expectedReason] ?? 0) + 1;
+      return e.body;
+    }
+    valid++;
+    const obj = JSON.parse(e.body) as { user_id: string };
+    obj.user_id = `${obj.user_id.slice(0, 24)}${i.toString(16).padStart(12, "0")}`;
+    return JSON.stringify(obj);
+  });
+  return { bodies, valid, malformed: count - valid, byReason };
+}
+
+/**
+ * The workload as masq would hand it to the sink: validated and masked, with message ids. Built before the
+ * Postgres ceiling's clock starts, so that ceiling measures the database and nothing else.
+ */
+export function premaskedOutcomes(w: Workload, p: Pseudonymizer): Outcome[] {
+  const now = new Date();
+  return w.bodies.map((body) => prepareOutcome({ messageId: randomUUID(), body, sentAt: now, receivedAt: now }, p));
+}

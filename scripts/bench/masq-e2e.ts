@@ -58,6 +58,8 @@ export async function runMasq(opts: MasqRunOptions): Promise<MasqRunResult> {
     MASQ_BATCH_SIZE: String(opts.batchSize),
     MASQ_WRITERS: String(opts.writers),
     MASQ_LOG_LEVEL: "info",
+    // The metrics listener stays on, as in production, on a free port so that no other masq on the machine collides.
+    MASQ_HTTP_PORT: "0",
     ...(opts.cpuProfDir ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${opts.cpuProfDir}` } : {}),
   };
   const started = performance.now();

@@ -3,50 +3,29 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { CreateQueueCommand } from "@aws-sdk/client-sqs";
-import { after, before, describe, test } from "node:test";
-import { prepareDatabase } from "../../src/commands/setup.ts";
+import { describe, test } from "node:test";
+import { usePipelineFixture } from "../helpers/fixture.ts";
 import { sendBodies } from "../../src/demo/send-events.ts";
-import { createLogger } from "../../src/log.ts";
-import type { Db } from "../../src/sink/db.ts";
-import { createTestDatabase, type TestDatabase } from "../helpers/postgres.ts";
-import { startTestSqs, type TestSqs } from "../helpers/sqs.ts";
 import { startTcpProxy } from "../helpers/tcp-proxy.ts";
 import { startFauxqsProcess } from "../../src/demo/fauxqs-process.ts";
 import { freePort } from "../../src/demo/embedded.ts";
-import { captureLogger, createDb, expectedCounts, makeRunner, TABLE, tableCounts, uniqueEvents, waitFor } from "../helpers/pipeline.ts";
+import { captureLogger, createDb, expectedCounts, makeRunner, tableCounts, uniqueEvents, waitFor } from "../helpers/pipeline.ts";
 
-let pgdb: TestDatabase;
-let sqs: TestSqs;
-let db: Db;
-
-before(async () => {
-  [pgdb, sqs] = await Promise.all([createTestDatabase(), startTestSqs()]);
-  db = createDb({ databaseUrl: pgdb.url });
-  await prepareDatabase(db, TABLE, { migrate: true, logger: createLogger("silent") });
-});
-after(async () => {
-  await db.close();
-  await sqs.close();
-  await pgdb.close();
-});
-
-async function reset(): Promise<void> {
-  await db.pool.query("TRUNCATE public.user_logins, masq.ingest_ledger, masq.quarantine");
-}
+const fx = usePipelineFixture();
 
 describe("faults", () => {
   test("Postgres going away mid-run and coming back loses nothing and writes nothing twice", async () => {
-    await reset();
+    await fx.reset();
     const events = uniqueEvents(4000, 21);
     const want = expectedCounts(events);
-    const queueUrl = sqs.newQueue();
-    await sendBodies(sqs.client, queueUrl, events.map((e) => e.body));
+    const queueUrl = fx.sqs.newQueue();
+    await sendBodies(fx.sqs.client, queueUrl, events.map((e) => e.body));
 
-    const proxy = await startTcpProxy(pgdb.port, pgdb.host);
-    const viaProxy = createDb({ databaseUrl: pgdb.urlVia(proxy.port), poolSize: 4 });
+    const proxy = await startTcpProxy(fx.pgdb.port, fx.pgdb.host);
+    const viaProxy = createDb({ databaseUrl: fx.pgdb.urlVia(proxy.port), poolSize: 4 });
     const { logger, lines } = captureLogger("info");
     // Small batches, so the outage lands in the middle of the run.
-    const runner = makeRunner({ db: viaProxy, sqs: sqs.client, queueUrl, logger, config: { batchSize: 50, maxInFlight: 400, writers: 2 } });
+    const runner = makeRunner({ db: viaProxy, sqs: fx.sqs.client, queueUrl, logger, config: { batchSize: 50, maxInFlight: 400, writers: 2 } });
     const running = runner.run({ drain: true });
     await waitFor(() => runner.stats.written > 0, 30_000, "first commits");
     proxy.cut();
@@ -63,48 +42,48 @@ describe("faults", () => {
     assert.equal(result.fatal, undefined);
     assert.ok(Object.keys(result.stats.retries).some((k) => k.startsWith("pg") || k.startsWith("e")), "commits were retried");
     assert.ok(lines.some((l) => l.includes("commit failed; retrying")));
-    const c = await tableCounts(db);
+    const c = await tableCounts(fx.db);
     assert.equal(c.rows, want.valid);
     assert.equal(c.distinctUsers, want.valid);
     assert.deepEqual(c.quarantine, want.byReason);
   });
 
   test("a real Postgres restart mid-run (embedded server) loses nothing", { skip: !process.env.DATABASE_URL ? false : "needs the embedded Postgres" }, async () => {
-    await reset();
+    await fx.reset();
     const events = uniqueEvents(3000, 22);
     const want = expectedCounts(events);
-    const queueUrl = sqs.newQueue();
-    await sendBodies(sqs.client, queueUrl, events.map((e) => e.body));
-    const own = createDb({ databaseUrl: pgdb.url, poolSize: 4 });
-    const runner = makeRunner({ db: own, sqs: sqs.client, queueUrl, config: { batchSize: 50, maxInFlight: 400 } });
+    const queueUrl = fx.sqs.newQueue();
+    await sendBodies(fx.sqs.client, queueUrl, events.map((e) => e.body));
+    const own = createDb({ databaseUrl: fx.pgdb.url, poolSize: 4 });
+    const runner = makeRunner({ db: own, sqs: fx.sqs.client, queueUrl, config: { batchSize: 50, maxInFlight: 400 } });
     const running = runner.run({ drain: true });
     await waitFor(() => runner.stats.written > 0, 30_000, "first commits");
-    await pgdb.embedded!.pause();
+    await fx.pgdb.embedded!.pause();
     await new Promise((r) => setTimeout(r, 1500));
-    await pgdb.embedded!.start();
+    await fx.pgdb.embedded!.start();
     const result = await running;
     await own.close();
     // The shared pool's connections died with the server; a fresh pool for the checks.
-    await db.close();
-    db = createDb({ databaseUrl: pgdb.url });
+    await fx.db.close();
+    fx.db = createDb({ databaseUrl: fx.pgdb.url });
     assert.equal(result.fatal, undefined);
-    const c = await tableCounts(db);
+    const c = await tableCounts(fx.db);
     assert.equal(c.rows, want.valid);
     assert.equal(c.distinctUsers, want.valid);
     assert.deepEqual(c.quarantine, want.byReason);
   });
 
   test("the SQS server going away mid-run and coming back loses nothing", async () => {
-    await reset();
+    await fx.reset();
     const events = uniqueEvents(4000, 23);
     const want = expectedCounts(events);
-    const queueUrl = sqs.newQueue();
-    await sendBodies(sqs.client, queueUrl, events.map((e) => e.body));
+    const queueUrl = fx.sqs.newQueue();
+    await sendBodies(fx.sqs.client, queueUrl, events.map((e) => e.body));
 
-    const proxy = await startTcpProxy(Number(new URL(sqs.endpoint).port));
-    const client = sqs.clientFor(`http://127.0.0.1:${proxy.port}`);
+    const proxy = await startTcpProxy(Number(new URL(fx.sqs.endpoint).port));
+    const client = fx.sqs.clientFor(`http://127.0.0.1:${proxy.port}`);
     const { logger, lines } = captureLogger("info");
-    const runner = makeRunner({ db, sqs: client, queueUrl, logger, config: { batchSize: 50, maxInFlight: 400 } });
+    const runner = makeRunner({ db: fx.db, sqs: client, queueUrl, logger, config: { batchSize: 50, maxInFlight: 400 } });
     const running = runner.run({ drain: true });
     await waitFor(() => runner.stats.deleted > 0, 30_000, "first deletes");
     proxy.cut();
@@ -116,7 +95,7 @@ describe("faults", () => {
 
     assert.equal(result.fatal, undefined);
     assert.ok(lines.some((l) => l.includes("receive failed; retrying")), "receives were retried");
-    const c = await tableCounts(db);
+    const c = await tableCounts(fx.db);
     assert.equal(c.rows, want.valid);
     assert.equal(c.distinctUsers, want.valid);
     assert.deepEqual(c.quarantine, want.byReason);
@@ -124,17 +103,17 @@ describe("faults", () => {
   });
 
   test("the SQS server crashing (SIGKILL) and restarting mid-run loses nothing", async () => {
-    await reset();
+    await fx.reset();
     const events = uniqueEvents(3000, 25);
     const want = expectedCounts(events);
     const dataDir = mkdtempSync(path.join(tmpdir(), "masq-fauxqs-"));
     const server = await startFauxqsProcess(await freePort(), dataDir);
-    const client = sqs.clientFor(server.endpoint);
+    const client = fx.sqs.clientFor(server.endpoint);
     try {
       const created = await client.send(new CreateQueueCommand({ QueueName: "login-queue" }));
       await sendBodies(client, created.QueueUrl!, events.map((e) => e.body));
       const { logger, lines } = captureLogger("info");
-      const runner = makeRunner({ db, sqs: client, queueUrl: created.QueueUrl!, logger, config: { batchSize: 50, maxInFlight: 400, visibilityTimeoutSeconds: 5 } });
+      const runner = makeRunner({ db: fx.db, sqs: client, queueUrl: created.QueueUrl!, logger, config: { batchSize: 50, maxInFlight: 400, visibilityTimeoutSeconds: 5 } });
       const running = runner.run({ drain: true });
       await waitFor(() => runner.stats.deleted > 0, 30_000, "first deletes");
       await server.kill();
@@ -143,7 +122,7 @@ describe("faults", () => {
       const result = await running;
       assert.equal(result.fatal, undefined);
       assert.ok(lines.some((l) => l.includes("receive failed; retrying")), "receives were retried while the server was down");
-      const c = await tableCounts(db);
+      const c = await tableCounts(fx.db);
       assert.equal(c.rows, want.valid);
       assert.equal(c.distinctUsers, want.valid);
       assert.deepEqual(c.quarantine, want.byReason);
@@ -156,15 +135,15 @@ describe("faults", () => {
   });
 
   test("held messages have their visibility extended while a commit is stuck, so none is redelivered", async () => {
-    await reset();
+    await fx.reset();
     const events = uniqueEvents(500, 24, 0);
-    const queueUrl = sqs.newQueue();
-    await sendBodies(sqs.client, queueUrl, events.map((e) => e.body));
-    const proxy = await startTcpProxy(pgdb.port, pgdb.host);
-    const viaProxy = createDb({ databaseUrl: pgdb.urlVia(proxy.port), poolSize: 4 });
+    const queueUrl = fx.sqs.newQueue();
+    await sendBodies(fx.sqs.client, queueUrl, events.map((e) => e.body));
+    const proxy = await startTcpProxy(fx.pgdb.port, fx.pgdb.host);
+    const viaProxy = createDb({ databaseUrl: fx.pgdb.urlVia(proxy.port), poolSize: 4 });
     // A 2 s visibility timeout and a 5 s outage: without extension every held message would come back.
     proxy.cut();
-    const runner = makeRunner({ db: viaProxy, sqs: sqs.client, queueUrl, config: { visibilityTimeoutSeconds: 2, batchSize: 100, maxInFlight: 600 } });
+    const runner = makeRunner({ db: viaProxy, sqs: fx.sqs.client, queueUrl, config: { visibilityTimeoutSeconds: 2, batchSize: 100, maxInFlight: 600 } });
     const running = runner.run({ drain: true });
     await waitFor(() => runner.inFlight >= 100, 30_000, "messages to be held");
     await new Promise((r) => setTimeout(r, 5000));
@@ -176,21 +155,21 @@ describe("faults", () => {
     assert.ok(result.stats.visibilityExtended > 0, "visibility was extended");
     assert.equal(result.stats.received, events.length, "no message was received twice");
     assert.equal(result.stats.duplicates, 0);
-    const c = await tableCounts(db);
+    const c = await tableCounts(fx.db);
     assert.equal(c.rows, events.length);
     assert.equal(c.distinctUsers, events.length);
   });
 
   test("ledger pruning deletes only ids older than the retention window", async () => {
-    await reset();
-    await db.pool.query(
+    await fx.reset();
+    await fx.db.pool.query(
       `INSERT INTO masq.ingest_ledger (message_id, outcome, committed_at)
        SELECT 'old-' || i, 'written', now() - interval '20 days' FROM generate_series(1, 25) i
        UNION ALL SELECT 'new-' || i, 'written', now() - interval '1 day' FROM generate_series(1, 5) i`,
     );
     const { pruneLedger } = await import("../../src/sink/prune-ledger.ts");
-    assert.equal(await pruneLedger(db.pool, 15 * 86_400, 10), 25);
-    const left = await db.pool.query<{ message_id: string }>("SELECT message_id FROM masq.ingest_ledger ORDER BY 1");
+    assert.equal(await pruneLedger(fx.db.pool, 15 * 86_400, 10), 25);
+    const left = await fx.db.pool.query<{ message_id: string }>("SELECT message_id FROM masq.ingest_ledger ORDER BY 1");
     assert.deepEqual(left.rows.map((r) => r.message_id), ["new-1", "new-2", "new-3", "new-4", "new-5"]);
   });
 });

@@ -19,7 +19,7 @@ async function bench(opts: BenchOptions): Promise<number> {
   if (opts.cpuProf) mkdirSync(opts.cpuProf, { recursive: true });
   log(`Starting Postgres (${process.env.DATABASE_URL ? "DATABASE_URL" : "embedded"}) and the SQS server (fauxqs, own process)…`);
   const env = await startBenchEnv();
-  const common = { batchSize: opts.batchSize, writers: opts.writers, waitQuiet: !opts.smoke, log };
+  const common = { batchSize: opts.batchSize, writers: opts.writers, waitQuiet: !opts.smoke, masqBin: opts.masqBin && path.resolve(opts.masqBin), log };
   const main: ComparisonResult[] = [];
   let latency: LatencyResult | null = null;
   let scaling: ScalingResult | null = null;
@@ -28,7 +28,7 @@ async function bench(opts: BenchOptions): Promise<number> {
       const w = makeWorkload(opts.messages, { seed: opts.seed, malformedRate: opts.malformedRate });
       for (const receivers of opts.receivers) {
         log(`main comparison: ${opts.messages.toLocaleString("en-US")} messages, ${receivers} receivers:`);
-        main.push(await runComparison(env, w, { ...common, receivers, cpuProfDir: opts.cpuProf && path.resolve(opts.cpuProf) }));
+        main.push(await runComparison(env, w, { ...common, receivers, repeat: opts.repeat, cpuProfDir: opts.cpuProf && path.resolve(opts.cpuProf) }));
       }
     }
     if (opts.latencyMs !== undefined) {

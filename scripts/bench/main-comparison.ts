@@ -1,4 +1,7 @@
 import { randomBytes } from "node:crypto";
+import { writeFileSync } from "node:fs";
+import { Session } from "node:inspector/promises";
+import path from "node:path";
 import { createPseudonymizer } from "../../src/mask/pseudonymize.ts";
 import { startCpuMeter, waitForQuiet } from "./cpu-meter.ts";
 import { TABLE, type BenchEnv } from "./environment.ts";
@@ -40,16 +43,25 @@ export interface MasqMeasurement extends PhaseContext {
   verification: Verification;
 }
 
-export interface ComparisonResult {
+/** One repetition: the three phases back to back. */
+export interface ComparisonRun {
+  sqsCeiling: SqsCeilingResult & PhaseContext;
+  pgCeiling: PgCeilingResult & PhaseContext;
+  masq: MasqMeasurement;
+  /** masq ÷ min(SQS ceiling, Postgres ceiling) in this repetition. */
+  ratio: number;
+}
+
+export interface ComparisonResult extends ComparisonRun {
   messages: number;
   receivers: number;
   batchSize: number;
   writers: number;
-  sqsCeiling: SqsCeilingResult & PhaseContext;
-  pgCeiling: PgCeilingResult & PhaseContext;
-  masq: MasqMeasurement;
-  /** masq ÷ min(SQS ceiling, Postgres ceiling). */
-  ratio: number;
+  /**
+   * Every repetition. The summary fields above are the median repetition of each phase (by messages per second);
+   * ratio is the median of the repetitions' ratios; masq.maxRssMb is the largest of any repetition.
+   */
+  runs: ComparisonRun[];
   ok: boolean;
 }
 
@@ -58,8 +70,8 @@ export interface ComparisonOptions {
   batchSize: number;
   writers: number;
   cpuProfDir?: string | undefined;
-  /** Skip the Postgres ceiling (the latency sweep does not change it). */
-  pgCeiling?: boolean;
+  /** Another checkout's bin/masq (A/B); default this checkout's. */
+  masqBin?: string | undefined;
   /** SQS endpoint masq and the ceiling talk to (a latency proxy in latency mode); default the server itself. */
   endpoint?: string;
   /** Wait for the machine to be nearly idle before each phase (off for the smoke run, which measures nothing). */
@@ -81,6 +93,25 @@ function context(end: ReturnType<typeof startCpuMeter>, backgroundBusy: number |
   };
 }
 
+/**
+ * Runs fn under V8's CPU profiler when dir is set (this process: the SQS ceiling's consumer), so its profile can be
+ * set beside masq's: what masq spends beyond it is masq's own work.
+ */
+async function profiled<T>(dir: string | undefined, name: string, fn: () => Promise<T>): Promise<T> {
+  if (dir === undefined) return fn();
+  const session = new Session();
+  session.connect();
+  await session.post("Profiler.enable");
+  await session.post("Profiler.start");
+  try {
+    return await fn();
+  } finally {
+    const { profile } = await session.post("Profiler.stop");
+    writeFileSync(path.join(dir, `${name}-${new Date().toISOString().replace(/[:.]/g, "-")}.cpuprofile`), JSON.stringify(profile));
+    session.disconnect();
+  }
+}
+
 export async function measureSqsPhase(env: BenchEnv, w: Workload, o: ComparisonOptions): Promise<SqsCeilingResult & PhaseContext> {
   const n = w.bodies.length;
   const endpoint = o.endpoint ?? env.sqs.endpoint;
@@ -92,7 +123,7 @@ export async function measureSqsPhase(env: BenchEnv, w: Workload, o: ComparisonO
     const background = await quiet(o);
     o.log(`  SQS ceiling: draining with ${o.receivers} receivers…`);
     const meter = startCpuMeter(env.sqs.pid());
-    const r = await measureSqsCeiling(client, filled.queueUrl, { receivers: o.receivers, expected: n });
+    const r = await profiled(o.cpuProfDir, "sqs-ceiling", () => measureSqsCeiling(client, filled.queueUrl, { receivers: o.receivers, expected: n }));
     const result = { ...r, ...context(meter, background, n) };
     await deleteQueue(admin, filled.queueUrl);
     return result;
@@ -136,6 +167,7 @@ export async function measureMasqPhase(env: BenchEnv, w: Workload, o: Comparison
       batchSize: o.batchSize,
       writers: o.writers,
       cpuProfDir: o.cpuProfDir,
+      bin: o.masqBin,
     });
     const ctx = context(meter, background, n);
     const lag = await commitLag(env.db.pool, filled.sentAt);
@@ -164,23 +196,39 @@ export async function measureMasqPhase(env: BenchEnv, w: Workload, o: Comparison
   }
 }
 
-/** The main comparison: both ceilings and masq on the same workload, each phase on a fresh queue or table. */
-export async function runComparison(env: BenchEnv, w: Workload, o: ComparisonOptions): Promise<ComparisonResult> {
-  const sqsCeiling = await measureSqsPhase(env, w, o);
-  o.log(`  → SQS ceiling ${Math.round(sqsCeiling.perSecond).toLocaleString("en-US")} msg/s`);
-  const pgCeiling = await measurePgPhase(env, w, o);
-  o.log(`  → Postgres ceiling ${Math.round(pgCeiling.perSecond).toLocaleString("en-US")} msg/s`);
-  const masq = await measureMasqPhase(env, w, o);
-  o.log(`  → masq ${Math.round(masq.perSecond).toLocaleString("en-US")} msg/s${masq.verification.ok ? "" : ` — INCORRECT: ${masq.verification.problems.join("; ")}`}`);
+function median<T>(items: readonly T[], by: (t: T) => number): T {
+  return [...items].sort((a, b) => by(a) - by(b))[Math.floor((items.length - 1) / 2)]!;
+}
+
+/**
+ * The main comparison: both ceilings and masq on the same workload, each phase on a fresh queue or table, repeated
+ * `repeat` times with the phases interleaved, so that a slow minute of a shared machine lands in one repetition
+ * rather than in one phase.
+ */
+export async function runComparison(env: BenchEnv, w: Workload, o: ComparisonOptions & { repeat: number }): Promise<ComparisonResult> {
+  const runs: ComparisonRun[] = [];
+  for (let i = 0; i < o.repeat; i++) {
+    if (o.repeat > 1) o.log(` repetition ${i + 1} of ${o.repeat}`);
+    const sqsCeiling = await measureSqsPhase(env, w, o);
+    o.log(`  → SQS ceiling ${Math.round(sqsCeiling.perSecond).toLocaleString("en-US")} msg/s`);
+    const pgCeiling = await measurePgPhase(env, w, o);
+    o.log(`  → Postgres ceiling ${Math.round(pgCeiling.perSecond).toLocaleString("en-US")} msg/s`);
+    // A CPU profile of one masq run is enough.
+    const masq = await measureMasqPhase(env, w, i === 0 ? o : { ...o, cpuProfDir: undefined });
+    o.log(`  → masq ${Math.round(masq.perSecond).toLocaleString("en-US")} msg/s${masq.verification.ok ? "" : ` — INCORRECT: ${masq.verification.problems.join("; ")}`}`);
+    runs.push({ sqsCeiling, pgCeiling, masq, ratio: masq.perSecond / Math.min(sqsCeiling.perSecond, pgCeiling.perSecond) });
+  }
+  const masq = median(runs, (r) => r.masq.perSecond).masq;
   return {
     messages: w.bodies.length,
     receivers: o.receivers,
     batchSize: o.batchSize,
     writers: o.writers,
-    sqsCeiling,
-    pgCeiling,
-    masq,
-    ratio: masq.perSecond / Math.min(sqsCeiling.perSecond, pgCeiling.perSecond),
-    ok: masq.verification.ok,
+    sqsCeiling: median(runs, (r) => r.sqsCeiling.perSecond).sqsCeiling,
+    pgCeiling: median(runs, (r) => r.pgCeiling.perSecond).pgCeiling,
+    masq: { ...masq, maxRssMb: Math.max(...runs.map((r) => r.masq.maxRssMb)) },
+    ratio: median(runs, (r) => r.ratio).ratio,
+    runs,
+    ok: runs.every((r) => r.masq.verification.ok),
   };
 }

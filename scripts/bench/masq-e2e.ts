@@ -2,7 +2,7 @@ import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { BENCH_CREDENTIALS } from "./environment.ts";
 
-const MASQ_BIN = fileURLToPath(new URL("../../bin/masq", import.meta.url));
+const OWN_BIN = fileURLToPath(new URL("../../bin/masq", import.meta.url));
 
 export interface MasqRunOptions {
   queueUrl: string;
@@ -15,6 +15,8 @@ export interface MasqRunOptions {
   writers: number;
   /** Write a V8 CPU profile of the masq process into this directory. */
   cpuProfDir?: string | undefined;
+  /** Another checkout's bin/masq, for A/B comparisons; default this checkout's. */
+  bin?: string | undefined;
   timeoutMs?: number;
 }
 
@@ -63,7 +65,7 @@ export async function runMasq(opts: MasqRunOptions): Promise<MasqRunResult> {
     ...(opts.cpuProfDir ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${opts.cpuProfDir}` } : {}),
   };
   const started = performance.now();
-  const child = spawn(process.execPath, [MASQ_BIN, "run", "--drain"], { env, stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(process.execPath, [opts.bin ?? OWN_BIN, "run", "--drain"], { env, stdio: ["ignore", "pipe", "pipe"] });
   running.add(child);
   const lines: string[] = [];
   const parsed: Record<string, unknown>[] = [];

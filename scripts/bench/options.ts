@@ -11,6 +11,8 @@ export interface BenchOptions {
   writers: number;
   malformedRate: number;
   seed: number;
+  /** Repetitions of the main comparison (phases interleaved; medians reported). */
+  repeat: number;
   main: boolean;
   /** Latency mode: a fixed delay (ms) in front of the SQS server, swept over latencyReceivers. */
   latencyMs: number | undefined;
@@ -20,6 +22,8 @@ export interface BenchOptions {
   scaling: number[];
   /** Write a V8 CPU profile of the masq process (main comparison) into this directory. */
   cpuProf: string | undefined;
+  /** Another checkout's bin/masq to measure instead of this one's (A/B comparisons). */
+  masqBin: string | undefined;
   smoke: boolean;
   /** Where result JSON goes; undefined: do not write. */
   outDir: string | undefined;
@@ -43,12 +47,15 @@ Options:
   --writers <n>             masq writers, also the Postgres ceiling's concurrency (default 2, masq's default)
   --malformed-rate <r>      share of malformed messages (default 0.01)
   --seed <n>                seed of the synthetic events (default 42)
+  --repeat <n>              repetitions of the main comparison, phases interleaved, medians reported (default 3;
+                            on a shared or virtual machine one repetition can land on a slow minute)
   --main                    run the main comparison as well as --latency-ms / --scaling
   --latency-ms <ms>         latency mode: delay every request to the SQS server by this much (e.g. 20)
   --latency-messages <n>    messages per latency point (default 10000)
   --scaling <list>          scaling run over these backlog sizes, e.g. 10000,100000 (1000000 takes a while)
   --full                    main comparison + --latency-ms 20 + --scaling 10000,100000
-  --cpu-prof <dir>          write a V8 CPU profile of the masq process in the main comparison to <dir>
+  --cpu-prof <dir>          write V8 CPU profiles of masq and of the SQS ceiling consumer (main comparison) to <dir>
+  --masq-bin <path>         measure another checkout's bin/masq instead of this one's (for A/B comparisons)
   --smoke                   a few thousand messages, correctness only; exits non-zero on any mismatch
   --out <dir>               where to write results (default bench/results; a smoke run writes none unless given)
   --no-write                do not write result files
@@ -87,12 +94,14 @@ export function readOptions(argv: string[]): BenchOptions | undefined {
         writers: { type: "string" },
         "malformed-rate": { type: "string" },
         seed: { type: "string" },
+        repeat: { type: "string" },
         main: { type: "boolean" },
         "latency-ms": { type: "string" },
         "latency-messages": { type: "string" },
         scaling: { type: "string" },
         full: { type: "boolean" },
         "cpu-prof": { type: "string" },
+        "masq-bin": { type: "string" },
         smoke: { type: "boolean" },
         out: { type: "string" },
         "no-write": { type: "boolean" },
@@ -118,12 +127,14 @@ export function readOptions(argv: string[]): BenchOptions | undefined {
     writers: int("writers", v.writers, 2),
     malformedRate,
     seed: int("seed", v.seed, 42, 0),
+    repeat: int("repeat", v.repeat, smoke ? 1 : 3),
     main: full || v.main === true || (latencyMs === undefined && scaling.length === 0),
     latencyMs,
     latencyReceivers: v.receivers === undefined ? [1, 2, 4, 8, 16] : receivers,
     latencyMessages: int("latency-messages", v["latency-messages"], smoke ? 1000 : 10_000),
     scaling,
     cpuProf: v["cpu-prof"],
+    masqBin: v["masq-bin"],
     smoke,
     // A smoke run checks correctness only; its numbers must not replace the committed results.
     outDir: v["no-write"] === true || (smoke && v.out === undefined) ? undefined : (v.out ?? "bench/results"),

@@ -151,7 +151,9 @@ export function formatReport(r: BenchReport): string {
   out.push(`git ${r.git ? `${r.git.commit.slice(0, 12)}${r.git.uncommittedChanges ? " + uncommitted changes" : ""}` : "unknown"} · vault: not built (issue 3), measured without it`);
   for (const c of r.main) {
     out.push("");
-    out.push(`Main comparison: ${int(c.messages)} messages (${int(c.masq.verification.quarantined)} malformed), ${c.receivers} receivers, batch size ${c.batchSize}, ${c.writers} writers`);
+    out.push(
+      `Main comparison: ${int(c.messages)} messages (${int(c.masq.verification.quarantined)} malformed), ${c.receivers} receivers, batch size ${c.batchSize}, ${c.writers} writers${c.runs.length > 1 ? ` · median of ${c.runs.length} repetitions` : ""}`,
+    );
     out.push(
       table(
         ["", "msg/s", "time", "CPU µs/msg", "machine busy", "other load"],
@@ -163,8 +165,12 @@ export function formatReport(r: BenchReport): string {
       ),
     );
     out.push(`masq ÷ min(ceilings) = ${c.ratio.toFixed(2)}   (target ≥ 0.80)`);
+    if (c.runs.length > 1) {
+      const each = (f: (r: (typeof c.runs)[number]) => string) => c.runs.map(f).join(" / ");
+      out.push(`repetitions: ratio ${each((r) => r.ratio.toFixed(2))} · SQS ceiling ${each((r) => int(r.sqsCeiling.perSecond))} · masq ${each((r) => int(r.masq.perSecond))} msg/s`);
+    }
     out.push(
-      `masq: wall ${c.masq.wallSeconds.toFixed(1)} s from spawn to exit (${int(c.masq.wallPerSecond)} msg/s) · CPU ${secs(c.masq.cpuUserMs)} user + ${secs(c.masq.cpuSystemMs)} system · peak RSS ${c.masq.maxRssMb} MB`,
+      `masq: wall ${c.masq.wallSeconds.toFixed(1)} s from spawn to exit (${int(c.masq.wallPerSecond)} msg/s) · CPU ${secs(c.masq.cpuUserMs)} user + ${secs(c.masq.cpuSystemMs)} system · peak RSS ${c.masq.maxRssMb} MB${c.runs.length > 1 ? " (largest of the repetitions)" : ""}`,
     );
     out.push(`masq: lag (commit − send) p50 ${secs(c.masq.lagP50Ms)}, p99 ${secs(c.masq.lagP99Ms)}, max ${secs(c.masq.lagMaxMs)}; the queue was filled before masq started, so this is mostly time spent waiting in the backlog`);
     out.push(`masq: ${correctness(c.masq)}`);

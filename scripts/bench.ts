@@ -7,6 +7,7 @@ import path from "node:path";
 import { startBenchEnv } from "./bench/environment.ts";
 import { runLatencySweep, type LatencyResult } from "./bench/latency-sweep.ts";
 import { runComparison, type ComparisonResult } from "./bench/main-comparison.ts";
+import { createMemoryLimit } from "./bench/memory-limit.ts";
 import { HELP, readOptions, UsageError, type BenchOptions } from "./bench/options.ts";
 import { buildReport, formatReport, writeReport } from "./bench/report.ts";
 import { runScaling, type ScalingResult } from "./bench/scaling-run.ts";
@@ -18,8 +19,17 @@ async function bench(opts: BenchOptions): Promise<number> {
   const started = new Date();
   if (opts.cpuProf) mkdirSync(opts.cpuProf, { recursive: true });
   log(`Starting Postgres (${process.env.DATABASE_URL ? "DATABASE_URL" : "embedded"}) and the SQS server (fauxqs, own process)…`);
+  const memoryLimit = opts.memoryLimitMb === undefined ? undefined : createMemoryLimit(opts.memoryLimitMb);
   const env = await startBenchEnv();
-  const common = { batchSize: opts.batchSize, writers: opts.writers, waitQuiet: !opts.smoke, masqBin: opts.masqBin && path.resolve(opts.masqBin), log };
+  const common = {
+    batchSize: opts.batchSize,
+    writers: opts.writers,
+    waitQuiet: !opts.smoke,
+    masqBin: opts.masqBin && path.resolve(opts.masqBin),
+    nodeOptions: opts.nodeOptions,
+    memoryLimit,
+    log,
+  };
   const main: ComparisonResult[] = [];
   let latency: LatencyResult | null = null;
   let scaling: ScalingResult | null = null;
@@ -28,7 +38,18 @@ async function bench(opts: BenchOptions): Promise<number> {
       const w = makeWorkload(opts.messages, { seed: opts.seed, malformedRate: opts.malformedRate });
       for (const receivers of opts.receivers) {
         log(`main comparison: ${opts.messages.toLocaleString("en-US")} messages, ${receivers} receivers:`);
-        main.push(await runComparison(env, w, { ...common, receivers, repeat: opts.repeat, cpuProfDir: opts.cpuProf && path.resolve(opts.cpuProf) }));
+        main.push(
+          await runComparison(env, w, {
+            ...common,
+            receivers,
+            repeat: opts.repeat,
+            lagRate: opts.lagRate,
+            lagSeconds: opts.lagSeconds,
+            seed: opts.seed,
+            malformedRate: opts.malformedRate,
+            cpuProfDir: opts.cpuProf && path.resolve(opts.cpuProf),
+          }),
+        );
       }
     }
     if (opts.latencyMs !== undefined) {
@@ -40,6 +61,7 @@ async function bench(opts: BenchOptions): Promise<number> {
     }
   } finally {
     await env.close();
+    memoryLimit?.close();
   }
   const report = buildReport(opts, started, `${env.postgresVersion} (${env.postgres})`, main, latency, scaling);
   process.stdout.write(`\n${formatReport(report)}\n`);

@@ -8,9 +8,11 @@ import { TABLE, type BenchEnv } from "./environment.ts";
 import { deleteQueue, fillQueue } from "./fill-queue.ts";
 import { runMasq, type MasqRunResult } from "./masq-e2e.ts";
 import { measurePgCeiling, type PgCeilingResult } from "./pg-ceiling.ts";
+import type { MemoryLimit } from "./memory-limit.ts";
 import { measureSqsCeiling, type SqsCeilingResult } from "./sqs-ceiling.ts";
+import { measureSteadyLag, type SteadyLagResult } from "./steady-lag.ts";
 import { commitLag, verifyRun, type Verification } from "./verify.ts";
-import { premaskedOutcomes, type Workload } from "./workload.ts";
+import { makeWorkload, premaskedOutcomes, type Workload } from "./workload.ts";
 
 export interface PhaseContext {
   /** Busy share of the machine in the second before the phase started (work that is not the benchmark's). */
@@ -62,6 +64,8 @@ export interface ComparisonResult extends ComparisonRun {
    * ratio is the median of the repetitions' ratios; masq.maxRssMb is the largest of any repetition.
    */
   runs: ComparisonRun[];
+  /** End-to-end lag of a running masq fed at a steady rate below its capacity (no backlog); null if skipped. */
+  steadyLag: SteadyLagResult | null;
   ok: boolean;
 }
 
@@ -72,6 +76,8 @@ export interface ComparisonOptions {
   cpuProfDir?: string | undefined;
   /** Another checkout's bin/masq (A/B); default this checkout's. */
   masqBin?: string | undefined;
+  nodeOptions?: string | undefined;
+  memoryLimit?: MemoryLimit | undefined;
   /** SQS endpoint masq and the ceiling talk to (a latency proxy in latency mode); default the server itself. */
   endpoint?: string;
   /** Wait for the machine to be nearly idle before each phase (off for the smoke run, which measures nothing). */
@@ -168,6 +174,8 @@ export async function measureMasqPhase(env: BenchEnv, w: Workload, o: Comparison
       writers: o.writers,
       cpuProfDir: o.cpuProfDir,
       bin: o.masqBin,
+      nodeOptions: o.nodeOptions,
+      memoryLimit: o.memoryLimit,
     });
     const ctx = context(meter, background, n);
     const lag = await commitLag(env.db.pool, filled.sentAt);
@@ -205,7 +213,11 @@ function median<T>(items: readonly T[], by: (t: T) => number): T {
  * `repeat` times with the phases interleaved, so that a slow minute of a shared machine lands in one repetition
  * rather than in one phase.
  */
-export async function runComparison(env: BenchEnv, w: Workload, o: ComparisonOptions & { repeat: number }): Promise<ComparisonResult> {
+export async function runComparison(
+  env: BenchEnv,
+  w: Workload,
+  o: ComparisonOptions & { repeat: number; lagRate: number | undefined; lagSeconds: number; seed: number; malformedRate: number },
+): Promise<ComparisonResult> {
   const runs: ComparisonRun[] = [];
   for (let i = 0; i < o.repeat; i++) {
     if (o.repeat > 1) o.log(` repetition ${i + 1} of ${o.repeat}`);
@@ -219,6 +231,13 @@ export async function runComparison(env: BenchEnv, w: Workload, o: ComparisonOpt
     runs.push({ sqsCeiling, pgCeiling, masq, ratio: masq.perSecond / Math.min(sqsCeiling.perSecond, pgCeiling.perSecond) });
   }
   const masq = median(runs, (r) => r.masq.perSecond).masq;
+  let steadyLag: SteadyLagResult | null = null;
+  if (o.lagSeconds > 0) {
+    const rate = o.lagRate ?? Math.max(10, Math.round(masq.perSecond / 2 / 100) * 100);
+    const lw = makeWorkload(rate * o.lagSeconds, { seed: o.seed + 1, malformedRate: o.malformedRate });
+    steadyLag = await measureSteadyLag(env, lw, { ...o, rate, pseudonymKey: KEY.toString("hex") });
+    o.log(`  → steady lag at ${rate} msg/s: p50 ${Math.round(steadyLag.lagP50Ms)} ms, p99 ${Math.round(steadyLag.lagP99Ms)} ms${steadyLag.verification.ok ? "" : " — INCORRECT"}`);
+  }
   return {
     messages: w.bodies.length,
     receivers: o.receivers,
@@ -229,6 +248,7 @@ export async function runComparison(env: BenchEnv, w: Workload, o: ComparisonOpt
     masq: { ...masq, maxRssMb: Math.max(...runs.map((r) => r.masq.maxRssMb)) },
     ratio: median(runs, (r) => r.ratio).ratio,
     runs,
-    ok: runs.every((r) => r.masq.verification.ok),
+    steadyLag,
+    ok: runs.every((r) => r.masq.verification.ok) && (steadyLag?.verification.ok ?? true),
   };
 }

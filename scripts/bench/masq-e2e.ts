@@ -1,6 +1,7 @@
 import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { BENCH_CREDENTIALS } from "./environment.ts";
+import type { MemoryLimit } from "./memory-limit.ts";
 
 const OWN_BIN = fileURLToPath(new URL("../../bin/masq", import.meta.url));
 
@@ -13,10 +14,16 @@ export interface MasqRunOptions {
   receivers: number;
   batchSize: number;
   writers: number;
+  /** `run --drain` (default) or `run`, which keeps polling until stop(). */
+  drain?: boolean;
   /** Write a V8 CPU profile of the masq process into this directory. */
   cpuProfDir?: string | undefined;
   /** Another checkout's bin/masq, for A/B comparisons; default this checkout's. */
   bin?: string | undefined;
+  /** Extra Node options for the masq process (NODE_OPTIONS). */
+  nodeOptions?: string | undefined;
+  /** Run masq under this memory limit, as a container would. */
+  memoryLimit?: MemoryLimit | undefined;
   timeoutMs?: number;
 }
 
@@ -35,6 +42,15 @@ export interface MasqRunResult {
   tail: string[];
 }
 
+export interface MasqProcess {
+  /** Resolves when masq logs "pipeline started". */
+  started: Promise<void>;
+  /** Graceful stop (SIGTERM): masq commits and deletes what it holds, then exits. */
+  stop(): void;
+  /** Resolves once masq has exited 0 and reported its usage; rejects otherwise. */
+  finished: Promise<MasqRunResult>;
+}
+
 /** Children still running, so an interrupted benchmark does not leave a masq behind. */
 const running = new Set<ReturnType<typeof spawn>>();
 process.on("exit", () => {
@@ -42,10 +58,12 @@ process.on("exit", () => {
 });
 
 /**
- * masq end to end: `bin/masq run --drain` as a child process with the given settings, its JSON log lines parsed
+ * masq end to end: `bin/masq run [--drain]` as a child process with the given settings, its JSON log lines parsed
  * from stdout. CPU time and peak RSS are masq's own report at exit ("process usage": getrusage of the process).
  */
-export async function runMasq(opts: MasqRunOptions): Promise<MasqRunResult> {
+export function startMasq(opts: MasqRunOptions): MasqProcess {
+  const drain = opts.drain ?? true;
+  const nodeOptions = [opts.cpuProfDir ? `--cpu-prof --cpu-prof-dir=${opts.cpuProfDir}` : "", opts.nodeOptions ?? ""].filter(Boolean).join(" ");
   const env: NodeJS.ProcessEnv = {
     PATH: process.env.PATH,
     HOME: process.env.HOME,
@@ -62,53 +80,68 @@ export async function runMasq(opts: MasqRunOptions): Promise<MasqRunResult> {
     MASQ_LOG_LEVEL: "info",
     // The metrics listener stays on, as in production, on a free port so that no other masq on the machine collides.
     MASQ_HTTP_PORT: "0",
-    ...(opts.cpuProfDir ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${opts.cpuProfDir}` } : {}),
+    ...(nodeOptions ? { NODE_OPTIONS: nodeOptions } : {}),
   };
-  const started = performance.now();
-  const child = spawn(process.execPath, [opts.bin ?? OWN_BIN, "run", "--drain"], { env, stdio: ["ignore", "pipe", "pipe"] });
+  const argv = [process.execPath, opts.bin ?? OWN_BIN, "run", ...(drain ? ["--drain"] : [])];
+  const [command, ...args] = opts.memoryLimit ? opts.memoryLimit.wrap(argv) : argv;
+  const spawnedAt = performance.now();
+  const child = spawn(command!, args, { env, stdio: ["ignore", "pipe", "pipe"] });
   running.add(child);
   const lines: string[] = [];
   const parsed: Record<string, unknown>[] = [];
   let partial = "";
+  let onStarted: () => void = () => undefined;
+  const started = new Promise<void>((resolve) => (onStarted = resolve));
   child.stdout.on("data", (chunk: Buffer) => {
-    const text = partial + chunk.toString();
-    const parts = text.split("\n");
+    const parts = (partial + chunk.toString()).split("\n");
     partial = parts.pop() ?? "";
     for (const line of parts) {
       if (line === "") continue;
       lines.push(line);
       try {
-        parsed.push(JSON.parse(line) as Record<string, unknown>);
+        const entry = JSON.parse(line) as Record<string, unknown>;
+        parsed.push(entry);
+        if (entry.msg === "pipeline started") onStarted();
       } catch {
         // not a log line
       }
     }
   });
   child.stderr.on("data", (chunk: Buffer) => lines.push(...chunk.toString().split("\n").filter(Boolean)));
-  const timer = setTimeout(() => child.kill("SIGKILL"), opts.timeoutMs ?? 900_000);
-  const exitCode = await new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
-  clearTimeout(timer);
-  running.delete(child);
-  const wallSeconds = (performance.now() - started) / 1000;
 
-  const find = (msg: string) => parsed.find((l) => l.msg === msg);
-  const startedLine = find("pipeline started");
-  const usage = find("process usage");
-  const stopped = find("pipeline stopped");
-  const tail = lines.slice(-15);
-  if (exitCode !== 0 || startedLine === undefined || usage === undefined) {
-    throw new Error(`masq run --drain exited with ${exitCode}:\n${tail.join("\n")}`);
-  }
-  const stats: Record<string, unknown> = { ...stopped };
-  for (const k of ["level", "time", "service", "msg"]) delete stats[k];
-  return {
-    exitCode,
-    wallSeconds,
-    pipelineStartedAt: Date.parse(String(startedLine.time)),
-    cpuUserMs: Number(usage.cpuUserMs),
-    cpuSystemMs: Number(usage.cpuSystemMs),
-    maxRssMb: Number(usage.maxRssMb),
-    stats,
-    tail,
-  };
+  const finished = (async (): Promise<MasqRunResult> => {
+    const timer = setTimeout(() => child.kill("SIGKILL"), opts.timeoutMs ?? 1_800_000);
+    const exitCode = await new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+    clearTimeout(timer);
+    running.delete(child);
+    const wallSeconds = (performance.now() - spawnedAt) / 1000;
+    const find = (msg: string) => parsed.find((l) => l.msg === msg);
+    const startedLine = find("pipeline started");
+    const usage = find("process usage");
+    const stopped = find("pipeline stopped");
+    const tail = lines.slice(-15);
+    if (exitCode !== 0 || startedLine === undefined || usage === undefined) {
+      throw new Error(`masq ${argv.slice(2).join(" ")} exited with ${exitCode}:\n${tail.join("\n")}`);
+    }
+    const stats: Record<string, unknown> = { ...stopped };
+    for (const k of ["level", "time", "service", "msg"]) delete stats[k];
+    return {
+      exitCode,
+      wallSeconds,
+      pipelineStartedAt: Date.parse(String(startedLine.time)),
+      cpuUserMs: Number(usage.cpuUserMs),
+      cpuSystemMs: Number(usage.cpuSystemMs),
+      maxRssMb: Number(usage.maxRssMb),
+      stats,
+      tail,
+    };
+  })();
+  // A masq that dies before it starts must not leave `started` pending forever.
+  void finished.catch(() => undefined).finally(onStarted);
+  return { started, finished, stop: () => child.kill("SIGTERM") };
+}
+
+/** `bin/masq run --drain` to the end. */
+export async function runMasq(opts: MasqRunOptions): Promise<MasqRunResult> {
+  return startMasq({ ...opts, drain: true }).finished;
 }

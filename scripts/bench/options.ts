@@ -24,6 +24,13 @@ export interface BenchOptions {
   cpuProf: string | undefined;
   /** Another checkout's bin/masq to measure instead of this one's (A/B comparisons). */
   masqBin: string | undefined;
+  /** NODE_OPTIONS for every masq process (e.g. V8 heap flags). */
+  nodeOptions: string | undefined;
+  /** Run every masq process under this memory limit (MB), as a container would. */
+  memoryLimitMb: number | undefined;
+  /** Steady-state lag: messages per second offered to a running masq (undefined: half masq's measured rate). */
+  lagRate: number | undefined;
+  lagSeconds: number;
   smoke: boolean;
   /** Where result JSON goes; undefined: do not write. */
   outDir: string | undefined;
@@ -55,6 +62,12 @@ Options:
   --scaling <list>          scaling run over these backlog sizes, e.g. 10000,100000 (1000000 takes a while)
   --full                    main comparison + --latency-ms 20 + --scaling 10000,100000
   --cpu-prof <dir>          write V8 CPU profiles of masq and of the SQS ceiling consumer (main comparison) to <dir>
+  --lag-rate <n>            steady-state lag phase: offer this many msg/s to a running masq (default: half the
+                            rate masq reached in the main comparison)
+  --lag-seconds <s>         how long the steady-state lag phase sends (default 10; 0 skips it)
+  --node-options <flags>    NODE_OPTIONS for every masq process, e.g. "--max-semi-space-size=16"
+  --memory-limit <MB>       run every masq process in a cgroup with this memory limit, as a container would
+                            (deploy/kubernetes sets 512); Linux, needs root
   --masq-bin <path>         measure another checkout's bin/masq instead of this one's (for A/B comparisons)
   --smoke                   a few thousand messages, correctness only; exits non-zero on any mismatch
   --out <dir>               where to write results (default bench/results; a smoke run writes none unless given)
@@ -102,6 +115,10 @@ export function readOptions(argv: string[]): BenchOptions | undefined {
         full: { type: "boolean" },
         "cpu-prof": { type: "string" },
         "masq-bin": { type: "string" },
+        "node-options": { type: "string" },
+        "memory-limit": { type: "string" },
+        "lag-rate": { type: "string" },
+        "lag-seconds": { type: "string" },
         smoke: { type: "boolean" },
         out: { type: "string" },
         "no-write": { type: "boolean" },
@@ -135,6 +152,10 @@ export function readOptions(argv: string[]): BenchOptions | undefined {
     scaling,
     cpuProf: v["cpu-prof"],
     masqBin: v["masq-bin"],
+    nodeOptions: v["node-options"],
+    memoryLimitMb: v["memory-limit"] === undefined ? undefined : int("memory-limit", v["memory-limit"], 0, 64),
+    lagRate: v["lag-rate"] === undefined ? (smoke ? 1000 : undefined) : int("lag-rate", v["lag-rate"], 0, 10),
+    lagSeconds: int("lag-seconds", v["lag-seconds"], smoke ? 2 : 10, 0),
     smoke,
     // A smoke run checks correctness only; its numbers must not replace the committed results.
     outDir: v["no-write"] === true || (smoke && v.out === undefined) ? undefined : (v.out ?? "bench/results"),

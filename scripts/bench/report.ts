@@ -151,6 +151,8 @@ export function formatReport(r: BenchReport): string {
   const m = r.machine;
   out.push(`masq benchmark · ${m.cores} cores (${m.cpuModel}), ${m.memoryGb} GB · Node ${m.nodeVersion} · Postgres ${m.postgres}`);
   out.push(`git ${r.git ? `${r.git.commit.slice(0, 12)}${r.git.uncommittedChanges ? " + uncommitted changes" : ""}` : "unknown"} · vault: not built (issue 3), measured without it`);
+  const variant = [r.config.memoryLimitMb !== undefined ? `masq in a ${r.config.memoryLimitMb} MB memory limit` : "", r.config.nodeOptions ? `NODE_OPTIONS="${r.config.nodeOptions}"` : "", r.config.masqBin ? `masq from ${r.config.masqBin}` : ""].filter(Boolean);
+  if (variant.length > 0) out.push(`variant: ${variant.join(" · ")}`);
   for (const c of r.main) {
     out.push("");
     out.push(
@@ -174,7 +176,13 @@ export function formatReport(r: BenchReport): string {
     out.push(
       `masq: wall ${c.masq.wallSeconds.toFixed(1)} s from spawn to exit (${int(c.masq.wallPerSecond)} msg/s) · CPU ${secs(c.masq.cpuUserMs)} user + ${secs(c.masq.cpuSystemMs)} system · peak RSS ${c.masq.maxRssMb} MB${c.runs.length > 1 ? " (largest of the repetitions)" : ""}`,
     );
-    out.push(`masq: lag (commit − send) p50 ${secs(c.masq.lagP50Ms)}, p99 ${secs(c.masq.lagP99Ms)}, max ${secs(c.masq.lagMaxMs)}; the queue was filled before masq started, so this is mostly time spent waiting in the backlog`);
+    out.push(`masq: backlog lag (commit − send) p50 ${secs(c.masq.lagP50Ms)}, p99 ${secs(c.masq.lagP99Ms)}: the queue was filled before masq started, so this is time spent waiting in the backlog`);
+    if (c.steadyLag) {
+      const l = c.steadyLag;
+      out.push(
+        `masq: steady-state lag at ${int(l.rate)} msg/s offered (${int(l.messages)} messages, no backlog): p50 ${int(l.lagP50Ms)} ms, p99 ${int(l.lagP99Ms)} ms, max ${int(l.lagMaxMs)} ms${l.verification.ok ? "" : ` — INCORRECT: ${l.verification.problems.join("; ")}`}`,
+      );
+    }
     out.push(`masq: ${correctness(c.masq)}`);
   }
   if (r.latency) {

@@ -55,6 +55,36 @@ async function withTimeout<T>(signal: AbortSignal | undefined, ms: number, call:
   }
 }
 
+/**
+ * Deletes and visibility changes in flight at once, per source. A committed batch of 1,000 is 100 delete calls; fired
+ * all at once they took every socket and the long polls queued behind them, so receiving stalled after each commit
+ * (with 20 ms to SQS, a quarter of the throughput at 16 receivers). Capped, they leave the receivers their sockets:
+ * the client has receivers + 32 (commands/run.ts).
+ */
+export const HOUSEKEEPING_CALLS = 32;
+
+/** At most `max` calls at once; the rest wait their turn in order. */
+class CallLimiter {
+  private readonly max: number;
+  private active = 0;
+  private readonly waiting: (() => void)[] = [];
+
+  constructor(max: number) {
+    this.max = max;
+  }
+
+  async run<T>(call: () => Promise<T>): Promise<T> {
+    if (this.active >= this.max) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    this.active++;
+    try {
+      return await call();
+    } finally {
+      this.active--;
+      this.waiting.shift()?.();
+    }
+  }
+}
+
 function chunks<T>(items: readonly T[], size: number): T[][] {
   const out: T[][] = [];
   for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
@@ -68,6 +98,7 @@ function chunks<T>(items: readonly T[], size: number): T[][] {
 export class SqsSource {
   readonly client: SQSClient;
   readonly queueUrl: string;
+  private readonly housekeeping = new CallLimiter(HOUSEKEEPING_CALLS);
 
   constructor(client: SQSClient, queueUrl: string) {
     this.client = client;
@@ -111,20 +142,23 @@ export class SqsSource {
   }
 
   /**
-   * Deletes in batches of ten, all chunks at once. Returns the handles that failed transiently (retry them);
-   * stale handles are dropped, since their messages will be redelivered and the ledger makes that harmless.
+   * Deletes in batches of ten, up to HOUSEKEEPING_CALLS chunks at once. Returns the handles that failed transiently
+   * (retry them); stale handles are dropped, since their messages will be redelivered and the ledger makes that
+   * harmless.
    */
   async deleteBatch(handles: readonly Handle[], signal?: AbortSignal): Promise<{ retry: Handle[]; stale: number }> {
     const results = await Promise.all(
       chunks(handles, 10).map(async (chunk) => {
         try {
-          const res = await withTimeout(signal, CALL_TIMEOUT_MS, (abortSignal) =>
-            this.client.send(
-              new DeleteMessageBatchCommand({
-                QueueUrl: this.queueUrl,
-                Entries: chunk.map((h, i) => ({ Id: String(i), ReceiptHandle: h.receiptHandle })),
-              }),
-              { abortSignal },
+          const res = await this.housekeeping.run(() =>
+            withTimeout(signal, CALL_TIMEOUT_MS, (abortSignal) =>
+              this.client.send(
+                new DeleteMessageBatchCommand({
+                  QueueUrl: this.queueUrl,
+                  Entries: chunk.map((h, i) => ({ Id: String(i), ReceiptHandle: h.receiptHandle })),
+                }),
+                { abortSignal },
+              ),
             ),
           );
           const retry: Handle[] = [];
@@ -151,13 +185,15 @@ export class SqsSource {
     const failed = await Promise.all(
       chunks(handles, 10).map(async (chunk) => {
         try {
-          const res = await withTimeout(signal, CALL_TIMEOUT_MS, (abortSignal) =>
-            this.client.send(
-              new ChangeMessageVisibilityBatchCommand({
-                QueueUrl: this.queueUrl,
-                Entries: chunk.map((h, i) => ({ Id: String(i), ReceiptHandle: h.receiptHandle, VisibilityTimeout: seconds })),
-              }),
-              { abortSignal },
+          const res = await this.housekeeping.run(() =>
+            withTimeout(signal, CALL_TIMEOUT_MS, (abortSignal) =>
+              this.client.send(
+                new ChangeMessageVisibilityBatchCommand({
+                  QueueUrl: this.queueUrl,
+                  Entries: chunk.map((h, i) => ({ Id: String(i), ReceiptHandle: h.receiptHandle, VisibilityTimeout: seconds })),
+                }),
+                { abortSignal },
+              ),
             ),
           );
           return res.Failed?.length ?? 0;

@@ -53,8 +53,7 @@ async function bench(opts: BenchOptions): Promise<number> {
       }
     }
     if (opts.latencyMs !== undefined) {
-      const w = makeWorkload(opts.latencyMessages, { seed: opts.seed, malformedRate: opts.malformedRate });
-      latency = await runLatencySweep(env, w, common, opts.latencyMs, opts.latencyReceivers);
+      latency = await runLatencySweep(env, { ...common, messages: opts.latencyMessages, perReceiver: opts.smoke ? 0 : 2500, seed: opts.seed, malformedRate: opts.malformedRate }, opts.latencyMs, opts.latencyReceivers);
     }
     if (opts.scaling.length > 0) {
       scaling = await runScaling(env, opts.scaling, { ...common, receivers: opts.receivers[0]!, seed: opts.seed, malformedRate: opts.malformedRate });

@@ -2,10 +2,11 @@ import type { BenchEnv } from "./environment.ts";
 import { startLatencyProxy } from "./latency-proxy.ts";
 import { measureMasqPhase, measureSqsPhase, type ComparisonOptions, type MasqMeasurement, type PhaseContext } from "./main-comparison.ts";
 import type { SqsCeilingResult } from "./sqs-ceiling.ts";
-import type { Workload } from "./workload.ts";
+import { makeWorkload } from "./workload.ts";
 
 export interface LatencyPoint {
   receivers: number;
+  messages: number;
   sqsCeiling: SqsCeilingResult & PhaseContext;
   masq: MasqMeasurement;
   /** masq ÷ SQS ceiling at this receivers count. */
@@ -17,7 +18,6 @@ export interface LatencyPoint {
 
 export interface LatencyResult {
   latencyMs: number;
-  messages: number;
   points: LatencyPoint[];
   ok: boolean;
 }
@@ -26,19 +26,26 @@ export interface LatencyResult {
  * Latency mode: every request to the SQS server passes a proxy that delays it by latencyMs, as the network to
  * real SQS would. With a round trip that long, one receiver can move at most 10 messages per round trip, so
  * throughput should grow with the receivers count until some CPU saturates; this sweep shows where.
- * The queue is filled directly (not through the proxy); only the consumers pay the latency.
+ * The queue is filled directly (not through the proxy); only the consumers pay the latency. Each point drains at
+ * least `messages` and `perReceiver` per receiver, so that a fast point is not dominated by its first and last second.
  */
-export async function runLatencySweep(env: BenchEnv, w: Workload, o: Omit<ComparisonOptions, "receivers" | "endpoint">, latencyMs: number, receivers: number[]): Promise<LatencyResult> {
+export async function runLatencySweep(
+  env: BenchEnv,
+  o: Omit<ComparisonOptions, "receivers" | "endpoint"> & { messages: number; perReceiver: number; seed: number; malformedRate: number },
+  latencyMs: number,
+  receivers: number[],
+): Promise<LatencyResult> {
   const proxy = await startLatencyProxy(env.sqs.port, latencyMs);
   const points: LatencyPoint[] = [];
   try {
     for (const r of receivers) {
-      o.log(`latency ${latencyMs} ms, ${r} receivers:`);
+      const w = makeWorkload(Math.max(o.messages, r * o.perReceiver), { seed: o.seed, malformedRate: o.malformedRate });
+      o.log(`latency ${latencyMs} ms, ${r} receivers, ${w.bodies.length.toLocaleString("en-US")} messages:`);
       const opts = { ...o, receivers: r, endpoint: proxy.endpoint, cpuProfDir: undefined };
       const sqsCeiling = await measureSqsPhase(env, w, opts);
       const masq = await measureMasqPhase(env, w, opts);
       o.log(`  → SQS ceiling ${Math.round(sqsCeiling.perSecond).toLocaleString("en-US")} msg/s, masq ${Math.round(masq.perSecond).toLocaleString("en-US")} msg/s${masq.verification.ok ? "" : " — INCORRECT"}`);
-      points.push({ receivers: r, sqsCeiling, masq, ratio: masq.perSecond / sqsCeiling.perSecond, sqsScaling: 0, masqScaling: 0 });
+      points.push({ receivers: r, messages: w.bodies.length, sqsCeiling, masq, ratio: masq.perSecond / sqsCeiling.perSecond, sqsScaling: 0, masqScaling: 0 });
     }
   } finally {
     await proxy.close();
@@ -48,5 +55,5 @@ export async function runLatencySweep(env: BenchEnv, w: Workload, o: Omit<Compar
     p.sqsScaling = p.sqsCeiling.perSecond / p.receivers / (base.sqsCeiling.perSecond / base.receivers);
     p.masqScaling = p.masq.perSecond / p.receivers / (base.masq.perSecond / base.receivers);
   }
-  return { latencyMs, messages: w.bodies.length, points, ok: points.every((p) => p.masq.verification.ok) };
+  return { latencyMs, points, ok: points.every((p) => p.masq.verification.ok) };
 }

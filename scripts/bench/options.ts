@@ -58,7 +58,7 @@ Options:
                             on a shared or virtual machine one repetition can land on a slow minute)
   --main                    run the main comparison as well as --latency-ms / --scaling
   --latency-ms <ms>         latency mode: delay every request to the SQS server by this much (e.g. 20)
-  --latency-messages <n>    messages per latency point (default 10000)
+  --latency-messages <n>    messages per latency point (default 10000, and at least 2,500 per receiver)
   --scaling <list>          scaling run over these backlog sizes, e.g. 10000,100000 (1000000 takes a while)
   --full                    main comparison + --latency-ms 20 + --scaling 10000,100000
   --cpu-prof <dir>          write V8 CPU profiles of masq and of the SQS ceiling consumer (main comparison) to <dir>
@@ -69,7 +69,8 @@ Options:
   --memory-limit <MB>       run every masq process in a cgroup with this memory limit, as a container would
                             (deploy/kubernetes sets 512); Linux, needs root
   --masq-bin <path>         measure another checkout's bin/masq instead of this one's (for A/B comparisons)
-  --smoke                   a few thousand messages, correctness only; exits non-zero on any mismatch
+  --smoke                   a few thousand messages (and one small drain through a 5 ms latency proxy),
+                            correctness only; exits non-zero on any mismatch
   --out <dir>               where to write results (default bench/results; a smoke run writes none unless given)
   --no-write                do not write result files
   -h, --help                this text
@@ -132,7 +133,8 @@ export function readOptions(argv: string[]): BenchOptions | undefined {
   if (v.help) return undefined;
   const full = v.full === true;
   const smoke = v.smoke === true;
-  const latencyMs = v["latency-ms"] !== undefined ? int("latency-ms", v["latency-ms"], 0, 0) : full ? 20 : undefined;
+  // A smoke run also drains one small queue through the latency proxy, so that path is checked too.
+  const latencyMs = v["latency-ms"] !== undefined ? int("latency-ms", v["latency-ms"], 0, 0) : full ? 20 : smoke ? 5 : undefined;
   const scaling = list("scaling", v.scaling, full ? [10_000, 100_000] : []);
   const malformedRate = v["malformed-rate"] === undefined ? 0.01 : Number(v["malformed-rate"]);
   if (!(malformedRate >= 0 && malformedRate < 1)) throw new UsageError(`--malformed-rate must be from 0 to below 1 (got "${v["malformed-rate"]}")`);
@@ -145,9 +147,9 @@ export function readOptions(argv: string[]): BenchOptions | undefined {
     malformedRate,
     seed: int("seed", v.seed, 42, 0),
     repeat: int("repeat", v.repeat, smoke ? 1 : 3),
-    main: full || v.main === true || (latencyMs === undefined && scaling.length === 0),
+    main: full || smoke || v.main === true || (latencyMs === undefined && scaling.length === 0),
     latencyMs,
-    latencyReceivers: v.receivers === undefined ? [1, 2, 4, 8, 16] : receivers,
+    latencyReceivers: v.receivers !== undefined ? receivers : smoke ? [4] : [1, 2, 4, 8, 16],
     latencyMessages: int("latency-messages", v["latency-messages"], smoke ? 1000 : 10_000),
     scaling,
     cpuProf: v["cpu-prof"],

@@ -188,12 +188,13 @@ export function formatReport(r: BenchReport): string {
   if (r.latency) {
     const l = r.latency;
     out.push("");
-    out.push(`Latency mode: +${l.latencyMs} ms on every request to the SQS server, ${int(l.messages)} messages per point`);
+    out.push(`Latency mode: +${l.latencyMs} ms on every request to the SQS server`);
     out.push(
       table(
-        ["receivers", "SQS ceiling msg/s", "of linear", "masq msg/s", "of linear", "masq ÷ ceiling", "masq CPU µs/msg", "machine busy (masq)", "correct"],
+        ["receivers", "messages", "SQS ceiling msg/s", "of linear", "masq msg/s", "of linear", "masq ÷ ceiling", "masq CPU µs/msg", "machine busy (masq)", "correct"],
         l.points.map((p) => [
           String(p.receivers),
+          int(p.messages),
           int(p.sqsCeiling.perSecond),
           p.sqsScaling.toFixed(2),
           int(p.masq.perSecond),

@@ -1,7 +1,4 @@
 import { randomBytes } from "node:crypto";
-import { writeFileSync } from "node:fs";
-import { Session } from "node:inspector/promises";
-import path from "node:path";
 import { createPseudonymizer } from "../../src/mask/pseudonymize.ts";
 import { startCpuMeter, waitForQuiet } from "./cpu-meter.ts";
 import { TABLE, type BenchEnv } from "./environment.ts";
@@ -9,7 +6,7 @@ import { deleteQueue, fillQueue } from "./fill-queue.ts";
 import { runMasq, type MasqRunResult } from "./masq-e2e.ts";
 import { measurePgCeiling, type PgCeilingResult } from "./pg-ceiling.ts";
 import type { MemoryLimit } from "./memory-limit.ts";
-import { measureSqsCeiling, type SqsCeilingResult } from "./sqs-ceiling.ts";
+import { runSqsCeilingProcess, type SqsCeilingResult } from "./sqs-ceiling.ts";
 import { measureSteadyLag, type SteadyLagResult } from "./steady-lag.ts";
 import { commitLag, verifyRun, type Verification } from "./verify.ts";
 import { makeWorkload, premaskedOutcomes, type Workload } from "./workload.ts";
@@ -99,29 +96,8 @@ function context(end: ReturnType<typeof startCpuMeter>, backgroundBusy: number |
   };
 }
 
-/**
- * Runs fn under V8's CPU profiler when dir is set (this process: the SQS ceiling's consumer), so its profile can be
- * set beside masq's: what masq spends beyond it is masq's own work.
- */
-async function profiled<T>(dir: string | undefined, name: string, fn: () => Promise<T>): Promise<T> {
-  if (dir === undefined) return fn();
-  const session = new Session();
-  session.connect();
-  await session.post("Profiler.enable");
-  await session.post("Profiler.start");
-  try {
-    return await fn();
-  } finally {
-    const { profile } = await session.post("Profiler.stop");
-    writeFileSync(path.join(dir, `${name}-${new Date().toISOString().replace(/[:.]/g, "-")}.cpuprofile`), JSON.stringify(profile));
-    session.disconnect();
-  }
-}
-
 export async function measureSqsPhase(env: BenchEnv, w: Workload, o: ComparisonOptions): Promise<SqsCeilingResult & PhaseContext> {
   const n = w.bodies.length;
-  const endpoint = o.endpoint ?? env.sqs.endpoint;
-  const client = env.sqsClient(endpoint, o.receivers);
   const admin = env.sqsClient(env.sqs.endpoint, 16);
   try {
     o.log(`  SQS ceiling: filling a queue with ${n.toLocaleString("en-US")} messages…`);
@@ -129,12 +105,11 @@ export async function measureSqsPhase(env: BenchEnv, w: Workload, o: ComparisonO
     const background = await quiet(o);
     o.log(`  SQS ceiling: draining with ${o.receivers} receivers…`);
     const meter = startCpuMeter(env.sqs.pid());
-    const r = await profiled(o.cpuProfDir, "sqs-ceiling", () => measureSqsCeiling(client, filled.queueUrl, { receivers: o.receivers, expected: n }));
+    const r = await runSqsCeilingProcess({ endpoint: o.endpoint ?? env.sqs.endpoint, queueUrl: filled.queueUrl, receivers: o.receivers, expected: n, cpuProfDir: o.cpuProfDir });
     const result = { ...r, ...context(meter, background, n) };
     await deleteQueue(admin, filled.queueUrl);
     return result;
   } finally {
-    client.destroy();
     admin.destroy();
   }
 }
@@ -221,12 +196,13 @@ export async function runComparison(
   const runs: ComparisonRun[] = [];
   for (let i = 0; i < o.repeat; i++) {
     if (o.repeat > 1) o.log(` repetition ${i + 1} of ${o.repeat}`);
-    const sqsCeiling = await measureSqsPhase(env, w, o);
+    // CPU profiles of the first repetition are enough.
+    const phase = i === 0 ? o : { ...o, cpuProfDir: undefined };
+    const sqsCeiling = await measureSqsPhase(env, w, phase);
     o.log(`  → SQS ceiling ${Math.round(sqsCeiling.perSecond).toLocaleString("en-US")} msg/s`);
-    const pgCeiling = await measurePgPhase(env, w, o);
+    const pgCeiling = await measurePgPhase(env, w, phase);
     o.log(`  → Postgres ceiling ${Math.round(pgCeiling.perSecond).toLocaleString("en-US")} msg/s`);
-    // A CPU profile of one masq run is enough.
-    const masq = await measureMasqPhase(env, w, i === 0 ? o : { ...o, cpuProfDir: undefined });
+    const masq = await measureMasqPhase(env, w, phase);
     o.log(`  → masq ${Math.round(masq.perSecond).toLocaleString("en-US")} msg/s${masq.verification.ok ? "" : ` — INCORRECT: ${masq.verification.problems.join("; ")}`}`);
     runs.push({ sqsCeiling, pgCeiling, masq, ratio: masq.perSecond / Math.min(sqsCeiling.perSecond, pgCeiling.perSecond) });
   }

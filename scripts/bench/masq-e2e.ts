@@ -63,7 +63,7 @@ process.on("exit", () => {
  */
 export function startMasq(opts: MasqRunOptions): MasqProcess {
   const drain = opts.drain ?? true;
-  const nodeOptions = [opts.cpuProfDir ? `--cpu-prof --cpu-prof-dir=${opts.cpuProfDir}` : "", opts.nodeOptions ?? ""].filter(Boolean).join(" ");
+  const nodeOptions = [opts.cpuProfDir ? `--cpu-prof --cpu-prof-dir=${opts.cpuProfDir} --cpu-prof-name=masq-\${pid}.cpuprofile` : "", opts.nodeOptions ?? ""].filter(Boolean).join(" ");
   const env: NodeJS.ProcessEnv = {
     PATH: process.env.PATH,
     HOME: process.env.HOME,

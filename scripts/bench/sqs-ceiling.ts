@@ -1,3 +1,5 @@
+import { spawn } from "node:child_process";
+import { fileURLToPath } from "node:url";
 import type { SQSClient } from "@aws-sdk/client-sqs";
 import { SqsSource } from "../../src/source/sqs-source.ts";
 
@@ -8,8 +10,9 @@ export interface SqsCeilingResult {
   receiveCalls: number;
   emptyReceives: number;
   deleteCalls: number;
-  /** CPU time of the consumer (this process, which does nothing else meanwhile) per message, in µs. */
+  /** CPU time (user + system) of the consumer process per message, in µs, its start-up included (as masq's). */
   cpuUsPerMessage: number;
+  maxRssMb: number;
 }
 
 /**
@@ -17,7 +20,8 @@ export interface SqsCeilingResult {
  * else. `receivers` loops each long-poll (10 per call, WaitTimeSeconds 1, the same system attributes as masq) and
  * hand every non-empty answer to DeleteMessageBatch without waiting for it, as masq's receivers do not wait for
  * their deletes either. It uses masq's own SqsSource and client settings, so the only difference from masq is
- * the work in between. The clock runs from the first receive to the last delete.
+ * the work in between. The clock runs from the first receive to the end of the last delete.
+ * Run it through runSqsCeilingProcess: in a fresh process, like masq, so neither starts with a warm JIT.
  */
 export async function measureSqsCeiling(client: SQSClient, queueUrl: string, opts: { receivers: number; expected: number; timeoutMs?: number }): Promise<SqsCeilingResult> {
   const source = new SqsSource(client, queueUrl);
@@ -30,12 +34,24 @@ export async function measureSqsCeiling(client: SQSClient, queueUrl: string, opt
   const deletes: Promise<void>[] = [];
   const seen = new Set<string>();
 
+  // masq reads the queue's attributes before its pipeline starts (and its clock with it); so does the consumer, so
+  // that neither pays the SDK's first-call set-up on the clock.
+  await source.counts();
+  // Once everything is received, the other receivers' long polls are cut short: they would only wait out their
+  // WaitTimeSeconds on an empty queue. The clock stops at the last delete, as masq's stops at its last commit.
+  const done = new AbortController();
+  let lastDeleteAt = 0;
   const started = performance.now();
-  const cpuBefore = process.cpuUsage();
   const receiver = async () => {
     while (received < opts.expected) {
       if (Date.now() > deadline) throw new Error(`SQS ceiling: only ${received} of ${opts.expected} messages received before the timeout`);
-      const messages = await source.receiveBatch({ waitTimeSeconds: 1, visibilityTimeoutSeconds: 60 });
+      let messages;
+      try {
+        messages = await source.receiveBatch({ waitTimeSeconds: 1, visibilityTimeoutSeconds: 60, signal: done.signal });
+      } catch (err) {
+        if (done.signal.aborted) break;
+        throw err;
+      }
       receiveCalls++;
       if (messages.length === 0) {
         emptyReceives++;
@@ -43,21 +59,49 @@ export async function measureSqsCeiling(client: SQSClient, queueUrl: string, opt
       }
       for (const m of messages) seen.add(m.messageId);
       received += messages.length;
+      if (received >= opts.expected) done.abort();
       deleteCalls += Math.ceil(messages.length / 10);
       deletes.push(
         source.deleteBatch(messages).then((r) => {
           if (r.retry.length + r.stale > 0) throw new Error(`SQS ceiling: ${r.retry.length + r.stale} deletes failed`);
           deleted += messages.length;
+          lastDeleteAt = performance.now();
         }),
       );
     }
   };
   await Promise.all(Array.from({ length: opts.receivers }, receiver));
   await Promise.all(deletes);
-  const seconds = (performance.now() - started) / 1000;
-  const cpu = process.cpuUsage(cpuBefore);
+  const seconds = (lastDeleteAt - started) / 1000;
+  const usage = process.resourceUsage();
   if (seen.size !== opts.expected || deleted !== received) {
     throw new Error(`SQS ceiling: received ${received} (${seen.size} distinct), deleted ${deleted}, expected ${opts.expected}`);
   }
-  return { messages: seen.size, seconds, perSecond: seen.size / seconds, receiveCalls, emptyReceives, deleteCalls, cpuUsPerMessage: (cpu.user + cpu.system) / seen.size };
+  return {
+    messages: seen.size,
+    seconds,
+    perSecond: seen.size / seconds,
+    receiveCalls,
+    emptyReceives,
+    deleteCalls,
+    cpuUsPerMessage: (usage.userCPUTime + usage.systemCPUTime) / seen.size,
+    maxRssMb: Math.round(usage.maxRSS / 1024),
+  };
+}
+
+const CONSUMER = fileURLToPath(new URL("./sqs-ceiling-consumer.ts", import.meta.url));
+
+/** measureSqsCeiling in a process of its own (sqs-ceiling-consumer.ts); its result comes back as JSON on stdout. */
+export async function runSqsCeilingProcess(opts: { endpoint: string; queueUrl: string; receivers: number; expected: number; cpuProfDir?: string | undefined }): Promise<SqsCeilingResult> {
+  const child = spawn(process.execPath, [...(opts.cpuProfDir ? ["--cpu-prof", `--cpu-prof-dir=${opts.cpuProfDir}`, "--cpu-prof-name=sqs-ceiling-${pid}.cpuprofile"] : []), CONSUMER], {
+    env: { ...process.env, CEILING_ENDPOINT: opts.endpoint, CEILING_QUEUE_URL: opts.queueUrl, CEILING_RECEIVERS: String(opts.receivers), CEILING_EXPECTED: String(opts.expected) },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let out = "";
+  let err = "";
+  child.stdout.on("data", (c: Buffer) => (out += c.toString()));
+  child.stderr.on("data", (c: Buffer) => (err += c.toString()));
+  const code = await new Promise<number | null>((resolve) => child.on("exit", resolve));
+  if (code !== 0) throw new Error(`SQS ceiling consumer exited with ${code}: ${err.trim()}`);
+  return JSON.parse(out.trim().split("\n").at(-1)!) as SqsCeilingResult;
 }

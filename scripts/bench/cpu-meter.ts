@@ -15,6 +15,8 @@ export interface CpuReading {
    * embedded Postgres and their children): other work on the machine that competed with the measurement.
    */
   otherBusy: number | null;
+  /** CPU seconds the embedded Postgres used over the phase (null with an external one). */
+  postgresCpuSeconds: number | null;
 }
 
 const TICKS_PER_SECOND = 100;
@@ -48,30 +50,40 @@ function processTicks(pid: number | undefined): number | null {
 
 /**
  * CPU ticks of this process and all its descendants, including children that have exited: a reaped child's time
- * is added to its parent's cutime/cstime, so each tick is counted once as long as the parent lives.
+ * is added to its parent's cutime/cstime, so each tick is counted once as long as the parent lives. Also the part
+ * of it spent by Postgres processes (the embedded server is a descendant; an external one is not counted).
  */
-function treeTicks(root: number): number | null {
+function treeTicks(root: number): { all: number; postgres: number } | null {
   let pids: string[];
   try {
     pids = readdirSync("/proc").filter((d) => /^\d+$/.test(d));
   } catch {
     return null;
   }
-  const info = new Map<number, { ppid: number; ticks: number }>();
+  const info = new Map<number, { ppid: number; ticks: number; postgres: boolean }>();
   for (const pid of pids) {
     const f = statFields(pid);
-    if (f !== null) info.set(Number(pid), { ppid: Number(f[1]), ticks: Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]) });
+    if (f === null) continue;
+    let comm = "";
+    try {
+      comm = readFileSync(`/proc/${pid}/comm`, "utf8").trim();
+    } catch {
+      // gone meanwhile
+    }
+    info.set(Number(pid), { ppid: Number(f[1]), ticks: Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]), postgres: comm === "postgres" });
   }
-  let total = 0;
+  let all = 0;
+  let postgres = 0;
   for (const [pid, p] of info) {
     for (let cur: number | undefined = pid; cur !== undefined && cur > 1; cur = info.get(cur)?.ppid) {
       if (cur === root) {
-        total += p.ticks;
+        all += p.ticks;
+        if (p.postgres) postgres += p.ticks;
         break;
       }
     }
   }
-  return total;
+  return { all, postgres };
 }
 
 /** Starts a reading; the returned function ends it. */
@@ -87,7 +99,8 @@ export function startCpuMeter(sqsServerPid: number | undefined): () => CpuReadin
     return {
       machineBusy: span !== null ? (m1!.busy - m0!.busy) / span : null,
       sqsServerCpuSeconds: p0 !== null && p1 !== null ? (p1 - p0) / TICKS_PER_SECOND : null,
-      otherBusy: span !== null && t0 !== null && t1 !== null ? Math.max(0, (m1!.busy - m0!.busy - (t1 - t0)) / span) : null,
+      otherBusy: span !== null && t0 !== null && t1 !== null ? Math.max(0, (m1!.busy - m0!.busy - (t1.all - t0.all)) / span) : null,
+      postgresCpuSeconds: t0 !== null && t1 !== null && t1.postgres > 0 ? (t1.postgres - t0.postgres) / TICKS_PER_SECOND : null,
     };
   };
 }

@@ -20,6 +20,8 @@ export interface PhaseContext {
   otherBusy: number | null;
   /** CPU time of the SQS server process per message, µs. */
   sqsServerCpuUsPerMessage: number | null;
+  /** CPU time of the (embedded) Postgres server per message, µs; null with an external Postgres. */
+  postgresCpuUsPerMessage: number | null;
 }
 
 export interface MasqMeasurement extends PhaseContext {
@@ -93,6 +95,7 @@ function context(end: ReturnType<typeof startCpuMeter>, backgroundBusy: number |
     machineBusy: r.machineBusy,
     otherBusy: r.otherBusy,
     sqsServerCpuUsPerMessage: r.sqsServerCpuSeconds === null ? null : (r.sqsServerCpuSeconds * 1e6) / messages,
+    postgresCpuUsPerMessage: r.postgresCpuSeconds === null ? null : (r.postgresCpuSeconds * 1e6) / messages,
   };
 }
 

@@ -130,6 +130,7 @@ export function writeReport(report: BenchReport, outDir: string): string {
 
 const int = (n: number) => Math.round(n).toLocaleString("en-US");
 const pct = (n: number | null) => (n === null ? "–" : `${Math.round(n * 100)}%`);
+const opt = (n: number | null) => (n === null ? "–" : int(n));
 const secs = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
 
 /** A plain-text table, columns padded to their widest cell; numbers right-aligned. */
@@ -160,11 +161,11 @@ export function formatReport(r: BenchReport): string {
     );
     out.push(
       table(
-        ["", "msg/s", "time", "CPU µs/msg", "machine busy", "other load"],
+        ["", "msg/s", "time", "CPU µs/msg: client", "SQS server", "Postgres", "machine busy", "other load"],
         [
-          ["SQS ceiling", int(c.sqsCeiling.perSecond), `${c.sqsCeiling.seconds.toFixed(1)} s`, `${int(c.sqsCeiling.cpuUsPerMessage)} + ${c.sqsCeiling.sqsServerCpuUsPerMessage === null ? "–" : int(c.sqsCeiling.sqsServerCpuUsPerMessage)} server`, pct(c.sqsCeiling.machineBusy), pct(c.sqsCeiling.otherBusy)],
-          ["Postgres ceiling", int(c.pgCeiling.perSecond), `${c.pgCeiling.seconds.toFixed(1)} s`, `${int(c.pgCeiling.clientCpuUsPerMessage)} client`, pct(c.pgCeiling.machineBusy), pct(c.pgCeiling.otherBusy)],
-          ["masq end to end", int(c.masq.perSecond), `${c.masq.seconds.toFixed(1)} s`, `${int(c.masq.cpuUsPerMessage)} + ${c.masq.sqsServerCpuUsPerMessage === null ? "–" : int(c.masq.sqsServerCpuUsPerMessage)} server`, pct(c.masq.machineBusy), pct(c.masq.otherBusy)],
+          ["SQS ceiling", int(c.sqsCeiling.perSecond), `${c.sqsCeiling.seconds.toFixed(1)} s`, int(c.sqsCeiling.cpuUsPerMessage), opt(c.sqsCeiling.sqsServerCpuUsPerMessage), "–", pct(c.sqsCeiling.machineBusy), pct(c.sqsCeiling.otherBusy)],
+          ["Postgres ceiling", int(c.pgCeiling.perSecond), `${c.pgCeiling.seconds.toFixed(1)} s`, int(c.pgCeiling.clientCpuUsPerMessage), "–", opt(c.pgCeiling.postgresCpuUsPerMessage), pct(c.pgCeiling.machineBusy), pct(c.pgCeiling.otherBusy)],
+          ["masq end to end", int(c.masq.perSecond), `${c.masq.seconds.toFixed(1)} s`, int(c.masq.cpuUsPerMessage), opt(c.masq.sqsServerCpuUsPerMessage), opt(c.masq.postgresCpuUsPerMessage), pct(c.masq.machineBusy), pct(c.masq.otherBusy)],
         ],
       ),
     );

@@ -86,7 +86,9 @@ export class Runner {
     this.drain = opts.drain ?? false;
     const { config, logger } = this.deps;
     logger.info({ drain: this.drain, receivers: config.receivers, batchSize: config.batchSize, writers: config.writers }, "pipeline started");
-    const heartbeat = setInterval(() => void this.extendVisibility(), Math.max(1000, (config.visibilityTimeoutSeconds * 1000) / 4));
+    // Ticks every quarter of the timeout and extends what has less than half left: a message is always extended at
+    // least a quarter of the timeout before it would reappear, whatever the timer's phase.
+    const heartbeat = setInterval(() => void this.extendVisibility(), Math.max(250, (config.visibilityTimeoutSeconds * 1000) / 4));
     const progress = setInterval(() => logger.info({ ...this.stats, inFlight: this.held.size }, "progress"), 10_000);
     const receivers = Array.from({ length: config.receivers }, (_, i) => this.receiveLoop(i));
     await Promise.all(receivers);

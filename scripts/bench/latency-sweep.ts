@@ -1,6 +1,6 @@
 import type { BenchEnv } from "./environment.ts";
 import { startLatencyProxy } from "./latency-proxy.ts";
-import { measureMasqPhase, measureSqsPhase, type ComparisonOptions, type MasqMeasurement, type PhaseContext } from "./main-comparison.ts";
+import { isDisturbed, measureMasqPhase, measureSqsPhase, otherLoad, type ComparisonOptions, type MasqMeasurement, type PhaseContext } from "./main-comparison.ts";
 import type { SqsCeilingResult } from "./sqs-ceiling.ts";
 import { makeWorkload } from "./workload.ts";
 
@@ -9,6 +9,8 @@ export interface LatencyPoint {
   messages: number;
   sqsCeiling: SqsCeilingResult & PhaseContext;
   masq: MasqMeasurement;
+  /** Other work took more than 10 % of the machine during this point (after one retry). */
+  disturbed: boolean;
   /** masq ÷ SQS ceiling at this receivers count. */
   ratio: number;
   /** Throughput per receiver relative to one receiver's (1.0 = perfectly linear), for the ceiling and for masq. */
@@ -42,10 +44,15 @@ export async function runLatencySweep(
       const w = makeWorkload(Math.max(o.messages, r * o.perReceiver), { seed: o.seed, malformedRate: o.malformedRate });
       o.log(`latency ${latencyMs} ms, ${r} receivers, ${w.bodies.length.toLocaleString("en-US")} messages:`);
       const opts = { ...o, receivers: r, endpoint: proxy.endpoint, cpuProfDir: undefined };
-      const sqsCeiling = await measureSqsPhase(env, w, opts);
-      const masq = await measureMasqPhase(env, w, opts);
+      let sqsCeiling = await measureSqsPhase(env, w, opts);
+      let masq = await measureMasqPhase(env, w, opts);
+      if (o.waitQuiet && isDisturbed(sqsCeiling, masq)) {
+        o.log(`  (other work used the machine meanwhile: ${otherLoad(sqsCeiling, masq)}; measuring this point again)`);
+        sqsCeiling = await measureSqsPhase(env, w, opts);
+        masq = await measureMasqPhase(env, w, opts);
+      }
       o.log(`  → SQS ceiling ${Math.round(sqsCeiling.perSecond).toLocaleString("en-US")} msg/s, masq ${Math.round(masq.perSecond).toLocaleString("en-US")} msg/s${masq.verification.ok ? "" : " — INCORRECT"}`);
-      points.push({ receivers: r, messages: w.bodies.length, sqsCeiling, masq, ratio: masq.perSecond / sqsCeiling.perSecond, sqsScaling: 0, masqScaling: 0 });
+      points.push({ receivers: r, messages: w.bodies.length, sqsCeiling, masq, disturbed: isDisturbed(sqsCeiling, masq), ratio: masq.perSecond / sqsCeiling.perSecond, sqsScaling: 0, masqScaling: 0 });
     }
   } finally {
     await proxy.close();

@@ -172,7 +172,8 @@ export function formatReport(r: BenchReport): string {
     out.push(`masq ÷ min(ceilings) = ${c.ratio.toFixed(2)}   (target ≥ 0.80)`);
     if (c.runs.length > 1) {
       const each = (f: (r: (typeof c.runs)[number]) => string) => c.runs.map(f).join(" / ");
-      out.push(`repetitions: ratio ${each((r) => r.ratio.toFixed(2))} · SQS ceiling ${each((r) => int(r.sqsCeiling.perSecond))} · masq ${each((r) => int(r.masq.perSecond))} msg/s`);
+      out.push(`repetitions: ratio ${each((r) => `${r.ratio.toFixed(2)}${r.disturbed ? "*" : ""}`)} · SQS ceiling ${each((r) => int(r.sqsCeiling.perSecond))} · masq ${each((r) => int(r.masq.perSecond))} msg/s`);
+      if (c.runs.some((r) => r.disturbed)) out.push("  (* disturbed by other work on the machine: recorded, not counted in the medians)");
     }
     out.push(
       `masq: wall ${c.masq.wallSeconds.toFixed(1)} s from spawn to exit (${int(c.masq.wallPerSecond)} msg/s) · CPU ${secs(c.masq.cpuUserMs)} user + ${secs(c.masq.cpuSystemMs)} system · peak RSS ${c.masq.maxRssMb} MB${c.runs.length > 1 ? " (largest of the repetitions)" : ""}`,
@@ -203,7 +204,7 @@ export function formatReport(r: BenchReport): string {
           p.ratio.toFixed(2),
           int(p.masq.cpuUsPerMessage),
           pct(p.masq.machineBusy),
-          p.masq.verification.ok ? "yes" : "NO",
+          `${p.masq.verification.ok ? "yes" : "NO"}${p.disturbed ? " (disturbed)" : ""}`,
         ]),
       ),
     );
@@ -214,7 +215,7 @@ export function formatReport(r: BenchReport): string {
     out.push(
       table(
         ["messages", "SQS ceiling msg/s", "masq msg/s", "masq ÷ ceiling", "masq CPU µs/msg", "masq peak RSS", "correct"],
-        r.scaling.points.map((p) => [int(p.messages), int(p.sqsCeiling.perSecond), int(p.masq.perSecond), p.ratio.toFixed(2), int(p.masq.cpuUsPerMessage), `${p.masq.maxRssMb} MB`, p.masq.verification.ok ? "yes" : "NO"]),
+        r.scaling.points.map((p) => [int(p.messages), int(p.sqsCeiling.perSecond), int(p.masq.perSecond), p.ratio.toFixed(2), int(p.masq.cpuUsPerMessage), `${p.masq.maxRssMb} MB`, `${p.masq.verification.ok ? "yes" : "NO"}${p.disturbed ? " (disturbed)" : ""}`]),
       ),
     );
   }

@@ -1,10 +1,12 @@
 import type { BenchEnv } from "./environment.ts";
-import { measureMasqPhase, measureSqsPhase, type ComparisonOptions, type MasqMeasurement, type PhaseContext } from "./main-comparison.ts";
+import { isDisturbed, measureMasqPhase, measureSqsPhase, otherLoad, type ComparisonOptions, type MasqMeasurement, type PhaseContext } from "./main-comparison.ts";
 import type { SqsCeilingResult } from "./sqs-ceiling.ts";
 import { makeWorkload } from "./workload.ts";
 
 export interface ScalingPoint {
   messages: number;
+  /** Other work took more than 10 % of the machine during this point (after one retry). */
+  disturbed: boolean;
   sqsCeiling: SqsCeilingResult & PhaseContext;
   masq: MasqMeasurement;
   ratio: number;
@@ -25,10 +27,16 @@ export async function runScaling(env: BenchEnv, sizes: number[], o: ComparisonOp
   for (const n of sizes) {
     o.log(`scaling: ${n.toLocaleString("en-US")} messages, ${o.receivers} receivers:`);
     const w = makeWorkload(n, { seed: o.seed, malformedRate: o.malformedRate });
-    const sqsCeiling = await measureSqsPhase(env, w, o);
-    const masq = await measureMasqPhase(env, w, { ...o, cpuProfDir: undefined });
+    const opts = { ...o, cpuProfDir: undefined };
+    let sqsCeiling = await measureSqsPhase(env, w, opts);
+    let masq = await measureMasqPhase(env, w, opts);
+    if (o.waitQuiet && isDisturbed(sqsCeiling, masq)) {
+      o.log(`  (other work used the machine meanwhile: ${otherLoad(sqsCeiling, masq)}; measuring this size again)`);
+      sqsCeiling = await measureSqsPhase(env, w, opts);
+      masq = await measureMasqPhase(env, w, opts);
+    }
     o.log(`  → SQS ceiling ${Math.round(sqsCeiling.perSecond).toLocaleString("en-US")} msg/s, masq ${Math.round(masq.perSecond).toLocaleString("en-US")} msg/s, peak RSS ${masq.maxRssMb} MB${masq.verification.ok ? "" : " — INCORRECT"}`);
-    points.push({ messages: n, sqsCeiling, masq, ratio: masq.perSecond / sqsCeiling.perSecond });
+    points.push({ messages: n, sqsCeiling, masq, disturbed: isDisturbed(sqsCeiling, masq), ratio: masq.perSecond / sqsCeiling.perSecond });
   }
   return { receivers: o.receivers, points, ok: points.every((p) => p.masq.verification.ok) };
 }

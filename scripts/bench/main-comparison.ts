@@ -244,6 +244,8 @@ export async function runComparison(
     pgCeiling: median(counted, (r) => r.pgCeiling.perSecond).pgCeiling,
     masq: { ...masq, maxRssMb: Math.max(...runs.map((r) => r.masq.maxRssMb)) },
     ratio: median(counted, (r) => r.ratio).ratio,
+    // True only when every repetition was disturbed, so the medians could not leave them out.
+    disturbed: runs.every((r) => r.disturbed),
     runs,
     steadyLag,
     ok: runs.every((r) => r.masq.verification.ok) && (steadyLag?.verification.ok ?? true),

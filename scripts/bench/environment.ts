@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { fileURLToPath } from "node:url";
 import type { SQSClient } from "@aws-sdk/client-sqs";
 import pg from "pg";
 import { prepareDatabase } from "../../src/commands/setup.ts";
@@ -28,7 +29,10 @@ export interface BenchEnv {
   close(): Promise<void>;
 }
 
-export async function startBenchEnv(): Promise<BenchEnv> {
+const O1_DEQUEUE = fileURLToPath(new URL("./fauxqs-o1-dequeue.ts", import.meta.url));
+
+/** fauxqsAsIs: leave fauxqs's O(backlog) dequeue alone (see fauxqs-o1-dequeue.ts). */
+export async function startBenchEnv(opts: { fauxqsAsIs?: boolean } = {}): Promise<BenchEnv> {
   const external = process.env.DATABASE_URL;
   let embedded: EmbeddedPg | undefined;
   if (external === undefined || external === "") embedded = await startEmbeddedPostgres();
@@ -45,7 +49,7 @@ export async function startBenchEnv(): Promise<BenchEnv> {
   const db = createDb({ databaseUrl, poolSize: 8 });
   await prepareDatabase(db, TABLE, { migrate: true, logger: createLogger("silent") });
   const version = (await db.pool.query<{ v: string }>("SELECT current_setting('server_version') AS v")).rows[0]!.v;
-  const sqs = await startFauxqsProcess(await freePort());
+  const sqs = await startFauxqsProcess(await freePort(), undefined, opts.fauxqsAsIs ? [] : ["--import", O1_DEQUEUE]);
 
   return {
     databaseUrl,

@@ -18,11 +18,12 @@ export interface FauxqsProcess {
 
 const SERVER = fileURLToPath(new URL("./fauxqs-server.ts", import.meta.url));
 
-export async function startFauxqsProcess(port: number, dataDir?: string): Promise<FauxqsProcess> {
+/** nodeArgs: extra options for the server's Node (the benchmark preloads a module with --import). */
+export async function startFauxqsProcess(port: number, dataDir?: string, nodeArgs: readonly string[] = []): Promise<FauxqsProcess> {
   const endpoint = `http://127.0.0.1:${port}`;
   let child: ChildProcess | undefined;
   const start = async () => {
-    child = spawn(process.execPath, [SERVER], {
+    child = spawn(process.execPath, [...nodeArgs, SERVER], {
       env: { ...process.env, FAUXQS_PORT: String(port), ...(dataDir ? { FAUXQS_DATA_DIR: dataDir } : {}) },
       stdio: ["pipe", "ignore", "inherit"],
     });

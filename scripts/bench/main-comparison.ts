@@ -157,6 +157,8 @@ export async function measureMasqPhase(env: BenchEnv, w: Workload, o: Comparison
       nodeOptions: o.nodeOptions,
       memoryLimit: o.memoryLimit,
     });
+    // masq's Postgres backends end just after masq does; once reaped, their CPU time is in the postmaster's.
+    await new Promise((r) => setTimeout(r, 500));
     const ctx = context(meter, background, n);
     const lag = await commitLag(env.db.pool, filled.sentAt);
     const verification = await verifyRun(env.db.pool, w, filled.sentAt);

@@ -20,7 +20,7 @@ async function bench(opts: BenchOptions): Promise<number> {
   if (opts.cpuProf) mkdirSync(opts.cpuProf, { recursive: true });
   log(`Starting Postgres (${process.env.DATABASE_URL ? "DATABASE_URL" : "embedded"}) and the SQS server (fauxqs, own process)…`);
   const memoryLimit = opts.memoryLimitMb === undefined ? undefined : createMemoryLimit(opts.memoryLimitMb);
-  const env = await startBenchEnv();
+  const env = await startBenchEnv({ fauxqsAsIs: opts.fauxqsAsIs });
   const common = {
     batchSize: opts.batchSize,
     writers: opts.writers,

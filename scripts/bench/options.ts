@@ -31,6 +31,8 @@ export interface BenchOptions {
   /** Steady-state lag: messages per second offered to a running masq (undefined: half masq's measured rate). */
   lagRate: number | undefined;
   lagSeconds: number;
+  /** Leave fauxqs's O(backlog) dequeue as it is (see fauxqs-o1-dequeue.ts). */
+  fauxqsAsIs: boolean;
   smoke: boolean;
   /** Where result JSON goes; undefined: do not write. */
   outDir: string | undefined;
@@ -68,6 +70,7 @@ Options:
   --node-options <flags>    NODE_OPTIONS for every masq process, e.g. "--max-semi-space-size=16"
   --memory-limit <MB>       run every masq process in a cgroup with this memory limit, as a container would
                             (deploy/kubernetes sets 512); Linux, needs root
+  --fauxqs-as-is            do not give fauxqs an O(1) ready list (its dequeue then costs O(backlog) per message)
   --masq-bin <path>         measure another checkout's bin/masq instead of this one's (for A/B comparisons)
   --smoke                   a few thousand messages (and one small drain through a 5 ms latency proxy),
                             correctness only; exits non-zero on any mismatch
@@ -120,6 +123,7 @@ export function readOptions(argv: string[]): BenchOptions | undefined {
         "memory-limit": { type: "string" },
         "lag-rate": { type: "string" },
         "lag-seconds": { type: "string" },
+        "fauxqs-as-is": { type: "boolean" },
         smoke: { type: "boolean" },
         out: { type: "string" },
         "no-write": { type: "boolean" },
@@ -158,6 +162,7 @@ export function readOptions(argv: string[]): BenchOptions | undefined {
     memoryLimitMb: v["memory-limit"] === undefined ? undefined : int("memory-limit", v["memory-limit"], 0, 64),
     lagRate: v["lag-rate"] === undefined ? (smoke ? 1000 : undefined) : int("lag-rate", v["lag-rate"], 0, 10),
     lagSeconds: int("lag-seconds", v["lag-seconds"], smoke ? 2 : 10, 0),
+    fauxqsAsIs: v["fauxqs-as-is"] === true,
     smoke,
     // A smoke run checks correctness only; its numbers must not replace the committed results.
     outDir: v["no-write"] === true || (smoke && v.out === undefined) ? undefined : (v.out ?? "bench/results"),

@@ -4,6 +4,7 @@ import { runCommand } from "./commands/run.ts";
 import { migrateCommand } from "./commands/migrate.ts";
 import { statusCommand } from "./commands/status.ts";
 import { quarantineList, quarantineReplay, quarantineShow } from "./commands/quarantine.ts";
+import { pseudonymCommand, unmaskCommand } from "./commands/unmask.ts";
 
 const VERSION = "0.1.0";
 
@@ -80,12 +81,51 @@ export function buildProgram(): Command {
   databaseOptions(
     quarantine
       .command("replay")
-      .description("load quarantined messages after all: db_rejected rows once the table accepts them, or one message with a corrected body")
+      .description("send quarantined messages through the pipeline again: their kept originals, db_rejected rows, or one corrected body")
       .option("--id <message-id...>", "these records")
-      .option("--reason <code>", "every pending record with this reason (db_rejected)")
-      .option("--body-file <file>", "a corrected body for the single --id (needs MASQ_PSEUDONYM_KEY)")
+      .option("--reason <code>", "every pending record with this reason")
+      .option("--all", "every pending record")
+      .option("--body-file <file>", "a corrected body for the single --id (needs the master key's settings)")
       .option("--dry-run", "say what would be replayed"),
   ).action(async (_opts, cmd: Command) => finish(await quarantineReplay(explicit(cmd))));
+
+  databaseOptions(
+    program
+      .command("unmask")
+      .description("recover original values from the vault, by pseudonym or by rows of the table; audited, needs --reason")
+      .requiredOption("--reason <text>", "why you look: written to masq.unmask_audit before anything is shown")
+      .option("--pseudonym <hex...>", "these pseudonyms (64 hex digits, as in masked_ip / masked_device_id)")
+      .option("--user-id <id...>", "the pseudonyms of these users' rows")
+      .option("--from <date>", "rows with create_date on or after this day (YYYY-MM-DD)")
+      .option("--to <date>", "rows with create_date on or before this day (YYYY-MM-DD)")
+      .option("--kind <kind>", "only ip or only device_id")
+      .option("--format <format>", "table, csv or json", "table")
+      .option("--limit <n>", "at most this many values", positiveInt, 1000),
+  ).action(async (_opts, cmd: Command) => finish(await unmaskCommand(explicit(cmd))));
+
+  databaseOptions(
+    program
+      .command("pseudonym")
+      .description("the pseudonym of a value you hold, to find its rows; audited, needs --reason")
+      .argument("<kind>", "ip or device_id")
+      .argument("<value>", 'the value; "-" reads it from stdin (keeps it out of shell history and ps)')
+      .requiredOption("--reason <text>", "why: written to masq.unmask_audit before the pseudonym is shown"),
+  ).action(async (kind: string, value: string, _opts, cmd: Command) => finish(await pseudonymCommand(kind, value, explicit(cmd))));
+
+  const rotate = program.command("rotate").description("key rotation: re-wrap keys under a new master key, or replace the pseudonym key (README, \"Rotating keys\")");
+  const rotateOptions = (cmd: Command) =>
+    databaseOptions(
+      cmd
+        .option("--batch-size <n>", "keys, vault values, bodies or table rows per transaction", positiveInt)
+        .option("--resume", "continue a rotation that was interrupted")
+        .option("--dry-run", "say what would change, change nothing"),
+    );
+  rotateOptions(rotate.command("master-key").description("re-wrap every data key and pseudonym key under the configured master key; no ciphertext changes")).action(
+    async (_opts, cmd: Command) => finish(await (await import("./commands/rotate.ts")).rotateMasterKeyCommand(explicit(cmd))),
+  );
+  rotateOptions(rotate.command("pseudonym-key").description("new pseudonym key; re-pseudonymise the vault, quarantine and table while ingestion runs")).action(
+    async (_opts, cmd: Command) => finish(await (await import("./commands/rotate.ts")).rotatePseudonymKeyCommand(explicit(cmd))),
+  );
 
   program
     .command("demo")

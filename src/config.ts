@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { ConfigError } from "./errors.ts";
-import { parsePseudonymKey } from "./mask/pseudonym-key.ts";
+import { parseMasterKey, parsePseudonymKey } from "./mask/pseudonym-key.ts";
 import { parseTableName, type TableName } from "./sink/table-name.ts";
 
 /**
@@ -25,7 +25,9 @@ export interface RunConfig {
   queueUrl: string;
   databaseUrl: string | undefined;
   table: TableName;
-  pseudonymKey: Uint8Array;
+  keys: KeyConfig;
+  /** MASQ_PSEUDONYM_KEY(_FILE): an explicit pseudonym key instead of the one masq keeps wrapped in the database. */
+  pseudonymKeyOverride: Uint8Array | undefined;
   sqsProtocol: SqsProtocol;
   sqsEndpoint: string | undefined;
   region: string;
@@ -109,19 +111,76 @@ export function readTable(flags: Record<string, unknown>, env: NodeJS.ProcessEnv
   }
 }
 
-export function readPseudonymKey(env: NodeJS.ProcessEnv): Uint8Array {
+/** MASQ_PSEUDONYM_KEY or MASQ_PSEUDONYM_KEY_FILE; undefined when neither is set (masq then manages the key). */
+export function readPseudonymKey(env: NodeJS.ProcessEnv): Uint8Array | undefined {
   if (env.MASQ_PSEUDONYM_KEY !== undefined && env.MASQ_PSEUDONYM_KEY !== "") return parsePseudonymKey(env.MASQ_PSEUDONYM_KEY);
   const file = env.MASQ_PSEUDONYM_KEY_FILE;
-  if (file !== undefined && file !== "") {
-    let text: string;
-    try {
-      text = readFileSync(file, "utf8");
-    } catch (err) {
-      throw new ConfigError("MASQ_PSEUDONYM_KEY_FILE", `cannot be read (${(err as NodeJS.ErrnoException).code ?? "error"})`);
-    }
-    return parsePseudonymKey(text, "MASQ_PSEUDONYM_KEY_FILE");
+  if (file !== undefined && file !== "") return parsePseudonymKey(readSecretFile(file, "MASQ_PSEUDONYM_KEY_FILE"), "MASQ_PSEUDONYM_KEY_FILE");
+  return undefined;
+}
+
+function readSecretFile(file: string, setting: string): string {
+  try {
+    return readFileSync(file, "utf8");
+  } catch (err) {
+    throw new ConfigError(setting, `cannot be read (${(err as NodeJS.ErrnoException).code ?? "error"})`);
   }
-  throw new ConfigError("MASQ_PSEUDONYM_KEY", "is not set; it must hold the HMAC key (at least 32 bytes, hex or base64), e.g. from: openssl rand -hex 32");
+}
+
+/** Data key limits: a data key is replaced after this long or this many encryptions, whichever comes first. */
+export interface DataKeyLimitsConfig {
+  maxAgeMs: number;
+  maxUses: number;
+}
+
+export type KeyConfig = { limits: DataKeyLimitsConfig } & (
+  | { provider: "kms"; kmsKeyId: string; region: string; kmsEndpoint: string | undefined; stsEndpoint: string | undefined }
+  | { provider: "local"; masterKey: Uint8Array; previousMasterKeys: Uint8Array[] }
+);
+
+/**
+ * The master key's provider. MASQ_KEY_PROVIDER says which (kms or local); left unset, it follows from which key is
+ * configured (MASQ_KMS_KEY_ID, or MASQ_MASTER_KEY / MASQ_MASTER_KEY_FILE).
+ */
+export function readKeyConfig(env: NodeJS.ProcessEnv): KeyConfig {
+  const src = { flags: {}, env };
+  const limits: DataKeyLimitsConfig = {
+    maxAgeMs: integer(src, "-", "MASQ_DATA_KEY_MAX_AGE_SECONDS", 3600, 1, 30 * 86_400) * 1000,
+    maxUses: integer(src, "-", "MASQ_DATA_KEY_MAX_USES", 1_000_000, 1, 2 ** 32),
+  };
+  const hasKms = Boolean(env.MASQ_KMS_KEY_ID);
+  const hasLocal = Boolean(env.MASQ_MASTER_KEY) || Boolean(env.MASQ_MASTER_KEY_FILE);
+  if (hasKms && hasLocal && !env.MASQ_KEY_PROVIDER) {
+    throw new ConfigError("MASQ_KEY_PROVIDER", "both MASQ_KMS_KEY_ID and MASQ_MASTER_KEY are set; say which provider to use (kms or local)");
+  }
+  const provider = oneOf<"kms" | "local" | "">(src, undefined, "MASQ_KEY_PROVIDER", hasKms ? "kms" : hasLocal ? "local" : "", ["kms", "local"]);
+  if (provider === "kms") {
+    if (!hasKms) throw new ConfigError("MASQ_KMS_KEY_ID", "is not set; give the KMS key (key id, key ARN or alias/…) that wraps masq's keys");
+    return {
+      provider,
+      kmsKeyId: env.MASQ_KMS_KEY_ID!.trim(),
+      region: env.AWS_REGION || env.AWS_DEFAULT_REGION || "us-east-1",
+      kmsEndpoint: url(src, undefined, "AWS_ENDPOINT_URL_KMS", "KMS endpoint", HTTP) ?? url(src, undefined, "AWS_ENDPOINT_URL", "AWS endpoint", HTTP),
+      stsEndpoint: url(src, undefined, "AWS_ENDPOINT_URL_STS", "STS endpoint", HTTP) ?? url(src, undefined, "AWS_ENDPOINT_URL", "AWS endpoint", HTTP),
+      limits,
+    };
+  }
+  if (provider === "local") {
+    let masterKey: Uint8Array;
+    if (env.MASQ_MASTER_KEY) masterKey = parseMasterKey(env.MASQ_MASTER_KEY);
+    else if (env.MASQ_MASTER_KEY_FILE) masterKey = parseMasterKey(readSecretFile(env.MASQ_MASTER_KEY_FILE, "MASQ_MASTER_KEY_FILE"), "MASQ_MASTER_KEY_FILE");
+    else throw new ConfigError("MASQ_MASTER_KEY", "is not set; the local key provider needs a 256-bit master key, e.g. from: openssl rand -hex 32");
+    const previousMasterKeys = (env.MASQ_MASTER_KEY_PREVIOUS ?? "")
+      .split(",")
+      .map((k) => k.trim())
+      .filter(Boolean)
+      .map((k) => parseMasterKey(k, "MASQ_MASTER_KEY_PREVIOUS"));
+    return { provider, masterKey, previousMasterKeys, limits };
+  }
+  throw new ConfigError(
+    "MASQ_KEY_PROVIDER",
+    "no master key is configured: set MASQ_KMS_KEY_ID (AWS KMS) or MASQ_MASTER_KEY (the local provider, 32 bytes hex, e.g. from: openssl rand -hex 32)",
+  );
 }
 
 export function readPipelineConfig(flags: Record<string, unknown>, env: NodeJS.ProcessEnv, drain = false): PipelineConfig {
@@ -170,7 +229,8 @@ export function readRunConfig(flags: Record<string, unknown>, env: NodeJS.Proces
     queueUrl: queue.queueUrl,
     databaseUrl: readDatabaseUrl(flags, env),
     table: readTable(flags, env),
-    pseudonymKey: readPseudonymKey(env),
+    keys: readKeyConfig(env),
+    pseudonymKeyOverride: readPseudonymKey(env),
     sqsProtocol: queue.protocol,
     sqsEndpoint: queue.endpoint,
     region: queue.region,

@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { readPipelineConfig } from "../config.ts";
 import { generateEvents } from "../demo/synthetic.ts";
@@ -6,7 +7,9 @@ import { startEmbeddedPostgres, startEmbeddedSqs } from "../demo/embedded.ts";
 import { sendBodies } from "../demo/send-events.ts";
 import { summarize } from "../demo/summary.ts";
 import { createLogger } from "../log.ts";
-import { createPseudonymizer } from "../mask/pseudonymize.ts";
+import { parseMasterKey } from "../mask/pseudonym-key.ts";
+import { IngestKeys } from "../vault/ingest-keys.ts";
+import { LocalKeyProvider } from "../vault/local-provider.ts";
 import { Runner } from "../runner/runner.ts";
 import { totalQuarantined } from "../runner/stats.ts";
 import { createDb } from "../sink/db.ts";
@@ -20,23 +23,30 @@ const TABLE = { schema: "public", name: "user_logins" };
 const DEMO_CREDENTIALS = { accessKeyId: "demo", secretAccessKey: "demo" };
 
 /**
- * `masq demo` (npm start): an SQS server in this process, an embedded Postgres, a throwaway pseudonym key,
- * synthetic events, one drain, and a summary. Needs no configuration and leaves nothing behind unless --keep.
+ * `masq demo` (npm start): an SQS server in this process, an embedded Postgres, a throwaway master key for the
+ * local key provider, synthetic events, one drain, and a summary. Needs no configuration and leaves nothing behind
+ * unless --keep, which keeps the database and the master key (in .masq-demo/) so that `masq unmask` can be tried.
  */
 export async function demoCommand(opts: { messages: number; keep?: boolean; seed: number }): Promise<number> {
   const out = (line = "") => process.stdout.write(`${line}\n`);
   const warn = (line: string) => process.stderr.write(`${line}\n`);
-  warn("WARNING: masq demo uses a random pseudonym key generated for this run only. Never use demo data or keys in production.");
+  warn("WARNING: masq demo uses a master key generated for the demo (local key provider). Never use demo data or keys in production.");
+  const demoDir = path.resolve(".masq-demo");
+  const masterKeyFile = path.join(demoDir, "master.key");
+  const masterKey = opts.keep ? keptMasterKey(masterKeyFile) : new Uint8Array(randomBytes(32));
 
   out("Starting an embedded Postgres and an in-process SQS server…");
-  const pg = await startEmbeddedPostgres(opts.keep ? { dir: path.resolve(".masq-demo"), keepData: true } : {});
+  const pg = await startEmbeddedPostgres(opts.keep ? { dir: path.join(demoDir, "postgres"), keepData: true } : {});
   const sqsServer = await startEmbeddedSqs();
   const queueUrl = sqsServer.createQueue("login-queue", { VisibilityTimeout: "30" });
   const sqs = createSqsClient({ region: "us-east-1", endpoint: sqsServer.endpoint, credentials: DEMO_CREDENTIALS });
   const db = createDb({ databaseUrl: pg.url, poolSize: 6 });
   const logger = createLogger("warn", process.stderr);
+  const provider = new LocalKeyProvider(masterKey);
+  let keys: IngestKeys | undefined;
   try {
     await prepareDatabase(db, TABLE, { migrate: true, logger });
+    keys = await IngestKeys.open({ pool: db.pool, provider });
     const events = generateEvents(opts.messages, { seed: opts.seed });
     out(`Sending ${opts.messages.toLocaleString("en-US")} synthetic login events (about 5% malformed)…`);
     await sendBodies(sqs, queueUrl, events.map((e) => e.body));
@@ -51,7 +61,7 @@ export async function demoCommand(opts: { messages: number; keep?: boolean; seed
       source,
       pool: db.pool,
       table: TABLE,
-      pseudonymizer: createPseudonymizer(randomBytes(32)),
+      keys,
       logger,
       config,
       observer: progress,
@@ -70,6 +80,7 @@ export async function demoCommand(opts: { messages: number; keep?: boolean; seed
     out(`  written      ${s.written.toLocaleString("en-US")} rows (table user_logins now holds ${summary.rows.toLocaleString("en-US")})`);
     out(`  quarantined  ${totalQuarantined(s).toLocaleString("en-US")}`);
     for (const q of summary.quarantineByReason) out(`    ${q.reason.padEnd(22)} ${q.count}`);
+    out(`  vault        ${summary.vault.ip.toLocaleString("en-US")} distinct ips and ${summary.vault.deviceId.toLocaleString("en-US")} device ids, encrypted under ${summary.vault.dataKeys} data key(s)`);
     out(`  throughput   ${Math.round(s.received / seconds).toLocaleString("en-US")} messages/s (${seconds.toFixed(1)} s end to end)`);
     out();
     out("Largest duplicate groups by masked_device_id (same device, many logins):");
@@ -80,6 +91,9 @@ export async function demoCommand(opts: { messages: number; keep?: boolean; seed
       out();
       out(`Embedded Postgres is still running. Connect with:\n  psql ${pg.url}`);
       out(`  e.g. SELECT masq.app_version_text(app_version), count(*) FROM user_logins GROUP BY 1 ORDER BY 2 DESC;`);
+      out(`Recover an original value (audited in masq.unmask_audit), in another terminal:`);
+      out(`  DATABASE_URL=${pg.url} MASQ_MASTER_KEY_FILE=${masterKeyFile} \\`);
+      out(`    bin/masq unmask --reason "trying the demo" --pseudonym ${summary.topDevices[0]?.pseudonym ?? "<pseudonym>"}`);
       out(`Press Ctrl-C to stop it (its data stays in ${pg.dir}).`);
       await new Promise<void>((resolve) => {
         process.once("SIGINT", resolve);
@@ -88,9 +102,20 @@ export async function demoCommand(opts: { messages: number; keep?: boolean; seed
     }
     return result.fatal || result.timedOut ? 1 : 0;
   } finally {
+    keys?.close();
+    provider.close();
     sqs.destroy();
     await db.close();
     await sqsServer.stop();
     await pg.stop();
   }
+}
+
+/** With --keep, the master key lives beside the kept database (0600), so a later demo run or `masq unmask` can use it. */
+function keptMasterKey(file: string): Uint8Array {
+  if (existsSync(file)) return parseMasterKey(readFileSync(file, "utf8"), file);
+  mkdirSync(path.dirname(file), { recursive: true });
+  const key = randomBytes(32);
+  writeFileSync(file, `${key.toString("hex")}\n`, { mode: 0o600 });
+  return new Uint8Array(key);
 }

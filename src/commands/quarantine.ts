@@ -1,11 +1,19 @@
 import { readFileSync } from "node:fs";
-import { readDatabaseUrl, readPseudonymKey, readTable } from "../config.ts";
+import { readDatabaseUrl, readKeyConfig, readPseudonymKey, readTable } from "../config.ts";
 import { ConfigError, describeError } from "../errors.ts";
 import type { LoginRow } from "../mask/mask-event.ts";
-import { createPseudonymizer } from "../mask/pseudonymize.ts";
+import { sql } from "kysely";
+import { createProgress } from "../progress/progress.ts";
 import { prepareOutcome } from "../runner/prepare.ts";
+import type { Outcome } from "../sink/write-batch.ts";
+import { open } from "../vault/aead.ts";
+import { loadDataKeys } from "../vault/data-keys.ts";
+import type { KeyProvider } from "../vault/key-provider.ts";
+import { quarantineBodyAad } from "../vault/vault-aad.ts";
 import { createDb, type Db } from "../sink/db.ts";
-import { replayRows, type ReplayItem } from "../sink/replay.ts";
+import { replayRows, type ReplayItem, type ReplayVault } from "../sink/replay.ts";
+import { IngestKeys } from "../vault/ingest-keys.ts";
+import { createKeyProvider } from "../vault/key-provider-from-config.ts";
 
 /** `masq quarantine list`: what is waiting, newest first. */
 export async function quarantineList(flags: Record<string, unknown>): Promise<number> {
@@ -37,7 +45,23 @@ export async function quarantineList(flags: Record<string, unknown>): Promise<nu
 /** `masq quarantine show <id>`: one record, with its redacted body. */
 export async function quarantineShow(messageId: string, flags: Record<string, unknown>): Promise<number> {
   return withDb(flags, async (db) => {
-    const r = await db.kysely.selectFrom("masq.quarantine").selectAll().where("message_id", "=", messageId).executeTakeFirst();
+    // Never the encrypted original (masq_unmask only): whether it is kept is enough here.
+    const r = await db.kysely
+      .selectFrom("masq.quarantine")
+      .select([
+        "message_id",
+        "reason",
+        "detail",
+        "body",
+        "body_length",
+        "sent_at",
+        "received_at",
+        "quarantined_at",
+        "replayed_at",
+        sql<boolean>`body_data_key_id IS NOT NULL`.as("original_kept_encrypted"),
+      ])
+      .where("message_id", "=", messageId)
+      .executeTakeFirst();
     if (r === undefined) {
       process.stderr.write(`masq: no quarantined message with id ${messageId}\n`);
       return 1;
@@ -63,20 +87,23 @@ function renderRecord(r: Record<string, unknown>): string {
 }
 
 /**
- * `masq quarantine replay`: loads quarantined messages after all.
- *  - db_rejected records hold the masked row itself: once the table accepts it (a constraint fixed), it is replayed.
- *  - any record can be replayed with a corrected body (--body-file, one --id): it goes through the same
- *    validate/mask path as ingestion, with the pseudonym key.
- * Other records cannot be replayed as they are: masq keeps only a redacted copy of a rejected body.
+ * `masq quarantine replay`: loads quarantined messages after all, through the same validate/mask/vault path as
+ * ingestion, with the active pseudonym key.
+ *  - a record with its original body kept (encrypted): the original is decrypted and validated again; it loads if
+ *    masq now accepts it (a validator fixed), and stays quarantined, with its reason, if not;
+ *  - db_rejected records hold the masked row itself: it loads once the table accepts it (a constraint fixed);
+ *  - --body-file: one record (--id) with a corrected body instead of its original.
+ * Decrypting originals needs what `masq unmask` needs: a role that can read masq.quarantine.body_ciphertext
+ * (masq_unmask or the owner) and the master key's decrypt rights.
  */
 export async function quarantineReplay(flags: Record<string, unknown>): Promise<number> {
   const ids = Array.isArray(flags.id) ? (flags.id as string[]) : [];
   const reason = typeof flags.reason === "string" ? flags.reason : undefined;
+  const all = flags.all === true;
   const bodyFile = typeof flags.bodyFile === "string" ? flags.bodyFile : undefined;
   if (bodyFile !== undefined && ids.length !== 1) throw new ConfigError("--body-file", "goes with exactly one --id");
-  if (bodyFile === undefined && ids.length === 0 && reason === undefined) throw new ConfigError("--id/--reason", "say which records to replay");
+  if (ids.length === 0 && reason === undefined && !all) throw new ConfigError("--id/--reason/--all", "say which records to replay");
   const table = readTable(flags, process.env);
-  const pseudonymizer = bodyFile === undefined ? undefined : createPseudonymizer(readPseudonymKey(process.env));
   let correctedBody: string | undefined;
   if (bodyFile !== undefined) {
     try {
@@ -86,41 +113,102 @@ export async function quarantineReplay(flags: Record<string, unknown>): Promise<
     }
   }
   return withDb(flags, async (db) => {
-    let q = db.kysely.selectFrom("masq.quarantine").select(["message_id", "reason", "body", "sent_at", "received_at"]).where("replayed_at", "is", null);
+    let q = db.kysely
+      .selectFrom("masq.quarantine")
+      .select(["message_id", "reason", "body", "sent_at", "received_at", sql<boolean>`body_ciphertext IS NOT NULL`.as("has_original")])
+      .where("replayed_at", "is", null)
+      .orderBy("quarantined_at");
     if (ids.length > 0) q = q.where("message_id", "in", ids);
     if (reason !== undefined) q = q.where("reason", "=", reason);
     const records = await q.execute();
+
     const items: ReplayItem[] = [];
     const cannot: string[] = [];
-    for (const r of records) {
-      if (correctedBody !== undefined && pseudonymizer !== undefined) {
-        const o = prepareOutcome({ messageId: r.message_id, body: correctedBody, sentAt: r.sent_at, receivedAt: r.received_at }, pseudonymizer);
-        if (o.kind !== "row") {
-          process.stderr.write(`masq: the corrected body is still rejected: ${o.reason}: ${o.detail}\n`);
-          return 1;
+    const stillRejected = new Map<string, number>();
+    const needKeys = records.some((r) => correctedBody !== undefined || (r.reason !== "db_rejected" && r.has_original));
+    let vault: ReplayVault | undefined;
+    if (needKeys) {
+      const keyConfig = readKeyConfig(process.env);
+      const provider = createKeyProvider(keyConfig);
+      let keys: IngestKeys | undefined;
+      try {
+        keys = await IngestKeys.open({ pool: db.pool, provider, pseudonymKeyOverride: readPseudonymKey(process.env), limits: keyConfig.limits });
+        const originals = correctedBody === undefined ? await decryptOriginals(db, provider, records.filter((r) => r.reason !== "db_rejected" && r.has_original).map((r) => r.message_id)) : new Map<string, string>();
+        const outcomes: Outcome[] = [];
+        for (const r of records) {
+          const body = correctedBody ?? originals.get(r.message_id);
+          if (body === undefined) continue;
+          const o = prepareOutcome({ messageId: r.message_id, body, sentAt: r.sent_at, receivedAt: r.received_at }, keys.pseudonym.pseudonymizer);
+          if (o.kind === "row") outcomes.push(o);
+          else stillRejected.set(o.reason, (stillRejected.get(o.reason) ?? 0) + 1);
         }
-        items.push({ messageId: r.message_id, row: o.row });
-      } else if (r.reason === "db_rejected" && r.body !== null) {
-        items.push({ messageId: r.message_id, row: JSON.parse(r.body) as LoginRow });
-      } else {
-        cannot.push(r.message_id);
+        const sealed = await keys.sealer.seal(outcomes, keys.pseudonym.version);
+        vault = { keyVersion: sealed.keyVersion, entries: sealed.vault };
+        for (const o of sealed.outcomes) if (o.kind === "row") items.push({ messageId: o.messageId, row: o.row });
+      } finally {
+        keys?.close();
+        provider.close();
       }
+    }
+    for (const r of records) {
+      if (correctedBody !== undefined || (r.reason !== "db_rejected" && r.has_original)) continue;
+      if (r.reason === "db_rejected" && r.body !== null) items.push({ messageId: r.message_id, row: JSON.parse(r.body) as LoginRow });
+      else cannot.push(r.message_id);
+    }
+    if (correctedBody !== undefined && items.length === 0 && records.length > 0) {
+      process.stderr.write(`masq: the corrected body is still rejected: ${[...stillRejected.keys()].join(", ")}\n`);
+      return 1;
     }
     if (cannot.length > 0) {
       process.stderr.write(
-        `masq: ${cannot.length} record(s) cannot be replayed as they are: masq keeps only a redacted copy of a rejected body. ` +
-          `Replay one with a corrected body: masq quarantine replay --id <message_id> --body-file <file>\n`,
+        `masq: ${cannot.length} record(s) have no original body kept (quarantined before masq kept encrypted originals, or not storable): ` +
+          `replay one with a corrected body: masq quarantine replay --id <message_id> --body-file <file>\n`,
       );
     }
+    const rejectedText = [...stillRejected].map(([why, n]) => `${why} ${n}`).join(", ");
     if (flags.dryRun === true) {
-      process.stdout.write(`would replay ${items.length} record(s)\n`);
+      process.stdout.write(`would replay ${items.length} record(s)${rejectedText ? `; still rejected: ${rejectedText}` : ""}\n`);
       return 0;
     }
-    const r = await replayRows(db.pool, table, items);
-    process.stdout.write(`replayed ${r.replayed}, already replayed or gone ${r.skipped}, still refused ${r.refused.size}\n`);
+    // A bar with rate and ETA on a terminal; the summary line below either way.
+    const bar = createProgress("replaying", { unit: "records" });
+    bar?.setBacklog(items.length);
+    let reported = 0;
+    const r = await replayRows(db.pool, table, items, vault, (done) => {
+      bar?.committed({ size: done - reported, seconds: 0, written: done - reported, duplicates: 0, quarantinedByReason: {}, lagSeconds: [] });
+      bar?.setBacklog(items.length - done);
+      reported = done;
+    }).finally(() => bar?.stop());
+    process.stdout.write(
+      `replayed ${r.replayed}, already replayed or gone ${r.skipped}, refused by the table ${r.refused.size}` +
+        `${rejectedText ? `, still rejected by masq (left quarantined): ${rejectedText}` : ""}\n`,
+    );
     for (const [id, why] of r.refused) process.stdout.write(`  ${id}: ${why}\n`);
-    return r.refused.size > 0 || (cannot.length > 0 && items.length === 0) ? 1 : 0;
+    // Exit 1 when any selected record stays quarantined, so a script notices.
+    return r.refused.size > 0 || cannot.length > 0 || stillRejected.size > 0 ? 1 : 0;
   });
+}
+
+/** The original bodies of these quarantine records, decrypted: one provider call per data key. */
+async function decryptOriginals(db: Db, provider: KeyProvider, messageIds: readonly string[]): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  if (messageIds.length === 0) return out;
+  const rows = await db.kysely
+    .selectFrom("masq.quarantine")
+    .select(["message_id", "body_data_key_id", "body_nonce", "body_ciphertext"])
+    .where("message_id", "in", messageIds)
+    .execute();
+  const keys = await loadDataKeys(db.pool, provider, rows.flatMap((r) => (r.body_data_key_id ? [r.body_data_key_id] : [])));
+  try {
+    for (const r of rows) {
+      const key = r.body_data_key_id ? keys.get(r.body_data_key_id) : undefined;
+      if (key === undefined || r.body_nonce === null || r.body_ciphertext === null) continue;
+      out.set(r.message_id, open(key, { nonce: r.body_nonce, ciphertext: r.body_ciphertext }, quarantineBodyAad(r.message_id)).toString("utf8"));
+    }
+  } finally {
+    for (const k of keys.values()) k.fill(0);
+  }
+  return out;
 }
 
 async function withDb(flags: Record<string, unknown>, fn: (db: Db) => Promise<number>): Promise<number> {

@@ -1,7 +1,6 @@
 import { readRunConfig } from "../config.ts";
-import { describeError, FatalError, TransientError } from "../errors.ts";
+import { ConfigError, describeError, FatalError, TransientError } from "../errors.ts";
 import { createLogger } from "../log.ts";
-import { createPseudonymizer } from "../mask/pseudonymize.ts";
 import { retryTransient } from "../runner/backoff.ts";
 import { Runner } from "../runner/runner.ts";
 import { createDb } from "../sink/db.ts";
@@ -15,6 +14,9 @@ import { Metrics } from "../metrics/metrics.ts";
 import { combineObservers } from "../runner/observer.ts";
 import { createProgress } from "../progress/progress.ts";
 import { prepareDatabase } from "./setup.ts";
+import { createKeyProvider } from "../vault/key-provider-from-config.ts";
+import { openIngestKeys } from "./open-keys.ts";
+import type { IngestKeys } from "../vault/ingest-keys.ts";
 
 /** `masq run [--drain]`: returns the process exit code. */
 export async function runCommand(flags: Record<string, unknown>): Promise<number> {
@@ -45,6 +47,8 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
   });
   const source = new SqsSource(sqs, config.queueUrl);
   const metrics = new Metrics();
+  const provider = createKeyProvider(config.keys, (op, ok) => metrics.keyProviderCall(op, ok));
+  let keys: IngestKeys | undefined;
   let pruneTimer: NodeJS.Timeout | undefined;
   let queuePoll: NodeJS.Timeout | undefined;
   let progress: ReturnType<typeof createProgress>;
@@ -55,6 +59,7 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
       http = await startHttpServer({ ...config.http, metrics, readiness: readinessProbe({ pool: db.pool, source }), logger });
     }
     await prepareDatabase(db, config.table, { migrate: config.migrate, logger, signal: setupAbort.signal });
+    keys = await openIngestKeys({ db, provider, config: config.keys, override: config.pseudonymKeyOverride, logger, metrics, signal: setupAbort.signal });
     const retention = await retryTransient(() => source.retentionSeconds(setupAbort.signal), {
       what: "reaching SQS",
       signal: setupAbort.signal,
@@ -91,7 +96,7 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
       source,
       pool: db.pool,
       table: config.table,
-      pseudonymizer: createPseudonymizer(config.pseudonymKey),
+      keys,
       logger,
       config: config.pipeline,
       observer: combineObservers(metrics, progress),
@@ -105,6 +110,8 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
     if (result.fatal) return 1;
     return result.timedOut ? 1 : 0;
   } catch (err) {
+    // A setting that turned out wrong on contact (a pseudonym key that is not the database's): exit 2 like any other.
+    if (err instanceof ConfigError) throw err;
     if (setupAbort.signal.aborted && !(err instanceof FatalError)) return 0;
     logger.error({ err: describeError(err) }, "masq stopped");
     return 1;
@@ -113,6 +120,8 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
     clearInterval(queuePoll);
     progress?.stop();
     await http?.close();
+    keys?.close();
+    provider.close();
     signals.dispose();
     sqs.destroy();
     await db.close().catch(() => undefined);

@@ -63,11 +63,24 @@ function render(s: Status): string {
       `    last commit  ${ago}`,
       `    ledger       ${d.ledgerRows.exact ? "" : "≈ "}${n(d.ledgerRows.count)} message ids`,
     );
+    const v = d.vault;
+    const kinds = v.byKind ? ` (${n(v.byKind.ip ?? 0)} ips, ${n(v.byKind.device_id ?? 0)} device ids)` : "";
+    lines.push(
+      `  vault        ${v.values.exact ? "" : "≈ "}${n(v.values.count)} distinct values${kinds}, ${mib(v.bytes)} on disk`,
+      `    keys         ${n(v.dataKeys)} data key(s) under ${v.masterKeys.length === 0 ? "no master key yet" : v.masterKeys.join(", ")}`,
+      `    pseudonyms   ${v.pseudonymKey ? `key version ${v.pseudonymKey.version}${v.pseudonymKey.provider === "external" ? " (given in MASQ_PSEUDONYM_KEY)" : ""}` : "no key yet (created by the first masq run)"}`,
+    );
+    if (v.masterKeys.length > 1) lines.push("    note         more than one master key wraps masq's keys: finish the rotation with masq rotate master-key");
+    if (v.retiringVersion !== null) lines.push(`    note         pseudonym key rotation in progress (replacing version ${v.retiringVersion}): masq rotate pseudonym-key --resume`);
     const total = d.quarantine.reduce((a, q) => a + q.total, 0);
     lines.push(`  quarantine   ${n(total)} waiting${total ? " (last 24 h in brackets)" : ""}`);
     for (const q of d.quarantine) lines.push(`    ${q.reason.padEnd(20)} ${n(q.total)} (${n(q.last24h)})`);
   }
   return `${lines.join("\n")}\n`;
+}
+
+function mib(bytes: number): string {
+  return bytes < 1024 * 1024 ? `${Math.ceil(bytes / 1024)} KiB` : `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
 }
 
 function agoText(at: Date): string {

@@ -1,14 +1,16 @@
 import { prepareDatabase } from "../commands/setup.ts";
-import { readDatabaseUrl, readLogLevel, readPipelineConfig, readPseudonymKey, readTable } from "../config.ts";
+import { readDatabaseUrl, readKeyConfig, readLogLevel, readPipelineConfig, readPseudonymKey, readTable } from "../config.ts";
 import { describeError, TransientError } from "../errors.ts";
 import { createLogger, type Logger } from "../log.ts";
-import { createPseudonymizer, type Pseudonymizer } from "../mask/pseudonymize.ts";
 import { sleep } from "../runner/backoff.ts";
-import { prepareOutcome } from "../runner/prepare.ts";
-import { commitBatch, type CommitResult } from "../sink/commit-batch.ts";
+import { commitMessages } from "../runner/commit-messages.ts";
+import type { IncomingMessage } from "../runner/prepare.ts";
+import type { CommitResult } from "../sink/commit-batch.ts";
 import { createDb, type Db } from "../sink/db.ts";
 import type { TableName } from "../sink/table-name.ts";
-import type { Outcome } from "../sink/write-batch.ts";
+import { IngestKeys } from "../vault/ingest-keys.ts";
+import type { KeyProvider } from "../vault/key-provider.ts";
+import { createKeyProvider } from "../vault/key-provider-from-config.ts";
 import { incomingMessage, type SqsBatchResponse, type SqsEvent, type SqsRecord } from "./sqs-event.ts";
 
 export type { SqsBatchResponse, SqsEvent, SqsRecord } from "./sqs-event.ts";
@@ -28,7 +30,8 @@ const COLD_START_WAIT_MS = 5_000;
 interface Core {
   db: Db;
   table: TableName;
-  pseudonymizer: Pseudonymizer;
+  provider: KeyProvider;
+  keys: IngestKeys;
   batchSize: number;
 }
 
@@ -86,7 +89,7 @@ export function createSqsHandler(env: NodeJS.ProcessEnv = process.env): SqsHandl
         warnedNoSentTimestamp = true;
         log().warn("an SQS record has no SentTimestamp attribute; create_date falls back to the invocation date");
       }
-      return prepareOutcome(m, c.pseudonymizer);
+      return m;
     });
 
     const failed: string[] = [];
@@ -117,6 +120,8 @@ export function createSqsHandler(env: NodeJS.ProcessEnv = process.env): SqsHandl
     async close() {
       const c = await core?.catch(() => undefined);
       core = undefined;
+      c?.keys.close();
+      c?.provider.close();
       await c?.db.close();
     },
   });
@@ -127,33 +132,38 @@ async function coldStart(env: NodeJS.ProcessEnv, logger: Logger): Promise<Core> 
   readLogLevel({}, env);
   const databaseUrl = readDatabaseUrl({}, env);
   const table = readTable({}, env);
-  const pseudonymizer = createPseudonymizer(readPseudonymKey(env));
+  const keyConfig = readKeyConfig(env);
+  const override = readPseudonymKey(env);
   const { batchSize } = readPipelineConfig({}, env);
   const migrate = env.MASQ_MIGRATE !== "false" && env.MASQ_MIGRATE !== "0";
   // One connection per execution environment: Lambda runs one invocation at a time in it, and the commits of a
   // batch are sequential. Postgres connections in use therefore equal the function's concurrency.
   const db = createDb({ databaseUrl, poolSize: 1, logger });
+  const provider = createKeyProvider(keyConfig);
+  let keys: IngestKeys;
   try {
     await prepareDatabase(db, table, { migrate, logger, signal: AbortSignal.timeout(COLD_START_WAIT_MS) });
+    keys = await IngestKeys.open({ pool: db.pool, provider, pseudonymKeyOverride: override, limits: keyConfig.limits }, AbortSignal.timeout(COLD_START_WAIT_MS));
   } catch (err) {
+    provider.close();
     await db.close().catch(() => undefined);
     throw err;
   }
-  logger.info({ table: `${table.schema}.${table.name}`, migrate, batchSize }, "masq lambda ready");
-  return { db, table, pseudonymizer, batchSize };
+  logger.info({ table: `${table.schema}.${table.name}`, migrate, batchSize, keyProvider: provider.name, pseudonymKeyVersion: keys.pseudonym.version }, "masq lambda ready");
+  return { db, table, provider, keys, batchSize };
 }
 
 /**
  * Commits a chunk, trying a second time after a transient error: a connection that went stale while Lambda froze
  * the process fails on first use, and one quick retry on a fresh connection saves the batch a trip through the queue.
  */
-async function commitOnce(c: Core, chunk: readonly Outcome[]): Promise<CommitResult> {
+async function commitOnce(c: Core, chunk: readonly IncomingMessage[]): Promise<CommitResult> {
   try {
-    return await commitBatch(c.db.pool, c.table, chunk);
+    return await commitMessages(c.db.pool, c.table, c.keys, chunk);
   } catch (err) {
     if (!(err instanceof TransientError)) throw err;
     await sleep(200);
-    return commitBatch(c.db.pool, c.table, chunk);
+    return commitMessages(c.db.pool, c.table, c.keys, chunk);
   }
 }
 

@@ -23,6 +23,8 @@ export class Metrics implements PipelineObserver {
   private readonly oldestReceivedAge: Gauge;
   private readonly lastCommit: Gauge;
   private readonly queuePollErrors: Counter;
+  private readonly keyProviderCalls: Counter<"operation" | "outcome">;
+  private readonly dataKeysGenerated: Counter;
   /** Oldest SentTimestamp seen since the last scrape; the gauge reports its age, then the window restarts. */
   private oldestInWindow: number | null = null;
 
@@ -75,6 +77,17 @@ export class Metrics implements PipelineObserver {
       registers,
     });
     this.queuePollErrors = new Counter({ name: "masq_queue_poll_errors_total", help: "Failed polls of the queue's attributes.", registers });
+    this.keyProviderCalls = new Counter({
+      name: "masq_key_provider_calls_total",
+      help: "Calls to the master key's provider (KMS, or the local provider), by operation and outcome (ok, error).",
+      labelNames: ["operation", "outcome"],
+      registers,
+    });
+    this.dataKeysGenerated = new Counter({
+      name: "masq_data_keys_generated_total",
+      help: "Vault data keys generated (one provider call each; rolled over by age and use).",
+      registers,
+    });
     this.lastCommit = new Gauge({ name: "masq_last_commit_timestamp_seconds", help: "Unix time of the last committed batch.", registers });
     // SQS publishes the age of the oldest message only to CloudWatch; masq reports what it can see itself.
     const takeOldestAge = (): number => {
@@ -90,6 +103,14 @@ export class Metrics implements PipelineObserver {
         this.set(takeOldestAge());
       },
     });
+  }
+
+  keyProviderCall(operation: string, ok: boolean): void {
+    this.keyProviderCalls.inc({ operation, outcome: ok ? "ok" : "error" });
+  }
+
+  dataKeyGenerated(): void {
+    this.dataKeysGenerated.inc();
   }
 
   received(count: number, oldestSentAt: Date | null): void {

@@ -16,11 +16,13 @@ export function isInteractive(): boolean {
   return process.stdout.isTTY === true && process.stderr.isTTY === true && process.env.CI === undefined;
 }
 
-export function createProgress(label: string, opts: { stream?: NodeJS.WriteStream; force?: boolean } = {}): Progress | undefined {
+export function createProgress(label: string, opts: { stream?: NodeJS.WriteStream; force?: boolean; unit?: string } = {}): Progress | undefined {
   if (!(opts.force ?? isInteractive())) return undefined;
+  // What is counted: messages by default; a key rotation counts values, bodies or table blocks.
+  const unit = opts.unit === undefined ? { total: "messages", rate: "msg/s" } : { total: opts.unit, rate: `${opts.unit}/s` };
   const bar = new cliProgress.SingleBar(
     {
-      format: `${label} [{bar}] {percentage}% | {value}/{total} messages | {rate} msg/s | ETA {eta_formatted}`,
+      format: `${label} [{bar}] {percentage}% | {value}/{total} ${unit.total} | {rate} ${unit.rate} | ETA {eta_formatted}`,
       stream: opts.stream ?? process.stderr,
       hideCursor: true,
       clearOnComplete: false,

@@ -2,14 +2,13 @@ import type pg from "pg";
 import type { PipelineConfig } from "../config.ts";
 import { describeError, FatalError, TransientError } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import type { Pseudonymizer } from "../mask/pseudonymize.ts";
 import type { Handle, ReceivedMessage, SqsSource } from "../source/sqs-source.ts";
-import { commitBatch } from "../sink/commit-batch.ts";
 import type { TableName } from "../sink/table-name.ts";
-import type { Outcome } from "../sink/write-batch.ts";
 import type { ReasonCode } from "../transform/login-event.ts";
+import type { IngestKeys } from "../vault/ingest-keys.ts";
 import { backoffMs, sleep } from "./backoff.ts";
-import { prepareOutcome } from "./prepare.ts";
+import { commitMessages } from "./commit-messages.ts";
+import type { IncomingMessage } from "./prepare.ts";
 import { emptyStats, type RunStats } from "./stats.ts";
 import type { PipelineObserver } from "./observer.ts";
 
@@ -17,7 +16,7 @@ export interface RunnerDeps {
   source: SqsSource;
   pool: pg.Pool;
   table: TableName;
-  pseudonymizer: Pseudonymizer;
+  keys: IngestKeys;
   logger: Logger;
   config: PipelineConfig;
   observer?: PipelineObserver | undefined;
@@ -52,9 +51,9 @@ export class Runner {
   readonly stats: RunStats = emptyStats();
   private readonly deps: RunnerDeps;
   private readonly held = new Map<string, Held>();
-  private pending: Outcome[] = [];
+  private pending: IncomingMessage[] = [];
   private batchTimer: NodeJS.Timeout | undefined;
-  private readonly writeQueue: Outcome[][] = [];
+  private readonly writeQueue: IncomingMessage[][] = [];
   private activeWriters = 0;
   private sinkHealthy = true;
   private stopping = false;
@@ -156,7 +155,7 @@ export class Runner {
   }
 
   private accept(messages: ReceivedMessage[]): void {
-    const { config, pseudonymizer } = this.deps;
+    const { config } = this.deps;
     const visibleAt = Date.now() + config.visibilityTimeoutSeconds * 1000;
     for (const m of messages) {
       this.stats.received++;
@@ -172,7 +171,8 @@ export class Runner {
         this.warnedNoSentTimestamp = true;
         this.deps.logger.warn("the SQS endpoint does not report SentTimestamp; create_date falls back to the receive date");
       }
-      this.pending.push(prepareOutcome(m, pseudonymizer));
+      // Masked at commit time, with the pseudonym key active then (commit-messages.ts).
+      this.pending.push({ messageId: m.messageId, body: m.body, sentAt: m.sentAt, receivedAt: m.receivedAt });
     }
     if (this.pending.length >= config.batchSize) this.flush();
     else if (this.batchTimer === undefined && this.pending.length > 0) {
@@ -201,13 +201,13 @@ export class Runner {
     if (this.fatal !== undefined) this.writeQueue.length = 0;
   }
 
-  private async commitAndDelete(batch: Outcome[]): Promise<void> {
-    const { pool, table, logger } = this.deps;
+  private async commitAndDelete(batch: IncomingMessage[]): Promise<void> {
+    const { pool, table, keys, logger } = this.deps;
     const started = performance.now();
     for (let attempt = 0; ; attempt++) {
       if (this.hardAbort.signal.aborted || this.fatal !== undefined) return;
       try {
-        const r = await commitBatch(pool, table, batch);
+        const r = await commitMessages(pool, table, keys, batch, this.hardAbort.signal);
         this.stats.written += r.written;
         this.stats.duplicates += r.duplicates;
         for (const [reason, n] of Object.entries(r.quarantinedByReason) as [ReasonCode, number][]) {

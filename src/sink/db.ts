@@ -15,6 +15,10 @@ export interface MasqTables {
     received_at: Date;
     quarantined_at: Date;
     replayed_at: Date | null;
+    /** The original body, encrypted (vault-aad.ts quarantineBodyAad); readable by masq_unmask and the owner only. */
+    body_data_key_id: string | null;
+    body_nonce: Buffer | null;
+    body_ciphertext: Buffer | null;
   };
   "masq.schema_migrations": { version: number; name: string; applied_at: Date };
 }

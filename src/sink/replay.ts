@@ -3,6 +3,13 @@ import { DataError } from "../errors.ts";
 import type { LoginRow } from "../mask/mask-event.ts";
 import { classifyPgError } from "./pg-errors.ts";
 import { qualified, type TableName } from "./table-name.ts";
+import { StaleKeyError, type VaultEntry } from "./write-batch.ts";
+
+/** The vault rows a replay adds (a corrected body's originals), under the pseudonym key its rows were masked with. */
+export interface ReplayVault {
+  keyVersion: number;
+  entries: readonly VaultEntry[];
+}
 
 export interface ReplayItem {
   messageId: string;
@@ -22,11 +29,17 @@ export interface ReplayResult {
  * turns its ledger outcome into 'written' and inserts its row, for records not replayed before (the row lock makes a
  * concurrent second replay of the same record a no-op). Batches the database refuses are split like ingestion's.
  */
-export async function replayRows(pool: pg.Pool, table: TableName, items: readonly ReplayItem[]): Promise<ReplayResult> {
+export async function replayRows(
+  pool: pg.Pool,
+  table: TableName,
+  items: readonly ReplayItem[],
+  vault?: ReplayVault,
+  onProgress?: (done: number) => void,
+): Promise<ReplayResult> {
   const result: ReplayResult = { replayed: 0, skipped: 0, refused: new Map() };
   const run = async (part: readonly ReplayItem[]): Promise<void> => {
     try {
-      const n = await replayStatement(pool, table, part);
+      const n = await replayStatement(pool, table, part, vault);
       result.replayed += n;
       result.skipped += part.length - n;
     } catch (err) {
@@ -40,20 +53,36 @@ export async function replayRows(pool: pg.Pool, table: TableName, items: readonl
       await run(part.slice(mid));
     }
   };
-  for (let i = 0; i < items.length; i += 500) await run(items.slice(i, i + 500));
+  for (let i = 0; i < items.length; i += 500) {
+    await run(items.slice(i, i + 500));
+    onProgress?.(Math.min(items.length, i + 500));
+  }
   return result;
 }
 
-async function replayStatement(pool: pg.Pool, table: TableName, items: readonly ReplayItem[]): Promise<number> {
+async function replayStatement(pool: pg.Pool, table: TableName, items: readonly ReplayItem[], vault: ReplayVault | undefined): Promise<number> {
   const col = <K extends keyof LoginRow>(k: K) => items.map((i) => i.row[k]);
+  const entries = vault?.entries ?? [];
+  let res: pg.QueryResult<{ n: number; key_ok: boolean }>;
   try {
-    const res = await pool.query<{ n: number }>(
-      `WITH input AS (
+    // A db_rejected row replays as it was masked; a corrected body was masked now, under the active key, which the
+    // guard checks as ingestion's does (no vault entries and no version: nothing to check).
+    res = await pool.query<{ n: number; key_ok: boolean }>(
+      `WITH guard AS (
+         SELECT CASE WHEN $9::int IS NULL THEN true ELSE masq.lock_pseudonym_key($9) END AS ok
+       ), vaulted AS (
+         INSERT INTO masq.vault (kind, pseudonym, key_version, data_key_id, nonce, ciphertext)
+         SELECT v.kind, v.pseudonym, $9, v.data_key_id, v.nonce, v.ciphertext
+         FROM unnest($10::text[], $11::text[], $12::uuid[], $13::bytea[], $14::bytea[]) AS v(kind, pseudonym, data_key_id, nonce, ciphertext)
+         WHERE (SELECT ok FROM guard)
+         ORDER BY v.kind, v.pseudonym
+         ON CONFLICT (kind, pseudonym) DO NOTHING
+       ), input AS (
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[], $8::date[])
            AS r(message_id, user_id, device_type, masked_ip, masked_device_id, locale, app_version, create_date)
        ), pending AS (
          SELECT q.message_id FROM masq.quarantine q JOIN input i ON i.message_id = q.message_id
-         WHERE q.replayed_at IS NULL FOR UPDATE OF q
+         WHERE q.replayed_at IS NULL AND (SELECT ok FROM guard) FOR UPDATE OF q
        ), marked AS (
          UPDATE masq.quarantine q SET replayed_at = now() FROM pending p WHERE q.message_id = p.message_id RETURNING q.message_id
        ), ledger AS (
@@ -64,7 +93,7 @@ async function replayStatement(pool: pg.Pool, table: TableName, items: readonly 
          FROM input i JOIN marked m ON m.message_id = i.message_id
          RETURNING 1
        )
-       SELECT (SELECT count(*) FROM written)::int AS n`,
+       SELECT (SELECT count(*) FROM written)::int AS n, (SELECT ok FROM guard) AS key_ok`,
       [
         items.map((i) => i.messageId),
         col("userId"),
@@ -74,10 +103,17 @@ async function replayStatement(pool: pg.Pool, table: TableName, items: readonly 
         col("locale"),
         col("appVersion"),
         col("createDate"),
+        vault?.keyVersion ?? null,
+        entries.map((e) => e.kind),
+        entries.map((e) => e.pseudonym),
+        entries.map((e) => e.dataKeyId),
+        entries.map((e) => e.nonce),
+        entries.map((e) => e.ciphertext),
       ],
     );
-    return res.rows[0]?.n ?? 0;
   } catch (err) {
     throw classifyPgError(err);
   }
+  if (res.rows[0]?.key_ok !== true) throw new StaleKeyError(vault?.keyVersion ?? 0);
+  return res.rows[0].n;
 }

@@ -10,6 +10,21 @@ export interface DatabaseStatus {
   /** Exact below a million rows; above, the planner's estimate (an exact count would scan the whole table). */
   targetRows: { count: number; exact: boolean };
   quarantine: { reason: string; total: number; last24h: number }[];
+  vault: VaultStatus;
+}
+
+export interface VaultStatus {
+  /** Distinct originals held (exact below a million, else the planner's estimate). */
+  values: { count: number; exact: boolean };
+  byKind: Record<string, number> | null;
+  /** On disk, indexes included. */
+  bytes: number;
+  dataKeys: number;
+  /** Master keys that wrap masq's keys: more than one means a master key rotation is not finished. */
+  masterKeys: string[];
+  pseudonymKey: { version: number; provider: string } | null;
+  /** A pseudonym key rotation in progress: the version being replaced. */
+  retiringVersion: number | null;
 }
 
 /** What `masq status` shows of the database: cheap, index-backed queries only. */
@@ -34,6 +49,7 @@ export async function databaseStatus(db: Db, table: { schema: string; name: stri
     .orderBy("total", "desc")
     .execute();
   const byOutcome = Object.fromEntries(today.rows.map((r) => [r.outcome, r.n]));
+  const vault = await vaultStatus(db);
   return {
     schemaVersion: version.rows[0]?.v ?? 0,
     committedToday: { written: byOutcome.written ?? 0, quarantined: byOutcome.quarantined ?? 0 },
@@ -41,6 +57,34 @@ export async function databaseStatus(db: Db, table: { schema: string; name: stri
     ledgerRows,
     targetRows,
     quarantine,
+    vault,
+  };
+}
+
+async function vaultStatus(db: Db): Promise<VaultStatus> {
+  const values = await countRows(db, "masq", "vault");
+  const byKind = values.exact
+    ? Object.fromEntries(
+        (await sql<{ kind: string; n: number }>`SELECT kind, count(*)::int AS n FROM masq.vault GROUP BY kind`.execute(db.kysely)).rows.map((r) => [r.kind, r.n]),
+      )
+    : null;
+  const size = await sql<{ bytes: string }>`SELECT pg_total_relation_size('masq.vault') AS bytes`.execute(db.kysely);
+  const keys = await sql<{ n: number; masters: string[] | null }>`
+    SELECT count(*)::int AS n, (SELECT array_agg(DISTINCT master_key_id) FROM (
+      SELECT master_key_id FROM masq.data_keys
+      UNION SELECT master_key_id FROM masq.pseudonym_keys WHERE master_key_id IS NOT NULL AND state <> 'retired') m) AS masters
+    FROM masq.data_keys`.execute(db.kysely);
+  const pk = await sql<{ version: number; state: string; provider: string }>`
+    SELECT version, state, provider FROM masq.pseudonym_keys WHERE state IN ('active', 'retiring') ORDER BY version`.execute(db.kysely);
+  const active = pk.rows.find((r) => r.state === "active");
+  return {
+    values,
+    byKind,
+    bytes: Number(size.rows[0]?.bytes ?? 0),
+    dataKeys: keys.rows[0]?.n ?? 0,
+    masterKeys: keys.rows[0]?.masters ?? [],
+    pseudonymKey: active ? { version: active.version, provider: active.provider } : null,
+    retiringVersion: pk.rows.find((r) => r.state === "retiring")?.version ?? null,
   };
 }
 

@@ -1,17 +1,65 @@
 import type pg from "pg";
+import { TransientError } from "../errors.ts";
 import type { LoginRow } from "../mask/mask-event.ts";
+import type { PiiKind } from "../mask/pseudonymize.ts";
 import type { ReasonCode } from "../transform/login-event.ts";
+import type { Sealed } from "../vault/aead.ts";
 import { classifyPgError } from "./pg-errors.ts";
 import { qualified, type TableName } from "./table-name.ts";
 
-/** A message ready to commit: a row for the user's table, or a quarantine record. Neither holds plain PII. */
+/**
+ * A message ready to commit: a row for the user's table, or a quarantine record. What is written holds no plain PII:
+ * the originals (`pii`, `originalBody`) stay in memory until the vault sealer encrypts them and drops them
+ * (vault/vault-sealer.ts); they reach the database only encrypted.
+ */
 export type Outcome = {
   messageId: string;
   /** SentTimestamp; null only when SQS did not report one. */
   sentAt: Date | null;
   receivedAt: Date;
   bodyLength: number;
-} & ({ kind: "row"; row: LoginRow } | { kind: "quarantine"; reason: ReasonCode; detail: string; redactedBody: string | null });
+} & (
+  | { kind: "row"; row: LoginRow; pii?: { ip: string; deviceId: string } }
+  | { kind: "quarantine"; reason: ReasonCode; detail: string; redactedBody: string | null; originalBody: string | null; sealedBody?: SealedBody | null }
+);
+
+/** The outcome as it is written: without the plaintext originals. */
+export function withoutOriginals(o: Outcome): Outcome {
+  if (o.kind === "row") {
+    if (o.pii === undefined) return o;
+    return { messageId: o.messageId, sentAt: o.sentAt, receivedAt: o.receivedAt, bodyLength: o.bodyLength, kind: "row", row: o.row };
+  }
+  return o.originalBody === null ? o : { ...o, originalBody: null };
+}
+
+export interface SealedBody extends Sealed {
+  dataKeyId: string;
+}
+
+/** One vault row: a distinct PII value, encrypted, under its pseudonym. */
+export interface VaultEntry extends Sealed {
+  kind: PiiKind;
+  pseudonym: string;
+  dataKeyId: string;
+}
+
+/** A batch as committed: outcomes whose pseudonyms were made with pseudonym key `keyVersion`, and their vault rows. */
+export interface SealedBatch {
+  keyVersion: number;
+  outcomes: readonly Outcome[];
+  vault: readonly VaultEntry[];
+}
+
+/**
+ * The batch's pseudonym key is no longer the active one (a rotation switched keys): nothing was written. The caller
+ * reloads the active key and masks the batch again.
+ */
+export class StaleKeyError extends TransientError {
+  override name = "StaleKeyError";
+  constructor(version: number) {
+    super(`pseudonym key version ${version} is no longer active`, "pseudonym_key_rotated");
+  }
+}
 
 export interface BatchResult {
   written: number;
@@ -26,34 +74,51 @@ export interface BatchResult {
  * One statement, so one transaction and one round trip per batch: claims every message id in the ingest ledger
  * and writes rows and quarantine records only for the ids it newly claimed. A redelivered message finds its id
  * already claimed and adds nothing; two workers racing on the same id serialise on the ledger's primary key.
+ * The vault rows go in the same transaction, insert-if-absent. Nothing at all is written unless the batch's
+ * pseudonym key is still the active one (masq.lock_pseudonym_key, which holds a share lock on it until commit).
  */
 function batchSql(table: TableName): string {
   return `
-WITH rows AS (
+WITH guard AS (
+  SELECT masq.lock_pseudonym_key($16) AS ok
+), rows AS (
   SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[], $8::date[])
     AS r(message_id, user_id, device_type, masked_ip, masked_device_id, locale, app_version, create_date)
 ), bad AS (
-  SELECT * FROM unnest($9::text[], $10::text[], $11::text[], $12::text[], $13::int[], $14::timestamptz[], $15::timestamptz[])
-    AS q(message_id, reason, detail, body, body_length, sent_at, received_at)
+  SELECT * FROM unnest($9::text[], $10::text[], $11::text[], $12::text[], $13::int[], $14::timestamptz[], $15::timestamptz[],
+                       $17::uuid[], $18::bytea[], $19::bytea[])
+    AS q(message_id, reason, detail, body, body_length, sent_at, received_at, body_data_key_id, body_nonce, body_ciphertext)
 ), claimed AS (
   INSERT INTO masq.ingest_ledger (message_id, outcome)
-  SELECT message_id, 'written' FROM rows
-  UNION ALL
-  SELECT message_id, 'quarantined' FROM bad
+  SELECT message_id, outcome FROM (
+    SELECT message_id, 'written' AS outcome FROM rows
+    UNION ALL
+    SELECT message_id, 'quarantined' FROM bad
+  ) m
+  WHERE (SELECT ok FROM guard)
   ON CONFLICT (message_id) DO NOTHING
   RETURNING message_id, outcome
+), vaulted AS (
+  INSERT INTO masq.vault (kind, pseudonym, key_version, data_key_id, nonce, ciphertext)
+  SELECT v.kind, v.pseudonym, $16, v.data_key_id, v.nonce, v.ciphertext
+  FROM unnest($20::text[], $21::text[], $22::uuid[], $23::bytea[], $24::bytea[]) AS v(kind, pseudonym, data_key_id, nonce, ciphertext)
+  WHERE (SELECT ok FROM guard)
+  -- In key order: concurrent batches that share values then wait for each other instead of deadlocking.
+  ORDER BY v.kind, v.pseudonym
+  ON CONFLICT (kind, pseudonym) DO NOTHING
 ), written AS (
   INSERT INTO ${qualified(table)} (user_id, device_type, masked_ip, masked_device_id, locale, app_version, create_date)
   SELECT r.user_id, r.device_type, r.masked_ip, r.masked_device_id, r.locale, r.app_version, r.create_date
   FROM rows r JOIN claimed c ON c.message_id = r.message_id AND c.outcome = 'written'
   RETURNING 1
 ), quarantined AS (
-  INSERT INTO masq.quarantine (message_id, reason, detail, body, body_length, sent_at, received_at)
-  SELECT b.message_id, b.reason, b.detail, b.body, b.body_length, b.sent_at, b.received_at
+  INSERT INTO masq.quarantine (message_id, reason, detail, body, body_length, sent_at, received_at, body_data_key_id, body_nonce, body_ciphertext)
+  SELECT b.message_id, b.reason, b.detail, b.body, b.body_length, b.sent_at, b.received_at, b.body_data_key_id, b.body_nonce, b.body_ciphertext
   FROM bad b JOIN claimed c ON c.message_id = b.message_id AND c.outcome = 'quarantined'
   RETURNING reason
 )
-SELECT (SELECT count(*) FROM written)::int AS written,
+SELECT (SELECT ok FROM guard) AS key_ok,
+       (SELECT count(*) FROM written)::int AS written,
        (SELECT coalesce(json_object_agg(reason, n), '{}') FROM (SELECT reason, count(*)::int AS n FROM quarantined GROUP BY reason) g) AS by_reason`;
 }
 
@@ -63,13 +128,33 @@ const sqlCache = new Map<string, string>();
  * Commits a batch. Outcomes must have distinct message ids (the runner dedupes). Throws TransientError,
  * DataError (some row is unacceptable to this table: split and retry) or FatalError.
  */
-export async function writeBatch(pool: pg.Pool, table: TableName, outcomes: readonly Outcome[]): Promise<BatchResult> {
+export async function writeBatch(pool: pg.Pool, table: TableName, batch: SealedBatch): Promise<BatchResult> {
+  const { outcomes } = batch;
   const key = qualified(table);
   let text = sqlCache.get(key);
   if (text === undefined) sqlCache.set(key, (text = batchSql(table)));
 
   const r = { id: [] as string[], user: [] as string[], type: [] as string[], ip: [] as string[], dev: [] as string[], loc: [] as (string | null)[], ver: [] as number[], date: [] as string[] };
-  const q = { id: [] as string[], reason: [] as string[], detail: [] as string[], body: [] as (string | null)[], len: [] as number[], sent: [] as (string | null)[], recv: [] as string[] };
+  const q = {
+    id: [] as string[],
+    reason: [] as string[],
+    detail: [] as string[],
+    body: [] as (string | null)[],
+    len: [] as number[],
+    sent: [] as (string | null)[],
+    recv: [] as string[],
+    key: [] as (string | null)[],
+    nonce: [] as (Buffer | null)[],
+    ct: [] as (Buffer | null)[],
+  };
+  const v = { kind: [] as string[], pseudonym: [] as string[], key: [] as string[], nonce: [] as Buffer[], ct: [] as Buffer[] };
+  for (const e of batch.vault) {
+    v.kind.push(e.kind);
+    v.pseudonym.push(e.pseudonym);
+    v.key.push(e.dataKeyId);
+    v.nonce.push(e.nonce);
+    v.ct.push(e.ciphertext);
+  }
   for (const o of outcomes) {
     if (o.kind === "row") {
       r.id.push(o.messageId);
@@ -88,20 +173,31 @@ export async function writeBatch(pool: pg.Pool, table: TableName, outcomes: read
       q.len.push(o.bodyLength);
       q.sent.push(o.sentAt?.toISOString() ?? null);
       q.recv.push(o.receivedAt.toISOString());
+      q.key.push(o.sealedBody?.dataKeyId ?? null);
+      q.nonce.push(o.sealedBody?.nonce ?? null);
+      q.ct.push(o.sealedBody?.ciphertext ?? null);
     }
   }
+  let res: pg.QueryResult<{ key_ok: boolean; written: number; by_reason: Record<string, number> }>;
   try {
-    const res = await pool.query<{ written: number; by_reason: Record<string, number> }>({
+    res = await pool.query<{ key_ok: boolean; written: number; by_reason: Record<string, number> }>({
       text,
       // A named statement is parsed and planned once per connection, not once per batch.
       name: `masq_write_batch_${key}`.slice(0, 63),
-      values: [r.id, r.user, r.type, r.ip, r.dev, r.loc, r.ver, r.date, q.id, q.reason, q.detail, q.body, q.len, q.sent, q.recv],
+      values: [
+        ...[r.id, r.user, r.type, r.ip, r.dev, r.loc, r.ver, r.date],
+        ...[q.id, q.reason, q.detail, q.body, q.len, q.sent, q.recv],
+        batch.keyVersion,
+        ...[q.key, q.nonce, q.ct],
+        ...[v.kind, v.pseudonym, v.key, v.nonce, v.ct],
+      ],
     });
-    const written = res.rows[0]?.written ?? 0;
-    const quarantinedByReason = res.rows[0]?.by_reason ?? {};
-    const quarantined = Object.values(quarantinedByReason).reduce((a, b) => a + b, 0);
-    return { written, quarantined, quarantinedByReason, duplicates: outcomes.length - written - quarantined };
   } catch (err) {
     throw classifyPgError(err);
   }
+  if (res.rows[0]?.key_ok !== true) throw new StaleKeyError(batch.keyVersion);
+  const written = res.rows[0].written;
+  const quarantinedByReason = res.rows[0].by_reason;
+  const quarantined = Object.values(quarantinedByReason).reduce((a, b) => a + b, 0);
+  return { written, quarantined, quarantinedByReason, duplicates: outcomes.length - written - quarantined };
 }

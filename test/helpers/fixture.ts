@@ -22,7 +22,7 @@ export interface PipelineFixture {
 export function usePipelineFixture(): PipelineFixture {
   const f = {
     async reset() {
-      await f.db.pool.query("TRUNCATE public.user_logins, masq.ingest_ledger, masq.quarantine");
+      await f.db.pool.query("TRUNCATE public.user_logins, masq.ingest_ledger, masq.quarantine, masq.vault");
     },
   } as PipelineFixture;
   before(async () => {

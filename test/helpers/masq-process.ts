@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import { TEST_KEY } from "./pipeline.ts";
+import { TEST_KEY, TEST_MASTER_KEY_HEX } from "./pipeline.ts";
 import { TEST_CREDENTIALS } from "./sqs.ts";
 
 export const MASQ_BIN = fileURLToPath(new URL("../../bin/masq", import.meta.url));
@@ -23,6 +23,8 @@ export function masqEnv(opts: { queueUrl: string; sqsEndpoint: string; databaseU
     AWS_SECRET_ACCESS_KEY: TEST_CREDENTIALS.secretAccessKey,
     AWS_REGION: "us-east-1",
     DATABASE_URL: opts.databaseUrl,
+    MASQ_MASTER_KEY: TEST_MASTER_KEY_HEX,
+    // The tests' known pseudonym key, given explicitly, so expected pseudonyms can be computed in the test.
     MASQ_PSEUDONYM_KEY: Buffer.from(TEST_KEY).toString("hex"),
     MASQ_LOG_LEVEL: "info",
     // Several masq processes run at once in some tests: each takes a free port for /metrics rather than 9090.

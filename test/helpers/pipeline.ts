@@ -3,13 +3,23 @@ import type { SQSClient } from "@aws-sdk/client-sqs";
 import type { PipelineConfig } from "../../src/config.ts";
 import { generateEvents, type SyntheticEvent } from "../../src/demo/synthetic.ts";
 import { createLogger, type Logger } from "../../src/log.ts";
-import { createPseudonymizer } from "../../src/mask/pseudonymize.ts";
+import { IngestKeys } from "../../src/vault/ingest-keys.ts";
+import { LocalKeyProvider } from "../../src/vault/local-provider.ts";
 import { Runner } from "../../src/runner/runner.ts";
 import { createDb, type Db } from "../../src/sink/db.ts";
 import { SqsSource } from "../../src/source/sqs-source.ts";
 import type { TableName } from "../../src/sink/table-name.ts";
 
 export const TEST_KEY = new Uint8Array(32).map((_, i) => i);
+/** The local provider's master key in tests (hex: 20 21 … 3f). */
+export const TEST_MASTER_KEY = new Uint8Array(32).map((_, i) => 0x20 + i);
+export const TEST_MASTER_KEY_HEX = Buffer.from(TEST_MASTER_KEY).toString("hex");
+
+/** Ingestion's keys as the tests use them: the local provider, and TEST_KEY given as the pseudonym key. */
+export function testKeys(db: Db, opts: { pseudonymKey?: Uint8Array | null } = {}): Promise<IngestKeys> {
+  const override = opts.pseudonymKey === null ? undefined : (opts.pseudonymKey ?? TEST_KEY);
+  return IngestKeys.open({ pool: db.pool, provider: new LocalKeyProvider(Uint8Array.from(TEST_MASTER_KEY)), pseudonymKeyOverride: override });
+}
 export const TABLE: TableName = { schema: "public", name: "user_logins" };
 
 export const FAST: PipelineConfig = {
@@ -54,12 +64,20 @@ export function captureLogger(level: "debug" | "info" = "debug"): { logger: Logg
   return { logger: createLogger(level, sink), lines };
 }
 
-export function makeRunner(opts: { db: Db; sqs: SQSClient; queueUrl: string; logger?: Logger; config?: Partial<PipelineConfig>; source?: SqsSource }): Runner {
+export async function makeRunner(opts: {
+  db: Db;
+  sqs: SQSClient;
+  queueUrl: string;
+  logger?: Logger;
+  config?: Partial<PipelineConfig>;
+  source?: SqsSource;
+  keys?: IngestKeys;
+}): Promise<Runner> {
   return new Runner({
     source: opts.source ?? new SqsSource(opts.sqs, opts.queueUrl),
     pool: opts.db.pool,
     table: TABLE,
-    pseudonymizer: createPseudonymizer(TEST_KEY),
+    keys: opts.keys ?? (await testKeys(opts.db)),
     logger: opts.logger ?? createLogger("silent"),
     config: { ...FAST, ...opts.config },
   });

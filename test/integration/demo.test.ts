@@ -7,12 +7,13 @@ test("masq demo (npm start) runs with no configuration and prints the summary", 
   const { code } = await proc.exited;
   const out = proc.lines.join("\n");
   assert.equal(code, 0, out);
-  assert.match(out, /WARNING: .*demo only|WARNING: masq demo uses a random pseudonym key/);
+  assert.match(out, /WARNING: masq demo uses a master key generated for the demo/);
   assert.match(out, /received\s+1,500/);
   const written = Number(/written\s+([\d,]+) rows/.exec(out)?.[1]?.replace(/,/g, ""));
   const quarantined = Number(/quarantined\s+([\d,]+)/.exec(out)?.[1]?.replace(/,/g, ""));
   assert.equal(written + quarantined, 1500);
   assert.ok(quarantined > 0 && quarantined < 200, "about 5% malformed");
+  assert.match(out, /vault\s+[1-9][\d,]* distinct ips and [1-9][\d,]* device ids, encrypted under 1 data key\(s\)/);
   assert.match(out, /Largest duplicate groups by masked_device_id/);
   assert.match(out, /\b[0-9a-f]{64}\s+\d+/, "duplicate groups are shown by pseudonym");
 });

@@ -9,7 +9,7 @@ import { sendBodies } from "../../src/demo/send-events.ts";
 import { startTcpProxy } from "../helpers/tcp-proxy.ts";
 import { startFauxqsProcess } from "../../src/demo/fauxqs-process.ts";
 import { freePort } from "../../src/demo/embedded.ts";
-import { captureLogger, createDb, expectedCounts, makeRunner, tableCounts, uniqueEvents, waitFor } from "../helpers/pipeline.ts";
+import { captureLogger, createDb, expectedCounts, makeRunner, tableCounts, testKeys, uniqueEvents, waitFor } from "../helpers/pipeline.ts";
 
 const fx = usePipelineFixture();
 
@@ -25,7 +25,7 @@ describe("faults", () => {
     const viaProxy = createDb({ databaseUrl: fx.pgdb.urlVia(proxy.port), poolSize: 4 });
     const { logger, lines } = captureLogger("info");
     // Small batches, so the outage lands in the middle of the run.
-    const runner = makeRunner({ db: viaProxy, sqs: fx.sqs.client, queueUrl, logger, config: { batchSize: 50, maxInFlight: 400, writers: 2 } });
+    const runner = await makeRunner({ db: viaProxy, sqs: fx.sqs.client, queueUrl, logger, config: { batchSize: 50, maxInFlight: 400, writers: 2 } });
     const running = runner.run({ drain: true });
     await waitFor(() => runner.stats.written > 0, 30_000, "first commits");
     proxy.cut();
@@ -55,7 +55,7 @@ describe("faults", () => {
     const queueUrl = fx.sqs.newQueue();
     await sendBodies(fx.sqs.client, queueUrl, events.map((e) => e.body));
     const own = createDb({ databaseUrl: fx.pgdb.url, poolSize: 4 });
-    const runner = makeRunner({ db: own, sqs: fx.sqs.client, queueUrl, config: { batchSize: 50, maxInFlight: 400 } });
+    const runner = await makeRunner({ db: own, sqs: fx.sqs.client, queueUrl, config: { batchSize: 50, maxInFlight: 400 } });
     const running = runner.run({ drain: true });
     await waitFor(() => runner.stats.written > 0, 30_000, "first commits");
     await fx.pgdb.embedded!.pause();
@@ -83,7 +83,7 @@ describe("faults", () => {
     const proxy = await startTcpProxy(Number(new URL(fx.sqs.endpoint).port));
     const client = fx.sqs.clientFor(`http://127.0.0.1:${proxy.port}`);
     const { logger, lines } = captureLogger("info");
-    const runner = makeRunner({ db: fx.db, sqs: client, queueUrl, logger, config: { batchSize: 50, maxInFlight: 400 } });
+    const runner = await makeRunner({ db: fx.db, sqs: client, queueUrl, logger, config: { batchSize: 50, maxInFlight: 400 } });
     const running = runner.run({ drain: true });
     await waitFor(() => runner.stats.deleted > 0, 30_000, "first deletes");
     proxy.cut();
@@ -113,7 +113,7 @@ describe("faults", () => {
       const created = await client.send(new CreateQueueCommand({ QueueName: "login-queue" }));
       await sendBodies(client, created.QueueUrl!, events.map((e) => e.body));
       const { logger, lines } = captureLogger("info");
-      const runner = makeRunner({ db: fx.db, sqs: client, queueUrl: created.QueueUrl!, logger, config: { batchSize: 50, maxInFlight: 400, visibilityTimeoutSeconds: 5 } });
+      const runner = await makeRunner({ db: fx.db, sqs: client, queueUrl: created.QueueUrl!, logger, config: { batchSize: 50, maxInFlight: 400, visibilityTimeoutSeconds: 5 } });
       const running = runner.run({ drain: true });
       await waitFor(() => runner.stats.deleted > 0, 30_000, "first deletes");
       await server.kill();
@@ -141,9 +141,11 @@ describe("faults", () => {
     await sendBodies(fx.sqs.client, queueUrl, events.map((e) => e.body));
     const proxy = await startTcpProxy(fx.pgdb.port, fx.pgdb.host);
     const viaProxy = createDb({ databaseUrl: fx.pgdb.urlVia(proxy.port), poolSize: 4 });
+    // Keys are loaded at start-up, before the outage.
+    const keys = await testKeys(fx.db);
     // A 2 s visibility timeout and a 5 s outage: without extension every held message would come back.
     proxy.cut();
-    const runner = makeRunner({ db: viaProxy, sqs: fx.sqs.client, queueUrl, config: { visibilityTimeoutSeconds: 2, batchSize: 100, maxInFlight: 600 } });
+    const runner = await makeRunner({ db: viaProxy, sqs: fx.sqs.client, queueUrl, keys, config: { visibilityTimeoutSeconds: 2, batchSize: 100, maxInFlight: 600 } });
     const running = runner.run({ drain: true });
     await waitFor(() => runner.inFlight >= 100, 30_000, "messages to be held");
     await new Promise((r) => setTimeout(r, 5000));

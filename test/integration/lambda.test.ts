@@ -5,7 +5,7 @@ import { freePort } from "../../src/demo/embedded.ts";
 import { ConfigError } from "../../src/errors.ts";
 import { createSqsHandler, handler, lambdaInstance, type SqsEvent, type SqsHandler, type SqsRecord } from "../../src/lambda/handler.ts";
 import type { Db } from "../../src/sink/db.ts";
-import { createDb, expectedCounts, TEST_KEY, tableCounts, uniqueEvents } from "../helpers/pipeline.ts";
+import { createDb, expectedCounts, TEST_KEY, TEST_MASTER_KEY_HEX, tableCounts, uniqueEvents } from "../helpers/pipeline.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/postgres.ts";
 import { startTcpProxy } from "../helpers/tcp-proxy.ts";
 
@@ -47,7 +47,7 @@ function eventOf(records: SqsRecord[]): SqsEvent {
 function lambdaEnv(appName: string, databaseUrl = pgdb.url): NodeJS.ProcessEnv {
   const u = new URL(databaseUrl);
   u.searchParams.set("application_name", appName);
-  return { DATABASE_URL: u.toString(), MASQ_PSEUDONYM_KEY: KEY_HEX, MASQ_LOG_LEVEL: "silent" };
+  return { DATABASE_URL: u.toString(), MASQ_MASTER_KEY: TEST_MASTER_KEY_HEX, MASQ_PSEUDONYM_KEY: KEY_HEX, MASQ_LOG_LEVEL: "silent" };
 }
 
 async function backends(appName: string): Promise<number[]> {
@@ -61,7 +61,7 @@ async function ledgerHas(ids: readonly string[]): Promise<number> {
 }
 
 async function reset(): Promise<void> {
-  await db.pool.query("TRUNCATE public.user_logins, masq.ingest_ledger, masq.quarantine");
+  await db.pool.query("TRUNCATE public.user_logins, masq.ingest_ledger, masq.quarantine, masq.vault");
 }
 
 /** Gives the valid events' user ids a prefix, so two generated sets can share a table and still count apart. */
@@ -222,7 +222,7 @@ describe("Lambda handler when Postgres is away", () => {
   test("a configuration error fails the invocation itself instead of reporting items", async () => {
     const broken = createSqsHandler({ DATABASE_URL: pgdb.url, MASQ_LOG_LEVEL: "silent" });
     try {
-      await assert.rejects(broken(eventOf([record("{}")])), (err: unknown) => err instanceof ConfigError && err.setting === "MASQ_PSEUDONYM_KEY");
+      await assert.rejects(broken(eventOf([record("{}")])), (err: unknown) => err instanceof ConfigError && err.setting === "MASQ_KEY_PROVIDER");
     } finally {
       await broken.close();
     }

@@ -8,7 +8,10 @@ import { sendBodies } from "../../src/demo/send-events.ts";
 import { createPseudonymizer } from "../../src/mask/pseudonymize.ts";
 import { masqEnv, spawnMasq } from "../helpers/masq-process.ts";
 import { startTcpProxy } from "../helpers/tcp-proxy.ts";
-import { expectedCounts, tableCounts, TEST_KEY, uniqueEvents, waitFor } from "../helpers/pipeline.ts";
+import { expectedCounts, tableCounts, TEST_KEY, testKeys, uniqueEvents, waitFor } from "../helpers/pipeline.ts";
+import { prepareOutcome } from "../../src/runner/prepare.ts";
+import { seal } from "../../src/vault/aead.ts";
+import { quarantineBodyAad } from "../../src/vault/vault-aad.ts";
 
 const fx = usePipelineFixture();
 
@@ -100,7 +103,14 @@ describe("operating masq", () => {
     assert.equal(json.code, 0, json.out);
     const s = JSON.parse(json.out) as {
       queue: { counts: { visible: number; inFlight: number } };
-      database: { committedToday: { written: number; quarantined: number }; targetRows: { count: number }; quarantine: { reason: string; total: number }[]; schemaVersion: number; latestMigration: number };
+      database: {
+        committedToday: { written: number; quarantined: number };
+        targetRows: { count: number };
+        quarantine: { reason: string; total: number }[];
+        schemaVersion: number;
+        latestMigration: number;
+        vault: { values: { count: number }; byKind: Record<string, number>; bytes: number; dataKeys: number; masterKeys: string[]; pseudonymKey: { version: number } };
+      };
     };
     // A long poll the drain abandoned at exit may still take messages sent right after it (as on AWS): they count as
     // in flight until their visibility timeout, so the three new messages are visible or in flight.
@@ -110,11 +120,22 @@ describe("operating masq", () => {
     assert.equal(s.database.targetRows.count, want.valid);
     assert.equal(s.database.schemaVersion, s.database.latestMigration);
     assert.deepEqual(Object.fromEntries(s.database.quarantine.map((q) => [q.reason, q.total])), want.byReason);
+    const distinct = await fx.db.pool.query<{ ips: number; devices: number }>(
+      "SELECT count(DISTINCT masked_ip)::int AS ips, count(DISTINCT masked_device_id)::int AS devices FROM public.user_logins",
+    );
+    assert.deepEqual(s.database.vault.byKind, { ip: distinct.rows[0]!.ips, device_id: distinct.rows[0]!.devices });
+    assert.equal(s.database.vault.values.count, distinct.rows[0]!.ips + distinct.rows[0]!.devices);
+    assert.ok(s.database.vault.bytes > 0);
+    const dataKeys = await fx.db.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM masq.data_keys");
+    assert.equal(s.database.vault.dataKeys, dataKeys.rows[0]!.n);
+    assert.equal(s.database.vault.masterKeys.length, 1);
+    assert.equal(s.database.vault.pseudonymKey.version, 1);
 
     const text = await masq(["status"], env);
     assert.equal(text.code, 0);
     assert.match(text.out, /visible\s+\d+\n\s+in flight\s+\d+/);
     assert.match(text.out, /up to date/);
+    assert.match(text.out, /vault\s+[\d,]+ distinct values \([\d,]+ ips, [\d,]+ device ids\)/);
 
     const noQueue = await masq(["status"], { ...env, QUEUE_URL: "" });
     assert.match(noQueue.out, /queue\s+not configured/);
@@ -161,19 +182,19 @@ describe("operating masq", () => {
       // Still refused while the constraint stands: nothing changes, exit 1.
       const refused = await masq(["quarantine", "replay", "--reason", "db_rejected"], env);
       assert.equal(refused.code, 1);
-      assert.match(refused.out, /still refused 1/);
+      assert.match(refused.out, /refused by the table 1/);
       await fx.db.pool.query("ALTER TABLE public.user_logins DROP CONSTRAINT no_blackberry");
       const replayed = await masq(["quarantine", "replay", "--reason", "db_rejected"], env);
       assert.equal(replayed.code, 0, replayed.out);
       assert.match(replayed.out, /replayed 1\b/);
       assert.match((await masq(["quarantine", "replay", "--reason", "db_rejected"], env)).out, /replayed 0\b/, "a second replay is a no-op");
 
-      // A wrong_type record cannot be replayed as it is; with a corrected body it can.
+      // A wrong_type record replayed as it is (its kept original) is still rejected; with a corrected body it loads.
       const wt = await fx.db.pool.query<{ message_id: string }>("SELECT message_id FROM masq.quarantine WHERE reason = 'wrong_type'");
       const id = wt.rows[0]!.message_id;
       const asIs = await masq(["quarantine", "replay", "--id", id], env);
       assert.equal(asIs.code, 1);
-      assert.match(asIs.out, /--body-file/);
+      assert.match(asIs.out, /replayed 0\b.*still rejected by masq \(left quarantined\): wrong_type 1/);
       const dir = mkdtempSync(path.join(tmpdir(), "masq-replay-"));
       writeFileSync(path.join(dir, "still-bad.json"), JSON.stringify({ ...bad, app_version: "x" }));
       const stillBad = await masq(["quarantine", "replay", "--id", id, "--body-file", path.join(dir, "still-bad.json")], env);
@@ -197,5 +218,48 @@ describe("operating masq", () => {
     } finally {
       await fx.db.pool.query("ALTER TABLE public.user_logins DROP CONSTRAINT IF EXISTS no_blackberry");
     }
+  });
+
+  test("quarantine replay --all sends every kept original through the pipeline again: what masq accepts now loads, the rest stays", async () => {
+    await fx.reset();
+    // Records quarantined by an earlier masq whose validator rejected what this one accepts (simulated: a valid body
+    // stored as if rejected), next to one this masq still rejects and one non-JSON body.
+    const accepted = { user_id: "u-later-ok", app_version: "3.1.4", device_type: "ios", ip: "2001:DB8::7", device_id: "777-88-9999", locale: "fr" };
+    const queueUrl = fx.sqs.newQueue();
+    await sendBodies(fx.sqs.client, queueUrl, [JSON.stringify({ ...accepted, app_version: 3 }), "not json 192.0.2.55"]);
+    const env = masqEnv({ queueUrl, sqsEndpoint: fx.sqs.endpoint, databaseUrl: fx.pgdb.url });
+    assert.equal((await masq(["run", "--drain"], env)).code, 0);
+    const keys = await testKeys(fx.db);
+    const now = new Date();
+    const o = prepareOutcome({ messageId: "m-earlier", body: JSON.stringify(accepted), sentAt: now, receivedAt: now }, keys.pseudonym.pseudonymizer);
+    assert.equal(o.kind, "row");
+    const dk = await keys.dataKeys.reserve(1);
+    const sealedBody = seal(dk.key, Buffer.from(JSON.stringify(accepted)), quarantineBodyAad("m-earlier"));
+    keys.close();
+    await fx.db.pool.query(
+      `INSERT INTO masq.ingest_ledger (message_id, outcome) VALUES ('m-earlier', 'quarantined');
+       INSERT INTO masq.quarantine (message_id, reason, detail, body, body_length, sent_at, received_at, body_data_key_id, body_nonce, body_ciphertext)
+       VALUES ('m-earlier', 'invalid_app_version', 'an older rule', NULL, 1, now(), now(), '${dk.id}', '\\x${sealedBody.nonce.toString("hex")}', '\\x${sealedBody.ciphertext.toString("hex")}')`,
+    );
+
+    const dry = await masq(["quarantine", "replay", "--all", "--dry-run"], env);
+    assert.match(dry.out, /would replay 1 record\(s\); still rejected: (wrong_type 1, invalid_json 1|invalid_json 1, wrong_type 1)/);
+    const r = await masq(["quarantine", "replay", "--all"], env);
+    assert.equal(r.code, 1, "two records stay quarantined");
+    assert.match(r.out, /replayed 1\b/);
+    assert.ok(!r.out.includes("2001:db8::7") && !r.out.includes("777-88-9999") && !r.out.includes("192.0.2.55"));
+
+    const rows = await fx.db.pool.query<{ user_id: string; masked_ip: string; masked_device_id: string }>("SELECT user_id, masked_ip, masked_device_id FROM public.user_logins");
+    const p = createPseudonymizer(TEST_KEY);
+    assert.deepEqual(rows.rows, [{ user_id: "u-later-ok", masked_ip: p.pseudonymize("ip", "2001:db8::7"), masked_device_id: p.pseudonymize("device_id", "777-88-9999") }]);
+    // Its originals are in the vault now, like any ingested row's.
+    const vault = await fx.db.pool.query<{ kind: string; pseudonym: string }>("SELECT kind, pseudonym FROM masq.vault ORDER BY kind");
+    assert.deepEqual(vault.rows, [
+      { kind: "device_id", pseudonym: p.pseudonymize("device_id", "777-88-9999") },
+      { kind: "ip", pseudonym: p.pseudonymize("ip", "2001:db8::7") },
+    ]);
+    const pending = await fx.db.pool.query<{ reason: string }>("SELECT reason FROM masq.quarantine WHERE replayed_at IS NULL ORDER BY reason");
+    assert.deepEqual(pending.rows.map((x) => x.reason), ["invalid_json", "wrong_type"]);
+    assert.match((await masq(["quarantine", "replay", "--all"], env)).out, /replayed 0\b/, "a second replay loads nothing again");
   });
 });

@@ -16,7 +16,7 @@ describe("pipeline against fauxqs and Postgres", () => {
     await sendBodies(fx.sqs.client, queueUrl, events.map((e) => e.body));
 
     const { logger, lines } = captureLogger("debug");
-    const result = await makeRunner({ db: fx.db, sqs: fx.sqs.client, queueUrl, logger }).run({ drain: true });
+    const result = await (await makeRunner({ db: fx.db, sqs: fx.sqs.client, queueUrl, logger })).run({ drain: true });
 
     assert.equal(result.fatal, undefined);
     assert.equal(result.timedOut, false);
@@ -67,7 +67,7 @@ describe("pipeline against fauxqs and Postgres", () => {
         return Promise.resolve({ retry: [], stale: 0 });
       }
     }
-    const first = makeRunner({ db: fx.db, sqs: fx.sqs.client, queueUrl, config: { visibilityTimeoutSeconds: 2 }, source: new NoDelete(fx.sqs.client, queueUrl) });
+    const first = await makeRunner({ db: fx.db, sqs: fx.sqs.client, queueUrl, config: { visibilityTimeoutSeconds: 2 }, source: new NoDelete(fx.sqs.client, queueUrl) });
     const running = first.run({ drain: false });
     while (first.stats.written < events.length) await new Promise((r) => setTimeout(r, 50));
     first.stop();
@@ -75,7 +75,7 @@ describe("pipeline against fauxqs and Postgres", () => {
     assert.equal((await tableCounts(fx.db)).rows, events.length);
 
     // The messages come back after their visibility timeout; a second worker sees them again.
-    const second = await makeRunner({ db: fx.db, sqs: fx.sqs.client, queueUrl }).run({ drain: true });
+    const second = await (await makeRunner({ db: fx.db, sqs: fx.sqs.client, queueUrl })).run({ drain: true });
     assert.equal(second.stats.received, events.length, "every message was redelivered");
     assert.equal(second.stats.duplicates, events.length);
     assert.equal(second.stats.written, 0);
@@ -94,7 +94,7 @@ describe("pipeline against fauxqs and Postgres", () => {
       );
       const queueUrl = fx.sqs.newQueue();
       await sendBodies(fx.sqs.client, queueUrl, events.map((e) => e.body));
-      const result = await makeRunner({ db: fx.db, sqs: fx.sqs.client, queueUrl }).run({ drain: true });
+      const result = await (await makeRunner({ db: fx.db, sqs: fx.sqs.client, queueUrl })).run({ drain: true });
       const c = await tableCounts(fx.db);
       assert.equal(c.quarantine.db_rejected, 8);
       assert.equal(c.rows, 392);

@@ -5,7 +5,7 @@ import { describe, test } from "node:test";
 
 const MASQ = fileURLToPath(new URL("../../bin/masq", import.meta.url));
 const QUEUE_URL = "http://localhost:4566/000000000000/login-queue";
-const KEY = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+const MASTER = "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f";
 
 interface Run {
   status: number | null;
@@ -45,7 +45,7 @@ describe("masq run with a configuration mistake exits 2 before touching anything
   ];
   for (const [name, key] of shortKeys) {
     test(`MASQ_PSEUDONYM_KEY ${name}: named, and its value never printed`, () => {
-      const r = masq(["run"], { QUEUE_URL, MASQ_PSEUDONYM_KEY: key! });
+      const r = masq(["run"], { QUEUE_URL, MASQ_MASTER_KEY: MASTER, MASQ_PSEUDONYM_KEY: key! });
       assert.equal(r.status, 2);
       assert.equal(lines(r.stderr).length, 1, r.stderr);
       assert.match(r.stderr, /MASQ_PSEUDONYM_KEY/);
@@ -55,15 +55,34 @@ describe("masq run with a configuration mistake exits 2 before touching anything
     });
   }
 
+  for (const [name, key] of shortKeys) {
+    test(`MASQ_MASTER_KEY ${name}: named, and its value never printed`, () => {
+      const r = masq(["run"], { QUEUE_URL, MASQ_MASTER_KEY: key! });
+      assert.equal(r.status, 2);
+      assert.equal(lines(r.stderr).length, 1, r.stderr);
+      assert.match(r.stderr, /MASQ_MASTER_KEY/);
+      assert.ok(!r.stderr.includes(key!.slice(0, 12)) && !r.stdout.includes(key!.slice(0, 12)));
+      assertNoStackTrace(r);
+    });
+  }
+
+  test("no master key: one line naming MASQ_KEY_PROVIDER and both ways to set one", () => {
+    const r = masq(["run"], { QUEUE_URL });
+    assert.equal(r.status, 2);
+    assert.equal(lines(r.stderr).length, 1, r.stderr);
+    assert.match(r.stderr, /MASQ_KEY_PROVIDER.*MASQ_KMS_KEY_ID.*MASQ_MASTER_KEY/);
+    assertNoStackTrace(r);
+  });
+
   test("an invalid flag value: named as the flag", () => {
-    const r = masq(["run", "--batch-size", "abc"], { QUEUE_URL, MASQ_PSEUDONYM_KEY: KEY });
+    const r = masq(["run", "--batch-size", "abc"], { QUEUE_URL, MASQ_MASTER_KEY: MASTER });
     assert.equal(r.status, 2);
     assert.match(r.stderr, /--batch-size/);
     assertNoStackTrace(r);
   });
 
   test("an invalid DATABASE_URL: named, and its password never printed", () => {
-    const r = masq(["run"], { QUEUE_URL, MASQ_PSEUDONYM_KEY: KEY, DATABASE_URL: "postgres://u:s3cret@h:99999/db" });
+    const r = masq(["run"], { QUEUE_URL, MASQ_MASTER_KEY: MASTER, DATABASE_URL: "postgres://u:s3cret@h:99999/db" });
     assert.equal(r.status, 2);
     assert.match(r.stderr, /DATABASE_URL/);
     assert.ok(!r.stderr.includes("s3cret") && !r.stdout.includes("s3cret"));

@@ -11,7 +11,9 @@ const AWS_QUEUE = "https://sqs.us-east-1.amazonaws.com/123456789012/q";
 const LOCALSTACK_QUEUE = "http://localhost:4566/000000000000/login-queue";
 
 /** The least environment `masq run` starts with. */
-const BASE_ENV = { QUEUE_URL: AWS_QUEUE, MASQ_PSEUDONYM_KEY: TEST_KEY_HEX };
+const MASTER_HEX = "20".repeat(32);
+const BASE_ENV = { QUEUE_URL: AWS_QUEUE, MASQ_MASTER_KEY: MASTER_HEX };
+const LOCAL_KEYS = { provider: "local", masterKey: new Uint8Array(32).fill(0x20), previousMasterKeys: [], limits: { maxAgeMs: 3_600_000, maxUses: 1_000_000 } };
 
 const DEFAULT_PIPELINE: PipelineConfig = {
   batchSize: 1000,
@@ -44,7 +46,8 @@ describe("defaults", () => {
       queueUrl: AWS_QUEUE,
       databaseUrl: undefined,
       table: { schema: "public", name: "user_logins" },
-      pseudonymKey: TEST_KEY,
+      keys: LOCAL_KEYS,
+      pseudonymKeyOverride: undefined,
       sqsProtocol: "json",
       sqsEndpoint: undefined,
       region: "us-east-1",
@@ -113,8 +116,8 @@ describe("environment", () => {
     const dir = mkdtempSync(join(tmpdir(), "masq-config-"));
     try {
       writeFileSync(join(dir, "key"), `${TEST_KEY_HEX}\n`);
-      const env = { QUEUE_URL: AWS_QUEUE, MASQ_PSEUDONYM_KEY_FILE: join(dir, "key") };
-      assert.deepEqual(readRunConfig({}, env, false).pseudonymKey, TEST_KEY);
+      const env = { ...BASE_ENV, MASQ_PSEUDONYM_KEY_FILE: join(dir, "key") };
+      assert.deepEqual(readRunConfig({}, env, false).pseudonymKeyOverride, TEST_KEY);
     } finally {
       rmSync(dir, { recursive: true });
     }
@@ -201,7 +204,18 @@ describe("an invalid setting throws a ConfigError naming it", () => {
     ["--database-url invalid", { databaseUrl: `postgres://u:${PASSWORD}@h:port/db` }, {}, "--database-url"],
     ["MASQ_MAX_IN_FLIGHT below the default batch size", {}, { MASQ_MAX_IN_FLIGHT: "500" }, "MASQ_MAX_IN_FLIGHT"],
     ["MASQ_MAX_IN_FLIGHT below MASQ_BATCH_SIZE", {}, { MASQ_BATCH_SIZE: "200", MASQ_MAX_IN_FLIGHT: "100" }, "MASQ_MAX_IN_FLIGHT"],
-    ["MASQ_PSEUDONYM_KEY missing", {}, { MASQ_PSEUDONYM_KEY: undefined }, "MASQ_PSEUDONYM_KEY"],
+    ["no master key at all", {}, { MASQ_MASTER_KEY: undefined }, "MASQ_KEY_PROVIDER"],
+    ["MASQ_KEY_PROVIDER unknown", {}, { MASQ_KEY_PROVIDER: "vault" }, "MASQ_KEY_PROVIDER"],
+    ["MASQ_KEY_PROVIDER=kms without MASQ_KMS_KEY_ID", {}, { MASQ_KEY_PROVIDER: "kms" }, "MASQ_KMS_KEY_ID"],
+    ["MASQ_KEY_PROVIDER=local without MASQ_MASTER_KEY", {}, { MASQ_KEY_PROVIDER: "local", MASQ_MASTER_KEY: undefined }, "MASQ_MASTER_KEY"],
+    ["MASQ_MASTER_KEY of 31 bytes", {}, { MASQ_MASTER_KEY: MASTER_HEX.slice(2) }, "MASQ_MASTER_KEY"],
+    ["MASQ_MASTER_KEY of 33 bytes", {}, { MASQ_MASTER_KEY: `${MASTER_HEX}20` }, "MASQ_MASTER_KEY"],
+    ["MASQ_MASTER_KEY_FILE unreadable", {}, { MASQ_MASTER_KEY: undefined, MASQ_MASTER_KEY_FILE: "/nonexistent/master.key" }, "MASQ_MASTER_KEY_FILE"],
+    ["MASQ_MASTER_KEY_PREVIOUS with a short key", {}, { MASQ_MASTER_KEY_PREVIOUS: `${MASTER_HEX},abcd` }, "MASQ_MASTER_KEY_PREVIOUS"],
+    ["AWS_ENDPOINT_URL_KMS not a URL", {}, { MASQ_MASTER_KEY: undefined, MASQ_KMS_KEY_ID: "alias/masq", AWS_ENDPOINT_URL_KMS: "kms:4566" }, "AWS_ENDPOINT_URL_KMS"],
+    ["both providers' keys, no MASQ_KEY_PROVIDER", {}, { MASQ_KMS_KEY_ID: "alias/masq" }, "MASQ_KEY_PROVIDER"],
+    ["MASQ_DATA_KEY_MAX_USES zero", {}, { MASQ_DATA_KEY_MAX_USES: "0" }, "MASQ_DATA_KEY_MAX_USES"],
+    ["MASQ_DATA_KEY_MAX_AGE_SECONDS not a number", {}, { MASQ_DATA_KEY_MAX_AGE_SECONDS: "1h" }, "MASQ_DATA_KEY_MAX_AGE_SECONDS"],
     ["MASQ_PSEUDONYM_KEY too short", {}, { MASQ_PSEUDONYM_KEY: TEST_KEY_HEX.slice(2) }, "MASQ_PSEUDONYM_KEY"],
     ["MASQ_PSEUDONYM_KEY_FILE unreadable", {}, { MASQ_PSEUDONYM_KEY: undefined, MASQ_PSEUDONYM_KEY_FILE: "/nonexistent/masq.key" }, "MASQ_PSEUDONYM_KEY_FILE"],
   ];

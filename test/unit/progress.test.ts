@@ -28,3 +28,20 @@ test("the bar shows done/total, rate and ETA, sized by what is held and what sti
   assert.match(text, /\d+ msg\/s/);
   assert.match(text, /ETA/);
 });
+
+test("a bar can count other things than messages (a key rotation counts values, bodies or blocks)", async () => {
+  let text = "";
+  const stream = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      text += chunk.toString();
+      cb();
+    },
+  }) as unknown as NodeJS.WriteStream;
+  const p = createProgress("table pass", { stream, force: true, unit: "blocks" })!;
+  p.setBacklog(30);
+  p.committed({ size: 10, seconds: 0, written: 0, duplicates: 0, quarantinedByReason: {}, lagSeconds: [] });
+  await new Promise((r) => setTimeout(r, 300));
+  p.stop();
+  assert.match(text, /10\/40 blocks/);
+  assert.match(text, /\d+ blocks\/s/);
+});

@@ -1,0 +1,48 @@
+import type { KeyConfig } from "../config.ts";
+import { describeError, TransientError } from "../errors.ts";
+import type { Logger } from "../log.ts";
+import type { Metrics } from "../metrics/metrics.ts";
+import { retryTransient } from "../runner/backoff.ts";
+import type { Db } from "../sink/db.ts";
+import { IngestKeys } from "../vault/ingest-keys.ts";
+import type { KeyProvider } from "../vault/key-provider.ts";
+
+/**
+ * Opens ingestion's keys: checks the master key and loads (or, on first run, creates) the pseudonym key. Waits while
+ * Postgres or KMS are unreachable; a key that cannot be unwrapped stops masq at once, naming the setting.
+ */
+export async function openIngestKeys(opts: {
+  db: Db;
+  provider: KeyProvider;
+  config: KeyConfig;
+  override: Uint8Array | undefined;
+  logger: Logger;
+  metrics?: Metrics | undefined;
+  signal?: AbortSignal | undefined;
+}): Promise<IngestKeys> {
+  const { logger } = opts;
+  const keys = await retryTransient(
+    () =>
+      IngestKeys.open(
+        {
+          pool: opts.db.pool,
+          provider: opts.provider,
+          pseudonymKeyOverride: opts.override,
+          limits: opts.config.limits,
+          onDataKey: () => opts.metrics?.dataKeyGenerated(),
+        },
+        opts.signal,
+      ),
+    {
+      what: "loading the keys",
+      isTransient: (e) => e instanceof TransientError,
+      ...(opts.signal ? { signal: opts.signal } : {}),
+      onRetry: (err, delay) => logger.warn({ err: describeError(err), retryInMs: Math.round(delay) }, "key provider or Postgres not reachable; waiting"),
+    },
+  );
+  logger.info(
+    { keyProvider: opts.provider.name, masterKey: await opts.provider.currentMasterKeyId(), pseudonymKeyVersion: keys.pseudonym.version, pseudonymKeyGiven: opts.override !== undefined },
+    "keys loaded",
+  );
+  return keys;
+}

@@ -1,0 +1,198 @@
+import { readDatabaseUrl, readKeyConfig, readPseudonymKey, readTable } from "../config.ts";
+import { ConfigError, describeError } from "../errors.ts";
+import { createProgress, type Progress } from "../progress/progress.ts";
+import { rewrapKeys, type RewrapResult } from "../rotation/rewrap-keys.ts";
+import { rotatePseudonymKey } from "../rotation/rotate-pseudonym-key.ts";
+import { withRotationLock } from "../rotation/rotation-lock.ts";
+import type { RotationPhase } from "../rotation/rotation-state.ts";
+import { createDb, type Db } from "../sink/db.ts";
+import { qualified } from "../sink/table-name.ts";
+import { createKeyProvider } from "../vault/key-provider-from-config.ts";
+import type { KeyProvider } from "../vault/key-provider.ts";
+import { onShutdownSignals } from "./signals.ts";
+
+const n = (v: number) => v.toLocaleString("en-US");
+
+/**
+ * `masq rotate master-key [--dry-run]`: re-wraps every key under the configured master key (README, "Rotating
+ * keys"). Exit 0 when nothing is left under another master key.
+ */
+export async function rotateMasterKeyCommand(flags: Record<string, unknown>): Promise<number> {
+  const batchSize = typeof flags.batchSize === "number" ? flags.batchSize : 100;
+  return withKeys(flags, async ({ db, provider, signal }) => {
+    if (flags.dryRun === true) {
+      const would = await rewrapKeys(db.pool, provider, { batchSize, dryRun: true });
+      const total = would.dataKeys + would.pseudonymKeys;
+      if (total === 0) process.stdout.write(`every key is under ${would.masterKeyId} already: nothing to re-wrap\n`);
+      else process.stdout.write(`would re-wrap ${counts(would)} under ${would.masterKeyId}, from ${fromText(would)}\n`);
+      return 0;
+    }
+    const done = await withRotationLock(db.pool, () => rewrapKeys(db.pool, provider, { batchSize, signal }));
+    const left = await rewrapKeys(db.pool, provider, { batchSize, dryRun: true });
+    process.stdout.write(
+      done.dataKeys + done.pseudonymKeys === 0
+        ? `nothing re-wrapped: every key was under ${done.masterKeyId} already\n`
+        : `re-wrapped ${counts(done)} under ${done.masterKeyId}, from ${fromText(done)}; no vault ciphertext changed\n`,
+    );
+    if (left.dataKeys + left.pseudonymKeys > 0) {
+      process.stdout.write(`still under another master key: ${counts(left)} (${fromText(left)}); run masq rotate master-key again\n`);
+      return 1;
+    }
+    process.stdout.write(`every key is under ${done.masterKeyId} now: the old master key can be dropped once every masq process runs with the new one\n`);
+    return 0;
+  });
+}
+
+/**
+ * `masq rotate pseudonym-key [--batch-size N] [--resume] [--dry-run]`: a new pseudonym key, and every pseudonym
+ * under the old one replaced, while ingestion runs. The first SIGINT/SIGTERM stops after the current batch (exit 1,
+ * resume later); every batch is its own transaction, so even a kill leaves a state that --resume continues.
+ */
+export async function rotatePseudonymKeyCommand(flags: Record<string, unknown>): Promise<number> {
+  if (readPseudonymKey(process.env) !== undefined) {
+    throw new ConfigError("MASQ_PSEUDONYM_KEY", "is set: masq can rotate only the pseudonym key it manages and keeps wrapped in the database; unset it");
+  }
+  const table = readTable(flags, process.env);
+  const batchSize = typeof flags.batchSize === "number" ? flags.batchSize : 1000;
+  return withKeys(flags, async ({ db, provider, signal }) => {
+    if (flags.dryRun === true) return dryRun(db, table);
+    const report = reporter();
+    const result = await rotatePseudonymKey({
+      pool: db.pool,
+      provider,
+      table,
+      batchSize,
+      resume: flags.resume === true,
+      limits: readKeyConfig(process.env).limits,
+      signal,
+      onSwitched: (s, switched) =>
+        process.stdout.write(
+          switched
+            ? `switched from pseudonym key version ${s.fromVersion} to ${s.toVersion}: ingestion writes under version ${s.toVersion} from now on\n`
+            : `resuming the rotation from version ${s.fromVersion} to ${s.toVersion} (${s.phase} pass)\n`,
+        ),
+      onPhase: (phase) => report.phase(phase),
+      onBatch: (_phase, done, total) => report.batch(done, total),
+    });
+    report.stop();
+    if (result.outcome === "nothing to resume") {
+      process.stdout.write("no pseudonym key rotation is in progress: nothing to resume\n");
+      return 0;
+    }
+    const s = result.state;
+    if (result.outcome === "stopped") {
+      process.stdout.write(
+        `stopped in the ${s.phase} pass; ingestion keeps writing under version ${s.toVersion}. ` +
+          `Continue with: masq rotate pseudonym-key --resume${s.targetTable === "public.user_logins" ? "" : ` --table ${s.targetTable}`}\n`,
+      );
+      return 1;
+    }
+    process.stdout.write(
+      `finished: pseudonym key version ${s.fromVersion} retired and its key material destroyed; re-pseudonymised ` +
+        `${n(s.vaultDone)} vault value(s), ${n(s.quarantineDone)} quarantined body(ies) and ${n(s.tableRowsDone)} row(s) of ${s.targetTable}\n`,
+    );
+    if (s.unmapped > 0) process.stdout.write(`  ${n(s.unmapped)} pseudonym(s) in kept bodies had no vault entry and were replaced by "retired-v${s.fromVersion}"\n`);
+    process.stdout.write(`  old row versions keep old pseudonyms until vacuumed: VACUUM ${qualified(table)}, masq.vault, masq.quarantine\n`);
+    return 0;
+  });
+}
+
+async function dryRun(db: Db, table: { schema: string; name: string }): Promise<number> {
+  const { rows } = await db.pool.query<{ version: number | null; provider: string | null; retiring: number | null; values: number; bodies: number; blocks: string }>(
+    `SELECT (SELECT version FROM masq.pseudonym_keys WHERE state = 'active') AS version,
+            (SELECT provider FROM masq.pseudonym_keys WHERE state = 'active') AS provider,
+            (SELECT version FROM masq.pseudonym_keys WHERE state = 'retiring') AS retiring,
+            (SELECT count(*) FROM masq.vault WHERE key_version = (SELECT version FROM masq.pseudonym_keys WHERE state = 'active'))::int AS values,
+            (SELECT count(*) FROM masq.quarantine WHERE body IS NOT NULL)::int AS bodies,
+            pg_relation_size($1::regclass) / current_setting('block_size')::int AS blocks`,
+    [qualified(table)],
+  );
+  const r = rows[0]!;
+  if (r.retiring !== null) process.stdout.write(`a rotation from version ${r.retiring} to ${r.version} is in progress: masq rotate pseudonym-key --resume continues it\n`);
+  else if (r.version === null) process.stdout.write("there is no pseudonym key yet (the first masq run creates it): nothing to rotate\n");
+  else if (r.provider === "external") process.stdout.write(`the active pseudonym key (version ${r.version}) is given in MASQ_PSEUDONYM_KEY: masq cannot rotate it\n`);
+  else {
+    process.stdout.write(
+      `would rotate pseudonym key version ${r.version} to ${r.version + 1}: ${n(r.values)} vault value(s), up to ${n(r.bodies)} quarantined body(ies), ` +
+        `${table.schema}.${table.name} (${n(Number(r.blocks))} blocks)\n`,
+    );
+  }
+  return 0;
+}
+
+/** A progress bar per pass on a terminal; elsewhere a plain line when a pass starts, every 10 s, and when it ends. */
+function reporter(): { phase(p: RotationPhase): void; batch(done: number, total: number): void; stop(): void } {
+  const units: Record<RotationPhase, string> = { vault: "values", quarantine: "bodies", table: "blocks" };
+  let phase: RotationPhase | undefined;
+  let bar: Progress | undefined;
+  let shown = 0;
+  let last = { done: 0, total: 0 };
+  let lastLine = 0;
+  const line = () => process.stdout.write(`${phase} pass: ${n(last.done)}/${n(last.total)} ${units[phase!]}\n`);
+  const stop = () => {
+    if (phase === undefined) return;
+    if (bar) bar.stop();
+    else line();
+    bar = undefined;
+  };
+  return {
+    phase(p) {
+      stop();
+      phase = p;
+      shown = 0;
+      last = { done: 0, total: 0 };
+      lastLine = 0;
+      bar = createProgress(`${p} pass`, { unit: units[p] });
+    },
+    batch(done, total) {
+      last = { done, total };
+      if (bar) {
+        bar.setBacklog(total - done);
+        bar.committed({ size: done - shown, seconds: 0, written: 0, duplicates: 0, quarantinedByReason: {}, lagSeconds: [] });
+        shown = done;
+      } else if (Date.now() - lastLine >= 10_000) {
+        lastLine = Date.now();
+        line();
+      }
+    },
+    stop() {
+      stop();
+      phase = undefined;
+    },
+  };
+}
+
+function counts(r: RewrapResult): string {
+  return `${n(r.dataKeys)} data key(s) and ${n(r.pseudonymKeys)} pseudonym key(s)`;
+}
+
+function fromText(r: RewrapResult): string {
+  return Object.entries(r.from)
+    .map(([id, k]) => `${id} (${n(k)})`)
+    .join(", ");
+}
+
+/** A database pool, the configured key provider, and a signal that the first SIGINT/SIGTERM aborts. */
+async function withKeys(flags: Record<string, unknown>, fn: (deps: { db: Db; provider: KeyProvider; signal: AbortSignal }) => Promise<number>): Promise<number> {
+  const provider = createKeyProvider(readKeyConfig(process.env));
+  // Batches of the table pass can wait on row locks: more room than ingestion's 60 s.
+  const db = createDb({ databaseUrl: readDatabaseUrl(flags, process.env), poolSize: 3, statementTimeoutMs: 600_000 });
+  const abort = new AbortController();
+  const signals = onShutdownSignals({
+    first: () => {
+      process.stderr.write("masq: stopping after the current batch (signal again to exit at once; --resume continues)\n");
+      abort.abort();
+    },
+  });
+  try {
+    return await fn({ db, provider, signal: abort.signal });
+  } catch (err) {
+    if (err instanceof ConfigError) throw err;
+    process.stderr.write(`masq: ${describeError(err)}\n`);
+    return 1;
+  } finally {
+    signals.dispose();
+    provider.close();
+    await db.close().catch(() => undefined);
+  }
+}

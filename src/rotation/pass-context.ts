@@ -1,0 +1,22 @@
+import type pg from "pg";
+import type { Pseudonymizer } from "../mask/pseudonymize.ts";
+import type { DataKeys } from "../vault/data-keys.ts";
+import type { OpenedDataKeys } from "./opened-data-keys.ts";
+import type { RotationState } from "./rotation-state.ts";
+
+/** What each pass of a pseudonym key rotation works with. */
+export interface PassContext {
+  pool: pg.Pool;
+  state: RotationState;
+  /** The new key's pseudonymizer. */
+  pseudonymizer: Pseudonymizer;
+  /** Opens vault values and kept bodies. */
+  opened: OpenedDataKeys;
+  /** Encrypts vault values again under the rotation's own data key (stored in masq.data_keys). */
+  dataKeys: DataKeys;
+  /** Values, bodies or table rows per transaction. */
+  batchSize: number;
+  signal?: AbortSignal | undefined;
+  /** After every committed batch: how much of this pass is done, of how much. */
+  onBatch?: ((done: number, total: number) => void) | undefined;
+}

@@ -1,0 +1,117 @@
+import { FatalError } from "../errors.ts";
+import type { PiiKind } from "../mask/pseudonymize.ts";
+import { IntegrityError, nonces, open, seal } from "../vault/aead.ts";
+import { vaultAad } from "../vault/vault-aad.ts";
+import type { PassContext } from "./pass-context.ts";
+import { query } from "./query.ts";
+
+interface VaultRow {
+  kind: PiiKind;
+  pseudonym: string;
+  data_key_id: string;
+  nonce: Buffer;
+  ciphertext: Buffer;
+  created_at: Date;
+}
+
+/**
+ * The vault pass: every value stored under the old key moves to its pseudonym under the new key. Per batch, in one
+ * statement: the value, encrypted again (its associated data names the new pseudonym), goes in under the new key
+ * (unless ingestion stored it there already), old → new goes into the rotation map, and the old row goes. A batch
+ * is all or nothing, and what is left is exactly what still has the old version: resumable by construction.
+ * Returns false when stopped by the signal before the end.
+ */
+export async function repseudonymizeVault(ctx: PassContext): Promise<boolean> {
+  const { pool, state } = ctx;
+  const remaining = await query<{ n: string }>(pool, "SELECT count(*) AS n FROM masq.vault WHERE key_version = $1", [state.fromVersion]);
+  const total = state.vaultDone + Number(remaining.rows[0]!.n);
+  let done = state.vaultDone;
+  ctx.onBatch?.(done, total);
+  // Keyset order: deleted rows are not scanned again by later batches.
+  let after: [string, string] = ["", ""];
+  for (;;) {
+    if (ctx.signal?.aborted) return false;
+    const { rows } = await query<VaultRow>(
+      pool,
+      `SELECT kind, pseudonym, data_key_id, nonce, ciphertext, created_at FROM masq.vault
+       WHERE key_version = $1 AND (kind, pseudonym) > ($2, $3) ORDER BY kind, pseudonym LIMIT $4`,
+      [state.fromVersion, after[0], after[1], ctx.batchSize],
+    );
+    if (rows.length === 0) return true;
+    after = [rows.at(-1)!.kind, rows.at(-1)!.pseudonym];
+    const moved = await reseal(ctx, rows);
+    const r = await query<{ n: number }>(
+      pool,
+      `WITH input AS (
+         SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::uuid[], $6::bytea[], $7::bytea[], $8::timestamptz[])
+           AS i(kind, old_pseudonym, new_pseudonym, data_key_id, nonce, ciphertext, created_at)
+       ), vaulted AS (
+         INSERT INTO masq.vault (kind, pseudonym, key_version, data_key_id, nonce, ciphertext, created_at)
+         SELECT kind, new_pseudonym, $9, data_key_id, nonce, ciphertext, created_at FROM input
+         -- In key order, as ingestion inserts: batches sharing values wait for each other instead of deadlocking.
+         ORDER BY kind, new_pseudonym
+         ON CONFLICT (kind, pseudonym) DO NOTHING
+       ), mapped AS (
+         INSERT INTO masq.pseudonym_rotation_map (kind, old_pseudonym, new_pseudonym)
+         SELECT kind, old_pseudonym, new_pseudonym FROM input
+         ON CONFLICT (kind, old_pseudonym) DO NOTHING
+       ), deleted AS (
+         DELETE FROM masq.vault v USING input i
+         WHERE v.kind = i.kind AND v.pseudonym = i.old_pseudonym AND v.key_version = $1
+         RETURNING 1
+       )
+       UPDATE masq.pseudonym_rotation SET vault_done = vault_done + (SELECT count(*) FROM deleted)
+       WHERE from_version = $1
+       RETURNING (SELECT count(*) FROM deleted)::int AS n`,
+      [
+        state.fromVersion,
+        moved.map((m) => m.kind),
+        moved.map((m) => m.oldPseudonym),
+        moved.map((m) => m.newPseudonym),
+        moved.map((m) => m.dataKeyId),
+        moved.map((m) => m.nonce),
+        moved.map((m) => m.ciphertext),
+        moved.map((m) => m.createdAt),
+        state.toVersion,
+      ],
+    );
+    done += r.rows[0]?.n ?? 0;
+    ctx.onBatch?.(done, total);
+  }
+}
+
+interface Moved {
+  kind: PiiKind;
+  oldPseudonym: string;
+  newPseudonym: string;
+  dataKeyId: string;
+  nonce: Buffer;
+  ciphertext: Buffer;
+  createdAt: Date;
+}
+
+/** Decrypts each value, pseudonymises it with the new key and encrypts it again, bound to its new pseudonym. */
+async function reseal(ctx: PassContext, rows: readonly VaultRow[]): Promise<Moved[]> {
+  // No signal passed on: a stop request lets the batch under way finish (the passes check it between batches).
+  const keys = await ctx.opened.get(rows.map((r) => r.data_key_id));
+  const values = rows.map((r) => {
+    try {
+      return open(keys.get(r.data_key_id)!, { nonce: r.nonce, ciphertext: r.ciphertext }, vaultAad(r.kind, r.pseudonym));
+    } catch (err) {
+      if (err instanceof IntegrityError) throw new FatalError(`the vault value of ${r.kind} ${r.pseudonym} does not decrypt: ${err.message}`);
+      throw err;
+    }
+  });
+  try {
+    // No await between reserve and the last encryption: the data key cannot be replaced (and zeroed) meanwhile.
+    const dk = await ctx.dataKeys.reserve(rows.length);
+    const nonce = nonces(rows.length);
+    return rows.map((r, i) => {
+      const newPseudonym = ctx.pseudonymizer.pseudonymize(r.kind, values[i]!.toString("utf8"));
+      const sealed = seal(dk.keyObject, values[i]!, vaultAad(r.kind, newPseudonym), nonce[i]);
+      return { kind: r.kind, oldPseudonym: r.pseudonym, newPseudonym, dataKeyId: dk.id, ...sealed, createdAt: r.created_at };
+    });
+  } finally {
+    for (const v of values) v.fill(0);
+  }
+}

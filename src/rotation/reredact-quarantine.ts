@@ -1,0 +1,148 @@
+import { FatalError } from "../errors.ts";
+import { redactBody } from "../mask/mask-event.ts";
+import type { PiiKind } from "../mask/pseudonymize.ts";
+import { IntegrityError, open } from "../vault/aead.ts";
+import { quarantineBodyAad } from "../vault/vault-aad.ts";
+import type { PassContext } from "./pass-context.ts";
+import { query } from "./query.ts";
+
+interface QuarantineRow {
+  message_id: string;
+  reason: string;
+  body: string;
+  body_data_key_id: string | null;
+  body_nonce: Buffer | null;
+  body_ciphertext: Buffer | null;
+}
+
+/** A pseudonym in a stored body, as redactBody writes it. */
+const TOKEN = /hmac:([0-9a-f]{64})/g;
+
+/**
+ * The quarantine pass: the redacted bodies written under the old key ("hmac:<pseudonym>" in place of each PII
+ * value) get the new key's pseudonyms. A body whose original is kept (encrypted) is redacted again from the
+ * original, exactly as ingestion would now, which also covers values that are in no vault row (a quarantined
+ * message's PII is kept only inside its encrypted body). A db_rejected body (the masked row) and a body without its
+ * original have their pseudonyms replaced through the rotation map. Records written after the switch are under the
+ * new key already and are left alone. Each batch commits with its cursor: resumable, and done once per record.
+ * Returns false when stopped by the signal before the end.
+ */
+export async function reredactQuarantine(ctx: PassContext): Promise<boolean> {
+  const { pool, state } = ctx;
+  const remaining = await query<{ n: string }>(
+    pool,
+    "SELECT count(*) AS n FROM masq.quarantine WHERE body IS NOT NULL AND quarantined_at < $1 AND message_id > $2",
+    [state.switchedAt, state.quarantineAfter ?? ""],
+  );
+  const total = state.quarantineDone + Number(remaining.rows[0]!.n);
+  let done = state.quarantineDone;
+  let after = state.quarantineAfter ?? "";
+  ctx.onBatch?.(done, total);
+  for (;;) {
+    if (ctx.signal?.aborted) return false;
+    const { rows } = await query<QuarantineRow>(
+      pool,
+      `SELECT message_id, reason, body, body_data_key_id, body_nonce, body_ciphertext FROM masq.quarantine
+       WHERE body IS NOT NULL AND quarantined_at < $1 AND message_id > $2 ORDER BY message_id LIMIT $3`,
+      [state.switchedAt, after, ctx.batchSize],
+    );
+    if (rows.length === 0) return true;
+    after = rows.at(-1)!.message_id;
+    const { bodies, unmapped } = await newBodies(ctx, rows);
+    await query(
+      pool,
+      `WITH updated AS (
+         UPDATE masq.quarantine q SET body = i.body FROM unnest($2::text[], $3::text[]) AS i(message_id, body)
+         WHERE q.message_id = i.message_id
+       )
+       UPDATE masq.pseudonym_rotation SET quarantine_after = $4, quarantine_done = quarantine_done + $5, unmapped = unmapped + $6
+       WHERE from_version = $1`,
+      [state.fromVersion, rows.map((r) => r.message_id), bodies, after, rows.length, unmapped],
+    );
+    done += rows.length;
+    ctx.onBatch?.(done, total);
+  }
+}
+
+async function newBodies(ctx: PassContext, rows: readonly QuarantineRow[]): Promise<{ bodies: string[]; unmapped: number }> {
+  const kept = rows.filter((r) => r.reason !== "db_rejected" && r.body_data_key_id !== null && r.body_nonce !== null && r.body_ciphertext !== null);
+  const keys = await ctx.opened.get(kept.map((r) => r.body_data_key_id!));
+  const bodies = new Map<string, string>();
+  for (const r of kept) {
+    let original: Buffer;
+    try {
+      original = open(keys.get(r.body_data_key_id!)!, { nonce: r.body_nonce!, ciphertext: r.body_ciphertext! }, quarantineBodyAad(r.message_id));
+    } catch (err) {
+      if (err instanceof IntegrityError) throw new FatalError(`the kept original of quarantined message ${r.message_id} does not decrypt: ${err.message}`);
+      throw err;
+    }
+    try {
+      bodies.set(r.message_id, JSON.stringify(redactBody(JSON.parse(original.toString("utf8")), ctx.pseudonymizer)));
+    } catch {
+      // Not redactable now (it was when it was kept): fall back to the map below.
+    } finally {
+      original.fill(0);
+    }
+  }
+  const rest = rows.filter((r) => !bodies.has(r.message_id));
+  const map = await mapPseudonyms(ctx, rest.flatMap((r) => [...r.body.matchAll(TOKEN)].map((m) => m[1]!).concat(rowPseudonyms(r))));
+  let unmapped = 0;
+  // A pseudonym no vault row maps is under the old key and matches nothing once it retires: it becomes a marker.
+  const replace = (kind: PiiKind | undefined, old: string): string => {
+    const found = map.get(kind === undefined ? old : `${kind}:${old}`);
+    if (found !== undefined) return found;
+    unmapped++;
+    return `retired-v${ctx.state.fromVersion}`;
+  };
+  for (const r of rest) {
+    const row = r.reason === "db_rejected" ? parseRow(r.body) : undefined;
+    if (row !== undefined) {
+      row.maskedIp = replace("ip", row.maskedIp);
+      row.maskedDeviceId = replace("device_id", row.maskedDeviceId);
+      bodies.set(r.message_id, JSON.stringify(row));
+    } else {
+      bodies.set(
+        r.message_id,
+        r.body.replace(TOKEN, (_, old: string) => `hmac:${replace(undefined, old)}`),
+      );
+    }
+  }
+  return { bodies: rows.map((r) => bodies.get(r.message_id)!), unmapped };
+}
+
+/** A db_rejected body: the masked row, whose pseudonyms are bare (no "hmac:" prefix). */
+interface MaskedRowBody {
+  maskedIp: string;
+  maskedDeviceId: string;
+  [k: string]: unknown;
+}
+
+function parseRow(body: string): MaskedRowBody | undefined {
+  try {
+    const row = JSON.parse(body) as Partial<MaskedRowBody>;
+    return typeof row.maskedIp === "string" && typeof row.maskedDeviceId === "string" ? (row as MaskedRowBody) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function rowPseudonyms(r: QuarantineRow): string[] {
+  const row = r.reason === "db_rejected" ? parseRow(r.body) : undefined;
+  return row === undefined ? [] : [row.maskedIp, row.maskedDeviceId];
+}
+
+/** old → new for these pseudonyms, keyed both "<kind>:<old>" and "<old>" (a body's "hmac:" token does not say its kind). */
+async function mapPseudonyms(ctx: PassContext, olds: readonly string[]): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  if (olds.length === 0) return out;
+  const { rows } = await query<{ kind: string; old_pseudonym: string; new_pseudonym: string }>(
+    ctx.pool,
+    "SELECT kind, old_pseudonym, new_pseudonym FROM masq.pseudonym_rotation_map WHERE kind IN ('ip', 'device_id') AND old_pseudonym = ANY($1::text[])",
+    [[...new Set(olds)]],
+  );
+  for (const r of rows) {
+    out.set(`${r.kind}:${r.old_pseudonym}`, r.new_pseudonym);
+    out.set(r.old_pseudonym, r.new_pseudonym);
+  }
+  return out;
+}

@@ -1,0 +1,128 @@
+import type pg from "pg";
+import { FatalError } from "../errors.ts";
+import type { KeyContext, KeyProvider } from "../vault/key-provider.ts";
+import { pseudonymKeyContext } from "../vault/pseudonym-keys.ts";
+import { query } from "./query.ts";
+
+export interface RewrapResult {
+  /** The master key everything is wrapped under now (or would be, on a dry run). */
+  masterKeyId: string;
+  dataKeys: number;
+  pseudonymKeys: number;
+  /** The master keys the re-wrapped keys were under, with how many keys each. */
+  from: Record<string, number>;
+}
+
+interface WrappedRow {
+  id: string;
+  master_key_id: string;
+  wrapped: Buffer;
+}
+
+/**
+ * `masq rotate master-key`: re-wraps every data key and every stored pseudonym key that is not under the current
+ * master key, so that the old master key can be dropped. Only the wrapped keys change; no vault ciphertext is
+ * touched (the data keys themselves stay the same). With KMS this is ReEncrypt: the keys never leave KMS in plaintext.
+ * Batched and idempotent: each batch commits on its own, and a re-run continues with what is left.
+ */
+export async function rewrapKeys(
+  pool: pg.Pool,
+  provider: KeyProvider,
+  opts: { batchSize: number; dryRun?: boolean; signal?: AbortSignal },
+): Promise<RewrapResult> {
+  const current = await provider.currentMasterKeyId(opts.signal);
+  await refuseOtherProvider(pool, provider);
+  const result: RewrapResult = { masterKeyId: current, dataKeys: 0, pseudonymKeys: 0, from: {} };
+  if (opts.dryRun === true) {
+    const { rows } = await query<{ what: string; master_key_id: string; n: number }>(
+      pool,
+      `SELECT 'data' AS what, master_key_id, count(*)::int AS n FROM masq.data_keys WHERE master_key_id <> $1 GROUP BY master_key_id
+       UNION ALL
+       SELECT 'pseudonym', master_key_id, count(*)::int FROM masq.pseudonym_keys
+       WHERE master_key_id <> $1 AND state <> 'retired' AND provider <> 'external' GROUP BY master_key_id`,
+      [current],
+    );
+    for (const r of rows) {
+      if (r.what === "data") result.dataKeys += r.n;
+      else result.pseudonymKeys += r.n;
+      result.from[r.master_key_id] = (result.from[r.master_key_id] ?? 0) + r.n;
+    }
+    return result;
+  }
+
+  // Keyset order on id: a key whose update did not apply (changed meanwhile) is not fetched again in this run.
+  let after = "00000000-0000-0000-0000-000000000000";
+  for (;;) {
+    if (opts.signal?.aborted) return result;
+    const { rows } = await query<WrappedRow>(
+      pool,
+      "SELECT id, master_key_id, wrapped FROM masq.data_keys WHERE master_key_id <> $1 AND id > $2 ORDER BY id LIMIT $3",
+      [current, after, opts.batchSize],
+    );
+    if (rows.length === 0) break;
+    after = rows.at(-1)!.id;
+    const rewrapped = await rewrapAll(provider, rows, (r) => ({ purpose: "vault", keyId: r.id }));
+    // Only where the key is still as read: a concurrent re-wrap of the same key is not undone.
+    const updated = await query<{ was: string }>(
+      pool,
+      `UPDATE masq.data_keys d SET wrapped = u.wrapped, master_key_id = u.master_key_id, rewrapped_at = now()
+       FROM unnest($1::uuid[], $2::bytea[], $3::text[], $4::text[]) AS u(id, wrapped, master_key_id, old_master_key_id)
+       WHERE d.id = u.id AND d.master_key_id = u.old_master_key_id
+       RETURNING u.old_master_key_id AS was`,
+      [rows.map((r) => r.id), rewrapped.map((w) => Buffer.from(w.wrapped)), rewrapped.map((w) => w.masterKeyId), rows.map((r) => r.master_key_id)],
+    );
+    result.dataKeys += updated.rows.length;
+    for (const r of updated.rows) result.from[r.was] = (result.from[r.was] ?? 0) + 1;
+  }
+
+  // Pseudonym keys: a handful of rows. A retired key has no key material left; an external one was never stored.
+  const { rows: pkeys } = await query<WrappedRow & { version: number }>(
+    pool,
+    `SELECT version, version::text AS id, master_key_id, wrapped FROM masq.pseudonym_keys
+     WHERE master_key_id <> $1 AND state <> 'retired' AND provider <> 'external' AND wrapped IS NOT NULL ORDER BY version`,
+    [current],
+  );
+  for (const k of pkeys) {
+    if (opts.signal?.aborted) return result;
+    const [w] = await rewrapAll(provider, [k], () => pseudonymKeyContext(k.version));
+    // Unless the key retired meanwhile (its key material is gone then, and must stay gone).
+    const n = await query(
+      pool,
+      `UPDATE masq.pseudonym_keys SET wrapped = $2, master_key_id = $3, rewrapped_at = now()
+       WHERE version = $1 AND master_key_id = $4 AND state <> 'retired' AND wrapped IS NOT NULL`,
+      [k.version, Buffer.from(w!.wrapped), w!.masterKeyId, k.master_key_id],
+    );
+    if ((n.rowCount ?? 0) === 0) continue;
+    result.pseudonymKeys++;
+    result.from[k.master_key_id] = (result.from[k.master_key_id] ?? 0) + 1;
+  }
+  return result;
+}
+
+/** No signal: a stop request lets the batch under way finish; the loops check it between batches. */
+async function rewrapAll<R extends WrappedRow>(provider: KeyProvider, rows: readonly R[], context: (r: R) => KeyContext): Promise<{ wrapped: Uint8Array; masterKeyId: string }[]> {
+  const out: { wrapped: Uint8Array; masterKeyId: string }[] = [];
+  // One at a time: data keys are few (one per process per MASQ_DATA_KEY_MAX_AGE_SECONDS), and KMS has rate limits.
+  for (const r of rows) out.push(await provider.rewrap(r.wrapped, r.master_key_id, context(r)));
+  return out;
+}
+
+/** A key wrapped by the other provider (KMS vs local) cannot be re-wrapped by this one: say so before changing anything. */
+async function refuseOtherProvider(pool: pg.Pool, provider: KeyProvider): Promise<void> {
+  const { rows } = await query<{ provider: string; n: number }>(
+    pool,
+    `SELECT provider, count(*)::int AS n FROM (
+       SELECT provider FROM masq.data_keys WHERE provider <> $1
+       UNION ALL
+       SELECT provider FROM masq.pseudonym_keys WHERE provider NOT IN ($1, 'external') AND state <> 'retired') k
+     GROUP BY provider`,
+    [provider.name],
+  );
+  if (rows.length > 0) {
+    const what = rows.map((r) => `${r.n} key(s) of the ${r.provider} provider`).join(", ");
+    throw new FatalError(
+      `${what}: masq rotate master-key moves keys from one master key to another of the same provider (${provider.name} is configured); ` +
+        "configure the provider those keys were made with",
+    );
+  }
+}

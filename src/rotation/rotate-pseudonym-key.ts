@@ -1,0 +1,99 @@
+import type pg from "pg";
+import { ConfigError } from "../errors.ts";
+import type { TableName } from "../sink/table-name.ts";
+import { DataKeys, type DataKeyLimits } from "../vault/data-keys.ts";
+import type { KeyProvider } from "../vault/key-provider.ts";
+import { pseudonymKeyVersion } from "../vault/pseudonym-keys.ts";
+import { OpenedDataKeys } from "./opened-data-keys.ts";
+import type { PassContext } from "./pass-context.ts";
+import { repseudonymizeVault } from "./repseudonymize-vault.ts";
+import { reredactQuarantine } from "./reredact-quarantine.ts";
+import { retirePseudonymKey } from "./retire-pseudonym-key.ts";
+import { rewriteTable } from "./rewrite-table.ts";
+import { withRotationLock } from "./rotation-lock.ts";
+import { readRotationState, setRotationPhase, type RotationPhase, type RotationState } from "./rotation-state.ts";
+import { switchPseudonymKey } from "./switch-pseudonym-key.ts";
+
+export interface RotatePseudonymKeyOptions {
+  pool: pg.Pool;
+  provider: KeyProvider;
+  table: TableName;
+  batchSize: number;
+  /** Continue the rotation in progress; without it, one in progress is refused (and with it, none is started). */
+  resume: boolean;
+  limits?: DataKeyLimits | undefined;
+  /** Stops the rotation between two batches; run it again with resume to continue. */
+  signal?: AbortSignal | undefined;
+  /** The switch has committed (or was found done): from now on ingestion writes under the new key. */
+  onSwitched?: ((state: RotationState, switched: boolean) => void) | undefined;
+  onPhase?: ((phase: RotationPhase) => void) | undefined;
+  onBatch?: ((phase: RotationPhase, done: number, total: number) => void) | undefined;
+}
+
+export type RotatePseudonymKeyResult =
+  | { outcome: "nothing to resume" }
+  | { outcome: "stopped"; state: RotationState }
+  | { outcome: "finished"; state: RotationState };
+
+/**
+ * `masq rotate pseudonym-key`: a new pseudonym key, and every pseudonym masq wrote under the old one replaced, while
+ * ingestion keeps running. In order, each step resumable:
+ *   1. the switch (switch-pseudonym-key.ts): from its commit on, ingestion writes under the new key only;
+ *   2. the vault pass: each stored value under its new pseudonym, old → new recorded in the rotation map;
+ *   3. the quarantine pass: kept bodies redacted under the new key;
+ *   4. the table pass: the user's table, through the map;
+ *   5. retirement of the old key: its key material destroyed, the map emptied.
+ * A value's pseudonym changes, but which rows share a value does not: the map is one-to-one.
+ */
+export async function rotatePseudonymKey(opts: RotatePseudonymKeyOptions): Promise<RotatePseudonymKeyResult> {
+  const { pool, provider } = opts;
+  const tableText = `${opts.table.schema}.${opts.table.name}`;
+  return withRotationLock(pool, async () => {
+    const inProgress = await readRotationState(pool);
+    if (inProgress !== undefined && !opts.resume) {
+      throw new ConfigError(
+        "--resume",
+        `a rotation from pseudonym key version ${inProgress.fromVersion} to ${inProgress.toVersion} is in progress (${inProgress.phase} pass); ` +
+          "continue it with masq rotate pseudonym-key --resume",
+      );
+    }
+    if (inProgress === undefined && opts.resume) return { outcome: "nothing to resume" };
+    if (inProgress !== undefined && inProgress.targetTable !== tableText) {
+      throw new ConfigError("--table", `the rotation in progress rewrites ${inProgress.targetTable}, not ${tableText}; resume it with that table`);
+    }
+    const { state, switched } = await switchPseudonymKey(pool, provider, tableText, opts.signal);
+    opts.onSwitched?.(state, switched);
+
+    const next = await pseudonymKeyVersion(pool, provider, state.toVersion, opts.signal);
+    const opened = new OpenedDataKeys(pool, provider);
+    const dataKeys = new DataKeys({ pool, provider, ...(opts.limits ? { limits: opts.limits } : {}) });
+    const ctx = (phase: RotationPhase): PassContext => ({
+      pool,
+      state,
+      pseudonymizer: next.pseudonymizer,
+      opened,
+      dataKeys,
+      batchSize: opts.batchSize,
+      signal: opts.signal,
+      onBatch: (done, total) => opts.onBatch?.(phase, done, total),
+    });
+    try {
+      if (state.phase === "vault") {
+        opts.onPhase?.("vault");
+        if (!(await repseudonymizeVault(ctx("vault")))) return { outcome: "stopped", state: (await readRotationState(pool))! };
+        await setRotationPhase(pool, state.fromVersion, (state.phase = "quarantine"));
+      }
+      if (state.phase === "quarantine") {
+        opts.onPhase?.("quarantine");
+        if (!(await reredactQuarantine(ctx("quarantine")))) return { outcome: "stopped", state: (await readRotationState(pool))! };
+        await setRotationPhase(pool, state.fromVersion, (state.phase = "table"));
+      }
+      opts.onPhase?.("table");
+      if (!(await rewriteTable(ctx("table"), opts.table))) return { outcome: "stopped", state: (await readRotationState(pool))! };
+      return { outcome: "finished", state: await retirePseudonymKey(pool, state.fromVersion) };
+    } finally {
+      dataKeys.close();
+      opened.close();
+    }
+  });
+}

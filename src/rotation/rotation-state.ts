@@ -1,0 +1,77 @@
+import type pg from "pg";
+import { FatalError } from "../errors.ts";
+import { classifyPgError } from "../sink/pg-errors.ts";
+import { query } from "./query.ts";
+
+export type RotationPhase = "vault" | "quarantine" | "table";
+
+/** A pseudonym key rotation in progress: one row of masq.pseudonym_rotation (migration 004). */
+export interface RotationState {
+  fromVersion: number;
+  toVersion: number;
+  switchedAt: Date;
+  targetTable: string;
+  phase: RotationPhase;
+  vaultDone: number;
+  quarantineAfter: string | null;
+  quarantineDone: number;
+  tableBlocks: number | null;
+  tableBlockDone: number;
+  tableRelfilenode: number | null;
+  tableRowsDone: number;
+  unmapped: number;
+}
+
+interface StateRow {
+  from_version: number;
+  to_version: number;
+  switched_at: Date;
+  target_table: string;
+  phase: RotationPhase;
+  vault_done: string;
+  quarantine_after: string | null;
+  quarantine_done: string;
+  table_blocks: string | null;
+  table_block_done: string;
+  table_relfilenode: number | null;
+  table_rows_done: string;
+  unmapped: string;
+}
+
+export async function readRotationState(db: pg.Pool | pg.PoolClient): Promise<RotationState | undefined> {
+  let rows: StateRow[];
+  try {
+    rows = (await db.query<StateRow>("SELECT * FROM masq.pseudonym_rotation")).rows;
+  } catch (err) {
+    if ((err as { code?: string }).code === "42P01") {
+      throw new FatalError("masq.pseudonym_rotation does not exist: the database is not at migration 004; run masq migrate first");
+    }
+    throw classifyPgError(err);
+  }
+  if (rows.length > 1) throw new FatalError("masq.pseudonym_rotation holds more than one rotation; only one can be in progress");
+  return rows[0] === undefined ? undefined : fromRow(rows[0]);
+}
+
+/** Moves to the next phase; the table pass starts from block 0 of the table as it is now. */
+export async function setRotationPhase(pool: pg.Pool, fromVersion: number, phase: RotationPhase): Promise<void> {
+  await query(pool, "UPDATE masq.pseudonym_rotation SET phase = $2 WHERE from_version = $1", [fromVersion, phase]);
+}
+
+function fromRow(r: StateRow): RotationState {
+  const num = (v: string | null) => (v === null ? null : Number(v));
+  return {
+    fromVersion: r.from_version,
+    toVersion: r.to_version,
+    switchedAt: r.switched_at,
+    targetTable: r.target_table,
+    phase: r.phase,
+    vaultDone: Number(r.vault_done),
+    quarantineAfter: r.quarantine_after,
+    quarantineDone: Number(r.quarantine_done),
+    tableBlocks: num(r.table_blocks),
+    tableBlockDone: Number(r.table_block_done),
+    tableRelfilenode: r.table_relfilenode,
+    tableRowsDone: Number(r.table_rows_done),
+    unmapped: Number(r.unmapped),
+  };
+}

@@ -1,0 +1,29 @@
+import type pg from "pg";
+import { commitBatch, type CommitResult } from "../sink/commit-batch.ts";
+import type { TableName } from "../sink/table-name.ts";
+import { StaleKeyError } from "../sink/write-batch.ts";
+import type { IngestKeys } from "../vault/ingest-keys.ts";
+import { prepareOutcome, type IncomingMessage } from "./prepare.ts";
+
+/**
+ * Masks, seals and commits one batch of messages (ids distinct). The masking happens here, at commit time, with the
+ * pseudonym key active now: when a rotation switches keys between masking and commit, the statement writes nothing
+ * (StaleKeyError) and the batch is masked again with the new key. Transient, data and fatal errors propagate as
+ * commitBatch throws them.
+ */
+export async function commitMessages(pool: pg.Pool, table: TableName, keys: IngestKeys, messages: readonly IncomingMessage[], signal?: AbortSignal): Promise<CommitResult> {
+  for (let attempt = 0; ; attempt++) {
+    const key = keys.pseudonym;
+    const outcomes = messages.map((m) => prepareOutcome(m, key.pseudonymizer));
+    const batch = await keys.sealer.seal(outcomes, key.version, signal);
+    try {
+      const r = await commitBatch(pool, table, batch);
+      keys.sealer.committed(batch);
+      return r;
+    } catch (err) {
+      // Two switches in a row are a rotation racing another; past that, back off like any transient error.
+      if (!(err instanceof StaleKeyError) || attempt >= 2) throw err;
+      await keys.refresh(signal);
+    }
+  }
+}

@@ -1,0 +1,81 @@
+import type { KeyObject } from "node:crypto";
+import { withoutOriginals, type Outcome, type SealedBatch, type VaultEntry } from "../sink/write-batch.ts";
+import { nonces, seal } from "./aead.ts";
+import type { DataKeys } from "./data-keys.ts";
+import { quarantineBodyAad, vaultAad } from "./vault-aad.ts";
+
+/**
+ * Encrypts a batch's originals with the current data key: each distinct PII value once (the vault is keyed by
+ * pseudonym), and each quarantined body. Values this process already committed to the vault under the same
+ * pseudonym key are skipped: the vault holds them, and a busy device or address is then encrypted once, not per
+ * message. The memory of them is bounded (oldest forgotten first).
+ */
+export class VaultSealer {
+  private readonly dataKeys: DataKeys;
+  /** Pseudonyms (by kind) this process has committed to the vault under pseudonym key `knownVersion`. */
+  private readonly known = { ip: new Set<string>(), device_id: new Set<string>() };
+  private knownVersion = -1;
+  private readonly capacity: number;
+  /** Values and bodies encrypted so far, for metrics. */
+  sealed = 0;
+
+  constructor(dataKeys: DataKeys, capacity = 50_000) {
+    this.dataKeys = dataKeys;
+    this.capacity = capacity;
+  }
+
+  async seal(outcomes: readonly Outcome[], keyVersion: number, signal?: AbortSignal): Promise<SealedBatch> {
+    if (keyVersion !== this.knownVersion) this.forget(keyVersion);
+    // pseudonym → original, per kind: each distinct value once.
+    const todo = { ip: new Map<string, string>(), device_id: new Map<string, string>() };
+    let bodies = 0;
+    for (const o of outcomes) {
+      if (o.kind === "row") {
+        if (o.pii === undefined) continue;
+        if (!this.known.ip.has(o.row.maskedIp)) todo.ip.set(o.row.maskedIp, o.pii.ip);
+        if (!this.known.device_id.has(o.row.maskedDeviceId)) todo.device_id.set(o.row.maskedDeviceId, o.pii.deviceId);
+      } else if (o.originalBody !== null) {
+        bodies++;
+      }
+    }
+    const count = todo.ip.size + todo.device_id.size + bodies;
+    if (count === 0) return { keyVersion, outcomes: outcomes.map(withoutOriginals), vault: [] };
+    // No await between reserve and the last encryption: the key cannot be replaced (and zeroed) meanwhile.
+    const dk = await this.dataKeys.reserve(count, signal);
+    const nonce = nonces(count);
+    let n = 0;
+    const vault: VaultEntry[] = [];
+    for (const kind of ["ip", "device_id"] as const) {
+      for (const [pseudonym, value] of todo[kind]) {
+        vault.push({ kind, pseudonym, dataKeyId: dk.id, ...seal(dk.keyObject, Buffer.from(value, "utf8"), vaultAad(kind, pseudonym), nonce[n++]) });
+      }
+    }
+    // The plaintext originals are dropped here: a sealed batch holds only pseudonyms and ciphertext.
+    const sealedOutcomes = outcomes.map((o) =>
+      withoutOriginals(o.kind === "quarantine" && o.originalBody !== null ? sealBody(o, dk.id, dk.keyObject, nonce[n++]!) : o),
+    );
+    this.sealed += count;
+    return { keyVersion, outcomes: sealedOutcomes, vault };
+  }
+
+  /** After a commit: these vault rows exist now. */
+  committed(batch: SealedBatch): void {
+    if (batch.keyVersion !== this.knownVersion) return;
+    for (const v of batch.vault) {
+      const set = this.known[v.kind];
+      set.add(v.pseudonym);
+      if (set.size > this.capacity) set.delete(set.values().next().value!);
+    }
+  }
+
+  /** A new pseudonym key: what was known under the old one says nothing about the vault under the new one. */
+  private forget(keyVersion: number): void {
+    this.known.ip.clear();
+    this.known.device_id.clear();
+    this.knownVersion = keyVersion;
+  }
+}
+
+function sealBody(o: Extract<Outcome, { kind: "quarantine" }>, dataKeyId: string, key: KeyObject, nonce: Buffer): Outcome {
+  return { ...o, sealedBody: { dataKeyId, ...seal(key, Buffer.from(o.originalBody!, "utf8"), quarantineBodyAad(o.messageId), nonce) } };
+}

@@ -58,7 +58,7 @@ export async function startBenchEnv(opts: { fauxqsAsIs?: boolean } = {}): Promis
     db,
     sqs,
     reset: async () => {
-      await db.pool.query("TRUNCATE public.user_logins, masq.ingest_ledger, masq.quarantine");
+      await db.pool.query("TRUNCATE public.user_logins, masq.ingest_ledger, masq.quarantine, masq.vault");
       // Fresh statistics and no dead tuples left behind by the previous phase.
       await db.pool.query("VACUUM ANALYZE public.user_logins, masq.ingest_ledger, masq.quarantine");
     },

@@ -1,5 +1,4 @@
 import { randomBytes } from "node:crypto";
-import { createPseudonymizer } from "../../src/mask/pseudonymize.ts";
 import { startCpuMeter, waitForQuiet } from "./cpu-meter.ts";
 import { TABLE, type BenchEnv } from "./environment.ts";
 import { deleteQueue, fillQueue } from "./fill-queue.ts";
@@ -9,7 +8,7 @@ import type { MemoryLimit } from "./memory-limit.ts";
 import { runSqsCeilingProcess, type SqsCeilingResult } from "./sqs-ceiling.ts";
 import { measureSteadyLag, type SteadyLagResult } from "./steady-lag.ts";
 import { commitLag, verifyRun, type Verification } from "./verify.ts";
-import { makeWorkload, premaskedOutcomes, type Workload } from "./workload.ts";
+import { makeWorkload, presealedBatches, type Workload } from "./workload.ts";
 
 export interface PhaseContext {
   /** Busy share of the machine in the second before the phase started (work that is not the benchmark's). */
@@ -121,12 +120,12 @@ export async function measureSqsPhase(env: BenchEnv, w: Workload, o: ComparisonO
 
 export async function measurePgPhase(env: BenchEnv, w: Workload, o: ComparisonOptions): Promise<PgCeilingResult & PhaseContext> {
   const n = w.bodies.length;
-  const outcomes = premaskedOutcomes(w, createPseudonymizer(KEY));
   await env.reset();
+  const batches = await presealedBatches(env.db.pool, w, KEY, o.batchSize);
   const background = await quiet(o);
   o.log(`  Postgres ceiling: ${n.toLocaleString("en-US")} rows, batches of ${o.batchSize}, ${o.writers} writers…`);
   const meter = startCpuMeter(undefined);
-  const r = await measurePgCeiling(env.db.pool, TABLE, outcomes, { batchSize: o.batchSize, writers: o.writers });
+  const r = await measurePgCeiling(env.db.pool, TABLE, batches, { writers: o.writers });
   const result = { ...r, ...context(meter, background, n) };
   if (r.written !== w.valid || r.quarantined !== w.malformed) {
     throw new Error(`Postgres ceiling wrote ${r.written} rows and ${r.quarantined} quarantine records; expected ${w.valid} and ${w.malformed}`);
@@ -148,7 +147,7 @@ export async function measureMasqPhase(env: BenchEnv, w: Workload, o: Comparison
       queueUrl: filled.queueUrl,
       sqsEndpoint: o.endpoint ?? env.sqs.endpoint,
       databaseUrl: env.databaseUrl,
-      pseudonymKey: KEY.toString("hex"),
+      masterKey: KEY.toString("hex"),
       receivers: o.receivers,
       batchSize: o.batchSize,
       writers: o.writers,
@@ -234,7 +233,7 @@ export async function runComparison(
   if (o.lagSeconds > 0) {
     const rate = o.lagRate ?? Math.max(10, Math.round(masq.perSecond / 2 / 100) * 100);
     const lw = makeWorkload(rate * o.lagSeconds, { seed: o.seed + 1, malformedRate: o.malformedRate });
-    steadyLag = await measureSteadyLag(env, lw, { ...o, rate, pseudonymKey: KEY.toString("hex") });
+    steadyLag = await measureSteadyLag(env, lw, { ...o, rate, masterKey: KEY.toString("hex") });
     o.log(`  → steady lag at ${rate} msg/s: p50 ${Math.round(steadyLag.lagP50Ms)} ms, p99 ${Math.round(steadyLag.lagP99Ms)} ms${steadyLag.verification.ok ? "" : " — INCORRECT"}`);
   }
   return {

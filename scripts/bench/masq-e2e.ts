@@ -9,8 +9,8 @@ export interface MasqRunOptions {
   queueUrl: string;
   sqsEndpoint: string;
   databaseUrl: string;
-  /** Hex HMAC key for this benchmark only. */
-  pseudonymKey: string;
+  /** Hex master key (local key provider) for this benchmark only; masq keeps its pseudonym key wrapped under it. */
+  masterKey: string;
   receivers: number;
   batchSize: number;
   writers: number;
@@ -73,7 +73,7 @@ export function startMasq(opts: MasqRunOptions): MasqProcess {
     AWS_SECRET_ACCESS_KEY: BENCH_CREDENTIALS.secretAccessKey,
     AWS_REGION: "us-east-1",
     DATABASE_URL: opts.databaseUrl,
-    MASQ_PSEUDONYM_KEY: opts.pseudonymKey,
+    MASQ_MASTER_KEY: opts.masterKey,
     MASQ_RECEIVERS: String(opts.receivers),
     MASQ_BATCH_SIZE: String(opts.batchSize),
     MASQ_WRITERS: String(opts.writers),

@@ -1,6 +1,6 @@
 import type pg from "pg";
 import type { TableName } from "../../src/sink/table-name.ts";
-import { writeBatch, type Outcome } from "../../src/sink/write-batch.ts";
+import { writeBatch, type SealedBatch } from "../../src/sink/write-batch.ts";
 
 export interface PgCeilingResult {
   messages: number;
@@ -14,11 +14,12 @@ export interface PgCeilingResult {
 }
 
 /**
- * The Postgres ceiling: the same rows masq would write (validated and masked beforehand, off the clock), through
- * masq's own statement (writeBatch: ledger, rows and quarantine in one set-based statement), in masq's batch size,
+ * The Postgres ceiling: the same rows masq would write (validated, masked and sealed beforehand, off the clock),
+ * through masq's own statement (writeBatch: ledger, rows, quarantine and vault in one set-based statement), in masq's batch size,
  * with masq's number of concurrent writers. Nothing else: no SQS, no parsing, no masking.
  */
-export async function measurePgCeiling(pool: pg.Pool, table: TableName, outcomes: readonly Outcome[], opts: { batchSize: number; writers: number }): Promise<PgCeilingResult> {
+export async function measurePgCeiling(pool: pg.Pool, table: TableName, sealed: readonly SealedBatch[], opts: { writers: number }): Promise<PgCeilingResult> {
+  const messages = sealed.reduce((n, b) => n + b.outcomes.length, 0);
   // Open the writers' connections before the clock starts, as a running masq would have them open.
   const clients = await Promise.all(Array.from({ length: opts.writers }, () => pool.connect()));
   await Promise.all(clients.map((c) => c.query("SELECT 1")));
@@ -32,10 +33,9 @@ export async function measurePgCeiling(pool: pg.Pool, table: TableName, outcomes
   const cpuBefore = process.cpuUsage();
   const writer = async () => {
     for (;;) {
-      const start = next;
-      next += opts.batchSize;
-      if (start >= outcomes.length) return;
-      const r = await writeBatch(pool, table, outcomes.slice(start, start + opts.batchSize));
+      const batch = sealed[next++];
+      if (batch === undefined) return;
+      const r = await writeBatch(pool, table, batch);
       batches++;
       written += r.written;
       quarantined += r.quarantined;
@@ -44,5 +44,5 @@ export async function measurePgCeiling(pool: pg.Pool, table: TableName, outcomes
   await Promise.all(Array.from({ length: opts.writers }, writer));
   const seconds = (performance.now() - started) / 1000;
   const cpu = process.cpuUsage(cpuBefore);
-  return { messages: outcomes.length, seconds, perSecond: outcomes.length / seconds, batches, written, quarantined, clientCpuUsPerMessage: (cpu.user + cpu.system) / outcomes.length };
+  return { messages, seconds, perSecond: messages / seconds, batches, written, quarantined, clientCpuUsPerMessage: (cpu.user + cpu.system) / messages };
 }

@@ -25,7 +25,7 @@ export interface SteadyLagOptions {
   receivers: number;
   batchSize: number;
   writers: number;
-  pseudonymKey: string;
+  masterKey: string;
   masqBin?: string | undefined;
   nodeOptions?: string | undefined;
   memoryLimit?: MemoryLimit | undefined;
@@ -49,7 +49,7 @@ export async function measureSteadyLag(env: BenchEnv, w: Workload, o: SteadyLagO
       queueUrl,
       sqsEndpoint: env.sqs.endpoint,
       databaseUrl: env.databaseUrl,
-      pseudonymKey: o.pseudonymKey,
+      masterKey: o.masterKey,
       receivers: o.receivers,
       batchSize: o.batchSize,
       writers: o.writers,

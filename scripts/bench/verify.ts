@@ -13,7 +13,8 @@ export interface Verification {
 /**
  * Correctness of one run, from the database alone: exactly one row per valid message (and no message written
  * twice: every valid message has its own user_id), one quarantine record per malformed message with the expected
- * reason, and one ledger entry per message sent, each for an id that was sent.
+ * reason, one ledger entry per message sent, each for an id that was sent, and one vault row per distinct
+ * pseudonym in the table (every original kept, once), and an encrypted original for every quarantined message.
  */
 export async function verifyRun(pool: pg.Pool, w: Workload, sentIds?: ReadonlySet<string> | ReadonlyMap<string, unknown>): Promise<Verification> {
   const problems: string[] = [];
@@ -30,6 +31,15 @@ export async function verifyRun(pool: pg.Pool, w: Workload, sentIds?: ReadonlySe
   for (const reason of new Set([...Object.keys(byReason), ...Object.keys(w.byReason)])) {
     if ((byReason[reason] ?? 0) !== (w.byReason[reason] ?? 0)) problems.push(`quarantine reason ${reason}: ${byReason[reason] ?? 0}, expected ${w.byReason[reason] ?? 0}`);
   }
+  const v = (
+    await pool.query<{ vault: number; distinct: number; unsealed: number }>(
+      `SELECT (SELECT count(*) FROM masq.vault)::int AS vault,
+              (SELECT count(DISTINCT masked_ip) + count(DISTINCT masked_device_id) FROM public.user_logins)::int AS distinct,
+              (SELECT count(*) FROM masq.quarantine WHERE body_ciphertext IS NULL)::int AS unsealed`,
+    )
+  ).rows[0]!;
+  if (v.vault !== v.distinct) problems.push(`masq.vault holds ${v.vault} values, expected ${v.distinct} (the distinct pseudonyms in user_logins)`);
+  if (v.unsealed > 0) problems.push(`${v.unsealed} quarantine records have no encrypted original`);
   if (ledger !== total) problems.push(`masq.ingest_ledger holds ${ledger} message ids, expected ${total}`);
   if (sentIds !== undefined) {
     const ids = await pool.query<{ message_id: string }>("SELECT message_id FROM masq.ingest_ledger");

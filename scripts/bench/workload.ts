@@ -1,8 +1,10 @@
 import { randomUUID } from "node:crypto";
 import { generateEvents } from "../../src/demo/synthetic.ts";
-import type { Pseudonymizer } from "../../src/mask/pseudonymize.ts";
+import type pg from "pg";
 import { prepareOutcome } from "../../src/runner/prepare.ts";
-import type { Outcome } from "../../src/sink/write-batch.ts";
+import type { SealedBatch } from "../../src/sink/write-batch.ts";
+import { IngestKeys } from "../../src/vault/ingest-keys.ts";
+import { LocalKeyProvider } from "../../src/vault/local-provider.ts";
 
 /** The messages of one run and what masq must make of them. */
 export interface Workload {
@@ -37,10 +39,23 @@ export function makeWorkload(count: number, opts: { seed: number; malformedRate:
 }
 
 /**
- * The workload as masq would hand it to the sink: validated and masked, with message ids. Built before the
- * Postgres ceiling's clock starts, so that ceiling measures the database and nothing else.
+ * The workload as masq would hand it to the sink: validated, masked and sealed (vault rows encrypted), in batches,
+ * with masq's own keys (the local provider, the pseudonym key masq creates on first run). Built before the Postgres
+ * ceiling's clock starts, so that ceiling measures the database and nothing else.
  */
-export function premaskedOutcomes(w: Workload, p: Pseudonymizer): Outcome[] {
+export async function presealedBatches(pool: pg.Pool, w: Workload, masterKey: Uint8Array, batchSize: number): Promise<SealedBatch[]> {
   const now = new Date();
-  return w.bodies.map((body) => prepareOutcome({ messageId: randomUUID(), body, sentAt: now, receivedAt: now }, p));
+  const provider = new LocalKeyProvider(Uint8Array.from(masterKey));
+  const keys = await IngestKeys.open({ pool, provider });
+  try {
+    const batches: SealedBatch[] = [];
+    for (let i = 0; i < w.bodies.length; i += batchSize) {
+      const outcomes = w.bodies.slice(i, i + batchSize).map((body) => prepareOutcome({ messageId: randomUUID(), body, sentAt: now, receivedAt: now }, keys.pseudonym.pseudonymizer));
+      batches.push(await keys.sealer.seal(outcomes, keys.pseudonym.version));
+    }
+    return batches;
+  } finally {
+    keys.close();
+    provider.close();
+  }
 }

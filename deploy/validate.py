@@ -147,26 +147,32 @@ check(bool(container.get("resources", {}).get("requests")), "resource requests")
 sa = pod.get("serviceAccountName")
 check(sa is not None and (("ServiceAccount", sa) in objects), f"the ServiceAccount {sa} is defined")
 
-# Secrets: every key the Deployment reads is in the example; the key reaches masq as a file, not in the environment.
+# Secrets: every key the Deployment reads is in the example; no key material reaches masq through the environment.
 example = yaml.safe_load((K8S / "secret.example.yaml").read_text())
 secret_keys = set(example.get("stringData", {})) | set(example.get("data", {}))
 for e in env.values():
     ref = e.get("valueFrom", {}).get("secretKeyRef")
     if ref:
         check(ref["name"] == example["metadata"]["name"] and ref["key"] in secret_keys, f"secret {ref['name']}/{ref['key']} is in secret.example.yaml")
-check("MASQ_PSEUDONYM_KEY" not in env and "MASQ_PSEUDONYM_KEY" not in config, "the pseudonym key is not in the environment")
-key_file = env.get("MASQ_PSEUDONYM_KEY_FILE", {}).get("value", "")
-volumes = {v["name"]: v for v in pod.get("volumes", [])}
-mounted = False
-for m in container.get("volumeMounts", []):
-    secret = volumes.get(m["name"], {}).get("secret")
-    if secret and key_file.startswith(m["mountPath"].rstrip("/") + "/"):
-        rel = key_file[len(m["mountPath"].rstrip("/")) + 1 :]
-        items = secret.get("items")
-        mounted = secret.get("secretName") == example["metadata"]["name"] and (
-            items is None or any(i["path"] == rel and i["key"] in secret_keys for i in items)
-        )
-check(mounted, f"MASQ_PSEUDONYM_KEY_FILE ({key_file}) is a file of the mounted Secret")
+# No key material in the pod's environment or ConfigMap: with KMS, masq's keys are wrapped in Postgres.
+for secret_setting in ("MASQ_PSEUDONYM_KEY", "MASQ_MASTER_KEY", "MASQ_MASTER_KEY_PREVIOUS"):
+    check(secret_setting not in env and secret_setting not in config, f"{secret_setting} is not in the environment or the ConfigMap")
+check(bool(config.get("MASQ_KMS_KEY_ID")) or "MASQ_MASTER_KEY_FILE" in env, "a master key is configured (MASQ_KMS_KEY_ID, or a MASQ_MASTER_KEY_FILE)")
+for file_setting in ("MASQ_PSEUDONYM_KEY_FILE", "MASQ_MASTER_KEY_FILE"):
+    key_file = env.get(file_setting, {}).get("value")
+    if key_file is None:
+        continue
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    mounted = False
+    for m in container.get("volumeMounts", []):
+        secret = volumes.get(m["name"], {}).get("secret")
+        if secret and key_file.startswith(m["mountPath"].rstrip("/") + "/"):
+            rel = key_file[len(m["mountPath"].rstrip("/")) + 1 :]
+            items = secret.get("items")
+            mounted = secret.get("secretName") == example["metadata"]["name"] and (
+                items is None or any(i["path"] == rel and i["key"] in secret_keys for i in items)
+            )
+    check(mounted, f"{file_setting} ({key_file}) is a file of the mounted Secret")
 
 # Every variable name is one masq reads (a typo would be silently ignored in the cluster).
 config_source = (REPO / "src" / "config.ts").read_text()
@@ -174,7 +180,7 @@ for name in list(config) + list(env):
     check(re.search(rf"\b{re.escape(name)}\b", config_source) is not None, f"{name} is not a setting masq reads (src/config.ts)")
 
 # ---- the settings, through masq's own reader -------------------------------------------------------------------------
-settings_env = {**config, "MASQ_PSEUDONYM_KEY": "00" * 32, "DATABASE_URL": "postgres://masq@db.invalid:5432/masq", "PATH": os.environ.get("PATH", "")}
+settings_env = {**config, "DATABASE_URL": "postgres://masq@db.invalid:5432/masq", "PATH": os.environ.get("PATH", "")}
 reader = subprocess.run(
     [
         "node",

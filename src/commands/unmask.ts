@@ -5,6 +5,7 @@ import { readDatabaseUrl, readKeyConfig, readPseudonymKey, readTable } from "../
 import { ConfigError, describeError, FatalError } from "../errors.ts";
 import type { PiiKind } from "../mask/pseudonymize.ts";
 import { createDb } from "../sink/db.ts";
+import { inTransaction } from "../sink/transaction.ts";
 import { qualified } from "../sink/table-name.ts";
 import { canonicalizeIp } from "../transform/ip.ts";
 import { IntegrityError, open } from "../vault/aead.ts";
@@ -12,7 +13,7 @@ import { loadDataKeys } from "../vault/data-keys.ts";
 import type { KeyProvider } from "../vault/key-provider.ts";
 import { createKeyProvider } from "../vault/key-provider-from-config.ts";
 import { activePseudonymKey } from "../vault/pseudonym-keys.ts";
-import { vaultAad } from "../vault/vault-aad.ts";
+import { vaultAad, type VaultRow } from "../vault/vault-aad.ts";
 import { formatUnmasked, type UnmaskFormat, type Unmasked } from "../vault/unmask-output.ts";
 
 const KINDS: readonly PiiKind[] = ["ip", "device_id"];
@@ -24,14 +25,6 @@ interface Selector {
   to: string | undefined;
   kinds: PiiKind[];
   limit: number;
-}
-
-interface VaultRow {
-  kind: PiiKind;
-  pseudonym: string;
-  data_key_id: string;
-  nonce: Buffer;
-  ciphertext: Buffer;
 }
 
 /**
@@ -50,15 +43,10 @@ export async function unmaskCommand(flags: Record<string, unknown>): Promise<num
   const db = createDb({ databaseUrl: readDatabaseUrl(flags, process.env), poolSize: 2 });
   try {
     const awsIdentity = await callerIdentity(provider);
-    const client = await db.pool.connect();
-    let rows: VaultRow[];
-    let notFound: string[];
-    try {
-      await client.query("BEGIN");
+    const { rows, notFound } = await inTransaction(db.pool, async (client) => {
       const wanted = await wantedPseudonyms(client, table, selector);
-      rows = await readVault(client, wanted, selector.limit);
+      const rows = await readVault(client, wanted, selector.limit);
       const found = new Set(rows.map((r) => `${r.kind}:${r.pseudonym}`));
-      notFound = wanted.filter((w) => !found.has(`${w.kind}:${w.pseudonym}`)).map((w) => w.pseudonym);
       await writeAudit(client, {
         command: "unmask",
         awsIdentity,
@@ -66,13 +54,8 @@ export async function unmaskCommand(flags: Record<string, unknown>): Promise<num
         selector: describeSelector(selector),
         pseudonyms: rows.map((r) => r.pseudonym),
       });
-      await client.query("COMMIT");
-    } catch (err) {
-      await client.query("ROLLBACK").catch(() => undefined);
-      throw err;
-    } finally {
-      client.release();
-    }
+      return { rows, notFound: wanted.filter((w) => !found.has(`${w.kind}:${w.pseudonym}`)).map((w) => w.pseudonym) };
+    });
     // Decrypt everything before printing anything: a value that fails authentication stops the command whole.
     const values = await decryptAll(db.pool, provider, rows);
     if (notFound.length > 0) process.stderr.write(`masq: not in the vault (${notFound.length}): ${notFound.join(", ")}\n`);
@@ -109,12 +92,9 @@ export async function pseudonymCommand(kind: string, valueArg: string, flags: Re
     const awsIdentity = await callerIdentity(provider);
     const key = await activePseudonymKey(db.pool, provider, readPseudonymKey(process.env));
     const pseudonym = key.pseudonymizer.pseudonymize(kind as PiiKind, value);
-    const client = await db.pool.connect();
-    try {
-      await writeAudit(client, { command: "pseudonym", awsIdentity, reason, selector: { kind, keyVersion: key.version }, pseudonyms: [pseudonym] });
-    } finally {
-      client.release();
-    }
+    await inTransaction(db.pool, (client) =>
+      writeAudit(client, { command: "pseudonym", awsIdentity, reason, selector: { kind, keyVersion: key.version }, pseudonyms: [pseudonym] }),
+    );
     process.stdout.write(`${pseudonym}\n`);
     return 0;
   } catch (err) {

@@ -1,16 +1,11 @@
 import { FatalError } from "../errors.ts";
 import type { PiiKind } from "../mask/pseudonymize.ts";
 import { IntegrityError, nonces, open, seal } from "../vault/aead.ts";
-import { vaultAad } from "../vault/vault-aad.ts";
+import { vaultAad, type VaultRow } from "../vault/vault-aad.ts";
 import type { PassContext } from "./pass-context.ts";
 import { query } from "./query.ts";
 
-interface VaultRow {
-  kind: PiiKind;
-  pseudonym: string;
-  data_key_id: string;
-  nonce: Buffer;
-  ciphertext: Buffer;
+interface VaultRowAt extends VaultRow {
   created_at: Date;
 }
 
@@ -31,7 +26,7 @@ export async function repseudonymizeVault(ctx: PassContext): Promise<boolean> {
   let after: [string, string] = ["", ""];
   for (;;) {
     if (ctx.signal?.aborted) return false;
-    const { rows } = await query<VaultRow>(
+    const { rows } = await query<VaultRowAt>(
       pool,
       `SELECT kind, pseudonym, data_key_id, nonce, ciphertext, created_at FROM masq.vault
        WHERE key_version = $1 AND (kind, pseudonym) > ($2, $3) ORDER BY kind, pseudonym LIMIT $4`,
@@ -91,7 +86,7 @@ interface Moved {
 }
 
 /** Decrypts each value, pseudonymises it with the new key and encrypts it again, bound to its new pseudonym. */
-async function reseal(ctx: PassContext, rows: readonly VaultRow[]): Promise<Moved[]> {
+async function reseal(ctx: PassContext, rows: readonly VaultRowAt[]): Promise<Moved[]> {
   // No signal passed on: a stop request lets the batch under way finish (the passes check it between batches).
   const keys = await ctx.opened.get(rows.map((r) => r.data_key_id));
   const values = rows.map((r) => {

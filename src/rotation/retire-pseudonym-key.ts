@@ -1,6 +1,6 @@
 import type pg from "pg";
 import { FatalError } from "../errors.ts";
-import { classifyPgError } from "../sink/pg-errors.ts";
+import { inTransaction } from "../sink/transaction.ts";
 import { query } from "./query.ts";
 import { readRotationState, type RotationState } from "./rotation-state.ts";
 
@@ -10,30 +10,17 @@ import { readRotationState, type RotationState } from "./rotation-state.ts";
  * One transaction. Returns the rotation's final counts.
  */
 export async function retirePseudonymKey(pool: pg.Pool, fromVersion: number): Promise<RotationState> {
-  let client: pg.PoolClient;
-  try {
-    client = await pool.connect();
-  } catch (err) {
-    throw classifyPgError(err);
-  }
-  let final: RotationState | undefined;
-  try {
-    await query(client, "BEGIN");
-    final = await readRotationState(client);
-    if (final?.fromVersion !== fromVersion) throw new FatalError(`no rotation of pseudonym key version ${fromVersion} is in progress`);
+  const final = await inTransaction(pool, async (client) => {
+    const state = await readRotationState(client);
+    if (state?.fromVersion !== fromVersion) throw new FatalError(`no rotation of pseudonym key version ${fromVersion} is in progress`);
     const left = await query(client, "SELECT 1 FROM masq.vault WHERE key_version = $1 LIMIT 1", [fromVersion]);
     if ((left.rowCount ?? 0) > 0) throw new FatalError(`the vault still holds values under pseudonym key version ${fromVersion}; run the rotation again with --resume`);
     await query(client, "UPDATE masq.pseudonym_keys SET state = 'retired', retired_at = now(), wrapped = NULL WHERE version = $1 AND state = 'retiring'", [fromVersion]);
     await query(client, "DELETE FROM masq.pseudonym_rotation WHERE from_version = $1", [fromVersion]);
     // TRUNCATE, not DELETE: the map's pages go at once instead of lingering as dead rows until a vacuum.
     await query(client, "TRUNCATE masq.pseudonym_rotation_map");
-    await query(client, "COMMIT");
-  } catch (err) {
-    await client.query("ROLLBACK").catch(() => undefined);
-    throw err;
-  } finally {
-    client.release();
-  }
+    return state;
+  });
   // The retired key's wrapped form lingers in the old row version until a vacuum; this table is tiny.
   await pool.query("VACUUM masq.pseudonym_keys").catch(() => undefined);
   return final;

@@ -1,6 +1,6 @@
 import type pg from "pg";
 import { ConfigError, FatalError } from "../errors.ts";
-import { classifyPgError } from "../sink/pg-errors.ts";
+import { inTransaction } from "../sink/transaction.ts";
 import type { KeyProvider } from "../vault/key-provider.ts";
 import { pseudonymKeyContext, pseudonymKeyFingerprint } from "../vault/pseudonym-keys.ts";
 import { query } from "./query.ts";
@@ -38,14 +38,7 @@ export async function switchPseudonymKey(pool: pg.Pool, provider: KeyProvider, t
   const fingerprint = pseudonymKeyFingerprint(g.plaintext);
   g.plaintext.fill(0);
 
-  let client: pg.PoolClient;
-  try {
-    client = await pool.connect();
-  } catch (err) {
-    throw classifyPgError(err);
-  }
-  try {
-    await query(client, "BEGIN");
+  await inTransaction(pool, async (client) => {
     // A batch that holds the key for longer than this is stuck; better to give up and let the operator retry.
     await query(client, "SET LOCAL lock_timeout = '30s'");
     const locked = await query<KeyRow>(client, "SELECT version, state, provider, fingerprint FROM masq.pseudonym_keys WHERE state = 'active' FOR UPDATE");
@@ -69,13 +62,7 @@ export async function switchPseudonymKey(pool: pg.Pool, provider: KeyProvider, t
       at.rows[0]!.switched_at,
       targetTable,
     ]);
-    await query(client, "COMMIT");
-  } catch (err) {
-    await client.query("ROLLBACK").catch(() => undefined);
-    throw err;
-  } finally {
-    client.release();
-  }
+  });
   return { state: (await readRotationState(pool))!, switched: true };
 }
 

@@ -5,6 +5,15 @@ import type { PiiKind } from "../mask/pseudonymize.ts";
  * pseudonym) row, and a quarantined body only as the body of its own message: swapping ciphertexts between rows,
  * or between kinds, fails authentication instead of revealing the wrong person's data.
  */
+/** A row of `masq.vault` as read by the unmask role: one distinct value, sealed under a data key. */
+export interface VaultRow {
+  kind: PiiKind;
+  pseudonym: string;
+  data_key_id: string;
+  nonce: Buffer;
+  ciphertext: Buffer;
+}
+
 export function vaultAad(kind: PiiKind, pseudonym: string): Buffer {
   return Buffer.from(`masq/vault/v1\0${kind}\0${pseudonym}`);
 }

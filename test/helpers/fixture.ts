@@ -4,6 +4,7 @@ import { createLogger } from "../../src/log.ts";
 import { createDb, type Db } from "../../src/sink/db.ts";
 import { TABLE } from "./pipeline.ts";
 import { createTestDatabase, type TestDatabase } from "./postgres.ts";
+import { startMoto, type Moto } from "./moto.ts";
 import { startTestSqs, type TestSqs } from "./sqs.ts";
 
 export interface PipelineFixture {
@@ -34,6 +35,33 @@ export function usePipelineFixture(): PipelineFixture {
     await f.db.close();
     await f.sqs.close();
     await f.pgdb.close();
+  });
+  return f;
+}
+
+export interface MotoFixture {
+  moto: Moto;
+  pgdb: TestDatabase;
+  db: Db;
+}
+
+/**
+ * For tests against moto's server (KMS, STS, SQS over the Query protocol): moto started on a free port and a fresh
+ * migrated database, registered as before/after hooks; nothing starts when `skip` is set (no moto here).
+ */
+export function useMotoFixture(skip: string | false): MotoFixture {
+  const f = {} as MotoFixture;
+  before(async () => {
+    if (skip) return;
+    [f.moto, f.pgdb] = await Promise.all([startMoto(), createTestDatabase()]);
+    f.db = createDb({ databaseUrl: f.pgdb.url });
+    await prepareDatabase(f.db, TABLE, { migrate: true, logger: createLogger("silent") });
+  });
+  after(async () => {
+    if (skip) return;
+    await f.db.close();
+    await f.pgdb.close();
+    await f.moto.stop();
   });
   return f;
 }

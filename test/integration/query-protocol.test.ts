@@ -1,52 +1,34 @@
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import { CreateQueueCommand } from "@aws-sdk/client-sqs";
-import { prepareDatabase } from "../../src/commands/setup.ts";
 import { sendBodies } from "../../src/demo/send-events.ts";
-import { createLogger } from "../../src/log.ts";
-import type { Db } from "../../src/sink/db.ts";
 import { createSqsClient } from "../../src/source/sqs-client.ts";
 import { masqEnv, spawnMasq } from "../helpers/masq-process.ts";
-import { motoSkipReason, startMoto, type Moto } from "../helpers/moto.ts";
-import { createDb, expectedCounts, TABLE, tableCounts, uniqueEvents } from "../helpers/pipeline.ts";
-import { createTestDatabase, type TestDatabase } from "../helpers/postgres.ts";
+import { useMotoFixture } from "../helpers/fixture.ts";
+import { motoSkipReason } from "../helpers/moto.ts";
+import { expectedCounts, tableCounts, uniqueEvents } from "../helpers/pipeline.ts";
 import { TEST_CREDENTIALS } from "../helpers/sqs.ts";
 
 const skip = motoSkipReason();
-let moto: Moto;
-let pgdb: TestDatabase;
-let db: Db;
-
-before(async () => {
-  if (skip) return;
-  [moto, pgdb] = await Promise.all([startMoto(), createTestDatabase()]);
-  db = createDb({ databaseUrl: pgdb.url });
-  await prepareDatabase(db, TABLE, { migrate: true, logger: createLogger("silent") });
-});
-after(async () => {
-  if (skip) return;
-  await db.close();
-  await pgdb.close();
-  await moto.stop();
-});
+const fx = useMotoFixture(skip);
 
 for (const protocol of ["query", "json"] as const) {
   test(`MASQ_SQS_PROTOCOL=${protocol} drains a queue on moto's SQS, with only QUEUE_URL naming the endpoint`, { skip }, async () => {
-    await db.pool.query("TRUNCATE public.user_logins, masq.ingest_ledger, masq.quarantine");
-    const client = createSqsClient({ region: "us-east-1", endpoint: moto.endpoint, credentials: TEST_CREDENTIALS, protocol });
+    await fx.db.pool.query("TRUNCATE public.user_logins, masq.ingest_ledger, masq.quarantine");
+    const client = createSqsClient({ region: "us-east-1", endpoint: fx.moto.endpoint, credentials: TEST_CREDENTIALS, protocol });
     const created = await client.send(new CreateQueueCommand({ QueueName: `login-queue-${protocol}` }));
     const queueUrl = created.QueueUrl!;
     const events = uniqueEvents(400, 41);
     await sendBodies(client, queueUrl, events.map((e) => e.body));
     client.destroy();
 
-    const env = masqEnv({ queueUrl, sqsEndpoint: "", databaseUrl: pgdb.url, extra: { MASQ_SQS_PROTOCOL: protocol, MASQ_WAIT_TIME_SECONDS: "1" } });
+    const env = masqEnv({ queueUrl, sqsEndpoint: "", databaseUrl: fx.pgdb.url, extra: { MASQ_SQS_PROTOCOL: protocol, MASQ_WAIT_TIME_SECONDS: "1" } });
     delete env.AWS_ENDPOINT_URL_SQS;
     const proc = spawnMasq(["run", "--drain"], env);
     const { code } = await proc.exited;
     assert.equal(code, 0, proc.lines.slice(-10).join("\n"));
     const want = expectedCounts(events);
-    const c = await tableCounts(db);
+    const c = await tableCounts(fx.db);
     assert.equal(c.rows, want.valid);
     assert.equal(c.distinctUsers, want.valid);
     assert.deepEqual(c.quarantine, want.byReason);

@@ -1,19 +1,16 @@
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { before, test } from "node:test";
 import { CreateAliasCommand, CreateKeyCommand, DisableKeyCommand, KMSClient } from "@aws-sdk/client-kms";
 import { CreateQueueCommand } from "@aws-sdk/client-sqs";
-import { prepareDatabase } from "../../src/commands/setup.ts";
 import { sendBodies } from "../../src/demo/send-events.ts";
-import { createLogger } from "../../src/log.ts";
-import type { Db } from "../../src/sink/db.ts";
 import { createSqsClient } from "../../src/source/sqs-client.ts";
 import { parseLoginEvent } from "../../src/transform/login-event.ts";
 import { KmsKeyProvider } from "../../src/vault/kms-provider.ts";
 import { pseudonymKeyVersion } from "../../src/vault/pseudonym-keys.ts";
 import { masqEnv, spawnMasq } from "../helpers/masq-process.ts";
-import { motoSkipReason, startMoto, type Moto } from "../helpers/moto.ts";
-import { createDb, TABLE, uniqueEvents } from "../helpers/pipeline.ts";
-import { createTestDatabase, type TestDatabase } from "../helpers/postgres.ts";
+import { useMotoFixture } from "../helpers/fixture.ts";
+import { motoSkipReason } from "../helpers/moto.ts";
+import { uniqueEvents } from "../helpers/pipeline.ts";
 import { TEST_CREDENTIALS } from "../helpers/sqs.ts";
 import { decryptVault, vaultBytes } from "../helpers/vault-check.ts";
 
@@ -22,40 +19,27 @@ import { decryptVault, vaultBytes } from "../helpers/vault-check.ts";
  * ReEncrypt, the vault's ciphertext stays byte for byte, and with A disabled everything still opens under B.
  */
 const skip = motoSkipReason();
-let moto: Moto;
-let pgdb: TestDatabase;
-let db: Db;
-
-before(async () => {
-  if (skip) return;
-  [moto, pgdb] = await Promise.all([startMoto(), createTestDatabase()]);
-  db = createDb({ databaseUrl: pgdb.url });
-  await prepareDatabase(db, TABLE, { migrate: true, logger: createLogger("silent") });
+const fx = useMotoFixture(skip);
+before(() => {
   // The test's own KMS calls (decrypting the vault as `masq unmask` would) go through the SDK's credential chain.
   process.env.AWS_ACCESS_KEY_ID = TEST_CREDENTIALS.accessKeyId;
   process.env.AWS_SECRET_ACCESS_KEY = TEST_CREDENTIALS.secretAccessKey;
 });
-after(async () => {
-  if (skip) return;
-  await db.close();
-  await pgdb.close();
-  await moto.stop();
-});
 
 test("rotate master-key on KMS: every key moves from key A to key B by ReEncrypt, no ciphertext changes, and A can be disabled", { skip }, async () => {
-  const kms = new KMSClient({ region: "us-east-1", endpoint: moto.endpoint, credentials: TEST_CREDENTIALS });
+  const kms = new KMSClient({ region: "us-east-1", endpoint: fx.moto.endpoint, credentials: TEST_CREDENTIALS });
   const a = (await kms.send(new CreateKeyCommand({ Description: "masq A" }))).KeyMetadata!;
   const b = (await kms.send(new CreateKeyCommand({ Description: "masq B" }))).KeyMetadata!;
   await kms.send(new CreateAliasCommand({ AliasName: "alias/masq-next", TargetKeyId: b.KeyId }));
 
-  const sqs = createSqsClient({ region: "us-east-1", endpoint: moto.endpoint, credentials: TEST_CREDENTIALS });
+  const sqs = createSqsClient({ region: "us-east-1", endpoint: fx.moto.endpoint, credentials: TEST_CREDENTIALS });
   const queueUrl = (await sqs.send(new CreateQueueCommand({ QueueName: "login-queue-kms" }))).QueueUrl!;
   const envFor = (kmsKeyId: string) => {
     const env = masqEnv({
       queueUrl,
-      sqsEndpoint: moto.endpoint,
-      databaseUrl: pgdb.url,
-      extra: { MASQ_KMS_KEY_ID: kmsKeyId, AWS_ENDPOINT_URL_KMS: moto.endpoint, AWS_ENDPOINT_URL_STS: moto.endpoint, MASQ_WAIT_TIME_SECONDS: "1" },
+      sqsEndpoint: fx.moto.endpoint,
+      databaseUrl: fx.pgdb.url,
+      extra: { MASQ_KMS_KEY_ID: kmsKeyId, AWS_ENDPOINT_URL_KMS: fx.moto.endpoint, AWS_ENDPOINT_URL_STS: fx.moto.endpoint, MASQ_WAIT_TIME_SECONDS: "1" },
     });
     // The master key is KMS's, and the pseudonym key is the one masq keeps wrapped under it.
     delete env.MASQ_MASTER_KEY;
@@ -73,7 +57,7 @@ test("rotate master-key on KMS: every key moves from key A to key B by ReEncrypt
   };
   const mastersInUse = async () =>
     (
-      await db.pool.query<{ m: string }>(
+      await fx.db.pool.query<{ m: string }>(
         `SELECT DISTINCT master_key_id AS m FROM (SELECT master_key_id FROM masq.data_keys
          UNION ALL SELECT master_key_id FROM masq.pseudonym_keys WHERE state <> 'retired') k ORDER BY 1`,
       )
@@ -90,7 +74,7 @@ test("rotate master-key on KMS: every key moves from key A to key B by ReEncrypt
     const events = uniqueEvents(600, 81);
     await drain(envFor(a.KeyId!), events);
     assert.deepEqual(await mastersInUse(), [a.Arn]);
-    const bytes = await vaultBytes(db.pool);
+    const bytes = await vaultBytes(fx.db.pool);
     assert.ok(bytes.length > 100);
 
     const dry = spawnMasq(["rotate", "master-key", "--dry-run"], envFor("alias/masq-next"));
@@ -101,15 +85,15 @@ test("rotate master-key on KMS: every key moves from key A to key B by ReEncrypt
     assert.equal((await rotated.exited).code, 0, rotated.lines.join("\n"));
     assert.ok(rotated.lines.some((l) => l.startsWith(`re-wrapped 1 data key(s) and 1 pseudonym key(s) under ${b.Arn}, from ${a.Arn} (2)`)), rotated.lines.join("\n"));
     assert.deepEqual(await mastersInUse(), [b.Arn]);
-    assert.deepEqual(await vaultBytes(db.pool), bytes, "no vault ciphertext changed");
+    assert.deepEqual(await vaultBytes(fx.db.pool), bytes, "no vault ciphertext changed");
 
     // Key A is no longer needed: disabled, the vault still opens (as masq unmask opens it) and ingestion goes on.
     await kms.send(new DisableKeyCommand({ KeyId: a.KeyId }));
-    const underB = new KmsKeyProvider({ keyId: "alias/masq-next", region: "us-east-1", endpoint: moto.endpoint });
+    const underB = new KmsKeyProvider({ keyId: "alias/masq-next", region: "us-east-1", endpoint: fx.moto.endpoint });
     try {
-      const vault = await decryptVault(db.pool, underB);
+      const vault = await decryptVault(fx.db.pool, underB);
       assert.deepEqual(new Set(vault.map((v) => `${v.kind} ${v.value}`)), originals(events));
-      const key = await pseudonymKeyVersion(db.pool, underB, vault[0]!.keyVersion);
+      const key = await pseudonymKeyVersion(fx.db.pool, underB, vault[0]!.keyVersion);
       for (const v of vault) assert.equal(key.pseudonymizer.pseudonymize(v.kind, v.value), v.pseudonym);
     } finally {
       underB.close();
@@ -124,11 +108,11 @@ test("rotate master-key on KMS: every key moves from key A to key B by ReEncrypt
     // A pseudonym key rotation under KMS too: new key from GenerateDataKey, vault values opened with Decrypt.
     const pk = spawnMasq(["rotate", "pseudonym-key"], envFor("alias/masq-next"));
     assert.equal((await pk.exited).code, 0, pk.lines.join("\n"));
-    const rotatedKeys = new KmsKeyProvider({ keyId: "alias/masq-next", region: "us-east-1", endpoint: moto.endpoint });
+    const rotatedKeys = new KmsKeyProvider({ keyId: "alias/masq-next", region: "us-east-1", endpoint: fx.moto.endpoint });
     try {
-      const vault = await decryptVault(db.pool, rotatedKeys);
+      const vault = await decryptVault(fx.db.pool, rotatedKeys);
       assert.deepEqual(new Set(vault.map((v) => `${v.kind} ${v.value}`)), new Set([...originals(events), ...originals(more)]));
-      const key = await pseudonymKeyVersion(db.pool, rotatedKeys, vault[0]!.keyVersion);
+      const key = await pseudonymKeyVersion(fx.db.pool, rotatedKeys, vault[0]!.keyVersion);
       assert.equal(key.version, 2);
       for (const v of vault) assert.equal(key.pseudonymizer.pseudonymize(v.kind, v.value), v.pseudonym);
     } finally {

@@ -1,16 +1,13 @@
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import { CreateAliasCommand, CreateKeyCommand, KMSClient } from "@aws-sdk/client-kms";
 import { CreateQueueCommand } from "@aws-sdk/client-sqs";
-import { prepareDatabase } from "../../src/commands/setup.ts";
 import { sendBodies } from "../../src/demo/send-events.ts";
-import { createLogger } from "../../src/log.ts";
-import type { Db } from "../../src/sink/db.ts";
 import { createSqsClient } from "../../src/source/sqs-client.ts";
 import { masqEnv, spawnMasq } from "../helpers/masq-process.ts";
-import { motoSkipReason, startMoto, type Moto } from "../helpers/moto.ts";
-import { createDb, TABLE, uniqueEvents } from "../helpers/pipeline.ts";
-import { createTestDatabase, type TestDatabase } from "../helpers/postgres.ts";
+import { useMotoFixture } from "../helpers/fixture.ts";
+import { motoSkipReason } from "../helpers/moto.ts";
+import { uniqueEvents } from "../helpers/pipeline.ts";
 import { TEST_CREDENTIALS } from "../helpers/sqs.ts";
 
 /**
@@ -19,34 +16,19 @@ import { TEST_CREDENTIALS } from "../helpers/sqs.ts";
  * caller; and when KMS refuses to decrypt it reveals nothing and says why.
  */
 const skip = motoSkipReason();
-let moto: Moto;
-let pgdb: TestDatabase;
-let db: Db;
-
-before(async () => {
-  if (skip) return;
-  [moto, pgdb] = await Promise.all([startMoto(), createTestDatabase()]);
-  db = createDb({ databaseUrl: pgdb.url });
-  await prepareDatabase(db, TABLE, { migrate: true, logger: createLogger("silent") });
-});
-after(async () => {
-  if (skip) return;
-  await db.close();
-  await pgdb.close();
-  await moto.stop();
-});
+const fx = useMotoFixture(skip);
 
 test("ingestion and unmask with KMS; when KMS refuses to decrypt, unmask reveals nothing", { skip }, async () => {
-  const kms = new KMSClient({ region: "us-east-1", endpoint: moto.endpoint, credentials: TEST_CREDENTIALS });
+  const kms = new KMSClient({ region: "us-east-1", endpoint: fx.moto.endpoint, credentials: TEST_CREDENTIALS });
   const key = (await kms.send(new CreateKeyCommand({ Description: "masq" }))).KeyMetadata!;
   await kms.send(new CreateAliasCommand({ AliasName: "alias/masq", TargetKeyId: key.KeyId }));
-  const sqs = createSqsClient({ region: "us-east-1", endpoint: moto.endpoint, credentials: TEST_CREDENTIALS });
+  const sqs = createSqsClient({ region: "us-east-1", endpoint: fx.moto.endpoint, credentials: TEST_CREDENTIALS });
   const queueUrl = (await sqs.send(new CreateQueueCommand({ QueueName: "login-queue-unmask" }))).QueueUrl!;
   const env = masqEnv({
     queueUrl,
-    sqsEndpoint: moto.endpoint,
-    databaseUrl: pgdb.url,
-    extra: { MASQ_KMS_KEY_ID: "alias/masq", AWS_ENDPOINT_URL_KMS: moto.endpoint, AWS_ENDPOINT_URL_STS: moto.endpoint, MASQ_WAIT_TIME_SECONDS: "1" },
+    sqsEndpoint: fx.moto.endpoint,
+    databaseUrl: fx.pgdb.url,
+    extra: { MASQ_KMS_KEY_ID: "alias/masq", AWS_ENDPOINT_URL_KMS: fx.moto.endpoint, AWS_ENDPOINT_URL_STS: fx.moto.endpoint, MASQ_WAIT_TIME_SECONDS: "1" },
   });
   delete env.MASQ_MASTER_KEY;
   delete env.MASQ_PSEUDONYM_KEY;
@@ -57,7 +39,7 @@ test("ingestion and unmask with KMS; when KMS refuses to decrypt, unmask reveals
     const run = spawnMasq(["run", "--drain"], env);
     assert.equal((await run.exited).code, 0, run.lines.slice(-10).join("\n"));
     // One KMS GenerateDataKey for the pseudonym key and one for the vault's data key: 800 messages, two calls.
-    const keys = await db.pool.query<{ what: string; provider: string; master_key_id: string }>(
+    const keys = await fx.db.pool.query<{ what: string; provider: string; master_key_id: string }>(
       `SELECT 'data' AS what, provider, master_key_id FROM masq.data_keys
        UNION ALL SELECT 'pseudonym', provider, master_key_id FROM masq.pseudonym_keys ORDER BY 1`,
     );
@@ -71,7 +53,7 @@ test("ingestion and unmask with KMS; when KMS refuses to decrypt, unmask reveals
     assert.equal((await unmask.exited).code, 0, unmask.lines.join("\n"));
     const values = JSON.parse(unmask.lines.join("\n")) as { kind: string; value: string }[];
     assert.deepEqual(values.map((v) => [v.kind, v.value]), [["device_id", first.device_id]]);
-    const audit = await db.pool.query<{ aws_identity: string | null }>("SELECT aws_identity FROM masq.unmask_audit WHERE reason = 'kms test'");
+    const audit = await fx.db.pool.query<{ aws_identity: string | null }>("SELECT aws_identity FROM masq.unmask_audit WHERE reason = 'kms test'");
     assert.match(audit.rows[0]?.aws_identity ?? "", /^arn:aws:(iam|sts)::\d{12}:/, "the AWS caller is recorded");
 
     // Without decrypt rights. moto enforces neither IAM nor a key's state on Decrypt (a disabled key still decrypts

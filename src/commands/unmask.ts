@@ -4,7 +4,7 @@ import type pg from "pg";
 import { readDatabaseUrl, readKeyConfig, readPseudonymKey, readTable } from "../config.ts";
 import { ConfigError, describeError, FatalError } from "../errors.ts";
 import type { PiiKind } from "../mask/pseudonymize.ts";
-import { createDb } from "../sink/db.ts";
+import { createDb, type Db } from "../sink/db.ts";
 import { inTransaction } from "../sink/transaction.ts";
 import { qualified } from "../sink/table-name.ts";
 import { canonicalizeIp } from "../transform/ip.ts";
@@ -38,11 +38,7 @@ export async function unmaskCommand(flags: Record<string, unknown>): Promise<num
   const selector = readSelector(flags);
   const format = readFormat(flags);
   const table = readTable(flags, process.env);
-  const keyConfig = readKeyConfig(process.env);
-  const provider = createKeyProvider(keyConfig);
-  const db = createDb({ databaseUrl: readDatabaseUrl(flags, process.env), poolSize: 2 });
-  try {
-    const awsIdentity = await callerIdentity(provider);
+  return withVault(flags, async ({ db, provider, awsIdentity }) => {
     const { rows, notFound } = await inTransaction(db.pool, async (client) => {
       const wanted = await wantedPseudonyms(client, table, selector);
       const rows = await readVault(client, wanted, selector.limit);
@@ -60,13 +56,7 @@ export async function unmaskCommand(flags: Record<string, unknown>): Promise<num
     const values = await decryptAll(db.pool, provider, rows);
     if (notFound.length > 0) process.stderr.write(`masq: not in the vault (${notFound.length}): ${notFound.join(", ")}\n`);
     process.stdout.write(formatUnmasked(values, format));
-    return 0;
-  } catch (err) {
-    return refuse(err);
-  } finally {
-    provider.close();
-    await db.close().catch(() => undefined);
-  }
+  });
 }
 
 /**
@@ -85,17 +75,28 @@ export async function pseudonymCommand(kind: string, valueArg: string, flags: Re
     value = canonical;
   }
   if (value === "") throw new ConfigError("<value>", "is empty");
-  const keyConfig = readKeyConfig(process.env);
-  const provider = createKeyProvider(keyConfig);
-  const db = createDb({ databaseUrl: readDatabaseUrl(flags, process.env), poolSize: 1 });
-  try {
-    const awsIdentity = await callerIdentity(provider);
+  return withVault(flags, async ({ db, provider, awsIdentity }) => {
     const key = await activePseudonymKey(db.pool, provider, readPseudonymKey(process.env));
     const pseudonym = key.pseudonymizer.pseudonymize(kind as PiiKind, value);
     await inTransaction(db.pool, (client) =>
       writeAudit(client, { command: "pseudonym", awsIdentity, reason, selector: { kind, keyVersion: key.version }, pseudonyms: [pseudonym] }),
     );
     process.stdout.write(`${pseudonym}\n`);
+  });
+}
+
+/**
+ * Opens the key provider and the database for one audited command, learns the AWS caller (with KMS), runs `work`,
+ * and closes both; exit 0, or the refusal's code and message with nothing shown.
+ */
+async function withVault(
+  flags: Record<string, unknown>,
+  work: (ctx: { db: Db; provider: KeyProvider; awsIdentity: string | undefined }) => Promise<void>,
+): Promise<number> {
+  const provider = createKeyProvider(readKeyConfig(process.env));
+  const db = createDb({ databaseUrl: readDatabaseUrl(flags, process.env), poolSize: 2 });
+  try {
+    await work({ db, provider, awsIdentity: await callerIdentity(provider) });
     return 0;
   } catch (err) {
     return refuse(err);

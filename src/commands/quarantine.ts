@@ -113,80 +113,148 @@ export async function quarantineReplay(flags: Record<string, unknown>): Promise<
     }
   }
   return withDb(flags, async (db) => {
-    let q = db.kysely
-      .selectFrom("masq.quarantine")
-      .select(["message_id", "reason", "body", "sent_at", "received_at", sql<boolean>`body_ciphertext IS NOT NULL`.as("has_original")])
-      .where("replayed_at", "is", null)
-      .orderBy("quarantined_at");
-    if (ids.length > 0) q = q.where("message_id", "in", ids);
-    if (reason !== undefined) q = q.where("reason", "=", reason);
-    const records = await q.execute();
-
-    const items: ReplayItem[] = [];
-    const cannot: string[] = [];
-    const stillRejected = new Map<string, number>();
-    const needKeys = records.some((r) => correctedBody !== undefined || (r.reason !== "db_rejected" && r.has_original));
-    let vault: ReplayVault | undefined;
-    if (needKeys) {
-      const keyConfig = readKeyConfig(process.env);
-      const provider = createKeyProvider(keyConfig);
-      let keys: IngestKeys | undefined;
-      try {
-        keys = await IngestKeys.open({ pool: db.pool, provider, pseudonymKeyOverride: readPseudonymKey(process.env), limits: keyConfig.limits });
-        const originals = correctedBody === undefined ? await decryptOriginals(db, provider, records.filter((r) => r.reason !== "db_rejected" && r.has_original).map((r) => r.message_id)) : new Map<string, string>();
-        const outcomes: Outcome[] = [];
-        for (const r of records) {
-          const body = correctedBody ?? originals.get(r.message_id);
-          if (body === undefined) continue;
-          const o = prepareOutcome({ messageId: r.message_id, body, sentAt: r.sent_at, receivedAt: r.received_at }, keys.pseudonym.pseudonymizer);
-          if (o.kind === "row") outcomes.push(o);
-          else stillRejected.set(o.reason, (stillRejected.get(o.reason) ?? 0) + 1);
+    const pending = () => {
+      let q = db.kysely.selectFrom("masq.quarantine").where("replayed_at", "is", null);
+      if (ids.length > 0) q = q.where("message_id", "in", ids);
+      if (reason !== undefined) q = q.where("reason", "=", reason);
+      return q;
+    };
+    const total = Number((await pending().select((eb) => eb.fn.countAll().as("n")).executeTakeFirstOrThrow()).n);
+    const dryRun = flags.dryRun === true;
+    // A bar with rate and ETA on a terminal; the summary line below either way.
+    const bar = dryRun ? undefined : createProgress("replaying", { unit: "records" });
+    bar?.setBacklog(total);
+    const sum = { wouldReplay: 0, replayed: 0, skipped: 0, refused: new Map<string, string>(), cannot: 0, stillRejected: new Map<string, number>() };
+    const keys = lazyIngestKeys(db);
+    try {
+      // Page by page, in message id order, so that memory stays bounded however many records are selected.
+      let after: string | undefined;
+      let done = 0;
+      for (;;) {
+        let q = pending()
+          .select(["message_id", "reason", "body", "sent_at", "received_at", sql<boolean>`body_ciphertext IS NOT NULL`.as("has_original")])
+          .orderBy("message_id")
+          .limit(REPLAY_PAGE);
+        if (after !== undefined) q = q.where("message_id", ">", after);
+        const records = await q.execute();
+        if (records.length === 0) break;
+        after = records.at(-1)!.message_id;
+        const page = await prepareReplay(db, records, correctedBody, keys);
+        sum.cannot += page.cannot;
+        for (const [why, n] of page.stillRejected) sum.stillRejected.set(why, (sum.stillRejected.get(why) ?? 0) + n);
+        if (correctedBody !== undefined && page.items.length === 0) {
+          process.stderr.write(`masq: the corrected body is still rejected: ${[...page.stillRejected.keys()].join(", ")}\n`);
+          return 1;
         }
-        const sealed = await keys.sealer.seal(outcomes, keys.pseudonym.version);
-        vault = { keyVersion: sealed.keyVersion, entries: sealed.vault };
-        for (const o of sealed.outcomes) if (o.kind === "row") items.push({ messageId: o.messageId, row: o.row });
-      } finally {
-        keys?.close();
-        provider.close();
+        if (dryRun) {
+          sum.wouldReplay += page.items.length;
+        } else {
+          const r = await replayRows(db.pool, table, page.items, page.vault);
+          sum.replayed += r.replayed;
+          sum.skipped += r.skipped;
+          for (const [id, why] of r.refused) sum.refused.set(id, why);
+        }
+        bar?.committed({ size: records.length, seconds: 0, written: records.length, duplicates: 0, quarantinedByReason: {}, lagSeconds: [] });
+        done += records.length;
+        bar?.setBacklog(Math.max(0, total - done));
+        if (records.length < REPLAY_PAGE) break;
       }
+    } finally {
+      bar?.stop();
+      keys.close();
     }
-    for (const r of records) {
-      if (correctedBody !== undefined || (r.reason !== "db_rejected" && r.has_original)) continue;
-      if (r.reason === "db_rejected" && r.body !== null) items.push({ messageId: r.message_id, row: JSON.parse(r.body) as LoginRow });
-      else cannot.push(r.message_id);
-    }
-    if (correctedBody !== undefined && items.length === 0 && records.length > 0) {
-      process.stderr.write(`masq: the corrected body is still rejected: ${[...stillRejected.keys()].join(", ")}\n`);
-      return 1;
-    }
-    if (cannot.length > 0) {
+    if (sum.cannot > 0) {
       process.stderr.write(
-        `masq: ${cannot.length} record(s) have no original body kept (quarantined before masq kept encrypted originals, or not storable): ` +
+        `masq: ${sum.cannot} record(s) have no original body kept (quarantined before masq kept encrypted originals, or not storable): ` +
           `replay one with a corrected body: masq quarantine replay --id <message_id> --body-file <file>\n`,
       );
     }
-    const rejectedText = [...stillRejected].map(([why, n]) => `${why} ${n}`).join(", ");
-    if (flags.dryRun === true) {
-      process.stdout.write(`would replay ${items.length} record(s)${rejectedText ? `; still rejected: ${rejectedText}` : ""}\n`);
+    const rejectedText = [...sum.stillRejected].map(([why, n]) => `${why} ${n}`).join(", ");
+    if (dryRun) {
+      process.stdout.write(`would replay ${sum.wouldReplay} record(s)${rejectedText ? `; still rejected: ${rejectedText}` : ""}\n`);
       return 0;
     }
-    // A bar with rate and ETA on a terminal; the summary line below either way.
-    const bar = createProgress("replaying", { unit: "records" });
-    bar?.setBacklog(items.length);
-    let reported = 0;
-    const r = await replayRows(db.pool, table, items, vault, (done) => {
-      bar?.committed({ size: done - reported, seconds: 0, written: done - reported, duplicates: 0, quarantinedByReason: {}, lagSeconds: [] });
-      bar?.setBacklog(items.length - done);
-      reported = done;
-    }).finally(() => bar?.stop());
     process.stdout.write(
-      `replayed ${r.replayed}, already replayed or gone ${r.skipped}, refused by the table ${r.refused.size}` +
+      `replayed ${sum.replayed}, already replayed or gone ${sum.skipped}, refused by the table ${sum.refused.size}` +
         `${rejectedText ? `, still rejected by masq (left quarantined): ${rejectedText}` : ""}\n`,
     );
-    for (const [id, why] of r.refused) process.stdout.write(`  ${id}: ${why}\n`);
+    for (const [id, why] of sum.refused) process.stdout.write(`  ${id}: ${why}\n`);
     // Exit 1 when any selected record stays quarantined, so a script notices.
-    return r.refused.size > 0 || cannot.length > 0 || stillRejected.size > 0 ? 1 : 0;
+    return sum.refused.size > 0 || sum.cannot > 0 || sum.stillRejected.size > 0 ? 1 : 0;
   });
+}
+
+/** Records read, decrypted, validated and sealed at a time by `quarantine replay`. */
+const REPLAY_PAGE = 1000;
+
+interface ReplayRecord {
+  message_id: string;
+  reason: string;
+  body: string | null;
+  sent_at: Date | null;
+  received_at: Date;
+  has_original: boolean;
+}
+
+/** The vault's keys for a replay, opened at the first page that needs them (db_rejected rows need none). */
+function lazyIngestKeys(db: Db): { get(): Promise<{ keys: IngestKeys; provider: KeyProvider }>; close(): void } {
+  let opened: Promise<{ keys: IngestKeys; provider: KeyProvider }> | undefined;
+  let provider: KeyProvider | undefined;
+  let keys: IngestKeys | undefined;
+  return {
+    get() {
+      opened ??= (async () => {
+        const keyConfig = readKeyConfig(process.env);
+        provider = createKeyProvider(keyConfig);
+        keys = await IngestKeys.open({ pool: db.pool, provider, pseudonymKeyOverride: readPseudonymKey(process.env), limits: keyConfig.limits });
+        return { keys, provider };
+      })();
+      return opened;
+    },
+    close() {
+      keys?.close();
+      provider?.close();
+    },
+  };
+}
+
+/**
+ * One page of a replay: what loads (rows masked and sealed again under the active key, or db_rejected rows as
+ * they were kept), what masq still rejects, by reason, and how many records have nothing to replay from.
+ */
+async function prepareReplay(
+  db: Db,
+  records: readonly ReplayRecord[],
+  correctedBody: string | undefined,
+  lazyKeys: ReturnType<typeof lazyIngestKeys>,
+): Promise<{ items: ReplayItem[]; vault: ReplayVault | undefined; stillRejected: Map<string, number>; cannot: number }> {
+  const items: ReplayItem[] = [];
+  const stillRejected = new Map<string, number>();
+  let cannot = 0;
+  let vault: ReplayVault | undefined;
+  const fromOriginal = (r: ReplayRecord) => correctedBody !== undefined || (r.reason !== "db_rejected" && r.has_original);
+  if (records.some(fromOriginal)) {
+    const { keys, provider } = await lazyKeys.get();
+    const originals = correctedBody === undefined ? await decryptOriginals(db, provider, records.filter(fromOriginal).map((r) => r.message_id)) : new Map<string, string>();
+    const outcomes: Outcome[] = [];
+    for (const r of records) {
+      if (!fromOriginal(r)) continue;
+      const body = correctedBody ?? originals.get(r.message_id);
+      if (body === undefined) continue;
+      const o = prepareOutcome({ messageId: r.message_id, body, sentAt: r.sent_at, receivedAt: r.received_at }, keys.pseudonym.pseudonymizer);
+      if (o.kind === "row") outcomes.push(o);
+      else stillRejected.set(o.reason, (stillRejected.get(o.reason) ?? 0) + 1);
+    }
+    const sealed = await keys.sealer.seal(outcomes, keys.pseudonym.version);
+    vault = { keyVersion: sealed.keyVersion, entries: sealed.vault };
+    for (const o of sealed.outcomes) if (o.kind === "row") items.push({ messageId: o.messageId, row: o.row });
+  }
+  for (const r of records) {
+    if (fromOriginal(r)) continue;
+    if (r.reason === "db_rejected" && r.body !== null) items.push({ messageId: r.message_id, row: JSON.parse(r.body) as LoginRow });
+    else cannot++;
+  }
+  return { items, vault, stillRejected, cannot };
 }
 
 /** The original bodies of these quarantine records, decrypted: one provider call per data key. */

@@ -262,4 +262,49 @@ describe("operating masq", () => {
     assert.deepEqual(pending.rows.map((x) => x.reason), ["invalid_json", "wrong_type"]);
     assert.match((await masq(["quarantine", "replay", "--all"], env)).out, /replayed 0\b/, "a second replay loads nothing again");
   });
+
+  test("quarantine replay works page by page: 2,700 records over three pages, each replayed once, the rejected ones counted", async () => {
+    await fx.reset();
+    const queueUrl = fx.sqs.newQueue();
+    const env = masqEnv({ queueUrl, sqsEndpoint: fx.sqs.endpoint, databaseUrl: fx.pgdb.url });
+    // The pseudonym and data keys exist after a first run (of an empty queue).
+    assert.equal((await masq(["run", "--drain"], env)).code, 0);
+    const keys = await testKeys(fx.db);
+    const n = 2700;
+    const dk = await keys.dataKeys.reserve(n);
+    const ids: string[] = [];
+    const nonces: Buffer[] = [];
+    const ciphertexts: Buffer[] = [];
+    const reasons: string[] = [];
+    for (let i = 0; i < n; i++) {
+      const id = `m-page-${String(i).padStart(5, "0")}`;
+      // Every ninth one is still rejected (not JSON); the others are what masq accepts now.
+      const body = i % 9 === 0 ? `not json ${i}` : JSON.stringify({ user_id: `u-page-${i}`, app_version: "1.2.3", device_type: "android", ip: `10.0.${i >> 8}.${i & 255}`, device_id: `dev-${i % 50}`, locale: null });
+      const sealed = seal(dk.key, Buffer.from(body), quarantineBodyAad(id));
+      ids.push(id);
+      nonces.push(sealed.nonce);
+      ciphertexts.push(sealed.ciphertext);
+      reasons.push(i % 9 === 0 ? "invalid_json" : "invalid_app_version");
+    }
+    keys.close();
+    await fx.db.pool.query(
+      `WITH l AS (INSERT INTO masq.ingest_ledger (message_id, outcome) SELECT unnest($1::text[]), 'quarantined')
+       INSERT INTO masq.quarantine (message_id, reason, detail, body, body_length, sent_at, received_at, body_data_key_id, body_nonce, body_ciphertext)
+       SELECT id, reason, 'test', NULL, 1, now(), now(), $4, nonce, ct FROM unnest($1::text[], $2::bytea[], $3::bytea[], $5::text[]) AS u(id, nonce, ct, reason)`,
+      [ids, nonces, ciphertexts, dk.id, reasons],
+    );
+    const rejected = Math.ceil(n / 9);
+
+    const dry = await masq(["quarantine", "replay", "--all", "--dry-run"], env);
+    assert.match(dry.out, new RegExp(`would replay ${n - rejected} record\\(s\\); still rejected: invalid_json ${rejected}\\b`));
+    const r = await masq(["quarantine", "replay", "--all"], env);
+    assert.equal(r.code, 1, "the invalid ones stay quarantined");
+    assert.match(r.out, new RegExp(`replayed ${n - rejected}, already replayed or gone 0, refused by the table 0, still rejected by masq \\(left quarantined\\): invalid_json ${rejected}\\b`));
+    const c = await fx.db.pool.query<{ rows: number; users: number; pending: number }>(
+      `SELECT (SELECT count(*)::int FROM public.user_logins) AS rows, (SELECT count(DISTINCT user_id)::int FROM public.user_logins) AS users,
+              (SELECT count(*)::int FROM masq.quarantine WHERE replayed_at IS NULL) AS pending`,
+    );
+    assert.deepEqual(c.rows[0], { rows: n - rejected, users: n - rejected, pending: rejected });
+    assert.match((await masq(["quarantine", "replay", "--all"], env)).out, /replayed 0\b/, "a second replay loads nothing again");
+  });
 });

@@ -89,6 +89,15 @@ async function createFirst(pool: pg.Pool, provider: KeyProvider, override: Uint8
       if (override !== undefined) {
         row = { version: 1, state: "active", provider: "external", master_key_id: null, wrapped: null, fingerprint: pseudonymKeyFingerprint(override) };
       } else {
+        // A database that masq wrote before it kept its own key (MASQ_PSEUDONYM_KEY was required then): a new key
+        // would silently give every value a second pseudonym, breaking duplicate detection across the boundary.
+        const written = await client.query("SELECT 1 FROM masq.ingest_ledger LIMIT 1");
+        if ((written.rowCount ?? 0) > 0) {
+          throw new ConfigError(
+            "MASQ_PSEUDONYM_KEY",
+            "is not set, and this database already holds messages masked under a key masq does not keep; set MASQ_PSEUDONYM_KEY to that key",
+          );
+        }
         const g = await provider.generateKey(pseudonymKeyContext(1), signal);
         row = { version: 1, state: "active", provider: provider.name, master_key_id: g.masterKeyId, wrapped: Buffer.from(g.wrapped), fingerprint: pseudonymKeyFingerprint(g.plaintext) };
         g.plaintext.fill(0);

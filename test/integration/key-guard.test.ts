@@ -8,9 +8,14 @@ import { prepareOutcome } from "../../src/runner/prepare.ts";
 import { StaleKeyError, writeBatch } from "../../src/sink/write-batch.ts";
 import { createPseudonymizer } from "../../src/mask/pseudonymize.ts";
 import { LocalKeyProvider } from "../../src/vault/local-provider.ts";
-import { pseudonymKeyContext, pseudonymKeyFingerprint } from "../../src/vault/pseudonym-keys.ts";
+import { activePseudonymKey, pseudonymKeyContext, pseudonymKeyFingerprint } from "../../src/vault/pseudonym-keys.ts";
+import { prepareDatabase } from "../../src/commands/setup.ts";
+import { ConfigError } from "../../src/errors.ts";
+import { createLogger } from "../../src/log.ts";
+import { createDb } from "../../src/sink/db.ts";
+import { createTestDatabase } from "../helpers/postgres.ts";
 import { usePipelineFixture } from "../helpers/fixture.ts";
-import { TABLE, TEST_MASTER_KEY, testKeys, uniqueEvents } from "../helpers/pipeline.ts";
+import { TABLE, TEST_KEY, TEST_MASTER_KEY, testKeys, uniqueEvents } from "../helpers/pipeline.ts";
 
 /**
  * The protocol that lets a pseudonym key rotation run while ingestion keeps writing: a batch commits only under the
@@ -125,6 +130,27 @@ describe("the pseudonym key guard", () => {
       assert.equal(v.rows[0]!.n, v.rows[0]!.distinct);
     } finally {
       keys.close();
+    }
+  });
+
+  test("a database masq wrote before it kept its own key: without MASQ_PSEUDONYM_KEY it refuses instead of starting a second key", async () => {
+    const pgdb = await createTestDatabase();
+    const db = createDb({ databaseUrl: pgdb.url });
+    try {
+      await prepareDatabase(db, TABLE, { migrate: true, logger: createLogger("silent") });
+      await db.pool.query("INSERT INTO masq.ingest_ledger (message_id, outcome) VALUES ('m-before-the-vault', 'written')");
+      const provider = new LocalKeyProvider(TEST_MASTER_KEY);
+      await assert.rejects(
+        activePseudonymKey(db.pool, provider),
+        (err: Error) => err instanceof ConfigError && err.setting === "MASQ_PSEUDONYM_KEY" && /already holds messages masked under a key/.test(err.message),
+      );
+      assert.equal((await db.pool.query("SELECT 1 FROM masq.pseudonym_keys")).rowCount, 0, "no key was made");
+      // With the key it was written with, masq goes on (and records that key's fingerprint).
+      const key = await activePseudonymKey(db.pool, provider, TEST_KEY);
+      assert.equal(key.version, 1);
+    } finally {
+      await db.close();
+      await pgdb.close();
     }
   });
 });

@@ -1,4 +1,5 @@
 import type pg from "pg";
+import { ConfigError } from "../errors.ts";
 import { qualified, type TableName } from "../sink/table-name.ts";
 import type { PassContext } from "./pass-context.ts";
 import { query } from "./query.ts";
@@ -63,6 +64,20 @@ export async function rewriteTable(ctx: PassContext, table: TableName): Promise<
     // Rewritten while the pass ran: its block numbers no longer say where the old rows are.
     shape = await tableShape(pool, name);
     if (shape.filenode === state.tableRelfilenode) return true;
+  }
+}
+
+/**
+ * The table pass walks the table's blocks by ctid ranges, which only a plain table has: a partitioned table (or a
+ * view) would be walked as empty and keep every old pseudonym. Checked before the switch, so nothing has started.
+ */
+export async function assertRewritable(pool: pg.Pool, table: TableName): Promise<void> {
+  const name = qualified(table);
+  const { rows } = await query<{ relkind: string }>(pool, "SELECT c.relkind FROM pg_class c WHERE c.oid = $1::regclass", [name]);
+  const kind = rows[0]?.relkind;
+  if (kind !== "r") {
+    const what = kind === "p" ? "a partitioned table" : kind === "v" || kind === "m" ? "a view" : kind === "f" ? "a foreign table" : "not a plain table";
+    throw new ConfigError("--table", `${name} is ${what}; the pseudonym key rotation rewrites a plain table only, so nothing was started`);
   }
 }
 

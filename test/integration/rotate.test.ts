@@ -426,6 +426,22 @@ describe("key rotation", () => {
     assert.ok(!r.stderr.includes(Buffer.from(TEST_KEY).toString("hex")));
   });
 
+  test("a partitioned target table is refused before the switch: its blocks cannot be walked, so nothing starts", async () => {
+    const part = { schema: "public", name: "user_logins_by_month" };
+    await fx.db.pool.query(`CREATE TABLE public.user_logins_by_month (LIKE public.user_logins) PARTITION BY RANGE (create_date)`);
+    try {
+      const before = await fx.db.pool.query("SELECT version, state FROM masq.pseudonym_keys ORDER BY version");
+      await assert.rejects(
+        rotatePseudonymKey({ pool: fx.db.pool, provider: provider(), table: part, batchSize: 100, resume: false }),
+        (err: Error) => err instanceof ConfigError && err.setting === "--table" && /is a partitioned table.*nothing was started/.test(err.message),
+      );
+      assert.deepEqual((await fx.db.pool.query("SELECT version, state FROM masq.pseudonym_keys ORDER BY version")).rows, before.rows);
+      assert.equal((await fx.db.pool.query("SELECT 1 FROM masq.pseudonym_rotation")).rowCount, 0);
+    } finally {
+      await fx.db.pool.query("DROP TABLE public.user_logins_by_month");
+    }
+  });
+
   // Last: it moves every key to another master key.
   test("master key rotation re-wraps every key, changes no ciphertext, and scripts/rotate-keys runs both rotations", async () => {
     const events = await seed(800, 67);

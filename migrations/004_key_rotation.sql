@@ -26,6 +26,8 @@ CREATE TABLE masq.pseudonym_rotation (
     -- Pseudonyms in kept bodies that no vault row maps (replaced by a marker): expected to stay 0.
     unmapped          bigint      NOT NULL DEFAULT 0
 );
+-- At most one rotation at a time, whatever the code does: a second row collides on this index.
+CREATE UNIQUE INDEX pseudonym_rotation_one_at_a_time ON masq.pseudonym_rotation ((true));
 
 -- Old pseudonym → new, per kind: filled by the vault pass, read by the quarantine and table passes.
 CREATE TABLE masq.pseudonym_rotation_map (

@@ -13,6 +13,7 @@ import { quarantineBodyAad } from "../vault/vault-aad.ts";
 import { createDb, type Db } from "../sink/db.ts";
 import { replayRows, type ReplayItem, type ReplayVault } from "../sink/replay.ts";
 import { IngestKeys } from "../vault/ingest-keys.ts";
+import { readRotationState } from "../rotation/rotation-state.ts";
 import { createKeyProvider } from "../vault/key-provider-from-config.ts";
 
 /** `masq quarantine list`: what is waiting, newest first. */
@@ -119,6 +120,15 @@ export async function quarantineReplay(flags: Record<string, unknown>): Promise<
       if (reason !== undefined) q = q.where("reason", "=", reason);
       return q;
     };
+    const rotation = await readRotationState(db.pool);
+    if (rotation !== undefined) {
+      // Its passes rewrite the quarantine and the vault under the new key while a replay would write under either.
+      process.stderr.write(
+        `masq: a pseudonym key rotation (version ${rotation.fromVersion} to ${rotation.toVersion}, ${rotation.phase} pass) is in progress; ` +
+          "replay after it has finished (masq rotate pseudonym-key --resume finishes it)\n",
+      );
+      return 1;
+    }
     const total = Number((await pending().select((eb) => eb.fn.countAll().as("n")).executeTakeFirstOrThrow()).n);
     const dryRun = flags.dryRun === true;
     // A bar with rate and ETA on a terminal; the summary line below either way.
@@ -139,7 +149,7 @@ export async function quarantineReplay(flags: Record<string, unknown>): Promise<
         const records = await q.execute();
         if (records.length === 0) break;
         after = records.at(-1)!.message_id;
-        const page = await prepareReplay(db, records, correctedBody, keys);
+        const page = await prepareReplay(db, records, correctedBody, keys, { seal: !dryRun });
         sum.cannot += page.cannot;
         for (const [why, n] of page.stillRejected) sum.stillRejected.set(why, (sum.stillRejected.get(why) ?? 0) + n);
         if (correctedBody !== undefined && page.items.length === 0) {
@@ -227,6 +237,7 @@ async function prepareReplay(
   records: readonly ReplayRecord[],
   correctedBody: string | undefined,
   lazyKeys: ReturnType<typeof lazyIngestKeys>,
+  opts: { seal: boolean },
 ): Promise<{ items: ReplayItem[]; vault: ReplayVault | undefined; stillRejected: Map<string, number>; cannot: number }> {
   const items: ReplayItem[] = [];
   const stillRejected = new Map<string, number>();
@@ -245,7 +256,8 @@ async function prepareReplay(
       if (o.kind === "row") outcomes.push(o);
       else stillRejected.set(o.reason, (stillRejected.get(o.reason) ?? 0) + 1);
     }
-    const sealed = await keys.sealer.seal(outcomes, keys.pseudonym.version);
+    // A dry run only counts: sealing would draw (and store) a data key for values it does not write.
+    const sealed = opts.seal ? await keys.sealer.seal(outcomes, keys.pseudonym.version) : { keyVersion: keys.pseudonym.version, vault: [], outcomes };
     vault = { keyVersion: sealed.keyVersion, entries: sealed.vault };
     for (const o of sealed.outcomes) if (o.kind === "row") items.push({ messageId: o.messageId, row: o.row });
   }

@@ -295,7 +295,17 @@ describe("operating masq", () => {
     );
     const rejected = Math.ceil(n / 9);
 
+    const dataKeys = async () => (await fx.db.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM masq.data_keys")).rows[0]!.n;
+    const keysBefore = await dataKeys();
+    // Not while a pseudonym key rotation runs: its passes rewrite what a replay would write.
+    await fx.db.pool.query("INSERT INTO masq.pseudonym_rotation (from_version, to_version, switched_at, target_table, phase) VALUES (1, 1, now(), 'public.user_logins', 'vault')");
+    const during = await masq(["quarantine", "replay", "--all"], env);
+    await fx.db.pool.query("DELETE FROM masq.pseudonym_rotation");
+    assert.equal(during.code, 1);
+    assert.match(during.out, /rotation \(version 1 to 1, vault pass\) is in progress; replay after it has finished/);
+
     const dry = await masq(["quarantine", "replay", "--all", "--dry-run"], env);
+    assert.equal(await dataKeys(), keysBefore, "a dry run draws no data key");
     assert.match(dry.out, new RegExp(`would replay ${n - rejected} record\\(s\\); still rejected: invalid_json ${rejected}\\b`));
     const r = await masq(["quarantine", "replay", "--all"], env);
     assert.equal(r.code, 1, "the invalid ones stay quarantined");
@@ -305,6 +315,7 @@ describe("operating masq", () => {
               (SELECT count(*)::int FROM masq.quarantine WHERE replayed_at IS NULL) AS pending`,
     );
     assert.deepEqual(c.rows[0], { rows: n - rejected, users: n - rejected, pending: rejected });
+    assert.equal(await dataKeys(), keysBefore + 1, "the replay itself sealed the values under a data key of its own");
     assert.match((await masq(["quarantine", "replay", "--all"], env)).out, /replayed 0\b/, "a second replay loads nothing again");
   });
 });

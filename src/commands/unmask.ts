@@ -39,10 +39,12 @@ export async function unmaskCommand(flags: Record<string, unknown>): Promise<num
   const format = readFormat(flags);
   const table = readTable(flags, process.env);
   return withVault(flags, async ({ db, provider, awsIdentity }) => {
-    const { rows, notFound } = await inTransaction(db.pool, async (client) => {
+    const { rows, notFound, truncated } = await inTransaction(db.pool, async (client) => {
       const wanted = await wantedPseudonyms(client, table, selector);
-      const rows = await readVault(client, wanted, selector.limit);
-      const found = new Set(rows.map((r) => `${r.kind}:${r.pseudonym}`));
+      // One more than the limit, to tell "that is all" from "there is more".
+      const read = await readVault(client, wanted, selector.limit + 1);
+      const truncated = read.length > selector.limit;
+      const rows = truncated ? read.slice(0, selector.limit) : read;
       await writeAudit(client, {
         command: "unmask",
         awsIdentity,
@@ -50,11 +52,15 @@ export async function unmaskCommand(flags: Record<string, unknown>): Promise<num
         selector: describeSelector(selector),
         pseudonyms: rows.map((r) => r.pseudonym),
       });
-      return { rows, notFound: wanted.filter((w) => !found.has(`${w.kind}:${w.pseudonym}`)).map((w) => w.pseudonym) };
+      // A bare pseudonym is looked up as each kind: it is missing only when no kind has it. Past the limit, unknown.
+      const found = new Set(rows.map((r) => r.pseudonym));
+      const notFound = truncated ? [] : [...new Set(wanted.map((w) => w.pseudonym))].filter((p) => !found.has(p));
+      return { rows, notFound, truncated };
     });
     // Decrypt everything before printing anything: a value that fails authentication stops the command whole.
     const values = await decryptAll(db.pool, provider, rows);
     if (notFound.length > 0) process.stderr.write(`masq: not in the vault (${notFound.length}): ${notFound.join(", ")}\n`);
+    if (truncated) process.stderr.write(`masq: more values match; showing the first ${selector.limit} (raise --limit for more)\n`);
     process.stdout.write(formatUnmasked(values, format));
   });
 }
@@ -161,8 +167,9 @@ async function wantedPseudonyms(client: pg.PoolClient, table: { schema: string; 
        WHERE ($1::text[] IS NULL OR user_id = ANY($1::text[]))
          AND ($2::date IS NULL OR create_date >= $2::date)
          AND ($3::date IS NULL OR create_date <= $3::date)
+       ORDER BY masked_ip, masked_device_id
        LIMIT $4`,
-      [s.userIds.length > 0 ? s.userIds : null, s.from ?? null, s.to ?? null, s.limit],
+      [s.userIds.length > 0 ? s.userIds : null, s.from ?? null, s.to ?? null, s.limit + 1],
     );
     const seen = new Set(out.map((w) => `${w.kind}:${w.pseudonym}`));
     for (const r of rows) {

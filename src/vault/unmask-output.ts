@@ -17,13 +17,18 @@ export function formatUnmasked(rows: readonly Unmasked[], format: UnmaskFormat):
   return all.map((r) => `${r.kind.padEnd(kindWidth)}  ${r.pseudonym.padEnd(pseudonymWidth)}  ${printable(r.value)}`).join("\n") + "\n";
 }
 
-/** RFC 4180: a field with a comma, quote, CR or LF is quoted, and its quotes doubled. */
-export function csvField(value: string): string {
-  return /[",\r\n]/.test(value) ? `"${value.replace(/"/g, '""')}"` : value;
+/**
+ * RFC 4180: a field with a comma, quote, CR or LF is quoted, and its quotes doubled. A value that a spreadsheet would
+ * run as a formula (it starts with = + - @, tab or CR; a device id is arbitrary text) gets a leading ' (OWASP's
+ * advice against CSV injection); --format json gives every value exactly.
+ */
+function csvField(value: string): string {
+  const safe = /^[=+\-@\t\r]/.test(value) ? `'${value}` : value;
+  return /[",\r\n]/.test(safe) ? `"${safe.replace(/"/g, '""')}"` : safe;
 }
 
-/** In the table, control characters in a value (a device id is arbitrary text) are shown escaped, not interpreted. */
+/** In the table, control characters (C0 and C1: a terminal would act on ESC and CSI) in a value (a device id is arbitrary text) are shown escaped, not interpreted. */
 function printable(value: string): string {
   // eslint-disable-next-line no-control-regex
-  return value.replace(/[\u0000-\u001f\u007f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
+  return value.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
 }

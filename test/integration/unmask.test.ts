@@ -86,9 +86,16 @@ describe("masq unmask and masq pseudonym", () => {
     const table = await masq(["unmask", "--reason", "case 1", "--pseudonym", row.masked_device_id, unknown], env);
     assert.equal(table.code, 0, table.stderr);
     assert.match(table.stdout, new RegExp(`^device_id\\s+${row.masked_device_id}\\s+\\S`, "m"));
-    assert.match(table.stderr, new RegExp(`not in the vault.*${unknown}`));
+    // Reported once (a bare pseudonym is looked up as each kind), and the one found is not reported.
+    assert.equal(table.stderr, `masq: not in the vault (1): ${unknown}\n`);
     const csv = await masq(["unmask", "--reason", "case 1", "--pseudonym", row.masked_device_id, "--format", "csv"], env);
     assert.match(csv.stdout, /^kind,pseudonym,value\r\ndevice_id,[0-9a-f]{64},.+\r\n$/);
+    // Past --limit: the first values, and a word that there are more (not a list of "missing" ones).
+    const users = (await fx.db.pool.query<{ user_id: string }>("SELECT user_id FROM public.user_logins ORDER BY user_id LIMIT 5")).rows.map((u) => u.user_id);
+    const limited = await masq(["unmask", "--reason", "case 1", "--user-id", ...users, "--limit", "3", "--format", "json"], env);
+    assert.equal(limited.code, 0, limited.stderr);
+    assert.equal((JSON.parse(limited.stdout) as unknown[]).length, 3);
+    assert.equal(limited.stderr, "masq: more values match; showing the first 3 (raise --limit for more)\n");
   });
 
   test("without --reason, or without a selector, nothing is read: exit 2 naming the flag", async () => {

@@ -34,7 +34,6 @@ export async function replayRows(
   table: TableName,
   items: readonly ReplayItem[],
   vault?: ReplayVault,
-  onProgress?: (done: number) => void,
 ): Promise<ReplayResult> {
   const result: ReplayResult = { replayed: 0, skipped: 0, refused: new Map() };
   const run = async (part: readonly ReplayItem[]): Promise<void> => {
@@ -55,7 +54,6 @@ export async function replayRows(
   };
   for (let i = 0; i < items.length; i += 500) {
     await run(items.slice(i, i + 500));
-    onProgress?.(Math.min(items.length, i + 500));
   }
   return result;
 }

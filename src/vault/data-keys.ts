@@ -10,7 +10,7 @@ export interface DataKeyLimits {
   maxUses: number;
 }
 
-export const DEFAULT_DATA_KEY_LIMITS: DataKeyLimits = { maxAgeMs: 3_600_000, maxUses: 1_000_000 };
+const DEFAULT_DATA_KEY_LIMITS: DataKeyLimits = { maxAgeMs: 3_600_000, maxUses: 1_000_000 };
 
 export interface DataKey {
   id: string;

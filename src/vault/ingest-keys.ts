@@ -15,6 +15,7 @@ export class IngestKeys {
   private readonly pool: pg.Pool;
   private readonly provider: KeyProvider;
   private readonly override: Uint8Array | undefined;
+  private refreshing: Promise<PseudonymKey> | undefined;
 
   private constructor(opts: IngestKeysOptions, pseudonym: PseudonymKey) {
     this.pool = opts.pool;
@@ -36,9 +37,12 @@ export class IngestKeys {
     return new IngestKeys(opts, await activePseudonymKey(opts.pool, opts.provider, opts.pseudonymKeyOverride, signal));
   }
 
-  async refresh(signal?: AbortSignal): Promise<PseudonymKey> {
-    this.pseudonym = await activePseudonymKey(this.pool, this.provider, this.override, signal);
-    return this.pseudonym;
+  /** Loads the active pseudonym key again; writers that meet a key switch together share one load (one unwrap). */
+  refresh(signal?: AbortSignal): Promise<PseudonymKey> {
+    this.refreshing ??= activePseudonymKey(this.pool, this.provider, this.override, signal)
+      .then((key) => (this.pseudonym = key))
+      .finally(() => (this.refreshing = undefined));
+    return this.refreshing;
   }
 
   close(): void {

@@ -122,7 +122,7 @@ export class KmsKeyProvider implements KeyProvider {
   }
 }
 
-export function classifyKmsError(err: unknown, operation: string): TransientError | FatalError {
+function classifyKmsError(err: unknown, operation: string): TransientError | FatalError {
   if (err instanceof TransientError || err instanceof FatalError) return err;
   const e = err as { name?: string; message?: string; $metadata?: { httpStatusCode?: number } };
   const name = e.name ?? "Error";

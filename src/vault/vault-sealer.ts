@@ -16,8 +16,6 @@ export class VaultSealer {
   private readonly known = { ip: new Set<string>(), device_id: new Set<string>() };
   private knownVersion = -1;
   private readonly capacity: number;
-  /** Values and bodies encrypted so far, for metrics. */
-  sealed = 0;
 
   constructor(dataKeys: DataKeys, capacity = 50_000) {
     this.dataKeys = dataKeys;
@@ -54,7 +52,6 @@ export class VaultSealer {
     const sealedOutcomes = outcomes.map((o) =>
       withoutOriginals(o.kind === "quarantine" && o.originalBody !== null ? sealBody(o, dk.id, dk.keyObject, nonce[n++]!) : o),
     );
-    this.sealed += count;
     return { keyVersion, outcomes: sealedOutcomes, vault };
   }
 

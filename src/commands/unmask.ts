@@ -72,7 +72,7 @@ export async function unmaskCommand(flags: Record<string, unknown>): Promise<num
  */
 export async function pseudonymCommand(kind: string, valueArg: string, flags: Record<string, unknown>): Promise<number> {
   const reason = readReason(flags);
-  if (!KINDS.includes(kind as PiiKind)) throw new ConfigError("<kind>", `must be ip or device_id (got "${kind}")`);
+  if (!KINDS.includes(kind as PiiKind)) throw new ConfigError("<kind>", "must be ip or device_id (the kind comes first: masq pseudonym <kind> <value>)");
   const raw = valueArg === "-" ? readFileSync(0, "utf8").replace(/\r?\n$/, "") : valueArg;
   let value = raw;
   if (kind === "ip") {

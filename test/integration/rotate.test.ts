@@ -112,6 +112,18 @@ describe("key rotation", () => {
     return { version: k.version, p: k.pseudonymizer };
   }
 
+  /** Every row of the table carries the pseudonyms of its event's original values under `p`. */
+  async function assertRowsUnder(p: Pseudonymizer, events: readonly SyntheticEvent[]) {
+    const orig = originals(events);
+    const rows = await fx.db.pool.query<{ user_id: string; masked_ip: string; masked_device_id: string }>("SELECT user_id, masked_ip, masked_device_id FROM public.user_logins");
+    assert.ok(rows.rows.length > 0);
+    for (const r of rows.rows) {
+      const o = orig.get(r.user_id)!;
+      assert.equal(r.masked_ip, p.pseudonymize("ip", o.ip), `masked_ip of ${r.user_id}`);
+      assert.equal(r.masked_device_id, p.pseudonymize("device_id", o.deviceId), `masked_device_id of ${r.user_id}`);
+    }
+  }
+
   /** The state a finished rotation must leave, whatever happened on the way. */
   async function assertRotated(events: readonly SyntheticEvent[], before: { groups: Awaited<ReturnType<typeof groups>>; old: Set<string>; vaultSize: number; oldVersion: number }) {
     const { version, p } = await activeKey();
@@ -119,12 +131,7 @@ describe("key rotation", () => {
     const orig = originals(events);
 
     // The table: every row under the new key, computed from its original values; the groups unchanged.
-    const rows = await fx.db.pool.query<{ user_id: string; masked_ip: string; masked_device_id: string }>("SELECT user_id, masked_ip, masked_device_id FROM public.user_logins");
-    for (const r of rows.rows) {
-      const o = orig.get(r.user_id)!;
-      assert.equal(r.masked_ip, p.pseudonymize("ip", o.ip), `masked_ip of ${r.user_id}`);
-      assert.equal(r.masked_device_id, p.pseudonymize("device_id", o.deviceId), `masked_device_id of ${r.user_id}`);
-    }
+    await assertRowsUnder(p, events);
     assert.deepEqual(await groups(), before.groups);
 
     // The vault: the same values, each under its new pseudonym, and each decrypts to the value it names.
@@ -383,13 +390,8 @@ describe("key rotation", () => {
 
     const { version, p } = await activeKey();
     assert.equal(version, oldVersion + 1);
+    await assertRowsUnder(p, all);
     const orig = originals(all);
-    const rows = await fx.db.pool.query<{ user_id: string; masked_ip: string; masked_device_id: string }>("SELECT user_id, masked_ip, masked_device_id FROM public.user_logins");
-    for (const r of rows.rows) {
-      const o = orig.get(r.user_id)!;
-      assert.equal(r.masked_ip, p.pseudonymize("ip", o.ip), `masked_ip of ${r.user_id}`);
-      assert.equal(r.masked_device_id, p.pseudonymize("device_id", o.deviceId), `masked_device_id of ${r.user_id}`);
-    }
     const vault = await decryptVault(fx.db.pool, provider());
     for (const v of vault) {
       assert.equal(v.keyVersion, version);

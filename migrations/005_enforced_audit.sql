@@ -61,11 +61,12 @@ FROM masq.unmask_audit;
 
 DROP TABLE masq.unmask_audit;
 
--- The old name, for queries and SIEM exports written against it: the unmask and pseudonym rows of the trail.
+-- The old name, for queries and SIEM exports written against it: the unmask and pseudonym rows of the trail, with
+-- pseudonyms as before (subjects are "kind:pseudonym" in masq.audit).
 CREATE VIEW masq.unmask_audit AS
 SELECT seq AS id, at, action AS command, login_role, effective_role,
        client_reported ->> 'aws_identity' AS aws_identity, client_reported ->> 'os_user' AS os_user,
-       reason, selector, subjects AS pseudonyms, value_count
+       reason, selector, ARRAY(SELECT regexp_replace(s, '^(ip|device_id):', '') FROM unnest(subjects) AS s) AS pseudonyms, value_count
 FROM masq.audit WHERE action IN ('unmask', 'pseudonym');
 
 -- One row: the lock that serialises appends, so that two audited actions at once chain one after the other.

@@ -55,7 +55,7 @@ interface Cipher {
  */
 export async function revealVault(pool: pg.Pool, provider: KeyProvider, req: RevealRequest): Promise<RevealResult> {
   const candidates = await vaultEntries(pool, req.wanted, req.limit + 1);
-  const dataKeys = await loadDataKeys(pool, provider, candidates.map((c) => c.data_key_id)).catch((err: unknown) => Promise.reject(asMasqError(err)));
+  const dataKeys = await unwrapDataKeys(pool, provider, candidates.map((c) => c.data_key_id));
   const pseudonymizers = new Map<number, Pseudonymizer>();
   const auditKey = await openAuditKey(pool, provider);
   try {
@@ -78,7 +78,7 @@ export async function revealVault(pool: pg.Pool, provider: KeyProvider, req: Rev
     const rows = (await query<Cipher>(pool, "SELECT kind, pseudonym, key_version, data_key_id, nonce, ciphertext FROM masq.vault_ciphertexts($1)", [seq])).rows;
     // A rotation between step 0 and step 2 can move a value to a data key or pseudonym key not unwrapped yet.
     const lateKeys = rows.map((r) => r.data_key_id).filter((id) => !dataKeys.has(id));
-    for (const [id, k] of await loadDataKeys(pool, provider, lateKeys)) dataKeys.set(id, k);
+    for (const [id, k] of await unwrapDataKeys(pool, provider, lateKeys)) dataKeys.set(id, k);
     for (const v of new Set(rows.map((r) => r.key_version))) {
       if (!pseudonymizers.has(v)) pseudonymizers.set(v, (await pseudonymKeyVersion(pool, provider, v, undefined, req.pseudonymKeyOverride)).pseudonymizer);
     }
@@ -121,8 +121,13 @@ async function vaultEntries(pool: pg.Pool, wanted: RevealRequest["wanted"], limi
   ).rows;
 }
 
-function asMasqError(err: unknown): unknown {
-  return err instanceof ConfigError || err instanceof FatalError || typeof (err as { code?: unknown }).code !== "string" ? err : classifyPgError(err);
+/** Postgres errors come raw from loadDataKeys; the provider's are masq's already (ConfigError included). */
+async function unwrapDataKeys(pool: pg.Pool, provider: KeyProvider, ids: string[]): Promise<Map<string, Uint8Array>> {
+  try {
+    return await loadDataKeys(pool, provider, ids);
+  } catch (err) {
+    throw err instanceof ConfigError || err instanceof FatalError || typeof (err as { code?: unknown }).code !== "string" ? err : classifyPgError(err);
+  }
 }
 
 async function query<R extends pg.QueryResultRow>(db: pg.Pool | pg.PoolClient, text: string, values: unknown[]): Promise<pg.QueryResult<R>> {

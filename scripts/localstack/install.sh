@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Builds (or reuses) the Python venvs that run LocalStack without Docker for masq's tests, one per version:
 #   2.3.2    Query protocol only, like the take-home image (older than LocalStack 3.0); needs Python 3.11
-#   2026.3.0 JSON and Query; needs Python 3.12 or newer
-# Each venv lands in ${XDG_CACHE_HOME:-$HOME/.cache}/masq-ci-localstack-<version> and is reused when its
-# `localstack.runtime.main` imports. Prints one line per version: <version>=<path of the venv's python>.
+#   2026.3.0 JSON and Query; needs Python 3.13 (its code imports warnings.deprecated, new in 3.13, though its
+#            metadata says >=3.10: on 3.12 every plugin fails to load, "No component plugins found")
+# Each venv lands in ${XDG_CACHE_HOME:-$HOME/.cache}/masq-ci-localstack-<version> and is reused when its SQS and
+# KMS providers import (their imports reach most of LocalStack; the entry point alone imports even on a Python that
+# cannot run it). Prints one line per version: <version>=<path of the venv's python>.
 # Usage: scripts/localstack/install.sh [2.3.2] [2026.3.0]     (no argument: both)
-# Pythons: MASQ_LOCALSTACK_PYTHON_2_3_2 / MASQ_LOCALSTACK_PYTHON_2026_3_0, else python3.11 / python3.12 on PATH,
+# Pythons: MASQ_LOCALSTACK_PYTHON_2_3_2 / MASQ_LOCALSTACK_PYTHON_2026_3_0, else python3.11 / python3.13 on PATH,
 # else pyenv's.
 set -euo pipefail
 
@@ -38,6 +40,8 @@ find_python() { # <minor> <override>
 }
 
 # This machine's pip configuration names local indexes that lack most packages: drop pip's line per package about it.
+check='import localstack.runtime.main, localstack.services.sqs.provider, localstack.services.kms.provider'
+
 pip_in() {
   "$1/bin/python" -m pip install --quiet --disable-pip-version-check "${@:2}" 2> >(grep -v "^WARNING: Location '.*' is ignored" >&2)
 }
@@ -48,13 +52,13 @@ build() { # <version>
   # Two builds of one version at once (two CI runs, two test files) would delete each other's work: one waits.
   exec 9>"$venv.lock"
   flock 9
-  if "$venv/bin/python" -c 'import localstack.runtime.main' 2>/dev/null; then
+  if "$venv/bin/python" -c "$check" 2>/dev/null; then
     echo "$version=$venv/bin/python"
     return
   fi
   case "$version" in
     2.3.2) python=$(find_python 11 "${MASQ_LOCALSTACK_PYTHON_2_3_2:-}") ;;
-    2026.3.0) python=$(find_python 12 "${MASQ_LOCALSTACK_PYTHON_2026_3_0:-}") ;;
+    2026.3.0) python=$(find_python 13 "${MASQ_LOCALSTACK_PYTHON_2026_3_0:-}") ;;
     *) echo "unknown LocalStack version $version (known: 2.3.2, 2026.3.0)" >&2; return 2 ;;
   esac
   echo "building LocalStack $version into $venv with $python (a few minutes)" >&2
@@ -70,7 +74,7 @@ build() { # <version>
       pip_in "$venv.partial" 'cbor2<6' 'pyopenssl==25.3.0' 'cryptography>=45.0.7,<47' service_identity
       ;;
   esac
-  "$venv.partial/bin/python" -c 'import localstack.runtime.main'
+  "$venv.partial/bin/python" -c "$check"
   # A venv's scripts name its own path: build under .partial, then rebuild in place is not needed because only
   # `python -m` is used; rename only once complete so an interrupted build is never reused.
   rm -rf "$venv"

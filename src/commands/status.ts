@@ -58,7 +58,7 @@ function render(s: Status): string {
   const n = (v: number) => v.toLocaleString("en-US");
   const lines: string[] = ["masq status"];
   if (s.queue === null) lines.push("  queue        not configured (set QUEUE_URL)");
-  else if (s.queue.counts === null) lines.push(`  queue        ${s.queue.url}`, `    unreachable: ${s.queue.error ?? "unknown error"}`);
+  else if (s.queue.counts === null) lines.push(`  queue        ${s.queue.url}`, `    error: ${s.queue.error ?? "unknown error"}`);
   else {
     const c = s.queue.counts;
     lines.push(`  queue        ${s.queue.url}`, `    protocol     ${s.queue.protocol ?? "unknown"}`, `    visible      ${n(c.visible)}`, `    in flight    ${n(c.inFlight)}`, `    delayed      ${n(c.delayed)}`);

@@ -9,7 +9,7 @@ import { freePort } from "../../src/demo/embedded.ts";
  * LocalStack from PyPI, without Docker: a real SQS (and KMS) as users meet it. Two versions, each in its own venv
  * built by scripts/localstack/install.sh under ~/.cache/masq-ci-localstack-<version>:
  *   2.3.2    Query protocol only, like the take-home image (LocalStack before 3.0);
- *   2026.3.0 JSON and Query, like a current LocalStack.
+ *   2026.3.0 JSON and Query, like a current LocalStack (Python 3.13).
  * Tests skip when the venv is missing and cannot be built for want of Python; with MASQ_TEST_REQUIRE_LOCALSTACK=1
  * (CI sets it) a missing LocalStack fails instead.
  */
@@ -22,8 +22,10 @@ function venvPython(version: LocalStackVersion): string {
   return join(cache, `masq-ci-localstack-${version}`, "bin", "python");
 }
 
+/** The check install.sh makes: the SQS and KMS providers import (the entry point alone imports even where it cannot run). */
 function usable(python: string): boolean {
-  return existsSync(python) && spawnSync(python, ["-c", "import localstack.runtime.main"], { stdio: "ignore" }).status === 0;
+  const check = "import localstack.runtime.main, localstack.services.sqs.provider, localstack.services.kms.provider";
+  return existsSync(python) && spawnSync(python, ["-c", check], { stdio: "ignore" }).status === 0;
 }
 
 /** The venv's Python, building the venv first if a suitable Python is there (minutes, once per machine). */
@@ -39,7 +41,7 @@ export function localStackPython(version: LocalStackVersion): string | null {
 
 export function localStackSkipReason(version: LocalStackVersion): string | false {
   if (localStackPython(version) !== null) return false;
-  const why = `LocalStack ${version} is not installed and could not be built (scripts/localstack/install.sh ${version}; needs Python ${version === "2.3.2" ? "3.11" : "3.12+"})`;
+  const why = `LocalStack ${version} is not installed and could not be built (scripts/localstack/install.sh ${version}; needs Python ${version === "2.3.2" ? "3.11" : "3.13"})`;
   if (process.env.MASQ_TEST_REQUIRE_LOCALSTACK === "1") throw new Error(`MASQ_TEST_REQUIRE_LOCALSTACK=1 but ${why}`);
   return why;
 }

@@ -180,6 +180,28 @@ describe("hostile bodies", () => {
   });
 });
 
+describe("memory held", () => {
+  test("1,000 bodies of 200 KB drain under --max-semi-space-size=8 --max-old-space-size=128 (MASQ_MAX_IN_FLIGHT_BYTES bounds what is held)", async () => {
+    await fx.reset();
+    const pad = (i: number) => "p".repeat(200_000 - 300 - String(i).length);
+    // Half valid events carrying a large extra field, half rejected ones (no device_id), whose originals are kept.
+    const bodies = validBodies(1000, 96).map((b, i) => {
+      const e = JSON.parse(b) as Record<string, unknown>;
+      if (i % 2 === 1) delete e.device_id;
+      return JSON.stringify({ ...e, pad: pad(i) });
+    });
+    const queueUrl = fx.sqs.newQueue();
+    await sendLarge(fx.sqs.client, queueUrl, bodies);
+    const env = masqEnv({ queueUrl, sqsEndpoint: fx.sqs.endpoint, databaseUrl: fx.pgdb.url, extra: { NODE_OPTIONS: "--max-semi-space-size=8 --max-old-space-size=128" } });
+    const proc = spawnMasq(["run", "--drain"], env);
+    const { code, signal } = await proc.exited;
+    assert.deepEqual({ code, signal }, { code: 0, signal: null }, proc.lines.filter((l) => !l.startsWith("{")).slice(-8).join("\n"));
+    const c = await tableCounts(fx.db);
+    assert.equal(c.rows, 500);
+    assert.deepEqual(c.quarantine, { missing_field: 500 });
+  });
+});
+
 describe("the red-team corpus through the pipeline", () => {
   test("no PII value of any spelling reaches masq.quarantine.body, and the redacted copy still shows whose event it was", async () => {
     await fx.reset();

@@ -158,6 +158,11 @@ describe("hostile bodies", () => {
       } finally {
         keys.close();
       }
+      // Three records as an older masq stored them, its redaction having amplified them to megabytes; one of them
+      // without its original (kept originals came with the vault).
+      const legacy = (await db.pool.query<{ message_id: string }>("SELECT message_id FROM masq.quarantine WHERE body_length > 1000000 ORDER BY message_id LIMIT 3")).rows.map((r) => r.message_id);
+      await db.pool.query(`UPDATE masq.quarantine SET body = repeat('"hmac:' || repeat('a', 64) || '" ', 70000) WHERE message_id = ANY($1)`, [legacy]);
+      await db.pool.query("UPDATE masq.quarantine SET body_data_key_id = NULL, body_nonce = NULL, body_ciphertext = NULL WHERE message_id = $1", [legacy[0]]);
       const before = new Map((await quarantineRows(db)).map((q) => [q.message_id, q.body]));
       assert.equal(before.size, hostile.length);
 
@@ -169,8 +174,11 @@ describe("hostile bodies", () => {
         assert.ok(q.body !== null && q.body.length <= MAX_REDACTED_CHARS);
         if (q.body !== before.get(q.message_id)) changed++;
       }
-      // Only the red-team bodies hold pseudonyms (their top-level ip or device_id), so only they change.
-      assert.equal(changed, RED_TEAM_BODIES.length);
+      // Only the red-team bodies hold pseudonyms (their top-level ip or device_id), so only they change, and the
+      // legacy ones: redacted again from their originals, or (no original) reduced to their length.
+      assert.equal(changed, RED_TEAM_BODIES.length + legacy.length);
+      assert.equal(after.find((q) => q.message_id === legacy[0])!.body, JSON.stringify({ "[body not kept]": `${72 * 70000} characters` }));
+      assert.match(after.find((q) => q.message_id === legacy[1])!.body!, /^\{"user_id":"r6-\d+","t":"\[string: \d+ chars\]"\}$/);
       const stored = after.map((q) => q.body).join("\n");
       for (const { secrets } of RED_TEAM_BODIES) for (const s of secrets) assert.ok(!stored.includes(s), `${s} in a re-redacted body`);
     } finally {

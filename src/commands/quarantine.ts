@@ -83,7 +83,7 @@ function renderRecord(r: Record<string, unknown>): string {
   const lines = Object.entries(r)
     .filter(([k]) => k !== "body")
     .map(([k, v]) => `${k.padEnd(15)} ${v instanceof Date ? v.toISOString() : v === null || v === undefined ? "—" : JSON.stringify(v)}`);
-  lines.push(`body (PII replaced by pseudonyms):`, r.body === null ? "  (not kept: the body was not JSON)" : JSON.stringify(r.body, null, 2));
+  lines.push(`body (redacted: only user_id, device_type, locale, app_version kept; ip, device_id as pseudonyms):`, r.body === null ? "  (not kept: the body was not JSON)" : JSON.stringify(r.body, null, 2));
   return `${lines.join("\n")}\n`;
 }
 

@@ -3,7 +3,6 @@ import { readFileSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
 import pg from "pg";
 import { sendBodies } from "../../src/demo/send-events.ts";
-import { createPseudonymizer } from "../../src/mask/pseudonymize.ts";
 import { createDb, type Db } from "../../src/sink/db.ts";
 import { loadMigrations, migrate } from "../../src/sink/migrate.ts";
 import { LocalKeyProvider } from "../../src/vault/local-provider.ts";
@@ -56,7 +55,7 @@ describe("database roles, as real login roles made by deploy/sql/login-roles.sql
     await roles.drop();
   });
 
-  const tryAs = async (url: string, sql: string): Promise<"yes" | "no" | string> => {
+  const tryAs = async (url: string, sql: string): Promise<string> => {
     const c = new pg.Client({ connectionString: url });
     await c.connect();
     try {
@@ -246,7 +245,6 @@ describe("database roles, as real login roles made by deploy/sql/login-roles.sql
     const next = await pseudonymKeyVersion(fx.db.pool, provider, version + 1);
     const fakeUnder = next.pseudonymizer.pseudonymize("ip", "10.66.66.67");
     assert.equal((await fx.db.pool.query("SELECT 1 FROM masq.vault WHERE pseudonym = $1", [fakeUnder])).rowCount, 0);
-    assert.ok(createPseudonymizer !== undefined);
     provider.close();
   });
 });

@@ -8,7 +8,7 @@ import { sendBodies } from "../../src/demo/send-events.ts";
 import type { SyntheticEvent } from "../../src/demo/synthetic.ts";
 import { ConfigError } from "../../src/errors.ts";
 import { createLogger } from "../../src/log.ts";
-import { redactBody } from "../../src/mask/mask-event.ts";
+import { redactBody } from "../../src/mask/redact-body.ts";
 import type { Pseudonymizer } from "../../src/mask/pseudonymize.ts";
 import { rotatePseudonymKey, type RotatePseudonymKeyOptions } from "../../src/rotation/rotate-pseudonym-key.ts";
 import type { RotationPhase } from "../../src/rotation/rotation-state.ts";

@@ -150,7 +150,8 @@ export async function quarantineReplay(flags: Record<string, unknown>): Promise<
       let done = 0;
       for (;;) {
         let q = pending()
-          .select(["message_id", "reason", "body", "sent_at", "received_at", sql<boolean>`body_ciphertext IS NOT NULL`.as("has_original")])
+          // body_data_key_id is set exactly when the original is kept (the ciphertext column is the owner's only).
+          .select(["message_id", "reason", "body", "sent_at", "received_at", sql<boolean>`body_data_key_id IS NOT NULL`.as("has_original")])
           .orderBy("message_id")
           .limit(REPLAY_PAGE);
         if (after !== undefined) q = q.where("message_id", ">", after);

@@ -29,7 +29,10 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
   let runner: Runner | undefined;
   const signals = onShutdownSignals({
     first: (signal) => {
-      logger.info({ signal }, "shutting down: finishing the current batches (signal again to exit at once)");
+      logger.info(
+        { signal },
+        `shutting down: finishing the current batches and long polls (up to ${config.pipeline.waitTimeSeconds} s; signal again to exit at once)`,
+      );
       setupAbort.abort();
       runner?.stop();
     },

@@ -17,6 +17,8 @@ export interface PipelineConfig {
   batchWaitMs: number;
   receivers: number;
   maxInFlight: number;
+  /** MASQ_MAX_IN_FLIGHT_BYTES: bodies held (received, not yet deleted), in bytes of UTF-8; see runner.ts. */
+  maxInFlightBytes: number;
   writers: number;
   waitTimeSeconds: number;
   visibilityTimeoutSeconds: number;
@@ -194,6 +196,7 @@ export function readPipelineConfig(flags: Record<string, unknown>, env: NodeJS.P
     batchWaitMs: integer(src, "batchWaitMs", "MASQ_BATCH_WAIT_MS", 500, 0, 60_000),
     receivers: integer(src, "receivers", "MASQ_RECEIVERS", 8, 1, 100),
     maxInFlight: integer(src, "maxInFlight", "MASQ_MAX_IN_FLIGHT", Math.max(5000, batchSize * 3), 10, 1_000_000),
+    maxInFlightBytes: integer(src, "maxInFlightBytes", "MASQ_MAX_IN_FLIGHT_BYTES", 32 * 1024 * 1024, 1024 * 1024, 16 * 1024 ** 3),
     writers: integer(src, "writers", "MASQ_WRITERS", 2, 1, 32),
     // A drain wants to notice an empty queue quickly; a service wants cheap, long polls.
     waitTimeSeconds: integer(src, "waitTimeSeconds", "MASQ_WAIT_TIME_SECONDS", drain ? 1 : 20, 0, 20),

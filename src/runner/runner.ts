@@ -32,6 +32,8 @@ export interface RunResult {
 
 interface Held {
   receiptHandle: string;
+  /** The body's size in UTF-8, counted against MASQ_MAX_IN_FLIGHT_BYTES until the message is deleted. */
+  bytes: number;
   /** When the message becomes visible again unless extended (ms since epoch). */
   visibleAt: number;
 }
@@ -45,12 +47,20 @@ interface Held {
  *    it, and the ingest ledger turns the redelivery into a no-op;
  *  - `held` counts every message between receive and delete; receivers wait while it is at MASQ_MAX_IN_FLIGHT or
  *    while Postgres is failing, so memory is bounded and nothing is received that cannot be written;
+ *  - held bodies stay under MASQ_MAX_IN_FLIGHT_BYTES: a receive starts only when the bytes held plus a reservation
+ *    for every receive under way (10 × the largest body seen, at least 10 × 256 KiB) fit, or when nothing at all is
+ *    held or being received. Only receives already under way when a body larger than any before arrives can pass
+ *    the cap, by at most 10 × (1 MiB − 256 KiB) each, and only once;
  *  - visibility of held messages is extended before it lapses, so a slow commit does not cause redeliveries.
  */
 export class Runner {
   readonly stats: RunStats = emptyStats();
   private readonly deps: RunnerDeps;
   private readonly held = new Map<string, Held>();
+  private heldBytes = 0;
+  /** Receives under way; each reserves 10 × largestBody (SQS's classic 256 KiB at least, its 1 MiB at most). */
+  private receiving = 0;
+  private largestBody = 256 * 1024;
   private pending: IncomingMessage[] = [];
   private batchTimer: NodeJS.Timeout | undefined;
   private readonly writeQueue: IncomingMessage[][] = [];
@@ -132,9 +142,10 @@ export class Runner {
     const { source, config, logger } = this.deps;
     let failures = 0;
     while (!this.stopping) {
-      await this.until(() => this.stopping || (this.sinkHealthy && this.held.size + 10 <= config.maxInFlight));
+      await this.until(() => this.stopping || (this.sinkHealthy && this.held.size + 10 <= config.maxInFlight && this.bytesAllowReceive()));
       if (this.stopping) break;
       let messages: ReceivedMessage[];
+      this.receiving++;
       try {
         messages = await source.receiveBatch({
           waitTimeSeconds: config.waitTimeSeconds,
@@ -143,6 +154,7 @@ export class Runner {
         });
         failures = 0;
       } catch (err) {
+        this.received();
         if (this.stopping) break;
         if (!(err instanceof TransientError)) {
           // A setting that turned out wrong mid-run (the queue was deleted, access revoked): no retry can help.
@@ -156,19 +168,39 @@ export class Runner {
         continue;
       }
       if (this.stopping) {
+        this.received();
         await this.giveBack(messages);
         break;
       }
+      this.accept(messages);
+      this.received();
       if (messages.length === 0) {
         this.lastEmptyAt[index] = Date.now();
         if (this.drain) await this.checkDrained();
         continue;
       }
       this.lastMessageAt = Date.now();
-      this.accept(messages);
       this.observe?.received(messages.length, oldestSentAt(messages));
       this.observe?.inFlight(this.held.size);
     }
+  }
+
+  private bytesAllowReceive(): boolean {
+    if (this.heldBytes === 0 && this.receiving === 0) return true;
+    return this.heldBytes + (this.receiving + 1) * 10 * this.largestBody <= this.deps.config.maxInFlightBytes;
+  }
+
+  /** A receive ended: its reservation is released (what it brought is in heldBytes now). */
+  private received(): void {
+    this.receiving--;
+    this.notify();
+  }
+
+  private release(messageId: string): void {
+    const h = this.held.get(messageId);
+    if (h === undefined) return;
+    this.heldBytes -= h.bytes;
+    this.held.delete(messageId);
   }
 
   /** Messages received after the stop began go back to the queue at once (visibility 0), for the next consumer. */
@@ -187,6 +219,7 @@ export class Runner {
   }
 
   private accept(messages: ReceivedMessage[]): void {
+    if (messages.length === 0) return;
     const { config } = this.deps;
     const visibleAt = Date.now() + config.visibilityTimeoutSeconds * 1000;
     for (const m of messages) {
@@ -198,7 +231,10 @@ export class Runner {
         known.visibleAt = visibleAt;
         continue;
       }
-      this.held.set(m.messageId, { receiptHandle: m.receiptHandle, visibleAt });
+      const bytes = Buffer.byteLength(m.body, "utf8");
+      if (bytes > this.largestBody) this.largestBody = Math.min(bytes, 1024 * 1024);
+      this.heldBytes += bytes;
+      this.held.set(m.messageId, { receiptHandle: m.receiptHandle, visibleAt, bytes });
       if (m.sentAt === null && !this.warnedNoSentTimestamp) {
         this.warnedNoSentTimestamp = true;
         this.deps.logger.warn("the SQS endpoint does not report SentTimestamp; create_date falls back to the receive date");
@@ -305,7 +341,7 @@ export class Runner {
         retry = [];
       }
       const retryIds = new Set(retry.map((h) => h.messageId));
-      for (const h of handles) if (!retryIds.has(h.messageId)) this.held.delete(h.messageId);
+      for (const h of handles) if (!retryIds.has(h.messageId)) this.release(h.messageId);
       this.observe?.inFlight(this.held.size);
       this.notify();
       remaining = [...retryIds];
@@ -314,7 +350,7 @@ export class Runner {
       await sleep(backoffMs(attempt), this.hardAbort.signal);
     }
     this.stats.deleteAbandoned += remaining.length;
-    for (const id of remaining) this.held.delete(id);
+    for (const id of remaining) this.release(id);
   }
 
   private async extendVisibility(): Promise<void> {

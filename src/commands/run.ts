@@ -29,7 +29,10 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
   let runner: Runner | undefined;
   const signals = onShutdownSignals({
     first: (signal) => {
-      logger.info({ signal }, "shutting down: finishing the current batches (signal again to exit at once)");
+      logger.info(
+        { signal },
+        `shutting down: finishing the current batches and long polls (up to ${config.pipeline.waitTimeSeconds} s; signal again to exit at once)`,
+      );
       setupAbort.abort();
       runner?.stop();
     },
@@ -40,7 +43,7 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
   });
 
   const db = createDb({ databaseUrl: config.databaseUrl, poolSize: config.pipeline.writers + 2, logger });
-  // Made once the endpoint's protocol is known (connectSqs below); the readiness check reports the wait until then.
+  // Made once the endpoint's protocol is known (detectSqsProtocol below); until then readiness reports the wait.
   let sqs: SQSClient | undefined;
   let source: SqsSource | undefined;
   let sqsWaiting = "finding the SQS endpoint's protocol";
@@ -66,7 +69,7 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
         signal: setupAbort.signal,
         isTransient: (e) => e instanceof TransientError,
         onRetry: (err, delay) => {
-          sqsWaiting = `waiting for SQS (QUEUE_URL ${config.queueUrl}): ${describeError(err)}`;
+          sqsWaiting = `waiting for SQS (QUEUE_URL ${config.queueUrl}): ${err.message}`;
           logger.warn({ err: describeError(err), retryInMs: Math.round(delay) }, "SQS not reachable (QUEUE_URL); waiting");
         },
       },

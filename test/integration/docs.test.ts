@@ -160,8 +160,13 @@ test("SECURITY.md: the test vectors come out of OpenSSL and of masq's code as th
   }
 });
 
-test("deploy.md: deploy/lambda/package.sh builds the zip, of about the size the doc says", async () => {
-  const r = await runDocBlock("lambda-package", { env: { PATH, HOME: process.env.HOME }, timeoutMs: 240_000 });
+test("deploy.md: deploy/lambda/package.sh builds the zip, of about the size the doc says", async (t) => {
+  // The user's whole environment: npx fetches esbuild through it (registry, proxy, CA certificates).
+  const r = await runDocBlock("lambda-package", { env: { ...process.env, PATH }, timeoutMs: 240_000 });
+  if (r.code !== 0 && /ENOTFOUND|EAI_AGAIN|ECONNREFUSED|ETIMEDOUT|network/i.test(r.stderr)) {
+    t.skip("the npm registry is unreachable, and package.sh fetches esbuild with npx");
+    return;
+  }
   ok(r, "deploy/lambda/package.sh");
   const documented = Number(/about (\d+) KB/.exec(docBlock("lambda-package").text)?.[1]);
   const actual = statSync(join(REPO_ROOT, "dist/masq-lambda.zip")).size / 1024;

@@ -2,8 +2,10 @@ import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { test } from "node:test";
+import { isDeepStrictEqual } from "node:util";
 import type { Command, Option } from "commander";
 import { buildProgram } from "../../src/cli.ts";
+import { readRunConfig } from "../../src/config.ts";
 import { Metrics } from "../../src/metrics/metrics.ts";
 import { docFiles, parseBlocks, REPO_ROOT } from "../helpers/doc-blocks.ts";
 
@@ -87,6 +89,27 @@ test("every variable in the settings table is one masq reads", () => {
   // Anywhere in the docs: a MASQ_* name that masq does not read is a typo or a setting that is gone.
   const stale = docFiles().flatMap((f) => [...read(f).matchAll(/\bMASQ_[A-Z0-9_]*[A-Z0-9]\b/g)].map((m) => `${f}: ${m[0]}`)).filter((s) => !readByCode.has(s.split(": ")[1]!) && !readByTests.has(s.split(": ")[1]!));
   assert.deepEqual([...new Set(stale)], [], "these MASQ_* names appear in the docs but masq reads no such variable");
+});
+
+test("every default in the settings table is what the configuration reader uses when the setting is unset", () => {
+  // Setting a variable to its documented default must change nothing.
+  const base: NodeJS.ProcessEnv = { QUEUE_URL: "http://127.0.0.1:9/000000000000/q", MASQ_MASTER_KEY: "00".repeat(32) };
+  const config = (env: NodeJS.ProcessEnv) => readRunConfig({}, { ...base, ...env }, false);
+  const problems: string[] = [];
+  let checked = 0;
+  for (const row of settingsRows) {
+    const name = codeSpans(row[1] ?? "")[0]?.split(/[\s,=]+/)[0];
+    const def = /^`([^`]+)`/.exec(row[2] ?? "")?.[1];
+    if (name === undefined || def === undefined || name in base) continue;
+    checked++;
+    try {
+      if (!isDeepStrictEqual(config({ [name]: def }), config({}))) problems.push(`${name}: masq's default is not the documented ${def}`);
+    } catch (err) {
+      problems.push(`${name}: the documented default ${def} is refused (${(err as Error).message})`);
+    }
+  }
+  assert.ok(checked >= 12, `only ${checked} defaults checked`);
+  assert.deepEqual(problems, [], "docs/configuration.md's defaults differ from src/config.ts");
 });
 
 function allCommands(cmd: Command, path: string[] = []): { path: string[]; cmd: Command }[] {

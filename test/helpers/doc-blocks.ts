@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
+import type pg from "pg";
 
 /**
  * The fenced code blocks of masq's documentation, and how the tests run them.
@@ -9,7 +10,8 @@ import { fileURLToPath } from "node:url";
  * Every shell block (```sh, ```bash, ```shell, ```console) in README.md, SECURITY.md and docs/*.md carries a marker,
  * an HTML comment on the line before its fence (blank lines between are allowed):
  *
- *   <!-- run: <id> -->           a test executes this block, found by its id (runDocBlock / runDocCommands)
+ *   <!-- run: <id> -->           a test executes this block, found by its id (runDocBlock / runDocCommands; an SQL
+ *                                block with runDocSql)
  *   <!-- run-by: .ci/run -->     .ci/run runs each command of this block literally (test/unit/docs-blocks.test.ts
  *                                checks that every command line is a line of .ci/run)
  *   <!-- not-run: <reason> -->   not runnable here, with the reason (needs Docker, an AWS account, …)
@@ -173,6 +175,12 @@ export async function runDocCommands(id: string, opts: RunOptions): Promise<(She
     results.push({ command, ...(await runShell(`set -o pipefail\n${command}`, opts)) });
   }
   return results;
+}
+
+/** Runs a `<!-- run: id -->` SQL block (several statements in one simple query); one result per statement. */
+export async function runDocSql(id: string, client: pg.Client, values: Record<string, string> = {}): Promise<pg.QueryResult[]> {
+  const result = (await client.query(substitute(docBlock(id), values))) as unknown as pg.QueryResult | pg.QueryResult[];
+  return Array.isArray(result) ? result : [result];
 }
 
 /**

@@ -6,7 +6,7 @@ import { dirname, join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import pg from "pg";
 import { sendBodies } from "../../src/demo/send-events.ts";
-import { assertMatchesSample, docBlock, REPO_ROOT, runDocBlock, runDocCommands, runShell, substitute, type ShellResult } from "../helpers/doc-blocks.ts";
+import { assertMatchesSample, docBlock, REPO_ROOT, runDocBlock, runDocCommands, runDocSql, runShell, substitute, type ShellResult } from "../helpers/doc-blocks.ts";
 import { MASQ_BIN, masqEnv } from "../helpers/masq-process.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/postgres.ts";
 import { startTestSqs, type TestSqs } from "../helpers/sqs.ts";
@@ -98,6 +98,22 @@ describe("operations.md: unmask, status and the quarantine, as written", () => {
     const audit = await c.query<{ n: string }>("SELECT count(*) AS n FROM masq.unmask_audit");
     await c.end();
     assert.equal(Number(audit.rows[0]!.n), 3, "each example wrote its audit row");
+  });
+
+  test("data-model.md: the analysts' queries and the quarantine queries run and find what they describe", async () => {
+    const c = new pg.Client({ connectionString: db.url });
+    await c.connect();
+    try {
+      const [shared, versions] = await runDocSql("analyst-queries", c);
+      assert.ok(shared!.rows.length > 0, "devices shared by several users (dev-0 … dev-6 are)");
+      assert.deepEqual(versions!.rows.map((r: { version: string }) => r.version), ["2.3.0"]);
+      const [byReason, wrongType, byDevice] = await runDocSql("quarantine-queries", c, { "<masked_device_id>": VECTORS.sampleDeviceId.hmac });
+      assert.equal(byReason!.rows.length, 3, "invalid_ip, invalid_json, wrong_type");
+      assert.equal(wrongType!.rows.length, 1);
+      assert.ok(byDevice!.rows.length >= 2, "the quarantined bodies that carried device 593-47-5928");
+    } finally {
+      await c.end();
+    }
   });
 
   test("the quarantine examples list, show and replay as documented", async () => {

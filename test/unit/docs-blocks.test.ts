@@ -21,7 +21,7 @@ function claims(): { runs: Map<string, string>; samples: Map<string, string> } {
   for (const file of walk("test")) {
     if (file === "test/helpers/doc-blocks.ts") continue;
     const text = readFileSync(`${REPO_ROOT}${file}`, "utf8");
-    for (const m of text.matchAll(/\b(?:runDocBlock|runDocCommands|docBlock)\(\s*"([^"]+)"(\s*,\s*"sample")?/g)) (m[2] ? samples : runs).set(m[1]!, file);
+    for (const m of text.matchAll(/\b(?:runDocBlock|runDocCommands|runDocSql|docBlock)\(\s*"([^"]+)"(\s*,\s*"sample")?/g)) (m[2] ? samples : runs).set(m[1]!, file);
     for (const m of text.matchAll(/\bassertMatchesSample\(\s*"([^"]+)"/g)) samples.set(m[1]!, file);
   }
   return { runs, samples };
@@ -61,7 +61,7 @@ test("every <!-- run: id --> block is executed by a test, and every id a test ru
   assert.deepEqual(
     marked.filter((b) => !runs.has(b.marker!.value)).map((b) => `${where(b)}: ${b.marker!.value}`),
     [],
-    "these blocks are marked run but no test runs them (runDocBlock/runDocCommands/docBlock with the id)",
+    "these blocks are marked run but no test runs them (runDocBlock/runDocCommands/runDocSql/docBlock with the id)",
   );
   assert.deepEqual(
     [...runs].filter(([id]) => !ids.includes(id)).map(([id, file]) => `${file}: ${id}`),
@@ -77,7 +77,7 @@ test("every <!-- sample: id --> block is compared with real output by a test", (
   assert.deepEqual(
     marked.filter((b) => !samples.has(b.marker!.value)).map((b) => `${where(b)}: ${b.marker!.value}`),
     [],
-    "no test compares these samples with real output (assertMatchesSample with the id)",
+    "no test compares these samples with real output (assertMatchesSample, or docBlock(id, \"sample\"), with the id)",
   );
   const ids = new Set(marked.map((b) => b.marker!.value));
   assert.deepEqual([...samples].filter(([id]) => !ids.has(id)).map(([id, file]) => `${file}: ${id}`), []);

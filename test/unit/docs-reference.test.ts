@@ -6,8 +6,9 @@ import { isDeepStrictEqual } from "node:util";
 import type { Command, Option } from "commander";
 import { buildProgram } from "../../src/cli.ts";
 import { readRunConfig } from "../../src/config.ts";
+import { targetTableDdl } from "../../src/sink/target-table.ts";
 import { Metrics } from "../../src/metrics/metrics.ts";
-import { docFiles, parseBlocks, REPO_ROOT } from "../helpers/doc-blocks.ts";
+import { docBlock, docFiles, parseBlocks, REPO_ROOT } from "../helpers/doc-blocks.ts";
 
 /**
  * The reference pages are kept in step with the code: settings with what the code reads and the command line,
@@ -247,6 +248,11 @@ test("every masq.<name> the docs mention is a table or function that exists", ()
     }
   }
   assert.deepEqual([...new Set(bad)], [], "the docs name objects of schema masq that no migration creates");
+});
+
+test("the DDL in docs/data-model.md is the one masq runs when the table is absent", () => {
+  const ddl = targetTableDdl({ schema: "public", name: "user_logins" }).replace(/^CREATE TABLE IF NOT EXISTS \S+?\(/, "CREATE TABLE IF NOT EXISTS user_logins(");
+  assert.equal(docBlock("target-table-ddl", "sample").text.trim(), `${ddl};`);
 });
 
 // ---- the source tree --------------------------------------------------------------------------------------------

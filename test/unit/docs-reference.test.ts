@@ -216,6 +216,13 @@ test("docs/metrics.md lists every metric of the registry, with its type and labe
   assert.deepEqual(problems, [], "docs/metrics.md and src/metrics/metrics.ts disagree");
 });
 
+test("docs/metrics.md's table of paths is what the HTTP listener serves", () => {
+  const served = [...read("src/http/server.ts").matchAll(/case "(\/[a-z]*)":/g)].map((m) => m[1]!).sort();
+  const documented = tableRows(read("docs/metrics.md"), "| path |").map((r) => codeSpans(r[0] ?? "")[0]!).sort();
+  assert.ok(served.length >= 3, `paths found in src/http/server.ts: ${served.join(", ")}`);
+  assert.deepEqual(documented, served, "docs/metrics.md and src/http/server.ts disagree on the listener's paths");
+});
+
 // ---- masq's schema ----------------------------------------------------------------------------------------------
 
 /** Tables and functions created in schema masq, by the migrations and by src/ (schema_migrations). */
@@ -253,6 +260,21 @@ test("every masq.<name> the docs mention is a table or function that exists", ()
 test("the DDL in docs/data-model.md is the one masq runs when the table is absent", () => {
   const ddl = targetTableDdl({ schema: "public", name: "user_logins" }).replace(/^CREATE TABLE IF NOT EXISTS \S+?\(/, "CREATE TABLE IF NOT EXISTS user_logins(");
   assert.equal(docBlock("target-table-ddl", "sample").text.trim(), `${ddl};`);
+});
+
+test("docs/data-model.md's reason codes are the ones masq quarantines with", () => {
+  // The statement that lists the codes (a union type or an array), wherever "invalid_json" is first named.
+  const text = walk("src", ".ts")
+    .filter((f) => !f.startsWith("src/demo/"))
+    .map(read)
+    .find((t) => t.includes('"invalid_json"'));
+  assert.ok(text, 'no source file names the reason code "invalid_json"');
+  const at = text.indexOf('"invalid_json"');
+  const statement = text.slice(text.lastIndexOf("=", at), text.indexOf(";", at));
+  const codes = [...statement.matchAll(/"([a-z_]+)"/g)].map((m) => m[1]!).sort();
+  const documented = tableRows(read("docs/data-model.md"), "| reason |").map((r) => codeSpans(r[0] ?? "")[0]!).sort();
+  assert.ok(codes.length >= 10, `reason codes found: ${codes.join(", ")}`);
+  assert.deepEqual(documented, codes, "docs/data-model.md's table of reasons and the code's reason codes differ");
 });
 
 // ---- the source tree --------------------------------------------------------------------------------------------

@@ -67,9 +67,9 @@ function envReadByCode(): Map<string, string> {
   return found;
 }
 
-/** Variables only the tests and CI read (MASQ_MOTO_SERVER, …): documented for developers, not settings. */
+/** Variables only the tests, scripts and CI read (MASQ_MOTO_SERVER, …): documented for developers, not settings. */
 function envReadByTests(): Set<string> {
-  const text = [...walk("test", ".ts").map(read), read(".ci/run")].join("\n");
+  const text = [...walk("test", ".ts"), ...walk("scripts", ""), ".ci/run"].map(read).join("\n");
   return new Set([...text.matchAll(/\bMASQ_[A-Z0-9_]*[A-Z0-9]\b/g)].map((m) => m[0]));
 }
 

@@ -166,6 +166,42 @@ test("operations.md: masq status as the sample shows, then the rotation examples
   assert.match(reveal.stdout, new RegExp(SAMPLE.device_id));
 });
 
+test("the login roles: SECURITY.md's and deploy.md's commands make logins that run masq as documented", async () => {
+  const db = await createTestDatabase();
+  databases.push(db);
+  const tag = Math.random().toString(16).slice(2, 10);
+  // Roles are cluster-wide: names of this run, dropped at the end; known passwords, to log in with them.
+  const roles = (n: number) => ({
+    "service_role=masq_service": `service_role=t_svc${n}_${tag}`,
+    "person_role=alice": `person_role=t_alice${n}_${tag}`,
+    '"$(openssl rand -hex 24)"': `pw${tag}`,
+  });
+  const env: NodeJS.ProcessEnv = { PATH, HOME: process.env.HOME, OWNER_DATABASE_URL: db.url, MASQ_HTTP_PORT: "0" };
+  const owner = new pg.Client({ connectionString: db.url });
+  await owner.connect();
+  try {
+    ok(await runDocBlock("login-roles-deploy", { env, values: roles(1) }), "deploy.md's migrate and login roles");
+    ok(await runDocBlock("login-roles-security", { env, values: roles(2) }), "SECURITY.md's login roles");
+    const as = (role: string) => {
+      const u = new URL(db.url);
+      u.username = role;
+      u.password = `pw${tag}`;
+      return u.toString();
+    };
+    // SECURITY.md: the service login runs masq status; the person login reads the audit trail.
+    const status = await runShell("masq status", { env: { ...env, DATABASE_URL: as(`t_svc1_${tag}`) } });
+    ok(status, "masq status as the service login");
+    const audit = await runShell("masq audit list", { env: { ...env, DATABASE_URL: as(`t_alice2_${tag}`) } });
+    ok(audit, "masq audit list as the person login");
+  } finally {
+    for (const r of [`t_svc1_${tag}`, `t_alice1_${tag}`, `t_svc2_${tag}`, `t_alice2_${tag}`]) {
+      await owner.query(`DROP OWNED BY ${r}`).catch(() => undefined);
+      await owner.query(`DROP ROLE IF EXISTS ${r}`);
+    }
+    await owner.end();
+  }
+});
+
 test("SECURITY.md: the test vectors come out of OpenSSL and of masq's code as the table says", async () => {
   const expected = Object.values(VECTORS).map((v) => v.hmac);
   const openssl = await runDocBlock("vectors-openssl", { env: { PATH } });

@@ -236,13 +236,15 @@ test("docs/metrics.md's table of paths is what the HTTP listener serves", () => 
 
 // ---- masq's schema ----------------------------------------------------------------------------------------------
 
-/** Tables and functions created in schema masq, by the migrations and by src/ (schema_migrations). */
+/** Tables, views and functions of schema masq after every migration (and src/: schema_migrations), in order. */
 function schemaObjects(): Set<string> {
   const objects = new Set<string>();
-  const sources = [...walk("migrations", ".sql"), ...walk("src", ".ts")].map(read).join("\n");
-  for (const m of sources.matchAll(/CREATE\s+(?:UNLOGGED\s+)?TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?masq\.(\w+)/gi)) objects.add(`masq.${m[1]}`);
-  for (const m of sources.matchAll(/CREATE\s+(?:OR\s+REPLACE\s+)?(?:FUNCTION|PROCEDURE|VIEW)\s+masq\.(\w+)/gi)) objects.add(`masq.${m[1]}`);
-  for (const m of sources.matchAll(/DROP\s+(?:TABLE|FUNCTION|VIEW)\s+(?:IF\s+EXISTS\s+)?masq\.(\w+)/gi)) objects.delete(`masq.${m[1]}`);
+  const sources = [...walk("migrations", ".sql").sort(), ...walk("src", ".ts")].map(read).join("\n");
+  const ddl = /\b(CREATE|DROP)\s+(?:OR\s+REPLACE\s+)?(?:UNLOGGED\s+)?(?:TABLE|FUNCTION|PROCEDURE|VIEW)\s+(?:IF\s+(?:NOT\s+)?EXISTS\s+)?masq\.(\w+)/gi;
+  for (const m of sources.matchAll(ddl)) {
+    if (m[1]!.toUpperCase() === "CREATE") objects.add(`masq.${m[2]}`);
+    else objects.delete(`masq.${m[2]}`);
+  }
   return objects;
 }
 

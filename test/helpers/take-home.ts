@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { dirname } from "node:path";
 import { after, before } from "node:test";
 import { CreateQueueCommand, type SQSClient } from "@aws-sdk/client-sqs";
 import { prepareDatabase } from "../../src/commands/setup.ts";
@@ -7,8 +8,8 @@ import { createLogger } from "../../src/log.ts";
 import { createDb, type Db } from "../../src/sink/db.ts";
 import { createSqsClient } from "../../src/source/sqs-client.ts";
 import { SqsSource } from "../../src/source/sqs-source.ts";
+import { runDocBlock } from "./doc-blocks.ts";
 import { startLocalStack, type LocalStack, type LocalStackVersion } from "./localstack.ts";
-import { spawnMasq } from "./masq-process.ts";
 import { expectedCounts, TABLE, tableCounts, TEST_MASTER_KEY_HEX, uniqueEvents } from "./pipeline.ts";
 import { createTestDatabase, type TestDatabase } from "./postgres.ts";
 import { TEST_CREDENTIALS } from "./sqs.ts";
@@ -76,9 +77,15 @@ export async function drainTakeHome(fx: LocalStackFixture, opts: { seed: number;
   const events = uniqueEvents(600, opts.seed);
   await sendBodies(fx.sqs, queueUrl, events.map((e) => e.body));
 
-  const run = spawnMasq(["run", "--drain"], takeHomeEnv(queueUrl, fx.pgdb.url));
-  const { code } = await run.exited;
-  assert.equal(code, 0, run.lines.slice(-15).join("\n"));
+  // The README's take-home command itself (<!-- run: takehome-drain -->), as written: only where this LocalStack
+  // listens and which database differ from the take-home stack. The master key is the one the README exports before.
+  const result = await runDocBlock("takehome-drain", {
+    env: { PATH: `${dirname(process.execPath)}:${process.env.PATH ?? ""}`, HOME: process.env.HOME, MASQ_MASTER_KEY: TEST_MASTER_KEY_HEX, MASQ_HTTP_PORT: "0" },
+    values: { "http://localhost:4566": fx.ls.endpoint, "postgres://postgres:postgres@localhost:5432/postgres": fx.pgdb.url },
+    timeoutMs: 240_000,
+  });
+  const run = { lines: `${result.stdout}\n${result.stderr}`.split("\n").filter(Boolean) };
+  assert.equal(result.code, 0, run.lines.slice(-15).join("\n"));
   assert.ok(
     run.lines.some((l) => l.includes(`"msg":"SQS protocol: ${opts.expectProtocol}"`) && l.includes('"setting":"detected"')),
     `logs the detected protocol once:\n${run.lines.filter((l) => l.includes("protocol")).join("\n")}`,

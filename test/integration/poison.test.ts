@@ -88,7 +88,8 @@ describe("hostile bodies", () => {
         } catch (err) {
           // Once the pipeline has stopped, masq closes its listener and exits: a refused probe then is no failure.
           const stopped = proc.lines.some((l) => l.includes("pipeline stopped"));
-          if (!exited && !stopped) unanswered.push(`${(err as Error).name}: ${String((err as { cause?: { code?: unknown } }).cause?.code ?? (err as Error).message)}`);
+          const code = (err as { cause?: { code?: unknown } }).cause?.code;
+          if (!exited && !stopped) unanswered.push(`${(err as Error).name}: ${typeof code === "string" ? code : (err as Error).message}`);
         }
         await new Promise((r) => setTimeout(r, 200));
       }

@@ -36,7 +36,9 @@ export function buildProgram(): Command {
       .description("consume the queue until SIGTERM/SIGINT (or, with --drain, until it is empty)")
       .option("--drain", "exit 0 once the queue is empty and everything received is committed and deleted")
       .addOption(new Option("--queue-url <url>", "SQS queue URL").env("QUEUE_URL"))
-      .addOption(new Option("--sqs-protocol <protocol>", "json (AWS, current emulators) or query (LocalStack < 3)").env("MASQ_SQS_PROTOCOL").default("json"))
+      .addOption(
+        new Option("--sqs-protocol <protocol>", "auto (ask the endpoint), json (AWS, current emulators) or query (LocalStack < 3)").env("MASQ_SQS_PROTOCOL").default("auto"),
+      )
       .addOption(new Option("--sqs-endpoint <url>", "SQS endpoint override").env("AWS_ENDPOINT_URL_SQS"))
       .addOption(new Option("--batch-size <n>", "rows per Postgres transaction").env("MASQ_BATCH_SIZE").default(1000))
       .addOption(new Option("--batch-wait-ms <ms>", "commit a partial batch after this long").env("MASQ_BATCH_WAIT_MS").default(500))
@@ -60,7 +62,7 @@ export function buildProgram(): Command {
       .command("status")
       .description("one screen: queue depth, rows, today's commits, last commit, quarantine by reason")
       .addOption(new Option("--queue-url <url>", "SQS queue URL (optional here)").env("QUEUE_URL"))
-      .addOption(new Option("--sqs-protocol <protocol>", "json or query").env("MASQ_SQS_PROTOCOL").default("json"))
+      .addOption(new Option("--sqs-protocol <protocol>", "auto, json or query").env("MASQ_SQS_PROTOCOL").default("auto"))
       .addOption(new Option("--sqs-endpoint <url>", "SQS endpoint override").env("AWS_ENDPOINT_URL_SQS"))
       .option("--json", "machine-readable output"),
   ).action(async (_opts, cmd: Command) => finish(await statusCommand(explicit(cmd))));
@@ -111,6 +113,25 @@ export function buildProgram(): Command {
       .argument("<value>", 'the value; "-" reads it from stdin (keeps it out of shell history and ps)')
       .requiredOption("--reason <text>", "why: written to masq.unmask_audit before the pseudonym is shown"),
   ).action(async (kind: string, value: string, _opts, cmd: Command) => finish(await pseudonymCommand(kind, value, explicit(cmd))));
+
+  // masq audit: the tamper-evident trail of every reveal and rotation (SECURITY.md, "The audit trail").
+  const audit = program.command("audit").description("the audit trail: list it, verify its MAC chain, checkpoint its head");
+  databaseOptions(
+    audit
+      .command("list")
+      .description("audit rows, newest first: who (as the server saw them), when, why, what")
+      .option("--limit <n>", "at most this many", positiveInt, 50)
+      .option("--json", "machine-readable output"),
+  ).action(async (_opts, cmd: Command) => finish(await (await import("./commands/audit.ts")).auditListCommand(explicit(cmd))));
+  databaseOptions(
+    audit
+      .command("verify")
+      .description("recompute every MAC (needs the master key); exit 1 naming the first row changed, removed or reordered")
+      .option("--against <checkpoint>", "also prove that nothing was cut from the end since this checkpoint"),
+  ).action(async (_opts, cmd: Command) => finish(await (await import("./commands/audit.ts")).auditVerifyCommand(explicit(cmd))));
+  databaseOptions(audit.command("checkpoint").description("print the verified head of the trail, to keep outside the database")).action(
+    async (_opts, cmd: Command) => finish(await (await import("./commands/audit.ts")).auditCheckpointCommand(explicit(cmd))),
+  );
 
   const rotate = program.command("rotate").description("key rotation: re-wrap keys under a new master key, or replace the pseudonym key (README, \"Rotating keys\")");
   const rotateOptions = (cmd: Command) =>

@@ -72,9 +72,13 @@ export class Runner {
   private drainCheckRunning = false;
   private lastMessageAt = 0;
   private readonly lastEmptyAt: number[] = [];
-  /** Aborts long polls at shutdown; aborts everything (writes, deletes) at the deadline. */
+  /** Wakes receivers backing off when a stop begins. */
+  private readonly stopAbort = new AbortController();
+  /** Aborts long polls on a fatal error or at the deadline; a graceful stop lets them finish (see stop()). */
   private readonly receiveAbort = new AbortController();
+  /** Aborts everything (writes, deletes) at the shutdown deadline. */
   private readonly hardAbort = new AbortController();
+  private deadline: NodeJS.Timeout | undefined;
   private waiters: (() => void)[] = [];
   private warnedNoSentTimestamp = false;
   private readonly observe: PipelineObserver | undefined;
@@ -82,7 +86,10 @@ export class Runner {
   constructor(deps: RunnerDeps) {
     this.deps = deps;
     this.observe = deps.observer;
-    this.hardAbort.signal.addEventListener("abort", () => this.notify());
+    this.hardAbort.signal.addEventListener("abort", () => {
+      this.receiveAbort.abort();
+      this.notify();
+    });
   }
 
   /** Messages received and not yet deleted. */
@@ -101,11 +108,10 @@ export class Runner {
     const progress = setInterval(() => logger.info({ ...this.stats, inFlight: this.held.size }, "progress"), 10_000);
     const receivers = Array.from({ length: config.receivers }, (_, i) => this.receiveLoop(i));
     await Promise.all(receivers);
-    // Receivers have stopped: commit what is held and delete it, within the shutdown deadline.
+    // Receivers have stopped: commit what is held and delete it, within the shutdown deadline set by stop().
     this.flush();
-    const deadline = setTimeout(() => this.hardAbort.abort(), config.shutdownTimeoutMs);
     await this.until(() => this.idle() || this.hardAbort.signal.aborted);
-    clearTimeout(deadline);
+    clearTimeout(this.deadline);
     clearInterval(heartbeat);
     clearInterval(progress);
     const timedOut = !this.idle();
@@ -114,11 +120,17 @@ export class Runner {
     return { stats: this.stats, timedOut, ...(this.fatal ? { fatal: this.fatal } : {}) };
   }
 
-  /** Graceful stop: no more receives; what is held is committed and deleted. */
+  /**
+   * Graceful stop: no new receives; what is held is committed and deleted within the shutdown deadline, which starts
+   * now. Long polls in flight are left to finish, not aborted: SQS may already have handed them messages, which an
+   * aborted request would strand, invisible until their visibility timeout. What they bring is given back (receiveLoop).
+   */
   stop(): void {
     if (this.stopping) return;
     this.stopping = true;
-    this.receiveAbort.abort();
+    this.stopAbort.abort();
+    this.deadline = setTimeout(() => this.hardAbort.abort(), this.deps.config.shutdownTimeoutMs);
+    this.flush();
     this.notify();
   }
 
@@ -144,15 +156,21 @@ export class Runner {
       } catch (err) {
         this.received();
         if (this.stopping) break;
-        if (err instanceof FatalError) {
-          this.failWith(err);
+        if (!(err instanceof TransientError)) {
+          // A setting that turned out wrong mid-run (the queue was deleted, access revoked): no retry can help.
+          this.failWith(err instanceof FatalError ? err : new FatalError((err as Error).message));
           break;
         }
         this.countRetry("sqs_receive");
         const delay = backoffMs(failures++);
         logger.warn({ err: describeError(err), retryInMs: Math.round(delay) }, "receive failed; retrying");
-        await sleep(delay, this.receiveAbort.signal);
+        await sleep(delay, this.stopAbort.signal);
         continue;
+      }
+      if (this.stopping) {
+        this.received();
+        await this.giveBack(messages);
+        break;
       }
       this.accept(messages);
       this.received();
@@ -183,6 +201,21 @@ export class Runner {
     if (h === undefined) return;
     this.heldBytes -= h.bytes;
     this.held.delete(messageId);
+  }
+
+  /** Messages received after the stop began go back to the queue at once (visibility 0), for the next consumer. */
+  private async giveBack(messages: ReceivedMessage[]): Promise<void> {
+    const handles: Handle[] = [];
+    for (const m of messages) {
+      const known = this.held.get(m.messageId);
+      // One we still hold (its visibility lapsed): keep it, with the newest receipt handle, which is the one that deletes.
+      if (known !== undefined) known.receiptHandle = m.receiptHandle;
+      else handles.push({ messageId: m.messageId, receiptHandle: m.receiptHandle });
+    }
+    if (handles.length === 0) return;
+    const { failed } = await this.deps.source.extendVisibility(handles, 0, this.hardAbort.signal);
+    this.stats.givenBack += handles.length - failed;
+    if (failed > 0) this.deps.logger.warn({ failed }, "could not give back messages received during the stop; they reappear after their visibility timeout");
   }
 
   private accept(messages: ReceivedMessage[]): void {
@@ -346,7 +379,7 @@ export class Runner {
     if (!allEmpty || this.held.size > 0 || !this.idle()) return;
     this.drainCheckRunning = true;
     try {
-      const c = await source.counts(this.receiveAbort.signal);
+      const c = await source.counts(this.stopAbort.signal);
       if (c.visible + c.inFlight + c.delayed === 0 && this.held.size === 0) {
         logger.info("queue is empty and everything received is committed and deleted");
         this.stop();
@@ -366,6 +399,8 @@ export class Runner {
       this.fatal = err;
       this.deps.logger.error({ err: err.message }, "stopping: this needs an operator; nothing uncommitted was deleted");
     }
+    // Nothing is worth waiting for now; what aborted polls had taken comes back after its visibility timeout.
+    this.receiveAbort.abort();
     this.stop();
   }
 

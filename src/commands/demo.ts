@@ -37,6 +37,7 @@ export async function demoCommand(opts: { messages: number; keep?: boolean; seed
 
   out("Starting an embedded Postgres and an in-process SQS server…");
   const pg = await startEmbeddedPostgres(opts.keep ? { dir: path.join(demoDir, "postgres"), keepData: true } : {});
+  if (pg.relocated) warn(`masq: ${pg.relocated}`);
   const sqsServer = await startEmbeddedSqs();
   const queueUrl = sqsServer.createQueue("login-queue", { VisibilityTimeout: "30" });
   const sqs = createSqsClient({ region: "us-east-1", endpoint: sqsServer.endpoint, credentials: DEMO_CREDENTIALS });

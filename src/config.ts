@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import { ConfigError } from "./errors.ts";
 import { parseMasterKey, parsePseudonymKey } from "./mask/pseudonym-key.ts";
+import { parseConnectionString } from "./sink/connection-string.ts";
 import { parseTableName, type TableName } from "./sink/table-name.ts";
 
 /**
@@ -91,14 +92,22 @@ function url(src: Source, flag: string | undefined, env: string, what: string, s
 }
 
 const HTTP = ["http", "https"] as const;
-const POSTGRES = ["postgres", "postgresql"] as const;
 
 export function readLogLevel(flags: Record<string, unknown>, env: NodeJS.ProcessEnv): LogLevel {
   return oneOf<LogLevel>({ flags, env }, "logLevel", "MASQ_LOG_LEVEL", "info", ["fatal", "error", "warn", "info", "debug", "trace", "silent"]);
 }
 
+/** DATABASE_URL: any connection string psql accepts (connection-string.ts); unset, pg reads the PG* variables. */
 export function readDatabaseUrl(flags: Record<string, unknown>, env: NodeJS.ProcessEnv): string | undefined {
-  return url({ flags, env }, "databaseUrl", "DATABASE_URL", "Postgres", POSTGRES);
+  const r = raw({ flags, env }, "databaseUrl", "DATABASE_URL");
+  if (r === undefined) return undefined;
+  try {
+    parseConnectionString(r.value);
+  } catch (err) {
+    // The message names the problem only: the string can hold a password.
+    throw new ConfigError(r.from, (err as Error).message);
+  }
+  return r.value;
 }
 
 export function readTable(flags: Record<string, unknown>, env: NodeJS.ProcessEnv): TableName {

@@ -14,9 +14,12 @@ import { parseIntoClientConfig } from "pg-connection-string";
 export function parseConnectionString(text: string): pg.ClientConfig {
   const trimmed = text.trim();
   let url: string;
-  if (/^postgres(ql)?:\/\//i.test(trimmed)) url = trimmed;
+  const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(trimmed)?.[1];
+  if (scheme !== undefined && !/^postgres(ql)?$/i.test(scheme)) throw new Error(`must be a postgres:// or postgresql:// URL (got ${scheme.slice(0, 20)}://)`);
+  if (scheme !== undefined) url = trimmed;
   else if (trimmed.includes("=")) url = keywordsToUrl(parseKeywords(trimmed));
-  else if (trimmed !== "" && !/\s/.test(trimmed)) url = `postgresql:///${encodeURIComponent(trimmed)}`;
+  // Only a plain name: a mistyped URL taken as a name would come back, password and all, in "database … does not exist".
+  else if (/^[\w$.-]+$/.test(trimmed)) url = `postgresql:///${encodeURIComponent(trimmed)}`;
   else throw new Error("is neither a postgres:// URL, nor keyword=value pairs, nor a database name");
   if (/^postgres(ql)?:\/\/[^/?]*,/i.test(url)) throw new Error("names several hosts; masq connects to one (no failover list)");
   let config: pg.ClientConfig;
@@ -24,8 +27,9 @@ export function parseConnectionString(text: string): pg.ClientConfig {
     config = parseIntoClientConfig(url);
   } catch (err) {
     const reason = err instanceof Error && err.message.startsWith("Invalid port") ? "has a port that is not a number" : "is not a valid postgres:// URL";
-    throw new Error(reason);
+    throw new Error(reason, { cause: err });
   }
+  if (typeof config.host === "string" && /\s/.test(config.host)) throw new Error("has a host name with a space in it");
   // An empty part ("postgresql:///db" has no user) means "the default", as in libpq, not the empty name.
   for (const key of ["user", "password", "host", "database"] as const) {
     if (config[key] === "" || config[key] === null) delete config[key];

@@ -46,7 +46,7 @@ describe("connection strings in every form psql accepts reach the real Postgres"
     assert.equal(code, 0, p.lines.join("\n"));
     const db = createDb({ databaseUrl: t.url, poolSize: 1 });
     try {
-      assert.equal((await db.pool.query("SELECT to_regclass('public.conn_kw') IS NOT NULL AS ok")).rows[0].ok, true);
+      assert.equal((await db.pool.query<{ ok: boolean }>("SELECT to_regclass('public.conn_kw') IS NOT NULL AS ok")).rows[0]!.ok, true);
     } finally {
       await db.close();
     }

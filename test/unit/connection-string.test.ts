@@ -44,6 +44,8 @@ const refused: [text: string, reason: RegExp][] = [
   ["host=h dbname", /a word without "=" after it: dbname/],
   ["host=h dbname='open", /unterminated quoted value for dbname/],
   ["two words", /neither/],
+  ["mysql://u:pw@h/db", /must be a postgres:\/\/ or postgresql:\/\/ URL \(got mysql:\/\/\)/],
+  ["postgres//u:pw@h/db", /neither/],
   ["", /neither/],
 ];
 for (const [text, reason] of refused) {

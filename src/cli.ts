@@ -47,7 +47,7 @@ function examples(cmd: Command, ...lines: string[]): Command {
  */
 function optionDescription(option: Option): string {
   const extras: string[] = [];
-  const shown = option.defaultValueDescription ?? (typeof option.defaultValue === "boolean" ? undefined : option.defaultValue);
+  const shown: unknown = option.defaultValueDescription ?? (typeof option.defaultValue === "boolean" ? undefined : option.defaultValue);
   if (shown !== undefined && !option.negate) extras.push(`default: ${String(shown)}`);
   if (option.envVar !== undefined) extras.push(`env: ${option.envVar}`);
   return extras.length === 0 ? option.description : `${option.description} (${extras.join("; ")})`;
@@ -165,7 +165,7 @@ export function buildProgram(): Command {
       .addOption(new Option("--batch-size <n>", "keys per transaction").argParser(positiveInt).default(100))
       .option("--dry-run", "say what would change, change nothing"),
   ).action(async (_opts, cmd: Command) => finish(await (await import("./commands/rotate.ts")).rotateMasterKeyCommand(explicit(cmd))));
-  examples(masterKey, "MASQ_KMS_KEY_ID=alias/masq-2027 masq rotate master-key --dry-run", "MASQ_MASTER_KEY_FILE=new.key MASQ_MASTER_KEY_PREVIOUS=$(cat old.key) masq rotate master-key");
+  examples(masterKey, "MASQ_KMS_KEY_ID=alias/masq-2027 masq rotate master-key --dry-run", "MASQ_MASTER_KEY_FILE=new.key MASQ_MASTER_KEY_PREVIOUS=\"$OLD_MASTER_KEY\" masq rotate master-key");
   const pseudonymKey = databaseOption(
     tableOption(
       rotate

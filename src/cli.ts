@@ -48,7 +48,7 @@ function examples(cmd: Command, ...lines: string[]): Command {
 function optionDescription(option: Option): string {
   const extras: string[] = [];
   const shown: unknown = option.defaultValueDescription ?? (typeof option.defaultValue === "boolean" ? undefined : option.defaultValue);
-  if (shown !== undefined && !option.negate) extras.push(`default: ${String(shown)}`);
+  if (shown !== undefined && !option.negate) extras.push(`default: ${typeof shown === "string" || typeof shown === "number" ? shown : JSON.stringify(shown)}`);
   if (option.envVar !== undefined) extras.push(`env: ${option.envVar}`);
   return extras.length === 0 ? option.description : `${option.description} (${extras.join("; ")})`;
 }

@@ -10,6 +10,7 @@ import { parseTableName, type TableName } from "./sink/table-name.ts";
  */
 export type SqsProtocol = "json" | "query";
 export type LogLevel = "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
+export type LogFormat = "json" | "pretty";
 
 export interface PipelineConfig {
   batchSize: number;
@@ -95,6 +96,11 @@ const HTTP = ["http", "https"] as const;
 
 export function readLogLevel(flags: Record<string, unknown>, env: NodeJS.ProcessEnv): LogLevel {
   return oneOf<LogLevel>({ flags, env }, "logLevel", "MASQ_LOG_LEVEL", "info", ["fatal", "error", "warn", "info", "debug", "trace", "silent"]);
+}
+
+/** MASQ_LOG_FORMAT: json or pretty; unset, "auto" (pretty on a terminal, JSON lines elsewhere). */
+export function readLogFormat(env: NodeJS.ProcessEnv): LogFormat | "auto" {
+  return oneOf<LogFormat | "auto">({ flags: {}, env }, undefined, "MASQ_LOG_FORMAT", "auto", ["json", "pretty", "auto"]);
 }
 
 /** DATABASE_URL: any connection string psql accepts (connection-string.ts); unset, pg reads the PG* variables. */

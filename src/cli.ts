@@ -14,6 +14,12 @@ function positiveInt(value: string): number {
   return n;
 }
 
+function port(value: string): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || n > 65_535) throw new InvalidArgumentError("must be a port number from 0 to 65535");
+  return n;
+}
+
 /** postgres:// URL or keyword=value pairs: every form psql accepts (src/sink/connection-string.ts). */
 function databaseOption(cmd: Command): Command {
   return cmd.addOption(
@@ -200,6 +206,20 @@ export function buildProgram(): Command {
       }
     });
   examples(demo, "masq demo", "masq demo --messages 100000 --keep");
+
+  const localQueue = program
+    .command("local-queue")
+    .description("a local SQS server (fauxqs) on a free port, loaded with your events or synthetic ones, for masq run; until Ctrl-C")
+    .option("--events <file>", 'JSON lines, one message body per line ("-": stdin)')
+    .option("--synthetic <n>", "this many synthetic login events (about 5% malformed)", positiveInt)
+    .option("--seed <n>", "seed for the synthetic data", positiveInt, 42)
+    .option("--queue-name <name>", "the queue's name", "login-queue")
+    .addOption(new Option("--port <port>", "port to listen on (fauxqs listens on every interface)").argParser(port).default(0, "a free one"))
+    .action(async (opts: { events?: string; synthetic?: number; seed: number; queueName: string; port: number }) => {
+      const { localQueueCommand } = await import("./commands/local-queue.ts");
+      finish(await localQueueCommand(opts));
+    });
+  examples(localQueue, "masq local-queue --synthetic 50000", "masq local-queue --events my-events.jsonl --port 9324");
 
   return program;
 }

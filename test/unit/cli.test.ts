@@ -157,6 +157,7 @@ describe("every command's help: one format, only the flags it reads, an example"
     "rotate master-key": ["--batch-size", "--dry-run", "--database-url"],
     "rotate pseudonym-key": ["--batch-size", "--resume", "--dry-run", "--table", "--database-url"],
     demo: ["--messages", "--keep", "--seed"],
+    "local-queue": ["--events", "--synthetic", "--seed", "--queue-name", "--port"],
   };
 
   function commands(cmd: Command, prefix = ""): [string, Command][] {

@@ -38,7 +38,7 @@ function logLevelOption(cmd: Command): Command {
 function queueOptions(cmd: Command, queueUrl: string): Command {
   return cmd
     .addOption(new Option("--queue-url <url>", queueUrl).env("QUEUE_URL"))
-    .addOption(new Option("--sqs-protocol <protocol>", "json (AWS, current emulators) or query (LocalStack < 3)").env("MASQ_SQS_PROTOCOL").default("json"))
+    .addOption(new Option("--sqs-protocol <protocol>", "auto (ask the endpoint), json (AWS, current emulators) or query (LocalStack < 3)").env("MASQ_SQS_PROTOCOL").default("auto"))
     .addOption(new Option("--sqs-endpoint <url>", "SQS endpoint override; else from the queue URL off AWS").env("AWS_ENDPOINT_URL_SQS"));
 }
 
@@ -161,6 +161,29 @@ export function buildProgram(): Command {
       .requiredOption("--reason <text>", "why: written to masq.unmask_audit before the pseudonym is shown"),
   ).action(async (kind: string, value: string, _opts, cmd: Command) => finish(await pseudonymCommand(kind, value, explicit(cmd))));
   examples(pseudonym, 'masq pseudonym ip - --reason "abuse report 77" < ip.txt');
+
+  // masq audit: the tamper-evident trail of every reveal and rotation (SECURITY.md, "The audit trail").
+  const audit = program.command("audit").description("the audit trail: list it, verify its MAC chain, checkpoint its head");
+  examples(audit, "masq audit list", "masq audit verify", "masq audit checkpoint > audit-head.txt");
+  const auditList = databaseOption(
+    audit
+      .command("list")
+      .description("audit rows, newest first: who (as the server saw them), when, why, what")
+      .option("--limit <n>", "at most this many", positiveInt, 50)
+      .option("--json", "machine-readable output"),
+  ).action(async (_opts, cmd: Command) => finish(await (await import("./commands/audit.ts")).auditListCommand(explicit(cmd))));
+  examples(auditList, "masq audit list --limit 20 --json");
+  const auditVerify = databaseOption(
+    audit
+      .command("verify")
+      .description("recompute every MAC (needs the master key); exit 1 naming the first row changed, removed or reordered")
+      .option("--against <checkpoint>", "also prove that nothing was cut from the end since this checkpoint"),
+  ).action(async (_opts, cmd: Command) => finish(await (await import("./commands/audit.ts")).auditVerifyCommand(explicit(cmd))));
+  examples(auditVerify, 'masq audit verify --against "$(cat audit-head.txt)"');
+  const auditCheckpoint = databaseOption(audit.command("checkpoint").description("print the verified head of the trail, to keep outside the database")).action(
+    async (_opts, cmd: Command) => finish(await (await import("./commands/audit.ts")).auditCheckpointCommand(explicit(cmd))),
+  );
+  examples(auditCheckpoint, "masq audit checkpoint > audit-head.txt");
 
   const rotate = program.command("rotate").description('key rotation: re-wrap keys under a new master key, or replace the pseudonym key (README, "Rotating keys")');
   examples(rotate, "masq rotate master-key --dry-run", "masq rotate pseudonym-key --resume");

@@ -7,6 +7,8 @@ import { createDb } from "../sink/db.ts";
 import { pruneLedger } from "../sink/prune-ledger.ts";
 import { createSqsClient } from "../source/sqs-client.ts";
 import { SqsSource } from "../source/sqs-source.ts";
+import { detectSqsProtocol } from "../source/sqs-protocol.ts";
+import type { SQSClient } from "@aws-sdk/client-sqs";
 import { onShutdownSignals } from "./signals.ts";
 import { startHttpServer } from "../http/server.ts";
 import { readinessProbe } from "../http/readiness.ts";
@@ -27,7 +29,10 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
   let runner: Runner | undefined;
   const signals = onShutdownSignals({
     first: (signal) => {
-      logger.info({ signal }, "shutting down: finishing the current batches (signal again to exit at once)");
+      logger.info(
+        { signal },
+        `shutting down: finishing the current batches and long polls (up to ${config.pipeline.waitTimeSeconds} s; signal again to exit at once)`,
+      );
       setupAbort.abort();
       runner?.stop();
     },
@@ -38,14 +43,10 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
   });
 
   const db = createDb({ databaseUrl: config.databaseUrl, poolSize: config.pipeline.writers + 2, logger });
-  const sqs = createSqsClient({
-    region: config.region,
-    endpoint: config.sqsEndpoint,
-    protocol: config.sqsProtocol,
-    maxSockets: config.pipeline.receivers + 32,
-    requestTimeoutMs: config.pipeline.waitTimeSeconds * 1000 + 15_000,
-  });
-  const source = new SqsSource(sqs, config.queueUrl);
+  // Made once the endpoint's protocol is known (detectSqsProtocol below); until then readiness reports the wait.
+  let sqs: SQSClient | undefined;
+  let source: SqsSource | undefined;
+  let sqsWaiting = "finding the SQS endpoint's protocol";
   const metrics = new Metrics();
   const provider = createKeyProvider(config.keys, (op, ok) => metrics.keyProviderCall(op, ok));
   let keys: IngestKeys | undefined;
@@ -56,15 +57,40 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
   try {
     // Up before anything else: liveness holds while masq waits for Postgres or SQS; readiness tells the truth.
     if (config.http) {
-      http = await startHttpServer({ ...config.http, metrics, readiness: readinessProbe({ pool: db.pool, source }), logger });
+      const readiness = readinessProbe({ pool: db.pool, source: () => source, sqsNotReady: () => sqsWaiting });
+      http = await startHttpServer({ ...config.http, metrics, readiness, logger });
     }
+    // SQS first: a wrong queue, region or credentials must stop masq before it migrates anything.
+    const protocol = await retryTransient(
+      () =>
+        detectSqsProtocol({ queueUrl: config.queueUrl, region: config.region, endpoint: config.sqsEndpoint, setting: config.sqsProtocol, signal: setupAbort.signal }),
+      {
+        what: "reaching SQS",
+        signal: setupAbort.signal,
+        isTransient: (e) => e instanceof TransientError,
+        onRetry: (err, delay) => {
+          sqsWaiting = `waiting for SQS (QUEUE_URL ${config.queueUrl}): ${err.message}`;
+          logger.warn({ err: describeError(err), retryInMs: Math.round(delay) }, "SQS not reachable (QUEUE_URL); waiting");
+        },
+      },
+    );
+    logger.info({ protocol, setting: config.sqsProtocol === "auto" ? "detected" : "MASQ_SQS_PROTOCOL" }, `SQS protocol: ${protocol}`);
+    sqs = createSqsClient({
+      region: config.region,
+      endpoint: config.sqsEndpoint,
+      protocol,
+      maxSockets: config.pipeline.receivers + 32,
+      requestTimeoutMs: config.pipeline.waitTimeSeconds * 1000 + 15_000,
+    });
+    const sqsSource = new SqsSource(sqs, config.queueUrl);
+    source = sqsSource;
     await prepareDatabase(db, config.table, { migrate: config.migrate, logger, signal: setupAbort.signal });
     keys = await openIngestKeys({ db, provider, config: config.keys, override: config.pseudonymKeyOverride, logger, metrics, signal: setupAbort.signal });
-    const retention = await retryTransient(() => source.retentionSeconds(setupAbort.signal), {
+    const retention = await retryTransient(() => sqsSource.retentionSeconds(setupAbort.signal), {
       what: "reaching SQS",
       signal: setupAbort.signal,
       isTransient: (e) => e instanceof TransientError,
-      onRetry: (err, delay) => logger.warn({ err: describeError(err), retryInMs: Math.round(delay) }, "SQS not reachable; waiting"),
+      onRetry: (err, delay) => logger.warn({ err: describeError(err), retryInMs: Math.round(delay) }, "SQS not reachable (QUEUE_URL); waiting"),
     });
     if (setupAbort.signal.aborted) return 0;
 
@@ -81,13 +107,13 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
     // A bar with rate and ETA when a person watches a drain; the periodic log lines otherwise. Its total starts at
     // what the queue holds (visible, in flight, delayed) and grows only when more arrives.
     if (drain && isInteractive()) {
-      const start = await source.counts(setupAbort.signal).catch(() => undefined);
+      const start = await sqsSource.counts(setupAbort.signal).catch(() => undefined);
       progress = createProgress("draining", { total: start ? start.visible + start.inFlight + start.delayed : 0 });
     }
     // Queue depth for /metrics, dashboards and the bar; a failed poll is counted, never fatal.
     const pollQueue = () => {
       const deletedThen = progress?.deletedSoFar() ?? 0;
-      return source.counts().then(
+      return sqsSource.counts().then(
         (c) => {
           metrics.queueCounts(c);
           progress?.queueCounts(c, deletedThen);
@@ -99,7 +125,7 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
     queuePoll = setInterval(() => void pollQueue(), progress ? 3_000 : 15_000);
 
     runner = new Runner({
-      source,
+      source: sqsSource,
       pool: db.pool,
       table: config.table,
       keys,
@@ -122,6 +148,8 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
     if (err instanceof ConfigError) throw err;
     if (setupAbort.signal.aborted && !(err instanceof FatalError)) return 0;
     logger.error({ err: describeError(err) }, "masq stopped");
+    // A refusal at start-up (access denied): one line on stderr too, not only the JSON log.
+    if (err instanceof FatalError && runner === undefined) throw err;
     return 1;
   } finally {
     clearInterval(pruneTimer);
@@ -131,7 +159,7 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
     keys?.close();
     provider.close();
     signals.dispose();
-    sqs.destroy();
+    sqs?.destroy();
     await db.close().catch(() => undefined);
     logger.flush();
   }

@@ -1,13 +1,15 @@
-import { readDatabaseUrl, readQueueSettings, readTable } from "../config.ts";
-import { describeError } from "../errors.ts";
+import { readDatabaseUrl, readQueueSettings, readTable, type SqsProtocol } from "../config.ts";
+import { ConfigError, describeError } from "../errors.ts";
 import { createDb } from "../sink/db.ts";
 import { loadMigrations } from "../sink/migrate.ts";
 import { databaseStatus, type DatabaseStatus } from "../sink/status-queries.ts";
+import type { SQSClient } from "@aws-sdk/client-sqs";
 import { createSqsClient } from "../source/sqs-client.ts";
 import { SqsSource, type QueueCounts } from "../source/sqs-source.ts";
+import { detectSqsProtocol } from "../source/sqs-protocol.ts";
 
 interface Status {
-  queue: { url: string; counts: QueueCounts | null; error?: string } | null;
+  queue: { url: string; protocol: SqsProtocol | null; counts: QueueCounts | null; error?: string } | null;
   database: (DatabaseStatus & { latestMigration: number }) | { error: string };
   table: string;
 }
@@ -19,16 +21,7 @@ export async function statusCommand(flags: Record<string, unknown>): Promise<num
   const db = createDb({ databaseUrl: readDatabaseUrl(flags, process.env), poolSize: 2 });
   const status: Status = { queue: null, database: { error: "not checked" }, table: `${table.schema}.${table.name}` };
   try {
-    if (queue !== undefined) {
-      const sqs = createSqsClient({ region: queue.region, endpoint: queue.endpoint, protocol: queue.protocol });
-      try {
-        status.queue = { url: queue.queueUrl, counts: await new SqsSource(sqs, queue.queueUrl).counts() };
-      } catch (err) {
-        status.queue = { url: queue.queueUrl, counts: null, error: describeError(err) };
-      } finally {
-        sqs.destroy();
-      }
-    }
+    if (queue !== undefined) status.queue = await queueStatus(queue);
     try {
       status.database = { ...(await databaseStatus(db, table)), latestMigration: loadMigrations().at(-1)?.version ?? 0 };
     } catch (err) {
@@ -42,14 +35,33 @@ export async function statusCommand(flags: Record<string, unknown>): Promise<num
   return "error" in status.database || status.queue?.error !== undefined ? 1 : 0;
 }
 
+/**
+ * The queue's counts, in the protocol its endpoint speaks. A mistake in the settings (no credentials, no such queue,
+ * a protocol the endpoint does not speak) is thrown: exit 2 with the setting named; anything else is reported.
+ */
+async function queueStatus(queue: NonNullable<ReturnType<typeof readQueueSettings>>): Promise<NonNullable<Status["queue"]>> {
+  let protocol: SqsProtocol | null = null;
+  let sqs: SQSClient | undefined;
+  try {
+    protocol = await detectSqsProtocol({ queueUrl: queue.queueUrl, region: queue.region, endpoint: queue.endpoint, setting: queue.protocol });
+    sqs = createSqsClient({ region: queue.region, endpoint: queue.endpoint, protocol });
+    return { url: queue.queueUrl, protocol, counts: await new SqsSource(sqs, queue.queueUrl).counts() };
+  } catch (err) {
+    if (err instanceof ConfigError) throw err;
+    return { url: queue.queueUrl, protocol, counts: null, error: err instanceof Error ? err.message : String(err) };
+  } finally {
+    sqs?.destroy();
+  }
+}
+
 function render(s: Status): string {
   const n = (v: number) => v.toLocaleString("en-US");
   const lines: string[] = ["masq status"];
   if (s.queue === null) lines.push("  queue        not configured (set QUEUE_URL)");
-  else if (s.queue.counts === null) lines.push(`  queue        ${s.queue.url}`, `    unreachable: ${s.queue.error ?? "unknown error"}`);
+  else if (s.queue.counts === null) lines.push(`  queue        ${s.queue.url}`, `    error: ${s.queue.error ?? "unknown error"}`);
   else {
     const c = s.queue.counts;
-    lines.push(`  queue        ${s.queue.url}`, `    visible      ${n(c.visible)}`, `    in flight    ${n(c.inFlight)}`, `    delayed      ${n(c.delayed)}`);
+    lines.push(`  queue        ${s.queue.url}`, `    protocol     ${s.queue.protocol ?? "unknown"}`, `    visible      ${n(c.visible)}`, `    in flight    ${n(c.inFlight)}`, `    delayed      ${n(c.delayed)}`);
   }
   const d = s.database;
   if ("error" in d) lines.push(`  database     unreachable: ${d.error}`);

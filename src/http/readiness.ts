@@ -17,7 +17,13 @@ export interface Readiness {
  * Ready means: Postgres answers, its schema is at the migration this masq ships, and SQS answers for the queue.
  * Results are cached briefly so a probe every second costs one round trip every few seconds, not one per probe.
  */
-export function readinessProbe(opts: { pool: pg.Pool; source: SqsSource; cacheMs?: number }): () => Promise<Readiness> {
+export function readinessProbe(opts: {
+  pool: pg.Pool;
+  /** Undefined until masq knows the endpoint's protocol (run.ts); sqsNotReady says what it is waiting for then. */
+  source: () => SqsSource | undefined;
+  sqsNotReady?: () => string;
+  cacheMs?: number;
+}): () => Promise<Readiness> {
   const expected = loadMigrations().at(-1)?.version ?? 0;
   const cacheMs = opts.cacheMs ?? 5_000;
   let cached: { at: number; value: Promise<Readiness> } | undefined;
@@ -41,11 +47,15 @@ export function readinessProbe(opts: { pool: pg.Pool; source: SqsSource; cacheMs
       }
     })();
     let sqs: Check;
-    try {
-      await opts.source.counts(timeout);
-      sqs = { ok: true };
-    } catch (err) {
-      sqs = { ok: false, detail: describeError(err) };
+    const source = opts.source();
+    if (source === undefined) sqs = { ok: false, detail: opts.sqsNotReady?.() ?? "not connected yet" };
+    else {
+      try {
+        await source.counts(timeout);
+        sqs = { ok: true };
+      } catch (err) {
+        sqs = { ok: false, detail: describeError(err) };
+      }
     }
     return { ready: postgres.ok && migrations.ok && sqs.ok, checks: { postgres, migrations, sqs } };
   };

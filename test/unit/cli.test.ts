@@ -157,6 +157,10 @@ describe("every command's help: one format, only the flags it reads, an example"
     "rotate master-key": ["--batch-size", "--dry-run", "--database-url"],
     "rotate pseudonym-key": ["--batch-size", "--resume", "--dry-run", "--table", "--database-url"],
     demo: ["--messages", "--keep", "--seed"],
+    audit: [],
+    "audit list": ["--limit", "--json", "--database-url"],
+    "audit verify": ["--against", "--database-url"],
+    "audit checkpoint": ["--database-url"],
     "local-queue": ["--events", "--synthetic", "--seed", "--queue-name", "--port"],
   };
 

@@ -83,6 +83,14 @@ describe("masq run with a configuration mistake exits 2 before touching anything
     assertNoStackTrace(r);
   });
 
+  test("an invalid MASQ_LOG_FORMAT: named, with the values it takes", () => {
+    const r = masq(["run"], { QUEUE_URL, MASQ_MASTER_KEY: MASTER, MASQ_LOG_FORMAT: "fancy" });
+    assert.equal(r.status, 2);
+    assert.equal(lines(r.stderr).length, 1, r.stderr);
+    assert.match(r.stderr, /MASQ_LOG_FORMAT.*json, pretty/);
+    assertNoStackTrace(r);
+  });
+
   test("an invalid DATABASE_URL: named, and its password never printed", () => {
     const r = masq(["run"], { QUEUE_URL, MASQ_MASTER_KEY: MASTER, DATABASE_URL: "postgres://u:s3cret@h:99999/db" });
     assert.equal(r.status, 2);

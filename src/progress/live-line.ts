@@ -20,7 +20,8 @@ export class LiveLine {
   }
 
   get columns(): number {
-    return this.stream.columns ?? 80;
+    // A pseudo-terminal nobody sized (script, docker exec without -t size) reports 0 columns.
+    return this.stream.columns || 80;
   }
 
   get active(): boolean {

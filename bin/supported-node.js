@@ -36,8 +36,8 @@ export async function relaunchIfUnsupported(args = process.argv.slice(1)) {
 
 async function supportedNode() {
   const have = `Node ${process.version} is older than ${MINIMUM}, which masq needs`;
-  // A relaunched process that still finds an old Node: never loop.
-  if (process.env.MASQ_RELAUNCHED === "1") fail(`${have}, and the Node it was relaunched under is too; install Node ${MINIMUM}+ (nvm install reads .nvmrc)`);
+  // A relaunched process that still finds an old Node: never loop. (Not a MASQ_* name: those are settings.)
+  if (process.env.RELAUNCHED_BY_MASQ === "1") fail(`${have}, and the Node it was relaunched under is too; install Node ${MINIMUM}+ (nvm install reads .nvmrc)`);
   const cached = readCache();
   if (cached) {
     process.stderr.write(`masq: ${have}; running under ${cached.version} (${FETCHED} from the npm registry, cached)\n`);
@@ -106,7 +106,7 @@ function fail(line) {
  * signal); SIGTERM and SIGHUP, and SIGINT without a terminal, are meant for the command and are passed on.
  */
 function runUnder(node, args) {
-  const child = spawn(node, args, { stdio: "inherit", env: { ...process.env, MASQ_RELAUNCHED: "1" } });
+  const child = spawn(node, args, { stdio: "inherit", env: { ...process.env, RELAUNCHED_BY_MASQ: "1" } });
   const forwarded = process.stdin.isTTY ? ["SIGTERM", "SIGHUP"] : ["SIGTERM", "SIGHUP", "SIGINT"];
   for (const s of forwarded) process.on(s, () => child.kill(s));
   if (process.stdin.isTTY) process.on("SIGINT", () => undefined);

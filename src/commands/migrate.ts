@@ -1,4 +1,4 @@
-import { readDatabaseUrl, readLogLevel, readTable } from "../config.ts";
+import { readDatabaseUrl, readLogFormat, readLogLevel, readTable } from "../config.ts";
 import { describeError } from "../errors.ts";
 import { createLogger } from "../log.ts";
 import { createDb } from "../sink/db.ts";
@@ -8,7 +8,7 @@ import { onShutdownSignals } from "./signals.ts";
 /** `masq migrate`: applies pending migrations and creates the target table if absent. */
 export async function migrateCommand(flags: Record<string, unknown>): Promise<number> {
   const table = readTable(flags, process.env);
-  const logger = createLogger(readLogLevel(flags, process.env));
+  const logger = createLogger(readLogLevel(flags, process.env), undefined, readLogFormat(process.env));
   const db = createDb({ databaseUrl: readDatabaseUrl(flags, process.env), logger });
   const abort = new AbortController();
   const signals = onShutdownSignals({ first: () => abort.abort() });

@@ -1,5 +1,4 @@
 import assert from "node:assert/strict";
-import { dirname } from "node:path";
 import { after, before } from "node:test";
 import { CreateQueueCommand, type SQSClient } from "@aws-sdk/client-sqs";
 import { prepareDatabase } from "../../src/commands/setup.ts";
@@ -8,8 +7,8 @@ import { createLogger } from "../../src/log.ts";
 import { createDb, type Db } from "../../src/sink/db.ts";
 import { createSqsClient } from "../../src/source/sqs-client.ts";
 import { SqsSource } from "../../src/source/sqs-source.ts";
-import { runDocBlock } from "./doc-blocks.ts";
 import { startLocalStack, type LocalStack, type LocalStackVersion } from "./localstack.ts";
+import { runDocBlock } from "./doc-blocks.ts";
 import { expectedCounts, TABLE, tableCounts, TEST_MASTER_KEY_HEX, uniqueEvents } from "./pipeline.ts";
 import { createTestDatabase, type TestDatabase } from "./postgres.ts";
 import { TEST_CREDENTIALS } from "./sqs.ts";
@@ -77,11 +76,12 @@ export async function drainTakeHome(fx: LocalStackFixture, opts: { seed: number;
   const events = uniqueEvents(600, opts.seed);
   await sendBodies(fx.sqs, queueUrl, events.map((e) => e.body));
 
-  // The README's take-home command itself (<!-- run: takehome-drain -->), as written: only where this LocalStack
-  // listens and which database differ from the take-home stack. The master key is the one the README exports before.
+  // The README's block itself, with this LocalStack's queue URL and this test's database in place of localhost's.
+  const env = takeHomeEnv(queueUrl, fx.pgdb.url);
+  for (const own of ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "QUEUE_URL", "DATABASE_URL"]) delete env[own];
   const result = await runDocBlock("takehome-drain", {
-    env: { PATH: `${dirname(process.execPath)}:${process.env.PATH ?? ""}`, HOME: process.env.HOME, MASQ_MASTER_KEY: TEST_MASTER_KEY_HEX, MASQ_HTTP_PORT: "0" },
-    values: { "http://localhost:4566": fx.ls.endpoint, "postgres://postgres:postgres@localhost:5432/postgres": fx.pgdb.url },
+    env,
+    values: { "http://localhost:4566/000000000000/login-queue": queueUrl, "postgres://postgres:postgres@localhost:5432/postgres": fx.pgdb.url },
     timeoutMs: 240_000,
   });
   const run = { lines: `${result.stdout}\n${result.stderr}`.split("\n").filter(Boolean) };

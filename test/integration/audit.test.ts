@@ -38,6 +38,14 @@ describe("masq audit list, verify and checkpoint", () => {
   const restore = () => tamper(fx.db.pool, "DELETE FROM masq.audit; INSERT INTO masq.audit SELECT * FROM public.audit_copy");
   const verify = (...args: string[]) => runMasq(["audit", "verify", ...args], env);
 
+  test("before any audited action, verify checks nothing and makes no audit key", async () => {
+    const v = await verify();
+    assert.equal(v.code, 0, v.stderr);
+    assert.equal(v.stdout, "audit trail verified: 0 row(s) checked (no audited action yet)\n");
+    assert.equal((await fx.db.pool.query("SELECT 1 FROM masq.audit_keys")).rowCount, 0);
+    assert.equal((await runMasq(["audit", "checkpoint"], env)).code, 1);
+  });
+
   test("concurrent unmasks chain one after the other, and verify checks every row", async () => {
     const runs = await Promise.all(pseudonyms.slice(0, 6).map((p, i) => runMasq(["unmask", "--reason", `concurrent ${i}`, "--pseudonym", p], env)));
     for (const r of runs) assert.equal(r.code, 0, r.stderr);

@@ -14,7 +14,7 @@ import type { KeyProvider } from "../vault/key-provider.ts";
 export async function auditListCommand(flags: Record<string, unknown>): Promise<number> {
   const limit = typeof flags.limit === "number" ? flags.limit : 50;
   return withDb(flags, async (db) => {
-    const { rows } = await db.pool.query<AuditRow>(`SELECT ${AUDIT_COLUMNS} FROM masq.audit ORDER BY seq DESC LIMIT $1`, [limit]);
+    const { rows } = await db.pool.query<AuditRow>(`SELECT ${AUDIT_COLUMNS} FROM masq.audit ORDER BY audit.seq DESC LIMIT $1`, [limit]);
     if (flags.json === true) {
       const out = rows.map((r) => ({
         seq: Number(r.seq),

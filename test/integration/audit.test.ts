@@ -115,6 +115,31 @@ describe("masq audit list, verify and checkpoint", () => {
     assert.match(bad.stderr, /--against/);
   });
 
+  test("a long trail verifies in seq order (row 10 after row 9, not after row 1), each row later than the one before", async () => {
+    const { LocalKeyProvider } = await import("../../src/vault/local-provider.ts");
+    const { openAuditKey } = await import("../../src/audit/audit-key.ts");
+    const { appendAudit } = await import("../../src/audit/seal-audit.ts");
+    const { inTransaction } = await import("../../src/sink/transaction.ts");
+    const provider = new LocalKeyProvider(Buffer.from(TEST_MASTER_KEY_HEX, "hex"));
+    const key = await openAuditKey(fx.db.pool, provider);
+    const before = Number((await fx.db.pool.query<{ n: string }>("SELECT count(*) AS n FROM masq.audit")).rows[0]!.n);
+    // Rotations' rows, appended as the owner does, by four writers at once.
+    await Promise.all(
+      [0, 1, 2, 3].map(async (w) => {
+        for (let i = 0; i < 5; i++) {
+          await inTransaction(fx.db.pool, (c) => appendAudit(c, key, { action: "rotate-master-key", reason: "rotate master-key", selector: { w, i }, client: {} }));
+        }
+      }),
+    );
+    key.key.fill(0);
+    provider.close();
+    const v = await verify();
+    assert.equal(v.code, 0, v.stderr);
+    assert.equal(v.stdout, `audit trail verified: ${before + 20} row(s) checked\n`);
+    const unordered = await fx.db.pool.query("SELECT 1 FROM masq.audit a JOIN masq.audit b ON b.seq = a.seq + 1 WHERE b.at < a.at");
+    assert.equal(unordered.rowCount, 0);
+  });
+
   test("verify needs the master key: with another one it says so and checks nothing", async () => {
     const v = await runMasq(["audit", "verify"], { ...env, MASQ_MASTER_KEY: "cd".repeat(32) });
     assert.equal(v.code, 2, v.stderr);

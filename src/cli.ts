@@ -185,7 +185,7 @@ export function buildProgram(): Command {
   );
   examples(auditCheckpoint, "masq audit checkpoint > audit-head.txt");
 
-  const rotate = program.command("rotate").description('key rotation: re-wrap keys under a new master key, or replace the pseudonym key (README, "Rotating keys")');
+  const rotate = program.command("rotate").description('key rotation: re-wrap keys under a new master key, or replace the pseudonym key (docs/operations.md, "Rotating keys")');
   examples(rotate, "masq rotate master-key --dry-run", "masq rotate pseudonym-key --resume");
   const masterKey = databaseOption(
     rotate

@@ -15,8 +15,8 @@ import { onShutdownSignals } from "./signals.ts";
 const n = (v: number) => v.toLocaleString("en-US");
 
 /**
- * `masq rotate master-key [--dry-run]`: re-wraps every key under the configured master key (README, "Rotating
- * keys"). Exit 0 when nothing is left under another master key.
+ * `masq rotate master-key [--dry-run]`: re-wraps every key under the configured master key
+ * (docs/operations.md, "Rotating keys"). Exit 0 when nothing is left under another master key.
  */
 export async function rotateMasterKeyCommand(flags: Record<string, unknown>): Promise<number> {
   const batchSize = typeof flags.batchSize === "number" ? flags.batchSize : 100;

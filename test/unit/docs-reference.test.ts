@@ -353,6 +353,23 @@ test("every local link in the docs points at a file that exists, and at a headin
   assert.deepEqual(broken, [], "broken links");
 });
 
+test("every section that code, scripts and deploy files point to (docs/x.md, \"Heading\") exists", () => {
+  const bad: string[] = [];
+  for (const f of [...walk("src", ".ts"), ...walk("scripts", ""), ...walk("deploy", "")]) {
+    for (const m of read(f).matchAll(/\b(README|SECURITY|docs\/[a-z-]+)(?:\.md)?,? "([^"]+)"/g)) {
+      const doc = `${m[1]}.md`;
+      const headings = existsSync(`${REPO_ROOT}${doc}`)
+        ? read(doc)
+            .split("\n")
+            .filter((l) => /^#{1,6} /.test(l))
+            .map((l) => l.replace(/^#+ /, "").trim().toLowerCase())
+        : [];
+      if (!headings.includes(m[2]!.replace(/\s+/g, " ").toLowerCase())) bad.push(`${f}: ${doc}, "${m[2]}"`);
+    }
+  }
+  assert.deepEqual(bad, [], "these point to a section that is not there (moved, renamed or never written)");
+});
+
 test("every commit the docs cite is in the history", (t) => {
   let shallow: string;
   try {

@@ -42,8 +42,9 @@ export interface DbOptions {
 pg.types.setTypeParser(pg.types.builtins.DATE, (v) => v);
 
 export function createDb(opts: DbOptions = {}): Db {
+  const conn = opts.databaseUrl === undefined ? {} : parseConnectionString(opts.databaseUrl);
   const pool = new pg.Pool({
-    ...(opts.databaseUrl === undefined ? {} : parseConnectionString(opts.databaseUrl)),
+    ...conn,
     max: opts.poolSize ?? 4,
     connectionTimeoutMillis: 10_000,
     idleTimeoutMillis: 30_000,
@@ -51,7 +52,8 @@ export function createDb(opts: DbOptions = {}): Db {
     statement_timeout: opts.statementTimeoutMs ?? 60_000,
     query_timeout: (opts.statementTimeoutMs ?? 60_000) + 5_000,
     keepAlive: true,
-    application_name: "masq",
+    // The connection string's application_name wins (operators tell replicas and Lambdas apart by it).
+    application_name: conn.application_name ?? "masq",
   });
   // An idle client whose server went away emits here; without a listener it would crash the process.
   pool.on("error", (err) => opts.logger?.warn({ err: err.message }, "idle Postgres connection lost"));

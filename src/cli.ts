@@ -1,5 +1,7 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
-import { ConfigError } from "./errors.ts";
+import { errorLine, exitCodeFor } from "./errors.ts";
+import { unknownSettingWarnings } from "./known-settings.ts";
+import { fromPostgres } from "./sink/pg-errors.ts";
 import { runCommand } from "./commands/run.ts";
 import { migrateCommand } from "./commands/migrate.ts";
 import { statusCommand } from "./commands/status.ts";
@@ -46,7 +48,7 @@ export function buildProgram(): Command {
       .addOption(new Option("--wait-time-seconds <s>", "long-poll wait (default 20; 1 with --drain)").env("MASQ_WAIT_TIME_SECONDS"))
       .addOption(new Option("--visibility-timeout <s>", "visibility timeout requested on receive, extended while held").env("MASQ_VISIBILITY_TIMEOUT").default(60))
       .addOption(new Option("--shutdown-timeout-ms <ms>", "deadline for the graceful stop").env("MASQ_SHUTDOWN_TIMEOUT_MS").default(30000))
-      .addOption(new Option("--http-port <port>", 'port for /metrics, /healthz, /readyz, or "off"').env("MASQ_HTTP_PORT").default(9090))
+      .addOption(new Option("--http-port <port>", 'port for /metrics, /healthz, /readyz, or "off" (default 8717; off with --drain unless given)').env("MASQ_HTTP_PORT"))
       .addOption(new Option("--http-host <host>", "address the HTTP listener binds").env("MASQ_HTTP_HOST").default("0.0.0.0"))
       .option("--no-migrate", "do not apply pending migrations at start (env MASQ_MIGRATE=false)"),
   ).action(async (_opts, cmd: Command) => finish(await runCommand(explicit(cmd))));
@@ -70,7 +72,7 @@ export function buildProgram(): Command {
     quarantine
       .command("list")
       .description("quarantined messages not yet replayed, newest first")
-      .option("--reason <code>", "only this reason code")
+      .option("--reason-code <code>", "only this reason code (invalid_json, missing_field, db_rejected, …)")
       .option("--limit <n>", "at most this many", positiveInt, 50)
       .option("--all", "include replayed records")
       .option("--json", "machine-readable output"),
@@ -83,7 +85,7 @@ export function buildProgram(): Command {
       .command("replay")
       .description("send quarantined messages through the pipeline again: their kept originals, db_rejected rows, or one corrected body")
       .option("--id <message-id...>", "these records")
-      .option("--reason <code>", "every pending record with this reason")
+      .option("--reason-code <code>", "every pending record with this reason code")
       .option("--all", "every pending record")
       .option("--body-file <file>", "a corrected body for the single --id (needs the master key's settings)")
       .option("--dry-run", "say what would be replayed"),
@@ -149,6 +151,15 @@ export function buildProgram(): Command {
       }
     });
 
+  databaseOptions(
+    program
+      .command("check")
+      .description("preflight: configuration, AWS credentials, queue, Postgres, keys; one line per check, exit 0 only when run would work")
+      .addOption(new Option("--queue-url <url>", "SQS queue URL").env("QUEUE_URL"))
+      .addOption(new Option("--sqs-protocol <protocol>", "json or query").env("MASQ_SQS_PROTOCOL"))
+      .addOption(new Option("--sqs-endpoint <url>", "SQS endpoint override").env("AWS_ENDPOINT_URL_SQS")),
+  ).action(async (_opts, cmd: Command) => finish(await (await import("./commands/check.ts")).checkCommand(explicit(cmd))));
+
   return program;
 }
 
@@ -175,16 +186,20 @@ function finish(code: number): void {
   process.exit(code);
 }
 
+/**
+ * Every failure ends here as one line on stderr, `masq: <what went wrong> (<setting or object>): <what to do>`,
+ * with the exit code of docs/exit-codes.md. Commands may log the detail as JSON on stdout as well.
+ */
 export async function main(argv: string[]): Promise<void> {
+  // Typos in the environment would otherwise pass silently with the default.
+  for (const warning of unknownSettingWarnings(process.env)) process.stderr.write(`${warning}\n`);
   try {
     await buildProgram().parseAsync(argv);
   } catch (err) {
     if (err instanceof CommanderError) process.exit(err.exitCode === 0 ? 0 : 2);
-    if (err instanceof ConfigError) {
-      process.stderr.write(`masq: configuration error: ${err.message}\n`);
-      process.exit(2);
-    }
-    process.stderr.write(`masq: ${err instanceof Error ? err.message : String(err)}\n`);
-    process.exit(1);
+    // A driver error that no command wrapped still gets the words for it.
+    const e = fromPostgres(err, { setting: "DATABASE_URL", where: "the server it names" });
+    process.stderr.write(`${errorLine(e)}\n`);
+    process.exit(exitCodeFor(e));
   }
 }

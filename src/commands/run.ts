@@ -1,5 +1,5 @@
-import { readRunConfig } from "../config.ts";
-import { ConfigError, describeError, FatalError, TransientError } from "../errors.ts";
+import { databaseSetting, readConnectTimeoutMs, readRunConfig, sqsTargetText } from "../config.ts";
+import { describeError, errorLine, FatalError, TransientError } from "../errors.ts";
 import { createLogger } from "../log.ts";
 import { retryTransient } from "../runner/backoff.ts";
 import { Runner } from "../runner/runner.ts";
@@ -18,17 +18,23 @@ import { createKeyProvider } from "../vault/key-provider-from-config.ts";
 import { openIngestKeys } from "./open-keys.ts";
 import type { IngestKeys } from "../vault/ingest-keys.ts";
 
-/** `masq run [--drain]`: returns the process exit code. */
+/**
+ * `masq run [--drain]`: returns the process exit code. The service waits for Postgres, SQS and KMS as long as it
+ * takes (logging what it waits for, by setting); a drain is a one-shot job and gives up after
+ * MASQ_CONNECT_TIMEOUT_SECONDS.
+ */
 export async function runCommand(flags: Record<string, unknown>): Promise<number> {
   const drain = flags.drain === true;
   const config = readRunConfig(flags, process.env, drain);
+  const deadlineMs = drain ? readConnectTimeoutMs(process.env) : undefined;
+  const sqsTarget = sqsTargetText(flags, process.env);
   const logger = createLogger(config.logLevel);
   const setupAbort = new AbortController();
   let runner: Runner | undefined;
   const signals = onShutdownSignals({
     first: (signal) => {
       logger.info({ signal }, "shutting down: finishing the current batches (signal again to exit at once)");
-      setupAbort.abort();
+      setupAbort.abort(signal);
       runner?.stop();
     },
     second: (signal) => {
@@ -37,7 +43,13 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
     },
   });
 
-  const db = createDb({ databaseUrl: config.databaseUrl, poolSize: config.pipeline.writers + 2, logger });
+  const db = createDb({
+    databaseUrl: config.databaseUrl,
+    setting: databaseSetting(flags, process.env),
+    connectTimeoutMs: deadlineMs,
+    poolSize: config.pipeline.writers + 2,
+    logger,
+  });
   const sqs = createSqsClient({
     region: config.region,
     endpoint: config.sqsEndpoint,
@@ -56,15 +68,26 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
   try {
     // Up before anything else: liveness holds while masq waits for Postgres or SQS; readiness tells the truth.
     if (config.http) {
-      http = await startHttpServer({ ...config.http, metrics, readiness: readinessProbe({ pool: db.pool, source }), logger });
+      http = await startHttpServer({ ...config.http, metrics, readiness: readinessProbe({ pool: db.pool, source, targets: { postgres: db.target, sqs: sqsTarget } }), logger });
     }
-    await prepareDatabase(db, config.table, { migrate: config.migrate, logger, signal: setupAbort.signal });
-    keys = await openIngestKeys({ db, provider, config: config.keys, override: config.pseudonymKeyOverride, logger, metrics, signal: setupAbort.signal });
+    await prepareDatabase(db, config.table, { migrate: config.migrate, logger, signal: setupAbort.signal, deadlineMs });
+    keys = await openIngestKeys({
+      db,
+      provider,
+      config: config.keys,
+      override: config.pseudonymKeyOverride,
+      logger,
+      metrics,
+      signal: setupAbort.signal,
+      deadlineMs,
+    });
     const retention = await retryTransient(() => source.retentionSeconds(setupAbort.signal), {
       what: "reaching SQS",
       signal: setupAbort.signal,
       isTransient: (e) => e instanceof TransientError,
-      onRetry: (err, delay) => logger.warn({ err: describeError(err), retryInMs: Math.round(delay) }, "SQS not reachable; waiting"),
+      deadlineMs,
+      object: sqsTarget,
+      onRetry: (err, delay) => logger.warn({ err: describeError(err), target: sqsTarget, retryInMs: Math.round(delay) }, "SQS not reachable; waiting"),
     });
     if (setupAbort.signal.aborted) return 0;
 
@@ -107,14 +130,22 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
       { cpuUserMs: Math.round(usage.userCPUTime / 1000), cpuSystemMs: Math.round(usage.systemCPUTime / 1000), maxRssMb: Math.round(usage.maxRSS / 1024) },
       "process usage",
     );
-    if (result.fatal) return 1;
-    return result.timedOut ? 1 : 0;
+    if (result.fatal) {
+      process.stderr.write(`${errorLine(result.fatal)}\n`);
+      return 1;
+    }
+    if (result.timedOut) {
+      process.stderr.write(
+        `masq: the graceful stop did not finish in time (MASQ_SHUTDOWN_TIMEOUT_MS): uncommitted messages will be redelivered and written once; raise the setting if batches need longer\n`,
+      );
+      return 1;
+    }
+    return 0;
   } catch (err) {
-    // A setting that turned out wrong on contact (a pseudonym key that is not the database's): exit 2 like any other.
-    if (err instanceof ConfigError) throw err;
     if (setupAbort.signal.aborted && !(err instanceof FatalError)) return 0;
+    // The JSON line keeps the detail for the logs; the CLI prints the one line for a person (stderr) and exits.
     logger.error({ err: describeError(err) }, "masq stopped");
-    return 1;
+    throw err;
   } finally {
     clearInterval(pruneTimer);
     clearInterval(queuePoll);

@@ -1,6 +1,8 @@
-import { readDatabaseUrl, readQueueSettings, readTable } from "../config.ts";
-import { describeError } from "../errors.ts";
+import { databaseSetting, readConnectTimeoutMs, readDatabaseUrl, readQueueSettings, readTable, sqsTargetText } from "../config.ts";
+import { ConfigError, describeError, errorLine, exitCodeFor, FatalError, type ErrorHelp } from "../errors.ts";
 import { createDb } from "../sink/db.ts";
+import { fromPostgres } from "../sink/pg-errors.ts";
+import { waitForPostgres } from "../sink/wait-for-postgres.ts";
 import { loadMigrations } from "../sink/migrate.ts";
 import { databaseStatus, type DatabaseStatus } from "../sink/status-queries.ts";
 import { createSqsClient } from "../source/sqs-client.ts";
@@ -12,33 +14,50 @@ interface Status {
   table: string;
 }
 
-/** `masq status [--json]`: one screen from the queue's attributes and the database. Exit 1 if either is unreachable. */
+/**
+ * `masq status [--json]`: one screen from the queue's attributes and the database. Exit 1 if either is unreachable
+ * (Postgres is waited for at most MASQ_CONNECT_TIMEOUT_SECONDS), 2 if a setting is wrong; each failure also ends
+ * as one line on stderr naming the setting.
+ */
 export async function statusCommand(flags: Record<string, unknown>): Promise<number> {
   const table = readTable(flags, process.env);
   const queue = readQueueSettings(flags, process.env);
-  const db = createDb({ databaseUrl: readDatabaseUrl(flags, process.env), poolSize: 2 });
+  const connectTimeoutMs = readConnectTimeoutMs(process.env);
+  const db = createDb({ databaseUrl: readDatabaseUrl(flags, process.env), setting: databaseSetting(flags, process.env), connectTimeoutMs, poolSize: 2 });
   const status: Status = { queue: null, database: { error: "not checked" }, table: `${table.schema}.${table.name}` };
+  const failures: unknown[] = [];
   try {
     if (queue !== undefined) {
       const sqs = createSqsClient({ region: queue.region, endpoint: queue.endpoint, protocol: queue.protocol });
       try {
         status.queue = { url: queue.queueUrl, counts: await new SqsSource(sqs, queue.queueUrl).counts() };
       } catch (err) {
-        status.queue = { url: queue.queueUrl, counts: null, error: describeError(err) };
+        const help: ErrorHelp = (err as { help?: ErrorHelp }).help ?? {};
+        const failure =
+          err instanceof ConfigError
+            ? err
+            : new FatalError(describeError(err), { what: "cannot read the queue", object: sqsTargetText(flags, process.env), ...help, hint: help.hint ?? (err as Error).message });
+        failures.push(failure);
+        status.queue = { url: queue.queueUrl, counts: null, error: errorLine(failure).replace(/^masq: /, "") };
       } finally {
         sqs.destroy();
       }
     }
     try {
+      await waitForPostgres(db, { deadlineMs: connectTimeoutMs });
       status.database = { ...(await databaseStatus(db, table)), latestMigration: loadMigrations().at(-1)?.version ?? 0 };
     } catch (err) {
       const missing = (err as { code?: string }).code === "42P01";
-      status.database = { error: missing ? "masq's tables are not there yet: run masq migrate (or masq run)" : describeError(err) };
+      const failure = fromPostgres(err, db.target);
+      if (!missing) failures.push(failure);
+      status.database = { error: missing ? "masq's tables are not there yet: run masq migrate (or masq run)" : errorLine(failure).replace(/^masq: /, "") };
     }
   } finally {
     await db.close().catch(() => undefined);
   }
   process.stdout.write(flags.json === true ? `${JSON.stringify(status, null, 2)}\n` : render(status));
+  for (const f of failures) process.stderr.write(`${errorLine(f)}\n`);
+  if (failures.length > 0) return Math.max(...failures.map(exitCodeFor));
   return "error" in status.database || status.queue?.error !== undefined ? 1 : 0;
 }
 

@@ -1,5 +1,7 @@
 import type pg from "pg";
-import { describeError } from "../errors.ts";
+import { describeError, errorLine } from "../errors.ts";
+import { fromPostgres } from "../sink/pg-errors.ts";
+import { targetText, type PgTarget } from "../sink/pg-target.ts";
 import { loadMigrations } from "../sink/migrate.ts";
 import type { SqsSource } from "../source/sqs-source.ts";
 
@@ -17,7 +19,13 @@ export interface Readiness {
  * Ready means: Postgres answers, its schema is at the migration this masq ships, and SQS answers for the queue.
  * Results are cached briefly so a probe every second costs one round trip every few seconds, not one per probe.
  */
-export function readinessProbe(opts: { pool: pg.Pool; source: SqsSource; cacheMs?: number }): () => Promise<Readiness> {
+export function readinessProbe(opts: {
+  pool: pg.Pool;
+  source: SqsSource;
+  cacheMs?: number;
+  /** Named in a failing check's detail, so the probe says which setting to look at. */
+  targets?: { postgres: PgTarget; sqs: string };
+}): () => Promise<Readiness> {
   const expected = loadMigrations().at(-1)?.version ?? 0;
   const cacheMs = opts.cacheMs ?? 5_000;
   let cached: { at: number; value: Promise<Readiness> } | undefined;
@@ -34,10 +42,12 @@ export function readinessProbe(opts: { pool: pg.Pool; source: SqsSource; cacheMs
         const v = rows[0]?.v ?? 0;
         return [{ ok: true }, v === expected ? { ok: true } : { ok: false, detail: `schema at migration ${v}, this masq needs ${expected}` }];
       } catch (err) {
-        const e = describeError(err);
         // An undefined table means Postgres is up but masq's schema is not: report that as the migrations check.
         if ((err as { code?: string }).code === "42P01") return [{ ok: true }, { ok: false, detail: "migrations not applied" }];
-        return [{ ok: false, detail: e }, { ok: false, detail: "unknown: Postgres unreachable" }];
+        const known = opts.targets ? fromPostgres(err, opts.targets.postgres) : err;
+        const e = known === err ? describeError(err) : errorLine(known).replace(/^masq: /, "");
+        const where = opts.targets ? ` (${targetText(opts.targets.postgres)})` : "";
+        return [{ ok: false, detail: e.includes(where) ? e : `${e}${where}` }, { ok: false, detail: "unknown: Postgres unreachable" }];
       }
     })();
     let sqs: Check;
@@ -45,7 +55,7 @@ export function readinessProbe(opts: { pool: pg.Pool; source: SqsSource; cacheMs
       await opts.source.counts(timeout);
       sqs = { ok: true };
     } catch (err) {
-      sqs = { ok: false, detail: describeError(err) };
+      sqs = { ok: false, detail: `${describeError(err)}${opts.targets ? ` (${opts.targets.sqs})` : ""}` };
     }
     return { ready: postgres.ok && migrations.ok && sqs.ok, checks: { postgres, migrations, sqs } };
   };

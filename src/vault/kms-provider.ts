@@ -110,6 +110,17 @@ export class KmsKeyProvider implements KeyProvider {
     this.kms.destroy();
   }
 
+  /** The setting that decides where KMS requests go, and the host, for errors (never a credential). */
+  private where(): string {
+    if (this.opts.endpoint === undefined) return `KMS in AWS_REGION ${this.opts.region}`;
+    try {
+      const u = new URL(this.opts.endpoint);
+      return `AWS_ENDPOINT_URL_KMS at ${u.hostname}:${u.port || (u.protocol === "https:" ? "443" : "80")}`;
+    } catch {
+      return "AWS_ENDPOINT_URL_KMS";
+    }
+  }
+
   private async call<T>(operation: string, fn: () => Promise<T>): Promise<T> {
     try {
       const r = await fn();
@@ -117,12 +128,12 @@ export class KmsKeyProvider implements KeyProvider {
       return r;
     } catch (err) {
       this.opts.observe?.(operation, false);
-      throw classifyKmsError(err, operation);
+      throw classifyKmsError(err, operation, this.where());
     }
   }
 }
 
-function classifyKmsError(err: unknown, operation: string): TransientError | FatalError {
+function classifyKmsError(err: unknown, operation: string, where: string): TransientError | FatalError {
   if (err instanceof TransientError || err instanceof FatalError) return err;
   const e = err as { name?: string; message?: string; $metadata?: { httpStatusCode?: number } };
   const name = e.name ?? "Error";
@@ -137,5 +148,5 @@ function classifyKmsError(err: unknown, operation: string): TransientError | Fat
           : "";
     return new FatalError(`${message}${hint}`);
   }
-  return new TransientError(message, `kms_${operation}`);
+  return new TransientError(message, `kms_${operation}`, { what: "cannot reach KMS", object: where, hint: `${operation}: ${e.message ?? name}` });
 }

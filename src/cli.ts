@@ -73,6 +73,8 @@ export function buildProgram(): Command {
       .command("list")
       .description("quarantined messages not yet replayed, newest first")
       .option("--reason-code <code>", "only this reason code (invalid_json, missing_field, db_rejected, …)")
+      // Only to say, when given, that the filter is --reason-code: --reason is the audit justification elsewhere.
+      .addOption(new Option("--reason <text>").hideHelp())
       .option("--limit <n>", "at most this many", positiveInt, 50)
       .option("--all", "include replayed records")
       .option("--json", "machine-readable output"),
@@ -86,6 +88,7 @@ export function buildProgram(): Command {
       .description("send quarantined messages through the pipeline again: their kept originals, db_rejected rows, or one corrected body")
       .option("--id <message-id...>", "these records")
       .option("--reason-code <code>", "every pending record with this reason code")
+      .addOption(new Option("--reason <text>").hideHelp())
       .option("--all", "every pending record")
       .option("--body-file <file>", "a corrected body for the single --id (needs the master key's settings)")
       .option("--dry-run", "say what would be replayed"),

@@ -13,7 +13,7 @@
 export interface ErrorHelp {
   /** What went wrong, in words ("cannot reach Postgres"). */
   what?: string | undefined;
-  /** The setting or object to look at ("DATABASE_URL at db.example.com:5432", "table public.user_logins"). */
+  /** The setting or object to look at ("DATABASE_URL at db.example.com:5432", "table public.user_logins"); a ConfigError's defaults to its setting. */
   object?: string | undefined;
   /** What to do about it. */
   hint?: string | undefined;
@@ -111,7 +111,7 @@ function personText(err: unknown): string {
   if (err instanceof ConfigError) {
     const h = err.help;
     const detail = h.hint === undefined ? err.problem : `${err.problem}; ${h.hint}`;
-    return `${h.what ?? "invalid setting"} (${err.setting}): ${detail}`;
+    return `${h.what ?? "invalid setting"} (${h.object ?? err.setting}): ${detail}`;
   }
   if (err instanceof TransientError || err instanceof FatalError || err instanceof InterruptedError) {
     return compose(err.help, err.message);

@@ -57,7 +57,7 @@ export function nearestSetting(name: string): string | undefined {
     if (best === undefined || d < best.d) best = { name: known, d };
   }
   // Past about a third of the name, a "nearest" setting is a guess that misleads more than it helps.
-  const limit = Math.max(2, Math.floor((name.length - "MASQ_".length) / 3));
+  const limit = Math.max(3, Math.floor((name.length - "MASQ_".length) / 3));
   return best !== undefined && best.d <= limit ? best.name : undefined;
 }
 

@@ -21,6 +21,11 @@ import { createKeyProvider } from "../vault/key-provider-from-config.ts";
 
 /** --reason-code: one of the known codes, or exit 2 listing them (a typo would otherwise match nothing, silently). */
 function readReasonCode(flags: Record<string, unknown>): string | undefined {
+  if (flags.reason !== undefined) {
+    throw new ConfigError("--reason", `is the audit justification of unmask and pseudonym, not a filter; to select by reason code use --reason-code <code> (${REASON_CODES.join(", ")})`, {
+      what: "--reason does not select records",
+    });
+  }
   const code = typeof flags.reasonCode === "string" ? flags.reasonCode.trim() : undefined;
   if (code === undefined) return undefined;
   if (!(REASON_CODES as readonly string[]).includes(code)) {

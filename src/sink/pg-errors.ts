@@ -48,7 +48,7 @@ export function classifyPgError(err: unknown, target: PgTarget = DEFAULT_TARGET)
 }
 
 function connectionMistake(code: string, message: string, syscall: unknown, target: PgTarget): ConfigError | undefined {
-  const fix = (problem: string, hint: string) => new ConfigError(target.setting, problem, { what: "Postgres refused the connection", hint: `${hint} (${target.where})` });
+  const fix = (problem: string, hint: string) => new ConfigError(target.setting, problem, { what: "Postgres refused the connection", object: targetText(target), hint });
   switch (code) {
     case "28P01":
       return fix(message, "check the password in the URL (or PGPASSWORD)");
@@ -62,7 +62,7 @@ function connectionMistake(code: string, message: string, syscall: unknown, targ
       if (/parameter/.test(message)) return fix(message, "fix the options parameter of the URL");
       return undefined;
   }
-  if (/does not support SSL/i.test(message)) return fix("the server does not offer TLS, but sslmode asks for it", "enable ssl on the server, or set sslmode=disable (or prefer)");
+  if (/does not support SSL/i.test(message)) return fix("the server does not offer TLS, but sslmode asks for it", "enable ssl on the server, or set sslmode=disable in the URL");
   if (TLS_CODES.test(code)) return fix(`the server's TLS certificate is not accepted: ${message}`, "set sslrootcert to the CA that signed it, or check the host name");
   if ((code === "ENOENT" || code === "EACCES" || code === "EISDIR") && syscall === "open") {
     return fix(`a certificate or key file named in the URL cannot be read (${code})`, "check sslrootcert, sslcert and sslkey");

@@ -104,7 +104,8 @@ export function exitCodeFor(err: unknown): number {
  * No class names, no stack, no `undefined`: a value that is not an Error says that masq failed unexpectedly.
  */
 export function errorLine(err: unknown): string {
-  return `masq: ${personText(err)}`.replace(/[\r\n]+\s*/g, " ");
+  // A library's generic class name inside a wrapped message ("…: Error: connect ECONNREFUSED") tells a person nothing.
+  return `masq: ${personText(err)}`.replace(/[\r\n]+\s*/g, " ").replace(/\b(?:Type|Range|Syntax)?Error: /g, "");
 }
 
 function personText(err: unknown): string {

@@ -65,7 +65,7 @@ function gaveUp(err: unknown, what: string, object: string | undefined, deadline
   const h = helpOf(err);
   const last = h.hint ?? (err instanceof Error ? err.message : String(err));
   const e = new UnreachableError(`${what}: gave up after ${Math.round(deadlineMs / 1000)} s`, {
-    what: `${h.what ?? what} within ${Math.round(deadlineMs / 1000)} s`,
+    what: h.what === undefined ? `gave up ${what} after ${Math.round(deadlineMs / 1000)} s` : `${h.what} within ${Math.round(deadlineMs / 1000)} s`,
     object: h.object ?? object,
     hint: `${last}; check that the server runs and that the setting names it, or wait longer with MASQ_CONNECT_TIMEOUT_SECONDS`,
   });

@@ -17,9 +17,9 @@ export interface MasqRun {
 export function runMasq(
   args: string[],
   env: NodeJS.ProcessEnv,
-  opts: { killAfterMs?: number; during?: (child: ReturnType<typeof spawn>, out: { stdout: string; stderr: string }) => void } = {},
+  opts: { killAfterMs?: number; cwd?: string; during?: (child: ReturnType<typeof spawn>, out: { stdout: string; stderr: string }) => void } = {},
 ): Promise<MasqRun> {
-  const child = spawn(process.execPath, [MASQ_BIN, ...args], { env, stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(process.execPath, [MASQ_BIN, ...args], { env, stdio: ["ignore", "pipe", "pipe"], ...(opts.cwd ? { cwd: opts.cwd } : {}) });
   const out = { stdout: "", stderr: "" };
   child.stdout.on("data", (c: Buffer) => (out.stdout += c.toString()));
   child.stderr.on("data", (c: Buffer) => (out.stderr += c.toString()));

@@ -105,7 +105,7 @@ export function exitCodeFor(err: unknown): number {
  */
 export function errorLine(err: unknown): string {
   // A library's generic class name inside a wrapped message ("…: Error: connect ECONNREFUSED") tells a person nothing.
-  return `masq: ${personText(err)}`.replace(/[\r\n]+\s*/g, " ").replace(/\b(?:Type|Range|Syntax)?Error: /g, "");
+  return `masq: ${personText(err)}`.replace(/[\r\n]+\s*/g, " ").replace(/\b(?:Config|Transient|Fatal|Data|Unreachable|Interrupted|Type|Range|Syntax)?Error: /g, "");
 }
 
 function personText(err: unknown): string {

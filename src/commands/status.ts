@@ -30,7 +30,7 @@ export async function statusCommand(flags: Record<string, unknown>): Promise<num
     if (queue !== undefined) {
       const sqs = createSqsClient({ region: queue.region, endpoint: queue.endpoint, protocol: queue.protocol });
       try {
-        status.queue = { url: queue.queueUrl, counts: await new SqsSource(sqs, queue.queueUrl).counts() };
+        status.queue = { url: queue.queueUrl, counts: await new SqsSource(sqs, queue.queueUrl).counts(AbortSignal.timeout(connectTimeoutMs)) };
       } catch (err) {
         const help: ErrorHelp = (err as { help?: ErrorHelp }).help ?? {};
         const failure =

@@ -42,7 +42,13 @@ export class KmsKeyProvider implements KeyProvider {
 
   constructor(opts: KmsProviderOptions) {
     this.opts = opts;
-    this.kms = new KMSClient({ region: opts.region, maxAttempts: 4, ...(opts.endpoint === undefined ? {} : { endpoint: opts.endpoint }) });
+    // Every wait has an end: an endpoint that accepts no connection, or answers nothing, fails and is classed transient.
+    this.kms = new KMSClient({
+      region: opts.region,
+      maxAttempts: 4,
+      requestHandler: { connectionTimeout: 5_000, requestTimeout: 30_000 },
+      ...(opts.endpoint === undefined ? {} : { endpoint: opts.endpoint }),
+    });
   }
 
   async currentMasterKeyId(signal?: AbortSignal): Promise<string> {

@@ -92,11 +92,21 @@ describe("one-shot commands give up on an unreachable Postgres, naming the setti
     assert.ok(!r.stderr.includes("interrupted\n") && !r.stderr.includes("Error"), r.stderr);
   });
 
-  test("the service (run without --drain) keeps waiting, naming the setting in its log", async () => {
+  test("the service (run without --drain) keeps waiting, naming the setting in its log and in /readyz", async () => {
     const port = await closedPort();
-    const r = await runMasq(["run"], env({ DATABASE_URL: urlWith({ port }), MASQ_CONNECT_TIMEOUT_SECONDS: "1" }), {
-      during: (child, out) => void waitFor(() => (out.stdout.match(/Postgres not ready; waiting/g) ?? []).length >= 4, 60_000, "waiting lines").then(() => child.kill("SIGTERM")),
+    let readyz: { status: number; body: string } | undefined;
+    const r = await runMasq(["run"], env({ DATABASE_URL: urlWith({ port }), MASQ_CONNECT_TIMEOUT_SECONDS: "1", MASQ_HTTP_HOST: "127.0.0.1" }), {
+      during: (child, out) =>
+        void waitFor(() => (out.stdout.match(/Postgres not ready; waiting/g) ?? []).length >= 4, 60_000, "waiting lines")
+          .then(async () => {
+            const http = /"port":(\d+)[^\n]*HTTP listener/.exec(out.stdout)?.[1];
+            const res = await fetch(`http://127.0.0.1:${http}/readyz`);
+            readyz = { status: res.status, body: await res.text() };
+          })
+          .finally(() => child.kill("SIGTERM")),
     });
+    assert.equal(readyz?.status, 503);
+    assert.ok(readyz.body.includes(`DATABASE_URL at 127.0.0.1:${port}/`), readyz.body);
     assert.equal(r.code, 0, r.stderr);
     const waiting = r.stdout.split("\n").filter((l) => l.includes("Postgres not ready; waiting"));
     assert.ok(waiting.length >= 4, "it waited past MASQ_CONNECT_TIMEOUT_SECONDS");

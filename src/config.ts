@@ -20,6 +20,8 @@ export interface PipelineConfig {
   waitTimeSeconds: number;
   visibilityTimeoutSeconds: number;
   shutdownTimeoutMs: number;
+  /** A drain gives up after this long of failing to reach SQS or Postgres (MASQ_CONNECT_TIMEOUT_SECONDS); the service never. */
+  giveUpAfterMs?: number | undefined;
 }
 
 export interface RunConfig {

@@ -4,6 +4,7 @@ import { createLogger } from "../log.ts";
 import { retryTransient } from "../runner/backoff.ts";
 import { Runner } from "../runner/runner.ts";
 import { createDb } from "../sink/db.ts";
+import { targetText } from "../sink/pg-target.ts";
 import { pruneLedger } from "../sink/prune-ledger.ts";
 import { createSqsClient } from "../source/sqs-client.ts";
 import { SqsSource } from "../source/sqs-source.ts";
@@ -121,7 +122,8 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
       table: config.table,
       keys,
       logger,
-      config: config.pipeline,
+      config: { ...config.pipeline, giveUpAfterMs: deadlineMs },
+      targets: { postgres: targetText(db.target), sqs: sqsTarget },
       observer: combineObservers(metrics, progress),
     });
     const result = await runner.run({ drain });

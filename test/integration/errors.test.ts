@@ -114,6 +114,30 @@ describe("one-shot commands give up on an unreachable Postgres, naming the setti
   });
 });
 
+describe("a drain that loses Postgres midway gives up after MASQ_CONNECT_TIMEOUT_SECONDS", () => {
+  test("exit 1, the last line names DATABASE_URL and host:port; nothing committed is lost, the rest is redelivered", async () => {
+    const queueUrl = fx.sqs.newQueue();
+    await sendBodies(fx.sqs.client, queueUrl, uniqueEvents(3000, 9, 0).map((e) => e.body));
+    const proxy = await startTcpProxy(fx.pgdb.port, fx.pgdb.host);
+    try {
+      const e = masqEnv({
+        queueUrl,
+        sqsEndpoint: fx.sqs.endpoint,
+        databaseUrl: urlWith({ port: proxy.port }),
+        extra: { MASQ_LOG_LEVEL: "debug", MASQ_CONNECT_TIMEOUT_SECONDS: "3", MASQ_BATCH_SIZE: "50", MASQ_BATCH_WAIT_MS: "50", MASQ_VISIBILITY_TIMEOUT: "5" },
+      });
+      const r = await runMasq(["run", "--drain"], e, {
+        during: (_child, out) => void waitFor(() => out.stdout.includes("batch committed"), 60_000, "a commit").then(() => proxy.cut()),
+      });
+      assert.equal(r.code, 1, r.stderr);
+      const last = assertForPeople(r);
+      assert.match(last, new RegExp(`within 3 s \\(DATABASE_URL at 127\\.0\\.0\\.1:${proxy.port}/`));
+    } finally {
+      await proxy.close();
+    }
+  });
+});
+
 describe("mistakes in the Postgres settings are not outages: exit 2 at once, naming DATABASE_URL", () => {
   const nologin = `masq_nologin_${randomBytes(3).toString("hex")}`;
   const weak = `masq_weak_${randomBytes(3).toString("hex")}`;

@@ -166,7 +166,7 @@ describe("mistakes in the Postgres settings are not outages: exit 2 at once, nam
   });
 
   const cases: [name: string, url: () => string, mentions: RegExp, skip?: () => string | false][] = [
-    ["a database that does not exist", () => urlWith({ database: "no_such_db", password: PASSWORD }), /database "no_such_db" does not exist/],
+    ["a database that does not exist", () => urlWith({ database: "no_such_db" }), /database "no_such_db" does not exist/],
     ["a role that does not exist", () => urlWith({ user: "no_such_role", password: PASSWORD }), /role "no_such_role" does not exist|password authentication failed/],
     ["a role that may not log in", () => urlWith({ user: nologin, password: PASSWORD }), /not permitted to log in/],
     ["a wrong password", () => urlWith({ user: weak, password: `${PASSWORD}-wrong` }), /password authentication failed/, () => !checksPasswords && "this server trusts every password"],

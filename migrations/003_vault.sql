@@ -34,7 +34,7 @@ CREATE TABLE masq.pseudonym_keys (
 );
 CREATE UNIQUE INDEX pseudonym_keys_one_active ON masq.pseudonym_keys ((true)) WHERE state = 'active';
 
--- One row per distinct PII value: (kind, pseudonym) → the original, AES-256-GCM encrypted under a data key with
+-- One row per distinct PII value: (kind, pseudonym) -> the original, AES-256-GCM encrypted under a data key with
 -- "kind" and "pseudonym" bound as associated data (moving a ciphertext to another row makes it fail to decrypt).
 -- Written in the same statement as the batch, insert-if-absent: it grows with distinct values, not with messages.
 CREATE TABLE masq.vault (

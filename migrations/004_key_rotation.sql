@@ -29,7 +29,7 @@ CREATE TABLE masq.pseudonym_rotation (
 -- At most one rotation at a time, whatever the code does: a second row collides on this index.
 CREATE UNIQUE INDEX pseudonym_rotation_one_at_a_time ON masq.pseudonym_rotation ((true));
 
--- Old pseudonym → new, per kind: filled by the vault pass, read by the quarantine and table passes.
+-- Old pseudonym -> new, per kind: filled by the vault pass, read by the quarantine and table passes.
 CREATE TABLE masq.pseudonym_rotation_map (
     kind           text NOT NULL CHECK (kind IN ('ip', 'device_id')),
     old_pseudonym  text NOT NULL,

@@ -117,6 +117,25 @@ export function buildProgram(): Command {
       .requiredOption("--reason <text>", "why: written to masq.unmask_audit before the pseudonym is shown"),
   ).action(async (kind: string, value: string, _opts, cmd: Command) => finish(await pseudonymCommand(kind, value, explicit(cmd))));
 
+  // masq audit: the tamper-evident trail of every reveal and rotation (SECURITY.md, "The audit trail").
+  const audit = program.command("audit").description("the audit trail: list it, verify its MAC chain, checkpoint its head");
+  databaseOptions(
+    audit
+      .command("list")
+      .description("audit rows, newest first: who (as the server saw them), when, why, what")
+      .option("--limit <n>", "at most this many", positiveInt, 50)
+      .option("--json", "machine-readable output"),
+  ).action(async (_opts, cmd: Command) => finish(await (await import("./commands/audit.ts")).auditListCommand(explicit(cmd))));
+  databaseOptions(
+    audit
+      .command("verify")
+      .description("recompute every MAC (needs the master key); exit 1 naming the first row changed, removed or reordered")
+      .option("--against <checkpoint>", "also prove that nothing was cut from the end since this checkpoint"),
+  ).action(async (_opts, cmd: Command) => finish(await (await import("./commands/audit.ts")).auditVerifyCommand(explicit(cmd))));
+  databaseOptions(audit.command("checkpoint").description("print the verified head of the trail, to keep outside the database")).action(
+    async (_opts, cmd: Command) => finish(await (await import("./commands/audit.ts")).auditCheckpointCommand(explicit(cmd))),
+  );
+
   const rotate = program.command("rotate").description("key rotation: re-wrap keys under a new master key, or replace the pseudonym key (README, \"Rotating keys\")");
   const rotateOptions = (cmd: Command) =>
     databaseOptions(

@@ -9,6 +9,8 @@ import { parseTableName, type TableName } from "./sink/table-name.ts";
  * exits 2 before anything is touched; secret values never appear in a message.
  */
 export type SqsProtocol = "json" | "query";
+/** MASQ_SQS_PROTOCOL: "auto" (the default) asks the endpoint which one it speaks (source/sqs-protocol.ts). */
+export type SqsProtocolSetting = SqsProtocol | "auto";
 export type LogLevel = "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
 
 export interface PipelineConfig {
@@ -16,6 +18,8 @@ export interface PipelineConfig {
   batchWaitMs: number;
   receivers: number;
   maxInFlight: number;
+  /** MASQ_MAX_IN_FLIGHT_BYTES: bodies held (received, not yet deleted), in bytes of UTF-8; see runner.ts. */
+  maxInFlightBytes: number;
   writers: number;
   waitTimeSeconds: number;
   visibilityTimeoutSeconds: number;
@@ -31,7 +35,7 @@ export interface RunConfig {
   keys: KeyConfig;
   /** MASQ_PSEUDONYM_KEY(_FILE): an explicit pseudonym key instead of the one masq keeps wrapped in the database. */
   pseudonymKeyOverride: Uint8Array | undefined;
-  sqsProtocol: SqsProtocol;
+  sqsProtocol: SqsProtocolSetting;
   sqsEndpoint: string | undefined;
   region: string;
   migrate: boolean;
@@ -187,7 +191,7 @@ export function readKeyConfig(env: NodeJS.ProcessEnv): KeyConfig {
     return {
       provider,
       kmsKeyId: env.MASQ_KMS_KEY_ID!.trim(),
-      region: env.AWS_REGION || env.AWS_DEFAULT_REGION || "us-east-1",
+      region: readRegion(env),
       kmsEndpoint: url(src, undefined, "AWS_ENDPOINT_URL_KMS", "KMS endpoint", HTTP) ?? url(src, undefined, "AWS_ENDPOINT_URL", "AWS endpoint", HTTP),
       stsEndpoint: url(src, undefined, "AWS_ENDPOINT_URL_STS", "STS endpoint", HTTP) ?? url(src, undefined, "AWS_ENDPOINT_URL", "AWS endpoint", HTTP),
       limits,
@@ -220,6 +224,7 @@ export function readPipelineConfig(flags: Record<string, unknown>, env: NodeJS.P
     batchWaitMs: integer(src, "batchWaitMs", "MASQ_BATCH_WAIT_MS", 500, 0, 60_000),
     receivers: integer(src, "receivers", "MASQ_RECEIVERS", 8, 1, 100),
     maxInFlight: integer(src, "maxInFlight", "MASQ_MAX_IN_FLIGHT", Math.max(5000, batchSize * 3), 10, 1_000_000),
+    maxInFlightBytes: integer(src, "maxInFlightBytes", "MASQ_MAX_IN_FLIGHT_BYTES", 32 * 1024 * 1024, 1024 * 1024, 16 * 1024 ** 3),
     writers: integer(src, "writers", "MASQ_WRITERS", 2, 1, 32),
     // A drain wants to notice an empty queue quickly; a service wants cheap, long polls.
     waitTimeSeconds: integer(src, "waitTimeSeconds", "MASQ_WAIT_TIME_SECONDS", drain ? 1 : 20, 0, 20),
@@ -237,7 +242,7 @@ export function readPipelineConfig(flags: Record<string, unknown>, env: NodeJS.P
 export function readQueueSettings(
   flags: Record<string, unknown>,
   env: NodeJS.ProcessEnv,
-): { queueUrl: string; endpoint: string | undefined; protocol: SqsProtocol; region: string } | undefined {
+): { queueUrl: string; endpoint: string | undefined; protocol: SqsProtocolSetting; region: string } | undefined {
   const src = { flags, env };
   const queueUrl = url(src, "queueUrl", "QUEUE_URL", "SQS queue", HTTP);
   if (queueUrl === undefined) return undefined;
@@ -245,8 +250,8 @@ export function readQueueSettings(
     queueUrl,
     endpoint:
       url(src, "sqsEndpoint", "AWS_ENDPOINT_URL_SQS", "SQS endpoint", HTTP) ?? url(src, undefined, "AWS_ENDPOINT_URL", "AWS endpoint", HTTP) ?? emulatorEndpoint(queueUrl),
-    protocol: oneOf<SqsProtocol>(src, "sqsProtocol", "MASQ_SQS_PROTOCOL", "json", ["json", "query"]),
-    region: env.AWS_REGION || env.AWS_DEFAULT_REGION || "us-east-1",
+    protocol: oneOf<SqsProtocolSetting>(src, "sqsProtocol", "MASQ_SQS_PROTOCOL", "auto", ["auto", "json", "query"]),
+    region: readRegion(env),
   };
 }
 
@@ -286,6 +291,19 @@ export function readRunConfig(flags: Record<string, unknown>, env: NodeJS.Proces
     // A drain is a one-shot job: no listener unless asked for (MASQ_HTTP_PORT or --http-port).
     http: readHttp(flags, env, drain ? undefined : DEFAULT_HTTP_PORT),
   };
+}
+
+/**
+ * AWS_REGION (or AWS_DEFAULT_REGION), default us-east-1. The SDK puts it in host names and signatures and refuses
+ * anything else at every call, which masq would have retried forever: refused here, once.
+ */
+export function readRegion(env: NodeJS.ProcessEnv): string {
+  const r = raw({ flags: {}, env }, undefined, "AWS_REGION") ?? raw({ flags: {}, env }, undefined, "AWS_DEFAULT_REGION");
+  if (r === undefined) return "us-east-1";
+  if (!/^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/i.test(r.value)) {
+    throw new ConfigError(r.from, `is not an AWS region name (for example us-east-1 or eu-west-2; got "${r.value}")`);
+  }
+  return r.value;
 }
 
 /**

@@ -18,6 +18,7 @@ export const KNOWN_SETTINGS: readonly string[] = [
   "MASQ_MASTER_KEY_FILE",
   "MASQ_MASTER_KEY_PREVIOUS",
   "MASQ_MAX_IN_FLIGHT",
+  "MASQ_MAX_IN_FLIGHT_BYTES",
   "MASQ_MIGRATE",
   "MASQ_PSEUDONYM_KEY",
   "MASQ_PSEUDONYM_KEY_FILE",
@@ -33,7 +34,7 @@ export const KNOWN_SETTINGS: readonly string[] = [
 ];
 
 /** Prefixes of variables that belong to masq's test harness, not to masq. */
-const HARNESS_PREFIXES = ["MASQ_TEST_"];
+const HARNESS_PREFIXES = ["MASQ_TEST_", "MASQ_LOCALSTACK_"];
 
 /** One warning line per unknown MASQ_* variable, naming the nearest known setting when one is close. */
 export function unknownSettingWarnings(env: NodeJS.ProcessEnv): string[] {

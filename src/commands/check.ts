@@ -10,6 +10,8 @@ import { verifyTargetTable } from "../sink/target-table.ts";
 import { waitForPostgres } from "../sink/wait-for-postgres.ts";
 import { createSqsClient } from "../source/sqs-client.ts";
 import { SqsSource } from "../source/sqs-source.ts";
+import { detectSqsProtocol } from "../source/sqs-protocol.ts";
+import type { SQSClient } from "@aws-sdk/client-sqs";
 import { loadDataKeys } from "../vault/data-keys.ts";
 import { createKeyProvider } from "../vault/key-provider-from-config.ts";
 import type { KeyProvider } from "../vault/key-provider.ts";
@@ -64,10 +66,9 @@ type Report = (name: string, r: Result) => void;
 
 async function checkSqs(config: RunConfig, flags: Record<string, unknown>, deadlineMs: number, report: Report): Promise<void> {
   const where = sqsTargetText(flags, process.env);
-  // H3: SQS protocol auto-detection (exported from src/source/) is wired in HERE by the lead at merge: the detected
-  // protocol replaces config.sqsProtocol for this client and is named in the queue line.
-  const protocol = config.sqsProtocol;
-  const sqs = createSqsClient({ region: config.region, endpoint: config.sqsEndpoint, protocol, requestTimeoutMs: Math.min(deadlineMs, 35_000) });
+  // The credentials come first: the protocol probe would fail on them too, less clearly. The client made for them
+  // speaks JSON; only its credential chain is used.
+  const sqs = createSqsClient({ region: config.region, endpoint: config.sqsEndpoint, protocol: "json", requestTimeoutMs: Math.min(deadlineMs, 35_000) });
   try {
     try {
       const credentials = await withDeadline(sqs.config.credentials(), deadlineMs, "AWS credentials");
@@ -85,14 +86,22 @@ async function checkSqs(config: RunConfig, flags: Record<string, unknown>, deadl
       report("queue", { skipped: "needs AWS credentials" });
       return;
     }
+    let client: SQSClient | undefined;
     try {
-      const c = await new SqsSource(sqs, config.queueUrl).counts(AbortSignal.timeout(deadlineMs));
-      report("queue", { ok: `${config.queueUrl} answers over the ${protocol} protocol (${where}): ${c.visible} visible, ${c.inFlight} in flight, ${c.delayed} delayed` });
+      const signal = AbortSignal.timeout(deadlineMs);
+      // The protocol run would use: detected (MASQ_SQS_PROTOCOL=auto) or the one forced, checked against the endpoint.
+      const protocol = await detectSqsProtocol({ queueUrl: config.queueUrl, region: config.region, endpoint: config.sqsEndpoint, setting: config.sqsProtocol, signal });
+      client = createSqsClient({ region: config.region, endpoint: config.sqsEndpoint, protocol, requestTimeoutMs: Math.min(deadlineMs, 35_000) });
+      const c = await new SqsSource(client, config.queueUrl).counts(signal);
+      const how = config.sqsProtocol === "auto" ? "detected" : "MASQ_SQS_PROTOCOL";
+      report("queue", { ok: `${config.queueUrl} answers over the ${protocol} protocol (${how}; ${where}): ${c.visible} visible, ${c.inFlight} in flight, ${c.delayed} delayed` });
     } catch (err) {
       const help = (err as { help?: object }).help ?? {};
       report("queue", {
         failed: err instanceof ConfigError ? err : new FatalError((err as Error).message, { what: "the queue does not answer", object: where, hint: (err as Error).message, ...help }),
       });
+    } finally {
+      client?.destroy();
     }
   } finally {
     sqs.destroy();

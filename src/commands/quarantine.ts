@@ -9,10 +9,10 @@ import { sql } from "kysely";
 import { createProgress } from "../progress/progress.ts";
 import { prepareOutcome } from "../runner/prepare.ts";
 import type { Outcome } from "../sink/write-batch.ts";
-import { open } from "../vault/aead.ts";
-import { loadDataKeys } from "../vault/data-keys.ts";
+import { openAuditKey, type AuditKey } from "../audit/audit-key.ts";
+import { clientReported } from "../audit/client-reported.ts";
+import { revealBodies } from "../audit/reveal-bodies.ts";
 import type { KeyProvider } from "../vault/key-provider.ts";
-import { quarantineBodyAad } from "../vault/vault-aad.ts";
 import { createDb, type Db } from "../sink/db.ts";
 import { replayRows, type ReplayItem, type ReplayVault } from "../sink/replay.ts";
 import { IngestKeys } from "../vault/ingest-keys.ts";
@@ -114,8 +114,8 @@ function renderRecord(r: Record<string, unknown>): string {
  *    masq now accepts it (a validator fixed), and stays quarantined, with its reason, if not;
  *  - db_rejected records hold the masked row itself: it loads once the table accepts it (a constraint fixed);
  *  - --body-file: one record (--id) with a corrected body instead of its original.
- * Decrypting originals needs what `masq unmask` needs: a role that can read masq.quarantine.body_ciphertext
- * (masq_unmask or the owner) and the master key's decrypt rights.
+ * Decrypting originals is a reveal, audited like `masq unmask`; writing is what ingestion does: a login holding both
+ * masq_unmask and masq_ingest (or the owner), and the master key's decrypt rights.
  */
 export async function quarantineReplay(flags: Record<string, unknown>): Promise<number> {
   const ids = Array.isArray(flags.id) ? (flags.id as string[]) : [];
@@ -140,6 +140,14 @@ export async function quarantineReplay(flags: Record<string, unknown>): Promise<
       if (reason !== undefined) q = q.where("reason", "=", reason);
       return q;
     };
+    const missing = await missingReplayRoles(db);
+    if (missing.length > 0) {
+      process.stderr.write(
+        `masq: quarantine replay reads originals (masq_unmask) and writes as ingestion does (masq_ingest); this login lacks ${missing.join(" and ")}: ` +
+          `GRANT ${missing.join(", ")} TO <your login>\n`,
+      );
+      return 1;
+    }
     const rotation = await readRotationState(db.pool);
     if (rotation !== undefined) {
       // Its passes rewrite the quarantine and the vault under the new key while a replay would write under either.
@@ -226,23 +234,33 @@ interface ReplayRecord {
   has_original: boolean;
 }
 
-/** The vault's keys for a replay, opened at the first page that needs them (db_rejected rows need none). */
-function lazyIngestKeys(db: Db): { get(): Promise<{ keys: IngestKeys; provider: KeyProvider }>; close(): void } {
-  let opened: Promise<{ keys: IngestKeys; provider: KeyProvider }> | undefined;
+/** The keys for a replay, opened at the first page that needs them (db_rejected rows need none). */
+interface ReplayKeys {
+  keys: IngestKeys;
+  provider: KeyProvider;
+  auditKey: AuditKey;
+  client: Record<string, string>;
+}
+
+function lazyIngestKeys(db: Db): { get(): Promise<ReplayKeys>; close(): void } {
+  let opened: Promise<ReplayKeys> | undefined;
   let provider: KeyProvider | undefined;
   let keys: IngestKeys | undefined;
+  let auditKey: AuditKey | undefined;
   return {
     get() {
       opened ??= (async () => {
         const keyConfig = readKeyConfig(process.env);
         provider = createKeyProvider(keyConfig);
         keys = await IngestKeys.open({ pool: db.pool, provider, pseudonymKeyOverride: readPseudonymKey(process.env), limits: keyConfig.limits });
-        return { keys, provider };
+        auditKey = await openAuditKey(db.pool, provider);
+        return { keys, provider, auditKey, client: await clientReported(provider) };
       })();
       return opened;
     },
     close() {
       keys?.close();
+      auditKey?.key.fill(0);
       provider?.close();
     },
   };
@@ -265,8 +283,17 @@ async function prepareReplay(
   let vault: ReplayVault | undefined;
   const fromOriginal = (r: ReplayRecord) => correctedBody !== undefined || (r.reason !== "db_rejected" && r.has_original);
   if (records.some(fromOriginal)) {
-    const { keys, provider } = await lazyKeys.get();
-    const originals = correctedBody === undefined ? await decryptOriginals(db, provider, records.filter(fromOriginal).map((r) => r.message_id)) : new Map<string, string>();
+    const { keys, provider, auditKey, client } = await lazyKeys.get();
+    // Every decrypted original is a reveal: one audit row per page names the records (audit/reveal-bodies.ts).
+    const originals =
+      correctedBody === undefined
+        ? await revealBodies(db.pool, provider, auditKey, {
+            reason: "quarantine replay",
+            selector: { messages: records.filter(fromOriginal).length },
+            client,
+            messageIds: records.filter(fromOriginal).map((r) => r.message_id),
+          })
+        : new Map<string, string>();
     const outcomes: Outcome[] = [];
     for (const r of records) {
       if (!fromOriginal(r)) continue;
@@ -289,26 +316,15 @@ async function prepareReplay(
   return { items, vault, stillRejected, cannot };
 }
 
-/** The original bodies of these quarantine records, decrypted: one provider call per data key. */
-async function decryptOriginals(db: Db, provider: KeyProvider, messageIds: readonly string[]): Promise<Map<string, string>> {
-  const out = new Map<string, string>();
-  if (messageIds.length === 0) return out;
-  const rows = await db.kysely
-    .selectFrom("masq.quarantine")
-    .select(["message_id", "body_data_key_id", "body_nonce", "body_ciphertext"])
-    .where("message_id", "in", messageIds)
-    .execute();
-  const keys = await loadDataKeys(db.pool, provider, rows.flatMap((r) => (r.body_data_key_id ? [r.body_data_key_id] : [])));
-  try {
-    for (const r of rows) {
-      const key = r.body_data_key_id ? keys.get(r.body_data_key_id) : undefined;
-      if (key === undefined || r.body_nonce === null || r.body_ciphertext === null) continue;
-      out.set(r.message_id, open(key, { nonce: r.body_nonce, ciphertext: r.body_ciphertext }, quarantineBodyAad(r.message_id)).toString("utf8"));
-    }
-  } finally {
-    for (const k of keys.values()) k.fill(0);
-  }
-  return out;
+/** The masq roles a replay needs that the current role neither holds nor owns masq's schema (the owner may do all). */
+async function missingReplayRoles(db: Db): Promise<string[]> {
+  const { rows } = await db.pool.query<{ owner: boolean; unmask: boolean; ingest: boolean }>(
+    `SELECT pg_has_role(current_user, (SELECT nspowner FROM pg_namespace WHERE nspname = 'masq'), 'USAGE') AS owner,
+            pg_has_role(current_user, 'masq_unmask', 'USAGE') AS unmask, pg_has_role(current_user, 'masq_ingest', 'USAGE') AS ingest`,
+  );
+  const r = rows[0]!;
+  if (r.owner) return [];
+  return [...(r.unmask ? [] : ["masq_unmask"]), ...(r.ingest ? [] : ["masq_ingest"])];
 }
 
 /** A pool for one command: reached within MASQ_CONNECT_TIMEOUT_SECONDS; failures go to the CLI's one line. */

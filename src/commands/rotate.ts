@@ -3,6 +3,7 @@ import { ConfigError } from "../errors.ts";
 import { fromPostgres } from "../sink/pg-errors.ts";
 import { waitForPostgres } from "../sink/wait-for-postgres.ts";
 import { createProgress, type Progress } from "../progress/progress.ts";
+import { recordRotation } from "../audit/record-rotation.ts";
 import { rewrapKeys, type RewrapResult } from "../rotation/rewrap-keys.ts";
 import { rotatePseudonymKey } from "../rotation/rotate-pseudonym-key.ts";
 import { withRotationLock } from "../rotation/rotation-lock.ts";
@@ -24,19 +25,34 @@ export async function rotateMasterKeyCommand(flags: Record<string, unknown>): Pr
   return withKeys(flags, async ({ db, provider, signal }) => {
     if (flags.dryRun === true) {
       const would = await rewrapKeys(db.pool, provider, { batchSize, dryRun: true });
-      const total = would.dataKeys + would.pseudonymKeys;
+      const total = would.dataKeys + would.pseudonymKeys + would.auditKeys;
       if (total === 0) process.stdout.write(`every key is under ${would.masterKeyId} already: nothing to re-wrap\n`);
       else process.stdout.write(`would re-wrap ${counts(would)} under ${would.masterKeyId}, from ${fromText(would)}\n`);
       return 0;
     }
     const done = await withRotationLock(db.pool, () => rewrapKeys(db.pool, provider, { batchSize, signal }));
+    await recordRotation(db.pool, provider, "rotate-master-key", {
+      to: done.masterKeyId,
+      from: done.from,
+      dataKeys: done.dataKeys,
+      pseudonymKeys: done.pseudonymKeys,
+      auditKeys: done.auditKeys,
+      leftAlone: done.unopenable.unused.length,
+    });
     const left = await rewrapKeys(db.pool, provider, { batchSize, dryRun: true });
     process.stdout.write(
-      done.dataKeys + done.pseudonymKeys === 0
+      done.dataKeys + done.pseudonymKeys + done.auditKeys === 0
         ? `nothing re-wrapped: every key was under ${done.masterKeyId} already\n`
         : `re-wrapped ${counts(done)} under ${done.masterKeyId}, from ${fromText(done)}; no vault ciphertext changed\n`,
     );
-    if (left.dataKeys + left.pseudonymKeys > 0) {
+    const skipped = done.unopenable.unused;
+    if (skipped.length > 0) {
+      process.stdout.write(
+        `left alone: ${n(skipped.length)} data key(s) that no configured master key opens and no value uses (${skipped.join(", ")}); ` +
+          "masq did not make them (SECURITY.md, \"Ingest credentials\")\n",
+      );
+    }
+    if (left.dataKeys + left.pseudonymKeys + left.auditKeys - skipped.length > 0) {
       process.stdout.write(`still under another master key: ${counts(left)} (${fromText(left)}); run masq rotate master-key again\n`);
       return 1;
     }
@@ -93,6 +109,12 @@ export async function rotatePseudonymKeyCommand(flags: Record<string, unknown>):
       `finished: pseudonym key version ${s.fromVersion} retired and its key material destroyed; re-pseudonymised ` +
         `${n(s.vaultDone)} vault value(s), ${n(s.quarantineDone)} quarantined body(ies) and ${n(s.tableRowsDone)} row(s) of ${s.targetTable}\n`,
     );
+    if (s.forged > 0) {
+      process.stdout.write(
+        `  ${n(s.forged)} vault value(s) were not their pseudonym's value (planted with ingestion's credentials, or altered) and were dropped; ` +
+          "their rows keep a pseudonym of their own\n",
+      );
+    }
     if (s.unmapped > 0) process.stdout.write(`  ${n(s.unmapped)} pseudonym(s) in kept bodies had no vault entry and were replaced by "retired-v${s.fromVersion}"\n`);
     process.stdout.write(`  old row versions keep old pseudonyms until vacuumed: VACUUM ${qualified(table)}, masq.vault, masq.quarantine\n`);
     return 0;
@@ -165,7 +187,7 @@ function reporter(): { phase(p: RotationPhase): void; batch(done: number, total:
 }
 
 function counts(r: RewrapResult): string {
-  return `${n(r.dataKeys)} data key(s) and ${n(r.pseudonymKeys)} pseudonym key(s)`;
+  return `${n(r.dataKeys)} data key(s) and ${n(r.pseudonymKeys)} pseudonym key(s)${r.auditKeys > 0 ? ` (and the audit key)` : ""}`;
 }
 
 function fromText(r: RewrapResult): string {

@@ -8,6 +8,8 @@ import { targetText } from "../sink/pg-target.ts";
 import { pruneLedger } from "../sink/prune-ledger.ts";
 import { createSqsClient } from "../source/sqs-client.ts";
 import { SqsSource } from "../source/sqs-source.ts";
+import { detectSqsProtocol } from "../source/sqs-protocol.ts";
+import type { SQSClient } from "@aws-sdk/client-sqs";
 import { onShutdownSignals } from "./signals.ts";
 import { startHttpServer } from "../http/server.ts";
 import { readinessProbe } from "../http/readiness.ts";
@@ -51,14 +53,10 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
     poolSize: config.pipeline.writers + 2,
     logger,
   });
-  const sqs = createSqsClient({
-    region: config.region,
-    endpoint: config.sqsEndpoint,
-    protocol: config.sqsProtocol,
-    maxSockets: config.pipeline.receivers + 32,
-    requestTimeoutMs: config.pipeline.waitTimeSeconds * 1000 + 15_000,
-  });
-  const source = new SqsSource(sqs, config.queueUrl);
+  // Made once the endpoint's protocol is known (connectSqs below); the readiness check reports the wait until then.
+  let sqs: SQSClient | undefined;
+  let source: SqsSource | undefined;
+  let sqsWaiting = "finding the SQS endpoint's protocol";
   const metrics = new Metrics();
   const provider = createKeyProvider(config.keys, (op, ok) => metrics.keyProviderCall(op, ok));
   let keys: IngestKeys | undefined;
@@ -69,8 +67,35 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
   try {
     // Up before anything else: liveness holds while masq waits for Postgres or SQS; readiness tells the truth.
     if (config.http) {
-      http = await startHttpServer({ ...config.http, metrics, readiness: readinessProbe({ pool: db.pool, source, targets: { postgres: db.target, sqs: sqsTarget } }), logger });
+      const readiness = readinessProbe({ pool: db.pool, source: () => source, sqsNotReady: () => sqsWaiting, targets: { postgres: db.target, sqs: sqsTarget } });
+      http = await startHttpServer({ ...config.http, metrics, readiness, logger });
     }
+    // SQS first: a wrong queue, region or credentials must stop masq before it migrates anything.
+    const protocol = await retryTransient(
+      () =>
+        detectSqsProtocol({ queueUrl: config.queueUrl, region: config.region, endpoint: config.sqsEndpoint, setting: config.sqsProtocol, signal: setupAbort.signal }),
+      {
+        what: "reaching SQS",
+        signal: setupAbort.signal,
+        isTransient: (e) => e instanceof TransientError,
+        deadlineMs,
+        object: sqsTarget,
+        onRetry: (err, delay) => {
+          sqsWaiting = `waiting for SQS (${sqsTarget}): ${describeError(err)}`;
+          logger.warn({ err: describeError(err), target: sqsTarget, retryInMs: Math.round(delay) }, "SQS not reachable (QUEUE_URL); waiting");
+        },
+      },
+    );
+    logger.info({ protocol, setting: config.sqsProtocol === "auto" ? "detected" : "MASQ_SQS_PROTOCOL" }, `SQS protocol: ${protocol}`);
+    sqs = createSqsClient({
+      region: config.region,
+      endpoint: config.sqsEndpoint,
+      protocol,
+      maxSockets: config.pipeline.receivers + 32,
+      requestTimeoutMs: config.pipeline.waitTimeSeconds * 1000 + 15_000,
+    });
+    const sqsSource = new SqsSource(sqs, config.queueUrl);
+    source = sqsSource;
     await prepareDatabase(db, config.table, { migrate: config.migrate, logger, signal: setupAbort.signal, deadlineMs });
     keys = await openIngestKeys({
       db,
@@ -82,13 +107,13 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
       signal: setupAbort.signal,
       deadlineMs,
     });
-    const retention = await retryTransient(() => source.retentionSeconds(setupAbort.signal), {
+    const retention = await retryTransient(() => sqsSource.retentionSeconds(setupAbort.signal), {
       what: "reaching SQS",
       signal: setupAbort.signal,
       isTransient: (e) => e instanceof TransientError,
       deadlineMs,
       object: sqsTarget,
-      onRetry: (err, delay) => logger.warn({ err: describeError(err), target: sqsTarget, retryInMs: Math.round(delay) }, "SQS not reachable; waiting"),
+      onRetry: (err, delay) => logger.warn({ err: describeError(err), target: sqsTarget, retryInMs: Math.round(delay) }, "SQS not reachable (QUEUE_URL); waiting"),
     });
     if (setupAbort.signal.aborted) return 0;
 
@@ -106,7 +131,7 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
     progress = drain ? createProgress("draining") : undefined;
     // Queue depth for /metrics, dashboards and the bar; a failed poll is counted, never fatal.
     const pollQueue = () =>
-      source.counts().then(
+      sqsSource.counts().then(
         (c) => {
           metrics.queueCounts(c);
           progress?.setBacklog(c.visible + c.delayed);
@@ -117,7 +142,7 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
     queuePoll = setInterval(() => void pollQueue(), progress ? 3_000 : 15_000);
 
     runner = new Runner({
-      source,
+      source: sqsSource,
       pool: db.pool,
       table: config.table,
       keys,
@@ -156,7 +181,7 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
     keys?.close();
     provider.close();
     signals.dispose();
-    sqs.destroy();
+    sqs?.destroy();
     await db.close().catch(() => undefined);
     logger.flush();
   }

@@ -1,15 +1,17 @@
-import { databaseSetting, readConnectTimeoutMs, readDatabaseUrl, readQueueSettings, readTable, sqsTargetText } from "../config.ts";
+import { databaseSetting, readConnectTimeoutMs, readDatabaseUrl, readQueueSettings, readTable, sqsTargetText, type SqsProtocol } from "../config.ts";
 import { ConfigError, describeError, errorLine, exitCodeFor, FatalError, type ErrorHelp } from "../errors.ts";
 import { createDb } from "../sink/db.ts";
 import { fromPostgres } from "../sink/pg-errors.ts";
 import { waitForPostgres } from "../sink/wait-for-postgres.ts";
 import { loadMigrations } from "../sink/migrate.ts";
 import { databaseStatus, type DatabaseStatus } from "../sink/status-queries.ts";
+import type { SQSClient } from "@aws-sdk/client-sqs";
 import { createSqsClient } from "../source/sqs-client.ts";
 import { SqsSource, type QueueCounts } from "../source/sqs-source.ts";
+import { detectSqsProtocol } from "../source/sqs-protocol.ts";
 
 interface Status {
-  queue: { url: string; counts: QueueCounts | null; error?: string } | null;
+  queue: { url: string; protocol: SqsProtocol | null; counts: QueueCounts | null; error?: string } | null;
   database: (DatabaseStatus & { latestMigration: number }) | { error: string };
   table: string;
 }
@@ -27,22 +29,7 @@ export async function statusCommand(flags: Record<string, unknown>): Promise<num
   const status: Status = { queue: null, database: { error: "not checked" }, table: `${table.schema}.${table.name}` };
   const failures: unknown[] = [];
   try {
-    if (queue !== undefined) {
-      const sqs = createSqsClient({ region: queue.region, endpoint: queue.endpoint, protocol: queue.protocol });
-      try {
-        status.queue = { url: queue.queueUrl, counts: await new SqsSource(sqs, queue.queueUrl).counts(AbortSignal.timeout(connectTimeoutMs)) };
-      } catch (err) {
-        const help: ErrorHelp = (err as { help?: ErrorHelp }).help ?? {};
-        const failure =
-          err instanceof ConfigError
-            ? err
-            : new FatalError(describeError(err), { what: "cannot read the queue", object: sqsTargetText(flags, process.env), ...help, hint: help.hint ?? (err as Error).message });
-        failures.push(failure);
-        status.queue = { url: queue.queueUrl, counts: null, error: errorLine(failure).replace(/^masq: /, "") };
-      } finally {
-        sqs.destroy();
-      }
-    }
+    if (queue !== undefined) status.queue = await queueStatus(queue, { where: sqsTargetText(flags, process.env), timeoutMs: connectTimeoutMs, failures });
     try {
       await waitForPostgres(db, { deadlineMs: connectTimeoutMs });
       status.database = { ...(await databaseStatus(db, table)), latestMigration: loadMigrations().at(-1)?.version ?? 0 };
@@ -61,14 +48,41 @@ export async function statusCommand(flags: Record<string, unknown>): Promise<num
   return "error" in status.database || status.queue?.error !== undefined ? 1 : 0;
 }
 
+/**
+ * The queue's counts, in the protocol its endpoint speaks. A mistake in the settings (no credentials, no such queue,
+ * a protocol the endpoint does not speak) is thrown: exit 2 with the setting named; anything else is reported.
+ */
+async function queueStatus(
+  queue: NonNullable<ReturnType<typeof readQueueSettings>>,
+  opts: { where: string; timeoutMs: number; failures: unknown[] },
+): Promise<NonNullable<Status["queue"]>> {
+  let protocol: SqsProtocol | null = null;
+  let sqs: SQSClient | undefined;
+  try {
+    const signal = AbortSignal.timeout(opts.timeoutMs);
+    protocol = await detectSqsProtocol({ queueUrl: queue.queueUrl, region: queue.region, endpoint: queue.endpoint, setting: queue.protocol, signal });
+    sqs = createSqsClient({ region: queue.region, endpoint: queue.endpoint, protocol });
+    return { url: queue.queueUrl, protocol, counts: await new SqsSource(sqs, queue.queueUrl).counts(signal) };
+  } catch (err) {
+    if (err instanceof ConfigError) throw err;
+    // Reported on the screen and, as the CLI's one line naming the setting and host:port, on stderr.
+    const help: ErrorHelp = (err as { help?: ErrorHelp }).help ?? {};
+    const failure = new FatalError(describeError(err), { what: "cannot read the queue", object: opts.where, ...help, hint: help.hint ?? (err as Error).message });
+    opts.failures.push(failure);
+    return { url: queue.queueUrl, protocol, counts: null, error: errorLine(failure).replace(/^masq: /, "") };
+  } finally {
+    sqs?.destroy();
+  }
+}
+
 function render(s: Status): string {
   const n = (v: number) => v.toLocaleString("en-US");
   const lines: string[] = ["masq status"];
   if (s.queue === null) lines.push("  queue        not configured (set QUEUE_URL)");
-  else if (s.queue.counts === null) lines.push(`  queue        ${s.queue.url}`, `    unreachable: ${s.queue.error ?? "unknown error"}`);
+  else if (s.queue.counts === null) lines.push(`  queue        ${s.queue.url}`, `    error: ${s.queue.error ?? "unknown error"}`);
   else {
     const c = s.queue.counts;
-    lines.push(`  queue        ${s.queue.url}`, `    visible      ${n(c.visible)}`, `    in flight    ${n(c.inFlight)}`, `    delayed      ${n(c.delayed)}`);
+    lines.push(`  queue        ${s.queue.url}`, `    protocol     ${s.queue.protocol ?? "unknown"}`, `    visible      ${n(c.visible)}`, `    in flight    ${n(c.inFlight)}`, `    delayed      ${n(c.delayed)}`);
   }
   const d = s.database;
   if ("error" in d) lines.push(`  database     unreachable: ${d.error}`);

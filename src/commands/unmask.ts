@@ -1,8 +1,11 @@
 import { readFileSync } from "node:fs";
-import { userInfo } from "node:os";
 import type pg from "pg";
+import { openAuditKey } from "../audit/audit-key.ts";
+import { clientReported } from "../audit/client-reported.ts";
+import { revealVault } from "../audit/reveal-vault.ts";
+import { sealAudit } from "../audit/seal-audit.ts";
 import { databaseSetting, readConnectTimeoutMs, readDatabaseUrl, readKeyConfig, readPseudonymKey, readTable } from "../config.ts";
-import { ConfigError, describeError, errorLine, exitCodeFor, FatalError } from "../errors.ts";
+import { ConfigError, describeError, errorLine, exitCodeFor } from "../errors.ts";
 import { fromPostgres } from "../sink/pg-errors.ts";
 import type { PgTarget } from "../sink/pg-target.ts";
 import { waitForPostgres } from "../sink/wait-for-postgres.ts";
@@ -11,13 +14,11 @@ import { createDb, type Db } from "../sink/db.ts";
 import { inTransaction } from "../sink/transaction.ts";
 import { qualified } from "../sink/table-name.ts";
 import { canonicalizeIp } from "../transform/ip.ts";
-import { IntegrityError, open } from "../vault/aead.ts";
-import { loadDataKeys } from "../vault/data-keys.ts";
+import { IntegrityError } from "../vault/aead.ts";
 import type { KeyProvider } from "../vault/key-provider.ts";
 import { createKeyProvider } from "../vault/key-provider-from-config.ts";
 import { activePseudonymKey } from "../vault/pseudonym-keys.ts";
-import { vaultAad, type VaultRow } from "../vault/vault-aad.ts";
-import { formatUnmasked, type UnmaskFormat, type Unmasked } from "../vault/unmask-output.ts";
+import { formatUnmasked, type UnmaskFormat } from "../vault/unmask-output.ts";
 
 const KINDS: readonly PiiKind[] = ["ip", "device_id"];
 
@@ -32,39 +33,38 @@ interface Selector {
 
 /**
  * `masq unmask --reason "…"`: recovers original values from the vault, by pseudonym or by rows of the target table.
- * The audit record (who, when, why, which pseudonyms, how many) is written in the same transaction that reads the
- * vault, and nothing is decrypted or shown unless that transaction commits. Authorisation is the database's (only
- * masq_unmask may read the vault) and the master key's (KMS Decrypt, encryption context purpose=vault).
+ * The database hands out ciphertext only for an audit record (who, when, why, which values) that has committed
+ * (audit/reveal-vault.ts). Authorisation is the database's (only masq_unmask may call the reveal functions) and the
+ * master key's (KMS Decrypt, encryption context purpose=vault, pseudonym and audit). Exit 1 when a value is withheld
+ * because it is not its pseudonym's.
  */
 export async function unmaskCommand(flags: Record<string, unknown>): Promise<number> {
   const reason = readReason(flags);
   const selector = readSelector(flags);
   const format = readFormat(flags);
   const table = readTable(flags, process.env);
-  return withVault(flags, async ({ db, provider, awsIdentity }) => {
-    const { rows, notFound, truncated } = await inTransaction(db.pool, async (client) => {
-      const wanted = await wantedPseudonyms(client, table, selector);
-      // One more than the limit, to tell "that is all" from "there is more".
-      const read = await readVault(client, wanted, selector.limit + 1);
-      const truncated = read.length > selector.limit;
-      const rows = truncated ? read.slice(0, selector.limit) : read;
-      await writeAudit(client, {
-        command: "unmask",
-        awsIdentity,
-        reason,
-        selector: describeSelector(selector),
-        pseudonyms: rows.map((r) => r.pseudonym),
-      });
-      // A bare pseudonym is looked up as each kind: it is missing only when no kind has it. Past the limit, unknown.
-      const found = new Set(rows.map((r) => r.pseudonym));
-      const notFound = truncated ? [] : [...new Set(wanted.map((w) => w.pseudonym))].filter((p) => !found.has(p));
-      return { rows, notFound, truncated };
+  return withVault(flags, async ({ db, provider, client }) => {
+    const wanted = await wantedPseudonyms(db.pool, table, selector);
+    const r = await revealVault(db.pool, provider, {
+      reason,
+      selector: describeSelector(selector),
+      client,
+      wanted,
+      limit: selector.limit,
+      pseudonymKeyOverride: readPseudonymKey(process.env),
     });
-    // Decrypt everything before printing anything: a value that fails authentication stops the command whole.
-    const values = await decryptAll(db.pool, provider, rows);
+    // A bare pseudonym is looked up as each kind: it is missing only when no kind has it. Past the limit, unknown.
+    const notFound = r.more ? [] : [...new Set(wanted.map((w) => w.pseudonym))].filter((p) => !r.found.has(p));
     if (notFound.length > 0) process.stderr.write(`masq: not in the vault (${notFound.length}): ${notFound.join(", ")}\n`);
-    if (truncated) process.stderr.write(`masq: more values match; showing the first ${selector.limit} (raise --limit for more)\n`);
-    process.stdout.write(formatUnmasked(values, format));
+    if (r.more) process.stderr.write(`masq: more values match; showing the first ${selector.limit} (raise --limit for more)\n`);
+    process.stdout.write(formatUnmasked(r.values, format));
+    for (const f of r.forged) {
+      process.stderr.write(
+        `masq: the vault value of ${f.kind} ${f.pseudonym} is not that pseudonym's value (planted with ingestion's credentials?): ` +
+          "not shown; marked suspect, so ingestion replaces it when the true value arrives\n",
+      );
+    }
+    return r.forged.length > 0 ? 1 : 0;
   });
 }
 
@@ -84,31 +84,40 @@ export async function pseudonymCommand(kind: string, valueArg: string, flags: Re
     value = canonical;
   }
   if (value === "") throw new ConfigError("<value>", "is empty");
-  return withVault(flags, async ({ db, provider, awsIdentity }) => {
+  return withVault(flags, async ({ db, provider, client }) => {
     const key = await activePseudonymKey(db.pool, provider, readPseudonymKey(process.env));
     const pseudonym = key.pseudonymizer.pseudonymize(kind as PiiKind, value);
-    await inTransaction(db.pool, (client) =>
-      writeAudit(client, { command: "pseudonym", awsIdentity, reason, selector: { kind, keyVersion: key.version }, pseudonyms: [pseudonym] }),
-    );
+    const auditKey = await openAuditKey(db.pool, provider);
+    try {
+      await inTransaction(db.pool, async (c) => {
+        const r = await c.query<{ seq: string }>("SELECT masq.audit_pseudonym($1, $2, $3, $4, $5)::text AS seq", [
+          reason,
+          JSON.stringify({ kind, keyVersion: key.version }),
+          JSON.stringify(client),
+          [`${kind}:${pseudonym}`],
+          auditKey.version,
+        ]);
+        await sealAudit(c, auditKey, r.rows[0]!.seq);
+      });
+    } finally {
+      auditKey.key.fill(0);
+    }
     process.stdout.write(`${pseudonym}\n`);
+    return 0;
   });
 }
 
 /**
- * Opens the key provider and the database for one audited command, learns the AWS caller (with KMS), runs `work`,
- * and closes both; exit 0, or the refusal's code and message with nothing shown.
+ * Opens the key provider and the database for one audited command, learns what the client reports of itself (OS
+ * user, AWS caller), runs `work`, and closes both; its exit code, or the refusal's code and message with nothing shown.
  */
-async function withVault(
-  flags: Record<string, unknown>,
-  work: (ctx: { db: Db; provider: KeyProvider; awsIdentity: string | undefined }) => Promise<void>,
-): Promise<number> {
+async function withVault(flags: Record<string, unknown>, work: (ctx: { db: Db; provider: KeyProvider; client: Record<string, string> }) => Promise<number>): Promise<number> {
   const provider = createKeyProvider(readKeyConfig(process.env));
   const connectTimeoutMs = readConnectTimeoutMs(process.env);
   const db = createDb({ databaseUrl: readDatabaseUrl(flags, process.env), setting: databaseSetting(flags, process.env), connectTimeoutMs, poolSize: 2 });
   try {
     await waitForPostgres(db, { deadlineMs: connectTimeoutMs });
-    await work({ db, provider, awsIdentity: await callerIdentity(provider) });
-    return 0;
+    return await work({ db, provider, client: await clientReported(provider) });
   } catch (err) {
     return refuse(err, db.target);
   } finally {
@@ -182,7 +191,7 @@ function describeSelector(s: Selector): Record<string, unknown> {
 }
 
 /** The (kind, pseudonym) pairs asked for: given directly, or those of the table's rows that match. */
-async function wantedPseudonyms(client: pg.PoolClient, table: { schema: string; name: string }, s: Selector): Promise<{ kind: PiiKind; pseudonym: string }[]> {
+async function wantedPseudonyms(client: pg.Pool, table: { schema: string; name: string }, s: Selector): Promise<{ kind: PiiKind; pseudonym: string }[]> {
   const out: { kind: PiiKind; pseudonym: string }[] = [];
   // A bare pseudonym may be of either kind (they never collide): look it up as each kind asked for.
   for (const p of s.pseudonyms) for (const kind of s.kinds) out.push({ kind, pseudonym: p });
@@ -208,71 +217,6 @@ async function wantedPseudonyms(client: pg.PoolClient, table: { schema: string; 
   return out;
 }
 
-async function readVault(client: pg.PoolClient, wanted: readonly { kind: PiiKind; pseudonym: string }[], limit: number): Promise<VaultRow[]> {
-  if (wanted.length === 0) return [];
-  const { rows } = await client.query<VaultRow>(
-    `SELECT v.kind, v.pseudonym, v.data_key_id, v.nonce, v.ciphertext
-     FROM masq.vault v JOIN unnest($1::text[], $2::text[]) AS w(kind, pseudonym) ON v.kind = w.kind AND v.pseudonym = w.pseudonym
-     ORDER BY v.kind, v.pseudonym LIMIT $3`,
-    [wanted.map((w) => w.kind), wanted.map((w) => w.pseudonym), limit],
-  );
-  return rows;
-}
-
-async function writeAudit(
-  client: pg.PoolClient,
-  a: { command: "unmask" | "pseudonym"; awsIdentity: string | undefined; reason: string; selector: Record<string, unknown>; pseudonyms: string[] },
-): Promise<void> {
-  try {
-    await client.query(
-      `INSERT INTO masq.unmask_audit (command, aws_identity, os_user, reason, selector, pseudonyms, value_count)
-       VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-      [a.command, a.awsIdentity ?? null, osUser(), a.reason, JSON.stringify(a.selector), a.pseudonyms, a.pseudonyms.length],
-    );
-  } catch (err) {
-    throw new AuditError(err instanceof Error ? err.message : String(err));
-  }
-}
-
-class AuditError extends Error {
-  override name = "AuditError";
-}
-
-async function decryptAll(pool: pg.Pool, provider: KeyProvider, rows: readonly VaultRow[]): Promise<Unmasked[]> {
-  const keys = await loadDataKeys(pool, provider, rows.map((r) => r.data_key_id));
-  try {
-    return rows.map((r) => {
-      const key = keys.get(r.data_key_id);
-      if (key === undefined) throw new FatalError(`the data key of ${r.kind} ${r.pseudonym} is missing from masq.data_keys`);
-      try {
-        return { kind: r.kind, pseudonym: r.pseudonym, value: open(key, { nonce: r.nonce, ciphertext: r.ciphertext }, vaultAad(r.kind, r.pseudonym)).toString("utf8") };
-      } catch (err) {
-        if (err instanceof IntegrityError) throw new IntegrityError(`the vault entry of ${r.kind} ${r.pseudonym} does not decrypt: it was altered, moved from another row, or its data key is not the one that sealed it`);
-        throw err;
-      }
-    });
-  } finally {
-    for (const k of keys.values()) k.fill(0);
-  }
-}
-
-/** With KMS, the AWS identity that will call Decrypt (for the audit); an STS failure is recorded, not fatal. */
-async function callerIdentity(provider: KeyProvider): Promise<string | undefined> {
-  try {
-    return await provider.callerIdentity();
-  } catch (err) {
-    return `unknown (${describeError(err).slice(0, 200)})`;
-  }
-}
-
-function osUser(): string | null {
-  try {
-    return userInfo().username;
-  } catch {
-    return process.env.USER ?? null;
-  }
-}
-
 /** Every failure reveals nothing and says why, in the CLI's one-line format; a setting that is wrong exits 2 (thrown to the CLI). */
 function refuse(err: unknown, target: PgTarget): number {
   if (err instanceof ConfigError) throw err;
@@ -280,11 +224,7 @@ function refuse(err: unknown, target: PgTarget): number {
   const known = fromPostgres(err, target);
   if (known instanceof ConfigError) throw known;
   let line: string;
-  if (err instanceof AuditError) {
-    line = /permission denied/.test(err.message)
-      ? "masq: cannot write the audit record (masq.unmask_audit): this needs the masq_unmask role (GRANT masq_unmask TO <your login>)"
-      : `masq: cannot write the audit record (masq.unmask_audit): ${err.message}`;
-  } else if (code === "42501") {
+  if (code === "42501" || /permission denied/.test(describeError(err))) {
     line = `masq: permission denied (${(err as Error).message}): reading the vault needs the masq_unmask role (GRANT masq_unmask TO <your login>)`;
   } else if (err instanceof IntegrityError) {
     line = `masq: ${err.message}`;

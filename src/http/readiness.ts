@@ -21,7 +21,9 @@ export interface Readiness {
  */
 export function readinessProbe(opts: {
   pool: pg.Pool;
-  source: SqsSource;
+  /** Undefined until masq knows the endpoint's protocol (run.ts); sqsNotReady says what it is waiting for then. */
+  source: () => SqsSource | undefined;
+  sqsNotReady?: () => string;
   cacheMs?: number;
   /** Named in a failing check's detail, so the probe says which setting to look at. */
   targets?: { postgres: PgTarget; sqs: string };
@@ -51,11 +53,15 @@ export function readinessProbe(opts: {
       }
     })();
     let sqs: Check;
-    try {
-      await opts.source.counts(timeout);
-      sqs = { ok: true };
-    } catch (err) {
-      sqs = { ok: false, detail: `${describeError(err)}${opts.targets ? ` (${opts.targets.sqs})` : ""}` };
+    const source = opts.source();
+    if (source === undefined) sqs = { ok: false, detail: opts.sqsNotReady?.() ?? "not connected yet" };
+    else {
+      try {
+        await source.counts(timeout);
+        sqs = { ok: true };
+      } catch (err) {
+        sqs = { ok: false, detail: `${describeError(err)}${opts.targets ? ` (${opts.targets.sqs})` : ""}` };
+      }
     }
     return { ready: postgres.ok && migrations.ok && sqs.ok, checks: { postgres, migrations, sqs } };
   };

@@ -10,6 +10,8 @@ export interface PassContext {
   state: RotationState;
   /** The new key's pseudonymizer. */
   pseudonymizer: Pseudonymizer;
+  /** The old key's: a vault value is moved only if it is the old pseudonym's value (it was not planted). */
+  previous: Pseudonymizer;
   /** Opens vault values and kept bodies. */
   opened: OpenedDataKeys;
   /** Encrypts vault values again under the rotation's own data key (stored in masq.data_keys). */

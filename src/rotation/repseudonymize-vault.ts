@@ -1,4 +1,3 @@
-import { FatalError } from "../errors.ts";
 import type { PiiKind } from "../mask/pseudonymize.ts";
 import { IntegrityError, nonces, open, seal } from "../vault/aead.ts";
 import { vaultAad, type VaultRow } from "../vault/vault-aad.ts";
@@ -42,7 +41,7 @@ export async function repseudonymizeVault(ctx: PassContext): Promise<boolean> {
            AS i(kind, old_pseudonym, new_pseudonym, data_key_id, nonce, ciphertext, created_at)
        ), vaulted AS (
          INSERT INTO masq.vault (kind, pseudonym, key_version, data_key_id, nonce, ciphertext, created_at)
-         SELECT kind, new_pseudonym, $9, data_key_id, nonce, ciphertext, created_at FROM input
+         SELECT kind, new_pseudonym, $9, data_key_id, nonce, ciphertext, created_at FROM input WHERE ciphertext IS NOT NULL
          -- In key order, as ingestion inserts: batches sharing values wait for each other instead of deadlocking.
          ORDER BY kind, new_pseudonym
          ON CONFLICT (kind, pseudonym) DO NOTHING
@@ -55,7 +54,8 @@ export async function repseudonymizeVault(ctx: PassContext): Promise<boolean> {
          WHERE v.kind = i.kind AND v.pseudonym = i.old_pseudonym AND v.key_version = $1
          RETURNING 1
        )
-       UPDATE masq.pseudonym_rotation SET vault_done = vault_done + (SELECT count(*) FROM deleted)
+       UPDATE masq.pseudonym_rotation SET vault_done = vault_done + (SELECT count(*) FROM deleted),
+         forged = forged + (SELECT count(*) FROM input WHERE ciphertext IS NULL)
        WHERE from_version = $1
        RETURNING (SELECT count(*) FROM deleted)::int AS n`,
       [
@@ -79,9 +79,10 @@ interface Moved {
   kind: PiiKind;
   oldPseudonym: string;
   newPseudonym: string;
-  dataKeyId: string;
-  nonce: Buffer;
-  ciphertext: Buffer;
+  /** Null for a value found planted or altered: mapped, dropped, not stored again. */
+  dataKeyId: string | null;
+  nonce: Buffer | null;
+  ciphertext: Buffer | null;
   createdAt: Date;
 }
 
@@ -89,24 +90,36 @@ interface Moved {
 async function reseal(ctx: PassContext, rows: readonly VaultRowAt[]): Promise<Moved[]> {
   // No signal passed on: a stop request lets the batch under way finish (the passes check it between batches).
   const keys = await ctx.opened.get(rows.map((r) => r.data_key_id));
+  // A value that does not decrypt, or is not its pseudonym's (HMAC under the old key), was planted or altered: it is
+  // not moved (it would give the true value's rows the fake value's new pseudonym), and cannot stop the rotation.
   const values = rows.map((r) => {
+    let value: Buffer;
     try {
-      return open(keys.get(r.data_key_id)!, { nonce: r.nonce, ciphertext: r.ciphertext }, vaultAad(r.kind, r.pseudonym));
+      value = open(keys.get(r.data_key_id)!, { nonce: r.nonce, ciphertext: r.ciphertext }, vaultAad(r.kind, r.pseudonym));
     } catch (err) {
-      if (err instanceof IntegrityError) throw new FatalError(`the vault value of ${r.kind} ${r.pseudonym} does not decrypt: ${err.message}`);
+      if (err instanceof IntegrityError) return null;
       throw err;
     }
+    if (ctx.previous.pseudonymize(r.kind, value.toString("utf8")) === r.pseudonym) return value;
+    value.fill(0);
+    return null;
   });
   try {
     // No await between reserve and the last encryption: the data key cannot be replaced (and zeroed) meanwhile.
     const dk = await ctx.dataKeys.reserve(rows.length);
     const nonce = nonces(rows.length);
     return rows.map((r, i) => {
-      const newPseudonym = ctx.pseudonymizer.pseudonymize(r.kind, values[i]!.toString("utf8"));
-      const sealed = seal(dk.keyObject, values[i]!, vaultAad(r.kind, newPseudonym), nonce[i]);
+      const value = values[i];
+      if (value === null || value === undefined) {
+        // Its rows keep one pseudonym of their own under the new key (grouping kept, no value behind it).
+        const newPseudonym = ctx.pseudonymizer.pseudonymize(r.kind, `unverified-v${ctx.state.fromVersion}:${r.pseudonym}`);
+        return { kind: r.kind, oldPseudonym: r.pseudonym, newPseudonym, dataKeyId: null, nonce: null, ciphertext: null, createdAt: r.created_at };
+      }
+      const newPseudonym = ctx.pseudonymizer.pseudonymize(r.kind, value.toString("utf8"));
+      const sealed = seal(dk.keyObject, value, vaultAad(r.kind, newPseudonym), nonce[i]);
       return { kind: r.kind, oldPseudonym: r.pseudonym, newPseudonym, dataKeyId: dk.id, ...sealed, createdAt: r.created_at };
     });
   } finally {
-    for (const v of values) v.fill(0);
+    for (const v of values) v?.fill(0);
   }
 }

@@ -1,5 +1,5 @@
 import { FatalError } from "../errors.ts";
-import { redactBody } from "../mask/mask-event.ts";
+import { redactBody } from "../mask/redact-body.ts";
 import type { PiiKind } from "../mask/pseudonymize.ts";
 import { IntegrityError, open } from "../vault/aead.ts";
 import { quarantineBodyAad } from "../vault/vault-aad.ts";

@@ -1,5 +1,5 @@
 import type pg from "pg";
-import { FatalError } from "../errors.ts";
+import { ConfigError, FatalError } from "../errors.ts";
 import type { KeyContext, KeyProvider } from "../vault/key-provider.ts";
 import { pseudonymKeyContext } from "../vault/pseudonym-keys.ts";
 import { query } from "./query.ts";
@@ -9,8 +9,16 @@ export interface RewrapResult {
   masterKeyId: string;
   dataKeys: number;
   pseudonymKeys: number;
+  /** The audit trail's MAC key (0 or 1). */
+  auditKeys: number;
   /** The master keys the re-wrapped keys were under, with how many keys each. */
   from: Record<string, number>;
+  /**
+   * Data keys no configured master key opens (not wrapped by masq, or under a master key not configured), split by
+   * whether any vault value or kept body uses them. Unused ones cannot hold anything back and are left as they are,
+   * so that a key planted with ingestion's credentials cannot stop the rotation; used ones need the right key.
+   */
+  unopenable: { used: string[]; unused: string[] };
 }
 
 interface WrappedRow {
@@ -32,18 +40,21 @@ export async function rewrapKeys(
 ): Promise<RewrapResult> {
   const current = await provider.currentMasterKeyId(opts.signal);
   await refuseOtherProvider(pool, provider);
-  const result: RewrapResult = { masterKeyId: current, dataKeys: 0, pseudonymKeys: 0, from: {} };
+  const result: RewrapResult = { masterKeyId: current, dataKeys: 0, pseudonymKeys: 0, auditKeys: 0, from: {}, unopenable: { used: [], unused: [] } };
   if (opts.dryRun === true) {
     const { rows } = await query<{ what: string; master_key_id: string; n: number }>(
       pool,
       `SELECT 'data' AS what, master_key_id, count(*)::int AS n FROM masq.data_keys WHERE master_key_id <> $1 GROUP BY master_key_id
        UNION ALL
        SELECT 'pseudonym', master_key_id, count(*)::int FROM masq.pseudonym_keys
-       WHERE master_key_id <> $1 AND state <> 'retired' AND provider <> 'external' GROUP BY master_key_id`,
+       WHERE master_key_id <> $1 AND state <> 'retired' AND provider <> 'external' GROUP BY master_key_id
+       UNION ALL
+       SELECT 'audit', master_key_id, count(*)::int FROM masq.audit_keys WHERE master_key_id <> $1 GROUP BY master_key_id`,
       [current],
     );
     for (const r of rows) {
       if (r.what === "data") result.dataKeys += r.n;
+      else if (r.what === "audit") result.auditKeys += r.n;
       else result.pseudonymKeys += r.n;
       result.from[r.master_key_id] = (result.from[r.master_key_id] ?? 0) + r.n;
     }
@@ -51,6 +62,7 @@ export async function rewrapKeys(
   }
 
   // Keyset order on id: a key whose update did not apply (changed meanwhile) is not fetched again in this run.
+  const unopenable = new Map<string, Error>();
   let after = "00000000-0000-0000-0000-000000000000";
   for (;;) {
     if (opts.signal?.aborted) return result;
@@ -61,7 +73,17 @@ export async function rewrapKeys(
     );
     if (rows.length === 0) break;
     after = rows.at(-1)!.id;
-    const rewrapped = await rewrapAll(provider, rows, (r) => ({ purpose: "vault", keyId: r.id }));
+    const opened: WrappedRow[] = [];
+    const rewrapped: { wrapped: Uint8Array; masterKeyId: string }[] = [];
+    for (const r of rows) {
+      try {
+        rewrapped.push(...(await rewrapAll(provider, [r], () => ({ purpose: "vault", keyId: r.id }))));
+        opened.push(r);
+      } catch (err) {
+        if (!(err instanceof FatalError || err instanceof ConfigError)) throw err;
+        unopenable.set(r.id, err);
+      }
+    }
     // Only where the key is still as read: a concurrent re-wrap of the same key is not undone.
     const updated = await query<{ was: string }>(
       pool,
@@ -69,10 +91,47 @@ export async function rewrapKeys(
        FROM unnest($1::uuid[], $2::bytea[], $3::text[], $4::text[]) AS u(id, wrapped, master_key_id, old_master_key_id)
        WHERE d.id = u.id AND d.master_key_id = u.old_master_key_id
        RETURNING u.old_master_key_id AS was`,
-      [rows.map((r) => r.id), rewrapped.map((w) => Buffer.from(w.wrapped)), rewrapped.map((w) => w.masterKeyId), rows.map((r) => r.master_key_id)],
+      [opened.map((r) => r.id), rewrapped.map((w) => Buffer.from(w.wrapped)), rewrapped.map((w) => w.masterKeyId), opened.map((r) => r.master_key_id)],
     );
     result.dataKeys += updated.rows.length;
     for (const r of updated.rows) result.from[r.was] = (result.from[r.was] ?? 0) + 1;
+  }
+
+  if (unopenable.size > 0) {
+    const used = new Set(
+      (
+        await query<{ id: string }>(
+          pool,
+          `SELECT DISTINCT data_key_id::text AS id FROM masq.vault WHERE data_key_id = ANY($1::uuid[])
+           UNION SELECT DISTINCT body_data_key_id::text FROM masq.quarantine WHERE body_data_key_id = ANY($1::uuid[])`,
+          [[...unopenable.keys()]],
+        )
+      ).rows.map((r) => r.id),
+    );
+    for (const id of unopenable.keys()) (used.has(id) ? result.unopenable.used : result.unopenable.unused).push(id);
+    // A key that values need and no configured master key opens: the configuration is wrong (or the key altered).
+    const first = result.unopenable.used[0];
+    if (first !== undefined) throw unopenable.get(first)!;
+  }
+
+  // The audit key: one row, re-wrapped like a pseudonym key.
+  const { rows: akeys } = await query<WrappedRow & { version: number }>(
+    pool,
+    "SELECT version, version::text AS id, master_key_id, wrapped FROM masq.audit_keys WHERE master_key_id <> $1 ORDER BY version",
+    [current],
+  );
+  for (const k of akeys) {
+    if (opts.signal?.aborted) return result;
+    const [w] = await rewrapAll(provider, [k], () => ({ purpose: "audit", keyId: `audit-v${k.version}` }));
+    const n = await query(pool, "UPDATE masq.audit_keys SET wrapped = $2, master_key_id = $3, rewrapped_at = now() WHERE version = $1 AND master_key_id = $4", [
+      k.version,
+      Buffer.from(w!.wrapped),
+      w!.masterKeyId,
+      k.master_key_id,
+    ]);
+    if ((n.rowCount ?? 0) === 0) continue;
+    result.auditKeys++;
+    result.from[k.master_key_id] = (result.from[k.master_key_id] ?? 0) + 1;
   }
 
   // Pseudonym keys: a handful of rows. A retired key has no key material left; an external one was never stored.
@@ -114,7 +173,9 @@ async function refuseOtherProvider(pool: pg.Pool, provider: KeyProvider): Promis
     `SELECT provider, count(*)::int AS n FROM (
        SELECT provider FROM masq.data_keys WHERE provider <> $1
        UNION ALL
-       SELECT provider FROM masq.pseudonym_keys WHERE provider NOT IN ($1, 'external') AND state <> 'retired') k
+       SELECT provider FROM masq.pseudonym_keys WHERE provider NOT IN ($1, 'external') AND state <> 'retired'
+       UNION ALL
+       SELECT provider FROM masq.audit_keys WHERE provider <> $1) k
      GROUP BY provider`,
     [provider.name],
   );

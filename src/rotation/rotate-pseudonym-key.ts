@@ -4,6 +4,7 @@ import type { TableName } from "../sink/table-name.ts";
 import { DataKeys, type DataKeyLimits } from "../vault/data-keys.ts";
 import type { KeyProvider } from "../vault/key-provider.ts";
 import { pseudonymKeyVersion } from "../vault/pseudonym-keys.ts";
+import { recordRotation } from "../audit/record-rotation.ts";
 import { OpenedDataKeys } from "./opened-data-keys.ts";
 import type { PassContext } from "./pass-context.ts";
 import { repseudonymizeVault } from "./repseudonymize-vault.ts";
@@ -65,13 +66,16 @@ export async function rotatePseudonymKey(opts: RotatePseudonymKeyOptions): Promi
     const { state, switched } = await switchPseudonymKey(pool, provider, tableText, opts.signal);
     opts.onSwitched?.(state, switched);
 
+    if (switched) await recordRotation(pool, provider, "rotate-pseudonym-key", { event: "switched", fromVersion: state.fromVersion, toVersion: state.toVersion, table: tableText });
     const next = await pseudonymKeyVersion(pool, provider, state.toVersion, opts.signal);
+    const previous = await pseudonymKeyVersion(pool, provider, state.fromVersion, opts.signal);
     const opened = new OpenedDataKeys(pool, provider);
     const dataKeys = new DataKeys({ pool, provider, ...(opts.limits ? { limits: opts.limits } : {}) });
     const ctx = (phase: RotationPhase): PassContext => ({
       pool,
       state,
       pseudonymizer: next.pseudonymizer,
+      previous: previous.pseudonymizer,
       opened,
       dataKeys,
       batchSize: opts.batchSize,
@@ -91,7 +95,18 @@ export async function rotatePseudonymKey(opts: RotatePseudonymKeyOptions): Promi
       }
       opts.onPhase?.("table");
       if (!(await rewriteTable(ctx("table"), opts.table))) return { outcome: "stopped", state: (await readRotationState(pool))! };
-      return { outcome: "finished", state: await retirePseudonymKey(pool, state.fromVersion) };
+      const final = await retirePseudonymKey(pool, state.fromVersion);
+      await recordRotation(pool, provider, "rotate-pseudonym-key", {
+        event: "finished",
+        fromVersion: final.fromVersion,
+        toVersion: final.toVersion,
+        table: final.targetTable,
+        vaultValues: final.vaultDone,
+        bodies: final.quarantineDone,
+        rows: final.tableRowsDone,
+        forged: final.forged,
+      });
+      return { outcome: "finished", state: final };
     } finally {
       dataKeys.close();
       opened.close();

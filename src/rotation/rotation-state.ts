@@ -20,6 +20,8 @@ export interface RotationState {
   tableRelfilenode: number | null;
   tableRowsDone: number;
   unmapped: number;
+  /** Vault values the vault pass found not to be their pseudonym's (planted, or altered): dropped (migration 005). */
+  forged: number;
 }
 
 interface StateRow {
@@ -36,6 +38,7 @@ interface StateRow {
   table_relfilenode: number | null;
   table_rows_done: string;
   unmapped: string;
+  forged: string;
 }
 
 export async function readRotationState(db: pg.Pool | pg.PoolClient): Promise<RotationState | undefined> {
@@ -73,5 +76,6 @@ function fromRow(r: StateRow): RotationState {
     tableRelfilenode: r.table_relfilenode,
     tableRowsDone: Number(r.table_rows_done),
     unmapped: Number(r.unmapped),
+    forged: Number(r.forged),
   };
 }

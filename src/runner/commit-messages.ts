@@ -3,7 +3,16 @@ import { commitBatch, type CommitResult } from "../sink/commit-batch.ts";
 import type { TableName } from "../sink/table-name.ts";
 import { StaleKeyError } from "../sink/write-batch.ts";
 import type { IngestKeys } from "../vault/ingest-keys.ts";
+import type { Pseudonymizer } from "../mask/pseudonymize.ts";
+import type { Outcome } from "../sink/write-batch.ts";
 import { prepareOutcome, type IncomingMessage } from "./prepare.ts";
+
+/**
+ * Preparing is synchronous and its cost grows with the bodies (parsing above all): after every YIELD_EVERY_CHARS of
+ * bodies the event loop runs once, so that /healthz, visibility extensions and receives are served while a batch of
+ * large bodies is prepared.
+ */
+const YIELD_EVERY_CHARS = 1024 * 1024;
 
 /**
  * Masks, seals and commits one batch of messages (ids distinct). The masking happens here, at commit time, with the
@@ -14,7 +23,7 @@ import { prepareOutcome, type IncomingMessage } from "./prepare.ts";
 export async function commitMessages(pool: pg.Pool, table: TableName, keys: IngestKeys, messages: readonly IncomingMessage[], signal?: AbortSignal): Promise<CommitResult> {
   for (let attempt = 0; ; attempt++) {
     const key = keys.pseudonym;
-    const outcomes = messages.map((m) => prepareOutcome(m, key.pseudonymizer));
+    const outcomes = await prepareYielding(messages, key.pseudonymizer);
     const batch = await keys.sealer.seal(outcomes, key.version, signal);
     try {
       const r = await commitBatch(pool, table, batch);
@@ -26,4 +35,18 @@ export async function commitMessages(pool: pg.Pool, table: TableName, keys: Inge
       await keys.refresh(signal);
     }
   }
+}
+
+async function prepareYielding(messages: readonly IncomingMessage[], p: Pseudonymizer): Promise<Outcome[]> {
+  const outcomes: Outcome[] = [];
+  let since = 0;
+  for (const m of messages) {
+    outcomes.push(prepareOutcome(m, p));
+    since += m.body.length;
+    if (since >= YIELD_EVERY_CHARS) {
+      since = 0;
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+  }
+  return outcomes;
 }

@@ -34,6 +34,8 @@ export interface RunResult {
 
 interface Held {
   receiptHandle: string;
+  /** The body's size in UTF-8, counted against MASQ_MAX_IN_FLIGHT_BYTES until the message is deleted. */
+  bytes: number;
   /** When the message becomes visible again unless extended (ms since epoch). */
   visibleAt: number;
 }
@@ -47,12 +49,20 @@ interface Held {
  *    it, and the ingest ledger turns the redelivery into a no-op;
  *  - `held` counts every message between receive and delete; receivers wait while it is at MASQ_MAX_IN_FLIGHT or
  *    while Postgres is failing, so memory is bounded and nothing is received that cannot be written;
+ *  - held bodies stay under MASQ_MAX_IN_FLIGHT_BYTES: a receive starts only when the bytes held plus a reservation
+ *    for every receive under way (10 × the largest body seen, at least 10 × 256 KiB) fit, or when nothing at all is
+ *    held or being received. Only receives already under way when a body larger than any before arrives can pass
+ *    the cap, by at most 10 × (1 MiB − 256 KiB) each, and only once;
  *  - visibility of held messages is extended before it lapses, so a slow commit does not cause redeliveries.
  */
 export class Runner {
   readonly stats: RunStats = emptyStats();
   private readonly deps: RunnerDeps;
   private readonly held = new Map<string, Held>();
+  private heldBytes = 0;
+  /** Receives under way; each reserves 10 × largestBody (SQS's classic 256 KiB at least, its 1 MiB at most). */
+  private receiving = 0;
+  private largestBody = 256 * 1024;
   private pending: IncomingMessage[] = [];
   private batchTimer: NodeJS.Timeout | undefined;
   private readonly writeQueue: IncomingMessage[][] = [];
@@ -64,9 +74,13 @@ export class Runner {
   private drainCheckRunning = false;
   private lastMessageAt = 0;
   private readonly lastEmptyAt: number[] = [];
-  /** Aborts long polls at shutdown; aborts everything (writes, deletes) at the deadline. */
+  /** Wakes receivers backing off when a stop begins. */
+  private readonly stopAbort = new AbortController();
+  /** Aborts long polls on a fatal error or at the deadline; a graceful stop lets them finish (see stop()). */
   private readonly receiveAbort = new AbortController();
+  /** Aborts everything (writes, deletes) at the shutdown deadline. */
   private readonly hardAbort = new AbortController();
+  private deadline: NodeJS.Timeout | undefined;
   private waiters: (() => void)[] = [];
   private warnedNoSentTimestamp = false;
   private readonly observe: PipelineObserver | undefined;
@@ -74,7 +88,10 @@ export class Runner {
   constructor(deps: RunnerDeps) {
     this.deps = deps;
     this.observe = deps.observer;
-    this.hardAbort.signal.addEventListener("abort", () => this.notify());
+    this.hardAbort.signal.addEventListener("abort", () => {
+      this.receiveAbort.abort();
+      this.notify();
+    });
   }
 
   /** Messages received and not yet deleted. */
@@ -93,11 +110,10 @@ export class Runner {
     const progress = setInterval(() => logger.info({ ...this.stats, inFlight: this.held.size }, "progress"), 10_000);
     const receivers = Array.from({ length: config.receivers }, (_, i) => this.receiveLoop(i));
     await Promise.all(receivers);
-    // Receivers have stopped: commit what is held and delete it, within the shutdown deadline.
+    // Receivers have stopped: commit what is held and delete it, within the shutdown deadline set by stop().
     this.flush();
-    const deadline = setTimeout(() => this.hardAbort.abort(), config.shutdownTimeoutMs);
     await this.until(() => this.idle() || this.hardAbort.signal.aborted);
-    clearTimeout(deadline);
+    clearTimeout(this.deadline);
     clearInterval(heartbeat);
     clearInterval(progress);
     const timedOut = !this.idle();
@@ -106,11 +122,17 @@ export class Runner {
     return { stats: this.stats, timedOut, ...(this.fatal ? { fatal: this.fatal } : {}) };
   }
 
-  /** Graceful stop: no more receives; what is held is committed and deleted. */
+  /**
+   * Graceful stop: no new receives; what is held is committed and deleted within the shutdown deadline, which starts
+   * now. Long polls in flight are left to finish, not aborted: SQS may already have handed them messages, which an
+   * aborted request would strand, invisible until their visibility timeout. What they bring is given back (receiveLoop).
+   */
   stop(): void {
     if (this.stopping) return;
     this.stopping = true;
-    this.receiveAbort.abort();
+    this.stopAbort.abort();
+    this.deadline = setTimeout(() => this.hardAbort.abort(), this.deps.config.shutdownTimeoutMs);
+    this.flush();
     this.notify();
   }
 
@@ -123,9 +145,10 @@ export class Runner {
     let failures = 0;
     let failingSince: number | undefined;
     while (!this.stopping) {
-      await this.until(() => this.stopping || (this.sinkHealthy && this.held.size + 10 <= config.maxInFlight));
+      await this.until(() => this.stopping || (this.sinkHealthy && this.held.size + 10 <= config.maxInFlight && this.bytesAllowReceive()));
       if (this.stopping) break;
       let messages: ReceivedMessage[];
+      this.receiving++;
       try {
         messages = await source.receiveBatch({
           waitTimeSeconds: config.waitTimeSeconds,
@@ -135,31 +158,73 @@ export class Runner {
         failures = 0;
         failingSince = undefined;
       } catch (err) {
+        this.received();
         if (this.stopping) break;
-        if (err instanceof FatalError) {
-          this.failWith(err);
+        if (!(err instanceof TransientError)) {
+          // A setting that turned out wrong mid-run (the queue was deleted, access revoked): no retry can help.
+          this.failWith(err instanceof FatalError ? err : new FatalError((err as Error).message));
           break;
         }
         if (this.gaveUp(err, "receiving from SQS", (failingSince ??= Date.now()), this.deps.targets?.sqs)) break;
         this.countRetry("sqs_receive");
         const delay = backoffMs(failures++);
         logger.warn({ err: describeError(err), retryInMs: Math.round(delay) }, "receive failed; retrying");
-        await sleep(delay, this.receiveAbort.signal);
+        await sleep(delay, this.stopAbort.signal);
         continue;
       }
+      if (this.stopping) {
+        this.received();
+        await this.giveBack(messages);
+        break;
+      }
+      this.accept(messages);
+      this.received();
       if (messages.length === 0) {
         this.lastEmptyAt[index] = Date.now();
         if (this.drain) await this.checkDrained();
         continue;
       }
       this.lastMessageAt = Date.now();
-      this.accept(messages);
       this.observe?.received(messages.length, oldestSentAt(messages));
       this.observe?.inFlight(this.held.size);
     }
   }
 
+  private bytesAllowReceive(): boolean {
+    if (this.heldBytes === 0 && this.receiving === 0) return true;
+    return this.heldBytes + (this.receiving + 1) * 10 * this.largestBody <= this.deps.config.maxInFlightBytes;
+  }
+
+  /** A receive ended: its reservation is released (what it brought is in heldBytes now). */
+  private received(): void {
+    this.receiving--;
+    this.notify();
+  }
+
+  private release(messageId: string): void {
+    const h = this.held.get(messageId);
+    if (h === undefined) return;
+    this.heldBytes -= h.bytes;
+    this.held.delete(messageId);
+  }
+
+  /** Messages received after the stop began go back to the queue at once (visibility 0), for the next consumer. */
+  private async giveBack(messages: ReceivedMessage[]): Promise<void> {
+    const handles: Handle[] = [];
+    for (const m of messages) {
+      const known = this.held.get(m.messageId);
+      // One we still hold (its visibility lapsed): keep it, with the newest receipt handle, which is the one that deletes.
+      if (known !== undefined) known.receiptHandle = m.receiptHandle;
+      else handles.push({ messageId: m.messageId, receiptHandle: m.receiptHandle });
+    }
+    if (handles.length === 0) return;
+    const { failed } = await this.deps.source.extendVisibility(handles, 0, this.hardAbort.signal);
+    this.stats.givenBack += handles.length - failed;
+    if (failed > 0) this.deps.logger.warn({ failed }, "could not give back messages received during the stop; they reappear after their visibility timeout");
+  }
+
   private accept(messages: ReceivedMessage[]): void {
+    if (messages.length === 0) return;
     const { config } = this.deps;
     const visibleAt = Date.now() + config.visibilityTimeoutSeconds * 1000;
     for (const m of messages) {
@@ -171,7 +236,10 @@ export class Runner {
         known.visibleAt = visibleAt;
         continue;
       }
-      this.held.set(m.messageId, { receiptHandle: m.receiptHandle, visibleAt });
+      const bytes = Buffer.byteLength(m.body, "utf8");
+      if (bytes > this.largestBody) this.largestBody = Math.min(bytes, 1024 * 1024);
+      this.heldBytes += bytes;
+      this.held.set(m.messageId, { receiptHandle: m.receiptHandle, visibleAt, bytes });
       if (m.sentAt === null && !this.warnedNoSentTimestamp) {
         this.warnedNoSentTimestamp = true;
         this.deps.logger.warn("the SQS endpoint does not report SentTimestamp; create_date falls back to the receive date");
@@ -280,7 +348,7 @@ export class Runner {
         retry = [];
       }
       const retryIds = new Set(retry.map((h) => h.messageId));
-      for (const h of handles) if (!retryIds.has(h.messageId)) this.held.delete(h.messageId);
+      for (const h of handles) if (!retryIds.has(h.messageId)) this.release(h.messageId);
       this.observe?.inFlight(this.held.size);
       this.notify();
       remaining = [...retryIds];
@@ -289,7 +357,7 @@ export class Runner {
       await sleep(backoffMs(attempt), this.hardAbort.signal);
     }
     this.stats.deleteAbandoned += remaining.length;
-    for (const id of remaining) this.held.delete(id);
+    for (const id of remaining) this.release(id);
   }
 
   private async extendVisibility(): Promise<void> {
@@ -318,7 +386,7 @@ export class Runner {
     if (!allEmpty || this.held.size > 0 || !this.idle()) return;
     this.drainCheckRunning = true;
     try {
-      const c = await source.counts(this.receiveAbort.signal);
+      const c = await source.counts(this.stopAbort.signal);
       if (c.visible + c.inFlight + c.delayed === 0 && this.held.size === 0) {
         logger.info("queue is empty and everything received is committed and deleted");
         this.stop();
@@ -357,6 +425,8 @@ export class Runner {
       this.fatal = err;
       this.deps.logger.error({ err: err.message }, "stopping: this needs an operator; nothing uncommitted was deleted");
     }
+    // Nothing is worth waiting for now; what aborted polls had taken comes back after its visibility timeout.
+    this.receiveAbort.abort();
     this.stop();
   }
 

@@ -14,11 +14,13 @@ export interface RunStats {
   batches: number;
   visibilityExtended: number;
   staleHandles: number;
+  /** Received after a stop began and made visible again at once (not counted as received). */
+  givenBack: number;
   retries: Record<string, number>;
 }
 
 export function emptyStats(): RunStats {
-  return { received: 0, written: 0, quarantined: {}, duplicates: 0, deleted: 0, deleteAbandoned: 0, batches: 0, visibilityExtended: 0, staleHandles: 0, retries: {} };
+  return { received: 0, written: 0, quarantined: {}, duplicates: 0, deleted: 0, deleteAbandoned: 0, batches: 0, visibilityExtended: 0, staleHandles: 0, givenBack: 0, retries: {} };
 }
 
 export function totalQuarantined(s: RunStats): number {

@@ -61,6 +61,9 @@ export function createDb(opts: DbOptions = {}): Db {
   });
   // An idle client whose server went away emits here; without a listener it would crash the process.
   pool.on("error", (err) => opts.logger?.warn({ err: err.message }, "idle Postgres connection lost"));
+  // A checked-out client whose connection breaks emits "error" besides failing its query. The query's rejection is
+  // what masq acts on (classified, retried); an unheard "error" event would crash the process instead.
+  pool.on("connect", (client) => client.on("error", () => undefined));
   const kysely = new Kysely<MasqTables>({ dialect: new PostgresDialect({ pool }) });
   return {
     pool,

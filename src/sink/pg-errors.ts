@@ -14,12 +14,15 @@ const DEFAULT_TARGET: PgTarget = { setting: "DATABASE_URL", where: "the server i
  * 22 data exception, 23 integrity violation → the rows are bad; anything else with a SQLSTATE → fatal.
  * Mistakes in the connection settings (a wrong password, an unknown database or role, a role that may not log in,
  * TLS the server does not offer, a certificate file that cannot be read, an invalid server option) are
- * configuration errors naming the setting: no retry can fix them. Other errors without a SQLSTATE come from the
- * socket or the driver and are treated as transient.
+ * configuration errors naming the setting: no retry can fix them.
+ * A RangeError was raised on masq's side while encoding the statement (a string past V8's limit, say): nothing
+ * reached Postgres and retrying cannot help, so it is a DataError: the batch is split and the offender quarantined.
+ * Other errors with no SQLSTATE come from the socket or the driver and are treated as transient.
  * Messages are pg's own text (no row values: the DETAIL field, which can hold them, is never used).
  */
 export function classifyPgError(err: unknown, target: PgTarget = DEFAULT_TARGET): TransientError | DataError | FatalError | ConfigError {
   if (err instanceof TransientError || err instanceof DataError || err instanceof FatalError || err instanceof ConfigError) return err;
+  if (isEncodingError(err)) return new DataError(`masq could not encode the statement for Postgres (${err.message})`, "statement_encoding");
   const e = err as { code?: unknown; message?: unknown; syscall?: unknown; path?: unknown };
   const code = typeof e.code === "string" ? e.code : "";
   const message = typeof e.message === "string" ? e.message : String(err);
@@ -84,4 +87,13 @@ export function fromPostgres(err: unknown, target: PgTarget): unknown {
     (typeof e.code === "string" && TLS_CODES.test(e.code)) ||
     (typeof e.message === "string" && /^(Connection terminated|timeout exceeded when trying to connect|The server does not support SSL)/.test(e.message));
   return fromPg ? classifyPgError(err, target) : err;
+}
+
+/**
+ * An error raised while building or encoding a statement, before anything is sent: node-postgres lets V8's
+ * RangeError ("Invalid string length", "Invalid array length") out of its value encoding. It says nothing about
+ * Postgres, whose reachability it must not be mistaken for.
+ */
+export function isEncodingError(err: unknown): err is RangeError {
+  return err instanceof RangeError;
 }

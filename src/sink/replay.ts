@@ -69,12 +69,8 @@ async function replayStatement(pool: pg.Pool, table: TableName, items: readonly 
       `WITH guard AS (
          SELECT CASE WHEN $9::int IS NULL THEN true ELSE masq.lock_pseudonym_key($9) END AS ok
        ), vaulted AS (
-         INSERT INTO masq.vault (kind, pseudonym, key_version, data_key_id, nonce, ciphertext)
-         SELECT v.kind, v.pseudonym, $9, v.data_key_id, v.nonce, v.ciphertext
-         FROM unnest($10::text[], $11::text[], $12::uuid[], $13::bytea[], $14::bytea[]) AS v(kind, pseudonym, data_key_id, nonce, ciphertext)
-         WHERE (SELECT ok FROM guard)
-         ORDER BY v.kind, v.pseudonym
-         ON CONFLICT (kind, pseudonym) DO NOTHING
+         SELECT masq.add_vault_values($9, $10::text[], $11::text[], $12::uuid[], $13::bytea[], $14::bytea[]) AS n
+         FROM guard WHERE guard.ok AND cardinality($10::text[]) > 0
        ), input AS (
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[], $8::date[])
            AS r(message_id, user_id, device_type, masked_ip, masked_device_id, locale, app_version, create_date)
@@ -91,7 +87,7 @@ async function replayStatement(pool: pg.Pool, table: TableName, items: readonly 
          FROM input i JOIN marked m ON m.message_id = i.message_id
          RETURNING 1
        )
-       SELECT (SELECT count(*) FROM written)::int AS n, (SELECT ok FROM guard) AS key_ok`,
+       SELECT (SELECT count(*) FROM written)::int AS n, (SELECT ok FROM guard) AS key_ok, (SELECT count(*) FROM vaulted) AS vault_calls`,
       [
         items.map((i) => i.messageId),
         col("userId"),

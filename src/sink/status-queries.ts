@@ -72,7 +72,8 @@ async function vaultStatus(db: Db): Promise<VaultStatus> {
   const keys = await sql<{ n: number; masters: string[] | null }>`
     SELECT count(*)::int AS n, (SELECT array_agg(DISTINCT master_key_id) FROM (
       SELECT master_key_id FROM masq.data_keys
-      UNION SELECT master_key_id FROM masq.pseudonym_keys WHERE master_key_id IS NOT NULL AND state <> 'retired') m) AS masters
+      UNION SELECT master_key_id FROM masq.pseudonym_keys WHERE master_key_id IS NOT NULL AND state <> 'retired'
+      UNION SELECT master_key_id FROM masq.audit_keys) m) AS masters
     FROM masq.data_keys`.execute(db.kysely);
   const pk = await sql<{ version: number; state: string; provider: string }>`
     SELECT version, state, provider FROM masq.pseudonym_keys WHERE state IN ('active', 'retiring') ORDER BY version`.execute(db.kysely);
@@ -88,12 +89,17 @@ async function vaultStatus(db: Db): Promise<VaultStatus> {
   };
 }
 
-/** Exact below a million rows; above, the planner's estimate, since an exact count would scan the whole table. */
+/**
+ * Exact below a million rows; above, the planner's estimate, since an exact count would scan the whole table. The
+ * estimate too for a role that may not read the table (the ingest role only inserts into the user's table).
+ */
 async function countRows(db: Db, schema: string, name: string): Promise<{ count: number; exact: boolean }> {
-  const estimate = await sql<{ n: string | null }>`
-    SELECT reltuples::bigint AS n FROM pg_class WHERE oid = to_regclass(${`${schema}.${name}`})`.execute(db.kysely);
+  const estimate = await sql<{ n: string | null; readable: boolean | null }>`
+    SELECT reltuples::bigint AS n, has_table_privilege(oid, 'SELECT') AS readable
+    FROM pg_class WHERE oid = to_regclass(${`${schema}.${name}`})`.execute(db.kysely);
   const estimated = Number(estimate.rows[0]?.n ?? -1);
   if (estimated >= 1_000_000) return { count: estimated, exact: false };
+  if (estimate.rows[0]?.readable === false) return { count: Math.max(0, estimated), exact: false };
   const exact = await sql<{ n: number }>`SELECT count(*)::int AS n FROM ${sql.table(`${schema}.${name}`)}`.execute(db.kysely);
   return { count: exact.rows[0]?.n ?? 0, exact: true };
 }

@@ -4,7 +4,7 @@ import type { LoginRow } from "../mask/mask-event.ts";
 import type { PiiKind } from "../mask/pseudonymize.ts";
 import type { ReasonCode } from "../transform/login-event.ts";
 import type { Sealed } from "../vault/aead.ts";
-import { classifyPgError } from "./pg-errors.ts";
+import { classifyPgError, isEncodingError } from "./pg-errors.ts";
 import { qualified, type TableName } from "./table-name.ts";
 
 /**
@@ -99,13 +99,10 @@ WITH guard AS (
   ON CONFLICT (message_id) DO NOTHING
   RETURNING message_id, outcome
 ), vaulted AS (
-  INSERT INTO masq.vault (kind, pseudonym, key_version, data_key_id, nonce, ciphertext)
-  SELECT v.kind, v.pseudonym, $16, v.data_key_id, v.nonce, v.ciphertext
-  FROM unnest($20::text[], $21::text[], $22::uuid[], $23::bytea[], $24::bytea[]) AS v(kind, pseudonym, data_key_id, nonce, ciphertext)
-  WHERE (SELECT ok FROM guard)
-  -- In key order: concurrent batches that share values then wait for each other instead of deadlocking.
-  ORDER BY v.kind, v.pseudonym
-  ON CONFLICT (kind, pseudonym) DO NOTHING
+  -- Through the narrow function (migration 005): insert-if-absent in key order (batches sharing values wait for
+  -- each other instead of deadlocking), replacing only rows a reveal found planted. Referenced below, so it runs.
+  SELECT masq.add_vault_values($16, $20::text[], $21::text[], $22::uuid[], $23::bytea[], $24::bytea[]) AS n
+  FROM guard WHERE guard.ok AND cardinality($20::text[]) > 0
 ), written AS (
   INSERT INTO ${qualified(table)} (user_id, device_type, masked_ip, masked_device_id, locale, app_version, create_date)
   SELECT r.user_id, r.device_type, r.masked_ip, r.masked_device_id, r.locale, r.app_version, r.create_date
@@ -117,7 +114,7 @@ WITH guard AS (
   FROM bad b JOIN claimed c ON c.message_id = b.message_id AND c.outcome = 'quarantined'
   RETURNING reason
 )
-SELECT (SELECT ok FROM guard) AS key_ok,
+SELECT (SELECT ok FROM guard) AS key_ok, (SELECT count(*) FROM vaulted) AS vault_calls,
        (SELECT count(*) FROM written)::int AS written,
        (SELECT coalesce(json_object_agg(reason, n), '{}') FROM (SELECT reason, count(*)::int AS n FROM quarantined GROUP BY reason) g) AS by_reason`;
 }
@@ -179,8 +176,14 @@ export async function writeBatch(pool: pg.Pool, table: TableName, batch: SealedB
     }
   }
   let res: pg.QueryResult<{ key_ok: boolean; written: number; by_reason: Record<string, number> }>;
+  let client: pg.PoolClient;
   try {
-    res = await pool.query<{ key_ok: boolean; written: number; by_reason: Record<string, number> }>({
+    client = await pool.connect();
+  } catch (err) {
+    throw classifyPgError(err);
+  }
+  try {
+    res = await client.query<{ key_ok: boolean; written: number; by_reason: Record<string, number> }>({
       text,
       // A named statement is parsed and planned once per connection, not once per batch.
       name: `masq_write_batch_${key}`.slice(0, 63),
@@ -192,7 +195,11 @@ export async function writeBatch(pool: pg.Pool, table: TableName, batch: SealedB
         ...[v.kind, v.pseudonym, v.key, v.nonce, v.ct],
       ],
     });
+    client.release();
   } catch (err) {
+    // After an error raised on our side while encoding (isEncodingError), node-postgres has closed the named
+    // statement on the server but still counts it as prepared: that connection must not be used again.
+    client.release(isEncodingError(err) ? err : undefined);
     throw classifyPgError(err);
   }
   if (res.rows[0]?.key_ok !== true) throw new StaleKeyError(batch.keyVersion);

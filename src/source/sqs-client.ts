@@ -13,13 +13,16 @@ export interface SqsClientOptions {
   maxSockets?: number;
   /** Longest request: a long poll's wait plus a margin. */
   requestTimeoutMs?: number;
+  /** Attempts per call, the first included (default 3); a probe wants 1: its caller decides about retrying. */
+  maxAttempts?: number;
   /** Only for emulators that accept anything; everywhere else the SDK's credential chain applies. */
   credentials?: { accessKeyId: string; secretAccessKey: string };
 }
 
 /**
- * The SQS client, with the wire protocol chosen by MASQ_SQS_PROTOCOL: AWS JSON 1.0 (AWS and current emulators) or
- * the older Query protocol (LocalStack before 3.0 and some SQS-compatible services). Both come from the SDK.
+ * The SQS client for one wire protocol: AWS JSON 1.0 (AWS and current emulators) or the older Query protocol
+ * (LocalStack before 3.0 and some SQS-compatible services). Both come from the SDK; which one an endpoint speaks is
+ * found by detectSqsProtocol (sqs-protocol.ts) unless MASQ_SQS_PROTOCOL forces one.
  */
 export function createSqsClient(opts: SqsClientOptions): SQSClient {
   const maxSockets = opts.maxSockets ?? 64;
@@ -30,7 +33,7 @@ export function createSqsClient(opts: SqsClientOptions): SQSClient {
     ...(opts.endpoint === undefined ? {} : { endpoint: opts.endpoint, useQueueUrlAsEndpoint: false }),
     ...(opts.credentials === undefined ? {} : { credentials: opts.credentials }),
     protocol: opts.protocol === "query" ? AwsQueryProtocol : AwsJson1_0Protocol,
-    maxAttempts: 3,
+    maxAttempts: opts.maxAttempts ?? 3,
     // The SDK builds its NodeHttpHandler from these options.
     requestHandler: {
       connectionTimeout: 5_000,

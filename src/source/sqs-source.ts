@@ -5,6 +5,7 @@ import {
   ReceiveMessageCommand,
   type SQSClient,
 } from "@aws-sdk/client-sqs";
+import { TransientError } from "../errors.ts";
 import { classifySqsError } from "./sqs-errors.ts";
 
 /** A message as masq holds it between receive and delete. The body is raw: it never leaves the process. */
@@ -121,7 +122,7 @@ export class SqsSource {
         ),
       );
     } catch (err) {
-      throw classifySqsError(err, "ReceiveMessage");
+      throw classifySqsError(err, "ReceiveMessage", this.queueUrl);
     }
     const receivedAt = new Date();
     return (res.Messages ?? []).flatMap((m) => {
@@ -171,8 +172,8 @@ export class SqsSource {
           }
           return { retry, stale };
         } catch (err) {
-          const e = classifySqsError(err, "DeleteMessageBatch");
-          if (e.name === "FatalError") throw e;
+          const e = classifySqsError(err, "DeleteMessageBatch", this.queueUrl);
+          if (!(e instanceof TransientError)) throw e;
           return { retry: [...chunk], stale: 0 };
         }
       }),
@@ -223,7 +224,7 @@ export class SqsSource {
         delayed: Number(a.ApproximateNumberOfMessagesDelayed ?? 0),
       };
     } catch (err) {
-      throw classifySqsError(err, "GetQueueAttributes");
+      throw classifySqsError(err, "GetQueueAttributes", this.queueUrl);
     }
   }
 
@@ -236,7 +237,7 @@ export class SqsSource {
       const n = Number(res.Attributes?.MessageRetentionPeriod);
       return Number.isFinite(n) && n > 0 ? n : 14 * 86_400;
     } catch (err) {
-      throw classifySqsError(err, "GetQueueAttributes");
+      throw classifySqsError(err, "GetQueueAttributes", this.queueUrl);
     }
   }
 }

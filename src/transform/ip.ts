@@ -4,7 +4,11 @@ import { isIPv4, isIPv6 } from "node:net";
  * Canonical text of an IP address, so that equal addresses get equal pseudonyms:
  *   IPv4 → dotted decimal without leading zeros ("010.0.0.1" is rejected by isIPv4, as it is ambiguous);
  *   IPv6 → RFC 5952 (lowercase, no leading zeros, the longest run of two or more zero groups as "::");
- *   IPv4-mapped IPv6 (::ffff:a.b.c.d) → the IPv4 address itself: it is the same host.
+ *   IPv4-mapped IPv6 (::ffff:a.b.c.d) → the IPv4 address itself: it is the same host;
+ *   IPv4-compatible IPv6 (::a.b.c.d, deprecated by RFC 4291 §2.5.5.1 but still printed by some stacks) → the IPv4
+ *   address too, when its first octet is not 0: that excludes :: and ::1 (unspecified, loopback), which are not
+ *   IPv4 hosts, and the rest of ::/104, which no IPv4 host uses. The notation does not matter: ::cb00:711d folds
+ *   like ::203.0.113.29.
  * Returns null for anything else, including zone ids ("fe80::1%eth0"), which name an interface, not a host.
  */
 export function canonicalizeIp(text: string): string | null {
@@ -12,7 +16,7 @@ export function canonicalizeIp(text: string): string | null {
   if (!isIPv6(text) || text.includes("%")) return null;
   const groups = parseIPv6(text);
   if (groups === null) return null;
-  if (isIPv4Mapped(groups)) {
+  if (isIPv4Mapped(groups) || isIPv4Compatible(groups)) {
     const hi = groups[6]!;
     const lo = groups[7]!;
     return `${hi >> 8}.${hi & 0xff}.${lo >> 8}.${lo & 0xff}`;
@@ -22,6 +26,10 @@ export function canonicalizeIp(text: string): string | null {
 
 function isIPv4Mapped(groups: number[]): boolean {
   return groups.slice(0, 5).every((g) => g === 0) && groups[5] === 0xffff;
+}
+
+function isIPv4Compatible(groups: number[]): boolean {
+  return groups.slice(0, 6).every((g) => g === 0) && groups[6]! >= 0x100;
 }
 
 /** Eight 16-bit groups of an address that isIPv6 has already accepted. */

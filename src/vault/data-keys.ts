@@ -70,7 +70,7 @@ export class DataKeys {
     const id = randomUUID();
     const g = await this.provider.generateKey({ purpose: "vault", keyId: id }, signal);
     try {
-      await this.pool.query("INSERT INTO masq.data_keys (id, provider, master_key_id, wrapped) VALUES ($1, $2, $3, $4)", [
+      await this.pool.query("SELECT masq.add_data_key($1, $2, $3, $4)", [
         id,
         this.provider.name,
         g.masterKeyId,
@@ -87,14 +87,14 @@ export class DataKeys {
 
 /**
  * Unwraps the data keys with these ids (for unmask, replay and rotation): one provider call per distinct key.
- * Needs SELECT on masq.data_keys.wrapped, which only masq_unmask (and the owner) has.
+ * Through masq.wrapped_data_keys, which only masq_unmask (and the owner) may execute.
  */
 export async function loadDataKeys(pool: pg.Pool, provider: KeyProvider, ids: Iterable<string>, signal?: AbortSignal): Promise<Map<string, Uint8Array>> {
   const wanted = [...new Set(ids)];
   const out = new Map<string, Uint8Array>();
   if (wanted.length === 0) return out;
   const { rows } = await pool.query<{ id: string; master_key_id: string; wrapped: Buffer }>(
-    "SELECT id, master_key_id, wrapped FROM masq.data_keys WHERE id = ANY($1::uuid[])",
+    "SELECT id, master_key_id, wrapped FROM masq.wrapped_data_keys($1::uuid[])",
     [wanted],
   );
   for (const r of rows) out.set(r.id, await provider.unwrap(r.wrapped, r.master_key_id, { purpose: "vault", keyId: r.id }, signal));

@@ -3,7 +3,7 @@
  * environment or a file). Nothing else in masq knows which one is in use; both wrap keys in an envelope that is
  * bound to an encryption context, so a wrapped key copied to another row or purpose does not unwrap.
  */
-export type KeyPurpose = "vault" | "pseudonym";
+export type KeyPurpose = "vault" | "pseudonym" | "audit";
 
 /** What a wrapped key is for, and which key it is. Both providers bind it: unwrapping needs the same context. */
 export interface KeyContext {

@@ -40,13 +40,24 @@ export async function activePseudonymKey(pool: pg.Pool, provider: KeyProvider, o
   return unwrapPseudonymKey(row, provider, override, signal);
 }
 
-/** Any version still usable (active or retiring), for rotation, which reads under the old key and writes under the new. */
-export async function pseudonymKeyVersion(pool: pg.Pool, provider: KeyProvider, version: number, signal?: AbortSignal): Promise<PseudonymKey> {
-  const { rows } = await query<KeyRow>(pool, "SELECT version, state, provider, master_key_id, wrapped, fingerprint FROM masq.pseudonym_keys WHERE version = $1", [version]);
+/**
+ * Any version still usable (active or retiring): for rotation, which reads under the old key and writes under the
+ * new, and for the check every reveal makes that a value is its pseudonym's. `override` (MASQ_PSEUDONYM_KEY) is
+ * used for the version it is the key of.
+ */
+export async function pseudonymKeyVersion(pool: pg.Pool, provider: KeyProvider, version: number, signal?: AbortSignal, override?: Uint8Array): Promise<PseudonymKey> {
+  const { rows } = await query<KeyRow>(pool, `SELECT ${KEY_COLUMNS} FROM masq.pseudonym_keys WHERE version = $1`, [version]);
   const row = rows[0];
   if (row === undefined || row.state === "retired") throw new FatalError(`pseudonym key version ${version} does not exist or was retired`);
-  return unwrapPseudonymKey(row, provider, undefined, signal);
+  const given = override !== undefined && pseudonymKeyFingerprint(override) === row.fingerprint ? override : undefined;
+  return unwrapPseudonymKey(row, provider, given, signal);
 }
+
+/**
+ * The columns of a key row; the wrapped key itself comes through masq.pseudonym_key_wrapped (no role but the owner
+ * reads masq.pseudonym_keys.wrapped directly).
+ */
+const KEY_COLUMNS = "version, state, provider, master_key_id, masq.pseudonym_key_wrapped(version) AS wrapped, fingerprint";
 
 async function unwrapPseudonymKey(row: KeyRow, provider: KeyProvider, override: Uint8Array | undefined, signal?: AbortSignal): Promise<PseudonymKey> {
   if (override !== undefined) {
@@ -71,7 +82,7 @@ async function unwrapPseudonymKey(row: KeyRow, provider: KeyProvider, override: 
 }
 
 async function readActive(pool: pg.Pool): Promise<KeyRow | undefined> {
-  const { rows } = await query<KeyRow>(pool, "SELECT version, state, provider, master_key_id, wrapped, fingerprint FROM masq.pseudonym_keys WHERE state = 'active'");
+  const { rows } = await query<KeyRow>(pool, `SELECT ${KEY_COLUMNS} FROM masq.pseudonym_keys WHERE state = 'active'`);
   return rows[0];
 }
 
@@ -81,7 +92,7 @@ async function createFirst(pool: pg.Pool, provider: KeyProvider, override: Uint8
   try {
     await client.query("SELECT pg_advisory_lock(hashtext('masq.pseudonym_keys'))");
     try {
-      const again = await client.query<KeyRow>("SELECT version, state, provider, master_key_id, wrapped, fingerprint FROM masq.pseudonym_keys WHERE state = 'active'");
+      const again = await client.query<KeyRow>(`SELECT ${KEY_COLUMNS} FROM masq.pseudonym_keys WHERE state = 'active'`);
       if (again.rows[0] !== undefined) return again.rows[0];
       const any = await client.query("SELECT 1 FROM masq.pseudonym_keys LIMIT 1");
       if ((any.rowCount ?? 0) > 0) throw new FatalError("masq.pseudonym_keys has no active key (an interrupted rotation?); run `masq rotate pseudonym-key --resume`");
@@ -102,14 +113,14 @@ async function createFirst(pool: pg.Pool, provider: KeyProvider, override: Uint8
         row = { version: 1, state: "active", provider: provider.name, master_key_id: g.masterKeyId, wrapped: Buffer.from(g.wrapped), fingerprint: pseudonymKeyFingerprint(g.plaintext) };
         g.plaintext.fill(0);
       }
-      await client.query("INSERT INTO masq.pseudonym_keys (version, state, provider, master_key_id, wrapped, fingerprint) VALUES ($1, $2, $3, $4, $5, $6)", [
-        row.version,
-        row.state,
+      // Through the narrow function: the ingest role can create version 1 on an empty table, nothing else.
+      const made = await client.query<{ ok: boolean }>("SELECT masq.create_first_pseudonym_key($1, $2, $3, $4) AS ok", [
         row.provider,
         row.master_key_id,
         row.wrapped,
         row.fingerprint,
       ]);
+      if (made.rows[0]?.ok !== true) throw new FatalError("masq.pseudonym_keys gained a key while masq created the first one; start masq again");
       return row;
     } finally {
       await client.query("SELECT pg_advisory_unlock(hashtext('masq.pseudonym_keys'))");

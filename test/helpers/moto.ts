@@ -25,11 +25,12 @@ export interface Moto {
   stop(): Promise<void>;
 }
 
-export async function startMoto(): Promise<Moto> {
+/** `env` reaches moto's server: INITIAL_NO_AUTH_ACTION_COUNT=n, say, makes it enforce IAM after n requests. */
+export async function startMoto(opts: { env?: Record<string, string> } = {}): Promise<Moto> {
   const cmd = motoCommand();
   if (cmd === null) throw new Error("moto_server not installed");
   const port = await freePort();
-  const child: ChildProcess = spawn(cmd[0]!, ["-H", "127.0.0.1", "-p", String(port)], { stdio: "ignore" });
+  const child: ChildProcess = spawn(cmd[0]!, ["-H", "127.0.0.1", "-p", String(port)], { stdio: "ignore", env: { ...process.env, ...opts.env } });
   const endpoint = `http://127.0.0.1:${port}`;
   const until = Date.now() + 30_000;
   for (;;) {

@@ -27,6 +27,7 @@ export const FAST: PipelineConfig = {
   batchWaitMs: 100,
   receivers: 4,
   maxInFlight: 2000,
+  maxInFlightBytes: 32 * 1024 * 1024,
   writers: 2,
   waitTimeSeconds: 1,
   visibilityTimeoutSeconds: 10,

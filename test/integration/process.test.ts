@@ -6,6 +6,7 @@ import { SqsSource } from "../../src/source/sqs-source.ts";
 import { masqEnv, spawnMasq } from "../helpers/masq-process.ts";
 import { startTcpProxy } from "../helpers/tcp-proxy.ts";
 import { expectedCounts, tableCounts, uniqueEvents, waitFor } from "../helpers/pipeline.ts";
+import { stopStrandsNothing } from "../helpers/stop-scenario.ts";
 
 const fx = usePipelineFixture();
 
@@ -64,6 +65,13 @@ describe("masq as a process", () => {
     const counts = await new SqsSource(fx.sqs.client, queueUrl).counts();
     assert.equal(counts.visible + counts.inFlight, events.length - committed);
     await drainAndCheck(env, events);
+  });
+
+  test("a graceful stop strands nothing: right after SIGTERM no message waits out a visibility timeout (fauxqs)", async () => {
+    await fx.reset();
+    const queueUrl = fx.sqs.newQueue();
+    const env = masqEnv({ queueUrl, sqsEndpoint: fx.sqs.endpoint, databaseUrl: fx.pgdb.url, extra: { MASQ_BATCH_WAIT_MS: "50" } });
+    await stopStrandsNothing({ db: fx.db, client: fx.sqs.client, queueUrl, env, seed: 34 });
   });
 
   test("a second signal exits at once, even while a graceful stop cannot finish; nothing is lost", async () => {

@@ -8,7 +8,7 @@ import { sendBodies } from "../../src/demo/send-events.ts";
 import type { SyntheticEvent } from "../../src/demo/synthetic.ts";
 import { ConfigError } from "../../src/errors.ts";
 import { createLogger } from "../../src/log.ts";
-import { redactBody } from "../../src/mask/mask-event.ts";
+import { redactBody } from "../../src/mask/redact-body.ts";
 import type { Pseudonymizer } from "../../src/mask/pseudonymize.ts";
 import { rotatePseudonymKey, type RotatePseudonymKeyOptions } from "../../src/rotation/rotate-pseudonym-key.ts";
 import type { RotationPhase } from "../../src/rotation/rotation-state.ts";
@@ -471,7 +471,7 @@ describe("key rotation", () => {
 
     const dry = spawnMasq(["rotate", "master-key", "--dry-run"], env({ MASQ_MASTER_KEY: newHex, MASQ_MASTER_KEY_PREVIOUS: TEST_MASTER_KEY_HEX }));
     assert.equal((await dry.exited).code, 0, dry.lines.join("\n"));
-    assert.ok(dry.lines.some((l) => l.startsWith(`would re-wrap ${stored - 1} data key(s) and 1 pseudonym key(s) under ${localMasterKeyId(newMaster)}`)), dry.lines.join("\n"));
+    assert.ok(dry.lines.some((l) => l.startsWith(`would re-wrap ${stored - 1} data key(s) and 1 pseudonym key(s) (and the audit key) under ${localMasterKeyId(newMaster)}`)), dry.lines.join("\n"));
     assert.deepEqual(await keysUnder(), [{ master_key_id: localMasterKeyId(TEST_MASTER_KEY), n: stored }]);
 
     const run = spawnMasq(["rotate", "master-key", "--batch-size", "2"], env({ MASQ_MASTER_KEY: newHex, MASQ_MASTER_KEY_PREVIOUS: TEST_MASTER_KEY_HEX }));

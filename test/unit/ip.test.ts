@@ -37,6 +37,13 @@ const cases: [input: string, expected: string | null, why: string][] = [
   ["0:0:0:0:0:ffff:1.2.3.4", "1.2.3.4", "IPv4-mapped, written out"],
   ["::ffff:0:0", "0.0.0.0", "IPv4-mapped zero address"],
 
+  ["::203.0.113.29", "203.0.113.29", "IPv4-compatible (deprecated), dotted: the same host as the IPv4 address"],
+  ["::cb00:711d", "203.0.113.29", "IPv4-compatible, hex"],
+  ["0:0:0:0:0:0:203.0.113.29", "203.0.113.29", "IPv4-compatible, written out"],
+  ["::1.0.0.0", "1.0.0.0", "IPv4-compatible, lowest folded address"],
+  ["::0.255.255.255", "::ff:ffff", "::/104 is not IPv4-compatible: no IPv4 host has first octet 0"],
+  ["::2", "::2", "a low ::/96 address stays IPv6"],
+
   ["fe80::1%eth0", null, "a zone id names an interface, not a host"],
   ["fe80::1%1", null, "numeric zone id"],
   ["", null, "empty"],
@@ -64,12 +71,12 @@ describe("canonicalizeIp", () => {
 /**
  * An independent RFC 5952 formatter: the WHATWG URL serializer writes IPv6 hosts in lowercase, without leading
  * zeros, with the first longest run of two or more zero groups as "::". It keeps IPv4-mapped addresses as IPv6
- * ("::ffff:102:304"), which masq maps to the IPv4 address.
+ * ("::ffff:102:304") and IPv4-compatible ones ("::102:304"), which masq maps to the IPv4 address.
  */
 function expectedCanonical(ipv6: string): string {
   const host = new URL(`http://[${ipv6}]/`).hostname.slice(1, -1);
-  const mapped = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(host);
-  if (mapped === null) return host;
+  const mapped = /^::(?:ffff:)?([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(host);
+  if (mapped === null || (!host.startsWith("::ffff:") && parseInt(mapped[1]!, 16) < 0x100)) return host;
   const [hi, lo] = [parseInt(mapped[1]!, 16), parseInt(mapped[2]!, 16)];
   return `${hi >> 8}.${hi & 0xff}.${lo >> 8}.${lo & 0xff}`;
 }
@@ -90,7 +97,7 @@ describe("canonicalizeIp properties", () => {
         const canonical = canonicalizeIp(full);
         assert.ok(canonical !== null, `${full} is accepted`);
         assert.equal(canonicalizeIp(canonical), canonical);
-        const mappedToIPv4 = /^0{4}:0{4}:0{4}:0{4}:0{4}:ffff:/i.test(full);
+        const mappedToIPv4 = /^0{4}:0{4}:0{4}:0{4}:0{4}:(ffff:|0{4}:(?!00)[0-9a-f]{4}:)/i.test(full);
         assert.ok(mappedToIPv4 ? isIPv4(canonical) : isIPv6(canonical), `${canonical} is a valid address`);
       }),
     );
@@ -112,7 +119,7 @@ describe("canonicalizeIp properties", () => {
     );
   });
 
-  test("every IPv4 address maps to itself, directly and as an IPv4-mapped IPv6 address", () => {
+  test("every IPv4 address maps to itself, directly, as an IPv4-mapped and as an IPv4-compatible IPv6 address", () => {
     fc.assert(
       fc.property(fc.ipV4(), (ip) => {
         const [a, b, c, d] = ip.split(".").map(Number) as [number, number, number, number];
@@ -120,6 +127,10 @@ describe("canonicalizeIp properties", () => {
         assert.equal(canonicalizeIp(ip), ip);
         assert.equal(canonicalizeIp(`::ffff:${ip}`), ip);
         assert.equal(canonicalizeIp(`::ffff:${hex}`), ip);
+        if (a !== 0) {
+          assert.equal(canonicalizeIp(`::${ip}`), ip);
+          assert.equal(canonicalizeIp(`::${hex}`), ip);
+        }
       }),
     );
   });

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import fc from "fast-check";
-import { MAX_REDACT_DEPTH } from "../../src/mask/mask-event.ts";
+import { MAX_REDACTED_CHARS, REDACTION_LIMITS } from "../../src/mask/redact-body.ts";
 import { createPseudonymizer } from "../../src/mask/pseudonymize.ts";
 import { prepareOutcome } from "../../src/runner/prepare.ts";
 
@@ -9,20 +9,21 @@ const p = createPseudonymizer(new Uint8Array(32).fill(7));
 const at = new Date("2026-11-24T10:00:00Z");
 const prepare = (body: string) => prepareOutcome({ messageId: "m-1", body, sentAt: at, receivedAt: at }, p);
 
-test("a deeply nested body is quarantined without its body instead of crashing the pipeline", () => {
-  for (const depth of [MAX_REDACT_DEPTH + 5, 10_000, 200_000]) {
+test("a deeply nested body is quarantined with a bounded copy instead of crashing the pipeline", () => {
+  for (const depth of [REDACTION_LIMITS.depth + 5, 10_000, 200_000]) {
     for (const body of ["[".repeat(depth) + "]".repeat(depth), `{"ip":"10.0.0.1","a":${"[".repeat(depth)}${"]".repeat(depth)}}`]) {
       const o = prepare(body);
       assert.equal(o.kind, "quarantine");
       if (o.kind !== "quarantine") continue;
-      assert.equal(o.redactedBody, null);
+      assert.ok(o.redactedBody !== null && o.redactedBody.length <= MAX_REDACTED_CHARS);
+      assert.ok(!o.redactedBody.includes("10.0.0.1"));
       assert.equal(o.bodyLength, body.length);
       assert.ok(["not_an_object", "missing_field", "invalid_json"].includes(o.reason), o.reason);
     }
   }
-  // Nesting within the limit keeps the (redacted) body.
-  const shallow = prepare(`{"a":${"[".repeat(10)}"10.0.0.1"${"]".repeat(10)}}`);
-  assert.ok(shallow.kind === "quarantine" && shallow.redactedBody !== null && !shallow.redactedBody.includes("10.0.0.1"));
+  // Nesting within the limit keeps the shape, to the last level.
+  const shallow = prepare(`{"a":${"[".repeat(4)}"10.0.0.1"${"]".repeat(4)}}`);
+  assert.ok(shallow.kind === "quarantine" && shallow.redactedBody === `{"a":${"[".repeat(4)}"[string: 8 chars]"${"]".repeat(4)}}`);
 });
 
 test("prepareOutcome is total: no body whatsoever throws", () => {

@@ -1,11 +1,12 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import fc from "fast-check";
-import { redactBody } from "../../src/mask/mask-event.ts";
+import { MAX_REDACTED_CHARS, REDACTION_LIMITS, redactBody } from "../../src/mask/redact-body.ts";
 import { createPseudonymizer } from "../../src/mask/pseudonymize.ts";
 import { prepareOutcome, type IncomingMessage } from "../../src/runner/prepare.ts";
 import { withoutOriginals, type Outcome } from "../../src/sink/write-batch.ts";
-import { SAMPLE_BODY, sampleWith, TEST_KEY, VECTORS } from "./fixtures.ts";
+import { amplifyingBody, RED_TEAM_BODIES } from "../helpers/red-team.ts";
+import { SAMPLE, SAMPLE_BODY, sampleWith, TEST_KEY, VECTORS } from "./fixtures.ts";
 
 const p = createPseudonymizer(TEST_KEY);
 const ip = (value: string) => `hmac:${p.pseudonymize("ip", value)}`;
@@ -23,80 +24,78 @@ function quarantined(body: string): Quarantined {
   return outcome;
 }
 
-/** Rejected bodies (no app_version), the raw values that must not survive, and the expected redacted copy. */
-const cases: [name: string, body: unknown, raw: string[], redacted: unknown][] = [
+/** Rejected bodies and their expected redacted copy. */
+const cases: [name: string, body: unknown, redacted: unknown][] = [
   [
-    "top-level ip and device_id",
-    { user_id: "u1", ip: "199.172.111.135", device_id: "593-47-5928" },
-    ["199.172.111.135", "593-47-5928"],
-    { user_id: "u1", ip: `hmac:${VECTORS.sampleIp.hmac}`, device_id: `hmac:${VECTORS.sampleDeviceId.hmac}` },
+    "the sample without app_version: allowlisted fields kept, ip and device_id pseudonymised",
+    { ...SAMPLE, app_version: undefined },
+    { user_id: SAMPLE.user_id, device_type: "android", ip: `hmac:${VECTORS.sampleIp.hmac}`, locale: "RU", device_id: `hmac:${VECTORS.sampleDeviceId.hmac}` },
   ],
   [
-    "nested objects",
-    { user_id: "u1", meta: { ip: "10.9.8.7", client: { device_id: "dev-abc-123" } } },
-    ["10.9.8.7", "dev-abc-123"],
-    { user_id: "u1", meta: { ip: ip("10.9.8.7"), client: { device_id: deviceId("dev-abc-123") } } },
-  ],
-  [
-    "arrays",
-    { sessions: [{ ip: "10.0.0.1" }, { device_id: "dev-one-1" }], ip: ["10.0.0.2", "10.0.0.3"], device_id: ["dev-two-2"] },
-    ["10.0.0.1", "dev-one-1", "10.0.0.2", "10.0.0.3", "dev-two-2"],
-    {
-      sessions: [{ ip: ip("10.0.0.1") }, { device_id: deviceId("dev-one-1") }],
-      ip: [ip("10.0.0.2"), ip("10.0.0.3")],
-      device_id: [deviceId("dev-two-2")],
-    },
-  ],
-  [
-    "an object under ip",
-    { ip: { v4: "10.4.4.4", note: "home-router" } },
-    ["10.4.4.4", "home-router"],
-    { ip: { v4: ip("10.4.4.4"), note: ip("home-router") } },
-  ],
-  [
-    "an IP-looking string under an unrelated key",
-    { foo: "10.1.2.3", bar: "2001:DB8::7", baz: "not an ip" },
-    ["10.1.2.3", "2001:DB8::7"],
-    { foo: ip("10.1.2.3"), bar: ip("2001:db8::7"), baz: "not an ip" },
-  ],
-  [
-    "an ip that is not a valid address",
-    { ip: "999.1.2.3.junk" },
-    ["999.1.2.3.junk"],
-    { ip: ip("999.1.2.3.junk") },
+    "an app_version that does not parse is kept: it is what the reason is about",
+    { ...SAMPLE, app_version: "two point three" },
+    { ...SAMPLE, app_version: "two point three", ip: `hmac:${VECTORS.sampleIp.hmac}`, device_id: `hmac:${VECTORS.sampleDeviceId.hmac}` },
   ],
   [
     "a non-canonical ip, masked as the canonical one",
     { ip: " 2001:DB8:0::1 " },
-    ["2001:DB8:0::1"],
     { ip: `hmac:${VECTORS.ipv6.hmac}` },
   ],
+  ["an ip that is not an address still gets a pseudonym", { ip: "999.1.2.3.junk" }, { ip: ip("999.1.2.3.junk") }],
+  ["numbers under ip and device_id", { ip: 3350491015, device_id: 5934759281 }, { ip: ip("3350491015"), device_id: deviceId("5934759281") }],
   [
-    "numeric and boolean values under ip and device_id",
-    { ip: 3350491015, device_id: 5934759281, other: 5934759281, flag: true },
-    ["3350491015"],
-    { ip: ip("3350491015"), device_id: deviceId("5934759281"), other: 5934759281, flag: true },
+    "every other value becomes a marker of its type and length",
+    { note: "hello", n: 5934759281, f: 1.5, ok: true, nothing: null, list: ["a", 1], obj: { k: "vv" } },
+    { note: "[string: 5 chars]", n: "[number: 10 chars]", f: "[number: 3 chars]", ok: true, nothing: null, list: ["[string: 1 chars]", "[number: 1 chars]"], obj: { k: "[string: 2 chars]" } },
   ],
   [
-    "null under ip",
-    { ip: null, device_id: "dev-null-1" },
-    ["dev-null-1"],
-    { ip: null, device_id: deviceId("dev-null-1") },
+    "ip and device_id below the top level are values like any other",
+    { meta: { ip: "10.9.8.7", client: { device_id: "dev-abc-123" } } },
+    { meta: { ip: "[string: 8 chars]", client: { device_id: "[string: 11 chars]" } } },
   ],
-  ["a top-level JSON array of addresses", ["10.1.1.1", "fe80::1", 3], ["10.1.1.1", "fe80::1"], [ip("10.1.1.1"), ip("fe80::1"), 3]],
-  ["a top-level JSON string that is an address", "10.2.2.2", ["10.2.2.2"], ip("10.2.2.2")],
+  [
+    "allowlisted names below the top level are not kept",
+    { meta: { user_id: "u-1", locale: "RU" } },
+    { meta: { user_id: "[string: 3 chars]", locale: "[string: 2 chars]" } },
+  ],
+  [
+    "an allowlisted field longer than its limit is a marker",
+    { user_id: "u".repeat(129), device_type: { nested: "x" } },
+    { user_id: "[string: 129 chars]", device_type: { nested: "[string: 1 chars]" } },
+  ],
+  [
+    "keys that do not look like field names are numbered markers",
+    { "10.1.2.3": 1, "device.id": "x", "ｄｅｖｉｃｅ_id": "y", a12345: 0, plain_key: "z" },
+    { "[key 1: 8 chars]": "[number: 1 chars]", "[key 2: 9 chars]": "[string: 1 chars]", "[key 3: 9 chars]": "[string: 1 chars]", "[key 4: 6 chars]": "[number: 1 chars]", plain_key: "[string: 1 chars]" },
+  ],
+  ["a top-level JSON array", ["10.1.1.1", "fe80::1", 3], ["[string: 8 chars]", "[string: 7 chars]", "[number: 1 chars]"]],
+  ["a top-level JSON string", "10.2.2.2", "[string: 8 chars]"],
 ];
 
 describe("prepareOutcome of a rejected body", () => {
-  for (const [name, body, raw, redacted] of cases) {
+  for (const [name, body, redacted] of cases) {
     test(`redacts ${name}`, () => {
       const outcome = quarantined(JSON.stringify(body));
       assert.ok(outcome.redactedBody !== null);
-      for (const value of raw) assert.ok(!outcome.redactedBody.includes(value), `${value} survived: ${outcome.redactedBody}`);
-      assert.ok(!JSON.stringify(withoutOriginals(outcome)).includes(raw[0]!));
+      assert.deepEqual(JSON.parse(outcome.redactedBody), redacted);
       // The original stays in memory for the vault, which stores it encrypted.
       assert.equal(outcome.originalBody, JSON.stringify(body));
-      assert.deepEqual(JSON.parse(outcome.redactedBody), redacted);
+      assert.equal(withoutOriginals(outcome).kind === "quarantine" && (withoutOriginals(outcome) as Quarantined).originalBody, null);
+    });
+  }
+
+  for (const { name, body, secrets } of RED_TEAM_BODIES) {
+    test(`keeps nothing of the red-team body: ${name}`, () => {
+      const outcome = quarantined(body);
+      assert.equal(outcome.reason, "missing_field");
+      const stored = JSON.stringify(withoutOriginals(outcome));
+      for (const secret of secrets) {
+        for (const spelling of [secret, secret.toLowerCase(), secret.toUpperCase(), JSON.stringify(secret).slice(1, -1)]) {
+          assert.ok(!stored.includes(spelling), `${spelling} survived: ${outcome.redactedBody}`);
+        }
+      }
+      // The allowlisted fields are still there to show whose event it was.
+      assert.equal((JSON.parse(outcome.redactedBody!) as { user_id: string }).user_id, "rt-user");
     });
   }
 
@@ -142,69 +141,131 @@ describe("prepareOutcome of a valid body", () => {
   });
 });
 
-describe("redaction properties", () => {
-  /**
-   * A PII value: random text of at least 6 characters, or a real address. Pure lowercase hex is left out, as it could
-   * occur inside a pseudonym by chance, which would not be a leak.
-   */
-  const pii = fc
-    .oneof(fc.string({ minLength: 6 }), fc.string({ unit: "binary", minLength: 6 }), fc.ipV4(), fc.ipV6())
-    .filter((s) => s.length >= 6 && !/^[0-9a-f:]+$/.test(s));
-
-  /** Values that cannot contain a PII value: short numbers, booleans, null and fixed words. */
-  const filler = fc.oneof(fc.integer({ min: 0, max: 99 }), fc.boolean(), fc.constant(null), fc.constantFrom("android", "RU", "2.3.0"));
-
-  const body = fc.record({
-    ip: pii,
-    device_id: pii,
-    user_id: filler,
-    nested: fc.record({ ip: pii, extra: filler }),
-    list: fc.array(fc.record({ device_id: pii, n: filler }), { maxLength: 3 }),
-    ips: fc.record({ ip: fc.array(pii, { maxLength: 3 }) }),
-  });
-
-  function piiValues(b: { ip: string; device_id: string; nested: { ip: string }; list: { device_id: string }[]; ips: { ip: string[] } }) {
-    return [b.ip, b.device_id, b.nested.ip, ...b.list.map((x) => x.device_id), ...b.ips.ip];
+describe("bounded redaction of hostile bodies", () => {
+  const hostile: [string, string][] = [
+    ['~1 MiB of "1:: "', amplifyingBody("colons", 1 << 20, "v6-0")],
+    ['256 KiB of "1:: "', amplifyingBody("colons", 256 << 10, "v6-0")],
+    ['256 KiB of "1.1.1.1."', amplifyingBody("dots", 256 << 10, "v4-0")],
+    ["a wide array", JSON.stringify({ user_id: "w", a: Array.from({ length: 100_000 }, () => 1) })],
+    ["a wide object", JSON.stringify(Object.fromEntries(Array.from({ length: 50_000 }, (_, i) => [`k${i}`, "1.2.3.4"])))],
+    ["a deep array", "[".repeat(100_000) + "]".repeat(100_000)],
+    ["a deep object", '{"a":'.repeat(10_000) + "1" + "}".repeat(10_000)],
+    ["many long keys", JSON.stringify(Object.fromEntries(Array.from({ length: 300 }, (_, i) => [`${i}:`.padEnd(3000, "x"), "y".repeat(3000)])))],
+  ];
+  for (const [name, body] of hostile) {
+    test(`${name}: quarantined with a copy under ${MAX_REDACTED_CHARS} characters`, () => {
+      const outcome = quarantined(body);
+      assert.ok(outcome.redactedBody !== null);
+      assert.ok(outcome.redactedBody.length <= MAX_REDACTED_CHARS, `${outcome.redactedBody.length} characters`);
+      assert.equal(outcome.originalBody, body, "the original is kept whole, for the vault");
+    });
   }
 
-  test("no raw ip or device_id survives in a redacted body", () => {
+  test("a wide object says how many keys were left out, and its first keys are shown", () => {
+    const body = Object.fromEntries(Array.from({ length: 500 }, (_, i) => [`k${i}`, i]));
+    const out = redactBody(body, p) as Record<string, unknown>;
+    assert.equal(out.k0, "[number: 1 chars]");
+    assert.equal(out["[more]"], `${500 - REDACTION_LIMITS.perContainer} more keys`);
+  });
+});
+
+/** Every string a redacted copy holds is one of these, or a kept value or a shown key (checked separately). */
+const MARKER = /^(\[(string|number): \d+ chars\]|\[(array: \d+ items|object: \d+ keys)\]|\[\d+ more items\]|\d+ more keys|\[key \d+: \d+ chars\]|\[more\]|hmac:[0-9a-f]{64})$/;
+const KEPT_FIELDS = new Set(["user_id", "device_type", "locale", "app_version"]);
+
+/** Checks that `out` holds no string or number of `input` except what the allowlist keeps. */
+function assertOnlyAllowed(input: unknown, out: unknown, top: boolean): void {
+  const walk = (v: unknown, keyOk: (k: string) => boolean): void => {
+    if (typeof v === "string") assert.match(v, MARKER);
+    else if (typeof v === "number") assert.fail(`a number survived: ${v}`);
+    else if (Array.isArray(v)) v.forEach((x) => walk(x, keyOk));
+    else if (v !== null && typeof v === "object") {
+      for (const [k, x] of Object.entries(v)) {
+        assert.ok(MARKER.test(k) || (/^[A-Za-z_][A-Za-z0-9_]{0,39}$/.test(k) && keyOk(k)), `key ${JSON.stringify(k)} survived`);
+        walk(x, keyOk);
+      }
+    }
+  };
+  const inputKeys = new Set<string>();
+  const collect = (v: unknown): void => {
+    if (Array.isArray(v)) v.forEach(collect);
+    else if (v !== null && typeof v === "object") {
+      for (const [k, x] of Object.entries(v)) {
+        inputKeys.add(k);
+        collect(x);
+      }
+    }
+  };
+  collect(input);
+  if (top && input !== null && typeof input === "object" && !Array.isArray(input) && out !== null && typeof out === "object") {
+    for (const [k, x] of Object.entries(out as Record<string, unknown>)) {
+      if (KEPT_FIELDS.has(k) && (typeof x === "number" || (typeof x === "string" && !MARKER.test(x)))) {
+        assert.equal(x, (input as Record<string, unknown>)[k], `${k} is kept as it was`);
+        continue;
+      }
+      assert.ok(MARKER.test(k) || inputKeys.has(k), `key ${JSON.stringify(k)} survived`);
+      walk(x, (key) => inputKeys.has(key));
+    }
+    return;
+  }
+  walk(out, (key) => inputKeys.has(key));
+}
+
+describe("redaction properties", () => {
+  const anyKey = fc.oneof(fc.string(), fc.string({ unit: "binary" }), fc.constantFrom("user_id", "device_type", "locale", "app_version", "ip", "device_id", "__proto__", "constructor"));
+  const anyJson = fc.letrec((tie) => ({
+    value: fc.oneof(
+      { depthSize: "small" },
+      fc.string({ unit: "binary" }),
+      fc.ipV4(),
+      fc.ipV6(),
+      fc.double(),
+      fc.integer(),
+      fc.boolean(),
+      fc.constant(null),
+      fc.array(tie("value"), { maxLength: 5 }),
+      fc.dictionary(anyKey, tie("value"), { maxKeys: 6, noNullPrototype: true }),
+    ),
+  })).value;
+  const body = fc.oneof(anyJson, fc.dictionary(anyKey, anyJson, { maxKeys: 10, noNullPrototype: true }));
+
+  test("nothing of the input survives but allowlisted values, field-name keys, pseudonyms and markers", () => {
     fc.assert(
       fc.property(body, (b) => {
-        const outcome = quarantined(JSON.stringify(b)); // no app_version: always rejected
-        const out = outcome.redactedBody;
-        assert.ok(out !== null);
-        for (const value of piiValues(b)) {
-          assert.ok(!out.includes(value), `raw ${JSON.stringify(value)} in ${out}`);
-          assert.ok(!out.includes(JSON.stringify(value)), `escaped ${JSON.stringify(value)} in ${out}`);
-        }
-        assert.equal((out.match(/"hmac:[0-9a-f]{64}"/g) ?? []).length, piiValues(b).length);
+        const json = JSON.parse(JSON.stringify(b) ?? "null") as unknown;
+        const out = JSON.parse(JSON.stringify(redactBody(json, p))) as unknown;
+        assertOnlyAllowed(json, out, true);
       }),
+      { numRuns: 500 },
     );
   });
 
-  test("PII under other spellings of its key, and addresses inside free text or in keys, are redacted", () => {
-    const body = { deviceId: "593-47-5928", "IP-Address": "199.172.111.135", note: "login from 10.1.2.3 via 2001:db8::1", "8.8.8.8": 1, __proto__x: 1 };
-    const out = JSON.stringify(redactBody(body, p));
-    for (const raw of ["593-47-5928", "199.172.111.135", "10.1.2.3", "2001:db8::1", "8.8.8.8"]) assert.ok(!out.includes(raw), `raw ${raw} in ${out}`);
-    assert.ok(out.includes(`login from hmac:${p.pseudonymize("ip", "10.1.2.3")} via hmac:${p.pseudonymize("ip", "2001:db8::1")}`));
-    assert.deepEqual(redactBody(JSON.parse('{"__proto__":"x","constructor":"y"}'), p), JSON.parse('{"__proto__":"x","constructor":"y"}'));
-  });
-
-  test("redactBody leaves values other than addresses, under other keys, unchanged", () => {
-    // Keys that name PII in any spelling (IP, deviceId, ip-address…) and keys that hold an address are redacted by
-    // design, so they are left out here; keys Object.prototype also has ("constructor", "__proto__") are kept in.
-    const piiSpelling = /^(ip|ipaddress|ipaddr|clientip|remoteip|sourceip|deviceid)$/;
-    const other = fc.dictionary(
-      fc.oneof(fc.string(), fc.constantFrom("constructor", "toString", "__proto__", "hasOwnProperty")).filter(
-        (k) => !piiSpelling.test(k.toLowerCase().replace(/[\s_-]/g, "")) && !/[.:]/.test(k),
-      ),
-      fc.oneof(fc.integer(), fc.boolean(), fc.constant(null), fc.string({ unit: "binary" }).filter((s) => !/[.:]/.test(s))),
-      { noNullPrototype: true },
-    );
+  test("no string of the input survives unless it is an allowlisted top-level value or a field-name key", () => {
+    const secret = fc.string({ unit: "binary", minLength: 6 }).filter((s) => !/^[A-Za-z0-9_ :.[\]-]*$/.test(s));
     fc.assert(
-      fc.property(other, (o) => {
-        assert.deepEqual(redactBody(o, p), o);
+      fc.property(fc.array(fc.tuple(anyKey, secret), { maxLength: 8 }), fc.array(secret, { maxLength: 4 }), (pairs, list) => {
+        const input: Record<string, unknown> = { ...Object.fromEntries(pairs), nested: { list, deep: [{ v: list[0] ?? null }] } };
+        const out = JSON.stringify(redactBody(JSON.parse(JSON.stringify(input)), p));
+        const kept = [...KEPT_FIELDS].map((k) => input[k]).filter((v): v is string => typeof v === "string");
+        for (const [k, v] of pairs) {
+          if (kept.some((x) => x.includes(v))) continue;
+          assert.ok(!out.includes(JSON.stringify(v).slice(1, -1)), `value ${JSON.stringify(v)} under ${JSON.stringify(k)} survived`);
+        }
+        for (const v of list) if (!kept.some((x) => x.includes(v))) assert.ok(!out.includes(JSON.stringify(v).slice(1, -1)), `value ${JSON.stringify(v)} survived`);
       }),
+      { numRuns: 300 },
+    );
+  });
+
+  test("the copy is never longer than MAX_REDACTED_CHARS", () => {
+    const long = fc.string({ unit: "binary", minLength: 0, maxLength: 400 });
+    const wide = fc.dictionary(long, fc.oneof(long, fc.array(long, { maxLength: 80 })), { maxKeys: 120, noNullPrototype: true });
+    fc.assert(
+      fc.property(fc.oneof(wide, fc.array(wide, { maxLength: 4 })), (b) => {
+        const out = JSON.stringify(redactBody(JSON.parse(JSON.stringify(b)), p));
+        assert.ok(out.length <= MAX_REDACTED_CHARS, `${out.length} characters`);
+      }),
+      { numRuns: 100 },
     );
   });
 });

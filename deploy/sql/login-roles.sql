@@ -1,0 +1,27 @@
+-- Login roles for masq (SECURITY.md, "Roles"). Run once as the schema owner, after `masq migrate`, with psql:
+--
+--   psql "$OWNER_DATABASE_URL" -v ON_ERROR_STOP=1 \
+--     -v service_role=masq_service -v service_password="$(openssl rand -hex 24)" \
+--     -v person_role=alice         -v person_password="$(openssl rand -hex 24)" \
+--     -v table=public.user_logins \
+--     -f deploy/sql/login-roles.sql
+--
+-- masq_ingest and masq_unmask (made by migration 003) cannot log in: they hold the rights, these logins hold them.
+-- A test (test/integration/roles.test.ts) runs this file and then works as each login.
+
+-- The ingestion service: `masq run` (and `masq status`). Write-only on the table.
+CREATE ROLE :"service_role" LOGIN PASSWORD :'service_password';
+GRANT masq_ingest TO :"service_role";
+GRANT INSERT ON TABLE :table TO masq_ingest;
+
+-- A person who may recover values: `masq unmask`, `masq pseudonym`, `masq audit list|verify|checkpoint`.
+-- SELECT on the table is for `masq unmask --user-id/--from/--to`.
+CREATE ROLE :"person_role" LOGIN PASSWORD :'person_password';
+GRANT masq_unmask TO :"person_role";
+GRANT SELECT ON TABLE :table TO masq_unmask;
+
+-- `masq quarantine replay` reads originals (masq_unmask) and writes as ingestion does (masq_ingest). For a person
+-- who replays, add:
+--   GRANT masq_ingest TO alice;
+-- If CONNECT on the database was revoked from PUBLIC, also:
+--   GRANT CONNECT ON DATABASE analytics TO masq_service, alice;

@@ -1,0 +1,126 @@
+import { openAuditKey } from "../audit/audit-key.ts";
+import { AUDIT_COLUMNS, type AuditRow } from "../audit/audit-row.ts";
+import { formatCheckpoint, parseCheckpoint, verifyAudit } from "../audit/verify-audit.ts";
+import { readDatabaseUrl, readKeyConfig } from "../config.ts";
+import { ConfigError, describeError } from "../errors.ts";
+import { createDb, type Db } from "../sink/db.ts";
+import { createKeyProvider } from "../vault/key-provider-from-config.ts";
+import type { KeyProvider } from "../vault/key-provider.ts";
+
+/**
+ * `masq audit list [--limit N] [--json]`: the trail, newest first. Who acted as the server recorded it (login role,
+ * role in effect); what the client reported of itself is shown apart.
+ */
+export async function auditListCommand(flags: Record<string, unknown>): Promise<number> {
+  const limit = typeof flags.limit === "number" ? flags.limit : 50;
+  return withDb(flags, async (db) => {
+    const { rows } = await db.pool.query<AuditRow>(`SELECT ${AUDIT_COLUMNS} FROM masq.audit ORDER BY seq DESC LIMIT $1`, [limit]);
+    if (flags.json === true) {
+      const out = rows.map((r) => ({
+        seq: Number(r.seq),
+        at: r.at,
+        action: r.action,
+        loginRole: r.login_role,
+        effectiveRole: r.effective_role,
+        clientReported: JSON.parse(r.client_reported) as unknown,
+        reason: r.reason,
+        selector: JSON.parse(r.selector) as unknown,
+        subjects: r.subjects,
+        valueCount: r.value_count,
+        sealed: r.mac !== null,
+      }));
+      process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
+      return 0;
+    }
+    if (rows.length === 0) {
+      process.stdout.write("the audit trail is empty\n");
+      return 0;
+    }
+    for (const r of rows) {
+      const as = r.effective_role === r.login_role ? r.login_role : `${r.login_role} (as ${r.effective_role})`;
+      const client = Object.entries(JSON.parse(r.client_reported) as Record<string, unknown>).map(([k, v]) => `${k}=${String(v)}`);
+      process.stdout.write(
+        `${r.seq.padStart(6)}  ${r.at}  ${r.action.padEnd(20)} ${as}  ${r.value_count} value(s)  reason: ${JSON.stringify(r.reason)}` +
+          `${client.length > 0 ? `  client-reported: ${client.join(", ")}` : ""}${r.mac === null ? "  [from before the chain]" : ""}\n`,
+      );
+    }
+    return 0;
+  });
+}
+
+/**
+ * `masq audit verify [--against <checkpoint>]`: recomputes every MAC of the trail with the audit key (which needs the
+ * master key). Exit 0 with the number of rows checked; exit 1 naming the first row changed, removed or reordered,
+ * or, with a checkpoint, when rows were cut from the end since it was taken.
+ */
+export async function auditVerifyCommand(flags: Record<string, unknown>): Promise<number> {
+  const against = typeof flags.against === "string" ? parseCheckpoint(flags.against) : undefined;
+  if (typeof flags.against === "string" && against === undefined) {
+    throw new ConfigError("--against", "must be a checkpoint as `masq audit checkpoint` prints it: masq-audit:<row>:<64 hex digits>");
+  }
+  return withKeys(flags, async (db, provider) => {
+    const key = await openAuditKey(db.pool, provider);
+    try {
+      const r = await verifyAudit(db.pool, key, against);
+      if (!r.ok) {
+        process.stderr.write(`masq: the audit trail does not verify: ${r.problem}\n`);
+        return 1;
+      }
+      const legacy = r.legacy > 0 ? `; ${r.legacy} row(s) from before the chain began (migration 005) carry no MAC and are not covered` : "";
+      const cut = against === undefined ? "" : `; nothing was cut since checkpoint row ${against.seq}`;
+      process.stdout.write(`audit trail verified: ${r.checked} row(s) checked${cut}${legacy}\n`);
+      return 0;
+    } finally {
+      key.key.fill(0);
+    }
+  });
+}
+
+/**
+ * `masq audit checkpoint`: the head of the trail (its last row and that row's MAC), verified first. Keep it outside
+ * the database (a ticket, a log, a SIEM): `verify --against` it later proves that no row up to it was removed.
+ */
+export async function auditCheckpointCommand(flags: Record<string, unknown>): Promise<number> {
+  return withKeys(flags, async (db, provider) => {
+    const key = await openAuditKey(db.pool, provider);
+    try {
+      const r = await verifyAudit(db.pool, key);
+      if (!r.ok) {
+        process.stderr.write(`masq: no checkpoint: the audit trail does not verify: ${r.problem}\n`);
+        return 1;
+      }
+      if (r.head === undefined) {
+        process.stderr.write("masq: the audit trail has no sealed row yet: nothing to checkpoint\n");
+        return 1;
+      }
+      process.stdout.write(`${formatCheckpoint(r.head)}\n`);
+      return 0;
+    } finally {
+      key.key.fill(0);
+    }
+  });
+}
+
+async function withDb(flags: Record<string, unknown>, fn: (db: Db) => Promise<number>): Promise<number> {
+  const db = createDb({ databaseUrl: readDatabaseUrl(flags, process.env), poolSize: 2 });
+  try {
+    return await fn(db);
+  } catch (err) {
+    if (err instanceof ConfigError) throw err;
+    const text = describeError(err);
+    const hint = /permission denied/.test(text) ? ": reading the audit trail needs the masq_unmask role (or the schema owner)" : "";
+    process.stderr.write(`masq: ${text}${hint}\n`);
+    return 1;
+  } finally {
+    await db.close().catch(() => undefined);
+  }
+}
+
+async function withKeys(flags: Record<string, unknown>, fn: (db: Db, provider: KeyProvider) => Promise<number>): Promise<number> {
+  const provider = createKeyProvider(readKeyConfig(process.env));
+  try {
+    return await withDb(flags, (db) => fn(db, provider));
+  } finally {
+    provider.close();
+  }
+}

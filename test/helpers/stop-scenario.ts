@@ -1,0 +1,42 @@
+import assert from "node:assert/strict";
+import type { SQSClient } from "@aws-sdk/client-sqs";
+import { sendBodies } from "../../src/demo/send-events.ts";
+import type { Db } from "../../src/sink/db.ts";
+import { SqsSource } from "../../src/source/sqs-source.ts";
+import { spawnMasq } from "./masq-process.ts";
+import { expectedCounts, tableCounts, uniqueEvents, waitFor } from "./pipeline.ts";
+
+/**
+ * A graceful stop strands nothing: `masq run` (the service, 20 s long polls, 8 receivers) is stopped with SIGTERM
+ * while it consumes a full queue. Right after it exits, no message may be invisible (each one is deleted or back in
+ * the queue), so a drain started at once finds everything without waiting out the visibility timeout, here 10 min:
+ * a stranded message would hold the drain past the test's timeout.
+ */
+export async function stopStrandsNothing(opts: { db: Db; client: SQSClient; queueUrl: string; env: NodeJS.ProcessEnv; seed: number }): Promise<void> {
+  const events = uniqueEvents(2000, opts.seed);
+  await sendBodies(opts.client, opts.queueUrl, events.map((e) => e.body));
+  const env = { ...opts.env, MASQ_RECEIVERS: "8", MASQ_BATCH_SIZE: "100", MASQ_VISIBILITY_TIMEOUT: "600", MASQ_WAIT_TIME_SECONDS: "20" };
+  const ledger = async () => (await opts.db.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM masq.ingest_ledger")).rows[0]!.n;
+  const service = spawnMasq(["run"], env);
+  await waitFor(async () => (await ledger()) >= 200, 120_000, "the service to commit some batches");
+  service.child.kill("SIGTERM");
+  const { code } = await service.exited;
+  assert.equal(code, 0, service.lines.slice(-10).join("\n"));
+  const committed = await ledger();
+  assert.ok(committed < events.length, "stopped before the queue was empty");
+  const counts = await new SqsSource(opts.client, opts.queueUrl).counts();
+  assert.deepEqual(
+    { visible: counts.visible, inFlight: counts.inFlight },
+    { visible: events.length - committed, inFlight: 0 },
+    "after the stop every message not committed is visible again, none waits out a visibility timeout",
+  );
+
+  const drain = spawnMasq(["run", "--drain"], { ...env, MASQ_WAIT_TIME_SECONDS: "1" });
+  assert.equal((await drain.exited).code, 0, drain.lines.slice(-10).join("\n"));
+  const want = expectedCounts(events);
+  const c = await tableCounts(opts.db);
+  assert.equal(c.rows, want.valid);
+  assert.equal(c.distinctUsers, want.valid);
+  assert.deepEqual(c.quarantine, want.byReason);
+  assert.equal(c.ledger, events.length);
+}

@@ -1,0 +1,101 @@
+import assert from "node:assert/strict";
+import { after, before } from "node:test";
+import { CreateQueueCommand, type SQSClient } from "@aws-sdk/client-sqs";
+import { prepareDatabase } from "../../src/commands/setup.ts";
+import { sendBodies } from "../../src/demo/send-events.ts";
+import { createLogger } from "../../src/log.ts";
+import { createDb, type Db } from "../../src/sink/db.ts";
+import { createSqsClient } from "../../src/source/sqs-client.ts";
+import { SqsSource } from "../../src/source/sqs-source.ts";
+import { startLocalStack, type LocalStack, type LocalStackVersion } from "./localstack.ts";
+import { spawnMasq } from "./masq-process.ts";
+import { expectedCounts, TABLE, tableCounts, TEST_MASTER_KEY_HEX, uniqueEvents } from "./pipeline.ts";
+import { createTestDatabase, type TestDatabase } from "./postgres.ts";
+import { TEST_CREDENTIALS } from "./sqs.ts";
+
+export interface LocalStackFixture {
+  ls: LocalStack;
+  pgdb: TestDatabase;
+  db: Db;
+  /** A Query-protocol client: the one every LocalStack version speaks, to set up queues and read their counts. */
+  sqs: SQSClient;
+  createQueue(name: string): Promise<string>;
+  reset(): Promise<void>;
+}
+
+/** LocalStack of one version and a fresh migrated database, as before/after hooks; nothing starts when `skip` is set. */
+export function useLocalStackFixture(version: LocalStackVersion, skip: string | false): LocalStackFixture {
+  const f = {
+    async createQueue(name: string) {
+      return (await f.sqs.send(new CreateQueueCommand({ QueueName: name }))).QueueUrl!;
+    },
+    async reset() {
+      await f.db.pool.query("TRUNCATE public.user_logins, masq.ingest_ledger, masq.quarantine, masq.vault");
+    },
+  } as LocalStackFixture;
+  before(async () => {
+    if (skip) return;
+    [f.ls, f.pgdb] = await Promise.all([startLocalStack(version), createTestDatabase()]);
+    f.db = createDb({ databaseUrl: f.pgdb.url });
+    await prepareDatabase(f.db, TABLE, { migrate: true, logger: createLogger("silent") });
+    f.sqs = createSqsClient({ region: "us-east-1", endpoint: f.ls.endpoint, credentials: TEST_CREDENTIALS, protocol: "query" });
+  });
+  after(async () => {
+    if (skip) return;
+    f.sqs.destroy();
+    await f.db.close();
+    await f.pgdb.close();
+    await f.ls.stop();
+  });
+  return f;
+}
+
+/**
+ * The README's take-home settings, word for word (no protocol, no endpoint: the queue URL names it), plus the master
+ * key the README exports and the test's database. MASQ_HTTP_PORT=0 only because tests run side by side.
+ */
+export function takeHomeEnv(queueUrl: string, databaseUrl: string): NodeJS.ProcessEnv {
+  return {
+    PATH: process.env.PATH,
+    HOME: process.env.HOME,
+    AWS_ACCESS_KEY_ID: "test",
+    AWS_SECRET_ACCESS_KEY: "test",
+    AWS_REGION: "us-east-1",
+    QUEUE_URL: queueUrl,
+    DATABASE_URL: databaseUrl,
+    MASQ_MASTER_KEY: TEST_MASTER_KEY_HEX,
+    MASQ_HTTP_PORT: "0",
+  };
+}
+
+/** `masq run --drain` as the README writes it, then exact rows, quarantine, ledger, and an empty queue. */
+export async function drainTakeHome(fx: LocalStackFixture, opts: { seed: number; expectProtocol: "json" | "query" }): Promise<void> {
+  await fx.reset();
+  const queueUrl = await fx.createQueue("login-queue");
+  assert.equal(queueUrl, fx.ls.queueUrl("login-queue"), "LocalStack names the queue as the take-home stack does");
+  const events = uniqueEvents(600, opts.seed);
+  await sendBodies(fx.sqs, queueUrl, events.map((e) => e.body));
+
+  const run = spawnMasq(["run", "--drain"], takeHomeEnv(queueUrl, fx.pgdb.url));
+  const { code } = await run.exited;
+  assert.equal(code, 0, run.lines.slice(-15).join("\n"));
+  assert.ok(
+    run.lines.some((l) => l.includes(`"msg":"SQS protocol: ${opts.expectProtocol}"`) && l.includes('"setting":"detected"')),
+    `logs the detected protocol once:\n${run.lines.filter((l) => l.includes("protocol")).join("\n")}`,
+  );
+  assert.equal(run.lines.filter((l) => l.includes('"msg":"SQS protocol:')).length, 1);
+
+  const want = expectedCounts(events);
+  const c = await tableCounts(fx.db);
+  assert.equal(c.rows, want.valid, "every valid message is a row");
+  assert.equal(c.distinctUsers, want.valid, "none twice");
+  assert.deepEqual(c.quarantine, want.byReason, "every malformed one quarantined under its reason");
+  assert.equal(c.ledger, events.length);
+  const users = await fx.db.pool.query<{ user_id: string }>("SELECT user_id FROM public.user_logins ORDER BY user_id COLLATE \"C\"");
+  const expectedUsers = events.flatMap((e) => (e.expectedReason === null ? [(JSON.parse(e.body) as { user_id: string }).user_id] : [])).sort();
+  assert.deepEqual(
+    users.rows.map((r) => r.user_id),
+    expectedUsers,
+  );
+  assert.deepEqual(await new SqsSource(fx.sqs, queueUrl).counts(), { visible: 0, inFlight: 0, delayed: 0 }, "the queue is empty");
+}

@@ -119,11 +119,11 @@ describe("masq check", () => {
     assert.match(list.get("AWS credentials")!.text, /^no AWS credentials \(AWS_ACCESS_KEY_ID\): .*AWS_PROFILE/);
   });
 
-  test("a queue that does not exist: exit 1", async () => {
+  test("a queue that does not exist: exit 2, naming QUEUE_URL", async () => {
     const r = await runMasq(["check"], { ...env({ MASQ_PSEUDONYM_KEY: "" }), QUEUE_URL: `${fx.sqs.endpoint}/000000000000/no-such-queue` });
-    assert.equal(r.code, 1, r.stdout);
+    assert.equal(r.code, 2, r.stdout);
     const list = assertChecklist(r, Object.fromEntries(NAMES.map((n) => [n, n === "queue" ? "FAIL" : "ok"])));
-    assert.match(list.get("queue")!.text, /NonExistentQueue|does not exist/);
+    assert.match(list.get("queue")!.text, /\(QUEUE_URL\): no such queue/);
   });
 
   test("a database that does not exist: exit 2, naming DATABASE_URL", async () => {

@@ -208,7 +208,7 @@ describe("runtime failures on stderr, in words", () => {
   test("run --drain on a queue that does not exist: one line on stderr, no class name", async () => {
     const e = env({});
     const r = await runMasq(["run", "--drain"], { ...e, QUEUE_URL: `${fx.sqs.endpoint}/000000000000/no-such-queue` });
-    assert.equal(r.code, 1, r.stderr);
+    assert.equal(r.code, 2, r.stderr);
     assertForPeople(r);
     assert.ok(stderrLines(r).length >= 1);
   });

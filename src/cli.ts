@@ -38,7 +38,9 @@ export function buildProgram(): Command {
       .description("consume the queue until SIGTERM/SIGINT (or, with --drain, until it is empty)")
       .option("--drain", "exit 0 once the queue is empty and everything received is committed and deleted")
       .addOption(new Option("--queue-url <url>", "SQS queue URL").env("QUEUE_URL"))
-      .addOption(new Option("--sqs-protocol <protocol>", "json (AWS, current emulators) or query (LocalStack < 3)").env("MASQ_SQS_PROTOCOL").default("json"))
+      .addOption(
+        new Option("--sqs-protocol <protocol>", "auto (ask the endpoint), json (AWS, current emulators) or query (LocalStack < 3)").env("MASQ_SQS_PROTOCOL").default("auto"),
+      )
       .addOption(new Option("--sqs-endpoint <url>", "SQS endpoint override").env("AWS_ENDPOINT_URL_SQS"))
       .addOption(new Option("--batch-size <n>", "rows per Postgres transaction").env("MASQ_BATCH_SIZE").default(1000))
       .addOption(new Option("--batch-wait-ms <ms>", "commit a partial batch after this long").env("MASQ_BATCH_WAIT_MS").default(500))
@@ -62,7 +64,7 @@ export function buildProgram(): Command {
       .command("status")
       .description("one screen: queue depth, rows, today's commits, last commit, quarantine by reason")
       .addOption(new Option("--queue-url <url>", "SQS queue URL (optional here)").env("QUEUE_URL"))
-      .addOption(new Option("--sqs-protocol <protocol>", "json or query").env("MASQ_SQS_PROTOCOL").default("json"))
+      .addOption(new Option("--sqs-protocol <protocol>", "auto, json or query").env("MASQ_SQS_PROTOCOL").default("auto"))
       .addOption(new Option("--sqs-endpoint <url>", "SQS endpoint override").env("AWS_ENDPOINT_URL_SQS"))
       .option("--json", "machine-readable output"),
   ).action(async (_opts, cmd: Command) => finish(await statusCommand(explicit(cmd))));
@@ -210,7 +212,7 @@ function finish(code: number): void {
 
 /**
  * Every failure ends here as one line on stderr, `masq: <what went wrong> (<setting or object>): <what to do>`,
- * with the exit code of docs/exit-codes.md. Commands may log the detail as JSON on stdout as well.
+ * with the exit code of docs/operations.md ("Exit codes"). Commands may log the detail as JSON on stdout as well.
  */
 export async function main(argv: string[]): Promise<void> {
   // Typos in the environment would otherwise pass silently with the default.

@@ -6,7 +6,7 @@
  *   DataError      → the database refused these rows; split the batch and quarantine the offenders.
  *   FatalError     → an invariant is broken (missing table, no permission); stop loudly, delete nothing.
  * Each may carry what a person needs to act (ErrorHelp); errorLine() turns any thrown value into the one line
- * masq prints on stderr, and exitCodeFor() into the exit code docs/exit-codes.md documents.
+ * masq prints on stderr, and exitCodeFor() into the exit code docs/operations.md ("Exit codes") documents.
  */
 
 /** What a person reads: `masq: <what> (<object>): <hint>`. All optional; a message alone still prints. */
@@ -92,7 +92,7 @@ export function describeError(err: unknown): string {
   return String(err);
 }
 
-/** The exit code for a failure (docs/exit-codes.md): 2 configuration or usage, 128+n interrupted, 1 anything else. */
+/** The exit code for a failure (docs/operations.md ("Exit codes")): 2 configuration or usage, 128+n interrupted, 1 anything else. */
 export function exitCodeFor(err: unknown): number {
   if (err instanceof ConfigError) return 2;
   if (err instanceof InterruptedError) return 128 + (err.signal === "SIGINT" ? 2 : 15);

@@ -44,7 +44,7 @@ export function unknownSettingWarnings(env: NodeJS.ProcessEnv): string[] {
     const nearest = nearestSetting(name);
     out.push(
       nearest === undefined
-        ? `masq: warning: unknown setting ignored (${name}): no such setting; README lists them all`
+        ? `masq: warning: unknown setting ignored (${name}): no such setting; docs/configuration.md lists them all`
         : `masq: warning: unknown setting ignored (${name}): did you mean ${nearest}?`,
     );
   }

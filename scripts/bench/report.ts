@@ -43,7 +43,7 @@ function gitInfo(): BenchReport["git"] {
   }
 }
 
-/** The issue's targets, judged from what this run measured. */
+/** masq's performance targets (docs/benchmark.md), judged from what this run measured. */
 function judge(main: ComparisonResult[], latency: LatencyResult | null, scaling: ScalingResult | null): Target[] {
   const targets: Target[] = [];
   if (main.length > 0) {
@@ -223,7 +223,7 @@ export function formatReport(r: BenchReport): string {
     );
   }
   out.push("");
-  out.push("Targets (issue 4):");
+  out.push("Targets:");
   for (const t of r.targets) out.push(`  [${t.verdict}] ${t.target}: ${t.detail}`);
   out.push("");
   out.push(r.ok ? `Correctness: every run exact (rows, duplicates, quarantine, ledger). ${r.durationSeconds.toFixed(0)} s in all.` : "Correctness: FAILED (see above)");

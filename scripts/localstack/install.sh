@@ -15,7 +15,7 @@ cache="${XDG_CACHE_HOME:-$HOME/.cache}"
 versions=("$@")
 [ ${#versions[@]} -gt 0 ] || versions=(2.3.2 2026.3.0)
 
-# Why each pin: see docs/localstack.md. 2.3.2's `[runtime]` extra needs amazon-kclpy, whose build downloads jars,
+# Why each pin: docs/localstack.md. 2.3.2's `[runtime]` extra needs amazon-kclpy, whose build downloads jars,
 # so its runtime dependencies are listed by hand.
 pins_2_3_2=(
   localstack-core==2.3.2 'airspeed-ext>=0.6.1' antlr4-python3-runtime==4.12.0 'apispec>=5.1.1'

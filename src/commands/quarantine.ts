@@ -103,7 +103,7 @@ function renderRecord(r: Record<string, unknown>): string {
   const lines = Object.entries(r)
     .filter(([k]) => k !== "body")
     .map(([k, v]) => `${k.padEnd(15)} ${v instanceof Date ? v.toISOString() : v === null || v === undefined ? "—" : JSON.stringify(v)}`);
-  lines.push(`body (PII replaced by pseudonyms):`, r.body === null ? "  (not kept: the body was not JSON)" : JSON.stringify(r.body, null, 2));
+  lines.push(`body (redacted: only user_id, device_type, locale, app_version kept; ip, device_id as pseudonyms):`, r.body === null ? "  (not kept: the body was not JSON)" : JSON.stringify(r.body, null, 2));
   return `${lines.join("\n")}\n`;
 }
 
@@ -170,7 +170,8 @@ export async function quarantineReplay(flags: Record<string, unknown>): Promise<
       let done = 0;
       for (;;) {
         let q = pending()
-          .select(["message_id", "reason", "body", "sent_at", "received_at", sql<boolean>`body_ciphertext IS NOT NULL`.as("has_original")])
+          // body_data_key_id is set exactly when the original is kept (the ciphertext column is the owner's only).
+          .select(["message_id", "reason", "body", "sent_at", "received_at", sql<boolean>`body_data_key_id IS NOT NULL`.as("has_original")])
           .orderBy("message_id")
           .limit(REPLAY_PAGE);
         if (after !== undefined) q = q.where("message_id", ">", after);

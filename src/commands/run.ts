@@ -36,7 +36,10 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
   let runner: Runner | undefined;
   const signals = onShutdownSignals({
     first: (signal) => {
-      logger.info({ signal }, "shutting down: finishing the current batches (signal again to exit at once)");
+      logger.info(
+        { signal },
+        `shutting down: finishing the current batches and long polls (up to ${config.pipeline.waitTimeSeconds} s; signal again to exit at once)`,
+      );
       setupAbort.abort(signal);
       runner?.stop();
     },
@@ -53,7 +56,7 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
     poolSize: config.pipeline.writers + 2,
     logger,
   });
-  // Made once the endpoint's protocol is known (connectSqs below); the readiness check reports the wait until then.
+  // Made once the endpoint's protocol is known (detectSqsProtocol below); until then readiness reports the wait.
   let sqs: SQSClient | undefined;
   let source: SqsSource | undefined;
   let sqsWaiting = "finding the SQS endpoint's protocol";
@@ -81,7 +84,7 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
         deadlineMs,
         object: sqsTarget,
         onRetry: (err, delay) => {
-          sqsWaiting = `waiting for SQS (${sqsTarget}): ${describeError(err)}`;
+          sqsWaiting = `waiting for SQS (${sqsTarget}): ${err.message}`;
           logger.warn({ err: describeError(err), target: sqsTarget, retryInMs: Math.round(delay) }, "SQS not reachable (QUEUE_URL); waiting");
         },
       },

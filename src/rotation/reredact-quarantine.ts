@@ -9,11 +9,22 @@ import { query } from "./query.ts";
 interface QuarantineRow {
   message_id: string;
   reason: string;
-  body: string;
+  /** The stored redacted body; null when not read (the original is redacted instead, or it is oversized). */
+  body: string | null;
+  body_chars: number;
   body_data_key_id: string | null;
   body_nonce: Buffer | null;
   body_ciphertext: Buffer | null;
 }
+
+/** What one batch of the pass reads, in bytes of originals and stored bodies (at least one record). */
+const READ_BYTES = 32 * 1024 * 1024;
+
+/**
+ * A stored body longer than this (only an older masq, whose redaction could amplify a body, wrote such) is not read:
+ * it is replaced by a note of its length. Far above what redactBody writes (MAX_REDACTED_CHARS).
+ */
+const MAX_STORED_BODY_CHARS = 1024 * 1024;
 
 /** A pseudonym in a stored body, as redactBody writes it. */
 const TOKEN = /hmac:([0-9a-f]{64})/g;
@@ -40,11 +51,21 @@ export async function reredactQuarantine(ctx: PassContext): Promise<boolean> {
   ctx.onBatch?.(done, total);
   for (;;) {
     if (ctx.signal?.aborted) return false;
+    // The stored body is read only where it is needed (no original to redact from) and not oversized; a batch stops
+    // after READ_BYTES of originals and bodies (always one record at least), however large each record is.
     const { rows } = await query<QuarantineRow>(
       pool,
-      `SELECT message_id, reason, body, body_data_key_id, body_nonce, body_ciphertext FROM masq.quarantine
-       WHERE body IS NOT NULL AND quarantined_at < $1 AND message_id > $2 ORDER BY message_id LIMIT $3`,
-      [state.switchedAt, after, ctx.batchSize],
+      `SELECT message_id, reason, body, body_chars, body_data_key_id, body_nonce, body_ciphertext FROM (
+         SELECT *, sum(size) OVER (ORDER BY message_id) - size AS before FROM (
+           SELECT message_id, reason, length(body) AS body_chars, body_data_key_id, body_nonce, body_ciphertext,
+                  CASE WHEN (body_ciphertext IS NOT NULL AND reason <> 'db_rejected') OR length(body) > $5 THEN NULL ELSE body END AS body,
+                  coalesce(octet_length(body_ciphertext), 0) + least(length(body), $5) AS size
+           FROM masq.quarantine
+           WHERE body IS NOT NULL AND quarantined_at < $1 AND message_id > $2 ORDER BY message_id LIMIT $3
+         ) limited
+       ) sized
+       WHERE before < $4 ORDER BY message_id`,
+      [state.switchedAt, after, ctx.batchSize, READ_BYTES, MAX_STORED_BODY_CHARS],
     );
     if (rows.length === 0) return true;
     after = rows.at(-1)!.message_id;
@@ -79,12 +100,16 @@ async function newBodies(ctx: PassContext, rows: readonly QuarantineRow[]): Prom
     try {
       bodies.set(r.message_id, JSON.stringify(redactBody(JSON.parse(original.toString("utf8")), ctx.pseudonymizer)));
     } catch {
-      // Not redactable now (it was when it was kept): fall back to the map below.
+      // Not redactable now (it was when it was kept): the stored body, if read, is mapped below.
     } finally {
       original.fill(0);
     }
   }
-  const rest = rows.filter((r) => !bodies.has(r.message_id));
+  for (const r of rows) {
+    // Not read, and not redacted again from an original: only its length is kept.
+    if (!bodies.has(r.message_id) && r.body === null) bodies.set(r.message_id, JSON.stringify({ "[body not kept]": `${r.body_chars} characters` }));
+  }
+  const rest = rows.filter((r): r is QuarantineRow & { body: string } => !bodies.has(r.message_id) && r.body !== null);
   const map = await mapPseudonyms(ctx, rest.flatMap((r) => [...r.body.matchAll(TOKEN)].map((m) => m[1]!).concat(rowPseudonyms(r))));
   let unmapped = 0;
   // A pseudonym no vault row maps is under the old key and matches nothing once it retires: it becomes a marker.
@@ -126,7 +151,7 @@ function parseRow(body: string): MaskedRowBody | undefined {
   }
 }
 
-function rowPseudonyms(r: QuarantineRow): string[] {
+function rowPseudonyms(r: QuarantineRow & { body: string }): string[] {
   const row = r.reason === "db_rejected" ? parseRow(r.body) : undefined;
   return row === undefined ? [] : [row.maskedIp, row.maskedDeviceId];
 }

@@ -53,7 +53,9 @@ async function commitSplitting(pool: pg.Pool, table: TableName, batch: SealedBat
  */
 async function commitRejected(pool: pg.Pool, table: TableName, batch: SealedBatch, o: Outcome, first: DataError): Promise<CommitResult> {
   let err = first;
-  for (const keepOriginal of o.kind === "quarantine" && o.sealedBody ? [true, false] : [false]) {
+  // A refused row's record keeps the masked row as its body, unless that is refused too (a character the database's
+  // encoding cannot hold, say): then it goes without.
+  for (const keepOriginal of o.kind === "row" || o.sealedBody ? [true, false] : [false]) {
     try {
       return { ...(await writeBatch(pool, table, { ...batch, outcomes: [asRejected(o, err, keepOriginal)] })), rejected: 1 };
     } catch (e) {
@@ -77,10 +79,10 @@ function asRejected(o: Outcome, err: DataError, keepOriginal: boolean): Outcome 
     bodyLength,
     kind: "quarantine",
     reason: "db_rejected",
-    detail: err.message,
+    detail: keepOriginal ? err.message : `${err.message}; body not kept`,
     // The masked row, not the raw body: it is what the database refused and what a replay loads; its originals
     // are in the vault, which this batch writes whatever happens to its rows.
-    redactedBody: JSON.stringify(row),
+    redactedBody: keepOriginal ? JSON.stringify(row) : null,
     originalBody: null,
     sealedBody: null,
   };

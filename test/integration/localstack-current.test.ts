@@ -1,10 +1,14 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { CreateAliasCommand, CreateKeyCommand, KMSClient } from "@aws-sdk/client-kms";
+import { prepareDatabase } from "../../src/commands/setup.ts";
 import { sendBodies } from "../../src/demo/send-events.ts";
+import { createLogger } from "../../src/log.ts";
+import { createDb } from "../../src/sink/db.ts";
 import { localStackSkipReason } from "../helpers/localstack.ts";
 import { spawnMasq } from "../helpers/masq-process.ts";
-import { uniqueEvents } from "../helpers/pipeline.ts";
+import { TABLE, uniqueEvents } from "../helpers/pipeline.ts";
+import { createTestDatabase } from "../helpers/postgres.ts";
 import { TEST_CREDENTIALS } from "../helpers/sqs.ts";
 import { stopStrandsNothing } from "../helpers/stop-scenario.ts";
 import { drainTakeHome, takeHomeEnv, useLocalStackFixture } from "../helpers/take-home.ts";
@@ -24,14 +28,17 @@ test("a graceful stop strands nothing on LocalStack: a drain right after finds e
 });
 
 test("the KMS provider against LocalStack's KMS: keys wrapped by KMS, values recovered by unmask", { skip }, async () => {
-  await fx.reset();
+  // A database of its own: the others' keys are wrapped under the local master key.
+  const pgdb = await createTestDatabase();
+  const db = createDb({ databaseUrl: pgdb.url });
+  await prepareDatabase(db, TABLE, { migrate: true, logger: createLogger("silent") });
   const kms = new KMSClient({ region: "us-east-1", endpoint: fx.ls.endpoint, credentials: TEST_CREDENTIALS });
   try {
     const key = (await kms.send(new CreateKeyCommand({ Description: "masq" }))).KeyMetadata!;
     await kms.send(new CreateAliasCommand({ AliasName: "alias/masq-ls", TargetKeyId: key.KeyId }));
     const queueUrl = await fx.createQueue("login-queue-kms");
     const env: NodeJS.ProcessEnv = {
-      ...takeHomeEnv(queueUrl, fx.pgdb.url),
+      ...takeHomeEnv(queueUrl, pgdb.url),
       MASQ_KMS_KEY_ID: "alias/masq-ls",
       AWS_ENDPOINT_URL_KMS: fx.ls.endpoint,
       AWS_ENDPOINT_URL_STS: fx.ls.endpoint,
@@ -41,7 +48,7 @@ test("the KMS provider against LocalStack's KMS: keys wrapped by KMS, values rec
     await sendBodies(fx.sqs, queueUrl, events.map((e) => e.body));
     const run = spawnMasq(["run", "--drain"], env);
     assert.equal((await run.exited).code, 0, run.lines.slice(-10).join("\n"));
-    const keys = await fx.db.pool.query<{ what: string; provider: string; master_key_id: string }>(
+    const keys = await db.pool.query<{ what: string; provider: string; master_key_id: string }>(
       `SELECT 'data' AS what, provider, master_key_id FROM masq.data_keys
        UNION ALL SELECT 'pseudonym', provider, master_key_id FROM masq.pseudonym_keys ORDER BY 1`,
     );
@@ -49,7 +56,7 @@ test("the KMS provider against LocalStack's KMS: keys wrapped by KMS, values rec
       { what: "data", provider: "kms", master_key_id: key.Arn },
       { what: "pseudonym", provider: "kms", master_key_id: key.Arn },
     ]);
-    const rows = await fx.db.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM public.user_logins");
+    const rows = await db.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM public.user_logins");
     assert.equal(rows.rows[0]!.n, events.length);
 
     const first = JSON.parse(events[0]!.body) as { user_id: string; device_id: string; ip: string };
@@ -59,5 +66,7 @@ test("the KMS provider against LocalStack's KMS: keys wrapped by KMS, values rec
     assert.deepEqual(values.map((v) => [v.kind, v.value]).sort(), [["device_id", first.device_id], ["ip", first.ip]]);
   } finally {
     kms.destroy();
+    await db.close();
+    await pgdb.close();
   }
 });

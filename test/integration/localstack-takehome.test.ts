@@ -38,7 +38,7 @@ test("a queue that does not exist on LocalStack 2.3.2: exit 2 at once naming QUE
 test("masq run as a service on LocalStack 2.3.2: /readyz says ready once the Query protocol is found, and SIGTERM exits 0", { skip }, async () => {
   const queueUrl = await fx.createQueue("login-queue-service");
   const port = await freePort();
-  const proc = spawnMasq(["run"], { ...takeHomeEnv(queueUrl, fx.pgdb.url), MASQ_HTTP_PORT: String(port), MASQ_HTTP_HOST: "127.0.0.1" });
+  const proc = spawnMasq(["run"], { ...takeHomeEnv(queueUrl, fx.pgdb.url), MASQ_HTTP_PORT: String(port), MASQ_HTTP_HOST: "127.0.0.1", MASQ_WAIT_TIME_SECONDS: "2" });
   try {
     await waitFor(
       async () => (await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => undefined))?.status === 200,

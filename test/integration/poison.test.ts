@@ -158,6 +158,11 @@ describe("hostile bodies", () => {
       } finally {
         keys.close();
       }
+      // Three records as an older masq stored them, its redaction having amplified them to megabytes; one of them
+      // without its original (kept originals came with the vault).
+      const legacy = (await db.pool.query<{ message_id: string }>("SELECT message_id FROM masq.quarantine WHERE body_length > 1000000 ORDER BY message_id LIMIT 3")).rows.map((r) => r.message_id);
+      await db.pool.query(`UPDATE masq.quarantine SET body = repeat('"hmac:' || repeat('a', 64) || '" ', 70000) WHERE message_id = ANY($1)`, [legacy]);
+      await db.pool.query("UPDATE masq.quarantine SET body_data_key_id = NULL, body_nonce = NULL, body_ciphertext = NULL WHERE message_id = $1", [legacy[0]]);
       const before = new Map((await quarantineRows(db)).map((q) => [q.message_id, q.body]));
       assert.equal(before.size, hostile.length);
 
@@ -169,14 +174,39 @@ describe("hostile bodies", () => {
         assert.ok(q.body !== null && q.body.length <= MAX_REDACTED_CHARS);
         if (q.body !== before.get(q.message_id)) changed++;
       }
-      // Only the red-team bodies hold pseudonyms (their top-level ip or device_id), so only they change.
-      assert.equal(changed, RED_TEAM_BODIES.length);
+      // Only the red-team bodies hold pseudonyms (their top-level ip or device_id), so only they change, and the
+      // legacy ones: redacted again from their originals, or (no original) reduced to their length.
+      assert.equal(changed, RED_TEAM_BODIES.length + legacy.length);
+      assert.equal(after.find((q) => q.message_id === legacy[0])!.body, JSON.stringify({ "[body not kept]": `${72 * 70000} characters` }));
+      assert.match(after.find((q) => q.message_id === legacy[1])!.body!, /^\{"user_id":"r6-\d+","t":"\[string: \d+ chars\]"\}$/);
       const stored = after.map((q) => q.body).join("\n");
       for (const { secrets } of RED_TEAM_BODIES) for (const s of secrets) assert.ok(!stored.includes(s), `${s} in a re-redacted body`);
     } finally {
       await db.close();
       await pgdb.close();
     }
+  });
+});
+
+describe("memory held", () => {
+  test("1,000 bodies of 200 KB drain under --max-semi-space-size=8 --max-old-space-size=128 (MASQ_MAX_IN_FLIGHT_BYTES bounds what is held)", async () => {
+    await fx.reset();
+    const pad = (i: number) => "p".repeat(200_000 - 300 - String(i).length);
+    // Half valid events carrying a large extra field, half rejected ones (no device_id), whose originals are kept.
+    const bodies = validBodies(1000, 96).map((b, i) => {
+      const e = JSON.parse(b) as Record<string, unknown>;
+      if (i % 2 === 1) delete e.device_id;
+      return JSON.stringify({ ...e, pad: pad(i) });
+    });
+    const queueUrl = fx.sqs.newQueue();
+    await sendLarge(fx.sqs.client, queueUrl, bodies);
+    const env = masqEnv({ queueUrl, sqsEndpoint: fx.sqs.endpoint, databaseUrl: fx.pgdb.url, extra: { NODE_OPTIONS: "--max-semi-space-size=8 --max-old-space-size=128" } });
+    const proc = spawnMasq(["run", "--drain"], env);
+    const { code, signal } = await proc.exited;
+    assert.deepEqual({ code, signal }, { code: 0, signal: null }, proc.lines.filter((l) => !l.startsWith("{")).slice(-8).join("\n"));
+    const c = await tableCounts(fx.db);
+    assert.equal(c.rows, 500);
+    assert.deepEqual(c.quarantine, { missing_field: 500 });
   });
 });
 

@@ -35,6 +35,20 @@ for (const protocol of ["query", "json"] as const) {
   });
 }
 
+test("detectSqsProtocol finds JSON on fauxqs, and refuses a forced Query there naming MASQ_SQS_PROTOCOL", async () => {
+  const { startTestSqs } = await import("../helpers/sqs.ts");
+  const { detectSqsProtocol } = await import("../../src/source/sqs-protocol.ts");
+  const sqs = await startTestSqs();
+  try {
+    const opts = { queueUrl: sqs.newQueue(), region: "us-east-1", endpoint: sqs.endpoint, credentials: TEST_CREDENTIALS };
+    assert.equal(await detectSqsProtocol({ ...opts, setting: "auto" }), "json");
+    assert.equal(await detectSqsProtocol({ ...opts, setting: "json" }), "json");
+    await assert.rejects(detectSqsProtocol({ ...opts, setting: "query" }), (err: Error) => err.name === "ConfigError" && /^MASQ_SQS_PROTOCOL: is query/.test(err.message));
+  } finally {
+    await sqs.close();
+  }
+});
+
 test("the protocol setting really changes the wire format: fauxqs speaks only JSON and refuses Query requests", async () => {
   const { startTestSqs } = await import("../helpers/sqs.ts");
   const { SqsSource } = await import("../../src/source/sqs-source.ts");
@@ -45,7 +59,7 @@ test("the protocol setting really changes the wire format: fauxqs speaks only JS
     assert.deepEqual(await json.counts(), { visible: 0, inFlight: 0, delayed: 0 });
     const queryClient = createSqsClient({ region: "us-east-1", endpoint: sqs.endpoint, credentials: TEST_CREDENTIALS, protocol: "query" });
     // Not retried as an outage: it is a setting to fix, and the error says which.
-    await assert.rejects(new SqsSource(queryClient, queueUrl).counts(), (err: Error) => err.name === "FatalError" && /MASQ_SQS_PROTOCOL/.test(err.message));
+    await assert.rejects(new SqsSource(queryClient, queueUrl).counts(), (err: Error) => err.name === "ConfigError" && /MASQ_SQS_PROTOCOL/.test(err.message));
     queryClient.destroy();
   } finally {
     await sqs.close();

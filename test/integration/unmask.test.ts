@@ -153,13 +153,19 @@ describe("masq unmask and masq pseudonym", () => {
     assert.match(swapped.stderr, /does not decrypt/);
   });
 
-  test("a wrong master key reveals nothing and names the setting", async () => {
+  test("a wrong master key reveals nothing, names the setting, and leaves no audit row claiming a value was revealed", async () => {
     await ingest();
+    const before = (await audits()).length;
     const row = (await fx.db.pool.query<{ masked_ip: string }>("SELECT masked_ip FROM public.user_logins LIMIT 1")).rows[0]!;
     const r = await masq(["unmask", "--reason", "wrong key", "--pseudonym", row.masked_ip], { ...env, MASQ_MASTER_KEY: "ab".repeat(32) });
     assert.equal(r.code, 2);
     assert.equal(r.stdout, "");
     assert.match(r.stderr, /MASQ_MASTER_KEY/);
+    // The keys are unwrapped before the audit row is written: nothing was revealed, so nothing is recorded.
+    assert.equal((await audits()).length, before);
+    const p = await masq(["pseudonym", "ip", "192.0.2.1", "--reason", "wrong key"], { ...env, MASQ_MASTER_KEY: "ab".repeat(32) });
+    assert.equal(p.code, 2, p.stderr);
+    assert.equal((await audits()).length, before);
   });
 
   test("roles: ingestion can write the vault but never read it; unmask works only with masq_unmask", async () => {

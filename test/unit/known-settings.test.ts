@@ -40,7 +40,7 @@ describe("unknown MASQ_* variables", () => {
   }
 
   test("a name near nothing gets no guess; known names, harness names and other variables get no warning", () => {
-    assert.deepEqual(unknownSettingWarnings({ MASQ_SOMETHING_ELSE_ENTIRELY: "1" }), ["masq: warning: unknown setting ignored (MASQ_SOMETHING_ELSE_ENTIRELY): no such setting; README lists them all"]);
+    assert.deepEqual(unknownSettingWarnings({ MASQ_SOMETHING_ELSE_ENTIRELY: "1" }), ["masq: warning: unknown setting ignored (MASQ_SOMETHING_ELSE_ENTIRELY): no such setting; docs/configuration.md lists them all"]);
     assert.deepEqual(unknownSettingWarnings({ MASQ_RECEIVERS: "1", MASQ_TEST_REQUIRE_MOTO: "1", PATH: "/bin", RECIEVERS: "1" }), []);
   });
 

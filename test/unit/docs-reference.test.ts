@@ -1,0 +1,392 @@
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { test } from "node:test";
+import { isDeepStrictEqual } from "node:util";
+import type { Command, Option } from "commander";
+import { buildProgram } from "../../src/cli.ts";
+import { readRunConfig } from "../../src/config.ts";
+import { targetTableDdl } from "../../src/sink/target-table.ts";
+import { Metrics } from "../../src/metrics/metrics.ts";
+import { docBlock, docFiles, parseBlocks, REPO_ROOT } from "../helpers/doc-blocks.ts";
+
+/**
+ * The reference pages are kept in step with the code: settings with what the code reads and the command line,
+ * metrics with the registry, commands and exit codes with the CLI, masq's tables with the migrations, the source
+ * tree with the checkout, links with their targets. Each failure names what to add or remove, and where.
+ */
+const read = (f: string) => readFileSync(`${REPO_ROOT}${f}`, "utf8");
+
+function walk(dir: string, ext: string): string[] {
+  return readdirSync(`${REPO_ROOT}${dir}`, { withFileTypes: true }).flatMap((e) =>
+    e.isDirectory() ? walk(`${dir}/${e.name}`, ext) : e.name.endsWith(ext) ? [`${dir}/${e.name}`] : [],
+  );
+}
+
+/** The rows of the first table in `markdown` whose header row contains `header`, as cells (pipes in code escaped as \|). */
+function tableRows(markdown: string, header: string): string[][] {
+  const lines = markdown.split("\n");
+  const start = lines.findIndex((l) => l.startsWith("|") && l.includes(header));
+  assert.ok(start >= 0, `no table with a "${header}" column`);
+  const rows: string[][] = [];
+  for (let i = start + 2; i < lines.length && lines[i]!.startsWith("|"); i++) {
+    rows.push(
+      lines[i]!
+        .replaceAll("\\|", "\u0000")
+        .split("|")
+        .slice(1, -1)
+        .map((c) => c.replaceAll("\u0000", "|").trim()),
+    );
+  }
+  return rows;
+}
+
+const codeSpans = (cell: string): string[] => [...cell.matchAll(/`([^`]+)`/g)].map((m) => m[1]!);
+
+// ---- settings ---------------------------------------------------------------------------------------------------
+
+/** Environment variables masq reads that are not settings for a user: set by masq itself for its own children. */
+const INTERNAL_ENV: Record<string, string> = {
+  FAUXQS_PORT: "set by masq for the fauxqs child process it starts (src/demo/fauxqs-process.ts)",
+  FAUXQS_DATA_DIR: "set by masq for the fauxqs child process it starts",
+};
+// Whole names only: a prefix such as "MASQ_TEST_" ends in an underscore and is not a variable.
+const ENV_NAME = /^(?:MASQ_[A-Z0-9_]*[A-Z0-9]|AWS_[A-Z0-9_]*[A-Z0-9]|QUEUE_URL|DATABASE_URL|PG[A-Z]+)$/;
+
+/** Every environment variable the code under src/ reads, with a file that reads it. */
+function envReadByCode(): Map<string, string> {
+  const found = new Map<string, string>();
+  for (const file of walk("src", ".ts")) {
+    const text = read(file);
+    const add = (name: string) => found.has(name) || found.set(name, file);
+    for (const m of text.matchAll(/\benv\.([A-Z][A-Z0-9_]*)\b/g)) add(m[1]!);
+    for (const m of text.matchAll(/\benv\[\s*["'`]([A-Z][A-Z0-9_]*)["'`]\s*\]/g)) add(m[1]!);
+    // Names passed as strings (integer(src, "batchSize", "MASQ_BATCH_SIZE", …), .env("QUEUE_URL"), ConfigError("…")).
+    for (const m of text.matchAll(/["'`]([A-Z][A-Z0-9_]+)["'`]/g)) if (ENV_NAME.test(m[1]!)) add(m[1]!);
+  }
+  return found;
+}
+
+/** Variables only the tests, scripts and CI read (MASQ_MOTO_SERVER, …): documented for developers, not settings. */
+function envReadByTests(): Set<string> {
+  const text = [...walk("test", ".ts"), ...walk("scripts", ""), ".ci/run"].map(read).join("\n");
+  return new Set([...text.matchAll(/\bMASQ_[A-Z0-9_]*[A-Z0-9]\b/g)].map((m) => m[0]));
+}
+
+const configuration = read("docs/configuration.md");
+const settingsRows = tableRows(configuration, "| flag | environment |");
+
+test("every environment variable masq reads is documented in docs/configuration.md", () => {
+  const spans = (text: string) => new Set(codeSpans(text.replace(/```[\s\S]*?```/g, "")).flatMap((s) => s.split(/[\s,=]+/)));
+  const documented = spans(configuration);
+  // Variables of the test harness and CI (MASQ_MOTO_SERVER, …) belong in docs/development.md instead.
+  const forDevelopers = spans(read("docs/development.md"));
+  const byTests = envReadByTests();
+  const missing = [...envReadByCode()]
+    .filter(([name]) => !documented.has(name) && !(name in INTERNAL_ENV) && !(byTests.has(name) && forDevelopers.has(name)))
+    .map(([name, file]) => `${name} (read in ${file})`);
+  assert.deepEqual(missing, [], "add these to docs/configuration.md (the settings table, or the table of variables read by libraries)");
+});
+
+test("every variable in the settings table is one masq reads", () => {
+  const readByCode = envReadByCode();
+  const readByTests = envReadByTests();
+  const documented = settingsRows.flatMap((r) => codeSpans(r[1] ?? "").flatMap((s) => s.split(/[\s,=]+/)).filter((s) => /^[A-Z][A-Z0-9_]+$/.test(s)));
+  assert.ok(documented.length >= 25, `only ${documented.length} variables found in the settings table`);
+  assert.deepEqual(documented.filter((name) => !readByCode.has(name)), [], "docs/configuration.md documents these, but no code under src/ reads them");
+  // Anywhere in the docs: a MASQ_* name that masq does not read is a typo or a setting that is gone.
+  const stale = docFiles().flatMap((f) => [...read(f).matchAll(/\bMASQ_[A-Z0-9_]*[A-Z0-9]\b/g)].map((m) => `${f}: ${m[0]}`)).filter((s) => !readByCode.has(s.split(": ")[1]!) && !readByTests.has(s.split(": ")[1]!));
+  assert.deepEqual([...new Set(stale)], [], "these MASQ_* names appear in the docs but masq reads no such variable");
+});
+
+test("every default in the settings table is what the configuration reader uses when the setting is unset", () => {
+  // Setting a variable to its documented default must change nothing.
+  const base: NodeJS.ProcessEnv = { QUEUE_URL: "http://127.0.0.1:9/000000000000/q", MASQ_MASTER_KEY: "00".repeat(32) };
+  const config = (env: NodeJS.ProcessEnv) => readRunConfig({}, { ...base, ...env }, false);
+  const problems: string[] = [];
+  let checked = 0;
+  for (const row of settingsRows) {
+    const name = codeSpans(row[1] ?? "")[0]?.split(/[\s,=]+/)[0];
+    const def = /^`([^`]+)`/.exec(row[2] ?? "")?.[1];
+    if (name === undefined || def === undefined || name in base) continue;
+    checked++;
+    try {
+      if (!isDeepStrictEqual(config({ [name]: def }), config({}))) problems.push(`${name}: masq's default is not the documented ${def}`);
+    } catch (err) {
+      problems.push(`${name}: the documented default ${def} is refused (${(err as Error).message})`);
+    }
+  }
+  assert.ok(checked >= 12, `only ${checked} defaults checked`);
+  assert.deepEqual(problems, [], "docs/configuration.md's defaults differ from src/config.ts");
+});
+
+function allCommands(cmd: Command, path: string[] = []): { path: string[]; cmd: Command }[] {
+  return cmd.commands.flatMap((c) => [{ path: [...path, c.name()], cmd: c }, ...allCommands(c, [...path, c.name()])]);
+}
+
+const program = buildProgram();
+const commands = allCommands(program);
+const options = (): { path: string; opt: Option }[] => commands.flatMap(({ path, cmd }) => cmd.options.map((opt) => ({ path: path.join(" "), opt })));
+
+test("every flag with an environment variable is in the settings table with that variable and its default", () => {
+  const problems: string[] = [];
+  for (const { path, opt } of options()) {
+    if (opt.envVar === undefined || opt.long === undefined) continue;
+    const row = settingsRows.find((r) => codeSpans(r[0] ?? "").some((s) => s.split(" ")[0] === opt.long));
+    if (!row) {
+      problems.push(`${opt.long} (masq ${path}) has no row`);
+      continue;
+    }
+    if (!codeSpans(row[1] ?? "").some((s) => s.split(/[\s,=]+/).includes(opt.envVar!))) problems.push(`${opt.long}: the row does not name ${opt.envVar}`);
+    const def: unknown = opt.defaultValue;
+    if (typeof def === "number" || typeof def === "string") {
+      const shown = codeSpans(row[2] ?? "").join(" ") + " " + (row[2] ?? "");
+      if (!shown.includes(String(def))) problems.push(`${opt.long}: the command line's default is ${String(def)}, the row says "${row[2]}"`);
+    }
+  }
+  assert.deepEqual([...new Set(problems)], [], "docs/configuration.md's settings table differs from the command line (src/cli.ts)");
+});
+
+test("every flag in the settings table exists on a command", () => {
+  const longs = new Set(options().map(({ opt }) => opt.long));
+  const documented = settingsRows.flatMap((r) => codeSpans(r[0] ?? "").map((s) => s.split(" ")[0]!)).filter((f) => f.startsWith("--"));
+  assert.ok(documented.length >= 15);
+  assert.deepEqual(documented.filter((f) => !longs.has(f)), [], "docs/configuration.md names flags that no command has");
+});
+
+// ---- commands and exit codes ------------------------------------------------------------------------------------
+
+const operations = read("docs/operations.md");
+
+test("the commands table in docs/operations.md lists exactly the commands masq has", () => {
+  const documented = new Set<string>();
+  for (const row of tableRows(operations, "| command |")) {
+    const words = (codeSpans(row[0] ?? "")[0] ?? "").split(" ").slice(1);
+    const [first, second] = words;
+    for (const s of second && !second.startsWith("-") && !second.startsWith("<") ? second.split("|") : [""]) documented.add([first, s].filter(Boolean).join(" "));
+  }
+  // A group (quarantine, rotate) is documented through its subcommands.
+  const leaves = commands.filter(({ cmd }) => cmd.commands.length === 0).map(({ path }) => path.join(" "));
+  assert.deepEqual(leaves.filter((c) => !documented.has(c)), [], "commands missing from the table in docs/operations.md");
+  assert.deepEqual([...documented].filter((c) => !leaves.includes(c)), [], "the table in docs/operations.md lists commands masq does not have");
+});
+
+test("every exit code the code uses is in each exit-code table of the docs", () => {
+  const tables = docFiles().filter((f) => read(f).includes("| exit code |"));
+  assert.ok(tables.length > 0, "no documentation file has a table with an exit code column");
+  const used = new Set<number>();
+  for (const file of walk("src", ".ts")) {
+    const text = read(file);
+    for (const m of text.matchAll(/\b(?:process\.exit|finish)\(([^;]*)\)/g)) {
+      if (/128 \+/.test(m[1]!)) {
+        for (const n of m[1]!.matchAll(/\b(\d+)\b/g)) if (Number(n[1]) !== 128) used.add(128 + Number(n[1]));
+      }
+      else for (const n of m[1]!.matchAll(/(?<![\w.])(\d+)(?![\w.])/g)) used.add(Number(n[1]));
+    }
+    if (file.startsWith("src/commands/")) for (const m of text.matchAll(/\breturn (\d+);/g)) used.add(Number(m[1]));
+  }
+  assert.ok(used.has(2) && used.has(130) && used.has(143), `exit codes found: ${[...used].join(", ")}`);
+  for (const f of tables) {
+    const documented = new Set(tableRows(read(f), "| exit code |").flatMap((r) => (r[0] ?? "").split("/").map((c) => Number(c.trim()))));
+    assert.deepEqual([...used].filter((c) => !documented.has(c)), [], `${f}'s exit-code table lacks these codes that masq uses`);
+  }
+});
+
+// ---- metrics ----------------------------------------------------------------------------------------------------
+
+test("docs/metrics.md lists every metric of the registry, with its type and labels, and no other", async () => {
+  const registry = new Metrics().registry;
+  const rows = tableRows(read("docs/metrics.md"), "| metric |").map((r) => ({ names: codeSpans(r[0] ?? ""), type: (r[1] ?? "").trim() }));
+  const exact = new Map<string, { labels: string[]; type: string }>();
+  const wildcards: RegExp[] = [];
+  for (const r of rows) {
+    for (const n of r.names) {
+      if (n.endsWith("*")) wildcards.push(new RegExp(`^${n.slice(0, -1)}`));
+      else {
+        const m = /^([a-z_]+)(?:\{([^}]*)\})?$/.exec(n);
+        assert.ok(m, `unreadable metric name in docs/metrics.md: ${n}`);
+        exact.set(m[1]!, { labels: (m[2] ?? "").split(",").map((l) => l.trim()).filter(Boolean).sort(), type: r.type });
+      }
+    }
+  }
+  const problems: string[] = [];
+  const exported = await registry.getMetricsAsJSON();
+  for (const m of exported) {
+    const doc = exact.get(m.name);
+    if (!doc) {
+      if (!wildcards.some((w) => w.test(m.name))) problems.push(`${m.name} (${m.type}) is not documented`);
+      continue;
+    }
+    if (doc.type !== String(m.type)) problems.push(`${m.name}: documented as ${doc.type}, the registry has a ${m.type}`);
+    const labels = [...((registry.getSingleMetric(m.name) as unknown as { labelNames?: string[] }).labelNames ?? [])].sort();
+    if (labels.join(",") !== doc.labels.join(",")) problems.push(`${m.name}: documented labels {${doc.labels.join(",")}}, the registry has {${labels.join(",")}}`);
+  }
+  const names = new Set(exported.map((m) => m.name));
+  for (const name of exact.keys()) if (!names.has(name)) problems.push(`${name} is documented but masq does not export it`);
+  for (const w of wildcards) if (![...names].some((n) => w.test(n))) problems.push(`${w.source}* matches no exported metric`);
+  assert.deepEqual(problems, [], "docs/metrics.md and src/metrics/metrics.ts disagree");
+});
+
+test("docs/metrics.md's table of paths is what the HTTP listener serves", () => {
+  const served = [...read("src/http/server.ts").matchAll(/case "(\/[a-z]*)":/g)].map((m) => m[1]!).sort();
+  const documented = tableRows(read("docs/metrics.md"), "| path |").map((r) => codeSpans(r[0] ?? "")[0]!).sort();
+  assert.ok(served.length >= 3, `paths found in src/http/server.ts: ${served.join(", ")}`);
+  assert.deepEqual(documented, served, "docs/metrics.md and src/http/server.ts disagree on the listener's paths");
+});
+
+// ---- masq's schema ----------------------------------------------------------------------------------------------
+
+/** Tables, views and functions of schema masq after every migration (and src/: schema_migrations), in order. */
+function schemaObjects(): Set<string> {
+  const objects = new Set<string>();
+  const sources = [...walk("migrations", ".sql").sort(), ...walk("src", ".ts")].map(read).join("\n");
+  const ddl = /\b(CREATE|DROP)\s+(?:OR\s+REPLACE\s+)?(?:UNLOGGED\s+)?(?:TABLE|FUNCTION|PROCEDURE|VIEW)\s+(?:IF\s+(?:NOT\s+)?EXISTS\s+)?masq\.(\w+)/gi;
+  for (const m of sources.matchAll(ddl)) {
+    if (m[1]!.toUpperCase() === "CREATE") objects.add(`masq.${m[2]}`);
+    else objects.delete(`masq.${m[2]}`);
+  }
+  return objects;
+}
+
+test("docs/data-model.md lists every table and function of schema masq, and only those", () => {
+  const objects = schemaObjects();
+  assert.ok(objects.size >= 10, `found ${[...objects].join(", ")}`);
+  const documented = new Set(tableRows(read("docs/data-model.md"), "| object |").map((r) => (codeSpans(r[0] ?? "")[0] ?? "").replace(/\(.*$/, "")));
+  assert.deepEqual([...objects].filter((o) => !documented.has(o)), [], "add these to the table of masq's schema in docs/data-model.md");
+  assert.deepEqual([...documented].filter((o) => !objects.has(o)), [], "docs/data-model.md lists these, but no migration creates them");
+});
+
+test("every masq.<name> the docs mention is a table or function that exists", () => {
+  const objects = schemaObjects();
+  const roles = new Set(["masq_ingest", "masq_unmask"]);
+  const bad: string[] = [];
+  for (const f of docFiles()) {
+    for (const m of read(f).matchAll(/`[^`]*`/g)) {
+      for (const ref of m[0].matchAll(/\bmasq\.([a-z_]+)/g)) {
+        if (!objects.has(`masq.${ref[1]}`) && !roles.has(ref[1]!) && ref[1] !== "migrate") bad.push(`${f}: masq.${ref[1]}`);
+      }
+    }
+  }
+  assert.deepEqual([...new Set(bad)], [], "the docs name objects of schema masq that no migration creates");
+});
+
+test("the DDL in docs/data-model.md is the one masq runs when the table is absent", () => {
+  const ddl = targetTableDdl({ schema: "public", name: "user_logins" }).replace(/^CREATE TABLE IF NOT EXISTS \S+?\(/, "CREATE TABLE IF NOT EXISTS user_logins(");
+  assert.equal(docBlock("target-table-ddl", "sample").text.trim(), `${ddl};`);
+});
+
+test("docs/data-model.md's reason codes are the ones masq quarantines with", () => {
+  // The statement that lists the codes (a union type or an array), wherever "invalid_json" is first named.
+  const text = walk("src", ".ts")
+    .filter((f) => !f.startsWith("src/demo/"))
+    .map(read)
+    .find((t) => t.includes('"invalid_json"'));
+  assert.ok(text, 'no source file names the reason code "invalid_json"');
+  const at = text.indexOf('"invalid_json"');
+  const statement = text.slice(text.lastIndexOf("=", at), text.indexOf(";", at));
+  const codes = [...statement.matchAll(/"([a-z_]+)"/g)].map((m) => m[1]!).sort();
+  const documented = tableRows(read("docs/data-model.md"), "| reason |").map((r) => codeSpans(r[0] ?? "")[0]!).sort();
+  assert.ok(codes.length >= 10, `reason codes found: ${codes.join(", ")}`);
+  assert.deepEqual(documented, codes, "docs/data-model.md's table of reasons and the code's reason codes differ");
+});
+
+// ---- the source tree --------------------------------------------------------------------------------------------
+
+test("the tree in docs/development.md names every directory of src/, deploy/, scripts/ and test/, and only what exists", () => {
+  const tree = parseBlocks("docs/development.md", read("docs/development.md")).find((b) => b.lang === "" && b.text.includes("src/"));
+  assert.ok(tree, "docs/development.md has the tree as an untagged block");
+  const paths: string[] = [];
+  const stack: string[] = [];
+  for (const line of tree.text.split("\n")) {
+    const m = /^( *)(\S+)/.exec(line);
+    if (!m || m[1]!.length > 20) continue; // a continuation of a description
+    const depth = m[1]!.length / 2;
+    stack.length = depth;
+    stack.push(m[2]!);
+    paths.push(stack.join("").replace(/\/+/g, "/"));
+  }
+  const missing = paths.filter((p) => !existsSync(`${REPO_ROOT}${p.replace(/\/$/, "")}`));
+  assert.deepEqual(missing, [], "docs/development.md's tree names paths that do not exist");
+  const named = new Set(paths.map((p) => p.replace(/\/$/, "")));
+  const dirs = ["src", "deploy", "scripts", "test"].flatMap((top) =>
+    readdirSync(`${REPO_ROOT}${top}`)
+      .filter((d) => statSync(`${REPO_ROOT}${top}/${d}`).isDirectory())
+      .map((d) => `${top}/${d}`),
+  );
+  assert.deepEqual(dirs.filter((d) => !named.has(d)), [], "add these directories to the tree in docs/development.md");
+});
+
+// ---- links, commits, internal references --------------------------------------------------------------------------
+
+function slug(heading: string): string {
+  return heading
+    .trim()
+    .toLowerCase()
+    .replace(/[^\p{L}\p{N}\s_-]/gu, "")
+    .replace(/\s/g, "-");
+}
+
+test("every local link in the docs points at a file that exists, and at a heading it has", () => {
+  const broken: string[] = [];
+  for (const f of docFiles()) {
+    const dir = f.includes("/") ? f.slice(0, f.lastIndexOf("/") + 1) : "";
+    const text = read(f).replace(/```[\s\S]*?```/g, "");
+    for (const m of text.matchAll(/\]\(([^)\s]+)\)/g)) {
+      const target = m[1]!;
+      if (/^[a-z]+:/.test(target)) continue;
+      const [path, anchor] = target.split("#") as [string, string | undefined];
+      const file = path === "" ? f : new URL(path, `file:///${dir}`).pathname.slice(1);
+      if (!existsSync(`${REPO_ROOT}${file}`)) {
+        broken.push(`${f}: ${target} (no such file)`);
+        continue;
+      }
+      if (anchor !== undefined && file.endsWith(".md")) {
+        const headings = read(file)
+          .replace(/```[\s\S]*?```/g, "")
+          .split("\n")
+          .filter((l) => /^#{1,6} /.test(l))
+          .map((l) => slug(l.replace(/^#+ /, "")));
+        if (!headings.includes(anchor)) broken.push(`${f}: ${target} (no heading #${anchor} in ${file})`);
+      }
+    }
+  }
+  assert.deepEqual(broken, [], "broken links");
+});
+
+test("every commit the docs cite is in the history", (t) => {
+  let shallow: string;
+  try {
+    shallow = execFileSync("git", ["rev-parse", "--is-shallow-repository"], { cwd: REPO_ROOT, encoding: "utf8" }).trim();
+  } catch {
+    t.skip("not a git checkout");
+    return;
+  }
+  if (shallow === "true") {
+    t.skip("a shallow clone does not hold the history");
+    return;
+  }
+  const missing: string[] = [];
+  for (const f of docFiles()) {
+    // "(5e600ac)", "commit 5e600ac", "in 3059ee5"; with a letter, so that numbers such as (2003000) are not taken.
+    for (const m of read(f).matchAll(/\((?=[0-9]*[a-f])([0-9a-f]{7,40})\)|\b(?:commits?|in) (?=[0-9]*[a-f])([0-9a-f]{7,40})\b/g)) {
+      const sha = m[1] ?? m[2]!;
+      try {
+        execFileSync("git", ["cat-file", "-e", `${sha}^{commit}`], { cwd: REPO_ROOT, stdio: "ignore" });
+      } catch {
+        missing.push(`${f}: ${sha}`);
+      }
+    }
+  }
+  assert.deepEqual(missing, [], "the docs cite commits that are not in this repository's history");
+});
+
+test("no internal issue numbers in the docs or in what masq prints", () => {
+  const pattern = /\b(?:issue|ticket) #?\d+\b|\b(?:the|a) (?:foundation|later|edges|hardening) issue\b|\bthe issue's\b/i;
+  const hits: string[] = [];
+  for (const f of [...docFiles(), ...walk("src", ".ts"), ...walk("scripts", ".ts")]) {
+    read(f)
+      .split("\n")
+      .forEach((l, i) => pattern.test(l) && hits.push(`${f}:${i + 1}: ${l.trim()}`));
+  }
+  assert.deepEqual(hits, [], "refer to what the text means, not to an internal issue");
+});

@@ -16,11 +16,49 @@ function positiveInt(value: string): number {
   return n;
 }
 
-function databaseOptions(cmd: Command): Command {
+function port(value: string): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || n > 65_535) throw new InvalidArgumentError("must be a port number from 0 to 65535");
+  return n;
+}
+
+/** postgres:// URL or keyword=value pairs: every form psql accepts (src/sink/connection-string.ts). */
+function databaseOption(cmd: Command): Command {
+  return cmd.addOption(
+    new Option("--database-url <conninfo>", 'Postgres: "postgres://user@host/db", "host=/var/run/postgresql dbname=db", …; else the PG* variables').env("DATABASE_URL"),
+  );
+}
+
+function tableOption(cmd: Command): Command {
+  return cmd.addOption(new Option("--table <name>", 'target table, "table" or "schema.table"').env("MASQ_TABLE").default("user_logins"));
+}
+
+function logLevelOption(cmd: Command): Command {
+  return cmd.addOption(new Option("--log-level <level>", "fatal|error|warn|info|debug|trace|silent").env("MASQ_LOG_LEVEL").default("info"));
+}
+
+function queueOptions(cmd: Command, queueUrl: string): Command {
   return cmd
-    .addOption(new Option("--database-url <url>", "Postgres URL; else the standard PG* variables").env("DATABASE_URL"))
-    .addOption(new Option("--table <name>", 'target table, "table" or "schema.table"').env("MASQ_TABLE").default("user_logins"))
-    .addOption(new Option("--log-level <level>", "fatal|error|warn|info|debug|trace|silent").env("MASQ_LOG_LEVEL").default("info"));
+    .addOption(new Option("--queue-url <url>", queueUrl).env("QUEUE_URL"))
+    .addOption(new Option("--sqs-protocol <protocol>", "auto (ask the endpoint), json (AWS, current emulators) or query (LocalStack < 3)").env("MASQ_SQS_PROTOCOL").default("auto"))
+    .addOption(new Option("--sqs-endpoint <url>", "SQS endpoint override; else from the queue URL off AWS").env("AWS_ENDPOINT_URL_SQS"));
+}
+
+/** "Examples:" after a command's options: what a person would type first. */
+function examples(cmd: Command, ...lines: string[]): Command {
+  return cmd.addHelpText("after", `\nExamples:\n${lines.map((l) => `  $ ${l}`).join("\n")}\n`);
+}
+
+/**
+ * Every option's extras in one format: "(default: 1000; env: MASQ_BATCH_SIZE)", values unquoted. Defaults are for
+ * display only (explicit() passes on what the user gave; config.ts applies the defaults).
+ */
+function optionDescription(option: Option): string {
+  const extras: string[] = [];
+  const shown: unknown = option.defaultValueDescription ?? (typeof option.defaultValue === "boolean" ? undefined : option.defaultValue);
+  if (shown !== undefined && !option.negate) extras.push(`default: ${typeof shown === "string" || typeof shown === "number" ? shown : JSON.stringify(shown)}`);
+  if (option.envVar !== undefined) extras.push(`env: ${option.envVar}`);
+  return extras.length === 0 ? option.description : `${option.description} (${extras.join("; ")})`;
 }
 
 export function buildProgram(): Command {
@@ -28,49 +66,50 @@ export function buildProgram(): Command {
     .description("Moves login events from SQS into Postgres, replacing ip and device_id with keyed pseudonyms.")
     .version(VERSION)
     .showHelpAfterError("(run with --help for usage)")
-    .configureHelp({ showGlobalOptions: true })
+    .configureHelp({ showGlobalOptions: true, optionDescription })
     // Usage errors are configuration errors: exit 2, like a bad setting (see main()).
     .exitOverride();
+  examples(program, "masq demo", "masq run --drain --queue-url http://127.0.0.1:4566/000000000000/login-queue", "masq status", "masq <command> --help");
 
-  databaseOptions(
-    program
-      .command("run")
-      .description("consume the queue until SIGTERM/SIGINT (or, with --drain, until it is empty)")
-      .option("--drain", "exit 0 once the queue is empty and everything received is committed and deleted")
-      .addOption(new Option("--queue-url <url>", "SQS queue URL").env("QUEUE_URL"))
-      .addOption(
-        new Option("--sqs-protocol <protocol>", "auto (ask the endpoint), json (AWS, current emulators) or query (LocalStack < 3)").env("MASQ_SQS_PROTOCOL").default("auto"),
-      )
-      .addOption(new Option("--sqs-endpoint <url>", "SQS endpoint override").env("AWS_ENDPOINT_URL_SQS"))
-      .addOption(new Option("--batch-size <n>", "rows per Postgres transaction").env("MASQ_BATCH_SIZE").default(1000))
-      .addOption(new Option("--batch-wait-ms <ms>", "commit a partial batch after this long").env("MASQ_BATCH_WAIT_MS").default(500))
-      .addOption(new Option("--receivers <n>", "concurrent long-polling receivers").env("MASQ_RECEIVERS").default(8))
-      .addOption(new Option("--writers <n>", "concurrent batch commits").env("MASQ_WRITERS").default(2))
-      .addOption(new Option("--max-in-flight <n>", "messages held between receive and delete").env("MASQ_MAX_IN_FLIGHT").default("max(5000, 3 × batch size)"))
-      .addOption(new Option("--wait-time-seconds <s>", "long-poll wait (default 20; 1 with --drain)").env("MASQ_WAIT_TIME_SECONDS"))
-      .addOption(new Option("--visibility-timeout <s>", "visibility timeout requested on receive, extended while held").env("MASQ_VISIBILITY_TIMEOUT").default(60))
-      .addOption(new Option("--shutdown-timeout-ms <ms>", "deadline for the graceful stop").env("MASQ_SHUTDOWN_TIMEOUT_MS").default(30000))
-      .addOption(new Option("--http-port <port>", 'port for /metrics, /healthz, /readyz, or "off" (default 8717; off with --drain unless given)').env("MASQ_HTTP_PORT"))
-      .addOption(new Option("--http-host <host>", "address the HTTP listener binds").env("MASQ_HTTP_HOST").default("0.0.0.0"))
-      .option("--no-migrate", "do not apply pending migrations at start (env MASQ_MIGRATE=false)"),
-  ).action(async (_opts, cmd: Command) => finish(await runCommand(explicit(cmd))));
-
-  databaseOptions(program.command("migrate").description("apply pending migrations, create the target table if absent, and exit")).action(
-    async (_opts, cmd: Command) => finish(await migrateCommand(explicit(cmd))),
+  const run = program
+    .command("run")
+    .description("consume the queue until SIGTERM/SIGINT (or, with --drain, until it is empty)")
+    .option("--drain", "exit 0 once the queue is empty and everything received is committed and deleted");
+  queueOptions(run, "SQS queue URL");
+  databaseOption(tableOption(run));
+  run
+    .addOption(new Option("--batch-size <n>", "rows per Postgres transaction").env("MASQ_BATCH_SIZE").default(1000))
+    .addOption(new Option("--batch-wait-ms <ms>", "commit a partial batch after this long").env("MASQ_BATCH_WAIT_MS").default(500))
+    .addOption(new Option("--receivers <n>", "concurrent long-polling receivers").env("MASQ_RECEIVERS").default(8))
+    .addOption(new Option("--writers <n>", "concurrent batch commits").env("MASQ_WRITERS").default(2))
+    .addOption(new Option("--max-in-flight <n>", "messages held between receive and delete").env("MASQ_MAX_IN_FLIGHT").default(undefined, "5000 or 3 × batch size, whichever is larger"))
+    .addOption(new Option("--wait-time-seconds <s>", "long-poll wait").env("MASQ_WAIT_TIME_SECONDS").default(undefined, "20, or 1 with --drain"))
+    .addOption(new Option("--visibility-timeout <s>", "visibility timeout requested on receive, extended while held").env("MASQ_VISIBILITY_TIMEOUT").default(60))
+    .addOption(new Option("--shutdown-timeout-ms <ms>", "deadline for the graceful stop").env("MASQ_SHUTDOWN_TIMEOUT_MS").default(30000))
+    .addOption(new Option("--http-port <port>", 'port for /metrics, /healthz, /readyz, or "off"').env("MASQ_HTTP_PORT").default(undefined, "8717; none with --drain unless given"))
+    .addOption(new Option("--http-host <host>", "address the HTTP listener binds").env("MASQ_HTTP_HOST").default("0.0.0.0"))
+    .option("--no-migrate", "do not apply pending migrations at start (env MASQ_MIGRATE=false)");
+  logLevelOption(run).action(async (_opts, cmd: Command) => finish(await runCommand(explicit(cmd))));
+  examples(
+    run,
+    "QUEUE_URL=https://sqs.eu-west-1.amazonaws.com/123456789012/logins DATABASE_URL=postgres://masq@db/logins MASQ_KMS_KEY_ID=alias/masq masq run",
+    "masq run --drain --queue-url http://127.0.0.1:4566/000000000000/login-queue --database-url 'host=/var/run/postgresql dbname=logins'",
   );
 
-  databaseOptions(
-    program
-      .command("status")
-      .description("one screen: queue depth, rows, today's commits, last commit, quarantine by reason")
-      .addOption(new Option("--queue-url <url>", "SQS queue URL (optional here)").env("QUEUE_URL"))
-      .addOption(new Option("--sqs-protocol <protocol>", "auto, json or query").env("MASQ_SQS_PROTOCOL").default("auto"))
-      .addOption(new Option("--sqs-endpoint <url>", "SQS endpoint override").env("AWS_ENDPOINT_URL_SQS"))
-      .option("--json", "machine-readable output"),
-  ).action(async (_opts, cmd: Command) => finish(await statusCommand(explicit(cmd))));
+  const migrate = logLevelOption(databaseOption(tableOption(program.command("migrate").description("apply pending migrations, create the target table if absent, and exit"))));
+  migrate.action(async (_opts, cmd: Command) => finish(await migrateCommand(explicit(cmd))));
+  examples(migrate, "DATABASE_URL=postgres://masq_owner@db/logins masq migrate --table ingest.user_logins");
+
+  const status = program.command("status").description("one screen: queue depth, rows, today's commits, last commit, quarantine by reason");
+  queueOptions(status, "SQS queue URL (optional here)");
+  databaseOption(tableOption(status))
+    .option("--json", "machine-readable output")
+    .action(async (_opts, cmd: Command) => finish(await statusCommand(explicit(cmd))));
+  examples(status, "masq status", "masq status --json --queue-url http://127.0.0.1:4566/000000000000/login-queue");
 
   const quarantine = program.command("quarantine").description("inspect quarantined messages and replay them");
-  databaseOptions(
+  examples(quarantine, "masq quarantine list", "masq quarantine show <message-id>", "masq quarantine replay --reason-code db_rejected --dry-run");
+  const list = databaseOption(
     quarantine
       .command("list")
       .description("quarantined messages not yet replayed, newest first")
@@ -81,36 +120,44 @@ export function buildProgram(): Command {
       .option("--all", "include replayed records")
       .option("--json", "machine-readable output"),
   ).action(async (_opts, cmd: Command) => finish(await quarantineList(explicit(cmd))));
-  databaseOptions(quarantine.command("show").description("one quarantined message, with its redacted body").argument("<message-id>").option("--json", "machine-readable output")).action(
+  examples(list, "masq quarantine list --reason-code invalid_json --limit 10");
+  const show = databaseOption(quarantine.command("show").description("one quarantined message, with its redacted body").argument("<message-id>").option("--json", "machine-readable output")).action(
     async (id: string, _opts, cmd: Command) => finish(await quarantineShow(id, explicit(cmd))),
   );
-  databaseOptions(
-    quarantine
-      .command("replay")
-      .description("send quarantined messages through the pipeline again: their kept originals, db_rejected rows, or one corrected body")
-      .option("--id <message-id...>", "these records")
-      .option("--reason-code <code>", "every pending record with this reason code")
-      .addOption(new Option("--reason <text>").hideHelp())
-      .option("--all", "every pending record")
-      .option("--body-file <file>", "a corrected body for the single --id (needs the master key's settings)")
-      .option("--dry-run", "say what would be replayed"),
+  examples(show, "masq quarantine show 3f1c9a2e-5b7d-4c1a-9e8f-0a1b2c3d4e5f --json");
+  const replay = databaseOption(
+    tableOption(
+      quarantine
+        .command("replay")
+        .description("send quarantined messages through the pipeline again: their kept originals, db_rejected rows, or one corrected body")
+        .option("--id <message-id...>", "these records")
+        .option("--reason-code <code>", "every pending record with this reason code")
+        .addOption(new Option("--reason <text>").hideHelp())
+        .option("--all", "every pending record")
+        .option("--body-file <file>", "a corrected body for the single --id (needs the master key's settings)")
+        .option("--dry-run", "say what would be replayed"),
+    ),
   ).action(async (_opts, cmd: Command) => finish(await quarantineReplay(explicit(cmd))));
+  examples(replay, "masq quarantine replay --reason-code db_rejected --dry-run", "masq quarantine replay --id <message-id> --body-file fixed.json");
 
-  databaseOptions(
-    program
-      .command("unmask")
-      .description("recover original values from the vault, by pseudonym or by rows of the table; audited, needs --reason")
-      .requiredOption("--reason <text>", "why you look: written to masq.unmask_audit before anything is shown")
-      .option("--pseudonym <hex...>", "these pseudonyms (64 hex digits, as in masked_ip / masked_device_id)")
-      .option("--user-id <id...>", "the pseudonyms of these users' rows")
-      .option("--from <date>", "rows with create_date on or after this day (YYYY-MM-DD)")
-      .option("--to <date>", "rows with create_date on or before this day (YYYY-MM-DD)")
-      .option("--kind <kind>", "only ip or only device_id")
-      .option("--format <format>", "table, csv or json", "table")
-      .option("--limit <n>", "at most this many values", positiveInt, 1000),
+  const unmask = databaseOption(
+    tableOption(
+      program
+        .command("unmask")
+        .description("recover original values from the vault, by pseudonym or by rows of the table; audited, needs --reason")
+        .requiredOption("--reason <text>", "why you look: written to masq.unmask_audit before anything is shown")
+        .option("--pseudonym <hex...>", "these pseudonyms (64 hex digits, as in masked_ip / masked_device_id)")
+        .option("--user-id <id...>", "the pseudonyms of these users' rows")
+        .option("--from <date>", "rows with create_date on or after this day (YYYY-MM-DD)")
+        .option("--to <date>", "rows with create_date on or before this day (YYYY-MM-DD)")
+        .option("--kind <kind>", "only ip or only device_id")
+        .option("--format <format>", "table, csv or json", "table")
+        .option("--limit <n>", "at most this many values", positiveInt, 1000),
+    ),
   ).action(async (_opts, cmd: Command) => finish(await unmaskCommand(explicit(cmd))));
+  examples(unmask, 'masq unmask --reason "ticket SEC-123" --user-id 42 --from 2026-11-01 --format csv');
 
-  databaseOptions(
+  const pseudonym = databaseOption(
     program
       .command("pseudonym")
       .description("the pseudonym of a value you hold, to find its rows; audited, needs --reason")
@@ -118,42 +165,54 @@ export function buildProgram(): Command {
       .argument("<value>", 'the value; "-" reads it from stdin (keeps it out of shell history and ps)')
       .requiredOption("--reason <text>", "why: written to masq.unmask_audit before the pseudonym is shown"),
   ).action(async (kind: string, value: string, _opts, cmd: Command) => finish(await pseudonymCommand(kind, value, explicit(cmd))));
+  examples(pseudonym, 'masq pseudonym ip - --reason "abuse report 77" < ip.txt');
 
   // masq audit: the tamper-evident trail of every reveal and rotation (SECURITY.md, "The audit trail").
   const audit = program.command("audit").description("the audit trail: list it, verify its MAC chain, checkpoint its head");
-  databaseOptions(
+  examples(audit, "masq audit list", "masq audit verify", "masq audit checkpoint > audit-head.txt");
+  const auditList = databaseOption(
     audit
       .command("list")
       .description("audit rows, newest first: who (as the server saw them), when, why, what")
       .option("--limit <n>", "at most this many", positiveInt, 50)
       .option("--json", "machine-readable output"),
   ).action(async (_opts, cmd: Command) => finish(await (await import("./commands/audit.ts")).auditListCommand(explicit(cmd))));
-  databaseOptions(
+  examples(auditList, "masq audit list --limit 20 --json");
+  const auditVerify = databaseOption(
     audit
       .command("verify")
       .description("recompute every MAC (needs the master key); exit 1 naming the first row changed, removed or reordered")
       .option("--against <checkpoint>", "also prove that nothing was cut from the end since this checkpoint"),
   ).action(async (_opts, cmd: Command) => finish(await (await import("./commands/audit.ts")).auditVerifyCommand(explicit(cmd))));
-  databaseOptions(audit.command("checkpoint").description("print the verified head of the trail, to keep outside the database")).action(
+  examples(auditVerify, 'masq audit verify --against "$(cat audit-head.txt)"');
+  const auditCheckpoint = databaseOption(audit.command("checkpoint").description("print the verified head of the trail, to keep outside the database")).action(
     async (_opts, cmd: Command) => finish(await (await import("./commands/audit.ts")).auditCheckpointCommand(explicit(cmd))),
   );
+  examples(auditCheckpoint, "masq audit checkpoint > audit-head.txt");
 
-  const rotate = program.command("rotate").description("key rotation: re-wrap keys under a new master key, or replace the pseudonym key (README, \"Rotating keys\")");
-  const rotateOptions = (cmd: Command) =>
-    databaseOptions(
-      cmd
-        .option("--batch-size <n>", "keys, vault values, bodies or table rows per transaction", positiveInt)
+  const rotate = program.command("rotate").description('key rotation: re-wrap keys under a new master key, or replace the pseudonym key (README, "Rotating keys")');
+  examples(rotate, "masq rotate master-key --dry-run", "masq rotate pseudonym-key --resume");
+  const masterKey = databaseOption(
+    rotate
+      .command("master-key")
+      .description("re-wrap every data key and pseudonym key under the configured master key; no ciphertext changes")
+      .addOption(new Option("--batch-size <n>", "keys per transaction").argParser(positiveInt).default(100))
+      .option("--dry-run", "say what would change, change nothing"),
+  ).action(async (_opts, cmd: Command) => finish(await (await import("./commands/rotate.ts")).rotateMasterKeyCommand(explicit(cmd))));
+  examples(masterKey, "MASQ_KMS_KEY_ID=alias/masq-2027 masq rotate master-key --dry-run", "MASQ_MASTER_KEY_FILE=new.key MASQ_MASTER_KEY_PREVIOUS=\"$OLD_MASTER_KEY\" masq rotate master-key");
+  const pseudonymKey = databaseOption(
+    tableOption(
+      rotate
+        .command("pseudonym-key")
+        .description("new pseudonym key; re-pseudonymise the vault, quarantine and table while ingestion runs")
+        .addOption(new Option("--batch-size <n>", "vault values, bodies or table rows per transaction").argParser(positiveInt).default(1000))
         .option("--resume", "continue a rotation that was interrupted")
         .option("--dry-run", "say what would change, change nothing"),
-    );
-  rotateOptions(rotate.command("master-key").description("re-wrap every data key and pseudonym key under the configured master key; no ciphertext changes")).action(
-    async (_opts, cmd: Command) => finish(await (await import("./commands/rotate.ts")).rotateMasterKeyCommand(explicit(cmd))),
-  );
-  rotateOptions(rotate.command("pseudonym-key").description("new pseudonym key; re-pseudonymise the vault, quarantine and table while ingestion runs")).action(
-    async (_opts, cmd: Command) => finish(await (await import("./commands/rotate.ts")).rotatePseudonymKeyCommand(explicit(cmd))),
-  );
+    ),
+  ).action(async (_opts, cmd: Command) => finish(await (await import("./commands/rotate.ts")).rotatePseudonymKeyCommand(explicit(cmd))));
+  examples(pseudonymKey, "masq rotate pseudonym-key --dry-run", "masq rotate pseudonym-key --batch-size 5000");
 
-  program
+  const demo = program
     .command("demo")
     .description("self-contained demo: embedded SQS and Postgres, synthetic events, one drain, a summary")
     .option("--messages <n>", "synthetic events to send", positiveInt, 20_000)
@@ -174,15 +233,28 @@ export function buildProgram(): Command {
         finish(1);
       }
     });
+  examples(demo, "masq demo", "masq demo --messages 100000 --keep");
 
-  databaseOptions(
-    program
-      .command("check")
-      .description("preflight: configuration, AWS credentials, queue, Postgres, keys; one line per check, exit 0 only when run would work")
-      .addOption(new Option("--queue-url <url>", "SQS queue URL").env("QUEUE_URL"))
-      .addOption(new Option("--sqs-protocol <protocol>", "json or query").env("MASQ_SQS_PROTOCOL"))
-      .addOption(new Option("--sqs-endpoint <url>", "SQS endpoint override").env("AWS_ENDPOINT_URL_SQS")),
-  ).action(async (_opts, cmd: Command) => finish(await (await import("./commands/check.ts")).checkCommand(explicit(cmd))));
+  const localQueue = program
+    .command("local-queue")
+    .description("a local SQS server (fauxqs) on a free port, loaded with your events or synthetic ones, for masq run; until Ctrl-C")
+    .option("--events <file>", 'JSON lines, one message body per line ("-": stdin)')
+    .option("--synthetic <n>", "this many synthetic login events (about 5% malformed)", positiveInt)
+    .option("--seed <n>", "seed for the synthetic data", positiveInt, 42)
+    .option("--queue-name <name>", "the queue's name", "login-queue")
+    .addOption(new Option("--port <port>", "port to listen on (fauxqs listens on every interface)").argParser(port).default(0, "a free one"))
+    .action(async (opts: { events?: string; synthetic?: number; seed: number; queueName: string; port: number }) => {
+      const { localQueueCommand } = await import("./commands/local-queue.ts");
+      finish(await localQueueCommand(opts));
+    });
+  examples(localQueue, "masq local-queue --synthetic 50000", "masq local-queue --events my-events.jsonl --port 9324");
+
+  const check = program
+    .command("check")
+    .description("preflight: configuration, AWS credentials, queue, Postgres, keys; one line per check, exit 0 only when run would work");
+  queueOptions(check, "SQS queue URL");
+  databaseOption(tableOption(check)).action(async (_opts, cmd: Command) => finish(await (await import("./commands/check.ts")).checkCommand(explicit(cmd))));
+  examples(check, "masq check", "MASQ_CONNECT_TIMEOUT_SECONDS=5 masq check --queue-url http://127.0.0.1:4566/000000000000/login-queue");
 
   return program;
 }

@@ -2,6 +2,7 @@ import { readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import { ConfigError } from "./errors.ts";
 import { parseMasterKey, parsePseudonymKey } from "./mask/pseudonym-key.ts";
+import { parseConnectionString } from "./sink/connection-string.ts";
 import { parseTableName, type TableName } from "./sink/table-name.ts";
 
 /**
@@ -12,6 +13,7 @@ export type SqsProtocol = "json" | "query";
 /** MASQ_SQS_PROTOCOL: "auto" (the default) asks the endpoint which one it speaks (source/sqs-protocol.ts). */
 export type SqsProtocolSetting = SqsProtocol | "auto";
 export type LogLevel = "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
+export type LogFormat = "json" | "pretty";
 
 export interface PipelineConfig {
   batchSize: number;
@@ -98,14 +100,27 @@ function url(src: Source, flag: string | undefined, env: string, what: string, s
 }
 
 const HTTP = ["http", "https"] as const;
-const POSTGRES = ["postgres", "postgresql"] as const;
 
 export function readLogLevel(flags: Record<string, unknown>, env: NodeJS.ProcessEnv): LogLevel {
   return oneOf<LogLevel>({ flags, env }, "logLevel", "MASQ_LOG_LEVEL", "info", ["fatal", "error", "warn", "info", "debug", "trace", "silent"]);
 }
 
+/** MASQ_LOG_FORMAT: json or pretty; unset, "auto" (pretty on a terminal, JSON lines elsewhere). */
+export function readLogFormat(env: NodeJS.ProcessEnv): LogFormat | "auto" {
+  return oneOf<LogFormat | "auto">({ flags: {}, env }, undefined, "MASQ_LOG_FORMAT", "auto", ["json", "pretty", "auto"]);
+}
+
+/** DATABASE_URL: any connection string psql accepts (connection-string.ts); unset, pg reads the PG* variables. */
 export function readDatabaseUrl(flags: Record<string, unknown>, env: NodeJS.ProcessEnv): string | undefined {
-  return url({ flags, env }, "databaseUrl", "DATABASE_URL", "Postgres", POSTGRES);
+  const r = raw({ flags, env }, "databaseUrl", "DATABASE_URL");
+  if (r === undefined) return undefined;
+  try {
+    parseConnectionString(r.value);
+  } catch (err) {
+    // The message names the problem only: the string can hold a password.
+    throw new ConfigError(r.from, (err as Error).message);
+  }
+  return r.value;
 }
 
 /** The setting that names the database, for errors: --database-url, DATABASE_URL, or the PG* variables. */

@@ -13,6 +13,7 @@ export const KNOWN_SETTINGS: readonly string[] = [
   "MASQ_HTTP_PORT",
   "MASQ_KEY_PROVIDER",
   "MASQ_KMS_KEY_ID",
+  "MASQ_LOG_FORMAT",
   "MASQ_LOG_LEVEL",
   "MASQ_MASTER_KEY",
   "MASQ_MASTER_KEY_FILE",

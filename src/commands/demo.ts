@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { readPipelineConfig } from "../config.ts";
+import { readLogFormat, readPipelineConfig } from "../config.ts";
 import { generateEvents } from "../demo/synthetic.ts";
 import { startEmbeddedPostgres, startEmbeddedSqs } from "../demo/embedded.ts";
 import { sendBodies } from "../demo/send-events.ts";
@@ -37,11 +37,12 @@ export async function demoCommand(opts: { messages: number; keep?: boolean; seed
 
   out("Starting an embedded Postgres and an in-process SQS server…");
   const pg = await startEmbeddedPostgres(opts.keep ? { dir: path.join(demoDir, "postgres"), keepData: true } : {});
+  if (pg.relocated) warn(`masq: ${pg.relocated}`);
   const sqsServer = await startEmbeddedSqs();
   const queueUrl = sqsServer.createQueue("login-queue", { VisibilityTimeout: "30" });
   const sqs = createSqsClient({ region: "us-east-1", endpoint: sqsServer.endpoint, credentials: DEMO_CREDENTIALS });
   const db = createDb({ databaseUrl: pg.url, poolSize: 6 });
-  const logger = createLogger("warn", process.stderr);
+  const logger = createLogger("warn", process.stderr, readLogFormat(process.env));
   const provider = new LocalKeyProvider(masterKey);
   let keys: IngestKeys | undefined;
   try {
@@ -54,9 +55,8 @@ export async function demoCommand(opts: { messages: number; keep?: boolean; seed
     const config = readPipelineConfig({}, process.env, true);
     out("Draining the queue through masq…");
     const source = new SqsSource(sqs, queueUrl);
-    const progress = createProgress("draining");
-    progress?.setBacklog(events.length);
-    const poll = progress ? setInterval(() => void source.counts().then((c) => progress.setBacklog(c.visible), () => undefined), 500) : undefined;
+    // Every event was sent before the drain: the queue holds exactly that many.
+    const progress = createProgress("draining", { total: events.length });
     const runner = new Runner({
       source,
       pool: db.pool,
@@ -69,8 +69,7 @@ export async function demoCommand(opts: { messages: number; keep?: boolean; seed
     const started = performance.now();
     const result = await runner.run({ drain: true });
     const seconds = (performance.now() - started) / 1000;
-    clearInterval(poll);
-    progress?.stop();
+    progress?.stop({ complete: !result.fatal && !result.timedOut });
     const s = result.stats;
     const summary = await summarize(db, TABLE);
 

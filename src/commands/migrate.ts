@@ -1,4 +1,4 @@
-import { databaseSetting, readConnectTimeoutMs, readDatabaseUrl, readLogLevel, readTable } from "../config.ts";
+import { databaseSetting, readConnectTimeoutMs, readDatabaseUrl, readLogFormat, readLogLevel, readTable } from "../config.ts";
 import { describeError } from "../errors.ts";
 import { createLogger } from "../log.ts";
 import { createDb } from "../sink/db.ts";
@@ -11,7 +11,7 @@ import { onShutdownSignals } from "./signals.ts";
  */
 export async function migrateCommand(flags: Record<string, unknown>): Promise<number> {
   const table = readTable(flags, process.env);
-  const logger = createLogger(readLogLevel(flags, process.env));
+  const logger = createLogger(readLogLevel(flags, process.env), undefined, readLogFormat(process.env));
   const connectTimeoutMs = readConnectTimeoutMs(process.env);
   const db = createDb({ databaseUrl: readDatabaseUrl(flags, process.env), setting: databaseSetting(flags, process.env), connectTimeoutMs, logger });
   const abort = new AbortController();

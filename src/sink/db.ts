@@ -1,6 +1,7 @@
 import { Kysely, PostgresDialect } from "kysely";
 import pg from "pg";
 import type { Logger } from "pino";
+import { parseConnectionString } from "./connection-string.ts";
 import { pgTarget, type PgTarget } from "./pg-target.ts";
 
 /** masq's own tables, for typed queries. The user's table is written with raw, set-based SQL (write-batch.ts). */
@@ -33,7 +34,7 @@ export interface Db {
 }
 
 export interface DbOptions {
-  /** postgres:// URL; when absent, pg reads the standard PG* variables (PGHOST, PGUSER, …). */
+  /** A connection string in any form psql accepts; when absent, pg reads the standard PG* variables (PGHOST, PGUSER, …). */
   databaseUrl?: string | undefined;
   poolSize?: number;
   statementTimeoutMs?: number;
@@ -49,7 +50,7 @@ pg.types.setTypeParser(pg.types.builtins.DATE, (v) => v);
 
 export function createDb(opts: DbOptions = {}): Db {
   const pool = new pg.Pool({
-    ...(opts.databaseUrl === undefined ? {} : { connectionString: opts.databaseUrl }),
+    ...(opts.databaseUrl === undefined ? {} : parseConnectionString(opts.databaseUrl)),
     max: opts.poolSize ?? 4,
     connectionTimeoutMillis: Math.min(10_000, opts.connectTimeoutMs ?? 10_000),
     idleTimeoutMillis: 30_000,

@@ -1,3 +1,5 @@
+import { parseConnectionString } from "./connection-string.ts";
+
 /**
  * Which Postgres masq talks to, as a person can act on it: the setting that chose it and host:port/database.
  * Never the password. Used to name the server in errors and in "waiting" log lines.
@@ -14,6 +16,16 @@ export function pgTarget(databaseUrl: string | undefined, setting?: string, env:
     const host = env.PGHOST || "localhost";
     const port = env.PGPORT || "5432";
     return { setting: setting ?? "PGHOST/PGPORT", where: `${host}:${port}/${env.PGDATABASE || env.PGUSER || "postgres"}` };
+  }
+  if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(databaseUrl.trim())) {
+    // keyword=value pairs or a bare database name (connection-string.ts): what they name, where pg would go.
+    try {
+      const c = parseConnectionString(databaseUrl);
+      const host = typeof c.host === "string" ? c.host : env.PGHOST || "localhost";
+      return { setting: setting ?? "DATABASE_URL", where: `${host}:${c.port ?? (env.PGPORT || "5432")}/${c.database ?? env.PGDATABASE ?? "postgres"}` };
+    } catch {
+      return { setting: setting ?? "DATABASE_URL", where: "the server it names" };
+    }
   }
   try {
     const u = new URL(databaseUrl);

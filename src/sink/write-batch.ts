@@ -4,7 +4,7 @@ import type { LoginRow } from "../mask/mask-event.ts";
 import type { PiiKind } from "../mask/pseudonymize.ts";
 import type { ReasonCode } from "../transform/login-event.ts";
 import type { Sealed } from "../vault/aead.ts";
-import { classifyPgError, isEncodingError } from "./pg-errors.ts";
+import { classifyPgError } from "./pg-errors.ts";
 import { qualified, type TableName } from "./table-name.ts";
 
 /**
@@ -176,14 +176,10 @@ export async function writeBatch(pool: pg.Pool, table: TableName, batch: SealedB
     }
   }
   let res: pg.QueryResult<{ key_ok: boolean; written: number; by_reason: Record<string, number> }>;
-  let client: pg.PoolClient;
   try {
-    client = await pool.connect();
-  } catch (err) {
-    throw classifyPgError(err);
-  }
-  try {
-    res = await client.query<{ key_ok: boolean; written: number; by_reason: Record<string, number> }>({
+    // pool.query discards the connection on any error. That matters after an encoding error (isEncodingError):
+    // node-postgres has then closed the named statement on the server but still counts it as prepared.
+    res = await pool.query<{ key_ok: boolean; written: number; by_reason: Record<string, number> }>({
       text,
       // A named statement is parsed and planned once per connection, not once per batch.
       name: `masq_write_batch_${key}`.slice(0, 63),
@@ -195,11 +191,7 @@ export async function writeBatch(pool: pg.Pool, table: TableName, batch: SealedB
         ...[v.kind, v.pseudonym, v.key, v.nonce, v.ct],
       ],
     });
-    client.release();
   } catch (err) {
-    // After an error raised on our side while encoding (isEncodingError), node-postgres has closed the named
-    // statement on the server but still counts it as prepared: that connection must not be used again.
-    client.release(isEncodingError(err) ? err : undefined);
     throw classifyPgError(err);
   }
   if (res.rows[0]?.key_ok !== true) throw new StaleKeyError(batch.keyVersion);

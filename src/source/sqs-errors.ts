@@ -71,6 +71,9 @@ export function classifySqsError(err: unknown, action: string, queueUrl?: string
   const detail = e.message ?? String(err);
   const queue = queueUrl === undefined ? "the queue" : queueUrl;
   const status = e.$metadata?.httpStatusCode;
+  if (name === "CredentialsProviderError" && /profile/i.test(detail)) {
+    return new ConfigError("AWS_PROFILE", `the AWS SDK could not use the profile: ${detail.split("\n")[0]}`);
+  }
   if (name === "CredentialsProviderError") {
     return new ConfigError(
       "AWS_ACCESS_KEY_ID/AWS_PROFILE",

@@ -8,7 +8,7 @@ import { createDb, type Db } from "../../src/sink/db.ts";
 import { createSqsClient } from "../../src/source/sqs-client.ts";
 import { SqsSource } from "../../src/source/sqs-source.ts";
 import { startLocalStack, type LocalStack, type LocalStackVersion } from "./localstack.ts";
-import { spawnMasq } from "./masq-process.ts";
+import { runDocBlock } from "./doc-blocks.ts";
 import { expectedCounts, TABLE, tableCounts, TEST_MASTER_KEY_HEX, uniqueEvents } from "./pipeline.ts";
 import { createTestDatabase, type TestDatabase } from "./postgres.ts";
 import { TEST_CREDENTIALS } from "./sqs.ts";
@@ -76,9 +76,16 @@ export async function drainTakeHome(fx: LocalStackFixture, opts: { seed: number;
   const events = uniqueEvents(600, opts.seed);
   await sendBodies(fx.sqs, queueUrl, events.map((e) => e.body));
 
-  const run = spawnMasq(["run", "--drain"], takeHomeEnv(queueUrl, fx.pgdb.url));
-  const { code } = await run.exited;
-  assert.equal(code, 0, run.lines.slice(-15).join("\n"));
+  // The README's block itself, with this LocalStack's queue URL and this test's database in place of localhost's.
+  const env = takeHomeEnv(queueUrl, fx.pgdb.url);
+  for (const own of ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "QUEUE_URL", "DATABASE_URL"]) delete env[own];
+  const result = await runDocBlock("takehome-drain", {
+    env,
+    values: { "http://localhost:4566/000000000000/login-queue": queueUrl, "postgres://postgres:postgres@localhost:5432/postgres": fx.pgdb.url },
+    timeoutMs: 240_000,
+  });
+  const run = { lines: `${result.stdout}\n${result.stderr}`.split("\n").filter(Boolean) };
+  assert.equal(result.code, 0, run.lines.slice(-15).join("\n"));
   assert.ok(
     run.lines.some((l) => l.includes(`"msg":"SQS protocol: ${opts.expectProtocol}"`) && l.includes('"setting":"detected"')),
     `logs the detected protocol once:\n${run.lines.filter((l) => l.includes("protocol")).join("\n")}`,

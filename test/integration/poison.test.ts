@@ -86,7 +86,10 @@ describe("hostile bodies", () => {
           if (res.status === 200) probes++;
           else unanswered.push(`status ${res.status}`);
         } catch (err) {
-          if (!exited && proc.child.exitCode === null) unanswered.push((err as Error).name);
+          // Once the pipeline has stopped, masq closes its listener and exits: a refused probe then is no failure.
+          const stopped = proc.lines.some((l) => l.includes("pipeline stopped"));
+          const code = (err as { cause?: { code?: unknown } }).cause?.code;
+          if (!exited && !stopped) unanswered.push(`${(err as Error).name}: ${typeof code === "string" ? code : (err as Error).message}`);
         }
         await new Promise((r) => setTimeout(r, 200));
       }

@@ -15,6 +15,7 @@ const QUEUE = "http://localhost:4566/000000000000/login-queue";
 describe("classifySqsError", () => {
   const cases: [what: string, err: Error, cls: string, text: RegExp][] = [
     ["no credentials anywhere", sdkError("CredentialsProviderError", "Could not load credentials from any providers"), "ConfigError", /^AWS_ACCESS_KEY_ID\/AWS_PROFILE: no AWS credentials/],
+    ["a profile that does not exist", sdkError("CredentialsProviderError", "Could not resolve credentials using profile: [nope] in configuration/credential file(s)."), "ConfigError", /^AWS_PROFILE: .*\[nope\]/],
     ["a key id AWS does not know", sdkError("InvalidClientTokenId", "The security token included in the request is invalid.", 403), "ConfigError", /^AWS_ACCESS_KEY_ID\/AWS_SECRET_ACCESS_KEY: SQS refused/],
     ["a wrong secret", sdkError("SignatureDoesNotMatch", "The request signature we calculated does not match", 403), "ConfigError", /AWS_SECRET_ACCESS_KEY/],
     ["an expired session token", sdkError("ExpiredToken", "The security token included in the request is expired", 403), "ConfigError", /^AWS_SESSION_TOKEN/],

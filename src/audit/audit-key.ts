@@ -31,18 +31,32 @@ const context = (version: number) => ({ purpose: "audit" as const, keyId: `audit
 export async function openAuditKey(db: pg.Pool | pg.PoolClient, provider: KeyProvider, signal?: AbortSignal): Promise<AuditKey> {
   let row = await readKey(db);
   if (row === undefined) {
-    await refuseForeignMasterKey(db, provider, signal);
-    const g = await provider.generateKey(context(1), signal);
-    try {
-      await db.query("SELECT masq.create_audit_key($1, $2, $3, $4)", [provider.name, g.masterKeyId, Buffer.from(g.wrapped), auditKeyFingerprint(g.plaintext)]);
-    } catch (err) {
-      throw classifyPgError(err);
-    } finally {
-      g.plaintext.fill(0);
-    }
+    await createAuditKey(db, provider, signal);
     row = await readKey(db);
     if (row === undefined) throw new FatalError("masq.audit_keys holds no audit key after creating one");
   }
+  return unwrapAuditKey(row, provider, signal);
+}
+
+/** The audit key if the database has one (for verifying, which never makes one); undefined before the first audited action. */
+export async function existingAuditKey(db: pg.Pool | pg.PoolClient, provider: KeyProvider, signal?: AbortSignal): Promise<AuditKey | undefined> {
+  const row = await readKey(db);
+  return row === undefined ? undefined : unwrapAuditKey(row, provider, signal);
+}
+
+async function createAuditKey(db: pg.Pool | pg.PoolClient, provider: KeyProvider, signal?: AbortSignal): Promise<void> {
+  await refuseForeignMasterKey(db, provider, signal);
+  const g = await provider.generateKey(context(1), signal);
+  try {
+    await db.query("SELECT masq.create_audit_key($1, $2, $3, $4)", [provider.name, g.masterKeyId, Buffer.from(g.wrapped), auditKeyFingerprint(g.plaintext)]);
+  } catch (err) {
+    throw classifyPgError(err);
+  } finally {
+    g.plaintext.fill(0);
+  }
+}
+
+async function unwrapAuditKey(row: KeyRow, provider: KeyProvider, signal?: AbortSignal): Promise<AuditKey> {
   const key = await provider.unwrap(row.wrapped, row.master_key_id, context(row.version), signal);
   if (auditKeyFingerprint(key) !== row.fingerprint) {
     key.fill(0);

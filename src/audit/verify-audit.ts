@@ -41,7 +41,8 @@ export async function verifyAudit(pool: pg.Pool, key: AuditKey, against?: Checkp
   for (;;) {
     let rows: AuditRow[];
     try {
-      rows = (await pool.query<AuditRow>(`SELECT ${AUDIT_COLUMNS} FROM masq.audit WHERE seq > $1 ORDER BY seq LIMIT $2`, [after.toString(), PAGE])).rows;
+      // audit.seq, the column: a bare "seq" in ORDER BY would be AUDIT_COLUMNS' text copy, which sorts 10 before 2.
+      rows = (await pool.query<AuditRow>(`SELECT ${AUDIT_COLUMNS} FROM masq.audit WHERE audit.seq > $1 ORDER BY audit.seq LIMIT $2`, [after.toString(), PAGE])).rows;
     } catch (err) {
       throw classifyPgError(err);
     }

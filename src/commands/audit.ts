@@ -1,4 +1,4 @@
-import { openAuditKey } from "../audit/audit-key.ts";
+import { existingAuditKey } from "../audit/audit-key.ts";
 import { AUDIT_COLUMNS, type AuditRow } from "../audit/audit-row.ts";
 import { formatCheckpoint, parseCheckpoint, verifyAudit } from "../audit/verify-audit.ts";
 import { readDatabaseUrl, readKeyConfig } from "../config.ts";
@@ -14,7 +14,7 @@ import type { KeyProvider } from "../vault/key-provider.ts";
 export async function auditListCommand(flags: Record<string, unknown>): Promise<number> {
   const limit = typeof flags.limit === "number" ? flags.limit : 50;
   return withDb(flags, async (db) => {
-    const { rows } = await db.pool.query<AuditRow>(`SELECT ${AUDIT_COLUMNS} FROM masq.audit ORDER BY seq DESC LIMIT $1`, [limit]);
+    const { rows } = await db.pool.query<AuditRow>(`SELECT ${AUDIT_COLUMNS} FROM masq.audit ORDER BY audit.seq DESC LIMIT $1`, [limit]);
     if (flags.json === true) {
       const out = rows.map((r) => ({
         seq: Number(r.seq),
@@ -59,7 +59,9 @@ export async function auditVerifyCommand(flags: Record<string, unknown>): Promis
     throw new ConfigError("--against", "must be a checkpoint as `masq audit checkpoint` prints it: masq-audit:<row>:<64 hex digits>");
   }
   return withKeys(flags, async (db, provider) => {
-    const key = await openAuditKey(db.pool, provider);
+    // Verifying reads: it never makes the audit key. Without one, no row was ever sealed.
+    const key = await existingAuditKey(db.pool, provider);
+    if (key === undefined) return noAuditKey(db, against === undefined ? 0 : 1);
     try {
       const r = await verifyAudit(db.pool, key, against);
       if (!r.ok) {
@@ -82,7 +84,11 @@ export async function auditVerifyCommand(flags: Record<string, unknown>): Promis
  */
 export async function auditCheckpointCommand(flags: Record<string, unknown>): Promise<number> {
   return withKeys(flags, async (db, provider) => {
-    const key = await openAuditKey(db.pool, provider);
+    const key = await existingAuditKey(db.pool, provider);
+    if (key === undefined) {
+      process.stderr.write("masq: the audit trail has no sealed row yet: nothing to checkpoint\n");
+      return 1;
+    }
     try {
       const r = await verifyAudit(db.pool, key);
       if (!r.ok) {
@@ -99,6 +105,23 @@ export async function auditCheckpointCommand(flags: Record<string, unknown>): Pr
       key.key.fill(0);
     }
   });
+}
+
+/** Before the first audited action there is no audit key: only rows from before migration 005 can be there. */
+async function noAuditKey(db: Db, exitWithCheckpoint: number): Promise<number> {
+  const { rows } = await db.pool.query<{ total: number; sealed: number }>("SELECT count(*)::int AS total, count(mac)::int AS sealed FROM masq.audit");
+  const r = rows[0]!;
+  if (r.sealed > 0) {
+    process.stderr.write("masq: the audit trail does not verify: it holds sealed rows but masq.audit_keys has no audit key (it was removed)\n");
+    return 1;
+  }
+  if (exitWithCheckpoint !== 0) {
+    process.stderr.write("masq: the audit trail does not verify: the checkpoint names a row, but no row was ever sealed here\n");
+    return 1;
+  }
+  const legacy = r.total > 0 ? `; ${r.total} row(s) from before the chain began (migration 005) carry no MAC and are not covered` : "";
+  process.stdout.write(`audit trail verified: 0 row(s) checked (no audited action yet)${legacy}\n`);
+  return 0;
 }
 
 async function withDb(flags: Record<string, unknown>, fn: (db: Db) => Promise<number>): Promise<number> {

@@ -38,6 +38,14 @@ describe("masq audit list, verify and checkpoint", () => {
   const restore = () => tamper(fx.db.pool, "DELETE FROM masq.audit; INSERT INTO masq.audit SELECT * FROM public.audit_copy");
   const verify = (...args: string[]) => runMasq(["audit", "verify", ...args], env);
 
+  test("before any audited action, verify checks nothing and makes no audit key", async () => {
+    const v = await verify();
+    assert.equal(v.code, 0, v.stderr);
+    assert.equal(v.stdout, "audit trail verified: 0 row(s) checked (no audited action yet)\n");
+    assert.equal((await fx.db.pool.query("SELECT 1 FROM masq.audit_keys")).rowCount, 0);
+    assert.equal((await runMasq(["audit", "checkpoint"], env)).code, 1);
+  });
+
   test("concurrent unmasks chain one after the other, and verify checks every row", async () => {
     const runs = await Promise.all(pseudonyms.slice(0, 6).map((p, i) => runMasq(["unmask", "--reason", `concurrent ${i}`, "--pseudonym", p], env)));
     for (const r of runs) assert.equal(r.code, 0, r.stderr);
@@ -105,6 +113,31 @@ describe("masq audit list, verify and checkpoint", () => {
     const bad = await verify("--against", "row 6 please");
     assert.equal(bad.code, 2);
     assert.match(bad.stderr, /--against/);
+  });
+
+  test("a long trail verifies in seq order (row 10 after row 9, not after row 1), each row later than the one before", async () => {
+    const { LocalKeyProvider } = await import("../../src/vault/local-provider.ts");
+    const { openAuditKey } = await import("../../src/audit/audit-key.ts");
+    const { appendAudit } = await import("../../src/audit/seal-audit.ts");
+    const { inTransaction } = await import("../../src/sink/transaction.ts");
+    const provider = new LocalKeyProvider(Buffer.from(TEST_MASTER_KEY_HEX, "hex"));
+    const key = await openAuditKey(fx.db.pool, provider);
+    const before = Number((await fx.db.pool.query<{ n: string }>("SELECT count(*) AS n FROM masq.audit")).rows[0]!.n);
+    // Rotations' rows, appended as the owner does, by four writers at once.
+    await Promise.all(
+      [0, 1, 2, 3].map(async (w) => {
+        for (let i = 0; i < 5; i++) {
+          await inTransaction(fx.db.pool, (c) => appendAudit(c, key, { action: "rotate-master-key", reason: "rotate master-key", selector: { w, i }, client: {} }));
+        }
+      }),
+    );
+    key.key.fill(0);
+    provider.close();
+    const v = await verify();
+    assert.equal(v.code, 0, v.stderr);
+    assert.equal(v.stdout, `audit trail verified: ${before + 20} row(s) checked\n`);
+    const unordered = await fx.db.pool.query("SELECT 1 FROM masq.audit a JOIN masq.audit b ON b.seq = a.seq + 1 WHERE b.at < a.at");
+    assert.equal(unordered.rowCount, 0);
   });
 
   test("verify needs the master key: with another one it says so and checks nothing", async () => {

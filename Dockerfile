@@ -33,7 +33,7 @@ LABEL org.opencontainers.image.title="masq" \
 # peak RSS (docs/benchmark.md).
 ENV NODE_ENV=production \
     NODE_OPTIONS=--max-semi-space-size=8 \
-    MASQ_HTTP_PORT=9090
+    MASQ_HTTP_PORT=8717
 WORKDIR /app
 # Owned by root and not writable by the process: masq writes nothing to disk in `run`, so the root filesystem can
 # be mounted read-only.
@@ -44,11 +44,11 @@ COPY src ./src
 COPY migrations ./migrations
 # The `node` user of the official image, by number so that Kubernetes' runAsNonRoot can verify it.
 USER 1000:1000
-EXPOSE 9090
+EXPOSE 8717
 # /healthz answers while the process and its event loop are alive (it does not test Postgres or SQS: that is
 # /readyz). Node itself makes the request: the slim image has no curl or wget.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
-  CMD ["node", "-e", "fetch(`http://127.0.0.1:${process.env.MASQ_HTTP_PORT || 9090}/healthz`, { signal: AbortSignal.timeout(4000) }).then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
+  CMD ["node", "-e", "fetch(`http://127.0.0.1:${process.env.MASQ_HTTP_PORT || 8717}/healthz`, { signal: AbortSignal.timeout(4000) }).then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 # node is PID 1 and masq handles SIGTERM itself: the first signal drains (commit, delete, exit 0), a second exits
 # at once. Give the container a stop timeout longer than MASQ_SHUTDOWN_TIMEOUT_MS (30 s by default).
 ENTRYPOINT ["node", "bin/masq"]

@@ -125,7 +125,7 @@ shutdown_ms = int(config.get("MASQ_SHUTDOWN_TIMEOUT_MS", "30000"))
 grace = pod.get("terminationGracePeriodSeconds", 30)
 check(grace * 1000 >= shutdown_ms + 10_000, f"terminationGracePeriodSeconds ({grace}) must exceed MASQ_SHUTDOWN_TIMEOUT_MS ({shutdown_ms} ms) by 10 s or more")
 
-http_port = int(config.get("MASQ_HTTP_PORT", "9090"))
+http_port = int(config.get("MASQ_HTTP_PORT", "8717"))
 ports = {p.get("name"): p.get("containerPort") for p in container.get("ports", [])}
 for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
     get_ = container.get(probe, {}).get("httpGet", {})

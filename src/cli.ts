@@ -1,5 +1,7 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
-import { ConfigError } from "./errors.ts";
+import { errorLine, exitCodeFor } from "./errors.ts";
+import { unknownSettingWarnings } from "./known-settings.ts";
+import { fromPostgres } from "./sink/pg-errors.ts";
 import { runCommand } from "./commands/run.ts";
 import { migrateCommand } from "./commands/migrate.ts";
 import { statusCommand } from "./commands/status.ts";
@@ -84,7 +86,7 @@ export function buildProgram(): Command {
     .addOption(new Option("--wait-time-seconds <s>", "long-poll wait").env("MASQ_WAIT_TIME_SECONDS").default(undefined, "20, or 1 with --drain"))
     .addOption(new Option("--visibility-timeout <s>", "visibility timeout requested on receive, extended while held").env("MASQ_VISIBILITY_TIMEOUT").default(60))
     .addOption(new Option("--shutdown-timeout-ms <ms>", "deadline for the graceful stop").env("MASQ_SHUTDOWN_TIMEOUT_MS").default(30000))
-    .addOption(new Option("--http-port <port>", 'port for /metrics, /healthz, /readyz, or "off"').env("MASQ_HTTP_PORT").default(9090))
+    .addOption(new Option("--http-port <port>", 'port for /metrics, /healthz, /readyz, or "off"').env("MASQ_HTTP_PORT").default(undefined, "8717; none with --drain unless given"))
     .addOption(new Option("--http-host <host>", "address the HTTP listener binds").env("MASQ_HTTP_HOST").default("0.0.0.0"))
     .option("--no-migrate", "do not apply pending migrations at start (env MASQ_MIGRATE=false)");
   logLevelOption(run).action(async (_opts, cmd: Command) => finish(await runCommand(explicit(cmd))));
@@ -106,17 +108,19 @@ export function buildProgram(): Command {
   examples(status, "masq status", "masq status --json --queue-url http://127.0.0.1:4566/000000000000/login-queue");
 
   const quarantine = program.command("quarantine").description("inspect quarantined messages and replay them");
-  examples(quarantine, "masq quarantine list", "masq quarantine show <message-id>", "masq quarantine replay --reason db_rejected --dry-run");
+  examples(quarantine, "masq quarantine list", "masq quarantine show <message-id>", "masq quarantine replay --reason-code db_rejected --dry-run");
   const list = databaseOption(
     quarantine
       .command("list")
       .description("quarantined messages not yet replayed, newest first")
-      .option("--reason <code>", "only this reason code")
+      .option("--reason-code <code>", "only this reason code (invalid_json, missing_field, db_rejected, …)")
+      // Only to say, when given, that the filter is --reason-code: --reason is the audit justification elsewhere.
+      .addOption(new Option("--reason <text>").hideHelp())
       .option("--limit <n>", "at most this many", positiveInt, 50)
       .option("--all", "include replayed records")
       .option("--json", "machine-readable output"),
   ).action(async (_opts, cmd: Command) => finish(await quarantineList(explicit(cmd))));
-  examples(list, "masq quarantine list --reason invalid_json --limit 10");
+  examples(list, "masq quarantine list --reason-code invalid_json --limit 10");
   const show = databaseOption(quarantine.command("show").description("one quarantined message, with its redacted body").argument("<message-id>").option("--json", "machine-readable output")).action(
     async (id: string, _opts, cmd: Command) => finish(await quarantineShow(id, explicit(cmd))),
   );
@@ -127,13 +131,14 @@ export function buildProgram(): Command {
         .command("replay")
         .description("send quarantined messages through the pipeline again: their kept originals, db_rejected rows, or one corrected body")
         .option("--id <message-id...>", "these records")
-        .option("--reason <code>", "every pending record with this reason")
+        .option("--reason-code <code>", "every pending record with this reason code")
+        .addOption(new Option("--reason <text>").hideHelp())
         .option("--all", "every pending record")
         .option("--body-file <file>", "a corrected body for the single --id (needs the master key's settings)")
         .option("--dry-run", "say what would be replayed"),
     ),
   ).action(async (_opts, cmd: Command) => finish(await quarantineReplay(explicit(cmd))));
-  examples(replay, "masq quarantine replay --reason db_rejected --dry-run", "masq quarantine replay --id <message-id> --body-file fixed.json");
+  examples(replay, "masq quarantine replay --reason-code db_rejected --dry-run", "masq quarantine replay --id <message-id> --body-file fixed.json");
 
   const unmask = databaseOption(
     tableOption(
@@ -244,6 +249,13 @@ export function buildProgram(): Command {
     });
   examples(localQueue, "masq local-queue --synthetic 50000", "masq local-queue --events my-events.jsonl --port 9324");
 
+  const check = program
+    .command("check")
+    .description("preflight: configuration, AWS credentials, queue, Postgres, keys; one line per check, exit 0 only when run would work");
+  queueOptions(check, "SQS queue URL");
+  databaseOption(tableOption(check)).action(async (_opts, cmd: Command) => finish(await (await import("./commands/check.ts")).checkCommand(explicit(cmd))));
+  examples(check, "masq check", "MASQ_CONNECT_TIMEOUT_SECONDS=5 masq check --queue-url http://127.0.0.1:4566/000000000000/login-queue");
+
   return program;
 }
 
@@ -270,16 +282,20 @@ function finish(code: number): void {
   process.exit(code);
 }
 
+/**
+ * Every failure ends here as one line on stderr, `masq: <what went wrong> (<setting or object>): <what to do>`,
+ * with the exit code of docs/operations.md ("Exit codes"). Commands may log the detail as JSON on stdout as well.
+ */
 export async function main(argv: string[]): Promise<void> {
+  // Typos in the environment would otherwise pass silently with the default.
+  for (const warning of unknownSettingWarnings(process.env)) process.stderr.write(`${warning}\n`);
   try {
     await buildProgram().parseAsync(argv);
   } catch (err) {
     if (err instanceof CommanderError) process.exit(err.exitCode === 0 ? 0 : 2);
-    if (err instanceof ConfigError) {
-      process.stderr.write(`masq: configuration error: ${err.message}\n`);
-      process.exit(2);
-    }
-    process.stderr.write(`masq: ${err instanceof Error ? err.message : String(err)}\n`);
-    process.exit(1);
+    // A driver error that no command wrapped still gets the words for it.
+    const e = fromPostgres(err, { setting: "DATABASE_URL", where: "the server it names" });
+    process.stderr.write(`${errorLine(e)}\n`);
+    process.exit(exitCodeFor(e));
   }
 }

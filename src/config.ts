@@ -1,4 +1,5 @@
 import { readFileSync } from "node:fs";
+import { isIP } from "node:net";
 import { ConfigError } from "./errors.ts";
 import { parseMasterKey, parsePseudonymKey } from "./mask/pseudonym-key.ts";
 import { parseConnectionString } from "./sink/connection-string.ts";
@@ -25,6 +26,8 @@ export interface PipelineConfig {
   waitTimeSeconds: number;
   visibilityTimeoutSeconds: number;
   shutdownTimeoutMs: number;
+  /** A drain gives up after this long of failing to reach SQS or Postgres (MASQ_CONNECT_TIMEOUT_SECONDS); the service never. */
+  giveUpAfterMs?: number | undefined;
 }
 
 export interface RunConfig {
@@ -118,6 +121,31 @@ export function readDatabaseUrl(flags: Record<string, unknown>, env: NodeJS.Proc
     throw new ConfigError(r.from, (err as Error).message);
   }
   return r.value;
+}
+
+/** The setting that names the database, for errors: --database-url, DATABASE_URL, or the PG* variables. */
+export function databaseSetting(flags: Record<string, unknown>, env: NodeJS.ProcessEnv): string {
+  return raw({ flags, env }, "databaseUrl", "DATABASE_URL")?.from ?? "PGHOST/PGPORT";
+}
+
+/**
+ * MASQ_CONNECT_TIMEOUT_SECONDS: how long a one-shot command (everything but `masq run` without --drain) waits for
+ * an unreachable SQS, Postgres or KMS before it gives up, naming what it could not reach.
+ */
+export function readConnectTimeoutMs(env: NodeJS.ProcessEnv): number {
+  return integer({ flags: {}, env }, "-", "MASQ_CONNECT_TIMEOUT_SECONDS", 30, 1, 86_400) * 1000;
+}
+
+/** A yes/no setting: true/false, yes/no, on/off, 1/0 in any case; anything else is an error, never a guess. */
+function boolean(src: Source, flag: string | undefined, env: string, def: boolean): boolean {
+  const f = flag === undefined ? undefined : src.flags[flag];
+  if (typeof f === "boolean") return f;
+  const r = raw(src, flag, env);
+  if (r === undefined) return def;
+  const v = r.value.trim().toLowerCase();
+  if (["true", "yes", "on", "1"].includes(v)) return true;
+  if (["false", "no", "off", "0"].includes(v)) return false;
+  throw new ConfigError(r.from, `must be true or false (got "${r.value}")`);
 }
 
 export function readTable(flags: Record<string, unknown>, env: NodeJS.ProcessEnv): TableName {
@@ -242,6 +270,24 @@ export function readQueueSettings(
   };
 }
 
+/**
+ * "QUEUE_URL at localhost:4566" or "AWS_ENDPOINT_URL_SQS at …": the setting that decides where SQS requests go and
+ * its host:port, for errors and "waiting" lines. On AWS (no endpoint set) the region's endpoint.
+ */
+export function sqsTargetText(flags: Record<string, unknown>, env: NodeJS.ProcessEnv): string {
+  const src = { flags, env };
+  const endpoint = raw(src, "sqsEndpoint", "AWS_ENDPOINT_URL_SQS") ?? raw(src, undefined, "AWS_ENDPOINT_URL");
+  const queue = raw(src, "queueUrl", "QUEUE_URL");
+  const chosen = endpoint ?? queue;
+  if (chosen === undefined) return "QUEUE_URL";
+  try {
+    const u = new URL(chosen.value);
+    return `${chosen.from} at ${u.hostname}:${u.port || (u.protocol === "https:" ? "443" : "80")}`;
+  } catch {
+    return chosen.from;
+  }
+}
+
 export function readRunConfig(flags: Record<string, unknown>, env: NodeJS.ProcessEnv, drain: boolean): RunConfig {
   const queue = readQueueSettings(flags, env);
   if (queue === undefined) throw new ConfigError("QUEUE_URL", "is not set; give the queue's URL with --queue-url or QUEUE_URL");
@@ -254,10 +300,11 @@ export function readRunConfig(flags: Record<string, unknown>, env: NodeJS.Proces
     sqsProtocol: queue.protocol,
     sqsEndpoint: queue.endpoint,
     region: queue.region,
-    migrate: flags.migrate !== false && env.MASQ_MIGRATE !== "false" && env.MASQ_MIGRATE !== "0",
+    migrate: boolean({ flags, env }, "migrate", "MASQ_MIGRATE", true),
     logLevel: readLogLevel(flags, env),
     pipeline: readPipelineConfig(flags, env, drain),
-    http: readHttp(flags, env, 9090),
+    // A drain is a one-shot job: no listener unless asked for (MASQ_HTTP_PORT or --http-port).
+    http: readHttp(flags, env, drain ? undefined : DEFAULT_HTTP_PORT),
   };
 }
 
@@ -274,14 +321,32 @@ export function readRegion(env: NodeJS.ProcessEnv): string {
   return r.value;
 }
 
-/** MASQ_HTTP_PORT: a port (0 picks a free one), or "off". */
+/**
+ * The default port of the /metrics, /healthz, /readyz listener of `masq run`: not 9090 (Prometheus itself), outside
+ * 9100-9999 (Prometheus's exporter allocations, all taken), and not in the IANA list (/etc/services) nor used by
+ * a common service (Grafana 3000, OpenTelemetry 4317/4318/9464, web 8000/8080/8443/8888).
+ */
+export const DEFAULT_HTTP_PORT = 8717;
+
+/** MASQ_HTTP_PORT: a port (0 picks a free one), or "off". MASQ_HTTP_HOST: an IP address or a host name. */
 export function readHttp(flags: Record<string, unknown>, env: NodeJS.ProcessEnv, defaultPort: number | undefined): { port: number; host: string } | undefined {
   const src = { flags, env };
   const r = raw(src, "httpPort", "MASQ_HTTP_PORT");
-  const host = raw(src, "httpHost", "MASQ_HTTP_HOST")?.value ?? "0.0.0.0";
+  const h = raw(src, "httpHost", "MASQ_HTTP_HOST");
+  const host = h === undefined ? "0.0.0.0" : h.value.trim();
+  if (h !== undefined && !isHostName(host)) {
+    throw new ConfigError(h.from, `must be an IP address or a host name to bind, e.g. 0.0.0.0, 127.0.0.1 or ::`);
+  }
   if (r === undefined) return defaultPort === undefined ? undefined : { port: defaultPort, host };
   if (/^(off|false|no|none)$/i.test(r.value.trim())) return undefined;
   return { port: integer(src, "httpPort", "MASQ_HTTP_PORT", 0, 0, 65_535), host };
+}
+
+/** An IP address, or a DNS name (RFC 1123 labels) that is not a malformed dotted quad like 999.1.1.1. */
+function isHostName(host: string): boolean {
+  if (isIP(host) !== 0) return true;
+  if (/^[\d.]+$/.test(host)) return false;
+  return host.length <= 253 && host.split(".").every((label) => /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/i.test(label));
 }
 
 /**

@@ -19,6 +19,8 @@ export async function openIngestKeys(opts: {
   logger: Logger;
   metrics?: Metrics | undefined;
   signal?: AbortSignal | undefined;
+  /** One-shot commands: give up after this long (MASQ_CONNECT_TIMEOUT_SECONDS). */
+  deadlineMs?: number | undefined;
 }): Promise<IngestKeys> {
   const { logger } = opts;
   const keys = await retryTransient(
@@ -36,6 +38,7 @@ export async function openIngestKeys(opts: {
     {
       what: "loading the keys",
       isTransient: (e) => e instanceof TransientError,
+      deadlineMs: opts.deadlineMs,
       ...(opts.signal ? { signal: opts.signal } : {}),
       onRetry: (err, delay) => logger.warn({ err: describeError(err), retryInMs: Math.round(delay) }, "key provider or Postgres not reachable; waiting"),
     },

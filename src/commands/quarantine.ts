@@ -1,6 +1,9 @@
 import { readFileSync } from "node:fs";
-import { readDatabaseUrl, readKeyConfig, readPseudonymKey, readTable } from "../config.ts";
-import { ConfigError, describeError } from "../errors.ts";
+import { databaseSetting, readConnectTimeoutMs, readDatabaseUrl, readKeyConfig, readPseudonymKey, readTable } from "../config.ts";
+import { ConfigError } from "../errors.ts";
+import { fromPostgres } from "../sink/pg-errors.ts";
+import { waitForPostgres } from "../sink/wait-for-postgres.ts";
+import { REASON_CODES } from "../transform/reason-codes.ts";
 import type { LoginRow } from "../mask/mask-event.ts";
 import { sql } from "kysely";
 import { createProgress } from "../progress/progress.ts";
@@ -16,15 +19,31 @@ import { IngestKeys } from "../vault/ingest-keys.ts";
 import { readRotationState } from "../rotation/rotation-state.ts";
 import { createKeyProvider } from "../vault/key-provider-from-config.ts";
 
+/** --reason-code: one of the known codes, or exit 2 listing them (a typo would otherwise match nothing, silently). */
+function readReasonCode(flags: Record<string, unknown>): string | undefined {
+  if (flags.reason !== undefined) {
+    throw new ConfigError("--reason", `is the audit justification of unmask and pseudonym, not a filter; to select by reason code use --reason-code <code> (${REASON_CODES.join(", ")})`, {
+      what: "--reason does not select records",
+    });
+  }
+  const code = typeof flags.reasonCode === "string" ? flags.reasonCode.trim() : undefined;
+  if (code === undefined) return undefined;
+  if (!(REASON_CODES as readonly string[]).includes(code)) {
+    throw new ConfigError("--reason-code", `is not a reason code masq uses; the codes are ${REASON_CODES.join(", ")}`, { what: "unknown reason code" });
+  }
+  return code;
+}
+
 /** `masq quarantine list`: what is waiting, newest first. */
 export async function quarantineList(flags: Record<string, unknown>): Promise<number> {
+  const reasonCode = readReasonCode(flags);
   return withDb(flags, async (db) => {
     let q = db.kysely
       .selectFrom("masq.quarantine")
       .select(["message_id", "reason", "detail", "body_length", "sent_at", "quarantined_at", "replayed_at"])
       .orderBy("quarantined_at", "desc")
       .limit(Number(flags.limit ?? 50));
-    if (typeof flags.reason === "string") q = q.where("reason", "=", flags.reason);
+    if (reasonCode !== undefined) q = q.where("reason", "=", reasonCode);
     if (flags.all !== true) q = q.where("replayed_at", "is", null);
     const rows = await q.execute();
     if (flags.json === true) {
@@ -64,7 +83,8 @@ export async function quarantineShow(messageId: string, flags: Record<string, un
       .where("message_id", "=", messageId)
       .executeTakeFirst();
     if (r === undefined) {
-      process.stderr.write(`masq: no quarantined message with id ${messageId}\n`);
+      // The id is not echoed: what was typed may be a value rather than an id (PII in a terminal's scrollback).
+      process.stderr.write("masq: no such quarantined message (the <message-id> given): masq quarantine list --all shows the ids\n");
       return 1;
     }
     let body: unknown = r.body;
@@ -99,11 +119,11 @@ function renderRecord(r: Record<string, unknown>): string {
  */
 export async function quarantineReplay(flags: Record<string, unknown>): Promise<number> {
   const ids = Array.isArray(flags.id) ? (flags.id as string[]) : [];
-  const reason = typeof flags.reason === "string" ? flags.reason : undefined;
+  const reason = readReasonCode(flags);
   const all = flags.all === true;
   const bodyFile = typeof flags.bodyFile === "string" ? flags.bodyFile : undefined;
   if (bodyFile !== undefined && ids.length !== 1) throw new ConfigError("--body-file", "goes with exactly one --id");
-  if (ids.length === 0 && reason === undefined && !all) throw new ConfigError("--id/--reason/--all", "say which records to replay");
+  if (ids.length === 0 && reason === undefined && !all) throw new ConfigError("--id/--reason-code/--all", "say which records to replay");
   const table = readTable(flags, process.env);
   let correctedBody: string | undefined;
   if (bodyFile !== undefined) {
@@ -308,14 +328,15 @@ async function missingReplayRoles(db: Db): Promise<string[]> {
   return [...(r.unmask ? [] : ["masq_unmask"]), ...(r.ingest ? [] : ["masq_ingest"])];
 }
 
+/** A pool for one command: reached within MASQ_CONNECT_TIMEOUT_SECONDS; failures go to the CLI's one line. */
 async function withDb(flags: Record<string, unknown>, fn: (db: Db) => Promise<number>): Promise<number> {
-  const db = createDb({ databaseUrl: readDatabaseUrl(flags, process.env), poolSize: 2 });
+  const connectTimeoutMs = readConnectTimeoutMs(process.env);
+  const db = createDb({ databaseUrl: readDatabaseUrl(flags, process.env), setting: databaseSetting(flags, process.env), connectTimeoutMs, poolSize: 2 });
   try {
+    await waitForPostgres(db, { deadlineMs: connectTimeoutMs });
     return await fn(db);
   } catch (err) {
-    if (err instanceof ConfigError) throw err;
-    process.stderr.write(`masq: ${describeError(err)}\n`);
-    return 1;
+    throw fromPostgres(err, db.target);
   } finally {
     await db.close().catch(() => undefined);
   }

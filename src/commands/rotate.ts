@@ -1,5 +1,7 @@
-import { readDatabaseUrl, readKeyConfig, readPseudonymKey, readTable } from "../config.ts";
-import { ConfigError, describeError } from "../errors.ts";
+import { databaseSetting, readConnectTimeoutMs, readDatabaseUrl, readKeyConfig, readPseudonymKey, readTable } from "../config.ts";
+import { ConfigError } from "../errors.ts";
+import { fromPostgres } from "../sink/pg-errors.ts";
+import { waitForPostgres } from "../sink/wait-for-postgres.ts";
 import { createProgress, type Progress } from "../progress/progress.ts";
 import { recordRotation } from "../audit/record-rotation.ts";
 import { rewrapKeys, type RewrapResult } from "../rotation/rewrap-keys.ts";
@@ -198,20 +200,27 @@ function fromText(r: RewrapResult): string {
 async function withKeys(flags: Record<string, unknown>, fn: (deps: { db: Db; provider: KeyProvider; signal: AbortSignal }) => Promise<number>): Promise<number> {
   const provider = createKeyProvider(readKeyConfig(process.env));
   // Batches of the table pass can wait on row locks: more room than ingestion's 60 s.
-  const db = createDb({ databaseUrl: readDatabaseUrl(flags, process.env), poolSize: 3, statementTimeoutMs: 600_000 });
+  const connectTimeoutMs = readConnectTimeoutMs(process.env);
+  const db = createDb({
+    databaseUrl: readDatabaseUrl(flags, process.env),
+    setting: databaseSetting(flags, process.env),
+    connectTimeoutMs,
+    poolSize: 3,
+    statementTimeoutMs: 600_000,
+  });
   const abort = new AbortController();
   const signals = onShutdownSignals({
-    first: () => {
+    first: (signal) => {
       process.stderr.write("masq: stopping after the current batch (signal again to exit at once; --resume continues)\n");
-      abort.abort();
+      abort.abort(signal);
     },
   });
   try {
+    await waitForPostgres(db, { deadlineMs: connectTimeoutMs, signal: abort.signal });
     return await fn({ db, provider, signal: abort.signal });
   } catch (err) {
-    if (err instanceof ConfigError) throw err;
-    process.stderr.write(`masq: ${describeError(err)}\n`);
-    return 1;
+    // Printed by the CLI as one line, with its exit code.
+    throw fromPostgres(err, db.target);
   } finally {
     signals.dispose();
     provider.close();

@@ -1,9 +1,10 @@
-import { readLogFormat, readRunConfig } from "../config.ts";
-import { ConfigError, describeError, FatalError, TransientError } from "../errors.ts";
+import { databaseSetting, readConnectTimeoutMs, readLogFormat, readRunConfig, sqsTargetText } from "../config.ts";
+import { describeError, errorLine, FatalError, TransientError } from "../errors.ts";
 import { createLogger } from "../log.ts";
 import { retryTransient } from "../runner/backoff.ts";
 import { Runner } from "../runner/runner.ts";
 import { createDb } from "../sink/db.ts";
+import { targetText } from "../sink/pg-target.ts";
 import { pruneLedger } from "../sink/prune-ledger.ts";
 import { createSqsClient } from "../source/sqs-client.ts";
 import { SqsSource } from "../source/sqs-source.ts";
@@ -20,10 +21,16 @@ import { createKeyProvider } from "../vault/key-provider-from-config.ts";
 import { openIngestKeys } from "./open-keys.ts";
 import type { IngestKeys } from "../vault/ingest-keys.ts";
 
-/** `masq run [--drain]`: returns the process exit code. */
+/**
+ * `masq run [--drain]`: returns the process exit code. The service waits for Postgres, SQS and KMS as long as it
+ * takes (logging what it waits for, by setting); a drain is a one-shot job and gives up after
+ * MASQ_CONNECT_TIMEOUT_SECONDS.
+ */
 export async function runCommand(flags: Record<string, unknown>): Promise<number> {
   const drain = flags.drain === true;
   const config = readRunConfig(flags, process.env, drain);
+  const deadlineMs = drain ? readConnectTimeoutMs(process.env) : undefined;
+  const sqsTarget = sqsTargetText(flags, process.env);
   const logger = createLogger(config.logLevel, undefined, readLogFormat(process.env));
   const setupAbort = new AbortController();
   let runner: Runner | undefined;
@@ -33,7 +40,7 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
         { signal },
         `shutting down: finishing the current batches and long polls (up to ${config.pipeline.waitTimeSeconds} s; signal again to exit at once)`,
       );
-      setupAbort.abort();
+      setupAbort.abort(signal);
       runner?.stop();
     },
     second: (signal) => {
@@ -42,7 +49,13 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
     },
   });
 
-  const db = createDb({ databaseUrl: config.databaseUrl, poolSize: config.pipeline.writers + 2, logger });
+  const db = createDb({
+    databaseUrl: config.databaseUrl,
+    setting: databaseSetting(flags, process.env),
+    connectTimeoutMs: deadlineMs,
+    poolSize: config.pipeline.writers + 2,
+    logger,
+  });
   // Made once the endpoint's protocol is known (detectSqsProtocol below); until then readiness reports the wait.
   let sqs: SQSClient | undefined;
   let source: SqsSource | undefined;
@@ -57,7 +70,7 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
   try {
     // Up before anything else: liveness holds while masq waits for Postgres or SQS; readiness tells the truth.
     if (config.http) {
-      const readiness = readinessProbe({ pool: db.pool, source: () => source, sqsNotReady: () => sqsWaiting });
+      const readiness = readinessProbe({ pool: db.pool, source: () => source, sqsNotReady: () => sqsWaiting, targets: { postgres: db.target, sqs: sqsTarget } });
       http = await startHttpServer({ ...config.http, metrics, readiness, logger });
     }
     // SQS first: a wrong queue, region or credentials must stop masq before it migrates anything.
@@ -68,9 +81,11 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
         what: "reaching SQS",
         signal: setupAbort.signal,
         isTransient: (e) => e instanceof TransientError,
+        deadlineMs,
+        object: sqsTarget,
         onRetry: (err, delay) => {
-          sqsWaiting = `waiting for SQS (QUEUE_URL ${config.queueUrl}): ${err.message}`;
-          logger.warn({ err: describeError(err), retryInMs: Math.round(delay) }, "SQS not reachable (QUEUE_URL); waiting");
+          sqsWaiting = `waiting for SQS (${sqsTarget}): ${err.message}`;
+          logger.warn({ err: describeError(err), target: sqsTarget, retryInMs: Math.round(delay) }, "SQS not reachable (QUEUE_URL); waiting");
         },
       },
     );
@@ -84,13 +99,24 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
     });
     const sqsSource = new SqsSource(sqs, config.queueUrl);
     source = sqsSource;
-    await prepareDatabase(db, config.table, { migrate: config.migrate, logger, signal: setupAbort.signal });
-    keys = await openIngestKeys({ db, provider, config: config.keys, override: config.pseudonymKeyOverride, logger, metrics, signal: setupAbort.signal });
+    await prepareDatabase(db, config.table, { migrate: config.migrate, logger, signal: setupAbort.signal, deadlineMs });
+    keys = await openIngestKeys({
+      db,
+      provider,
+      config: config.keys,
+      override: config.pseudonymKeyOverride,
+      logger,
+      metrics,
+      signal: setupAbort.signal,
+      deadlineMs,
+    });
     const retention = await retryTransient(() => sqsSource.retentionSeconds(setupAbort.signal), {
       what: "reaching SQS",
       signal: setupAbort.signal,
       isTransient: (e) => e instanceof TransientError,
-      onRetry: (err, delay) => logger.warn({ err: describeError(err), retryInMs: Math.round(delay) }, "SQS not reachable (QUEUE_URL); waiting"),
+      deadlineMs,
+      object: sqsTarget,
+      onRetry: (err, delay) => logger.warn({ err: describeError(err), target: sqsTarget, retryInMs: Math.round(delay) }, "SQS not reachable (QUEUE_URL); waiting"),
     });
     if (setupAbort.signal.aborted) return 0;
 
@@ -130,7 +156,8 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
       table: config.table,
       keys,
       logger,
-      config: config.pipeline,
+      config: { ...config.pipeline, giveUpAfterMs: deadlineMs },
+      targets: { postgres: targetText(db.target), sqs: sqsTarget },
       observer: combineObservers(metrics, progress),
     });
     const result = await runner.run({ drain });
@@ -141,16 +168,22 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
       { cpuUserMs: Math.round(usage.userCPUTime / 1000), cpuSystemMs: Math.round(usage.systemCPUTime / 1000), maxRssMb: Math.round(usage.maxRSS / 1024) },
       "process usage",
     );
-    if (result.fatal) return 1;
-    return result.timedOut ? 1 : 0;
+    if (result.fatal) {
+      process.stderr.write(`${errorLine(result.fatal)}\n`);
+      return 1;
+    }
+    if (result.timedOut) {
+      process.stderr.write(
+        `masq: the graceful stop did not finish in time (MASQ_SHUTDOWN_TIMEOUT_MS): uncommitted messages will be redelivered and written once; raise the setting if batches need longer\n`,
+      );
+      return 1;
+    }
+    return 0;
   } catch (err) {
-    // A setting that turned out wrong on contact (a pseudonym key that is not the database's): exit 2 like any other.
-    if (err instanceof ConfigError) throw err;
     if (setupAbort.signal.aborted && !(err instanceof FatalError)) return 0;
+    // The JSON line keeps the detail for the logs; the CLI prints the one line for a person (stderr) and exits.
     logger.error({ err: describeError(err) }, "masq stopped");
-    // A refusal at start-up (access denied): one line on stderr too, not only the JSON log.
-    if (err instanceof FatalError && runner === undefined) throw err;
-    return 1;
+    throw err;
   } finally {
     clearInterval(pruneTimer);
     clearInterval(queuePoll);

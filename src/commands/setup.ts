@@ -4,6 +4,7 @@ import { retryTransient } from "../runner/backoff.ts";
 import type { Db } from "../sink/db.ts";
 import { migrate } from "../sink/migrate.ts";
 import { classifyPgError } from "../sink/pg-errors.ts";
+import { targetText } from "../sink/pg-target.ts";
 import type { TableName } from "../sink/table-name.ts";
 import { ensureTargetTable } from "../sink/target-table.ts";
 
@@ -11,7 +12,11 @@ import { ensureTargetTable } from "../sink/target-table.ts";
  * Brings the database to the state masq needs: migrations applied (unless the operator runs them separately) and
  * the target table present with the expected columns. Waits for a database that is not up yet.
  */
-export async function prepareDatabase(db: Db, table: TableName, opts: { migrate: boolean; logger: Logger; signal?: AbortSignal }): Promise<void> {
+export async function prepareDatabase(
+  db: Db,
+  table: TableName,
+  opts: { migrate: boolean; logger: Logger; signal?: AbortSignal; deadlineMs?: number | undefined },
+): Promise<void> {
   const { logger } = opts;
   await retryTransient(
     async () => {
@@ -23,14 +28,17 @@ export async function prepareDatabase(db: Db, table: TableName, opts: { migrate:
         const t = await ensureTargetTable(db.pool, table);
         if (t.created) logger.info({ table: `${table.schema}.${table.name}` }, "target table created");
       } catch (err) {
-        throw classifyPgError(err);
+        throw classifyPgError(err, db.target);
       }
     },
     {
       what: "connecting to Postgres",
       isTransient: (e) => e instanceof TransientError,
       ...(opts.signal ? { signal: opts.signal } : {}),
-      onRetry: (err, delay) => logger.warn({ err: describeError(err), retryInMs: Math.round(delay) }, "Postgres not ready; waiting"),
+      deadlineMs: opts.deadlineMs,
+      object: targetText(db.target),
+      onRetry: (err, delay) =>
+        logger.warn({ err: describeError(err), setting: db.target.setting, target: db.target.where, retryInMs: Math.round(delay) }, "Postgres not ready; waiting"),
     },
   );
 }

@@ -1,6 +1,8 @@
-import { readDatabaseUrl, readQueueSettings, readTable, type SqsProtocol } from "../config.ts";
-import { ConfigError, describeError } from "../errors.ts";
+import { databaseSetting, readConnectTimeoutMs, readDatabaseUrl, readQueueSettings, readTable, sqsTargetText, type SqsProtocol } from "../config.ts";
+import { ConfigError, describeError, errorLine, exitCodeFor, FatalError, type ErrorHelp } from "../errors.ts";
 import { createDb } from "../sink/db.ts";
+import { fromPostgres } from "../sink/pg-errors.ts";
+import { waitForPostgres } from "../sink/wait-for-postgres.ts";
 import { loadMigrations } from "../sink/migrate.ts";
 import { databaseStatus, type DatabaseStatus } from "../sink/status-queries.ts";
 import type { SQSClient } from "@aws-sdk/client-sqs";
@@ -14,24 +16,35 @@ interface Status {
   table: string;
 }
 
-/** `masq status [--json]`: one screen from the queue's attributes and the database. Exit 1 if either is unreachable. */
+/**
+ * `masq status [--json]`: one screen from the queue's attributes and the database. Exit 1 if either is unreachable
+ * (Postgres is waited for at most MASQ_CONNECT_TIMEOUT_SECONDS), 2 if a setting is wrong; each failure also ends
+ * as one line on stderr naming the setting.
+ */
 export async function statusCommand(flags: Record<string, unknown>): Promise<number> {
   const table = readTable(flags, process.env);
   const queue = readQueueSettings(flags, process.env);
-  const db = createDb({ databaseUrl: readDatabaseUrl(flags, process.env), poolSize: 2 });
+  const connectTimeoutMs = readConnectTimeoutMs(process.env);
+  const db = createDb({ databaseUrl: readDatabaseUrl(flags, process.env), setting: databaseSetting(flags, process.env), connectTimeoutMs, poolSize: 2 });
   const status: Status = { queue: null, database: { error: "not checked" }, table: `${table.schema}.${table.name}` };
+  const failures: unknown[] = [];
   try {
-    if (queue !== undefined) status.queue = await queueStatus(queue);
+    if (queue !== undefined) status.queue = await queueStatus(queue, { where: sqsTargetText(flags, process.env), timeoutMs: connectTimeoutMs, failures });
     try {
+      await waitForPostgres(db, { deadlineMs: connectTimeoutMs });
       status.database = { ...(await databaseStatus(db, table)), latestMigration: loadMigrations().at(-1)?.version ?? 0 };
     } catch (err) {
       const missing = (err as { code?: string }).code === "42P01";
-      status.database = { error: missing ? "masq's tables are not there yet: run masq migrate (or masq run)" : describeError(err) };
+      const failure = fromPostgres(err, db.target);
+      if (!missing) failures.push(failure);
+      status.database = { error: missing ? "masq's tables are not there yet: run masq migrate (or masq run)" : errorLine(failure).replace(/^masq: /, "") };
     }
   } finally {
     await db.close().catch(() => undefined);
   }
   process.stdout.write(flags.json === true ? `${JSON.stringify(status, null, 2)}\n` : render(status));
+  for (const f of failures) process.stderr.write(`${errorLine(f)}\n`);
+  if (failures.length > 0) return Math.max(...failures.map(exitCodeFor));
   return "error" in status.database || status.queue?.error !== undefined ? 1 : 0;
 }
 
@@ -39,16 +52,24 @@ export async function statusCommand(flags: Record<string, unknown>): Promise<num
  * The queue's counts, in the protocol its endpoint speaks. A mistake in the settings (no credentials, no such queue,
  * a protocol the endpoint does not speak) is thrown: exit 2 with the setting named; anything else is reported.
  */
-async function queueStatus(queue: NonNullable<ReturnType<typeof readQueueSettings>>): Promise<NonNullable<Status["queue"]>> {
+async function queueStatus(
+  queue: NonNullable<ReturnType<typeof readQueueSettings>>,
+  opts: { where: string; timeoutMs: number; failures: unknown[] },
+): Promise<NonNullable<Status["queue"]>> {
   let protocol: SqsProtocol | null = null;
   let sqs: SQSClient | undefined;
   try {
-    protocol = await detectSqsProtocol({ queueUrl: queue.queueUrl, region: queue.region, endpoint: queue.endpoint, setting: queue.protocol });
+    const signal = AbortSignal.timeout(opts.timeoutMs);
+    protocol = await detectSqsProtocol({ queueUrl: queue.queueUrl, region: queue.region, endpoint: queue.endpoint, setting: queue.protocol, signal });
     sqs = createSqsClient({ region: queue.region, endpoint: queue.endpoint, protocol });
-    return { url: queue.queueUrl, protocol, counts: await new SqsSource(sqs, queue.queueUrl).counts() };
+    return { url: queue.queueUrl, protocol, counts: await new SqsSource(sqs, queue.queueUrl).counts(signal) };
   } catch (err) {
     if (err instanceof ConfigError) throw err;
-    return { url: queue.queueUrl, protocol, counts: null, error: err instanceof Error ? err.message : String(err) };
+    // Reported on the screen and, as the CLI's one line naming the setting and host:port, on stderr.
+    const help: ErrorHelp = (err as { help?: ErrorHelp }).help ?? {};
+    const failure = new FatalError(describeError(err), { what: "cannot read the queue", object: opts.where, ...help, hint: help.hint ?? (err as Error).message });
+    opts.failures.push(failure);
+    return { url: queue.queueUrl, protocol, counts: null, error: errorLine(failure).replace(/^masq: /, "") };
   } finally {
     sqs?.destroy();
   }

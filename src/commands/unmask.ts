@@ -4,8 +4,11 @@ import { openAuditKey } from "../audit/audit-key.ts";
 import { clientReported } from "../audit/client-reported.ts";
 import { revealVault } from "../audit/reveal-vault.ts";
 import { sealAudit } from "../audit/seal-audit.ts";
-import { readDatabaseUrl, readKeyConfig, readPseudonymKey, readTable } from "../config.ts";
-import { ConfigError, describeError } from "../errors.ts";
+import { databaseSetting, readConnectTimeoutMs, readDatabaseUrl, readKeyConfig, readPseudonymKey, readTable } from "../config.ts";
+import { ConfigError, describeError, errorLine, exitCodeFor } from "../errors.ts";
+import { fromPostgres } from "../sink/pg-errors.ts";
+import type { PgTarget } from "../sink/pg-target.ts";
+import { waitForPostgres } from "../sink/wait-for-postgres.ts";
 import type { PiiKind } from "../mask/pseudonymize.ts";
 import { createDb, type Db } from "../sink/db.ts";
 import { inTransaction } from "../sink/transaction.ts";
@@ -72,7 +75,7 @@ export async function unmaskCommand(flags: Record<string, unknown>): Promise<num
  */
 export async function pseudonymCommand(kind: string, valueArg: string, flags: Record<string, unknown>): Promise<number> {
   const reason = readReason(flags);
-  if (!KINDS.includes(kind as PiiKind)) throw new ConfigError("<kind>", "must be ip or device_id (the kind comes first: masq pseudonym <kind> <value>)");
+  if (!KINDS.includes(kind as PiiKind)) throw new ConfigError("<kind>", "must be ip or device_id (the kind comes first: masq pseudonym <kind> <value>)", { what: "unknown kind" });
   const raw = valueArg === "-" ? readFileSync(0, "utf8").replace(/\r?\n$/, "") : valueArg;
   let value = raw;
   if (kind === "ip") {
@@ -110,27 +113,49 @@ export async function pseudonymCommand(kind: string, valueArg: string, flags: Re
  */
 async function withVault(flags: Record<string, unknown>, work: (ctx: { db: Db; provider: KeyProvider; client: Record<string, string> }) => Promise<number>): Promise<number> {
   const provider = createKeyProvider(readKeyConfig(process.env));
-  const db = createDb({ databaseUrl: readDatabaseUrl(flags, process.env), poolSize: 2 });
+  const connectTimeoutMs = readConnectTimeoutMs(process.env);
+  const db = createDb({ databaseUrl: readDatabaseUrl(flags, process.env), setting: databaseSetting(flags, process.env), connectTimeoutMs, poolSize: 2 });
   try {
+    await waitForPostgres(db, { deadlineMs: connectTimeoutMs });
     return await work({ db, provider, client: await clientReported(provider) });
   } catch (err) {
-    return refuse(err);
+    return refuse(err, db.target);
   } finally {
     provider.close();
     await db.close().catch(() => undefined);
   }
 }
 
-function readReason(flags: Record<string, unknown>): string {
-  const reason = typeof flags.reason === "string" ? flags.reason.trim() : "";
-  if (reason.length < 3) throw new ConfigError("--reason", 'is required: say why, e.g. --reason "fraud case 4711"; it goes into the audit record');
-  return reason;
+/** Letters, digits, punctuation and symbols: what a reader of the audit can see (not spaces, zero-width or controls). */
+const VISIBLE = /[\p{L}\p{N}\p{P}\p{S}]/gu;
+const MIN_VISIBLE = 3;
+
+export function readReason(flags: Record<string, unknown>): string {
+  const given = typeof flags.reason === "string" ? flags.reason.trim() : "";
+  const visible = given.match(VISIBLE)?.length ?? 0;
+  if (given === "") throw new ConfigError("--reason", 'is required: say why, e.g. --reason "fraud case 4711"; it goes into the audit record', { what: "no justification" });
+  if (visible < MIN_VISIBLE) {
+    throw new ConfigError(
+      "--reason",
+      `is too short: it has ${visible} visible character(s), at least ${MIN_VISIBLE} are needed; say why, e.g. --reason "fraud case 4711"`,
+      { what: "justification too short" },
+    );
+  }
+  return given;
 }
 
 function readSelector(flags: Record<string, unknown>): Selector {
   const list = (v: unknown): string[] => (Array.isArray(v) ? v.map(String) : typeof v === "string" ? [v] : []);
   const pseudonyms = list(flags.pseudonym).map((p) => p.trim().toLowerCase().replace(/^hmac:/, ""));
-  for (const p of pseudonyms) if (!/^[0-9a-f]{64}$/.test(p)) throw new ConfigError("--pseudonym", `must be 64 hex digits, as in user_logins (got "${p.slice(0, 80)}")`);
+  // What was typed is never echoed: a value pasted by mistake (an ip, a device id) is PII.
+  pseudonyms.forEach((p, i) => {
+    if (!/^[0-9a-f]{64}$/.test(p)) {
+      throw new ConfigError("--pseudonym", `must be 64 hex digits, as in masked_ip and masked_device_id; pseudonym ${i + 1} of ${pseudonyms.length} is ${p.length} characters long and not one`, {
+        what: "not a pseudonym",
+        hint: "to find the pseudonym of a value you hold, use masq pseudonym <kind> -",
+      });
+    }
+  });
   const userIds = list(flags.userId);
   const date = (name: string, v: unknown): string | undefined => {
     if (v === undefined) return undefined;
@@ -143,14 +168,14 @@ function readSelector(flags: Record<string, unknown>): Selector {
     throw new ConfigError("--pseudonym/--user-id/--from/--to", "say what to unmask: pseudonyms, or rows of the table by user id and/or date range");
   }
   const kind = typeof flags.kind === "string" ? flags.kind : undefined;
-  if (kind !== undefined && !KINDS.includes(kind as PiiKind)) throw new ConfigError("--kind", `must be ip or device_id (got "${kind}")`);
+  if (kind !== undefined && !KINDS.includes(kind as PiiKind)) throw new ConfigError("--kind", "must be ip or device_id", { what: "unknown kind" });
   const limit = typeof flags.limit === "number" ? flags.limit : 1000;
   return { pseudonyms, userIds, from, to, kinds: kind === undefined ? [...KINDS] : [kind as PiiKind], limit };
 }
 
 function readFormat(flags: Record<string, unknown>): UnmaskFormat {
   const f = typeof flags.format === "string" ? flags.format : "table";
-  if (f !== "table" && f !== "csv" && f !== "json") throw new ConfigError("--format", `must be table, csv or json (got "${f}")`);
+  if (f !== "table" && f !== "csv" && f !== "json") throw new ConfigError("--format", "must be table, csv or json", { what: "unknown format" });
   return f;
 }
 
@@ -192,19 +217,20 @@ async function wantedPseudonyms(client: pg.Pool, table: { schema: string; name: 
   return out;
 }
 
-/** Every failure reveals nothing and says why; a setting that is wrong exits 2 (thrown to the CLI). */
-function refuse(err: unknown): number {
+/** Every failure reveals nothing and says why, in the CLI's one-line format; a setting that is wrong exits 2 (thrown to the CLI). */
+function refuse(err: unknown, target: PgTarget): number {
   if (err instanceof ConfigError) throw err;
   const code = (err as { code?: string }).code;
-  const text = describeError(err);
-  let why: string;
-  if (code === "42501" || /permission denied/.test(text)) {
-    why = `${text}: reading the vault needs the masq_unmask role (GRANT masq_unmask TO <your login>)`;
+  const known = fromPostgres(err, target);
+  if (known instanceof ConfigError) throw known;
+  let line: string;
+  if (code === "42501" || /permission denied/.test(describeError(err))) {
+    line = `masq: permission denied (${(err as Error).message}): reading the vault needs the masq_unmask role (GRANT masq_unmask TO <your login>)`;
   } else if (err instanceof IntegrityError) {
-    why = err.message;
+    line = `masq: ${err.message}`;
   } else {
-    why = text;
+    line = errorLine(known);
   }
-  process.stderr.write(`masq: ${why}; nothing was shown\n`);
-  return 1;
+  process.stderr.write(`${line}; nothing was shown\n`);
+  return exitCodeFor(known);
 }

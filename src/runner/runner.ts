@@ -1,6 +1,6 @@
 import type pg from "pg";
 import type { PipelineConfig } from "../config.ts";
-import { describeError, FatalError, TransientError } from "../errors.ts";
+import { describeError, FatalError, TransientError, UnreachableError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { Handle, ReceivedMessage, SqsSource } from "../source/sqs-source.ts";
 import type { TableName } from "../sink/table-name.ts";
@@ -20,6 +20,8 @@ export interface RunnerDeps {
   logger: Logger;
   config: PipelineConfig;
   observer?: PipelineObserver | undefined;
+  /** "DATABASE_URL at db:5432/app", "QUEUE_URL at …": named when a drain gives up on one of them. */
+  targets?: { postgres: string; sqs: string } | undefined;
 }
 
 export interface RunResult {
@@ -141,6 +143,7 @@ export class Runner {
   private async receiveLoop(index: number): Promise<void> {
     const { source, config, logger } = this.deps;
     let failures = 0;
+    let failingSince: number | undefined;
     while (!this.stopping) {
       await this.until(() => this.stopping || (this.sinkHealthy && this.held.size + 10 <= config.maxInFlight && this.bytesAllowReceive()));
       if (this.stopping) break;
@@ -153,6 +156,7 @@ export class Runner {
           signal: this.receiveAbort.signal,
         });
         failures = 0;
+        failingSince = undefined;
       } catch (err) {
         this.received();
         if (this.stopping) break;
@@ -161,6 +165,7 @@ export class Runner {
           this.failWith(err instanceof FatalError ? err : new FatalError((err as Error).message));
           break;
         }
+        if (this.gaveUp(err, "receiving from SQS", (failingSince ??= Date.now()), this.deps.targets?.sqs)) break;
         this.countRetry("sqs_receive");
         const delay = backoffMs(failures++);
         logger.warn({ err: describeError(err), retryInMs: Math.round(delay) }, "receive failed; retrying");
@@ -272,6 +277,7 @@ export class Runner {
   private async commitAndDelete(batch: IncomingMessage[]): Promise<void> {
     const { pool, table, keys, logger } = this.deps;
     const started = performance.now();
+    let failingSince: number | undefined;
     for (let attempt = 0; ; attempt++) {
       if (this.hardAbort.signal.aborted || this.fatal !== undefined) return;
       try {
@@ -305,6 +311,7 @@ export class Runner {
           this.failWith(err instanceof FatalError ? err : new FatalError(`unexpected error while committing: ${describeError(err)}`));
           return;
         }
+        if (this.gaveUp(err, "committing to Postgres", (failingSince ??= Date.now()), this.deps.targets?.postgres)) return;
         const cause = err.cause_;
         this.countRetry(cause);
         // Stop receiving until Postgres answers again; held messages keep their visibility extended meanwhile.
@@ -392,6 +399,25 @@ export class Runner {
     } finally {
       this.drainCheckRunning = false;
     }
+  }
+
+  /**
+   * A drain is a one-shot job: past config.giveUpAfterMs (MASQ_CONNECT_TIMEOUT_SECONDS) of transient failures in a
+   * row it stops, naming what it could not reach, instead of waiting forever. The service has no such limit.
+   */
+  private gaveUp(err: unknown, what: string, since: number, target: string | undefined): boolean {
+    const limit = this.deps.config.giveUpAfterMs;
+    if (limit === undefined || Date.now() - since < limit) return false;
+    const seconds = Math.round(limit / 1000);
+    const help = err instanceof TransientError ? err.help : {};
+    const e = new UnreachableError(`${what}: gave up after ${seconds} s`, {
+      what: help.what === undefined ? `gave up ${what} after ${seconds} s` : `${help.what} within ${seconds} s`,
+      object: target ?? help.object,
+      hint: `${help.hint ?? (err as Error).message}; uncommitted messages will be redelivered (MASQ_CONNECT_TIMEOUT_SECONDS sets the wait)`,
+    });
+    e.cause = err;
+    this.failWith(e);
+    return true;
   }
 
   private failWith(err: FatalError): void {

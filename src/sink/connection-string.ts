@@ -26,7 +26,13 @@ export function parseConnectionString(text: string): pg.ClientConfig {
   try {
     config = parseIntoClientConfig(url);
   } catch (err) {
-    const reason = err instanceof Error && err.message.startsWith("Invalid port") ? "has a port that is not a number" : "is not a valid postgres:// URL";
+    const e = err as NodeJS.ErrnoException;
+    // pg-connection-string reads sslrootcert, sslcert and sslkey while it parses.
+    const reason = e.message?.startsWith("Invalid port")
+      ? "has a port that is not a number"
+      : e.syscall === "open" && typeof e.code === "string"
+        ? `names a certificate or key file that cannot be read (${e.code}): check sslrootcert, sslcert and sslkey`
+        : "is not a valid postgres:// URL";
     throw new Error(reason, { cause: err });
   }
   if (typeof config.host === "string" && /\s/.test(config.host)) throw new Error("has a host name with a space in it");

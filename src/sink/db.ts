@@ -2,6 +2,7 @@ import { Kysely, PostgresDialect } from "kysely";
 import pg from "pg";
 import type { Logger } from "pino";
 import { parseConnectionString } from "./connection-string.ts";
+import { pgTarget, type PgTarget } from "./pg-target.ts";
 
 /** masq's own tables, for typed queries. The user's table is written with raw, set-based SQL (write-batch.ts). */
 export interface MasqTables {
@@ -26,6 +27,8 @@ export interface MasqTables {
 
 export interface Db {
   pool: pg.Pool;
+  /** The setting and host:port/database this pool connects to, for errors and "waiting" lines. */
+  target: PgTarget;
   kysely: Kysely<MasqTables>;
   close(): Promise<void>;
 }
@@ -36,22 +39,28 @@ export interface DbOptions {
   poolSize?: number;
   statementTimeoutMs?: number;
   logger?: Logger;
+  /** The setting that gave the URL (--database-url, DATABASE_URL); named in errors. */
+  setting?: string | undefined;
+  /** One-shot commands wait at most this long for a connection (MASQ_CONNECT_TIMEOUT_SECONDS). */
+  connectTimeoutMs?: number | undefined;
 }
 
 // date columns come back as 'YYYY-MM-DD' text, not a Date at local midnight.
 pg.types.setTypeParser(pg.types.builtins.DATE, (v) => v);
 
 export function createDb(opts: DbOptions = {}): Db {
+  const conn = opts.databaseUrl === undefined ? {} : parseConnectionString(opts.databaseUrl);
   const pool = new pg.Pool({
-    ...(opts.databaseUrl === undefined ? {} : parseConnectionString(opts.databaseUrl)),
+    ...conn,
     max: opts.poolSize ?? 4,
-    connectionTimeoutMillis: 10_000,
+    connectionTimeoutMillis: Math.min(10_000, opts.connectTimeoutMs ?? 10_000),
     idleTimeoutMillis: 30_000,
     // Every network call has a timeout: a query that hangs on a dead connection fails and is retried.
     statement_timeout: opts.statementTimeoutMs ?? 60_000,
     query_timeout: (opts.statementTimeoutMs ?? 60_000) + 5_000,
     keepAlive: true,
-    application_name: "masq",
+    // The connection string's application_name wins (operators tell replicas and Lambdas apart by it).
+    application_name: conn.application_name ?? "masq",
   });
   // An idle client whose server went away emits here; without a listener it would crash the process.
   pool.on("error", (err) => opts.logger?.warn({ err: err.message }, "idle Postgres connection lost"));
@@ -61,6 +70,7 @@ export function createDb(opts: DbOptions = {}): Db {
   const kysely = new Kysely<MasqTables>({ dialect: new PostgresDialect({ pool }) });
   return {
     pool,
+    target: pgTarget(opts.databaseUrl, opts.setting),
     kysely,
     // Kysely's destroy() ends the pool it was given.
     close: () => kysely.destroy(),

@@ -32,6 +32,12 @@ const EXPECTED: Record<string, string[]> = {
 export async function ensureTargetTable(pool: pg.Pool, t: TableName): Promise<{ created: boolean }> {
   const exists = await pool.query<{ oid: string | null }>("SELECT to_regclass($1) AS oid", [qualified(t)]);
   const created = exists.rows[0]?.oid == null ? await createTargetTable(pool, t) : false;
+  await verifyTargetTable(pool, t);
+  return { created };
+}
+
+/** Throws a FatalError naming the first column the table lacks or has with another type. Reads only. */
+export async function verifyTargetTable(pool: pg.Pool, t: TableName): Promise<void> {
   const { rows } = await pool.query<{ column_name: string; data_type: string }>(
     "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2",
     [t.schema, t.name],
@@ -42,7 +48,6 @@ export async function ensureTargetTable(pool: pg.Pool, t: TableName): Promise<{ 
     if (type === undefined) throw new FatalError(`table ${t.schema}.${t.name} has no column ${column}; masq writes the user_logins layout`);
     if (!types.includes(type)) throw new FatalError(`column ${t.schema}.${t.name}.${column} is ${type}; masq needs ${types.join(" or ")}`);
   }
-  return { created };
 }
 
 /**

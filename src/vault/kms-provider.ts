@@ -42,7 +42,13 @@ export class KmsKeyProvider implements KeyProvider {
 
   constructor(opts: KmsProviderOptions) {
     this.opts = opts;
-    this.kms = new KMSClient({ region: opts.region, maxAttempts: 4, ...(opts.endpoint === undefined ? {} : { endpoint: opts.endpoint }) });
+    // Every wait has an end: an endpoint that accepts no connection, or answers nothing, fails and is classed transient.
+    this.kms = new KMSClient({
+      region: opts.region,
+      maxAttempts: 4,
+      requestHandler: { connectionTimeout: 5_000, requestTimeout: 30_000 },
+      ...(opts.endpoint === undefined ? {} : { endpoint: opts.endpoint }),
+    });
   }
 
   async currentMasterKeyId(signal?: AbortSignal): Promise<string> {
@@ -110,6 +116,17 @@ export class KmsKeyProvider implements KeyProvider {
     this.kms.destroy();
   }
 
+  /** The setting that decides where KMS requests go, and the host, for errors (never a credential). */
+  private where(): string {
+    if (this.opts.endpoint === undefined) return `KMS in AWS_REGION ${this.opts.region}`;
+    try {
+      const u = new URL(this.opts.endpoint);
+      return `AWS_ENDPOINT_URL_KMS at ${u.hostname}:${u.port || (u.protocol === "https:" ? "443" : "80")}`;
+    } catch {
+      return "AWS_ENDPOINT_URL_KMS";
+    }
+  }
+
   private async call<T>(operation: string, fn: () => Promise<T>): Promise<T> {
     try {
       const r = await fn();
@@ -117,12 +134,12 @@ export class KmsKeyProvider implements KeyProvider {
       return r;
     } catch (err) {
       this.opts.observe?.(operation, false);
-      throw classifyKmsError(err, operation);
+      throw classifyKmsError(err, operation, this.where());
     }
   }
 }
 
-function classifyKmsError(err: unknown, operation: string): TransientError | FatalError {
+function classifyKmsError(err: unknown, operation: string, where: string): TransientError | FatalError {
   if (err instanceof TransientError || err instanceof FatalError) return err;
   const e = err as { name?: string; message?: string; $metadata?: { httpStatusCode?: number } };
   const name = e.name ?? "Error";
@@ -137,5 +154,5 @@ function classifyKmsError(err: unknown, operation: string): TransientError | Fat
           : "";
     return new FatalError(`${message}${hint}`);
   }
-  return new TransientError(message, `kms_${operation}`);
+  return new TransientError(message, `kms_${operation}`, { what: "cannot reach KMS", object: where, hint: `${operation}: ${e.message ?? name}` });
 }

@@ -18,13 +18,14 @@ export function formatUnmasked(rows: readonly Unmasked[], format: UnmaskFormat):
 }
 
 /**
- * RFC 4180: a field with a comma, quote, CR or LF is quoted, and its quotes doubled. A value that a spreadsheet would
- * run as a formula (it starts with = + - @, tab or CR; a device id is arbitrary text) gets a leading ' (OWASP's
- * advice against CSV injection); --format json gives every value exactly.
+ * RFC 4180: a field with a comma or quote is quoted, and its quotes doubled. Control characters (C0 and C1, CR and
+ * LF included) are written escaped as \uXXXX, as in the table: a CSV printed to a terminal must not act on ESC or
+ * BEL. A value that a spreadsheet would run as a formula (it starts with = + - @, tab or CR; a device id is
+ * arbitrary text) gets a leading ' (OWASP's advice against CSV injection); --format json gives every value exactly.
  */
 function csvField(value: string): string {
-  const safe = /^[=+\-@\t\r]/.test(value) ? `'${value}` : value;
-  return /[",\r\n]/.test(safe) ? `"${safe.replace(/"/g, '""')}"` : safe;
+  const safe = printable(/^[=+\-@\t\r]/.test(value) ? `'${value}` : value);
+  return /[",]/.test(safe) ? `"${safe.replace(/"/g, '""')}"` : safe;
 }
 
 /** In the table, control characters (C0 and C1: a terminal would act on ESC and CSI) in a value (a device id is arbitrary text) are shown escaped, not interpreted. */

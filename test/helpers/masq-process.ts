@@ -27,7 +27,7 @@ export function masqEnv(opts: { queueUrl: string; sqsEndpoint: string; databaseU
     // The tests' known pseudonym key, given explicitly, so expected pseudonyms can be computed in the test.
     MASQ_PSEUDONYM_KEY: Buffer.from(TEST_KEY).toString("hex"),
     MASQ_LOG_LEVEL: "info",
-    // Several masq processes run at once in some tests: each takes a free port for /metrics rather than 9090.
+    // Several masq processes run at once in some tests: each takes a free port for /metrics rather than the default port.
     MASQ_HTTP_PORT: "0",
     ...opts.extra,
   };

@@ -156,7 +156,7 @@ describe("operating masq", () => {
     const records = JSON.parse(list.out) as { message_id: string; reason: string }[];
     assert.deepEqual(records.map((r) => r.reason).sort(), ["invalid_json", "wrong_type"]);
     const wrongType = records.find((r) => r.reason === "wrong_type")!;
-    const byReason = await masq(["quarantine", "list", "--reason", "invalid_json"], env);
+    const byReason = await masq(["quarantine", "list", "--reason-code", "invalid_json"], env);
     assert.match(byReason.out, /invalid_json/);
     assert.doesNotMatch(byReason.out, /wrong_type/);
 
@@ -183,14 +183,14 @@ describe("operating masq", () => {
       assert.deepEqual((await tableCounts(fx.db)).quarantine, { db_rejected: 1, wrong_type: 1 });
 
       // Still refused while the constraint stands: nothing changes, exit 1.
-      const refused = await masq(["quarantine", "replay", "--reason", "db_rejected"], env);
+      const refused = await masq(["quarantine", "replay", "--reason-code", "db_rejected"], env);
       assert.equal(refused.code, 1);
       assert.match(refused.out, /refused by the table 1/);
       await fx.db.pool.query("ALTER TABLE public.user_logins DROP CONSTRAINT no_blackberry");
-      const replayed = await masq(["quarantine", "replay", "--reason", "db_rejected"], env);
+      const replayed = await masq(["quarantine", "replay", "--reason-code", "db_rejected"], env);
       assert.equal(replayed.code, 0, replayed.out);
       assert.match(replayed.out, /replayed 1\b/);
-      assert.match((await masq(["quarantine", "replay", "--reason", "db_rejected"], env)).out, /replayed 0\b/, "a second replay is a no-op");
+      assert.match((await masq(["quarantine", "replay", "--reason-code", "db_rejected"], env)).out, /replayed 0\b/, "a second replay is a no-op");
 
       // A wrong_type record replayed as it is (its kept original) is still rejected; with a corrected body it loads.
       const wt = await fx.db.pool.query<{ message_id: string }>("SELECT message_id FROM masq.quarantine WHERE reason = 'wrong_type'");

@@ -81,7 +81,7 @@ describe("several replicas on one queue and one database", () => {
         MASQ_WAIT_TIME_SECONDS: "1",
         MASQ_VISIBILITY_TIMEOUT: "10",
         MASQ_SHUTDOWN_TIMEOUT_MS: "20000",
-        // Each replica takes a free port for its HTTP listener instead of all three fighting over 9090.
+        // Each replica takes a free port for its HTTP listener instead of all three fighting over the default port.
         MASQ_HTTP_PORT: "0",
       },
     });

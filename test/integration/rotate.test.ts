@@ -424,7 +424,7 @@ describe("key rotation", () => {
       encoding: "utf8",
     });
     assert.equal(r.status, 2, r.stderr);
-    assert.match(r.stderr, /^masq: configuration error: MASQ_PSEUDONYM_KEY: is set/);
+    assert.match(r.stderr, /^masq: invalid setting \(MASQ_PSEUDONYM_KEY\): is set/);
     assert.ok(!r.stderr.includes(Buffer.from(TEST_KEY).toString("hex")));
   });
 

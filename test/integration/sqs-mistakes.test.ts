@@ -42,7 +42,7 @@ describe("SQS mistakes against fauxqs", () => {
     delete env.AWS_ACCESS_KEY_ID;
     delete env.AWS_SECRET_ACCESS_KEY;
     for (const args of [["run", "--drain"], ["run"], ["status"]]) {
-      await expectRefusal(args, env, { code: 2, line: /AWS_ACCESS_KEY_ID\/AWS_PROFILE: no AWS credentials found/ });
+      await expectRefusal(args, env, { code: 2, line: /\(AWS_ACCESS_KEY_ID\/AWS_PROFILE\): no AWS credentials found/ });
     }
   });
 
@@ -53,13 +53,13 @@ describe("SQS mistakes against fauxqs", () => {
   test("a queue that does not exist: exit 2 naming QUEUE_URL, for run and status", async () => {
     const env = { ...base(), QUEUE_URL: `${fx.sqs.endpoint}/000000000000/no-such-queue` };
     for (const args of [["run", "--drain"], ["status"]]) {
-      await expectRefusal(args, env, { code: 2, line: /QUEUE_URL: no such queue: .*no-such-queue/ });
+      await expectRefusal(args, env, { code: 2, line: /\(QUEUE_URL\): no such queue: .*no-such-queue/ });
     }
   });
 
   test("MASQ_SQS_PROTOCOL=query against a JSON-only endpoint: exit 2 naming the setting and the one to use", async () => {
     for (const args of [["run", "--drain"], ["status"]]) {
-      await expectRefusal(args, { ...base(), MASQ_SQS_PROTOCOL: "query" }, { code: 2, line: /MASQ_SQS_PROTOCOL: is query, .*MASQ_SQS_PROTOCOL=json/ });
+      await expectRefusal(args, { ...base(), MASQ_SQS_PROTOCOL: "query" }, { code: 2, line: /\(MASQ_SQS_PROTOCOL\): is query, .*MASQ_SQS_PROTOCOL=json/ });
     }
   });
 });
@@ -97,7 +97,7 @@ describe("SQS refusals against moto with IAM enforced", { skip: motoSkip }, () =
     const proc = spawnMasq(["run", "--drain"], env({ id: "AKIAIOSFODNN7EXAMPLE", secret }));
     await proc.exited;
     assert.ok(!proc.lines.some((l) => l.includes(secret)));
-    await expectRefusal(["run", "--drain"], env({ id: "AKIAIOSFODNN7EXAMPLE", secret }), { code: 2, line: /AWS_ACCESS_KEY_ID\/AWS_SECRET_ACCESS_KEY: SQS refused the AWS credentials/ });
+    await expectRefusal(["run", "--drain"], env({ id: "AKIAIOSFODNN7EXAMPLE", secret }), { code: 2, line: /\(AWS_ACCESS_KEY_ID\/AWS_SECRET_ACCESS_KEY\): SQS refused the AWS credentials/ });
   });
 
   test("an identity without sqs permissions: exit 1, access denied, naming the queue", async () => {

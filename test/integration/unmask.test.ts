@@ -127,7 +127,7 @@ describe("masq unmask and masq pseudonym", () => {
     assert.ok(!bad.stderr.includes("203.0.113.999"), "the value is never echoed");
     const swapped = await masq(["pseudonym", "198.51.100.23", "ip", "--reason", "arguments swapped"], env);
     assert.equal(swapped.code, 2);
-    assert.match(swapped.stderr, /<kind>: must be ip or device_id/);
+    assert.match(swapped.stderr, /\(<kind>\): must be ip or device_id/);
     assert.ok(!swapped.stderr.includes("198.51.100.23"), "nor when it stands where the kind should");
   });
 

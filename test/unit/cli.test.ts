@@ -145,6 +145,81 @@ describe("--help exits 0 and lists the options", () => {
   });
 });
 
+describe("arguments that may be PII are never echoed back", () => {
+  const values = ["DEVX-111-22-3333", "203.0.113.10", "2001:db8::77"];
+  for (const value of values) {
+    test(`unmask --pseudonym ${value}`, () => {
+      const r = masq(["unmask", "--reason", "case 4711", "--pseudonym", value]);
+      assert.equal(r.status, 2);
+      assert.equal(lines(r.stderr).length, 1, r.stderr);
+      assert.match(r.stderr, /^masq: not a pseudonym \(--pseudonym\): must be 64 hex digits/);
+      assert.ok(!r.stderr.toLowerCase().includes(value.toLowerCase()), r.stderr);
+      assertNoStackTrace(r);
+    });
+    test(`unmask --kind ${value}`, () => {
+      const r = masq(["unmask", "--reason", "case 4711", "--user-id", "u1", "--kind", value]);
+      assert.equal(r.status, 2);
+      assert.match(r.stderr, /\(--kind\): must be ip or device_id/);
+      assert.ok(!r.stderr.toLowerCase().includes(value.toLowerCase()), r.stderr);
+    });
+  }
+});
+
+describe("--reason is the audit justification, and says what is wrong with it", () => {
+  test("three zero-width spaces are not a reason", () => {
+    const r = masq(["unmask", "--reason", "\u200b\u200b\u200b", "--pseudonym", "a".repeat(64)]);
+    assert.equal(r.status, 2);
+    assert.match(r.stderr, /^masq: justification too short \(--reason\): is too short: it has 0 visible character/);
+  });
+  test("a short justification is called too short, not missing", () => {
+    const r = masq(["pseudonym", "ip", "203.0.113.9", "--reason", "ab"]);
+    assert.equal(r.status, 2);
+    assert.match(r.stderr, /too short: it has 2 visible character/);
+    assert.ok(!r.stderr.includes("is required"), r.stderr);
+    assert.ok(!r.stderr.includes("203.0.113.9"), r.stderr);
+  });
+  test("quarantine filters by --reason-code, checked against the known codes", () => {
+    const r = masq(["quarantine", "list", "--reason-code", "fixing ticket 12"]);
+    assert.equal(r.status, 2);
+    assert.equal(lines(r.stderr).length, 1, r.stderr);
+    assert.match(r.stderr, /^masq: unknown reason code \(--reason-code\): .*invalid_json, .*db_rejected/);
+  });
+  test("quarantine replay --reason (a justification where a filter was meant) is refused, pointing at --reason-code", () => {
+    const r = masq(["quarantine", "replay", "--reason", "fixing ticket 12"]);
+    assert.equal(r.status, 2);
+    assert.match(r.stderr, /--reason-code/);
+    assertNoStackTrace(r);
+  });
+});
+
+describe("the HTTP listener's settings, when wrong, are named", () => {
+  test("a port in use: one line naming MASQ_HTTP_PORT, exit 2", async () => {
+    const { createServer } = await import("node:net");
+    const blocker = createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, "127.0.0.1", resolve));
+    const port = (blocker.address() as { port: number }).port;
+    try {
+      const r = masq(["run"], { QUEUE_URL, MASQ_MASTER_KEY: MASTER, MASQ_HTTP_PORT: String(port), MASQ_HTTP_HOST: "127.0.0.1", MASQ_LOG_LEVEL: "silent" });
+      assert.equal(r.status, 2);
+      assert.equal(lines(r.stderr).length, 1, r.stderr);
+      assert.match(r.stderr, new RegExp(`^masq: cannot start the HTTP listener .*\\(MASQ_HTTP_PORT\\): port ${port} on 127.0.0.1 is in use`));
+      assert.ok(!r.stderr.includes("EADDRINUSE"), r.stderr);
+      assertNoStackTrace(r);
+    } finally {
+      blocker.close();
+    }
+  });
+  for (const host of ["not a host", "999.1.1.1", "192.0.2.1"]) {
+    test(`MASQ_HTTP_HOST=${host}: named, exit 2`, () => {
+      const r = masq(["run"], { QUEUE_URL, MASQ_MASTER_KEY: MASTER, MASQ_HTTP_HOST: host, MASQ_HTTP_PORT: "0", MASQ_LOG_LEVEL: "silent" });
+      assert.equal(r.status, 2, r.stderr);
+      assert.equal(lines(r.stderr).length, 1, r.stderr);
+      assert.match(r.stderr, /\(MASQ_HTTP_HOST\)/);
+      assertNoStackTrace(r);
+    });
+  }
+});
+
 describe("every command's help: one format, only the flags it reads, an example", () => {
   /** Each command's long flags, as its code reads them (src/commands/*): a flag listed but ignored is a lie. */
   const expected: Record<string, string[]> = {
@@ -156,9 +231,9 @@ describe("every command's help: one format, only the flags it reads, an example"
     migrate: ["--table", "--database-url", "--log-level"],
     status: ["--queue-url", "--sqs-protocol", "--sqs-endpoint", "--table", "--database-url", "--json"],
     quarantine: [],
-    "quarantine list": ["--reason", "--limit", "--all", "--json", "--database-url"],
+    "quarantine list": ["--reason-code", "--reason", "--limit", "--all", "--json", "--database-url"],
     "quarantine show": ["--json", "--database-url"],
-    "quarantine replay": ["--id", "--reason", "--all", "--body-file", "--dry-run", "--table", "--database-url"],
+    "quarantine replay": ["--id", "--reason-code", "--reason", "--all", "--body-file", "--dry-run", "--table", "--database-url"],
     unmask: ["--reason", "--pseudonym", "--user-id", "--from", "--to", "--kind", "--format", "--limit", "--table", "--database-url"],
     pseudonym: ["--reason", "--database-url"],
     rotate: [],
@@ -169,6 +244,7 @@ describe("every command's help: one format, only the flags it reads, an example"
     "audit list": ["--limit", "--json", "--database-url"],
     "audit verify": ["--against", "--database-url"],
     "audit checkpoint": ["--database-url"],
+    check: ["--queue-url", "--sqs-protocol", "--sqs-endpoint", "--table", "--database-url"],
     "local-queue": ["--events", "--synthetic", "--seed", "--queue-name", "--port"],
   };
 

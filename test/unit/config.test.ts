@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
-import { readPipelineConfig, readRunConfig, type PipelineConfig, readHttp } from "../../src/config.ts";
+import { readConnectTimeoutMs, readPipelineConfig, readRunConfig, type PipelineConfig, readHttp } from "../../src/config.ts";
 import { ConfigError } from "../../src/errors.ts";
 import { TEST_KEY, TEST_KEY_HEX } from "./fixtures.ts";
 
@@ -55,8 +55,21 @@ describe("defaults", () => {
       migrate: true,
       logLevel: "info",
       pipeline: DEFAULT_PIPELINE,
-      http: { port: 9090, host: "0.0.0.0" },
+      http: { port: 8717, host: "0.0.0.0" },
     });
+  });
+
+  test("the metrics listener: 8717 for the service, not Prometheus's 9090; off for a drain unless asked for", () => {
+    assert.deepEqual(readRunConfig({}, BASE_ENV, false).http, { port: 8717, host: "0.0.0.0" });
+    assert.equal(readRunConfig({}, BASE_ENV, true).http, undefined);
+    assert.deepEqual(readRunConfig({}, { ...BASE_ENV, MASQ_HTTP_PORT: "9999" }, true).http, { port: 9999, host: "0.0.0.0" });
+    assert.deepEqual(readRunConfig({ httpPort: "0" }, BASE_ENV, true).http, { port: 0, host: "0.0.0.0" });
+  });
+
+  test("one-shot commands wait 30 s for a server by default; MASQ_CONNECT_TIMEOUT_SECONDS changes it", () => {
+    assert.equal(readConnectTimeoutMs({}), 30_000);
+    assert.equal(readConnectTimeoutMs({ MASQ_CONNECT_TIMEOUT_SECONDS: "5" }), 5_000);
+    assert.throws(() => readConnectTimeoutMs({ MASQ_CONNECT_TIMEOUT_SECONDS: "0" }), (e: Error) => e instanceof ConfigError && e.setting === "MASQ_CONNECT_TIMEOUT_SECONDS");
   });
 
   test("the HTTP listener: on by default for run, a port, 0 for any free port, or off", () => {
@@ -65,6 +78,7 @@ describe("defaults", () => {
     assert.equal(readHttp({}, { MASQ_HTTP_PORT: "off" }, 9090), undefined);
     assert.equal(readHttp({}, {}, undefined), undefined, "off by default where the caller says so (the demo)");
     assert.throws(() => readHttp({}, { MASQ_HTTP_PORT: "70000" }, 9090), (e: Error) => e instanceof ConfigError && e.message.startsWith("MASQ_HTTP_PORT"));
+    for (const host of ["::", "127.0.0.1", "localhost", "metrics.internal", "::1"]) assert.equal(readHttp({}, { MASQ_HTTP_HOST: host }, 1)?.host, host);
   });
 
   test("of a drain run: wait time 1", () => {
@@ -108,9 +122,14 @@ describe("environment", () => {
     });
   }
 
-  for (const value of ["false", "0"]) {
-    test(`MASQ_MIGRATE=${value} turns migration off`, () => {
+  for (const value of ["false", "0", "FALSE", "False", "no", "off", " false "]) {
+    test(`MASQ_MIGRATE=${JSON.stringify(value)} turns migration off`, () => {
       assert.equal(readRunConfig({}, { ...BASE_ENV, MASQ_MIGRATE: value }, false).migrate, false);
+    });
+  }
+  for (const value of ["true", "TRUE", "1", "yes", "on"]) {
+    test(`MASQ_MIGRATE=${value} keeps migration on`, () => {
+      assert.equal(readRunConfig({}, { ...BASE_ENV, MASQ_MIGRATE: value }, false).migrate, true);
     });
   }
 
@@ -222,6 +241,12 @@ describe("an invalid setting throws a ConfigError naming it", () => {
     ["MASQ_DATA_KEY_MAX_USES zero", {}, { MASQ_DATA_KEY_MAX_USES: "0" }, "MASQ_DATA_KEY_MAX_USES"],
     ["MASQ_DATA_KEY_MAX_AGE_SECONDS not a number", {}, { MASQ_DATA_KEY_MAX_AGE_SECONDS: "1h" }, "MASQ_DATA_KEY_MAX_AGE_SECONDS"],
     ["MASQ_PSEUDONYM_KEY too short", {}, { MASQ_PSEUDONYM_KEY: TEST_KEY_HEX.slice(2) }, "MASQ_PSEUDONYM_KEY"],
+    ["MASQ_MIGRATE banana", {}, { MASQ_MIGRATE: "banana" }, "MASQ_MIGRATE"],
+    ["MASQ_MIGRATE fasle", {}, { MASQ_MIGRATE: "fasle" }, "MASQ_MIGRATE"],
+    ["MASQ_HTTP_HOST with a space", {}, { MASQ_HTTP_HOST: "not a host" }, "MASQ_HTTP_HOST"],
+    ["MASQ_HTTP_HOST a dotted quad out of range", {}, { MASQ_HTTP_HOST: "999.1.1.1" }, "MASQ_HTTP_HOST"],
+    ["MASQ_HTTP_HOST a URL", {}, { MASQ_HTTP_HOST: "http://0.0.0.0" }, "MASQ_HTTP_HOST"],
+    ["--http-host with an underscore", { httpHost: "my_host" }, {}, "--http-host"],
     ["MASQ_PSEUDONYM_KEY_FILE unreadable", {}, { MASQ_PSEUDONYM_KEY: undefined, MASQ_PSEUDONYM_KEY_FILE: "/nonexistent/masq.key" }, "MASQ_PSEUDONYM_KEY_FILE"],
   ];
   for (const [name, flags, env, setting] of cases) {

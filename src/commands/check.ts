@@ -1,0 +1,276 @@
+import { databaseSetting, readConnectTimeoutMs, readRunConfig, sqsTargetText, type RunConfig } from "../config.ts";
+import { ConfigError, errorLine, exitCodeFor, FatalError, UnreachableError } from "../errors.ts";
+import { createDb, type Db } from "../sink/db.ts";
+import { missingIngestPrivileges } from "../sink/ingest-privileges.ts";
+import { loadMigrations } from "../sink/migrate.ts";
+import { fromPostgres } from "../sink/pg-errors.ts";
+import { targetText } from "../sink/pg-target.ts";
+import { qualified } from "../sink/table-name.ts";
+import { verifyTargetTable } from "../sink/target-table.ts";
+import { waitForPostgres } from "../sink/wait-for-postgres.ts";
+import { createSqsClient } from "../source/sqs-client.ts";
+import { SqsSource } from "../source/sqs-source.ts";
+import { detectSqsProtocol } from "../source/sqs-protocol.ts";
+import type { SQSClient } from "@aws-sdk/client-sqs";
+import { loadDataKeys } from "../vault/data-keys.ts";
+import { createKeyProvider } from "../vault/key-provider-from-config.ts";
+import type { KeyProvider } from "../vault/key-provider.ts";
+import { activePseudonymKey } from "../vault/pseudonym-keys.ts";
+
+/** A check passes with a detail, fails with an error (printed in the CLI's one-line format), or is skipped. */
+type Result = { ok: string } | { failed: unknown } | { skipped: string };
+
+/**
+ * `masq check`: the preflight of `masq run`, in the order run needs things: configuration, AWS credentials, the
+ * queue, Postgres (login, migrations, the target table, ingest privileges), the key provider. One line per check;
+ * exit 0 only when run would work, 2 when a setting is wrong, 1 otherwise. It consumes no message and writes
+ * nothing: every query reads, and no key is created. Each network check waits at most MASQ_CONNECT_TIMEOUT_SECONDS.
+ */
+export async function checkCommand(flags: Record<string, unknown>): Promise<number> {
+  const results: Result[] = [];
+  const report = (name: string, r: Result) => {
+    results.push(r);
+    if ("ok" in r) process.stdout.write(`ok    ${name}: ${r.ok}\n`);
+    else if ("skipped" in r) process.stdout.write(`skip  ${name}: ${r.skipped}\n`);
+    else process.stdout.write(`FAIL  ${name}: ${errorLine(r.failed).replace(/^masq: /, "")}\n`);
+  };
+
+  let config: RunConfig;
+  try {
+    config = readRunConfig(flags, process.env, false);
+    report("configuration", { ok: `queue ${config.queueUrl}, table ${qualified(config.table)}, key provider ${config.keys.provider}` });
+  } catch (err) {
+    report("configuration", { failed: err });
+    for (const name of ["AWS credentials", "queue", "Postgres login", "migrations", "target table", "ingest privileges", "key provider"]) {
+      report(name, { skipped: "needs a valid configuration" });
+    }
+    return finish(results);
+  }
+  const deadlineMs = readConnectTimeoutMs(process.env);
+
+  await checkSqs(config, flags, deadlineMs, report);
+
+  const db = createDb({ databaseUrl: config.databaseUrl, setting: databaseSetting(flags, process.env), connectTimeoutMs: deadlineMs, poolSize: 2 });
+  const provider = createKeyProvider(config.keys);
+  try {
+    const pgOk = await checkPostgres(db, config, deadlineMs, report);
+    await checkKeys(db, provider, config, pgOk, deadlineMs, report);
+  } finally {
+    provider.close();
+    await db.close().catch(() => undefined);
+  }
+  return finish(results);
+}
+
+type Report = (name: string, r: Result) => void;
+
+async function checkSqs(config: RunConfig, flags: Record<string, unknown>, deadlineMs: number, report: Report): Promise<void> {
+  const where = sqsTargetText(flags, process.env);
+  // The credentials come first: the protocol probe would fail on them too, less clearly. The client made for them
+  // speaks JSON; only its credential chain is used.
+  const sqs = createSqsClient({ region: config.region, endpoint: config.sqsEndpoint, protocol: "json", requestTimeoutMs: Math.min(deadlineMs, 35_000) });
+  try {
+    try {
+      const credentials = await withDeadline(sqs.config.credentials(), deadlineMs, "AWS credentials");
+      report("AWS credentials", { ok: `found (access key id ending …${credentials.accessKeyId.slice(-4)})` });
+    } catch (err) {
+      report("AWS credentials", {
+        failed:
+          err instanceof UnreachableError
+            ? err
+            : new ConfigError("AWS_ACCESS_KEY_ID", `no AWS credentials were found (${(err as Error).message})`, {
+                what: "no AWS credentials",
+                hint: "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or run where an IAM role is available",
+              }),
+      });
+      report("queue", { skipped: "needs AWS credentials" });
+      return;
+    }
+    let client: SQSClient | undefined;
+    try {
+      const signal = AbortSignal.timeout(deadlineMs);
+      // The protocol run would use: detected (MASQ_SQS_PROTOCOL=auto) or the one forced, checked against the endpoint.
+      const protocol = await detectSqsProtocol({ queueUrl: config.queueUrl, region: config.region, endpoint: config.sqsEndpoint, setting: config.sqsProtocol, signal });
+      client = createSqsClient({ region: config.region, endpoint: config.sqsEndpoint, protocol, requestTimeoutMs: Math.min(deadlineMs, 35_000) });
+      const c = await new SqsSource(client, config.queueUrl).counts(signal);
+      const how = config.sqsProtocol === "auto" ? "detected" : "MASQ_SQS_PROTOCOL";
+      report("queue", { ok: `${config.queueUrl} answers over the ${protocol} protocol (${how}; ${where}): ${c.visible} visible, ${c.inFlight} in flight, ${c.delayed} delayed` });
+    } catch (err) {
+      const help = (err as { help?: object }).help ?? {};
+      report("queue", {
+        failed: err instanceof ConfigError ? err : new FatalError((err as Error).message, { what: "the queue does not answer", object: where, hint: (err as Error).message, ...help }),
+      });
+    } finally {
+      client?.destroy();
+    }
+  } finally {
+    sqs.destroy();
+  }
+}
+
+/** Login, migrations, the target table and the ingest privileges; true when the database is usable for the key checks. */
+async function checkPostgres(db: Db, config: RunConfig, deadlineMs: number, report: Report): Promise<boolean> {
+  const rest = ["migrations", "target table", "ingest privileges"];
+  let who: { user: string; database: string };
+  try {
+    await waitForPostgres(db, { deadlineMs });
+    const { rows } = await db.pool.query<{ user: string; database: string }>("SELECT current_user AS user, current_database() AS database");
+    who = rows[0]!;
+    report("Postgres login", { ok: `${targetText(db.target)} as role ${who.user}` });
+  } catch (err) {
+    report("Postgres login", { failed: fromPostgres(err, db.target) });
+    for (const name of rest) report(name, { skipped: "needs a Postgres login" });
+    return false;
+  }
+  const expected = loadMigrations().at(-1)?.version ?? 0;
+  let version = 0;
+  try {
+    const state = await db.pool.query<{ v: number | null; owner: string | null; can_create: boolean }>(
+      `SELECT (SELECT max(version) FROM masq.schema_migrations) AS v,
+              (SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = 'masq') AS owner,
+              has_database_privilege(current_database(), 'CREATE') AS can_create`,
+    );
+    version = state.rows[0]?.v ?? 0;
+    report("migrations", migrationResult(version, expected, config.migrate, state.rows[0]!, who.user));
+  } catch (err) {
+    if ((err as { code?: string }).code !== "42P01") {
+      report("migrations", { failed: fromPostgres(err, db.target) });
+    } else {
+      const can = await db.pool.query<{ can_create: boolean }>("SELECT has_database_privilege(current_database(), 'CREATE') AS can_create");
+      report("migrations", migrationResult(0, expected, config.migrate, { owner: null, can_create: can.rows[0]?.can_create ?? false }, who.user));
+    }
+  }
+  const table = qualified(config.table);
+  let tableExists = false;
+  try {
+    const t = await db.pool.query<{ oid: string | null; can_create: boolean | null }>(
+      "SELECT to_regclass($1) AS oid, (SELECT has_schema_privilege(oid, 'CREATE') FROM pg_namespace WHERE nspname = $2) AS can_create",
+      [table, config.table.schema],
+    );
+    tableExists = t.rows[0]?.oid != null;
+    if (tableExists) {
+      await verifyTargetTable(db.pool, config.table);
+      report("target table", { ok: `${table} has the columns masq writes` });
+    } else if (t.rows[0]?.can_create === true) {
+      report("target table", { ok: `${table} does not exist yet; run creates it` });
+    } else {
+      report("target table", {
+        failed: new FatalError(`table ${table} does not exist`, {
+          what: `table ${table} does not exist and this login cannot create it`,
+          object: "MASQ_TABLE",
+          hint: t.rows[0]?.can_create === null ? `schema ${config.table.schema} does not exist; create it or choose another table` : `create it (masq migrate as the owner does), or grant CREATE on schema ${config.table.schema}`,
+        }),
+      });
+    }
+  } catch (err) {
+    report("target table", { failed: fromPostgres(err, db.target) });
+  }
+  if (version !== expected || !tableExists) {
+    report("ingest privileges", { skipped: "checked once the migrations are applied and the table exists" });
+    return true;
+  }
+  try {
+    const missing = await missingIngestPrivileges(db.pool, config.table);
+    report(
+      "ingest privileges",
+      missing.length === 0
+        ? { ok: `role ${who.user} may do everything ingestion does` }
+        : {
+            failed: new FatalError(`missing privileges: ${missing.join(", ")}`, {
+              what: `role ${who.user} lacks ${missing.join(", ")}`,
+              object: targetText(db.target),
+              hint: "GRANT masq_ingest TO the login, and INSERT on the target table (SECURITY.md, \"Roles\")",
+            }),
+          },
+    );
+  } catch (err) {
+    report("ingest privileges", { failed: fromPostgres(err, db.target) });
+  }
+  return true;
+}
+
+function migrationResult(version: number, expected: number, migrate: boolean, s: { owner: string | null; can_create: boolean }, user: string): Result {
+  if (version === expected) return { ok: `schema at migration ${version}, the latest this masq knows` };
+  if (version > expected) {
+    return { failed: new FatalError("schema newer than masq", { what: `the schema is at migration ${version}, newer than this masq (${expected})`, hint: "upgrade masq" }) };
+  }
+  const pending = `migrations ${version + 1} to ${expected} are pending`;
+  if (!migrate) {
+    return { failed: new FatalError(pending, { what: pending, object: "MASQ_MIGRATE=false", hint: "run masq migrate (as the schema's owner) before masq run" }) };
+  }
+  const canApply = s.owner === null ? s.can_create : s.owner === user;
+  if (canApply) return { ok: `${pending}; run applies them at start` };
+  return {
+    failed: new FatalError(pending, { what: `${pending} and role ${user} cannot apply them`, object: "schema masq", hint: "run masq migrate as the schema's owner first" }),
+  };
+}
+
+/** The master key answers (KMS: DescribeKey) and unwraps the stored pseudonym key, and a data key where this login may read one. */
+async function checkKeys(db: Db, provider: KeyProvider, config: RunConfig, pgOk: boolean, deadlineMs: number, report: Report): Promise<void> {
+  const signal = AbortSignal.timeout(deadlineMs);
+  let masterKeyId: string;
+  try {
+    masterKeyId = await provider.currentMasterKeyId(signal);
+  } catch (err) {
+    report("key provider", { failed: err });
+    return;
+  }
+  if (!pgOk) {
+    report("key provider", { ok: `master key ${masterKeyId} answers; the stored keys were not checked (no Postgres login)` });
+    return;
+  }
+  try {
+    const active = await activeVersion(db);
+    if (active === undefined) {
+      report("key provider", { ok: `master key ${masterKeyId} answers; no pseudonym key is stored yet (run creates version 1)` });
+      return;
+    }
+    // The active row exists, so this only reads and unwraps (or compares MASQ_PSEUDONYM_KEY's fingerprint).
+    const key = await activePseudonymKey(db.pool, provider, config.pseudonymKeyOverride, signal);
+    let dataKey = "";
+    const readable = await db.pool.query<{ ok: boolean }>("SELECT has_column_privilege('masq.data_keys', 'wrapped', 'SELECT') AS ok");
+    if (readable.rows[0]?.ok === true) {
+      const newest = await db.pool.query<{ id: string }>("SELECT id FROM masq.data_keys ORDER BY created_at DESC LIMIT 1");
+      if (newest.rows[0] !== undefined) {
+        const keys = await loadDataKeys(db.pool, provider, [newest.rows[0].id], signal);
+        for (const k of keys.values()) k.fill(0);
+        dataKey = " and the newest data key";
+      }
+    }
+    report("key provider", { ok: `master key ${masterKeyId} unwraps pseudonym key version ${key.version}${dataKey}` });
+  } catch (err) {
+    report("key provider", { failed: fromPostgres(err, db.target) });
+  }
+}
+
+/** The active pseudonym key's version; undefined when none is stored yet, or masq's tables are not there yet. */
+async function activeVersion(db: Db): Promise<{ version: number } | undefined> {
+  try {
+    return (await db.pool.query<{ version: number }>("SELECT version FROM masq.pseudonym_keys WHERE state = 'active'")).rows[0];
+  } catch (err) {
+    if ((err as { code?: string }).code === "42P01") return undefined;
+    throw err;
+  }
+}
+
+function finish(results: readonly Result[]): number {
+  const failed = results.filter((r): r is { failed: unknown } => "failed" in r);
+  if (failed.length === 0) {
+    process.stdout.write("masq check: every check passed; masq run would work\n");
+    return 0;
+  }
+  process.stdout.write(`masq check: ${failed.length} check(s) failed; masq run would not work\n`);
+  return Math.max(...failed.map((f) => exitCodeFor(f.failed)));
+}
+
+async function withDeadline<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new UnreachableError(`${what}: no answer`, { what: `${what}: no answer within ${Math.round(ms / 1000)} s`, object: "MASQ_CONNECT_TIMEOUT_SECONDS" })), ms);
+  });
+  try {
+    return await Promise.race([p, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -1,0 +1,78 @@
+/**
+ * Every MASQ_* variable masq reads. An unknown one is almost always a typo (MASQ_RECIEVERS), which would otherwise
+ * pass silently with the default: masq warns, naming the nearest known setting. test/unit/known-settings.test.ts
+ * checks that every MASQ_* name in src/ is listed here.
+ */
+export const KNOWN_SETTINGS: readonly string[] = [
+  "MASQ_BATCH_SIZE",
+  "MASQ_BATCH_WAIT_MS",
+  "MASQ_CONNECT_TIMEOUT_SECONDS",
+  "MASQ_DATA_KEY_MAX_AGE_SECONDS",
+  "MASQ_DATA_KEY_MAX_USES",
+  "MASQ_HTTP_HOST",
+  "MASQ_HTTP_PORT",
+  "MASQ_KEY_PROVIDER",
+  "MASQ_KMS_KEY_ID",
+  "MASQ_LOG_FORMAT",
+  "MASQ_LOG_LEVEL",
+  "MASQ_MASTER_KEY",
+  "MASQ_MASTER_KEY_FILE",
+  "MASQ_MASTER_KEY_PREVIOUS",
+  "MASQ_MAX_IN_FLIGHT",
+  "MASQ_MAX_IN_FLIGHT_BYTES",
+  "MASQ_MIGRATE",
+  "MASQ_PSEUDONYM_KEY",
+  "MASQ_PSEUDONYM_KEY_FILE",
+  "MASQ_RECEIVERS",
+  "MASQ_SHUTDOWN_TIMEOUT_MS",
+  "MASQ_SQS_PROTOCOL",
+  "MASQ_TABLE",
+  "MASQ_VISIBILITY_TIMEOUT",
+  "MASQ_WAIT_TIME_SECONDS",
+  "MASQ_WRITERS",
+  // Read by the test harness and CI (test/helpers/moto.ts), never by masq itself; set in the same shells.
+  "MASQ_MOTO_SERVER",
+];
+
+/** Prefixes of variables that belong to masq's test harness, not to masq. */
+const HARNESS_PREFIXES = ["MASQ_TEST_", "MASQ_LOCALSTACK_"];
+
+/** One warning line per unknown MASQ_* variable, naming the nearest known setting when one is close. */
+export function unknownSettingWarnings(env: NodeJS.ProcessEnv): string[] {
+  const out: string[] = [];
+  for (const name of Object.keys(env).sort()) {
+    if (!name.startsWith("MASQ_") || KNOWN_SETTINGS.includes(name) || HARNESS_PREFIXES.some((p) => name.startsWith(p))) continue;
+    const nearest = nearestSetting(name);
+    out.push(
+      nearest === undefined
+        ? `masq: warning: unknown setting ignored (${name}): no such setting; docs/configuration.md lists them all`
+        : `masq: warning: unknown setting ignored (${name}): did you mean ${nearest}?`,
+    );
+  }
+  return out;
+}
+
+export function nearestSetting(name: string): string | undefined {
+  let best: { name: string; d: number } | undefined;
+  for (const known of KNOWN_SETTINGS) {
+    const d = editDistance(name, known);
+    if (best === undefined || d < best.d) best = { name: known, d };
+  }
+  // Past about a third of the name, a "nearest" setting is a guess that misleads more than it helps.
+  const limit = Math.max(3, Math.floor((name.length - "MASQ_".length) / 3));
+  return best !== undefined && best.d <= limit ? best.name : undefined;
+}
+
+/** Optimal string alignment distance: insertions, deletions, substitutions and swaps of neighbours (IE ↔ EI). */
+function editDistance(a: string, b: string): number {
+  const d: number[][] = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      let v = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) v = Math.min(v, d[i - 2]![j - 2]! + 1);
+      d[i]![j] = v;
+    }
+  }
+  return d[a.length]![b.length]!;
+}

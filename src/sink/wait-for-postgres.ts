@@ -1,0 +1,29 @@
+import { TransientError } from "../errors.ts";
+import { retryTransient } from "../runner/backoff.ts";
+import type { Db } from "./db.ts";
+import { classifyPgError } from "./pg-errors.ts";
+import { targetText } from "./pg-target.ts";
+
+/**
+ * The first contact of a one-shot command with Postgres: waits for a server that is not reachable yet, at most
+ * deadlineMs (MASQ_CONNECT_TIMEOUT_SECONDS), and turns a mistake in the settings (password, database, role, TLS)
+ * into an error naming the setting before any work starts.
+ */
+export async function waitForPostgres(db: Db, opts: { deadlineMs: number; signal?: AbortSignal | undefined }): Promise<void> {
+  await retryTransient(
+    async () => {
+      try {
+        await db.pool.query("SELECT 1");
+      } catch (err) {
+        throw classifyPgError(err, db.target);
+      }
+    },
+    {
+      what: "connecting to Postgres",
+      isTransient: (e) => e instanceof TransientError,
+      deadlineMs: opts.deadlineMs,
+      object: targetText(db.target),
+      ...(opts.signal ? { signal: opts.signal } : {}),
+    },
+  );
+}

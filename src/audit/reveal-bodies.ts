@@ -1,12 +1,11 @@
 import type pg from "pg";
-import { ConfigError, FatalError } from "../errors.ts";
-import { classifyPgError } from "../sink/pg-errors.ts";
+import { FatalError } from "../errors.ts";
 import { inTransaction } from "../sink/transaction.ts";
 import { open } from "../vault/aead.ts";
-import { loadDataKeys } from "../vault/data-keys.ts";
 import type { KeyProvider } from "../vault/key-provider.ts";
 import { quarantineBodyAad } from "../vault/vault-aad.ts";
 import type { AuditKey } from "./audit-key.ts";
+import { query, unwrapDataKeys } from "./reveal-vault.ts";
 import { sealAudit } from "./seal-audit.ts";
 
 /**
@@ -59,21 +58,5 @@ export async function revealBodies(
     return out;
   } finally {
     for (const k of keys.values()) k.fill(0);
-  }
-}
-
-async function unwrapDataKeys(pool: pg.Pool, provider: KeyProvider, ids: string[]): Promise<Map<string, Uint8Array>> {
-  try {
-    return await loadDataKeys(pool, provider, ids);
-  } catch (err) {
-    throw err instanceof ConfigError || err instanceof FatalError || typeof (err as { code?: unknown }).code !== "string" ? err : classifyPgError(err);
-  }
-}
-
-async function query<R extends pg.QueryResultRow>(db: pg.Pool | pg.PoolClient, text: string, values: unknown[]): Promise<pg.QueryResult<R>> {
-  try {
-    return await db.query<R>(text, values);
-  } catch (err) {
-    throw classifyPgError(err);
   }
 }

@@ -122,7 +122,7 @@ async function vaultEntries(pool: pg.Pool, wanted: RevealRequest["wanted"], limi
 }
 
 /** Postgres errors come raw from loadDataKeys; the provider's are masq's already (ConfigError included). */
-async function unwrapDataKeys(pool: pg.Pool, provider: KeyProvider, ids: string[]): Promise<Map<string, Uint8Array>> {
+export async function unwrapDataKeys(pool: pg.Pool, provider: KeyProvider, ids: string[]): Promise<Map<string, Uint8Array>> {
   try {
     return await loadDataKeys(pool, provider, ids);
   } catch (err) {
@@ -130,7 +130,8 @@ async function unwrapDataKeys(pool: pg.Pool, provider: KeyProvider, ids: string[
   }
 }
 
-async function query<R extends pg.QueryResultRow>(db: pg.Pool | pg.PoolClient, text: string, values: unknown[]): Promise<pg.QueryResult<R>> {
+/** A query whose failure comes out as masq's error classes. */
+export async function query<R extends pg.QueryResultRow>(db: pg.Pool | pg.PoolClient, text: string, values: unknown[]): Promise<pg.QueryResult<R>> {
   try {
     return await db.query<R>(text, values);
   } catch (err) {

@@ -171,12 +171,13 @@ export async function quarantineReplay(flags: Record<string, unknown>): Promise<
       for (;;) {
         let q = pending()
           // body_data_key_id is set exactly when the original is kept (the ciphertext column is the owner's only).
-          .select(["message_id", "reason", "body", "sent_at", "received_at", sql<boolean>`body_data_key_id IS NOT NULL`.as("has_original")])
+          .select(["message_id", "reason", "body", "body_length", "sent_at", "received_at", sql<boolean>`body_data_key_id IS NOT NULL`.as("has_original")])
           .orderBy("message_id")
           .limit(REPLAY_PAGE);
         if (after !== undefined) q = q.where("message_id", ">", after);
-        const records = await q.execute();
-        if (records.length === 0) break;
+        const fetched = await q.execute();
+        if (fetched.length === 0) break;
+        const records = withinBytes(fetched, REPLAY_PAGE_BYTES);
         after = records.at(-1)!.message_id;
         const page = await prepareReplay(db, records, correctedBody, keys, { seal: !dryRun });
         sum.cannot += page.cannot;
@@ -196,7 +197,7 @@ export async function quarantineReplay(flags: Record<string, unknown>): Promise<
         bar?.committed({ size: records.length, seconds: 0, written: records.length, duplicates: 0, quarantinedByReason: {}, lagSeconds: [] });
         done += records.length;
         bar?.setBacklog(Math.max(0, total - done));
-        if (records.length < REPLAY_PAGE) break;
+        if (fetched.length < REPLAY_PAGE && records.length === fetched.length) break;
       }
     } finally {
       bar?.stop();
@@ -225,6 +226,20 @@ export async function quarantineReplay(flags: Record<string, unknown>): Promise<
 
 /** Records read, decrypted, validated and sealed at a time by `quarantine replay`. */
 const REPLAY_PAGE = 1000;
+/** …and at most this many bytes of originals: 1,000 quarantined 1 MiB bodies must not be decrypted at once. */
+export const REPLAY_PAGE_BYTES = 32 * 1024 * 1024;
+
+/** The longest prefix of `records` whose original bodies fit in maxBytes (always at least the first record). */
+export function withinBytes<T extends { body_length: number | null }>(records: readonly T[], maxBytes: number): T[] {
+  let bytes = 0;
+  let n = 0;
+  for (const r of records) {
+    bytes += r.body_length ?? 0;
+    if (n > 0 && bytes > maxBytes) break;
+    n++;
+  }
+  return records.slice(0, n);
+}
 
 interface ReplayRecord {
   message_id: string;

@@ -1,5 +1,4 @@
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { describe, test } from "node:test";
 import pg from "pg";
@@ -7,26 +6,11 @@ import { sendBodies } from "../../src/demo/send-events.ts";
 import { createPseudonymizer } from "../../src/mask/pseudonymize.ts";
 import { canonicalizeIp } from "../../src/transform/ip.ts";
 import { usePipelineFixture } from "../helpers/fixture.ts";
-import { MASQ_BIN } from "../helpers/masq-process.ts";
+import { runMasq } from "../helpers/run-masq.ts";
 import { makeRunner, TEST_KEY, TEST_MASTER_KEY_HEX, uniqueEvents } from "../helpers/pipeline.ts";
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function masq(args: string[], env: Record<string, string | undefined>, stdin?: string): Promise<Run> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [MASQ_BIN, ...args], { env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env }, stdio: ["pipe", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (c: Buffer) => (stdout += c.toString()));
-    child.stderr.on("data", (c: Buffer) => (stderr += c.toString()));
-    child.stdin.end(stdin ?? "");
-    child.on("exit", (code) => resolve({ code, stdout, stderr }));
-  });
-}
+/** bin/masq to its end with exactly this environment (plus PATH and HOME). */
+const masq = runMasq;
 
 interface Event {
   user_id: string;

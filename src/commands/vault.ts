@@ -3,7 +3,6 @@ import { ConfigError } from "../errors.ts";
 import { pruneVault } from "../retention/prune-vault.ts";
 import { createDb } from "../sink/db.ts";
 import { fromPostgres } from "../sink/pg-errors.ts";
-import { qualified } from "../sink/table-name.ts";
 import { waitForPostgres } from "../sink/wait-for-postgres.ts";
 import { createKeyProvider } from "../vault/key-provider-from-config.ts";
 import type { KeyProvider } from "../vault/key-provider.ts";
@@ -40,7 +39,7 @@ export async function vaultPruneCommand(flags: Record<string, unknown>): Promise
   try {
     await waitForPostgres(db, { deadlineMs: connectTimeoutMs, signal: abort.signal });
     const r = await pruneVault({ pool: db.pool, provider, table, days, dryRun, batchSize, signal: abort.signal });
-    const what = `vault entry(ies) that no row of ${qualified(table)} from the last ${n(days)} days uses, and ${n(r.quarantinePruned)} quarantine record(s) older than that`;
+    const what = `vault entry(ies) that no row of ${table.schema}.${table.name} from the last ${n(days)} days uses, and ${n(r.quarantinePruned)} quarantine record(s) older than that`;
     if (dryRun) {
       process.stdout.write(`would prune ${n(r.vaultPruned)} of ${n(r.scanned)} ${what}; nothing changed\n`);
       return 0;

@@ -28,6 +28,8 @@ export interface PruneOptions {
   /** Where the vault pass starts (a bounded run that stopped gives its `cursor`). */
   from?: PruneCursor;
   signal?: AbortSignal;
+  /** Awaited between two transactions (a periodic prune pauses, to let ingestion's batches through). */
+  betweenBatches?: () => Promise<void>;
 }
 
 export interface PruneResult {
@@ -60,12 +62,18 @@ export async function pruneVault(o: PruneOptions): Promise<PruneResult> {
   const batchSize = o.batchSize ?? 1000;
   const result: PruneResult = { vaultPruned: 0, quarantinePruned: 0, scanned: 0, batches: 0, complete: false, cursor: o.from };
   const audit = o.dryRun === true || o.provider === undefined ? undefined : await openAudit(o.pool, o.provider, o.signal);
+  const stopped = () => o.signal?.aborted === true;
+  const next = async () => {
+    if (result.batches > 0) await o.betweenBatches?.();
+  };
   try {
     const budget = () => o.maxBatches === undefined || result.batches < o.maxBatches;
     // Quarantine first: it is the cheaper pass, and a bounded run should not spend its whole budget on the vault.
     if (audit === undefined) result.quarantinePruned = await countQuarantine(o.pool, o.days);
     else {
-      while (budget() && o.signal?.aborted !== true) {
+      while (budget() && !stopped()) {
+        await next();
+        if (stopped()) return result;
         const n = await pruneQuarantineBatch(o.pool, audit, o.days, batchSize);
         result.batches++;
         result.quarantinePruned += n;
@@ -73,7 +81,9 @@ export async function pruneVault(o: PruneOptions): Promise<PruneResult> {
       }
       if (!budget()) return result;
     }
-    while (budget() && o.signal?.aborted !== true) {
+    while (budget() && !stopped()) {
+      await next();
+      if (stopped()) break;
       const b = await pruneVaultBatch(o.pool, audit, o, result.cursor, batchSize);
       result.batches++;
       result.scanned += b.scanned;

@@ -143,7 +143,7 @@ describe("masq vault prune", () => {
         await assert.rejects(c.query("SELECT masq.vault_prune_batch('public.user_logins'::regclass, 0, NULL, NULL, 100, '{}', NULL)"), /1 to 36500 days/);
         // A deletion by hand appends an audit row that only the audit key can seal: the COMMIT is refused.
         await c.query("BEGIN");
-        await c.query("SELECT * FROM masq.vault_prune_batch('public.user_logins'::regclass, 30, NULL, NULL, 100, '{}', 1)").catch(async (err: unknown) => {
+        await c.query("SELECT * FROM masq.vault_prune_batch('public.user_logins'::regclass, 30, NULL, NULL, 100, '{}', 1)").catch((err: unknown) => {
           // No audit key yet on this database: the function refuses before deleting anything.
           assert.match(String(err), /audit key version 1 does not exist/);
         });

@@ -167,6 +167,21 @@ export function buildProgram(): Command {
   ).action(async (kind: string, value: string, _opts, cmd: Command) => finish(await pseudonymCommand(kind, value, explicit(cmd))));
   examples(pseudonym, 'masq pseudonym ip - --reason "abuse report 77" < ip.txt');
 
+  // masq subject: a data subject's requests (SECURITY.md, "Erasure").
+  const subject = program.command("subject").description("a data subject's data: erase it");
+  const subjectErase = databaseOption(
+    tableOption(
+      subject
+        .command("erase")
+        .description("delete a user's rows, quarantine records and the vault values only they used; audited, needs --reason and masq_erase")
+        .requiredOption("--user-id <id>", "the user, as in the table's user_id (never printed or recorded: the trail keeps a keyed fingerprint)")
+        .option("--reason <text>", "why (the request's ticket): written to the audit trail before anything is deleted")
+        .option("--vault-only", "keep the rows and quarantine records; delete only the vault values only this user used, and their quarantined originals")
+        .option("--dry-run", "count what would be deleted; change and record nothing"),
+    ),
+  ).action(async (_opts, cmd: Command) => finish(await (await import("./commands/subject.ts")).subjectEraseCommand(explicit(cmd))));
+  examples(subjectErase, 'masq subject erase --user-id 42 --reason "erasure request DSR-118" --dry-run');
+
   // masq audit: the tamper-evident trail of every reveal and rotation (SECURITY.md, "The audit trail").
   const audit = program.command("audit").description("the audit trail: list it, verify its MAC chain, checkpoint its head");
   examples(audit, "masq audit list", "masq audit verify", "masq audit checkpoint > audit-head.txt");
@@ -175,6 +190,7 @@ export function buildProgram(): Command {
       .command("list")
       .description("audit rows, newest first: who (as the server saw them), when, why, what")
       .option("--limit <n>", "at most this many", positiveInt, 50)
+      .option("--user-id <id>", "only rows that name this user (subject erase; needs the master key, for the fingerprint)")
       .option("--json", "machine-readable output"),
   ).action(async (_opts, cmd: Command) => finish(await (await import("./commands/audit.ts")).auditListCommand(explicit(cmd))));
   examples(auditList, "masq audit list --limit 20 --json");

@@ -1,5 +1,6 @@
 import { existingAuditKey } from "../audit/audit-key.ts";
 import { AUDIT_COLUMNS, type AuditRow } from "../audit/audit-row.ts";
+import { subjectFingerprint } from "../audit/subject-fingerprint.ts";
 import { formatCheckpoint, parseCheckpoint, verifyAudit } from "../audit/verify-audit.ts";
 import { readDatabaseUrl, readKeyConfig } from "../config.ts";
 import { ConfigError, describeError } from "../errors.ts";
@@ -8,13 +9,22 @@ import { createKeyProvider } from "../vault/key-provider-from-config.ts";
 import type { KeyProvider } from "../vault/key-provider.ts";
 
 /**
- * `masq audit list [--limit N] [--json]`: the trail, newest first. Who acted as the server recorded it (login role,
- * role in effect); what the client reported of itself is shown apart.
+ * `masq audit list [--limit N] [--json] [--user-id <id>]`: the trail, newest first. Who acted as the server recorded
+ * it (login role, role in effect); what the client reported of itself is shown apart. --user-id keeps the rows that
+ * name that user (subject erase and export name a user by a keyed fingerprint: computing it needs the audit key).
  */
 export async function auditListCommand(flags: Record<string, unknown>): Promise<number> {
   const limit = typeof flags.limit === "number" ? flags.limit : 50;
-  return withDb(flags, async (db) => {
-    const { rows } = await db.pool.query<AuditRow>(`SELECT ${AUDIT_COLUMNS} FROM masq.audit ORDER BY audit.seq DESC LIMIT $1`, [limit]);
+  const userId = typeof flags.userId === "string" ? flags.userId : undefined;
+  const listWith = async (db: Db, subject: string | null) => {
+    const { rows } = await db.pool.query<AuditRow>(
+      `SELECT ${AUDIT_COLUMNS} FROM masq.audit WHERE $2::text IS NULL OR $2::text = ANY (subjects) ORDER BY audit.seq DESC LIMIT $1`,
+      [limit, subject],
+    );
+    return rows;
+  };
+  const run = async (db: Db, subject: string | null) => {
+    const rows = await listWith(db, subject);
     if (flags.json === true) {
       const out = rows.map((r) => ({
         seq: Number(r.seq),
@@ -45,6 +55,16 @@ export async function auditListCommand(flags: Record<string, unknown>): Promise<
       );
     }
     return 0;
+  };
+  if (userId === undefined) return withDb(flags, (db) => run(db, null));
+  return withKeys(flags, async (db, provider) => {
+    const key = await existingAuditKey(db.pool, provider);
+    if (key === undefined) return run(db, "");
+    try {
+      return await run(db, subjectFingerprint(key, userId));
+    } finally {
+      key.key.fill(0);
+    }
   });
 }
 

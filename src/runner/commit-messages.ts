@@ -1,7 +1,7 @@
 import type pg from "pg";
 import { commitBatch, type CommitResult } from "../sink/commit-batch.ts";
 import type { TableName } from "../sink/table-name.ts";
-import { StaleKeyError } from "../sink/write-batch.ts";
+import { StaleKeyError, StaleVaultError } from "../sink/write-batch.ts";
 import type { IngestKeys } from "../vault/ingest-keys.ts";
 import type { Pseudonymizer } from "../mask/pseudonymize.ts";
 import type { Outcome } from "../sink/write-batch.ts";
@@ -31,6 +31,11 @@ export async function commitMessages(pool: pg.Pool, table: TableName, keys: Inge
       return r;
     } catch (err) {
       // Two switches in a row are a rotation racing another; past that, back off like any transient error.
+      if (err instanceof StaleVaultError && attempt < 2) {
+        // Vault values were deleted (erase, prune) since the sealer learnt what the vault holds: seal it all again.
+        keys.sealer.staleVault(err.epoch);
+        continue;
+      }
       if (!(err instanceof StaleKeyError) || attempt >= 2) throw err;
       await keys.refresh(signal);
     }

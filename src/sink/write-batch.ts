@@ -48,6 +48,11 @@ export interface SealedBatch {
   keyVersion: number;
   outcomes: readonly Outcome[];
   vault: readonly VaultEntry[];
+  /**
+   * The vault epoch (migration 009) under which the sealer left out values it believed the vault holds; null when it
+   * left none out (the batch is then complete under any epoch).
+   */
+  vaultEpoch: number | null;
 }
 
 /**
@@ -58,6 +63,19 @@ export class StaleKeyError extends TransientError {
   override name = "StaleKeyError";
   constructor(version: number) {
     super(`pseudonym key version ${version} is no longer active`, "pseudonym_key_rotated");
+  }
+}
+
+/**
+ * Vault values were deleted (erase, prune) since the sealer learnt which values the vault holds, and the batch left
+ * some of those out: nothing was written. The caller forgets what it knew (VaultSealer.staleVault) and seals again.
+ */
+export class StaleVaultError extends TransientError {
+  override name = "StaleVaultError";
+  readonly epoch: number;
+  constructor(sealedUnder: number, epoch: number) {
+    super(`vault epoch ${sealedUnder} is no longer current (${epoch}): vault values were deleted`, "vault_epoch_advanced");
+    this.epoch = epoch;
   }
 }
 
@@ -75,12 +93,16 @@ export interface BatchResult {
  * and writes rows and quarantine records only for the ids it newly claimed. A redelivered message finds its id
  * already claimed and adds nothing; two workers racing on the same id serialise on the ledger's primary key.
  * The vault rows go in the same transaction, insert-if-absent. Nothing at all is written unless the batch's
- * pseudonym key is still the active one (masq.lock_pseudonym_key, which holds a share lock on it until commit).
+ * pseudonym key is still the active one (masq.lock_pseudonym_key, which holds a share lock on it until commit),
+ * and, when the sealer left values out, the vault epoch is still the one it sealed under (masq.lock_vault_epoch,
+ * share-locked likewise, so a deletion of vault values waits for this batch or this batch for it; migration 009).
  */
 function batchSql(table: TableName): string {
   return `
-WITH guard AS (
-  SELECT masq.lock_pseudonym_key($16) AS ok
+WITH locks AS (
+  SELECT masq.lock_pseudonym_key($16) AS key_ok, masq.lock_vault_epoch() AS epoch
+), guard AS (
+  SELECT key_ok AND ($25::bigint IS NULL OR epoch = $25::bigint) AS ok FROM locks
 ), rows AS (
   SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[], $8::date[])
     AS r(message_id, user_id, device_type, masked_ip, masked_device_id, locale, app_version, create_date)
@@ -114,7 +136,8 @@ WITH guard AS (
   FROM bad b JOIN claimed c ON c.message_id = b.message_id AND c.outcome = 'quarantined'
   RETURNING reason
 )
-SELECT (SELECT ok FROM guard) AS key_ok, (SELECT count(*) FROM vaulted) AS vault_calls,
+SELECT (SELECT key_ok FROM locks) AS key_ok, (SELECT epoch FROM locks)::float8 AS epoch, (SELECT ok FROM guard) AS ok,
+       (SELECT count(*) FROM vaulted) AS vault_calls,
        (SELECT count(*) FROM written)::int AS written,
        (SELECT coalesce(json_object_agg(reason, n), '{}') FROM (SELECT reason, count(*)::int AS n FROM quarantined GROUP BY reason) g) AS by_reason`;
 }
@@ -175,11 +198,12 @@ export async function writeBatch(pool: pg.Pool, table: TableName, batch: SealedB
       q.ct.push(o.sealedBody?.ciphertext ?? null);
     }
   }
-  let res: pg.QueryResult<{ key_ok: boolean; written: number; by_reason: Record<string, number> }>;
+  type Result = { key_ok: boolean; epoch: number; ok: boolean; written: number; by_reason: Record<string, number> };
+  let res: pg.QueryResult<Result>;
   try {
     // pool.query discards the connection on any error. That matters after an encoding error (isEncodingError):
     // node-postgres has then closed the named statement on the server but still counts it as prepared.
-    res = await pool.query<{ key_ok: boolean; written: number; by_reason: Record<string, number> }>({
+    res = await pool.query<Result>({
       text,
       // A named statement is parsed and planned once per connection, not once per batch.
       name: `masq_write_batch_${key}`.slice(0, 63),
@@ -189,12 +213,14 @@ export async function writeBatch(pool: pg.Pool, table: TableName, batch: SealedB
         batch.keyVersion,
         ...[q.key, q.nonce, q.ct],
         ...[v.kind, v.pseudonym, v.key, v.nonce, v.ct],
+        batch.vaultEpoch,
       ],
     });
   } catch (err) {
     throw classifyPgError(err);
   }
   if (res.rows[0]?.key_ok !== true) throw new StaleKeyError(batch.keyVersion);
+  if (res.rows[0].ok !== true) throw new StaleVaultError(batch.vaultEpoch!, res.rows[0].epoch);
   const written = res.rows[0].written;
   const quarantinedByReason = res.rows[0].by_reason;
   const quarantined = Object.values(quarantinedByReason).reduce((a, b) => a + b, 0);

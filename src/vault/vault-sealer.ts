@@ -8,13 +8,17 @@ import { quarantineBodyAad, vaultAad } from "./vault-aad.ts";
  * Encrypts a batch's originals with the current data key: each distinct PII value once (the vault is keyed by
  * pseudonym), and each quarantined body. Values this process already committed to the vault under the same
  * pseudonym key are skipped: the vault holds them, and a busy device or address is then encrypted once, not per
- * message. The memory of them is bounded (oldest forgotten first).
+ * message. The memory of them is bounded (oldest forgotten first). It holds under one vault epoch (migration 009): a
+ * batch that leaves values out carries that epoch, and is refused once vault values were deleted since
+ * (StaleVaultError); then staleVault() forgets everything and the batch is sealed again, whole.
  */
 export class VaultSealer {
   private readonly dataKeys: DataKeys;
   /** Pseudonyms (by kind) this process has committed to the vault under pseudonym key `knownVersion`. */
   private readonly known = { ip: new Set<string>(), device_id: new Set<string>() };
   private knownVersion = -1;
+  /** The vault epoch under which `known` holds. Epochs only grow; a batch committed under an older one adds nothing. */
+  private knownEpoch = 0;
   private readonly capacity: number;
 
   constructor(dataKeys: DataKeys, capacity = 50_000) {
@@ -27,17 +31,21 @@ export class VaultSealer {
     // pseudonym → original, per kind: each distinct value once.
     const todo = { ip: new Map<string, string>(), device_id: new Map<string, string>() };
     let bodies = 0;
+    let skipped = false;
     for (const o of outcomes) {
       if (o.kind === "row") {
         if (o.pii === undefined) continue;
         if (!this.known.ip.has(o.row.maskedIp)) todo.ip.set(o.row.maskedIp, o.pii.ip);
+        else skipped = true;
         if (!this.known.device_id.has(o.row.maskedDeviceId)) todo.device_id.set(o.row.maskedDeviceId, o.pii.deviceId);
+        else skipped = true;
       } else if (o.originalBody !== null) {
         bodies++;
       }
     }
+    const vaultEpoch = skipped ? this.knownEpoch : null;
     const count = todo.ip.size + todo.device_id.size + bodies;
-    if (count === 0) return { keyVersion, outcomes: outcomes.map(withoutOriginals), vault: [] };
+    if (count === 0) return { keyVersion, outcomes: outcomes.map(withoutOriginals), vault: [], vaultEpoch };
     // No await between reserve and the last encryption: the key cannot be replaced (and zeroed) meanwhile.
     const dk = await this.dataKeys.reserve(count, signal);
     const nonce = nonces(count);
@@ -52,17 +60,25 @@ export class VaultSealer {
     const sealedOutcomes = outcomes.map((o) =>
       withoutOriginals(o.kind === "quarantine" && o.originalBody !== null ? sealBody(o, dk.id, dk.keyObject, nonce[n++]!) : o),
     );
-    return { keyVersion, outcomes: sealedOutcomes, vault };
+    return { keyVersion, outcomes: sealedOutcomes, vault, vaultEpoch };
   }
 
-  /** After a commit: these vault rows exist now. */
+  /** After a commit: these vault rows exist now (until the epoch moves). */
   committed(batch: SealedBatch): void {
-    if (batch.keyVersion !== this.knownVersion) return;
+    if (batch.keyVersion !== this.knownVersion || (batch.vaultEpoch !== null && batch.vaultEpoch !== this.knownEpoch)) return;
     for (const v of batch.vault) {
       const set = this.known[v.kind];
       set.add(v.pseudonym);
       if (set.size > this.capacity) set.delete(set.values().next().value!);
     }
+  }
+
+  /** Vault values were deleted: what was known says nothing about the vault of `epoch` (StaleVaultError.epoch). */
+  staleVault(epoch: number): void {
+    if (epoch <= this.knownEpoch) return;
+    this.known.ip.clear();
+    this.known.device_id.clear();
+    this.knownEpoch = epoch;
   }
 
   /** A new pseudonym key: what was known under the old one says nothing about the vault under the new one. */

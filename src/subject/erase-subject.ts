@@ -1,0 +1,98 @@
+import type pg from "pg";
+import type { AuditKey } from "../audit/audit-key.ts";
+import { sealAudit } from "../audit/seal-audit.ts";
+import { classifyPgError } from "../sink/pg-errors.ts";
+import { qualified, type TableName } from "../sink/table-name.ts";
+import { inTransaction } from "../sink/transaction.ts";
+import { deleteInBatches } from "../vault/vault-deletion.ts";
+
+/** What an erasure deleted (or, dry, would delete). */
+export interface ErasureCounts {
+  rows: number;
+  quarantine: number;
+  /** --vault-only: encrypted originals of the user's quarantine records dropped (the records stay). */
+  originals: number;
+  vault: number;
+}
+
+export interface ErasureRequest {
+  table: TableName;
+  userId: string;
+  /** subjectFingerprint(auditKey, userId): how the trail names the user. */
+  fingerprint: string;
+  vaultOnly: boolean;
+  reason: string;
+  client: Record<string, unknown>;
+}
+
+/** Values per batch: a batch is one transaction, short enough not to hold ingestion up noticeably. */
+export const ERASE_BATCH = 2000;
+
+const num = (v: unknown) => Number(v ?? 0);
+
+/** --dry-run: counts, changing and recording nothing. */
+export async function previewErasure(pool: pg.Pool, table: TableName, userId: string, vaultOnly: boolean): Promise<ErasureCounts> {
+  try {
+    const r = (await pool.query("SELECT * FROM masq.erase_subject_preview($1, $2, $3)", [qualified(table), userId, vaultOnly])).rows[0] as Record<string, unknown>;
+    return { rows: num(r.rows), quarantine: num(r.quarantine), originals: num(r.originals), vault: num(r.vault) };
+  } catch (err) {
+    throw classifyPgError(err);
+  }
+}
+
+/**
+ * The whole erasure, in the order that makes the trail exact and the work resumable:
+ *   1. the intent row (who, when, why, the user's fingerprint, the mode), sealed and COMMITTED before anything is
+ *      deleted: the database deletes only for an erasure such a row started (masq.audit_subject_erase);
+ *   2. bounded batches, each its own transaction (masq.erase_subject_batch), until one finds nothing left;
+ *   3. the row of what was deleted, with the counts the server kept (masq.audit_subject_erased), sealed.
+ * Killed anywhere, a rerun for the same user starts again at 1, takes over the unfinished erasure's counts and names
+ * it (selector.resumes).
+ */
+export async function eraseSubject(
+  pool: pg.Pool,
+  key: AuditKey,
+  req: ErasureRequest,
+  onBatch: (done: ErasureCounts) => void,
+  signal?: AbortSignal,
+): Promise<ErasureCounts & { startSeq: string; doneSeq: string }> {
+  const startSeq = await inTransaction(pool, async (c) => {
+    const seq = (
+      await query<{ seq: string }>(c, "SELECT masq.audit_subject_erase($1, $2, $3, $4, $5, $6, $7, $8)::text AS seq", [
+        req.reason,
+        JSON.stringify({ command: "subject erase" }),
+        JSON.stringify(req.client),
+        req.fingerprint,
+        qualified(req.table),
+        req.userId,
+        req.vaultOnly,
+        key.version,
+      ])
+    ).rows[0]!.seq;
+    await sealAudit(c, key, seq);
+    return seq;
+  });
+  await deleteInBatches<ErasureCounts & { done: boolean }>(
+    pool,
+    { text: "SELECT rows, quarantine, originals, vault, done FROM masq.erase_subject_batch($1, $2)", values: [startSeq, ERASE_BATCH] },
+    (b) => onBatch({ rows: b.rows, quarantine: b.quarantine, originals: b.originals, vault: b.vault }),
+    signal,
+  );
+  return inTransaction(pool, async (c) => {
+    const r = (await query<Record<string, unknown>>(c, "SELECT seq::text AS seq, rows, quarantine, originals, vault FROM masq.audit_subject_erased($1, $2, $3)", [
+      startSeq,
+      JSON.stringify(req.client),
+      key.version,
+    ])).rows[0]!;
+    await sealAudit(c, key, String(r.seq));
+    return { startSeq, doneSeq: String(r.seq), rows: num(r.rows), quarantine: num(r.quarantine), originals: num(r.originals), vault: num(r.vault) };
+  });
+}
+
+async function query<R extends pg.QueryResultRow>(c: pg.PoolClient, text: string, values: unknown[]): Promise<pg.QueryResult<R>> {
+  try {
+    return await c.query<R>(text, values);
+  } catch (err) {
+    throw classifyPgError(err);
+  }
+}

@@ -9,7 +9,8 @@
 -- Deletion runs only through the SECURITY DEFINER functions below, which decide what may go; masq_erase has no
 -- DELETE on masq.vault or masq.quarantine. Each deleting call appends its own audit row (counted by the server),
 -- and the deferred check of migration 005 refuses to commit it unsealed: pruning needs the audit key, so the master
--- key, as well as the role. Plain ASCII on purpose (see 005).
+-- key, as well as the role. A batch that deletes vault entries advances the vault epoch of migration 009 first, so
+-- that no row ingestion is committing is left without its entry. Plain ASCII on purpose (see 005).
 
 -- `masq status` shows the oldest recoverable value's age: min(created_at), from this index.
 CREATE INDEX vault_created_at_idx ON masq.vault (created_at);
@@ -39,19 +40,38 @@ BEGIN
 END $$;
 REVOKE ALL ON FUNCTION masq.check_prune_target(regclass, integer) FROM PUBLIC;
 
--- Deleting vault entries must never leave a row that ingestion is committing without its entry: a batch in flight
--- may have found the entry present (insert-if-absent) and be about to commit a row that uses it. Ingestion holds a
--- share lock on the active pseudonym key's row until its batch commits (masq.lock_pseudonym_key): taking the row
--- for update waits for batches in flight and holds new ones back until the deleting transaction commits, and every
--- statement after the lock sees the rows those batches wrote. (The shared vault epoch of migration 009 replaces
--- this when it is merged; see docs/operations.md, "Retention".)
-CREATE FUNCTION masq.lock_vault_for_delete() RETURNS void
+-- Which of these vault entries (kinds[i], pseudonyms[i]) no row of p_table dated on or after the cutoff (nor a row
+-- without a date) and no quarantine record from on or after the cutoff uses, as "kind:pseudonym". Two lookups in
+-- the target table per call, by masked_ip and by masked_device_id: an index on either column (docs/operations.md,
+-- "Retention") makes them index scans; masq does not create one on the user's table. A quarantine record uses the
+-- values its redacted copy shows (migration 009's indexed masq.redacted_pseudonym), and a refused row's record
+-- (db_rejected) those of the masked row it keeps for a replay. VOLATILE: each statement sees every committed row.
+CREATE FUNCTION masq.retention_unused(p_table regclass, p_cutoff date, p_kinds text[], p_pseudonyms text[]) RETURNS text[]
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     AS $$
+DECLARE
+    cutoff_at timestamptz := p_cutoff::timestamp AT TIME ZONE 'UTC';
+    keep_ip text[];
+    keep_device text[];
+    unused text[];
 BEGIN
-    PERFORM 1 FROM masq.pseudonym_keys WHERE state = 'active' FOR UPDATE;
+    EXECUTE format('SELECT array_agg(DISTINCT t.masked_ip::text) FROM %s t WHERE t.masked_ip::text = ANY ($1) AND (t.create_date >= $2 OR t.create_date IS NULL)', p_table)
+        INTO keep_ip
+        USING (SELECT coalesce(array_agg(p), '{}') FROM unnest(p_kinds, p_pseudonyms) AS u(k, p) WHERE k = 'ip'), p_cutoff;
+    EXECUTE format('SELECT array_agg(DISTINCT t.masked_device_id::text) FROM %s t WHERE t.masked_device_id::text = ANY ($1) AND (t.create_date >= $2 OR t.create_date IS NULL)', p_table)
+        INTO keep_device
+        USING (SELECT coalesce(array_agg(p), '{}') FROM unnest(p_kinds, p_pseudonyms) AS u(k, p) WHERE k = 'device_id'), p_cutoff;
+    SELECT array_agg(c.kind || ':' || c.pseudonym ORDER BY c.kind, c.pseudonym) INTO unused
+    FROM unnest(p_kinds, p_pseudonyms) AS c(kind, pseudonym)
+    WHERE NOT (c.kind = 'ip' AND c.pseudonym = ANY (coalesce(keep_ip, '{}')))
+      AND NOT (c.kind = 'device_id' AND c.pseudonym = ANY (coalesce(keep_device, '{}')))
+      AND NOT EXISTS (SELECT 1 FROM masq.quarantine q
+                      WHERE masq.redacted_pseudonym(q.body, c.kind) = c.pseudonym AND q.quarantined_at >= cutoff_at)
+      AND NOT EXISTS (SELECT 1 FROM masq.quarantine q
+                      WHERE q.reason = 'db_rejected' AND q.quarantined_at >= cutoff_at AND strpos(q.body, c.pseudonym) > 0);
+    RETURN coalesce(unused, '{}');
 END $$;
-REVOKE ALL ON FUNCTION masq.lock_vault_for_delete() FROM PUBLIC;
+REVOKE ALL ON FUNCTION masq.retention_unused(regclass, date, text[], text[]) FROM PUBLIC;
 
 -- One batch of the vault pass: the next p_limit vault entries after the cursor (p_after_kind, p_after_pseudonym),
 -- in primary key order, and of those the ones that no row of p_table dated on or after the cutoff (nor a row
@@ -70,20 +90,13 @@ CREATE FUNCTION masq.vault_prune_batch(p_table regclass, p_days integer, p_after
     AS $$
 DECLARE
     cutoff date := masq.retention_cutoff(p_days);
-    cutoff_at timestamptz;
     kinds text[];
     pseudonyms text[];
-    keep_ip text[];
-    keep_device text[];
     gone text[];
 BEGIN
     PERFORM masq.check_prune_target(p_table, p_days);
     IF p_limit IS NULL OR p_limit < 1 OR p_limit > 10000 THEN
         RAISE EXCEPTION 'a prune batch is 1 to 10000 entries' USING ERRCODE = '22023';
-    END IF;
-    cutoff_at := cutoff::timestamp AT TIME ZONE 'UTC';
-    IF p_key_version IS NOT NULL THEN
-        PERFORM masq.lock_vault_for_delete();
     END IF;
     SELECT array_agg(b.kind ORDER BY b.kind, b.pseudonym), array_agg(b.pseudonym ORDER BY b.kind, b.pseudonym)
     INTO kinds, pseudonyms
@@ -94,26 +107,22 @@ BEGIN
         RETURN QUERY SELECT 0, 0, NULL::bigint, NULL::text, NULL::text;
         RETURN;
     END IF;
-    EXECUTE format('SELECT array_agg(DISTINCT t.masked_ip::text) FROM %s t WHERE t.masked_ip::text = ANY ($1) AND (t.create_date >= $2 OR t.create_date IS NULL)', p_table)
-        INTO keep_ip
-        USING (SELECT coalesce(array_agg(p), '{}') FROM unnest(kinds, pseudonyms) AS u(k, p) WHERE k = 'ip'), cutoff;
-    EXECUTE format('SELECT array_agg(DISTINCT t.masked_device_id::text) FROM %s t WHERE t.masked_device_id::text = ANY ($1) AND (t.create_date >= $2 OR t.create_date IS NULL)', p_table)
-        INTO keep_device
-        USING (SELECT coalesce(array_agg(p), '{}') FROM unnest(kinds, pseudonyms) AS u(k, p) WHERE k = 'device_id'), cutoff;
-    -- A recent quarantine record keeps the values its redacted copy shows (as "hmac:<pseudonym>", or as the
-    -- pseudonym itself in a refused row's masked copy).
-    SELECT array_agg(c.kind || ':' || c.pseudonym ORDER BY c.kind, c.pseudonym) INTO gone
-    FROM unnest(kinds, pseudonyms) AS c(kind, pseudonym)
-    WHERE NOT (c.kind = 'ip' AND c.pseudonym = ANY (coalesce(keep_ip, '{}')))
-      AND NOT (c.kind = 'device_id' AND c.pseudonym = ANY (coalesce(keep_device, '{}')))
-      AND NOT EXISTS (SELECT 1 FROM masq.quarantine q
-                      WHERE q.quarantined_at >= cutoff_at AND q.body IS NOT NULL AND strpos(q.body, c.pseudonym) > 0);
-    IF p_key_version IS NULL OR gone IS NULL THEN
-        RETURN QUERY SELECT cardinality(kinds), coalesce(cardinality(gone), 0), NULL::bigint, kinds[cardinality(kinds)], pseudonyms[cardinality(kinds)];
+    gone := masq.retention_unused(p_table, cutoff, kinds, pseudonyms);
+    IF p_key_version IS NOT NULL AND cardinality(gone) > 0 THEN
+        -- Only a batch that deletes advances the vault epoch (so ingestion's sealers forget what they knew only
+        -- when something went): it waits for ingest batches in flight, and holds new ones until COMMIT. The
+        -- candidates are then checked again, by statements that see what those batches committed (migration 009).
+        PERFORM masq.advance_vault_epoch();
+        gone := masq.retention_unused(p_table, cutoff,
+            ARRAY(SELECT split_part(g, ':', 1) FROM unnest(gone) AS g ORDER BY g),
+            ARRAY(SELECT split_part(g, ':', 2) FROM unnest(gone) AS g ORDER BY g));
+    END IF;
+    IF p_key_version IS NULL OR cardinality(gone) = 0 THEN
+        RETURN QUERY SELECT cardinality(kinds), cardinality(gone), NULL::bigint, kinds[cardinality(kinds)], pseudonyms[cardinality(kinds)];
         RETURN;
     END IF;
     DELETE FROM masq.vault v USING unnest(gone) AS g(subject)
-    WHERE v.kind = split_part(g.subject, ':', 1) AND v.pseudonym = substr(g.subject, length(split_part(g.subject, ':', 1)) + 2);
+    WHERE v.kind = split_part(g.subject, ':', 1) AND v.pseudonym = split_part(g.subject, ':', 2);
     RETURN QUERY SELECT cardinality(kinds), cardinality(gone),
         masq.audit_append('vault-prune', format('retention %s days', p_days),
             jsonb_build_object('pass', 'vault', 'table', p_table::text, 'retention_days', p_days, 'cutoff', cutoff::text),

@@ -230,6 +230,7 @@ export function buildProgram(): Command {
 
   // masq vault prune: retention (docs/operations.md, "Retention").
   const vault = program.command("vault").description('the vault\'s retention: prune what MASQ_VAULT_RETENTION_DAYS no longer keeps (docs/operations.md, "Retention")');
+  examples(vault, "masq vault prune --dry-run");
   const prune = databaseOption(
     tableOption(
       vault

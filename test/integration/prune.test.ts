@@ -1,4 +1,7 @@
 import assert from "node:assert/strict";
+import { mkdtempSync, symlinkSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
 import { describe, test } from "node:test";
 import pg from "pg";
 import { createPseudonymizer } from "../../src/mask/pseudonymize.ts";
@@ -7,6 +10,8 @@ import { usePipelineFixture } from "../helpers/fixture.ts";
 import { createLoginRoles } from "../helpers/login-roles.ts";
 import { TABLE, TEST_KEY, TEST_MASTER_KEY_HEX, testKeys } from "../helpers/pipeline.ts";
 import { runMasq } from "../helpers/run-masq.ts";
+import { runDocCommands, runDocSql } from "../helpers/doc-blocks.ts";
+import { MASQ_BIN } from "../helpers/masq-process.ts";
 
 const DAY = 86_400_000;
 const daysAgo = (d: number) => new Date(Date.now() - d * DAY);
@@ -163,6 +168,27 @@ describe("masq vault prune", () => {
     } finally {
       await fx.db.pool.query(`DROP OWNED BY ${eraser}; DROP ROLE ${eraser}`).catch(() => undefined);
       await roles.drop();
+    }
+  });
+
+  test("operations.md: the retention examples and the suggested indexes run as documented", async () => {
+    await ingest();
+    const bin = mkdtempSync(join(tmpdir(), "masq-prune-bin-"));
+    symlinkSync(MASQ_BIN, join(bin, "masq"));
+    const [dry, prune] = await runDocCommands("retention-examples", { env: { ...env, PATH: `${bin}:${dirname(process.execPath)}:${process.env.PATH ?? ""}`, HOME: process.env.HOME } });
+    assert.equal(dry!.code, 0, dry!.stderr);
+    assert.match(dry!.stdout, /^would prune 3 of 7 /);
+    assert.equal(prune!.code, 0, prune!.stderr);
+    assert.match(prune!.stdout, /^pruned 3 of 7 /);
+    const c = new pg.Client({ connectionString: fx.pgdb.url });
+    await c.connect();
+    try {
+      await runDocSql("retention-indexes", c);
+      const idx = await c.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_indexes WHERE tablename = 'user_logins' AND indexname LIKE 'user_logins_masked_%'");
+      assert.equal(idx.rows[0]!.n, 2);
+      await c.query("DROP INDEX public.user_logins_masked_ip_idx, public.user_logins_masked_device_id_idx");
+    } finally {
+      await c.end();
     }
   });
 });

@@ -30,6 +30,7 @@ export const KNOWN_SETTINGS: readonly string[] = [
   "MASQ_VISIBILITY_TIMEOUT",
   "MASQ_WAIT_TIME_SECONDS",
   "MASQ_WRITERS",
+  "MASQ_PREPARE_THREADS",
   // Read by the test harness and CI (test/helpers/moto.ts), never by masq itself; set in the same shells.
   "MASQ_MOTO_SERVER",
 ];

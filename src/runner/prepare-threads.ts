@@ -1,6 +1,7 @@
 import { Worker } from "node:worker_threads";
 import { FatalError } from "../errors.ts";
 import type { Logger } from "../log.ts";
+import type { SealedBatch, VaultEntry } from "../sink/write-batch.ts";
 import type { IngestKeys } from "../vault/ingest-keys.ts";
 import type { BatchPreparer, PreparedBatch } from "./commit-messages.ts";
 import type { IncomingMessage } from "./prepare.ts";
@@ -90,6 +91,7 @@ export class PrepareThreads implements BatchPreparer {
       t.waiting.delete(id);
     }
     keys.dataKeys.unreserve(dk, uses - r.sealed);
+    asBuffers(r.batch);
     return {
       batch: r.batch,
       settle: (committed) => {
@@ -156,6 +158,24 @@ export class PrepareThreads implements BatchPreparer {
   private post(t: Thread, m: ToPrepareThread): void {
     t.worker.postMessage(m);
   }
+}
+
+/** Buffers arrive as plain Uint8Arrays: viewed as Buffers again (no copy), as the sealed types say. */
+function asBuffers(batch: SealedBatch): void {
+  for (const v of batch.vault as VaultEntry[]) {
+    v.nonce = toBuffer(v.nonce);
+    v.ciphertext = toBuffer(v.ciphertext);
+  }
+  for (const o of batch.outcomes) {
+    if (o.kind === "quarantine" && o.sealedBody) {
+      o.sealedBody.nonce = toBuffer(o.sealedBody.nonce);
+      o.sealedBody.ciphertext = toBuffer(o.sealedBody.ciphertext);
+    }
+  }
+}
+
+function toBuffer(u: Uint8Array): Buffer {
+  return Buffer.isBuffer(u) ? u : Buffer.from(u.buffer, u.byteOffset, u.byteLength);
 }
 
 /** The main thread's CPU time, named as the "process usage" line names it. */

@@ -10,6 +10,7 @@ import { ConfigError } from "../../src/errors.ts";
 import { createLogger } from "../../src/log.ts";
 import { redactBody } from "../../src/mask/redact-body.ts";
 import type { Pseudonymizer } from "../../src/mask/pseudonymize.ts";
+import { PrepareThreads } from "../../src/runner/prepare-threads.ts";
 import { rotatePseudonymKey, type RotatePseudonymKeyOptions } from "../../src/rotation/rotate-pseudonym-key.ts";
 import type { RotationPhase } from "../../src/rotation/rotation-state.ts";
 import { parseLoginEvent } from "../../src/transform/login-event.ts";
@@ -314,7 +315,8 @@ describe("key rotation", () => {
     await assertRotated(events, b);
   });
 
-  test("while ingestion keeps running: every row ends under the new key, each message exactly once", async () => {
+  for (const threads of [0, 1]) {
+  test(`while ingestion keeps running (${threads} prepare threads): every row ends under the new key, each message exactly once`, async () => {
     const first = await seed(1500, 64);
     const { version: oldVersion } = await activeKey();
     const old = await writtenPseudonyms();
@@ -324,7 +326,8 @@ describe("key rotation", () => {
 
     const queueUrl = fx.sqs.newQueue();
     const keys = await testKeys(fx.db, { pseudonymKey: null });
-    const runner = await makeRunner({ db: fx.db, sqs: fx.sqs.client, queueUrl, keys, config: { batchSize: 50, batchWaitMs: 20 } });
+    const preparer = threads > 0 ? new PrepareThreads({ count: threads, logger: createLogger("silent") }) : undefined;
+    const runner = await makeRunner({ db: fx.db, sqs: fx.sqs.client, queueUrl, keys, config: { batchSize: 50, batchWaitMs: 20 }, preparer });
     const running = runner.run();
     const count = async (like: string) =>
       (await fx.db.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM public.user_logins WHERE user_id LIKE $1", [like])).rows[0]!.n;
@@ -385,6 +388,7 @@ describe("key rotation", () => {
       await holder.end();
       runner.stop();
       await running;
+      await preparer?.close();
       keys.close();
     }
 
@@ -401,6 +405,7 @@ describe("key rotation", () => {
     assert.equal(vault.length, distinct.size, "each value once in the vault");
     assert.deepEqual([...(await writtenPseudonyms())].filter((x) => old.has(x)), []);
   });
+  }
 
   test("a pseudonym key given in MASQ_PSEUDONYM_KEY is not rotated: masq does not keep it", async () => {
     const other = await createTestDatabase();

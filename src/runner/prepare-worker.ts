@@ -50,7 +50,7 @@ async function handle(m: ToPrepareThread): Promise<void> {
     return;
   }
   batches++;
-  if (data.exitAfterBatches !== undefined && batches >= data.exitAfterBatches) process.exit(70);
+  if (data.exitAfterBatches !== undefined && batches >= data.exitAfterBatches) process.exit(1);
   if (m.pseudonym.key !== undefined) {
     pseudonymizers.set(m.pseudonym.version, createPseudonymizer(m.pseudonym.key));
     for (const v of pseudonymizers.keys()) if (v < m.pseudonym.version - 1) pseudonymizers.delete(v);

@@ -48,7 +48,7 @@ describe("prepare threads", () => {
     assert.equal(code, 1, crashed.lines.slice(-10).join("\n"));
     const errors = crashed.lines.filter((l) => l.startsWith("masq: "));
     assert.equal(errors.length, 1, crashed.lines.slice(-10).join("\n"));
-    assert.match(errors[0]!, /^masq: a prepare thread stopped \(prepare-1 exited with code 70\) \(MASQ_PREPARE_THREADS\): nothing uncommitted was deleted/);
+    assert.match(errors[0]!, /^masq: a prepare thread stopped \(prepare-1 exited with code 1\) \(MASQ_PREPARE_THREADS\): nothing uncommitted was deleted/);
     const committed = (await tableCounts(fx.db)).ledger;
     assert.ok(committed < events.length, `stopped early (${committed} committed)`);
 

@@ -26,7 +26,7 @@ async function bench(opts: BenchOptions): Promise<number> {
   const common = {
     batchSize: opts.batchSize,
     writers: opts.writers,
-    waitQuiet: !opts.smoke,
+    waitQuiet: opts.waitQuiet,
     masqBin: opts.masqBin && path.resolve(opts.masqBin),
     nodeOptions: opts.nodeOptions,
     memoryLimit,

@@ -38,6 +38,8 @@ export interface BenchOptions {
   /** Leave fauxqs's O(backlog) dequeue as it is (see fauxqs-o1-dequeue.ts). */
   fauxqsAsIs: boolean;
   smoke: boolean;
+  /** Wait for the machine to be nearly idle before each phase (not in a smoke run, or with --no-wait-quiet). */
+  waitQuiet: boolean;
   /** Where result JSON goes; undefined: do not write. */
   outDir: string | undefined;
 }
@@ -85,6 +87,8 @@ Options:
                             (deploy/kubernetes sets 512); Linux, needs root
   --fauxqs-as-is            do not give fauxqs an O(1) ready list (its dequeue then costs O(backlog) per message)
   --masq-bin <path>         measure another checkout's bin/masq instead of this one's (for A/B comparisons)
+  --no-wait-quiet           start each phase at once instead of waiting (up to 2 min) for the machine to be idle:
+                            for trying options on a busy machine; its numbers are not comparable
   --smoke                   a few thousand messages (and one small drain through a 5 ms latency proxy),
                             correctness only; exits non-zero on any mismatch
   --out <dir>               where to write results (default bench/results; a smoke run writes none unless given)
@@ -141,6 +145,7 @@ export function readOptions(argv: string[]): BenchOptions | undefined {
         "lag-seconds": { type: "string" },
         "fauxqs-as-is": { type: "boolean" },
         smoke: { type: "boolean" },
+        "no-wait-quiet": { type: "boolean" },
         out: { type: "string" },
         "no-write": { type: "boolean" },
         help: { type: "boolean", short: "h" },
@@ -182,6 +187,7 @@ export function readOptions(argv: string[]): BenchOptions | undefined {
     lagSeconds: int("lag-seconds", v["lag-seconds"], smoke ? 2 : 10, 0),
     fauxqsAsIs: v["fauxqs-as-is"] === true,
     smoke,
+    waitQuiet: !smoke && v["no-wait-quiet"] !== true,
     // A smoke run checks correctness only; its numbers must not replace the committed results.
     outDir: v["no-write"] === true || (smoke && v.out === undefined) ? undefined : (v.out ?? "bench/results"),
   };

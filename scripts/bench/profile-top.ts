@@ -52,7 +52,8 @@ const PINO = /^(pino|pino-[a-z-]+|sonic-boom|thread-stream|fast-redact|on-exit-l
 
 /**
  * The lever a group belongs to: "aws-sdk" (every @aws-sdk, @smithy and @aws-crypto package), "pg", "pino",
- * "masq <file>" for masq's own sources, "GC", "idle", "node internals", "native", or the package's own name.
+ * "masq" for masq's own sources (groups keep them by file), "GC", "idle", "node internals", "(native)", "wasm"
+ * (cjs-module-lexer, loading CommonJS packages), or the package's own name.
  */
 export function category(group: string): string {
   if (AWS.test(group)) return "aws-sdk";
@@ -61,8 +62,9 @@ export function category(group: string): string {
   if (group === "(garbage collector)") return "GC";
   if (group === "(idle)") return "idle";
   if (group === "(program)") return "V8 (program)";
-  if (group.startsWith("src/") || group.startsWith("bin/")) return `masq ${group}`;
-  if (group.startsWith("scripts/")) return `bench ${group}`;
+  if (group.startsWith("src/") || group.startsWith("bin/")) return "masq";
+  if (group.startsWith("scripts/")) return "bench scripts";
+  if (group.startsWith("wasm://")) return "wasm";
   return group;
 }
 
@@ -106,7 +108,7 @@ export function summariseProfile(p: Profile, top = 25): ProfileSummary {
     totalMs: total / 1000,
     categories: rank(categories, Infinity),
     functions: rank(fns, top).map((e) => ({ ...e, category: fnCategory.get(e.name)! })),
-    groups: rank(groups, top),
+    groups: rank(groups, Infinity),
   };
 }
 
@@ -148,12 +150,18 @@ export function summariseProfiles(paths: readonly string[], top = 15): ThreadPro
 
 const pct = (share: number) => `${(share * 100).toFixed(1).padStart(5)}%`;
 
-/** Per thread: where its time goes by category, then its top functions. */
+const share = (e: ProfileEntry) => `${e.name} ${(e.share * 100).toFixed(1)}%`;
+
+/** Per thread: where its time goes by category, masq's own files, then its top functions. */
 export function formatThreadProfiles(threads: readonly ThreadProfile[], topFunctions = 10): string {
   const out: string[] = [];
   for (const t of threads) {
     out.push(`${t.thread}${t.pid !== null ? ` (pid ${t.pid})` : ""}: ${(t.totalMs / 1000).toFixed(1)} s sampled · ${path.basename(t.file)}`);
-    out.push(`  by category: ${t.categories.map((c) => `${c.name} ${(c.share * 100).toFixed(1)}%`).join(", ")}`);
+    const shown = t.categories.filter((c) => c.share >= 0.005);
+    const rest = t.categories.filter((c) => c.share < 0.005).reduce((a, c) => a + c.share, 0);
+    out.push(`  by category: ${shown.map(share).join(", ")}${rest > 0 ? `, the rest ${(rest * 100).toFixed(1)}%` : ""}`);
+    const own = t.groups.filter((g) => /^(src|bin)\//.test(g.name)).slice(0, 6);
+    if (own.length > 0) out.push(`  masq's files: ${own.map(share).join(", ")}`);
     out.push("  top self time:");
     for (const f of t.functions.slice(0, topFunctions)) out.push(`    ${pct(f.share)}  ${f.name}  [${f.category}]`);
   }
@@ -173,7 +181,7 @@ if (import.meta.main) {
     process.stdout.write(
       `== ${t.thread}${t.pid !== null ? ` (pid ${t.pid})` : ""}, ${t.file}: ${t.totalMs.toFixed(0)} ms sampled\n\n` +
         `self time by category:\n${t.categories.map(line).join("\n")}\n\nself time by function:\n${t.functions.map((f) => `${line(f)}  [${f.category}]`).join("\n")}\n\n` +
-        `self time by package or file:\n${t.groups.map(line).join("\n")}\n\n`,
+        `self time by package or file:\n${t.groups.slice(0, top).map(line).join("\n")}\n\n`,
     );
   }
 }

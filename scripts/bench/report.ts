@@ -215,7 +215,7 @@ export function formatReport(r: BenchReport): string {
   }
   if (r.targets.length > 0) {
     out.push("");
-    out.push("Targets (issue 12):");
+    out.push("Targets:");
     out.push(table(["target", "value", "goal", "met"], r.targets.map((t) => [t.target, formatValue(t), t.goal, formatMet(t)])));
     for (const t of r.targets) out.push(`  ${t.target}: ${t.detail}`);
   }

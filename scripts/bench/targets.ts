@@ -3,7 +3,7 @@ import type { LatencyResult } from "./latency-sweep.ts";
 import type { ComparisonResult } from "./main-comparison.ts";
 import type { ScalingResult } from "./scaling-run.ts";
 
-/** One of issue 12's targets as this run measured it: met is null when the run did not measure it. */
+/** One of masq's performance targets as this run measured it: met is null when the run did not measure it. */
 export interface Target {
   target: string;
   /** The measured figure in the goal's unit (null: not measured). */
@@ -30,7 +30,7 @@ function target(name: string, goal: string, value: number | null, pass: (v: numb
   return { target: name, value, goal, met: value === null ? null : pass(value) && correct, detail };
 }
 
-/** masq's performance targets (issue 12; docs/benchmark.md), judged from what this run measured. */
+/** masq's performance targets (docs/benchmark.md, "The targets"), judged from what this run measured. */
 export function judgeTargets(m: Measured): Target[] {
   // The targets are stated at masq's defaults: the first main comparison is the one at the default receivers count
   // unless --receivers changed it.

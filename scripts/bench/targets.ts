@@ -25,6 +25,10 @@ export interface Measured {
 const LINEAR_AT = [16, 32];
 const LATENCY_MS = 20;
 const int = (n: number) => Math.round(n).toLocaleString("en-US");
+/** The sizes the targets are stated at; a run of another size is judged, and its detail says so. */
+const MAIN_MESSAGES = 100_000;
+const DRAIN_MESSAGES = 5_000;
+const statedAt = (n: number, stated: number) => (n === stated ? "" : ` — measured at ${int(n)} messages; the target is stated at ${int(stated)}`);
 
 function target(name: string, goal: string, value: number | null, pass: (v: number) => boolean, detail: string, correct = true): Target {
   return { target: name, value, goal, met: value === null ? null : pass(value) && correct, detail };
@@ -46,7 +50,7 @@ export function judgeTargets(m: Measured): Target[] {
           "≥ 0.9",
           main.ratio,
           (v) => v >= 0.9,
-          `${int(main.messages)} messages, ${main.receivers} receivers: masq ${int(main.masq.perSecond)} msg/s ÷ min(SQS ceiling ${int(main.sqsCeiling.perSecond)}, Postgres ceiling ${int(main.pgCeiling.perSecond)}); median of ${main.runs.filter((r) => !r.disturbed).length || main.runs.length}${wrong(main.ok)}`,
+          `${int(main.messages)} messages, ${main.receivers} receivers: masq ${int(main.masq.perSecond)} msg/s ÷ min(SQS ceiling ${int(main.sqsCeiling.perSecond)}, Postgres ceiling ${int(main.pgCeiling.perSecond)}); median of ${main.runs.filter((r) => !r.disturbed).length || main.runs.length}${wrong(main.ok)}${statedAt(main.messages, MAIN_MESSAGES)}`,
           main.ok,
         ),
   );
@@ -60,8 +64,8 @@ export function judgeTargets(m: Measured): Target[] {
           main.masq.cpuUsPerMessage,
           (v) => v <= 110,
           main.masq.threads === null
-            ? "process total (getrusage); this masq does not report its threads"
-            : `process total (getrusage); by thread: ${main.masq.threads.map((t) => `${t.name} ${int(t.cpuUsPerMessage)}`).join(", ")}`,
+            ? `process total (getrusage); this masq does not report its threads${statedAt(main.messages, MAIN_MESSAGES)}`
+            : `process total (getrusage); by thread: ${main.masq.threads.map((t) => `${t.name} ${int(t.cpuUsPerMessage)}`).join(", ")}${statedAt(main.messages, MAIN_MESSAGES)}`,
         ),
   );
 
@@ -105,7 +109,7 @@ export function judgeTargets(m: Measured): Target[] {
   );
 
   const d = m.drainStartup;
-  const drain = `run --drain of ${int(d?.messages ?? 5000)} messages, spawn to exit, ÷ the ceiling's rate on the same queue`;
+  const drain = `run --drain of ${int(d?.messages ?? DRAIN_MESSAGES)} messages, spawn to exit, ÷ the ceiling's rate on the same queue`;
   targets.push(
     d === null
       ? target(drain, "≥ 0.6", null, () => false, "drain start-up phase not run (main comparison with --drain-messages > 0)")
@@ -114,7 +118,7 @@ export function judgeTargets(m: Measured): Target[] {
           "≥ 0.6",
           d.ratio,
           (v) => v >= 0.6,
-          `masq ${d.masq.wallSeconds.toFixed(2)} s spawn to exit (${int(d.masq.wallPerSecond)} msg/s) ÷ SQS ceiling ${int(d.sqsCeiling.perSecond)} msg/s; median of ${d.runs.filter((r) => !r.disturbed).length || d.runs.length}`,
+          `masq ${d.masq.wallSeconds.toFixed(2)} s spawn to exit (${int(d.masq.wallPerSecond)} msg/s) ÷ SQS ceiling ${int(d.sqsCeiling.perSecond)} msg/s; median of ${d.runs.filter((r) => !r.disturbed).length || d.runs.length}${statedAt(d.messages, DRAIN_MESSAGES)}`,
           d.ok,
         ),
   );

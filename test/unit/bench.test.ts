@@ -193,6 +193,13 @@ describe("the targets", () => {
     ]);
   });
 
+  test("a run of another size than the targets are stated at is judged, and says so", () => {
+    const [ratio] = judgeTargets(all({ main: [main({ messages: 3_000 })] }));
+    assert.equal(ratio!.met, true);
+    assert.match(ratio!.detail, /measured at 3,000 messages; the target is stated at 100,000/);
+    assert.doesNotMatch(judgeTargets(all())[0]!.detail, /stated at/);
+  });
+
   test("an incorrect run meets no target, however fast", () => {
     assert.equal(judgeTargets(all({ main: [main({ ok: false })] }))[0]!.met, false);
   });

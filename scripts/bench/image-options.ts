@@ -1,4 +1,7 @@
-import { existsSync, readFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { fileURLToPath } from "node:url";
 
 /**
@@ -87,9 +90,34 @@ export function parseImageNodeOptions(dockerfile: string): ImageNodeOptions {
   return { nodeOptions: [envOptions, ...flags].filter(Boolean).join(" "), script };
 }
 
-/** The image's options from this checkout's Dockerfile, and the script to run: the image's if it exists here. */
-export function readImageNodeOptions(): ImageNodeOptions & { runs: string } {
-  const image = parseImageNodeOptions(readFileSync(DOCKERFILE, "utf8"));
-  const own = image.script !== null && existsSync(`${REPO_ROOT}${image.script}`) ? `${REPO_ROOT}${image.script}` : `${REPO_ROOT}bin/masq`;
-  return { ...image, runs: own };
+/** The image's options from this checkout's Dockerfile. */
+export function readImageNodeOptions(): ImageNodeOptions {
+  return parseImageNodeOptions(readFileSync(DOCKERFILE, "utf8"));
+}
+
+export interface ImageLayout {
+  /** The masq to spawn: the image's entry script inside the layout, or this checkout's bin/masq. */
+  bin: string;
+  /** What it is, for the report: "compiled (dist/, as the image)" or "sources (bin/masq, type stripping)". */
+  describe: string;
+  close(): void;
+}
+
+const BUILD_CONFIG = `${REPO_ROOT}tsconfig.build.json`;
+
+/**
+ * masq laid out as the image lays it out, when the image ships compiled JavaScript (tsconfig.build.json exists):
+ * dist/ compiled from src/, bin/, migrations/ and package.json in a temporary directory without src/, node_modules
+ * linked from the checkout; its bin/masq then runs dist/. Without a build config the image runs the sources, and so
+ * does this: the checkout's own entry script.
+ */
+export function prepareImageLayout(image: ImageNodeOptions): ImageLayout {
+  const script = image.script ?? "bin/masq";
+  if (!existsSync(BUILD_CONFIG)) return { bin: path.join(REPO_ROOT, script), describe: `sources (${script}, type stripping)`, close: () => undefined };
+  const app = mkdtempSync(path.join(tmpdir(), "masq-bench-image-"));
+  execFileSync(process.execPath, [path.join(REPO_ROOT, "node_modules/typescript/bin/tsc"), "-p", BUILD_CONFIG, "--outDir", path.join(app, "dist")], { stdio: ["ignore", "ignore", "inherit"] });
+  for (const dir of ["bin", "migrations"]) cpSync(path.join(REPO_ROOT, dir), path.join(app, dir), { recursive: true });
+  cpSync(path.join(REPO_ROOT, "package.json"), path.join(app, "package.json"));
+  symlinkSync(path.join(REPO_ROOT, "node_modules"), path.join(app, "node_modules"));
+  return { bin: path.join(app, script), describe: `compiled (dist/ from tsconfig.build.json, run by ${script}, as the image)`, close: () => rmSync(app, { recursive: true, force: true }) };
 }

@@ -1,6 +1,5 @@
 import type { BenchEnv } from "./environment.ts";
-import path from "node:path";
-import { readImageNodeOptions, REPO_ROOT } from "./image-options.ts";
+import { prepareImageLayout, readImageNodeOptions, type ImageNodeOptions } from "./image-options.ts";
 import { isDisturbed, measureMasqPhase, measureSqsPhase, otherLoad, type ComparisonOptions, type MasqMeasurement, type PhaseContext } from "./main-comparison.ts";
 import type { SqsCeilingResult } from "./sqs-ceiling.ts";
 import { makeWorkload } from "./workload.ts";
@@ -20,10 +19,8 @@ export interface ScalingResult {
   masqNodeOptions: string;
   imageNodeOptions: string;
   asImage: boolean;
-  /** The script masq ran from, relative to the repository or as given by --masq-bin. */
+  /** Which masq ran: compiled as the image ships it, the sources, or --masq-bin's. */
   masqScript: string;
-  /** The script the image's ENTRYPOINT runs (null if the Dockerfile's ENTRYPOINT is not `node <script>`). */
-  imageScript: string | null;
   points: ScalingPoint[];
   ok: boolean;
 }
@@ -36,8 +33,16 @@ export interface ScalingResult {
  */
 export async function runScaling(env: BenchEnv, sizes: number[], base: ComparisonOptions & { seed: number; malformedRate: number }): Promise<ScalingResult> {
   const image = readImageNodeOptions();
-  const o = { ...base, nodeOptions: base.nodeOptions ?? image.nodeOptions, masqBin: base.masqBin ?? image.runs };
-  o.log(`scaling: masq with NODE_OPTIONS="${o.nodeOptions}"${o.nodeOptions === image.nodeOptions ? " (the container image's, from the Dockerfile)" : ` (not the image's "${image.nodeOptions}")`}, ${path.relative(REPO_ROOT, o.masqBin) || o.masqBin}`);
+  const layout = base.masqBin === undefined ? prepareImageLayout(image) : undefined;
+  try {
+    return await scale(env, sizes, { ...base, nodeOptions: base.nodeOptions ?? image.nodeOptions, masqBin: base.masqBin ?? layout!.bin }, image, layout?.describe ?? `--masq-bin ${base.masqBin}`);
+  } finally {
+    layout?.close();
+  }
+}
+
+async function scale(env: BenchEnv, sizes: number[], o: ComparisonOptions & { seed: number; malformedRate: number; nodeOptions: string }, image: ImageNodeOptions, masqScript: string): Promise<ScalingResult> {
+  o.log(`scaling: masq ${masqScript}, NODE_OPTIONS="${o.nodeOptions}"${o.nodeOptions === image.nodeOptions ? " (the container image's, from the Dockerfile)" : ` (not the image's "${image.nodeOptions}")`}`);
   const points: ScalingPoint[] = [];
   for (const n of sizes) {
     o.log(`scaling: ${n.toLocaleString("en-US")} messages, ${o.receivers} receivers:`);
@@ -58,8 +63,7 @@ export async function runScaling(env: BenchEnv, sizes: number[], base: Compariso
     masqNodeOptions: o.nodeOptions,
     imageNodeOptions: image.nodeOptions,
     asImage: o.nodeOptions === image.nodeOptions,
-    masqScript: path.relative(REPO_ROOT, o.masqBin) || o.masqBin,
-    imageScript: image.script,
+    masqScript,
     points,
     ok: points.every((p) => p.masq.verification.ok),
   };

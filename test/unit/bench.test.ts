@@ -159,7 +159,7 @@ describe("the targets", () => {
     ({
       main: [main()],
       latency: { latencyMs: 20, ok: true, points: [latencyPoint(1, 1), latencyPoint(16, 0.93), latencyPoint(32, 0.91)] },
-      scaling: { asImage: true, masqNodeOptions: "--max-semi-space-size=8", imageNodeOptions: "--max-semi-space-size=8", masqScript: "bin/masq", imageScript: "bin/masq", points: [{ messages: 1_000_000, masq: masq({ maxRssMb: 190 }) }] },
+      scaling: { asImage: true, masqNodeOptions: "--max-semi-space-size=8", imageNodeOptions: "--max-semi-space-size=8", masqScript: "bin/masq", points: [{ messages: 1_000_000, masq: masq({ maxRssMb: 190 }) }] },
       drainStartup: { messages: 5_000, ratio: 0.65, ok: true, masq: masq(), sqsCeiling: { perSecond: 4_000 }, runs: [{ disturbed: false }] },
       ...o,
     }) as unknown as Measured;
@@ -180,7 +180,7 @@ describe("the targets", () => {
     const m = all({
       main: [main({ ratio: 0.64, masq: masq({ cpuUsPerMessage: 164 }), steadyLag: { rate: 3_500, messages: 35_000, lagP50Ms: 172, lagP99Ms: 322, lagMaxMs: 372, verification: ok } })],
       latency: { latencyMs: 20, ok: true, points: [latencyPoint(1, 1), latencyPoint(16, 0.95), latencyPoint(32, 0.72)] },
-      scaling: { asImage: true, masqNodeOptions: "", imageNodeOptions: "", masqScript: "bin/masq", imageScript: "bin/masq", points: [{ messages: 1_000_000, masq: masq({ maxRssMb: 200 }) }] },
+      scaling: { asImage: true, masqNodeOptions: "", imageNodeOptions: "", masqScript: "bin/masq", points: [{ messages: 1_000_000, masq: masq({ maxRssMb: 200 }) }] },
       drainStartup: { messages: 5_000, ratio: 0.3, ok: true, masq: masq(), sqsCeiling: { perSecond: 4_000 }, runs: [] },
     });
     assert.deepEqual(verdicts(m), [
@@ -215,7 +215,7 @@ describe("the targets", () => {
 
   test("memory with other Node options, latency at another delay or without 32 receivers: not measured", () => {
     const m = all({
-      scaling: { asImage: false, masqNodeOptions: "--max-old-space-size=128", imageNodeOptions: "--max-semi-space-size=8", masqScript: "bin/masq", imageScript: "bin/masq", points: [{ messages: 1_000_000, masq: masq({ maxRssMb: 150 }) }] },
+      scaling: { asImage: false, masqNodeOptions: "--max-old-space-size=128", imageNodeOptions: "--max-semi-space-size=8", masqScript: "bin/masq", points: [{ messages: 1_000_000, masq: masq({ maxRssMb: 150 }) }] },
       latency: { latencyMs: 5, ok: true, points: [latencyPoint(1, 1), latencyPoint(16, 1), latencyPoint(32, 1)] },
     });
     const [, , rss, linear] = judgeTargets(m);

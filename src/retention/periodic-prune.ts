@@ -20,7 +20,7 @@ export interface PeriodicPruneOptions {
   /** Transactions per run (default 100), each of batchSize vault entries or quarantine records (default 1000). */
   maxBatches?: number;
   batchSize?: number;
-  /** Between two transactions of a run (default 200 ms): ingestion's batches pass before the next one locks. */
+  /** Between two transactions of a run (default 1 s): ingestion catches up between two epoch advances. */
   pauseMs?: number;
 }
 
@@ -69,7 +69,7 @@ export function startPeriodicPrune(o: PeriodicPruneOptions): { stop(): Promise<v
           maxBatches: o.maxBatches ?? 100,
           from: cursor,
           signal: abort.signal,
-          betweenBatches: () => pause(o.pauseMs ?? 200, abort.signal),
+          betweenBatches: () => pause(o.pauseMs ?? 1000, abort.signal),
         });
         cursor = r.cursor;
         o.logger.info(

@@ -77,7 +77,7 @@ CREATE INDEX quarantine_device_pseudonym_idx ON masq.quarantine (masq.redacted_p
 -- erasure runs (it is in the user's table in clear anyway); the 'done' step deletes it. A run that was killed
 -- leaves its row: the next run for the same user and table takes its counts over and names it in its own rows.
 CREATE TABLE masq.erasures (
-    seq          bigint      PRIMARY KEY REFERENCES masq.audit (seq),
+    seq          bigint      PRIMARY KEY,  -- its intent row in masq.audit (no foreign key: the trail is restored wholesale by its owner)
     login_role   text        NOT NULL,
     target       text        NOT NULL,
     user_id      text        NOT NULL,

@@ -77,7 +77,7 @@ CREATE INDEX quarantine_device_pseudonym_idx ON masq.quarantine (masq.redacted_p
 -- erasure runs (it is in the user's table in clear anyway); the 'done' step deletes it. A run that was killed
 -- leaves its row: the next run for the same user and table takes its counts over and names it in its own rows.
 CREATE TABLE masq.erasures (
-    seq          bigint      PRIMARY KEY REFERENCES masq.audit (seq),
+    seq          bigint      PRIMARY KEY,  -- its intent row in masq.audit (no foreign key: the trail is restored wholesale by its owner)
     login_role   text        NOT NULL,
     target       text        NOT NULL,
     user_id      text        NOT NULL,
@@ -184,15 +184,16 @@ BEGIN
             kinds := kinds || qk;
             pseudonyms := pseudonyms || qp;
         END IF;
-        -- A candidate stays while any remaining row (this user's later batches included) or record uses it.
+        -- A candidate stays while any remaining row (this user's later batches included) or record uses it. IN (subquery),
+        -- not = ANY (ARRAY(...)): a semi-join the planner can hash when the table has no index on the column.
         EXECUTE format(
             'WITH c AS (SELECT DISTINCT kind, p FROM unnest($1::text[], $2::text[]) AS c(kind, p)),
-                  used AS (SELECT ''ip'' AS kind, masked_ip::text AS p FROM %1$s WHERE masked_ip = ANY (ARRAY(SELECT p FROM c WHERE kind = ''ip''))
-                           UNION SELECT ''device_id'', masked_device_id::text FROM %1$s WHERE masked_device_id = ANY (ARRAY(SELECT p FROM c WHERE kind = ''device_id''))
+                  used AS (SELECT ''ip'' AS kind, masked_ip::text AS p FROM %1$s WHERE masked_ip IN (SELECT p FROM c WHERE kind = ''ip'')
+                           UNION SELECT ''device_id'', masked_device_id::text FROM %1$s WHERE masked_device_id IN (SELECT p FROM c WHERE kind = ''device_id'')
                            UNION SELECT ''ip'', masq.redacted_pseudonym(body, ''ip'') FROM masq.quarantine
-                                 WHERE masq.redacted_pseudonym(body, ''ip'') = ANY (ARRAY(SELECT p FROM c WHERE kind = ''ip''))
+                                 WHERE masq.redacted_pseudonym(body, ''ip'') IN (SELECT p FROM c WHERE kind = ''ip'')
                            UNION SELECT ''device_id'', masq.redacted_pseudonym(body, ''device_id'') FROM masq.quarantine
-                                 WHERE masq.redacted_pseudonym(body, ''device_id'') = ANY (ARRAY(SELECT p FROM c WHERE kind = ''device_id''))),
+                                 WHERE masq.redacted_pseudonym(body, ''device_id'') IN (SELECT p FROM c WHERE kind = ''device_id'')),
                   d AS (DELETE FROM masq.vault v USING c WHERE v.kind = c.kind AND v.pseudonym = c.p
                         AND NOT EXISTS (SELECT 1 FROM used u WHERE u.kind = c.kind AND u.p = c.p) RETURNING 1)
              SELECT count(*)::int FROM d', j.target) INTO vault USING kinds, pseudonyms;

@@ -169,6 +169,7 @@ export function buildProgram(): Command {
 
   // masq subject: a data subject's requests (SECURITY.md, "Erasure").
   const subject = program.command("subject").description("a data subject's data: erase it");
+  examples(subject, 'masq subject erase --user-id 42 --reason "erasure request DSR-118" --dry-run');
   const subjectErase = databaseOption(
     tableOption(
       subject

@@ -23,5 +23,8 @@ GRANT SELECT ON TABLE :table TO masq_unmask;
 -- `masq quarantine replay` reads originals (masq_unmask) and writes as ingestion does (masq_ingest). For a person
 -- who replays, add:
 --   GRANT masq_ingest TO alice;
+-- `masq subject erase` (SECURITY.md, "Erasure") needs masq_erase (made by migration 007). It deletes only through
+-- masq's audited functions, so it needs no grant on the table. For a person who erases, add:
+--   GRANT masq_erase TO alice;
 -- If CONNECT on the database was revoked from PUBLIC, also:
 --   GRANT CONNECT ON DATABASE analytics TO masq_service, alice;

@@ -8,7 +8,7 @@ import { withRotationLock } from "../rotation/rotation-lock.ts";
 import { createDb } from "../sink/db.ts";
 import { fromPostgres } from "../sink/pg-errors.ts";
 import { waitForPostgres } from "../sink/wait-for-postgres.ts";
-import { eraseSubject, previewErasure, type ErasureCounts } from "../subject/erase-subject.ts";
+import { eraseSubject, previewErasure, type ErasureCounts } from "../sink/erase-subject.ts";
 import { createKeyProvider } from "../vault/key-provider-from-config.ts";
 import { readReason } from "./unmask.ts";
 

@@ -20,6 +20,7 @@ export function ingestNeeds(t: TableName): { object: string; kind: "table" | "co
     fn("masq.pseudonym_key_wrapped(integer)"),
     fn("masq.create_first_pseudonym_key(text, text, bytea, text)"),
     fn("masq.lock_pseudonym_key(integer)"),
+    fn("masq.lock_vault_epoch()"),
     fn("masq.add_data_key(uuid, text, text, bytea)"),
     fn("masq.add_vault_values(integer, text[], text[], uuid[], bytea[], bytea[])"),
   ];

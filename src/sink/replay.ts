@@ -64,10 +64,12 @@ async function replayStatement(pool: pg.Pool, table: TableName, items: readonly 
   let res: pg.QueryResult<{ n: number; key_ok: boolean }>;
   try {
     // A db_rejected row replays as it was masked; a corrected body was masked now, under the active key, which the
-    // guard checks as ingestion's does (no vault entries and no version: nothing to check).
+    // guard checks as ingestion's does (no vault entries and no version: nothing to check). The vault epoch is
+    // share-locked as ingestion's batches lock it (migration 009), so an erasure waits for the rows written here, and
+    // never deletes a value they use.
     res = await pool.query<{ n: number; key_ok: boolean }>(
       `WITH guard AS (
-         SELECT CASE WHEN $9::int IS NULL THEN true ELSE masq.lock_pseudonym_key($9) END AS ok
+         SELECT CASE WHEN $9::int IS NULL THEN true ELSE masq.lock_pseudonym_key($9) END AND masq.lock_vault_epoch() IS NOT NULL AS ok
        ), vaulted AS (
          SELECT masq.add_vault_values($9, $10::text[], $11::text[], $12::uuid[], $13::bytea[], $14::bytea[]) AS n
          FROM guard WHERE guard.ok AND cardinality($10::text[]) > 0

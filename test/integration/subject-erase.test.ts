@@ -182,7 +182,10 @@ describe("masq subject erase", () => {
     assert.equal(await count("SELECT count(*) AS n FROM masq.erasures"), 0);
     const values = await recoverable();
     assert.deepEqual([...values].sort(), ["10.0.0.1", "dev-frank"]);
-    const done = await fx.db.pool.query<{ selector: { resumes: string[] } }>("SELECT selector FROM masq.audit WHERE action = 'subject-erase' AND selector->>'phase' = 'done'");
+    const done = await fx.db.pool.query<{ selector: { resumes: string[] } }>(
+      "SELECT selector FROM masq.audit WHERE action = 'subject-erase' AND selector->>'phase' = 'done' AND subjects = ARRAY[$1]",
+      [await fingerprint("erin")],
+    );
     assert.equal(done.rows.length, 1);
     assert.equal(done.rows[0]!.selector.resumes.length, 1, "the done row names the run it finished");
     assert.equal((await runMasq(["audit", "verify"], env())).code, 0);

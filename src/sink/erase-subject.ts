@@ -1,9 +1,9 @@
 import type pg from "pg";
 import type { AuditKey } from "../audit/audit-key.ts";
 import { sealAudit } from "../audit/seal-audit.ts";
-import { classifyPgError } from "../sink/pg-errors.ts";
-import { qualified, type TableName } from "../sink/table-name.ts";
-import { inTransaction } from "../sink/transaction.ts";
+import { classifyPgError } from "./pg-errors.ts";
+import { qualified, type TableName } from "./table-name.ts";
+import { inTransaction } from "./transaction.ts";
 import { deleteInBatches } from "../vault/vault-deletion.ts";
 
 /** What an erasure deleted (or, dry, would delete). */

@@ -4,8 +4,6 @@ import { unknownSettingWarnings } from "./known-settings.ts";
 import { fromPostgres } from "./sink/pg-errors.ts";
 import { runCommand } from "./commands/run.ts";
 import { migrateCommand } from "./commands/migrate.ts";
-import { statusCommand } from "./commands/status.ts";
-import { quarantineList, quarantineReplay, quarantineShow } from "./commands/quarantine.ts";
 import { pseudonymCommand, unmaskCommand } from "./commands/unmask.ts";
 
 const VERSION = "0.1.0";
@@ -104,7 +102,7 @@ export function buildProgram(): Command {
   queueOptions(status, "SQS queue URL (optional here)");
   databaseOption(tableOption(status))
     .option("--json", "machine-readable output")
-    .action(async (_opts, cmd: Command) => finish(await statusCommand(explicit(cmd))));
+    .action(async (_opts, cmd: Command) => finish(await (await import("./commands/status.ts")).statusCommand(explicit(cmd))));
   examples(status, "masq status", "masq status --json --queue-url http://127.0.0.1:4566/000000000000/login-queue");
 
   const quarantine = program.command("quarantine").description("inspect quarantined messages and replay them");
@@ -119,10 +117,10 @@ export function buildProgram(): Command {
       .option("--limit <n>", "at most this many", positiveInt, 50)
       .option("--all", "include replayed records")
       .option("--json", "machine-readable output"),
-  ).action(async (_opts, cmd: Command) => finish(await quarantineList(explicit(cmd))));
+  ).action(async (_opts, cmd: Command) => finish(await (await import("./commands/quarantine.ts")).quarantineList(explicit(cmd))));
   examples(list, "masq quarantine list --reason-code invalid_json --limit 10");
   const show = databaseOption(quarantine.command("show").description("one quarantined message, with its redacted body").argument("<message-id>").option("--json", "machine-readable output")).action(
-    async (id: string, _opts, cmd: Command) => finish(await quarantineShow(id, explicit(cmd))),
+    async (id: string, _opts, cmd: Command) => finish(await (await import("./commands/quarantine.ts")).quarantineShow(id, explicit(cmd))),
   );
   examples(show, "masq quarantine show 3f1c9a2e-5b7d-4c1a-9e8f-0a1b2c3d4e5f --json");
   const replay = databaseOption(
@@ -137,7 +135,7 @@ export function buildProgram(): Command {
         .option("--body-file <file>", "a corrected body for the single --id (needs the master key's settings)")
         .option("--dry-run", "say what would be replayed"),
     ),
-  ).action(async (_opts, cmd: Command) => finish(await quarantineReplay(explicit(cmd))));
+  ).action(async (_opts, cmd: Command) => finish(await (await import("./commands/quarantine.ts")).quarantineReplay(explicit(cmd))));
   examples(replay, "masq quarantine replay --reason-code db_rejected --dry-run", "masq quarantine replay --id <message-id> --body-file fixed.json");
 
   const unmask = databaseOption(

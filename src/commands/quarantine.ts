@@ -6,6 +6,7 @@ import { waitForPostgres } from "../sink/wait-for-postgres.ts";
 import { REASON_CODES } from "../transform/reason-codes.ts";
 import type { LoginRow } from "../mask/mask-event.ts";
 import { sql } from "kysely";
+import { masqQueries } from "../sink/masq-queries.ts";
 import { createProgress } from "../progress/progress.ts";
 import { prepareOutcome } from "../runner/prepare.ts";
 import type { Outcome } from "../sink/write-batch.ts";
@@ -38,7 +39,7 @@ function readReasonCode(flags: Record<string, unknown>): string | undefined {
 export async function quarantineList(flags: Record<string, unknown>): Promise<number> {
   const reasonCode = readReasonCode(flags);
   return withDb(flags, async (db) => {
-    let q = db.kysely
+    let q = masqQueries(db)
       .selectFrom("masq.quarantine")
       .select(["message_id", "reason", "detail", "body_length", "sent_at", "quarantined_at", "replayed_at"])
       .orderBy("quarantined_at", "desc")
@@ -66,7 +67,7 @@ export async function quarantineList(flags: Record<string, unknown>): Promise<nu
 export async function quarantineShow(messageId: string, flags: Record<string, unknown>): Promise<number> {
   return withDb(flags, async (db) => {
     // Never the encrypted original (masq_unmask only): whether it is kept is enough here.
-    const r = await db.kysely
+    const r = await masqQueries(db)
       .selectFrom("masq.quarantine")
       .select([
         "message_id",
@@ -135,7 +136,7 @@ export async function quarantineReplay(flags: Record<string, unknown>): Promise<
   }
   return withDb(flags, async (db) => {
     const pending = () => {
-      let q = db.kysely.selectFrom("masq.quarantine").where("replayed_at", "is", null);
+      let q = masqQueries(db).selectFrom("masq.quarantine").where("replayed_at", "is", null);
       if (ids.length > 0) q = q.where("message_id", "in", ids);
       if (reason !== undefined) q = q.where("reason", "=", reason);
       return q;

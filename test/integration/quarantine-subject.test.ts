@@ -1,0 +1,43 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { commitMessages } from "../../src/runner/commit-messages.ts";
+import { usePipelineFixture } from "../helpers/fixture.ts";
+import { TABLE, testKeys } from "../helpers/pipeline.ts";
+
+/**
+ * Migration 007: a quarantine record names the user its redacted copy shows in clear, so that subject export and
+ * erasure find a user's refused messages; a record whose copy names nobody stays unattributed.
+ */
+const fx = usePipelineFixture();
+
+test("quarantine.user_id is the top-level user_id the redacted copy keeps, and nothing else", async () => {
+  await fx.reset();
+  const keys = await testKeys(fx.db);
+  const at = new Date("2026-11-30T10:00:00Z");
+  const cases: [string, string | null][] = [
+    ['{"user_id": "u-1", "device_type": "ios"}', "u-1"], // missing fields
+    ['{"user_id": 42, "ip": "1.2.3.4"}', "42"], // a number is shown in clear, so it names the user
+    ['{"user_id": "' + "x".repeat(129) + '"}', null], // longer than the table's column: not kept, names nobody
+    ['{"user_id": {"id": "u-2"}}', null], // not a scalar
+    ['{"nested": {"user_id": "u-3"}}', null], // not top level
+    ["not json u-4", null],
+    ['["u-5"]', null],
+  ];
+  const messages = cases.map(([body], i) => ({ messageId: `q-${i}`, body, sentAt: at, receivedAt: at }));
+  const r = await commitMessages(fx.db.pool, TABLE, keys, messages);
+  assert.equal(r.quarantined, cases.length);
+  const rows = await fx.db.pool.query<{ message_id: string; user_id: string | null }>("SELECT message_id, user_id FROM masq.quarantine ORDER BY message_id");
+  assert.deepEqual(
+    rows.rows.map((x) => x.user_id),
+    cases.map(([, expected]) => expected),
+  );
+  // The column is computed by the database: ingestion cannot write a different name.
+  await assert.rejects(fx.db.pool.query("UPDATE masq.quarantine SET user_id = 'someone-else' WHERE message_id = 'q-0'"), /can only be updated to DEFAULT/);
+});
+
+test("the lifecycle actions are allowed in the audit chain, and masq_erase exists", async () => {
+  const c = await fx.db.pool.query<{ def: string }>("SELECT pg_get_constraintdef(oid) AS def FROM pg_constraint WHERE conname = 'audit_action_check'");
+  for (const action of ["subject-export", "subject-erase", "vault-prune", "quarantine-original", "unmask"]) assert.match(c.rows[0]!.def, new RegExp(`'${action}'`));
+  const role = await fx.db.pool.query("SELECT 1 FROM pg_roles WHERE rolname = 'masq_erase' AND NOT rolcanlogin");
+  assert.equal(role.rowCount, 1);
+});

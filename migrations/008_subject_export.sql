@@ -137,16 +137,17 @@ END $$;
 REVOKE ALL ON FUNCTION masq.subject_export_quarantine(bigint, text) FROM PUBLIC;
 
 -- `masq quarantine show <id> --original`, step 1: records the one record, if it keeps an original.
-CREATE FUNCTION masq.audit_quarantine_original(p_reason text, p_selector jsonb, p_client jsonb, p_message_id text, p_key_version integer)
+-- (The same arguments as masq.audit_reveal_bodies, so that both reveals share their code.)
+CREATE FUNCTION masq.audit_quarantine_original(p_reason text, p_selector jsonb, p_client jsonb, p_message_ids text[], p_key_version integer)
     RETURNS bigint
     LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     AS $$
     SELECT masq.audit_append('quarantine-original', p_reason, p_selector, p_client,
-        (SELECT coalesce(array_agg(q.message_id), '{}') FROM masq.quarantine q
-         WHERE q.message_id = p_message_id AND q.body_ciphertext IS NOT NULL),
+        (SELECT coalesce(array_agg(q.message_id ORDER BY q.message_id), '{}') FROM masq.quarantine q
+         WHERE q.message_id = ANY (p_message_ids) AND q.body_ciphertext IS NOT NULL),
         p_key_version)
 $$;
-REVOKE ALL ON FUNCTION masq.audit_quarantine_original(text, jsonb, jsonb, text, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION masq.audit_quarantine_original(text, jsonb, jsonb, text[], integer) FROM PUBLIC;
 
 -- ... step 2: the encrypted original that committed row names.
 CREATE FUNCTION masq.quarantine_original(p_seq bigint)
@@ -157,6 +158,7 @@ CREATE FUNCTION masq.quarantine_original(p_seq bigint)
     FROM unnest(masq.committed_reveal(p_seq, 'quarantine-original')) AS s(message_id)
     JOIN masq.quarantine q ON q.message_id = s.message_id
     WHERE q.body_ciphertext IS NOT NULL
+    ORDER BY q.message_id
 $$;
 REVOKE ALL ON FUNCTION masq.quarantine_original(bigint) FROM PUBLIC;
 
@@ -174,6 +176,6 @@ REVOKE ALL ON FUNCTION masq.audit_replay_corrected(text, jsonb, jsonb, text, int
 GRANT EXECUTE ON FUNCTION masq.audit_subject_export(text, jsonb, jsonb, text, text, regclass, date, date, integer) TO masq_unmask;
 GRANT EXECUTE ON FUNCTION masq.subject_export_rows(bigint, text) TO masq_unmask;
 GRANT EXECUTE ON FUNCTION masq.subject_export_quarantine(bigint, text) TO masq_unmask;
-GRANT EXECUTE ON FUNCTION masq.audit_quarantine_original(text, jsonb, jsonb, text, integer) TO masq_unmask;
+GRANT EXECUTE ON FUNCTION masq.audit_quarantine_original(text, jsonb, jsonb, text[], integer) TO masq_unmask;
 GRANT EXECUTE ON FUNCTION masq.quarantine_original(bigint) TO masq_unmask;
 GRANT EXECUTE ON FUNCTION masq.audit_replay_corrected(text, jsonb, jsonb, text, integer) TO masq_unmask;

@@ -81,7 +81,7 @@ describe("masq subject export", () => {
     );
     const q = lines.filter((l) => l.source === "quarantined");
     assert.equal(q.length, 1);
-    assert.equal(JSON.parse(q[0]!.original as string).device_id, "alice-broken");
+    assert.equal((JSON.parse(q[0]!.original as string) as { device_id: string }).device_id, "alice-broken");
     assert.equal(q[0]!.reason, "invalid_ip");
     for (const other of ["bob", "carol", "203.0.113.", "carol-dev"]) assert.ok(!r.stdout.includes(other), `nothing of ${other}`);
     assert.match(r.stderr, /^masq: exported 6 row\(s\) and 1 quarantined message\(s\) of this user in 2 page\(s\); audit row \d+ records 6 row\(s\), 12 value\(s\), 1 quarantined\n$/);
@@ -107,9 +107,9 @@ describe("masq subject export", () => {
     // eslint-disable-next-line no-control-regex
     assert.ok(!/[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/.test(table.stdout), "no control character reaches the terminal");
     assert.ok(table.stdout.includes("dev\\u001b]0;owned\\u0007\\u001b[2J=cmd"));
-    assert.match(table.stdout, /^source  create_date  device_type  locale  app_version  masked_ip/);
+    assert.ok(table.stdout.startsWith("source  create_date  device_type  locale  app_version  masked_ip"));
     assert.equal(table.stdout.split("\n").filter((l) => l.startsWith("row ")).length, 6);
-    assert.match(table.stdout, /^quarantined  \S+  \S+  invalid_ip  original: \{"user_id":"alice","ip":"300\.1\.1\.1"/m);
+    assert.match(table.stdout, /^quarantined {2}\S+ {2}\S+ {2}invalid_ip {2}original: \{"user_id":"alice","ip":"300\.1\.1\.1"/m);
     const csv = await runMasq(["subject", "export", "--user-id", "alice", "--reason", "access request DSR-1", "--format", "csv"], person);
     assert.equal(csv.code, 0, csv.stderr);
     const records = csv.stdout.split("\r\n").filter(Boolean);
@@ -145,7 +145,7 @@ describe("masq subject export", () => {
     assert.match(backwards.stderr, /^masq: .*\(--from\/--to\): --from is after --to/);
   });
 
-  test("streaming: 5,000 rows of one user come in pages of --page-size, each value right, data keys unwrapped once each", async () => {
+  test("streaming: 5,000 rows of one user come in pages of --page-size, each value right", async () => {
     const keys = await testKeys(fx.db);
     const at = new Date("2026-05-01T08:00:00Z");
     const many = Array.from({ length: 5000 }, (_, i) => ({
@@ -260,7 +260,7 @@ describe("masq subject export", () => {
     const rows = (await audit("quarantine-original")).slice(before);
     assert.deepEqual(rows.map((x) => [x.subjects, x.reason, x.login_role]), [[[id], "ticket OPS-12: why refused", roles.names.person]]);
     const json = await runMasq(["quarantine", "show", id, "--original", "--reason", "ticket OPS-12: why refused", "--json"], person);
-    assert.equal(JSON.parse(json.stdout).original, JSON.stringify({ user_id: "alice", ip: "300.1.1.1", device_id: "alice-broken", device_type: "ios", app_version: "1.2.3" }));
+    assert.equal((JSON.parse(json.stdout) as { original: string }).original, JSON.stringify({ user_id: "alice", ip: "300.1.1.1", device_id: "alice-broken", device_type: "ios", app_version: "1.2.3" }));
     // masq_ingest alone may not decrypt it.
     const ingestOnly = await runMasq(["quarantine", "show", id, "--original", "--reason", "not my job"], { ...person, DATABASE_URL: roles.url.service });
     assert.equal(ingestOnly.code, 1);

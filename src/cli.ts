@@ -174,8 +174,9 @@ export function buildProgram(): Command {
   ).action(async (kind: string, value: string, _opts, cmd: Command) => finish(await pseudonymCommand(kind, value, explicit(cmd))));
   examples(pseudonym, 'masq pseudonym ip - --reason "abuse report 77" < ip.txt');
 
-  // masq subject: what masq holds about one user (SECURITY.md, "Data subjects").
+  // masq subject: what masq holds about one user (docs/operations.md, "Data subject requests (`masq subject export`)").
   const subject = program.command("subject").description("what masq holds about one user: export it (audited)");
+  examples(subject, 'masq subject export --user-id 42 --reason "access request DSR-881"');
   const subjectExport = databaseOption(
     tableOption(
       subject

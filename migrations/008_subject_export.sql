@@ -10,8 +10,9 @@
 -- minutes that masq.committed_reveal allows; step 1 deletes the ones older than that.
 -- Plain ASCII on purpose (see 005).
 
+-- seq is an export row of masq.audit (no foreign key: it would make masq.audit's refusal of TRUNCATE another error).
 CREATE TABLE masq.subject_export_grants (
-    seq          bigint      PRIMARY KEY REFERENCES masq.audit (seq),
+    seq          bigint      PRIMARY KEY,
     user_digest  bytea       NOT NULL,
     target       regclass    NOT NULL,
     from_date    date,

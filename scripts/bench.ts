@@ -4,11 +4,13 @@
  */
 import { mkdirSync } from "node:fs";
 import path from "node:path";
+import { runDrainStartup, type DrainStartupResult } from "./bench/drain-startup.ts";
 import { startBenchEnv } from "./bench/environment.ts";
 import { runLatencySweep, type LatencyResult } from "./bench/latency-sweep.ts";
 import { runComparison, type ComparisonResult } from "./bench/main-comparison.ts";
 import { createMemoryLimit } from "./bench/memory-limit.ts";
 import { HELP, readOptions, UsageError, type BenchOptions } from "./bench/options.ts";
+import { runProfile, type ProfileResult } from "./bench/profile-run.ts";
 import { buildReport, formatReport, writeReport } from "./bench/report.ts";
 import { runScaling, type ScalingResult } from "./bench/scaling-run.ts";
 import { makeWorkload } from "./bench/workload.ts";
@@ -24,7 +26,7 @@ async function bench(opts: BenchOptions): Promise<number> {
   const common = {
     batchSize: opts.batchSize,
     writers: opts.writers,
-    waitQuiet: !opts.smoke,
+    waitQuiet: opts.waitQuiet,
     masqBin: opts.masqBin && path.resolve(opts.masqBin),
     nodeOptions: opts.nodeOptions,
     memoryLimit,
@@ -33,6 +35,8 @@ async function bench(opts: BenchOptions): Promise<number> {
   const main: ComparisonResult[] = [];
   let latency: LatencyResult | null = null;
   let scaling: ScalingResult | null = null;
+  let drainStartup: DrainStartupResult | null = null;
+  let profile: ProfileResult | null = null;
   try {
     if (opts.main) {
       const w = makeWorkload(opts.messages, { seed: opts.seed, malformedRate: opts.malformedRate });
@@ -51,6 +55,14 @@ async function bench(opts: BenchOptions): Promise<number> {
           }),
         );
       }
+      if (opts.drainMessages > 0) {
+        const dw = makeWorkload(opts.drainMessages, { seed: opts.seed + 2, malformedRate: opts.malformedRate });
+        drainStartup = await runDrainStartup(env, dw, { ...common, receivers: opts.receivers[0]!, repeat: opts.repeat });
+      }
+      if (opts.profile !== undefined) {
+        const profileDir = path.resolve(opts.profile, started.toISOString().replace(/[:.]/g, "-"));
+        profile = await runProfile(env, w, { ...common, receivers: opts.receivers[0]!, profileDir });
+      }
     }
     if (opts.latencyMs !== undefined) {
       latency = await runLatencySweep(env, { ...common, messages: opts.latencyMessages, perReceiver: opts.smoke ? 0 : 2500, seed: opts.seed, malformedRate: opts.malformedRate }, opts.latencyMs, opts.latencyReceivers);
@@ -62,10 +74,10 @@ async function bench(opts: BenchOptions): Promise<number> {
     await env.close();
     memoryLimit?.close();
   }
-  const report = buildReport(opts, started, `${env.postgresVersion} (${env.postgres})`, main, latency, scaling);
+  const report = buildReport(opts, started, `${env.postgresVersion} (${env.postgres})`, { main, latency, scaling, drainStartup, profile });
   process.stdout.write(`\n${formatReport(report)}\n`);
   if (opts.outDir !== undefined) log(`\nwrote ${writeReport(report, opts.outDir)} and ${path.join(opts.outDir, "latest.json")}`);
-  if (opts.cpuProf) log(`CPU profile of masq in ${opts.cpuProf} (open in Chrome DevTools › Performance, or summarise with scripts/bench/profile-top.ts)`);
+  if (opts.cpuProf) log(`CPU profiles in ${opts.cpuProf} (masq's threads under masq/; open in Chrome DevTools › Performance, or summarise with scripts/bench/profile-top.ts)`);
   return report.ok ? 0 : 1;
 }
 

@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import path from "node:path";
 import { startCpuMeter, waitForQuiet } from "./cpu-meter.ts";
 import { TABLE, type BenchEnv } from "./environment.ts";
 import { deleteQueue, fillQueue } from "./fill-queue.ts";
@@ -8,6 +9,7 @@ import type { MemoryLimit } from "./memory-limit.ts";
 import { runSqsCeilingProcess, type SqsCeilingResult } from "./sqs-ceiling.ts";
 import { measureSteadyLag, type SteadyLagResult } from "./steady-lag.ts";
 import { commitLag, verifyRun, type Verification } from "./verify.ts";
+import { threadCpuPerMessage, type ThreadCpu } from "./usage.ts";
 import { makeWorkload, presealedBatches, type Workload } from "./workload.ts";
 
 export interface PhaseContext {
@@ -34,7 +36,17 @@ export interface MasqMeasurement extends PhaseContext {
   cpuUsPerMessage: number;
   cpuUserMs: number;
   cpuSystemMs: number;
+  /** CPU µs per message of each of masq's threads (and "other": libuv, GC helpers); null from a masq that does not report them. */
+  threads: ThreadCpu[] | null;
   maxRssMb: number;
+  /** Spawn to the "pipeline started" line: Node's start, loading masq, migrations check, keys; the receivers start then. */
+  startupSeconds: number;
+  /** Spawn to the first batch's commit (ledger committed_at). */
+  firstCommitSeconds: number;
+  /** The last commit to masq's exit: the last deletes, the drain's empty polls and queue check, shutdown. */
+  tailSeconds: number;
+  /** The last commit to the drain's "queue is empty" line (null if masq did not log it). */
+  drainDetectSeconds: number | null;
   /** End-to-end lag: ledger commit minus send, per message. */
   lagP50Ms: number;
   lagP99Ms: number;
@@ -151,7 +163,7 @@ export async function measureMasqPhase(env: BenchEnv, w: Workload, o: Comparison
       receivers: o.receivers,
       batchSize: o.batchSize,
       writers: o.writers,
-      cpuProfDir: o.cpuProfDir,
+      cpuProfDir: o.cpuProfDir && path.join(o.cpuProfDir, "masq"),
       bin: o.masqBin,
       nodeOptions: o.nodeOptions,
       memoryLimit: o.memoryLimit,
@@ -173,7 +185,12 @@ export async function measureMasqPhase(env: BenchEnv, w: Workload, o: Comparison
       cpuUsPerMessage: (cpuMs * 1000) / n,
       cpuUserMs: run.cpuUserMs,
       cpuSystemMs: run.cpuSystemMs,
+      threads: threadCpuPerMessage(run, n),
       maxRssMb: run.maxRssMb,
+      startupSeconds: (run.pipelineStartedAt - run.spawnedAt) / 1000,
+      firstCommitSeconds: (lag.firstCommitAt - run.spawnedAt) / 1000,
+      tailSeconds: (run.exitedAt - lag.lastCommitAt) / 1000,
+      drainDetectSeconds: run.drainedAt === null ? null : (run.drainedAt - lag.lastCommitAt) / 1000,
       lagP50Ms: lag.p50Ms,
       lagP99Ms: lag.p99Ms,
       lagMaxMs: lag.maxMs,

@@ -2,6 +2,7 @@ import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { BENCH_CREDENTIALS } from "./environment.ts";
 import type { MemoryLimit } from "./memory-limit.ts";
+import { parseProcessUsage, type ThreadUsage } from "./usage.ts";
 
 const OWN_BIN = fileURLToPath(new URL("../../bin/masq", import.meta.url));
 
@@ -16,7 +17,7 @@ export interface MasqRunOptions {
   writers: number;
   /** `run --drain` (default) or `run`, which keeps polling until stop(). */
   drain?: boolean;
-  /** Write a V8 CPU profile of the masq process into this directory. */
+  /** Write V8 CPU profiles of the masq process into this directory: one file per thread (Node's default names). */
   cpuProfDir?: string | undefined;
   /** Another checkout's bin/masq, for A/B comparisons; default this checkout's. */
   bin?: string | undefined;
@@ -31,11 +32,18 @@ export interface MasqRunResult {
   exitCode: number | null;
   /** Spawn to exit, including Node's start, migrations check and the drain's final empty polls. */
   wallSeconds: number;
+  /** When masq was spawned and when it exited (ms since epoch, this process's clock, as masq's log and Postgres use). */
+  spawnedAt: number;
+  exitedAt: number;
   /** When masq logged "pipeline started" (ms since epoch, from the log line's own timestamp). */
   pipelineStartedAt: number;
+  /** When a drain logged that the queue is empty and everything is committed (null: not a drain, or not logged). */
+  drainedAt: number | null;
   cpuUserMs: number;
   cpuSystemMs: number;
   maxRssMb: number;
+  /** Each JavaScript thread's CPU time, from masq versions that report it; null from older ones. */
+  threads: ThreadUsage[] | null;
   /** masq's own counters from its "pipeline stopped" line. */
   stats: Record<string, unknown>;
   /** The last log lines, for a report when something went wrong. */
@@ -63,7 +71,9 @@ process.on("exit", () => {
  */
 export function startMasq(opts: MasqRunOptions): MasqProcess {
   const drain = opts.drain ?? true;
-  const nodeOptions = [opts.cpuProfDir ? `--cpu-prof --cpu-prof-dir=${opts.cpuProfDir} --cpu-prof-name=masq-\${pid}.cpuprofile` : "", opts.nodeOptions ?? ""].filter(Boolean).join(" ");
+  // Node's default profile names carry the thread id (CPU.<date>.<time>.<pid>.<tid>.<seq>.cpuprofile): a fixed
+  // --cpu-prof-name would have every worker thread overwrite the same file.
+  const nodeOptions = [opts.cpuProfDir ? `--cpu-prof --cpu-prof-dir=${opts.cpuProfDir}` : "", opts.nodeOptions ?? ""].filter(Boolean).join(" ");
   const env: NodeJS.ProcessEnv = {
     PATH: process.env.PATH,
     HOME: process.env.HOME,
@@ -84,7 +94,8 @@ export function startMasq(opts: MasqRunOptions): MasqProcess {
   };
   const argv = [process.execPath, opts.bin ?? OWN_BIN, "run", ...(drain ? ["--drain"] : [])];
   const [command, ...args] = opts.memoryLimit ? opts.memoryLimit.wrap(argv) : argv;
-  const spawnedAt = performance.now();
+  const spawnedAt = Date.now();
+  const spawnedAtMono = performance.now();
   const child = spawn(command!, args, { env, stdio: ["ignore", "pipe", "pipe"] });
   running.add(child);
   const lines: string[] = [];
@@ -114,24 +125,31 @@ export function startMasq(opts: MasqRunOptions): MasqProcess {
     const exitCode = await new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
     clearTimeout(timer);
     running.delete(child);
-    const wallSeconds = (performance.now() - spawnedAt) / 1000;
+    const wallSeconds = (performance.now() - spawnedAtMono) / 1000;
+    const exitedAt = Date.now();
     const find = (msg: string) => parsed.find((l) => l.msg === msg);
     const startedLine = find("pipeline started");
     const usage = find("process usage");
     const stopped = find("pipeline stopped");
+    const drained = find("queue is empty and everything received is committed and deleted");
     const tail = lines.slice(-15);
     if (exitCode !== 0 || startedLine === undefined || usage === undefined) {
       throw new Error(`masq ${argv.slice(2).join(" ")} exited with ${exitCode}:\n${tail.join("\n")}`);
     }
     const stats: Record<string, unknown> = { ...stopped };
     for (const k of ["level", "time", "service", "msg"]) delete stats[k];
+    const u = parseProcessUsage(usage);
     return {
       exitCode,
       wallSeconds,
+      spawnedAt,
+      exitedAt,
       pipelineStartedAt: Date.parse(String(startedLine.time)),
-      cpuUserMs: Number(usage.cpuUserMs),
-      cpuSystemMs: Number(usage.cpuSystemMs),
-      maxRssMb: Number(usage.maxRssMb),
+      drainedAt: drained === undefined ? null : Date.parse(String(drained.time)),
+      cpuUserMs: u.cpuUserMs,
+      cpuSystemMs: u.cpuSystemMs,
+      maxRssMb: u.maxRssMb,
+      threads: u.threads,
       stats,
       tail,
     };

@@ -20,8 +20,12 @@ export interface BenchOptions {
   latencyMessages: number;
   /** Scaling run: one masq drain per backlog size. */
   scaling: number[];
-  /** Write a V8 CPU profile of the masq process (main comparison) into this directory. */
+  /** Write V8 CPU profiles of the masq process (main comparison) into this directory. */
   cpuProf: string | undefined;
+  /** After the main comparison, one uncounted masq run with profiles of every thread, summarised; into this directory. */
+  profile: string | undefined;
+  /** Drain start-up phase: `masq run --drain` of this many messages, spawn to exit, against the SQS ceiling (0: skip). */
+  drainMessages: number;
   /** Another checkout's bin/masq to measure instead of this one's (A/B comparisons). */
   masqBin: string | undefined;
   /** NODE_OPTIONS for every masq process (e.g. V8 heap flags). */
@@ -34,6 +38,8 @@ export interface BenchOptions {
   /** Leave fauxqs's O(backlog) dequeue as it is (see fauxqs-o1-dequeue.ts). */
   fauxqsAsIs: boolean;
   smoke: boolean;
+  /** Wait for the machine to be nearly idle before each phase (not in a smoke run, or with --no-wait-quiet). */
+  waitQuiet: boolean;
   /** Where result JSON goes; undefined: do not write. */
   outDir: string | undefined;
 }
@@ -51,7 +57,7 @@ Sections (the main comparison runs by default; --latency-ms or --scaling run ins
 
 Options:
   --messages <n>            messages in the main comparison (default 100000)
-  --receivers <list>        receivers, comma-separated (default 8, masq's default; latency mode: 1,2,4,8,16)
+  --receivers <list>        receivers, comma-separated (default 8, masq's default; latency mode: 1,2,4,8,16,32)
   --batch-size <n>          masq batch size, also the Postgres ceiling's (default 1000, masq's default)
   --writers <n>             masq writers, also the Postgres ceiling's concurrency (default 2, masq's default)
   --malformed-rate <r>      share of malformed messages (default 0.01)
@@ -61,8 +67,17 @@ Options:
   --main                    run the main comparison as well as --latency-ms / --scaling
   --latency-ms <ms>         latency mode: delay every request to the SQS server by this much (e.g. 20)
   --latency-messages <n>    messages per latency point (default 10000, and at least 2,500 per receiver)
-  --scaling <list>          scaling run over these backlog sizes, e.g. 10000,100000 (1000000 takes a while)
-  --full                    main comparison + --latency-ms 20 + --scaling 10000,100000
+  --scaling <list>          scaling run over these backlog sizes, e.g. 10000,100000 (1000000 takes a while); masq
+                            runs with the container image's Node options (read from the Dockerfile) unless
+                            --node-options is given
+  --drain-messages <n>      drain start-up phase of the main comparison: bin/masq run --drain of <n> messages timed
+                            from spawn to exit against the SQS ceiling on an identical queue (default 5000; 0 skips)
+  --full                    main comparison (with drain start-up and steady lag) + --latency-ms 20 (receivers 1, 2,
+                            4, 8, 16, 32) + --scaling 10000,100000
+  --profile                 after the main comparison, one more masq run (not counted) with V8 CPU profiles of every
+                            thread, and a summary per thread of where its time goes (AWS SDK, pg, pino, masq's
+                            files, GC, idle); profiles in bench/profiles/<start time>/masq
+  --profile-dir <dir>       --profile, with the profiles under <dir>/<start time> instead
   --cpu-prof <dir>          write V8 CPU profiles of masq and of the SQS ceiling consumer (main comparison) to <dir>
   --lag-rate <n>            steady-state lag phase: offer this many msg/s to a running masq (default: half the
                             rate masq reached in the main comparison)
@@ -72,6 +87,8 @@ Options:
                             (deploy/kubernetes sets 512); Linux, needs root
   --fauxqs-as-is            do not give fauxqs an O(1) ready list (its dequeue then costs O(backlog) per message)
   --masq-bin <path>         measure another checkout's bin/masq instead of this one's (for A/B comparisons)
+  --no-wait-quiet           start each phase at once instead of waiting (up to 2 min) for the machine to be idle:
+                            for trying options on a busy machine; its numbers are not comparable
   --smoke                   a few thousand messages (and one small drain through a 5 ms latency proxy),
                             correctness only; exits non-zero on any mismatch
   --out <dir>               where to write results (default bench/results; a smoke run writes none unless given)
@@ -118,6 +135,9 @@ export function readOptions(argv: string[]): BenchOptions | undefined {
         scaling: { type: "string" },
         full: { type: "boolean" },
         "cpu-prof": { type: "string" },
+        profile: { type: "boolean" },
+        "profile-dir": { type: "string" },
+        "drain-messages": { type: "string" },
         "masq-bin": { type: "string" },
         "node-options": { type: "string" },
         "memory-limit": { type: "string" },
@@ -125,6 +145,7 @@ export function readOptions(argv: string[]): BenchOptions | undefined {
         "lag-seconds": { type: "string" },
         "fauxqs-as-is": { type: "boolean" },
         smoke: { type: "boolean" },
+        "no-wait-quiet": { type: "boolean" },
         out: { type: "string" },
         "no-write": { type: "boolean" },
         help: { type: "boolean", short: "h" },
@@ -151,12 +172,14 @@ export function readOptions(argv: string[]): BenchOptions | undefined {
     malformedRate,
     seed: int("seed", v.seed, 42, 0),
     repeat: int("repeat", v.repeat, smoke ? 1 : 3),
-    main: full || smoke || v.main === true || (latencyMs === undefined && scaling.length === 0),
+    main: full || smoke || v.main === true || v.profile === true || v["profile-dir"] !== undefined || (latencyMs === undefined && scaling.length === 0),
     latencyMs,
-    latencyReceivers: v.receivers !== undefined ? receivers : smoke ? [4] : [1, 2, 4, 8, 16],
+    latencyReceivers: v.receivers !== undefined ? receivers : smoke ? [4] : [1, 2, 4, 8, 16, 32],
     latencyMessages: int("latency-messages", v["latency-messages"], smoke ? 1000 : 10_000),
     scaling,
     cpuProf: v["cpu-prof"],
+    profile: v.profile === true || v["profile-dir"] !== undefined ? (v["profile-dir"] ?? "bench/profiles") : undefined,
+    drainMessages: int("drain-messages", v["drain-messages"], smoke ? 1000 : 5000, 0),
     masqBin: v["masq-bin"],
     nodeOptions: v["node-options"],
     memoryLimitMb: v["memory-limit"] === undefined ? undefined : int("memory-limit", v["memory-limit"], 0, 64),
@@ -164,6 +187,7 @@ export function readOptions(argv: string[]): BenchOptions | undefined {
     lagSeconds: int("lag-seconds", v["lag-seconds"], smoke ? 2 : 10, 0),
     fauxqsAsIs: v["fauxqs-as-is"] === true,
     smoke,
+    waitQuiet: !smoke && v["no-wait-quiet"] !== true,
     // A smoke run checks correctness only; its numbers must not replace the committed results.
     outDir: v["no-write"] === true || (smoke && v.out === undefined) ? undefined : (v.out ?? "bench/results"),
   };

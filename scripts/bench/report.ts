@@ -3,21 +3,18 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import path from "node:path";
 import { CORES } from "./cpu-meter.ts";
+import type { DrainStartupResult } from "./drain-startup.ts";
 import type { LatencyResult } from "./latency-sweep.ts";
 import type { ComparisonResult, MasqMeasurement } from "./main-comparison.ts";
 import type { BenchOptions } from "./options.ts";
+import type { ProfileResult } from "./profile-run.ts";
+import { formatThreadProfiles } from "./profile-top.ts";
 import type { ScalingResult } from "./scaling-run.ts";
-
-export type Verdict = "met" | "not met" | "not measured";
-
-export interface Target {
-  target: string;
-  verdict: Verdict;
-  detail: string;
-}
+import { formatMet, formatValue, judgeTargets, type Target } from "./targets.ts";
 
 export interface BenchReport {
-  schema: 1;
+  /** 2: targets are { target, value, goal, met, detail }; masq measurements carry threads; drainStartup, profile. */
+  schema: 2;
   startedAt: string;
   finishedAt: string;
   durationSeconds: number;
@@ -29,6 +26,8 @@ export interface BenchReport {
   main: ComparisonResult[];
   latency: LatencyResult | null;
   scaling: ScalingResult | null;
+  drainStartup: DrainStartupResult | null;
+  profile: ProfileResult | null;
   targets: Target[];
   ok: boolean;
 }
@@ -43,57 +42,19 @@ function gitInfo(): BenchReport["git"] {
   }
 }
 
-/** masq's performance targets (docs/benchmark.md), judged from what this run measured. */
-function judge(main: ComparisonResult[], latency: LatencyResult | null, scaling: ScalingResult | null): Target[] {
-  const targets: Target[] = [];
-  if (main.length > 0) {
-    const worst = main.reduce((a, b) => (b.ratio < a.ratio ? b : a));
-    targets.push({
-      target: "masq ≥ 0.8 × SQS ceiling (same run), correctness unchanged",
-      verdict: worst.ratio >= 0.8 && main.every((m) => m.ok) ? "met" : "not met",
-      detail: main.map((m) => `${m.receivers} receivers: ${m.ratio.toFixed(2)} × min(ceilings)${m.ok ? "" : " (INCORRECT)"}`).join("; "),
-    });
-  } else {
-    targets.push({ target: "masq ≥ 0.8 × SQS ceiling (same run), correctness unchanged", verdict: "not measured", detail: "main comparison not run" });
-  }
-  const big = scaling?.points.filter((p) => p.messages >= 1_000_000) ?? [];
-  const rssSeen = [...main.map((m) => m.masq.maxRssMb), ...(scaling?.points.map((p) => p.masq.maxRssMb) ?? [])];
-  targets.push(
-    big.length > 0
-      ? {
-          target: "peak RSS < 200 MB at a 1M-message backlog",
-          verdict: big.every((p) => p.masq.maxRssMb < 200) ? "met" : "not met",
-          detail: big.map((p) => `${p.messages.toLocaleString("en-US")}: ${p.masq.maxRssMb} MB`).join("; "),
-        }
-      : {
-          target: "peak RSS < 200 MB at a 1M-message backlog",
-          verdict: "not measured",
-          detail: `no 1M run (add --scaling …,1000000); peak RSS seen at smaller backlogs: ${rssSeen.length > 0 ? `${Math.max(...rssSeen)} MB` : "none"}`,
-        },
-  );
-  if (latency !== null) {
-    // "Close to linear until the CPU saturates": every point where neither the machine (85 % busy) nor masq's own
-    // single thread (0.9 of a core) is saturated keeps ≥ 80 % of one receiver's rate per receiver.
-    const unsaturated = latency.points.filter((p) => (p.masq.machineBusy ?? 0) < 0.85 && masqCores(p.masq) < 0.9);
-    const linear = unsaturated.every((p) => p.masqScaling >= 0.8);
-    targets.push({
-      target: `with ${latency.latencyMs} ms latency, throughput grows close to linearly with receivers until the CPU saturates`,
-      verdict: linear ? "met" : "not met",
-      detail: latency.points
-        .map((p) => `${p.receivers}: ${Math.round(p.masq.perSecond)} msg/s (${p.masqScaling.toFixed(2)} of linear, masq ${masqCores(p.masq).toFixed(2)} cores, machine ${pct(p.masq.machineBusy)} busy)`)
-        .join("; "),
-    });
-  } else {
-    targets.push({ target: "with 20 ms latency, throughput grows close to linearly with receivers until the CPU saturates", verdict: "not measured", detail: "latency mode not run (--latency-ms 20)" });
-  }
-  return targets;
+export interface Measurements {
+  main: ComparisonResult[];
+  latency: LatencyResult | null;
+  scaling: ScalingResult | null;
+  drainStartup: DrainStartupResult | null;
+  profile: ProfileResult | null;
 }
 
-export function buildReport(opts: BenchOptions, started: Date, postgres: string, main: ComparisonResult[], latency: LatencyResult | null, scaling: ScalingResult | null): BenchReport {
+export function buildReport(opts: BenchOptions, started: Date, postgres: string, m: Measurements): BenchReport {
   const finished = new Date();
-  const ok = main.every((m) => m.ok) && (latency?.ok ?? true) && (scaling?.ok ?? true);
+  const ok = m.main.every((c) => c.ok) && (m.latency?.ok ?? true) && (m.scaling?.ok ?? true) && (m.drainStartup?.ok ?? true) && (m.profile?.masq.verification.ok ?? true);
   return {
-    schema: 1,
+    schema: 2,
     startedAt: started.toISOString(),
     finishedAt: finished.toISOString(),
     durationSeconds: (finished.getTime() - started.getTime()) / 1000,
@@ -108,12 +69,9 @@ export function buildReport(opts: BenchOptions, started: Date, postgres: string,
     git: gitInfo(),
     config: opts,
     vault: "on",
-    main,
-    latency,
-    scaling,
-    targets: opts.smoke
-      ? [{ target: "all targets", verdict: "not measured", detail: "a smoke run checks correctness only; its sizes are too small to judge speed" }]
-      : judge(main, latency, scaling),
+    ...m,
+    // A smoke run checks correctness only; its sizes are too small to judge speed.
+    targets: opts.smoke ? [] : judgeTargets(m),
     ok,
   };
 }
@@ -128,7 +86,7 @@ export function writeReport(report: BenchReport, outDir: string): string {
   return file;
 }
 
-/** Cores masq's process kept busy over its measured window (it runs one JavaScript thread, plus GC helpers). */
+/** Cores masq's process kept busy over its measured window (all its threads). */
 const masqCores = (m: MasqMeasurement) => (m.cpuUsPerMessage * m.perSecond) / 1e6;
 const int = (n: number) => Math.round(n).toLocaleString("en-US");
 const pct = (n: number | null) => (n === null ? "–" : `${Math.round(n * 100)}%`);
@@ -171,7 +129,8 @@ export function formatReport(r: BenchReport): string {
         ],
       ),
     );
-    out.push(`masq ÷ min(ceilings) = ${c.ratio.toFixed(2)}   (target ≥ 0.80)`);
+    out.push(`masq ÷ min(ceilings) = ${c.ratio.toFixed(2)}   (target ≥ 0.90)`);
+    out.push(`masq CPU µs/msg, all threads: ${int(c.masq.cpuUsPerMessage)}${c.masq.threads ? ` = ${c.masq.threads.map((t) => `${t.name} ${int(t.cpuUsPerMessage)}`).join(" + ")}` : " (this masq does not report its threads)"}   (target ≤ 110)`);
     if (c.runs.length > 1) {
       const each = (f: (r: (typeof c.runs)[number]) => string) => c.runs.map(f).join(" / ");
       out.push(`repetitions: ratio ${each((r) => `${r.ratio.toFixed(2)}${r.disturbed ? "*" : ""}`)} · SQS ceiling ${each((r) => int(r.sqsCeiling.perSecond))} · masq ${each((r) => int(r.masq.perSecond))} msg/s`);
@@ -188,6 +147,32 @@ export function formatReport(r: BenchReport): string {
       );
     }
     out.push(`masq: ${correctness(c.masq)}`);
+  }
+  if (r.drainStartup) {
+    const d = r.drainStartup;
+    const x = d.masq;
+    out.push("");
+    out.push(`Drain start-up: bin/masq run --drain of ${int(d.messages)} messages, spawn to exit${d.runs.length > 1 ? ` · median of ${d.runs.length} repetitions` : ""}`);
+    out.push(
+      table(
+        ["", "msg/s", "time", "spawn → pipeline started", "→ first commit", "last commit → drained", "→ exit", "CPU µs/msg", "correct"],
+        [
+          ["SQS ceiling", int(d.sqsCeiling.perSecond), `${d.sqsCeiling.seconds.toFixed(2)} s`, "–", "–", "–", "–", int(d.sqsCeiling.cpuUsPerMessage), "yes"],
+          [
+            "masq, spawn to exit",
+            int(x.wallPerSecond),
+            `${x.wallSeconds.toFixed(2)} s`,
+            `${x.startupSeconds.toFixed(2)} s`,
+            `${x.firstCommitSeconds.toFixed(2)} s`,
+            x.drainDetectSeconds === null ? "–" : `${x.drainDetectSeconds.toFixed(2)} s`,
+            `${x.tailSeconds.toFixed(2)} s`,
+            int(x.cpuUsPerMessage),
+            x.verification.ok ? "yes" : "NO",
+          ],
+        ],
+      ),
+    );
+    out.push(`masq (spawn to exit) ÷ SQS ceiling = ${d.ratio.toFixed(2)}   (target ≥ 0.60)${d.runs.length > 1 ? ` · repetitions ${d.runs.map((q) => `${q.ratio.toFixed(2)}${q.disturbed ? "*" : ""}`).join(" / ")}` : ""}`);
   }
   if (r.latency) {
     const l = r.latency;
@@ -214,7 +199,7 @@ export function formatReport(r: BenchReport): string {
   }
   if (r.scaling) {
     out.push("");
-    out.push(`Scaling: ${r.scaling.receivers} receivers`);
+    out.push(`Scaling: ${r.scaling.receivers} receivers · masq ${r.scaling.masqScript} with NODE_OPTIONS="${r.scaling.masqNodeOptions}"${r.scaling.asImage ? " (the container image's)" : ` (the image's: "${r.scaling.imageNodeOptions}")`}`);
     out.push(
       table(
         ["messages", "SQS ceiling msg/s", "masq msg/s", "masq ÷ ceiling", "masq CPU µs/msg", "masq peak RSS", "correct"],
@@ -222,9 +207,18 @@ export function formatReport(r: BenchReport): string {
       ),
     );
   }
-  out.push("");
-  out.push("Targets:");
-  for (const t of r.targets) out.push(`  [${t.verdict}] ${t.target}: ${t.detail}`);
+  if (r.profile) {
+    const p = r.profile;
+    out.push("");
+    out.push(`Profile: one more masq run under the V8 CPU profiler (not counted: ${int(p.masq.perSecond)} msg/s, ${int(p.masq.cpuUsPerMessage)} µs/msg with the profiler), ${p.threads.length} thread(s), files in ${p.dir}`);
+    out.push(formatThreadProfiles(p.threads));
+  }
+  if (r.targets.length > 0) {
+    out.push("");
+    out.push("Targets:");
+    out.push(table(["target", "value", "goal", "met"], r.targets.map((t) => [t.target, formatValue(t), t.goal, formatMet(t)])));
+    for (const t of r.targets) out.push(`  ${t.target}: ${t.detail}`);
+  }
   out.push("");
   out.push(r.ok ? `Correctness: every run exact (rows, duplicates, quarantine, ledger). ${r.durationSeconds.toFixed(0)} s in all.` : "Correctness: FAILED (see above)");
   return out.join("\n");

@@ -1,4 +1,5 @@
 import type { BenchEnv } from "./environment.ts";
+import { prepareImageLayout, readImageNodeOptions, type ImageNodeOptions } from "./image-options.ts";
 import { isDisturbed, measureMasqPhase, measureSqsPhase, otherLoad, type ComparisonOptions, type MasqMeasurement, type PhaseContext } from "./main-comparison.ts";
 import type { SqsCeilingResult } from "./sqs-ceiling.ts";
 import { makeWorkload } from "./workload.ts";
@@ -14,15 +15,34 @@ export interface ScalingPoint {
 
 export interface ScalingResult {
   receivers: number;
+  /** NODE_OPTIONS every masq of this run had, and whether they are the container image's (read from the Dockerfile). */
+  masqNodeOptions: string;
+  imageNodeOptions: string;
+  asImage: boolean;
+  /** Which masq ran: compiled as the image ships it, the sources, or --masq-bin's. */
+  masqScript: string;
   points: ScalingPoint[];
   ok: boolean;
 }
 
 /**
  * The scaling run: the same measurement for growing backlogs. masq holds at most MASQ_MAX_IN_FLIGHT messages
- * whatever the backlog, so its throughput should stay flat and its peak RSS should not grow with N.
+ * whatever the backlog, so its throughput should stay flat and its peak RSS should not grow with N. masq runs as the
+ * container image runs it (its Node options, and its entry script when that exists in this checkout), so that the
+ * memory at a 1M backlog is the image's; --node-options or --masq-bin replace either.
  */
-export async function runScaling(env: BenchEnv, sizes: number[], o: ComparisonOptions & { seed: number; malformedRate: number }): Promise<ScalingResult> {
+export async function runScaling(env: BenchEnv, sizes: number[], base: ComparisonOptions & { seed: number; malformedRate: number }): Promise<ScalingResult> {
+  const image = readImageNodeOptions();
+  const layout = base.masqBin === undefined ? prepareImageLayout(image) : undefined;
+  try {
+    return await scale(env, sizes, { ...base, nodeOptions: base.nodeOptions ?? image.nodeOptions, masqBin: base.masqBin ?? layout!.bin }, image, layout?.describe ?? `--masq-bin ${base.masqBin}`);
+  } finally {
+    layout?.close();
+  }
+}
+
+async function scale(env: BenchEnv, sizes: number[], o: ComparisonOptions & { seed: number; malformedRate: number; nodeOptions: string }, image: ImageNodeOptions, masqScript: string): Promise<ScalingResult> {
+  o.log(`scaling: masq ${masqScript}, NODE_OPTIONS="${o.nodeOptions}"${o.nodeOptions === image.nodeOptions ? " (the container image's, from the Dockerfile)" : ` (not the image's "${image.nodeOptions}")`}`);
   const points: ScalingPoint[] = [];
   for (const n of sizes) {
     o.log(`scaling: ${n.toLocaleString("en-US")} messages, ${o.receivers} receivers:`);
@@ -38,5 +58,13 @@ export async function runScaling(env: BenchEnv, sizes: number[], o: ComparisonOp
     o.log(`  → SQS ceiling ${Math.round(sqsCeiling.perSecond).toLocaleString("en-US")} msg/s, masq ${Math.round(masq.perSecond).toLocaleString("en-US")} msg/s, peak RSS ${masq.maxRssMb} MB${masq.verification.ok ? "" : " — INCORRECT"}`);
     points.push({ messages: n, sqsCeiling, masq, disturbed: isDisturbed(sqsCeiling, masq), ratio: masq.perSecond / sqsCeiling.perSecond });
   }
-  return { receivers: o.receivers, points, ok: points.every((p) => p.masq.verification.ok) };
+  return {
+    receivers: o.receivers,
+    masqNodeOptions: o.nodeOptions,
+    imageNodeOptions: image.nodeOptions,
+    asImage: o.nodeOptions === image.nodeOptions,
+    masqScript,
+    points,
+    ok: points.every((p) => p.masq.verification.ok),
+  };
 }

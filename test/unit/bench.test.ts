@@ -1,0 +1,245 @@
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { describe, test } from "node:test";
+import { DOCKERFILE, parseImageNodeOptions } from "../../scripts/bench/image-options.ts";
+import { readOptions } from "../../scripts/bench/options.ts";
+import { category, profileThread, summariseProfile, type Profile } from "../../scripts/bench/profile-top.ts";
+import { judgeTargets, type Measured } from "../../scripts/bench/targets.ts";
+import { parseProcessUsage, threadCpuPerMessage } from "../../scripts/bench/usage.ts";
+
+/** The pure parts of the benchmark (scripts/bench): what it reads from masq, the Dockerfile and profiles, and how it judges. */
+
+describe("masq's usage line", () => {
+  test("an older masq reports totals only: no threads", () => {
+    const u = parseProcessUsage({ level: "info", msg: "process usage", cpuUserMs: 14_400, cpuSystemMs: 2_000, maxRssMb: 262 });
+    assert.deepEqual(u, { cpuUserMs: 14_400, cpuSystemMs: 2_000, maxRssMb: 262, threads: null });
+    assert.equal(threadCpuPerMessage(u, 100_000), null);
+  });
+
+  test("a masq with worker threads reports each; the rest of the process total is 'other'", () => {
+    const u = parseProcessUsage({
+      msg: "process usage",
+      cpuUserMs: 9_000,
+      cpuSystemMs: 2_000,
+      maxRssMb: 180,
+      threads: [
+        { name: "main", cpuUserUs: 5_000_000, cpuSystemUs: 1_000_000 },
+        { name: "prepare-1", cpuUserUs: 3_000_000, cpuSystemUs: 500_000 },
+      ],
+    });
+    assert.deepEqual(threadCpuPerMessage(u, 100_000), [
+      { name: "main", cpuUsPerMessage: 60 },
+      { name: "prepare-1", cpuUsPerMessage: 35 },
+      { name: "other", cpuUsPerMessage: 15 },
+    ]);
+  });
+
+  test("no 'other' when the named threads account for the total (within the totals' rounding)", () => {
+    const u = parseProcessUsage({ cpuUserMs: 1, cpuSystemMs: 0, maxRssMb: 1, threads: [{ name: "main", cpuUserUs: 600, cpuSystemUs: 0 }] });
+    assert.deepEqual(threadCpuPerMessage(u, 1), [{ name: "main", cpuUsPerMessage: 600 }]);
+  });
+
+  for (const [what, line] of [
+    ["a missing total", { cpuUserMs: 1, maxRssMb: 1 }],
+    ["a total that is text", { cpuUserMs: "1", cpuSystemMs: 0, maxRssMb: 1 }],
+    ["threads that are not a list", { cpuUserMs: 1, cpuSystemMs: 0, maxRssMb: 1, threads: {} }],
+    ["a thread without a name", { cpuUserMs: 1, cpuSystemMs: 0, maxRssMb: 1, threads: [{ cpuUserUs: 1, cpuSystemUs: 1 }] }],
+    ["a thread without CPU time", { cpuUserMs: 1, cpuSystemMs: 0, maxRssMb: 1, threads: [{ name: "main", cpuUserUs: 1 }] }],
+  ] as const) {
+    test(`a usage line with ${what} is refused, not read as zero`, () => {
+      assert.throws(() => parseProcessUsage(line), /process usage/);
+    });
+  }
+});
+
+describe("the container image's Node options", () => {
+  test("this checkout's Dockerfile: its NODE_OPTIONS and entry script", () => {
+    const image = parseImageNodeOptions(readFileSync(DOCKERFILE, "utf8"));
+    assert.match(image.nodeOptions, /--max-semi-space-size=\d+/);
+    assert.notEqual(image.script, null);
+  });
+
+  test("the last ENV of the final stage wins, continuations and quotes are read, and node flags of the ENTRYPOINT are added", () => {
+    const dockerfile = [
+      "FROM node:24 AS build",
+      "ENV NODE_OPTIONS=--build-only",
+      "FROM node:24-slim",
+      "# ENV NODE_OPTIONS=--commented-out",
+      "ENV NODE_ENV=production \\",
+      '    NODE_OPTIONS="--max-semi-space-size=8 --max-old-space-size=128" \\',
+      "    MASQ_HTTP_PORT=8717",
+      'ENTRYPOINT ["node", "--enable-source-maps", "dist/bin/masq.js"]',
+      'CMD ["run"]',
+    ].join("\n");
+    assert.deepEqual(parseImageNodeOptions(dockerfile), { nodeOptions: "--max-semi-space-size=8 --max-old-space-size=128 --enable-source-maps", script: "dist/bin/masq.js" });
+  });
+
+  test("no NODE_OPTIONS and no node ENTRYPOINT: empty options, no script", () => {
+    assert.deepEqual(parseImageNodeOptions('FROM x\nENV A=1\nENTRYPOINT ["/masq"]\n'), { nodeOptions: "", script: null });
+    assert.deepEqual(parseImageNodeOptions("FROM x\nENV NODE_OPTIONS --legacy-form\nENTRYPOINT node bin/masq\n"), { nodeOptions: "--legacy-form", script: "bin/masq" });
+  });
+});
+
+describe("profile summaries", () => {
+  test("packages and files fall into the levers the report names", () => {
+    const cases: [string, string][] = [
+      ["@aws-sdk/client-sqs", "aws-sdk"],
+      ["@smithy/core", "aws-sdk"],
+      ["@aws-crypto/sha256-js", "aws-sdk"],
+      ["pg", "pg"],
+      ["pg-protocol", "pg"],
+      ["pino", "pino"],
+      ["sonic-boom", "pino"],
+      ["(garbage collector)", "GC"],
+      ["(idle)", "idle"],
+      ["src/runner/runner.ts", "masq"],
+      ["wasm://wasm/00ad0bc6", "wasm"],
+      ["node internals", "node internals"],
+      ["@noble/hashes", "@noble/hashes"],
+    ];
+    for (const [group, expected] of cases) assert.equal(category(group), expected, group);
+  });
+
+  test("self time per category adds up to the whole, and each function carries its category", () => {
+    const frame = (id: number, functionName: string, url: string) => ({ id, callFrame: { functionName, url, lineNumber: 0 } });
+    const profile: Profile = {
+      nodes: [
+        frame(1, "(root)", ""),
+        frame(2, "(idle)", ""),
+        frame(3, "send", "file:///app/node_modules/@smithy/core/dist-cjs/index.js"),
+        frame(4, "handleRetry", "file:///app/node_modules/@aws-sdk/middleware-retry/index.js"),
+        frame(5, "writeBatch", "file:///app/src/sink/write-batch.ts"),
+        frame(6, "(garbage collector)", ""),
+        frame(7, "parseRow", "file:///app/node_modules/pg/lib/result.js"),
+      ],
+      samples: [2, 3, 3, 4, 5, 6, 7, 2, 2, 2],
+      timeDeltas: [1000, 1000, 1000, 1000, 1000, 1000, 1000, 1000, 1000, 1000],
+    };
+    const s = summariseProfile(profile, 3);
+    assert.equal(s.totalMs, 10);
+    assert.deepEqual(
+      s.categories.map((c) => [c.name, c.share]),
+      [
+        ["idle", 0.4],
+        ["aws-sdk", 0.3],
+        ["GC", 0.1],
+        ["masq", 0.1],
+        ["pg", 0.1],
+      ],
+    );
+    assert.ok(s.groups.some((g) => g.name === "src/sink/write-batch.ts"), "masq's files stay apart in the groups");
+    assert.equal(s.functions.length, 3);
+    assert.deepEqual(s.functions[1], { name: "send @smithy/core/dist-cjs/index.js:1", share: 0.2, ms: 2, category: "aws-sdk" });
+  });
+
+  test("Node's default profile names say which thread wrote them", () => {
+    assert.deepEqual(profileThread("/x/CPU.20261201.123109.7183.0.001.cpuprofile"), { pid: 7183, threadId: 0, thread: "main" });
+    assert.deepEqual(profileThread("/x/CPU.20261201.123109.7183.2.003.cpuprofile"), { pid: 7183, threadId: 2, thread: "worker 2" });
+    assert.deepEqual(profileThread("/x/sqs-ceiling-99.cpuprofile"), { pid: null, threadId: null, thread: "sqs-ceiling-99" });
+  });
+});
+
+describe("the targets", () => {
+  const ok = { ok: true, problems: [] };
+  const masq = (o: Record<string, unknown> = {}) => ({ perSecond: 9_000, wallSeconds: 2, wallPerSecond: 2_500, cpuUsPerMessage: 105, threads: [{ name: "main", cpuUsPerMessage: 70 }, { name: "prepare-1", cpuUsPerMessage: 35 }], maxRssMb: 180, verification: ok, ...o });
+  const main = (o: Record<string, unknown> = {}) => ({
+    messages: 100_000,
+    receivers: 8,
+    ratio: 0.92,
+    ok: true,
+    masq: masq(),
+    sqsCeiling: { perSecond: 10_000 },
+    pgCeiling: { perSecond: 50_000 },
+    runs: [{ disturbed: false }],
+    steadyLag: { rate: 4_500, messages: 45_000, lagP50Ms: 120, lagP99Ms: 240, lagMaxMs: 300, verification: ok },
+    ...o,
+  });
+  const latencyPoint = (receivers: number, masqScaling: number) => ({ receivers, masqScaling, masq: masq({ perSecond: receivers * 440 }) });
+  const all = (o: Partial<Record<keyof Measured, unknown>> = {}): Measured =>
+    ({
+      main: [main()],
+      latency: { latencyMs: 20, ok: true, points: [latencyPoint(1, 1), latencyPoint(16, 0.93), latencyPoint(32, 0.91)] },
+      scaling: { asImage: true, masqNodeOptions: "--max-semi-space-size=8", imageNodeOptions: "--max-semi-space-size=8", masqScript: "bin/masq", points: [{ messages: 1_000_000, masq: masq({ maxRssMb: 190 }) }] },
+      drainStartup: { messages: 5_000, ratio: 0.65, ok: true, masq: masq(), sqsCeiling: { perSecond: 4_000 }, runs: [{ disturbed: false }] },
+      ...o,
+    }) as unknown as Measured;
+  const verdicts = (m: Measured) => judgeTargets(m).map((t) => [t.goal, t.value, t.met]);
+
+  test("all six measured and met", () => {
+    assert.deepEqual(verdicts(all()), [
+      ["≥ 0.9", 0.92, true],
+      ["≤ 110", 105, true],
+      ["< 200 MB", 190, true],
+      ["≥ 0.9 at both", 0.91, true],
+      ["< 250 ms", 240, true],
+      ["≥ 0.6", 0.65, true],
+    ]);
+  });
+
+  test("each misses its goal on the other side of it", () => {
+    const m = all({
+      main: [main({ ratio: 0.64, masq: masq({ cpuUsPerMessage: 164 }), steadyLag: { rate: 3_500, messages: 35_000, lagP50Ms: 172, lagP99Ms: 322, lagMaxMs: 372, verification: ok } })],
+      latency: { latencyMs: 20, ok: true, points: [latencyPoint(1, 1), latencyPoint(16, 0.95), latencyPoint(32, 0.72)] },
+      scaling: { asImage: true, masqNodeOptions: "", imageNodeOptions: "", masqScript: "bin/masq", points: [{ messages: 1_000_000, masq: masq({ maxRssMb: 200 }) }] },
+      drainStartup: { messages: 5_000, ratio: 0.3, ok: true, masq: masq(), sqsCeiling: { perSecond: 4_000 }, runs: [] },
+    });
+    assert.deepEqual(verdicts(m), [
+      ["≥ 0.9", 0.64, false],
+      ["≤ 110", 164, false],
+      ["< 200 MB", 200, false],
+      ["≥ 0.9 at both", 0.72, false],
+      ["< 250 ms", 322, false],
+      ["≥ 0.6", 0.3, false],
+    ]);
+  });
+
+  test("a run of another size than the targets are stated at is judged, and says so", () => {
+    const [ratio] = judgeTargets(all({ main: [main({ messages: 3_000 })] }));
+    assert.equal(ratio!.met, true);
+    assert.match(ratio!.detail, /measured at 3,000 messages; the target is stated at 100,000/);
+    assert.doesNotMatch(judgeTargets(all())[0]!.detail, /stated at/);
+  });
+
+  test("an incorrect run meets no target, however fast", () => {
+    assert.equal(judgeTargets(all({ main: [main({ ok: false })] }))[0]!.met, false);
+  });
+
+  test("what the run did not measure is 'not measured', with the reason", () => {
+    const targets = judgeTargets({ main: [], latency: null, scaling: null, drainStartup: null });
+    assert.deepEqual(
+      targets.map((t) => t.met),
+      [null, null, null, null, null, null],
+    );
+    for (const t of targets) assert.notEqual(t.detail, "");
+  });
+
+  test("memory with other Node options, latency at another delay or without 32 receivers: not measured", () => {
+    const m = all({
+      scaling: { asImage: false, masqNodeOptions: "--max-old-space-size=128", imageNodeOptions: "--max-semi-space-size=8", masqScript: "bin/masq", points: [{ messages: 1_000_000, masq: masq({ maxRssMb: 150 }) }] },
+      latency: { latencyMs: 5, ok: true, points: [latencyPoint(1, 1), latencyPoint(16, 1), latencyPoint(32, 1)] },
+    });
+    const [, , rss, linear] = judgeTargets(m);
+    assert.equal(rss!.met, null);
+    assert.match(rss!.detail, /not the image's/);
+    assert.equal(linear!.met, null);
+    const only16 = judgeTargets(all({ latency: { latencyMs: 20, ok: true, points: [latencyPoint(1, 1), latencyPoint(16, 0.95)] } }))[3]!;
+    assert.equal(only16.met, null);
+  });
+});
+
+describe("options", () => {
+  test("--full includes the drain start-up phase and latency at 16 and 32 receivers", () => {
+    const o = readOptions(["--full"])!;
+    assert.equal(o.main, true);
+    assert.equal(o.drainMessages, 5000);
+    assert.equal(o.latencyMs, 20);
+    assert.deepEqual(o.latencyReceivers, [1, 2, 4, 8, 16, 32]);
+  });
+
+  test("--profile runs the main comparison and profiles under bench/profiles", () => {
+    const o = readOptions(["--profile"])!;
+    assert.equal(o.main, true);
+    assert.equal(o.profile, "bench/profiles");
+    assert.equal(readOptions([])!.profile, undefined);
+  });
+});

@@ -11,13 +11,13 @@ import { quarantineBodyAad, vaultAad } from "./vault-aad.ts";
  * message. The memory of them is bounded (oldest forgotten first).
  */
 export class VaultSealer {
-  private readonly dataKeys: DataKeys;
+  private readonly dataKeys: Pick<DataKeys, "reserve">;
   /** Pseudonyms (by kind) this process has committed to the vault under pseudonym key `knownVersion`. */
   private readonly known = { ip: new Set<string>(), device_id: new Set<string>() };
   private knownVersion = -1;
   private readonly capacity: number;
 
-  constructor(dataKeys: DataKeys, capacity = 50_000) {
+  constructor(dataKeys: Pick<DataKeys, "reserve">, capacity = 50_000) {
     this.dataKeys = dataKeys;
     this.capacity = capacity;
   }

@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs";
 import { isIP } from "node:net";
+import { availableParallelism } from "node:os";
 import { ConfigError } from "./errors.ts";
 import { parseMasterKey, parsePseudonymKey } from "./mask/pseudonym-key.ts";
 import { parseConnectionString } from "./sink/connection-string.ts";
@@ -23,6 +24,8 @@ export interface PipelineConfig {
   /** MASQ_MAX_IN_FLIGHT_BYTES: bodies held (received, not yet deleted), in bytes of UTF-8; see runner.ts. */
   maxInFlightBytes: number;
   writers: number;
+  /** MASQ_PREPARE_THREADS: worker threads that mask and seal batches; 0 (or absent) prepares on the main thread. */
+  prepareThreads?: number | undefined;
   waitTimeSeconds: number;
   visibilityTimeoutSeconds: number;
   shutdownTimeoutMs: number;
@@ -67,7 +70,7 @@ function kebab(s: string): string {
   return s.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
 }
 
-function integer(src: Source, flag: string, env: string, def: number, min: number, max: number): number {
+function integer(src: Source, flag: string | undefined, env: string, def: number, min: number, max: number): number {
   const r = raw(src, flag, env);
   if (r === undefined) return def;
   const n = Number(r.value);
@@ -234,13 +237,16 @@ export function readPipelineConfig(flags: Record<string, unknown>, env: NodeJS.P
   const src = { flags, env };
   const visibilityTimeoutSeconds = integer(src, "visibilityTimeout", "MASQ_VISIBILITY_TIMEOUT", 60, 5, 43_200);
   const batchSize = integer(src, "batchSize", "MASQ_BATCH_SIZE", 1000, 1, 10_000);
+  const writers = integer(src, "writers", "MASQ_WRITERS", 2, 1, 32);
   const config: PipelineConfig = {
     batchSize,
     batchWaitMs: integer(src, "batchWaitMs", "MASQ_BATCH_WAIT_MS", 500, 0, 60_000),
     receivers: integer(src, "receivers", "MASQ_RECEIVERS", 8, 1, 100),
     maxInFlight: integer(src, "maxInFlight", "MASQ_MAX_IN_FLIGHT", Math.max(5000, batchSize * 3), 10, 1_000_000),
     maxInFlightBytes: integer(src, "maxInFlightBytes", "MASQ_MAX_IN_FLIGHT_BYTES", 32 * 1024 * 1024, 1024 * 1024, 16 * 1024 ** 3),
-    writers: integer(src, "writers", "MASQ_WRITERS", 2, 1, 32),
+    writers,
+    // One thread per core the main thread leaves (at least one), and no more than batches are prepared at once.
+    prepareThreads: integer(src, undefined, "MASQ_PREPARE_THREADS", Math.max(1, Math.min(availableParallelism() - 1, writers)), 0, 32),
     // A drain wants to notice an empty queue quickly; a service wants cheap, long polls.
     waitTimeSeconds: integer(src, "waitTimeSeconds", "MASQ_WAIT_TIME_SECONDS", drain ? 1 : 20, 0, 20),
     visibilityTimeoutSeconds,

@@ -30,8 +30,11 @@ export const KNOWN_SETTINGS: readonly string[] = [
   "MASQ_VISIBILITY_TIMEOUT",
   "MASQ_WAIT_TIME_SECONDS",
   "MASQ_WRITERS",
+  "MASQ_PREPARE_THREADS",
   // Read by the test harness and CI (test/helpers/moto.ts), never by masq itself; set in the same shells.
   "MASQ_MOTO_SERVER",
+  // A test hook masq reads (a prepare thread exits, as a crashed one would); docs/development.md.
+  "MASQ_TEST_PREPARE_THREAD_EXIT_AFTER",
 ];
 
 /** Prefixes of variables that belong to masq's test harness, not to masq. */

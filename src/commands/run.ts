@@ -20,6 +20,8 @@ import { prepareDatabase } from "./setup.ts";
 import { createKeyProvider } from "../vault/key-provider-from-config.ts";
 import { openIngestKeys } from "./open-keys.ts";
 import type { IngestKeys } from "../vault/ingest-keys.ts";
+import { mainThreadUsage, PrepareThreads } from "../runner/prepare-threads.ts";
+import type { ThreadUsage } from "../runner/prepare-protocol.ts";
 
 /**
  * `masq run [--drain]`: returns the process exit code. The service waits for Postgres, SQS and KMS as long as it
@@ -67,7 +69,11 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
   let queuePoll: NodeJS.Timeout | undefined;
   let progress: ReturnType<typeof createProgress>;
   let http: Awaited<ReturnType<typeof startHttpServer>> | undefined;
+  let threads: PrepareThreads | undefined;
   try {
+    // Started first: they boot while masq reaches SQS and Postgres.
+    const prepareThreads = config.pipeline.prepareThreads ?? 0;
+    if (prepareThreads > 0) threads = new PrepareThreads({ count: prepareThreads, logger, exitAfterBatches: testExitAfter(process.env) });
     // Up before anything else: liveness holds while masq waits for Postgres or SQS; readiness tells the truth.
     if (config.http) {
       const readiness = readinessProbe({ pool: db.pool, source: () => source, sqsNotReady: () => sqsWaiting, targets: { postgres: db.target, sqs: sqsTarget } });
@@ -96,6 +102,9 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
       protocol,
       maxSockets: config.pipeline.receivers + 32,
       requestTimeoutMs: config.pipeline.waitTimeSeconds * 1000 + 15_000,
+      queueUrl: config.queueUrl,
+      // The runner retries every call itself, with its own backoff: SDK retries would only add to the wait.
+      maxAttempts: 1,
     });
     const sqsSource = new SqsSource(sqs, config.queueUrl);
     source = sqsSource;
@@ -159,13 +168,22 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
       config: { ...config.pipeline, giveUpAfterMs: deadlineMs },
       targets: { postgres: targetText(db.target), sqs: sqsTarget },
       observer: combineObservers(metrics, progress),
+      preparer: threads,
     });
     const result = await runner.run({ drain });
     // The bar's last drawing comes before the closing lines, and is never redrawn after them.
     progress?.stop({ complete: drain && !result.fatal && !result.timedOut });
+    // Each thread's CPU time (p3-bench reads `threads`): the prepare threads report theirs as they stop.
+    const threadUsage: ThreadUsage[] = [mainThreadUsage(), ...((await threads?.close()) ?? [])];
+    threads = undefined;
     const usage = process.resourceUsage();
     logger.info(
-      { cpuUserMs: Math.round(usage.userCPUTime / 1000), cpuSystemMs: Math.round(usage.systemCPUTime / 1000), maxRssMb: Math.round(usage.maxRSS / 1024) },
+      {
+        cpuUserMs: Math.round(usage.userCPUTime / 1000),
+        cpuSystemMs: Math.round(usage.systemCPUTime / 1000),
+        maxRssMb: Math.round(usage.maxRSS / 1024),
+        threads: threadUsage,
+      },
       "process usage",
     );
     if (result.fatal) {
@@ -185,6 +203,7 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
     logger.error({ err: describeError(err) }, "masq stopped");
     throw err;
   } finally {
+    await threads?.close();
     clearInterval(pruneTimer);
     clearInterval(queuePoll);
     progress?.stop();
@@ -196,4 +215,10 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
     await db.close().catch(() => undefined);
     logger.flush();
   }
+}
+
+/** MASQ_TEST_PREPARE_THREAD_EXIT_AFTER: the tests' way to crash a prepare thread (prepare-protocol.ts). */
+function testExitAfter(env: NodeJS.ProcessEnv): number | undefined {
+  const v = env.MASQ_TEST_PREPARE_THREAD_EXIT_AFTER;
+  return v !== undefined && /^\d+$/.test(v) ? Number(v) : undefined;
 }

@@ -3,8 +3,9 @@ import { commitBatch, type CommitResult } from "../sink/commit-batch.ts";
 import type { TableName } from "../sink/table-name.ts";
 import { StaleKeyError, StaleVaultError } from "../sink/write-batch.ts";
 import type { IngestKeys } from "../vault/ingest-keys.ts";
+import type { FatalError } from "../errors.ts";
 import type { Pseudonymizer } from "../mask/pseudonymize.ts";
-import type { Outcome } from "../sink/write-batch.ts";
+import type { Outcome, SealedBatch } from "../sink/write-batch.ts";
 import { prepareOutcome, type IncomingMessage } from "./prepare.ts";
 
 /**
@@ -14,20 +15,53 @@ import { prepareOutcome, type IncomingMessage } from "./prepare.ts";
  */
 const YIELD_EVERY_CHARS = 1024 * 1024;
 
+/** A batch masked and sealed, ready to commit; `settle` says whether it committed (the sealer then knows its vault rows). */
+export interface PreparedBatch {
+  batch: SealedBatch;
+  settle(committed: boolean): void;
+}
+
+/**
+ * Masks and seals a batch: in this thread (inThreadPreparer, what Lambda and tests use)
+ * or in prepare threads (prepare-threads.ts). Either way the same pure functions do the work.
+ */
+export interface BatchPreparer {
+  /** Masks with the pseudonym key active now (keys.pseudonym) and seals with the current data key. */
+  prepare(messages: readonly IncomingMessage[], keys: IngestKeys, signal?: AbortSignal): Promise<PreparedBatch>;
+  /** Settles when the preparer can no longer work (a prepare thread died): fatal to the run. */
+  readonly failure?: Promise<FatalError> | undefined;
+}
+
+/** Prepares on the calling thread, yielding to the event loop now and then; seals with the process's sealer. */
+export const inThreadPreparer: BatchPreparer = {
+  async prepare(messages, keys, signal) {
+    const key = keys.pseudonym;
+    const outcomes = await prepareYielding(messages, key.pseudonymizer);
+    const batch = await keys.sealer.seal(outcomes, key.version, signal);
+    return { batch, settle: (committed) => committed && keys.sealer.committed(batch) };
+  },
+};
+
 /**
  * Masks, seals and commits one batch of messages (ids distinct). The masking happens here, at commit time, with the
  * pseudonym key active now: when a rotation switches keys between masking and commit, the statement writes nothing
  * (StaleKeyError) and the batch is masked again with the new key. Transient, data and fatal errors propagate as
  * commitBatch throws them.
  */
-export async function commitMessages(pool: pg.Pool, table: TableName, keys: IngestKeys, messages: readonly IncomingMessage[], signal?: AbortSignal): Promise<CommitResult> {
+export async function commitMessages(
+  pool: pg.Pool,
+  table: TableName,
+  keys: IngestKeys,
+  messages: readonly IncomingMessage[],
+  signal?: AbortSignal,
+  preparer: BatchPreparer = inThreadPreparer,
+): Promise<CommitResult> {
   for (let attempt = 0; ; attempt++) {
-    const key = keys.pseudonym;
-    const outcomes = await prepareYielding(messages, key.pseudonymizer);
-    const batch = await keys.sealer.seal(outcomes, key.version, signal);
+    const prepared = await preparer.prepare(messages, keys, signal);
+    let committed = false;
     try {
-      const r = await commitBatch(pool, table, batch);
-      keys.sealer.committed(batch);
+      const r = await commitBatch(pool, table, prepared.batch);
+      committed = true;
       return r;
     } catch (err) {
       // Two switches in a row are a rotation racing another; past that, back off like any transient error.
@@ -38,6 +72,8 @@ export async function commitMessages(pool: pg.Pool, table: TableName, keys: Inge
       }
       if (!(err instanceof StaleKeyError) || attempt >= 2) throw err;
       await keys.refresh(signal);
+    } finally {
+      prepared.settle(committed);
     }
   }
 }

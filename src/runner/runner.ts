@@ -7,7 +7,7 @@ import type { TableName } from "../sink/table-name.ts";
 import type { ReasonCode } from "../transform/login-event.ts";
 import type { IngestKeys } from "../vault/ingest-keys.ts";
 import { backoffMs, sleep } from "./backoff.ts";
-import { commitMessages } from "./commit-messages.ts";
+import { commitMessages, type BatchPreparer } from "./commit-messages.ts";
 import type { IncomingMessage } from "./prepare.ts";
 import { emptyStats, type RunStats } from "./stats.ts";
 import type { PipelineObserver } from "./observer.ts";
@@ -20,6 +20,8 @@ export interface RunnerDeps {
   logger: Logger;
   config: PipelineConfig;
   observer?: PipelineObserver | undefined;
+  /** Where batches are masked and sealed: prepare threads (prepare-threads.ts), or this thread when absent. */
+  preparer?: BatchPreparer | undefined;
   /** "DATABASE_URL at db:5432/app", "QUEUE_URL at …": named when a drain gives up on one of them. */
   targets?: { postgres: string; sqs: string } | undefined;
 }
@@ -103,7 +105,13 @@ export class Runner {
   async run(opts: { drain?: boolean } = {}): Promise<RunResult> {
     this.drain = opts.drain ?? false;
     const { config, logger } = this.deps;
-    logger.info({ drain: this.drain, receivers: config.receivers, batchSize: config.batchSize, writers: config.writers }, "pipeline started");
+    logger.info(
+      { drain: this.drain, receivers: config.receivers, batchSize: config.batchSize, writers: config.writers, prepareThreads: config.prepareThreads ?? 0 },
+      "pipeline started",
+    );
+    // A prepare thread that dies is a crash of masq, not a pipeline running on without it.
+    let running = true;
+    void this.deps.preparer?.failure?.then((err) => running && this.failWith(err));
     // Ticks every quarter of the timeout and extends what has less than half left: a message is always extended at
     // least a quarter of the timeout before it would reappear, whatever the timer's phase.
     const heartbeat = setInterval(() => void this.extendVisibility(), Math.max(250, (config.visibilityTimeoutSeconds * 1000) / 4));
@@ -118,6 +126,7 @@ export class Runner {
     clearInterval(progress);
     const timedOut = !this.idle();
     if (timedOut) logger.warn({ held: this.held.size }, "shutdown deadline passed; held messages will be redelivered");
+    running = false;
     logger.info({ ...this.stats }, "pipeline stopped");
     return { stats: this.stats, timedOut, ...(this.fatal ? { fatal: this.fatal } : {}) };
   }
@@ -275,13 +284,13 @@ export class Runner {
   }
 
   private async commitAndDelete(batch: IncomingMessage[]): Promise<void> {
-    const { pool, table, keys, logger } = this.deps;
+    const { pool, table, keys, logger, preparer } = this.deps;
     const started = performance.now();
     let failingSince: number | undefined;
     for (let attempt = 0; ; attempt++) {
       if (this.hardAbort.signal.aborted || this.fatal !== undefined) return;
       try {
-        const r = await commitMessages(pool, table, keys, batch, this.hardAbort.signal);
+        const r = await commitMessages(pool, table, keys, batch, this.hardAbort.signal, preparer);
         this.stats.written += r.written;
         this.stats.duplicates += r.duplicates;
         for (const [reason, n] of Object.entries(r.quarantinedByReason) as [ReasonCode, number][]) {
@@ -390,6 +399,10 @@ export class Runner {
       if (c.visible + c.inFlight + c.delayed === 0 && this.held.size === 0) {
         logger.info("queue is empty and everything received is committed and deleted");
         this.stop();
+        // The other receivers' long polls would each wait out MASQ_WAIT_TIME_SECONDS for nothing. A message sent
+        // after the count that one of them was about to return stays in SQS and comes back after its visibility
+        // timeout: a drain takes what the queue held, and nothing received is lost.
+        this.receiveAbort.abort();
       } else if (c.visible === 0 && c.inFlight + c.delayed > 0) {
         logger.debug({ ...c }, "drain: waiting for messages in flight elsewhere or delayed");
       }

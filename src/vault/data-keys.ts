@@ -61,6 +61,14 @@ export class DataKeys {
     return c;
   }
 
+  /**
+   * Gives back uses reserved and not spent (a prepare thread reserves for the most a batch can need, then reports
+   * what it sealed). Only while the key is still the current one; a replaced key is never used again anyway.
+   */
+  unreserve(key: DataKey, uses: number): void {
+    if (key === this.current && uses > 0) this.current.uses = Math.max(0, this.current.uses - uses);
+  }
+
   close(): void {
     this.current?.key.fill(0);
     this.current = undefined;

@@ -9,6 +9,8 @@ import type { KeyProvider } from "./key-provider.ts";
 export interface PseudonymKey {
   version: number;
   pseudonymizer: Pseudonymizer;
+  /** The key itself, for a prepare thread to make its own pseudonymizer from (runner/prepare-threads.ts). Never logged. */
+  key: Uint8Array;
 }
 
 /** A public name for a pseudonym key: 16 hex digits of HMAC-SHA256(key, "masq pseudonym key fingerprint"). */
@@ -68,7 +70,7 @@ async function unwrapPseudonymKey(row: KeyRow, provider: KeyProvider, override: 
           "unset it to use the key masq keeps in the database, or give the right one",
       );
     }
-    return { version: row.version, pseudonymizer: createPseudonymizer(override) };
+    return { version: row.version, pseudonymizer: createPseudonymizer(override), key: override };
   }
   if (row.provider === "external" || row.wrapped === null || row.master_key_id === null) {
     throw new ConfigError(
@@ -78,7 +80,7 @@ async function unwrapPseudonymKey(row: KeyRow, provider: KeyProvider, override: 
   }
   const key = await provider.unwrap(row.wrapped, row.master_key_id, pseudonymKeyContext(row.version), signal);
   if (pseudonymKeyFingerprint(key) !== row.fingerprint) throw new FatalError(`pseudonym key version ${row.version} unwrapped to a key with the wrong fingerprint`);
-  return { version: row.version, pseudonymizer: createPseudonymizer(key) };
+  return { version: row.version, pseudonymizer: createPseudonymizer(key), key };
 }
 
 async function readActive(pool: pg.Pool): Promise<KeyRow | undefined> {

@@ -13,7 +13,7 @@ import { quarantineBodyAad, vaultAad } from "./vault-aad.ts";
  * (StaleVaultError); then staleVault() forgets everything and the batch is sealed again, whole.
  */
 export class VaultSealer {
-  private readonly dataKeys: DataKeys;
+  private readonly dataKeys: Pick<DataKeys, "reserve">;
   /** Pseudonyms (by kind) this process has committed to the vault under pseudonym key `knownVersion`. */
   private readonly known = { ip: new Set<string>(), device_id: new Set<string>() };
   private knownVersion = -1;
@@ -21,7 +21,7 @@ export class VaultSealer {
   private knownEpoch = 0;
   private readonly capacity: number;
 
-  constructor(dataKeys: DataKeys, capacity = 50_000) {
+  constructor(dataKeys: Pick<DataKeys, "reserve">, capacity = 50_000) {
     this.dataKeys = dataKeys;
     this.capacity = capacity;
   }

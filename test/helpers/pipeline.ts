@@ -6,6 +6,7 @@ import { createLogger, type Logger } from "../../src/log.ts";
 import { IngestKeys } from "../../src/vault/ingest-keys.ts";
 import { LocalKeyProvider } from "../../src/vault/local-provider.ts";
 import { Runner } from "../../src/runner/runner.ts";
+import type { BatchPreparer } from "../../src/runner/commit-messages.ts";
 import { createDb, type Db } from "../../src/sink/db.ts";
 import { SqsSource } from "../../src/source/sqs-source.ts";
 import type { TableName } from "../../src/sink/table-name.ts";
@@ -73,6 +74,8 @@ export async function makeRunner(opts: {
   config?: Partial<PipelineConfig>;
   source?: SqsSource;
   keys?: IngestKeys;
+  /** Prepare threads (runner/prepare-threads.ts) instead of preparing on this thread. */
+  preparer?: BatchPreparer;
 }): Promise<Runner> {
   return new Runner({
     source: opts.source ?? new SqsSource(opts.sqs, opts.queueUrl),
@@ -81,6 +84,7 @@ export async function makeRunner(opts: {
     keys: opts.keys ?? (await testKeys(opts.db)),
     logger: opts.logger ?? createLogger("silent"),
     config: { ...FAST, ...opts.config },
+    preparer: opts.preparer,
   });
 }
 

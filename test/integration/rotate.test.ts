@@ -10,6 +10,7 @@ import { ConfigError } from "../../src/errors.ts";
 import { createLogger } from "../../src/log.ts";
 import { redactBody } from "../../src/mask/redact-body.ts";
 import type { Pseudonymizer } from "../../src/mask/pseudonymize.ts";
+import { PrepareThreads } from "../../src/runner/prepare-threads.ts";
 import { rotatePseudonymKey, type RotatePseudonymKeyOptions } from "../../src/rotation/rotate-pseudonym-key.ts";
 import type { RotationPhase } from "../../src/rotation/rotation-state.ts";
 import { parseLoginEvent } from "../../src/transform/login-event.ts";
@@ -314,93 +315,97 @@ describe("key rotation", () => {
     await assertRotated(events, b);
   });
 
-  test("while ingestion keeps running: every row ends under the new key, each message exactly once", async () => {
-    const first = await seed(1500, 64);
-    const { version: oldVersion } = await activeKey();
-    const old = await writtenPseudonyms();
-    const during = uniqueEvents(1500, 65).map((e) => ({ ...e, body: e.body.replace(/"user_id":"u-(\d+)"/, '"user_id":"during-$1"') }));
-    const afterwards = uniqueEvents(500, 66).map((e) => ({ ...e, body: e.body.replace(/"user_id":"u-(\d+)"/, '"user_id":"after-$1"') }));
-    const all = [...first, ...during, ...afterwards];
+  for (const threads of [0, 1]) {
+    test(`while ingestion keeps running (${threads === 0 ? "preparing on the main thread" : "with a prepare thread"}): every row ends under the new key, each message exactly once`, async () => {
+      const first = await seed(1500, 64);
+      const { version: oldVersion } = await activeKey();
+      const old = await writtenPseudonyms();
+      const during = uniqueEvents(1500, 65).map((e) => ({ ...e, body: e.body.replace(/"user_id":"u-(\d+)"/, '"user_id":"during-$1"') }));
+      const afterwards = uniqueEvents(500, 66).map((e) => ({ ...e, body: e.body.replace(/"user_id":"u-(\d+)"/, '"user_id":"after-$1"') }));
+      const all = [...first, ...during, ...afterwards];
 
-    const queueUrl = fx.sqs.newQueue();
-    const keys = await testKeys(fx.db, { pseudonymKey: null });
-    const runner = await makeRunner({ db: fx.db, sqs: fx.sqs.client, queueUrl, keys, config: { batchSize: 50, batchWaitMs: 20 } });
-    const running = runner.run();
-    const count = async (like: string) =>
-      (await fx.db.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM public.user_logins WHERE user_id LIKE $1", [like])).rows[0]!.n;
-    const send = (events: readonly SyntheticEvent[]) =>
-      sendBodies(
-        fx.sqs.client,
-        queueUrl,
-        events.map((e) => e.body),
-      );
-    const holder = new pg.Client({ connectionString: fx.pgdb.url });
-    await holder.connect();
-    try {
-      // Ingestion is under way (under the old key) when the rotation starts.
-      await send(during.slice(0, 750));
-      await waitFor(async () => (await count("during-%")) >= 300, 60_000, "ingestion under the old key");
+      const queueUrl = fx.sqs.newQueue();
+      const keys = await testKeys(fx.db, { pseudonymKey: null });
+      const preparer = threads > 0 ? new PrepareThreads({ count: threads, logger: createLogger("silent") }) : undefined;
+      const runner = await makeRunner({ db: fx.db, sqs: fx.sqs.client, queueUrl, keys, config: { batchSize: 50, batchWaitMs: 20 }, preparer });
+      const running = runner.run();
+      const count = async (like: string) =>
+        (await fx.db.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM public.user_logins WHERE user_id LIKE $1", [like])).rows[0]!.n;
+      const send = (events: readonly SyntheticEvent[]) =>
+        sendBodies(
+          fx.sqs.client,
+          queueUrl,
+          events.map((e) => e.body),
+        );
+      const holder = new pg.Client({ connectionString: fx.pgdb.url });
+      await holder.connect();
+      try {
+        // Ingestion is under way (under the old key) when the rotation starts.
+        await send(during.slice(0, 750));
+        await waitFor(async () => (await count("during-%")) >= 300, 60_000, "ingestion under the old key");
 
-      // One old row is locked, so the table pass stops there; meanwhile ingestion must go on, under the new key.
-      await holder.query("BEGIN");
-      await holder.query(
-        `SELECT 1 FROM public.user_logins WHERE ctid = (SELECT ctid FROM public.user_logins WHERE user_id LIKE 'u-%' ORDER BY ctid OFFSET 700 LIMIT 1) FOR UPDATE`,
-      );
-      let atSwitch = -1;
-      const rotation = rotatePseudonymKey(
-        options({
-          batchSize: 50,
-          onSwitched: () => void count("during-%").then((n) => (atSwitch = n)),
-        }),
-      );
-      await waitFor(
-        async () =>
-          (
-            await fx.db.pool.query<{ phase: string | null }>(
-              "SELECT (SELECT phase FROM masq.pseudonym_rotation) AS phase WHERE EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock')",
-            )
-          ).rows[0]?.phase === "table",
-        60_000,
-        "the table pass to wait on the locked row",
-      );
-      await send(during.slice(750));
-      const duringValid = expectedCounts(during).valid;
-      await waitFor(async () => (await count("during-%")) === duringValid, 60_000, "ingestion while the rotation runs");
-      assert.ok(atSwitch >= 300 && atSwitch < duringValid, `${atSwitch} rows of the second set were in before the switch`);
-      await holder.query("ROLLBACK");
-      const r = await rotation;
-      assert.equal(r.outcome, "finished");
+        // One old row is locked, so the table pass stops there; meanwhile ingestion must go on, under the new key.
+        await holder.query("BEGIN");
+        await holder.query(
+          `SELECT 1 FROM public.user_logins WHERE ctid = (SELECT ctid FROM public.user_logins WHERE user_id LIKE 'u-%' ORDER BY ctid OFFSET 700 LIMIT 1) FOR UPDATE`,
+        );
+        let atSwitch = -1;
+        const rotation = rotatePseudonymKey(
+          options({
+            batchSize: 50,
+            onSwitched: () => void count("during-%").then((n) => (atSwitch = n)),
+          }),
+        );
+        await waitFor(
+          async () =>
+            (
+              await fx.db.pool.query<{ phase: string | null }>(
+                "SELECT (SELECT phase FROM masq.pseudonym_rotation) AS phase WHERE EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock')",
+              )
+            ).rows[0]?.phase === "table",
+          60_000,
+          "the table pass to wait on the locked row",
+        );
+        await send(during.slice(750));
+        const duringValid = expectedCounts(during).valid;
+        await waitFor(async () => (await count("during-%")) === duringValid, 60_000, "ingestion while the rotation runs");
+        assert.ok(atSwitch >= 300 && atSwitch < duringValid, `${atSwitch} rows of the second set were in before the switch`);
+        await holder.query("ROLLBACK");
+        const r = await rotation;
+        assert.equal(r.outcome, "finished");
 
-      await send(afterwards);
-      const want = expectedCounts(all);
-      await waitFor(
-        async () => (await fx.db.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM masq.ingest_ledger")).rows[0]!.n === all.length,
-        120_000,
-        "every message committed",
-      );
-      const c = await fx.db.pool.query<{ rows: number; users: number }>("SELECT count(*)::int AS rows, count(DISTINCT user_id)::int AS users FROM public.user_logins");
-      // One valid message of the first set was refused by the table (db_rejected).
-      assert.deepEqual(c.rows[0], { rows: want.valid - 1, users: want.valid - 1 });
-    } finally {
-      await holder.end();
-      runner.stop();
-      await running;
-      keys.close();
-    }
+        await send(afterwards);
+        const want = expectedCounts(all);
+        await waitFor(
+          async () => (await fx.db.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM masq.ingest_ledger")).rows[0]!.n === all.length,
+          120_000,
+          "every message committed",
+        );
+        const c = await fx.db.pool.query<{ rows: number; users: number }>("SELECT count(*)::int AS rows, count(DISTINCT user_id)::int AS users FROM public.user_logins");
+        // One valid message of the first set was refused by the table (db_rejected).
+        assert.deepEqual(c.rows[0], { rows: want.valid - 1, users: want.valid - 1 });
+      } finally {
+        await holder.end();
+        runner.stop();
+        await running;
+        await preparer?.close();
+        keys.close();
+      }
 
-    const { version, p } = await activeKey();
-    assert.equal(version, oldVersion + 1);
-    await assertRowsUnder(p, all);
-    const orig = originals(all);
-    const vault = await decryptVault(fx.db.pool, provider());
-    for (const v of vault) {
-      assert.equal(v.keyVersion, version);
-      assert.equal(p.pseudonymize(v.kind, v.value), v.pseudonym);
-    }
-    const distinct = new Set([...orig.values()].flatMap((o) => [`ip ${o.ip}`, `device_id ${o.deviceId}`]));
-    assert.equal(vault.length, distinct.size, "each value once in the vault");
-    assert.deepEqual([...(await writtenPseudonyms())].filter((x) => old.has(x)), []);
-  });
+      const { version, p } = await activeKey();
+      assert.equal(version, oldVersion + 1);
+      await assertRowsUnder(p, all);
+      const orig = originals(all);
+      const vault = await decryptVault(fx.db.pool, provider());
+      for (const v of vault) {
+        assert.equal(v.keyVersion, version);
+        assert.equal(p.pseudonymize(v.kind, v.value), v.pseudonym);
+      }
+      const distinct = new Set([...orig.values()].flatMap((o) => [`ip ${o.ip}`, `device_id ${o.deviceId}`]));
+      assert.equal(vault.length, distinct.size, "each value once in the vault");
+      assert.deepEqual([...(await writtenPseudonyms())].filter((x) => old.has(x)), []);
+    });
+  }
 
   test("a pseudonym key given in MASQ_PSEUDONYM_KEY is not rotated: masq does not keep it", async () => {
     const other = await createTestDatabase();

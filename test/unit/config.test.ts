@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { readConnectTimeoutMs, readPipelineConfig, readRunConfig, type PipelineConfig, readHttp } from "../../src/config.ts";
@@ -25,6 +25,8 @@ const DEFAULT_PIPELINE: PipelineConfig = {
   waitTimeSeconds: 20,
   visibilityTimeoutSeconds: 60,
   shutdownTimeoutMs: 30_000,
+  // One prepare thread per core the main thread leaves, at least one, at most one per writer.
+  prepareThreads: Math.max(1, Math.min(availableParallelism() - 1, 2)),
 };
 
 describe("defaults", () => {
@@ -97,6 +99,7 @@ describe("environment", () => {
       MASQ_WAIT_TIME_SECONDS: "5",
       MASQ_VISIBILITY_TIMEOUT: "120",
       MASQ_SHUTDOWN_TIMEOUT_MS: "2000",
+      MASQ_PREPARE_THREADS: "0",
     };
     assert.deepEqual(readPipelineConfig({}, env), {
       batchSize: 200,
@@ -105,6 +108,7 @@ describe("environment", () => {
       maxInFlight: 600,
       maxInFlightBytes: 32 * 1024 * 1024,
       writers: 4,
+      prepareThreads: 0,
       waitTimeSeconds: 5,
       visibilityTimeoutSeconds: 120,
       shutdownTimeoutMs: 2000,
@@ -205,6 +209,9 @@ describe("an invalid setting throws a ConfigError naming it", () => {
     ["MASQ_VISIBILITY_TIMEOUT 4", {}, { MASQ_VISIBILITY_TIMEOUT: "4" }, "MASQ_VISIBILITY_TIMEOUT"],
     ["MASQ_RECEIVERS 0", {}, { MASQ_RECEIVERS: "0" }, "MASQ_RECEIVERS"],
     ["MASQ_WRITERS 33", {}, { MASQ_WRITERS: "33" }, "MASQ_WRITERS"],
+    ["MASQ_PREPARE_THREADS -1", {}, { MASQ_PREPARE_THREADS: "-1" }, "MASQ_PREPARE_THREADS"],
+    ["MASQ_PREPARE_THREADS two", {}, { MASQ_PREPARE_THREADS: "two" }, "MASQ_PREPARE_THREADS"],
+    ["MASQ_PREPARE_THREADS 33", {}, { MASQ_PREPARE_THREADS: "33" }, "MASQ_PREPARE_THREADS"],
     ["MASQ_SHUTDOWN_TIMEOUT_MS 999", {}, { MASQ_SHUTDOWN_TIMEOUT_MS: "999" }, "MASQ_SHUTDOWN_TIMEOUT_MS"],
     ["MASQ_SQS_PROTOCOL xml", {}, { MASQ_SQS_PROTOCOL: "xml" }, "MASQ_SQS_PROTOCOL"],
     ["--sqs-protocol xml", { sqsProtocol: "xml" }, {}, "--sqs-protocol"],

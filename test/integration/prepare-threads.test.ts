@@ -1,0 +1,116 @@
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import { sendBodies } from "../../src/demo/send-events.ts";
+import { createLogger } from "../../src/log.ts";
+import { inThreadPreparer } from "../../src/runner/commit-messages.ts";
+import { PrepareThreads } from "../../src/runner/prepare-threads.ts";
+import type { IncomingMessage } from "../../src/runner/prepare.ts";
+import { usePipelineFixture } from "../helpers/fixture.ts";
+import { masqEnv, spawnMasq } from "../helpers/masq-process.ts";
+import { expectedCounts, tableCounts, testKeys, uniqueEvents } from "../helpers/pipeline.ts";
+
+const fx = usePipelineFixture();
+
+const TUNING = { MASQ_BATCH_SIZE: "50", MASQ_RECEIVERS: "4", MASQ_VISIBILITY_TIMEOUT: "5", MASQ_WAIT_TIME_SECONDS: "1", MASQ_BATCH_WAIT_MS: "50" };
+
+async function seed(count: number, seedValue: number, extra: Record<string, string> = {}) {
+  const events = uniqueEvents(count, seedValue);
+  const queueUrl = fx.sqs.newQueue();
+  await sendBodies(fx.sqs.client, queueUrl, events.map((e) => e.body));
+  const env = masqEnv({ queueUrl, sqsEndpoint: fx.sqs.endpoint, databaseUrl: fx.pgdb.url, extra: { ...TUNING, ...extra } });
+  return { events, env };
+}
+
+async function assertExactlyOnce(events: ReturnType<typeof uniqueEvents>) {
+  const want = expectedCounts(events);
+  const c = await tableCounts(fx.db);
+  assert.equal(c.rows, want.valid, "every valid message written");
+  assert.equal(c.distinctUsers, want.valid, "no valid message written twice");
+  assert.deepEqual(c.quarantine, want.byReason);
+  assert.equal(c.ledger, events.length);
+}
+
+type Usage = { msg: string; cpuUserMs: number; threads: { name: string; cpuUserUs: number; cpuSystemUs: number }[] };
+
+function usageLine(lines: string[]): Usage {
+  const line = lines.find((l) => l.startsWith("{") && (JSON.parse(l) as { msg?: string }).msg === "process usage");
+  assert.ok(line, `a "process usage" line:\n${lines.slice(-10).join("\n")}`);
+  return JSON.parse(line) as Usage;
+}
+
+describe("prepare threads", () => {
+  test("a prepare thread that dies stops masq: one error line, exit 1, nothing uncommitted deleted", async () => {
+    await fx.reset();
+    // The thread exits as it receives its fourth batch; three batches at most get committed.
+    const { events, env } = await seed(1000, 81, { MASQ_PREPARE_THREADS: "1", MASQ_TEST_PREPARE_THREAD_EXIT_AFTER: "4" });
+    const crashed = spawnMasq(["run", "--drain"], env);
+    const { code } = await crashed.exited;
+    assert.equal(code, 1, crashed.lines.slice(-10).join("\n"));
+    const errors = crashed.lines.filter((l) => l.startsWith("masq: "));
+    assert.equal(errors.length, 1, crashed.lines.slice(-10).join("\n"));
+    assert.match(errors[0]!, /^masq: a prepare thread stopped \(prepare-1 exited with code 1\) \(MASQ_PREPARE_THREADS\): nothing uncommitted was deleted/);
+    const committed = (await tableCounts(fx.db)).ledger;
+    assert.ok(committed < events.length, `stopped early (${committed} committed)`);
+
+    // Whatever it had not committed is still in the queue: a drain without the hook writes each message once.
+    const again = spawnMasq(["run", "--drain"], { ...env, MASQ_TEST_PREPARE_THREAD_EXIT_AFTER: undefined });
+    assert.equal((await again.exited).code, 0, again.lines.slice(-10).join("\n"));
+    await assertExactlyOnce(events);
+  });
+
+  test('the "process usage" line gives each thread\'s CPU time: main, prepare-1, prepare-2', async () => {
+    await fx.reset();
+    const { events, env } = await seed(600, 82, { MASQ_PREPARE_THREADS: "2" });
+    const proc = spawnMasq(["run", "--drain"], env);
+    assert.equal((await proc.exited).code, 0, proc.lines.slice(-10).join("\n"));
+    await assertExactlyOnce(events);
+    const u = usageLine(proc.lines);
+    assert.equal(typeof u.cpuUserMs, "number", "the existing fields stay");
+    assert.deepEqual(
+      u.threads.map((t) => t.name),
+      ["main", "prepare-1", "prepare-2"],
+    );
+    for (const t of u.threads) assert.ok(Number.isInteger(t.cpuUserUs) && t.cpuUserUs > 0 && Number.isInteger(t.cpuSystemUs) && t.cpuSystemUs >= 0, JSON.stringify(t));
+  });
+
+  test("MASQ_PREPARE_THREADS=0 prepares on the main thread, exactly once", async () => {
+    await fx.reset();
+    const { events, env } = await seed(600, 83, { MASQ_PREPARE_THREADS: "0" });
+    const proc = spawnMasq(["run", "--drain"], env);
+    assert.equal((await proc.exited).code, 0, proc.lines.slice(-10).join("\n"));
+    await assertExactlyOnce(events);
+    assert.deepEqual(
+      usageLine(proc.lines).threads.map((t) => t.name),
+      ["main"],
+    );
+  });
+
+  test("a prepare thread masks and seals a batch exactly as the main thread does", async () => {
+    await fx.reset();
+    const keys = await testKeys(fx.db);
+    const threads = new PrepareThreads({ count: 1, logger: createLogger("silent") });
+    try {
+      const at = new Date("2026-03-01T12:00:00Z");
+      const messages: IncomingMessage[] = uniqueEvents(200, 84, 0.2).map((e, i) => ({ messageId: `m-${i}`, body: e.body, sentAt: i % 7 === 0 ? null : at, receivedAt: at }));
+      const here = await inThreadPreparer.prepare(messages, keys);
+      const there = await threads.prepare(messages, keys);
+      // Outcomes match field for field; the vault holds the same values (under fresh nonces).
+      assert.deepEqual(there.batch.outcomes.map(withoutCiphertext), here.batch.outcomes.map(withoutCiphertext));
+      assert.deepEqual(there.batch.vault.map((v) => `${v.kind}:${v.pseudonym}`).sort(), here.batch.vault.map((v) => `${v.kind}:${v.pseudonym}`).sort());
+      assert.equal(there.batch.keyVersion, keys.pseudonym.version);
+      for (const v of there.batch.vault) assert.ok(Buffer.isBuffer(v.ciphertext) && Buffer.isBuffer(v.nonce));
+      // Once the thread knows the batch committed, it seals those values no more.
+      there.settle(true);
+      const next = await threads.prepare(messages, keys);
+      assert.equal(next.batch.vault.length, 0);
+      next.settle(false);
+    } finally {
+      await threads.close();
+      keys.close();
+    }
+  });
+});
+
+function withoutCiphertext(o: { kind: string; sealedBody?: unknown }): unknown {
+  return o.kind === "quarantine" ? { ...o, sealedBody: o.sealedBody === undefined || o.sealedBody === null ? o.sealedBody : "sealed" } : o;
+}

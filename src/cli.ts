@@ -4,9 +4,8 @@ import { unknownSettingWarnings } from "./known-settings.ts";
 import { fromPostgres } from "./sink/pg-errors.ts";
 import { runCommand } from "./commands/run.ts";
 import { migrateCommand } from "./commands/migrate.ts";
-import { statusCommand } from "./commands/status.ts";
-import { quarantineList, quarantineReplay, quarantineShow } from "./commands/quarantine.ts";
 import { pseudonymCommand, unmaskCommand } from "./commands/unmask.ts";
+import { subjectExportCommand } from "./commands/subject.ts";
 
 const VERSION = "0.1.0";
 
@@ -104,7 +103,7 @@ export function buildProgram(): Command {
   queueOptions(status, "SQS queue URL (optional here)");
   databaseOption(tableOption(status))
     .option("--json", "machine-readable output")
-    .action(async (_opts, cmd: Command) => finish(await statusCommand(explicit(cmd))));
+    .action(async (_opts, cmd: Command) => finish(await (await import("./commands/status.ts")).statusCommand(explicit(cmd))));
   examples(status, "masq status", "masq status --json --queue-url http://127.0.0.1:4566/000000000000/login-queue");
 
   const quarantine = program.command("quarantine").description("inspect quarantined messages and replay them");
@@ -119,12 +118,18 @@ export function buildProgram(): Command {
       .option("--limit <n>", "at most this many", positiveInt, 50)
       .option("--all", "include replayed records")
       .option("--json", "machine-readable output"),
-  ).action(async (_opts, cmd: Command) => finish(await quarantineList(explicit(cmd))));
+  ).action(async (_opts, cmd: Command) => finish(await (await import("./commands/quarantine.ts")).quarantineList(explicit(cmd))));
   examples(list, "masq quarantine list --reason-code invalid_json --limit 10");
-  const show = databaseOption(quarantine.command("show").description("one quarantined message, with its redacted body").argument("<message-id>").option("--json", "machine-readable output")).action(
-    async (id: string, _opts, cmd: Command) => finish(await quarantineShow(id, explicit(cmd))),
-  );
-  examples(show, "masq quarantine show 3f1c9a2e-5b7d-4c1a-9e8f-0a1b2c3d4e5f --json");
+  const show = databaseOption(
+    quarantine
+      .command("show")
+      .description("one quarantined message, with its redacted body; --original decrypts the body as received (audited, needs --reason)")
+      .argument("<message-id>")
+      .option("--original", "decrypt and show the original body (the masq_unmask role and the master key's settings)")
+      .option("--reason <text>", "with --original: why you look, written to the audit trail before the body is shown")
+      .option("--json", "machine-readable output"),
+  ).action(async (id: string, _opts, cmd: Command) => finish(await (await import("./commands/quarantine.ts")).quarantineShow(id, explicit(cmd))));
+  examples(show, "masq quarantine show 3f1c9a2e-5b7d-4c1a-9e8f-0a1b2c3d4e5f --json", 'masq quarantine show <message-id> --original --reason "ticket OPS-12: why refused"');
   const replay = databaseOption(
     tableOption(
       quarantine
@@ -132,13 +137,13 @@ export function buildProgram(): Command {
         .description("send quarantined messages through the pipeline again: their kept originals, db_rejected rows, or one corrected body")
         .option("--id <message-id...>", "these records")
         .option("--reason-code <code>", "every pending record with this reason code")
-        .addOption(new Option("--reason <text>").hideHelp())
+        .option("--reason <text>", "with --body-file: why, written to the audit trail before the body is loaded")
         .option("--all", "every pending record")
-        .option("--body-file <file>", "a corrected body for the single --id (needs the master key's settings)")
+        .option("--body-file <file>", "a corrected body for the single --id (needs --reason and the master key's settings)")
         .option("--dry-run", "say what would be replayed"),
     ),
-  ).action(async (_opts, cmd: Command) => finish(await quarantineReplay(explicit(cmd))));
-  examples(replay, "masq quarantine replay --reason-code db_rejected --dry-run", "masq quarantine replay --id <message-id> --body-file fixed.json");
+  ).action(async (_opts, cmd: Command) => finish(await (await import("./commands/quarantine.ts")).quarantineReplay(explicit(cmd))));
+  examples(replay, "masq quarantine replay --reason-code db_rejected --dry-run", 'masq quarantine replay --id <message-id> --body-file fixed.json --reason "ticket OPS-12: fixed ip"');
 
   const unmask = databaseOption(
     tableOption(
@@ -167,9 +172,23 @@ export function buildProgram(): Command {
   ).action(async (kind: string, value: string, _opts, cmd: Command) => finish(await pseudonymCommand(kind, value, explicit(cmd))));
   examples(pseudonym, 'masq pseudonym ip - --reason "abuse report 77" < ip.txt');
 
-  // masq subject: a data subject's requests (SECURITY.md, "Erasure").
-  const subject = program.command("subject").description("a data subject's data: erase it");
-  examples(subject, 'masq subject erase --user-id 42 --reason "erasure request DSR-118" --dry-run');
+  // masq subject: what masq holds about one user (docs/operations.md, "Data subject requests (`masq subject export`)").
+  const subject = program.command("subject").description("what masq holds about one user: export it, or erase it (audited)");
+  examples(subject, 'masq subject export --user-id 42 --reason "access request DSR-881"');
+  const subjectExport = databaseOption(
+    tableOption(
+      subject
+        .command("export")
+        .description("every row of the table for one user with ip and device_id decrypted, and the user's quarantined messages; audited, needs --reason")
+        .requiredOption("--user-id <id>", "the user, as in the table's user_id column")
+        .requiredOption("--reason <text>", "why: written to the audit trail (naming the user by a keyed fingerprint) before anything is shown")
+        .option("--from <date>", "rows with create_date (quarantined messages received) on or after this day (YYYY-MM-DD)")
+        .option("--to <date>", "rows with create_date (quarantined messages received) on or before this day (YYYY-MM-DD)")
+        .option("--format <format>", "table, csv or json", "table")
+        .option("--page-size <n>", "rows read and decrypted at a time", positiveInt, 1000),
+    ),
+  ).action(async (_opts, cmd: Command) => finish(await subjectExportCommand(explicit(cmd))));
+  examples(subjectExport, 'masq subject export --user-id 42 --reason "access request DSR-881" --format json > user-42.json');
   const subjectErase = databaseOption(
     tableOption(
       subject
@@ -180,7 +199,7 @@ export function buildProgram(): Command {
         .option("--vault-only", "keep the rows and quarantine records; delete only the vault values only this user used, and their quarantined originals")
         .option("--dry-run", "count what would be deleted; change and record nothing"),
     ),
-  ).action(async (_opts, cmd: Command) => finish(await (await import("./commands/subject.ts")).subjectEraseCommand(explicit(cmd))));
+  ).action(async (_opts, cmd: Command) => finish(await (await import("./commands/subject-erase.ts")).subjectEraseCommand(explicit(cmd))));
   examples(subjectErase, 'masq subject erase --user-id 42 --reason "erasure request DSR-118" --dry-run');
 
   // masq audit: the tamper-evident trail of every reveal and rotation (SECURITY.md, "The audit trail").
@@ -191,7 +210,7 @@ export function buildProgram(): Command {
       .command("list")
       .description("audit rows, newest first: who (as the server saw them), when, why, what")
       .option("--limit <n>", "at most this many", positiveInt, 50)
-      .option("--user-id <id>", "only rows that name this user (subject erase; needs the master key, for the fingerprint)")
+      .option("--user-id <id>", "only rows that name this user (subject export and erase; needs the master key, for the fingerprint)")
       .option("--json", "machine-readable output"),
   ).action(async (_opts, cmd: Command) => finish(await (await import("./commands/audit.ts")).auditListCommand(explicit(cmd))));
   examples(auditList, "masq audit list --limit 20 --json");

@@ -1,9 +1,13 @@
 import { pino, type DestinationStream, type Logger } from "pino";
-import { prettyFactory } from "pino-pretty";
+import { createRequire } from "node:module";
 import type { LogFormat, LogLevel } from "./config.ts";
 import { terminalLine, type LiveLine } from "./progress/live-line.ts";
 
 export type { Logger };
+
+// pino-pretty (CommonJS) is loaded when a line is to be pretty, not at every start: a container's JSON logs never
+// need it, and it costs about 80 ms of start-up.
+const require = createRequire(import.meta.url);
 
 /**
  * Logs on stdout: JSON lines for machines (pipes, files, containers), one readable line per event on a terminal
@@ -35,7 +39,7 @@ function logDestination(destination: NodeJS.WritableStream | undefined, tty: boo
   // On a terminal a progress bar may hold the last line: every log line is written above it, never into it.
   const render =
     format === "pretty"
-      ? prettyFactory({
+      ? (require("pino-pretty") as typeof import("pino-pretty")).prettyFactory({
           colorize: tty && process.env.NO_COLOR === undefined,
           translateTime: "SYS:HH:MM:ss",
           ignore: "pid,hostname,service",

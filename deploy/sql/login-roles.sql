@@ -14,8 +14,10 @@ CREATE ROLE :"service_role" LOGIN PASSWORD :'service_password';
 GRANT masq_ingest TO :"service_role";
 GRANT INSERT ON TABLE :table TO masq_ingest;
 
--- A person who may recover values: `masq unmask`, `masq pseudonym`, `masq audit list|verify|checkpoint`.
--- SELECT on the table is for `masq unmask --user-id/--from/--to`.
+-- A person who may recover values: `masq unmask`, `masq pseudonym`, `masq subject export`, `masq quarantine show
+-- --original`, `masq audit list|verify|checkpoint`.
+-- SELECT on the table is for `masq unmask --user-id/--from/--to` and `masq subject export` (which reads it only
+-- for a login that may SELECT it).
 CREATE ROLE :"person_role" LOGIN PASSWORD :'person_password';
 GRANT masq_unmask TO :"person_role";
 GRANT SELECT ON TABLE :table TO masq_unmask;

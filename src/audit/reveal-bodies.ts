@@ -8,8 +8,19 @@ import type { AuditKey } from "./audit-key.ts";
 import { query, unwrapDataKeys } from "./reveal-vault.ts";
 import { sealAudit } from "./seal-audit.ts";
 
+/** The audited pair of functions (step 1, step 2) a reveal of originals goes through; they differ in the action recorded. */
+export interface BodyReveal {
+  audit: string;
+  originals: string;
+}
+
+/** `masq quarantine replay` (action 'replay'). */
+export const REPLAY: BodyReveal = { audit: "masq.audit_reveal_bodies", originals: "masq.quarantine_originals" };
+/** `masq quarantine show --original` (action 'quarantine-original', migration 008). */
+export const SHOW_ORIGINAL: BodyReveal = { audit: "masq.audit_quarantine_original", originals: "masq.quarantine_original" };
+
 /**
- * The original bodies of these quarantine records, decrypted, for `masq quarantine replay`: audited like an unmask
+ * The original bodies of these quarantine records, decrypted, for `masq quarantine replay` and `show --original`: audited like an unmask
  * (audit/reveal-vault.ts). The data keys are unwrapped first (a wrong master key records nothing), then one
  * committed, sealed audit row names the records whose originals are handed out, then masq.quarantine_originals
  * hands out exactly those. One provider call per data key.
@@ -19,6 +30,7 @@ export async function revealBodies(
   provider: KeyProvider,
   auditKey: AuditKey,
   req: { reason: string; selector: Record<string, unknown>; client: Record<string, unknown>; messageIds: readonly string[] },
+  reveal: BodyReveal = REPLAY,
 ): Promise<Map<string, string>> {
   const out = new Map<string, string>();
   if (req.messageIds.length === 0) return out;
@@ -30,7 +42,7 @@ export async function revealBodies(
   const keys = await unwrapDataKeys(pool, provider, ids);
   try {
     const seq = await inTransaction(pool, async (client) => {
-      const r = await query<{ seq: string }>(client, "SELECT masq.audit_reveal_bodies($1, $2, $3, $4, $5)::text AS seq", [
+      const r = await query<{ seq: string }>(client, `SELECT ${reveal.audit}($1, $2, $3, $4, $5)::text AS seq`, [
         req.reason,
         JSON.stringify(req.selector),
         JSON.stringify(req.client),
@@ -43,7 +55,7 @@ export async function revealBodies(
     const rows = (
       await query<{ message_id: string; body_data_key_id: string; body_nonce: Buffer; body_ciphertext: Buffer }>(
         pool,
-        "SELECT message_id, body_data_key_id, body_nonce, body_ciphertext FROM masq.quarantine_originals($1)",
+        `SELECT message_id, body_data_key_id, body_nonce, body_ciphertext FROM ${reveal.originals}($1)`,
         [seq],
       )
     ).rows;

@@ -6,12 +6,18 @@ import { waitForPostgres } from "../sink/wait-for-postgres.ts";
 import { REASON_CODES } from "../transform/reason-codes.ts";
 import type { LoginRow } from "../mask/mask-event.ts";
 import { sql } from "kysely";
+import { masqQueries } from "../sink/masq-queries.ts";
 import { createProgress } from "../progress/progress.ts";
 import { prepareOutcome } from "../runner/prepare.ts";
 import type { Outcome } from "../sink/write-batch.ts";
 import { openAuditKey, type AuditKey } from "../audit/audit-key.ts";
 import { clientReported } from "../audit/client-reported.ts";
-import { revealBodies } from "../audit/reveal-bodies.ts";
+import { revealBodies, SHOW_ORIGINAL } from "../audit/reveal-bodies.ts";
+import { query } from "../audit/reveal-vault.ts";
+import { sealAudit } from "../audit/seal-audit.ts";
+import { inTransaction } from "../sink/transaction.ts";
+import { printable } from "../vault/unmask-output.ts";
+import { readReason, withVault } from "./unmask.ts";
 import type { KeyProvider } from "../vault/key-provider.ts";
 import { createDb, type Db } from "../sink/db.ts";
 import { replayRows, type ReplayItem, type ReplayVault } from "../sink/replay.ts";
@@ -21,7 +27,8 @@ import { createKeyProvider } from "../vault/key-provider-from-config.ts";
 
 /** --reason-code: one of the known codes, or exit 2 listing them (a typo would otherwise match nothing, silently). */
 function readReasonCode(flags: Record<string, unknown>): string | undefined {
-  if (flags.reason !== undefined) {
+  // With --body-file, --reason is the audit justification of the corrected replay (quarantineReplay reads it).
+  if (flags.reason !== undefined && flags.bodyFile === undefined) {
     throw new ConfigError("--reason", `is the audit justification of unmask and pseudonym, not a filter; to select by reason code use --reason-code <code> (${REASON_CODES.join(", ")})`, {
       what: "--reason does not select records",
     });
@@ -38,7 +45,7 @@ function readReasonCode(flags: Record<string, unknown>): string | undefined {
 export async function quarantineList(flags: Record<string, unknown>): Promise<number> {
   const reasonCode = readReasonCode(flags);
   return withDb(flags, async (db) => {
-    let q = db.kysely
+    let q = masqQueries(db)
       .selectFrom("masq.quarantine")
       .select(["message_id", "reason", "detail", "body_length", "sent_at", "quarantined_at", "replayed_at"])
       .orderBy("quarantined_at", "desc")
@@ -62,11 +69,13 @@ export async function quarantineList(flags: Record<string, unknown>): Promise<nu
   });
 }
 
-/** `masq quarantine show <id>`: one record, with its redacted body. */
+/** `masq quarantine show <id>`: one record, with its redacted body; with --original, its original body too (audited). */
 export async function quarantineShow(messageId: string, flags: Record<string, unknown>): Promise<number> {
+  if (flags.original === true) return showOriginal(messageId, flags);
+  if (flags.reason !== undefined) throw new ConfigError("--reason", "goes with --original (the justification for decrypting the original body)", { what: "--reason without --original" });
   return withDb(flags, async (db) => {
     // Never the encrypted original (masq_unmask only): whether it is kept is enough here.
-    const r = await db.kysely
+    const r = await masqQueries(db)
       .selectFrom("masq.quarantine")
       .select([
         "message_id",
@@ -99,6 +108,54 @@ export async function quarantineShow(messageId: string, flags: Record<string, un
   });
 }
 
+/**
+ * `masq quarantine show <id> --original --reason "…"`: the body as it was received, decrypted, so that an operator
+ * can see why it was refused and write a corrected one for `quarantine replay --body-file`. A reveal like unmask
+ * (masq_unmask, action 'quarantine-original'): the audit row commits before the body is shown. In the text form the
+ * body's control characters are shown escaped (a terminal must not act on ESC); --json gives it exactly.
+ */
+async function showOriginal(messageId: string, flags: Record<string, unknown>): Promise<number> {
+  const reason = readReason(flags);
+  return withVault(flags, async ({ db, provider, client }) => {
+    const r = await masqQueries(db)
+      .selectFrom("masq.quarantine")
+      .select(["message_id", "reason", "detail", "received_at", "replayed_at", sql<boolean>`body_data_key_id IS NOT NULL`.as("has_original")])
+      .where("message_id", "=", messageId)
+      .executeTakeFirst();
+    if (r === undefined) {
+      process.stderr.write("masq: no such quarantined message (the <message-id> given): masq quarantine list --all shows the ids\n");
+      return 1;
+    }
+    if (!r.has_original) {
+      process.stderr.write(
+        "masq: this record keeps no original body (quarantined before masq kept encrypted originals, or too large to store): " +
+          "masq quarantine show <message-id> shows its redacted copy; nothing was revealed\n",
+      );
+      return 1;
+    }
+    const auditKey = await openAuditKey(db.pool, provider);
+    let original: string | undefined;
+    try {
+      original = (await revealBodies(db.pool, provider, auditKey, { reason, selector: { messages: 1 }, client, messageIds: [messageId] }, SHOW_ORIGINAL)).get(messageId);
+    } finally {
+      auditKey.key.fill(0);
+    }
+    if (original === undefined) {
+      process.stderr.write("masq: the original body went while it was being revealed (replayed and pruned, or erased); nothing was shown\n");
+      return 1;
+    }
+    const record = { message_id: r.message_id, reason: r.reason, detail: r.detail, received_at: r.received_at, replayed_at: r.replayed_at };
+    if (flags.json === true) {
+      process.stdout.write(`${JSON.stringify({ ...record, original }, null, 2)}\n`);
+    } else {
+      const lines = Object.entries(record).map(([k, v]) => `${k.padEnd(15)} ${v instanceof Date ? v.toISOString() : v === null ? "—" : printable(String(v))}`);
+      lines.push("original (as received; control characters shown escaped):", printable(original));
+      process.stdout.write(`${lines.join("\n")}\n`);
+    }
+    return 0;
+  });
+}
+
 function renderRecord(r: Record<string, unknown>): string {
   const lines = Object.entries(r)
     .filter(([k]) => k !== "body")
@@ -123,6 +180,10 @@ export async function quarantineReplay(flags: Record<string, unknown>): Promise<
   const all = flags.all === true;
   const bodyFile = typeof flags.bodyFile === "string" ? flags.bodyFile : undefined;
   if (bodyFile !== undefined && ids.length !== 1) throw new ConfigError("--body-file", "goes with exactly one --id");
+  if (bodyFile !== undefined && flags.reason === undefined) {
+    throw new ConfigError("--reason", 'is required with --body-file: say why, e.g. --reason "ticket OPS-12: fixed the ip"; it goes into the audit record', { what: "no justification" });
+  }
+  const auditReason = bodyFile !== undefined ? readReason(flags) : undefined;
   if (ids.length === 0 && reason === undefined && !all) throw new ConfigError("--id/--reason-code/--all", "say which records to replay");
   const table = readTable(flags, process.env);
   let correctedBody: string | undefined;
@@ -135,7 +196,7 @@ export async function quarantineReplay(flags: Record<string, unknown>): Promise<
   }
   return withDb(flags, async (db) => {
     const pending = () => {
-      let q = db.kysely.selectFrom("masq.quarantine").where("replayed_at", "is", null);
+      let q = masqQueries(db).selectFrom("masq.quarantine").where("replayed_at", "is", null);
       if (ids.length > 0) q = q.where("message_id", "in", ids);
       if (reason !== undefined) q = q.where("reason", "=", reason);
       return q;
@@ -165,6 +226,7 @@ export async function quarantineReplay(flags: Record<string, unknown>): Promise<
     const sum = { wouldReplay: 0, replayed: 0, skipped: 0, refused: new Map<string, string>(), cannot: 0, stillRejected: new Map<string, number>() };
     const keys = lazyIngestKeys(db);
     try {
+      if (auditReason !== undefined && total > 0 && !dryRun) await auditCorrectedReplay(db, keys, ids[0]!, auditReason, correctedBody!.length);
       // Page by page, in message id order, so that memory stays bounded however many records are selected.
       let after: string | undefined;
       let done = 0;
@@ -221,6 +283,24 @@ export async function quarantineReplay(flags: Record<string, unknown>): Promise<
     for (const [id, why] of sum.refused) process.stdout.write(`  ${id}: ${why}\n`);
     // Exit 1 when any selected record stays quarantined, so a script notices.
     return sum.refused.size > 0 || sum.cannot > 0 || sum.stillRejected.size > 0 ? 1 : 0;
+  });
+}
+
+/**
+ * The audit row of a replay with a corrected body (who, when, why, which record), committed before the body is
+ * loaded. It names no subject: nothing is revealed, the operator brings the body.
+ */
+async function auditCorrectedReplay(db: Db, lazyKeys: ReturnType<typeof lazyIngestKeys>, messageId: string, reason: string, bodyLength: number): Promise<void> {
+  const { auditKey, client } = await lazyKeys.get();
+  await inTransaction(db.pool, async (c) => {
+    const r = await query<{ seq: string }>(c, "SELECT masq.audit_replay_corrected($1, $2, $3, $4, $5)::text AS seq", [
+      reason,
+      JSON.stringify({ body_length: bodyLength }),
+      JSON.stringify(client),
+      messageId,
+      auditKey.version,
+    ]);
+    await sealAudit(c, auditKey, r.rows[0]!.seq);
   });
 }
 

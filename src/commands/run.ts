@@ -107,6 +107,9 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
       protocol,
       maxSockets: config.pipeline.receivers + 32,
       requestTimeoutMs: config.pipeline.waitTimeSeconds * 1000 + 15_000,
+      queueUrl: config.queueUrl,
+      // The runner retries every call itself, with its own backoff: SDK retries would only add to the wait.
+      maxAttempts: 1,
     });
     const sqsSource = new SqsSource(sqs, config.queueUrl);
     source = sqsSource;

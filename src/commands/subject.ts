@@ -1,102 +1,66 @@
-import { openAuditKey } from "../audit/audit-key.ts";
-import { clientReported } from "../audit/client-reported.ts";
-import { subjectFingerprint } from "../audit/subject-fingerprint.ts";
-import { databaseSetting, readConnectTimeoutMs, readDatabaseUrl, readKeyConfig, readTable } from "../config.ts";
-import { ConfigError, describeError, errorLine, exitCodeFor } from "../errors.ts";
-import { createProgress } from "../progress/progress.ts";
-import { withRotationLock } from "../rotation/rotation-lock.ts";
-import { createDb } from "../sink/db.ts";
-import { fromPostgres } from "../sink/pg-errors.ts";
-import { waitForPostgres } from "../sink/wait-for-postgres.ts";
-import { eraseSubject, previewErasure, type ErasureCounts } from "../sink/erase-subject.ts";
-import { createKeyProvider } from "../vault/key-provider-from-config.ts";
-import { readReason } from "./unmask.ts";
+import { once } from "node:events";
+import { revealSubject } from "../audit/reveal-subject.ts";
+import { readPseudonymKey, readTable } from "../config.ts";
+import { ConfigError } from "../errors.ts";
+import { ExportWriter } from "../vault/export-output.ts";
+import { readFormat, readReason, withVault } from "./unmask.ts";
+
+/** Rows read, decrypted and written at a time: memory stays bounded however many rows the user has. */
+const EXPORT_PAGE = 1000;
 
 /**
- * `masq subject erase --user-id <id> --reason "…" [--dry-run] [--vault-only]`: deletes a user's rows and quarantine
- * records and every vault value only they used (or, --vault-only, just those values and the encrypted originals of
- * their quarantine records), in bounded batches, audited before and after (subject/erase-subject.ts). The trail and
- * every output name the user by a keyed fingerprint, never by the id. Needs masq_erase.
+ * `masq subject export --user-id <id> --reason "…"`: every row of the table for this user, with ip and device_id
+ * decrypted beside their pseudonyms, and the user's quarantined messages with their originals (GDPR Art. 15).
+ * Authorised and audited as `masq unmask` is (audit/reveal-subject.ts): the audit row, naming the user by its
+ * fingerprint, commits before anything is shown. Exit 1 when a value is withheld because it is not its pseudonym's.
  */
-export async function subjectEraseCommand(flags: Record<string, unknown>): Promise<number> {
-  const userId = readUserId(flags);
-  const dryRun = flags.dryRun === true;
-  const vaultOnly = flags.vaultOnly === true;
-  const reason = dryRun ? "" : readReason(flags);
+export async function subjectExportCommand(flags: Record<string, unknown>): Promise<number> {
+  const reason = readReason(flags);
+  const userId = typeof flags.userId === "string" ? flags.userId : "";
+  // The id is never echoed: it is the subject's identifier.
+  if (userId.trim() === "") throw new ConfigError("--user-id", "is required: the user whose data to export, as in the table's user_id column");
+  const from = readDate("--from", flags.from);
+  const to = readDate("--to", flags.to);
+  if (from !== undefined && to !== undefined && from > to) throw new ConfigError("--from/--to", "--from is after --to: nothing would match");
+  const format = readFormat(flags);
+  const pageSize = readPageSize(flags.pageSize);
   const table = readTable(flags, process.env);
-  const connectTimeoutMs = readConnectTimeoutMs(process.env);
-  const db = createDb({ databaseUrl: readDatabaseUrl(flags, process.env), setting: databaseSetting(flags, process.env), connectTimeoutMs, poolSize: 3 });
-  const provider = dryRun ? undefined : createKeyProvider(readKeyConfig(process.env));
-  const where = `${table.schema}.${table.name}`;
-  try {
-    await waitForPostgres(db, { deadlineMs: connectTimeoutMs });
-    const before = await previewErasure(db.pool, table, userId, vaultOnly);
-    if (dryRun) {
-      process.stdout.write(summary(`masq subject erase --dry-run (${where}${vaultOnly ? ", vault only" : ""}): nothing was changed; an erasure now would delete`, before));
-      return 0;
-    }
-    return await withRotationLock(db.pool, async () => {
-      const key = await openAuditKey(db.pool, provider!);
-      try {
-        const fingerprint = subjectFingerprint(key, userId);
-        const total = vaultOnly ? before.vault + before.originals : before.rows + before.quarantine;
-        const bar = total > 0 ? createProgress("erasing", { unit: vaultOnly ? "values" : "rows", total }) : undefined;
-        const r = await eraseSubject(db.pool, key, { table, userId, fingerprint, vaultOnly, reason, client: await clientReported(provider!) }, (b) => {
-          const size = vaultOnly ? b.vault + b.originals : b.rows + b.quarantine;
-          bar?.committed({ size, seconds: 0, written: 0, duplicates: 0, quarantinedByReason: {}, lagSeconds: [] });
-        });
-        bar?.stop({ complete: true });
-        const nothing = r.rows + r.quarantine + r.originals + r.vault === 0;
-        process.stdout.write(
-          summary(`masq subject erase (${where}${vaultOnly ? ", vault only" : ""}): user ${fingerprint}`, r) +
-            `  audit rows               #${r.startSeq} (start), #${r.doneSeq} (done)\n` +
-            (nothing ? "Nothing of this user was left to erase (erased before, or never ingested).\n" : "") +
-            "Messages for this user still queued, or arriving while this ran, are new data. Once the queue is drained\n" +
-            "(masq status shows it empty), run the same command again: it deletes only what is new.\n",
-        );
-        return 0;
-      } finally {
-        key.key.fill(0);
-      }
+  return withVault(flags, async ({ db, provider, client }) => {
+    const writer = new ExportWriter(format);
+    let begun = false;
+    const r = await revealSubject(db.pool, provider, { reason, client, userId, table, from, to, pageSize, pseudonymKeyOverride: readPseudonymKey(process.env) }, async (lines) => {
+      await write(begun ? writer.page(lines) : writer.begin() + writer.page(lines));
+      begun = true;
     });
-  } catch (err) {
-    return refuse(err, db.target);
-  } finally {
-    provider?.close();
-    await db.close().catch(() => undefined);
-  }
+    await write((begun ? "" : writer.begin()) + writer.end());
+    process.stderr.write(
+      `masq: exported ${r.rows} row(s) and ${r.quarantined} quarantined message(s) of this user in ${r.pages} page(s); audit row ${r.auditSeq}` +
+        ` records ${r.recorded.rows} row(s), ${r.recorded.values} value(s), ${r.recorded.quarantined} quarantined\n`,
+    );
+    if (r.rows !== r.recorded.rows || r.quarantined !== r.recorded.quarantined) {
+      process.stderr.write("masq: rows of this user arrived or went while exporting: the export and its audit row differ; run it again once ingestion is drained\n");
+    }
+    for (const f of r.forged) {
+      process.stderr.write(`masq: the vault value of ${f.kind} ${f.pseudonym} is not that pseudonym's value (planted with ingestion's credentials?): not shown; marked suspect\n`);
+    }
+    return r.forged.length > 0 ? 1 : 0;
+  });
 }
 
-function summary(head: string, c: ErasureCounts): string {
-  return (
-    `${head}\n` +
-    `  rows                     ${c.rows}\n` +
-    `  quarantine records       ${c.quarantine}\n` +
-    (c.originals > 0 ? `  quarantined originals    ${c.originals}\n` : "") +
-    `  vault values             ${c.vault}   (values other users' rows also use stay)\n`
-  );
+function readDate(name: string, v: unknown): string | undefined {
+  if (v === undefined) return undefined;
+  if (typeof v !== "string" || !/^\d{4}-\d{2}-\d{2}$/.test(v) || Number.isNaN(Date.parse(`${v}T00:00:00Z`))) throw new ConfigError(name, "must be a date, YYYY-MM-DD");
+  return v;
 }
 
-export function readUserId(flags: Record<string, unknown>): string {
-  const v = flags.userId;
-  const id = typeof v === "string" ? v : Array.isArray(v) && v.length === 1 ? String(v[0]) : undefined;
-  // The id is never echoed: it is what is being erased.
-  if (id === undefined || id === "") throw new ConfigError("--user-id", "is required: exactly one user id, as in the table's user_id", { what: "no user" });
-  if (id.length > 128) throw new ConfigError("--user-id", `is ${id.length} characters long; user_id holds at most 128`, { what: "not a user id" });
-  return id;
+function readPageSize(v: unknown): number {
+  if (v === undefined) return EXPORT_PAGE;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1 || n > 100_000) throw new ConfigError("--page-size", "must be a whole number from 1 to 100000");
+  return n;
 }
 
-function refuse(err: unknown, target: Parameters<typeof fromPostgres>[1]): number {
-  if (err instanceof ConfigError) throw err;
-  const known = fromPostgres(err, target);
-  if (known instanceof ConfigError) throw known;
-  const code = (err as { code?: string }).code;
-  const message = describeError(err);
-  const denied = /permission denied for ([a-z]+ [\w."]+)/.exec(message)?.[1] ?? "masq's erase functions";
-  const line =
-    code === "42501" || /permission denied/.test(message)
-      ? `masq: permission denied (${denied}): erasing needs the masq_erase role (GRANT masq_erase TO <your login>); nothing was erased`
-      : errorLine(known);
-  process.stderr.write(`${line}\n`);
-  return exitCodeFor(known);
+/** Waits for stdout to drain when its buffer is full, so that a slow reader (a pipe, a terminal) bounds memory too. */
+async function write(text: string): Promise<void> {
+  if (text !== "" && !process.stdout.write(text)) await once(process.stdout, "drain");
 }

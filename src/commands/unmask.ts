@@ -111,7 +111,7 @@ export async function pseudonymCommand(kind: string, valueArg: string, flags: Re
  * Opens the key provider and the database for one audited command, learns what the client reports of itself (OS
  * user, AWS caller), runs `work`, and closes both; its exit code, or the refusal's code and message with nothing shown.
  */
-async function withVault(flags: Record<string, unknown>, work: (ctx: { db: Db; provider: KeyProvider; client: Record<string, string> }) => Promise<number>): Promise<number> {
+export async function withVault(flags: Record<string, unknown>, work: (ctx: { db: Db; provider: KeyProvider; client: Record<string, string> }) => Promise<number>): Promise<number> {
   const provider = createKeyProvider(readKeyConfig(process.env));
   const connectTimeoutMs = readConnectTimeoutMs(process.env);
   const db = createDb({ databaseUrl: readDatabaseUrl(flags, process.env), setting: databaseSetting(flags, process.env), connectTimeoutMs, poolSize: 2 });
@@ -173,7 +173,7 @@ function readSelector(flags: Record<string, unknown>): Selector {
   return { pseudonyms, userIds, from, to, kinds: kind === undefined ? [...KINDS] : [kind as PiiKind], limit };
 }
 
-function readFormat(flags: Record<string, unknown>): UnmaskFormat {
+export function readFormat(flags: Record<string, unknown>): UnmaskFormat {
   const f = typeof flags.format === "string" ? flags.format : "table";
   if (f !== "table" && f !== "csv" && f !== "json") throw new ConfigError("--format", "must be table, csv or json", { what: "unknown format" });
   return f;

@@ -1,4 +1,5 @@
 import { sql } from "kysely";
+import { masqQueries } from "../sink/masq-queries.ts";
 import type { Db } from "../sink/db.ts";
 import type { TableName } from "../sink/table-name.ts";
 
@@ -14,8 +15,8 @@ export interface DemoSummary {
 /** What an analyst would look at first: counts, the quarantine by reason, and the largest duplicate groups. */
 export async function summarize(db: Db, table: TableName, top = 5): Promise<DemoSummary> {
   const t = sql.table(`${table.schema}.${table.name}`);
-  const rows = await sql<{ n: number }>`SELECT count(*)::int AS n FROM ${t}`.execute(db.kysely);
-  const quarantine = await db.kysely
+  const rows = await sql<{ n: number }>`SELECT count(*)::int AS n FROM ${t}`.execute(masqQueries(db));
+  const quarantine = await masqQueries(db)
     .selectFrom("masq.quarantine")
     .select(["reason", sql<number>`count(*)::int`.as("count")])
     .groupBy("reason")
@@ -24,11 +25,11 @@ export async function summarize(db: Db, table: TableName, top = 5): Promise<Demo
   const group = (column: "masked_device_id" | "masked_ip") =>
     sql<{ pseudonym: string; count: number }>`
       SELECT ${sql.ref(column)} AS pseudonym, count(*)::int AS count FROM ${t}
-      GROUP BY 1 HAVING count(*) > 1 ORDER BY 2 DESC, 1 LIMIT ${top}`.execute(db.kysely);
+      GROUP BY 1 HAVING count(*) > 1 ORDER BY 2 DESC, 1 LIMIT ${top}`.execute(masqQueries(db));
   const vault = await sql<{ ip: number; device_id: number; data_keys: number }>`
     SELECT count(*) FILTER (WHERE kind = 'ip')::int AS ip, count(*) FILTER (WHERE kind = 'device_id')::int AS device_id,
            (SELECT count(*) FROM masq.data_keys)::int AS data_keys
-    FROM masq.vault`.execute(db.kysely);
+    FROM masq.vault`.execute(masqQueries(db));
   const v = vault.rows[0];
   return {
     vault: { ip: v?.ip ?? 0, deviceId: v?.device_id ?? 0, dataKeys: v?.data_keys ?? 0 },

@@ -30,6 +30,8 @@ export type ToPrepareThread =
       receivedAt: number[];
       /** The pseudonym key to mask with; `key` only the first time the thread is given this version. */
       pseudonym: { version: number; key?: Uint8Array | undefined };
+      /** The vault epoch the runner learnt (VaultSealer.vaultEpoch): newer than the thread's, it forgets what it knew. */
+      vaultEpoch: number;
       /**
        * The data key to seal with, reserved by the runner for `uses` encryptions (the most the batch can need);
        * `key` only the first time the thread is given this id.

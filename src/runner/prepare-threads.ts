@@ -63,6 +63,7 @@ export class PrepareThreads implements BatchPreparer {
       sentAt: new Array<number | null>(n),
       receivedAt: new Array<number>(n),
       pseudonym: { version: pseudonym.version },
+      vaultEpoch: keys.sealer.vaultEpoch,
       dataKey: { id: dk.id, uses },
     };
     for (let i = 0; i < n; i++) {

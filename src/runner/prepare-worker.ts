@@ -67,6 +67,8 @@ async function handle(m: ToPrepareThread): Promise<void> {
     outcomes[i] = prepareOutcome({ messageId: m.messageIds[i]!, body: m.bodies[i]!, sentAt: sentAt === null ? null : new Date(sentAt), receivedAt: new Date(m.receivedAt[i]!) }, p);
   }
   reservation = { key: dataKey, uses: m.dataKey.uses, used: 0 };
+  // A StaleVaultError on the main thread (an erasure or prune deleted vault values) reaches every thread this way.
+  sealer.staleVault(m.vaultEpoch);
   const batch = await sealer.seal(outcomes, m.pseudonym.version);
   const sealed = reservation.used;
   reservation = undefined;

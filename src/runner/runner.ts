@@ -399,6 +399,10 @@ export class Runner {
       if (c.visible + c.inFlight + c.delayed === 0 && this.held.size === 0) {
         logger.info("queue is empty and everything received is committed and deleted");
         this.stop();
+        // The other receivers' long polls would each wait out MASQ_WAIT_TIME_SECONDS for nothing. A message sent
+        // after the count that one of them was about to return stays in SQS and comes back after its visibility
+        // timeout: a drain takes what the queue held, and nothing received is lost.
+        this.receiveAbort.abort();
       } else if (c.visible === 0 && c.inFlight + c.delayed > 0) {
         logger.debug({ ...c }, "drain: waiting for messages in flight elsewhere or delayed");
       }

@@ -1,4 +1,3 @@
-import { Kysely, PostgresDialect } from "kysely";
 import pg from "pg";
 import type { Logger } from "pino";
 import { parseConnectionString } from "./connection-string.ts";
@@ -29,7 +28,6 @@ export interface Db {
   pool: pg.Pool;
   /** The setting and host:port/database this pool connects to, for errors and "waiting" lines. */
   target: PgTarget;
-  kysely: Kysely<MasqTables>;
   close(): Promise<void>;
 }
 
@@ -67,12 +65,9 @@ export function createDb(opts: DbOptions = {}): Db {
   // A checked-out client whose connection breaks emits "error" besides failing its query. The query's rejection is
   // what masq acts on (classified, retried); an unheard "error" event would crash the process instead.
   pool.on("connect", (client) => client.on("error", () => undefined));
-  const kysely = new Kysely<MasqTables>({ dialect: new PostgresDialect({ pool }) });
   return {
     pool,
     target: pgTarget(opts.databaseUrl, opts.setting),
-    kysely,
-    // Kysely's destroy() ends the pool it was given.
-    close: () => kysely.destroy(),
+    close: () => pool.end(),
   };
 }

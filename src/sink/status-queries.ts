@@ -1,4 +1,5 @@
 import { sql } from "kysely";
+import { masqQueries } from "./masq-queries.ts";
 import type { Db } from "./db.ts";
 
 export interface DatabaseStatus {
@@ -31,15 +32,15 @@ export interface VaultStatus {
 
 /** What `masq status` shows of the database: cheap, index-backed queries only. */
 export async function databaseStatus(db: Db, table: { schema: string; name: string }): Promise<DatabaseStatus> {
-  const version = await sql<{ v: number | null }>`SELECT max(version) AS v FROM masq.schema_migrations`.execute(db.kysely);
+  const version = await sql<{ v: number | null }>`SELECT max(version) AS v FROM masq.schema_migrations`.execute(masqQueries(db));
   const today = await sql<{ outcome: string; n: number }>`
     SELECT outcome, count(*)::int AS n FROM masq.ingest_ledger
     WHERE committed_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
-    GROUP BY outcome`.execute(db.kysely);
-  const last = await sql<{ at: Date | null }>`SELECT max(committed_at) AS at FROM masq.ingest_ledger`.execute(db.kysely);
+    GROUP BY outcome`.execute(masqQueries(db));
+  const last = await sql<{ at: Date | null }>`SELECT max(committed_at) AS at FROM masq.ingest_ledger`.execute(masqQueries(db));
   const ledgerRows = await countRows(db, "masq", "ingest_ledger");
   const targetRows = await countRows(db, table.schema, table.name);
-  const quarantine = await db.kysely
+  const quarantine = await masqQueries(db)
     .selectFrom("masq.quarantine")
     .select([
       "reason",
@@ -67,18 +68,18 @@ async function vaultStatus(db: Db): Promise<VaultStatus> {
   const values = await countRows(db, "masq", "vault");
   const byKind = values.exact
     ? Object.fromEntries(
-        (await sql<{ kind: string; n: number }>`SELECT kind, count(*)::int AS n FROM masq.vault GROUP BY kind`.execute(db.kysely)).rows.map((r) => [r.kind, r.n]),
+        (await sql<{ kind: string; n: number }>`SELECT kind, count(*)::int AS n FROM masq.vault GROUP BY kind`.execute(masqQueries(db))).rows.map((r) => [r.kind, r.n]),
       )
     : null;
-  const size = await sql<{ bytes: string }>`SELECT pg_total_relation_size('masq.vault') AS bytes`.execute(db.kysely);
+  const size = await sql<{ bytes: string }>`SELECT pg_total_relation_size('masq.vault') AS bytes`.execute(masqQueries(db));
   const keys = await sql<{ n: number; masters: string[] | null }>`
     SELECT count(*)::int AS n, (SELECT array_agg(DISTINCT master_key_id) FROM (
       SELECT master_key_id FROM masq.data_keys
       UNION SELECT master_key_id FROM masq.pseudonym_keys WHERE master_key_id IS NOT NULL AND state <> 'retired'
       UNION SELECT master_key_id FROM masq.audit_keys) m) AS masters
-    FROM masq.data_keys`.execute(db.kysely);
+    FROM masq.data_keys`.execute(masqQueries(db));
   const pk = await sql<{ version: number; state: string; provider: string }>`
-    SELECT version, state, provider FROM masq.pseudonym_keys WHERE state IN ('active', 'retiring') ORDER BY version`.execute(db.kysely);
+    SELECT version, state, provider FROM masq.pseudonym_keys WHERE state IN ('active', 'retiring') ORDER BY version`.execute(masqQueries(db));
   const active = pk.rows.find((r) => r.state === "active");
   const oldest = await sql<{ at: Date | null }>`SELECT min(created_at) AS at FROM masq.vault`.execute(db.kysely);
   return {
@@ -100,10 +101,10 @@ async function vaultStatus(db: Db): Promise<VaultStatus> {
 async function countRows(db: Db, schema: string, name: string): Promise<{ count: number; exact: boolean }> {
   const estimate = await sql<{ n: string | null; readable: boolean | null }>`
     SELECT reltuples::bigint AS n, has_table_privilege(oid, 'SELECT') AS readable
-    FROM pg_class WHERE oid = to_regclass(${`${schema}.${name}`})`.execute(db.kysely);
+    FROM pg_class WHERE oid = to_regclass(${`${schema}.${name}`})`.execute(masqQueries(db));
   const estimated = Number(estimate.rows[0]?.n ?? -1);
   if (estimated >= 1_000_000) return { count: estimated, exact: false };
   if (estimate.rows[0]?.readable === false) return { count: Math.max(0, estimated), exact: false };
-  const exact = await sql<{ n: number }>`SELECT count(*)::int AS n FROM ${sql.table(`${schema}.${name}`)}`.execute(db.kysely);
+  const exact = await sql<{ n: number }>`SELECT count(*)::int AS n FROM ${sql.table(`${schema}.${name}`)}`.execute(masqQueries(db));
   return { count: exact.rows[0]?.n ?? 0, exact: true };
 }

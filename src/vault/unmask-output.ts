@@ -23,13 +23,13 @@ export function formatUnmasked(rows: readonly Unmasked[], format: UnmaskFormat):
  * BEL. A value that a spreadsheet would run as a formula (it starts with = + - @, tab or CR; a device id is
  * arbitrary text) gets a leading ' (OWASP's advice against CSV injection); --format json gives every value exactly.
  */
-function csvField(value: string): string {
+export function csvField(value: string): string {
   const safe = printable(/^[=+\-@\t\r]/.test(value) ? `'${value}` : value);
   return /[",]/.test(safe) ? `"${safe.replace(/"/g, '""')}"` : safe;
 }
 
 /** In the table, control characters (C0 and C1: a terminal would act on ESC and CSI) in a value (a device id is arbitrary text) are shown escaped, not interpreted. */
-function printable(value: string): string {
+export function printable(value: string): string {
   // eslint-disable-next-line no-control-regex
   return value.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
 }

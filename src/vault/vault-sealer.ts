@@ -73,6 +73,11 @@ export class VaultSealer {
     }
   }
 
+  /** The vault epoch what this sealer knows holds under; prepare threads' sealers follow the main thread's. */
+  get vaultEpoch(): number {
+    return this.knownEpoch;
+  }
+
   /** Vault values were deleted: what was known says nothing about the vault of `epoch` (StaleVaultError.epoch). */
   staleVault(epoch: number): void {
     if (epoch <= this.knownEpoch) return;

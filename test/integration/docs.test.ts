@@ -139,6 +139,22 @@ describe("operations.md: unmask, status and the quarantine, as written", () => {
     assert.equal(fixed.rowCount, 1, "the record replayed with the corrected body is marked replayed");
     assert.equal(Number(written.rows[0]!.n), 33, "32 valid rows and the corrected one");
   });
+
+  test("the subject export examples show the user's rows and values, and a quarantined original, each audited", async () => {
+    const c = new pg.Client({ connectionString: db.url });
+    await c.connect();
+    const { rows } = await c.query<{ message_id: string }>("SELECT message_id FROM masq.quarantine WHERE reason = 'invalid_json' LIMIT 1");
+    const today = new Date().toISOString().slice(0, 10);
+    const [json, csv, original] = await runDocCommands("subject-examples", { env, values: { "6f1b…": USER, "2026-11-01": today, "2026-11-30": today, "<message-id>": rows[0]!.message_id } });
+    for (const r of [json!, csv!, original!]) ok(r);
+    const lines = JSON.parse(json!.stdout) as { source: string; ip?: string; device_id?: string }[];
+    assert.deepEqual(lines.filter((l) => l.source === "row").map((l) => l.device_id).sort(), ["100-20-3000", SAMPLE.device_id]);
+    assert.match(csv!.stdout, /2001:db8::1/);
+    assert.match(original!.stdout, /\{not json/);
+    const audit = await c.query<{ action: string }>("SELECT action FROM masq.audit WHERE action IN ('subject-export', 'quarantine-original') ORDER BY seq");
+    await c.end();
+    assert.deepEqual(audit.rows.map((r) => r.action), ["subject-export", "subject-export", "quarantine-original"]);
+  });
 });
 
 test("operations.md: masq status as the sample shows, then the rotation examples rotate both keys", async () => {

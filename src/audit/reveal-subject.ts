@@ -1,0 +1,213 @@
+import type pg from "pg";
+import { FatalError } from "../errors.ts";
+import type { PiiKind, Pseudonymizer } from "../mask/pseudonymize.ts";
+import { classifyPgError } from "../sink/pg-errors.ts";
+import { qualified, quoteIdent, type TableName } from "../sink/table-name.ts";
+import { inTransaction } from "../sink/transaction.ts";
+import { IntegrityError, open } from "../vault/aead.ts";
+import type { ExportedQuarantined, ExportedRow, ExportLine } from "../vault/export-output.ts";
+import type { KeyProvider } from "../vault/key-provider.ts";
+import { pseudonymKeyVersion } from "../vault/pseudonym-keys.ts";
+import { quarantineBodyAad, vaultAad } from "../vault/vault-aad.ts";
+import { openAuditKey } from "./audit-key.ts";
+import { query, unwrapDataKeys } from "./reveal-vault.ts";
+import { sealAudit } from "./seal-audit.ts";
+import { subjectFingerprint } from "./subject-fingerprint.ts";
+
+export interface SubjectRequest {
+  reason: string;
+  client: Record<string, unknown>;
+  userId: string;
+  table: TableName;
+  from: string | undefined;
+  to: string | undefined;
+  /** Rows fetched, decrypted and handed to `emit` at a time. */
+  pageSize: number;
+  pseudonymKeyOverride: Uint8Array | undefined;
+}
+
+export interface SubjectResult {
+  auditSeq: string;
+  /** What the audit row records, counted by the server when it was written. */
+  recorded: { rows: number; values: number; quarantined: number };
+  rows: number;
+  quarantined: number;
+  pages: number;
+  /** Values that decrypted but are not their pseudonym's (planted): withheld, marked suspect. */
+  forged: { kind: PiiKind; pseudonym: string }[];
+}
+
+interface CipherRow {
+  user_id: string;
+  device_type: string | null;
+  masked_ip: string | null;
+  masked_device_id: string | null;
+  locale: string | null;
+  app_version: string | null;
+  create_date: string | null;
+  ip_key_version: number | null;
+  ip_data_key_id: string | null;
+  ip_nonce: Buffer | null;
+  ip_ciphertext: Buffer | null;
+  device_key_version: number | null;
+  device_data_key_id: string | null;
+  device_nonce: Buffer | null;
+  device_ciphertext: Buffer | null;
+}
+
+interface CipherQuarantined {
+  message_id: string;
+  reason: string;
+  received_at: Date;
+  replayed_at: Date | null;
+  body_data_key_id: string | null;
+  body_nonce: Buffer | null;
+  body_ciphertext: Buffer | null;
+}
+
+/**
+ * Everything masq holds about one user, audited like an unmask (audit/reveal-vault.ts) and streamed:
+ *   0. the audit key is unwrapped (a wrong master key stops here, with nothing recorded) and names the user by its
+ *      fingerprint, never by the id;
+ *   1. one transaction: masq.audit_subject_export counts the user's rows, values and quarantine records, appends the
+ *      row (who, when, why, the fingerprint, from/to, the counts), the row is sealed, COMMIT;
+ *   2. one read-only transaction: masq.subject_export_rows and masq.subject_export_quarantine open cursors over that
+ *      user's rows (the database serves only the user id the committed row was written for), fetched a page at a
+ *      time. A page's data keys are unwrapped in one batch, each key once per export; each value is checked against
+ *      its pseudonym as unmask does, and the page is handed to `emit` before the next one is read.
+ */
+export async function revealSubject(pool: pg.Pool, provider: KeyProvider, req: SubjectRequest, emit: (lines: ExportLine[]) => Promise<void>): Promise<SubjectResult> {
+  const auditKey = await openAuditKey(pool, provider);
+  const dataKeys = new Map<string, Uint8Array>();
+  try {
+    const fingerprint = subjectFingerprint(auditKey, req.userId);
+    const step1 = await inTransaction(pool, async (client) => {
+      const r = await query<{ seq: string; row_count: string; value_count: string; quarantined: string }>(
+        client,
+        "SELECT seq::text AS seq, row_count, value_count, quarantined FROM masq.audit_subject_export($1, $2, $3, $4, $5, $6::regclass, $7::date, $8::date, $9)",
+        [req.reason, JSON.stringify({ subject: fingerprint }), JSON.stringify(req.client), req.userId, fingerprint, qualified(req.table), req.from ?? null, req.to ?? null, auditKey.version],
+      );
+      await sealAudit(client, auditKey, r.rows[0]!.seq);
+      return r.rows[0]!;
+    });
+    const result: SubjectResult = {
+      auditSeq: step1.seq,
+      recorded: { rows: Number(step1.row_count), values: Number(step1.value_count), quarantined: Number(step1.quarantined) },
+      rows: 0,
+      quarantined: 0,
+      pages: 0,
+      forged: [],
+    };
+    const pseudonymizers = new Map<number, Pseudonymizer>();
+    const keysFor = async (ids: (string | null)[]) => {
+      const missing = [...new Set(ids.filter((id): id is string => id !== null && !dataKeys.has(id)))];
+      for (const [id, k] of await unwrapDataKeys(pool, provider, missing)) dataKeys.set(id, k);
+    };
+    const pseudonymizerOf = async (version: number) => {
+      let p = pseudonymizers.get(version);
+      if (p === undefined) pseudonymizers.set(version, (p = (await pseudonymKeyVersion(pool, provider, version, undefined, req.pseudonymKeyOverride)).pseudonymizer));
+      return p;
+    };
+    const client = await pool.connect();
+    try {
+      await run(client, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", []);
+      const rowsCursor = (await run<{ c: string }>(client, "SELECT masq.subject_export_rows($1, $2) AS c", [step1.seq, req.userId])).rows[0]!.c;
+      for (;;) {
+        const page = (await run<CipherRow>(client, `FETCH ${req.pageSize} FROM ${quoteIdent(rowsCursor)}`, [])).rows;
+        if (page.length === 0) break;
+        await keysFor(page.flatMap((r) => [r.ip_data_key_id, r.device_data_key_id]));
+        const opened = new Map<string, string | null>();
+        const reveal = async (kind: PiiKind, pseudonym: string | null, version: number | null, keyId: string | null, nonce: Buffer | null, ciphertext: Buffer | null) => {
+          if (pseudonym === null || version === null || keyId === null || nonce === null || ciphertext === null) return null;
+          const id = `${kind}:${pseudonym}`;
+          if (opened.has(id)) return opened.get(id)!;
+          const value = openValue(dataKeys, kind, pseudonym, keyId, nonce, ciphertext);
+          const own = (await pseudonymizerOf(version)).pseudonymize(kind, value) === pseudonym;
+          if (!own) result.forged.push({ kind, pseudonym });
+          opened.set(id, own ? value : null);
+          return own ? value : null;
+        };
+        const lines: ExportedRow[] = [];
+        for (const r of page) {
+          lines.push({
+            source: "row",
+            user_id: r.user_id,
+            create_date: r.create_date,
+            device_type: r.device_type,
+            locale: r.locale,
+            app_version: r.app_version === null ? null : Number(r.app_version),
+            masked_ip: r.masked_ip,
+            ip: await reveal("ip", r.masked_ip, r.ip_key_version, r.ip_data_key_id, r.ip_nonce, r.ip_ciphertext),
+            masked_device_id: r.masked_device_id,
+            device_id: await reveal("device_id", r.masked_device_id, r.device_key_version, r.device_data_key_id, r.device_nonce, r.device_ciphertext),
+          });
+        }
+        result.rows += lines.length;
+        result.pages++;
+        await emit(lines);
+      }
+      const quarantineCursor = (await run<{ c: string }>(client, "SELECT masq.subject_export_quarantine($1, $2) AS c", [step1.seq, req.userId])).rows[0]!.c;
+      for (;;) {
+        // Originals can be large (up to the SQS limit): a smaller page.
+        const page = (await run<CipherQuarantined>(client, `FETCH ${Math.max(1, Math.floor(req.pageSize / 10))} FROM ${quoteIdent(quarantineCursor)}`, [])).rows;
+        if (page.length === 0) break;
+        await keysFor(page.map((r) => r.body_data_key_id));
+        const lines: ExportedQuarantined[] = page.map((r) => ({
+          source: "quarantined",
+          user_id: req.userId,
+          message_id: r.message_id,
+          reason: r.reason,
+          received_at: r.received_at.toISOString(),
+          replayed_at: r.replayed_at?.toISOString() ?? null,
+          original: r.body_data_key_id === null || r.body_nonce === null || r.body_ciphertext === null ? null : openBody(dataKeys, r.message_id, r.body_data_key_id, r.body_nonce, r.body_ciphertext),
+        }));
+        result.quarantined += lines.length;
+        result.pages++;
+        await emit(lines);
+      }
+      await run(client, "COMMIT", []);
+    } catch (err) {
+      await client.query("ROLLBACK").catch(() => undefined);
+      throw err;
+    } finally {
+      client.release();
+    }
+    if (result.forged.length > 0) {
+      await query(pool, "SELECT masq.flag_vault_suspect($1, $2)", [result.forged.map((f) => f.kind), result.forged.map((f) => f.pseudonym)]);
+    }
+    return result;
+  } finally {
+    auditKey.key.fill(0);
+    for (const k of dataKeys.values()) k.fill(0);
+  }
+}
+
+function openValue(keys: Map<string, Uint8Array>, kind: PiiKind, pseudonym: string, keyId: string, nonce: Buffer, ciphertext: Buffer): string {
+  const key = keys.get(keyId);
+  if (key === undefined) throw new FatalError(`the data key of ${kind} ${pseudonym} is missing from masq.data_keys`);
+  try {
+    return open(key, { nonce, ciphertext }, vaultAad(kind, pseudonym)).toString("utf8");
+  } catch (err) {
+    if (err instanceof IntegrityError) throw new IntegrityError(`the vault entry of ${kind} ${pseudonym} does not decrypt: it was altered, moved from another row, or its data key is not the one that sealed it`);
+    throw err;
+  }
+}
+
+function openBody(keys: Map<string, Uint8Array>, messageId: string, keyId: string, nonce: Buffer, ciphertext: Buffer): string {
+  const key = keys.get(keyId);
+  if (key === undefined) throw new FatalError(`the data key of quarantined message ${messageId} is missing from masq.data_keys`);
+  try {
+    return open(key, { nonce, ciphertext }, quarantineBodyAad(messageId)).toString("utf8");
+  } catch (err) {
+    if (err instanceof IntegrityError) throw new IntegrityError(`the original of quarantined message ${messageId} does not decrypt: it was altered or moved from another record`);
+    throw err;
+  }
+}
+
+async function run<R extends pg.QueryResultRow>(client: pg.PoolClient, text: string, values: unknown[]): Promise<pg.QueryResult<R>> {
+  try {
+    return await client.query<R>(text, values);
+  } catch (err) {
+    throw classifyPgError(err);
+  }
+}

@@ -1,0 +1,102 @@
+import { openAuditKey } from "../audit/audit-key.ts";
+import { clientReported } from "../audit/client-reported.ts";
+import { subjectFingerprint } from "../audit/subject-fingerprint.ts";
+import { databaseSetting, readConnectTimeoutMs, readDatabaseUrl, readKeyConfig, readTable } from "../config.ts";
+import { ConfigError, describeError, errorLine, exitCodeFor } from "../errors.ts";
+import { createProgress } from "../progress/progress.ts";
+import { withRotationLock } from "../rotation/rotation-lock.ts";
+import { createDb } from "../sink/db.ts";
+import { fromPostgres } from "../sink/pg-errors.ts";
+import { waitForPostgres } from "../sink/wait-for-postgres.ts";
+import { eraseSubject, previewErasure, type ErasureCounts } from "../sink/erase-subject.ts";
+import { createKeyProvider } from "../vault/key-provider-from-config.ts";
+import { readReason } from "./unmask.ts";
+
+/**
+ * `masq subject erase --user-id <id> --reason "…" [--dry-run] [--vault-only]`: deletes a user's rows and quarantine
+ * records and every vault value only they used (or, --vault-only, just those values and the encrypted originals of
+ * their quarantine records), in bounded batches, audited before and after (subject/erase-subject.ts). The trail and
+ * every output name the user by a keyed fingerprint, never by the id. Needs masq_erase.
+ */
+export async function subjectEraseCommand(flags: Record<string, unknown>): Promise<number> {
+  const userId = readUserId(flags);
+  const dryRun = flags.dryRun === true;
+  const vaultOnly = flags.vaultOnly === true;
+  const reason = dryRun ? "" : readReason(flags);
+  const table = readTable(flags, process.env);
+  const connectTimeoutMs = readConnectTimeoutMs(process.env);
+  const db = createDb({ databaseUrl: readDatabaseUrl(flags, process.env), setting: databaseSetting(flags, process.env), connectTimeoutMs, poolSize: 3 });
+  const provider = dryRun ? undefined : createKeyProvider(readKeyConfig(process.env));
+  const where = `${table.schema}.${table.name}`;
+  try {
+    await waitForPostgres(db, { deadlineMs: connectTimeoutMs });
+    const before = await previewErasure(db.pool, table, userId, vaultOnly);
+    if (dryRun) {
+      process.stdout.write(summary(`masq subject erase --dry-run (${where}${vaultOnly ? ", vault only" : ""}): nothing was changed; an erasure now would delete`, before));
+      return 0;
+    }
+    return await withRotationLock(db.pool, async () => {
+      const key = await openAuditKey(db.pool, provider!);
+      try {
+        const fingerprint = subjectFingerprint(key, userId);
+        const total = vaultOnly ? before.vault + before.originals : before.rows + before.quarantine;
+        const bar = total > 0 ? createProgress("erasing", { unit: vaultOnly ? "values" : "rows", total }) : undefined;
+        const r = await eraseSubject(db.pool, key, { table, userId, fingerprint, vaultOnly, reason, client: await clientReported(provider!) }, (b) => {
+          const size = vaultOnly ? b.vault + b.originals : b.rows + b.quarantine;
+          bar?.committed({ size, seconds: 0, written: 0, duplicates: 0, quarantinedByReason: {}, lagSeconds: [] });
+        });
+        bar?.stop({ complete: true });
+        const nothing = r.rows + r.quarantine + r.originals + r.vault === 0;
+        process.stdout.write(
+          summary(`masq subject erase (${where}${vaultOnly ? ", vault only" : ""}): user ${fingerprint}`, r) +
+            `  audit rows               #${r.startSeq} (start), #${r.doneSeq} (done)\n` +
+            (nothing ? "Nothing of this user was left to erase (erased before, or never ingested).\n" : "") +
+            "Messages for this user still queued, or arriving while this ran, are new data. Once the queue is drained\n" +
+            "(masq status shows it empty), run the same command again: it deletes only what is new.\n",
+        );
+        return 0;
+      } finally {
+        key.key.fill(0);
+      }
+    });
+  } catch (err) {
+    return refuse(err, db.target);
+  } finally {
+    provider?.close();
+    await db.close().catch(() => undefined);
+  }
+}
+
+function summary(head: string, c: ErasureCounts): string {
+  return (
+    `${head}\n` +
+    `  rows                     ${c.rows}\n` +
+    `  quarantine records       ${c.quarantine}\n` +
+    (c.originals > 0 ? `  quarantined originals    ${c.originals}\n` : "") +
+    `  vault values             ${c.vault}   (values other users' rows also use stay)\n`
+  );
+}
+
+export function readUserId(flags: Record<string, unknown>): string {
+  const v = flags.userId;
+  const id = typeof v === "string" ? v : Array.isArray(v) && v.length === 1 ? String(v[0]) : undefined;
+  // The id is never echoed: it is what is being erased.
+  if (id === undefined || id === "") throw new ConfigError("--user-id", "is required: exactly one user id, as in the table's user_id", { what: "no user" });
+  if (id.length > 128) throw new ConfigError("--user-id", `is ${id.length} characters long; user_id holds at most 128`, { what: "not a user id" });
+  return id;
+}
+
+function refuse(err: unknown, target: Parameters<typeof fromPostgres>[1]): number {
+  if (err instanceof ConfigError) throw err;
+  const known = fromPostgres(err, target);
+  if (known instanceof ConfigError) throw known;
+  const code = (err as { code?: string }).code;
+  const message = describeError(err);
+  const denied = /permission denied for ([a-z]+ [\w."]+)/.exec(message)?.[1] ?? "masq's erase functions";
+  const line =
+    code === "42501" || /permission denied/.test(message)
+      ? `masq: permission denied (${denied}): erasing needs the masq_erase role (GRANT masq_erase TO <your login>); nothing was erased`
+      : errorLine(known);
+  process.stderr.write(`${line}\n`);
+  return exitCodeFor(known);
+}

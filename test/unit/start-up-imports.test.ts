@@ -1,0 +1,28 @@
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { test } from "node:test";
+import { fileURLToPath } from "node:url";
+
+const SRC = fileURLToPath(new URL("../../src/", import.meta.url));
+
+/** The npm packages a fresh Node loads for these imports of src/ (ESM and CommonJS), by their registry names. */
+function packagesLoadedBy(modules: string[]): string[] {
+  const script = `
+    import { registerHooks } from "node:module";
+    const seen = new Set();
+    registerHooks({ resolve(spec, ctx, next) {
+      const r = next(spec, ctx);
+      const m = /node_modules\\/((?:@[^/]+\\/)?[^/]+)/.exec(r.url);
+      if (m) seen.add(m[1]);
+      return r;
+    } });
+    for (const m of ${JSON.stringify(modules)}) await import(${JSON.stringify(SRC)} + m);
+    process.stdout.write(JSON.stringify([...seen].sort()));`;
+  return JSON.parse(execFileSync(process.execPath, ["--input-type=module", "-e", script], { encoding: "utf8" })) as string[];
+}
+
+test("masq run loads only what a run needs: no kysely, no pino-pretty (about 0.3 s of every start)", () => {
+  const loaded = packagesLoadedBy(["cli.ts", "commands/run.ts", "log.ts"]);
+  assert.ok(loaded.includes("@aws-sdk/client-sqs") && loaded.includes("pg"), loaded.join(" "));
+  for (const heavy of ["kysely", "pino-pretty"]) assert.ok(!loaded.includes(heavy), `${heavy} is loaded: ${loaded.join(" ")}`);
+});

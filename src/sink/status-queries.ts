@@ -81,7 +81,7 @@ async function vaultStatus(db: Db): Promise<VaultStatus> {
   const pk = await sql<{ version: number; state: string; provider: string }>`
     SELECT version, state, provider FROM masq.pseudonym_keys WHERE state IN ('active', 'retiring') ORDER BY version`.execute(masqQueries(db));
   const active = pk.rows.find((r) => r.state === "active");
-  const oldest = await sql<{ at: Date | null }>`SELECT min(created_at) AS at FROM masq.vault`.execute(db.kysely);
+  const oldest = await sql<{ at: Date | null }>`SELECT min(created_at) AS at FROM masq.vault`.execute(masqQueries(db));
   return {
     values,
     byKind,

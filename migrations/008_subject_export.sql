@@ -26,17 +26,29 @@ CREATE FUNCTION masq.subject_digest(p_seq bigint, p_user_id text) RETURNS bytea
     AS $$ SELECT sha256(convert_to(p_seq::text || ':' || p_user_id, 'UTF8')) $$;
 REVOKE ALL ON FUNCTION masq.subject_digest(bigint, text) FROM PUBLIC;
 
--- The login's own right to read the table is the export's authorisation to read it (masq_unmask is granted SELECT
--- on it by deploy/sql/login-roles.sql): the functions below read it as the owner, so they check that first.
-CREATE FUNCTION masq.check_table_readable(p_table regclass) RETURNS void
+-- The functions below read the table as the owner, so before they read it: it must be a table masq writes
+-- (masq.registered_target, migration 007: never a temporary table or a view of the caller's own, whose functions
+-- would run with the owner's rights, nor a copy the caller filled with another user's pseudonyms), and the login's
+-- own right to read it is the export's authorisation to (masq_unmask is granted SELECT on it by
+-- deploy/sql/login-roles.sql).
+CREATE FUNCTION masq.check_export_target(p_table regclass) RETURNS void
     LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
     AS $$
 BEGIN
+    PERFORM masq.registered_target(p_table);
     IF NOT has_table_privilege(session_user, p_table, 'SELECT') THEN
         RAISE EXCEPTION 'permission denied for table %', p_table USING ERRCODE = '42501';
     END IF;
 END $$;
-REVOKE ALL ON FUNCTION masq.check_table_readable(regclass) FROM PUBLIC;
+REVOKE ALL ON FUNCTION masq.check_export_target(regclass) FROM PUBLIC;
+
+-- The table as the audit row names it: schema-qualified whatever the search_path.
+CREATE FUNCTION masq.qualified_name(p_table regclass) RETURNS text
+    LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+    AS $$
+    SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = p_table
+$$;
+REVOKE ALL ON FUNCTION masq.qualified_name(regclass) FROM PUBLIC;
 
 -- Step 1: counts what the export will show (the user's rows in the date range, the distinct vault values they use,
 -- the user's quarantine records), appends the row and keeps the grant. Returns the unsealed row's seq.
@@ -46,11 +58,11 @@ CREATE FUNCTION masq.audit_subject_export(p_reason text, p_selector jsonb, p_cli
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     AS $$
 BEGIN
+    PERFORM masq.check_export_target(p_table);
     IF p_user_id IS NULL OR p_user_id = '' THEN RAISE EXCEPTION 'a user id is needed' USING ERRCODE = '22023'; END IF;
     IF p_fingerprint IS NULL OR p_fingerprint !~ '^v[0-9]+:[0-9a-f]{32}$' THEN
         RAISE EXCEPTION 'not a subject fingerprint' USING ERRCODE = '22023';
     END IF;
-    PERFORM masq.check_table_readable(p_table);
     EXECUTE format(
         'WITH r AS (SELECT masked_ip, masked_device_id FROM %s WHERE user_id = $1
                       AND ($2::date IS NULL OR create_date >= $2) AND ($3::date IS NULL OR create_date <= $3)),
@@ -63,7 +75,7 @@ BEGIN
     WHERE q.user_id = p_user_id AND (p_from IS NULL OR (q.received_at AT TIME ZONE 'UTC')::date >= p_from)
       AND (p_to IS NULL OR (q.received_at AT TIME ZONE 'UTC')::date <= p_to);
     seq := masq.audit_append('subject-export', p_reason,
-        coalesce(p_selector, '{}') || jsonb_build_object('table', p_table::text, 'from', p_from, 'to', p_to,
+        coalesce(p_selector, '{}') || jsonb_build_object('table', masq.qualified_name(p_table), 'from', p_from, 'to', p_to,
                                                         'rows', row_count, 'values', value_count, 'quarantined', quarantined),
         p_client, ARRAY[p_fingerprint], p_key_version);
     DELETE FROM masq.subject_export_grants g WHERE g.at < clock_timestamp() - interval '10 minutes';
@@ -85,7 +97,7 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'audit row % does not record an export of this user', p_seq USING ERRCODE = '42501';
     END IF;
-    PERFORM masq.check_table_readable(g.target);
+    PERFORM masq.check_export_target(g.target);
     RETURN g;
 END $$;
 REVOKE ALL ON FUNCTION masq.subject_export_grant(bigint, text) FROM PUBLIC;

@@ -50,8 +50,14 @@ CREATE FUNCTION masq.qualified_name(p_table regclass) RETURNS text
 $$;
 REVOKE ALL ON FUNCTION masq.qualified_name(regclass) FROM PUBLIC;
 
--- Step 1: counts what the export will show (the user's rows in the date range, the distinct vault values they use,
--- the user's quarantine records), appends the row and keeps the grant. Returns the unsealed row's seq.
+-- A db_rejected record keeps no original: its copy is the masked row the table refused (commit-batch.ts), whose
+-- maskedIp and maskedDeviceId are pseudonyms of the vault, as the row's would have been. The export shows that row
+-- with its values, which step 1 counts with the rows' (a record of the user names the user: quarantine.user_id,
+-- migration 007, is computed from that copy's userId).
+--
+-- Step 1: counts what the export will show (the user's rows in the date range, the distinct vault values they and
+-- the user's db_rejected records use, the user's quarantine records), appends the row and keeps the grant. Returns
+-- the unsealed row's seq.
 CREATE FUNCTION masq.audit_subject_export(p_reason text, p_selector jsonb, p_client jsonb, p_user_id text, p_fingerprint text,
                                           p_table regclass, p_from date, p_to date, p_key_version integer)
     RETURNS TABLE (seq bigint, row_count bigint, value_count bigint, quarantined bigint)
@@ -64,10 +70,15 @@ BEGIN
         RAISE EXCEPTION 'not a subject fingerprint' USING ERRCODE = '22023';
     END IF;
     EXECUTE format(
-        'WITH r AS (SELECT masked_ip, masked_device_id FROM %s WHERE user_id = $1
+        'WITH r AS (SELECT masked_ip::text AS masked_ip, masked_device_id::text AS masked_device_id FROM %s WHERE user_id = $1
                       AND ($2::date IS NULL OR create_date >= $2) AND ($3::date IS NULL OR create_date <= $3)),
+              j AS (SELECT q.body::jsonb AS b FROM masq.quarantine q WHERE q.user_id = $1 AND q.reason = ''db_rejected''
+                      AND ($2::date IS NULL OR (q.received_at AT TIME ZONE ''UTC'')::date >= $2)
+                      AND ($3::date IS NULL OR (q.received_at AT TIME ZONE ''UTC'')::date <= $3)),
               p AS (SELECT ''ip''::text AS kind, masked_ip AS pseudonym FROM r
-                    UNION SELECT ''device_id'', masked_device_id FROM r)
+                    UNION SELECT ''device_id'', masked_device_id FROM r
+                    UNION SELECT ''ip'', b ->> ''maskedIp'' FROM j
+                    UNION SELECT ''device_id'', b ->> ''maskedDeviceId'' FROM j)
          SELECT (SELECT count(*) FROM r),
                 (SELECT count(*) FROM p JOIN masq.vault v ON v.kind = p.kind AND v.pseudonym = p.pseudonym)', p_table)
         INTO row_count, value_count USING p_user_id, p_from, p_to;
@@ -129,7 +140,8 @@ END $$;
 REVOKE ALL ON FUNCTION masq.subject_export_rows(bigint, text) FROM PUBLIC;
 
 -- Step 2, the quarantine: a cursor over the user's quarantine records (received in the date range), with the
--- encrypted original where one is kept.
+-- encrypted original where one is kept; for a db_rejected record, the masked row and the ciphertexts of its ip and
+-- device_id (NULL where the vault has none).
 CREATE FUNCTION masq.subject_export_quarantine(p_seq bigint, p_user_id text) RETURNS refcursor
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     AS $$
@@ -139,8 +151,15 @@ DECLARE
 BEGIN
     g := masq.subject_export_grant(p_seq, p_user_id);
     OPEN c FOR
-        SELECT q.message_id, q.reason, q.received_at, q.replayed_at, q.body_data_key_id, q.body_nonce, q.body_ciphertext
+        SELECT q.message_id, q.reason, q.received_at, q.replayed_at, q.body_data_key_id, q.body_nonce, q.body_ciphertext,
+               m.masked_row,
+               vi.key_version AS ip_key_version, vi.data_key_id AS ip_data_key_id, vi.nonce AS ip_nonce, vi.ciphertext AS ip_ciphertext,
+               vd.key_version AS device_key_version, vd.data_key_id AS device_data_key_id, vd.nonce AS device_nonce, vd.ciphertext AS device_ciphertext
         FROM masq.quarantine q
+        -- A record that names its user has a JSON copy (masq.redacted_user_id parsed it).
+        CROSS JOIN LATERAL (SELECT CASE WHEN q.reason = 'db_rejected' THEN q.body::jsonb END AS masked_row) m
+        LEFT JOIN masq.vault vi ON vi.kind = 'ip' AND vi.pseudonym = m.masked_row ->> 'maskedIp'
+        LEFT JOIN masq.vault vd ON vd.kind = 'device_id' AND vd.pseudonym = m.masked_row ->> 'maskedDeviceId'
         WHERE q.user_id = p_user_id
           AND (g.from_date IS NULL OR (q.received_at AT TIME ZONE 'UTC')::date >= g.from_date)
           AND (g.to_date IS NULL OR (q.received_at AT TIME ZONE 'UTC')::date <= g.to_date)

@@ -389,4 +389,56 @@ describe("masq subject export", () => {
       await fx.db.pool.query(`DROP SCHEMA "Sales" CASCADE`);
     }
   });
+
+  test("a db_rejected record is exported as the masked row the table refused, its ip and device_id from the vault, counted in the audit row", async () => {
+    const keys = await testKeys(fx.db);
+    const at = new Date("2026-06-01T08:00:00Z");
+    const fred = (i: number, deviceType: string) => ({
+      messageId: `fred-${i}`,
+      body: JSON.stringify({ user_id: "fred", ip: `192.0.2.${50 + i}`, device_id: `fred-dev-${i}`, device_type: deviceType, app_version: "4" }),
+      sentAt: at,
+      receivedAt: at,
+    });
+    // Someone else's constraint on the table: fred's second row is refused and kept, masked, as db_rejected.
+    await fx.db.pool.query("ALTER TABLE public.user_logins ADD CONSTRAINT export_no_blackberry CHECK (device_type <> 'blackberry')");
+    try {
+      await commitMessages(fx.db.pool, TABLE, keys, [fred(1, "ios"), fred(2, "blackberry")]);
+    } finally {
+      await fx.db.pool.query("ALTER TABLE public.user_logins DROP CONSTRAINT export_no_blackberry");
+      keys.close();
+    }
+    const stored = (await fx.db.pool.query<{ reason: string; body_ciphertext: Buffer | null }>("SELECT reason, body_ciphertext FROM masq.quarantine WHERE message_id = 'fred-2'")).rows;
+    assert.deepEqual(stored, [{ reason: "db_rejected", body_ciphertext: null }], "no encrypted original: the body is the masked row");
+
+    const r = await runMasq(["subject", "export", "--user-id", "fred", "--reason", "access request DSR-5", "--format", "json"], person);
+    assert.equal(r.code, 0, r.stderr);
+    const lines = JSON.parse(r.stdout) as Record<string, unknown>[];
+    assert.equal(lines.filter((l) => l.source === "row").length, 1);
+    const q = lines.filter((l) => l.source === "quarantined");
+    assert.equal(q.length, 1);
+    const masked = q[0]!.masked_row as Record<string, unknown>;
+    assert.deepEqual(
+      { ...q[0], masked_row: { ...masked, masked_ip: typeof masked.masked_ip, masked_device_id: typeof masked.masked_device_id } },
+      {
+        source: "quarantined",
+        user_id: "fred",
+        message_id: "fred-2",
+        reason: "db_rejected",
+        received_at: at.toISOString(),
+        replayed_at: null,
+        original: null,
+        masked_row: { create_date: "2026-06-01", device_type: "blackberry", locale: null, app_version: 4_000_000, masked_ip: "string", ip: "192.0.2.52", masked_device_id: "string", device_id: "fred-dev-2" },
+      },
+    );
+    const a = (await audit("subject-export")).at(-1)!;
+    assert.deepEqual([a.selector.rows, a.selector.values, a.selector.quarantined], [1, 4, 1], "the refused row's two values are counted with the row's two");
+
+    const table = await runMasq(["subject", "export", "--user-id", "fred", "--reason", "access request DSR-5"], person);
+    assert.equal(table.code, 0, table.stderr);
+    assert.match(table.stdout, /^quarantined {2}2026-06-01T08:00:00\.000Z {2}fred-2 {2}db_rejected {2}no original kept; the row the table refused: 2026-06-01 {2}blackberry {2}- {2}4000000 {2}[0-9a-f]{64} {2}192\.0\.2\.52 {2}[0-9a-f]{64} {2}fred-dev-2$/m);
+    const csv = await runMasq(["subject", "export", "--user-id", "fred", "--reason", "access request DSR-5", "--format", "csv"], person);
+    assert.equal(csv.code, 0, csv.stderr);
+    const rejected = csv.stdout.split("\r\n").find((l) => l.startsWith("quarantined"))!;
+    assert.match(rejected, /^quarantined,fred,2026-06-01,blackberry,,4000000,[0-9a-f]{64},192\.0\.2\.52,[0-9a-f]{64},fred-dev-2,fred-2,db_rejected,2026-06-01T08:00:00\.000Z,,$/);
+  });
 });

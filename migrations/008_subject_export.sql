@@ -7,7 +7,8 @@
 -- key), so step 2 is bound to the user id itself: step 1 keeps sha256(seq:user id) in masq.subject_export_grants,
 -- which no role but the owner reads, and step 2 serves the rows of the user id that matches it, nothing else. The
 -- counts in the row (rows, values, quarantined) are the server's, not the client's. A grant is useful for the ten
--- minutes that masq.committed_reveal allows; step 1 deletes the ones older than that.
+-- minutes that masq.committed_reveal allows; every step 1 first deletes the ones older than that (so the grant of
+-- the last export stays until the next one starts).
 -- Plain ASCII on purpose (see 005).
 
 -- seq is an export row of masq.audit (no foreign key: it would make masq.audit's refusal of TRUNCATE another error).
@@ -64,6 +65,8 @@ CREATE FUNCTION masq.audit_subject_export(p_reason text, p_selector jsonb, p_cli
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     AS $$
 BEGIN
+    -- A digest of a guessable user id can be brute-forced: none outlives its use by more than one export.
+    DELETE FROM masq.subject_export_grants g WHERE g.at < clock_timestamp() - interval '10 minutes';
     PERFORM masq.check_export_target(p_table);
     IF p_user_id IS NULL OR p_user_id = '' THEN RAISE EXCEPTION 'a user id is needed' USING ERRCODE = '22023'; END IF;
     IF p_fingerprint IS NULL OR p_fingerprint !~ '^v[0-9]+:[0-9a-f]{32}$' THEN
@@ -89,7 +92,6 @@ BEGIN
         coalesce(p_selector, '{}') || jsonb_build_object('table', masq.qualified_name(p_table), 'from', p_from, 'to', p_to,
                                                         'rows', row_count, 'values', value_count, 'quarantined', quarantined),
         p_client, ARRAY[p_fingerprint], p_key_version);
-    DELETE FROM masq.subject_export_grants g WHERE g.at < clock_timestamp() - interval '10 minutes';
     INSERT INTO masq.subject_export_grants (seq, user_digest, target, from_date, to_date)
     VALUES (seq, masq.subject_digest(seq, p_user_id), p_table, p_from, p_to);
     RETURN NEXT;

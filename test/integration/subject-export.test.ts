@@ -441,4 +441,17 @@ describe("masq subject export", () => {
     const rejected = csv.stdout.split("\r\n").find((l) => l.startsWith("quarantined"))!;
     assert.match(rejected, /^quarantined,fred,2026-06-01,blackberry,,4000000,[0-9a-f]{64},192\.0\.2\.52,[0-9a-f]{64},fred-dev-2,fred-2,db_rejected,2026-06-01T08:00:00\.000Z,,$/);
   });
+
+  test("each export first deletes the grants older than their ten minutes", async () => {
+    const grant = (seq: number, age: string) =>
+      fx.db.pool.query("INSERT INTO masq.subject_export_grants (seq, user_digest, target, at) VALUES ($1, masq.subject_digest($1, 'bob'), 'public.user_logins', now() - $2::interval)", [seq, age]);
+    await grant(-1, "11 minutes");
+    await grant(-2, "9 minutes");
+    const r = await runMasq(["subject", "export", "--user-id", "bob", "--reason", "access request DSR-6", "--format", "json"], person);
+    assert.equal(r.code, 0, r.stderr);
+    const left = (await fx.db.pool.query<{ seq: string }>("SELECT seq::text AS seq FROM masq.subject_export_grants WHERE seq < 0 ORDER BY seq")).rows;
+    assert.deepEqual(left.map((g) => g.seq), ["-2"], "the expired grant went, the one still usable stayed");
+    const own = (await audit("subject-export")).at(-1)!;
+    assert.equal((await fx.db.pool.query("SELECT 1 FROM masq.subject_export_grants WHERE seq = $1", [own.seq])).rowCount, 1);
+  });
 });

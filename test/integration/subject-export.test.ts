@@ -63,7 +63,7 @@ describe("masq subject export", () => {
   const audit = async (action: string) =>
     (
       await fx.db.pool.query<{ seq: string; login_role: string; reason: string; subjects: string[]; selector: Record<string, unknown> }>(
-        "SELECT seq::text AS seq, login_role, reason, subjects, selector FROM masq.audit WHERE action = $1 ORDER BY seq",
+        "SELECT a.seq::text AS seq, login_role, reason, subjects, selector FROM masq.audit a WHERE action = $1 ORDER BY a.seq", // by number, not as text
         [action],
       )
     ).rows;
@@ -430,7 +430,7 @@ describe("masq subject export", () => {
         masked_row: { create_date: "2026-06-01", device_type: "blackberry", locale: null, app_version: 4_000_000, masked_ip: "string", ip: "192.0.2.52", masked_device_id: "string", device_id: "fred-dev-2" },
       },
     );
-    const a = (await audit("subject-export")).at(-1)!;
+    const a = (await audit("subject-export")).find((x) => x.seq === /audit row (\d+)/.exec(r.stderr)?.[1])!;
     assert.deepEqual([a.selector.rows, a.selector.values, a.selector.quarantined], [1, 4, 1], "the refused row's two values are counted with the row's two");
 
     const table = await runMasq(["subject", "export", "--user-id", "fred", "--reason", "access request DSR-5"], person);
@@ -451,7 +451,7 @@ describe("masq subject export", () => {
     assert.equal(r.code, 0, r.stderr);
     const left = (await fx.db.pool.query<{ seq: string }>("SELECT seq::text AS seq FROM masq.subject_export_grants WHERE seq < 0 ORDER BY seq")).rows;
     assert.deepEqual(left.map((g) => g.seq), ["-2"], "the expired grant went, the one still usable stayed");
-    const own = (await audit("subject-export")).at(-1)!;
-    assert.equal((await fx.db.pool.query("SELECT 1 FROM masq.subject_export_grants WHERE seq = $1", [own.seq])).rowCount, 1);
+    const own = /audit row (\d+)/.exec(r.stderr)![1];
+    assert.equal((await fx.db.pool.query("SELECT 1 FROM masq.subject_export_grants WHERE seq = $1", [own])).rowCount, 1);
   });
 });

@@ -65,9 +65,9 @@ CREATE FUNCTION masq.audit_subject_export(p_reason text, p_selector jsonb, p_cli
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     AS $$
 BEGIN
+    PERFORM masq.check_export_target(p_table);
     -- A digest of a guessable user id can be brute-forced: none outlives its use by more than one export.
     DELETE FROM masq.subject_export_grants g WHERE g.at < clock_timestamp() - interval '10 minutes';
-    PERFORM masq.check_export_target(p_table);
     IF p_user_id IS NULL OR p_user_id = '' THEN RAISE EXCEPTION 'a user id is needed' USING ERRCODE = '22023'; END IF;
     IF p_fingerprint IS NULL OR p_fingerprint !~ '^v[0-9]+:[0-9a-f]{32}$' THEN
         RAISE EXCEPTION 'not a subject fingerprint' USING ERRCODE = '22023';

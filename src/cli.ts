@@ -248,6 +248,20 @@ export function buildProgram(): Command {
   ).action(async (_opts, cmd: Command) => finish(await (await import("./commands/rotate.ts")).rotatePseudonymKeyCommand(explicit(cmd))));
   examples(pseudonymKey, "masq rotate pseudonym-key --dry-run", "masq rotate pseudonym-key --batch-size 5000");
 
+  // masq vault prune: retention (docs/operations.md, "Retention").
+  const vault = program.command("vault").description('the vault\'s retention: prune what MASQ_VAULT_RETENTION_DAYS no longer keeps (docs/operations.md, "Retention")');
+  examples(vault, "masq vault prune --dry-run");
+  const prune = databaseOption(
+    tableOption(
+      vault
+        .command("prune")
+        .description("delete vault entries no recent row uses and quarantine records older than MASQ_VAULT_RETENTION_DAYS; audited (masq_erase)")
+        .addOption(new Option("--batch-size <n>", "vault entries looked at, or quarantine records deleted, per transaction (at most 10000)").argParser(positiveInt).default(1000))
+        .option("--dry-run", "count what would go, change nothing"),
+    ),
+  ).action(async (_opts, cmd: Command) => finish(await (await import("./commands/vault.ts")).vaultPruneCommand(explicit(cmd))));
+  examples(prune, "MASQ_VAULT_RETENTION_DAYS=400 masq vault prune --dry-run", "MASQ_VAULT_RETENTION_DAYS=400 masq vault prune");
+
   const demo = program
     .command("demo")
     .description("self-contained demo: embedded SQS and Postgres, synthetic events, one drain, a summary")

@@ -151,6 +151,20 @@ function boolean(src: Source, flag: string | undefined, env: string, def: boolea
   throw new ConfigError(r.from, `must be true or false (got "${r.value}")`);
 }
 
+/**
+ * MASQ_VAULT_RETENTION_DAYS: how many days of data stay recoverable (docs/operations.md, "Retention"); unset, values
+ * are kept forever. A whole number of days, 1 to 36500 (the database refuses anything else too).
+ */
+export function readRetentionDays(env: NodeJS.ProcessEnv): number | undefined {
+  const r = raw({ flags: {}, env }, undefined, "MASQ_VAULT_RETENTION_DAYS");
+  if (r === undefined) return undefined;
+  const n = Number(r.value.trim());
+  if (!/^\d+$/.test(r.value.trim()) || !Number.isSafeInteger(n) || n < 1 || n > 36_500) {
+    throw new ConfigError(r.from, `must be a positive whole number of days, 1 to 36500 (got "${r.value.slice(0, 40)}"); unset it to keep values forever`);
+  }
+  return n;
+}
+
 export function readTable(flags: Record<string, unknown>, env: NodeJS.ProcessEnv): TableName {
   const r = raw({ flags, env }, "table", "MASQ_TABLE");
   if (r === undefined) return { schema: "public", name: "user_logins" };

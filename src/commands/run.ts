@@ -1,15 +1,16 @@
-import { databaseSetting, readConnectTimeoutMs, readLogFormat, readRunConfig, sqsTargetText } from "../config.ts";
-import { describeError, errorLine, FatalError, TransientError } from "../errors.ts";
+import { databaseSetting, readConnectTimeoutMs, readLogFormat, readRetentionDays, readRunConfig, sqsTargetText } from "../config.ts";
+import { ConfigError, describeError, errorLine, FatalError, TransientError } from "../errors.ts";
 import { createLogger } from "../log.ts";
 import { retryTransient } from "../runner/backoff.ts";
 import { Runner } from "../runner/runner.ts";
-import { createDb } from "../sink/db.ts";
+import { createDb, type Db } from "../sink/db.ts";
 import { targetText } from "../sink/pg-target.ts";
 import { pruneLedger } from "../sink/prune-ledger.ts";
 import { createSqsClient } from "../source/sqs-client.ts";
 import { SqsSource } from "../source/sqs-source.ts";
 import { detectSqsProtocol } from "../source/sqs-protocol.ts";
 import type { SQSClient } from "@aws-sdk/client-sqs";
+import type pg from "pg";
 import { onShutdownSignals } from "./signals.ts";
 import { startHttpServer } from "../http/server.ts";
 import { readinessProbe } from "../http/readiness.ts";
@@ -20,6 +21,7 @@ import { prepareDatabase } from "./setup.ts";
 import { createKeyProvider } from "../vault/key-provider-from-config.ts";
 import { openIngestKeys } from "./open-keys.ts";
 import type { IngestKeys } from "../vault/ingest-keys.ts";
+import { startPeriodicPrune } from "../retention/periodic-prune.ts";
 import { mainThreadUsage, PrepareThreads } from "../runner/prepare-threads.ts";
 import type { ThreadUsage } from "../runner/prepare-protocol.ts";
 
@@ -31,6 +33,7 @@ import type { ThreadUsage } from "../runner/prepare-protocol.ts";
 export async function runCommand(flags: Record<string, unknown>): Promise<number> {
   const drain = flags.drain === true;
   const config = readRunConfig(flags, process.env, drain);
+  const retentionDays = readRetentionDays(process.env);
   const deadlineMs = drain ? readConnectTimeoutMs(process.env) : undefined;
   const sqsTarget = sqsTargetText(flags, process.env);
   const logger = createLogger(config.logLevel, undefined, readLogFormat(process.env));
@@ -66,6 +69,8 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
   const provider = createKeyProvider(config.keys, (op, ok) => metrics.keyProviderCall(op, ok));
   let keys: IngestKeys | undefined;
   let pruneTimer: NodeJS.Timeout | undefined;
+  let vaultPrune: { stop(): Promise<void> } | undefined;
+  let pruneDb: Db | undefined;
   let queuePoll: NodeJS.Timeout | undefined;
   let progress: ReturnType<typeof createProgress>;
   let http: Awaited<ReturnType<typeof startHttpServer>> | undefined;
@@ -138,6 +143,12 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
       void prune();
       pruneTimer = setInterval(() => void prune(), 3_600_000);
     }
+    // Retention (docs/operations.md, "Retention"): on a pool of its own, so that it never takes ingestion's connections.
+    if (retentionDays !== undefined && !drain) {
+      await requirePrunePrivilege(db.pool);
+      pruneDb = createDb({ databaseUrl: config.databaseUrl, setting: databaseSetting(flags, process.env), poolSize: 2, logger });
+      vaultPrune = startPeriodicPrune({ pool: pruneDb.pool, provider, table: config.table, days: retentionDays, logger });
+    }
 
     // A bar with rate and ETA when a person watches a drain; the periodic log lines otherwise. Its total starts at
     // what the queue holds (visible, in flight, delayed) and grows only when more arrives.
@@ -205,6 +216,8 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
   } finally {
     await threads?.close();
     clearInterval(pruneTimer);
+    await vaultPrune?.stop();
+    await pruneDb?.close().catch(() => undefined);
     clearInterval(queuePoll);
     progress?.stop();
     await http?.close();
@@ -214,6 +227,23 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
     sqs?.destroy();
     await db.close().catch(() => undefined);
     logger.flush();
+  }
+}
+
+/**
+ * Pruning deletes data and seals an audit row for it: the login needs masq_erase (docs/operations.md, "Retention",
+ * says why the service login gets the role rather than a narrower grant to masq_ingest). Refused at start, exit 2.
+ */
+async function requirePrunePrivilege(pool: pg.Pool): Promise<void> {
+  const r = await pool.query<{ ok: boolean; login: string }>(
+    "SELECT has_function_privilege('masq.vault_prune_batch(regclass, integer, text, text, integer, jsonb, integer)', 'EXECUTE') AS ok, session_user AS login",
+  );
+  if (r.rows[0]?.ok !== true) {
+    throw new ConfigError(
+      "MASQ_VAULT_RETENTION_DAYS",
+      `is set, but login ${r.rows[0]?.login ?? "?"} does not hold masq_erase, which pruning needs: GRANT masq_erase TO that login, or unset the setting here and run masq vault prune as another login`,
+      { what: "cannot prune" },
+    );
   }
 }
 

@@ -7,6 +7,7 @@ import { classifyPgError } from "../sink/pg-errors.ts";
 import { targetText } from "../sink/pg-target.ts";
 import type { TableName } from "../sink/table-name.ts";
 import { ensureTargetTable } from "../sink/target-table.ts";
+import { qualified } from "../sink/table-name.ts";
 
 /**
  * Brings the database to the state masq needs: migrations applied (unless the operator runs them separately) and
@@ -27,6 +28,8 @@ export async function prepareDatabase(
         }
         const t = await ensureTargetTable(db.pool, table);
         if (t.created) logger.info({ table: `${table.schema}.${table.name}` }, "target table created");
+        // The owner registers the table it writes: the lifecycle functions act on registered tables only (migration 7).
+        if (opts.migrate) await db.pool.query("INSERT INTO masq.target_tables (relation) VALUES ($1::text::regclass) ON CONFLICT DO NOTHING", [qualified(table)]);
       } catch (err) {
         throw classifyPgError(err, db.target);
       }

@@ -1,4 +1,4 @@
-import { databaseSetting, readConnectTimeoutMs, readDatabaseUrl, readQueueSettings, readTable, sqsTargetText, type SqsProtocol } from "../config.ts";
+import { databaseSetting, readConnectTimeoutMs, readDatabaseUrl, readQueueSettings, readRetentionDays, readTable, sqsTargetText, type SqsProtocol } from "../config.ts";
 import { ConfigError, describeError, errorLine, exitCodeFor, FatalError, type ErrorHelp } from "../errors.ts";
 import { createDb } from "../sink/db.ts";
 import { fromPostgres } from "../sink/pg-errors.ts";
@@ -14,6 +14,8 @@ interface Status {
   queue: { url: string; protocol: SqsProtocol | null; counts: QueueCounts | null; error?: string } | null;
   database: (DatabaseStatus & { latestMigration: number }) | { error: string };
   table: string;
+  /** MASQ_VAULT_RETENTION_DAYS, null when values are kept forever. */
+  retentionDays: number | null;
 }
 
 /**
@@ -26,7 +28,8 @@ export async function statusCommand(flags: Record<string, unknown>): Promise<num
   const queue = readQueueSettings(flags, process.env);
   const connectTimeoutMs = readConnectTimeoutMs(process.env);
   const db = createDb({ databaseUrl: readDatabaseUrl(flags, process.env), setting: databaseSetting(flags, process.env), connectTimeoutMs, poolSize: 2 });
-  const status: Status = { queue: null, database: { error: "not checked" }, table: `${table.schema}.${table.name}` };
+  const retentionDays = readRetentionDays(process.env) ?? null;
+  const status: Status = { queue: null, database: { error: "not checked" }, table: `${table.schema}.${table.name}`, retentionDays };
   const failures: unknown[] = [];
   try {
     if (queue !== undefined) status.queue = await queueStatus(queue, { where: sqsTargetText(flags, process.env), timeoutMs: connectTimeoutMs, failures });
@@ -103,6 +106,8 @@ function render(s: Status): string {
       `    keys         ${n(v.dataKeys)} data key(s) under ${v.masterKeys.length === 0 ? "no master key yet" : v.masterKeys.join(", ")}`,
       `    pseudonyms   ${v.pseudonymKey ? `key version ${v.pseudonymKey.version}${v.pseudonymKey.provider === "external" ? " (given in MASQ_PSEUDONYM_KEY)" : ""}` : "no key yet (created by the first masq run)"}`,
     );
+    const retention = s.retentionDays === null ? "no retention period (MASQ_VAULT_RETENTION_DAYS unset)" : `retention ${n(s.retentionDays)} days`;
+    lines.push(`    oldest value ${v.oldestValueAt ? `stored ${v.oldestValueAt.toISOString()} (${agoText(v.oldestValueAt)} ago)` : "none"}; ${retention}`);
     if (v.masterKeys.length > 1) lines.push("    note         more than one master key wraps masq's keys: finish the rotation with masq rotate master-key");
     if (v.retiringVersion !== null) lines.push(`    note         pseudonym key rotation in progress (replacing version ${v.retiringVersion}): masq rotate pseudonym-key --resume`);
     const total = d.quarantine.reduce((a, q) => a + q.total, 0);

@@ -26,6 +26,8 @@ export interface VaultStatus {
   pseudonymKey: { version: number; provider: string } | null;
   /** A pseudonym key rotation in progress: the version being replaced. */
   retiringVersion: number | null;
+  /** When the oldest value still recoverable was stored (the vault's created_at; index-backed from migration 010). */
+  oldestValueAt: Date | null;
 }
 
 /** What `masq status` shows of the database: cheap, index-backed queries only. */
@@ -79,6 +81,7 @@ async function vaultStatus(db: Db): Promise<VaultStatus> {
   const pk = await sql<{ version: number; state: string; provider: string }>`
     SELECT version, state, provider FROM masq.pseudonym_keys WHERE state IN ('active', 'retiring') ORDER BY version`.execute(masqQueries(db));
   const active = pk.rows.find((r) => r.state === "active");
+  const oldest = await sql<{ at: Date | null }>`SELECT min(created_at) AS at FROM masq.vault`.execute(masqQueries(db));
   return {
     values,
     byKind,
@@ -87,6 +90,7 @@ async function vaultStatus(db: Db): Promise<VaultStatus> {
     masterKeys: keys.rows[0]?.masters ?? [],
     pseudonymKey: active ? { version: active.version, provider: active.provider } : null,
     retiringVersion: pk.rows.find((r) => r.state === "retiring")?.version ?? null,
+    oldestValueAt: oldest.rows[0]?.at ?? null,
   };
 }
 

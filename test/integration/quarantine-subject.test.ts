@@ -33,6 +33,33 @@ test("quarantine.user_id is the top-level user_id the redacted copy keeps, and n
   );
   // The column is computed by the database: ingestion cannot write a different name.
   await assert.rejects(fx.db.pool.query("UPDATE masq.quarantine SET user_id = 'someone-else' WHERE message_id = 'q-0'"), /can only be updated to DEFAULT/);
+
+  // A db_rejected record keeps the masked row (commit-batch.ts): its userId is the user. In any other record's
+  // redacted copy, a "userId" key is not kept in clear, so it names nobody.
+  await fx.db.pool.query(
+    `INSERT INTO masq.quarantine (message_id, reason, detail, body, body_length, received_at) VALUES
+       ('r-1', 'db_rejected', 'd', '{"userId":"u-9","maskedIp":"ab","maskedDeviceId":"cd"}', 10, now()),
+       ('r-2', 'missing_field', 'd', '{"userId":"u-10"}', 10, now())`,
+  );
+  const rejected = await fx.db.pool.query<{ user_id: string | null }>("SELECT user_id FROM masq.quarantine WHERE message_id IN ('r-1', 'r-2') ORDER BY message_id");
+  assert.deepEqual(rejected.rows.map((x) => x.user_id), ["u-9", null]);
+});
+
+test("the lifecycle functions act only on a registered, ordinary, persistent table", async () => {
+  const check = (name: string) => fx.db.pool.query("SELECT masq.registered_target($1::text::regclass)", [name]);
+  await check("public.user_logins"); // registered by prepareDatabase, as `masq migrate` does
+  await fx.db.pool.query("CREATE TABLE public.other_logins (LIKE public.user_logins)");
+  await assert.rejects(check("public.other_logins"), /not a table masq writes/);
+  const client = await fx.db.pool.connect();
+  try {
+    // A temporary table or a view of a caller's own would run the caller's triggers or functions with the owner's rights.
+    await client.query("CREATE TEMP TABLE user_logins (LIKE public.user_logins)");
+    await assert.rejects(client.query("SELECT masq.registered_target('pg_temp.user_logins'::regclass)"), /not a table masq writes/);
+    await client.query("CREATE VIEW pg_temp.v AS SELECT * FROM public.user_logins");
+    await assert.rejects(client.query("SELECT masq.registered_target('pg_temp.v'::regclass)"), /not a table masq writes/);
+  } finally {
+    client.release(true);
+  }
 });
 
 test("the lifecycle actions are allowed in the audit chain, and masq_erase exists", async () => {

@@ -241,6 +241,8 @@ describe("every command's help: one format, only the flags it reads, an example"
     rotate: [],
     "rotate master-key": ["--batch-size", "--dry-run", "--database-url"],
     "rotate pseudonym-key": ["--batch-size", "--resume", "--dry-run", "--table", "--database-url"],
+    vault: [],
+    "vault prune": ["--batch-size", "--dry-run", "--table", "--database-url"],
     demo: ["--messages", "--keep", "--seed"],
     "subject erase": ["--user-id", "--reason", "--vault-only", "--dry-run", "--table", "--database-url"],
     audit: [],

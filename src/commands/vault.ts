@@ -1,0 +1,60 @@
+import { databaseSetting, readConnectTimeoutMs, readDatabaseUrl, readKeyConfig, readRetentionDays, readTable } from "../config.ts";
+import { ConfigError } from "../errors.ts";
+import { pruneVault } from "../retention/prune-vault.ts";
+import { createDb } from "../sink/db.ts";
+import { fromPostgres } from "../sink/pg-errors.ts";
+import { waitForPostgres } from "../sink/wait-for-postgres.ts";
+import { createKeyProvider } from "../vault/key-provider-from-config.ts";
+import type { KeyProvider } from "../vault/key-provider.ts";
+import { onShutdownSignals } from "./signals.ts";
+
+const n = (v: number) => v.toLocaleString("en-US");
+
+/**
+ * `masq vault prune [--dry-run] [--batch-size N]`: applies MASQ_VAULT_RETENTION_DAYS once, to the end
+ * (docs/operations.md, "Retention"). Needs masq_erase, and the master key (every deleting batch seals its audit row);
+ * a dry run needs neither key. The first SIGINT/SIGTERM stops after the current batch (exit 1; run it again).
+ */
+export async function vaultPruneCommand(flags: Record<string, unknown>): Promise<number> {
+  const days = readRetentionDays(process.env);
+  if (days === undefined) {
+    throw new ConfigError("MASQ_VAULT_RETENTION_DAYS", "is not set; say how many days of data stay recoverable, e.g. MASQ_VAULT_RETENTION_DAYS=400", {
+      what: "no retention period",
+    });
+  }
+  const table = readTable(flags, process.env);
+  const dryRun = flags.dryRun === true;
+  const batchSize = typeof flags.batchSize === "number" ? flags.batchSize : 1000;
+  if (batchSize > 10_000) throw new ConfigError("--batch-size", `must be at most 10000 (got ${batchSize})`);
+  const provider: KeyProvider | undefined = dryRun ? undefined : createKeyProvider(readKeyConfig(process.env));
+  const connectTimeoutMs = readConnectTimeoutMs(process.env);
+  const db = createDb({ databaseUrl: readDatabaseUrl(flags, process.env), setting: databaseSetting(flags, process.env), connectTimeoutMs, poolSize: 2 });
+  const abort = new AbortController();
+  const signals = onShutdownSignals({
+    first: (signal) => {
+      process.stderr.write("masq: stopping after the current batch (signal again to exit at once; run masq vault prune again to continue)\n");
+      abort.abort(signal);
+    },
+  });
+  try {
+    await waitForPostgres(db, { deadlineMs: connectTimeoutMs, signal: abort.signal });
+    const r = await pruneVault({ pool: db.pool, provider, table, days, dryRun, batchSize, signal: abort.signal });
+    const what = `vault entry(ies) that no row of ${table.schema}.${table.name} from the last ${n(days)} days uses, and ${n(r.quarantinePruned)} quarantine record(s) older than that`;
+    if (dryRun) {
+      process.stdout.write(`would prune ${n(r.vaultPruned)} of ${n(r.scanned)} ${what}; nothing changed\n`);
+      return 0;
+    }
+    process.stdout.write(`pruned ${n(r.vaultPruned)} of ${n(r.scanned)} ${what}; each batch is in the audit trail as vault-prune\n`);
+    if (!r.complete) {
+      process.stdout.write("stopped before the end: run masq vault prune again to continue\n");
+      return 1;
+    }
+    return 0;
+  } catch (err) {
+    throw fromPostgres(err, db.target);
+  } finally {
+    signals.dispose();
+    provider?.close();
+    await db.close().catch(() => undefined);
+  }
+}

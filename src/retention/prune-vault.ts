@@ -1,0 +1,156 @@
+import type pg from "pg";
+import { openAuditKey, type AuditKey } from "../audit/audit-key.ts";
+import { clientReported } from "../audit/client-reported.ts";
+import { sealAudit } from "../audit/seal-audit.ts";
+import { classifyPgError } from "../sink/pg-errors.ts";
+import { qualified, type TableName } from "../sink/table-name.ts";
+import { inTransaction } from "../sink/transaction.ts";
+import type { KeyProvider } from "../vault/key-provider.ts";
+
+/** Where the vault pass goes on from: the last primary key (kind, pseudonym) a batch looked at. */
+export interface PruneCursor {
+  kind: string;
+  pseudonym: string;
+}
+
+export interface PruneOptions {
+  pool: pg.Pool;
+  /** Not needed for a dry run. */
+  provider?: KeyProvider;
+  table: TableName;
+  days: number;
+  /** Count what would go; delete nothing, write no audit row, need no audit key. */
+  dryRun?: boolean;
+  /** Vault entries looked at, and quarantine records deleted, per transaction (at most 10,000). */
+  batchSize?: number;
+  /** Stop after this many transactions (a periodic prune's bound); `complete` then says false. */
+  maxBatches?: number;
+  /** Where the vault pass starts (a bounded run that stopped gives its `cursor`). */
+  from?: PruneCursor;
+  signal?: AbortSignal;
+  /** Awaited between two transactions (a periodic prune pauses, to let ingestion's batches through). */
+  betweenBatches?: () => Promise<void>;
+}
+
+export interface PruneResult {
+  vaultPruned: number;
+  quarantinePruned: number;
+  /** Vault entries looked at. */
+  scanned: number;
+  batches: number;
+  /** Both passes reached their end; otherwise `cursor` is where the vault pass stopped. */
+  complete: boolean;
+  cursor: PruneCursor | undefined;
+}
+
+interface VaultBatch {
+  scanned: number;
+  pruned: number;
+  seq: string | null;
+  next_kind: string | null;
+  next_pseudonym: string | null;
+}
+
+/**
+ * Retention (docs/operations.md, "Retention"): deletes quarantine records older than `days` days and the vault
+ * entries that no row of the target table from the last `days` days (and no quarantine record of that period) uses.
+ * Each batch is a transaction of its own that the database decides and audits (migration 010): the functions pick
+ * what may go, delete it and append an audit row naming it, which this process seals before COMMIT. So a kill
+ * between batches loses nothing and leaves no deletion unaudited; running again continues.
+ */
+export async function pruneVault(o: PruneOptions): Promise<PruneResult> {
+  const batchSize = o.batchSize ?? 1000;
+  const result: PruneResult = { vaultPruned: 0, quarantinePruned: 0, scanned: 0, batches: 0, complete: false, cursor: o.from };
+  const audit = o.dryRun === true || o.provider === undefined ? undefined : await openAudit(o.pool, o.provider, o.signal);
+  const stopped = () => o.signal?.aborted === true;
+  const next = async () => {
+    if (result.batches > 0) await o.betweenBatches?.();
+  };
+  try {
+    const budget = () => o.maxBatches === undefined || result.batches < o.maxBatches;
+    // Quarantine first: it is the cheaper pass, and a bounded run should not spend its whole budget on the vault.
+    if (audit === undefined) result.quarantinePruned = await countQuarantine(o.pool, o.days);
+    else {
+      while (budget() && !stopped()) {
+        await next();
+        if (stopped()) return result;
+        const n = await pruneQuarantineBatch(o.pool, audit, o.days, batchSize);
+        result.batches++;
+        result.quarantinePruned += n;
+        if (n < batchSize) break;
+      }
+      if (!budget()) return result;
+    }
+    while (budget() && !stopped()) {
+      await next();
+      if (stopped()) break;
+      const b = await pruneVaultBatch(o.pool, audit, o, result.cursor, batchSize);
+      result.batches++;
+      result.scanned += b.scanned;
+      result.vaultPruned += b.pruned;
+      if (b.next_kind === null || b.next_pseudonym === null || b.scanned < batchSize) {
+        result.cursor = undefined;
+        result.complete = true;
+        break;
+      }
+      result.cursor = { kind: b.next_kind, pseudonym: b.next_pseudonym };
+    }
+    return result;
+  } finally {
+    audit?.key.key.fill(0);
+  }
+}
+
+async function openAudit(pool: pg.Pool, provider: KeyProvider, signal?: AbortSignal): Promise<{ key: AuditKey; client: string }> {
+  const key = await openAuditKey(pool, provider, signal);
+  return { key, client: JSON.stringify(await clientReported(provider)) };
+}
+
+async function pruneVaultBatch(
+  pool: pg.Pool,
+  audit: { key: AuditKey; client: string } | undefined,
+  o: PruneOptions,
+  after: PruneCursor | undefined,
+  batchSize: number,
+): Promise<VaultBatch> {
+  const query = (db: pg.Pool | pg.PoolClient) =>
+    db.query<VaultBatch>("SELECT scanned, pruned, seq::text AS seq, next_kind, next_pseudonym FROM masq.vault_prune_batch($1::regclass, $2, $3, $4, $5, $6, $7)", [
+      qualified(o.table),
+      o.days,
+      after?.kind ?? null,
+      after?.pseudonym ?? null,
+      batchSize,
+      audit?.client ?? "{}",
+      audit?.key.version ?? null,
+    ]);
+  if (audit === undefined) return (await run(() => query(pool))).rows[0]!;
+  return inTransaction(pool, async (c) => {
+    const b = (await run(() => query(c))).rows[0]!;
+    if (b.seq !== null) await sealAudit(c, audit.key, b.seq);
+    return b;
+  });
+}
+
+async function pruneQuarantineBatch(pool: pg.Pool, audit: { key: AuditKey; client: string }, days: number, batchSize: number): Promise<number> {
+  return inTransaction(pool, async (c) => {
+    const r = await run(() =>
+      c.query<{ pruned: number; seq: string | null }>("SELECT pruned, seq::text AS seq FROM masq.quarantine_prune_batch($1, $2, $3, $4)", [days, batchSize, audit.client, audit.key.version]),
+    );
+    const { pruned, seq } = r.rows[0]!;
+    if (seq !== null) await sealAudit(c, audit.key, seq);
+    return pruned;
+  });
+}
+
+async function countQuarantine(pool: pg.Pool, days: number): Promise<number> {
+  const r = await run(() => pool.query<{ pruned: number }>("SELECT pruned FROM masq.quarantine_prune_batch($1, 1, '{}', NULL)", [days]));
+  return r.rows[0]!.pruned;
+}
+
+async function run<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    throw classifyPgError(err);
+  }
+}

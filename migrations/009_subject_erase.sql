@@ -79,7 +79,7 @@ CREATE INDEX quarantine_device_pseudonym_idx ON masq.quarantine (masq.redacted_p
 CREATE TABLE masq.erasures (
     seq          bigint      PRIMARY KEY,  -- its intent row in masq.audit (no foreign key: the trail is restored wholesale by its owner)
     login_role   text        NOT NULL,
-    target       text        NOT NULL,
+    target       regclass    NOT NULL,
     user_id      text        NOT NULL,
     vault_only   boolean     NOT NULL,
     resumes      bigint[]    NOT NULL DEFAULT '{}',
@@ -91,30 +91,18 @@ CREATE TABLE masq.erasures (
 );
 REVOKE ALL ON masq.erasures FROM PUBLIC;
 
--- The target table, checked: an ordinary table outside masq's schema with the columns erase reads.
-CREATE FUNCTION masq.erasable_table(p_table text) RETURNS text
-    LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-    AS $$
-DECLARE
-    rel oid := to_regclass(p_table);
-BEGIN
-    IF rel IS NULL OR NOT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                                  WHERE c.oid = rel AND c.relkind IN ('r', 'p') AND n.nspname NOT IN ('masq', 'pg_catalog', 'information_schema'))
-       OR (SELECT count(*) FROM pg_attribute WHERE attrelid = rel AND NOT attisdropped
-           AND attname IN ('user_id', 'masked_ip', 'masked_device_id')) <> 3 THEN
-        RAISE EXCEPTION 'table % is not a masq target table (user_id, masked_ip, masked_device_id)', p_table USING ERRCODE = '42P01';
-    END IF;
-    RETURN rel::regclass::text;
-END $$;
-REVOKE ALL ON FUNCTION masq.erasable_table(text) FROM PUBLIC;
+-- The target table is the caller's to name, but only a table masq writes (migration 007, masq.registered_target):
+-- these functions run with the owner's rights, and a temporary table or view of the caller's, or any other table
+-- with the same columns, would have them delete (or run triggers) as the owner. The erasure keeps the regclass, and
+-- each batch checks it again.
 
 -- Step 1: the intent row (unsealed: the caller seals it, then commits) and the erasure it starts.
-CREATE FUNCTION masq.audit_subject_erase(p_reason text, p_selector jsonb, p_client jsonb, p_fingerprint text, p_table text, p_user_id text, p_vault_only boolean, p_key_version integer)
+CREATE FUNCTION masq.audit_subject_erase(p_reason text, p_selector jsonb, p_client jsonb, p_fingerprint text, p_table regclass, p_user_id text, p_vault_only boolean, p_key_version integer)
     RETURNS bigint
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     AS $$
 DECLARE
-    t text := masq.erasable_table(p_table);
+    t regclass := masq.registered_target(p_table);
     s bigint;
     prev record;
 BEGIN
@@ -128,14 +116,14 @@ BEGIN
            coalesce(sum(e.quarantine), 0) AS quarantine, coalesce(sum(e.originals), 0) AS originals, coalesce(sum(e.vault), 0) AS vault
       INTO prev FROM masq.erasures e WHERE e.user_id = p_user_id AND e.target = t;
     s := masq.audit_append('subject-erase', p_reason,
-        coalesce(p_selector, '{}') || jsonb_build_object('phase', 'start', 'table', t, 'vaultOnly', p_vault_only, 'resumes', to_jsonb(prev.seqs)),
+        coalesce(p_selector, '{}') || jsonb_build_object('phase', 'start', 'table', (SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = t), 'vaultOnly', p_vault_only, 'resumes', to_jsonb(prev.seqs)),
         p_client, ARRAY[p_fingerprint], p_key_version);
     DELETE FROM masq.erasures e WHERE e.seq = ANY (prev.seqs);
     INSERT INTO masq.erasures (seq, login_role, target, user_id, vault_only, resumes, rows, quarantine, originals, vault)
     VALUES (s, session_user, t, p_user_id, p_vault_only, prev.seqs, prev.rows, prev.quarantine, prev.originals, prev.vault);
     RETURN s;
 END $$;
-REVOKE ALL ON FUNCTION masq.audit_subject_erase(text, jsonb, jsonb, text, text, text, boolean, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION masq.audit_subject_erase(text, jsonb, jsonb, text, regclass, text, boolean, integer) FROM PUBLIC;
 
 -- Step 2, repeated (each call its own transaction): at most p_limit of the user's rows, then of their quarantine
 -- records, are deleted, and with them every vault value those used that no remaining row and no remaining quarantine
@@ -161,6 +149,7 @@ BEGIN
     IF NOT FOUND OR j.login_role <> session_user THEN
         RAISE EXCEPTION 'no erasure % in progress of this login', p_seq USING ERRCODE = '42501';
     END IF;
+    PERFORM masq.registered_target(j.target);
     PERFORM masq.advance_vault_epoch();
     rows := 0; quarantine := 0; originals := 0; vault := 0;
 
@@ -247,7 +236,7 @@ BEGIN
     END IF;
     SELECT * INTO a FROM masq.audit x WHERE x.seq = p_seq;
     seq := masq.audit_append('subject-erase', a.reason,
-        jsonb_build_object('phase', 'done', 'start', p_seq, 'table', j.target, 'vaultOnly', j.vault_only, 'resumes', to_jsonb(j.resumes),
+        jsonb_build_object('phase', 'done', 'start', p_seq, 'table', a.selector -> 'table', 'vaultOnly', j.vault_only, 'resumes', to_jsonb(j.resumes),
                            'rows', j.rows, 'quarantine', j.quarantine, 'originals', j.originals, 'vault', j.vault),
         p_client, a.subjects, p_key_version);
     DELETE FROM masq.erasures e WHERE e.seq = p_seq;
@@ -257,12 +246,12 @@ END $$;
 REVOKE ALL ON FUNCTION masq.audit_subject_erased(bigint, jsonb, integer) FROM PUBLIC;
 
 -- --dry-run: what an erasure would delete now, changing nothing (and recording nothing: it reveals only counts).
-CREATE FUNCTION masq.erase_subject_preview(p_table text, p_user_id text, p_vault_only boolean)
+CREATE FUNCTION masq.erase_subject_preview(p_table regclass, p_user_id text, p_vault_only boolean)
     RETURNS TABLE (rows bigint, quarantine bigint, originals bigint, vault bigint)
     LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     AS $$
 DECLARE
-    t text := masq.erasable_table(p_table);
+    t regclass := masq.registered_target(p_table);
 BEGIN
     EXECUTE format(
         'WITH mine AS (SELECT ''ip'' AS kind, masked_ip::text AS p FROM %1$s WHERE user_id = $1 AND masked_ip IS NOT NULL
@@ -281,7 +270,7 @@ BEGIN
     IF NOT p_vault_only THEN originals := 0; ELSE rows := 0; quarantine := 0; END IF;
     RETURN NEXT;
 END $$;
-REVOKE ALL ON FUNCTION masq.erase_subject_preview(text, text, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION masq.erase_subject_preview(regclass, text, boolean) FROM PUBLIC;
 
 -- ---------------------------------------------------------------------------------------------------------------
 -- 4. Privileges (SECURITY.md, "Roles")
@@ -292,10 +281,10 @@ REVOKE ALL ON FUNCTION masq.erase_subject_preview(text, text, boolean) FROM PUBL
 GRANT EXECUTE ON FUNCTION masq.lock_vault_epoch() TO masq_ingest;
 GRANT SELECT ON masq.vault_epoch TO masq_ingest, masq_unmask, masq_erase;
 
-GRANT EXECUTE ON FUNCTION masq.audit_subject_erase(text, jsonb, jsonb, text, text, text, boolean, integer) TO masq_erase;
+GRANT EXECUTE ON FUNCTION masq.audit_subject_erase(text, jsonb, jsonb, text, regclass, text, boolean, integer) TO masq_erase;
 GRANT EXECUTE ON FUNCTION masq.erase_subject_batch(bigint, integer) TO masq_erase;
 GRANT EXECUTE ON FUNCTION masq.audit_subject_erased(bigint, jsonb, integer) TO masq_erase;
-GRANT EXECUTE ON FUNCTION masq.erase_subject_preview(text, text, boolean) TO masq_erase;
+GRANT EXECUTE ON FUNCTION masq.erase_subject_preview(regclass, text, boolean) TO masq_erase;
 GRANT EXECUTE ON FUNCTION masq.audit_key() TO masq_erase;
 GRANT EXECUTE ON FUNCTION masq.create_audit_key(text, text, bytea, text) TO masq_erase;
 GRANT EXECUTE ON FUNCTION masq.audit_seal(bigint, bytea) TO masq_erase;

@@ -20,23 +20,26 @@ CREATE FUNCTION masq.retention_cutoff(p_days integer) RETURNS date
     LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
     AS $$ SELECT (now() AT TIME ZONE 'UTC')::date - p_days $$;
 
--- The table prune checks for rows must have masq's layout (the columns it reads, with their types): a prune
--- pointed at a table that is not masq's target would find no recent row and delete values that are still used.
-CREATE FUNCTION masq.check_prune_target(p_table regclass, p_days integer) RETURNS void
+-- The table prune checks for rows is one masq writes (migration 007, masq.registered_target: never a caller's
+-- temporary table or view, whose triggers, policies or functions would run as the owner) and has masq's layout (the
+-- columns it reads, with their types): a prune pointed at another table would find no recent row and delete values
+-- that are still used.
+CREATE FUNCTION masq.check_prune_target(p_table regclass, p_days integer) RETURNS regclass
     LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     AS $$
+DECLARE
+    t regclass := masq.registered_target(p_table);
 BEGIN
     IF p_days IS NULL OR p_days < 1 OR p_days > 36500 THEN
         RAISE EXCEPTION 'a retention period is 1 to 36500 days' USING ERRCODE = '22023';
     END IF;
-    IF (SELECT count(*) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
-        WHERE a.attrelid = p_table AND c.relkind IN ('r', 'p') AND NOT a.attisdropped AND (
+    IF (SELECT count(*) FROM pg_attribute a
+        WHERE a.attrelid = t AND NOT a.attisdropped AND (
               (a.attname IN ('masked_ip', 'masked_device_id') AND a.atttypid IN ('text'::regtype, 'varchar'::regtype))
-           OR (a.attname = 'create_date' AND a.atttypid = 'date'::regtype))) <> 3
-       OR (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = p_table)
-          IN ('masq', 'pg_catalog', 'information_schema') THEN
-        RAISE EXCEPTION 'table % is not a table masq writes', p_table USING ERRCODE = '22023';
+           OR (a.attname = 'create_date' AND a.atttypid = 'date'::regtype))) <> 3 THEN
+        RAISE EXCEPTION 'table % is not a table masq writes (masked_ip, masked_device_id, create_date)', t USING ERRCODE = '22023';
     END IF;
+    RETURN t;
 END $$;
 REVOKE ALL ON FUNCTION masq.check_prune_target(regclass, integer) FROM PUBLIC;
 
@@ -90,11 +93,11 @@ CREATE FUNCTION masq.vault_prune_batch(p_table regclass, p_days integer, p_after
     AS $$
 DECLARE
     cutoff date := masq.retention_cutoff(p_days);
+    t regclass := masq.check_prune_target(p_table, p_days);
     kinds text[];
     pseudonyms text[];
     gone text[];
 BEGIN
-    PERFORM masq.check_prune_target(p_table, p_days);
     IF p_limit IS NULL OR p_limit < 1 OR p_limit > 10000 THEN
         RAISE EXCEPTION 'a prune batch is 1 to 10000 entries' USING ERRCODE = '22023';
     END IF;
@@ -107,13 +110,13 @@ BEGIN
         RETURN QUERY SELECT 0, 0, NULL::bigint, NULL::text, NULL::text;
         RETURN;
     END IF;
-    gone := masq.retention_unused(p_table, cutoff, kinds, pseudonyms);
+    gone := masq.retention_unused(t, cutoff, kinds, pseudonyms);
     IF p_key_version IS NOT NULL AND cardinality(gone) > 0 THEN
         -- Only a batch that deletes advances the vault epoch (so ingestion's sealers forget what they knew only
         -- when something went): it waits for ingest batches in flight, and holds new ones until COMMIT. The
         -- candidates are then checked again, by statements that see what those batches committed (migration 009).
         PERFORM masq.advance_vault_epoch();
-        gone := masq.retention_unused(p_table, cutoff,
+        gone := masq.retention_unused(t, cutoff,
             ARRAY(SELECT split_part(g, ':', 1) FROM unnest(gone) AS g ORDER BY g),
             ARRAY(SELECT split_part(g, ':', 2) FROM unnest(gone) AS g ORDER BY g));
     END IF;
@@ -125,7 +128,7 @@ BEGIN
     WHERE v.kind = split_part(g.subject, ':', 1) AND v.pseudonym = split_part(g.subject, ':', 2);
     RETURN QUERY SELECT cardinality(kinds), cardinality(gone),
         masq.audit_append('vault-prune', format('retention %s days', p_days),
-            jsonb_build_object('pass', 'vault', 'table', p_table::text, 'retention_days', p_days, 'cutoff', cutoff::text),
+            jsonb_build_object('pass', 'vault', 'table', (SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = t), 'retention_days', p_days, 'cutoff', cutoff::text),
             p_client, gone, p_key_version),
         kinds[cardinality(kinds)], pseudonyms[cardinality(kinds)];
 END $$;

@@ -1,0 +1,125 @@
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { describe, test } from "node:test";
+import pg from "pg";
+import { openAuditKey } from "../../src/audit/audit-key.ts";
+
+import { LocalKeyProvider } from "../../src/vault/local-provider.ts";
+import { usePipelineFixture } from "../helpers/fixture.ts";
+import { TABLE, TEST_KEY, TEST_MASTER_KEY, TEST_MASTER_KEY_HEX, testKeys } from "../helpers/pipeline.ts";
+import { runMasq } from "../helpers/run-masq.ts";
+import { decryptVault } from "../helpers/vault-check.ts";
+
+const login = (user: string, ip: string, device: string, deviceType = "ios") =>
+  JSON.stringify({ user_id: user, app_version: "5.2.19", device_type: deviceType, ip, locale: "US", device_id: device });
+
+/**
+ * What a holder of masq_erase must not be able to do with the erase and prune functions (SECURITY.md, "Erasure"),
+ * and the states in which they must refuse: the review's findings against `masq subject erase` and `masq vault prune`.
+ */
+describe("masq subject erase and vault prune: guards", () => {
+  const fx = usePipelineFixture();
+  const env = () => ({ DATABASE_URL: fx.pgdb.url, MASQ_MASTER_KEY: TEST_MASTER_KEY_HEX, MASQ_PSEUDONYM_KEY: Buffer.from(TEST_KEY).toString("hex"), MASQ_LOG_LEVEL: "silent" });
+  const provider = () => new LocalKeyProvider(Uint8Array.from(TEST_MASTER_KEY), []);
+  const count = async (sql: string, values: unknown[] = []) => Number((await fx.db.pool.query<{ n: string }>(sql, values)).rows[0]!.n);
+  const recoverable = async () => {
+    const p = provider();
+    try {
+      return new Set((await decryptVault(fx.db.pool, p)).map((v) => v.value));
+    } finally {
+      p.close();
+    }
+  };
+  const auditKey = async () => {
+    const p = provider();
+    try {
+      return await openAuditKey(fx.db.pool, p);
+    } finally {
+      p.close();
+    }
+  };
+
+  /** A login holding masq_erase, and a client connected as it. */
+  const eraser = async () => {
+    const name = `t_eve_${randomBytes(4).toString("hex")}`;
+    const password = randomBytes(12).toString("hex");
+    await fx.db.pool.query(`CREATE ROLE ${name} LOGIN PASSWORD '${password}'; GRANT masq_erase TO ${name}`);
+    const u = new URL(fx.pgdb.url);
+    u.username = name;
+    u.password = password;
+    const c = new pg.Client({ connectionString: u.toString() });
+    await c.connect();
+    return {
+      name,
+      url: u.toString(),
+      c,
+      async drop() {
+        await c.end().catch(() => undefined);
+        await fx.db.pool.query(`ALTER ROLE ${name} NOSUPERUSER`).catch(() => undefined);
+        await fx.db.pool.query(`DROP OWNED BY ${name}`).catch(() => undefined);
+        await fx.db.pool.query(`DROP ROLE IF EXISTS ${name}`).catch(() => undefined);
+      },
+    };
+  };
+  const superuser = async (role: string) => (await fx.db.pool.query<{ s: boolean }>("SELECT rolsuper AS s FROM pg_roles WHERE rolname = $1", [role])).rows[0]!.s;
+  const start = (table: string) =>
+    `SELECT masq.audit_subject_erase('attack', '{}', '{}', 'v1:${"0".repeat(32)}', '${table}', 'x', false, 1)`;
+
+  test("finding 1: a temporary table with a trigger is refused, and the login does not become superuser", async () => {
+    await fx.reset();
+    await auditKey();
+    const eve = await eraser();
+    try {
+      await eve.c.query("CREATE TEMP TABLE t (user_id text, masked_ip text, masked_device_id text, create_date date)");
+      await eve.c.query("INSERT INTO t VALUES ('x', 'a', 'b', '2000-01-01')");
+      await eve.c.query(`CREATE FUNCTION pg_temp.evil() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN EXECUTE format('ALTER ROLE %I SUPERUSER', session_user); RETURN OLD; END $$`);
+      await eve.c.query("CREATE TRIGGER evil BEFORE DELETE ON t FOR EACH ROW EXECUTE FUNCTION pg_temp.evil()");
+      await eve.c.query("BEGIN");
+      try {
+        const s = (await eve.c.query<{ s: string }>(`${start("pg_temp.t")}::text AS s`)).rows[0]!.s;
+        await eve.c.query("SELECT * FROM masq.erase_subject_batch($1, 10)", [s]);
+        await eve.c.query("SELECT masq.audit_seal($1, $2)", [s, Buffer.alloc(32)]);
+        await eve.c.query("COMMIT");
+      } catch (err) {
+        await eve.c.query("ROLLBACK");
+        assert.match(String(err), /is not a table masq writes/);
+      }
+      assert.equal(await superuser(eve.name), false, "the trigger never ran as the owner");
+      for (const sql of [
+        "SELECT * FROM masq.erase_subject_preview('pg_temp.t', 'x', false)",
+        "SELECT * FROM masq.vault_prune_batch('pg_temp.t', 30, NULL, NULL, 100, '{}', NULL)",
+      ]) {
+        await assert.rejects(eve.c.query(sql), /is not a table masq writes/, sql);
+      }
+      assert.equal(await count("SELECT count(*) AS n FROM masq.erasures"), 0);
+    } finally {
+      await eve.drop();
+    }
+  });
+
+  test("finding 7: a real table with the same columns that masq does not write is refused", async () => {
+    await fx.reset();
+    await auditKey();
+    await fx.db.pool.query("CREATE TABLE public.logins_backup (user_id text, masked_ip text, masked_device_id text, create_date date)");
+    await fx.db.pool.query("INSERT INTO public.logins_backup VALUES ('x', 'a', 'b', '2000-01-01')");
+    const eve = await eraser();
+    try {
+      for (const sql of [
+        start("public.logins_backup"),
+        "SELECT * FROM masq.erase_subject_preview('public.logins_backup', 'x', false)",
+        "SELECT * FROM masq.vault_prune_batch('public.logins_backup', 30, NULL, NULL, 100, '{}', NULL)",
+      ]) {
+        await assert.rejects(eve.c.query(sql), /is not a table masq writes/, sql);
+      }
+      const r = await runMasq(["subject", "erase", "--user-id", "x", "--reason", "backup copy", "--table", "public.logins_backup"], { ...env(), DATABASE_URL: eve.url });
+      assert.notEqual(r.code, 0);
+      assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
+      assert.equal(await count("SELECT count(*) AS n FROM public.logins_backup"), 1);
+    } finally {
+      await eve.drop();
+      await fx.db.pool.query("DROP TABLE public.logins_backup");
+    }
+  });
+});
+

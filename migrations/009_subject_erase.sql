@@ -45,15 +45,25 @@ CREATE FUNCTION masq.advance_vault_epoch() RETURNS bigint
 REVOKE ALL ON FUNCTION masq.advance_vault_epoch() FROM PUBLIC;
 
 -- ---------------------------------------------------------------------------------------------------------------
--- 2. Which pseudonyms a quarantine record uses: its redacted copy shows top-level ip and device_id as
---    "hmac:<pseudonym>" (mask/redact-body.ts). Indexed, so that "does any record still use P" is a lookup.
-CREATE FUNCTION masq.redacted_pseudonym(p_body text, p_kind text) RETURNS text
+-- 2. Which pseudonyms a quarantine record uses: a redacted copy shows top-level ip and device_id as
+--    "hmac:<pseudonym>" (mask/redact-body.ts); a db_rejected record's copy is the masked row itself
+--    (commit-batch.ts), whose maskedIp and maskedDeviceId are the bare pseudonyms (a replay loads them). Indexed per
+--    kind, so that "does any record still use P" is a lookup; every caller names the kind as a literal, which is
+--    what lets the planner use the index.
+CREATE FUNCTION masq.redacted_pseudonym(p_body text, p_reason text, p_kind text) RETURNS text
     LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
     AS $$
 DECLARE
     v text;
 BEGIN
     IF p_body IS NULL OR left(p_body, 1) <> '{' OR p_kind NOT IN ('ip', 'device_id') THEN
+        RETURN NULL;
+    END IF;
+    IF p_reason = 'db_rejected' THEN
+        v := p_body::jsonb ->> (CASE p_kind WHEN 'ip' THEN 'maskedIp' ELSE 'maskedDeviceId' END);
+        IF v ~ '^[0-9a-f]{64}$' THEN
+            RETURN v;
+        END IF;
         RETURN NULL;
     END IF;
     v := p_body::jsonb ->> p_kind;
@@ -64,8 +74,8 @@ BEGIN
 EXCEPTION WHEN invalid_text_representation OR data_exception THEN
     RETURN NULL;
 END $$;
-CREATE INDEX quarantine_ip_pseudonym_idx ON masq.quarantine (masq.redacted_pseudonym(body, 'ip'));
-CREATE INDEX quarantine_device_pseudonym_idx ON masq.quarantine (masq.redacted_pseudonym(body, 'device_id'));
+CREATE INDEX quarantine_ip_pseudonym_idx ON masq.quarantine (masq.redacted_pseudonym(body, reason, 'ip'));
+CREATE INDEX quarantine_device_pseudonym_idx ON masq.quarantine (masq.redacted_pseudonym(body, reason, 'device_id'));
 
 -- ---------------------------------------------------------------------------------------------------------------
 -- 3. Erasures in progress
@@ -125,6 +135,26 @@ BEGIN
 END $$;
 REVOKE ALL ON FUNCTION masq.audit_subject_erase(text, jsonb, jsonb, text, regclass, text, boolean, integer) FROM PUBLIC;
 
+-- The query (text, for EXECUTE with $1 = the user id) of the values only this user's rows and records use that are
+-- in the vault, as (kind, p): one branch per kind with the kind a literal, so that each NOT EXISTS is a lookup in an
+-- index (the table's on masked_ip / masked_device_id, if it has them; the quarantine's expression indexes above).
+CREATE FUNCTION masq.erase_private_values(p_table regclass) RETURNS text
+    LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+    AS $q$ SELECT format(
+        'SELECT ''ip'' AS kind, m.p FROM (SELECT masked_ip::text AS p FROM %1$s WHERE user_id = $1 AND masked_ip IS NOT NULL
+                                          UNION SELECT masq.redacted_pseudonym(body, reason, ''ip'') FROM masq.quarantine WHERE user_id = $1) m
+           JOIN masq.vault v ON v.kind = ''ip'' AND v.pseudonym = m.p
+          WHERE NOT EXISTS (SELECT 1 FROM %1$s t WHERE t.masked_ip = m.p AND t.user_id IS DISTINCT FROM $1)
+            AND NOT EXISTS (SELECT 1 FROM masq.quarantine q WHERE masq.redacted_pseudonym(q.body, q.reason, ''ip'') = m.p AND q.user_id IS DISTINCT FROM $1)
+         UNION ALL
+         SELECT ''device_id'', m.p FROM (SELECT masked_device_id::text AS p FROM %1$s WHERE user_id = $1 AND masked_device_id IS NOT NULL
+                                         UNION SELECT masq.redacted_pseudonym(body, reason, ''device_id'') FROM masq.quarantine WHERE user_id = $1) m
+           JOIN masq.vault v ON v.kind = ''device_id'' AND v.pseudonym = m.p
+          WHERE NOT EXISTS (SELECT 1 FROM %1$s t WHERE t.masked_device_id = m.p AND t.user_id IS DISTINCT FROM $1)
+            AND NOT EXISTS (SELECT 1 FROM masq.quarantine q WHERE masq.redacted_pseudonym(q.body, q.reason, ''device_id'') = m.p AND q.user_id IS DISTINCT FROM $1)',
+        p_table) $q$;
+REVOKE ALL ON FUNCTION masq.erase_private_values(regclass) FROM PUBLIC;
+
 -- Step 2, repeated (each call its own transaction): at most p_limit of the user's rows, then of their quarantine
 -- records, are deleted, and with them every vault value those used that no remaining row and no remaining quarantine
 -- record uses. With vault_only the rows and records stay: up to p_limit vault values that only this user's rows and
@@ -166,7 +196,7 @@ BEGIN
             WITH d AS (
                 DELETE FROM masq.quarantine q WHERE q.message_id IN (
                     SELECT message_id FROM masq.quarantine WHERE user_id = j.user_id ORDER BY message_id LIMIT p_limit - rows)
-                RETURNING masq.redacted_pseudonym(q.body, 'ip') AS ip, masq.redacted_pseudonym(q.body, 'device_id') AS dev),
+                RETURNING masq.redacted_pseudonym(q.body, q.reason, 'ip') AS ip, masq.redacted_pseudonym(q.body, q.reason, 'device_id') AS dev),
             c AS (SELECT 'ip' AS kind, ip AS p FROM d WHERE ip IS NOT NULL UNION SELECT 'device_id', dev FROM d WHERE dev IS NOT NULL)
             SELECT (SELECT count(*)::int FROM d), coalesce((SELECT array_agg(kind) FROM c), '{}'), coalesce((SELECT array_agg(p) FROM c), '{}')
               INTO quarantine, qk, qp;
@@ -179,10 +209,10 @@ BEGIN
             'WITH c AS (SELECT DISTINCT kind, p FROM unnest($1::text[], $2::text[]) AS c(kind, p)),
                   used AS (SELECT ''ip'' AS kind, masked_ip::text AS p FROM %1$s WHERE masked_ip IN (SELECT p FROM c WHERE kind = ''ip'')
                            UNION SELECT ''device_id'', masked_device_id::text FROM %1$s WHERE masked_device_id IN (SELECT p FROM c WHERE kind = ''device_id'')
-                           UNION SELECT ''ip'', masq.redacted_pseudonym(body, ''ip'') FROM masq.quarantine
-                                 WHERE masq.redacted_pseudonym(body, ''ip'') IN (SELECT p FROM c WHERE kind = ''ip'')
-                           UNION SELECT ''device_id'', masq.redacted_pseudonym(body, ''device_id'') FROM masq.quarantine
-                                 WHERE masq.redacted_pseudonym(body, ''device_id'') IN (SELECT p FROM c WHERE kind = ''device_id'')),
+                           UNION SELECT ''ip'', masq.redacted_pseudonym(body, reason, ''ip'') FROM masq.quarantine
+                                 WHERE masq.redacted_pseudonym(body, reason, ''ip'') IN (SELECT p FROM c WHERE kind = ''ip'')
+                           UNION SELECT ''device_id'', masq.redacted_pseudonym(body, reason, ''device_id'') FROM masq.quarantine
+                                 WHERE masq.redacted_pseudonym(body, reason, ''device_id'') IN (SELECT p FROM c WHERE kind = ''device_id'')),
                   d AS (DELETE FROM masq.vault v USING c WHERE v.kind = c.kind AND v.pseudonym = c.p
                         AND NOT EXISTS (SELECT 1 FROM used u WHERE u.kind = c.kind AND u.p = c.p) RETURNING 1)
              SELECT count(*)::int FROM d', j.target) INTO vault USING kinds, pseudonyms;
@@ -190,18 +220,9 @@ BEGIN
     ELSE
         -- Values this user's rows and records use, in the vault, that no other user's row or record uses.
         EXECUTE format(
-            'WITH mine AS (SELECT ''ip'' AS kind, masked_ip::text AS p FROM %1$s WHERE user_id = $1 AND masked_ip IS NOT NULL
-                           UNION SELECT ''device_id'', masked_device_id::text FROM %1$s WHERE user_id = $1 AND masked_device_id IS NOT NULL
-                           UNION SELECT ''ip'', masq.redacted_pseudonym(body, ''ip'') FROM masq.quarantine WHERE user_id = $1
-                           UNION SELECT ''device_id'', masq.redacted_pseudonym(body, ''device_id'') FROM masq.quarantine WHERE user_id = $1),
-                  c AS (SELECT m.kind, m.p FROM mine m JOIN masq.vault v ON v.kind = m.kind AND v.pseudonym = m.p
-                        WHERE NOT EXISTS (SELECT 1 FROM %1$s t WHERE t.user_id IS DISTINCT FROM $1
-                                          AND ((m.kind = ''ip'' AND t.masked_ip = m.p) OR (m.kind = ''device_id'' AND t.masked_device_id = m.p)))
-                          AND NOT EXISTS (SELECT 1 FROM masq.quarantine q WHERE q.user_id IS DISTINCT FROM $1
-                                          AND masq.redacted_pseudonym(q.body, m.kind) = m.p)
-                        ORDER BY m.kind, m.p LIMIT $2),
+            'WITH c AS (%2$s ORDER BY kind, p LIMIT $2),
                   d AS (DELETE FROM masq.vault v USING c WHERE v.kind = c.kind AND v.pseudonym = c.p RETURNING 1)
-             SELECT count(*)::int FROM d', j.target) INTO vault USING j.user_id, p_limit;
+             SELECT count(*)::int FROM d', j.target, masq.erase_private_values(j.target)) INTO vault USING j.user_id, p_limit;
         IF vault < p_limit THEN
             WITH d AS (
                 UPDATE masq.quarantine q SET body_data_key_id = NULL, body_nonce = NULL, body_ciphertext = NULL
@@ -254,18 +275,10 @@ DECLARE
     t regclass := masq.registered_target(p_table);
 BEGIN
     EXECUTE format(
-        'WITH mine AS (SELECT ''ip'' AS kind, masked_ip::text AS p FROM %1$s WHERE user_id = $1 AND masked_ip IS NOT NULL
-                       UNION SELECT ''device_id'', masked_device_id::text FROM %1$s WHERE user_id = $1 AND masked_device_id IS NOT NULL
-                       UNION SELECT ''ip'', masq.redacted_pseudonym(body, ''ip'') FROM masq.quarantine WHERE user_id = $1
-                       UNION SELECT ''device_id'', masq.redacted_pseudonym(body, ''device_id'') FROM masq.quarantine WHERE user_id = $1)
-         SELECT (SELECT count(*) FROM %1$s WHERE user_id = $1),
+        'SELECT (SELECT count(*) FROM %1$s WHERE user_id = $1),
                 (SELECT count(*) FROM masq.quarantine WHERE user_id = $1),
                 (SELECT count(*) FROM masq.quarantine WHERE user_id = $1 AND body_ciphertext IS NOT NULL),
-                (SELECT count(*) FROM mine m JOIN masq.vault v ON v.kind = m.kind AND v.pseudonym = m.p
-                  WHERE NOT EXISTS (SELECT 1 FROM %1$s t WHERE t.user_id IS DISTINCT FROM $1
-                                    AND ((m.kind = ''ip'' AND t.masked_ip = m.p) OR (m.kind = ''device_id'' AND t.masked_device_id = m.p)))
-                    AND NOT EXISTS (SELECT 1 FROM masq.quarantine q WHERE q.user_id IS DISTINCT FROM $1
-                                    AND masq.redacted_pseudonym(q.body, m.kind) = m.p))', t)
+                (SELECT count(*) FROM (%2$s) c)', t, masq.erase_private_values(t))
         INTO rows, quarantine, originals, vault USING p_user_id;
     IF NOT p_vault_only THEN originals := 0; ELSE rows := 0; quarantine := 0; END IF;
     RETURN NEXT;

@@ -47,8 +47,9 @@ REVOKE ALL ON FUNCTION masq.check_prune_target(regclass, integer) FROM PUBLIC;
 -- without a date) and no quarantine record from on or after the cutoff uses, as "kind:pseudonym". Two lookups in
 -- the target table per call, by masked_ip and by masked_device_id: an index on either column (docs/operations.md,
 -- "Retention") makes them index scans; masq does not create one on the user's table. A quarantine record uses the
--- values its redacted copy shows (migration 009's indexed masq.redacted_pseudonym), and a refused row's record
--- (db_rejected) those of the masked row it keeps for a replay. VOLATILE: each statement sees every committed row.
+-- values its copy shows (migration 009's masq.redacted_pseudonym: the redacted copy's "hmac:" values, or a refused
+-- row's masked row, db_rejected), looked up per kind in its expression indexes. VOLATILE: each statement sees every
+-- committed row.
 CREATE FUNCTION masq.retention_unused(p_table regclass, p_cutoff date, p_kinds text[], p_pseudonyms text[]) RETURNS text[]
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     AS $$
@@ -68,10 +69,10 @@ BEGIN
     FROM unnest(p_kinds, p_pseudonyms) AS c(kind, pseudonym)
     WHERE NOT (c.kind = 'ip' AND c.pseudonym = ANY (coalesce(keep_ip, '{}')))
       AND NOT (c.kind = 'device_id' AND c.pseudonym = ANY (coalesce(keep_device, '{}')))
-      AND NOT EXISTS (SELECT 1 FROM masq.quarantine q
-                      WHERE masq.redacted_pseudonym(q.body, c.kind) = c.pseudonym AND q.quarantined_at >= cutoff_at)
-      AND NOT EXISTS (SELECT 1 FROM masq.quarantine q
-                      WHERE q.reason = 'db_rejected' AND q.quarantined_at >= cutoff_at AND strpos(q.body, c.pseudonym) > 0);
+      AND NOT (c.kind = 'ip' AND EXISTS (SELECT 1 FROM masq.quarantine q
+                      WHERE masq.redacted_pseudonym(q.body, q.reason, 'ip') = c.pseudonym AND q.quarantined_at >= cutoff_at))
+      AND NOT (c.kind = 'device_id' AND EXISTS (SELECT 1 FROM masq.quarantine q
+                      WHERE masq.redacted_pseudonym(q.body, q.reason, 'device_id') = c.pseudonym AND q.quarantined_at >= cutoff_at));
     RETURN coalesce(unused, '{}');
 END $$;
 REVOKE ALL ON FUNCTION masq.retention_unused(regclass, date, text[], text[]) FROM PUBLIC;

@@ -4,6 +4,8 @@ import { describe, test } from "node:test";
 import pg from "pg";
 import { openAuditKey } from "../../src/audit/audit-key.ts";
 
+import { commitMessages } from "../../src/runner/commit-messages.ts";
+import { createPseudonymizer } from "../../src/mask/pseudonymize.ts";
 import { LocalKeyProvider } from "../../src/vault/local-provider.ts";
 import { usePipelineFixture } from "../helpers/fixture.ts";
 import { TABLE, TEST_KEY, TEST_MASTER_KEY, TEST_MASTER_KEY_HEX, testKeys } from "../helpers/pipeline.ts";
@@ -121,5 +123,42 @@ describe("masq subject erase and vault prune: guards", () => {
       await fx.db.pool.query("DROP TABLE public.logins_backup");
     }
   });
-});
 
+  test("finding 3: db_rejected records: erasing amy keeps the value bob's refused row uses, and erases amy's own", async () => {
+    await fx.reset();
+    // The table refuses blackberry rows: they are kept as db_rejected records, whose copy is the masked row.
+    await fx.db.pool.query("ALTER TABLE public.user_logins ADD CONSTRAINT guards_no_blackberry CHECK (device_type <> 'blackberry')");
+    const keys = await testKeys(fx.db);
+    const now = new Date();
+    const m = (id: string, body: string) => ({ messageId: id, body, sentAt: now, receivedAt: now });
+    try {
+      await commitMessages(fx.db.pool, TABLE, keys, [
+        m("a-1", login("amy", "198.18.0.1", "dev-amy")),
+        m("a-2", login("amy", "198.18.0.2", "dev-amy-bb", "blackberry")),
+        m("b-1", login("bob", "198.18.0.1", "dev-bob-bb", "blackberry")),
+      ]);
+    } finally {
+      keys.close();
+      await fx.db.pool.query("ALTER TABLE public.user_logins DROP CONSTRAINT guards_no_blackberry");
+    }
+    assert.equal(await count("SELECT count(*) AS n FROM masq.quarantine WHERE reason = 'db_rejected'"), 2);
+    const dry = await runMasq(["subject", "erase", "--user-id", "amy", "--dry-run"], env());
+    assert.equal(dry.code, 0, dry.stderr);
+    assert.match(dry.stdout, /quarantine records\s+1\n/);
+    assert.match(dry.stdout, /vault values\s+3 /, "dev-amy, 198.18.0.2 and dev-amy-bb; 198.18.0.1 is bob's too");
+    const r = await runMasq(["subject", "erase", "--user-id", "amy", "--reason", "erasure request DSR-G3"], env());
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /quarantine records\s+1\n/);
+    assert.match(r.stdout, /vault values\s+3 /);
+    const values = await recoverable();
+    for (const v of ["dev-amy", "198.18.0.2", "dev-amy-bb"]) assert.ok(!values.has(v), `${v}: amy's own db_rejected record's values are gone`);
+    for (const v of ["198.18.0.1", "dev-bob-bb"]) assert.ok(values.has(v), `${v}: bob's refused row can still be replayed`);
+    assert.equal(await count("SELECT count(*) AS n FROM masq.quarantine WHERE user_id = 'amy'"), 0);
+    assert.equal(await count("SELECT count(*) AS n FROM masq.quarantine WHERE user_id = 'bob'"), 1);
+    const p = createPseudonymizer(TEST_KEY);
+    const bobs = await fx.db.pool.query<{ ip: string; dev: string }>(
+      "SELECT masq.redacted_pseudonym(body, reason, 'ip') AS ip, masq.redacted_pseudonym(body, reason, 'device_id') AS dev FROM masq.quarantine WHERE user_id = 'bob'",
+    );
+    assert.deepEqual(bobs.rows, [{ ip: p.pseudonymize("ip", "198.18.0.1"), dev: p.pseudonymize("device_id", "dev-bob-bb") }]);
+  });
+});

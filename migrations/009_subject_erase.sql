@@ -106,6 +106,20 @@ REVOKE ALL ON masq.erasures FROM PUBLIC;
 -- with the same columns, would have them delete (or run triggers) as the owner. The erasure keeps the regclass, and
 -- each batch checks it again.
 
+-- No deletion while a pseudonym key rotation is in progress (a rotation stopped mid-way, to be resumed, included):
+-- after its vault pass the vault holds the new pseudonyms while rows and records still carry the old ones, so "no
+-- row uses P" would be decided on the wrong pseudonyms and a value another user still needs could go.
+CREATE FUNCTION masq.refuse_during_rotation() RETURNS void
+    LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM masq.pseudonym_rotation) THEN
+        RAISE EXCEPTION 'a pseudonym key rotation is in progress: finish it first (masq rotate pseudonym-key --resume, as the schema owner), then run this again'
+            USING ERRCODE = '55000';
+    END IF;
+END $$;
+REVOKE ALL ON FUNCTION masq.refuse_during_rotation() FROM PUBLIC;
+
 -- Step 1: the intent row (unsealed: the caller seals it, then commits) and the erasure it starts.
 CREATE FUNCTION masq.audit_subject_erase(p_reason text, p_selector jsonb, p_client jsonb, p_fingerprint text, p_table regclass, p_user_id text, p_vault_only boolean, p_key_version integer)
     RETURNS bigint
@@ -116,6 +130,7 @@ DECLARE
     s bigint;
     prev record;
 BEGIN
+    PERFORM masq.refuse_during_rotation();
     IF p_fingerprint IS NULL OR p_fingerprint !~ '^v[0-9]+:[0-9a-f]{32}$' THEN
         RAISE EXCEPTION 'a subject is named by its fingerprint' USING ERRCODE = '22023';
     END IF;
@@ -180,6 +195,7 @@ BEGIN
         RAISE EXCEPTION 'no erasure % in progress of this login', p_seq USING ERRCODE = '42501';
     END IF;
     PERFORM masq.registered_target(j.target);
+    PERFORM masq.refuse_during_rotation();
     PERFORM masq.advance_vault_epoch();
     rows := 0; quarantine := 0; originals := 0; vault := 0;
 
@@ -274,6 +290,7 @@ CREATE FUNCTION masq.erase_subject_preview(p_table regclass, p_user_id text, p_v
 DECLARE
     t regclass := masq.registered_target(p_table);
 BEGIN
+    PERFORM masq.refuse_during_rotation();
     EXECUTE format(
         'SELECT (SELECT count(*) FROM %1$s WHERE user_id = $1),
                 (SELECT count(*) FROM masq.quarantine WHERE user_id = $1),

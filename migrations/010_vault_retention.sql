@@ -99,6 +99,7 @@ DECLARE
     pseudonyms text[];
     gone text[];
 BEGIN
+    PERFORM masq.refuse_during_rotation();
     IF p_limit IS NULL OR p_limit < 1 OR p_limit > 10000 THEN
         RAISE EXCEPTION 'a prune batch is 1 to 10000 entries' USING ERRCODE = '22023';
     END IF;
@@ -145,6 +146,7 @@ DECLARE
     cutoff date := masq.retention_cutoff(p_days);
     ids text[];
 BEGIN
+    PERFORM masq.refuse_during_rotation();
     IF p_days IS NULL OR p_days < 1 OR p_days > 36500 THEN
         RAISE EXCEPTION 'a retention period is 1 to 36500 days' USING ERRCODE = '22023';
     END IF;

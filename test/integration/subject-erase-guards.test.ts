@@ -6,6 +6,7 @@ import { openAuditKey } from "../../src/audit/audit-key.ts";
 
 import { commitMessages } from "../../src/runner/commit-messages.ts";
 import { createPseudonymizer } from "../../src/mask/pseudonymize.ts";
+import { rotatePseudonymKey } from "../../src/rotation/rotate-pseudonym-key.ts";
 import { LocalKeyProvider } from "../../src/vault/local-provider.ts";
 import { usePipelineFixture } from "../helpers/fixture.ts";
 import { TABLE, TEST_KEY, TEST_MASTER_KEY, TEST_MASTER_KEY_HEX, testKeys } from "../helpers/pipeline.ts";
@@ -160,5 +161,45 @@ describe("masq subject erase and vault prune: guards", () => {
       "SELECT masq.redacted_pseudonym(body, reason, 'ip') AS ip, masq.redacted_pseudonym(body, reason, 'device_id') AS dev FROM masq.quarantine WHERE user_id = 'bob'",
     );
     assert.deepEqual(bobs.rows, [{ ip: p.pseudonymize("ip", "198.18.0.1"), dev: p.pseudonymize("device_id", "dev-bob-bb") }]);
+  });
+
+  test("finding 4: erase (dry run too) and prune refuse while a pseudonym key rotation is stopped mid-way; after --resume they run", async () => {
+    await fx.reset();
+    // Ingested under masq's managed pseudonym key (a key given in MASQ_PSEUDONYM_KEY cannot be rotated).
+    const keys = await testKeys(fx.db, { pseudonymKey: null });
+    const now = new Date();
+    try {
+      await commitMessages(
+        fx.db.pool,
+        TABLE,
+        keys,
+        Array.from({ length: 30 }, (_, i) => ({ messageId: `r-${i}`, body: login(i % 2 === 0 ? "uma" : "vic", `198.18.1.${i % 7}`, `dev-${i % 5}`), sentAt: now, receivedAt: now })),
+      );
+    } finally {
+      keys.close();
+    }
+    const abort = new AbortController();
+    const stopped = await rotatePseudonymKey({ pool: fx.db.pool, provider: provider(), table: TABLE, batchSize: 5, resume: false, signal: abort.signal, onBatch: (_p, done) => done > 0 && abort.abort() });
+    assert.equal(stopped.outcome, "stopped");
+    assert.equal(await count("SELECT count(*) AS n FROM masq.pseudonym_rotation"), 1);
+    const vaultBefore = await count("SELECT count(*) AS n FROM masq.vault");
+    const managed = { DATABASE_URL: fx.pgdb.url, MASQ_MASTER_KEY: TEST_MASTER_KEY_HEX, MASQ_LOG_LEVEL: "silent", MASQ_VAULT_RETENTION_DAYS: "30" };
+    for (const args of [
+      ["subject", "erase", "--user-id", "uma", "--reason", "erasure request DSR-G4"],
+      ["subject", "erase", "--user-id", "uma", "--dry-run"],
+      ["vault", "prune"],
+    ]) {
+      const r = await runMasq(args, managed);
+      assert.equal(r.code, 1, `${args.join(" ")}: ${r.stdout}${r.stderr}`);
+      assert.match(r.stderr, /^masq: a pseudonym key rotation is in progress \(masq\.pseudonym_rotation\): finish it first with masq rotate pseudonym-key --resume .*\n$/, args.join(" "));
+    }
+    assert.equal(await count("SELECT count(*) AS n FROM public.user_logins WHERE user_id = 'uma'"), 15, "nothing was erased");
+    assert.equal(await count("SELECT count(*) AS n FROM masq.vault"), vaultBefore);
+    assert.equal(await count("SELECT count(*) AS n FROM masq.erasures"), 0);
+
+    assert.equal((await rotatePseudonymKey({ pool: fx.db.pool, provider: provider(), table: TABLE, batchSize: 100, resume: true })).outcome, "finished");
+    const r = await runMasq(["subject", "erase", "--user-id", "uma", "--reason", "erasure request DSR-G4, after the rotation"], managed);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(await count("SELECT count(*) AS n FROM public.user_logins WHERE user_id = 'uma'"), 0);
   });
 });

@@ -120,6 +120,27 @@ BEGIN
 END $$;
 REVOKE ALL ON FUNCTION masq.refuse_during_rotation() FROM PUBLIC;
 
+-- The table as the trail names it: schema-qualified whatever the search_path.
+CREATE FUNCTION masq.erase_table_name(p_table regclass) RETURNS text
+    LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+    AS $$ SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = p_table $$;
+REVOKE ALL ON FUNCTION masq.erase_table_name(regclass) FROM PUBLIC;
+
+-- What the caller says about the subject: a fingerprint (how the trail names them), a user id of 1 to 128
+-- characters, a mode.
+CREATE FUNCTION masq.check_erase_subject(p_fingerprint text, p_user_id text, p_vault_only boolean) RETURNS void
+    LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF p_fingerprint IS NULL OR p_fingerprint !~ '^v[0-9]+:[0-9a-f]{32}$' THEN
+        RAISE EXCEPTION 'a subject is named by its fingerprint' USING ERRCODE = '22023';
+    END IF;
+    IF p_user_id IS NULL OR length(p_user_id) < 1 OR length(p_user_id) > 128 OR p_vault_only IS NULL THEN
+        RAISE EXCEPTION 'a user id is 1 to 128 characters' USING ERRCODE = '22023';
+    END IF;
+END $$;
+REVOKE ALL ON FUNCTION masq.check_erase_subject(text, text, boolean) FROM PUBLIC;
+
 -- Step 1: the intent row (unsealed: the caller seals it, then commits) and the erasure it starts.
 CREATE FUNCTION masq.audit_subject_erase(p_reason text, p_selector jsonb, p_client jsonb, p_fingerprint text, p_table regclass, p_user_id text, p_vault_only boolean, p_key_version integer)
     RETURNS bigint
@@ -131,17 +152,12 @@ DECLARE
     prev record;
 BEGIN
     PERFORM masq.refuse_during_rotation();
-    IF p_fingerprint IS NULL OR p_fingerprint !~ '^v[0-9]+:[0-9a-f]{32}$' THEN
-        RAISE EXCEPTION 'a subject is named by its fingerprint' USING ERRCODE = '22023';
-    END IF;
-    IF p_user_id IS NULL OR length(p_user_id) > 128 OR p_vault_only IS NULL THEN
-        RAISE EXCEPTION 'a user id is 1 to 128 characters' USING ERRCODE = '22023';
-    END IF;
+    PERFORM masq.check_erase_subject(p_fingerprint, p_user_id, p_vault_only);
     SELECT coalesce(array_agg(e.seq ORDER BY e.seq), '{}') AS seqs, coalesce(sum(e.rows), 0) AS rows,
            coalesce(sum(e.quarantine), 0) AS quarantine, coalesce(sum(e.originals), 0) AS originals, coalesce(sum(e.vault), 0) AS vault
       INTO prev FROM masq.erasures e WHERE e.user_id = p_user_id AND e.target = t;
     s := masq.audit_append('subject-erase', p_reason,
-        coalesce(p_selector, '{}') || jsonb_build_object('phase', 'start', 'table', (SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = t), 'vaultOnly', p_vault_only, 'resumes', to_jsonb(prev.seqs)),
+        coalesce(p_selector, '{}') || jsonb_build_object('phase', 'start', 'table', masq.erase_table_name(t), 'vaultOnly', p_vault_only, 'resumes', to_jsonb(prev.seqs)),
         p_client, ARRAY[p_fingerprint], p_key_version);
     DELETE FROM masq.erasures e WHERE e.seq = ANY (prev.seqs);
     INSERT INTO masq.erasures (seq, login_role, target, user_id, vault_only, resumes, rows, quarantine, originals, vault)
@@ -282,7 +298,8 @@ BEGIN
 END $$;
 REVOKE ALL ON FUNCTION masq.audit_subject_erased(bigint, jsonb, integer) FROM PUBLIC;
 
--- --dry-run: what an erasure would delete now, changing nothing (and recording nothing: it reveals only counts).
+-- What an erasure would delete now, changing nothing (owner only: masq_erase calls it through the audited function
+-- below).
 CREATE FUNCTION masq.erase_subject_preview(p_table regclass, p_user_id text, p_vault_only boolean)
     RETURNS TABLE (rows bigint, quarantine bigint, originals bigint, vault bigint)
     LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -290,7 +307,6 @@ CREATE FUNCTION masq.erase_subject_preview(p_table regclass, p_user_id text, p_v
 DECLARE
     t regclass := masq.registered_target(p_table);
 BEGIN
-    PERFORM masq.refuse_during_rotation();
     EXECUTE format(
         'SELECT (SELECT count(*) FROM %1$s WHERE user_id = $1),
                 (SELECT count(*) FROM masq.quarantine WHERE user_id = $1),
@@ -301,6 +317,30 @@ BEGIN
     RETURN NEXT;
 END $$;
 REVOKE ALL ON FUNCTION masq.erase_subject_preview(regclass, text, boolean) FROM PUBLIC;
+
+-- --dry-run: the counts, with an audit row (action 'subject-erase', phase 'preview', the user's fingerprint, the
+-- counts), unsealed: the caller seals it, then commits. Audited because the counts answer "does this user exist, and
+-- how much data do they have" for any id the caller names: the trail shows who asked about whom, as it does for an
+-- erasure.
+CREATE FUNCTION masq.audit_subject_erase_preview(p_reason text, p_client jsonb, p_fingerprint text, p_table regclass, p_user_id text, p_vault_only boolean, p_key_version integer)
+    RETURNS TABLE (seq bigint, rows bigint, quarantine bigint, originals bigint, vault bigint)
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    t regclass := masq.registered_target(p_table);
+    c record;
+BEGIN
+    PERFORM masq.refuse_during_rotation();
+    PERFORM masq.check_erase_subject(p_fingerprint, p_user_id, p_vault_only);
+    SELECT * INTO c FROM masq.erase_subject_preview(t, p_user_id, p_vault_only);
+    seq := masq.audit_append('subject-erase', p_reason,
+        jsonb_build_object('phase', 'preview', 'table', masq.erase_table_name(t), 'vaultOnly', p_vault_only,
+                           'rows', c.rows, 'quarantine', c.quarantine, 'originals', c.originals, 'vault', c.vault),
+        p_client, ARRAY[p_fingerprint], p_key_version);
+    rows := c.rows; quarantine := c.quarantine; originals := c.originals; vault := c.vault;
+    RETURN NEXT;
+END $$;
+REVOKE ALL ON FUNCTION masq.audit_subject_erase_preview(text, jsonb, text, regclass, text, boolean, integer) FROM PUBLIC;
 
 -- ---------------------------------------------------------------------------------------------------------------
 -- 4. Privileges (SECURITY.md, "Roles")
@@ -314,7 +354,7 @@ GRANT SELECT ON masq.vault_epoch TO masq_ingest, masq_unmask, masq_erase;
 GRANT EXECUTE ON FUNCTION masq.audit_subject_erase(text, jsonb, jsonb, text, regclass, text, boolean, integer) TO masq_erase;
 GRANT EXECUTE ON FUNCTION masq.erase_subject_batch(bigint, integer) TO masq_erase;
 GRANT EXECUTE ON FUNCTION masq.audit_subject_erased(bigint, jsonb, integer) TO masq_erase;
-GRANT EXECUTE ON FUNCTION masq.erase_subject_preview(regclass, text, boolean) TO masq_erase;
+GRANT EXECUTE ON FUNCTION masq.audit_subject_erase_preview(text, jsonb, text, regclass, text, boolean, integer) TO masq_erase;
 GRANT EXECUTE ON FUNCTION masq.audit_key() TO masq_erase;
 GRANT EXECUTE ON FUNCTION masq.create_audit_key(text, text, bytea, text) TO masq_erase;
 GRANT EXECUTE ON FUNCTION masq.audit_seal(bigint, bytea) TO masq_erase;

@@ -130,7 +130,7 @@ BEGIN
     WHERE v.kind = split_part(g.subject, ':', 1) AND v.pseudonym = split_part(g.subject, ':', 2);
     RETURN QUERY SELECT cardinality(kinds), cardinality(gone),
         masq.audit_append('vault-prune', format('retention %s days', p_days),
-            jsonb_build_object('pass', 'vault', 'table', (SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = t), 'retention_days', p_days, 'cutoff', cutoff::text),
+            jsonb_build_object('pass', 'vault', 'table', masq.erase_table_name(t), 'retention_days', p_days, 'cutoff', cutoff::text),
             p_client, gone, p_key_version),
         kinds[cardinality(kinds)], pseudonyms[cardinality(kinds)];
 END $$;

@@ -90,7 +90,7 @@ describe("masq subject erase and vault prune: guards", () => {
       }
       assert.equal(await superuser(eve.name), false, "the trigger never ran as the owner");
       for (const sql of [
-        "SELECT * FROM masq.erase_subject_preview('pg_temp.t', 'x', false)",
+        `SELECT * FROM masq.audit_subject_erase_preview('attack', '{}', 'v1:${"0".repeat(32)}', 'pg_temp.t', 'x', false, 1)`,
         "SELECT * FROM masq.vault_prune_batch('pg_temp.t', 30, NULL, NULL, 100, '{}', NULL)",
       ]) {
         await assert.rejects(eve.c.query(sql), /is not a table masq writes/, sql);
@@ -110,7 +110,7 @@ describe("masq subject erase and vault prune: guards", () => {
     try {
       for (const sql of [
         start("public.logins_backup"),
-        "SELECT * FROM masq.erase_subject_preview('public.logins_backup', 'x', false)",
+        `SELECT * FROM masq.audit_subject_erase_preview('attack', '{}', 'v1:${"0".repeat(32)}', 'public.logins_backup', 'x', false, 1)`,
         "SELECT * FROM masq.vault_prune_batch('public.logins_backup', 30, NULL, NULL, 100, '{}', NULL)",
       ]) {
         await assert.rejects(eve.c.query(sql), /is not a table masq writes/, sql);
@@ -165,6 +165,7 @@ describe("masq subject erase and vault prune: guards", () => {
 
   test("finding 4: erase (dry run too) and prune refuse while a pseudonym key rotation is stopped mid-way; after --resume they run", async () => {
     await fx.reset();
+    await fx.db.pool.query("DELETE FROM masq.pseudonym_keys"); // the other tests' key was given in MASQ_PSEUDONYM_KEY
     // Ingested under masq's managed pseudonym key (a key given in MASQ_PSEUDONYM_KEY cannot be rotated).
     const keys = await testKeys(fx.db, { pseudonymKey: null });
     const now = new Date();

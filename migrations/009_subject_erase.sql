@@ -85,7 +85,9 @@ CREATE INDEX quarantine_device_pseudonym_idx ON masq.quarantine (masq.redacted_p
 -- (phase 'done', the counts the server kept). The batches take the user and the table from the row here, never
 -- from the caller, so every deletion belongs to a committed intent row. The user id is kept here only while the
 -- erasure runs (it is in the user's table in clear anyway); the 'done' step deletes it. A run that was killed
--- leaves its row: the next run for the same user and table takes its counts over and names it in its own rows.
+-- leaves its row: the next run for the same user and table takes its counts over and names it in its own rows. One
+-- that nobody resumes is purged a day after its last batch, by the next erasure's start or done step or retention's
+-- next batch (masq.purge_erasures): its start row in the trail stays, the user id does not.
 CREATE TABLE masq.erasures (
     seq          bigint      PRIMARY KEY,  -- its intent row in masq.audit (no foreign key: the trail is restored wholesale by its owner)
     login_role   text        NOT NULL,
@@ -97,7 +99,8 @@ CREATE TABLE masq.erasures (
     quarantine   bigint      NOT NULL DEFAULT 0,
     originals    bigint      NOT NULL DEFAULT 0,
     vault        bigint      NOT NULL DEFAULT 0,
-    started_at   timestamptz NOT NULL DEFAULT now()
+    started_at   timestamptz NOT NULL DEFAULT now(),
+    touched_at   timestamptz NOT NULL DEFAULT now()   -- its last batch
 );
 REVOKE ALL ON masq.erasures FROM PUBLIC;
 
@@ -141,8 +144,14 @@ BEGIN
 END $$;
 REVOKE ALL ON FUNCTION masq.check_erase_subject(text, text, boolean) FROM PUBLIC;
 
+-- Erasures killed and not resumed for a day: their rows (and the user ids in clear) go.
+CREATE FUNCTION masq.purge_erasures() RETURNS void
+    LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    AS $$ DELETE FROM masq.erasures WHERE touched_at < now() - interval '1 day' $$;
+REVOKE ALL ON FUNCTION masq.purge_erasures() FROM PUBLIC;
+
 -- Step 1: the intent row (unsealed: the caller seals it, then commits) and the erasure it starts.
-CREATE FUNCTION masq.audit_subject_erase(p_reason text, p_selector jsonb, p_client jsonb, p_fingerprint text, p_table regclass, p_user_id text, p_vault_only boolean, p_key_version integer)
+CREATE FUNCTION masq.audit_subject_erase(p_reason text, p_client jsonb, p_fingerprint text, p_table regclass, p_user_id text, p_vault_only boolean, p_key_version integer)
     RETURNS bigint
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     AS $$
@@ -156,15 +165,17 @@ BEGIN
     SELECT coalesce(array_agg(e.seq ORDER BY e.seq), '{}') AS seqs, coalesce(sum(e.rows), 0) AS rows,
            coalesce(sum(e.quarantine), 0) AS quarantine, coalesce(sum(e.originals), 0) AS originals, coalesce(sum(e.vault), 0) AS vault
       INTO prev FROM masq.erasures e WHERE e.user_id = p_user_id AND e.target = t;
+    PERFORM masq.purge_erasures();
+    -- The selector is the server's own, never the caller's: nothing else can be slipped into the trail's row.
     s := masq.audit_append('subject-erase', p_reason,
-        coalesce(p_selector, '{}') || jsonb_build_object('phase', 'start', 'table', masq.erase_table_name(t), 'vaultOnly', p_vault_only, 'resumes', to_jsonb(prev.seqs)),
+        jsonb_build_object('command', 'subject erase', 'phase', 'start', 'table', masq.erase_table_name(t), 'vaultOnly', p_vault_only, 'resumes', to_jsonb(prev.seqs)),
         p_client, ARRAY[p_fingerprint], p_key_version);
     DELETE FROM masq.erasures e WHERE e.seq = ANY (prev.seqs);
     INSERT INTO masq.erasures (seq, login_role, target, user_id, vault_only, resumes, rows, quarantine, originals, vault)
     VALUES (s, session_user, t, p_user_id, p_vault_only, prev.seqs, prev.rows, prev.quarantine, prev.originals, prev.vault);
     RETURN s;
 END $$;
-REVOKE ALL ON FUNCTION masq.audit_subject_erase(text, jsonb, jsonb, text, regclass, text, boolean, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION masq.audit_subject_erase(text, jsonb, text, regclass, text, boolean, integer) FROM PUBLIC;
 
 -- The query (text, for EXECUTE with $1 = the user id) of the values only this user's rows and records use that are
 -- in the vault, as (kind, p): one branch per kind with the kind a literal, so that each NOT EXISTS is a lookup in an
@@ -266,7 +277,7 @@ BEGIN
         done := vault = 0 AND originals = 0;
     END IF;
 
-    UPDATE masq.erasures e SET rows = e.rows + erase_subject_batch.rows, quarantine = e.quarantine + erase_subject_batch.quarantine,
+    UPDATE masq.erasures e SET touched_at = now(), rows = e.rows + erase_subject_batch.rows, quarantine = e.quarantine + erase_subject_batch.quarantine,
         originals = e.originals + erase_subject_batch.originals, vault = e.vault + erase_subject_batch.vault
     WHERE e.seq = p_seq;
     RETURN NEXT;
@@ -293,6 +304,7 @@ BEGIN
                            'rows', j.rows, 'quarantine', j.quarantine, 'originals', j.originals, 'vault', j.vault),
         p_client, a.subjects, p_key_version);
     DELETE FROM masq.erasures e WHERE e.seq = p_seq;
+    PERFORM masq.purge_erasures();
     rows := j.rows; quarantine := j.quarantine; originals := j.originals; vault := j.vault;
     RETURN NEXT;
 END $$;
@@ -351,7 +363,7 @@ REVOKE ALL ON FUNCTION masq.audit_subject_erase_preview(text, jsonb, text, regcl
 GRANT EXECUTE ON FUNCTION masq.lock_vault_epoch() TO masq_ingest;
 GRANT SELECT ON masq.vault_epoch TO masq_ingest, masq_unmask, masq_erase;
 
-GRANT EXECUTE ON FUNCTION masq.audit_subject_erase(text, jsonb, jsonb, text, regclass, text, boolean, integer) TO masq_erase;
+GRANT EXECUTE ON FUNCTION masq.audit_subject_erase(text, jsonb, text, regclass, text, boolean, integer) TO masq_erase;
 GRANT EXECUTE ON FUNCTION masq.erase_subject_batch(bigint, integer) TO masq_erase;
 GRANT EXECUTE ON FUNCTION masq.audit_subject_erased(bigint, jsonb, integer) TO masq_erase;
 GRANT EXECUTE ON FUNCTION masq.audit_subject_erase_preview(text, jsonb, text, regclass, text, boolean, integer) TO masq_erase;

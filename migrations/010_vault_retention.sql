@@ -147,6 +147,7 @@ DECLARE
     ids text[];
 BEGIN
     PERFORM masq.refuse_during_rotation();
+    PERFORM masq.purge_erasures();  -- retention of erase's own state (migration 009)
     IF p_days IS NULL OR p_days < 1 OR p_days > 36500 THEN
         RAISE EXCEPTION 'a retention period is 1 to 36500 days' USING ERRCODE = '22023';
     END IF;

@@ -72,9 +72,8 @@ export async function eraseSubject(
 ): Promise<ErasureCounts & { startSeq: string; doneSeq: string }> {
   const startSeq = await inTransaction(pool, async (c) => {
     const seq = (
-      await query<{ seq: string }>(c, "SELECT masq.audit_subject_erase($1, $2, $3, $4, $5, $6, $7, $8)::text AS seq", [
+      await query<{ seq: string }>(c, "SELECT masq.audit_subject_erase($1, $2, $3, $4, $5, $6, $7)::text AS seq", [
         req.reason,
-        JSON.stringify({ command: "subject erase" }),
         JSON.stringify(req.client),
         req.fingerprint,
         qualified(req.table),

@@ -66,7 +66,7 @@ describe("masq subject erase and vault prune: guards", () => {
   };
   const superuser = async (role: string) => (await fx.db.pool.query<{ s: boolean }>("SELECT rolsuper AS s FROM pg_roles WHERE rolname = $1", [role])).rows[0]!.s;
   const start = (table: string) =>
-    `SELECT masq.audit_subject_erase('attack', '{}', '{}', 'v1:${"0".repeat(32)}', '${table}', 'x', false, 1)`;
+    `SELECT masq.audit_subject_erase('attack', '{}', 'v1:${"0".repeat(32)}', '${table}', 'x', false, 1)`;
 
   test("finding 1: a temporary table with a trigger is refused, and the login does not become superuser", async () => {
     await fx.reset();
@@ -202,5 +202,33 @@ describe("masq subject erase and vault prune: guards", () => {
     const r = await runMasq(["subject", "erase", "--user-id", "uma", "--reason", "erasure request DSR-G4, after the rotation"], managed);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(await count("SELECT count(*) AS n FROM public.user_logins WHERE user_id = 'uma'"), 0);
+  });
+
+  test("finding 9: no empty user id; the start row's selector is the server's; erasures nobody resumed are purged after a day", async () => {
+    await fx.reset();
+    await auditKey();
+    const eve = await eraser();
+    try {
+      await assert.rejects(eve.c.query(`SELECT masq.audit_subject_erase('x', '{}', 'v1:${"0".repeat(32)}', 'public.user_logins', '', false, 1)`), /a user id is 1 to 128 characters/);
+      await assert.rejects(
+        eve.c.query(`SELECT * FROM masq.audit_subject_erase_preview('x', '{}', 'v1:${"0".repeat(32)}', 'public.user_logins', '', false, 1)`),
+        /a user id is 1 to 128 characters/,
+      );
+    } finally {
+      await eve.drop();
+    }
+    // Killed runs: one of "wes" two days ago (resumed by wes's erasure below), one of "xia" two days ago and one of
+    // "yan" an hour ago (neither resumed).
+    await fx.db.pool.query(`INSERT INTO masq.erasures (seq, login_role, target, user_id, vault_only, rows, started_at, touched_at) VALUES
+      (-1, 'someone', 'public.user_logins', 'wes', false, 5, now() - interval '2 days', now() - interval '2 days'),
+      (-2, 'someone', 'public.user_logins', 'xia', false, 0, now() - interval '2 days', now() - interval '2 days'),
+      (-3, 'someone', 'public.user_logins', 'yan', false, 0, now() - interval '1 hour', now() - interval '1 hour')`);
+    const r = await runMasq(["subject", "erase", "--user-id", "wes", "--reason", "erasure request DSR-G9"], env());
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /rows\s+5\n/, "wes's killed run was taken over, not purged");
+    assert.deepEqual((await fx.db.pool.query<{ user_id: string }>("SELECT user_id FROM masq.erasures ORDER BY seq")).rows, [{ user_id: "yan" }]);
+    const start = await fx.db.pool.query<{ selector: Record<string, unknown> }>("SELECT selector FROM masq.audit WHERE action = 'subject-erase' AND selector->>'phase' = 'start' ORDER BY seq DESC LIMIT 1");
+    assert.deepEqual(Object.keys(start.rows[0]!.selector).sort(), ["command", "phase", "resumes", "table", "vaultOnly"]);
+    assert.deepEqual(start.rows[0]!.selector.resumes, [-1]);
   });
 });

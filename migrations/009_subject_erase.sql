@@ -10,38 +10,58 @@
 -- it earlier (vault-sealer.ts does not seal a value again) and so sends a row without its value. Either leaves a row
 -- whose value can never be recovered.
 --
--- The cure: one row, one number. Every ingest batch statement takes a share lock on the row (masq.lock_vault_epoch,
--- in the same guard as the pseudonym key's lock) and holds it until it commits; a batch that left out values the
--- process believed were in the vault carries the epoch it believed that under, and writes nothing if the epoch moved
--- (StaleVaultError: the process forgets what it knew and seals the batch again, whole). Whatever deletes vault
--- values (erase, prune) first advances the epoch, in the deleting transaction (masq.advance_vault_epoch): that waits
--- for every ingest batch in flight to commit, and makes every later one wait for the deletion to commit. Each
--- deleting statement after it takes a new snapshot (READ COMMITTED; plpgsql takes one per statement of a VOLATILE
--- function), which sees every committed row: a value is deleted only when no row and no quarantine record uses it.
+-- The cure: one table, one number, one heavyweight lock. Every ingest batch statement locks the table in ROW
+-- SHARE mode (masq.lock_vault_epoch, in the same guard as the pseudonym key's lock) and holds it until it commits; a
+-- batch that left out values the process believed were in the vault carries the epoch it believed that under, and
+-- writes nothing if the epoch moved (StaleVaultError: the process forgets what it knew and seals the batch again,
+-- whole). Whatever deletes vault values (erase, prune) first advances the epoch, in the deleting transaction
+-- (masq.advance_vault_epoch), under an EXCLUSIVE lock: that waits for every ingest batch in flight to commit, and
+-- makes every later one wait for the deletion to commit. Lock requests queue first come, first served: an ingest
+-- batch that arrives while a deleter waits queues behind it, so overlapping ingest batches cannot starve a deleter
+-- (as share locks on a row did: each new one was granted ahead of the waiting writer). Each deleting statement
+-- after it takes a new snapshot (READ COMMITTED; plpgsql takes one per statement of a VOLATILE function), which sees
+-- every committed row: a value is deleted only when no row and no quarantine record uses it.
+--
+-- Neither side waits without bound. A deleter waits at most 2 s for the lock (lock_timeout, on the function) and
+-- then tries again later (vault/vault-deletion.ts), letting the ingest batches queued behind it through; an ingest
+-- batch waits at most 60 s, then fails and is retried as any transient error is. What holds the lock longer than a
+-- statement is a transaction left open by hand (masq's own deleting transactions are one statement, or one
+-- statement and the seal of its audit row): deploy/sql/login-roles.sql sets idle_in_transaction_session_timeout on
+-- the logins, which ends such a session.
 CREATE TABLE masq.vault_epoch (
     one    boolean PRIMARY KEY DEFAULT true CHECK (one),
     epoch  bigint  NOT NULL
 );
 INSERT INTO masq.vault_epoch VALUES (true, 0);
 
--- Ingestion: the current epoch, share-locked until the batch's transaction ends. SECURITY DEFINER because a row
--- lock needs UPDATE rights, which the ingest role must not have on this table.
+-- Ingestion: the current epoch, the table locked (ROW SHARE: ingest batches do not conflict with each other, nor
+-- with autovacuum) until the batch's transaction ends. SECURITY DEFINER because LOCK needs rights on the table that
+-- the ingest role must not have.
 CREATE FUNCTION masq.lock_vault_epoch() RETURNS bigint
-    LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET lock_timeout = '60s'
     AS $$
 DECLARE
     e bigint;
 BEGIN
-    SELECT epoch INTO e FROM masq.vault_epoch FOR SHARE;
+    LOCK TABLE masq.vault_epoch IN ROW SHARE MODE;
+    SELECT epoch INTO e FROM masq.vault_epoch;
     RETURN e;
 END $$;
 REVOKE ALL ON FUNCTION masq.lock_vault_epoch() FROM PUBLIC;
 
--- Deleters, first in their transaction: waits for ingest batches in flight, then holds them off until COMMIT.
--- Owner only: called from the SECURITY DEFINER functions that delete (this migration's and retention's).
+-- Deleters, first in their transaction: waits (at most 2 s, then SQLSTATE 55P03) for ingest batches in flight, then
+-- holds them off until COMMIT. Owner only: called from the SECURITY DEFINER functions that delete (this migration's
+-- and retention's).
 CREATE FUNCTION masq.advance_vault_epoch() RETURNS bigint
-    LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-    AS $$ UPDATE masq.vault_epoch SET epoch = epoch + 1 RETURNING epoch $$;
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET lock_timeout = '2s'
+    AS $$
+DECLARE
+    e bigint;
+BEGIN
+    LOCK TABLE masq.vault_epoch IN EXCLUSIVE MODE;
+    UPDATE masq.vault_epoch SET epoch = epoch + 1 RETURNING epoch INTO e;
+    RETURN e;
+END $$;
 REVOKE ALL ON FUNCTION masq.advance_vault_epoch() FROM PUBLIC;
 
 -- ---------------------------------------------------------------------------------------------------------------

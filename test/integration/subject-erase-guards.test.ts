@@ -231,4 +231,56 @@ describe("masq subject erase and vault prune: guards", () => {
     assert.deepEqual(Object.keys(start.rows[0]!.selector).sort(), ["command", "phase", "resumes", "table", "vaultOnly"]);
     assert.deepEqual(start.rows[0]!.selector.resumes, [-1]);
   });
+
+  test("finding 6: a stream of overlapping ingest batches does not starve an erase batch, and ingestion keeps running", async () => {
+    await fx.reset();
+    const keys = await testKeys(fx.db);
+    const now = new Date();
+    try {
+      await commitMessages(fx.db.pool, TABLE, keys, Array.from({ length: 20 }, (_, i) => ({ messageId: `s-${i}`, body: login("zed", `198.18.2.${i}`, `dev-zed-${i}`), sentAt: now, receivedAt: now })));
+    } finally {
+      keys.close();
+    }
+    // Ingest batches that overlap: the next one takes the epoch before the one holding it commits, so that one always
+    // holds it. With row share locks each new one was granted at once, ahead of the deleter waiting for the row.
+    let stop = false;
+    let batches = 0;
+    let batchesAfterErase = 0;
+    let erased = false;
+    const clients = [0, 1].map(() => new pg.Client({ connectionString: fx.pgdb.url }));
+    await Promise.all(clients.map((c) => c.connect()));
+    const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
+    const writers = (async () => {
+      let cur = 0;
+      await clients[cur]!.query("BEGIN; SELECT masq.lock_vault_epoch()");
+      while (!stop) {
+        const next = 1 - cur;
+        const taken = clients[next]!.query("BEGIN; SELECT masq.lock_vault_epoch()");
+        await pause(100);
+        await clients[cur]!.query("COMMIT");
+        await taken;
+        batches++;
+        if (erased) batchesAfterErase++;
+        cur = next;
+      }
+      await clients[cur]!.query("COMMIT");
+    })();
+    try {
+      while (batches < 6) await new Promise((r) => setTimeout(r, 50));
+      // Liveness, not speed: before the fix this erase never finished (the bound only keeps the test from hanging).
+      const erase = runMasq(["subject", "erase", "--user-id", "zed", "--reason", "erasure request DSR-G6"], env());
+      const r = await Promise.race([erase, new Promise<undefined>((res) => setTimeout(() => res(undefined), 60_000).unref())]);
+      assert.ok(r !== undefined, "the erase finished while ingestion kept running");
+      assert.equal(r.code, 0, r.stderr);
+      erased = true;
+      const at = batches;
+      while (batches < at + 6) await new Promise((res) => setTimeout(res, 50));
+    } finally {
+      stop = true;
+      await writers;
+      await Promise.all(clients.map((c) => c.end()));
+    }
+    assert.ok(batchesAfterErase > 0, "ingestion went on");
+    assert.equal(await count("SELECT count(*) AS n FROM public.user_logins WHERE user_id = 'zed'"), 0);
+  });
 });

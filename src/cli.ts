@@ -137,9 +137,9 @@ export function buildProgram(): Command {
         .description("send quarantined messages through the pipeline again: their kept originals, db_rejected rows, or one corrected body")
         .option("--id <message-id...>", "these records")
         .option("--reason-code <code>", "every pending record with this reason code")
-        .option("--reason <text>", "with --body-file: why, written to the audit trail before the body is loaded")
+        .option("--reason <text>", "with --body-file: why (a ticket, say), written to the audit trail before the body is loaded")
         .option("--all", "every pending record")
-        .option("--body-file <file>", "a corrected body for the single --id (needs --reason and the master key's settings)")
+        .option("--body-file <file>", "a corrected body for the single --id (audited; needs the master key's settings)")
         .option("--dry-run", "say what would be replayed"),
     ),
   ).action(async (_opts, cmd: Command) => finish(await (await import("./commands/quarantine.ts")).quarantineReplay(explicit(cmd))));

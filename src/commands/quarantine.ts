@@ -174,16 +174,17 @@ function renderRecord(r: Record<string, unknown>): string {
  * Decrypting originals is a reveal, audited like `masq unmask`; writing is what ingestion does: a login holding both
  * masq_unmask and masq_ingest (or the owner), and the master key's decrypt rights.
  */
+/** The audit reason of `replay --body-file` without --reason (the replay of the original is "quarantine replay"). */
+export const CORRECTED_REPLAY_REASON = "quarantine replay with a corrected body (no --reason given)";
+
 export async function quarantineReplay(flags: Record<string, unknown>): Promise<number> {
   const ids = Array.isArray(flags.id) ? (flags.id as string[]) : [];
   const reason = readReasonCode(flags);
   const all = flags.all === true;
   const bodyFile = typeof flags.bodyFile === "string" ? flags.bodyFile : undefined;
   if (bodyFile !== undefined && ids.length !== 1) throw new ConfigError("--body-file", "goes with exactly one --id");
-  if (bodyFile !== undefined && flags.reason === undefined) {
-    throw new ConfigError("--reason", 'is required with --body-file: say why, e.g. --reason "ticket OPS-12: fixed the ip"; it goes into the audit record', { what: "no justification" });
-  }
-  const auditReason = bodyFile !== undefined ? readReason(flags) : undefined;
+  // A corrected replay is always audited; --reason is its justification, and without one the record says so.
+  const auditReason = bodyFile === undefined ? undefined : flags.reason === undefined ? CORRECTED_REPLAY_REASON : readReason(flags);
   if (ids.length === 0 && reason === undefined && !all) throw new ConfigError("--id/--reason-code/--all", "say which records to replay");
   const table = readTable(flags, process.env);
   let correctedBody: string | undefined;

@@ -5,7 +5,7 @@ import { StaleKeyError, StaleVaultError } from "../sink/write-batch.ts";
 import type { IngestKeys } from "../vault/ingest-keys.ts";
 import type { FatalError } from "../errors.ts";
 import type { Pseudonymizer } from "../mask/pseudonymize.ts";
-import type { Outcome, SealedBatch } from "../sink/write-batch.ts";
+import type { Outcome, SealedBatch, VaultEpochs } from "../sink/write-batch.ts";
 import { prepareOutcome, type IncomingMessage } from "./prepare.ts";
 
 /**
@@ -15,10 +15,13 @@ import { prepareOutcome, type IncomingMessage } from "./prepare.ts";
  */
 const YIELD_EVERY_CHARS = 1024 * 1024;
 
-/** A batch masked and sealed, ready to commit; `settle` says whether it committed (the sealer then knows its vault rows). */
+/**
+ * A batch masked and sealed, ready to commit; `settle` says whether it committed, and under which vault epochs (the
+ * sealer then knows its vault rows), or null when it did not.
+ */
 export interface PreparedBatch {
   batch: SealedBatch;
-  settle(committed: boolean): void;
+  settle(committed: VaultEpochs | null): void;
 }
 
 /**
@@ -38,7 +41,7 @@ export const inThreadPreparer: BatchPreparer = {
     const key = keys.pseudonym;
     const outcomes = await prepareYielding(messages, key.pseudonymizer);
     const batch = await keys.sealer.seal(outcomes, key.version, signal);
-    return { batch, settle: (committed) => committed && keys.sealer.committed(batch) };
+    return { batch, settle: (committed) => committed !== null && keys.sealer.committed(batch, committed) };
   },
 };
 
@@ -58,10 +61,11 @@ export async function commitMessages(
 ): Promise<CommitResult> {
   for (let attempt = 0; ; attempt++) {
     const prepared = await preparer.prepare(messages, keys, signal);
-    let committed = false;
+    let committed: VaultEpochs | null = null;
     try {
       const r = await commitBatch(pool, table, prepared.batch);
-      committed = true;
+      // A result without epochs (nothing was written) teaches the sealer nothing: no epoch to hold it under.
+      committed = r.vaultEpochs ?? null;
       return r;
     } catch (err) {
       // Two switches in a row are a rotation racing another; past that, back off like any transient error.

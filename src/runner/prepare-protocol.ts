@@ -4,7 +4,7 @@
  * copied (strings and a few arrays, not an object per message), and key material goes only into a thread, once per
  * key, never back and never into a log.
  */
-import type { SealedBatch } from "../sink/write-batch.ts";
+import type { SealedBatch, VaultEpochs } from "../sink/write-batch.ts";
 
 /** Given at start (workerData). */
 export interface PrepareThreadData {
@@ -38,8 +38,8 @@ export type ToPrepareThread =
        */
       dataKey: { id: string; uses: number; key?: Uint8Array | undefined };
     }
-  /** The batch with this id committed (the thread's sealer now knows its vault rows) or not. */
-  | { type: "settled"; id: number; committed: boolean }
+  /** The batch with this id committed under these vault epochs (the thread's sealer may learn its vault rows), or not (null). */
+  | { type: "settled"; id: number; committed: VaultEpochs | null }
   /** Asks for the thread's CPU time (at shutdown). */
   | { type: "usage" };
 

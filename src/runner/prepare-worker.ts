@@ -46,7 +46,7 @@ async function handle(m: ToPrepareThread): Promise<void> {
   if (m.type === "settled") {
     const batch = unsettled.get(m.id);
     unsettled.delete(m.id);
-    if (batch !== undefined && m.committed) sealer.committed(batch);
+    if (batch !== undefined && m.committed !== null) sealer.committed(batch, m.committed);
     return;
   }
   batches++;

@@ -1,7 +1,7 @@
 import type pg from "pg";
 import { DataError } from "../errors.ts";
 import type { TableName } from "./table-name.ts";
-import { writeBatch, type BatchResult, type Outcome, type SealedBatch } from "./write-batch.ts";
+import { writeBatch, type BatchResult, type Outcome, type SealedBatch, type VaultEpochs } from "./write-batch.ts";
 
 export interface CommitResult extends BatchResult {
   /** Rows the database refused on their own; they were quarantined as db_rejected instead. */
@@ -133,5 +133,14 @@ function sum(a: CommitResult, b: CommitResult): CommitResult {
     quarantinedByReason: byReason,
     duplicates: a.duplicates + b.duplicates,
     rejected: a.rejected + b.rejected,
+    ...mergeEpochs(a.vaultEpochs, b.vaultEpochs),
   };
+}
+
+function mergeEpochs(a: VaultEpochs | undefined, b: VaultEpochs | undefined): { vaultEpochs?: VaultEpochs } {
+  if (a === undefined || b === undefined) {
+    const one = a ?? b;
+    return one === undefined ? {} : { vaultEpochs: one };
+  }
+  return { vaultEpochs: { min: Math.min(a.min, b.min), max: Math.max(a.max, b.max) } };
 }

@@ -86,6 +86,16 @@ export interface BatchResult {
   quarantinedByReason: Record<string, number>;
   /** Message ids already in the ledger: committed before (a redelivery), so nothing was written again. */
   duplicates: number;
+  /**
+   * The vault epochs its statements committed under (one statement: min = max). A sealer learns a batch's vault rows
+   * only when all committed under the epoch it knows: vault values deleted in between may have been among them.
+   */
+  vaultEpochs?: VaultEpochs;
+}
+
+export interface VaultEpochs {
+  min: number;
+  max: number;
 }
 
 /**
@@ -224,5 +234,6 @@ export async function writeBatch(pool: pg.Pool, table: TableName, batch: SealedB
   const written = res.rows[0].written;
   const quarantinedByReason = res.rows[0].by_reason;
   const quarantined = Object.values(quarantinedByReason).reduce((a, b) => a + b, 0);
-  return { written, quarantined, quarantinedByReason, duplicates: outcomes.length - written - quarantined };
+  const epoch = res.rows[0].epoch;
+  return { written, quarantined, quarantinedByReason, duplicates: outcomes.length - written - quarantined, vaultEpochs: { min: epoch, max: epoch } };
 }

@@ -1,5 +1,5 @@
 import type { KeyObject } from "node:crypto";
-import { withoutOriginals, type Outcome, type SealedBatch, type VaultEntry } from "../sink/write-batch.ts";
+import { withoutOriginals, type Outcome, type SealedBatch, type VaultEntry, type VaultEpochs } from "../sink/write-batch.ts";
 import { nonces, seal } from "./aead.ts";
 import type { DataKeys } from "./data-keys.ts";
 import { quarantineBodyAad, vaultAad } from "./vault-aad.ts";
@@ -63,9 +63,16 @@ export class VaultSealer {
     return { keyVersion, outcomes: sealedOutcomes, vault, vaultEpoch };
   }
 
-  /** After a commit: these vault rows exist now (until the epoch moves). */
-  committed(batch: SealedBatch): void {
-    if (batch.keyVersion !== this.knownVersion || (batch.vaultEpoch !== null && batch.vaultEpoch !== this.knownEpoch)) return;
+  /**
+   * After a commit under vault epochs `epochs` (BatchResult.vaultEpochs): these vault rows exist now, until the epoch
+   * moves. Learnt only when every statement committed under the epoch this sealer knows by then: a batch that settles
+   * after an erasure advanced the epoch (a prepare thread hears of both by messages, in either order) may name values
+   * that erasure deleted, so it teaches nothing.
+   */
+  committed(batch: SealedBatch, epochs: VaultEpochs | undefined): void {
+    if (epochs === undefined || batch.keyVersion !== this.knownVersion) return;
+    this.staleVault(epochs.max);
+    if (epochs.min !== this.knownEpoch || epochs.max !== this.knownEpoch) return;
     for (const v of batch.vault) {
       const set = this.known[v.kind];
       set.add(v.pseudonym);

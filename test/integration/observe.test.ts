@@ -3,6 +3,7 @@ import { writeFileSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { describe, test } from "node:test";
+import { CORRECTED_REPLAY_REASON } from "../../src/commands/quarantine.ts";
 import { usePipelineFixture } from "../helpers/fixture.ts";
 import { sendBodies } from "../../src/demo/send-events.ts";
 import { createPseudonymizer } from "../../src/mask/pseudonymize.ts";
@@ -207,6 +208,9 @@ describe("operating masq", () => {
       const fixed = await masq(["quarantine", "replay", "--id", id, "--body-file", path.join(dir, "fixed.json")], env);
       assert.equal(fixed.code, 0, fixed.out);
       assert.ok(!fixed.out.includes("198.51.100.7"));
+      // Audited even without --reason: the record says none was given.
+      const audited = await fx.db.pool.query<{ reason: string }>("SELECT reason FROM masq.audit WHERE action = 'replay' ORDER BY seq DESC LIMIT 1");
+      assert.equal(audited.rows[0]?.reason, CORRECTED_REPLAY_REASON);
 
       const rows = await fx.db.pool.query<{ user_id: string; masked_ip: string; app_version: number }>("SELECT user_id, masked_ip, app_version FROM public.user_logins ORDER BY user_id");
       const p = createPseudonymizer(TEST_KEY);

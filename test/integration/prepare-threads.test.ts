@@ -100,10 +100,10 @@ describe("prepare threads", () => {
       assert.equal(there.batch.keyVersion, keys.pseudonym.version);
       for (const v of there.batch.vault) assert.ok(Buffer.isBuffer(v.ciphertext) && Buffer.isBuffer(v.nonce));
       // Once the thread knows the batch committed, it seals those values no more.
-      there.settle(true);
+      there.settle({ min: 0, max: 0 });
       const next = await threads.prepare(messages, keys);
       assert.equal(next.batch.vault.length, 0);
-      next.settle(false);
+      next.settle(null);
     } finally {
       await threads.close();
       keys.close();

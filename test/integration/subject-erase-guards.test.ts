@@ -202,6 +202,9 @@ describe("masq subject erase and vault prune: guards", () => {
     const r = await runMasq(["subject", "erase", "--user-id", "uma", "--reason", "erasure request DSR-G4, after the rotation"], managed);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(await count("SELECT count(*) AS n FROM public.user_logins WHERE user_id = 'uma'"), 0);
+    // The other tests give their key in MASQ_PSEUDONYM_KEY.
+    await fx.reset();
+    await fx.db.pool.query("DELETE FROM masq.pseudonym_keys");
   });
 
   test("finding 9: no empty user id; the start row's selector is the server's; erasures nobody resumed are purged after a day", async () => {
@@ -282,5 +285,27 @@ describe("masq subject erase and vault prune: guards", () => {
     }
     assert.ok(batchesAfterErase > 0, "ingestion went on");
     assert.equal(await count("SELECT count(*) AS n FROM public.user_logins WHERE user_id = 'zed'"), 0);
+  });
+
+  test("finding 3, retention: a recent db_rejected record keeps the values of its masked row", async () => {
+    await fx.reset();
+    await fx.db.pool.query("ALTER TABLE public.user_logins ADD CONSTRAINT guards_no_blackberry CHECK (device_type <> 'blackberry')");
+    const keys = await testKeys(fx.db);
+    const old = new Date(Date.now() - 100 * 86_400_000);
+    const now = new Date();
+    try {
+      await commitMessages(fx.db.pool, TABLE, keys, [
+        { messageId: "p-1", body: login("pat", "198.18.3.1", "dev-pat-old"), sentAt: old, receivedAt: old },
+        { messageId: "p-2", body: login("pat", "198.18.3.1", "dev-pat-bb", "blackberry"), sentAt: now, receivedAt: now },
+      ]);
+    } finally {
+      keys.close();
+      await fx.db.pool.query("ALTER TABLE public.user_logins DROP CONSTRAINT guards_no_blackberry");
+    }
+    const r = await runMasq(["vault", "prune"], { ...env(), MASQ_VAULT_RETENTION_DAYS: "30" });
+    assert.equal(r.code, 0, r.stderr);
+    const values = await recoverable();
+    assert.ok(!values.has("dev-pat-old"), "only the old row used it");
+    assert.ok(values.has("198.18.3.1") && values.has("dev-pat-bb"), "the refused row can still be replayed");
   });
 });

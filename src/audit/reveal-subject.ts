@@ -5,7 +5,7 @@ import { classifyPgError } from "../sink/pg-errors.ts";
 import { qualified, quoteIdent, type TableName } from "../sink/table-name.ts";
 import { inTransaction } from "../sink/transaction.ts";
 import { IntegrityError, open } from "../vault/aead.ts";
-import type { ExportedQuarantined, ExportedRow, ExportLine } from "../vault/export-output.ts";
+import type { ExportedMaskedRow, ExportedQuarantined, ExportedRow, ExportLine } from "../vault/export-output.ts";
 import type { KeyProvider } from "../vault/key-provider.ts";
 import { pseudonymKeyVersion } from "../vault/pseudonym-keys.ts";
 import { quarantineBodyAad, vaultAad } from "../vault/vault-aad.ts";
@@ -37,7 +37,7 @@ export interface SubjectResult {
   forged: { kind: PiiKind; pseudonym: string }[];
 }
 
-interface CipherRow {
+interface CipherRow extends CipherValues {
   user_id: string;
   device_type: string | null;
   masked_ip: string | null;
@@ -45,6 +45,10 @@ interface CipherRow {
   locale: string | null;
   app_version: string | null;
   create_date: string | null;
+}
+
+/** The vault columns of a row's ip and device_id (NULL where the vault has none). */
+interface CipherValues {
   ip_key_version: number | null;
   ip_data_key_id: string | null;
   ip_nonce: Buffer | null;
@@ -55,7 +59,7 @@ interface CipherRow {
   device_ciphertext: Buffer | null;
 }
 
-interface CipherQuarantined {
+interface CipherQuarantined extends CipherValues {
   message_id: string;
   reason: string;
   received_at: Date;
@@ -63,6 +67,8 @@ interface CipherQuarantined {
   body_data_key_id: string | null;
   body_nonce: Buffer | null;
   body_ciphertext: Buffer | null;
+  /** A db_rejected record's copy: the masked row the table refused (LoginRow's keys), whose values are in the vault. */
+  masked_row: Record<string, unknown> | null;
 }
 
 /**
@@ -72,8 +78,9 @@ interface CipherQuarantined {
  *   1. one transaction: masq.audit_subject_export counts the user's rows, values and quarantine records, appends the
  *      row (who, when, why, the fingerprint, from/to, the counts), the row is sealed, COMMIT;
  *   2. one read-only transaction: masq.subject_export_rows and masq.subject_export_quarantine open cursors over that
- *      user's rows (the database serves only the user id the committed row was written for), fetched a page at a
- *      time. A page's data keys are unwrapped in one batch, each key once per export; each value is checked against
+ *      user's rows and quarantine records (the database serves only the user id the committed row was written for,
+ *      from a table masq writes), fetched a page at a time; a db_rejected record comes with the masked row the table
+ *      refused and its values. A page's data keys are unwrapped in one batch, each key once per export; each value is checked against
  *      its pseudonym as unmask does, and the page is handed to `emit` before the next one is read.
  */
 export async function revealSubject(pool: pg.Pool, provider: KeyProvider, req: SubjectRequest, emit: (lines: ExportLine[]) => Promise<void>): Promise<SubjectResult> {
@@ -112,23 +119,30 @@ export async function revealSubject(pool: pg.Pool, provider: KeyProvider, req: S
     try {
       await run(client, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", []);
       const rowsCursor = (await run<{ c: string }>(client, "SELECT masq.subject_export_rows($1, $2) AS c", [step1.seq, req.userId])).rows[0]!.c;
+      // Each value is opened and checked once per page (a user's rows share values); a forged one is withheld.
+      let opened = new Map<string, string | null>();
+      const reveal = async (kind: PiiKind, pseudonym: string | null, version: number | null, keyId: string | null, nonce: Buffer | null, ciphertext: Buffer | null) => {
+        if (pseudonym === null || version === null || keyId === null || nonce === null || ciphertext === null) return null;
+        const id = `${kind}:${pseudonym}`;
+        if (opened.has(id)) return opened.get(id)!;
+        const value = openValue(dataKeys, kind, pseudonym, keyId, nonce, ciphertext);
+        const own = (await pseudonymizerOf(version)).pseudonymize(kind, value) === pseudonym;
+        if (!own) result.forged.push({ kind, pseudonym });
+        opened.set(id, own ? value : null);
+        return own ? value : null;
+      };
+      const values = async (c: CipherValues, maskedIp: string | null, maskedDeviceId: string | null) => ({
+        ip: await reveal("ip", maskedIp, c.ip_key_version, c.ip_data_key_id, c.ip_nonce, c.ip_ciphertext),
+        device_id: await reveal("device_id", maskedDeviceId, c.device_key_version, c.device_data_key_id, c.device_nonce, c.device_ciphertext),
+      });
       for (;;) {
         const page = (await run<CipherRow>(client, `FETCH ${req.pageSize} FROM ${quoteIdent(rowsCursor)}`, [])).rows;
         if (page.length === 0) break;
         await keysFor(page.flatMap((r) => [r.ip_data_key_id, r.device_data_key_id]));
-        const opened = new Map<string, string | null>();
-        const reveal = async (kind: PiiKind, pseudonym: string | null, version: number | null, keyId: string | null, nonce: Buffer | null, ciphertext: Buffer | null) => {
-          if (pseudonym === null || version === null || keyId === null || nonce === null || ciphertext === null) return null;
-          const id = `${kind}:${pseudonym}`;
-          if (opened.has(id)) return opened.get(id)!;
-          const value = openValue(dataKeys, kind, pseudonym, keyId, nonce, ciphertext);
-          const own = (await pseudonymizerOf(version)).pseudonymize(kind, value) === pseudonym;
-          if (!own) result.forged.push({ kind, pseudonym });
-          opened.set(id, own ? value : null);
-          return own ? value : null;
-        };
+        opened = new Map();
         const lines: ExportedRow[] = [];
         for (const r of page) {
+          const { ip, device_id } = await values(r, r.masked_ip, r.masked_device_id);
           lines.push({
             source: "row",
             user_id: r.user_id,
@@ -137,9 +151,9 @@ export async function revealSubject(pool: pg.Pool, provider: KeyProvider, req: S
             locale: r.locale,
             app_version: r.app_version === null ? null : Number(r.app_version),
             masked_ip: r.masked_ip,
-            ip: await reveal("ip", r.masked_ip, r.ip_key_version, r.ip_data_key_id, r.ip_nonce, r.ip_ciphertext),
+            ip,
             masked_device_id: r.masked_device_id,
-            device_id: await reveal("device_id", r.masked_device_id, r.device_key_version, r.device_data_key_id, r.device_nonce, r.device_ciphertext),
+            device_id,
           });
         }
         result.rows += lines.length;
@@ -151,16 +165,21 @@ export async function revealSubject(pool: pg.Pool, provider: KeyProvider, req: S
         // Originals can be large (up to the SQS limit): a smaller page.
         const page = (await run<CipherQuarantined>(client, `FETCH ${Math.max(1, Math.floor(req.pageSize / 10))} FROM ${quoteIdent(quarantineCursor)}`, [])).rows;
         if (page.length === 0) break;
-        await keysFor(page.map((r) => r.body_data_key_id));
-        const lines: ExportedQuarantined[] = page.map((r) => ({
-          source: "quarantined",
-          user_id: req.userId,
-          message_id: r.message_id,
-          reason: r.reason,
-          received_at: r.received_at.toISOString(),
-          replayed_at: r.replayed_at?.toISOString() ?? null,
-          original: r.body_data_key_id === null || r.body_nonce === null || r.body_ciphertext === null ? null : openBody(dataKeys, r.message_id, r.body_data_key_id, r.body_nonce, r.body_ciphertext),
-        }));
+        await keysFor(page.flatMap((r) => [r.body_data_key_id, r.ip_data_key_id, r.device_data_key_id]));
+        opened = new Map();
+        const lines: ExportedQuarantined[] = [];
+        for (const r of page) {
+          lines.push({
+            source: "quarantined",
+            user_id: req.userId,
+            message_id: r.message_id,
+            reason: r.reason,
+            received_at: r.received_at.toISOString(),
+            replayed_at: r.replayed_at?.toISOString() ?? null,
+            original: r.body_data_key_id === null || r.body_nonce === null || r.body_ciphertext === null ? null : openBody(dataKeys, r.message_id, r.body_data_key_id, r.body_nonce, r.body_ciphertext),
+            masked_row: r.masked_row === null ? null : await maskedRow(r, r.masked_row, values),
+          });
+        }
         result.quarantined += lines.length;
         result.pages++;
         await emit(lines);
@@ -180,6 +199,24 @@ export async function revealSubject(pool: pg.Pool, provider: KeyProvider, req: S
     auditKey.key.fill(0);
     for (const k of dataKeys.values()) k.fill(0);
   }
+}
+
+/** A db_rejected record's masked row (LoginRow, as commit-batch.ts kept it) with its values; a key of another type shows as missing. */
+async function maskedRow(c: CipherValues, row: Record<string, unknown>, values: (c: CipherValues, ip: string | null, deviceId: string | null) => Promise<{ ip: string | null; device_id: string | null }>): Promise<ExportedMaskedRow> {
+  const text = (v: unknown) => (typeof v === "string" ? v : null);
+  const maskedIp = text(row.maskedIp);
+  const maskedDeviceId = text(row.maskedDeviceId);
+  const { ip, device_id } = await values(c, maskedIp, maskedDeviceId);
+  return {
+    create_date: text(row.createDate),
+    device_type: text(row.deviceType),
+    locale: text(row.locale),
+    app_version: typeof row.appVersion === "number" ? row.appVersion : null,
+    masked_ip: maskedIp,
+    ip,
+    masked_device_id: maskedDeviceId,
+    device_id,
+  };
 }
 
 function openValue(keys: Map<string, Uint8Array>, kind: PiiKind, pseudonym: string, keyId: string, nonce: Buffer, ciphertext: Buffer): string {

@@ -5,9 +5,8 @@ import type { Db } from "../sink/db.ts";
 import { migrate } from "../sink/migrate.ts";
 import { classifyPgError } from "../sink/pg-errors.ts";
 import { targetText } from "../sink/pg-target.ts";
-import type { TableName } from "../sink/table-name.ts";
+import { qualified, type TableName } from "../sink/table-name.ts";
 import { ensureTargetTable } from "../sink/target-table.ts";
-import { qualified } from "../sink/table-name.ts";
 
 /**
  * Brings the database to the state masq needs: migrations applied (unless the operator runs them separately) and
@@ -29,7 +28,9 @@ export async function prepareDatabase(
         const t = await ensureTargetTable(db.pool, table);
         if (t.created) logger.info({ table: `${table.schema}.${table.name}` }, "target table created");
         // The owner registers the table it writes: the lifecycle functions act on registered tables only (migration 7).
-        if (opts.migrate) await db.pool.query("INSERT INTO masq.target_tables (relation) VALUES ($1::text::regclass) ON CONFLICT DO NOTHING", [qualified(table)]);
+        // A login that is not the owner (MASQ_MIGRATE=true on the service login, a no-op when up to date) cannot, and
+        // need not: the owner's `masq migrate` registers it.
+        if (opts.migrate) await registerTargetTable(db, table);
       } catch (err) {
         throw classifyPgError(err, db.target);
       }
@@ -44,4 +45,10 @@ export async function prepareDatabase(
         logger.warn({ err: describeError(err), setting: db.target.setting, target: db.target.where, retryInMs: Math.round(delay) }, "Postgres not ready; waiting"),
     },
   );
+}
+
+async function registerTargetTable(db: Db, table: TableName): Promise<void> {
+  const may = await db.pool.query<{ ok: boolean }>("SELECT has_table_privilege('masq.target_tables', 'INSERT') AS ok");
+  if (may.rows[0]?.ok !== true) return;
+  await db.pool.query("INSERT INTO masq.target_tables (relation) VALUES ($1::text::regclass) ON CONFLICT DO NOTHING", [qualified(table)]);
 }

@@ -2,6 +2,7 @@ import { once } from "node:events";
 import { revealSubject } from "../audit/reveal-subject.ts";
 import { readPseudonymKey, readTable } from "../config.ts";
 import { ConfigError } from "../errors.ts";
+import { qualified } from "../sink/table-name.ts";
 import { ExportWriter } from "../vault/export-output.ts";
 import { readFormat, readReason, withVault } from "./unmask.ts";
 
@@ -31,6 +32,13 @@ export async function subjectExportCommand(flags: Record<string, unknown>): Prom
     const r = await revealSubject(db.pool, provider, { reason, client, userId, table, from, to, pageSize, pseudonymKeyOverride: readPseudonymKey(process.env) }, async (lines) => {
       await write(begun ? writer.page(lines) : writer.begin() + writer.page(lines));
       begun = true;
+    }).catch((err: unknown) => {
+      // The export reads only a table masq writes (migration 007's registration), never one a login names at will.
+      if (err instanceof Error && /is not a table masq writes/.test(err.message)) {
+        const setting = flags.table !== undefined ? "--table" : "MASQ_TABLE";
+        throw new ConfigError(setting, `${qualified(table)} is not a table masq writes`, { what: "not masq's table", hint: `run masq migrate as the table's owner with ${setting} set to it, then export again` });
+      }
+      throw err;
     });
     await write((begun ? "" : writer.begin()) + writer.end());
     process.stderr.write(

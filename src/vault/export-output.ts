@@ -14,7 +14,14 @@ export interface ExportedRow {
   device_id: string | null;
 }
 
-/** One of the user's quarantined messages, its original decrypted (null: no original was kept). */
+/** A row as the table would have held it, with its values: what a db_rejected record keeps instead of an original. */
+export type ExportedMaskedRow = Omit<ExportedRow, "source" | "user_id">;
+
+/**
+ * One of the user's quarantined messages, its original decrypted (null: no original was kept). A db_rejected
+ * record keeps none: its `masked_row` is the row the table refused, its ip and device_id from the vault (null for
+ * every other record).
+ */
 export interface ExportedQuarantined {
   source: "quarantined";
   user_id: string;
@@ -23,6 +30,7 @@ export interface ExportedQuarantined {
   received_at: string;
   replayed_at: string | null;
   original: string | null;
+  masked_row: ExportedMaskedRow | null;
 }
 
 export type ExportLine = ExportedRow | ExportedQuarantined;
@@ -83,11 +91,13 @@ export class ExportWriter {
 
 const IP_WIDTH = 39; // the longest RFC 5952 address
 
+/** A db_rejected record's masked row goes in the row's columns, its original (none) left empty. */
 function csvLine(l: ExportLine): string {
+  const rowCells = (r: ExportedMaskedRow) => ({ create_date: r.create_date ?? "", device_type: r.device_type ?? "", locale: r.locale ?? "", app_version: r.app_version?.toString() ?? "", masked_ip: r.masked_ip ?? "", ip: r.ip ?? "", masked_device_id: r.masked_device_id ?? "", device_id: r.device_id ?? "" });
   const cells: Record<(typeof CSV_COLUMNS)[number], string> =
     l.source === "row"
-      ? { ...empty(), source: "row", user_id: l.user_id, create_date: l.create_date ?? "", device_type: l.device_type ?? "", locale: l.locale ?? "", app_version: l.app_version?.toString() ?? "", masked_ip: l.masked_ip ?? "", ip: l.ip ?? "", masked_device_id: l.masked_device_id ?? "", device_id: l.device_id ?? "" }
-      : { ...empty(), source: "quarantined", user_id: l.user_id, message_id: l.message_id, quarantine_reason: l.reason, received_at: l.received_at, replayed_at: l.replayed_at ?? "", original: l.original ?? "" };
+      ? { ...empty(), source: "row", user_id: l.user_id, ...rowCells(l) }
+      : { ...empty(), source: "quarantined", user_id: l.user_id, ...(l.masked_row === null ? {} : rowCells(l.masked_row)), message_id: l.message_id, quarantine_reason: l.reason, received_at: l.received_at, replayed_at: l.replayed_at ?? "", original: l.original ?? "" };
   return CSV_COLUMNS.map((c) => csvField(cells[c])).join(",");
 }
 
@@ -97,13 +107,14 @@ function empty(): Record<(typeof CSV_COLUMNS)[number], string> {
 
 /** In the table a missing value shows as "-", a pseudonym whose value the vault does not hold as "(not in vault)". */
 function tableLine(l: ExportLine): string {
-  const show = (v: string | number | null | undefined) => (v === null || v === undefined ? "-" : printable(String(v)));
   if (l.source === "quarantined") {
     const replayed = l.replayed_at === null ? "" : ` (replayed ${l.replayed_at})`;
-    const original = l.original === null ? "(no original kept)" : printable(l.original);
-    return `quarantined  ${l.received_at}  ${printable(l.message_id)}  ${printable(l.reason)}${replayed}  original: ${original}`;
+    const kept =
+      l.masked_row !== null
+        ? `no original kept; the row the table refused: ${rowCells(l.masked_row).join("  ")}`
+        : `original: ${l.original === null ? "(no original kept)" : printable(l.original)}`;
+    return `quarantined  ${l.received_at}  ${printable(l.message_id)}  ${printable(l.reason)}${replayed}  ${kept}`;
   }
-  const value = (pseudonym: string | null, v: string | null) => (pseudonym === null ? "-" : v === null ? "(not in vault)" : printable(v));
   return [
     "row".padEnd(6),
     show(l.create_date).padEnd(11),
@@ -115,4 +126,17 @@ function tableLine(l: ExportLine): string {
     show(l.masked_device_id).padEnd(64),
     value(l.masked_device_id, l.device_id),
   ].join("  ");
+}
+
+function show(v: string | number | null | undefined): string {
+  return v === null || v === undefined ? "-" : printable(String(v));
+}
+
+function value(pseudonym: string | null, v: string | null): string {
+  return pseudonym === null ? "-" : v === null ? "(not in vault)" : printable(v);
+}
+
+/** A masked row's cells, unpadded: on a quarantine line they follow the record's own fields. */
+function rowCells(r: ExportedMaskedRow): string[] {
+  return [show(r.create_date), show(r.device_type), show(r.locale), show(r.app_version), show(r.masked_ip), value(r.masked_ip, r.ip), show(r.masked_device_id), value(r.masked_device_id, r.device_id)];
 }

@@ -15,6 +15,7 @@ import { masqEnv, spawnMasq } from "../helpers/masq-process.ts";
 import { createTestDatabase } from "../helpers/postgres.ts";
 import { captureLogger, makeRunner, TABLE, TEST_MASTER_KEY, tableCounts, testKeys, uniqueEvents, waitFor } from "../helpers/pipeline.ts";
 import { amplifyingBody, RED_TEAM_BODIES } from "../helpers/red-team.ts";
+import { readImageNodeOptions } from "../../scripts/bench/image-options.ts";
 
 /**
  * Issue 9 § 1 and § 2 against real Postgres and fauxqs: the hostile bodies that stalled masq (redaction amplified
@@ -210,6 +211,28 @@ describe("memory held", () => {
     const c = await tableCounts(fx.db);
     assert.equal(c.rows, 500);
     assert.deepEqual(c.quarantine, { missing_field: 500 });
+  });
+
+  test("the worst the in-flight caps allow drains under the container image's NODE_OPTIONS: bodies of ~1 MiB held as two-byte strings", async () => {
+    await fx.reset();
+    // One "€" makes V8 hold the whole body as a two-byte string: 2 bytes per UTF-8 byte, twice what
+    // MASQ_MAX_IN_FLIGHT_BYTES counts. SQS's largest body, half of them rejected so that their originals are sealed.
+    const pad = (i: number) => "€" + "q".repeat(1_040_000 - 300 - String(i).length);
+    const bodies = validBodies(120, 97).map((b, i) => {
+      const e = JSON.parse(b) as Record<string, unknown>;
+      if (i % 2 === 1) delete e.device_id;
+      return JSON.stringify({ ...e, pad: pad(i) });
+    });
+    const queueUrl = fx.sqs.newQueue();
+    await sendLarge(fx.sqs.client, queueUrl, bodies);
+    const { nodeOptions } = readImageNodeOptions();
+    const env = masqEnv({ queueUrl, sqsEndpoint: fx.sqs.endpoint, databaseUrl: fx.pgdb.url, extra: { NODE_OPTIONS: nodeOptions } });
+    const proc = spawnMasq(["run", "--drain"], env);
+    const { code, signal } = await proc.exited;
+    assert.deepEqual({ code, signal }, { code: 0, signal: null }, proc.lines.filter((l) => !l.startsWith("{")).slice(-8).join("\n"));
+    const c = await tableCounts(fx.db);
+    assert.equal(c.rows, 60);
+    assert.deepEqual(c.quarantine, { missing_field: 60 });
   });
 });
 

@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import pg from "pg";
-import { macMatches, readAuditRow } from "../../src/audit/audit-row.ts";
+import { auditMac, macMatches, readAuditRow } from "../../src/audit/audit-row.ts";
 import { openAuditKey } from "../../src/audit/audit-key.ts";
 import { subjectFingerprint } from "../../src/audit/subject-fingerprint.ts";
 import { sendBodies } from "../../src/demo/send-events.ts";
@@ -63,7 +63,7 @@ describe("masq subject export", () => {
   const audit = async (action: string) =>
     (
       await fx.db.pool.query<{ seq: string; login_role: string; reason: string; subjects: string[]; selector: Record<string, unknown> }>(
-        "SELECT seq::text AS seq, login_role, reason, subjects, selector FROM masq.audit WHERE action = $1 ORDER BY seq",
+        "SELECT a.seq::text AS seq, login_role, reason, subjects, selector FROM masq.audit a WHERE action = $1 ORDER BY a.seq", // by number, not as text
         [action],
       )
     ).rows;
@@ -238,8 +238,9 @@ describe("masq subject export", () => {
       const unmaskSeq = (await fx.db.pool.query<{ seq: string }>("SELECT seq::text AS seq FROM masq.audit WHERE action = 'subject-export' ORDER BY seq LIMIT 1")).rows[0]!.seq;
       await assert.rejects(c.query("SELECT masq.quarantine_original($1)", [unmaskSeq]), /not a committed, recent quarantine-original/);
       await assert.rejects(c.query("SELECT * FROM masq.subject_export_grants"), /permission denied/);
-      // Without SELECT on a table the export cannot read it through the functions either.
+      // Without SELECT on a table the export cannot read it through the functions either, even one masq writes.
       await fx.db.pool.query("CREATE TABLE public.secret_logins (LIKE public.user_logins)");
+      await fx.db.pool.query("INSERT INTO masq.target_tables (relation) VALUES ('public.secret_logins')");
       await assert.rejects(c.query("SELECT * FROM masq.audit_subject_export('trying', '{}', '{}', 'bob', 'v1:00000000000000000000000000000000', 'public.secret_logins', NULL, NULL, 1)"), /permission denied for table/);
     } finally {
       await c.query("ROLLBACK").catch(() => undefined);
@@ -288,5 +289,166 @@ describe("masq subject export", () => {
     assert.equal(typeof lines.find((l) => l.source === "quarantined")!.replayed_at, "string");
     const verify = await runMasq(["audit", "verify"], person);
     assert.equal(verify.code, 0, verify.stderr + verify.stdout);
+  });
+
+  const FINGERPRINT = "v1:00000000000000000000000000000000";
+
+  /** Both steps of an export in plain SQL, as a masq_unmask login can run them: step 1, sealed and committed, then the rows. */
+  const exportInSql = async (c: pg.Client, userId: string, table: string) => {
+    await c.query("BEGIN");
+    try {
+      const seq = (await c.query<{ seq: string }>("SELECT seq::text FROM masq.audit_subject_export('trying', '{}', '{}', $1, $2, $3::text::regclass, NULL, NULL, 1)", [userId, FINGERPRINT, table])).rows[0]!.seq;
+      const key = await openAuditKey(fx.db.pool, new LocalKeyProvider(TEST_MASTER_KEY));
+      await c.query("SELECT masq.audit_seal($1, $2)", [seq, auditMac(key.key, (await readAuditRow(c as unknown as pg.PoolClient, seq))!)]);
+      await c.query("COMMIT");
+      await c.query("BEGIN");
+      const cursor = (await c.query<{ c: string }>("SELECT masq.subject_export_rows($1, $2) AS c", [seq, userId])).rows[0]!.c;
+      const rows = (await c.query<{ user_id: string; ip_ciphertext: Buffer | null; device_ciphertext: Buffer | null }>(`FETCH ALL FROM "${cursor}"`)).rows;
+      await c.query("COMMIT");
+      return { seq, rows };
+    } finally {
+      await c.query("ROLLBACK").catch(() => undefined);
+    }
+  };
+
+  const personClient = async (notices: string[] = []) => {
+    const c = new pg.Client({ connectionString: roles.url.person });
+    c.on("notice", (n) => notices.push(n.message ?? ""));
+    await c.connect();
+    return c;
+  };
+
+  test("as masq_unmask, a temporary view of the login's own is refused: a function in it never runs with the owner's rights", async () => {
+    // Only the owner may write this table: a row in it means the login's code ran as the owner.
+    await fx.db.pool.query("CREATE TABLE public.export_canary (who text)");
+    const notices: string[] = [];
+    const c = await personClient(notices);
+    try {
+      await c.query(`CREATE FUNCTION pg_temp.evil() RETURNS text LANGUAGE plpgsql AS $$
+        BEGIN RAISE NOTICE 'evil ran as %', current_user; INSERT INTO public.export_canary VALUES (current_user); RETURN 'nobody'; END $$`);
+      await c.query("CREATE TEMP VIEW evil_logins AS SELECT pg_temp.evil() AS user_id, 'x'::text AS masked_ip, 'y'::text AS masked_device_id, current_date AS create_date");
+      const recorded = (await audit("subject-export")).length;
+      const outcome = await exportInSql(c, "nobody", "pg_temp.evil_logins").then(
+        () => "accepted",
+        (err: Error) => err.message,
+      );
+      assert.deepEqual(notices, [], "the login's function never ran");
+      assert.match(outcome, /is not a table masq writes/);
+      assert.equal((await fx.db.pool.query("SELECT * FROM public.export_canary")).rowCount, 0);
+      assert.equal((await audit("subject-export")).length, recorded, "nothing recorded");
+    } finally {
+      await c.end();
+      await fx.db.pool.query("DROP TABLE public.export_canary");
+    }
+  });
+
+  test("as masq_unmask, a temporary table mapping a made-up user to another user's pseudonyms is refused, and hands out no ciphertext", async () => {
+    const bob = (await fx.db.pool.query<{ masked_ip: string; masked_device_id: string }>("SELECT masked_ip, masked_device_id FROM public.user_logins WHERE user_id = 'bob' LIMIT 1")).rows[0]!;
+    const c = await personClient();
+    try {
+      await c.query("CREATE TEMP TABLE mapped (user_id text, device_type text, masked_ip text, masked_device_id text, locale text, app_version integer, create_date date)");
+      await c.query("INSERT INTO mapped VALUES ('nobody', 'ios', $1, $2, NULL, 1, current_date)", [bob.masked_ip, bob.masked_device_id]);
+      const recorded = (await audit("subject-export")).length;
+      await assert.rejects(exportInSql(c, "nobody", "pg_temp.mapped"), /is not a table masq writes/);
+      assert.equal((await audit("subject-export")).length, recorded, "nothing recorded, so step 2 has no row to serve");
+    } finally {
+      await c.end();
+    }
+  });
+
+  test("only a table masq writes is exported, even one the login may SELECT; the audit row names it schema-qualified", async () => {
+    await fx.db.pool.query(`CREATE SCHEMA "Sales"`);
+    await fx.db.pool.query(`CREATE TABLE "Sales"."UserLogins" (LIKE public.user_logins)`);
+    await fx.db.pool.query(`INSERT INTO "Sales"."UserLogins" SELECT 'zed', device_type, masked_ip, masked_device_id, locale, app_version, create_date FROM public.user_logins WHERE user_id = 'bob'`);
+    await fx.db.pool.query(`GRANT USAGE ON SCHEMA "Sales" TO masq_unmask; GRANT SELECT ON "Sales"."UserLogins" TO masq_unmask`);
+    const c = await personClient();
+    try {
+      // A copy of the table (a backup, another team's table): the login may read it, masq does not write it.
+      await assert.rejects(exportInSql(c, "zed", `"Sales"."UserLogins"`), /is not a table masq writes/);
+      const cli = await runMasq(["subject", "export", "--user-id", "zed", "--reason", "access request DSR-4", "--table", "Sales.UserLogins"], person);
+      assert.equal(cli.code, 2);
+      assert.equal(cli.stdout, "");
+      assert.equal(cli.stderr, `masq: not masq's table (--table): "Sales"."UserLogins" is not a table masq writes; run masq migrate as the table's owner with --table set to it, then export again\n`);
+      // Once the owner registers it (`masq migrate` with MASQ_TABLE set to it), it is exported and named in full.
+      await fx.db.pool.query(`INSERT INTO masq.target_tables (relation) VALUES ('"Sales"."UserLogins"')`);
+      const { seq, rows } = await exportInSql(c, "zed", `"Sales"."UserLogins"`);
+      assert.equal(rows.length, 4);
+      assert.ok(rows.every((r) => r.user_id === "zed" && r.ip_ciphertext !== null && r.device_ciphertext !== null));
+      const row = (await audit("subject-export")).find((a) => a.seq === seq)!;
+      assert.equal(row.selector.table, `"Sales"."UserLogins"`);
+      // A grant is for a table masq still writes: once it is no longer registered, step 2 refuses.
+      await fx.db.pool.query(`DELETE FROM masq.target_tables WHERE relation = '"Sales"."UserLogins"'::regclass`);
+      await c.query("BEGIN");
+      await assert.rejects(c.query("SELECT masq.subject_export_rows($1, 'zed')", [seq]), /is not a table masq writes/);
+      await c.query("ROLLBACK");
+    } finally {
+      await c.end();
+      await fx.db.pool.query(`DROP SCHEMA "Sales" CASCADE`);
+    }
+  });
+
+  test("a db_rejected record is exported as the masked row the table refused, its ip and device_id from the vault, counted in the audit row", async () => {
+    const keys = await testKeys(fx.db);
+    const at = new Date("2026-06-01T08:00:00Z");
+    const fred = (i: number, deviceType: string) => ({
+      messageId: `fred-${i}`,
+      body: JSON.stringify({ user_id: "fred", ip: `192.0.2.${50 + i}`, device_id: `fred-dev-${i}`, device_type: deviceType, app_version: "4" }),
+      sentAt: at,
+      receivedAt: at,
+    });
+    // Someone else's constraint on the table: fred's second row is refused and kept, masked, as db_rejected.
+    await fx.db.pool.query("ALTER TABLE public.user_logins ADD CONSTRAINT export_no_blackberry CHECK (device_type <> 'blackberry')");
+    try {
+      await commitMessages(fx.db.pool, TABLE, keys, [fred(1, "ios"), fred(2, "blackberry")]);
+    } finally {
+      await fx.db.pool.query("ALTER TABLE public.user_logins DROP CONSTRAINT export_no_blackberry");
+      keys.close();
+    }
+    const stored = (await fx.db.pool.query<{ reason: string; body_ciphertext: Buffer | null }>("SELECT reason, body_ciphertext FROM masq.quarantine WHERE message_id = 'fred-2'")).rows;
+    assert.deepEqual(stored, [{ reason: "db_rejected", body_ciphertext: null }], "no encrypted original: the body is the masked row");
+
+    const r = await runMasq(["subject", "export", "--user-id", "fred", "--reason", "access request DSR-5", "--format", "json"], person);
+    assert.equal(r.code, 0, r.stderr);
+    const lines = JSON.parse(r.stdout) as Record<string, unknown>[];
+    assert.equal(lines.filter((l) => l.source === "row").length, 1);
+    const q = lines.filter((l) => l.source === "quarantined");
+    assert.equal(q.length, 1);
+    const masked = q[0]!.masked_row as Record<string, unknown>;
+    assert.deepEqual(
+      { ...q[0], masked_row: { ...masked, masked_ip: typeof masked.masked_ip, masked_device_id: typeof masked.masked_device_id } },
+      {
+        source: "quarantined",
+        user_id: "fred",
+        message_id: "fred-2",
+        reason: "db_rejected",
+        received_at: at.toISOString(),
+        replayed_at: null,
+        original: null,
+        masked_row: { create_date: "2026-06-01", device_type: "blackberry", locale: null, app_version: 4_000_000, masked_ip: "string", ip: "192.0.2.52", masked_device_id: "string", device_id: "fred-dev-2" },
+      },
+    );
+    const a = (await audit("subject-export")).find((x) => x.seq === /audit row (\d+)/.exec(r.stderr)?.[1])!;
+    assert.deepEqual([a.selector.rows, a.selector.values, a.selector.quarantined], [1, 4, 1], "the refused row's two values are counted with the row's two");
+
+    const table = await runMasq(["subject", "export", "--user-id", "fred", "--reason", "access request DSR-5"], person);
+    assert.equal(table.code, 0, table.stderr);
+    assert.match(table.stdout, /^quarantined {2}2026-06-01T08:00:00\.000Z {2}fred-2 {2}db_rejected {2}no original kept; the row the table refused: 2026-06-01 {2}blackberry {2}- {2}4000000 {2}[0-9a-f]{64} {2}192\.0\.2\.52 {2}[0-9a-f]{64} {2}fred-dev-2$/m);
+    const csv = await runMasq(["subject", "export", "--user-id", "fred", "--reason", "access request DSR-5", "--format", "csv"], person);
+    assert.equal(csv.code, 0, csv.stderr);
+    const rejected = csv.stdout.split("\r\n").find((l) => l.startsWith("quarantined"))!;
+    assert.match(rejected, /^quarantined,fred,2026-06-01,blackberry,,4000000,[0-9a-f]{64},192\.0\.2\.52,[0-9a-f]{64},fred-dev-2,fred-2,db_rejected,2026-06-01T08:00:00\.000Z,,$/);
+  });
+
+  test("each export first deletes the grants older than their ten minutes", async () => {
+    const grant = (seq: number, age: string) =>
+      fx.db.pool.query("INSERT INTO masq.subject_export_grants (seq, user_digest, target, at) VALUES ($1, masq.subject_digest($1, 'bob'), 'public.user_logins', now() - $2::interval)", [seq, age]);
+    await grant(-1, "11 minutes");
+    await grant(-2, "9 minutes");
+    const r = await runMasq(["subject", "export", "--user-id", "bob", "--reason", "access request DSR-6", "--format", "json"], person);
+    assert.equal(r.code, 0, r.stderr);
+    const left = (await fx.db.pool.query<{ seq: string }>("SELECT seq::text AS seq FROM masq.subject_export_grants WHERE seq < 0 ORDER BY seq")).rows;
+    assert.deepEqual(left.map((g) => g.seq), ["-2"], "the expired grant went, the one still usable stayed");
+    const own = /audit row (\d+)/.exec(r.stderr)![1];
+    assert.equal((await fx.db.pool.query("SELECT 1 FROM masq.subject_export_grants WHERE seq = $1", [own])).rowCount, 1);
   });
 });

@@ -20,23 +20,26 @@ CREATE FUNCTION masq.retention_cutoff(p_days integer) RETURNS date
     LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
     AS $$ SELECT (now() AT TIME ZONE 'UTC')::date - p_days $$;
 
--- The table prune checks for rows must have masq's layout (the columns it reads, with their types): a prune
--- pointed at a table that is not masq's target would find no recent row and delete values that are still used.
-CREATE FUNCTION masq.check_prune_target(p_table regclass, p_days integer) RETURNS void
+-- The table prune checks for rows is one masq writes (migration 007, masq.registered_target: never a caller's
+-- temporary table or view, whose triggers, policies or functions would run as the owner) and has masq's layout (the
+-- columns it reads, with their types): a prune pointed at another table would find no recent row and delete values
+-- that are still used.
+CREATE FUNCTION masq.check_prune_target(p_table regclass, p_days integer) RETURNS regclass
     LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     AS $$
+DECLARE
+    t regclass := masq.registered_target(p_table);
 BEGIN
     IF p_days IS NULL OR p_days < 1 OR p_days > 36500 THEN
         RAISE EXCEPTION 'a retention period is 1 to 36500 days' USING ERRCODE = '22023';
     END IF;
-    IF (SELECT count(*) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
-        WHERE a.attrelid = p_table AND c.relkind IN ('r', 'p') AND NOT a.attisdropped AND (
+    IF (SELECT count(*) FROM pg_attribute a
+        WHERE a.attrelid = t AND NOT a.attisdropped AND (
               (a.attname IN ('masked_ip', 'masked_device_id') AND a.atttypid IN ('text'::regtype, 'varchar'::regtype))
-           OR (a.attname = 'create_date' AND a.atttypid = 'date'::regtype))) <> 3
-       OR (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = p_table)
-          IN ('masq', 'pg_catalog', 'information_schema') THEN
-        RAISE EXCEPTION 'table % is not a table masq writes', p_table USING ERRCODE = '22023';
+           OR (a.attname = 'create_date' AND a.atttypid = 'date'::regtype))) <> 3 THEN
+        RAISE EXCEPTION 'table % is not a table masq writes (masked_ip, masked_device_id, create_date)', t USING ERRCODE = '22023';
     END IF;
+    RETURN t;
 END $$;
 REVOKE ALL ON FUNCTION masq.check_prune_target(regclass, integer) FROM PUBLIC;
 
@@ -44,8 +47,9 @@ REVOKE ALL ON FUNCTION masq.check_prune_target(regclass, integer) FROM PUBLIC;
 -- without a date) and no quarantine record from on or after the cutoff uses, as "kind:pseudonym". Two lookups in
 -- the target table per call, by masked_ip and by masked_device_id: an index on either column (docs/operations.md,
 -- "Retention") makes them index scans; masq does not create one on the user's table. A quarantine record uses the
--- values its redacted copy shows (migration 009's indexed masq.redacted_pseudonym), and a refused row's record
--- (db_rejected) those of the masked row it keeps for a replay. VOLATILE: each statement sees every committed row.
+-- values its copy shows (migration 009's masq.redacted_pseudonym: the redacted copy's "hmac:" values, or a refused
+-- row's masked row, db_rejected), looked up per kind in its expression indexes. VOLATILE: each statement sees every
+-- committed row.
 CREATE FUNCTION masq.retention_unused(p_table regclass, p_cutoff date, p_kinds text[], p_pseudonyms text[]) RETURNS text[]
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     AS $$
@@ -65,10 +69,10 @@ BEGIN
     FROM unnest(p_kinds, p_pseudonyms) AS c(kind, pseudonym)
     WHERE NOT (c.kind = 'ip' AND c.pseudonym = ANY (coalesce(keep_ip, '{}')))
       AND NOT (c.kind = 'device_id' AND c.pseudonym = ANY (coalesce(keep_device, '{}')))
-      AND NOT EXISTS (SELECT 1 FROM masq.quarantine q
-                      WHERE masq.redacted_pseudonym(q.body, c.kind) = c.pseudonym AND q.quarantined_at >= cutoff_at)
-      AND NOT EXISTS (SELECT 1 FROM masq.quarantine q
-                      WHERE q.reason = 'db_rejected' AND q.quarantined_at >= cutoff_at AND strpos(q.body, c.pseudonym) > 0);
+      AND NOT (c.kind = 'ip' AND EXISTS (SELECT 1 FROM masq.quarantine q
+                      WHERE masq.redacted_pseudonym(q.body, q.reason, 'ip') = c.pseudonym AND q.quarantined_at >= cutoff_at))
+      AND NOT (c.kind = 'device_id' AND EXISTS (SELECT 1 FROM masq.quarantine q
+                      WHERE masq.redacted_pseudonym(q.body, q.reason, 'device_id') = c.pseudonym AND q.quarantined_at >= cutoff_at));
     RETURN coalesce(unused, '{}');
 END $$;
 REVOKE ALL ON FUNCTION masq.retention_unused(regclass, date, text[], text[]) FROM PUBLIC;
@@ -90,11 +94,12 @@ CREATE FUNCTION masq.vault_prune_batch(p_table regclass, p_days integer, p_after
     AS $$
 DECLARE
     cutoff date := masq.retention_cutoff(p_days);
+    t regclass := masq.check_prune_target(p_table, p_days);
     kinds text[];
     pseudonyms text[];
     gone text[];
 BEGIN
-    PERFORM masq.check_prune_target(p_table, p_days);
+    PERFORM masq.refuse_during_rotation();
     IF p_limit IS NULL OR p_limit < 1 OR p_limit > 10000 THEN
         RAISE EXCEPTION 'a prune batch is 1 to 10000 entries' USING ERRCODE = '22023';
     END IF;
@@ -107,13 +112,13 @@ BEGIN
         RETURN QUERY SELECT 0, 0, NULL::bigint, NULL::text, NULL::text;
         RETURN;
     END IF;
-    gone := masq.retention_unused(p_table, cutoff, kinds, pseudonyms);
+    gone := masq.retention_unused(t, cutoff, kinds, pseudonyms);
     IF p_key_version IS NOT NULL AND cardinality(gone) > 0 THEN
         -- Only a batch that deletes advances the vault epoch (so ingestion's sealers forget what they knew only
         -- when something went): it waits for ingest batches in flight, and holds new ones until COMMIT. The
         -- candidates are then checked again, by statements that see what those batches committed (migration 009).
         PERFORM masq.advance_vault_epoch();
-        gone := masq.retention_unused(p_table, cutoff,
+        gone := masq.retention_unused(t, cutoff,
             ARRAY(SELECT split_part(g, ':', 1) FROM unnest(gone) AS g ORDER BY g),
             ARRAY(SELECT split_part(g, ':', 2) FROM unnest(gone) AS g ORDER BY g));
     END IF;
@@ -125,7 +130,7 @@ BEGIN
     WHERE v.kind = split_part(g.subject, ':', 1) AND v.pseudonym = split_part(g.subject, ':', 2);
     RETURN QUERY SELECT cardinality(kinds), cardinality(gone),
         masq.audit_append('vault-prune', format('retention %s days', p_days),
-            jsonb_build_object('pass', 'vault', 'table', p_table::text, 'retention_days', p_days, 'cutoff', cutoff::text),
+            jsonb_build_object('pass', 'vault', 'table', masq.erase_table_name(t), 'retention_days', p_days, 'cutoff', cutoff::text),
             p_client, gone, p_key_version),
         kinds[cardinality(kinds)], pseudonyms[cardinality(kinds)];
 END $$;
@@ -141,6 +146,8 @@ DECLARE
     cutoff date := masq.retention_cutoff(p_days);
     ids text[];
 BEGIN
+    PERFORM masq.refuse_during_rotation();
+    PERFORM masq.purge_erasures();  -- retention of erase's own state (migration 009)
     IF p_days IS NULL OR p_days < 1 OR p_days > 36500 THEN
         RAISE EXCEPTION 'a retention period is 1 to 36500 days' USING ERRCODE = '22023';
     END IF;

@@ -197,7 +197,7 @@ export function buildProgram(): Command {
         .requiredOption("--user-id <id>", "the user, as in the table's user_id (never printed or recorded: the trail keeps a keyed fingerprint)")
         .option("--reason <text>", "why (the request's ticket): written to the audit trail before anything is deleted")
         .option("--vault-only", "keep the rows and quarantine records; delete only the vault values only this user used, and their quarantined originals")
-        .option("--dry-run", "count what would be deleted; change and record nothing"),
+        .option("--dry-run", "count what would be deleted; changes nothing, but is recorded in the audit trail (the counts tell whether the user exists)"),
     ),
   ).action(async (_opts, cmd: Command) => finish(await (await import("./commands/subject-erase.ts")).subjectEraseCommand(explicit(cmd))));
   examples(subjectErase, 'masq subject erase --user-id 42 --reason "erasure request DSR-118" --dry-run');

@@ -22,11 +22,19 @@ CREATE ROLE :"person_role" LOGIN PASSWORD :'person_password';
 GRANT masq_unmask TO :"person_role";
 GRANT SELECT ON TABLE :table TO masq_unmask;
 
+-- No session of either may sit in an open transaction: ingestion and the deleters (erase, prune) take turns on the
+-- vault epoch's lock (migration 009), and a transaction left open by hand (BEGIN, then nothing) would hold the
+-- other side off. masq's own transactions never idle; such a session is ended after a minute.
+ALTER ROLE :"service_role" SET idle_in_transaction_session_timeout = '60s';
+ALTER ROLE :"person_role" SET idle_in_transaction_session_timeout = '60s';
+
 -- `masq quarantine replay` reads originals (masq_unmask) and writes as ingestion does (masq_ingest). For a person
 -- who replays, add:
 --   GRANT masq_ingest TO alice;
 -- `masq subject erase` (SECURITY.md, "Erasure") needs masq_erase (made by migration 007). It deletes only through
--- masq's audited functions, so it needs no grant on the table. For a person who erases, add:
+-- masq's audited functions, so it needs no grant on the table. For a person who erases, add (the timeout as above,
+-- if that login was not made here):
 --   GRANT masq_erase TO alice;
+--   ALTER ROLE alice SET idle_in_transaction_session_timeout = '60s';
 -- If CONNECT on the database was revoked from PUBLIC, also:
 --   GRANT CONNECT ON DATABASE analytics TO masq_service, alice;

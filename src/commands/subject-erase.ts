@@ -22,26 +22,38 @@ export async function subjectEraseCommand(flags: Record<string, unknown>): Promi
   const userId = readUserId(flags);
   const dryRun = flags.dryRun === true;
   const vaultOnly = flags.vaultOnly === true;
-  const reason = dryRun ? "" : readReason(flags);
+  // A dry run is recorded too (its counts say whether the user exists); it needs no justification of its own.
+  const reason = dryRun && flags.reason === undefined ? "dry run (counts only)" : readReason(flags);
   const table = readTable(flags, process.env);
   const connectTimeoutMs = readConnectTimeoutMs(process.env);
   const db = createDb({ databaseUrl: readDatabaseUrl(flags, process.env), setting: databaseSetting(flags, process.env), connectTimeoutMs, poolSize: 3 });
-  const provider = dryRun ? undefined : createKeyProvider(readKeyConfig(process.env));
+  const provider = createKeyProvider(readKeyConfig(process.env));
   const where = `${table.schema}.${table.name}`;
   try {
     await waitForPostgres(db, { deadlineMs: connectTimeoutMs });
-    const before = await previewErasure(db.pool, table, userId, vaultOnly);
+    const open = async () => {
+      const key = await openAuditKey(db.pool, provider);
+      return { key, fingerprint: subjectFingerprint(key, userId), client: await clientReported(provider) };
+    };
     if (dryRun) {
-      process.stdout.write(summary(`masq subject erase --dry-run (${where}${vaultOnly ? ", vault only" : ""}): nothing was changed; an erasure now would delete`, before));
-      return 0;
+      const { key, fingerprint, client } = await open();
+      try {
+        const before = await previewErasure(db.pool, key, { table, userId, fingerprint, vaultOnly, reason, client });
+        process.stdout.write(
+          summary(`masq subject erase --dry-run (${where}${vaultOnly ? ", vault only" : ""}): nothing was changed; an erasure now would delete`, before) +
+            `  audit row                #${before.seq} (preview)\n`,
+        );
+        return 0;
+      } finally {
+        key.key.fill(0);
+      }
     }
     return await withRotationLock(db.pool, async () => {
-      const key = await openAuditKey(db.pool, provider!);
+      const { key, fingerprint, client } = await open();
       try {
-        const fingerprint = subjectFingerprint(key, userId);
-        const total = vaultOnly ? before.vault + before.originals : before.rows + before.quarantine;
-        const bar = total > 0 ? createProgress("erasing", { unit: vaultOnly ? "values" : "rows", total }) : undefined;
-        const r = await eraseSubject(db.pool, key, { table, userId, fingerprint, vaultOnly, reason, client: await clientReported(provider!) }, (b) => {
+        // No preview first (it is unbounded): the bar counts what the batches delete.
+        const bar = createProgress("erasing", { unit: vaultOnly ? "values" : "rows" });
+        const r = await eraseSubject(db.pool, key, { table, userId, fingerprint, vaultOnly, reason, client }, (b) => {
           const size = vaultOnly ? b.vault + b.originals : b.rows + b.quarantine;
           bar?.committed({ size, seconds: 0, written: 0, duplicates: 0, quarantinedByReason: {}, lagSeconds: [] });
         });
@@ -62,7 +74,7 @@ export async function subjectEraseCommand(flags: Record<string, unknown>): Promi
   } catch (err) {
     return refuse(err, db.target);
   } finally {
-    provider?.close();
+    provider.close();
     await db.close().catch(() => undefined);
   }
 }

@@ -6,6 +6,7 @@ import { classifyPgError } from "../sink/pg-errors.ts";
 import { qualified, type TableName } from "../sink/table-name.ts";
 import { inTransaction } from "../sink/transaction.ts";
 import type { KeyProvider } from "../vault/key-provider.ts";
+import { retryEpochLock } from "../vault/vault-deletion.ts";
 
 /** Where the vault pass goes on from: the last primary key (kind, pseudonym) a batch looked at. */
 export interface PruneCursor {
@@ -124,11 +125,16 @@ async function pruneVaultBatch(
       audit?.key.version ?? null,
     ]);
   if (audit === undefined) return (await run(() => query(pool))).rows[0]!;
-  return inTransaction(pool, async (c) => {
-    const b = (await run(() => query(c))).rows[0]!;
-    if (b.seq !== null) await sealAudit(c, audit.key, b.seq);
-    return b;
-  });
+  // One statement and the seal of its audit row: the transaction is open for two round trips, never longer.
+  return retryEpochLock(
+    () =>
+      inTransaction(pool, async (c) => {
+        const b = (await run(() => query(c))).rows[0]!;
+        if (b.seq !== null) await sealAudit(c, audit.key, b.seq);
+        return b;
+      }),
+    o.signal,
+  );
 }
 
 async function pruneQuarantineBatch(pool: pg.Pool, audit: { key: AuditKey; client: string }, days: number, batchSize: number): Promise<number> {

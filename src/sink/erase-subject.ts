@@ -30,14 +30,28 @@ export const ERASE_BATCH = 2000;
 
 const num = (v: unknown) => Number(v ?? 0);
 
-/** --dry-run: counts, changing and recording nothing. */
-export async function previewErasure(pool: pg.Pool, table: TableName, userId: string, vaultOnly: boolean): Promise<ErasureCounts> {
-  try {
-    const r = (await pool.query("SELECT * FROM masq.erase_subject_preview($1, $2, $3)", [qualified(table), userId, vaultOnly])).rows[0] as Record<string, unknown>;
-    return { rows: num(r.rows), quarantine: num(r.quarantine), originals: num(r.originals), vault: num(r.vault) };
-  } catch (err) {
-    throw classifyPgError(err);
-  }
+/**
+ * --dry-run: the counts, changing nothing but the trail: the preview is an audit row (phase `preview`, the user's
+ * fingerprint and the counts), sealed and committed with them (masq.audit_subject_erase_preview), because the counts
+ * tell whether a user exists and how much of them there is. Unbounded (every value of the user is checked), so only
+ * a dry run asks for it; an erasure reports what each batch deleted.
+ */
+export async function previewErasure(pool: pg.Pool, key: AuditKey, req: ErasureRequest): Promise<ErasureCounts & { seq: string }> {
+  return inTransaction(pool, async (c) => {
+    const r = (
+      await query<Record<string, unknown>>(c, "SELECT seq::text AS seq, rows, quarantine, originals, vault FROM masq.audit_subject_erase_preview($1, $2, $3, $4, $5, $6, $7)", [
+        req.reason,
+        JSON.stringify(req.client),
+        req.fingerprint,
+        qualified(req.table),
+        req.userId,
+        req.vaultOnly,
+        key.version,
+      ])
+    ).rows[0]!;
+    await sealAudit(c, key, String(r.seq));
+    return { seq: String(r.seq), rows: num(r.rows), quarantine: num(r.quarantine), originals: num(r.originals), vault: num(r.vault) };
+  });
 }
 
 /**
@@ -58,9 +72,8 @@ export async function eraseSubject(
 ): Promise<ErasureCounts & { startSeq: string; doneSeq: string }> {
   const startSeq = await inTransaction(pool, async (c) => {
     const seq = (
-      await query<{ seq: string }>(c, "SELECT masq.audit_subject_erase($1, $2, $3, $4, $5, $6, $7, $8)::text AS seq", [
+      await query<{ seq: string }>(c, "SELECT masq.audit_subject_erase($1, $2, $3, $4, $5, $6, $7)::text AS seq", [
         req.reason,
-        JSON.stringify({ command: "subject erase" }),
         JSON.stringify(req.client),
         req.fingerprint,
         qualified(req.table),

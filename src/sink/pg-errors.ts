@@ -32,6 +32,14 @@ export function classifyPgError(err: unknown, target: PgTarget = DEFAULT_TARGET)
     if (code.startsWith("08") || code.startsWith("53") || TRANSIENT_SQLSTATES.has(code)) {
       return new TransientError(`Postgres: ${message} (SQLSTATE ${code})`, `pg_${code}`, { what: "Postgres is not available", object: targetText(target), hint: message });
     }
+    if (code === "55000" && message.startsWith("a pseudonym key rotation is in progress")) {
+      // Raised by the erase and prune functions (migration 009, masq.refuse_during_rotation).
+      return new FatalError(`Postgres: ${message} (SQLSTATE ${code})`, {
+        what: "a pseudonym key rotation is in progress",
+        object: "masq.pseudonym_rotation",
+        hint: "finish it first with masq rotate pseudonym-key --resume (as the schema owner), then run this again",
+      });
+    }
     if (code.startsWith("22") || code.startsWith("23")) return new DataError(`Postgres rejected the rows: ${message} (SQLSTATE ${code})`, code);
     if (code === "42501") {
       return new FatalError(`Postgres: ${message} (SQLSTATE ${code})`, {

@@ -105,7 +105,8 @@ export interface VaultEpochs {
  * The vault rows go in the same transaction, insert-if-absent. Nothing at all is written unless the batch's
  * pseudonym key is still the active one (masq.lock_pseudonym_key, which holds a share lock on it until commit),
  * and, when the sealer left values out, the vault epoch is still the one it sealed under (masq.lock_vault_epoch,
- * share-locked likewise, so a deletion of vault values waits for this batch or this batch for it; migration 009).
+ * a table lock held until commit, so a deletion of vault values waits for this batch or this batch for it;
+ * migration 009).
  */
 function batchSql(table: TableName): string {
   return `

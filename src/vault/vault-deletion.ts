@@ -1,4 +1,5 @@
 import type pg from "pg";
+import { TransientError } from "../errors.ts";
 import { classifyPgError } from "../sink/pg-errors.ts";
 
 /**
@@ -7,11 +8,12 @@ import { classifyPgError } from "../sink/pg-errors.ts";
  *   1. first runs `PERFORM masq.advance_vault_epoch()`: it waits for the ingest batches in flight to commit, and
  *      every later one waits for this transaction (and then, if it left values out, is refused and sealed whole);
  *   2. then deletes at most a bounded number of things, each in a later statement of the function (plpgsql takes a
- *      new READ COMMITTED snapshot per statement, which sees every committed row): a vault value only when no row
+ *      new READ COMMITTED snapshot per statement, which sees every committed row): a value is deleted only when no row
  *      and no quarantine record uses it;
  *   3. returns one row with a boolean `done` (nothing was left to delete) and its counts.
- * Each call is its own transaction (autocommit), so a kill loses at most the batch in flight and a rerun continues.
- * This function runs such a statement until it reports done, handing each batch's row to `onBatch`.
+ * Each call is its own transaction (autocommit), so a kill loses at most the batch in flight and a rerun continues,
+ * and no transaction stays open between two statements. This function runs such a statement until it reports done,
+ * handing each batch's row to `onBatch`.
  */
 export async function deleteInBatches<R extends { done: boolean }>(
   pool: pg.Pool,
@@ -21,14 +23,50 @@ export async function deleteInBatches<R extends { done: boolean }>(
 ): Promise<void> {
   for (;;) {
     signal?.throwIfAborted();
-    let row: R | undefined;
-    try {
-      row = (await pool.query<R>(statement.text, statement.values)).rows[0];
-    } catch (err) {
-      throw classifyPgError(err);
-    }
+    const row = await retryEpochLock(async () => {
+      try {
+        return (await pool.query<R>(statement.text, statement.values)).rows[0];
+      } catch (err) {
+        throw classifyPgError(err);
+      }
+    }, signal);
     if (row === undefined) return;
     onBatch(row);
     if (row.done) return;
+  }
+}
+
+/** lock_not_available: the deleter's bounded wait for the vault epoch (migration 009, lock_timeout) ran out. */
+const LOCK_TIMEOUT = "pg_55P03";
+
+/** How often, and after what pauses, a deleter asks for the vault epoch again: about 3 minutes in all. */
+export const EPOCH_RETRY = { attempts: 30, firstPauseMs: 100, maxPauseMs: 5000 };
+
+/**
+ * Runs one deleting transaction, again after a pause when its wait for the vault epoch timed out. The pause lets the
+ * ingest batches that queued behind the deleter through (they wait while it waits): ingestion is held up for at most
+ * one lock_timeout at a time. What keeps the epoch locked for minutes is a transaction left open (an idle ingest or
+ * replay session): the error then says so.
+ */
+export async function retryEpochLock<T>(fn: () => Promise<T>, signal?: AbortSignal, retry = EPOCH_RETRY): Promise<T> {
+  let pause = retry.firstPauseMs;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (!(err instanceof TransientError) || err.cause_ !== LOCK_TIMEOUT) throw err;
+      if (attempt >= retry.attempts) {
+        throw new TransientError(err.message, LOCK_TIMEOUT, {
+          what: "the vault epoch stayed locked",
+          object: "masq.vault_epoch",
+          hint:
+            "a transaction that took it is still open (pg_stat_activity: state 'idle in transaction'); end it, or set idle_in_transaction_session_timeout " +
+            "for the logins (deploy/sql/login-roles.sql), and run this again: it goes on where it stopped",
+        });
+      }
+    }
+    signal?.throwIfAborted();
+    await new Promise((r) => setTimeout(r, pause));
+    pause = Math.min(pause * 2, retry.maxPauseMs);
   }
 }

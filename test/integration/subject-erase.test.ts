@@ -79,7 +79,12 @@ describe("masq subject erase", () => {
     assert.match(dry.stdout, /vault values\s+4 /);
     assert.equal(await count("SELECT count(*) AS n FROM public.user_logins"), tableBefore);
     assert.deepEqual(await vaultBytes(fx.db.pool), vaultBefore);
-    assert.equal(await count("SELECT count(*) AS n FROM masq.audit WHERE action = 'subject-erase'"), 0, "a dry run records nothing");
+    // A dry run changes nothing but the trail: its counts say whether the user exists, so it is recorded (review finding 7).
+    assert.match(dry.stdout, /audit row\s+#\d+ \(preview\)/);
+    const preview = await fx.db.pool.query<{ seq: string; selector: Record<string, unknown>; subjects: string[] }>("SELECT seq::text, selector, subjects FROM masq.audit WHERE action = 'subject-erase'");
+    assert.equal(preview.rows.length, 1);
+    assert.deepEqual(preview.rows[0]!.selector, { phase: "preview", table: "public.user_logins", vaultOnly: false, rows: 3, quarantine: 1, originals: 0, vault: 4 });
+    assert.deepEqual(preview.rows[0]!.subjects, [await fingerprint("alice")]);
 
     const noReason = await runMasq(["subject", "erase", "--user-id", "alice"], env());
     assert.equal(noReason.code, 2);
@@ -103,7 +108,7 @@ describe("masq subject erase", () => {
 
     // The trail: an intent row and a done row, naming alice by fingerprint only, with the counts; and it verifies.
     const audit = await fx.db.pool.query<{ seq: string; subjects: string[]; reason: string; selector: Record<string, unknown>; whole: string }>(
-      "SELECT seq::text, subjects, reason, selector, a::text AS whole FROM masq.audit a WHERE action = 'subject-erase' ORDER BY seq",
+      "SELECT seq::text, subjects, reason, selector, a::text AS whole FROM masq.audit a WHERE action = 'subject-erase' AND selector->>'phase' <> 'preview' ORDER BY seq",
     );
     assert.equal(audit.rows.length, 2);
     const fp = await fingerprint("alice");
@@ -121,7 +126,7 @@ describe("masq subject erase", () => {
     assert.equal(verify.code, 0, verify.stderr);
     const listed = await runMasq(["audit", "list", "--user-id", "alice", "--json"], env());
     assert.equal(listed.code, 0, listed.stderr);
-    assert.deepEqual((JSON.parse(listed.stdout) as { seq: number }[]).map((x) => String(x.seq)), audit.rows.map((a) => a.seq).reverse());
+    assert.deepEqual((JSON.parse(listed.stdout) as { seq: number }[]).map((x) => String(x.seq)), [preview.rows[0]!.seq, ...audit.rows.map((a) => a.seq)].reverse());
 
     // Idempotent: the second run finds nothing and says so.
     const again = await runMasq(["subject", "erase", "--user-id", "alice", "--reason", "erasure request DSR-1, rerun"], env());

@@ -78,7 +78,7 @@ export function buildProgram(): Command {
   databaseOption(tableOption(run));
   run
     .addOption(new Option("--batch-size <n>", "rows per Postgres transaction").env("MASQ_BATCH_SIZE").default(1000))
-    .addOption(new Option("--batch-wait-ms <ms>", "commit a partial batch after this long").env("MASQ_BATCH_WAIT_MS").default(500))
+    .addOption(new Option("--batch-wait-ms <ms>", "commit a partial batch after this long").env("MASQ_BATCH_WAIT_MS").default(100))
     .addOption(new Option("--receivers <n>", "concurrent long-polling receivers").env("MASQ_RECEIVERS").default(8))
     .addOption(new Option("--writers <n>", "concurrent batch commits").env("MASQ_WRITERS").default(2))
     .addOption(new Option("--max-in-flight <n>", "messages held between receive and delete").env("MASQ_MAX_IN_FLIGHT").default(undefined, "5000 or 3 × batch size, whichever is larger"))

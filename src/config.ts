@@ -254,7 +254,7 @@ export function readPipelineConfig(flags: Record<string, unknown>, env: NodeJS.P
   const writers = integer(src, "writers", "MASQ_WRITERS", 2, 1, 32);
   const config: PipelineConfig = {
     batchSize,
-    batchWaitMs: integer(src, "batchWaitMs", "MASQ_BATCH_WAIT_MS", 500, 0, 60_000),
+    batchWaitMs: integer(src, "batchWaitMs", "MASQ_BATCH_WAIT_MS", 100, 0, 60_000),
     receivers: integer(src, "receivers", "MASQ_RECEIVERS", 8, 1, 100),
     maxInFlight: integer(src, "maxInFlight", "MASQ_MAX_IN_FLIGHT", Math.max(5000, batchSize * 3), 10, 1_000_000),
     maxInFlightBytes: integer(src, "maxInFlightBytes", "MASQ_MAX_IN_FLIGHT_BYTES", 32 * 1024 * 1024, 1024 * 1024, 16 * 1024 ** 3),

@@ -27,20 +27,26 @@ describe("faults", () => {
     // Small batches, so the outage lands in the middle of the run.
     const runner = await makeRunner({ db: viaProxy, sqs: fx.sqs.client, queueUrl, logger, config: { batchSize: 50, maxInFlight: 400, writers: 2 } });
     const running = runner.run({ drain: true });
-    await waitFor(() => runner.stats.written > 0, 30_000, "first commits");
-    proxy.cut();
-    // A commit the server answered just before the cut (the reply already on this side of the proxy) is counted a
-    // moment after it: take the count once such replies are read (seen: 47 at the cut, 96 a moment later).
-    await new Promise((r) => setTimeout(r, 500));
-    const writtenAtCut = runner.stats.written;
-    await new Promise((r) => setTimeout(r, 2500));
-    // While Postgres is away nothing commits, and receiving stops once the in-flight bound is reached.
-    assert.equal(runner.stats.written, writtenAtCut);
-    assert.ok(runner.inFlight <= 400 + 10 * 4);
-    proxy.restore();
-    const result = await running;
-    await viaProxy.close();
-    await proxy.close();
+    let result: Awaited<typeof running>;
+    try {
+      await waitFor(() => runner.stats.written > 0, 30_000, "first commits");
+      proxy.cut();
+      // A commit the server answered just before the cut (the reply already on this side of the proxy) is counted a
+      // moment after it: take the count once such replies are read (seen: 47 at the cut, 96 a moment later).
+      await new Promise((r) => setTimeout(r, 500));
+      const writtenAtCut = runner.stats.written;
+      await new Promise((r) => setTimeout(r, 2500));
+      // While Postgres is away nothing commits, and receiving stops once the in-flight bound is reached.
+      assert.equal(runner.stats.written, writtenAtCut);
+      assert.ok(runner.inFlight <= 400 + 10 * 4);
+    } finally {
+      // Whatever failed above, the run ends and its pool and the proxy close, so the file's process can exit
+      // (a failed assertion here once left it running, and the whole suite waiting).
+      proxy.restore();
+      result = await running;
+      await viaProxy.close();
+      await proxy.close();
+    }
 
     assert.equal(result.fatal, undefined);
     assert.ok(Object.keys(result.stats.retries).some((k) => k.startsWith("pg") || k.startsWith("e")), "commits were retried");

@@ -6,7 +6,7 @@ import { deleteQueue, fillQueue } from "./fill-queue.ts";
 import { runMasq, type MasqRunResult } from "./masq-e2e.ts";
 import { measurePgCeiling, type PgCeilingResult } from "./pg-ceiling.ts";
 import type { MemoryLimit } from "./memory-limit.ts";
-import { runSqsCeilingProcess, type SqsCeilingResult } from "./sqs-ceiling.ts";
+import { runSqsCeilingProcess, type CeilingClient, type SqsCeilingResult } from "./sqs-ceiling.ts";
 import { measureSteadyLag, type SteadyLagResult } from "./steady-lag.ts";
 import { commitLag, verifyRun, type Verification } from "./verify.ts";
 import { threadCpuPerMessage, type ThreadCpu } from "./usage.ts";
@@ -55,9 +55,11 @@ export interface MasqMeasurement extends PhaseContext {
   verification: Verification;
 }
 
-/** One repetition: the three phases back to back. */
+/** One repetition: the phases back to back. */
 export interface ComparisonRun {
   sqsCeiling: SqsCeilingResult & PhaseContext;
+  /** The ceiling's loop on a minimal SigV4 client instead of the SDK (wire-source.ts); absent in older result files. */
+  wireFloor?: SqsCeilingResult & PhaseContext;
   pgCeiling: PgCeilingResult & PhaseContext;
   masq: MasqMeasurement;
   /** masq ÷ min(SQS ceiling, Postgres ceiling) in this repetition. */
@@ -99,9 +101,9 @@ export interface ComparisonOptions {
 
 const KEY = randomBytes(32);
 
-const quiet = (o: ComparisonOptions) => (o.waitQuiet ? waitForQuiet() : Promise.resolve(null));
+export const quiet = (o: ComparisonOptions) => (o.waitQuiet ? waitForQuiet() : Promise.resolve(null));
 
-function context(end: ReturnType<typeof startCpuMeter>, backgroundBusy: number | null, messages: number): PhaseContext {
+export function context(end: ReturnType<typeof startCpuMeter>, backgroundBusy: number | null, messages: number): PhaseContext {
   const r = end();
   return {
     backgroundBusy,
@@ -112,16 +114,18 @@ function context(end: ReturnType<typeof startCpuMeter>, backgroundBusy: number |
   };
 }
 
-export async function measureSqsPhase(env: BenchEnv, w: Workload, o: ComparisonOptions): Promise<SqsCeilingResult & PhaseContext> {
+/** The SQS ceiling (client "sdk": masq's SqsSource) or the wire floor (client "wire": the same loop, a minimal SigV4 client). */
+export async function measureSqsPhase(env: BenchEnv, w: Workload, o: ComparisonOptions, client: CeilingClient = "sdk"): Promise<SqsCeilingResult & PhaseContext> {
   const n = w.bodies.length;
   const admin = env.sqsClient(env.sqs.endpoint, 16);
+  const what = client === "sdk" ? "SQS ceiling" : "wire floor";
   try {
-    o.log(`  SQS ceiling: filling a queue with ${n.toLocaleString("en-US")} messages…`);
-    const filled = await fillQueue(admin, "bench-sqs", w.bodies);
+    o.log(`  ${what}: filling a queue with ${n.toLocaleString("en-US")} messages…`);
+    const filled = await fillQueue(admin, `bench-${client === "sdk" ? "sqs" : "wire"}`, w.bodies);
     const background = await quiet(o);
-    o.log(`  SQS ceiling: draining with ${o.receivers} receivers…`);
+    o.log(`  ${what}: draining with ${o.receivers} receivers…`);
     const meter = startCpuMeter(env.sqs.pid());
-    const r = await runSqsCeilingProcess({ endpoint: o.endpoint ?? env.sqs.endpoint, queueUrl: filled.queueUrl, receivers: o.receivers, expected: n, cpuProfDir: o.cpuProfDir });
+    const r = await runSqsCeilingProcess({ endpoint: o.endpoint ?? env.sqs.endpoint, queueUrl: filled.queueUrl, receivers: o.receivers, expected: n, client, cpuProfDir: o.cpuProfDir });
     const result = { ...r, ...context(meter, background, n) };
     await deleteQueue(admin, filled.queueUrl);
     return result;
@@ -235,13 +239,15 @@ export async function runComparison(
     const phase = attempt === 0 ? o : { ...o, cpuProfDir: undefined };
     const sqsCeiling = await measureSqsPhase(env, w, phase);
     o.log(`  → SQS ceiling ${Math.round(sqsCeiling.perSecond).toLocaleString("en-US")} msg/s`);
+    const wireFloor = await measureSqsPhase(env, w, phase, "wire");
+    o.log(`  → wire floor ${Math.round(wireFloor.perSecond).toLocaleString("en-US")} msg/s, ${Math.round(wireFloor.cpuUsPerMessage)} µs/msg (the SDK's ceiling: ${Math.round(sqsCeiling.cpuUsPerMessage)})`);
     const pgCeiling = await measurePgPhase(env, w, phase);
     o.log(`  → Postgres ceiling ${Math.round(pgCeiling.perSecond).toLocaleString("en-US")} msg/s`);
     const masq = await measureMasqPhase(env, w, phase);
     o.log(`  → masq ${Math.round(masq.perSecond).toLocaleString("en-US")} msg/s${masq.verification.ok ? "" : ` — INCORRECT: ${masq.verification.problems.join("; ")}`}`);
-    const disturbed = o.waitQuiet && isDisturbed(sqsCeiling, pgCeiling, masq);
-    if (disturbed) o.log(`  (other work used the machine during this repetition: ${otherLoad(sqsCeiling, pgCeiling, masq)}; it does not count)`);
-    runs.push({ sqsCeiling, pgCeiling, masq, ratio: masq.perSecond / Math.min(sqsCeiling.perSecond, pgCeiling.perSecond), disturbed });
+    const disturbed = o.waitQuiet && isDisturbed(sqsCeiling, wireFloor, pgCeiling, masq);
+    if (disturbed) o.log(`  (other work used the machine during this repetition: ${otherLoad(sqsCeiling, wireFloor, pgCeiling, masq)}; it does not count)`);
+    runs.push({ sqsCeiling, wireFloor, pgCeiling, masq, ratio: masq.perSecond / Math.min(sqsCeiling.perSecond, pgCeiling.perSecond), disturbed });
   }
   // Medians over the undisturbed repetitions (over all, if every one was disturbed).
   const counted = runs.some((r) => !r.disturbed) ? runs.filter((r) => !r.disturbed) : runs;
@@ -259,6 +265,7 @@ export async function runComparison(
     batchSize: o.batchSize,
     writers: o.writers,
     sqsCeiling: median(counted, (r) => r.sqsCeiling.perSecond).sqsCeiling,
+    wireFloor: median(counted, (r) => r.wireFloor!.perSecond).wireFloor!,
     pgCeiling: median(counted, (r) => r.pgCeiling.perSecond).pgCeiling,
     masq: { ...masq, maxRssMb: Math.max(...runs.map((r) => r.masq.maxRssMb)) },
     ratio: median(counted, (r) => r.ratio).ratio,

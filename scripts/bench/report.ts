@@ -124,12 +124,21 @@ export function formatReport(r: BenchReport): string {
         ["", "msg/s", "time", "CPU µs/msg: client", "SQS server", "Postgres", "machine busy", "other load"],
         [
           ["SQS ceiling", int(c.sqsCeiling.perSecond), `${c.sqsCeiling.seconds.toFixed(1)} s`, int(c.sqsCeiling.cpuUsPerMessage), opt(c.sqsCeiling.sqsServerCpuUsPerMessage), "–", pct(c.sqsCeiling.machineBusy), pct(c.sqsCeiling.otherBusy)],
+          ...(c.wireFloor
+            ? [["wire floor (no SDK)", int(c.wireFloor.perSecond), `${c.wireFloor.seconds.toFixed(1)} s`, int(c.wireFloor.cpuUsPerMessage), opt(c.wireFloor.sqsServerCpuUsPerMessage), "–", pct(c.wireFloor.machineBusy), pct(c.wireFloor.otherBusy)]]
+            : []),
           ["Postgres ceiling", int(c.pgCeiling.perSecond), `${c.pgCeiling.seconds.toFixed(1)} s`, int(c.pgCeiling.clientCpuUsPerMessage), "–", opt(c.pgCeiling.postgresCpuUsPerMessage), pct(c.pgCeiling.machineBusy), pct(c.pgCeiling.otherBusy)],
           ["masq end to end", int(c.masq.perSecond), `${c.masq.seconds.toFixed(1)} s`, int(c.masq.cpuUsPerMessage), opt(c.masq.sqsServerCpuUsPerMessage), opt(c.masq.postgresCpuUsPerMessage), pct(c.masq.machineBusy), pct(c.masq.otherBusy)],
         ],
       ),
     );
     out.push(`masq ÷ min(ceilings) = ${c.ratio.toFixed(2)}   (target ≥ 0.90)`);
+    if (c.wireFloor) {
+      const main = (p: { mainThreadCpuUsPerMessage?: number | null }) => (p.mainThreadCpuUsPerMessage == null ? "" : ` (main thread ${int(p.mainThreadCpuUsPerMessage)})`);
+      out.push(
+        `client CPU µs/msg: wire floor ${int(c.wireFloor.cpuUsPerMessage)}${main(c.wireFloor)}, SQS ceiling (the SDK) ${int(c.sqsCeiling.cpuUsPerMessage)}${main(c.sqsCeiling)}, masq ${int(c.masq.cpuUsPerMessage)}: the SDK path costs ${int(c.sqsCeiling.cpuUsPerMessage - c.wireFloor.cpuUsPerMessage)} µs/msg over the wire`,
+      );
+    }
     out.push(`masq CPU µs/msg, all threads: ${int(c.masq.cpuUsPerMessage)}${c.masq.threads ? ` = ${c.masq.threads.map((t) => `${t.name} ${int(t.cpuUsPerMessage)}`).join(" + ")}` : " (this masq does not report its threads)"}   (target ≤ 110)`);
     if (c.runs.length > 1) {
       const each = (f: (r: (typeof c.runs)[number]) => string) => c.runs.map(f).join(" / ");
@@ -158,6 +167,9 @@ export function formatReport(r: BenchReport): string {
         ["", "msg/s", "time", "spawn → pipeline started", "→ first commit", "last commit → drained", "→ exit", "CPU µs/msg", "correct"],
         [
           ["SQS ceiling", int(d.sqsCeiling.perSecond), `${d.sqsCeiling.seconds.toFixed(2)} s`, "–", "–", "–", "–", int(d.sqsCeiling.cpuUsPerMessage), "yes"],
+          ...(d.plainConsumer
+            ? [["sqs-consumer + pg, spawn to exit", int(d.plainConsumer.wallPerSecond), `${d.plainConsumer.wallSeconds.toFixed(2)} s`, "–", "–", "–", "–", int(d.plainConsumer.cpuUsPerMessage), "yes"]]
+            : []),
           [
             "masq, spawn to exit",
             int(x.wallPerSecond),
@@ -173,6 +185,9 @@ export function formatReport(r: BenchReport): string {
       ),
     );
     out.push(`masq (spawn to exit) ÷ SQS ceiling = ${d.ratio.toFixed(2)}   (target ≥ 0.60)${d.runs.length > 1 ? ` · repetitions ${d.runs.map((q) => `${q.ratio.toFixed(2)}${q.disturbed ? "*" : ""}`).join(" / ")}` : ""}`);
+    if (d.masqOverPlain !== undefined) {
+      out.push(`masq ÷ sqs-consumer + pg, spawn to exit = ${d.masqOverPlain.toFixed(2)}   (target ≥ 1.5)${d.runs.length > 1 ? ` · repetitions ${d.runs.map((q) => `${q.masqOverPlain?.toFixed(2) ?? "–"}${q.disturbed ? "*" : ""}`).join(" / ")}` : ""}`);
+    }
   }
   if (r.latency) {
     const l = r.latency;

@@ -1,7 +1,15 @@
 import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import type { SQSClient } from "@aws-sdk/client-sqs";
-import { SqsSource } from "../../src/source/sqs-source.ts";
+
+/** The calls the ceiling's loop makes: SqsSource (the SDK, as masq) or WireSource (the wire floor). */
+export interface CeilingSource {
+  counts(): Promise<unknown>;
+  receiveBatch(opts: { waitTimeSeconds: number; visibilityTimeoutSeconds: number; signal?: AbortSignal }): Promise<readonly { messageId: string; receiptHandle: string }[]>;
+  deleteBatch(messages: readonly { messageId: string; receiptHandle: string }[]): Promise<{ retry: readonly unknown[]; stale: number }>;
+}
+
+/** Which client the consumer uses: masq's SqsSource on the SDK (the SQS ceiling) or the minimal SigV4 one (the wire floor). */
+export type CeilingClient = "sdk" | "wire";
 
 export interface SqsCeilingResult {
   messages: number;
@@ -12,6 +20,8 @@ export interface SqsCeilingResult {
   deleteCalls: number;
   /** CPU time (user + system) of the consumer process per message, in µs, its start-up included (as masq's). */
   cpuUsPerMessage: number;
+  /** The same for its main thread alone (null on a Node without process.threadCpuUsage); the rest is V8's and libuv's helpers. */
+  mainThreadCpuUsPerMessage?: number | null;
   maxRssMb: number;
 }
 
@@ -23,8 +33,7 @@ export interface SqsCeilingResult {
  * the work in between. The clock runs from the first receive to the end of the last delete.
  * Run it through runSqsCeilingProcess: in a fresh process, like masq, so neither starts with a warm JIT.
  */
-export async function measureSqsCeiling(client: SQSClient, queueUrl: string, opts: { receivers: number; expected: number; timeoutMs?: number }): Promise<SqsCeilingResult> {
-  const source = new SqsSource(client, queueUrl);
+export async function measureSqsCeiling(source: CeilingSource, opts: { receivers: number; expected: number; timeoutMs?: number }): Promise<SqsCeilingResult> {
   const deadline = Date.now() + (opts.timeoutMs ?? 600_000);
   let received = 0;
   let deleted = 0;
@@ -74,6 +83,7 @@ export async function measureSqsCeiling(client: SQSClient, queueUrl: string, opt
   await Promise.all(deletes);
   const seconds = (lastDeleteAt - started) / 1000;
   const usage = process.resourceUsage();
+  const mainUs = mainThreadCpuUs();
   if (seen.size !== opts.expected || deleted !== received) {
     throw new Error(`SQS ceiling: received ${received} (${seen.size} distinct), deleted ${deleted}, expected ${opts.expected}`);
   }
@@ -85,16 +95,27 @@ export async function measureSqsCeiling(client: SQSClient, queueUrl: string, opt
     emptyReceives,
     deleteCalls,
     cpuUsPerMessage: (usage.userCPUTime + usage.systemCPUTime) / seen.size,
+    mainThreadCpuUsPerMessage: mainUs === null ? null : mainUs / seen.size,
     maxRssMb: Math.round(usage.maxRSS / 1024),
   };
 }
 
+/** This thread's CPU time so far (µs); null where Node lacks process.threadCpuUsage (before 23.9). */
+function mainThreadCpuUs(): number | null {
+  const f = (process as { threadCpuUsage?: () => NodeJS.CpuUsage }).threadCpuUsage;
+  if (f === undefined) return null;
+  const u = f.call(process);
+  return u.user + u.system;
+}
+
 const CONSUMER = fileURLToPath(new URL("./sqs-ceiling-consumer.ts", import.meta.url));
 
-/** measureSqsCeiling in a process of its own (sqs-ceiling-consumer.ts); its result comes back as JSON on stdout. */
-export async function runSqsCeilingProcess(opts: { endpoint: string; queueUrl: string; receivers: number; expected: number; cpuProfDir?: string | undefined }): Promise<SqsCeilingResult> {
-  const child = spawn(process.execPath, [...(opts.cpuProfDir ? ["--cpu-prof", `--cpu-prof-dir=${opts.cpuProfDir}`, "--cpu-prof-name=sqs-ceiling-${pid}.cpuprofile"] : []), CONSUMER], {
-    env: { ...process.env, CEILING_ENDPOINT: opts.endpoint, CEILING_QUEUE_URL: opts.queueUrl, CEILING_RECEIVERS: String(opts.receivers), CEILING_EXPECTED: String(opts.expected) },
+/** measureSqsCeiling in a process of its own (sqs-ceiling-consumer.ts) on either client; its result comes back as JSON on stdout. */
+export async function runSqsCeilingProcess(opts: { endpoint: string; queueUrl: string; receivers: number; expected: number; client?: CeilingClient; cpuProfDir?: string | undefined }): Promise<SqsCeilingResult> {
+  const client = opts.client ?? "sdk";
+  const name = client === "sdk" ? "sqs-ceiling" : "wire-floor";
+  const child = spawn(process.execPath, [...(opts.cpuProfDir ? ["--cpu-prof", `--cpu-prof-dir=${opts.cpuProfDir}`, `--cpu-prof-name=${name}-\${pid}.cpuprofile`] : []), CONSUMER], {
+    env: { ...process.env, CEILING_CLIENT: client, CEILING_ENDPOINT: opts.endpoint, CEILING_QUEUE_URL: opts.queueUrl, CEILING_RECEIVERS: String(opts.receivers), CEILING_EXPECTED: String(opts.expected) },
     stdio: ["ignore", "pipe", "pipe"],
   });
   let out = "";
@@ -102,6 +123,6 @@ export async function runSqsCeilingProcess(opts: { endpoint: string; queueUrl: s
   child.stdout.on("data", (c: Buffer) => (out += c.toString()));
   child.stderr.on("data", (c: Buffer) => (err += c.toString()));
   const code = await new Promise<number | null>((resolve) => child.on("exit", resolve));
-  if (code !== 0) throw new Error(`SQS ceiling consumer exited with ${code}: ${err.trim()}`);
+  if (code !== 0) throw new Error(`${name} consumer exited with ${code}: ${err.trim()}`);
   return JSON.parse(out.trim().split("\n").at(-1)!) as SqsCeilingResult;
 }

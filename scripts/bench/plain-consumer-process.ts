@@ -40,7 +40,7 @@ const consumer = Consumer.create({
   visibilityTimeout: 60,
   handleMessageBatch: insertBatch,
 });
-let failed: unknown;
+let failed: Error | undefined;
 const stopped = new Promise<void>((resolve) => consumer.on("stopped", () => resolve()));
 consumer.on("empty", () => consumer.stop());
 const fail = (err: Error) => {
@@ -54,7 +54,7 @@ await stopped;
 await pool.end();
 sqs.destroy();
 if (failed !== undefined) {
-  process.stderr.write(`plain consumer: ${String(failed)}\n`);
+  process.stderr.write(`plain consumer: ${failed.message}\n`);
   process.exit(1);
 }
 const usage = process.resourceUsage();

@@ -5,15 +5,16 @@
 import { mkdirSync } from "node:fs";
 import path from "node:path";
 import { runDrainStartup, type DrainStartupResult } from "./bench/drain-startup.ts";
-import { startBenchEnv } from "./bench/environment.ts";
+import { startBenchEnv, TABLE } from "./bench/environment.ts";
 import { runLatencySweep, type LatencyResult } from "./bench/latency-sweep.ts";
 import { runComparison, type ComparisonResult } from "./bench/main-comparison.ts";
 import { createMemoryLimit } from "./bench/memory-limit.ts";
+import { measureStatementCost, type StatementCostResult } from "./bench/pg-statement-cost.ts";
 import { HELP, readOptions, UsageError, type BenchOptions } from "./bench/options.ts";
 import { runProfile, type ProfileResult } from "./bench/profile-run.ts";
 import { buildReport, formatReport, writeReport } from "./bench/report.ts";
 import { runScaling, type ScalingResult } from "./bench/scaling-run.ts";
-import { makeWorkload } from "./bench/workload.ts";
+import { BENCH_KEY, makeWorkload, presealedBatches } from "./bench/workload.ts";
 
 const log = (line: string) => process.stderr.write(`${line}\n`);
 
@@ -37,6 +38,7 @@ async function bench(opts: BenchOptions): Promise<number> {
   let scaling: ScalingResult | null = null;
   let drainStartup: DrainStartupResult | null = null;
   let profile: ProfileResult | null = null;
+  let pgStatementCost: StatementCostResult | null = null;
   try {
     if (opts.main) {
       const w = makeWorkload(opts.messages, { seed: opts.seed, malformedRate: opts.malformedRate });
@@ -70,11 +72,18 @@ async function bench(opts: BenchOptions): Promise<number> {
     if (opts.scaling.length > 0) {
       scaling = await runScaling(env, opts.scaling, { ...common, receivers: opts.receivers[0]!, seed: opts.seed, malformedRate: opts.malformedRate });
     }
+    if (opts.pgCostMessages > 0) {
+      log(`Postgres statement cost: ${opts.pgCostMessages.toLocaleString("en-US")} messages per variant, ${opts.repeat} repetition(s)…`);
+      const pw = makeWorkload(opts.pgCostMessages, { seed: opts.seed + 3, malformedRate: opts.malformedRate });
+      await env.reset();
+      const batches = await presealedBatches(env.db.pool, pw, BENCH_KEY, opts.batchSize);
+      pgStatementCost = await measureStatementCost(env.databaseUrl, TABLE, batches, { repeat: opts.repeat, log });
+    }
   } finally {
     await env.close();
     memoryLimit?.close();
   }
-  const report = buildReport(opts, started, `${env.postgresVersion} (${env.postgres})`, { main, latency, scaling, drainStartup, profile });
+  const report = buildReport(opts, started, `${env.postgresVersion} (${env.postgres})`, { main, latency, scaling, drainStartup, profile, pgStatementCost });
   process.stdout.write(`\n${formatReport(report)}\n`);
   if (opts.outDir !== undefined) log(`\nwrote ${writeReport(report, opts.outDir)} and ${path.join(opts.outDir, "latest.json")}`);
   if (opts.cpuProf) log(`CPU profiles in ${opts.cpuProf} (masq's threads under masq/; open in Chrome DevTools › Performance, or summarise with scripts/bench/profile-top.ts)`);

@@ -65,7 +65,14 @@ export async function startBenchEnv(opts: { fauxqsAsIs?: boolean } = {}): Promis
     sqsClient: (endpoint, receivers) =>
       createSqsClient({ region: "us-east-1", endpoint, credentials: BENCH_CREDENTIALS, maxSockets: receivers + 32, requestTimeoutMs: 16_000 }),
     async close() {
-      await sqs.kill();
+      // The fauxqs child is unref'd: with the pool's connections idle-closed (a long phase that did not use them),
+      // nothing else would keep the event loop alive until its exit event, and the run would end unsettled.
+      const keepAlive = setInterval(() => undefined, 1000);
+      try {
+        await sqs.kill();
+      } finally {
+        clearInterval(keepAlive);
+      }
       await db.close();
       if (embedded) {
         await embedded.stop();

@@ -1,4 +1,3 @@
-import { randomBytes } from "node:crypto";
 import path from "node:path";
 import { startCpuMeter, waitForQuiet } from "./cpu-meter.ts";
 import { TABLE, type BenchEnv } from "./environment.ts";
@@ -10,7 +9,7 @@ import { runSqsCeilingProcess, type CeilingClient, type SqsCeilingResult } from 
 import { measureSteadyLag, type SteadyLagResult } from "./steady-lag.ts";
 import { commitLag, verifyRun, type Verification } from "./verify.ts";
 import { threadCpuPerMessage, type ThreadCpu } from "./usage.ts";
-import { makeWorkload, presealedBatches, type Workload } from "./workload.ts";
+import { BENCH_KEY, makeWorkload, presealedBatches, type Workload } from "./workload.ts";
 
 export interface PhaseContext {
   /** Busy share of the machine in the second before the phase started (work that is not the benchmark's). */
@@ -39,6 +38,8 @@ export interface MasqMeasurement extends PhaseContext {
   /** CPU µs per message of each of masq's threads (and "other": libuv, GC helpers); null from a masq that does not report them. */
   threads: ThreadCpu[] | null;
   maxRssMb: number;
+  /** Resident set size over the run, [seconds since spawn, MB] (masq-e2e.ts); absent in older result files. */
+  rssSamples?: [number, number][];
   /** Spawn to the "pipeline started" line: Node's start, loading masq, migrations check, keys; the receivers start then. */
   startupSeconds: number;
   /** Spawn to the first batch's commit (ledger committed_at). */
@@ -99,7 +100,7 @@ export interface ComparisonOptions {
   log: (line: string) => void;
 }
 
-const KEY = randomBytes(32);
+const KEY = BENCH_KEY;
 
 export const quiet = (o: ComparisonOptions) => (o.waitQuiet ? waitForQuiet() : Promise.resolve(null));
 
@@ -191,6 +192,7 @@ export async function measureMasqPhase(env: BenchEnv, w: Workload, o: Comparison
       cpuSystemMs: run.cpuSystemMs,
       threads: threadCpuPerMessage(run, n),
       maxRssMb: run.maxRssMb,
+      rssSamples: run.rssSamples,
       startupSeconds: (run.pipelineStartedAt - run.spawnedAt) / 1000,
       firstCommitSeconds: (lag.firstCommitAt - run.spawnedAt) / 1000,
       tailSeconds: (run.exitedAt - lag.lastCommitAt) / 1000,

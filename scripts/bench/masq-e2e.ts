@@ -1,4 +1,5 @@
 import { spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { BENCH_CREDENTIALS } from "./environment.ts";
 import type { MemoryLimit } from "./memory-limit.ts";
@@ -44,6 +45,8 @@ export interface MasqRunResult {
   maxRssMb: number;
   /** Each JavaScript thread's CPU time, from masq versions that report it; null from older ones. */
   threads: ThreadUsage[] | null;
+  /** Resident set size over the run: [seconds since spawn, MB], every RSS_SAMPLE_MS (empty off Linux). */
+  rssSamples: [number, number][];
   /** masq's own counters from its "pipeline stopped" line. */
   stats: Record<string, unknown>;
   /** The last log lines, for a report when something went wrong. */
@@ -57,6 +60,20 @@ export interface MasqProcess {
   stop(): void;
   /** Resolves once masq has exited 0 and reported its usage; rejects otherwise. */
   finished: Promise<MasqRunResult>;
+}
+
+/** How often masq's resident set size is sampled from /proc/<pid>/status (VmRSS). */
+export const RSS_SAMPLE_MS = 500;
+
+/** A process's resident set size in MB, or null (gone, or not Linux). */
+function residentMb(pid: number | undefined): number | null {
+  if (pid === undefined) return null;
+  try {
+    const kb = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1];
+    return kb === undefined ? null : Math.round(Number(kb) / 102.4) / 10;
+  } catch {
+    return null;
+  }
 }
 
 /** Children still running, so an interrupted benchmark does not leave a masq behind. */
@@ -119,11 +136,17 @@ export function startMasq(opts: MasqRunOptions): MasqProcess {
     }
   });
   child.stderr.on("data", (chunk: Buffer) => lines.push(...chunk.toString().split("\n").filter(Boolean)));
+  const rssSamples: [number, number][] = [];
+  const sampler = setInterval(() => {
+    const mb = residentMb(child.pid);
+    if (mb !== null) rssSamples.push([Math.round(performance.now() - spawnedAtMono) / 1000, mb]);
+  }, RSS_SAMPLE_MS);
 
   const finished = (async (): Promise<MasqRunResult> => {
     const timer = setTimeout(() => child.kill("SIGKILL"), opts.timeoutMs ?? 1_800_000);
     const exitCode = await new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
     clearTimeout(timer);
+    clearInterval(sampler);
     running.delete(child);
     const wallSeconds = (performance.now() - spawnedAtMono) / 1000;
     const exitedAt = Date.now();
@@ -150,6 +173,7 @@ export function startMasq(opts: MasqRunOptions): MasqProcess {
       cpuSystemMs: u.cpuSystemMs,
       maxRssMb: u.maxRssMb,
       threads: u.threads,
+      rssSamples,
       stats,
       tail,
     };

@@ -24,6 +24,8 @@ export interface BenchOptions {
   cpuProf: string | undefined;
   /** After the main comparison, one uncounted masq run with profiles of every thread, summarised; into this directory. */
   profile: string | undefined;
+  /** Postgres statement cost: backend CPU per row of masq's statement, its parts and cheaper shapes, over this many messages (0: skip). */
+  pgCostMessages: number;
   /** Drain start-up phase: `masq run --drain` of this many messages, spawn to exit, against the SQS ceiling (0: skip). */
   drainMessages: number;
   /** Another checkout's bin/masq to measure instead of this one's (A/B comparisons). */
@@ -50,8 +52,9 @@ Measures masq end to end against the two ceilings it is judged by, in one run on
 (fauxqs) in its own process, real Postgres (embedded, or DATABASE_URL), and masq itself as a child process
 (bin/masq run --drain). Prints a table and writes bench/results/<timestamp>.json and bench/results/latest.json.
 
-Sections (the main comparison runs by default; --latency-ms or --scaling run instead of it unless --main is given):
-  main        SQS ceiling, Postgres ceiling and masq on the same N messages, each on a fresh queue or table
+Sections (the main comparison runs by default; --latency-ms, --scaling or --pg-cost run instead of it unless --main is given):
+  main        SQS ceiling, wire floor, Postgres ceiling and masq on the same N messages, each on a fresh queue or table
+  pg cost     Postgres's own CPU per row for masq's batch statement, its parts, and cheaper shapes of them
   latency     SQS ceiling and masq behind a fixed per-request delay, for each receivers count
   scaling     masq (and the SQS ceiling) for each backlog size, with peak RSS
 
@@ -72,8 +75,12 @@ Options:
                             --node-options is given
   --drain-messages <n>      drain start-up phase of the main comparison: bin/masq run --drain of <n> messages timed
                             from spawn to exit against the SQS ceiling on an identical queue (default 5000; 0 skips)
-  --full                    main comparison (with drain start-up and steady lag) + --latency-ms 20 (receivers 1, 2,
-                            4, 8, 16, 32) + --scaling 10000,100000
+  --pg-cost                 Postgres statement cost: backend CPU per row of masq's statement, without the vault, a
+                            plain unnest INSERT, COPY, and variants of the ledger and the vault (an experiment in
+                            scratch tables; the schema is not changed); --repeat times, interleaved
+  --pg-cost-messages <n>    messages the Postgres statement cost writes per variant (default 20000)
+  --full                    main comparison (with drain start-up and the sqs-consumer + pg consumer, and steady lag)
+                            + --latency-ms 20 (receivers 1, 2, 4, 8, 16, 32) + --scaling 10000,100000 + --pg-cost
   --profile                 after the main comparison, one more masq run (not counted) with V8 CPU profiles of every
                             thread, and a summary per thread of where its time goes (AWS SDK, pg, pino, masq's
                             files, GC, idle); profiles in bench/profiles/<start time>/masq
@@ -138,6 +145,8 @@ export function readOptions(argv: string[]): BenchOptions | undefined {
         profile: { type: "boolean" },
         "profile-dir": { type: "string" },
         "drain-messages": { type: "string" },
+        "pg-cost": { type: "boolean" },
+        "pg-cost-messages": { type: "string" },
         "masq-bin": { type: "string" },
         "node-options": { type: "string" },
         "memory-limit": { type: "string" },
@@ -161,6 +170,7 @@ export function readOptions(argv: string[]): BenchOptions | undefined {
   // A smoke run also drains one small queue through the latency proxy, so that path is checked too.
   const latencyMs = v["latency-ms"] !== undefined ? int("latency-ms", v["latency-ms"], 0, 0) : full ? 20 : smoke ? 5 : undefined;
   const scaling = list("scaling", v.scaling, full ? [10_000, 100_000] : []);
+  const pgCost = full || smoke || v["pg-cost"] === true || v["pg-cost-messages"] !== undefined;
   const malformedRate = v["malformed-rate"] === undefined ? 0.01 : Number(v["malformed-rate"]);
   if (!(malformedRate >= 0 && malformedRate < 1)) throw new UsageError(`--malformed-rate must be from 0 to below 1 (got "${v["malformed-rate"]}")`);
   const receivers = list("receivers", v.receivers, [8]);
@@ -172,13 +182,14 @@ export function readOptions(argv: string[]): BenchOptions | undefined {
     malformedRate,
     seed: int("seed", v.seed, 42, 0),
     repeat: int("repeat", v.repeat, smoke ? 1 : 3),
-    main: full || smoke || v.main === true || v.profile === true || v["profile-dir"] !== undefined || (latencyMs === undefined && scaling.length === 0),
+    main: full || smoke || v.main === true || v.profile === true || v["profile-dir"] !== undefined || (latencyMs === undefined && scaling.length === 0 && !pgCost),
     latencyMs,
     latencyReceivers: v.receivers !== undefined ? receivers : smoke ? [4] : [1, 2, 4, 8, 16, 32],
     latencyMessages: int("latency-messages", v["latency-messages"], smoke ? 1000 : 10_000),
     scaling,
     cpuProf: v["cpu-prof"],
     profile: v.profile === true || v["profile-dir"] !== undefined ? (v["profile-dir"] ?? "bench/profiles") : undefined,
+    pgCostMessages: pgCost ? int("pg-cost-messages", v["pg-cost-messages"], smoke ? 2000 : 20_000) : 0,
     drainMessages: int("drain-messages", v["drain-messages"], smoke ? 1000 : 5000, 0),
     masqBin: v["masq-bin"],
     nodeOptions: v["node-options"],

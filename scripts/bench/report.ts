@@ -7,14 +7,19 @@ import type { DrainStartupResult } from "./drain-startup.ts";
 import type { LatencyResult } from "./latency-sweep.ts";
 import type { ComparisonResult, MasqMeasurement } from "./main-comparison.ts";
 import type { BenchOptions } from "./options.ts";
+import type { StatementCostResult } from "./pg-statement-cost.ts";
 import type { ProfileResult } from "./profile-run.ts";
 import { formatThreadProfiles } from "./profile-top.ts";
 import type { ScalingResult } from "./scaling-run.ts";
 import { formatMet, formatValue, judgeTargets, type Target } from "./targets.ts";
 
 export interface BenchReport {
-  /** 2: targets are { target, value, goal, met, detail }; masq measurements carry threads; drainStartup, profile. */
-  schema: 2;
+  /**
+   * 2: targets are { target, value, goal, met, detail }; masq measurements carry threads; drainStartup, profile.
+   * 3: main runs carry wireFloor; drain start-up runs carry plainConsumer and masqOverPlain; masq measurements carry
+   * rssSamples; pgStatementCost.
+   */
+  schema: 3;
   startedAt: string;
   finishedAt: string;
   durationSeconds: number;
@@ -28,6 +33,7 @@ export interface BenchReport {
   scaling: ScalingResult | null;
   drainStartup: DrainStartupResult | null;
   profile: ProfileResult | null;
+  pgStatementCost: StatementCostResult | null;
   targets: Target[];
   ok: boolean;
 }
@@ -48,13 +54,14 @@ export interface Measurements {
   scaling: ScalingResult | null;
   drainStartup: DrainStartupResult | null;
   profile: ProfileResult | null;
+  pgStatementCost: StatementCostResult | null;
 }
 
 export function buildReport(opts: BenchOptions, started: Date, postgres: string, m: Measurements): BenchReport {
   const finished = new Date();
   const ok = m.main.every((c) => c.ok) && (m.latency?.ok ?? true) && (m.scaling?.ok ?? true) && (m.drainStartup?.ok ?? true) && (m.profile?.masq.verification.ok ?? true);
   return {
-    schema: 2,
+    schema: 3,
     startedAt: started.toISOString(),
     finishedAt: finished.toISOString(),
     durationSeconds: (finished.getTime() - started.getTime()) / 1000,
@@ -227,6 +234,12 @@ export function formatReport(r: BenchReport): string {
     out.push("");
     out.push(`Profile: one more masq run under the V8 CPU profiler (not counted: ${int(p.masq.perSecond)} msg/s, ${int(p.masq.cpuUsPerMessage)} µs/msg with the profiler), ${p.threads.length} thread(s), files in ${p.dir}`);
     out.push(formatThreadProfiles(p.threads));
+  }
+  if (r.pgStatementCost) {
+    const p = r.pgStatementCost;
+    out.push("");
+    out.push(`Postgres statement cost: the backend's CPU per message, ${int(p.messages)} messages (${int(p.vaultRows)} vault rows) in batches of ${p.batchSize}, one connection${p.variants[0] && p.variants[0].runs.length > 1 ? ` · median of ${p.variants[0].runs.length}` : ""}`);
+    out.push(table(["variant", "µs/msg", "what"], p.variants.map((v) => [v.name, v.cpuUsPerMessage === null ? "–" : v.cpuUsPerMessage.toFixed(1), v.error ? `${v.what} — FAILED: ${v.error}` : v.what])));
   }
   if (r.targets.length > 0) {
     out.push("");

@@ -1,10 +1,16 @@
-import { randomUUID } from "node:crypto";
+import { randomBytes, randomUUID } from "node:crypto";
 import { generateEvents } from "../../src/demo/synthetic.ts";
 import type pg from "pg";
 import { prepareOutcome } from "../../src/runner/prepare.ts";
 import type { SealedBatch } from "../../src/sink/write-batch.ts";
 import { IngestKeys } from "../../src/vault/ingest-keys.ts";
 import { LocalKeyProvider } from "../../src/vault/local-provider.ts";
+
+/**
+ * The local master key of one benchmark run: masq's pseudonym key is created wrapped under it on the first phase, so
+ * every later phase (masq, the Postgres ceiling, the statement cost) must use the same one.
+ */
+export const BENCH_KEY = randomBytes(32);
 
 /** The messages of one run and what masq must make of them. */
 export interface Workload {

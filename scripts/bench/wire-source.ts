@@ -23,8 +23,32 @@ export interface WireMessage {
 }
 
 const sha256 = (data: string) => createHash("sha256").update(data).digest("hex");
-const SIGNED_HEADERS = "content-type;host;x-amz-date;x-amz-target";
+const hmac = (key: string | Buffer, data: string) => createHmac("sha256", key).update(data).digest();
+const SIGNED_HEADERS = "content-type;host;x-amz-content-sha256;x-amz-date;x-amz-target";
 const CONTENT_TYPE = "application/x-amz-json-1.0";
+
+/** SigV4's signing key for a day (YYYYMMDD), region and service. */
+export const signingKey = (secretAccessKey: string, day: string, region: string) => hmac(hmac(hmac(hmac(`AWS4${secretAccessKey}`, day), region), "sqs"), "aws4_request");
+
+/**
+ * The headers of a signed AWS JSON 1.0 POST to `/` of `host`: SigV4 over the same headers the SDK's SignatureV4 signs
+ * for SQS (with the payload's hash as x-amz-content-sha256, as it sends it). `key` is signingKey(…) for amzDate's day.
+ */
+export function signedHeaders(o: { host: string; region: string; accessKeyId: string; key: Buffer; amzDate: string; target: string; body: string }): Record<string, string> {
+  const day = o.amzDate.slice(0, 8);
+  const payload = sha256(o.body);
+  const canonical = `POST\n/\n\ncontent-type:${CONTENT_TYPE}\nhost:${o.host}\nx-amz-content-sha256:${payload}\nx-amz-date:${o.amzDate}\nx-amz-target:${o.target}\n\n${SIGNED_HEADERS}\n${payload}`;
+  const scope = `${day}/${o.region}/sqs/aws4_request`;
+  const signature = createHmac("sha256", o.key).update(`AWS4-HMAC-SHA256\n${o.amzDate}\n${scope}\n${sha256(canonical)}`).digest("hex");
+  return {
+    "content-type": CONTENT_TYPE,
+    host: o.host,
+    "x-amz-content-sha256": payload,
+    "x-amz-date": o.amzDate,
+    "x-amz-target": o.target,
+    authorization: `AWS4-HMAC-SHA256 Credential=${o.accessKeyId}/${scope}, SignedHeaders=${SIGNED_HEADERS}, Signature=${signature}`,
+  };
+}
 
 export class WireSource {
   readonly #url: URL;
@@ -41,11 +65,7 @@ export class WireSource {
   }
 
   #signingKey(day: string): Buffer {
-    if (this.#key?.day !== day) {
-      const hmac = (key: string | Buffer, data: string) => createHmac("sha256", key).update(data).digest();
-      const k = hmac(hmac(hmac(hmac(`AWS4${this.#o.credentials.secretAccessKey}`, day), this.#o.region), "sqs"), "aws4_request");
-      this.#key = { day, key: k };
-    }
+    if (this.#key?.day !== day) this.#key = { day, key: signingKey(this.#o.credentials.secretAccessKey, day, this.#o.region) };
     return this.#key.key;
   }
 
@@ -53,12 +73,15 @@ export class WireSource {
   #call<T>(action: string, payload: unknown, signal?: AbortSignal): Promise<T> {
     const body = JSON.stringify(payload);
     const amzDate = new Date().toISOString().replace(/[-:]|\.\d{3}/g, "");
-    const day = amzDate.slice(0, 8);
-    const target = `AmazonSQS.${action}`;
-    const host = this.#url.host;
-    const canonical = `POST\n/\n\ncontent-type:${CONTENT_TYPE}\nhost:${host}\nx-amz-date:${amzDate}\nx-amz-target:${target}\n\n${SIGNED_HEADERS}\n${sha256(body)}`;
-    const scope = `${day}/${this.#o.region}/sqs/aws4_request`;
-    const signature = createHmac("sha256", this.#signingKey(day)).update(`AWS4-HMAC-SHA256\n${amzDate}\n${scope}\n${sha256(canonical)}`).digest("hex");
+    const headers = signedHeaders({
+      host: this.#url.host,
+      region: this.#o.region,
+      accessKeyId: this.#o.credentials.accessKeyId,
+      key: this.#signingKey(amzDate.slice(0, 8)),
+      amzDate,
+      target: `AmazonSQS.${action}`,
+      body,
+    });
     return new Promise<T>((resolve, reject) => {
       const req = http.request(
         {
@@ -68,14 +91,7 @@ export class WireSource {
           path: "/",
           agent: this.#agent,
           signal,
-          headers: {
-            "content-type": CONTENT_TYPE,
-            "content-length": Buffer.byteLength(body),
-            host,
-            "x-amz-date": amzDate,
-            "x-amz-target": target,
-            authorization: `AWS4-HMAC-SHA256 Credential=${this.#o.credentials.accessKeyId}/${scope}, SignedHeaders=${SIGNED_HEADERS}, Signature=${signature}`,
-          },
+          headers: { ...headers, "content-length": Buffer.byteLength(body) },
         },
         (res) => {
           const chunks: Buffer[] = [];

@@ -1,11 +1,18 @@
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
+import path from "node:path";
+import { HttpRequest } from "@smithy/protocol-http";
+import { SignatureV4 } from "@smithy/signature-v4";
+import { Sha256 } from "@aws-crypto/sha256-js";
+import { CHART_DIR, chartSource, readSource, renderCharts, ROOT, type Source } from "../../scripts/bench/charts.ts";
 import { describe, test } from "node:test";
 import { DOCKERFILE, parseImageNodeOptions } from "../../scripts/bench/image-options.ts";
 import { readOptions } from "../../scripts/bench/options.ts";
 import { category, profileThread, summariseProfile, type Profile } from "../../scripts/bench/profile-top.ts";
 import { judgeTargets, type Measured } from "../../scripts/bench/targets.ts";
+import { plainRow } from "../../scripts/bench/plain-consumer.ts";
 import { parseProcessUsage, threadCpuPerMessage } from "../../scripts/bench/usage.ts";
+import { signedHeaders, signingKey } from "../../scripts/bench/wire-source.ts";
 
 /** The pure parts of the benchmark (scripts/bench): what it reads from masq, the Dockerfile and profiles, and how it judges. */
 
@@ -228,10 +235,11 @@ describe("the targets", () => {
 });
 
 describe("options", () => {
-  test("--full includes the drain start-up phase and latency at 16 and 32 receivers", () => {
+  test("--full includes the drain start-up phase, the Postgres statement cost and latency at 16 and 32 receivers", () => {
     const o = readOptions(["--full"])!;
     assert.equal(o.main, true);
     assert.equal(o.drainMessages, 5000);
+    assert.equal(o.pgCostMessages, 20_000);
     assert.equal(o.latencyMs, 20);
     assert.deepEqual(o.latencyReceivers, [1, 2, 4, 8, 16, 32]);
   });
@@ -241,5 +249,104 @@ describe("options", () => {
     assert.equal(o.main, true);
     assert.equal(o.profile, "bench/profiles");
     assert.equal(readOptions([])!.profile, undefined);
+  });
+});
+
+describe("the Postgres statement cost option", () => {
+  test("off by default; on its own it runs instead of the main comparison; the smoke run keeps it small", () => {
+    assert.equal(readOptions([])!.pgCostMessages, 0);
+    const alone = readOptions(["--pg-cost"])!;
+    assert.deepEqual([alone.main, alone.pgCostMessages], [false, 20_000]);
+    assert.deepEqual([readOptions(["--pg-cost", "--main"])!.main, readOptions(["--pg-cost-messages", "5000"])!.pgCostMessages], [true, 5000]);
+    assert.equal(readOptions(["--smoke"])!.pgCostMessages, 2000);
+  });
+});
+
+describe("the sqs-consumer + pg consumer's rows", () => {
+  test("a JSON object becomes a row of its fields as text; anything else is skipped", () => {
+    assert.deepEqual(plainRow("m1", JSON.stringify({ user_id: "u", device_type: "ios", ip: "10.0.0.1", device_id: "d", locale: null, app_version: 7, create_date: "2026-12-06" })), [
+      "m1",
+      "u",
+      "ios",
+      "10.0.0.1",
+      "d",
+      null,
+      "7",
+      "2026-12-06",
+    ]);
+    assert.deepEqual(plainRow("m2", "{}"), ["m2", null, null, null, null, null, null, null]);
+    for (const body of ["not json", "[1,2]", "null", "42", '"text"']) assert.equal(plainRow("m", body), null, body);
+  });
+});
+
+describe("the wire floor's SigV4", () => {
+  test("signs an AWS JSON request exactly as the SDK's SignatureV4 does", async () => {
+    const credentials = { accessKeyId: "AKIDEXAMPLE", secretAccessKey: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY" };
+    const body = JSON.stringify({ QueueUrl: "http://127.0.0.1:4566/000000000000/q", MaxNumberOfMessages: 10 });
+    const amzDate = "20261206T181500Z";
+    const ours = signedHeaders({ host: "127.0.0.1:4566", region: "eu-west-1", accessKeyId: credentials.accessKeyId, key: signingKey(credentials.secretAccessKey, "20261206", "eu-west-1"), amzDate, target: "AmazonSQS.ReceiveMessage", body });
+    const sdk = new SignatureV4({ credentials, region: "eu-west-1", service: "sqs", sha256: Sha256 });
+    const signed = await sdk.sign(
+      new HttpRequest({
+        method: "POST",
+        protocol: "http:",
+        hostname: "127.0.0.1",
+        port: 4566,
+        path: "/",
+        headers: { "content-type": ours["content-type"]!, host: "127.0.0.1:4566", "x-amz-target": "AmazonSQS.ReceiveMessage" },
+        body,
+      }),
+      { signingDate: new Date("2026-12-06T18:15:00Z") },
+    );
+    assert.equal(ours.authorization, signed.headers.authorization);
+  });
+});
+
+describe("the charts in docs/", () => {
+  const dir = path.join(ROOT, CHART_DIR);
+  const files = readdirSync(dir).filter((f) => f.endsWith(".svg"));
+
+  test("there are charts, and docs/benchmark.md shows each", () => {
+    assert.ok(files.length >= 2, `charts in ${CHART_DIR}: ${files.join(", ")}`);
+    const doc = readFileSync(path.join(ROOT, "docs/benchmark.md"), "utf8");
+    for (const f of files) assert.ok(doc.includes(`](benchmark/${f})`), `docs/benchmark.md does not show ${f}`);
+  });
+
+  for (const f of files) {
+    test(`${f} is what scripts/bench/charts.ts draws from the result file it names`, () => {
+      const svg = readFileSync(path.join(dir, f), "utf8");
+      const source = chartSource(svg);
+      assert.ok(source !== null, `${f} names no result file`);
+      const chart = renderCharts([readSource(path.join(ROOT, source))]).charts.find((c) => c.name === f);
+      assert.ok(chart, `${source} no longer gives ${f}`);
+      assert.equal(svg, chart.svg, `${f} is out of step with ${source}: run node scripts/bench/charts.ts ${source}`);
+    });
+  }
+
+  const report = (startedAt: string, extra: object) => ({ startedAt, git: null, ...extra }) as Source["report"];
+  const phase = (perSecond: number, cpu: number) => ({ perSecond, cpuUsPerMessage: cpu, sqsServerCpuUsPerMessage: 10, postgresCpuUsPerMessage: null });
+
+  test("a chart whose data no file holds is not drawn, and is named as missing", () => {
+    const r = renderCharts([{ file: "a.json", report: report("2026-12-06T00:00:00Z", {}) }]);
+    assert.deepEqual([r.charts.length, r.missing], [0, ["cpu", "latency", "rss"]]);
+  });
+
+  test("each chart comes from the newest file that holds its data; RSS over time from a 1M point's samples", () => {
+    const older = report("2026-12-01T00:00:00Z", {
+      latency: { latencyMs: 20, points: [1, 2].map((r) => ({ receivers: r, sqsCeiling: phase(400 * r, 100), masq: { ...phase(390 * r, 150), threads: null, maxRssMb: 1 } })) },
+      scaling: { masqNodeOptions: "--max-old-space-size=384", points: [{ messages: 1_000_000, masq: { ...phase(1, 1), threads: null, maxRssMb: 190, rssSamples: [[0.5, 60], [1, 150], [1.5, 190]] } }] },
+    });
+    const newer = report("2026-12-06T00:00:00Z", {
+      latency: null,
+      main: [{ messages: 100, sqsCeiling: phase(1000, 100), wireFloor: { ...phase(3000, 30), mainThreadCpuUsPerMessage: 20 }, masq: { ...phase(800, 150), threads: [{ name: "main", cpuUsPerMessage: 150 }], maxRssMb: 1 } }],
+    });
+    const r = renderCharts([{ file: "old.json", report: older }, { file: "new.json", report: newer }]);
+    assert.deepEqual(r.missing, []);
+    assert.deepEqual(r.charts.map((c) => [c.name, c.source]), [["cpu-per-message.svg", "new.json"], ["latency-20ms.svg", "old.json"], ["rss-1m.svg", "old.json"]]);
+    const cpu = r.charts[0]!.svg;
+    assert.match(cpu, /wire floor \(no SDK\)/);
+    assert.match(cpu, /main thread: 20 µs/);
+    assert.match(r.charts[2]!.svg, /peak 190 MB/);
+    assert.equal(chartSource(cpu), "new.json");
   });
 });

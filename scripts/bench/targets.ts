@@ -35,7 +35,7 @@ function target(name: string, goal: string, value: number | null, pass: (v: numb
 }
 
 /**
- * masq's performance targets (issue 18; docs/benchmark.md, "The targets"), judged from what this run measured. Not
+ * masq's performance targets (docs/benchmark.md, "The targets"), judged from what this run measured. Not
  * judged here: back-to-back drains of 2,000 messages (≤ 3 s each), which a test of the drain measures.
  */
 export function judgeTargets(m: Measured): Target[] {

@@ -231,7 +231,7 @@ export function rssChart(s: Source): Chart | null {
   const axisY = o.top + o.height;
   for (let t = 0; t <= tMax; t += tStep) body.push(`<text x="${r1(x(t))}" y="${axisY + 16}" text-anchor="middle" fill="#57606a">${fmt(t)}</text>`);
   body.push(`<text x="${o.left + o.width / 2}" y="${axisY + 34}" text-anchor="middle" fill="#57606a">seconds since spawn</text>`);
-  legendRow(body, axisY + 56, [[`masq (NODE_OPTIONS="${s.report.scaling!.masqNodeOptions}")`, COLOURS.masq!, false], ["goal: < 200 MB", COLOURS.goal!, true]]);
+  legendRow(body, axisY + 56, [[s.report.scaling!.masqNodeOptions === "" ? "masq (no NODE_OPTIONS)" : `masq (NODE_OPTIONS="${s.report.scaling!.masqNodeOptions}")`, COLOURS.masq!, false], ["goal: < 200 MB", COLOURS.goal!, true]]);
   return svg("rss-1m.svg", s.file, axisY + 68, `masq's RSS over a drain of ${fmt(point.messages)} messages, peak ${fmt(point.masq.maxRssMb)} MB (${s.report.startedAt.slice(0, 10)})`, body);
 }
 

@@ -74,7 +74,8 @@ Options:
                             runs with the container image's Node options (read from the Dockerfile) unless
                             --node-options is given
   --drain-messages <n>      drain start-up phase of the main comparison: bin/masq run --drain of <n> messages timed
-                            from spawn to exit against the SQS ceiling on an identical queue (default 5000; 0 skips)
+                            from spawn to exit against the SQS ceiling and an sqs-consumer + pg consumer on
+                            identical queues (default 5000; 0 skips)
   --pg-cost                 Postgres statement cost: backend CPU per row of masq's statement, without the vault, a
                             plain unnest INSERT, COPY, and variants of the ledger and the vault (an experiment in
                             scratch tables; the schema is not changed); --repeat times, interleaved
@@ -96,8 +97,8 @@ Options:
   --masq-bin <path>         measure another checkout's bin/masq instead of this one's (for A/B comparisons)
   --no-wait-quiet           start each phase at once instead of waiting (up to 2 min) for the machine to be idle:
                             for trying options on a busy machine; its numbers are not comparable
-  --smoke                   a few thousand messages (and one small drain through a 5 ms latency proxy),
-                            correctness only; exits non-zero on any mismatch
+  --smoke                   a few thousand messages (and one small drain through a 5 ms latency proxy, and the
+                            Postgres statement cost on 2,000), correctness only; exits non-zero on any mismatch
   --out <dir>               where to write results (default bench/results; a smoke run writes none unless given)
   --no-write                do not write result files
   -h, --help                this text

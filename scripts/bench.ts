@@ -77,7 +77,7 @@ async function bench(opts: BenchOptions): Promise<number> {
       const pw = makeWorkload(opts.pgCostMessages, { seed: opts.seed + 3, malformedRate: opts.malformedRate });
       await env.reset();
       const batches = await presealedBatches(env.db.pool, pw, BENCH_KEY, opts.batchSize);
-      pgStatementCost = await measureStatementCost(env.databaseUrl, TABLE, batches, { repeat: opts.repeat, log });
+      pgStatementCost = await measureStatementCost(env.databaseUrl, TABLE, batches, { repeat: opts.repeat, log, local: env.postgres === "embedded" || /^(127\.0\.0\.1|localhost|\[::1\]):/.test(env.postgres) });
     }
   } finally {
     await env.close();

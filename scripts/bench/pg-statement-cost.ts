@@ -127,7 +127,12 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.le
  * Runs every variant `repeat` times, interleaved, over the same presealed batches (from workload.ts's
  * presealedBatches, so the vault rows are those a fresh masq would write: each distinct value once).
  */
-export async function measureStatementCost(databaseUrl: string, table: TableName, batches: readonly SealedBatch[], opts: { repeat: number; log: (line: string) => void }): Promise<StatementCostResult> {
+export async function measureStatementCost(
+  databaseUrl: string,
+  table: TableName,
+  batches: readonly SealedBatch[],
+  opts: { repeat: number; log: (line: string) => void; /** Postgres runs on this machine (else its backend's pid means nothing here). */ local: boolean },
+): Promise<StatementCostResult> {
   const messages = batches.reduce((n, b) => n + b.outcomes.length, 0);
   const copyDir = mkdtempSync(path.join(tmpdir(), "masq-bench-copy-"));
   chmodSync(copyDir, 0o755);
@@ -140,7 +145,8 @@ export async function measureStatementCost(databaseUrl: string, table: TableName
   try {
     await pool.query("CREATE SCHEMA IF NOT EXISTS masq_bench");
     for (const v of list) if (v.setup) await pool.query(v.setup);
-    const pid = (await pool.query<{ pid: number }>("SELECT pg_backend_pid() AS pid")).rows[0]!.pid;
+    const backend = (await pool.query<{ pid: number }>("SELECT pg_backend_pid() AS pid")).rows[0]!.pid;
+    const cpu = () => (opts.local ? cpuNs(backend) : null);
     for (let rep = 0; rep < opts.repeat; rep++) {
       for (const v of list) {
         if (errors.has(v.name)) continue;
@@ -148,9 +154,9 @@ export async function measureStatementCost(databaseUrl: string, table: TableName
           await pool.query(v.truncate);
           // Every variant starts after a checkpoint, so each pays the same full-page writes (needs superuser or pg_checkpoint).
           await pool.query("CHECKPOINT").catch(() => undefined);
-          const before = cpuNs(pid);
+          const before = cpu();
           for (let i = 0; i < batches.length; i++) await v.run(pool, batches[i]!, i);
-          const after = cpuNs(pid);
+          const after = cpu();
           runs.get(v.name)!.push(before === null || after === null ? null : (after - before) / 1000 / messages);
         } catch (err) {
           errors.set(v.name, (err as Error).message);

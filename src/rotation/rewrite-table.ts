@@ -81,6 +81,26 @@ export async function assertRewritable(pool: pg.Pool, table: TableName): Promise
   }
 }
 
+/**
+ * The vault is shared by every registered table (migration 011), but the table pass rewrites one, and retirement
+ * empties the map: another registered table's rows would keep old pseudonyms that match nothing. So a rotation starts
+ * only when no other registered table holds a row.
+ */
+export async function assertOnlyTable(pool: pg.Pool, table: TableName): Promise<void> {
+  const { rows } = await query<{ relation: string }>(pool, "SELECT r::text AS relation FROM masq.target_relations() AS r WHERE r <> $1::regclass", [qualified(table)]);
+  const holding: string[] = [];
+  for (const r of rows) {
+    const any = await query(pool, `SELECT 1 FROM ${r.relation} LIMIT 1`);
+    if ((any.rowCount ?? 0) > 0) holding.push(r.relation);
+  }
+  if (holding.length > 0) {
+    throw new ConfigError(
+      "--table",
+      `${holding.join(", ")} also hold${holding.length === 1 ? "s" : ""} rows whose values are in the shared vault, and a rotation rewrites one table (${qualified(table)}): those rows would lose their values, so nothing was started`,
+    );
+  }
+}
+
 interface TableShape {
   filenode: number;
   /** Blocks in the table's main fork now (not pg_class.relpages, which only VACUUM and ANALYZE update). */

@@ -264,3 +264,17 @@ BEGIN
         ORDER BY q.received_at, q.message_id;
     RETURN c;
 END $$;
+
+-- ---------------------------------------------------------------------------------------------------------------
+-- 5. The tables a subject may have rows in: `masq subject erase` and `subject export` act on every registered table
+--    unless the command names one (--table or MASQ_TABLE). Their names only; each function above checks the table
+--    again before it reads or deletes.
+-- readable: whether the login may read the table itself (what an export of it requires, migration 008).
+CREATE FUNCTION masq.registered_tables() RETURNS TABLE (schema_name text, table_name text, readable boolean)
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    AS $$
+    SELECT n.nspname::text, c.relname::text, has_table_privilege(session_user, r, 'SELECT') FROM masq.target_relations() AS r
+    JOIN pg_class c ON c.oid = r JOIN pg_namespace n ON n.oid = c.relnamespace
+$$;
+REVOKE ALL ON FUNCTION masq.registered_tables() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION masq.registered_tables() TO masq_erase, masq_unmask;

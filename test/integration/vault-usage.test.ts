@@ -84,12 +84,32 @@ describe("vault values and what uses them", () => {
       { messageId: "eu-4", body: login("user-1", "198.51.100.32", "dev-user-1-eu"), sentAt: now, receivedAt: now },
     ]);
 
-    const erased = await runMasq(["subject", "erase", "--user-id", "user-1", "--reason", "erasure request DSR-3"], env());
-    assert.equal(erased.code, 0, erased.stderr);
+    // Export finds the user in every registered table, unless the command names one.
+    const rowsOf = (stdout: string) => (JSON.parse(stdout) as { source: string; ip: string }[]).filter((l) => l.source === "row").map((l) => l.ip).sort();
+    const everywhere = await runMasq(["subject", "export", "--user-id", "user-1", "--reason", "access request DSR-3", "--format", "json"], env());
+    assert.equal(everywhere.code, 0, everywhere.stderr);
+    assert.deepEqual(rowsOf(everywhere.stdout), ["198.51.100.30", "198.51.100.31", "198.51.100.32"]);
+    const euOnly = await runMasq(["subject", "export", "--user-id", "user-1", "--table", "logins_eu", "--reason", "access request DSR-3", "--format", "json"], env());
+    assert.equal(euOnly.code, 0, euOnly.stderr);
+    assert.deepEqual(rowsOf(euOnly.stdout), ["198.51.100.32"]);
+
+    // Naming the table: that table's rows only; nothing another table's rows use goes, the same user's included.
+    const one = await runMasq(["subject", "erase", "--user-id", "user-1", "--table", "user_logins", "--reason", "erasure request DSR-3"], env());
+    assert.equal(one.code, 0, one.stderr);
     assert.equal(await count("SELECT count(*) AS n FROM public.user_logins WHERE user_id = 'user-1'"), 0);
+    assert.equal(await count("SELECT count(*) AS n FROM public.logins_eu WHERE user_id = 'user-1'"), 1);
     assert.ok(await vaulted("ip", "198.51.100.31"), "eu-user's value stays");
     assert.ok(await vaulted("device_id", "dev-shared-eu"), "eu-user's value stays");
     assert.ok(await vaulted("ip", "198.51.100.30"), "a value only an old EU row uses stays until retention takes it");
+    assert.equal(await orphans("public.logins_eu"), 0, "no EU row lost its values");
+
+    // Naming none: every registered table.
+    const all = await runMasq(["subject", "erase", "--user-id", "user-1", "--reason", "erasure request DSR-3"], env());
+    assert.equal(all.code, 0, all.stderr);
+    assert.match(all.stdout, /\(public\.user_logins\)[^]*rows\s+0\n[^]*\(public\.logins_eu\)[^]*rows\s+1\n/);
+    assert.equal(await count("SELECT count(*) AS n FROM public.logins_eu WHERE user_id = 'user-1'"), 0);
+    assert.ok(!(await vaulted("ip", "198.51.100.32")) && !(await vaulted("device_id", "dev-user-1-eu")), "user-1's EU values went with the row");
+    assert.ok(await vaulted("ip", "198.51.100.31"), "eu-user's value stays");
     assert.equal(await orphans("public.logins_eu"), 0, "no EU row lost its values");
 
     const pruned = await runMasq(["vault", "prune", "--table", "logins_eu"], env({ MASQ_VAULT_RETENTION_DAYS: "30" }));

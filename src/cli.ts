@@ -32,6 +32,11 @@ function tableOption(cmd: Command): Command {
   return cmd.addOption(new Option("--table <name>", 'target table, "table" or "schema.table"').env("MASQ_TABLE").default("user_logins"));
 }
 
+/** A subject's rows may be in any table masq writes: without this option, subject export and erase act on all. */
+function subjectTableOption(cmd: Command): Command {
+  return cmd.addOption(new Option("--table <name>", 'this table only, "table" or "schema.table" (default: every table masq writes)').env("MASQ_TABLE"));
+}
+
 function logLevelOption(cmd: Command): Command {
   return cmd.addOption(new Option("--log-level <level>", "fatal|error|warn|info|debug|trace|silent").env("MASQ_LOG_LEVEL").default("info"));
 }
@@ -176,10 +181,10 @@ export function buildProgram(): Command {
   const subject = program.command("subject").description("what masq holds about one user: export it, or erase it (audited)");
   examples(subject, 'masq subject export --user-id 42 --reason "access request DSR-881"');
   const subjectExport = databaseOption(
-    tableOption(
+    subjectTableOption(
       subject
         .command("export")
-        .description("every row of the table for one user with ip and device_id decrypted, and the user's quarantined messages; audited, needs --reason")
+        .description("every row of one user (in every table masq writes) with ip and device_id decrypted, and the user's quarantined messages; audited, needs --reason")
         .requiredOption("--user-id <id>", "the user, as in the table's user_id column")
         .requiredOption("--reason <text>", "why: written to the audit trail (naming the user by a keyed fingerprint) before anything is shown")
         .option("--from <date>", "rows with create_date (quarantined messages received) on or after this day (YYYY-MM-DD)")
@@ -190,10 +195,10 @@ export function buildProgram(): Command {
   ).action(async (_opts, cmd: Command) => finish(await subjectExportCommand(explicit(cmd))));
   examples(subjectExport, 'masq subject export --user-id 42 --reason "access request DSR-881" --format json > user-42.json');
   const subjectErase = databaseOption(
-    tableOption(
+    subjectTableOption(
       subject
         .command("erase")
-        .description("delete a user's rows, quarantine records and the vault values only they used; audited, needs --reason and masq_erase")
+        .description("delete a user's rows (in every table masq writes), quarantine records and the vault values nothing else uses; audited, needs --reason and masq_erase")
         .requiredOption("--user-id <id>", "the user, as in the table's user_id (never printed or recorded: the trail keeps a keyed fingerprint)")
         .option("--reason <text>", "why (the request's ticket): written to the audit trail before anything is deleted")
         .option("--vault-only", "keep the rows and quarantine records; delete only the vault values only this user used, and their quarantined originals")

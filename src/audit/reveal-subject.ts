@@ -24,6 +24,11 @@ export interface SubjectRequest {
   /** Rows fetched, decrypted and handed to `emit` at a time. */
   pageSize: number;
   pseudonymKeyOverride: Uint8Array | undefined;
+  /**
+   * Whether to show the user's quarantine records (default true). They are not any one table's: an export over
+   * several tables shows them with the first.
+   */
+  withQuarantine?: boolean;
 }
 
 export interface SubjectResult {
@@ -162,6 +167,7 @@ export async function revealSubject(pool: pg.Pool, provider: KeyProvider, req: S
       }
       const quarantineCursor = (await run<{ c: string }>(client, "SELECT masq.subject_export_quarantine($1, $2) AS c", [step1.seq, req.userId])).rows[0]!.c;
       for (;;) {
+        if (req.withQuarantine === false) break;
         // Originals can be large (up to the SQS limit): a smaller page.
         const page = (await run<CipherQuarantined>(client, `FETCH ${Math.max(1, Math.floor(req.pageSize / 10))} FROM ${quoteIdent(quarantineCursor)}`, [])).rows;
         if (page.length === 0) break;

@@ -24,6 +24,7 @@ export async function prepareDatabase(
         if (opts.migrate) {
           const m = await migrate(db.pool);
           if (m.applied.length > 0) logger.info({ applied: m.applied, version: m.version }, "migrations applied");
+          if (m.applied.includes(FACTS_MIGRATION)) await reportUnattributed(db, logger);
         }
         const t = await ensureTargetTable(db.pool, table);
         if (t.created) logger.info({ table: `${table.schema}.${table.name}` }, "target table created");
@@ -51,4 +52,22 @@ async function registerTargetTable(db: Db, table: TableName): Promise<void> {
   const may = await db.pool.query<{ ok: boolean }>("SELECT has_table_privilege('masq.target_tables', 'INSERT') AS ok");
   if (may.rows[0]?.ok !== true) return;
   await db.pool.query("INSERT INTO masq.target_tables (relation) VALUES ($1::text::regclass) ON CONFLICT DO NOTHING", [qualified(table)]);
+}
+
+/** The migration that made a quarantine record's user a fact ingestion writes, with a one-time backfill. */
+const FACTS_MIGRATION = "011_quarantine_facts";
+
+/**
+ * Records written before migration 011 that its backfill could not attribute (their body was not JSON, or its copy
+ * was not kept) name no user: subject export and erasure do not find them. Said once, when the migration runs, with
+ * what removes them.
+ */
+async function reportUnattributed(db: Db, logger: Logger): Promise<void> {
+  const r = await db.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM masq.quarantine WHERE user_id IS NULL AND body_ciphertext IS NOT NULL");
+  const n = r.rows[0]?.n ?? 0;
+  if (n === 0) return;
+  logger.warn(
+    { records: n },
+    "quarantine records from before migration 011 keep an original but name no user (their body was not JSON): subject export and erase do not find them; masq vault prune removes them once older than MASQ_VAULT_RETENTION_DAYS",
+  );
 }

@@ -7,14 +7,16 @@ import { createProgress } from "../progress/progress.ts";
 import { withRotationLock } from "../rotation/rotation-lock.ts";
 import { createDb } from "../sink/db.ts";
 import { fromPostgres } from "../sink/pg-errors.ts";
+import { namesTable, registeredTables } from "../sink/registered-tables.ts";
+import type { TableName } from "../sink/table-name.ts";
 import { waitForPostgres } from "../sink/wait-for-postgres.ts";
 import { eraseSubject, previewErasure, type ErasureCounts } from "../sink/erase-subject.ts";
 import { createKeyProvider } from "../vault/key-provider-from-config.ts";
 import { readReason } from "./unmask.ts";
 
 /**
- * `masq subject erase --user-id <id> --reason "…" [--dry-run] [--vault-only]`: deletes a user's rows and quarantine
- * records and every vault value only they used (or, --vault-only, just those values and the encrypted originals of
+ * `masq subject erase --user-id <id> --reason "…" [--dry-run] [--vault-only]`: deletes a user's rows (of every
+ * registered table, or of the one --table or MASQ_TABLE names) and quarantine records and every vault value only they used (or, --vault-only, just those values and the encrypted originals of
  * their quarantine records), in bounded batches, audited before and after (subject/erase-subject.ts). The trail and
  * every output name the user by a keyed fingerprint, never by the id. Needs masq_erase.
  */
@@ -24,13 +26,16 @@ export async function subjectEraseCommand(flags: Record<string, unknown>): Promi
   const vaultOnly = flags.vaultOnly === true;
   // A dry run is recorded too (its counts say whether the user exists); it needs no justification of its own.
   const reason = dryRun && flags.reason === undefined ? "dry run (counts only)" : readReason(flags);
-  const table = readTable(flags, process.env);
+  const named = namesTable(flags, process.env) ? readTable(flags, process.env) : undefined;
   const connectTimeoutMs = readConnectTimeoutMs(process.env);
   const db = createDb({ databaseUrl: readDatabaseUrl(flags, process.env), setting: databaseSetting(flags, process.env), connectTimeoutMs, poolSize: 3 });
   const provider = createKeyProvider(readKeyConfig(process.env));
-  const where = `${table.schema}.${table.name}`;
   try {
     await waitForPostgres(db, { deadlineMs: connectTimeoutMs });
+    // Every registered table unless the command names one: the user is erased wherever masq wrote them.
+    const tables = named !== undefined ? [named] : await registeredTables(db.pool);
+    if (tables.length === 0) tables.push(readTable({}, {}));
+    const where = (t: TableName) => `${t.schema}.${t.name}`;
     const open = async () => {
       const key = await openAuditKey(db.pool, provider);
       return { key, fingerprint: subjectFingerprint(key, userId), client: await clientReported(provider) };
@@ -38,11 +43,13 @@ export async function subjectEraseCommand(flags: Record<string, unknown>): Promi
     if (dryRun) {
       const { key, fingerprint, client } = await open();
       try {
-        const before = await previewErasure(db.pool, key, { table, userId, fingerprint, vaultOnly, reason, client });
-        process.stdout.write(
-          summary(`masq subject erase --dry-run (${where}${vaultOnly ? ", vault only" : ""}): nothing was changed; an erasure now would delete`, before) +
-            `  audit row                #${before.seq} (preview)\n`,
-        );
+        for (const table of tables) {
+          const before = await previewErasure(db.pool, key, { table, userId, fingerprint, vaultOnly, reason, client });
+          process.stdout.write(
+            summary(`masq subject erase --dry-run (${where(table)}${vaultOnly ? ", vault only" : ""}): nothing was changed; an erasure now would delete`, before) +
+              `  audit row                #${before.seq} (preview)\n`,
+          );
+        }
         return 0;
       } finally {
         key.key.fill(0);
@@ -51,18 +58,23 @@ export async function subjectEraseCommand(flags: Record<string, unknown>): Promi
     return await withRotationLock(db.pool, async () => {
       const { key, fingerprint, client } = await open();
       try {
-        // No preview first (it is unbounded): the bar counts what the batches delete.
-        const bar = createProgress("erasing", { unit: vaultOnly ? "values" : "rows" });
-        const r = await eraseSubject(db.pool, key, { table, userId, fingerprint, vaultOnly, reason, client }, (b) => {
-          const size = vaultOnly ? b.vault + b.originals : b.rows + b.quarantine;
-          bar?.committed({ size, seconds: 0, written: 0, duplicates: 0, quarantinedByReason: {}, lagSeconds: [] });
-        });
-        bar?.stop({ complete: true });
-        const nothing = r.rows + r.quarantine + r.originals + r.vault === 0;
+        let total = 0;
+        for (const table of tables) {
+          // No preview first (it is unbounded): the bar counts what the batches delete.
+          const bar = createProgress("erasing", { unit: vaultOnly ? "values" : "rows" });
+          const r = await eraseSubject(db.pool, key, { table, userId, fingerprint, vaultOnly, reason, client }, (b) => {
+            const size = vaultOnly ? b.vault + b.originals : b.rows + b.quarantine;
+            bar?.committed({ size, seconds: 0, written: 0, duplicates: 0, quarantinedByReason: {}, lagSeconds: [] });
+          });
+          bar?.stop({ complete: true });
+          total += r.rows + r.quarantine + r.originals + r.vault;
+          process.stdout.write(
+            summary(`masq subject erase (${where(table)}${vaultOnly ? ", vault only" : ""}): user ${fingerprint}`, r) +
+              `  audit rows               #${r.startSeq} (start), #${r.doneSeq} (done)\n`,
+          );
+        }
         process.stdout.write(
-          summary(`masq subject erase (${where}${vaultOnly ? ", vault only" : ""}): user ${fingerprint}`, r) +
-            `  audit rows               #${r.startSeq} (start), #${r.doneSeq} (done)\n` +
-            (nothing ? "Nothing of this user was left to erase (erased before, or never ingested).\n" : "") +
+          (total === 0 ? "Nothing of this user was left to erase (erased before, or never ingested).\n" : "") +
             "Messages for this user still queued, or arriving while this ran, are new data. Once the queue is drained\n" +
             "(masq status shows it empty), run the same command again: it deletes only what is new.\n",
         );

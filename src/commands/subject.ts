@@ -1,8 +1,9 @@
 import { once } from "node:events";
-import { revealSubject } from "../audit/reveal-subject.ts";
+import { revealSubject, type SubjectResult } from "../audit/reveal-subject.ts";
 import { readPseudonymKey, readTable } from "../config.ts";
 import { ConfigError } from "../errors.ts";
-import { qualified } from "../sink/table-name.ts";
+import { namesTable, registeredTables } from "../sink/registered-tables.ts";
+import { qualified, type TableName } from "../sink/table-name.ts";
 import { ExportWriter } from "../vault/export-output.ts";
 import { readFormat, readReason, withVault } from "./unmask.ts";
 
@@ -10,7 +11,8 @@ import { readFormat, readReason, withVault } from "./unmask.ts";
 const EXPORT_PAGE = 1000;
 
 /**
- * `masq subject export --user-id <id> --reason "…"`: every row of the table for this user, with ip and device_id
+ * `masq subject export --user-id <id> --reason "…"`: every row of every registered table (or of the one --table or
+ * MASQ_TABLE names) for this user, with ip and device_id
  * decrypted beside their pseudonyms, and the user's quarantined messages with their originals (GDPR Art. 15).
  * Authorised and audited as `masq unmask` is (audit/reveal-subject.ts): the audit row, naming the user by its
  * fingerprint, commits before anything is shown. Exit 1 when a value is withheld because it is not its pseudonym's.
@@ -25,33 +27,47 @@ export async function subjectExportCommand(flags: Record<string, unknown>): Prom
   if (from !== undefined && to !== undefined && from > to) throw new ConfigError("--from/--to", "--from is after --to: nothing would match");
   const format = readFormat(flags);
   const pageSize = readPageSize(flags.pageSize);
-  const table = readTable(flags, process.env);
+  const named = namesTable(flags, process.env) ? readTable(flags, process.env) : undefined;
   return withVault(flags, async ({ db, provider, client }) => {
+    // Every registered table unless the command names one; the quarantine records (no table's) come with the first.
+    const registered = named !== undefined ? [] : await registeredTables(db.pool);
+    const tables: TableName[] = named !== undefined ? [named] : registered.filter((t) => t.readable);
+    if (tables.length === 0) tables.push(readTable({}, {}));
+    for (const t of registered.filter((x) => !x.readable)) {
+      // Said, not skipped silently: an access request's export is then incomplete.
+      process.stderr.write(`masq: ${t.schema}.${t.name} is a table masq writes that this login may not read: its rows are not in this export\n`);
+    }
     const writer = new ExportWriter(format);
     let begun = false;
-    const r = await revealSubject(db.pool, provider, { reason, client, userId, table, from, to, pageSize, pseudonymKeyOverride: readPseudonymKey(process.env) }, async (lines) => {
-      await write(begun ? writer.page(lines) : writer.begin() + writer.page(lines));
-      begun = true;
-    }).catch((err: unknown) => {
-      // The export reads only a table masq writes (migration 007's registration), never one a login names at will.
-      if (err instanceof Error && /is not a table masq writes/.test(err.message)) {
-        const setting = flags.table !== undefined ? "--table" : "MASQ_TABLE";
-        throw new ConfigError(setting, `${qualified(table)} is not a table masq writes`, { what: "not masq's table", hint: `run masq migrate as the table's owner with ${setting} set to it, then export again` });
+    const forged: SubjectResult["forged"] = [];
+    for (const [i, table] of tables.entries()) {
+      const req = { reason, client, userId, table, from, to, pageSize, pseudonymKeyOverride: readPseudonymKey(process.env), withQuarantine: i === 0 };
+      const r = await revealSubject(db.pool, provider, req, async (lines) => {
+        await write(begun ? writer.page(lines) : writer.begin() + writer.page(lines));
+        begun = true;
+      }).catch((err: unknown) => {
+        // The export reads only a table masq writes (migration 007's registration), never one a login names at will.
+        if (err instanceof Error && /is not a table masq writes/.test(err.message)) {
+          const setting = flags.table !== undefined ? "--table" : "MASQ_TABLE";
+          throw new ConfigError(setting, `${qualified(table)} is not a table masq writes`, { what: "not masq's table", hint: `run masq migrate as the table's owner with ${setting} set to it, then export again` });
+        }
+        throw err;
+      });
+      const of = tables.length > 1 ? ` from ${table.schema}.${table.name}` : "";
+      process.stderr.write(
+        `masq: exported ${r.rows} row(s)${of} and ${r.quarantined} quarantined message(s) of this user in ${r.pages} page(s); audit row ${r.auditSeq}` +
+          ` records ${r.recorded.rows} row(s), ${r.recorded.values} value(s), ${r.recorded.quarantined} quarantined\n`,
+      );
+      if (r.rows !== r.recorded.rows || (req.withQuarantine && r.quarantined !== r.recorded.quarantined)) {
+        process.stderr.write("masq: rows of this user arrived or went while exporting: the export and its audit row differ; run it again once ingestion is drained\n");
       }
-      throw err;
-    });
-    await write((begun ? "" : writer.begin()) + writer.end());
-    process.stderr.write(
-      `masq: exported ${r.rows} row(s) and ${r.quarantined} quarantined message(s) of this user in ${r.pages} page(s); audit row ${r.auditSeq}` +
-        ` records ${r.recorded.rows} row(s), ${r.recorded.values} value(s), ${r.recorded.quarantined} quarantined\n`,
-    );
-    if (r.rows !== r.recorded.rows || r.quarantined !== r.recorded.quarantined) {
-      process.stderr.write("masq: rows of this user arrived or went while exporting: the export and its audit row differ; run it again once ingestion is drained\n");
+      forged.push(...r.forged);
     }
-    for (const f of r.forged) {
+    await write((begun ? "" : writer.begin()) + writer.end());
+    for (const f of forged) {
       process.stderr.write(`masq: the vault value of ${f.kind} ${f.pseudonym} is not that pseudonym's value (planted with ingestion's credentials?): not shown; marked suspect\n`);
     }
-    return r.forged.length > 0 ? 1 : 0;
+    return forged.length > 0 ? 1 : 0;
   });
 }
 

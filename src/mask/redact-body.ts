@@ -71,13 +71,21 @@ function topLevel(key: string, value: unknown, p: Pseudonymizer): unknown {
     if (typeof value === "string" && value.length <= kept) return value;
     return undefined;
   }
+  const pseudonym = topLevelPseudonym(key, value, p);
+  return pseudonym === undefined ? undefined : `hmac:${pseudonym}`;
+}
+
+/**
+ * The pseudonym a top-level ip or device_id value is shown as in a redacted copy (the same one a loaded row would
+ * get), or undefined when the copy shows it as any other value. The quarantine record's masked_ip and
+ * masked_device_id hold exactly these (quarantine-facts.ts).
+ */
+export function topLevelPseudonym(key: string, value: unknown, p: Pseudonymizer): string | undefined {
   const pii = PSEUDONYMISED.get(key);
-  if (pii !== undefined && (typeof value === "number" || (typeof value === "string" && value.length <= pii.max))) {
-    const text = String(value);
-    const canonical = pii.kind === "ip" ? (canonicalizeIp(text.trim()) ?? text) : text;
-    return `hmac:${p.pseudonymize(pii.kind, canonical)}`;
-  }
-  return undefined;
+  if (pii === undefined || !(typeof value === "number" || (typeof value === "string" && value.length <= pii.max))) return undefined;
+  const text = String(value);
+  const canonical = pii.kind === "ip" ? (canonicalizeIp(text.trim()) ?? text) : text;
+  return p.pseudonymize(pii.kind, canonical);
 }
 
 interface Budget {

@@ -1,4 +1,5 @@
 import { FatalError } from "../errors.ts";
+import { factsOfJson, type QuarantineFacts } from "../mask/quarantine-facts.ts";
 import { redactBody } from "../mask/redact-body.ts";
 import type { PiiKind } from "../mask/pseudonymize.ts";
 import { IntegrityError, open } from "../vault/aead.ts";
@@ -15,6 +16,18 @@ interface QuarantineRow {
   body_data_key_id: string | null;
   body_nonce: Buffer | null;
   body_ciphertext: Buffer | null;
+  /** Whether the record has a stored body at all (a db_rejected record may keep only its pseudonyms). */
+  has_body: boolean;
+  masked_ip: string | null;
+  masked_device_id: string | null;
+}
+
+/** What a record holds after the pass: its copy and its typed pseudonyms (migration 011), under the new key. */
+interface Rewritten {
+  bodies: (string | null)[];
+  ips: (string | null)[];
+  devices: (string | null)[];
+  unmapped: number;
 }
 
 /** What one batch of the pass reads, in bytes of originals and stored bodies (at least one record). */
@@ -26,6 +39,9 @@ const READ_BYTES = 32 * 1024 * 1024;
  */
 const MAX_STORED_BODY_CHARS = 1024 * 1024;
 
+/** The records the pass rewrites: a copy, or typed pseudonyms (a db_rejected record whose copy was not kept). */
+const HOLDS_PSEUDONYMS = "(body IS NOT NULL OR masked_ip IS NOT NULL OR masked_device_id IS NOT NULL)";
+
 /** A pseudonym in a stored body, as redactBody writes it. */
 const TOKEN = /hmac:([0-9a-f]{64})/g;
 
@@ -35,14 +51,16 @@ const TOKEN = /hmac:([0-9a-f]{64})/g;
  * original, exactly as ingestion would now, which also covers values that are in no vault row (a quarantined
  * message's PII is kept only inside its encrypted body). A db_rejected body (the masked row) and a body without its
  * original have their pseudonyms replaced through the rotation map. Records written after the switch are under the
- * new key already and are left alone. Each batch commits with its cursor: resumable, and done once per record.
+ * new key already and are left alone. The record's masked_ip and masked_device_id (migration 011) are rewritten with
+ * its copy: from the original when it is redacted again, else through the map (NULL where the map has none, as the
+ * copy's marker says). Each batch commits with its cursor: resumable, and done once per record.
  * Returns false when stopped by the signal before the end.
  */
 export async function reredactQuarantine(ctx: PassContext): Promise<boolean> {
   const { pool, state } = ctx;
   const remaining = await query<{ n: string }>(
     pool,
-    "SELECT count(*) AS n FROM masq.quarantine WHERE body IS NOT NULL AND quarantined_at < $1 AND message_id > $2",
+    `SELECT count(*) AS n FROM masq.quarantine WHERE ${HOLDS_PSEUDONYMS} AND quarantined_at < $1 AND message_id > $2`,
     [state.switchedAt, state.quarantineAfter ?? ""],
   );
   const total = state.quarantineDone + Number(remaining.rows[0]!.n);
@@ -55,13 +73,14 @@ export async function reredactQuarantine(ctx: PassContext): Promise<boolean> {
     // after READ_BYTES of originals and bodies (always one record at least), however large each record is.
     const { rows } = await query<QuarantineRow>(
       pool,
-      `SELECT message_id, reason, body, body_chars, body_data_key_id, body_nonce, body_ciphertext FROM (
+      `SELECT message_id, reason, body, body_chars, body_data_key_id, body_nonce, body_ciphertext, has_body, masked_ip, masked_device_id FROM (
          SELECT *, sum(size) OVER (ORDER BY message_id) - size AS before FROM (
-           SELECT message_id, reason, length(body) AS body_chars, body_data_key_id, body_nonce, body_ciphertext,
+           SELECT message_id, reason, coalesce(length(body), 0) AS body_chars, body_data_key_id, body_nonce, body_ciphertext,
                   CASE WHEN (body_ciphertext IS NOT NULL AND reason <> 'db_rejected') OR length(body) > $5 THEN NULL ELSE body END AS body,
-                  coalesce(octet_length(body_ciphertext), 0) + least(length(body), $5) AS size
+                  body IS NOT NULL AS has_body, masked_ip, masked_device_id,
+                  coalesce(octet_length(body_ciphertext), 0) + coalesce(least(length(body), $5), 0) AS size
            FROM masq.quarantine
-           WHERE body IS NOT NULL AND quarantined_at < $1 AND message_id > $2 ORDER BY message_id LIMIT $3
+           WHERE ${HOLDS_PSEUDONYMS} AND quarantined_at < $1 AND message_id > $2 ORDER BY message_id LIMIT $3
          ) limited
        ) sized
        WHERE before < $4 ORDER BY message_id`,
@@ -69,26 +88,28 @@ export async function reredactQuarantine(ctx: PassContext): Promise<boolean> {
     );
     if (rows.length === 0) return true;
     after = rows.at(-1)!.message_id;
-    const { bodies, unmapped } = await newBodies(ctx, rows);
+    const { bodies, ips, devices, unmapped } = await rewrite(ctx, rows);
     await query(
       pool,
       `WITH updated AS (
-         UPDATE masq.quarantine q SET body = i.body FROM unnest($2::text[], $3::text[]) AS i(message_id, body)
+         UPDATE masq.quarantine q SET body = i.body, masked_ip = i.ip, masked_device_id = i.dev
+         FROM unnest($2::text[], $3::text[], $7::text[], $8::text[]) AS i(message_id, body, ip, dev)
          WHERE q.message_id = i.message_id
        )
        UPDATE masq.pseudonym_rotation SET quarantine_after = $4, quarantine_done = quarantine_done + $5, unmapped = unmapped + $6
        WHERE from_version = $1`,
-      [state.fromVersion, rows.map((r) => r.message_id), bodies, after, rows.length, unmapped],
+      [state.fromVersion, rows.map((r) => r.message_id), bodies, after, rows.length, unmapped, ips, devices],
     );
     done += rows.length;
     ctx.onBatch?.(done, total);
   }
 }
 
-async function newBodies(ctx: PassContext, rows: readonly QuarantineRow[]): Promise<{ bodies: string[]; unmapped: number }> {
-  const kept = rows.filter((r) => r.reason !== "db_rejected" && r.body_data_key_id !== null && r.body_nonce !== null && r.body_ciphertext !== null);
+async function rewrite(ctx: PassContext, rows: readonly QuarantineRow[]): Promise<Rewritten> {
+  const kept = rows.filter((r) => r.has_body && r.reason !== "db_rejected" && r.body_data_key_id !== null && r.body_nonce !== null && r.body_ciphertext !== null);
   const keys = await ctx.opened.get(kept.map((r) => r.body_data_key_id!));
   const bodies = new Map<string, string>();
+  const facts = new Map<string, QuarantineFacts>();
   for (const r of kept) {
     let original: Buffer;
     try {
@@ -98,7 +119,9 @@ async function newBodies(ctx: PassContext, rows: readonly QuarantineRow[]): Prom
       throw err;
     }
     try {
-      bodies.set(r.message_id, JSON.stringify(redactBody(JSON.parse(original.toString("utf8")), ctx.pseudonymizer)));
+      const json: unknown = JSON.parse(original.toString("utf8"));
+      bodies.set(r.message_id, JSON.stringify(redactBody(json, ctx.pseudonymizer)));
+      facts.set(r.message_id, factsOfJson(json, ctx.pseudonymizer));
     } catch {
       // Not redactable now (it was when it was kept): the stored body, if read, is mapped below.
     } finally {
@@ -107,10 +130,11 @@ async function newBodies(ctx: PassContext, rows: readonly QuarantineRow[]): Prom
   }
   for (const r of rows) {
     // Not read, and not redacted again from an original: only its length is kept.
-    if (!bodies.has(r.message_id) && r.body === null) bodies.set(r.message_id, JSON.stringify({ "[body not kept]": `${r.body_chars} characters` }));
+    if (!bodies.has(r.message_id) && r.body === null && r.has_body) bodies.set(r.message_id, JSON.stringify({ "[body not kept]": `${r.body_chars} characters` }));
   }
   const rest = rows.filter((r): r is QuarantineRow & { body: string } => !bodies.has(r.message_id) && r.body !== null);
-  const map = await mapPseudonyms(ctx, rest.flatMap((r) => [...r.body.matchAll(TOKEN)].map((m) => m[1]!).concat(rowPseudonyms(r))));
+  const typed = rows.filter((r) => !facts.has(r.message_id)).flatMap((r) => [r.masked_ip, r.masked_device_id].filter((x): x is string => x !== null));
+  const map = await mapPseudonyms(ctx, rest.flatMap((r) => [...r.body.matchAll(TOKEN)].map((m) => m[1]!).concat(rowPseudonyms(r))).concat(typed));
   let unmapped = 0;
   // A pseudonym no vault row maps is under the old key and matches nothing once it retires: it becomes a marker.
   const replace = (kind: PiiKind | undefined, old: string): string => {
@@ -132,7 +156,14 @@ async function newBodies(ctx: PassContext, rows: readonly QuarantineRow[]): Prom
       );
     }
   }
-  return { bodies: rows.map((r) => bodies.get(r.message_id)!), unmapped };
+  // The typed pseudonyms: the new copy's where the original was redacted again, else mapped by kind (none: NULL).
+  const mapped = (kind: PiiKind, old: string | null) => (old === null ? null : (map.get(`${kind}:${old}`) ?? null));
+  return {
+    bodies: rows.map((r) => bodies.get(r.message_id) ?? null),
+    ips: rows.map((r) => facts.get(r.message_id)?.maskedIp ?? (facts.has(r.message_id) ? null : mapped("ip", r.masked_ip))),
+    devices: rows.map((r) => facts.get(r.message_id)?.maskedDeviceId ?? (facts.has(r.message_id) ? null : mapped("device_id", r.masked_device_id))),
+    unmapped,
+  };
 }
 
 /** A db_rejected body: the masked row, whose pseudonyms are bare (no "hmac:" prefix). */

@@ -81,6 +81,28 @@ export async function assertRewritable(pool: pg.Pool, table: TableName): Promise
   }
 }
 
+/**
+ * The vault is shared by every registered table (migration 011), but the table pass rewrites one, and retirement
+ * empties the map: another registered table's rows would keep old pseudonyms that match nothing. So a rotation starts
+ * only when no other registered table holds a row.
+ */
+export async function assertOnlyTable(pool: pg.Pool, table: TableName): Promise<void> {
+  const { rows } = await query<{ schema_name: string; table_name: string }>(pool, "SELECT schema_name, table_name FROM masq.registered_tables()");
+  const holding: string[] = [];
+  for (const r of rows) {
+    const other = { schema: r.schema_name, name: r.table_name };
+    if (other.schema === table.schema && other.name === table.name) continue;
+    const any = await query(pool, `SELECT 1 FROM ${qualified(other)} LIMIT 1`);
+    if ((any.rowCount ?? 0) > 0) holding.push(`${other.schema}.${other.name}`);
+  }
+  if (holding.length > 0) {
+    throw new ConfigError(
+      "--table",
+      `${holding.join(", ")} also hold${holding.length === 1 ? "s" : ""} rows whose values are in the shared vault, and a rotation rewrites one table (${table.schema}.${table.name}): those rows would lose their values, so nothing was started`,
+    );
+  }
+}
+
 interface TableShape {
   filenode: number;
   /** Blocks in the table's main fork now (not pg_class.relpages, which only VACUUM and ANALYZE update). */

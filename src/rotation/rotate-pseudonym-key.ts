@@ -10,7 +10,7 @@ import type { PassContext } from "./pass-context.ts";
 import { repseudonymizeVault } from "./repseudonymize-vault.ts";
 import { reredactQuarantine } from "./reredact-quarantine.ts";
 import { retirePseudonymKey } from "./retire-pseudonym-key.ts";
-import { assertRewritable, rewriteTable } from "./rewrite-table.ts";
+import { assertOnlyTable, assertRewritable, rewriteTable } from "./rewrite-table.ts";
 import { withRotationLock } from "./rotation-lock.ts";
 import { readRotationState, setRotationPhase, type RotationPhase, type RotationState } from "./rotation-state.ts";
 import { switchPseudonymKey } from "./switch-pseudonym-key.ts";
@@ -63,6 +63,7 @@ export async function rotatePseudonymKey(opts: RotatePseudonymKeyOptions): Promi
       throw new ConfigError("--table", `the rotation in progress rewrites ${inProgress.targetTable}, not ${tableText}; resume it with that table`);
     }
     await assertRewritable(pool, opts.table);
+    if (inProgress === undefined) await assertOnlyTable(pool, opts.table);
     const { state, switched } = await switchPseudonymKey(pool, provider, tableText, opts.signal);
     opts.onSwitched?.(state, switched);
 

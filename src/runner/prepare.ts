@@ -1,4 +1,5 @@
 import { maskEvent } from "../mask/mask-event.ts";
+import { factsOfJson, factsOfText, NO_FACTS } from "../mask/quarantine-facts.ts";
 import { redactBody } from "../mask/redact-body.ts";
 import type { Pseudonymizer } from "../mask/pseudonymize.ts";
 import type { Outcome } from "../sink/write-batch.ts";
@@ -27,9 +28,11 @@ export function prepareOutcome(m: IncomingMessage, p: Pseudonymizer): Outcome {
     }
     // Bounded in size and work whatever the body (redact-body.ts); a body that is not JSON has no copy at all.
     const redactedBody = parsed.json === undefined ? null : JSON.stringify(redactBody(parsed.json, p));
-    return { ...meta, kind: "quarantine", reason: parsed.rejection.reason, detail: parsed.rejection.detail, redactedBody, originalBody: m.body };
+    // Who the record is about and which pseudonyms it holds, from the parse: the database never re-parses the copy.
+    const facts = parsed.json === undefined ? factsOfText(m.body) : factsOfJson(parsed.json, p);
+    return { ...meta, kind: "quarantine", reason: parsed.rejection.reason, detail: parsed.rejection.detail, redactedBody, originalBody: m.body, facts };
   } catch (err) {
     // Invariant: no body stops the pipeline. Whatever slipped past the validator is quarantined, without its body.
-    return { ...meta, kind: "quarantine", reason: "unprocessable", detail: `masq could not process this body (${(err as Error).name})`, redactedBody: null, originalBody: m.body };
+    return { ...meta, kind: "quarantine", reason: "unprocessable", detail: `masq could not process this body (${(err as Error).name})`, redactedBody: null, originalBody: m.body, facts: NO_FACTS };
   }
 }

@@ -38,7 +38,7 @@ async function commitSplitting(pool: pg.Pool, table: TableName, batch: SealedBat
     return { ...(await writeBatch(pool, table, batch)), rejected: 0 };
   } catch (err) {
     if (!(err instanceof DataError)) throw err;
-    // Each part carries the batch's vault rows: they are insert-if-absent, so repeating them costs nothing.
+    // Each part carries the batch's vault rows, and writes those its own newly claimed messages use.
     if (outcomes.length === 1) return commitRejected(pool, table, batch, outcomes[0]!, err);
     const mid = Math.ceil(outcomes.length / 2);
     const a = await commitSplitting(pool, table, { ...batch, outcomes: outcomes.slice(0, mid) });
@@ -69,7 +69,9 @@ async function commitRejected(pool: pg.Pool, table: TableName, batch: SealedBatc
 function asRejected(o: Outcome, err: DataError, keepOriginal: boolean): Outcome {
   if (o.kind === "quarantine") {
     // The quarantine record itself was refused: keep the reason, drop the bodies that Postgres would not store.
-    return { ...o, detail: `${o.detail}; body not kept: ${err.message}`, redactedBody: null, originalBody: null, sealedBody: keepOriginal ? o.sealedBody : null };
+    // Last, without the user id too: it may be the text the database's encoding cannot hold (the pseudonyms are hex).
+    const facts = keepOriginal ? o.facts : { ...o.facts, userId: null };
+    return { ...o, detail: `${o.detail}; body not kept: ${err.message}`, redactedBody: null, originalBody: null, sealedBody: keepOriginal ? o.sealedBody : null, facts };
   }
   const { messageId, sentAt, receivedAt, bodyLength, row } = o;
   return {
@@ -85,6 +87,8 @@ function asRejected(o: Outcome, err: DataError, keepOriginal: boolean): Outcome 
     redactedBody: keepOriginal ? JSON.stringify(row) : null,
     originalBody: null,
     sealedBody: null,
+    // The refused row's user and pseudonyms, whether or not its copy is kept: its values are in the vault.
+    facts: { userId: keepOriginal ? row.userId : null, maskedIp: row.maskedIp, maskedDeviceId: row.maskedDeviceId },
   };
 }
 
@@ -142,5 +146,6 @@ function mergeEpochs(a: VaultEpochs | undefined, b: VaultEpochs | undefined): { 
     const one = a ?? b;
     return one === undefined ? {} : { vaultEpochs: one };
   }
-  return { vaultEpochs: { min: Math.min(a.min, b.min), max: Math.max(a.max, b.max) } };
+  const partial = a.partial === true || b.partial === true;
+  return { vaultEpochs: { min: Math.min(a.min, b.min), max: Math.max(a.max, b.max), ...(partial ? { partial } : {}) } };
 }

@@ -70,9 +70,6 @@ async function replayStatement(pool: pg.Pool, table: TableName, items: readonly 
     res = await pool.query<{ n: number; key_ok: boolean }>(
       `WITH guard AS (
          SELECT CASE WHEN $9::int IS NULL THEN true ELSE masq.lock_pseudonym_key($9) END AND masq.lock_vault_epoch() IS NOT NULL AS ok
-       ), vaulted AS (
-         SELECT masq.add_vault_values($9, $10::text[], $11::text[], $12::uuid[], $13::bytea[], $14::bytea[]) AS n
-         FROM guard WHERE guard.ok AND cardinality($10::text[]) > 0
        ), input AS (
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[], $8::date[])
            AS r(message_id, user_id, device_type, masked_ip, masked_device_id, locale, app_version, create_date)
@@ -87,7 +84,14 @@ async function replayStatement(pool: pg.Pool, table: TableName, items: readonly 
          INSERT INTO ${qualified(table)} (user_id, device_type, masked_ip, masked_device_id, locale, app_version, create_date)
          SELECT i.user_id, i.device_type, i.masked_ip, i.masked_device_id, i.locale, i.app_version, i.create_date
          FROM input i JOIN marked m ON m.message_id = i.message_id
-         RETURNING 1
+         RETURNING masked_ip::text AS masked_ip, masked_device_id::text AS masked_device_id
+       ), vaulted AS (
+         -- Only the values of rows this statement wrote: a record replayed before brings nothing back.
+         SELECT masq.add_vault_values($9, array_agg(v.kind), array_agg(v.pseudonym), array_agg(v.data_key_id), array_agg(v.nonce), array_agg(v.ciphertext)) AS n
+         FROM unnest($10::text[], $11::text[], $12::uuid[], $13::bytea[], $14::bytea[]) AS v(kind, pseudonym, data_key_id, nonce, ciphertext)
+         WHERE (v.kind = 'ip' AND v.pseudonym IN (SELECT masked_ip FROM written))
+            OR (v.kind = 'device_id' AND v.pseudonym IN (SELECT masked_device_id FROM written))
+         HAVING count(*) > 0
        )
        SELECT (SELECT count(*) FROM written)::int AS n, (SELECT ok FROM guard) AS key_ok, (SELECT count(*) FROM vaulted) AS vault_calls`,
       [

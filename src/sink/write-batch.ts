@@ -2,6 +2,7 @@ import type pg from "pg";
 import { TransientError } from "../errors.ts";
 import type { LoginRow } from "../mask/mask-event.ts";
 import type { PiiKind } from "../mask/pseudonymize.ts";
+import type { QuarantineFacts } from "../mask/quarantine-facts.ts";
 import type { ReasonCode } from "../transform/login-event.ts";
 import type { Sealed } from "../vault/aead.ts";
 import { classifyPgError } from "./pg-errors.ts";
@@ -20,7 +21,16 @@ export type Outcome = {
   bodyLength: number;
 } & (
   | { kind: "row"; row: LoginRow; pii?: { ip: string; deviceId: string } }
-  | { kind: "quarantine"; reason: ReasonCode; detail: string; redactedBody: string | null; originalBody: string | null; sealedBody?: SealedBody | null }
+  | {
+      kind: "quarantine";
+      reason: ReasonCode;
+      detail: string;
+      redactedBody: string | null;
+      originalBody: string | null;
+      sealedBody?: SealedBody | null;
+      /** Who the record is about and which pseudonyms it holds: written as typed columns (migration 011). */
+      facts: QuarantineFacts;
+    }
 );
 
 /** The outcome as it is written: without the plaintext originals. */
@@ -96,13 +106,18 @@ export interface BatchResult {
 export interface VaultEpochs {
   min: number;
   max: number;
+  /**
+   * Some vault rows the batch carried were not written (their messages had been committed before, or were split off
+   * into another statement): the sealer learns none of this batch's rows.
+   */
+  partial?: boolean;
 }
 
 /**
  * One statement, so one transaction and one round trip per batch: claims every message id in the ingest ledger
  * and writes rows and quarantine records only for the ids it newly claimed. A redelivered message finds its id
  * already claimed and adds nothing; two workers racing on the same id serialise on the ledger's primary key.
- * The vault rows go in the same transaction, insert-if-absent. Nothing at all is written unless the batch's
+ * The vault rows go in the same transaction, insert-if-absent, and only those the newly claimed rows and records use. Nothing at all is written unless the batch's
  * pseudonym key is still the active one (masq.lock_pseudonym_key, which holds a share lock on it until commit),
  * and, when the sealer left values out, the vault epoch is still the one it sealed under (masq.lock_vault_epoch,
  * a table lock held until commit, so a deletion of vault values waits for this batch or this batch for it;
@@ -119,8 +134,9 @@ WITH locks AS (
     AS r(message_id, user_id, device_type, masked_ip, masked_device_id, locale, app_version, create_date)
 ), bad AS (
   SELECT * FROM unnest($9::text[], $10::text[], $11::text[], $12::text[], $13::int[], $14::timestamptz[], $15::timestamptz[],
-                       $17::uuid[], $18::bytea[], $19::bytea[])
-    AS q(message_id, reason, detail, body, body_length, sent_at, received_at, body_data_key_id, body_nonce, body_ciphertext)
+                       $17::uuid[], $18::bytea[], $19::bytea[], $26::text[], $27::text[], $28::text[])
+    AS q(message_id, reason, detail, body, body_length, sent_at, received_at, body_data_key_id, body_nonce, body_ciphertext,
+         user_id, masked_ip, masked_device_id)
 ), claimed AS (
   INSERT INTO masq.ingest_ledger (message_id, outcome)
   SELECT message_id, outcome FROM (
@@ -131,24 +147,37 @@ WITH locks AS (
   WHERE (SELECT ok FROM guard)
   ON CONFLICT (message_id) DO NOTHING
   RETURNING message_id, outcome
+), used AS (
+  -- The values the newly claimed rows and records use: only these go into the vault, so a message claimed before (a
+  -- redelivery, after an erasure say) brings no value back.
+  SELECT 'ip' AS kind, r.masked_ip AS p FROM rows r JOIN claimed c ON c.message_id = r.message_id AND c.outcome = 'written'
+  UNION ALL SELECT 'device_id', r.masked_device_id FROM rows r JOIN claimed c ON c.message_id = r.message_id AND c.outcome = 'written'
+  UNION ALL SELECT 'ip', b.masked_ip FROM bad b JOIN claimed c ON c.message_id = b.message_id AND c.outcome = 'quarantined'
+  UNION ALL SELECT 'device_id', b.masked_device_id FROM bad b JOIN claimed c ON c.message_id = b.message_id AND c.outcome = 'quarantined'
 ), vaulted AS (
   -- Through the narrow function (migration 005): insert-if-absent in key order (batches sharing values wait for
-  -- each other instead of deadlocking), replacing only rows a reveal found planted. Referenced below, so it runs.
-  SELECT masq.add_vault_values($16, $20::text[], $21::text[], $22::uuid[], $23::bytea[], $24::bytea[]) AS n
-  FROM guard WHERE guard.ok AND cardinality($20::text[]) > 0
+  -- each other instead of deadlocking), replacing only rows a reveal found planted. Called once, and only when some
+  -- value is used; referenced below, so it runs.
+  SELECT masq.add_vault_values($16, array_agg(v.kind), array_agg(v.pseudonym), array_agg(v.data_key_id), array_agg(v.nonce), array_agg(v.ciphertext)) AS n,
+         count(*) AS entries
+  FROM unnest($20::text[], $21::text[], $22::uuid[], $23::bytea[], $24::bytea[]) AS v(kind, pseudonym, data_key_id, nonce, ciphertext)
+  WHERE (v.kind, v.pseudonym) IN (SELECT kind, p FROM used)
+  HAVING count(*) > 0
 ), written AS (
   INSERT INTO ${qualified(table)} (user_id, device_type, masked_ip, masked_device_id, locale, app_version, create_date)
   SELECT r.user_id, r.device_type, r.masked_ip, r.masked_device_id, r.locale, r.app_version, r.create_date
   FROM rows r JOIN claimed c ON c.message_id = r.message_id AND c.outcome = 'written'
   RETURNING 1
 ), quarantined AS (
-  INSERT INTO masq.quarantine (message_id, reason, detail, body, body_length, sent_at, received_at, body_data_key_id, body_nonce, body_ciphertext)
-  SELECT b.message_id, b.reason, b.detail, b.body, b.body_length, b.sent_at, b.received_at, b.body_data_key_id, b.body_nonce, b.body_ciphertext
+  INSERT INTO masq.quarantine (message_id, reason, detail, body, body_length, sent_at, received_at, body_data_key_id, body_nonce, body_ciphertext,
+                               user_id, masked_ip, masked_device_id)
+  SELECT b.message_id, b.reason, b.detail, b.body, b.body_length, b.sent_at, b.received_at, b.body_data_key_id, b.body_nonce, b.body_ciphertext,
+         b.user_id, b.masked_ip, b.masked_device_id
   FROM bad b JOIN claimed c ON c.message_id = b.message_id AND c.outcome = 'quarantined'
   RETURNING reason
 )
 SELECT (SELECT key_ok FROM locks) AS key_ok, (SELECT epoch FROM locks)::float8 AS epoch, (SELECT ok FROM guard) AS ok,
-       (SELECT count(*) FROM vaulted) AS vault_calls,
+       (SELECT coalesce(sum(entries), 0) FROM vaulted)::int AS vault_entries,
        (SELECT count(*) FROM written)::int AS written,
        (SELECT coalesce(json_object_agg(reason, n), '{}') FROM (SELECT reason, count(*)::int AS n FROM quarantined GROUP BY reason) g) AS by_reason`;
 }
@@ -177,6 +206,9 @@ export async function writeBatch(pool: pg.Pool, table: TableName, batch: SealedB
     key: [] as (string | null)[],
     nonce: [] as (Buffer | null)[],
     ct: [] as (Buffer | null)[],
+    user: [] as (string | null)[],
+    ip: [] as (string | null)[],
+    dev: [] as (string | null)[],
   };
   const v = { kind: [] as string[], pseudonym: [] as string[], key: [] as string[], nonce: [] as Buffer[], ct: [] as Buffer[] };
   for (const e of batch.vault) {
@@ -207,9 +239,12 @@ export async function writeBatch(pool: pg.Pool, table: TableName, batch: SealedB
       q.key.push(o.sealedBody?.dataKeyId ?? null);
       q.nonce.push(o.sealedBody?.nonce ?? null);
       q.ct.push(o.sealedBody?.ciphertext ?? null);
+      q.user.push(o.facts.userId);
+      q.ip.push(o.facts.maskedIp);
+      q.dev.push(o.facts.maskedDeviceId);
     }
   }
-  type Result = { key_ok: boolean; epoch: number; ok: boolean; written: number; by_reason: Record<string, number> };
+  type Result = { key_ok: boolean; epoch: number; ok: boolean; vault_entries: number; written: number; by_reason: Record<string, number> };
   let res: pg.QueryResult<Result>;
   try {
     // pool.query discards the connection on any error. That matters after an encoding error (isEncodingError):
@@ -225,6 +260,7 @@ export async function writeBatch(pool: pg.Pool, table: TableName, batch: SealedB
         ...[q.key, q.nonce, q.ct],
         ...[v.kind, v.pseudonym, v.key, v.nonce, v.ct],
         batch.vaultEpoch,
+        ...[q.user, q.ip, q.dev],
       ],
     });
   } catch (err) {
@@ -236,5 +272,6 @@ export async function writeBatch(pool: pg.Pool, table: TableName, batch: SealedB
   const quarantinedByReason = res.rows[0].by_reason;
   const quarantined = Object.values(quarantinedByReason).reduce((a, b) => a + b, 0);
   const epoch = res.rows[0].epoch;
-  return { written, quarantined, quarantinedByReason, duplicates: outcomes.length - written - quarantined, vaultEpochs: { min: epoch, max: epoch } };
+  const vaultEpochs: VaultEpochs = { min: epoch, max: epoch, ...(res.rows[0].vault_entries < batch.vault.length ? { partial: true } : {}) };
+  return { written, quarantined, quarantinedByReason, duplicates: outcomes.length - written - quarantined, vaultEpochs };
 }

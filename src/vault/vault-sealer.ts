@@ -72,7 +72,8 @@ export class VaultSealer {
   committed(batch: SealedBatch, epochs: VaultEpochs | undefined): void {
     if (epochs === undefined || batch.keyVersion !== this.knownVersion) return;
     this.staleVault(epochs.max);
-    if (epochs.min !== this.knownEpoch || epochs.max !== this.knownEpoch) return;
+    // Rows the batch carried but did not write (their messages were committed before) are not in the vault.
+    if (epochs.min !== this.knownEpoch || epochs.max !== this.knownEpoch || epochs.partial === true) return;
     for (const v of batch.vault) {
       const set = this.known[v.kind];
       set.add(v.pseudonym);

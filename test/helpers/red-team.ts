@@ -62,3 +62,20 @@ export function amplifyingBody(kind: "colons" | "dots", bytes: number, userId: s
   const tail = '"}';
   return head + unit.repeat(Math.floor((bytes - head.length - tail.length) / unit.length)) + tail;
 }
+
+/**
+ * Issue 17, finding 1: refused bodies whose kept-in-clear fields hold what jsonb cannot (a NUL escape, lone
+ * surrogates). Each names its user and carries an ip and a device id; a record made from one must still be exported
+ * and erased with its user. Each is the exact text sent (escapes as written).
+ */
+export const UNPARSEABLE_BY_JSONB: { name: string; user: string; ip: string; deviceId: string; body: string }[] = [
+  ["NUL locale", '"locale":"\\u0000"', "victim2", "203.0.113.2", "222-33-4444"],
+  ["lone high surrogate device_type", '"device_type":"\\ud800"', "victim3", "203.0.113.3", "333-44-5555"],
+  ["lone low surrogate app_version", '"app_version":"\\udc00"', "victim4", "203.0.113.4", "444-55-6666"],
+  ["NUL inside locale", '"locale":"a\\u0000b"', "victim5", "203.0.113.5", "555-66-7777"],
+].map(([name, field, user, ip, deviceId]) => {
+  const base: Record<string, string> = { user_id: user!, app_version: "1.0", device_type: "ios", ip: ip!, device_id: deviceId!, locale: "" };
+  const [key] = field!.slice(1).split('"');
+  const members = Object.entries(base).map(([k, v]) => (k === key ? field! : `${JSON.stringify(k)}:${JSON.stringify(v)}`));
+  return { name: name!, user: user!, ip: ip!, deviceId: deviceId!, body: `{${members.join(",")}}` };
+});

@@ -6,6 +6,7 @@ import { FatalError } from "../../src/errors.ts";
 import { migrate, loadMigrations } from "../../src/sink/migrate.ts";
 import { ensureTargetTable } from "../../src/sink/target-table.ts";
 import { createDb, type Db } from "../../src/sink/db.ts";
+import { captureLogger } from "../helpers/pipeline.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/postgres.ts";
 
 let pgdb: TestDatabase;
@@ -69,4 +70,50 @@ test("prepareDatabase creates the target table with the given DDL when absent", 
       "create_date date",
     ],
   );
+});
+
+test("migration 011 upgrades a populated database of migration 010: its quarantine records are attributed", async () => {
+  const old = await createTestDatabase();
+  const oldDb = createDb({ databaseUrl: old.url });
+  try {
+    await migrate(oldDb.pool, loadMigrations().filter((m) => m.version <= 10));
+    await ensureTargetTable(oldDb.pool, { schema: "public", name: "user_logins" });
+    const ip = "a".repeat(64);
+    const dev = "b".repeat(64);
+    // As c75110e wrote them: the redacted copy (user_id was computed from it by masq.redacted_user_id).
+    const records: [string, string, string | null, boolean][] = [
+      ["plain", "missing_field", `{"user_id":"old-1","ip":"hmac:${ip}","device_id":"hmac:${dev}"}`, false],
+      ["nul", "invalid_text", `{"user_id":"old-2","app_version":"1.0","device_type":"ios","ip":"hmac:${ip}","device_id":"hmac:${dev}","locale":"\\u0000"}`, false],
+      ["surrogate", "invalid_text", `{"user_id":"old-3","app_version":"\\udc00","ip":"hmac:${ip}","device_id":"hmac:${dev}"}`, false],
+      ["rejected", "db_rejected", `{"userId":"old-4","deviceType":"ios","maskedIp":"${ip}","maskedDeviceId":"${dev}","locale":null,"appVersion":1000000,"createDate":"2026-12-01"}`, false],
+      ["not-json", "invalid_json", null, true],
+    ];
+    for (const [id, reason, body, original] of records) {
+      await oldDb.pool.query(
+        "INSERT INTO masq.quarantine (message_id, reason, detail, body, body_length, received_at, body_nonce, body_ciphertext) VALUES ($1, $2, 'd', $3, 10, now(), $4, $5)",
+        [id, reason, body, original ? Buffer.alloc(12) : null, original ? Buffer.from("sealed") : null],
+      );
+    }
+    const attributed = async () =>
+      (await oldDb.pool.query<{ message_id: string; user_id: string | null }>("SELECT message_id, user_id FROM masq.quarantine ORDER BY message_id")).rows.map((r) => [r.message_id, r.user_id]);
+    // Before: the copies jsonb cannot hold named nobody (issue 17, finding 1).
+    assert.deepEqual(await attributed(), [["not-json", null], ["nul", null], ["plain", "old-1"], ["rejected", "old-4"], ["surrogate", null]]);
+
+    const { logger, lines } = captureLogger("info");
+    await prepareDatabase(oldDb, { schema: "public", name: "user_logins" }, { migrate: true, logger });
+    assert.deepEqual(await attributed(), [["not-json", null], ["nul", "old-2"], ["plain", "old-1"], ["rejected", "old-4"], ["surrogate", "old-3"]]);
+    const typed = await oldDb.pool.query<{ message_id: string; masked_ip: string | null; masked_device_id: string | null }>(
+      "SELECT message_id, masked_ip, masked_device_id FROM masq.quarantine ORDER BY message_id",
+    );
+    for (const r of typed.rows) assert.deepEqual([r.masked_ip, r.masked_device_id], r.message_id === "not-json" ? [null, null] : [ip, dev], r.message_id);
+    // The record it could not attribute is reported, once.
+    assert.ok(lines.some((l) => /name no user/.test(l) && /"records":1/.test(l)), lines.join("\n"));
+    // No SQL function parses the copy any more; ingestion writes the columns.
+    const fns = await oldDb.pool.query("SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'masq' AND p.proname IN ('redacted_user_id', 'redacted_pseudonym')");
+    assert.equal(fns.rowCount, 0);
+    await oldDb.pool.query("UPDATE masq.quarantine SET user_id = 'x' WHERE message_id = 'not-json'");
+  } finally {
+    await oldDb.close();
+    await old.close();
+  }
 });

@@ -1,3 +1,4 @@
+import { factsOfJson } from "../../src/mask/quarantine-facts.ts";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
@@ -146,9 +147,16 @@ describe("key rotation", () => {
     assert.deepEqual(new Set(vault.map((v) => `${v.kind} ${v.value}`)), want);
 
     // Kept bodies: redacted as ingestion would now; the db_rejected row carries the new pseudonyms.
-    const q = await fx.db.pool.query<{ message_id: string; reason: string; body: string; body_data_key_id: string | null; body_nonce: Buffer | null; body_ciphertext: Buffer | null }>(
-      "SELECT message_id, reason, body, body_data_key_id, body_nonce, body_ciphertext FROM masq.quarantine WHERE body IS NOT NULL",
-    );
+    const q = await fx.db.pool.query<{
+      message_id: string;
+      reason: string;
+      body: string;
+      body_data_key_id: string | null;
+      body_nonce: Buffer | null;
+      body_ciphertext: Buffer | null;
+      masked_ip: string | null;
+      masked_device_id: string | null;
+    }>("SELECT message_id, reason, body, body_data_key_id, body_nonce, body_ciphertext, masked_ip, masked_device_id FROM masq.quarantine WHERE body IS NOT NULL");
     const keys = await loadDataKeys(fx.db.pool, provider(), q.rows.flatMap((r) => (r.body_data_key_id ? [r.body_data_key_id] : [])));
     let redacted = 0;
     for (const r of q.rows) {
@@ -156,10 +164,14 @@ describe("key rotation", () => {
         const row = JSON.parse(r.body) as { userId: string; maskedIp: string; maskedDeviceId: string };
         assert.equal(row.maskedIp, p.pseudonymize("ip", orig.get(row.userId)!.ip));
         assert.equal(row.maskedDeviceId, p.pseudonymize("device_id", orig.get(row.userId)!.deviceId));
+        // The record's typed pseudonyms (migration 011) are rewritten with its copy.
+        assert.deepEqual([r.masked_ip, r.masked_device_id], [row.maskedIp, row.maskedDeviceId]);
         continue;
       }
       const original = open(keys.get(r.body_data_key_id!)!, { nonce: r.body_nonce!, ciphertext: r.body_ciphertext! }, quarantineBodyAad(r.message_id)).toString("utf8");
       assert.equal(r.body, JSON.stringify(redactBody(JSON.parse(original), p)));
+      const facts = factsOfJson(JSON.parse(original), p);
+      assert.deepEqual([r.masked_ip, r.masked_device_id], [facts.maskedIp, facts.maskedDeviceId]);
       if (r.body.includes("hmac:")) redacted++;
     }
     assert.ok(redacted > 0, "some kept bodies hold pseudonyms");
@@ -446,6 +458,23 @@ describe("key rotation", () => {
       assert.equal((await fx.db.pool.query("SELECT 1 FROM masq.pseudonym_rotation")).rowCount, 0);
     } finally {
       await fx.db.pool.query("DROP TABLE public.user_logins_by_month");
+    }
+  });
+
+  test("a rotation does not start while another registered table holds rows: the vault is shared (issue 17)", async () => {
+    await fx.db.pool.query("CREATE TABLE public.logins_eu (LIKE public.user_logins)");
+    await fx.db.pool.query("INSERT INTO masq.target_tables (relation) VALUES ('public.logins_eu')");
+    try {
+      await fx.db.pool.query("INSERT INTO public.logins_eu (user_id, masked_ip, masked_device_id, create_date) VALUES ('eu', repeat('a', 64), repeat('b', 64), current_date)");
+      const before = await fx.db.pool.query("SELECT version, state FROM masq.pseudonym_keys ORDER BY version");
+      await assert.rejects(
+        rotatePseudonymKey(options()),
+        (err: Error) => err instanceof ConfigError && err.setting === "--table" && /public\.logins_eu also holds rows .*nothing was started/.test(err.message),
+      );
+      assert.deepEqual((await fx.db.pool.query("SELECT version, state FROM masq.pseudonym_keys ORDER BY version")).rows, before.rows);
+    } finally {
+      await fx.db.pool.query("DELETE FROM masq.target_tables WHERE relation = 'public.logins_eu'::regclass");
+      await fx.db.pool.query("DROP TABLE public.logins_eu");
     }
   });
 

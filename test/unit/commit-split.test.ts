@@ -1,3 +1,4 @@
+import { NO_FACTS } from "../../src/mask/quarantine-facts.ts";
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import fc from "fast-check";
@@ -20,6 +21,7 @@ function quarantined(id: string, ciphertextBytes: number): Outcome {
     redactedBody: "{}",
     originalBody: null,
     sealedBody: { dataKeyId: "k", nonce: Buffer.alloc(12), ciphertext: Buffer.alloc(ciphertextBytes) },
+    facts: NO_FACTS,
   };
 }
 

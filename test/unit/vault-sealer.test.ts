@@ -61,3 +61,11 @@ test("a batch that did not commit, or committed nothing, teaches nothing", async
   s.committed(a, undefined);
   assert.equal((await s.seal(rows(["1"]), 1)).vault.length, 2);
 });
+
+test("a batch that did not write all its vault rows (some messages were duplicates) teaches nothing (issue 17)", async () => {
+  const s = new VaultSealer(dataKeys);
+  const a = await s.seal(rows(["1", "2"]), 1);
+  s.committed(a, { min: 0, max: 0, partial: true });
+  const b = await s.seal(rows(["1", "2"]), 1);
+  assert.equal(b.vault.length, 4, "its values are sealed again, so a new message brings them in");
+});

@@ -6,10 +6,12 @@ import { ConfigError, describeError, errorLine, exitCodeFor } from "../errors.ts
 import { createProgress } from "../progress/progress.ts";
 import { withRotationLock } from "../rotation/rotation-lock.ts";
 import { createDb } from "../sink/db.ts";
+import { endedLine } from "../sink/lock-watch.ts";
 import { fromPostgres } from "../sink/pg-errors.ts";
 import { waitForPostgres } from "../sink/wait-for-postgres.ts";
 import { eraseSubject, previewErasure, type ErasureCounts } from "../sink/erase-subject.ts";
 import { createKeyProvider } from "../vault/key-provider-from-config.ts";
+import { DELETER_WAITS } from "../vault/vault-deletion.ts";
 import { readReason } from "./unmask.ts";
 
 /**
@@ -56,7 +58,7 @@ export async function subjectEraseCommand(flags: Record<string, unknown>): Promi
         const r = await eraseSubject(db.pool, key, { table, userId, fingerprint, vaultOnly, reason, client }, (b) => {
           const size = vaultOnly ? b.vault + b.originals : b.rows + b.quarantine;
           bar?.committed({ size, seconds: 0, written: 0, duplicates: 0, quarantinedByReason: {}, lagSeconds: [] });
-        });
+        }, undefined, (b) => process.stderr.write(`masq: ${endedLine(b, DELETER_WAITS)}\n`));
         bar?.stop({ complete: true });
         const nothing = r.rows + r.quarantine + r.originals + r.vault === 0;
         process.stdout.write(

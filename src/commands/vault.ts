@@ -28,7 +28,7 @@ export async function vaultPruneCommand(flags: Record<string, unknown>): Promise
   if (batchSize > 10_000) throw new ConfigError("--batch-size", `must be at most 10000 (got ${batchSize})`);
   const provider: KeyProvider | undefined = dryRun ? undefined : createKeyProvider(readKeyConfig(process.env));
   const connectTimeoutMs = readConnectTimeoutMs(process.env);
-  const db = createDb({ databaseUrl: readDatabaseUrl(flags, process.env), setting: databaseSetting(flags, process.env), connectTimeoutMs, poolSize: 2 });
+  const db = createDb({ databaseUrl: readDatabaseUrl(flags, process.env), setting: databaseSetting(flags, process.env), connectTimeoutMs, poolSize: 3 });
   const abort = new AbortController();
   const signals = onShutdownSignals({
     first: (signal) => {

@@ -7,7 +7,7 @@ import type { KeyProvider } from "../vault/key-provider.ts";
 import { pruneVault, type PruneCursor } from "./prune-vault.ts";
 
 export interface PeriodicPruneOptions {
-  /** A pool of its own (two connections): the advisory lock is held on one for a whole run, never on ingestion's. */
+  /** A pool of its own (three connections): the advisory lock is held on one for a whole run, never on ingestion's; one watches the deleter's lock waits (lock-watch.ts). */
   pool: pg.Pool;
   provider: KeyProvider;
   table: TableName;

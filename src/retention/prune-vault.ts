@@ -6,7 +6,8 @@ import { classifyPgError } from "../sink/pg-errors.ts";
 import { qualified, type TableName } from "../sink/table-name.ts";
 import { inTransaction } from "../sink/transaction.ts";
 import type { KeyProvider } from "../vault/key-provider.ts";
-import { retryEpochLock } from "../vault/vault-deletion.ts";
+import { withLockWatch } from "../sink/lock-watch.ts";
+import { DELETER_WAITS, retryEpochLock } from "../vault/vault-deletion.ts";
 
 /** Where the vault pass goes on from: the last primary key (kind, pseudonym) a batch looked at. */
 export interface PruneCursor {
@@ -129,7 +130,7 @@ async function pruneVaultBatch(
   return retryEpochLock(
     () =>
       inTransaction(pool, async (c) => {
-        const b = (await run(() => query(c))).rows[0]!;
+        const b = (await withLockWatch(pool, c, { what: DELETER_WAITS }, () => run(() => query(c)))).rows[0]!;
         if (b.seq !== null) await sealAudit(c, audit.key, b.seq);
         return b;
       }),

@@ -14,6 +14,7 @@ import { assertRewritable, rewriteTable } from "./rewrite-table.ts";
 import { withRotationLock } from "./rotation-lock.ts";
 import { readRotationState, setRotationPhase, type RotationPhase, type RotationState } from "./rotation-state.ts";
 import { switchPseudonymKey } from "./switch-pseudonym-key.ts";
+import type { Blocker } from "../sink/lock-watch.ts";
 
 export interface RotatePseudonymKeyOptions {
   pool: pg.Pool;
@@ -27,6 +28,8 @@ export interface RotatePseudonymKeyOptions {
   signal?: AbortSignal | undefined;
   /** The switch has committed (or was found done): from now on ingestion writes under the new key. */
   onSwitched?: ((state: RotationState, switched: boolean) => void) | undefined;
+  /** The switch ended a session of a masq role that held the active key up (SECURITY.md, "Waits"). */
+  onBlockerEnded?: ((b: Blocker) => void) | undefined;
   onPhase?: ((phase: RotationPhase) => void) | undefined;
   onBatch?: ((phase: RotationPhase, done: number, total: number) => void) | undefined;
 }
@@ -63,7 +66,7 @@ export async function rotatePseudonymKey(opts: RotatePseudonymKeyOptions): Promi
       throw new ConfigError("--table", `the rotation in progress rewrites ${inProgress.targetTable}, not ${tableText}; resume it with that table`);
     }
     await assertRewritable(pool, opts.table);
-    const { state, switched } = await switchPseudonymKey(pool, provider, tableText, opts.signal);
+    const { state, switched } = await switchPseudonymKey(pool, provider, tableText, opts.signal, opts.onBlockerEnded);
     opts.onSwitched?.(state, switched);
 
     if (switched) await recordRotation(pool, provider, "rotate-pseudonym-key", { event: "switched", fromVersion: state.fromVersion, toVersion: state.toVersion, table: tableText });

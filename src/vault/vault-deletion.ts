@@ -1,5 +1,6 @@
 import type pg from "pg";
 import { TransientError } from "../errors.ts";
+import { withLockWatch, type Blocker } from "../sink/lock-watch.ts";
 import { classifyPgError } from "../sink/pg-errors.ts";
 
 /**
@@ -20,19 +21,38 @@ export async function deleteInBatches<R extends { done: boolean }>(
   statement: { text: string; values: unknown[] },
   onBatch: (row: R) => void,
   signal?: AbortSignal,
+  onBlockerEnded?: (b: Blocker) => void,
 ): Promise<void> {
   for (;;) {
     signal?.throwIfAborted();
-    const row = await retryEpochLock(async () => {
-      try {
-        return (await pool.query<R>(statement.text, statement.values)).rows[0];
-      } catch (err) {
-        throw classifyPgError(err);
-      }
-    }, signal);
+    const row = await retryEpochLock(() => watchedQuery<R>(pool, statement, onBlockerEnded), signal);
     if (row === undefined) return;
     onBatch(row);
     if (row.done) return;
+  }
+}
+
+/** What a deleting statement waits for: the vault epoch first, then the rows it deletes. */
+export const DELETER_WAITS = "the vault epoch or a record being deleted";
+
+/** One deleting statement on a connection of its own, whose lock waits are watched (sink/lock-watch.ts). */
+async function watchedQuery<R extends pg.QueryResultRow>(pool: pg.Pool, statement: { text: string; values: unknown[] }, onEnded?: (b: Blocker) => void): Promise<R | undefined> {
+  let client: pg.PoolClient;
+  try {
+    client = await pool.connect();
+  } catch (err) {
+    throw classifyPgError(err);
+  }
+  try {
+    return await withLockWatch(pool, client, { what: DELETER_WAITS, onEnded }, async () => {
+      try {
+        return (await client.query<R>(statement.text, statement.values)).rows[0];
+      } catch (err) {
+        throw classifyPgError(err);
+      }
+    });
+  } finally {
+    client.release();
   }
 }
 
@@ -56,6 +76,8 @@ export async function retryEpochLock<T>(fn: () => Promise<T>, signal?: AbortSign
     } catch (err) {
       if (!(err instanceof TransientError) || err.cause_ !== LOCK_TIMEOUT) throw err;
       if (attempt >= retry.attempts) {
+        // Already told as who holds the lock (lock-watch.ts): that says more than the epoch's name.
+        if (err.help.what?.includes(" is held by ")) throw err;
         throw new TransientError(err.message, LOCK_TIMEOUT, {
           what: "the vault epoch stayed locked",
           object: "masq.vault_epoch",

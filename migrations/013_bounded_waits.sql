@@ -1,0 +1,105 @@
+-- Bounded waits that no role can lift (SECURITY.md, "Waits"). Plain ASCII on purpose (see 005).
+--
+-- The hazard: ingestion, a rotation's switch and a deleter (erase, prune) take turns on two locks (the active
+-- pseudonym key's row, migration 003; the vault epoch, migration 009), and on the rows a deleter deletes. Any login
+-- holding masq_ingest may take the first two in a transaction of its own and keep it open; masq_unmask may lock
+-- quarantine rows (FOR UPDATE: it may update replayed_at); masq_erase may call a deleting function in a transaction it
+-- leaves open. idle_in_transaction_session_timeout (deploy/sql/login-roles.sql) does not end such a session: the
+-- session sets it to 0 itself. The waiters gave up after 30 s (a rotation) or 3 minutes (a deleter), and a deleter
+-- waiting on a row lock held the epoch, and with it all ingestion, for the whole statement_timeout.
+--
+-- The cure, in two parts:
+--   1. A deleter waits at most 2 s for ANY lock once it holds the epoch, not only for the epoch: the timeout is set
+--      for the rest of the deleting transaction (set_config(..., true), which outlives this function, unlike a SET
+--      clause), so a row lock held by another session makes the deleter roll back and release the epoch within 2 s.
+--   2. A waiter that has waited for a lock for 1 s may have the sessions that block it ended
+--      (masq.end_lock_blockers): only backends of logins that hold masq_ingest, masq_unmask or masq_erase, never a
+--      superuser's, the schema owner's or a member of it, never the caller's own. What was ended rolls back: an
+--      ingest batch is redelivered and deduplicated by the ledger (exactly once, as after any lost connection).
+--      Only a session of the caller's own login may be waited for, and only the server decides how long it waited
+--      (pg_locks.waitstart), so a caller cannot end a session that holds it up for less.
+--
+-- Ending a backend of another role needs the privileges of pg_signal_backend (a non-superuser owner gets it from
+-- deploy/sql/login-roles.sql); without them the function ends nothing and says so, and the waiter's error names the
+-- session and its login.
+
+CREATE OR REPLACE FUNCTION masq.advance_vault_epoch() RETURNS bigint
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    e bigint;
+BEGIN
+    -- For the rest of this transaction: every lock the deleter waits for while it holds the epoch, 2 s at most.
+    PERFORM set_config('lock_timeout', '2s', true);
+    LOCK TABLE masq.vault_epoch IN EXCLUSIVE MODE;
+    UPDATE masq.vault_epoch SET epoch = epoch + 1 RETURNING epoch INTO e;
+    RETURN e;
+END $$;
+-- CREATE OR REPLACE keeps the old SET clause's absence only if stated: drop 009's lock_timeout (restored at exit).
+ALTER FUNCTION masq.advance_vault_epoch() RESET lock_timeout;
+REVOKE ALL ON FUNCTION masq.advance_vault_epoch() FROM PUBLIC;
+
+-- The sessions that hold up session p_waiter's lock wait, once it has waited 1 s, each with what it holds and
+-- whether it was ended. p_waiter must be a session of the caller's login (session_user), waiting for a lock.
+--   lock     what the waiter waits for ("relation masq.vault_epoch", "a row of masq.quarantine", ...)
+--   outcome  'ended', or why not: 'superuser', 'schema owner', 'not a masq role', 'not permitted (pg_signal_backend)'
+CREATE FUNCTION masq.end_lock_blockers(p_waiter integer)
+    RETURNS TABLE (pid integer, login text, lock text, waited_ms bigint, outcome text)
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    min_wait CONSTANT interval := interval '1 second';
+    owner oid;
+    w record;
+    b record;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = p_waiter AND a.usename = session_user AND a.pid <> pg_backend_pid()) THEN
+        RAISE EXCEPTION 'session % is not another session of this login', p_waiter USING ERRCODE = '42501';
+    END IF;
+    SELECT l.locktype, l.relation, l.waitstart INTO w FROM pg_locks l WHERE l.pid = p_waiter AND NOT l.granted LIMIT 1;
+    IF NOT FOUND OR w.waitstart IS NULL THEN
+        RETURN;
+    END IF;
+    waited_ms := (extract(epoch FROM clock_timestamp() - w.waitstart) * 1000)::bigint;
+    -- A row lock is waited for as the holder's transaction id; the row's table is that of the tuple lock the waiter holds.
+    lock := CASE
+        WHEN w.relation IS NOT NULL THEN w.locktype || ' ' || w.relation::regclass::text
+        WHEN w.locktype IN ('transactionid', 'virtualxid') THEN coalesce(
+            (SELECT 'a row of ' || t.relation::regclass::text FROM pg_locks t WHERE t.pid = p_waiter AND t.locktype = 'tuple' AND t.granted LIMIT 1),
+            'a transaction')
+        ELSE w.locktype END;
+    SELECT n.nspowner INTO owner FROM pg_namespace n WHERE n.nspname = 'masq';
+    FOR b IN
+        SELECT x.pid AS bpid, a.usename::text AS busename, r.oid AS roid, r.rolsuper AS super
+        FROM unnest(pg_blocking_pids(p_waiter)) AS x(pid)
+        LEFT JOIN pg_stat_activity a ON a.pid = x.pid
+        LEFT JOIN pg_roles r ON r.oid = a.usesysid
+    LOOP
+        pid := b.bpid;
+        login := b.busename;
+        IF b.roid IS NULL THEN
+            outcome := 'not a login session';
+        ELSIF b.super THEN
+            outcome := 'superuser';
+        ELSIF pg_has_role(b.roid, owner, 'MEMBER') THEN
+            outcome := 'schema owner';
+        ELSIF NOT (pg_has_role(b.roid, 'masq_ingest', 'MEMBER') OR pg_has_role(b.roid, 'masq_unmask', 'MEMBER')
+                   OR pg_has_role(b.roid, 'masq_erase', 'MEMBER')) THEN
+            outcome := 'not a masq role';
+        ELSIF b.bpid = pg_backend_pid() THEN
+            outcome := 'the caller';
+        ELSIF waited_ms < extract(epoch FROM min_wait) * 1000 THEN
+            outcome := 'waited less than ' || min_wait::text;
+        ELSE
+            BEGIN
+                -- Waits (up to 2 s) for the backend to exit, so its locks are gone when this returns.
+                outcome := CASE WHEN pg_terminate_backend(b.bpid, 2000) THEN 'ended' ELSE 'gone' END;
+            EXCEPTION WHEN insufficient_privilege THEN
+                outcome := 'not permitted (pg_signal_backend)';
+            END;
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+END $$;
+REVOKE ALL ON FUNCTION masq.end_lock_blockers(integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION masq.end_lock_blockers(integer) TO masq_erase;

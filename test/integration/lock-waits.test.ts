@@ -99,7 +99,7 @@ describe("bounded waits: no masq role can stall a rotation, an erasure or ingest
     await fx.db.pool.query(`DROP ROLE IF EXISTS ${eraser.name}`).catch(() => undefined);
   });
 
-  test("finding 5: an ingest login holding the pseudonym key and the vault epoch open does not stop a rotation", async () => {
+  test("finding 5: an ingest login holding the pseudonym key and the vault epoch open does not stop a rotation", async (t) => {
     await fx.reset();
     await ingest(Array.from({ length: 20 }, (_, i) => login(`r-${i}`, `198.18.5.${i}`, `dev-r-${i}`)));
     const version = await activeVersion();
@@ -111,6 +111,7 @@ describe("bounded waits: no masq role can stall a rotation, an erasure or ingest
     try {
       // Before the fix: "Postgres is not available (DATABASE_URL …): canceling statement due to lock timeout" after 32 s.
       const rot = await within(runMasq(["rotate", "pseudonym-key"], env(fx.pgdb.url, { MASQ_LOG_LEVEL: "warn" })), 90_000);
+      t.diagnostic(`rotation: exit ${rot.code} after ${rot.ms} ms`);
       assert.equal(rot.code, 0, rot.stdout + rot.stderr);
       assert.ok(rot.ms < BOUND_MS, `the rotation waited ${rot.ms} ms`);
       assert.match(rot.stdout + rot.stderr, new RegExp(`ended session ${held.pid} of login ${roles.names.service}`));
@@ -122,7 +123,7 @@ describe("bounded waits: no masq role can stall a rotation, an erasure or ingest
     }
   });
 
-  test("finding 5: an ingest login holding the vault epoch open does not stop an erasure", async () => {
+  test("finding 5: an ingest login holding the vault epoch open does not stop an erasure", async (t) => {
     await fx.reset();
     await ingest([login("e5", "198.18.5.101", "dev-e5"), refused("e5", "198.18.5.102", "dev-e5-q"), login("keep", "198.18.5.103", "dev-keep")]);
     const held = await hold(roles.url.service, [
@@ -133,6 +134,7 @@ describe("bounded waits: no masq role can stall a rotation, an erasure or ingest
     try {
       // Before the fix: "the vault epoch stayed locked" after 182 s.
       const erase = await within(runMasq(["subject", "erase", "--user-id", "e5", "--reason", "erasure request DSR-L5"], env(eraser.url, { MASQ_LOG_LEVEL: "warn" })), 90_000);
+      t.diagnostic(`erasure: exit ${erase.code} after ${erase.ms} ms`);
       assert.equal(erase.code, 0, erase.stdout + erase.stderr);
       assert.ok(erase.ms < BOUND_MS, `the erasure waited ${erase.ms} ms`);
       assert.match(erase.stdout + erase.stderr, new RegExp(`ended session ${held.pid} of login ${roles.names.service}`));
@@ -146,7 +148,7 @@ describe("bounded waits: no masq role can stall a rotation, an erasure or ingest
     }
   });
 
-  test("finding 7: an unmask login's row lock on the quarantine neither stalls ingestion nor stops an erasure; ingestion stays exactly-once", async () => {
+  test("finding 7: an unmask login's row lock on the quarantine neither stalls ingestion nor stops an erasure; ingestion stays exactly-once", async (t) => {
     await fx.reset();
     await ingest([
       ...Array.from({ length: 5 }, (_, i) => login("p3", `198.18.7.${i}`, `dev-p3-${i}`)),
@@ -185,6 +187,7 @@ describe("bounded waits: no masq role can stall a rotation, an erasure or ingest
       });
       // Before the fix: "canceling statement due to statement timeout" after 61 s, ingestion stalled all along.
       const erase = await within(runMasq(["subject", "erase", "--user-id", "p3", "--reason", "erasure request DSR-L7"], env(eraser.url, { MASQ_LOG_LEVEL: "warn" })), 90_000);
+      t.diagnostic(`erasure: exit ${erase.code} after ${erase.ms} ms: ${erase.stderr.trim()}`);
       assert.equal(erase.code, 0, erase.stdout + erase.stderr);
       assert.ok(erase.ms < BOUND_MS, `the erasure waited ${erase.ms} ms`);
       assert.match(erase.stdout + erase.stderr, new RegExp(`ended session ${held.pid} of login ${roles.names.person}`));
@@ -196,6 +199,7 @@ describe("bounded waits: no masq role can stall a rotation, an erasure or ingest
       run.child.kill("SIGKILL");
       await held.close();
     }
+    t.diagnostic(`longest time the ledger did not grow during the drain: ${longestStallMs} ms`);
     assert.ok(longestStallMs < 20_000, `ingestion stalled for ${longestStallMs} ms`);
     // Exactly once: the ledger holds every message sent, each row once, and every row's values are in the vault.
     const expected = expectedCounts(events);

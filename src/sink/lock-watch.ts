@@ -78,17 +78,28 @@ export function explainLockTimeout(err: unknown, what: string, blockers: Blocker
   if (!(err instanceof TransientError) || !TIMED_OUT.has(err.cause_)) return err;
   const held = blockers.filter((b) => b.outcome !== "ended");
   if (held.length === 0) return err;
-  const who = held.map((b) => `session ${b.pid} of login ${b.login ?? "(unknown)"} (${b.outcome})`).join(", ");
+  const who = held.map((b) => `session ${b.pid} of login ${b.login ?? "(unknown)"}`).join(", ");
   const first = held[0]!;
   return new TransientError(`${what} is held by ${who}: ${err.message}`, err.cause_, {
     what: `${what} is held by ${who}`,
     object: first.lock,
-    hint:
-      first.outcome === "not permitted (pg_signal_backend)"
-        ? "masq may not end it: GRANT pg_signal_backend to the schema owner (deploy/sql/login-roles.sql), or end it yourself " +
-          `(SELECT pg_terminate_backend(${first.pid})), and run this again`
-        : `masq does not end such a session: end it (SELECT pg_terminate_backend(${first.pid})) or let it finish, and run this again`,
+    hint: `${whyNotEnded(first.outcome)}: end it (SELECT pg_terminate_backend(${first.pid})) or let it finish, and run this again`,
   });
+}
+
+function whyNotEnded(outcome: string): string {
+  switch (outcome) {
+    case "not permitted (pg_signal_backend)":
+      return "masq may not end it: the schema owner lacks pg_signal_backend (GRANT it, deploy/sql/login-roles.sql)";
+    case "superuser":
+      return "masq never ends a superuser's session";
+    case "schema owner":
+      return "masq never ends the schema owner's session";
+    case "not a masq role":
+      return "it is not a login of a masq role, which masq never ends";
+    default:
+      return `masq did not end it (${outcome})`;
+  }
 }
 
 /** The line a command prints when it ended a session: what a person needs to find it in the server's log. */

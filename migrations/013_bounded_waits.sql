@@ -18,6 +18,9 @@
 --      ingest batch is redelivered and deduplicated by the ledger (exactly once, as after any lost connection).
 --      Only a session of the caller's own login may be waited for, and only the server decides how long it waited
 --      (pg_locks.waitstart), so a caller cannot end a session that holds it up for less.
+--   3. Ingestion waits for the epoch in turns of 1 s; after 10 s of turns it ends the masq role's sessions that hold
+--      the epoch against it (a deleting transaction left open: masq's own hold it for one statement, 2 s of waiting
+--      at most, so no turn of 10 s can pass while only they hold it). After 60 s it fails and is retried, as before.
 --
 -- Ending a backend of another role needs the privileges of pg_signal_backend (a non-superuser owner gets it from
 -- deploy/sql/login-roles.sql); without them the function ends nothing and says so, and the waiter's error names the
@@ -39,6 +42,81 @@ END $$;
 ALTER FUNCTION masq.advance_vault_epoch() RESET lock_timeout;
 REVOKE ALL ON FUNCTION masq.advance_vault_epoch() FROM PUBLIC;
 
+-- Ends session p_pid if it belongs to a login of a masq role, and says what became of it: 'ended', or why not.
+-- Never a superuser's, the schema owner's (or a member of the owner's) or the caller's own session. Owner only: the
+-- callers below decide when a session may be ended.
+CREATE FUNCTION masq.end_masq_session(p_pid integer) RETURNS text
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    r record;
+    owner oid;
+BEGIN
+    SELECT a.usename::text AS login, ro.oid, ro.rolsuper INTO r
+    FROM pg_stat_activity a LEFT JOIN pg_roles ro ON ro.oid = a.usesysid WHERE a.pid = p_pid;
+    SELECT n.nspowner INTO owner FROM pg_namespace n WHERE n.nspname = 'masq';
+    IF r.oid IS NULL THEN
+        RETURN 'not a login session';
+    ELSIF r.rolsuper THEN
+        RETURN 'superuser';
+    ELSIF pg_has_role(r.oid, owner, 'MEMBER') THEN
+        RETURN 'schema owner';
+    ELSIF NOT (pg_has_role(r.oid, 'masq_ingest', 'MEMBER') OR pg_has_role(r.oid, 'masq_unmask', 'MEMBER')
+               OR pg_has_role(r.oid, 'masq_erase', 'MEMBER')) THEN
+        RETURN 'not a masq role';
+    ELSIF p_pid = pg_backend_pid() THEN
+        RETURN 'the caller';
+    END IF;
+    BEGIN
+        -- Waits (up to 2 s) for the backend to exit, so its locks are gone when this returns.
+        IF NOT pg_terminate_backend(p_pid, 2000) THEN
+            RETURN 'gone';
+        END IF;
+    EXCEPTION WHEN insufficient_privilege THEN
+        RETURN 'not permitted (pg_signal_backend)';
+    END;
+    -- In the server's log too: who was ended, for whom.
+    RAISE WARNING 'masq ended session % of login %, which held a lock that login % waited for', p_pid, r.login, session_user;
+    RETURN 'ended';
+END $$;
+REVOKE ALL ON FUNCTION masq.end_masq_session(integer) FROM PUBLIC;
+
+-- Ingestion's share lock on the epoch (migration 009), taken in turns of 1 s. Past 10 s of turns, whatever holds the
+-- epoch against it is a transaction left open, not a deleter's batch: the sessions of masq roles among the holders
+-- are ended. Past 60 s it fails (lock_not_available) and the batch is retried, as before.
+CREATE OR REPLACE FUNCTION masq.lock_vault_epoch() RETURNS bigint
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET lock_timeout = '1s'
+    AS $$
+DECLARE
+    e bigint;
+    started timestamptz := clock_timestamp();
+    h integer;
+BEGIN
+    LOOP
+        BEGIN
+            LOCK TABLE masq.vault_epoch IN ROW SHARE MODE;
+            EXIT;
+        EXCEPTION WHEN lock_not_available THEN
+            IF clock_timestamp() - started >= interval '60 seconds' THEN
+                RAISE;
+            END IF;
+            IF clock_timestamp() - started >= interval '10 seconds' THEN
+                -- ROW SHARE conflicts with EXCLUSIVE and ACCESS EXCLUSIVE only.
+                FOR h IN SELECT DISTINCT l.pid FROM pg_locks l
+                         WHERE l.locktype = 'relation' AND l.relation = 'masq.vault_epoch'::regclass AND l.granted
+                           AND l.mode IN ('ExclusiveLock', 'AccessExclusiveLock') AND l.pid <> pg_backend_pid()
+                LOOP
+                    PERFORM masq.end_masq_session(h);
+                END LOOP;
+            END IF;
+        END;
+    END LOOP;
+    SELECT epoch INTO e FROM masq.vault_epoch;
+    RETURN e;
+END $$;
+REVOKE ALL ON FUNCTION masq.lock_vault_epoch() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION masq.lock_vault_epoch() TO masq_ingest;
+
 -- The sessions that hold up session p_waiter's lock wait, once it has waited 1 s, each with what it holds and
 -- whether it was ended. p_waiter must be a session of the caller's login (session_user), waiting for a lock.
 --   lock     what the waiter waits for ("relation masq.vault_epoch", "a row of masq.quarantine", ...)
@@ -49,7 +127,6 @@ CREATE FUNCTION masq.end_lock_blockers(p_waiter integer)
     AS $$
 DECLARE
     min_wait CONSTANT interval := interval '1 second';
-    owner oid;
     w record;
     b record;
 BEGIN
@@ -68,35 +145,15 @@ BEGIN
             (SELECT 'a row of ' || t.relation::regclass::text FROM pg_locks t WHERE t.pid = p_waiter AND t.locktype = 'tuple' AND t.granted LIMIT 1),
             'a transaction')
         ELSE w.locktype END;
-    SELECT n.nspowner INTO owner FROM pg_namespace n WHERE n.nspname = 'masq';
-    FOR b IN
-        SELECT x.pid AS bpid, a.usename::text AS busename, r.oid AS roid, r.rolsuper AS super
-        FROM unnest(pg_blocking_pids(p_waiter)) AS x(pid)
-        LEFT JOIN pg_stat_activity a ON a.pid = x.pid
-        LEFT JOIN pg_roles r ON r.oid = a.usesysid
+    FOR b IN SELECT x.pid AS bpid, a.usename::text AS busename
+             FROM unnest(pg_blocking_pids(p_waiter)) AS x(pid) LEFT JOIN pg_stat_activity a ON a.pid = x.pid
     LOOP
         pid := b.bpid;
         login := b.busename;
-        IF b.roid IS NULL THEN
-            outcome := 'not a login session';
-        ELSIF b.super THEN
-            outcome := 'superuser';
-        ELSIF pg_has_role(b.roid, owner, 'MEMBER') THEN
-            outcome := 'schema owner';
-        ELSIF NOT (pg_has_role(b.roid, 'masq_ingest', 'MEMBER') OR pg_has_role(b.roid, 'masq_unmask', 'MEMBER')
-                   OR pg_has_role(b.roid, 'masq_erase', 'MEMBER')) THEN
-            outcome := 'not a masq role';
-        ELSIF b.bpid = pg_backend_pid() THEN
-            outcome := 'the caller';
-        ELSIF waited_ms < extract(epoch FROM min_wait) * 1000 THEN
+        IF waited_ms < extract(epoch FROM min_wait) * 1000 THEN
             outcome := 'waited less than ' || min_wait::text;
         ELSE
-            BEGIN
-                -- Waits (up to 2 s) for the backend to exit, so its locks are gone when this returns.
-                outcome := CASE WHEN pg_terminate_backend(b.bpid, 2000) THEN 'ended' ELSE 'gone' END;
-            EXCEPTION WHEN insufficient_privilege THEN
-                outcome := 'not permitted (pg_signal_backend)';
-            END;
+            outcome := masq.end_masq_session(b.bpid);
         END IF;
         RETURN NEXT;
     END LOOP;

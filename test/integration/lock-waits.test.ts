@@ -217,4 +217,66 @@ describe("bounded waits: no masq role can stall a rotation, an erasure or ingest
       p.close();
     }
   });
+  test("a session masq may not end (a superuser's) makes the rotation fail with one line naming it, not an outage", async (t) => {
+    await fx.reset();
+    const version = await activeVersion();
+    const held = await hold(fx.pgdb.url, ["BEGIN", `SELECT masq.lock_pseudonym_key(${version})`]);
+    const owner = (await fx.db.pool.query<{ u: string }>("SELECT current_user AS u")).rows[0]!.u;
+    try {
+      const rot = await within(runMasq(["rotate", "pseudonym-key"], env(fx.pgdb.url)), 90_000);
+      t.diagnostic(`rotation: exit ${rot.code} after ${rot.ms} ms: ${rot.stderr.trim()}`);
+      assert.equal(rot.code, 1, rot.stdout + rot.stderr);
+      assert.equal(
+        rot.stderr.trim(),
+        `masq: the active pseudonym key is held by session ${held.pid} of login ${owner} (a row of masq.pseudonym_keys): ` +
+          `masq never ends a superuser's session: end it (SELECT pg_terminate_backend(${held.pid})) or let it finish, and run this again`,
+      );
+      assert.equal(await held.alive(), true, "masq did not end it");
+      assert.equal(await activeVersion(), version, "nothing switched");
+    } finally {
+      await held.close();
+    }
+  });
+  test("an erase login's deleting transaction left open stalls ingestion about 10 s at most; ingest batches a rotation ends are redelivered exactly once", async (t) => {
+    await fx.reset();
+    await ingest([login("q1", "198.18.9.1", "dev-q1")]);
+    const seeded = await count("SELECT count(*) AS n FROM masq.ingest_ledger");
+    const auditVersion = await count("SELECT max(version) AS n FROM masq.audit_keys");
+    // A deleting call in a transaction of its own, never committed (so never sealed): it holds the epoch.
+    const held = await hold(eraser.url, [
+      "SET idle_in_transaction_session_timeout = 0",
+      "BEGIN",
+      `SELECT * FROM masq.erase_subject_batch(masq.audit_subject_erase('holding', '{}', 'v1:${"0".repeat(32)}', 'public.user_logins', 'q1', false, ${auditVersion}), 1)`,
+    ]);
+    const events = uniqueEvents(1500, 91, 0.05);
+    const queueUrl = fx.sqs.newQueue();
+    await sendBodies(fx.sqs.client, queueUrl, events.map((e) => e.body));
+    const runEnv = masqEnv({ queueUrl, sqsEndpoint: fx.sqs.endpoint, databaseUrl: roles.url.service, extra: { MASQ_LOG_LEVEL: "warn", MASQ_WAIT_TIME_SECONDS: "1" } });
+    delete runEnv.MASQ_PSEUDONYM_KEY;
+    const t0 = Date.now();
+    const run = spawnMasq(["run", "--drain"], runEnv);
+    try {
+      // Ingest batches now hold the pseudonym key while they wait for the epoch: the rotation's switch ends them.
+      await new Promise((r) => setTimeout(r, 2000));
+      const version = await activeVersion();
+      const rot = await within(runMasq(["rotate", "pseudonym-key"], env(fx.pgdb.url, { MASQ_LOG_LEVEL: "warn" })), 120_000);
+      t.diagnostic(`rotation: exit ${rot.code} after ${rot.ms} ms; ${rot.stderr.split("\n").filter((l) => l.includes("ended session")).length} session(s) ended`);
+      assert.equal(rot.code, 0, rot.stdout + rot.stderr);
+      assert.equal(await activeVersion(), version + 1);
+      const exited = await Promise.race([run.exited, new Promise<undefined>((r) => setTimeout(() => r(undefined), 120_000).unref())]);
+      t.diagnostic(`drain: exit ${exited?.code} after ${Date.now() - t0} ms`);
+      assert.ok(exited !== undefined, "the drain finished");
+      assert.equal(exited.code, 0, run.lines.join("\n"));
+      assert.equal(await held.alive(), false, "ingestion ended the session that held the epoch");
+    } finally {
+      run.child.kill("SIGKILL");
+      await held.close();
+    }
+    const expected = expectedCounts(events);
+    assert.equal(await count("SELECT count(*) AS n FROM masq.ingest_ledger"), seeded + events.length);
+    assert.equal(await count("SELECT count(*) AS n FROM public.user_logins WHERE user_id LIKE 'u-%'"), expected.valid);
+    assert.equal(await count("SELECT count(*) AS n FROM (SELECT user_id FROM public.user_logins WHERE user_id LIKE 'u-%' GROUP BY user_id HAVING count(*) > 1) d"), 0);
+    assert.equal(await orphanRows(), 0);
+    assert.equal(await count("SELECT count(*) AS n FROM public.user_logins WHERE user_id = 'q1'"), 1, "the erasure that was never committed deleted nothing");
+  });
 });

@@ -4,11 +4,14 @@ import { after, before, describe, test } from "node:test";
 import pg from "pg";
 import { sendBodies } from "../../src/demo/send-events.ts";
 import { createDb, type Db } from "../../src/sink/db.ts";
+import { loadMigrations, migrate } from "../../src/sink/migrate.ts";
+import { ensureTargetTable } from "../../src/sink/target-table.ts";
 import { LocalKeyProvider } from "../../src/vault/local-provider.ts";
 import { usePipelineFixture } from "../helpers/fixture.ts";
 import { createLoginRoles, type LoginRoles } from "../helpers/login-roles.ts";
+import { createTestDatabase } from "../helpers/postgres.ts";
 import { masqEnv, spawnMasq } from "../helpers/masq-process.ts";
-import { expectedCounts, makeRunner, TEST_MASTER_KEY, TEST_MASTER_KEY_HEX, testKeys, uniqueEvents, waitFor } from "../helpers/pipeline.ts";
+import { expectedCounts, makeRunner, TABLE, TEST_MASTER_KEY, TEST_MASTER_KEY_HEX, testKeys, uniqueEvents, waitFor } from "../helpers/pipeline.ts";
 import { runMasq, type MasqRun } from "../helpers/run-masq.ts";
 import { decryptVault } from "../helpers/vault-check.ts";
 
@@ -278,5 +281,42 @@ describe("bounded waits: no masq role can stall a rotation, an erasure or ingest
     assert.equal(await count("SELECT count(*) AS n FROM (SELECT user_id FROM public.user_logins WHERE user_id LIKE 'u-%' GROUP BY user_id HAVING count(*) > 1) d"), 0);
     assert.equal(await orphanRows(), 0);
     assert.equal(await count("SELECT count(*) AS n FROM public.user_logins WHERE user_id = 'q1'"), 1, "the erasure that was never committed deleted nothing");
+  });
+
+  test("a database populated at migration 010 upgrades in place: nothing lost, and its deleters' waits are bounded", async () => {
+    const pgdb = await createTestDatabase();
+    const db = createDb({ databaseUrl: pgdb.url });
+    try {
+      await migrate(db.pool, loadMigrations().filter((m) => m.version <= 10));
+      await ensureTargetTable(db.pool, TABLE);
+      await db.pool.query("INSERT INTO masq.target_tables (relation) VALUES ('public.user_logins'::regclass)");
+      const send = async (bodies: string[]) => {
+        const queueUrl = fx.sqs.newQueue();
+        await sendBodies(fx.sqs.client, queueUrl, bodies);
+        const r = await (await makeRunner({ db, sqs: fx.sqs.client, queueUrl })).run({ drain: true });
+        assert.equal(r.fatal, undefined);
+      };
+      await send([...Array.from({ length: 40 }, (_, i) => login(`old-${i}`, `198.18.10.${i}`, `dev-old-${i}`)), refused("old-q", "198.18.10.200", "dev-old-q")]);
+      const snapshot = async () =>
+        (
+          await db.pool.query<{ s: string }>(
+            `SELECT (SELECT count(*) FROM public.user_logins) || '/' || (SELECT count(*) FROM masq.ingest_ledger) || '/' ||
+                    (SELECT count(*) FROM masq.quarantine) || '/' || (SELECT count(*) FROM masq.vault) || '/' ||
+                    (SELECT epoch FROM masq.vault_epoch) AS s`,
+          )
+        ).rows[0]!.s;
+      const before = await snapshot();
+      const m = await migrate(db.pool);
+      assert.ok(m.applied.includes("013_bounded_waits"), m.applied.join(", "));
+      assert.equal(await snapshot(), before, "rows, ledger, quarantine, vault and epoch as they were");
+      const config = await db.pool.query<{ c: string[] | null }>("SELECT proconfig AS c FROM pg_proc WHERE oid = 'masq.advance_vault_epoch()'::regprocedure");
+      assert.ok(!(config.rows[0]!.c ?? []).some((c) => c.startsWith("lock_timeout")), "the deleter's timeout is set for its transaction, not restored at exit");
+      // Ingestion goes on through the new masq.lock_vault_epoch.
+      await send([login("new-1", "198.18.10.201", "dev-new-1")]);
+      assert.equal(Number((await db.pool.query<{ n: string }>("SELECT count(*) AS n FROM public.user_logins")).rows[0]!.n), 41);
+    } finally {
+      await db.close();
+      await pgdb.close();
+    }
   });
 });

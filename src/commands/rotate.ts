@@ -90,7 +90,7 @@ export async function rotatePseudonymKeyCommand(flags: Record<string, unknown>):
             ? `switched from pseudonym key version ${s.fromVersion} to ${s.toVersion}: ingestion writes under version ${s.toVersion} from now on\n`
             : `resuming the rotation from version ${s.fromVersion} to ${s.toVersion} (${s.phase} pass)\n`,
         ),
-      onBlockerEnded: (b) => process.stderr.write(`masq: ${endedLine(b, "the active pseudonym key")}\n`),
+      onBlockerEnded: (b, what) => process.stderr.write(`masq: ${endedLine(b, what)}\n`),
       onPhase: (phase) => report.phase(phase),
       onBatch: (_phase, done, total) => report.batch(done, total),
     });

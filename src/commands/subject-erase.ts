@@ -11,7 +11,6 @@ import { fromPostgres } from "../sink/pg-errors.ts";
 import { waitForPostgres } from "../sink/wait-for-postgres.ts";
 import { eraseSubject, previewErasure, type ErasureCounts } from "../sink/erase-subject.ts";
 import { createKeyProvider } from "../vault/key-provider-from-config.ts";
-import { DELETER_WAITS } from "../vault/vault-deletion.ts";
 import { readReason } from "./unmask.ts";
 
 /**
@@ -58,7 +57,7 @@ export async function subjectEraseCommand(flags: Record<string, unknown>): Promi
         const r = await eraseSubject(db.pool, key, { table, userId, fingerprint, vaultOnly, reason, client }, (b) => {
           const size = vaultOnly ? b.vault + b.originals : b.rows + b.quarantine;
           bar?.committed({ size, seconds: 0, written: 0, duplicates: 0, quarantinedByReason: {}, lagSeconds: [] });
-        }, undefined, (b) => process.stderr.write(`masq: ${endedLine(b, DELETER_WAITS)}\n`));
+        }, undefined, (b, what) => process.stderr.write(`masq: ${endedLine(b, what)}\n`));
         bar?.stop({ complete: true });
         const nothing = r.rows + r.quarantine + r.originals + r.vault === 0;
         process.stdout.write(

@@ -4,6 +4,7 @@ import type { PiiKind } from "../mask/pseudonymize.ts";
 import { IntegrityError, open } from "../vault/aead.ts";
 import { quarantineBodyAad } from "../vault/vault-aad.ts";
 import type { PassContext } from "./pass-context.ts";
+import { watchedQuery } from "../sink/lock-watch.ts";
 import { query } from "./query.ts";
 
 interface QuarantineRow {
@@ -70,8 +71,11 @@ export async function reredactQuarantine(ctx: PassContext): Promise<boolean> {
     if (rows.length === 0) return true;
     after = rows.at(-1)!.message_id;
     const { bodies, unmapped } = await newBodies(ctx, rows);
-    await query(
+    // A record another session locked (masq_unmask may: it marks records replayed) is waited for 1 s, then that
+    // session is ended (lock-watch.ts).
+    await watchedQuery(
       pool,
+      { what: "a quarantine record the rotation redacts again", onEnded: ctx.onBlockerEnded },
       `WITH updated AS (
          UPDATE masq.quarantine q SET body = i.body FROM unnest($2::text[], $3::text[]) AS i(message_id, body)
          WHERE q.message_id = i.message_id

@@ -28,8 +28,8 @@ export interface RotatePseudonymKeyOptions {
   signal?: AbortSignal | undefined;
   /** The switch has committed (or was found done): from now on ingestion writes under the new key. */
   onSwitched?: ((state: RotationState, switched: boolean) => void) | undefined;
-  /** The switch ended a session of a masq role that held the active key up (SECURITY.md, "Waits"). */
-  onBlockerEnded?: ((b: Blocker) => void) | undefined;
+  /** The switch or a pass ended a session of a masq role that held it up (SECURITY.md, "Waits"). */
+  onBlockerEnded?: ((b: Blocker, what: string) => void) | undefined;
   onPhase?: ((phase: RotationPhase) => void) | undefined;
   onBatch?: ((phase: RotationPhase, done: number, total: number) => void) | undefined;
 }
@@ -84,6 +84,7 @@ export async function rotatePseudonymKey(opts: RotatePseudonymKeyOptions): Promi
       batchSize: opts.batchSize,
       signal: opts.signal,
       onBatch: (done, total) => opts.onBatch?.(phase, done, total),
+      onBlockerEnded: opts.onBlockerEnded,
     });
     try {
       if (state.phase === "vault") {

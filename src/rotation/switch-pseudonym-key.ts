@@ -26,7 +26,7 @@ export async function switchPseudonymKey(
   provider: KeyProvider,
   targetTable: string,
   signal?: AbortSignal,
-  onBlockerEnded?: (b: Blocker) => void,
+  onBlockerEnded?: (b: Blocker, what: string) => void,
 ): Promise<{ state: RotationState; switched: boolean }> {
   const existing = await readRotationState(pool);
   if (existing !== undefined) return { state: existing, switched: false };

@@ -70,7 +70,7 @@ export async function eraseSubject(
   req: ErasureRequest,
   onBatch: (done: ErasureCounts) => void,
   signal?: AbortSignal,
-  onBlockerEnded?: (b: Blocker) => void,
+  onBlockerEnded?: (b: Blocker, what: string) => void,
 ): Promise<ErasureCounts & { startSeq: string; doneSeq: string }> {
   const startSeq = await inTransaction(pool, async (c) => {
     const seq = (

@@ -15,8 +15,8 @@ export interface Blocker {
 export interface LockWatch {
   /** What the statement waits for, in words ("the active pseudonym key"), for the error and the report. */
   what: string;
-  /** Told once about each session that was ended. */
-  onEnded?: ((b: Blocker) => void) | undefined;
+  /** Told once about each session that was ended, with `what`. */
+  onEnded?: ((b: Blocker, what: string) => void) | undefined;
 }
 
 /** The server ends nothing before the waiter waited 1 s (migration 013); asking earlier is wasted. */
@@ -44,7 +44,7 @@ export async function withLockWatch<T>(pool: pg.Pool, client: pg.PoolClient, wat
     try {
       const { rows } = await pool.query<Blocker>("SELECT pid, login, lock, outcome FROM masq.end_lock_blockers($1)", [waiter]);
       for (const b of rows) {
-        if (b.outcome === "ended" && seen.get(b.pid)?.outcome !== "ended") watch.onEnded?.(b);
+        if (b.outcome === "ended" && seen.get(b.pid)?.outcome !== "ended") watch.onEnded?.(b, watch.what);
         seen.set(b.pid, b);
       }
     } catch {
@@ -105,4 +105,19 @@ function whyNotEnded(outcome: string): string {
 /** The line a command prints when it ended a session: what a person needs to find it in the server's log. */
 export function endedLine(b: Blocker, what: string): string {
   return `ended session ${b.pid} of login ${b.login ?? "(unknown)"}, which held ${what} (${b.lock}) for more than 1 s; its transaction rolled back`;
+}
+
+/** One statement on a connection of its own whose lock waits are watched (withLockWatch); errors as masq's classes. */
+export async function watchedQuery<R extends pg.QueryResultRow>(pool: pg.Pool, watch: LockWatch, text: string, values: unknown[]): Promise<pg.QueryResult<R>> {
+  let client: pg.PoolClient;
+  try {
+    client = await pool.connect();
+  } catch (err) {
+    throw classifyPgError(err);
+  }
+  try {
+    return await withLockWatch(pool, client, watch, () => client.query<R>(text, values).catch((err: unknown) => Promise.reject(classifyPgError(err))));
+  } finally {
+    client.release();
+  }
 }

@@ -1,7 +1,6 @@
 import type pg from "pg";
 import { TransientError } from "../errors.ts";
-import { withLockWatch, type Blocker } from "../sink/lock-watch.ts";
-import { classifyPgError } from "../sink/pg-errors.ts";
+import { watchedQuery, type Blocker } from "../sink/lock-watch.ts";
 
 /**
  * How anything that deletes vault values (subject erasure, retention) stays exact while ingestion runs (migration
@@ -21,11 +20,14 @@ export async function deleteInBatches<R extends { done: boolean }>(
   statement: { text: string; values: unknown[] },
   onBatch: (row: R) => void,
   signal?: AbortSignal,
-  onBlockerEnded?: (b: Blocker) => void,
+  onBlockerEnded?: (b: Blocker, what: string) => void,
 ): Promise<void> {
   for (;;) {
     signal?.throwIfAborted();
-    const row = await retryEpochLock(() => watchedQuery<R>(pool, statement, onBlockerEnded), signal);
+    const row = await retryEpochLock(
+      async () => (await watchedQuery<R>(pool, { what: DELETER_WAITS, onEnded: onBlockerEnded }, statement.text, statement.values)).rows[0],
+      signal,
+    );
     if (row === undefined) return;
     onBatch(row);
     if (row.done) return;
@@ -34,27 +36,6 @@ export async function deleteInBatches<R extends { done: boolean }>(
 
 /** What a deleting statement waits for: the vault epoch first, then the rows it deletes. */
 export const DELETER_WAITS = "the vault epoch or a record being deleted";
-
-/** One deleting statement on a connection of its own, whose lock waits are watched (sink/lock-watch.ts). */
-async function watchedQuery<R extends pg.QueryResultRow>(pool: pg.Pool, statement: { text: string; values: unknown[] }, onEnded?: (b: Blocker) => void): Promise<R | undefined> {
-  let client: pg.PoolClient;
-  try {
-    client = await pool.connect();
-  } catch (err) {
-    throw classifyPgError(err);
-  }
-  try {
-    return await withLockWatch(pool, client, { what: DELETER_WAITS, onEnded }, async () => {
-      try {
-        return (await client.query<R>(statement.text, statement.values)).rows[0];
-      } catch (err) {
-        throw classifyPgError(err);
-      }
-    });
-  } finally {
-    client.release();
-  }
-}
 
 /** lock_not_available: the deleter's bounded wait for the vault epoch (migration 009, lock_timeout) ran out. */
 const LOCK_TIMEOUT = "pg_55P03";

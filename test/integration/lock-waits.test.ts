@@ -220,6 +220,24 @@ describe("bounded waits: no masq role can stall a rotation, an erasure or ingest
       p.close();
     }
   });
+  test("an unmask login's row lock on quarantine records does not stop a rotation's quarantine pass", async (t) => {
+    await fx.reset();
+    await ingest([login("rq", "198.18.11.1", "dev-rq"), refused("rq", "198.18.11.2", "dev-rq-q")]);
+    const version = await activeVersion();
+    const held = await hold(roles.url.person, ["SET idle_in_transaction_session_timeout = 0", "BEGIN", "SELECT message_id FROM masq.quarantine FOR UPDATE"]);
+    try {
+      // Before the fix the pass waited for the row until the rotation's statement_timeout (600 s).
+      const rot = await within(runMasq(["rotate", "pseudonym-key"], env(fx.pgdb.url, { MASQ_LOG_LEVEL: "warn" })), 90_000);
+      t.diagnostic(`rotation: exit ${rot.code} after ${rot.ms} ms`);
+      assert.equal(rot.code, 0, rot.stdout + rot.stderr);
+      assert.match(rot.stderr, new RegExp(`ended session ${held.pid} of login ${roles.names.person}, which held a quarantine record the rotation redacts again \\(a row of masq.quarantine\\)`));
+      assert.equal(await activeVersion(), version + 1);
+      assert.equal(await count("SELECT count(*) AS n FROM masq.pseudonym_keys WHERE state = 'retiring'"), 0, "the rotation finished");
+    } finally {
+      await held.close();
+    }
+  });
+
   test("a session masq may not end (a superuser's) makes the rotation fail with one line naming it, not an outage", async (t) => {
     await fx.reset();
     const version = await activeVersion();

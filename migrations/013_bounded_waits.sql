@@ -8,7 +8,7 @@
 -- session sets it to 0 itself. The waiters gave up after 30 s (a rotation) or 3 minutes (a deleter), and a deleter
 -- waiting on a row lock held the epoch, and with it all ingestion, for the whole statement_timeout.
 --
--- The cure, in two parts:
+-- The cure, in three parts:
 --   1. A deleter waits at most 2 s for ANY lock once it holds the epoch, not only for the epoch: the timeout is set
 --      for the rest of the deleting transaction (set_config(..., true), which outlives this function, unlike a SET
 --      clause), so a row lock held by another session makes the deleter roll back and release the epoch within 2 s.
@@ -22,9 +22,9 @@
 --      the epoch against it (a deleting transaction left open: masq's own hold it for one statement, 2 s of waiting
 --      at most, so no turn of 10 s can pass while only they hold it). After 60 s it fails and is retried, as before.
 --
--- Ending a backend of another role needs the privileges of pg_signal_backend (a non-superuser owner gets it from
--- deploy/sql/login-roles.sql); without them the function ends nothing and says so, and the waiter's error names the
--- session and its login.
+-- Ending a backend of another role needs the privileges of pg_signal_backend (a superuser owner has them; for any
+-- other, a superuser grants them, as deploy/sql/login-roles.sql says); without them nothing is ended, and the
+-- waiter's error names the session and its login.
 
 CREATE OR REPLACE FUNCTION masq.advance_vault_epoch() RETURNS bigint
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -38,7 +38,8 @@ BEGIN
     UPDATE masq.vault_epoch SET epoch = epoch + 1 RETURNING epoch INTO e;
     RETURN e;
 END $$;
--- CREATE OR REPLACE keeps the old SET clause's absence only if stated: drop 009's lock_timeout (restored at exit).
+-- 009's SET lock_timeout clause would be restored at exit and undo the set_config above: it must not stay (CREATE OR
+-- REPLACE replaces the clauses already; said again here so that no later change brings it back unnoticed).
 ALTER FUNCTION masq.advance_vault_epoch() RESET lock_timeout;
 REVOKE ALL ON FUNCTION masq.advance_vault_epoch() FROM PUBLIC;
 

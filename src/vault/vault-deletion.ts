@@ -63,8 +63,8 @@ export async function retryEpochLock<T>(fn: () => Promise<T>, signal?: AbortSign
           what: "the vault epoch stayed locked",
           object: "masq.vault_epoch",
           hint:
-            "a transaction that took it is still open (pg_stat_activity: state 'idle in transaction'); end it, or set idle_in_transaction_session_timeout " +
-            "for the logins (deploy/sql/login-roles.sql), and run this again: it goes on where it stopped",
+            "a transaction that took it is still open (pg_stat_activity: state 'idle in transaction'; pg_blocking_pids()); masq ends only sessions " +
+            "of masq roles (SECURITY.md, \"Waits\"): end it and run this again: it goes on where it stopped",
         });
       }
     }

@@ -22,11 +22,25 @@ CREATE ROLE :"person_role" LOGIN PASSWORD :'person_password';
 GRANT masq_unmask TO :"person_role";
 GRANT SELECT ON TABLE :table TO masq_unmask;
 
--- No session of either may sit in an open transaction: ingestion and the deleters (erase, prune) take turns on the
--- vault epoch's lock (migration 009), and a transaction left open by hand (BEGIN, then nothing) would hold the
--- other side off. masq's own transactions never idle; such a session is ended after a minute.
+-- No session of either should sit in an open transaction: ingestion, a rotation and the deleters (erase, prune) take
+-- turns on the active pseudonym key and the vault epoch (migrations 003, 009), and a transaction left open by hand
+-- (BEGIN, then nothing) holds the others off. masq's own transactions never idle; such a session is ended after a
+-- minute. The session can lift this timeout itself, so it is not what bounds the waits: a rotation or a deleter
+-- that waits 1 s for a session of a masq role ends that session (migration 013, SECURITY.md "Waits"), which needs
+-- the schema owner to have the privileges of pg_signal_backend (next step).
 ALTER ROLE :"service_role" SET idle_in_transaction_session_timeout = '60s';
 ALTER ROLE :"person_role" SET idle_in_transaction_session_timeout = '60s';
+
+-- The schema owner (the role running this file) must be able to end sessions of the login roles; a superuser owner
+-- can already. Otherwise a superuser (or a role with ADMIN OPTION on pg_signal_backend) runs once:
+--   GRANT pg_signal_backend TO <the schema owner>;
+-- pg_signal_backend can end no superuser's session: masq never ends those, nor the owner's, and names them instead.
+DO $$
+BEGIN
+    IF NOT pg_has_role(current_user, 'pg_signal_backend', 'USAGE') THEN
+        RAISE NOTICE 'the schema owner % lacks pg_signal_backend: a rotation or an erasure cannot end a masq login''s session that holds it up, and fails naming it; as a superuser: GRANT pg_signal_backend TO %', current_user, current_user;
+    END IF;
+END $$;
 
 -- `masq quarantine replay` reads originals (masq_unmask) and writes as ingestion does (masq_ingest). For a person
 -- who replays, add:

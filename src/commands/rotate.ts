@@ -1,5 +1,6 @@
 import { databaseSetting, readConnectTimeoutMs, readDatabaseUrl, readKeyConfig, readPseudonymKey, readTable } from "../config.ts";
 import { ConfigError } from "../errors.ts";
+import { endedLine } from "../sink/lock-watch.ts";
 import { fromPostgres } from "../sink/pg-errors.ts";
 import { waitForPostgres } from "../sink/wait-for-postgres.ts";
 import { createProgress, type Progress } from "../progress/progress.ts";
@@ -89,6 +90,7 @@ export async function rotatePseudonymKeyCommand(flags: Record<string, unknown>):
             ? `switched from pseudonym key version ${s.fromVersion} to ${s.toVersion}: ingestion writes under version ${s.toVersion} from now on\n`
             : `resuming the rotation from version ${s.fromVersion} to ${s.toVersion} (${s.phase} pass)\n`,
         ),
+      onBlockerEnded: (b, what) => process.stderr.write(`masq: ${endedLine(b, what)}\n`),
       onPhase: (phase) => report.phase(phase),
       onBatch: (_phase, done, total) => report.batch(done, total),
     });

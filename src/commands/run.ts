@@ -146,7 +146,7 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
     // Retention (docs/operations.md, "Retention"): on a pool of its own, so that it never takes ingestion's connections.
     if (retentionDays !== undefined && !drain) {
       await requirePrunePrivilege(db.pool);
-      pruneDb = createDb({ databaseUrl: config.databaseUrl, setting: databaseSetting(flags, process.env), poolSize: 2, logger });
+      pruneDb = createDb({ databaseUrl: config.databaseUrl, setting: databaseSetting(flags, process.env), poolSize: 3, logger });
       vaultPrune = startPeriodicPrune({ pool: pruneDb.pool, provider, table: config.table, days: retentionDays, logger });
     }
 

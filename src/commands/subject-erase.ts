@@ -6,6 +6,7 @@ import { ConfigError, describeError, errorLine, exitCodeFor } from "../errors.ts
 import { createProgress } from "../progress/progress.ts";
 import { withRotationLock } from "../rotation/rotation-lock.ts";
 import { createDb } from "../sink/db.ts";
+import { endedLine } from "../sink/lock-watch.ts";
 import { fromPostgres } from "../sink/pg-errors.ts";
 import { namesTable, registeredTables } from "../sink/registered-tables.ts";
 import type { TableName } from "../sink/table-name.ts";
@@ -65,7 +66,7 @@ export async function subjectEraseCommand(flags: Record<string, unknown>): Promi
           const r = await eraseSubject(db.pool, key, { table, userId, fingerprint, vaultOnly, reason, client }, (b) => {
             const size = vaultOnly ? b.vault + b.originals : b.rows + b.quarantine;
             bar?.committed({ size, seconds: 0, written: 0, duplicates: 0, quarantinedByReason: {}, lagSeconds: [] });
-          });
+          }, undefined, (b, what) => process.stderr.write(`masq: ${endedLine(b, what)}\n`));
           bar?.stop({ complete: true });
           total += r.rows + r.quarantine + r.originals + r.vault;
           process.stdout.write(

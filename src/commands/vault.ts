@@ -1,6 +1,7 @@
 import { databaseSetting, readConnectTimeoutMs, readDatabaseUrl, readKeyConfig, readRetentionDays, readTable } from "../config.ts";
 import { ConfigError } from "../errors.ts";
 import { pruneVault } from "../retention/prune-vault.ts";
+import { endedLine } from "../sink/lock-watch.ts";
 import { createDb } from "../sink/db.ts";
 import { fromPostgres } from "../sink/pg-errors.ts";
 import { waitForPostgres } from "../sink/wait-for-postgres.ts";
@@ -28,7 +29,7 @@ export async function vaultPruneCommand(flags: Record<string, unknown>): Promise
   if (batchSize > 10_000) throw new ConfigError("--batch-size", `must be at most 10000 (got ${batchSize})`);
   const provider: KeyProvider | undefined = dryRun ? undefined : createKeyProvider(readKeyConfig(process.env));
   const connectTimeoutMs = readConnectTimeoutMs(process.env);
-  const db = createDb({ databaseUrl: readDatabaseUrl(flags, process.env), setting: databaseSetting(flags, process.env), connectTimeoutMs, poolSize: 2 });
+  const db = createDb({ databaseUrl: readDatabaseUrl(flags, process.env), setting: databaseSetting(flags, process.env), connectTimeoutMs, poolSize: 3 });
   const abort = new AbortController();
   const signals = onShutdownSignals({
     first: (signal) => {
@@ -38,7 +39,16 @@ export async function vaultPruneCommand(flags: Record<string, unknown>): Promise
   });
   try {
     await waitForPostgres(db, { deadlineMs: connectTimeoutMs, signal: abort.signal });
-    const r = await pruneVault({ pool: db.pool, provider, table, days, dryRun, batchSize, signal: abort.signal });
+    const r = await pruneVault({
+      pool: db.pool,
+      provider,
+      table,
+      days,
+      dryRun,
+      batchSize,
+      signal: abort.signal,
+      onBlockerEnded: (b, what) => process.stderr.write(`masq: ${endedLine(b, what)}\n`),
+    });
     const what = `vault entry(ies) that no row of ${table.schema}.${table.name} from the last ${n(days)} days uses, and ${n(r.quarantinePruned)} quarantine record(s) older than that`;
     if (dryRun) {
       process.stdout.write(`would prune ${n(r.vaultPruned)} of ${n(r.scanned)} ${what}; nothing changed\n`);

@@ -4,10 +4,11 @@ import type { Logger } from "../log.ts";
 import { classifyPgError } from "../sink/pg-errors.ts";
 import type { TableName } from "../sink/table-name.ts";
 import type { KeyProvider } from "../vault/key-provider.ts";
+import { endedLine } from "../sink/lock-watch.ts";
 import { pruneVault, type PruneCursor } from "./prune-vault.ts";
 
 export interface PeriodicPruneOptions {
-  /** A pool of its own (two connections): the advisory lock is held on one for a whole run, never on ingestion's. */
+  /** A pool of its own (three connections): the advisory lock is held on one for a whole run, never on ingestion's; one watches the deleter's lock waits (lock-watch.ts). */
   pool: pg.Pool;
   provider: KeyProvider;
   table: TableName;
@@ -70,6 +71,7 @@ export function startPeriodicPrune(o: PeriodicPruneOptions): { stop(): Promise<v
           from: cursor,
           signal: abort.signal,
           betweenBatches: () => pause(o.pauseMs ?? 1000, abort.signal),
+          onBlockerEnded: (b, what) => o.logger.warn({ pid: b.pid, login: b.login, lock: b.lock }, `vault prune: ${endedLine(b, what)}`),
         });
         cursor = r.cursor;
         o.logger.info(

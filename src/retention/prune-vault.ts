@@ -6,7 +6,8 @@ import { classifyPgError } from "../sink/pg-errors.ts";
 import { qualified, type TableName } from "../sink/table-name.ts";
 import { inTransaction } from "../sink/transaction.ts";
 import type { KeyProvider } from "../vault/key-provider.ts";
-import { retryEpochLock } from "../vault/vault-deletion.ts";
+import { withLockWatch, type Blocker } from "../sink/lock-watch.ts";
+import { DELETER_WAITS, retryEpochLock } from "../vault/vault-deletion.ts";
 
 /** Where the vault pass goes on from: the last primary key (kind, pseudonym) a batch looked at. */
 export interface PruneCursor {
@@ -31,6 +32,8 @@ export interface PruneOptions {
   signal?: AbortSignal;
   /** Awaited between two transactions (a periodic prune pauses, to let ingestion's batches through). */
   betweenBatches?: () => Promise<void>;
+  /** A batch ended a session of a masq role that held it up (SECURITY.md, "Waits"). */
+  onBlockerEnded?: (b: Blocker, what: string) => void;
 }
 
 export interface PruneResult {
@@ -129,7 +132,7 @@ async function pruneVaultBatch(
   return retryEpochLock(
     () =>
       inTransaction(pool, async (c) => {
-        const b = (await run(() => query(c))).rows[0]!;
+        const b = (await withLockWatch(pool, c, { what: DELETER_WAITS, onEnded: o.onBlockerEnded }, () => run(() => query(c)))).rows[0]!;
         if (b.seq !== null) await sealAudit(c, audit.key, b.seq);
         return b;
       }),

@@ -3,6 +3,7 @@ import type { Pseudonymizer } from "../mask/pseudonymize.ts";
 import type { DataKeys } from "../vault/data-keys.ts";
 import type { OpenedDataKeys } from "./opened-data-keys.ts";
 import type { RotationState } from "./rotation-state.ts";
+import type { Blocker } from "../sink/lock-watch.ts";
 
 /** What each pass of a pseudonym key rotation works with. */
 export interface PassContext {
@@ -21,4 +22,6 @@ export interface PassContext {
   signal?: AbortSignal | undefined;
   /** After every committed batch: how much of this pass is done, of how much. */
   onBatch?: ((done: number, total: number) => void) | undefined;
+  /** A batch ended a session of a masq role that held its rows (SECURITY.md, "Waits"). */
+  onBlockerEnded?: ((b: Blocker, what: string) => void) | undefined;
 }

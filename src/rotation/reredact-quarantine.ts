@@ -5,6 +5,7 @@ import type { PiiKind } from "../mask/pseudonymize.ts";
 import { IntegrityError, open } from "../vault/aead.ts";
 import { quarantineBodyAad } from "../vault/vault-aad.ts";
 import type { PassContext } from "./pass-context.ts";
+import { watchedQuery } from "../sink/lock-watch.ts";
 import { query } from "./query.ts";
 
 interface QuarantineRow {
@@ -89,8 +90,11 @@ export async function reredactQuarantine(ctx: PassContext): Promise<boolean> {
     if (rows.length === 0) return true;
     after = rows.at(-1)!.message_id;
     const { bodies, ips, devices, unmapped } = await rewrite(ctx, rows);
-    await query(
+    // A record another session locked (masq_unmask may: it marks records replayed) is waited for 1 s, then that
+    // session is ended (lock-watch.ts).
+    await watchedQuery(
       pool,
+      { what: "a quarantine record the rotation redacts again", onEnded: ctx.onBlockerEnded },
       `WITH updated AS (
          UPDATE masq.quarantine q SET body = i.body, masked_ip = i.ip, masked_device_id = i.dev
          FROM unnest($2::text[], $3::text[], $7::text[], $8::text[]) AS i(message_id, body, ip, dev)

@@ -2,6 +2,7 @@ import type pg from "pg";
 import { ConfigError } from "../errors.ts";
 import { qualified, type TableName } from "../sink/table-name.ts";
 import type { PassContext } from "./pass-context.ts";
+import { watchedQuery } from "../sink/lock-watch.ts";
 import { query } from "./query.ts";
 
 /** Rows per block when Postgres has no statistics yet: about what a user_logins row of pseudonyms takes. */
@@ -41,8 +42,9 @@ export async function rewriteTable(ctx: PassContext, table: TableName): Promise<
       if (ctx.signal?.aborted) return false;
       const from = state.tableBlockDone;
       const to = Math.min(total, from + step);
-      const r = await query<{ n: number }>(
+      const r = await watchedQuery<{ n: number }>(
         pool,
+        { what: `a row of ${name} the rotation rewrites`, onEnded: ctx.onBlockerEnded },
         `WITH updated AS (
            UPDATE ${name} t SET
              masked_ip = coalesce((SELECT m.new_pseudonym FROM masq.pseudonym_rotation_map m WHERE m.kind = 'ip' AND m.old_pseudonym = t.masked_ip), t.masked_ip),

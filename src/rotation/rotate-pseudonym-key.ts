@@ -14,6 +14,7 @@ import { assertOnlyTable, assertRewritable, rewriteTable } from "./rewrite-table
 import { withRotationLock } from "./rotation-lock.ts";
 import { readRotationState, setRotationPhase, type RotationPhase, type RotationState } from "./rotation-state.ts";
 import { switchPseudonymKey } from "./switch-pseudonym-key.ts";
+import type { Blocker } from "../sink/lock-watch.ts";
 
 export interface RotatePseudonymKeyOptions {
   pool: pg.Pool;
@@ -27,6 +28,8 @@ export interface RotatePseudonymKeyOptions {
   signal?: AbortSignal | undefined;
   /** The switch has committed (or was found done): from now on ingestion writes under the new key. */
   onSwitched?: ((state: RotationState, switched: boolean) => void) | undefined;
+  /** The switch or a pass ended a session of a masq role that held it up (SECURITY.md, "Waits"). */
+  onBlockerEnded?: ((b: Blocker, what: string) => void) | undefined;
   onPhase?: ((phase: RotationPhase) => void) | undefined;
   onBatch?: ((phase: RotationPhase, done: number, total: number) => void) | undefined;
 }
@@ -64,7 +67,7 @@ export async function rotatePseudonymKey(opts: RotatePseudonymKeyOptions): Promi
     }
     await assertRewritable(pool, opts.table);
     if (inProgress === undefined) await assertOnlyTable(pool, opts.table);
-    const { state, switched } = await switchPseudonymKey(pool, provider, tableText, opts.signal);
+    const { state, switched } = await switchPseudonymKey(pool, provider, tableText, opts.signal, opts.onBlockerEnded);
     opts.onSwitched?.(state, switched);
 
     if (switched) await recordRotation(pool, provider, "rotate-pseudonym-key", { event: "switched", fromVersion: state.fromVersion, toVersion: state.toVersion, table: tableText });
@@ -82,6 +85,7 @@ export async function rotatePseudonymKey(opts: RotatePseudonymKeyOptions): Promi
       batchSize: opts.batchSize,
       signal: opts.signal,
       onBatch: (done, total) => opts.onBatch?.(phase, done, total),
+      onBlockerEnded: opts.onBlockerEnded,
     });
     try {
       if (state.phase === "vault") {

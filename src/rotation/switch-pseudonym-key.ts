@@ -1,5 +1,6 @@
 import type pg from "pg";
 import { ConfigError, FatalError } from "../errors.ts";
+import { withLockWatch, type Blocker } from "../sink/lock-watch.ts";
 import { inTransaction } from "../sink/transaction.ts";
 import type { KeyProvider } from "../vault/key-provider.ts";
 import { pseudonymKeyContext, pseudonymKeyFingerprint } from "../vault/pseudonym-keys.ts";
@@ -20,7 +21,13 @@ interface KeyRow {
  * commit finds its key retired, writes nothing and is masked again under the new key. From the commit on, no
  * pseudonym under the old key is written. A rotation already switched (a 'retiring' key exists) is resumed instead.
  */
-export async function switchPseudonymKey(pool: pg.Pool, provider: KeyProvider, targetTable: string, signal?: AbortSignal): Promise<{ state: RotationState; switched: boolean }> {
+export async function switchPseudonymKey(
+  pool: pg.Pool,
+  provider: KeyProvider,
+  targetTable: string,
+  signal?: AbortSignal,
+  onBlockerEnded?: (b: Blocker, what: string) => void,
+): Promise<{ state: RotationState; switched: boolean }> {
   const existing = await readRotationState(pool);
   if (existing !== undefined) return { state: existing, switched: false };
   const keys = (await query<KeyRow>(pool, "SELECT version, state, provider, fingerprint FROM masq.pseudonym_keys WHERE state IN ('active', 'retiring')")).rows;
@@ -39,9 +46,12 @@ export async function switchPseudonymKey(pool: pg.Pool, provider: KeyProvider, t
   g.plaintext.fill(0);
 
   await inTransaction(pool, async (client) => {
-    // A batch that holds the key for longer than this is stuck; better to give up and let the operator retry.
+    // Whatever a session of a masq role holds is ended after about 1 s (withLockWatch); only a session masq may not
+    // end (the owner's, a superuser's) can hold the key this long, and then the error names it.
     await query(client, "SET LOCAL lock_timeout = '30s'");
-    const locked = await query<KeyRow>(client, "SELECT version, state, provider, fingerprint FROM masq.pseudonym_keys WHERE state = 'active' FOR UPDATE");
+    const locked = await withLockWatch(pool, client, { what: "the active pseudonym key", onEnded: onBlockerEnded }, () =>
+      query<KeyRow>(client, "SELECT version, state, provider, fingerprint FROM masq.pseudonym_keys WHERE state = 'active' FOR UPDATE"),
+    );
     const now = locked.rows[0];
     if (now?.version !== active.version) throw new FatalError("the active pseudonym key changed while the rotation started; run it again");
     // Every batch under the old key holds its share lock from before this moment; every batch under the new key

@@ -5,6 +5,7 @@ import { classifyPgError } from "./pg-errors.ts";
 import { qualified, type TableName } from "./table-name.ts";
 import { inTransaction } from "./transaction.ts";
 import { deleteInBatches } from "../vault/vault-deletion.ts";
+import type { Blocker } from "./lock-watch.ts";
 
 /** What an erasure deleted (or, dry, would delete). */
 export interface ErasureCounts {
@@ -69,6 +70,7 @@ export async function eraseSubject(
   req: ErasureRequest,
   onBatch: (done: ErasureCounts) => void,
   signal?: AbortSignal,
+  onBlockerEnded?: (b: Blocker, what: string) => void,
 ): Promise<ErasureCounts & { startSeq: string; doneSeq: string }> {
   const startSeq = await inTransaction(pool, async (c) => {
     const seq = (
@@ -90,6 +92,7 @@ export async function eraseSubject(
     { text: "SELECT rows, quarantine, originals, vault, done FROM masq.erase_subject_batch($1, $2)", values: [startSeq, ERASE_BATCH] },
     (b) => onBatch({ rows: b.rows, quarantine: b.quarantine, originals: b.originals, vault: b.vault }),
     signal,
+    onBlockerEnded,
   );
   return inTransaction(pool, async (c) => {
     const r = (await query<Record<string, unknown>>(c, "SELECT seq::text AS seq, rows, quarantine, originals, vault FROM masq.audit_subject_erased($1, $2, $3)", [

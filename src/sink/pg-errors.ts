@@ -29,6 +29,7 @@ export function classifyPgError(err: unknown, target: PgTarget = DEFAULT_TARGET)
   const mistake = connectionMistake(code, message, e.syscall, target);
   if (mistake !== undefined) return mistake;
   if (/^[0-9A-Z]{5}$/.test(code)) {
+    if (code === "55P03" || code === "57014") return timedOut(code, message);
     if (code.startsWith("08") || code.startsWith("53") || TRANSIENT_SQLSTATES.has(code)) {
       return new TransientError(`Postgres: ${message} (SQLSTATE ${code})`, `pg_${code}`, { what: "Postgres is not available", object: targetText(target), hint: message });
     }
@@ -55,6 +56,22 @@ export function classifyPgError(err: unknown, target: PgTarget = DEFAULT_TARGET)
     what: "cannot reach Postgres",
     object: targetText(target),
     hint: `${message}${code && !message.includes(code) ? ` (${code})` : ""}`,
+  });
+}
+
+/**
+ * lock_not_available (a lock_timeout ran out) and query_canceled (a statement_timeout, or a cancel request): the
+ * server is there, a wait was too long. Transient (the holder may let go), and never told as an outage: the caller
+ * that knows what it waited for names the session holding it (lock-watch.ts).
+ */
+function timedOut(code: string, message: string): TransientError {
+  const lock = code === "55P03";
+  return new TransientError(`Postgres: ${message} (SQLSTATE ${code})`, `pg_${code}`, {
+    what: lock ? "a lock masq waits for is held by another session" : "a statement ran past its time limit",
+    object: lock ? "pg_locks" : "statement_timeout",
+    hint: lock
+      ? `${message}; pg_stat_activity and pg_blocking_pids() show which session holds it (SECURITY.md, "Waits")`
+      : `${message}; a lock held by another session is the usual cause (SECURITY.md, "Waits")`,
   });
 }
 

@@ -1,6 +1,6 @@
 import type pg from "pg";
 import { TransientError } from "../errors.ts";
-import { classifyPgError } from "../sink/pg-errors.ts";
+import { watchedQuery, type Blocker } from "../sink/lock-watch.ts";
 
 /**
  * How anything that deletes vault values (subject erasure, retention) stays exact while ingestion runs (migration
@@ -20,21 +20,22 @@ export async function deleteInBatches<R extends { done: boolean }>(
   statement: { text: string; values: unknown[] },
   onBatch: (row: R) => void,
   signal?: AbortSignal,
+  onBlockerEnded?: (b: Blocker, what: string) => void,
 ): Promise<void> {
   for (;;) {
     signal?.throwIfAborted();
-    const row = await retryEpochLock(async () => {
-      try {
-        return (await pool.query<R>(statement.text, statement.values)).rows[0];
-      } catch (err) {
-        throw classifyPgError(err);
-      }
-    }, signal);
+    const row = await retryEpochLock(
+      async () => (await watchedQuery<R>(pool, { what: DELETER_WAITS, onEnded: onBlockerEnded }, statement.text, statement.values)).rows[0],
+      signal,
+    );
     if (row === undefined) return;
     onBatch(row);
     if (row.done) return;
   }
 }
+
+/** What a deleting statement waits for: the vault epoch first, then the rows it deletes. */
+export const DELETER_WAITS = "the vault epoch or a record being deleted";
 
 /** lock_not_available: the deleter's bounded wait for the vault epoch (migration 009, lock_timeout) ran out. */
 const LOCK_TIMEOUT = "pg_55P03";
@@ -56,12 +57,14 @@ export async function retryEpochLock<T>(fn: () => Promise<T>, signal?: AbortSign
     } catch (err) {
       if (!(err instanceof TransientError) || err.cause_ !== LOCK_TIMEOUT) throw err;
       if (attempt >= retry.attempts) {
+        // Already told as who holds the lock (lock-watch.ts): that says more than the epoch's name.
+        if (err.help.what?.includes(" is held by ")) throw err;
         throw new TransientError(err.message, LOCK_TIMEOUT, {
           what: "the vault epoch stayed locked",
           object: "masq.vault_epoch",
           hint:
-            "a transaction that took it is still open (pg_stat_activity: state 'idle in transaction'); end it, or set idle_in_transaction_session_timeout " +
-            "for the logins (deploy/sql/login-roles.sql), and run this again: it goes on where it stopped",
+            "a transaction that took it is still open (pg_stat_activity: state 'idle in transaction'; pg_blocking_pids()); masq ends only sessions " +
+            "of masq roles (SECURITY.md, \"Waits\"): end it and run this again: it goes on where it stopped",
         });
       }
     }

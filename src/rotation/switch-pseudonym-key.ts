@@ -19,8 +19,15 @@ interface KeyRow {
  * (masq.lock_pseudonym_key), so the FOR UPDATE here waits for the batches in flight, and every batch after the
  * commit finds its key retired, writes nothing and is masked again under the new key. From the commit on, no
  * pseudonym under the old key is written. A rotation already switched (a 'retiring' key exists) is resumed instead.
+ * The rotation's audit row (`audit`) is appended first in the switch's transaction: no switch commits without it.
  */
-export async function switchPseudonymKey(pool: pg.Pool, provider: KeyProvider, targetTable: string, signal?: AbortSignal): Promise<{ state: RotationState; switched: boolean }> {
+export async function switchPseudonymKey(
+  pool: pg.Pool,
+  provider: KeyProvider,
+  targetTable: string,
+  audit: (client: pg.PoolClient, fromVersion: number, toVersion: number) => Promise<unknown>,
+  signal?: AbortSignal,
+): Promise<{ state: RotationState; switched: boolean }> {
   const existing = await readRotationState(pool);
   if (existing !== undefined) return { state: existing, switched: false };
   const keys = (await query<KeyRow>(pool, "SELECT version, state, provider, fingerprint FROM masq.pseudonym_keys WHERE state IN ('active', 'retiring')")).rows;
@@ -39,6 +46,7 @@ export async function switchPseudonymKey(pool: pg.Pool, provider: KeyProvider, t
   g.plaintext.fill(0);
 
   await inTransaction(pool, async (client) => {
+    await audit(client, active.version, next);
     // A batch that holds the key for longer than this is stuck; better to give up and let the operator retry.
     await query(client, "SET LOCAL lock_timeout = '30s'");
     const locked = await query<KeyRow>(client, "SELECT version, state, provider, fingerprint FROM masq.pseudonym_keys WHERE state = 'active' FOR UPDATE");

@@ -40,11 +40,12 @@ export async function migrateCommand(flags: Record<string, unknown>): Promise<nu
  * master key configured this is left to the owner's first audited action; an existing key is not touched.
  */
 async function prepareAuditKey(pool: pg.Pool, logger: Logger, signal: AbortSignal): Promise<void> {
-  const configured = Boolean(process.env.MASQ_KMS_KEY_ID || process.env.MASQ_MASTER_KEY || process.env.MASQ_MASTER_KEY_FILE);
+  // A login that is not the owner (the service login's migrate, a no-op) neither makes nor reads it.
+  if (!(await mayCreateAuditKey(pool))) return;
   const exists = (await pool.query<{ n: number }>("SELECT count(*)::int AS n FROM masq.audit_key()")).rows[0]!.n > 0;
   if (exists) return;
-  if (!configured || !(await mayCreateAuditKey(pool))) {
-    logger.info("no audit key yet: run masq migrate as the schema owner with the master key configured to make it");
+  if (!(process.env.MASQ_KMS_KEY_ID || process.env.MASQ_MASTER_KEY || process.env.MASQ_MASTER_KEY_FILE)) {
+    logger.info("no audit key yet: run masq migrate with the master key configured to make it (other logins' audited commands need it)");
     return;
   }
   const provider = createKeyProvider(readKeyConfig(process.env));

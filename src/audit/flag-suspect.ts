@@ -1,4 +1,5 @@
 import type pg from "pg";
+import { FatalError } from "../errors.ts";
 import type { PiiKind } from "../mask/pseudonymize.ts";
 import { classifyPgError } from "../sink/pg-errors.ts";
 import { inTransaction } from "../sink/transaction.ts";
@@ -31,6 +32,13 @@ export async function flagSuspect(
       ]);
       seq = r.rows[0]!.seq;
     } catch (err) {
+      // The reveal's row is older than the ten minutes a step 2 may use it (a long export): the values were withheld,
+      // but only a new reveal of them can flag them.
+      if ((err as { code?: string }).code === "42501") {
+        throw new FatalError(`the planted value(s) ${forged.map((f) => `${f.kind} ${f.pseudonym}`).join(", ")} were withheld but not flagged`, {
+          hint: `audit row ${reveal} is no longer a recent reveal of this login; run masq unmask --pseudonym on them to flag them`,
+        });
+      }
       throw classifyPgError(err);
     }
     if (seq === null) return undefined;

@@ -141,6 +141,36 @@ describe("finding 4: an owner who blanks, deletes and edits audit rows of a data
   });
 });
 
+describe("finding 8 on a database made at migration 010: an audit key planted before the upgrade", () => {
+  let pgdb: TestDatabase;
+  let db: Db;
+
+  before(async () => {
+    pgdb = await createTestDatabase();
+    db = createDb({ databaseUrl: pgdb.url, poolSize: 2 });
+  });
+  after(async () => {
+    await db.close();
+    await pgdb.close();
+  });
+
+  test("is dropped by migration 012 (no row was ever sealed under it), and the owner's migrate makes one that unwraps", async () => {
+    await migrate(db.pool, loadMigrations().filter((m) => m.version <= 10));
+    // What any masq_unmask or masq_erase login could run on c75110e.
+    await db.pool.query("SELECT masq.create_audit_key('local', 'local:0000000000000000', '\\x00', '0123456789abcdef')");
+    const env = { DATABASE_URL: pgdb.url, MASQ_MASTER_KEY: TEST_MASTER_KEY_HEX, ...silent };
+    const m = await runMasq(["migrate"], env);
+    assert.equal(m.code, 0, m.stderr);
+    const keys = (await db.pool.query<{ master_key_id: string; chain_start: string }>("SELECT master_key_id, chain_start::text FROM masq.audit_keys")).rows;
+    assert.equal(keys.length, 1);
+    assert.notEqual(keys[0]!.master_key_id, "local:0000000000000000");
+    assert.equal(keys[0]!.chain_start, "1");
+    const v = await runMasq(["audit", "verify"], env);
+    assert.equal(v.code, 0, v.stderr);
+    assert.equal(v.stdout, "audit trail verified: 1 row(s) checked\n");
+  });
+});
+
 describe("findings 6 and 8, as each login role", () => {
   const fx = usePipelineFixture();
   let roles: LoginRoles;

@@ -118,8 +118,9 @@ async function unwrapAuditKey(row: KeyRow, provider: KeyProvider, signal?: Abort
   try {
     key = await provider.unwrap(row.wrapped, row.master_key_id, context(row.version), signal);
   } catch (err) {
-    if (err instanceof TransientError || err instanceof InterruptedError || signal?.aborted === true) throw err;
-    throw doesNotUnwrap(row, provider, err instanceof ConfigError ? err.problem : (err as Error).message);
+    // A provider's own configuration error names its setting and what to check already (KMS: the key, the endpoint).
+    if (err instanceof ConfigError || err instanceof TransientError || err instanceof InterruptedError || signal?.aborted === true) throw err;
+    throw doesNotUnwrap(row, provider, (err as Error).message);
   }
   if (auditKeyFingerprint(key) !== row.fingerprint) {
     key.fill(0);

@@ -129,10 +129,12 @@ async function unwrapAuditKey(row: KeyRow, provider: KeyProvider, signal?: Abort
   return { version: row.version, key, chainStart: BigInt(row.chain_start) };
 }
 
-function doesNotUnwrap(row: KeyRow, provider: KeyProvider, why: string): ConfigError {
-  return new ConfigError(provider.name === "kms" ? "MASQ_KMS_KEY_ID" : "MASQ_MASTER_KEY", why, {
-    what: `the audit key (masq.audit_keys version ${row.version}, under ${row.master_key_id}) does not unwrap with the configured master key`,
-    hint: "configure the master key this database's keys are under (with a rotation in progress, the previous one too: MASQ_MASTER_KEY_PREVIOUS); nothing was done",
+function doesNotUnwrap(row: KeyRow, provider: KeyProvider, why: string): FatalError {
+  const what = `the audit key (masq.audit_keys version ${row.version}, under ${row.master_key_id}) does not unwrap with the configured master key`;
+  return new FatalError(`${what}: ${why}`, {
+    what,
+    object: provider.name === "kms" ? "MASQ_KMS_KEY_ID" : "MASQ_MASTER_KEY",
+    hint: `${why}; configure the master key this database's keys are under (during a master key rotation, the previous one too), and run this again`,
   });
 }
 

@@ -1,13 +1,18 @@
 import { createHmac } from "node:crypto";
 import type pg from "pg";
-import { ConfigError, FatalError } from "../errors.ts";
+import { ConfigError, FatalError, InterruptedError, TransientError } from "../errors.ts";
 import { classifyPgError } from "../sink/pg-errors.ts";
+import { inTransaction } from "../sink/transaction.ts";
 import type { KeyProvider } from "../vault/key-provider.ts";
+import { auditMac, readAuditRow } from "./audit-row.ts";
+import { clientReported } from "./client-reported.ts";
 
 /** The key behind the audit trail's MACs, unwrapped: only a holder of the master key has it, never the database. */
 export interface AuditKey {
   version: number;
   key: Uint8Array;
+  /** The first row sealed under it (masq.audit_keys.chain_start, migration 012): every row from there on has a MAC. */
+  chainStart: bigint;
 }
 
 interface KeyRow {
@@ -15,6 +20,7 @@ interface KeyRow {
   master_key_id: string;
   wrapped: Buffer;
   fingerprint: string;
+  chain_start: string;
 }
 
 export function auditKeyFingerprint(key: Uint8Array): string {
@@ -24,15 +30,18 @@ export function auditKeyFingerprint(key: Uint8Array): string {
 const context = (version: number) => ({ purpose: "audit" as const, keyId: `audit-v${version}` });
 
 /**
- * Unwraps the audit key (masq.audit_key(), masq_unmask or the owner); the first audited action of a database makes
- * it (32 bytes from the provider, stored wrapped through masq.create_audit_key, which keeps the first of two
- * racing creators). With KMS this is a Decrypt (or, once, a GenerateDataKey) with encryption context purpose=audit.
+ * Unwraps the audit key (masq.audit_key()). A database without one gets it from the schema owner only (`masq
+ * migrate` with the master key configured, or the owner's first audited action): the database cannot tell whether
+ * a wrapped key unwraps, so no other login may store one (migration 012). With KMS this is a Decrypt (or, once, a
+ * GenerateDataKey and a Decrypt) with encryption context purpose=audit.
+ * underNewMasterKey: `masq rotate master-key`, which may make it under the master key everything is about to move to.
  */
-export async function openAuditKey(db: pg.Pool | pg.PoolClient, provider: KeyProvider, signal?: AbortSignal): Promise<AuditKey> {
-  let row = await readKey(db);
+export async function openAuditKey(pool: pg.Pool, provider: KeyProvider, signal?: AbortSignal, opts: { underNewMasterKey?: boolean } = {}): Promise<AuditKey> {
+  let row = await readKey(pool);
   if (row === undefined) {
-    await createAuditKey(db, provider, signal);
-    row = await readKey(db);
+    if (!(await mayCreateAuditKey(pool))) throw noKeyYet();
+    await createAuditKey(pool, provider, signal, opts.underNewMasterKey === true);
+    row = await readKey(pool);
     if (row === undefined) throw new FatalError("masq.audit_keys holds no audit key after creating one");
   }
   return unwrapAuditKey(row, provider, signal);
@@ -44,37 +53,101 @@ export async function existingAuditKey(db: pg.Pool | pg.PoolClient, provider: Ke
   return row === undefined ? undefined : unwrapAuditKey(row, provider, signal);
 }
 
-async function createAuditKey(db: pg.Pool | pg.PoolClient, provider: KeyProvider, signal?: AbortSignal): Promise<void> {
-  await refuseForeignMasterKey(db, provider, signal);
-  const g = await provider.generateKey(context(1), signal);
+/** Whether this login may make the audit key (the schema owner): `masq migrate` makes it only then. */
+export async function mayCreateAuditKey(pool: pg.Pool): Promise<boolean> {
   try {
-    await db.query("SELECT masq.create_audit_key($1, $2, $3, $4)", [provider.name, g.masterKeyId, Buffer.from(g.wrapped), auditKeyFingerprint(g.plaintext)]);
+    const r = await pool.query<{ ok: boolean }>("SELECT has_function_privilege('masq.create_audit_key(text, text, bytea, text, jsonb)', 'EXECUTE') AS ok");
+    return r.rows[0]?.ok === true;
   } catch (err) {
     throw classifyPgError(err);
+  }
+}
+
+/**
+ * Makes the key, proves that it unwraps (a key that does not would stop every audited command), then stores it
+ * with its first row ('audit-key', where the chain begins), sealed with it, in one transaction.
+ */
+async function createAuditKey(pool: pg.Pool, provider: KeyProvider, signal: AbortSignal | undefined, underNewMasterKey: boolean): Promise<void> {
+  if (!underNewMasterKey) await refuseForeignMasterKey(pool, provider, signal);
+  const g = await provider.generateKey(context(1), signal);
+  try {
+    const back = await provider.unwrap(g.wrapped, g.masterKeyId, context(1), signal);
+    const proven = auditKeyFingerprint(back) === auditKeyFingerprint(g.plaintext);
+    back.fill(0);
+    if (!proven) throw new FatalError("the audit key the master key made does not unwrap to itself; nothing was stored");
+    const client = await clientReported(provider);
+    await inTransaction(pool, async (c) => {
+      let seq: string | null;
+      try {
+        const r = await c.query<{ seq: string | null }>("SELECT masq.create_audit_key($1, $2, $3, $4, $5)::text AS seq", [
+          provider.name,
+          g.masterKeyId,
+          Buffer.from(g.wrapped),
+          auditKeyFingerprint(g.plaintext),
+          JSON.stringify(client),
+        ]);
+        seq = r.rows[0]!.seq;
+      } catch (err) {
+        if ((err as { code?: string }).code === "42501") throw noKeyYet();
+        throw classifyPgError(err);
+      }
+      // NULL: a racing creator stored its key first; the caller reads and unwraps that one.
+      if (seq === null) return;
+      const row = await readAuditRow(c, seq);
+      if (row === undefined) throw new FatalError(`the audit key's first row ${seq} is not there to seal`);
+      try {
+        await c.query("SELECT masq.audit_seal($1, $2)", [seq, auditMac(g.plaintext, row)]);
+      } catch (err) {
+        throw classifyPgError(err);
+      }
+    });
   } finally {
     g.plaintext.fill(0);
   }
 }
 
+function noKeyYet(): FatalError {
+  return new FatalError("this database has no audit key yet, and only the schema owner may make it", {
+    what: "this database has no audit key yet",
+    hint: "run masq migrate once as the schema owner with the master key configured (MASQ_MASTER_KEY or MASQ_KMS_KEY_ID), then run this again",
+  });
+}
+
 async function unwrapAuditKey(row: KeyRow, provider: KeyProvider, signal?: AbortSignal): Promise<AuditKey> {
-  const key = await provider.unwrap(row.wrapped, row.master_key_id, context(row.version), signal);
+  let key: Uint8Array;
+  try {
+    key = await provider.unwrap(row.wrapped, row.master_key_id, context(row.version), signal);
+  } catch (err) {
+    // A provider's own configuration error names its setting and what to check already (KMS: the key, the endpoint).
+    if (err instanceof ConfigError || err instanceof TransientError || err instanceof InterruptedError || signal?.aborted === true) throw err;
+    throw doesNotUnwrap(row, provider, (err as Error).message);
+  }
   if (auditKeyFingerprint(key) !== row.fingerprint) {
     key.fill(0);
-    throw new FatalError(`audit key version ${row.version} unwrapped to a key with the wrong fingerprint`);
+    throw doesNotUnwrap(row, provider, "it unwraps to a key with another fingerprint");
   }
-  return { version: row.version, key };
+  return { version: row.version, key, chainStart: BigInt(row.chain_start) };
+}
+
+function doesNotUnwrap(row: KeyRow, provider: KeyProvider, why: string): FatalError {
+  const what = `the audit key (masq.audit_keys version ${row.version}, under ${row.master_key_id}) does not unwrap with the configured master key`;
+  return new FatalError(`${what}: ${why}`, {
+    what,
+    object: provider.name === "kms" ? "MASQ_KMS_KEY_ID" : "MASQ_MASTER_KEY",
+    hint: `${why}; configure the master key this database's keys are under (during a master key rotation, the previous one too), and run this again`,
+  });
 }
 
 /**
  * An audit key made under a master key that is not this database's would lock everyone else out of the trail: on a
  * database that already has keys, the configured master key must be one of theirs.
  */
-async function refuseForeignMasterKey(db: pg.Pool | pg.PoolClient, provider: KeyProvider, signal?: AbortSignal): Promise<void> {
+async function refuseForeignMasterKey(pool: pg.Pool, provider: KeyProvider, signal?: AbortSignal): Promise<void> {
   const current = await provider.currentMasterKeyId(signal);
   let known: string[];
   try {
     known = (
-      await db.query<{ id: string }>(
+      await pool.query<{ id: string }>(
         "SELECT master_key_id AS id FROM masq.data_keys UNION SELECT master_key_id FROM masq.pseudonym_keys WHERE master_key_id IS NOT NULL AND state <> 'retired'",
       )
     ).rows.map((r) => r.id);
@@ -91,7 +164,13 @@ async function refuseForeignMasterKey(db: pg.Pool | pg.PoolClient, provider: Key
 
 async function readKey(db: pg.Pool | pg.PoolClient): Promise<KeyRow | undefined> {
   try {
-    return (await db.query<KeyRow>("SELECT version, master_key_id, wrapped, fingerprint FROM masq.audit_key()")).rows[0];
+    return (
+      await db.query<KeyRow>(
+        `SELECT k.version, k.master_key_id, k.wrapped, k.fingerprint,
+                (SELECT a.chain_start::text FROM masq.audit_keys a WHERE a.version = k.version) AS chain_start
+         FROM masq.audit_key() k`,
+      )
+    ).rows[0];
   } catch (err) {
     throw classifyPgError(err);
   }

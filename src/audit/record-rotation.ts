@@ -1,25 +1,22 @@
 import type pg from "pg";
-import { inTransaction } from "../sink/transaction.ts";
 import type { KeyProvider } from "../vault/key-provider.ts";
-import { openAuditKey } from "./audit-key.ts";
+import type { AuditKey } from "./audit-key.ts";
 import { clientReported } from "./client-reported.ts";
 import { appendAudit } from "./seal-audit.ts";
 
+export type RotationAction = "rotate-pseudonym-key" | "rotate-master-key";
+
 /**
  * A rotation's entry in the audit trail (run by the schema owner, who may append directly): that it ran, who ran
- * it, and what it changed. A rotation decrypts every vault value, so it is an auditable action like an unmask.
+ * it, and what it changes. Appended and sealed in the caller's transaction, so that the change it records commits
+ * with it or not at all; the key was opened before anything was changed, so a rotation never runs unaudited.
  */
 export async function recordRotation(
-  pool: pg.Pool,
+  client: pg.PoolClient,
+  key: AuditKey,
   provider: KeyProvider,
-  action: "rotate-pseudonym-key" | "rotate-master-key",
+  action: RotationAction,
   selector: Record<string, unknown>,
-): Promise<void> {
-  const key = await openAuditKey(pool, provider);
-  try {
-    const client = await clientReported(provider);
-    await inTransaction(pool, (c) => appendAudit(c, key, { action, reason: action.replace("-", " "), selector, client }));
-  } finally {
-    key.key.fill(0);
-  }
+): Promise<string> {
+  return appendAudit(client, key, { action, reason: action.replace("-", " "), selector, client: await clientReported(provider) });
 }

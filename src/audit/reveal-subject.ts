@@ -10,6 +10,7 @@ import type { KeyProvider } from "../vault/key-provider.ts";
 import { pseudonymKeyVersion } from "../vault/pseudonym-keys.ts";
 import { quarantineBodyAad, vaultAad } from "../vault/vault-aad.ts";
 import { openAuditKey } from "./audit-key.ts";
+import { flagSuspect } from "./flag-suspect.ts";
 import { query, unwrapDataKeys } from "./reveal-vault.ts";
 import { sealAudit } from "./seal-audit.ts";
 import { subjectFingerprint } from "./subject-fingerprint.ts";
@@ -197,9 +198,7 @@ export async function revealSubject(pool: pg.Pool, provider: KeyProvider, req: S
     } finally {
       client.release();
     }
-    if (result.forged.length > 0) {
-      await query(pool, "SELECT masq.flag_vault_suspect($1, $2)", [result.forged.map((f) => f.kind), result.forged.map((f) => f.pseudonym)]);
-    }
+    await flagSuspect(pool, auditKey, step1.seq, req.userId, result.forged);
     return result;
   } finally {
     auditKey.key.fill(0);

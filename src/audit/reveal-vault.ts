@@ -10,6 +10,7 @@ import { pseudonymKeyVersion } from "../vault/pseudonym-keys.ts";
 import type { Unmasked } from "../vault/unmask-output.ts";
 import { vaultAad } from "../vault/vault-aad.ts";
 import { openAuditKey } from "./audit-key.ts";
+import { flagSuspect } from "./flag-suspect.ts";
 import { sealAudit } from "./seal-audit.ts";
 
 export interface RevealRequest {
@@ -51,7 +52,8 @@ interface Cipher {
  *      sealed with its MAC, COMMIT;
  *   2. masq.vault_ciphertexts hands out the ciphertexts that committed row names, and nothing else.
  * Every value is then checked against its pseudonym (HMAC of the pseudonym key of its version): a value planted under
- * a pseudonym that is not its own is withheld and flagged, so that ingestion replaces it with the true value.
+ * a pseudonym that is not its own is withheld and flagged (with an audit row of its own), so that ingestion replaces
+ * it with the true value.
  */
 export async function revealVault(pool: pg.Pool, provider: KeyProvider, req: RevealRequest): Promise<RevealResult> {
   const candidates = await vaultEntries(pool, req.wanted, req.limit + 1);
@@ -97,9 +99,7 @@ export async function revealVault(pool: pg.Pool, provider: KeyProvider, req: Rev
       if (pseudonymizers.get(r.key_version)!.pseudonymize(r.kind, value) === r.pseudonym) values.push({ kind: r.kind, pseudonym: r.pseudonym, value });
       else forged.push({ kind: r.kind, pseudonym: r.pseudonym });
     }
-    if (forged.length > 0) {
-      await query(pool, "SELECT masq.flag_vault_suspect($1, $2)", [forged.map((f) => f.kind), forged.map((f) => f.pseudonym)]);
-    }
+    await flagSuspect(pool, auditKey, seq, null, forged);
     return { values, forged, found: new Set(rows.map((r) => r.pseudonym)), more, auditSeq: seq };
   } finally {
     auditKey.key.fill(0);

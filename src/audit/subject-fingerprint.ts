@@ -8,7 +8,7 @@ import type { AuditKey } from "./audit-key.ts";
  * while an auditor with masq's keys can answer "was this user erased, and when?" (`masq audit list --user-id`).
  * The version prefix names the audit key, so a fingerprint stays checkable if that key is ever replaced.
  */
-export function subjectFingerprint(key: AuditKey, userId: string): string {
+export function subjectFingerprint(key: Pick<AuditKey, "version" | "key">, userId: string): string {
   const mac = createHmac("sha256", key.key).update("masq subject\0").update(userId, "utf8").digest("hex");
   return `v${key.version}:${mac.slice(0, 32)}`;
 }

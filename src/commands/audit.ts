@@ -1,7 +1,7 @@
 import { existingAuditKey } from "../audit/audit-key.ts";
 import { AUDIT_COLUMNS, type AuditRow } from "../audit/audit-row.ts";
 import { subjectFingerprint } from "../audit/subject-fingerprint.ts";
-import { formatCheckpoint, parseCheckpoint, verifyAudit } from "../audit/verify-audit.ts";
+import { formatCheckpoint, LEGACY_ACTIONS, parseCheckpoint, verifyAudit } from "../audit/verify-audit.ts";
 import { readDatabaseUrl, readKeyConfig } from "../config.ts";
 import { ConfigError, describeError } from "../errors.ts";
 import { createDb, type Db } from "../sink/db.ts";
@@ -88,7 +88,7 @@ export async function auditVerifyCommand(flags: Record<string, unknown>): Promis
         process.stderr.write(`masq: the audit trail does not verify: ${r.problem}\n`);
         return 1;
       }
-      const legacy = r.legacy > 0 ? `; ${r.legacy} row(s) from before the chain began (migration 005) carry no MAC and are not covered` : "";
+      const legacy = r.legacy > 0 ? `; ${r.legacy} row(s) from before the chain began at row ${key.chainStart} (migration 005) carry no MAC and are not covered` : "";
       const cut = against === undefined ? "" : `; nothing was cut since checkpoint row ${against.seq}`;
       process.stdout.write(`audit trail verified: ${r.checked} row(s) checked${cut}${legacy}\n`);
       return 0;
@@ -127,12 +127,25 @@ export async function auditCheckpointCommand(flags: Record<string, unknown>): Pr
   });
 }
 
-/** Before the first audited action there is no audit key: only rows from before migration 005 can be there. */
+/**
+ * Before the first audited action there is no audit key: only rows from before migration 005 can be there (unsealed
+ * unmask and pseudonym rows). Anything else means the key and the chain were removed.
+ */
 async function noAuditKey(db: Db, exitWithCheckpoint: number): Promise<number> {
-  const { rows } = await db.pool.query<{ total: number; sealed: number }>("SELECT count(*)::int AS total, count(mac)::int AS sealed FROM masq.audit");
+  const { rows } = await db.pool.query<{ total: number; sealed: number; other: string | null }>(
+    "SELECT count(*)::int AS total, count(mac)::int AS sealed, min(seq) FILTER (WHERE NOT (action = ANY ($1)))::text AS other FROM masq.audit",
+    [[...LEGACY_ACTIONS]],
+  );
   const r = rows[0]!;
   if (r.sealed > 0) {
     process.stderr.write("masq: the audit trail does not verify: it holds sealed rows but masq.audit_keys has no audit key (it was removed)\n");
+    return 1;
+  }
+  if (r.other !== null) {
+    process.stderr.write(
+      `masq: the audit trail does not verify: row ${r.other} is not a row from before the chain (only unmask and pseudonym rows are), ` +
+        "but masq.audit_keys has no audit key (the key and the chain's MACs were removed)\n",
+    );
     return 1;
   }
   if (exitWithCheckpoint !== 0) {

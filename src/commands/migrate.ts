@@ -1,12 +1,16 @@
-import { databaseSetting, readConnectTimeoutMs, readDatabaseUrl, readLogFormat, readLogLevel, readTable } from "../config.ts";
+import type pg from "pg";
+import { mayCreateAuditKey, openAuditKey } from "../audit/audit-key.ts";
+import { databaseSetting, readConnectTimeoutMs, readDatabaseUrl, readKeyConfig, readLogFormat, readLogLevel, readTable } from "../config.ts";
 import { describeError } from "../errors.ts";
-import { createLogger } from "../log.ts";
+import { createLogger, type Logger } from "../log.ts";
 import { createDb } from "../sink/db.ts";
+import { createKeyProvider } from "../vault/key-provider-from-config.ts";
 import { prepareDatabase } from "./setup.ts";
 import { onShutdownSignals } from "./signals.ts";
 
 /**
- * `masq migrate`: applies pending migrations and creates the target table if absent. Waits for Postgres at most
+ * `masq migrate`: applies pending migrations, creates the target table if absent, and, as the schema owner with the
+ * master key configured, makes the audit key if the database has none (the only login that may: migration 012). Waits for Postgres at most
  * MASQ_CONNECT_TIMEOUT_SECONDS; a failure is logged and thrown, for the CLI to print as one line on stderr.
  */
 export async function migrateCommand(flags: Record<string, unknown>): Promise<number> {
@@ -18,6 +22,7 @@ export async function migrateCommand(flags: Record<string, unknown>): Promise<nu
   const signals = onShutdownSignals({ first: (signal) => abort.abort(signal) });
   try {
     await prepareDatabase(db, table, { migrate: true, logger, signal: abort.signal, deadlineMs: connectTimeoutMs });
+    await prepareAuditKey(db.pool, logger, abort.signal);
     logger.info("database is up to date");
     return 0;
   } catch (err) {
@@ -27,5 +32,28 @@ export async function migrateCommand(flags: Record<string, unknown>): Promise<nu
     signals.dispose();
     await db.close().catch(() => undefined);
     logger.flush();
+  }
+}
+
+/**
+ * The audit key, made by the owner before any other login needs it (proven to unwrap, with its first row). Without a
+ * master key configured this is left to the owner's first audited action; an existing key is not touched.
+ */
+async function prepareAuditKey(pool: pg.Pool, logger: Logger, signal: AbortSignal): Promise<void> {
+  // A login that is not the owner (the service login's migrate, a no-op) neither makes nor reads it.
+  if (!(await mayCreateAuditKey(pool))) return;
+  const exists = (await pool.query<{ n: number }>("SELECT count(*)::int AS n FROM masq.audit_key()")).rows[0]!.n > 0;
+  if (exists) return;
+  if (!(process.env.MASQ_KMS_KEY_ID || process.env.MASQ_MASTER_KEY || process.env.MASQ_MASTER_KEY_FILE)) {
+    logger.info("no audit key yet: run masq migrate with the master key configured to make it (other logins' audited commands need it)");
+    return;
+  }
+  const provider = createKeyProvider(readKeyConfig(process.env));
+  try {
+    const key = await openAuditKey(pool, provider, signal);
+    key.key.fill(0);
+    logger.info({ chainStart: key.chainStart.toString() }, "audit key created");
+  } finally {
+    provider.close();
   }
 }

@@ -4,7 +4,9 @@ import { endedLine } from "../sink/lock-watch.ts";
 import { fromPostgres } from "../sink/pg-errors.ts";
 import { waitForPostgres } from "../sink/wait-for-postgres.ts";
 import { createProgress, type Progress } from "../progress/progress.ts";
+import { openAuditKey } from "../audit/audit-key.ts";
 import { recordRotation } from "../audit/record-rotation.ts";
+import { inTransaction } from "../sink/transaction.ts";
 import { rewrapKeys, type RewrapResult } from "../rotation/rewrap-keys.ts";
 import { rotatePseudonymKey } from "../rotation/rotate-pseudonym-key.ts";
 import { withRotationLock } from "../rotation/rotation-lock.ts";
@@ -31,15 +33,7 @@ export async function rotateMasterKeyCommand(flags: Record<string, unknown>): Pr
       else process.stdout.write(`would re-wrap ${counts(would)} under ${would.masterKeyId}, from ${fromText(would)}\n`);
       return 0;
     }
-    const done = await withRotationLock(db.pool, () => rewrapKeys(db.pool, provider, { batchSize, signal }));
-    await recordRotation(db.pool, provider, "rotate-master-key", {
-      to: done.masterKeyId,
-      from: done.from,
-      dataKeys: done.dataKeys,
-      pseudonymKeys: done.pseudonymKeys,
-      auditKeys: done.auditKeys,
-      leftAlone: done.unopenable.unused.length,
-    });
+    const done = await withRotationLock(db.pool, () => rewrapAudited(db, provider, batchSize, signal));
     const left = await rewrapKeys(db.pool, provider, { batchSize, dryRun: true });
     process.stdout.write(
       done.dataKeys + done.pseudonymKeys + done.auditKeys === 0
@@ -60,6 +54,34 @@ export async function rotateMasterKeyCommand(flags: Record<string, unknown>): Pr
     process.stdout.write(`every key is under ${done.masterKeyId} now: the old master key can be dropped once every masq process runs with the new one\n`);
     return 0;
   });
+}
+
+/**
+ * The re-wrap between two rows of the trail: the first, sealed and committed before any key is re-wrapped (a rotation
+ * whose audit key does not unwrap stops before it changes anything), the second with what was done. The audit key
+ * is opened once, first: re-wrapping changes its wrapped form, not the key.
+ */
+async function rewrapAudited(db: Db, provider: KeyProvider, batchSize: number, signal: AbortSignal): Promise<RewrapResult> {
+  const key = await openAuditKey(db.pool, provider, signal, { underNewMasterKey: true });
+  try {
+    const to = await provider.currentMasterKeyId(signal);
+    await inTransaction(db.pool, (c) => recordRotation(c, key, provider, "rotate-master-key", { event: "started", to }));
+    const done = await rewrapKeys(db.pool, provider, { batchSize, signal });
+    await inTransaction(db.pool, (c) =>
+      recordRotation(c, key, provider, "rotate-master-key", {
+        event: "finished",
+        to: done.masterKeyId,
+        from: done.from,
+        dataKeys: done.dataKeys,
+        pseudonymKeys: done.pseudonymKeys,
+        auditKeys: done.auditKeys,
+        leftAlone: done.unopenable.unused.length,
+      }),
+    );
+    return done;
+  } finally {
+    key.key.fill(0);
+  }
 }
 
 /**

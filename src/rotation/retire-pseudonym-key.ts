@@ -7,14 +7,20 @@ import { readRotationState, type RotationState } from "./rotation-state.ts";
 /**
  * The end of a rotation: once no vault row has the old version, the old key is retired and its key material
  * destroyed (wrapped set to NULL), and the rotation map, the last link between old and new pseudonyms, is emptied.
- * One transaction. Returns the rotation's final counts.
+ * One transaction, with the rotation's audit row (`audit`, appended before the key is retired). Returns the
+ * rotation's final counts.
  */
-export async function retirePseudonymKey(pool: pg.Pool, fromVersion: number): Promise<RotationState> {
+export async function retirePseudonymKey(
+  pool: pg.Pool,
+  fromVersion: number,
+  audit: (client: pg.PoolClient, final: RotationState) => Promise<unknown>,
+): Promise<RotationState> {
   const final = await inTransaction(pool, async (client) => {
     const state = await readRotationState(client);
     if (state?.fromVersion !== fromVersion) throw new FatalError(`no rotation of pseudonym key version ${fromVersion} is in progress`);
     const left = await query(client, "SELECT 1 FROM masq.vault WHERE key_version = $1 LIMIT 1", [fromVersion]);
     if ((left.rowCount ?? 0) > 0) throw new FatalError(`the vault still holds values under pseudonym key version ${fromVersion}; run the rotation again with --resume`);
+    await audit(client, state);
     await query(client, "UPDATE masq.pseudonym_keys SET state = 'retired', retired_at = now(), wrapped = NULL WHERE version = $1 AND state = 'retiring'", [fromVersion]);
     await query(client, "DELETE FROM masq.pseudonym_rotation WHERE from_version = $1", [fromVersion]);
     // TRUNCATE, not DELETE: the map's pages go at once instead of lingering as dead rows until a vacuum.

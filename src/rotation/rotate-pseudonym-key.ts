@@ -1,10 +1,13 @@
 import type pg from "pg";
+import type { AuditKey } from "../audit/audit-key.ts";
 import { ConfigError } from "../errors.ts";
 import type { TableName } from "../sink/table-name.ts";
 import { DataKeys, type DataKeyLimits } from "../vault/data-keys.ts";
 import type { KeyProvider } from "../vault/key-provider.ts";
 import { pseudonymKeyVersion } from "../vault/pseudonym-keys.ts";
+import { openAuditKey } from "../audit/audit-key.ts";
 import { recordRotation } from "../audit/record-rotation.ts";
+import { inTransaction } from "../sink/transaction.ts";
 import { OpenedDataKeys } from "./opened-data-keys.ts";
 import type { PassContext } from "./pass-context.ts";
 import { repseudonymizeVault } from "./repseudonymize-vault.ts";
@@ -67,54 +70,80 @@ export async function rotatePseudonymKey(opts: RotatePseudonymKeyOptions): Promi
     }
     await assertRewritable(pool, opts.table);
     if (inProgress === undefined) await assertOnlyTable(pool, opts.table);
-    const { state, switched } = await switchPseudonymKey(pool, provider, tableText, opts.signal, opts.onBlockerEnded);
-    opts.onSwitched?.(state, switched);
-
-    if (switched) await recordRotation(pool, provider, "rotate-pseudonym-key", { event: "switched", fromVersion: state.fromVersion, toVersion: state.toVersion, table: tableText });
-    const next = await pseudonymKeyVersion(pool, provider, state.toVersion, opts.signal);
-    const previous = await pseudonymKeyVersion(pool, provider, state.fromVersion, opts.signal);
-    const opened = new OpenedDataKeys(pool, provider);
-    const dataKeys = new DataKeys({ pool, provider, ...(opts.limits ? { limits: opts.limits } : {}) });
-    const ctx = (phase: RotationPhase): PassContext => ({
-      pool,
-      state,
-      pseudonymizer: next.pseudonymizer,
-      previous: previous.pseudonymizer,
-      opened,
-      dataKeys,
-      batchSize: opts.batchSize,
-      signal: opts.signal,
-      onBatch: (done, total) => opts.onBatch?.(phase, done, total),
-      onBlockerEnded: opts.onBlockerEnded,
-    });
+    // The audit key first: one that does not unwrap stops the rotation here, before anything is switched or rewritten.
+    const auditKey = await openAuditKey(pool, provider, opts.signal);
     try {
-      if (state.phase === "vault") {
-        opts.onPhase?.("vault");
-        if (!(await repseudonymizeVault(ctx("vault")))) return { outcome: "stopped", state: (await readRotationState(pool))! };
-        await setRotationPhase(pool, state.fromVersion, (state.phase = "quarantine"));
-      }
-      if (state.phase === "quarantine") {
-        opts.onPhase?.("quarantine");
-        if (!(await reredactQuarantine(ctx("quarantine")))) return { outcome: "stopped", state: (await readRotationState(pool))! };
-        await setRotationPhase(pool, state.fromVersion, (state.phase = "table"));
-      }
-      opts.onPhase?.("table");
-      if (!(await rewriteTable(ctx("table"), opts.table))) return { outcome: "stopped", state: (await readRotationState(pool))! };
-      const final = await retirePseudonymKey(pool, state.fromVersion);
-      await recordRotation(pool, provider, "rotate-pseudonym-key", {
-        event: "finished",
-        fromVersion: final.fromVersion,
-        toVersion: final.toVersion,
-        table: final.targetTable,
-        vaultValues: final.vaultDone,
-        bodies: final.quarantineDone,
-        rows: final.tableRowsDone,
-        forged: final.forged,
-      });
-      return { outcome: "finished", state: final };
+      return await rotateAudited(opts, tableText, auditKey);
     } finally {
-      dataKeys.close();
-      opened.close();
+      auditKey.key.fill(0);
     }
   });
+}
+
+/** The rotation proper: each step that changes keys commits with its sealed audit row, or is preceded by one. */
+async function rotateAudited(opts: RotatePseudonymKeyOptions, tableText: string, auditKey: AuditKey): Promise<RotatePseudonymKeyResult> {
+  const { pool, provider } = opts;
+  const record = (client: pg.PoolClient, selector: Record<string, unknown>) => recordRotation(client, auditKey, provider, "rotate-pseudonym-key", selector);
+  const { state, switched } = await switchPseudonymKey(
+    pool,
+    provider,
+    tableText,
+    (client, fromVersion, toVersion) => record(client, { event: "switched", fromVersion, toVersion, table: tableText }),
+    opts.signal,
+    opts.onBlockerEnded,
+  );
+  opts.onSwitched?.(state, switched);
+  // A resumed rotation records that it goes on before its passes change anything.
+  if (!switched) {
+    await inTransaction(pool, (client) =>
+      record(client, { event: "resumed", fromVersion: state.fromVersion, toVersion: state.toVersion, table: tableText, phase: state.phase }),
+    );
+  }
+
+  const next = await pseudonymKeyVersion(pool, provider, state.toVersion, opts.signal);
+  const previous = await pseudonymKeyVersion(pool, provider, state.fromVersion, opts.signal);
+  const opened = new OpenedDataKeys(pool, provider);
+  const dataKeys = new DataKeys({ pool, provider, ...(opts.limits ? { limits: opts.limits } : {}) });
+  const ctx = (phase: RotationPhase): PassContext => ({
+    pool,
+    state,
+    pseudonymizer: next.pseudonymizer,
+    previous: previous.pseudonymizer,
+    opened,
+    dataKeys,
+    batchSize: opts.batchSize,
+    signal: opts.signal,
+    onBatch: (done, total) => opts.onBatch?.(phase, done, total),
+    onBlockerEnded: opts.onBlockerEnded,
+  });
+  try {
+    if (state.phase === "vault") {
+      opts.onPhase?.("vault");
+      if (!(await repseudonymizeVault(ctx("vault")))) return { outcome: "stopped", state: (await readRotationState(pool))! };
+      await setRotationPhase(pool, state.fromVersion, (state.phase = "quarantine"));
+    }
+    if (state.phase === "quarantine") {
+      opts.onPhase?.("quarantine");
+      if (!(await reredactQuarantine(ctx("quarantine")))) return { outcome: "stopped", state: (await readRotationState(pool))! };
+      await setRotationPhase(pool, state.fromVersion, (state.phase = "table"));
+    }
+    opts.onPhase?.("table");
+    if (!(await rewriteTable(ctx("table"), opts.table))) return { outcome: "stopped", state: (await readRotationState(pool))! };
+    const final = await retirePseudonymKey(pool, state.fromVersion, (client, f) =>
+      record(client, {
+        event: "finished",
+        fromVersion: f.fromVersion,
+        toVersion: f.toVersion,
+        table: f.targetTable,
+        vaultValues: f.vaultDone,
+        bodies: f.quarantineDone,
+        rows: f.tableRowsDone,
+        forged: f.forged,
+      }),
+    );
+    return { outcome: "finished", state: final };
+  } finally {
+    dataKeys.close();
+    opened.close();
+  }
 }

@@ -20,11 +20,13 @@ interface KeyRow {
  * (masq.lock_pseudonym_key), so the FOR UPDATE here waits for the batches in flight, and every batch after the
  * commit finds its key retired, writes nothing and is masked again under the new key. From the commit on, no
  * pseudonym under the old key is written. A rotation already switched (a 'retiring' key exists) is resumed instead.
+ * The rotation's audit row (`audit`) is appended first in the switch's transaction: no switch commits without it.
  */
 export async function switchPseudonymKey(
   pool: pg.Pool,
   provider: KeyProvider,
   targetTable: string,
+  audit: (client: pg.PoolClient, fromVersion: number, toVersion: number) => Promise<unknown>,
   signal?: AbortSignal,
   onBlockerEnded?: (b: Blocker, what: string) => void,
 ): Promise<{ state: RotationState; switched: boolean }> {
@@ -46,6 +48,7 @@ export async function switchPseudonymKey(
   g.plaintext.fill(0);
 
   await inTransaction(pool, async (client) => {
+    await audit(client, active.version, next);
     // Whatever a session of a masq role holds is ended after about 1 s (withLockWatch); only a session masq may not
     // end (the owner's, a superuser's) can hold the key this long, and then the error names it.
     await query(client, "SET LOCAL lock_timeout = '30s'");

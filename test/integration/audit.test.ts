@@ -46,15 +46,16 @@ describe("masq audit list, verify and checkpoint", () => {
     assert.equal((await runMasq(["audit", "checkpoint"], env)).code, 1);
   });
 
-  test("concurrent unmasks chain one after the other, and verify checks every row", async () => {
+  test("concurrent unmasks chain one after the other, after the audit key's own first row, and verify checks every row", async () => {
     const runs = await Promise.all(pseudonyms.slice(0, 6).map((p, i) => runMasq(["unmask", "--reason", `concurrent ${i}`, "--pseudonym", p], env)));
     for (const r of runs) assert.equal(r.code, 0, r.stderr);
     const rows = (await fx.db.pool.query<{ seq: string; prev_mac: Buffer | null; mac: Buffer }>("SELECT seq::text, prev_mac, mac FROM masq.audit ORDER BY seq")).rows;
-    assert.deepEqual(rows.map((r) => r.seq), ["1", "2", "3", "4", "5", "6"]);
+    // Row 1: the audit key, made (as the owner may) by the first audited action, where the chain begins.
+    assert.deepEqual(rows.map((r) => r.seq), ["1", "2", "3", "4", "5", "6", "7"]);
     rows.forEach((r, i) => assert.deepEqual(r.prev_mac, i === 0 ? null : rows[i - 1]!.mac, `row ${r.seq} follows row ${i}`));
     const v = await verify();
     assert.equal(v.code, 0, v.stderr);
-    assert.equal(v.stdout, "audit trail verified: 6 row(s) checked\n");
+    assert.equal(v.stdout, "audit trail verified: 7 row(s) checked\n");
   });
 
   test("list shows who the server saw, and what the client reported apart", async () => {
@@ -62,9 +63,9 @@ describe("masq audit list, verify and checkpoint", () => {
     assert.equal(text.code, 0, text.stderr);
     const lines = text.stdout.trimEnd().split("\n");
     assert.equal(lines.length, 2);
-    assert.match(lines[0]!, /^ +6 {2}\d{4}-\d\d-\d\dT[\d:.]+Z {2}unmask +postgres {2}1 value\(s\) {2}reason: "concurrent \d" {2}client-reported: os_user=/);
+    assert.match(lines[0]!, /^ +7 {2}\d{4}-\d\d-\d\dT[\d:.]+Z {2}unmask +postgres {2}1 value\(s\) {2}reason: "concurrent \d" {2}client-reported: os_user=/);
     const json = JSON.parse((await runMasq(["audit", "list", "--json"], env)).stdout) as { seq: number; loginRole: string; clientReported: Record<string, string>; sealed: boolean }[];
-    assert.equal(json.length, 6);
+    assert.equal(json.length, 7);
     assert.ok(json.every((r) => r.loginRole === "postgres" && r.sealed && typeof r.clientReported.os_user === "string"));
   });
 
@@ -76,8 +77,8 @@ describe("masq audit list, verify and checkpoint", () => {
       ["removed", () => tamper(fx.db.pool, "DELETE FROM masq.audit WHERE seq = 4"), /row 4 removed \(the trail jumps to row 5\)/],
       ["removed and renumbered", () => tamper(fx.db.pool, "DELETE FROM masq.audit WHERE seq = 4; UPDATE masq.audit SET seq = 1 - seq WHERE seq > 4; UPDATE masq.audit SET seq = -seq WHERE seq < 0"), /row 4 was changed/],
       ["reordered", () => tamper(fx.db.pool, "UPDATE masq.audit SET seq = -seq WHERE seq IN (2, 3); UPDATE masq.audit SET seq = CASE seq WHEN -2 THEN 3 ELSE 2 END WHERE seq < 0"), /row 2 was changed/],
-      ["inserted", () => tamper(fx.db.pool, "INSERT INTO masq.audit SELECT 7, now(), 'unmask', 'alice', 'alice', '{}', 'forged row', '{}', '{}', 0, 1, mac, sha256(mac) FROM masq.audit WHERE seq = 6"), /row 7 was changed/],
-      ["inserted without a MAC", () => tamper(fx.db.pool, "INSERT INTO masq.audit (seq, at, action, login_role, effective_role, reason, selector, subjects, value_count) VALUES (7, now(), 'unmask', 'alice', 'alice', 'forged row', '{}', '{}', 0)"), /row 7 has no MAC after the chain began/],
+      ["inserted", () => tamper(fx.db.pool, "INSERT INTO masq.audit SELECT 8, now(), 'unmask', 'alice', 'alice', '{}', 'forged row', '{}', '{}', 0, 1, mac, sha256(mac) FROM masq.audit WHERE seq = 7"), /row 8 was changed/],
+      ["inserted without a MAC", () => tamper(fx.db.pool, "INSERT INTO masq.audit (seq, at, action, login_role, effective_role, reason, selector, subjects, value_count) VALUES (8, now(), 'unmask', 'alice', 'alice', 'forged row', '{}', '{}', 0)"), /row 8 has no MAC, but the chain began at row 1/],
     ];
     for (const [what, act, expected] of cases) {
       await act();
@@ -98,18 +99,18 @@ describe("masq audit list, verify and checkpoint", () => {
     const cp = await runMasq(["audit", "checkpoint"], env);
     assert.equal(cp.code, 0, cp.stderr);
     const checkpoint = cp.stdout.trim();
-    assert.match(checkpoint, /^masq-audit:6:[0-9a-f]{64}$/);
+    assert.match(checkpoint, /^masq-audit:7:[0-9a-f]{64}$/);
     const later = await runMasq(["unmask", "--reason", "after the checkpoint", "--pseudonym", pseudonyms[7]!], env);
     assert.equal(later.code, 0, later.stderr);
     const ok = await verify("--against", checkpoint);
     assert.equal(ok.code, 0, ok.stderr);
-    assert.equal(ok.stdout, "audit trail verified: 7 row(s) checked; nothing was cut since checkpoint row 6\n");
+    assert.equal(ok.stdout, "audit trail verified: 8 row(s) checked; nothing was cut since checkpoint row 7\n");
     // The last two rows cut: the chain alone cannot tell, the checkpoint can.
-    await tamper(fx.db.pool, "DELETE FROM masq.audit WHERE seq >= 6");
+    await tamper(fx.db.pool, "DELETE FROM masq.audit WHERE seq >= 7");
     assert.equal((await verify()).code, 0);
     const cut = await verify("--against", checkpoint);
     assert.equal(cut.code, 1);
-    assert.match(cut.stderr, /row 6, the checkpoint's head, is gone: rows 6 to 6 were cut from the end/);
+    assert.match(cut.stderr, /row 7, the checkpoint's head, is gone: rows 7 to 7 were cut from the end/);
     const bad = await verify("--against", "row 6 please");
     assert.equal(bad.code, 2);
     assert.match(bad.stderr, /--against/);

@@ -45,7 +45,9 @@ describe("database roles, as real login roles made by deploy/sql/login-roles.sql
     keys.close();
     assert.equal(r.fatal, undefined);
     assert.ok(r.stats.written > 200);
-    // One unmask as the person: the audit key and row 1 exist from here on.
+    // The owner's migrate makes the audit key (row 1, where the chain begins); then one unmask as the person (row 2).
+    const m = await runMasq(["migrate"], env(fx.pgdb.url));
+    assert.equal(m.code, 0, m.stderr);
     const p = (await fx.db.pool.query<{ masked_ip: string }>("SELECT masked_ip FROM public.user_logins LIMIT 1")).rows[0]!.masked_ip;
     const u = await runMasq(["unmask", "--reason", "setting up the role tests", "--pseudonym", p], env(roles.url.person));
     assert.equal(u.code, 0, u.stderr);
@@ -203,7 +205,7 @@ describe("database roles, as real login roles made by deploy/sql/login-roles.sql
     assert.doesNotMatch(s.stdout, /rotation in progress/);
     // And the rotations are in the trail, next to the unmasks.
     const actions = (await fx.db.pool.query<{ action: string }>("SELECT DISTINCT action FROM masq.audit")).rows.map((r) => r.action).sort();
-    assert.deepEqual(actions, ["replay", "rotate-master-key", "rotate-pseudonym-key", "unmask"]);
+    assert.deepEqual(actions, ["audit-key", "replay", "rotate-master-key", "rotate-pseudonym-key", "unmask"]);
   });
 
   test("a value planted with ingestion's credentials is refused by unmask, replaced when the true value arrives, and dropped by a rotation", async () => {
@@ -224,6 +226,20 @@ describe("database roles, as real login roles made by deploy/sql/login-roles.sql
     assert.ok(!refused.stdout.includes("10.66.66.66"), refused.stdout);
     assert.match(refused.stderr, new RegExp(`the vault value of ip ${pseudonym} is not that pseudonym's value.*not shown; marked suspect`));
     assert.equal((await fx.db.pool.query<{ suspect: boolean }>("SELECT suspect FROM masq.vault WHERE pseudonym = $1", [pseudonym])).rows[0]!.suspect, true);
+    // The flag is a sealed row of its own, naming the value and the reveal that found it (migration 012).
+    const flag = (
+      await fx.db.pool.query<{ login_role: string; subjects: string[]; reveal: string; sealed: boolean }>(
+        `SELECT a.login_role, a.subjects, a.selector ->> 'reveal' AS reveal, a.mac IS NOT NULL AS sealed
+         FROM masq.vault v JOIN masq.audit a ON a.seq = v.suspect_seq WHERE v.pseudonym = $1 AND a.action = 'vault-suspect'`,
+        [pseudonym],
+      )
+    ).rows;
+    assert.equal(flag.length, 1);
+    assert.deepEqual(flag[0]!.subjects, [`ip:${pseudonym}`]);
+    assert.equal(flag[0]!.login_role, roles.names.person);
+    assert.ok(flag[0]!.sealed);
+    const reveal = (await fx.db.pool.query<{ action: string; subjects: string[] }>("SELECT action, subjects FROM masq.audit WHERE seq = $1", [flag[0]!.reveal])).rows[0]!;
+    assert.deepEqual(reveal, { action: "unmask", subjects: [`ip:${pseudonym}`] });
 
     // The true value arrives: ingestion (as the service login) replaces the planted row.
     const queueUrl = fx.sqs.newQueue();

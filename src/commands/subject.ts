@@ -1,6 +1,7 @@
 import { once } from "node:events";
 import { revealSubject } from "../audit/reveal-subject.ts";
 import { readPseudonymKey, readTable } from "../config.ts";
+import { revealing } from "../closed-stdout.ts";
 import { ConfigError } from "../errors.ts";
 import { qualified } from "../sink/table-name.ts";
 import { ExportWriter } from "../vault/export-output.ts";
@@ -29,7 +30,7 @@ export async function subjectExportCommand(flags: Record<string, unknown>): Prom
   return withVault(flags, async ({ db, provider, client }) => {
     const writer = new ExportWriter(format);
     let begun = false;
-    const r = await revealSubject(db.pool, provider, { reason, client, userId, table, from, to, pageSize, pseudonymKeyOverride: readPseudonymKey(process.env) }, async (lines) => {
+    const r = await revealSubject(db.pool, provider, { reason, client, userId, table, from, to, pageSize, pseudonymKeyOverride: readPseudonymKey(process.env), audited: (seq) => revealing("subject export", seq) }, async (lines) => {
       await write(begun ? writer.page(lines) : writer.begin() + writer.page(lines));
       begun = true;
     }).catch((err: unknown) => {

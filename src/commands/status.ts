@@ -2,7 +2,7 @@ import { databaseSetting, readConnectTimeoutMs, readDatabaseUrl, readQueueSettin
 import { ConfigError, describeError, errorLine, exitCodeFor, FatalError, type ErrorHelp } from "../errors.ts";
 import { createDb } from "../sink/db.ts";
 import { fromPostgres } from "../sink/pg-errors.ts";
-import { waitForPostgres } from "../sink/wait-for-postgres.ts";
+import { sayWaiting, waitForPostgres } from "../sink/wait-for-postgres.ts";
 import { loadMigrations } from "../sink/migrate.ts";
 import { databaseStatus, type DatabaseStatus, type RowCount } from "../sink/status-queries.ts";
 import type { SQSClient } from "@aws-sdk/client-sqs";
@@ -34,7 +34,7 @@ export async function statusCommand(flags: Record<string, unknown>): Promise<num
   try {
     if (queue !== undefined) status.queue = await queueStatus(queue, { where: sqsTargetText(flags, process.env), timeoutMs: connectTimeoutMs, failures });
     try {
-      await waitForPostgres(db, { deadlineMs: connectTimeoutMs });
+      await waitForPostgres(db, { deadlineMs: connectTimeoutMs, onWait: sayWaiting });
       status.database = { ...(await databaseStatus(db, table)), latestMigration: loadMigrations().at(-1)?.version ?? 0 };
     } catch (err) {
       const missing = (err as { code?: string }).code === "42P01";

@@ -27,7 +27,9 @@ export function stdoutWasClosed(): boolean {
  * which process.exit() would drop. A reader that went away meanwhile ends the process here (stopOnClosedStdout).
  */
 export async function flushStdout(): Promise<void> {
-  if (process.stdout.destroyed) return;
+  // Nothing queued: exit in this turn of the event loop, as before (the demo's embedded Postgres has its own signal
+  // hooks that exit with 128+n if given a turn after a Ctrl-C the demo already handled).
+  if (process.stdout.destroyed || process.stdout.writableLength === 0) return;
   const err = await new Promise<Error | null | undefined>((resolve) => process.stdout.write("", resolve));
   if (isClosedPipe(err)) stopOnClosedStdout();
 }

@@ -25,7 +25,8 @@ type Result = { ok: string } | { failed: unknown } | { skipped: string };
  * queue, Postgres (login, migrations, the target table, ingest privileges), the key provider. One line per check,
  * and one per wrong setting (all of them, as a linter reports every error); a check runs whenever the settings it
  * needs could be read. Exit 0 only when run would work, 2 when a setting is wrong, 1 otherwise. It consumes no
- * message and writes nothing: every query reads, and no key is created. Each network check waits at most MASQ_CONNECT_TIMEOUT_SECONDS.
+ * message and writes nothing: every query reads, and no key is created. Each network check waits at most
+ * MASQ_CONNECT_TIMEOUT_SECONDS (30 s while that setting is itself wrong).
  */
 export async function checkCommand(flags: Record<string, unknown>): Promise<number> {
   const results: Result[] = [];
@@ -38,9 +39,14 @@ export async function checkCommand(flags: Record<string, unknown>): Promise<numb
 
   // Every setting is read, and every mistake reported, before the checks that can run without it go on.
   const { config, errors } = readRunSettings(flags, process.env, false);
+  let deadlineMs = 30_000;
+  try {
+    deadlineMs = readConnectTimeoutMs(process.env);
+  } catch (err) {
+    errors.push(err as ConfigError);
+  }
   if (errors.length === 0) report("configuration", { ok: `queue ${config.queueUrl}, table ${qualified(config.table!)}, key provider ${config.keys!.provider}` });
   for (const err of errors) report("configuration", { failed: err });
-  const deadlineMs = readConnectTimeoutMs(process.env);
 
   const queue = queuePart(config);
   if (queue !== undefined) await checkSqs(queue, flags, deadlineMs, report);
@@ -55,7 +61,7 @@ export async function checkCommand(flags: Record<string, unknown>): Promise<numb
   const provider = keys && createKeyProvider(keys.keys);
   try {
     const pgOk = db !== undefined && database !== undefined && (await checkPostgres(db, database, deadlineMs, report));
-    if (provider === undefined || keys === undefined) report("key provider", { skipped: "needs a master key setting (see configuration)" });
+    if (provider === undefined || keys === undefined) report("key provider", { skipped: "needs valid key settings (see configuration)" });
     else await checkKeys(db, provider, keys, pgOk, deadlineMs, report);
   } finally {
     provider?.close();

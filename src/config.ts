@@ -241,9 +241,11 @@ export function readKeyConfig(env: NodeJS.ProcessEnv): KeyConfig {
       .map((k) => parseMasterKey(k, "MASQ_MASTER_KEY_PREVIOUS"));
     return { provider, masterKey, previousMasterKeys, limits };
   }
+  // Name what is missing, not MASQ_KEY_PROVIDER: nobody has to set that when one key is given.
   throw new ConfigError(
-    "MASQ_KEY_PROVIDER",
-    "no master key is configured: set MASQ_KMS_KEY_ID (AWS KMS) or MASQ_MASTER_KEY (the local provider, 32 bytes hex, e.g. from: openssl rand -hex 32)",
+    "MASQ_MASTER_KEY",
+    "none is set; set MASQ_KMS_KEY_ID (AWS KMS) or MASQ_MASTER_KEY (the local provider, 32 bytes hex, e.g. from: openssl rand -hex 32; or MASQ_MASTER_KEY_FILE)",
+    { what: "no master key", object: "MASQ_KMS_KEY_ID or MASQ_MASTER_KEY" },
   );
 }
 
@@ -309,23 +311,42 @@ export function sqsTargetText(flags: Record<string, unknown>, env: NodeJS.Proces
 }
 
 export function readRunConfig(flags: Record<string, unknown>, env: NodeJS.ProcessEnv, drain: boolean): RunConfig {
-  const queue = readQueueSettings(flags, env);
-  if (queue === undefined) throw new ConfigError("QUEUE_URL", "is not set; give the queue's URL with --queue-url or QUEUE_URL");
-  return {
-    queueUrl: queue.queueUrl,
-    databaseUrl: readDatabaseUrl(flags, env),
-    table: readTable(flags, env),
-    keys: readKeyConfig(env),
-    pseudonymKeyOverride: readPseudonymKey(env),
-    sqsProtocol: queue.protocol,
-    sqsEndpoint: queue.endpoint,
-    region: queue.region,
-    migrate: boolean({ flags, env }, "migrate", "MASQ_MIGRATE", true),
-    logLevel: readLogLevel(flags, env),
-    pipeline: readPipelineConfig(flags, env, drain),
-    // A drain is a one-shot job: no listener unless asked for (MASQ_HTTP_PORT or --http-port).
-    http: readHttp(flags, env, drain ? undefined : DEFAULT_HTTP_PORT),
+  const { config, errors } = readRunSettings(flags, env, drain);
+  if (errors[0] !== undefined) throw errors[0];
+  return config as RunConfig;
+}
+
+/**
+ * run's settings, each part read on its own so that one mistake does not hide the next: `masq check` reports every
+ * error, as a linter does, and runs the checks whose settings could be read. A part is present in `config` only
+ * when it was read without error (databaseUrl and pseudonymKeyOverride may be present and undefined).
+ */
+export function readRunSettings(flags: Record<string, unknown>, env: NodeJS.ProcessEnv, drain: boolean): { config: Partial<RunConfig>; errors: ConfigError[] } {
+  const config: Partial<RunConfig> = {};
+  const errors: ConfigError[] = [];
+  const part = (read: () => void) => {
+    try {
+      read();
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      errors.push(err);
+    }
   };
+  part(() => {
+    const queue = readQueueSettings(flags, env);
+    if (queue === undefined) throw new ConfigError("QUEUE_URL", "is not set; give the queue's URL with --queue-url or QUEUE_URL");
+    Object.assign(config, { queueUrl: queue.queueUrl, sqsProtocol: queue.protocol, sqsEndpoint: queue.endpoint, region: queue.region });
+  });
+  part(() => (config.databaseUrl = readDatabaseUrl(flags, env)));
+  part(() => (config.table = readTable(flags, env)));
+  part(() => (config.keys = readKeyConfig(env)));
+  part(() => (config.pseudonymKeyOverride = readPseudonymKey(env)));
+  part(() => (config.migrate = boolean({ flags, env }, "migrate", "MASQ_MIGRATE", true)));
+  part(() => (config.logLevel = readLogLevel(flags, env)));
+  part(() => (config.pipeline = readPipelineConfig(flags, env, drain)));
+  // A drain is a one-shot job: no listener unless asked for (MASQ_HTTP_PORT or --http-port).
+  part(() => (config.http = readHttp(flags, env, drain ? undefined : DEFAULT_HTTP_PORT)));
+  return { config, errors };
 }
 
 /**

@@ -30,6 +30,8 @@ export interface SubjectRequest {
    * several tables shows them with the first.
    */
   withQuarantine?: boolean;
+  /** Called once the audit row has committed, before anything is emitted. */
+  audited?: (auditSeq: string) => void;
 }
 
 export interface SubjectResult {
@@ -103,6 +105,7 @@ export async function revealSubject(pool: pg.Pool, provider: KeyProvider, req: S
       await sealAudit(client, auditKey, r.rows[0]!.seq);
       return r.rows[0]!;
     });
+    req.audited?.(step1.seq);
     const result: SubjectResult = {
       auditSeq: step1.seq,
       recorded: { rows: Number(step1.row_count), values: Number(step1.value_count), quarantined: Number(step1.quarantined) },

@@ -1,3 +1,4 @@
+import { auditCounts, auditCountsText } from "../audit/audit-counts.ts";
 import { existingAuditKey } from "../audit/audit-key.ts";
 import { AUDIT_COLUMNS, type AuditRow } from "../audit/audit-row.ts";
 import { subjectFingerprint } from "../audit/subject-fingerprint.ts";
@@ -37,6 +38,7 @@ export async function auditListCommand(flags: Record<string, unknown>): Promise<
         selector: JSON.parse(r.selector) as unknown,
         subjects: r.subjects,
         valueCount: r.value_count,
+        counts: auditCounts(r),
         sealed: r.mac !== null,
       }));
       process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
@@ -50,7 +52,7 @@ export async function auditListCommand(flags: Record<string, unknown>): Promise<
       const as = r.effective_role === r.login_role ? r.login_role : `${r.login_role} (as ${r.effective_role})`;
       const client = Object.entries(JSON.parse(r.client_reported) as Record<string, unknown>).map(([k, v]) => `${k}=${String(v)}`);
       process.stdout.write(
-        `${r.seq.padStart(6)}  ${r.at}  ${r.action.padEnd(20)} ${as}  ${r.value_count} value(s)  reason: ${JSON.stringify(r.reason)}` +
+        `${r.seq.padStart(6)}  ${r.at}  ${r.action.padEnd(20)} ${as}  ${auditCountsText(auditCounts(r))}  reason: ${JSON.stringify(r.reason)}` +
           `${client.length > 0 ? `  client-reported: ${client.join(", ")}` : ""}${r.mac === null ? "  [from before the chain]" : ""}\n`,
       );
     }

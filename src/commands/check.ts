@@ -1,4 +1,4 @@
-import { databaseSetting, readConnectTimeoutMs, readRunConfig, sqsTargetText, type RunConfig } from "../config.ts";
+import { databaseSetting, readConnectTimeoutMs, readRunSettings, sqsTargetText, type RunConfig } from "../config.ts";
 import { ConfigError, errorLine, exitCodeFor, FatalError, UnreachableError } from "../errors.ts";
 import { createDb, type Db } from "../sink/db.ts";
 import { missingIngestPrivileges } from "../sink/ingest-privileges.ts";
@@ -7,7 +7,7 @@ import { fromPostgres } from "../sink/pg-errors.ts";
 import { targetText } from "../sink/pg-target.ts";
 import { qualified } from "../sink/table-name.ts";
 import { verifyTargetTable } from "../sink/target-table.ts";
-import { waitForPostgres } from "../sink/wait-for-postgres.ts";
+import { sayWaiting, waitForPostgres } from "../sink/wait-for-postgres.ts";
 import { createSqsClient } from "../source/sqs-client.ts";
 import { SqsSource } from "../source/sqs-source.ts";
 import { detectSqsProtocol } from "../source/sqs-protocol.ts";
@@ -22,9 +22,11 @@ type Result = { ok: string } | { failed: unknown } | { skipped: string };
 
 /**
  * `masq check`: the preflight of `masq run`, in the order run needs things: configuration, AWS credentials, the
- * queue, Postgres (login, migrations, the target table, ingest privileges), the key provider. One line per check;
- * exit 0 only when run would work, 2 when a setting is wrong, 1 otherwise. It consumes no message and writes
- * nothing: every query reads, and no key is created. Each network check waits at most MASQ_CONNECT_TIMEOUT_SECONDS.
+ * queue, Postgres (login, migrations, the target table, ingest privileges), the key provider. One line per check,
+ * and one per wrong setting (all of them, as a linter reports every error); a check runs whenever the settings it
+ * needs could be read. Exit 0 only when run would work, 2 when a setting is wrong, 1 otherwise. It consumes no
+ * message and writes nothing: every query reads, and no key is created. Each network check waits at most
+ * MASQ_CONNECT_TIMEOUT_SECONDS (30 s while that setting is itself wrong).
  */
 export async function checkCommand(flags: Record<string, unknown>): Promise<number> {
   const results: Result[] = [];
@@ -35,36 +37,59 @@ export async function checkCommand(flags: Record<string, unknown>): Promise<numb
     else process.stdout.write(`FAIL  ${name}: ${errorLine(r.failed).replace(/^masq: /, "")}\n`);
   };
 
-  let config: RunConfig;
+  // Every setting is read, and every mistake reported, before the checks that can run without it go on.
+  const { config, errors } = readRunSettings(flags, process.env, false);
+  let deadlineMs = 30_000;
   try {
-    config = readRunConfig(flags, process.env, false);
-    report("configuration", { ok: `queue ${config.queueUrl}, table ${qualified(config.table)}, key provider ${config.keys.provider}` });
+    deadlineMs = readConnectTimeoutMs(process.env);
   } catch (err) {
-    report("configuration", { failed: err });
-    for (const name of ["AWS credentials", "queue", "Postgres login", "migrations", "target table", "ingest privileges", "key provider"]) {
-      report(name, { skipped: "needs a valid configuration" });
-    }
-    return finish(results);
+    errors.push(err as ConfigError);
   }
-  const deadlineMs = readConnectTimeoutMs(process.env);
+  if (errors.length === 0) report("configuration", { ok: `queue ${config.queueUrl}, table ${qualified(config.table!)}, key provider ${config.keys!.provider}` });
+  for (const err of errors) report("configuration", { failed: err });
 
-  await checkSqs(config, flags, deadlineMs, report);
+  const queue = queuePart(config);
+  if (queue !== undefined) await checkSqs(queue, flags, deadlineMs, report);
+  else for (const name of ["AWS credentials", "queue"]) report(name, { skipped: "needs valid queue settings (see configuration)" });
 
-  const db = createDb({ databaseUrl: config.databaseUrl, setting: databaseSetting(flags, process.env), connectTimeoutMs: deadlineMs, poolSize: 2 });
-  const provider = createKeyProvider(config.keys);
+  const database = databasePart(config);
+  const keys = keysPart(config);
+  if (database === undefined) {
+    for (const name of ["Postgres login", "migrations", "target table", "ingest privileges"]) report(name, { skipped: "needs valid database settings (see configuration)" });
+  }
+  const db = database && createDb({ databaseUrl: database.databaseUrl, setting: databaseSetting(flags, process.env), connectTimeoutMs: deadlineMs, poolSize: 2 });
+  const provider = keys && createKeyProvider(keys.keys);
   try {
-    const pgOk = await checkPostgres(db, config, deadlineMs, report);
-    await checkKeys(db, provider, config, pgOk, deadlineMs, report);
+    const pgOk = db !== undefined && database !== undefined && (await checkPostgres(db, database, deadlineMs, report));
+    if (provider === undefined || keys === undefined) report("key provider", { skipped: "needs valid key settings (see configuration)" });
+    else await checkKeys(db, provider, keys, pgOk, deadlineMs, report);
   } finally {
-    provider.close();
-    await db.close().catch(() => undefined);
+    provider?.close();
+    await db?.close().catch(() => undefined);
   }
   return finish(results);
 }
 
+type QueuePart = Pick<RunConfig, "queueUrl" | "sqsProtocol" | "sqsEndpoint" | "region">;
+type DatabasePart = Pick<RunConfig, "databaseUrl" | "table" | "migrate">;
+type KeysPart = Pick<RunConfig, "keys" | "pseudonymKeyOverride">;
+
+/** The settings a group of checks needs, when every one of them could be read. */
+function queuePart(c: Partial<RunConfig>): QueuePart | undefined {
+  return c.queueUrl === undefined || c.sqsProtocol === undefined || c.region === undefined ? undefined : { queueUrl: c.queueUrl, sqsProtocol: c.sqsProtocol, sqsEndpoint: c.sqsEndpoint, region: c.region };
+}
+
+function databasePart(c: Partial<RunConfig>): DatabasePart | undefined {
+  return !("databaseUrl" in c) || c.table === undefined || c.migrate === undefined ? undefined : { databaseUrl: c.databaseUrl, table: c.table, migrate: c.migrate };
+}
+
+function keysPart(c: Partial<RunConfig>): KeysPart | undefined {
+  return c.keys === undefined || !("pseudonymKeyOverride" in c) ? undefined : { keys: c.keys, pseudonymKeyOverride: c.pseudonymKeyOverride };
+}
+
 type Report = (name: string, r: Result) => void;
 
-async function checkSqs(config: RunConfig, flags: Record<string, unknown>, deadlineMs: number, report: Report): Promise<void> {
+async function checkSqs(config: QueuePart, flags: Record<string, unknown>, deadlineMs: number, report: Report): Promise<void> {
   const where = sqsTargetText(flags, process.env);
   // The credentials come first: the protocol probe would fail on them too, less clearly. The client made for them
   // speaks JSON; only its credential chain is used.
@@ -109,11 +134,11 @@ async function checkSqs(config: RunConfig, flags: Record<string, unknown>, deadl
 }
 
 /** Login, migrations, the target table and the ingest privileges; true when the database is usable for the key checks. */
-async function checkPostgres(db: Db, config: RunConfig, deadlineMs: number, report: Report): Promise<boolean> {
+async function checkPostgres(db: Db, config: DatabasePart, deadlineMs: number, report: Report): Promise<boolean> {
   const rest = ["migrations", "target table", "ingest privileges"];
   let who: { user: string; database: string };
   try {
-    await waitForPostgres(db, { deadlineMs });
+    await waitForPostgres(db, { deadlineMs, onWait: sayWaiting });
     const { rows } = await db.pool.query<{ user: string; database: string }>("SELECT current_user AS user, current_database() AS database");
     who = rows[0]!;
     report("Postgres login", { ok: `${targetText(db.target)} as role ${who.user}` });
@@ -206,7 +231,7 @@ function migrationResult(version: number, expected: number, migrate: boolean, s:
 }
 
 /** The master key answers (KMS: DescribeKey) and unwraps the stored pseudonym key, and a data key where this login may read one. */
-async function checkKeys(db: Db, provider: KeyProvider, config: RunConfig, pgOk: boolean, deadlineMs: number, report: Report): Promise<void> {
+async function checkKeys(db: Db | undefined, provider: KeyProvider, config: KeysPart, pgOk: boolean, deadlineMs: number, report: Report): Promise<void> {
   const signal = AbortSignal.timeout(deadlineMs);
   let masterKeyId: string;
   try {
@@ -215,7 +240,7 @@ async function checkKeys(db: Db, provider: KeyProvider, config: RunConfig, pgOk:
     report("key provider", { failed: err });
     return;
   }
-  if (!pgOk) {
+  if (!pgOk || db === undefined) {
     report("key provider", { ok: `master key ${masterKeyId} answers; the stored keys were not checked (no Postgres login)` });
     return;
   }

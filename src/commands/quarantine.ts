@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs";
 import { databaseSetting, readConnectTimeoutMs, readDatabaseUrl, readKeyConfig, readPseudonymKey, readTable } from "../config.ts";
+import { revealing } from "../closed-stdout.ts";
 import { ConfigError } from "../errors.ts";
 import { fromPostgres } from "../sink/pg-errors.ts";
 import { waitForPostgres } from "../sink/wait-for-postgres.ts";
@@ -145,6 +146,7 @@ async function showOriginal(messageId: string, flags: Record<string, unknown>): 
       return 1;
     }
     const record = { message_id: r.message_id, reason: r.reason, detail: r.detail, received_at: r.received_at, replayed_at: r.replayed_at };
+    revealing("original body");
     if (flags.json === true) {
       process.stdout.write(`${JSON.stringify({ ...record, original }, null, 2)}\n`);
     } else {

@@ -2,9 +2,9 @@ import { databaseSetting, readConnectTimeoutMs, readDatabaseUrl, readQueueSettin
 import { ConfigError, describeError, errorLine, exitCodeFor, FatalError, type ErrorHelp } from "../errors.ts";
 import { createDb } from "../sink/db.ts";
 import { fromPostgres } from "../sink/pg-errors.ts";
-import { waitForPostgres } from "../sink/wait-for-postgres.ts";
+import { sayWaiting, waitForPostgres } from "../sink/wait-for-postgres.ts";
 import { loadMigrations } from "../sink/migrate.ts";
-import { databaseStatus, type DatabaseStatus } from "../sink/status-queries.ts";
+import { databaseStatus, type DatabaseStatus, type RowCount } from "../sink/status-queries.ts";
 import type { SQSClient } from "@aws-sdk/client-sqs";
 import { createSqsClient } from "../source/sqs-client.ts";
 import { SqsSource, type QueueCounts } from "../source/sqs-source.ts";
@@ -34,7 +34,7 @@ export async function statusCommand(flags: Record<string, unknown>): Promise<num
   try {
     if (queue !== undefined) status.queue = await queueStatus(queue, { where: sqsTargetText(flags, process.env), timeoutMs: connectTimeoutMs, failures });
     try {
-      await waitForPostgres(db, { deadlineMs: connectTimeoutMs });
+      await waitForPostgres(db, { deadlineMs: connectTimeoutMs, onWait: sayWaiting });
       status.database = { ...(await databaseStatus(db, table)), latestMigration: loadMigrations().at(-1)?.version ?? 0 };
     } catch (err) {
       const missing = (err as { code?: string }).code === "42P01";
@@ -94,15 +94,15 @@ function render(s: Status): string {
     const schema = d.schemaVersion === d.latestMigration ? `migration ${d.schemaVersion}, up to date` : `migration ${d.schemaVersion}, this masq ships ${d.latestMigration}: run masq migrate`;
     lines.push(
       `  database     schema at ${schema}`,
-      `    ${s.table.padEnd(12)} ${d.targetRows.exact ? "" : "≈ "}${n(d.targetRows.count)} rows`,
+      `    ${s.table.padEnd(12)} ${countText(d.targetRows, "rows")}`,
       `    today (UTC)  ${n(d.committedToday.written)} written, ${n(d.committedToday.quarantined)} quarantined`,
       `    last commit  ${ago}`,
-      `    ledger       ${d.ledgerRows.exact ? "" : "≈ "}${n(d.ledgerRows.count)} message ids`,
+      `    ledger       ${countText(d.ledgerRows, "message ids")}`,
     );
     const v = d.vault;
     const kinds = v.byKind ? ` (${n(v.byKind.ip ?? 0)} ips, ${n(v.byKind.device_id ?? 0)} device ids)` : "";
     lines.push(
-      `  vault        ${v.values.exact ? "" : "≈ "}${n(v.values.count)} distinct values${kinds}, ${mib(v.bytes)} on disk`,
+      `  vault        ${countText(v.values, "distinct values")}${kinds}, ${mib(v.bytes)} on disk`,
       `    keys         ${n(v.dataKeys)} data key(s) under ${v.masterKeys.length === 0 ? "no master key yet" : v.masterKeys.join(", ")}`,
       `    pseudonyms   ${v.pseudonymKey ? `key version ${v.pseudonymKey.version}${v.pseudonymKey.provider === "external" ? " (given in MASQ_PSEUDONYM_KEY)" : ""}` : "no key yet (created by the first masq run)"}`,
     );
@@ -115,6 +115,13 @@ function render(s: Status): string {
     for (const q of d.quarantine) lines.push(`    ${q.reason.padEnd(20)} ${n(q.total)} (${n(q.last24h)})`);
   }
   return `${lines.join("\n")}\n`;
+}
+
+/** "1,234 rows", "≈ 1,234 rows", or why there is no number: never an estimate that looks like a count. */
+function countText(c: RowCount, unit: string): string {
+  if (c.count === null) return `${unit}: unknown (never analysed, and this login may not count them; ANALYZE gives an estimate)`;
+  const text = `${c.exact ? "" : "≈ "}${c.count.toLocaleString("en-US")} ${unit}`;
+  return c.basis === "activity" ? `${text} (not analysed yet: from the server's insert and delete counts)` : text;
 }
 
 function mib(bytes: number): string {

@@ -1,6 +1,7 @@
 import { once } from "node:events";
 import { revealSubject, type SubjectResult } from "../audit/reveal-subject.ts";
 import { readPseudonymKey, readTable } from "../config.ts";
+import { revealing } from "../closed-stdout.ts";
 import { ConfigError } from "../errors.ts";
 import { namesTable, registeredTables } from "../sink/registered-tables.ts";
 import { qualified, type TableName } from "../sink/table-name.ts";
@@ -41,7 +42,7 @@ export async function subjectExportCommand(flags: Record<string, unknown>): Prom
     let begun = false;
     const forged: SubjectResult["forged"] = [];
     for (const [i, table] of tables.entries()) {
-      const req = { reason, client, userId, table, from, to, pageSize, pseudonymKeyOverride: readPseudonymKey(process.env), withQuarantine: i === 0 };
+      const req = { reason, client, userId, table, from, to, pageSize, pseudonymKeyOverride: readPseudonymKey(process.env), withQuarantine: i === 0, audited: (seq: string) => revealing("subject export", seq) };
       const r = await revealSubject(db.pool, provider, req, async (lines) => {
         await write(begun ? writer.page(lines) : writer.begin() + writer.page(lines));
         begun = true;

@@ -5,6 +5,7 @@ import { clientReported } from "../audit/client-reported.ts";
 import { revealVault } from "../audit/reveal-vault.ts";
 import { sealAudit } from "../audit/seal-audit.ts";
 import { databaseSetting, readConnectTimeoutMs, readDatabaseUrl, readKeyConfig, readPseudonymKey, readTable } from "../config.ts";
+import { revealing } from "../closed-stdout.ts";
 import { ConfigError, describeError, errorLine, exitCodeFor } from "../errors.ts";
 import { fromPostgres } from "../sink/pg-errors.ts";
 import type { PgTarget } from "../sink/pg-target.ts";
@@ -57,6 +58,7 @@ export async function unmaskCommand(flags: Record<string, unknown>): Promise<num
     const notFound = r.more ? [] : [...new Set(wanted.map((w) => w.pseudonym))].filter((p) => !r.found.has(p));
     if (notFound.length > 0) process.stderr.write(`masq: not in the vault (${notFound.length}): ${notFound.join(", ")}\n`);
     if (r.more) process.stderr.write(`masq: more values match; showing the first ${selector.limit} (raise --limit for more)\n`);
+    revealing("unmask", r.auditSeq);
     process.stdout.write(formatUnmasked(r.values, format));
     for (const f of r.forged) {
       process.stderr.write(

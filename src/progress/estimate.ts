@@ -19,15 +19,20 @@ export class Estimate {
   private done = 0;
   private total: number;
   private readonly samples: { at: number; done: number }[] = [];
+  private readonly startedAt: number;
+  private lastAddAt: number;
 
   constructor(initialTotal: number, now: number) {
     this.total = Math.max(0, initialTotal);
     this.samples.push({ at: now, done: 0 });
+    this.startedAt = now;
+    this.lastAddAt = now;
   }
 
   /** Work finished (committed, rewritten, replayed). */
   add(n: number, now: number): void {
     this.done += n;
+    this.lastAddAt = now;
     this.samples.push({ at: now, done: this.done });
     while (this.samples.length > 2 && this.samples[1]!.at <= now - WINDOW_MS) this.samples.shift();
     this.total = Math.max(this.total, this.done);
@@ -53,8 +58,10 @@ export class Estimate {
   snapshot(now: number): Snapshot {
     const first = this.samples[0]!;
     const seconds = (now - first.at) / 1000;
-    const rate = seconds > 0.5 ? (this.done - first.done) / seconds : 0;
     const left = this.total - this.done;
+    let rate = seconds > 0.5 ? (this.done - first.done) / seconds : 0;
+    // Work finished inside the first half second has no window to measure: its rate is what it did from start to end.
+    if (rate === 0 && left <= 0 && this.lastAddAt > this.startedAt) rate = this.done / ((this.lastAddAt - this.startedAt) / 1000);
     const etaSeconds = left <= 0 ? 0 : rate > 0 ? left / rate : undefined;
     return { done: this.done, total: this.total, rate, etaSeconds };
   }

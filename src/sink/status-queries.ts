@@ -7,16 +7,26 @@ export interface DatabaseStatus {
   /** Messages committed since 00:00 UTC today, from the ledger (indexed), by outcome. */
   committedToday: { written: number; quarantined: number };
   lastCommitAt: Date | null;
-  ledgerRows: { count: number; exact: boolean };
+  ledgerRows: RowCount;
   /** Exact below a million rows; above, the planner's estimate (an exact count would scan the whole table). */
-  targetRows: { count: number; exact: boolean };
+  targetRows: RowCount;
   quarantine: { reason: string; total: number; last24h: number }[];
   vault: VaultStatus;
 }
 
+/**
+ * A table's row count. Not exact: `basis` says where the number comes from, the planner's estimate (as of the last
+ * ANALYZE) or, for a table never analysed, the server's insert and delete counts; count null when neither exists.
+ */
+export interface RowCount {
+  count: number | null;
+  exact: boolean;
+  basis?: "planner" | "activity" | "never analysed";
+}
+
 export interface VaultStatus {
-  /** Distinct originals held (exact below a million, else the planner's estimate). */
-  values: { count: number; exact: boolean };
+  /** Distinct originals held (exact below a million, else an estimate). */
+  values: RowCount;
   byKind: Record<string, number> | null;
   /** On disk, indexes included. */
   bytes: number;
@@ -95,16 +105,43 @@ async function vaultStatus(db: Db): Promise<VaultStatus> {
 }
 
 /**
- * Exact below a million rows; above, the planner's estimate, since an exact count would scan the whole table. The
- * estimate too for a role that may not read the table (the ingest role only inserts into the user's table).
+ * How many rows a table holds: counted where this login may read it and the planner expects under a million rows
+ * (the count gives up after COUNT_TIMEOUT_MS); else the planner's estimate. A table never analysed has no estimate
+ * (reltuples = -1, not 0): then the server's own insert and delete counts, which every login may read; without
+ * them, unknown. Never a made-up 0.
  */
-async function countRows(db: Db, schema: string, name: string): Promise<{ count: number; exact: boolean }> {
-  const estimate = await sql<{ n: string | null; readable: boolean | null }>`
-    SELECT reltuples::bigint AS n, has_table_privilege(oid, 'SELECT') AS readable
-    FROM pg_class WHERE oid = to_regclass(${`${schema}.${name}`})`.execute(masqQueries(db));
-  const estimated = Number(estimate.rows[0]?.n ?? -1);
-  if (estimated >= 1_000_000) return { count: estimated, exact: false };
-  if (estimate.rows[0]?.readable === false) return { count: Math.max(0, estimated), exact: false };
-  const exact = await sql<{ n: number }>`SELECT count(*)::int AS n FROM ${sql.table(`${schema}.${name}`)}`.execute(masqQueries(db));
-  return { count: exact.rows[0]?.n ?? 0, exact: true };
+async function countRows(db: Db, schema: string, name: string): Promise<RowCount> {
+  const stats = await sql<{ n: string | null; readable: boolean | null; live: string | null }>`
+    SELECT c.reltuples::bigint AS n, has_table_privilege(c.oid, 'SELECT') AS readable, s.n_live_tup AS live
+    FROM pg_class c LEFT JOIN pg_stat_all_tables s ON s.relid = c.oid
+    WHERE c.oid = to_regclass(${`${schema}.${name}`})`.execute(masqQueries(db));
+  const row = stats.rows[0];
+  const estimated = Number(row?.n ?? -1);
+  if (row?.readable === true && estimated < 1_000_000) {
+    const exact = await boundedCount(db, `${schema}.${name}`);
+    if (exact !== undefined) return { count: exact, exact: true };
+  }
+  if (estimated >= 0) return { count: estimated, exact: false, basis: "planner" };
+  const live = Number(row?.live ?? 0);
+  return live > 0 ? { count: live, exact: false, basis: "activity" } : { count: null, exact: false, basis: "never analysed" };
+}
+
+/** An exact count may read a whole table: bounded, so that status stays a quick look. */
+const COUNT_TIMEOUT_MS = 3_000;
+
+async function boundedCount(db: Db, table: string): Promise<number | undefined> {
+  const client = await db.pool.connect();
+  try {
+    await client.query("BEGIN READ ONLY");
+    await client.query(`SET LOCAL statement_timeout = ${COUNT_TIMEOUT_MS}`);
+    const r = sql<{ n: string }>`SELECT count(*) AS n FROM ${sql.table(table)}`.compile(masqQueries(db));
+    const { rows } = await client.query<{ n: string }>(r.sql, [...r.parameters]);
+    return Number(rows[0]?.n ?? 0);
+  } catch (err) {
+    if ((err as { code?: string }).code === "57014") return undefined;
+    throw err;
+  } finally {
+    await client.query("ROLLBACK").catch(() => undefined);
+    client.release();
+  }
 }

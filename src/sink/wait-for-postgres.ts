@@ -9,7 +9,8 @@ import { targetText } from "./pg-target.ts";
  * deadlineMs (MASQ_CONNECT_TIMEOUT_SECONDS), and turns a mistake in the settings (password, database, role, TLS)
  * into an error naming the setting before any work starts.
  */
-export async function waitForPostgres(db: Db, opts: { deadlineMs: number; signal?: AbortSignal | undefined }): Promise<void> {
+export async function waitForPostgres(db: Db, opts: { deadlineMs: number; signal?: AbortSignal | undefined; onWait?: (text: string) => void }): Promise<void> {
+  let waiting = false;
   await retryTransient(
     async () => {
       try {
@@ -23,7 +24,17 @@ export async function waitForPostgres(db: Db, opts: { deadlineMs: number; signal
       isTransient: (e) => e instanceof TransientError,
       deadlineMs: opts.deadlineMs,
       object: targetText(db.target),
+      // Once, when the first attempt failed: a person then knows why nothing happens for up to deadlineMs.
+      onRetry: () => {
+        if (!waiting) opts.onWait?.(`waiting for Postgres at ${db.target.where} (${db.target.setting}), up to ${Math.round(opts.deadlineMs / 1000)} s`);
+        waiting = true;
+      },
       ...(opts.signal ? { signal: opts.signal } : {}),
     },
   );
+}
+
+/** The "waiting for Postgres at …" line of a one-shot command, on stderr (stdout keeps the command's output). */
+export function sayWaiting(text: string): void {
+  process.stderr.write(`masq: ${text}\n`);
 }

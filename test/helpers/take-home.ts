@@ -1,4 +1,7 @@
 import assert from "node:assert/strict";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { after, before } from "node:test";
 import { CreateQueueCommand, type SQSClient } from "@aws-sdk/client-sqs";
 import { prepareDatabase } from "../../src/commands/setup.ts";
@@ -8,7 +11,7 @@ import { createDb, type Db } from "../../src/sink/db.ts";
 import { createSqsClient } from "../../src/source/sqs-client.ts";
 import { SqsSource } from "../../src/source/sqs-source.ts";
 import { startLocalStack, type LocalStack, type LocalStackVersion } from "./localstack.ts";
-import { runDocBlock } from "./doc-blocks.ts";
+import { REPO_ROOT, runDocBlock } from "./doc-blocks.ts";
 import { expectedCounts, TABLE, tableCounts, TEST_MASTER_KEY_HEX, uniqueEvents } from "./pipeline.ts";
 import { createTestDatabase, type TestDatabase } from "./postgres.ts";
 import { TEST_CREDENTIALS } from "./sqs.ts";
@@ -68,6 +71,14 @@ export function takeHomeEnv(queueUrl: string, databaseUrl: string): NodeJS.Proce
   };
 }
 
+/**
+ * The environment the README's take-home block runs in: a shell's PATH and HOME and nothing of masq's, AWS's or
+ * Postgres's, so that a setting the block lacks fails the test as it fails a reader.
+ */
+export function takeHomeBlockEnv(): NodeJS.ProcessEnv {
+  return { PATH: process.env.PATH, HOME: process.env.HOME };
+}
+
 /** `masq run --drain` as the README writes it, then exact rows, quarantine, ledger, and an empty queue. */
 export async function drainTakeHome(fx: LocalStackFixture, opts: { seed: number; expectProtocol: "json" | "query" }): Promise<void> {
   await fx.reset();
@@ -76,12 +87,19 @@ export async function drainTakeHome(fx: LocalStackFixture, opts: { seed: number;
   const events = uniqueEvents(600, opts.seed);
   await sendBodies(fx.sqs, queueUrl, events.map((e) => e.body));
 
-  // The README's block itself, with this LocalStack's queue URL and this test's database in place of localhost's.
-  const env = takeHomeEnv(queueUrl, fx.pgdb.url);
-  for (const own of ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "QUEUE_URL", "DATABASE_URL"]) delete env[own];
+  // The README's block itself, with this LocalStack's queue URL and this test's database in place of localhost's,
+  // in a shell that holds no setting at all: whatever masq needs, the block must give (a master key included). It
+  // runs in a directory of its own, so the key file it makes is this run's.
+  const env = takeHomeBlockEnv();
+  const dir = mkdtempSync(path.join(tmpdir(), "masq-takehome-"));
   const result = await runDocBlock("takehome-drain", {
     env,
-    values: { "http://localhost:4566/000000000000/login-queue": queueUrl, "postgres://postgres:postgres@localhost:5432/postgres": fx.pgdb.url },
+    cwd: dir,
+    values: {
+      "http://localhost:4566/000000000000/login-queue": queueUrl,
+      "postgres://postgres:postgres@localhost:5432/postgres": fx.pgdb.url,
+      "./bin/masq": path.join(REPO_ROOT, "bin/masq"),
+    },
     timeoutMs: 240_000,
   });
   const run = { lines: `${result.stdout}\n${result.stderr}`.split("\n").filter(Boolean) };

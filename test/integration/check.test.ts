@@ -11,7 +11,7 @@ import { IngestKeys } from "../../src/vault/ingest-keys.ts";
 import { LocalKeyProvider } from "../../src/vault/local-provider.ts";
 import { usePipelineFixture } from "../helpers/fixture.ts";
 import { masqEnv } from "../helpers/masq-process.ts";
-import { INTERNALS, runMasq, type MasqRun } from "../helpers/masq-run.ts";
+import { closedPort, INTERNALS, runMasq, type MasqRun } from "../helpers/masq-run.ts";
 import { TEST_MASTER_KEY, uniqueEvents } from "../helpers/pipeline.ts";
 
 const fx = usePipelineFixture();
@@ -102,11 +102,26 @@ describe("masq check", () => {
     assertChecklist(granted, Object.fromEntries(NAMES.map((n) => [n, "ok"])));
   });
 
-  test("a wrong setting: exit 2, the setting named, every other check skipped", async () => {
-    const r = await runMasq(["check"], env({ MASQ_BATCH_SIZE: "lots" }));
-    assert.equal(r.code, 2);
-    const list = assertChecklist(r, { configuration: "FAIL", queue: "skip", "Postgres login": "skip", "key provider": "skip" });
+  test("a wrong setting: exit 2, the setting named, and every other check still run", async () => {
+    const r = await runMasq(["check"], env({ MASQ_BATCH_SIZE: "lots", MASQ_PSEUDONYM_KEY: "" }));
+    assert.equal(r.code, 2, r.stdout);
+    const list = assertChecklist(r, { configuration: "FAIL", "AWS credentials": "ok", queue: "ok", "Postgres login": "ok", migrations: "ok", "key provider": "ok" });
     assert.match(list.get("configuration")!.text, /\(MASQ_BATCH_SIZE\)/);
+  });
+
+  test("no master key and two wrong settings: all three reported, the missing key named (not MASQ_KEY_PROVIDER), the checks that need no key still run", async () => {
+    const e = env({ MASQ_BATCH_SIZE: "lots", MASQ_CONNECT_TIMEOUT_SECONDS: "soon", MASQ_PSEUDONYM_KEY: "" });
+    delete e.MASQ_MASTER_KEY;
+    const r = await runMasq(["check"], e);
+    assert.equal(r.code, 2, r.stdout);
+    const list = assertChecklist(r, { "AWS credentials": "ok", queue: "ok", "Postgres login": "ok", migrations: "ok", "target table": "ok", "key provider": "skip" });
+    const config = r.stdout.split("\n").filter((l) => l.startsWith("FAIL  configuration: "));
+    assert.equal(config.length, 3, r.stdout);
+    assert.ok(config.some((l) => /\(MASQ_BATCH_SIZE\)/.test(l)), r.stdout);
+    assert.ok(config.some((l) => /\(MASQ_CONNECT_TIMEOUT_SECONDS\)/.test(l)), r.stdout);
+    assert.ok(config.some((l) => /^FAIL {2}configuration: no master key \(MASQ_KMS_KEY_ID or MASQ_MASTER_KEY\): /.test(l)), r.stdout);
+    assert.ok(!r.stdout.includes("MASQ_KEY_PROVIDER"), r.stdout);
+    assert.match(list.get("key provider")!.text, /needs valid key settings/);
   });
 
   test("no AWS credentials: exit 2, naming what to set", async () => {
@@ -170,4 +185,15 @@ describe("masq check", () => {
     const list = assertChecklist(r, { "key provider": "FAIL", "Postgres login": "ok" });
     assert.match(list.get("key provider")!.text, /MASQ_MASTER_KEY/);
   });
+
+  for (const command of ["check", "status"]) {
+    test(`${command}: while Postgres refuses connections, says at once what it waits for and how long (never the password)`, async () => {
+      const port = await closedPort();
+      const r = await runMasq([command], env({ DATABASE_URL: `postgres://someone:${PASSWORD}@127.0.0.1:${port}/app`, MASQ_CONNECT_TIMEOUT_SECONDS: "2" }));
+      assert.equal(r.code, 1, r.stdout + r.stderr);
+      const waiting = r.stderr.split("\n").filter((l) => /waiting/.test(l));
+      assert.deepEqual(waiting, [`masq: waiting for Postgres at 127.0.0.1:${port}/app (DATABASE_URL), up to 2 s`], r.stderr);
+      assert.ok(!(r.stdout + r.stderr).includes(PASSWORD) && !(r.stdout + r.stderr).includes("someone"), r.stdout + r.stderr);
+    });
+  }
 });

@@ -222,7 +222,7 @@ describe("Lambda handler when Postgres is away", () => {
   test("a configuration error fails the invocation itself instead of reporting items", async () => {
     const broken = createSqsHandler({ DATABASE_URL: pgdb.url, MASQ_LOG_LEVEL: "silent" });
     try {
-      await assert.rejects(broken(eventOf([record("{}")])), (err: unknown) => err instanceof ConfigError && err.setting === "MASQ_KEY_PROVIDER");
+      await assert.rejects(broken(eventOf([record("{}")])), (err: unknown) => err instanceof ConfigError && err.setting === "MASQ_MASTER_KEY");
     } finally {
       await broken.close();
     }

@@ -235,7 +235,7 @@ describe("an invalid setting throws a ConfigError naming it", () => {
     ["MASQ_MAX_IN_FLIGHT below the default batch size", {}, { MASQ_MAX_IN_FLIGHT: "500" }, "MASQ_MAX_IN_FLIGHT"],
     ["MASQ_MAX_IN_FLIGHT below MASQ_BATCH_SIZE", {}, { MASQ_BATCH_SIZE: "200", MASQ_MAX_IN_FLIGHT: "100" }, "MASQ_MAX_IN_FLIGHT"],
     ["MASQ_MAX_IN_FLIGHT_BYTES below 1 MiB", {}, { MASQ_MAX_IN_FLIGHT_BYTES: "65536" }, "MASQ_MAX_IN_FLIGHT_BYTES"],
-    ["no master key at all", {}, { MASQ_MASTER_KEY: undefined }, "MASQ_KEY_PROVIDER"],
+    ["no master key at all", {}, { MASQ_MASTER_KEY: undefined }, "MASQ_MASTER_KEY"],
     ["MASQ_KEY_PROVIDER unknown", {}, { MASQ_KEY_PROVIDER: "vault" }, "MASQ_KEY_PROVIDER"],
     ["MASQ_KEY_PROVIDER=kms without MASQ_KMS_KEY_ID", {}, { MASQ_KEY_PROVIDER: "kms" }, "MASQ_KMS_KEY_ID"],
     ["MASQ_KEY_PROVIDER=local without MASQ_MASTER_KEY", {}, { MASQ_KEY_PROVIDER: "local", MASQ_MASTER_KEY: undefined }, "MASQ_MASTER_KEY"],

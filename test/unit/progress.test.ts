@@ -121,6 +121,20 @@ describe("on a terminal", () => {
     for (const d of term.drawings.filter((l) => l.startsWith("draining"))) assert.match(d, /\/3,000 messages/);
   });
 
+  test("a pass that finishes within half a second ends at its real rate, not 0/s (the rotation's vault pass at 100 %)", () => {
+    const term = new FakeTerminal();
+    let t = 0;
+    const bar = createProgress("vault pass", { stream: term, force: true, unit: "values", now: () => t })!;
+    t = 150;
+    bar.setBacklog(1_093);
+    bar.committed(batch(1_000));
+    t = 200;
+    bar.committed(batch(93));
+    t = 400; // the pass's last transaction commits; then the bar stops
+    bar.stop();
+    assert.match(term.drawings.at(-1)!, /100% \| 1,093\/1,093 values \| 5,465 values\/s \| ETA 0s$/);
+  });
+
   test("after stop, the bar is never drawn again (no stale 100% below the final lines)", async () => {
     const term = new FakeTerminal();
     const bar = createProgress("replaying", { stream: term, force: true, unit: "records", total: 10 })!;

@@ -83,7 +83,7 @@ export class Runner {
   private drainLongPolls = false;
   /** Receives that brought messages, counted; a counter rather than a time, which two receives can share. */
   private receivesWithMessages = 0;
-  /** Per receiver: receivesWithMessages when its last empty receive came back (-1: none yet). */
+  /** Per receiver: receivesWithMessages when its last empty receive came back (absent: none yet). */
   private readonly emptyAfter: number[] = [];
   /** Wakes receivers backing off when a stop begins. */
   private readonly stopAbort = new AbortController();

@@ -6,7 +6,7 @@ import { SqsSource } from "../../src/source/sqs-source.ts";
 import { masqEnv, spawnMasq } from "../helpers/masq-process.ts";
 import { startTcpProxy } from "../helpers/tcp-proxy.ts";
 import { expectedCounts, tableCounts, uniqueEvents, waitFor } from "../helpers/pipeline.ts";
-import { stopStrandsNothing } from "../helpers/stop-scenario.ts";
+import { backToBackDrains, stopStrandsNothing } from "../helpers/stop-scenario.ts";
 
 const fx = usePipelineFixture();
 
@@ -75,30 +75,10 @@ describe("masq as a process", () => {
   });
 
   test("back-to-back drains leave nothing behind: messages sent right after a drain are all visible, and the next drain takes them all (fauxqs)", async () => {
-    // A drain as a scheduled job runs it, with default settings: drain, send 2,000, drain again. A receive the
-    // first drain left open on the server (an aborted long poll keeps waiting there) would be handed up to ten of the
-    // next messages, invisible for the visibility timeout (60 s): the next drain would wait for them.
     await fx.reset();
     const queueUrl = fx.sqs.newQueue();
-    const source = new SqsSource(fx.sqs.client, queueUrl);
     const env = masqEnv({ queueUrl, sqsEndpoint: fx.sqs.endpoint, databaseUrl: fx.pgdb.url });
-    const sent: ReturnType<typeof uniqueEvents> = [];
-    for (let round = 0; round < 3; round++) {
-      const events = uniqueEvents(2000, 40 + round);
-      await sendBodies(fx.sqs.client, queueUrl, events.map((e) => e.body));
-      sent.push(...events);
-      const counts = await source.counts();
-      assert.deepEqual(
-        { visible: counts.visible, inFlight: counts.inFlight },
-        { visible: events.length, inFlight: 0 },
-        `round ${round + 1}: every message sent after the last drain is visible, none taken by a receive the drain left behind`,
-      );
-      const drain = spawnMasq(["run", "--drain"], env);
-      assert.equal((await drain.exited).code, 0, drain.lines.slice(-10).join("\n"));
-      const c = await tableCounts(fx.db);
-      assert.equal(c.ledger, sent.length, `round ${round + 1}: the drain took every message sent`);
-      assert.equal(c.rows, expectedCounts(sent).valid);
-    }
+    await backToBackDrains({ db: fx.db, client: fx.sqs.client, queueUrl, env, seed: 40 });
   });
 
   test("a second signal exits at once, even while a graceful stop cannot finish; nothing is lost", async () => {

@@ -28,7 +28,7 @@ export function isSupported(version) {
  * On a supported Node: returns false and the caller goes on in this process. Otherwise runs the same command under
  * a fetched Node (one line on stderr says so) and exits with its exit code, or prints one line with the fix.
  */
-export async function relaunchIfUnsupported(args = process.argv.slice(1)) {
+export async function relaunchIfUnsupported(args = [...process.execArgv, ...process.argv.slice(1)]) {
   if (isSupported(process.versions.node)) return false;
   runUnder(await supportedNode(), args);
   return true;

@@ -3,10 +3,6 @@ import { flushStdout, isClosedPipe, stdoutWasClosed, stopOnClosedStdout, watchSt
 import { errorLine, exitCodeFor } from "./errors.ts";
 import { settingsRead, unknownSettingWarnings, type SettingPart } from "./known-settings.ts";
 import { fromPostgres } from "./sink/pg-errors.ts";
-import { runCommand } from "./commands/run.ts";
-import { migrateCommand } from "./commands/migrate.ts";
-import { pseudonymCommand, unmaskCommand } from "./commands/unmask.ts";
-import { subjectExportCommand } from "./commands/subject.ts";
 
 const VERSION = "0.1.0";
 
@@ -92,6 +88,8 @@ function optionDescription(option: Option): string {
   return extras.length === 0 ? option.description : `${option.description} (${extras.join("; ")})`;
 }
 
+// Each command's module is imported when the command runs: start-up loads only what that command needs (a drain's
+// start is measured from spawn to its first receive; test/unit/start-up-imports.test.ts keeps `run` lean).
 export function buildProgram(): Command {
   const program = new Command("masq")
     .description("Moves login events from SQS into Postgres, replacing ip and device_id with keyed pseudonyms.")
@@ -120,7 +118,7 @@ export function buildProgram(): Command {
     .addOption(new Option("--http-port <port>", 'port for /metrics, /healthz, /readyz, or "off"').env("MASQ_HTTP_PORT").default(undefined, "8717; none with --drain unless given"))
     .addOption(new Option("--http-host <host>", "address the HTTP listener binds").env("MASQ_HTTP_HOST").default("0.0.0.0"))
     .option("--no-migrate", "do not apply pending migrations at start (env MASQ_MIGRATE=false)");
-  logLevelOption(run).action(async (_opts, cmd: Command) => finish(await runCommand(explicit(cmd))));
+  logLevelOption(run).action(async (_opts, cmd: Command) => finish(await (await import("./commands/run.ts")).runCommand(explicit(cmd))));
   settings(run, "queue", "table", "keys", "pseudonym-key", "pipeline", "http", "log-level", "log-format", "connect", "retention", "migrate");
   examples(
     run,
@@ -129,7 +127,7 @@ export function buildProgram(): Command {
   );
 
   const migrate = logLevelOption(databaseOption(tableOption(program.command("migrate").description("apply pending migrations, create the target table if absent, and exit"))));
-  migrate.action(async (_opts, cmd: Command) => finish(await migrateCommand(explicit(cmd))));
+  migrate.action(async (_opts, cmd: Command) => finish(await (await import("./commands/migrate.ts")).migrateCommand(explicit(cmd))));
   settings(migrate, "table", "log-level", "log-format", "connect");
   examples(migrate, "DATABASE_URL=postgres://masq_owner@db/logins masq migrate --table ingest.user_logins");
 
@@ -197,7 +195,7 @@ export function buildProgram(): Command {
         .option("--format <format>", "table, csv or json", "table")
         .option("--limit <n>", "at most this many values", positiveInt, 1000),
     ),
-  ).action(async (_opts, cmd: Command) => finish(await unmaskCommand(explicit(cmd))));
+  ).action(async (_opts, cmd: Command) => finish(await (await import("./commands/unmask.ts")).unmaskCommand(explicit(cmd))));
   settings(unmask, "table", "keys", "pseudonym-key", "connect");
   examples(unmask, 'masq unmask --reason "ticket SEC-123" --user-id 42 --from 2026-11-01 --format csv');
 
@@ -208,7 +206,7 @@ export function buildProgram(): Command {
       .argument("<kind>", "ip or device_id")
       .argument("<value>", 'the value; "-" reads it from stdin (keeps it out of shell history and ps)')
       .requiredOption("--reason <text>", "why: written to masq.unmask_audit before the pseudonym is shown"),
-  ).action(async (kind: string, value: string, _opts, cmd: Command) => finish(await pseudonymCommand(kind, value, explicit(cmd))));
+  ).action(async (kind: string, value: string, _opts, cmd: Command) => finish(await (await import("./commands/unmask.ts")).pseudonymCommand(kind, value, explicit(cmd))));
   settings(pseudonym, "keys", "pseudonym-key", "connect");
   examples(pseudonym, 'masq pseudonym ip - --reason "abuse report 77" < ip.txt');
 
@@ -227,7 +225,7 @@ export function buildProgram(): Command {
         .option("--format <format>", "table, csv or json", "table")
         .option("--page-size <n>", "rows read and decrypted at a time", positiveInt, 1000),
     ),
-  ).action(async (_opts, cmd: Command) => finish(await subjectExportCommand(explicit(cmd))));
+  ).action(async (_opts, cmd: Command) => finish(await (await import("./commands/subject.ts")).subjectExportCommand(explicit(cmd))));
   settings(subjectExport, "table", "keys", "pseudonym-key", "connect");
   examples(subjectExport, 'masq subject export --user-id 42 --reason "access request DSR-881" --format json > user-42.json');
   const subjectErase = databaseOption(

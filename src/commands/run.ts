@@ -14,7 +14,7 @@ import type pg from "pg";
 import { onShutdownSignals } from "./signals.ts";
 import { startHttpServer } from "../http/server.ts";
 import { readinessProbe } from "../http/readiness.ts";
-import { Metrics } from "../metrics/metrics.ts";
+import type { Metrics } from "../metrics/metrics.ts";
 import { combineObservers } from "../runner/observer.ts";
 import { createProgress, isInteractive } from "../progress/progress.ts";
 import { prepareDatabase } from "./setup.ts";
@@ -65,8 +65,9 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
   let sqs: SQSClient | undefined;
   let source: SqsSource | undefined;
   let sqsWaiting = "finding the SQS endpoint's protocol";
-  const metrics = new Metrics();
-  const provider = createKeyProvider(config.keys, (op, ok) => metrics.keyProviderCall(op, ok));
+  // Metrics only where /metrics serves them: prom-client is a tenth of a drain's start-up, for numbers nobody reads.
+  const metrics: Metrics | undefined = config.http ? new (await import("../metrics/metrics.ts")).Metrics() : undefined;
+  const provider = createKeyProvider(config.keys, metrics && ((op, ok) => metrics.keyProviderCall(op, ok)));
   let keys: IngestKeys | undefined;
   let pruneTimer: NodeJS.Timeout | undefined;
   let vaultPrune: { stop(): Promise<void> } | undefined;
@@ -80,7 +81,7 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
     const prepareThreads = config.pipeline.prepareThreads ?? 0;
     if (prepareThreads > 0) threads = new PrepareThreads({ count: prepareThreads, logger, exitAfterBatches: testExitAfter(process.env) });
     // Up before anything else: liveness holds while masq waits for Postgres or SQS; readiness tells the truth.
-    if (config.http) {
+    if (config.http && metrics) {
       const readiness = readinessProbe({ pool: db.pool, source: () => source, sqsNotReady: () => sqsWaiting, targets: { postgres: db.target, sqs: sqsTarget } });
       http = await startHttpServer({ ...config.http, metrics, readiness, logger });
     }
@@ -161,14 +162,16 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
       const deletedThen = progress?.deletedSoFar() ?? 0;
       return sqsSource.counts().then(
         (c) => {
-          metrics.queueCounts(c);
+          metrics?.queueCounts(c);
           progress?.queueCounts(c, deletedThen);
         },
-        () => metrics.queuePollFailed(),
+        () => metrics?.queuePollFailed(),
       );
     };
-    void pollQueue();
-    queuePoll = setInterval(() => void pollQueue(), progress ? 3_000 : 15_000);
+    if (metrics || progress) {
+      void pollQueue();
+      queuePoll = setInterval(() => void pollQueue(), progress ? 3_000 : 15_000);
+    }
 
     runner = new Runner({
       source: sqsSource,

@@ -73,9 +73,18 @@ export class Runner {
   private stopping = false;
   private fatal: FatalError | undefined;
   private drain = false;
-  private drainCheckRunning = false;
-  private lastMessageAt = 0;
-  private readonly lastEmptyAt: number[] = [];
+  /** The count of queue depth under way, shared by every receiver that found the queue empty. */
+  private drainCheck: Promise<void> | undefined;
+  /**
+   * A drain short-polls (WaitTimeSeconds 0) until SQS still counts messages after every receiver found none (in
+   * flight elsewhere, delayed, or missed by short polling's sampling); then it long-polls for them. A receive left
+   * waiting on the server would be handed messages sent after the drain, invisible for their visibility timeout.
+   */
+  private drainLongPolls = false;
+  /** Receives that brought messages, counted; a counter rather than a time, which two receives can share. */
+  private receivesWithMessages = 0;
+  /** Per receiver: receivesWithMessages when its last empty receive came back (absent: none yet). */
+  private readonly emptyAfter: number[] = [];
   /** Wakes receivers backing off when a stop begins. */
   private readonly stopAbort = new AbortController();
   /** Aborts long polls on a fatal error or at the deadline; a graceful stop lets them finish (see stop()). */
@@ -160,7 +169,7 @@ export class Runner {
       this.receiving++;
       try {
         messages = await source.receiveBatch({
-          waitTimeSeconds: config.waitTimeSeconds,
+          waitTimeSeconds: this.drain && !this.drainLongPolls ? 0 : config.waitTimeSeconds,
           visibilityTimeoutSeconds: config.visibilityTimeoutSeconds,
           signal: this.receiveAbort.signal,
         });
@@ -174,7 +183,7 @@ export class Runner {
           this.failWith(err instanceof FatalError ? err : new FatalError((err as Error).message));
           break;
         }
-        if (this.gaveUp(err, "receiving from SQS", (failingSince ??= Date.now()), this.deps.targets?.sqs)) break;
+        if (this.gaveUp(err, "receiving from SQS", (failingSince ??= Date.now()), this.deps.targets?.sqs, true)) break;
         this.countRetry("sqs_receive");
         const delay = backoffMs(failures++);
         logger.warn({ err: describeError(err), retryInMs: Math.round(delay) }, "receive failed; retrying");
@@ -186,14 +195,16 @@ export class Runner {
         await this.giveBack(messages);
         break;
       }
+      if (messages.length > 0) {
+        this.receivesWithMessages++;
+        this.drainLongPolls = false;
+      } else this.emptyAfter[index] = this.receivesWithMessages;
       this.accept(messages);
       this.received();
       if (messages.length === 0) {
-        this.lastEmptyAt[index] = Date.now();
-        if (this.drain) await this.checkDrained();
+        if (this.drain) await this.drainTail(index);
         continue;
       }
-      this.lastMessageAt = Date.now();
       this.observe?.received(messages.length, oldestSentAt(messages));
       this.observe?.inFlight(this.held.size);
     }
@@ -320,7 +331,9 @@ export class Runner {
           this.failWith(err instanceof FatalError ? err : new FatalError(`unexpected error while committing: ${describeError(err)}`));
           return;
         }
-        if (this.gaveUp(err, "committing to Postgres", (failingSince ??= Date.now()), this.deps.targets?.postgres)) return;
+        // SQS still answers: the receives under way (a drain's, short or MASQ_WAIT_TIME_SECONDS at most) may finish
+        // and give back what they bring, rather than leave it invisible for the next run.
+        if (this.gaveUp(err, "committing to Postgres", (failingSince ??= Date.now()), this.deps.targets?.postgres, false)) return;
         const cause = err.cause_;
         this.countRetry(cause);
         // Stop receiving until Postgres answers again; held messages keep their visibility extended meanwhile.
@@ -387,30 +400,47 @@ export class Runner {
     if (failed > 0) logger.warn({ failed, of: due.length }, "could not extend visibility; those messages may be redelivered (harmless)");
   }
 
-  /** Drain ends when every receiver has seen an empty poll since the last message, nothing is held, and SQS agrees. */
+  /**
+   * A receiver found the queue empty during a drain. It waits, without polling, until every receiver has found it
+   * empty since the last message and everything held is committed and deleted (or a message arrives, or the stop
+   * begins), then asks SQS for the queue's depth, once for all of them.
+   */
+  private async drainTail(index: number): Promise<void> {
+    const seen = this.emptyAfter[index];
+    const arrived = () => this.receivesWithMessages !== seen;
+    await this.until(() => this.stopping || arrived() || (this.allReceiversEmpty() && this.idle()));
+    if (this.stopping || arrived()) return;
+    this.drainCheck ??= this.checkDrained().finally(() => (this.drainCheck = undefined));
+    await this.drainCheck;
+  }
+
+  private allReceiversEmpty(): boolean {
+    for (let i = 0; i < this.deps.config.receivers; i++) if (this.emptyAfter[i] !== this.receivesWithMessages) return false;
+    return true;
+  }
+
+  /**
+   * Drain ends when every receiver has seen an empty poll since the last message, nothing is held, and SQS agrees.
+   * Its receives are short polls by then (or long polls that stop() lets finish), so none is left on the server
+   * that could take a message sent after the drain; what one still brings is given back (receiveLoop).
+   */
   private async checkDrained(): Promise<void> {
-    const { config, source, logger } = this.deps;
-    if (this.drainCheckRunning || this.stopping) return;
-    const allEmpty = Array.from({ length: config.receivers }, (_, i) => this.lastEmptyAt[i] ?? 0).every((t) => t > this.lastMessageAt);
-    if (!allEmpty || this.held.size > 0 || !this.idle()) return;
-    this.drainCheckRunning = true;
+    const { source, logger, config } = this.deps;
     try {
       const c = await source.counts(this.stopAbort.signal);
       if (c.visible + c.inFlight + c.delayed === 0 && this.held.size === 0) {
         logger.info("queue is empty and everything received is committed and deleted");
         this.stop();
-        // The other receivers' long polls would each wait out MASQ_WAIT_TIME_SECONDS for nothing. A message sent
-        // after the count that one of them was about to return stays in SQS and comes back after its visibility
-        // timeout: a drain takes what the queue held, and nothing received is lost.
-        this.receiveAbort.abort();
-      } else if (c.visible === 0 && c.inFlight + c.delayed > 0) {
-        logger.debug({ ...c }, "drain: waiting for messages in flight elsewhere or delayed");
+        return;
       }
+      if (c.visible === 0 && c.inFlight + c.delayed > 0) logger.debug({ ...c }, "drain: waiting for messages in flight elsewhere or delayed");
+      this.drainLongPolls = true;
     } catch (err) {
       if (err instanceof FatalError) this.failWith(err);
-      else logger.warn({ err: describeError(err) }, "drain: could not read queue counts");
-    } finally {
-      this.drainCheckRunning = false;
+      else {
+        logger.warn({ err: describeError(err) }, "drain: could not read queue counts");
+        await sleep(config.waitTimeSeconds * 1000, this.stopAbort.signal);
+      }
     }
   }
 
@@ -418,7 +448,7 @@ export class Runner {
    * A drain is a one-shot job: past config.giveUpAfterMs (MASQ_CONNECT_TIMEOUT_SECONDS) of transient failures in a
    * row it stops, naming what it could not reach, instead of waiting forever. The service has no such limit.
    */
-  private gaveUp(err: unknown, what: string, since: number, target: string | undefined): boolean {
+  private gaveUp(err: unknown, what: string, since: number, target: string | undefined, abortReceives: boolean): boolean {
     const limit = this.deps.config.giveUpAfterMs;
     if (limit === undefined || Date.now() - since < limit) return false;
     const seconds = Math.round(limit / 1000);
@@ -429,17 +459,17 @@ export class Runner {
       hint: `${help.hint ?? (err as Error).message}; uncommitted messages will be redelivered (MASQ_CONNECT_TIMEOUT_SECONDS sets the wait)`,
     });
     e.cause = err;
-    this.failWith(e);
+    this.failWith(e, abortReceives);
     return true;
   }
 
-  private failWith(err: FatalError): void {
+  private failWith(err: FatalError, abortReceives = true): void {
     if (this.fatal === undefined) {
       this.fatal = err;
       this.deps.logger.error({ err: err.message }, "stopping: this needs an operator; nothing uncommitted was deleted");
     }
     // Nothing is worth waiting for now; what aborted polls had taken comes back after its visibility timeout.
-    this.receiveAbort.abort();
+    if (abortReceives) this.receiveAbort.abort();
     this.stop();
   }
 

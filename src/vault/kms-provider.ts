@@ -1,5 +1,4 @@
-import { DecryptCommand, DescribeKeyCommand, GenerateDataKeyCommand, KMSClient, ReEncryptCommand } from "@aws-sdk/client-kms";
-import { GetCallerIdentityCommand, STSClient } from "@aws-sdk/client-sts";
+import type { KMSClient } from "@aws-sdk/client-kms";
 import { FatalError, TransientError } from "../errors.ts";
 import { encryptionContext, type GeneratedKey, type KeyContext, type KeyProvider, type ProviderCallObserver } from "./key-provider.ts";
 
@@ -36,24 +35,33 @@ const FATAL = new Set([
  */
 export class KmsKeyProvider implements KeyProvider {
   readonly name = "kms" as const;
-  private readonly kms: KMSClient;
+  /** The KMS SDK, loaded at the first call: a process that never calls KMS (a check, a failing start) never loads it. */
+  private kms: Promise<{ sdk: typeof import("@aws-sdk/client-kms"); client: KMSClient }> | undefined;
   private readonly opts: KmsProviderOptions;
   private resolvedArn: string | undefined;
 
   constructor(opts: KmsProviderOptions) {
     this.opts = opts;
-    // Every wait has an end: an endpoint that accepts no connection, or answers nothing, fails and is classed transient.
-    this.kms = new KMSClient({
-      region: opts.region,
-      maxAttempts: 4,
-      requestHandler: { connectionTimeout: 5_000, requestTimeout: 30_000 },
-      ...(opts.endpoint === undefined ? {} : { endpoint: opts.endpoint }),
-    });
+  }
+
+  private client(): Promise<{ sdk: typeof import("@aws-sdk/client-kms"); client: KMSClient }> {
+    const opts = this.opts;
+    return (this.kms ??= import("@aws-sdk/client-kms").then((sdk) => ({
+      sdk,
+      // Every wait has an end: an endpoint that accepts no connection, or answers nothing, fails and is classed transient.
+      client: new sdk.KMSClient({
+        region: opts.region,
+        maxAttempts: 4,
+        requestHandler: { connectionTimeout: 5_000, requestTimeout: 30_000 },
+        ...(opts.endpoint === undefined ? {} : { endpoint: opts.endpoint }),
+      }),
+    })));
   }
 
   async currentMasterKeyId(signal?: AbortSignal): Promise<string> {
     if (this.resolvedArn !== undefined) return this.resolvedArn;
-    const r = await this.call("DescribeKey", () => this.kms.send(new DescribeKeyCommand({ KeyId: this.opts.keyId }), { abortSignal: signal }));
+    const { sdk, client } = await this.client();
+    const r = await this.call("DescribeKey", () => client.send(new sdk.DescribeKeyCommand({ KeyId: this.opts.keyId }), { abortSignal: signal }));
     const meta = r.KeyMetadata;
     if (meta?.Arn === undefined) throw new FatalError(`KMS DescribeKey gave no ARN for MASQ_KMS_KEY_ID`);
     if (meta.Enabled === false || (meta.KeyState !== undefined && meta.KeyState !== "Enabled")) {
@@ -68,16 +76,18 @@ export class KmsKeyProvider implements KeyProvider {
 
   async generateKey(context: KeyContext, signal?: AbortSignal): Promise<GeneratedKey> {
     const keyId = await this.currentMasterKeyId(signal);
+    const { sdk, client } = await this.client();
     const r = await this.call("GenerateDataKey", () =>
-      this.kms.send(new GenerateDataKeyCommand({ KeyId: keyId, KeySpec: "AES_256", EncryptionContext: encryptionContext(context) }), { abortSignal: signal }),
+      client.send(new sdk.GenerateDataKeyCommand({ KeyId: keyId, KeySpec: "AES_256", EncryptionContext: encryptionContext(context) }), { abortSignal: signal }),
     );
     if (r.Plaintext === undefined || r.CiphertextBlob === undefined) throw new FatalError("KMS GenerateDataKey returned no key");
     return { plaintext: r.Plaintext, wrapped: r.CiphertextBlob, masterKeyId: r.KeyId ?? keyId };
   }
 
   async unwrap(wrapped: Uint8Array, masterKeyId: string, context: KeyContext, signal?: AbortSignal): Promise<Uint8Array> {
+    const { sdk, client } = await this.client();
     const r = await this.call("Decrypt", () =>
-      this.kms.send(new DecryptCommand({ CiphertextBlob: wrapped, KeyId: masterKeyId, EncryptionContext: encryptionContext(context) }), { abortSignal: signal }),
+      client.send(new sdk.DecryptCommand({ CiphertextBlob: wrapped, KeyId: masterKeyId, EncryptionContext: encryptionContext(context) }), { abortSignal: signal }),
     );
     if (r.Plaintext === undefined) throw new FatalError("KMS Decrypt returned no key");
     return r.Plaintext;
@@ -86,9 +96,10 @@ export class KmsKeyProvider implements KeyProvider {
   async rewrap(wrapped: Uint8Array, masterKeyId: string, context: KeyContext, signal?: AbortSignal): Promise<{ wrapped: Uint8Array; masterKeyId: string }> {
     const destination = await this.currentMasterKeyId(signal);
     const ctx = encryptionContext(context);
+    const { sdk, client } = await this.client();
     const r = await this.call("ReEncrypt", () =>
-      this.kms.send(
-        new ReEncryptCommand({
+      client.send(
+        new sdk.ReEncryptCommand({
           CiphertextBlob: wrapped,
           SourceKeyId: masterKeyId,
           SourceEncryptionContext: ctx,
@@ -103,6 +114,7 @@ export class KmsKeyProvider implements KeyProvider {
   }
 
   async callerIdentity(signal?: AbortSignal): Promise<string | undefined> {
+    const { GetCallerIdentityCommand, STSClient } = await import("@aws-sdk/client-sts");
     const sts = new STSClient({ region: this.opts.region, ...(this.opts.stsEndpoint === undefined ? {} : { endpoint: this.opts.stsEndpoint }) });
     try {
       const r = await this.call("GetCallerIdentity", () => sts.send(new GetCallerIdentityCommand({}), { abortSignal: signal }));
@@ -113,7 +125,7 @@ export class KmsKeyProvider implements KeyProvider {
   }
 
   close(): void {
-    this.kms.destroy();
+    void this.kms?.then(({ client }) => client.destroy());
   }
 
   /** The setting that decides where KMS requests go, and the host, for errors (never a credential). */

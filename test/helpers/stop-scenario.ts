@@ -4,6 +4,7 @@ import { sendBodies } from "../../src/demo/send-events.ts";
 import type { Db } from "../../src/sink/db.ts";
 import { SqsSource } from "../../src/source/sqs-source.ts";
 import { spawnMasq } from "./masq-process.ts";
+import type { SyntheticEvent } from "../../src/demo/synthetic.ts";
 import { expectedCounts, tableCounts, uniqueEvents, waitFor } from "./pipeline.ts";
 
 /**
@@ -39,4 +40,31 @@ export async function stopStrandsNothing(opts: { db: Db; client: SQSClient; queu
   assert.equal(c.distinctUsers, want.valid);
   assert.deepEqual(c.quarantine, want.byReason);
   assert.equal(c.ledger, events.length);
+}
+
+/**
+ * Back-to-back drains leave nothing behind: drain, send 2,000, drain again, three times, as a scheduled job runs
+ * `masq run --drain` (default settings but `env`'s). A receive a drain left open on the server (an aborted long poll
+ * keeps waiting there) would be handed up to ten of the next messages, invisible for the visibility timeout (60 s):
+ * right after each drain every message sent must be visible, and the next drain must take them all.
+ */
+export async function backToBackDrains(opts: { db: Db; client: SQSClient; queueUrl: string; env: NodeJS.ProcessEnv; seed: number }): Promise<void> {
+  const source = new SqsSource(opts.client, opts.queueUrl);
+  const sent: SyntheticEvent[] = [];
+  for (let round = 1; round <= 3; round++) {
+    const events = uniqueEvents(2000, opts.seed + round);
+    await sendBodies(opts.client, opts.queueUrl, events.map((e) => e.body));
+    sent.push(...events);
+    const counts = await source.counts();
+    assert.deepEqual(
+      { visible: counts.visible, inFlight: counts.inFlight },
+      { visible: events.length, inFlight: 0 },
+      `round ${round}: every message sent after the last drain is visible, none taken by a receive the drain left behind`,
+    );
+    const drain = spawnMasq(["run", "--drain"], opts.env);
+    assert.equal((await drain.exited).code, 0, drain.lines.slice(-10).join("\n"));
+    const c = await tableCounts(opts.db);
+    assert.equal(c.ledger, sent.length, `round ${round}: the drain took every message sent`);
+    assert.equal(c.rows, expectedCounts(sent).valid);
+  }
 }

@@ -6,7 +6,7 @@ import { SqsSource } from "../../src/source/sqs-source.ts";
 import { masqEnv, spawnMasq } from "../helpers/masq-process.ts";
 import { startTcpProxy } from "../helpers/tcp-proxy.ts";
 import { expectedCounts, tableCounts, uniqueEvents, waitFor } from "../helpers/pipeline.ts";
-import { stopStrandsNothing } from "../helpers/stop-scenario.ts";
+import { backToBackDrains, stopStrandsNothing } from "../helpers/stop-scenario.ts";
 
 const fx = usePipelineFixture();
 
@@ -72,6 +72,13 @@ describe("masq as a process", () => {
     const queueUrl = fx.sqs.newQueue();
     const env = masqEnv({ queueUrl, sqsEndpoint: fx.sqs.endpoint, databaseUrl: fx.pgdb.url, extra: { MASQ_BATCH_WAIT_MS: "50" } });
     await stopStrandsNothing({ db: fx.db, client: fx.sqs.client, queueUrl, env, seed: 34 });
+  });
+
+  test("back-to-back drains leave nothing behind: messages sent right after a drain are all visible, and the next drain takes them all (fauxqs)", async () => {
+    await fx.reset();
+    const queueUrl = fx.sqs.newQueue();
+    const env = masqEnv({ queueUrl, sqsEndpoint: fx.sqs.endpoint, databaseUrl: fx.pgdb.url });
+    await backToBackDrains({ db: fx.db, client: fx.sqs.client, queueUrl, env, seed: 40 });
   });
 
   test("a second signal exits at once, even while a graceful stop cannot finish; nothing is lost", async () => {

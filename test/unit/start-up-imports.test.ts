@@ -21,8 +21,16 @@ function packagesLoadedBy(modules: string[]): string[] {
   return JSON.parse(execFileSync(process.execPath, ["--input-type=module", "-e", script], { encoding: "utf8" })) as string[];
 }
 
-test("masq run loads only what a run needs: no kysely, no pino-pretty (about 0.3 s of every start)", () => {
+test("masq run loads only what a run needs: no kysely, no pino-pretty, no KMS or STS client, no prom-client (about 0.3 s of every start)", () => {
   const loaded = packagesLoadedBy(["cli.ts", "commands/run.ts", "log.ts"]);
   assert.ok(loaded.includes("@aws-sdk/client-sqs") && loaded.includes("pg"), loaded.join(" "));
-  for (const heavy of ["kysely", "pino-pretty"]) assert.ok(!loaded.includes(heavy), `${heavy} is loaded: ${loaded.join(" ")}`);
+  // KMS and STS load at the first KMS call (kms-provider.ts); prom-client only when /metrics is served (run.ts).
+  for (const heavy of ["kysely", "pino-pretty", "@aws-sdk/client-kms", "@aws-sdk/client-sts", "prom-client"]) {
+    assert.ok(!loaded.includes(heavy), `${heavy} is loaded: ${loaded.join(" ")}`);
+  }
+});
+
+test("the command line loads no command's module before the command runs", () => {
+  const loaded = packagesLoadedBy(["cli.ts"]);
+  for (const heavy of ["@aws-sdk/client-sqs", "pg", "@noble/hashes"]) assert.ok(!loaded.includes(heavy), `${heavy} is loaded: ${loaded.join(" ")}`);
 });

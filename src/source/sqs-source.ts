@@ -132,22 +132,23 @@ export class SqsSource {
     } catch (err) {
       throw classifySqsError(err, "ReceiveMessage", this.queueUrl);
     }
+    const messages: ReceivedMessage[] = [];
+    if (res.Messages === undefined) return messages;
     const receivedAt = new Date();
-    return (res.Messages ?? []).flatMap((m) => {
-      if (m.MessageId === undefined || m.ReceiptHandle === undefined) return [];
+    for (const m of res.Messages) {
+      if (m.MessageId === undefined || m.ReceiptHandle === undefined) continue;
       const sent = Number(m.Attributes?.SentTimestamp);
-      return [
-        {
-          messageId: m.MessageId,
-          receiptHandle: m.ReceiptHandle,
-          body: m.Body ?? "",
-          // Beyond ±8.64e15 ms a Date is invalid; an odd server must not hand masq a date it cannot format.
-          sentAt: Number.isFinite(sent) && sent > 0 && sent < 8.64e15 ? new Date(sent) : null,
-          receivedAt,
-          receiveCount: Number(m.Attributes?.ApproximateReceiveCount ?? 1),
-        },
-      ];
-    });
+      messages.push({
+        messageId: m.MessageId,
+        receiptHandle: m.ReceiptHandle,
+        body: m.Body ?? "",
+        // Beyond ±8.64e15 ms a Date is invalid; an odd server must not hand masq a date it cannot format.
+        sentAt: Number.isFinite(sent) && sent > 0 && sent < 8.64e15 ? new Date(sent) : null,
+        receivedAt,
+        receiveCount: Number(m.Attributes?.ApproximateReceiveCount ?? 1),
+      });
+    }
+    return messages;
   }
 
   /**

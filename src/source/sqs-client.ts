@@ -34,7 +34,7 @@ export interface SqsClientOptions {
  * (LocalStack before 3.0 and some SQS-compatible services). Both come from the SDK; which one an endpoint speaks is
  * found by detectSqsProtocol (sqs-protocol.ts) unless MASQ_SQS_PROTOCOL forces one.
  *
- * Configured for CPU per call, which was masq's limit (issue 18: the SDK's per-call machinery, not the wire):
+ * Configured for CPU per call, which was masq's limit (the SDK's per-call machinery, not the wire):
  *  - the middleware chain is resolved once per command type (cacheMiddleware) instead of once per call; the SDK
  *    uses the cache only for calls sent without options, so per-call settings go through the request handler
  *    instead (SqsLane, for SqsSource);

@@ -25,8 +25,11 @@ export interface SqsClientOptions {
    * transport already protects the bodies (see bodyChecksumNeeded).
    */
   queueUrl?: string | undefined;
-  /** Only for emulators that accept anything; everywhere else the SDK's credential chain applies. */
-  credentials?: { accessKeyId: string; secretAccessKey: string };
+  /**
+   * Only for emulators that accept anything; everywhere else the SDK's credential chain applies. (Lanes pass their
+   * client's resolved provider.)
+   */
+  credentials?: { accessKeyId: string; secretAccessKey: string } | SQSClient["config"]["credentials"];
 }
 
 /**
@@ -59,11 +62,28 @@ export function createSqsClient(opts: SqsClientOptions): SQSClient {
   // The handler the SDK built from the options above, wrapped; lanes share it (and so its sockets).
   const http = client.config.requestHandler as unknown as HttpHandler;
   client.config.requestHandler = new LaneHandler(http, requestTimeoutMs, true) as unknown as RequestHandler;
+  // Lanes also share the credentials provider (one fetch from the credential chain, e.g. the instance metadata
+  // service, for all of them, not one per lane) and the clock-skew offset the SDK learns from answers' Date headers.
+  const credentials = client.config.credentials;
+  const clock = { offset: client.config.systemClockOffset };
+  shareClockOffset(client, clock);
   lanes.set(client, () => {
     const handler = new LaneHandler(http, requestTimeoutMs, false);
-    return { client: buildClient(opts, handler as unknown as RequestHandler), handler };
+    const lane = buildClient({ ...opts, credentials }, handler as unknown as RequestHandler);
+    shareClockOffset(lane, clock);
+    return { client: lane, handler };
   });
   return client;
+}
+
+/** The SDK reads and writes config.systemClockOffset per call (signing, and correcting from answers). */
+function shareClockOffset(client: SQSClient, clock: { offset: number }): void {
+  Object.defineProperty(client.config, "systemClockOffset", {
+    get: () => clock.offset,
+    set: (offset: number) => (clock.offset = offset),
+    enumerable: true,
+    configurable: true,
+  });
 }
 
 /** The part of the SDK's NodeHttpHandler masq uses (the SDK's own types mix in its constructor options). */

@@ -49,10 +49,10 @@ describe("masq's SQS client on the wire (fauxqs behind a proxy whose clock is an
     const source = new SqsSource(client, sqs.newQueue());
     seen.length = 0;
     await source.counts();
-    await source.counts();
-    await source.receiveBatch({ waitTimeSeconds: 0, visibilityTimeoutSeconds: 30 });
+    // Calls at once go on lanes of their own (sqs-client.ts): the ones made now have not heard the server yet.
+    await Promise.all([source.counts(), source.counts(), source.receiveBatch({ waitTimeSeconds: 0, visibilityTimeoutSeconds: 30 })]);
     const dates = seen.map((h) => Date.parse(String(h["x-amz-date"]).replace(/^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/, "$1-$2-$3T$4:$5:$6Z")));
-    assert.equal(seen.length, 3);
+    assert.equal(seen.length, 4);
     assert.ok(Math.abs(dates[0]! - Date.now()) < SKEW_MS / 2, "the first request is signed with the local clock");
     for (const d of dates.slice(1)) assert.ok(Math.abs(d - (Date.now() + SKEW_MS)) < SKEW_MS / 2, "later requests are signed with the server's clock");
     for (const h of seen) assert.equal(h["user-agent"], USER_AGENT);

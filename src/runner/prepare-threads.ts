@@ -5,7 +5,7 @@ import type { SealedBatch, VaultEntry } from "../sink/write-batch.ts";
 import type { IngestKeys } from "../vault/ingest-keys.ts";
 import type { BatchPreparer, PreparedBatch } from "./commit-messages.ts";
 import type { IncomingMessage } from "./prepare.ts";
-import { maxSealsFor, type FromPrepareThread, type PrepareThreadData, type ThreadUsage, type ToPrepareThread } from "./prepare-protocol.ts";
+import { fromColumns, maxSealsFor, type FromPrepareThread, type PrepareThreadData, type ThreadUsage, type ToPrepareThread } from "./prepare-protocol.ts";
 
 /** The worker's module beside this one: .ts when masq runs from its sources, .js when compiled. */
 const WORKER_URL = new URL(import.meta.url.endsWith(".ts") ? "./prepare-worker.ts" : "./prepare-worker.js", import.meta.url);
@@ -92,9 +92,10 @@ export class PrepareThreads implements BatchPreparer {
       t.waiting.delete(id);
     }
     keys.dataKeys.unreserve(dk, uses - r.sealed);
-    asBuffers(r.batch);
+    const batch = fromColumns(r.batch);
+    asBuffers(batch);
     return {
-      batch: r.batch,
+      batch,
       settle: (committed) => {
         if (this.failed === undefined && !this.closing) this.post(t, { type: "settled", id, committed });
       },

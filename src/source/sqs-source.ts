@@ -2,10 +2,12 @@ import {
   ChangeMessageVisibilityBatchCommand,
   DeleteMessageBatchCommand,
   GetQueueAttributesCommand,
+  type MessageSystemAttributeName,
   ReceiveMessageCommand,
   type SQSClient,
 } from "@aws-sdk/client-sqs";
 import { TransientError } from "../errors.ts";
+import { newSqsLane, type SqsLane } from "./sqs-client.ts";
 import { classifySqsError } from "./sqs-errors.ts";
 
 /** A message as masq holds it between receive and delete. The body is raw: it never leaves the process. */
@@ -33,28 +35,16 @@ export interface QueueCounts {
 /** Receipt handles that are no longer valid: the message will come back (or is gone); retrying cannot help. */
 const STALE_HANDLE = new Set(["ReceiptHandleIsInvalid", "InvalidParameterValue", "MessageNotInflight"]);
 
-/** Per-call ceiling for calls that are not long polls: a hung connection must fail and be retried. */
+/**
+ * Per-call ceiling for calls that are not long polls, from the request's start to its answer's headers (the SDK's
+ * request timeout): a hung connection must fail and be retried.
+ */
 const CALL_TIMEOUT_MS = 15_000;
 
-/**
- * Runs one SDK call under a signal that aborts with the caller's signal or after `ms`, and drops the timer and the
- * listener as soon as the call settles. (AbortSignal.timeout cannot be cancelled: at thousands of calls a second its
- * timers, and AbortSignal.any's links from the long-lived shutdown signal, kept every finished call's signal alive
- * for the whole timeout and then fired for nothing; measured by the benchmark as CPU and heap.)
- */
-async function withTimeout<T>(signal: AbortSignal | undefined, ms: number, call: (abortSignal: AbortSignal) => Promise<T>): Promise<T> {
-  const ac = new AbortController();
-  const timer = setTimeout(() => ac.abort(new DOMException(`no answer within ${ms} ms`, "TimeoutError")), ms);
-  const forward = () => ac.abort(signal?.reason);
-  if (signal?.aborted) forward();
-  else signal?.addEventListener("abort", forward, { once: true });
-  try {
-    return await call(ac.signal);
-  } finally {
-    clearTimeout(timer);
-    signal?.removeEventListener("abort", forward);
-  }
-}
+/** Shared by every receive: the SDK serialises the input, never changes it. */
+const SYSTEM_ATTRIBUTES: MessageSystemAttributeName[] = ["SentTimestamp", "ApproximateReceiveCount"];
+/** Batch entry ids: an entry's index in its chunk of ten. */
+const ENTRY_IDS = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
 
 /**
  * Deletes and visibility changes in flight at once, per source. A committed batch of 1,000 is 100 delete calls; fired
@@ -100,46 +90,65 @@ export class SqsSource {
   readonly client: SQSClient;
   readonly queueUrl: string;
   private readonly housekeeping = new CallLimiter(HOUSEKEEPING_CALLS);
+  /** Lanes not carrying a call now; as many are made as calls run at once (receivers + HOUSEKEEPING_CALLS at most). */
+  private readonly idleLanes: SqsLane[] = [];
 
   constructor(client: SQSClient, queueUrl: string) {
     this.client = client;
     this.queueUrl = queueUrl;
   }
 
+  /**
+   * Runs one call on a lane of its own (sqs-client.ts), which gives the request the caller's signal and `ms` as its
+   * timeout. A lane's client sends without per-call options, so the SDK's cached middleware chain serves every call
+   * (with options it resolves the chain again, and drops its cache), and no AbortController or timer is made per call.
+   */
+  private async onLane<T>(signal: AbortSignal | undefined, ms: number, call: (client: SQSClient) => Promise<T>): Promise<T> {
+    const lane = this.idleLanes.pop() ?? newSqsLane(this.client);
+    lane.handler.signal = signal;
+    lane.handler.timeoutMs = ms;
+    try {
+      return await call(lane.client);
+    } finally {
+      lane.handler.signal = undefined;
+      this.idleLanes.push(lane);
+    }
+  }
+
   async receiveBatch(opts: { waitTimeSeconds: number; visibilityTimeoutSeconds: number; max?: number; signal?: AbortSignal }): Promise<ReceivedMessage[]> {
     let res;
     try {
-      res = await withTimeout(opts.signal, opts.waitTimeSeconds * 1000 + CALL_TIMEOUT_MS, (abortSignal) =>
-        this.client.send(
+      res = await this.onLane(opts.signal, opts.waitTimeSeconds * 1000 + CALL_TIMEOUT_MS, (client) =>
+        client.send(
           new ReceiveMessageCommand({
             QueueUrl: this.queueUrl,
             MaxNumberOfMessages: Math.min(10, opts.max ?? 10),
             WaitTimeSeconds: opts.waitTimeSeconds,
             VisibilityTimeout: opts.visibilityTimeoutSeconds,
-            MessageSystemAttributeNames: ["SentTimestamp", "ApproximateReceiveCount"],
+            MessageSystemAttributeNames: SYSTEM_ATTRIBUTES,
           }),
-          { abortSignal },
         ),
       );
     } catch (err) {
       throw classifySqsError(err, "ReceiveMessage", this.queueUrl);
     }
+    const messages: ReceivedMessage[] = [];
+    if (res.Messages === undefined) return messages;
     const receivedAt = new Date();
-    return (res.Messages ?? []).flatMap((m) => {
-      if (m.MessageId === undefined || m.ReceiptHandle === undefined) return [];
+    for (const m of res.Messages) {
+      if (m.MessageId === undefined || m.ReceiptHandle === undefined) continue;
       const sent = Number(m.Attributes?.SentTimestamp);
-      return [
-        {
-          messageId: m.MessageId,
-          receiptHandle: m.ReceiptHandle,
-          body: m.Body ?? "",
-          // Beyond ±8.64e15 ms a Date is invalid; an odd server must not hand masq a date it cannot format.
-          sentAt: Number.isFinite(sent) && sent > 0 && sent < 8.64e15 ? new Date(sent) : null,
-          receivedAt,
-          receiveCount: Number(m.Attributes?.ApproximateReceiveCount ?? 1),
-        },
-      ];
-    });
+      messages.push({
+        messageId: m.MessageId,
+        receiptHandle: m.ReceiptHandle,
+        body: m.Body ?? "",
+        // Beyond ±8.64e15 ms a Date is invalid; an odd server must not hand masq a date it cannot format.
+        sentAt: Number.isFinite(sent) && sent > 0 && sent < 8.64e15 ? new Date(sent) : null,
+        receivedAt,
+        receiveCount: Number(m.Attributes?.ApproximateReceiveCount ?? 1),
+      });
+    }
+    return messages;
   }
 
   /**
@@ -152,13 +161,12 @@ export class SqsSource {
       chunks(handles, 10).map(async (chunk) => {
         try {
           const res = await this.housekeeping.run(() =>
-            withTimeout(signal, CALL_TIMEOUT_MS, (abortSignal) =>
-              this.client.send(
+            this.onLane(signal, CALL_TIMEOUT_MS, (client) =>
+              client.send(
                 new DeleteMessageBatchCommand({
                   QueueUrl: this.queueUrl,
-                  Entries: chunk.map((h, i) => ({ Id: String(i), ReceiptHandle: h.receiptHandle })),
+                  Entries: chunk.map((h, i) => ({ Id: ENTRY_IDS[i]!, ReceiptHandle: h.receiptHandle })),
                 }),
-                { abortSignal },
               ),
             ),
           );
@@ -187,13 +195,12 @@ export class SqsSource {
       chunks(handles, 10).map(async (chunk) => {
         try {
           const res = await this.housekeeping.run(() =>
-            withTimeout(signal, CALL_TIMEOUT_MS, (abortSignal) =>
-              this.client.send(
+            this.onLane(signal, CALL_TIMEOUT_MS, (client) =>
+              client.send(
                 new ChangeMessageVisibilityBatchCommand({
                   QueueUrl: this.queueUrl,
-                  Entries: chunk.map((h, i) => ({ Id: String(i), ReceiptHandle: h.receiptHandle, VisibilityTimeout: seconds })),
+                  Entries: chunk.map((h, i) => ({ Id: ENTRY_IDS[i]!, ReceiptHandle: h.receiptHandle, VisibilityTimeout: seconds })),
                 }),
-                { abortSignal },
               ),
             ),
           );
@@ -208,13 +215,12 @@ export class SqsSource {
 
   async counts(signal?: AbortSignal): Promise<QueueCounts> {
     try {
-      const res = await withTimeout(signal, CALL_TIMEOUT_MS, (abortSignal) =>
-        this.client.send(
+      const res = await this.onLane(signal, CALL_TIMEOUT_MS, (client) =>
+        client.send(
           new GetQueueAttributesCommand({
             QueueUrl: this.queueUrl,
             AttributeNames: ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible", "ApproximateNumberOfMessagesDelayed"],
           }),
-          { abortSignal },
         ),
       );
       const a = res.Attributes ?? {};
@@ -231,8 +237,8 @@ export class SqsSource {
   /** The queue's retention period in seconds: ledger rows older than this can never match a redelivery. */
   async retentionSeconds(signal?: AbortSignal): Promise<number> {
     try {
-      const res = await withTimeout(signal, CALL_TIMEOUT_MS, (abortSignal) =>
-        this.client.send(new GetQueueAttributesCommand({ QueueUrl: this.queueUrl, AttributeNames: ["MessageRetentionPeriod"] }), { abortSignal }),
+      const res = await this.onLane(signal, CALL_TIMEOUT_MS, (client) =>
+        client.send(new GetQueueAttributesCommand({ QueueUrl: this.queueUrl, AttributeNames: ["MessageRetentionPeriod"] })),
       );
       const n = Number(res.Attributes?.MessageRetentionPeriod);
       return Number.isFinite(n) && n > 0 ? n : 14 * 86_400;

@@ -1,6 +1,9 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import fc from "fast-check";
+import { hmac } from "@noble/hashes/hmac.js";
+import { sha256 } from "@noble/hashes/sha2.js";
+import { bytesToHex, utf8ToBytes } from "@noble/hashes/utils.js";
 import { ConfigError } from "../../src/errors.ts";
 import { maskEvent } from "../../src/mask/mask-event.ts";
 import { parsePseudonymKey } from "../../src/mask/pseudonym-key.ts";
@@ -32,6 +35,17 @@ describe("pseudonymize", () => {
         assert.equal(createPseudonymizer(TEST_KEY).pseudonymize(kind, value), first);
       }),
     );
+  });
+
+  test("is byte-identical to the @noble/hashes HMAC masq used before node:crypto, for any string (lone surrogates too)", () => {
+    const reference = (kind: PiiKind, value: string) => bytesToHex(hmac(sha256, TEST_KEY, utf8ToBytes(`${kind}:${value}`)));
+    fc.assert(
+      fc.property(fc.constantFrom<PiiKind>("ip", "device_id"), fc.string({ unit: "binary" }), (kind, value) => {
+        assert.equal(p.pseudonymize(kind, value), reference(kind, value));
+      }),
+      { numRuns: 2_000 },
+    );
+    for (const value of ["\ud800", "a\udfffb", "\udbff\udc00", "é", "\u0000"]) assert.equal(p.pseudonymize("ip", value), reference("ip", value));
   });
 
   test("differs between kinds for the same value", () => {

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { createHash, createHmac } from "node:crypto";
 import { describe, test } from "node:test";
 import { bodyChecksumNeeded, createSqsClient } from "../../src/source/sqs-client.ts";
 
@@ -29,5 +30,51 @@ describe("bodyChecksumNeeded: ReceiveMessage's MD5 check only where the transpor
     assert.equal(typeof plain.config.md5, "function");
     aws.destroy();
     plain.destroy();
+  });
+});
+
+describe("SigV4 as masq's client signs (one signer per client, node:crypto with KeyObjects)", () => {
+  const credentials = { accessKeyId: "AKIDEXAMPLE", secretAccessKey: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY" };
+  const sha256 = (data: string) => createHash("sha256").update(data).digest("hex");
+  const hmac = (key: string | Buffer, data: string) => createHmac("sha256", key).update(data).digest();
+
+  /** The signature by the algorithm as AWS documents it, computed here without the SDK. */
+  function expectedSignature(body: string, amzDate: string, region: string, signedHeaders: [string, string][]): string {
+    const day = amzDate.slice(0, 8);
+    const canonical = ["POST", "/", "", ...signedHeaders.map(([k, v]) => `${k}:${v}`), "", signedHeaders.map(([k]) => k).join(";"), sha256(body)].join("\n");
+    const scope = `${day}/${region}/sqs/aws4_request`;
+    const toSign = ["AWS4-HMAC-SHA256", amzDate, scope, sha256(canonical)].join("\n");
+    let key = hmac(`AWS4${credentials.secretAccessKey}`, day);
+    for (const part of [region, "sqs", "aws4_request"]) key = hmac(key, part);
+    return createHmac("sha256", key).update(toSign).digest("hex");
+  }
+
+  test("the signature is the documented algorithm's, call after call and across days", async () => {
+    const client = createSqsClient({ region: "eu-west-1", credentials });
+    const body = '{"QueueUrl":"https://sqs.eu-west-1.amazonaws.com/123456789012/logins","MaxNumberOfMessages":10}';
+    for (const iso of ["2026-12-06T12:00:00Z", "2026-12-06T12:00:01Z", "2026-12-07T00:00:00Z"]) {
+      const request = {
+        method: "POST",
+        protocol: "https:",
+        hostname: "sqs.eu-west-1.amazonaws.com",
+        path: "/",
+        query: {},
+        headers: { host: "sqs.eu-west-1.amazonaws.com", "content-type": "application/x-amz-json-1.0", "x-amz-target": "AmazonSQS.ReceiveMessage" },
+        body,
+      };
+      const signer = await client.config.signer();
+      const signed = (await signer.sign(request, { signingDate: new Date(iso), signingRegion: "eu-west-1", signingService: "sqs" })) as unknown as { headers: Record<string, string> };
+      const amzDate = signed.headers["x-amz-date"]!;
+      const headers: [string, string][] = [
+        ["content-type", "application/x-amz-json-1.0"],
+        ["host", "sqs.eu-west-1.amazonaws.com"],
+        ["x-amz-content-sha256", sha256(body)],
+        ["x-amz-date", amzDate],
+        ["x-amz-target", "AmazonSQS.ReceiveMessage"],
+      ];
+      const signature = /Signature=([0-9a-f]{64})$/.exec(signed.headers.authorization ?? "")?.[1];
+      assert.equal(signature, expectedSignature(body, amzDate, "eu-west-1", headers), iso);
+    }
+    client.destroy();
   });
 });

@@ -1,6 +1,6 @@
 import type pg from "pg";
 import type { PipelineConfig } from "../config.ts";
-import { describeError, FatalError, TransientError, UnreachableError } from "../errors.ts";
+import { ConfigError, describeError, FatalError, stoppedWorking, TransientError, UnreachableError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { Handle, ReceivedMessage, SqsSource } from "../source/sqs-source.ts";
 import type { TableName } from "../sink/table-name.ts";
@@ -171,7 +171,7 @@ export class Runner {
         if (this.stopping) break;
         if (!(err instanceof TransientError)) {
           // A setting that turned out wrong mid-run (the queue was deleted, access revoked): no retry can help.
-          this.failWith(err instanceof FatalError ? err : new FatalError((err as Error).message));
+          this.failWith(err instanceof FatalError ? err : err instanceof ConfigError ? stoppedWorking(err) : new FatalError((err as Error).message));
           break;
         }
         if (this.gaveUp(err, "receiving from SQS", (failingSince ??= Date.now()), this.deps.targets?.sqs)) break;

@@ -9,6 +9,7 @@ import type { IngestKeys } from "../vault/ingest-keys.ts";
 import { backoffMs, sleep } from "./backoff.ts";
 import { commitMessages, type BatchPreparer } from "./commit-messages.ts";
 import type { IncomingMessage } from "./prepare.ts";
+import { createProgressLog, PROGRESS_EVERY_MS, type ProgressLogTiming } from "./progress-log.ts";
 import { emptyStats, type RunStats } from "./stats.ts";
 import type { PipelineObserver } from "./observer.ts";
 
@@ -24,6 +25,8 @@ export interface RunnerDeps {
   preparer?: BatchPreparer | undefined;
   /** "DATABASE_URL at db:5432/app", "QUEUE_URL at …": named when a drain gives up on one of them. */
   targets?: { postgres: string; sqs: string } | undefined;
+  /** How often the `progress` line is considered, and the heartbeat of an idle one (progress-log.ts has the defaults). */
+  progressLog?: ProgressLogTiming | undefined;
 }
 
 export interface RunResult {
@@ -115,7 +118,11 @@ export class Runner {
     // Ticks every quarter of the timeout and extends what has less than half left: a message is always extended at
     // least a quarter of the timeout before it would reappear, whatever the timer's phase.
     const heartbeat = setInterval(() => void this.extendVisibility(), Math.max(250, (config.visibilityTimeoutSeconds * 1000) / 4));
-    const progress = setInterval(() => logger.info({ ...this.stats, inFlight: this.held.size }, "progress"), 10_000);
+    const progressLog = createProgressLog({ ...this.stats, inFlight: this.held.size }, this.deps.progressLog);
+    const progress = setInterval(() => {
+      const line = progressLog({ ...this.stats, inFlight: this.held.size });
+      if (line) logger.info(line, "progress");
+    }, this.deps.progressLog?.everyMs ?? PROGRESS_EVERY_MS);
     const receivers = Array.from({ length: config.receivers }, (_, i) => this.receiveLoop(i));
     await Promise.all(receivers);
     // Receivers have stopped: commit what is held and delete it, within the shutdown deadline set by stop().

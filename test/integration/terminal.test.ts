@@ -86,7 +86,7 @@ async function runningMasq(events: readonly SyntheticEvent[]): Promise<{ proc: M
   };
 }
 
-test("masq top on a terminal (tmux): a live view of a running masq; says when the endpoint is gone and retries; q restores the terminal", { skip: noTmux }, async () => {
+test("masq top on a terminal (tmux): a live view of a running masq; says when the endpoint is gone and retries; q, Ctrl-C and SIGTERM restore the terminal", { skip: noTmux }, async () => {
   const events = uniqueEvents(1500, 81);
   const want = expectedCounts(events);
   const masq = await runningMasq(events);
@@ -123,6 +123,26 @@ test("masq top on a terminal (tmux): a live view of a running masq; says when th
     assert.match(after, /^before top$/m, "the shell's screen is back");
     assert.ok(!after.includes("masq top  http"), `the view is gone with the alternate screen:\n${after}`);
     assert.equal(tmux("display", "-p", "-t", "top", "#{alternate_on} #{cursor_flag}").stdout.trim(), "0 1", "normal screen, cursor shown");
+
+    // Ctrl-C (a key in raw mode) and SIGTERM end it the same way, the terminal restored.
+    for (const how of ["C-c", "SIGTERM"]) {
+      const name = `top-${how}`;
+      const shell = `printf 'before top\n'; '${process.execPath}' '${MASQ_BIN}' top --url '${masq.metricsUrl}'; echo "top-exit=$?"; sleep 120`;
+      assert.equal(tmux("new-session", "-d", "-s", name, "-x", "100", "-y", "30", "-e", "TERM=xterm-256color", "sh", "-c", shell).status, 0);
+      const pane = () => tmux("capture-pane", "-p", "-t", name).stdout;
+      await waitFor(() => pane().includes("masq: cannot reach the metrics endpoint"), 30_000, `the view (${how}):\n${pane()}`);
+      if (how === "C-c") tmux("send-keys", "-t", name, "C-c");
+      else {
+        // The shell's child is masq top (node).
+        const shellPid = tmux("display", "-p", "-t", name, "#{pane_pid}").stdout.trim();
+        const topPid = spawnSync("ps", ["-o", "pid=", "--ppid", shellPid], { encoding: "utf8" }).stdout.trim();
+        process.kill(Number(topPid), "SIGTERM");
+      }
+      await waitFor(() => pane().includes("top-exit="), 30_000, `masq top to exit on ${how}:\n${pane()}`);
+      assert.match(pane(), /^top-exit=0$/m, `exit 0 on ${how}`);
+      assert.match(pane(), /^before top$/m);
+      assert.equal(tmux("display", "-p", "-t", name, "#{alternate_on} #{cursor_flag}").stdout.trim(), "0 1", `the terminal restored (${how})`);
+    }
   } finally {
     tmux("kill-server");
     await masq.stop();

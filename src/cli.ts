@@ -346,6 +346,14 @@ export function buildProgram(): Command {
     });
   examples(localQueue, "masq local-queue --synthetic 50000", "masq local-queue --events my-events.jsonl --port 9324");
 
+  const top = program
+    .command("top")
+    .description("a live view of a running masq from its metrics endpoint, refreshed every second (q to quit); without a terminal, one JSON snapshot")
+    .addOption(new Option("--url <url>", "the metrics endpoint of the masq to watch").default(undefined, "http://127.0.0.1:8717/metrics, or the port in MASQ_HTTP_PORT"))
+    .option("--json", "print one JSON snapshot and exit, even on a terminal")
+    .action(async (_opts, cmd: Command) => finish(await (await import("./commands/top.ts")).topCommand(explicit(cmd))));
+  examples(top, "masq top", "masq top --url http://10.0.0.7:8717/metrics", "masq top --json | jq .rates");
+
   const check = program
     .command("check")
     .description("preflight: configuration, AWS credentials, queue, Postgres, keys; one line per check, exit 0 only when run would work");

@@ -62,6 +62,21 @@ export class FatalError extends Error {
 }
 
 /**
+ * A setting that was checked at start and stopped working while `run` ran (the queue was deleted, the credentials
+ * expired): no retry can cure it, but it is a runtime failure (exit 1), not a mistake in how masq was started (exit
+ * 2). The line still names the setting and says what was wrong with it.
+ */
+export function stoppedWorking(err: ConfigError): FatalError {
+  const e = new FatalError(err.message, {
+    what: "a setting stopped working while masq ran",
+    object: err.help.object ?? err.setting,
+    hint: `${err.problem}${err.help.hint === undefined ? "" : `; ${err.help.hint}`}; nothing uncommitted was deleted: fix it and start masq again`,
+  });
+  e.cause = err;
+  return e;
+}
+
+/**
  * A one-shot command gave up waiting for a server (MASQ_CONNECT_TIMEOUT_SECONDS). Not transient for its caller:
  * the wait is over. `object` names the setting and host:port, never a password.
  */

@@ -4,6 +4,7 @@ import type { PiiKind, Pseudonymizer } from "../mask/pseudonymize.ts";
 import { classifyPgError } from "../sink/pg-errors.ts";
 import { qualified, quoteIdent, type TableName } from "../sink/table-name.ts";
 import { inTransaction } from "../sink/transaction.ts";
+import { decodeAppVersion, MAX_APP_VERSION } from "../transform/app-version.ts";
 import { IntegrityError, open } from "../vault/aead.ts";
 import type { ExportedMaskedRow, ExportedQuarantined, ExportedRow, ExportLine } from "../vault/export-output.ts";
 import type { KeyProvider } from "../vault/key-provider.ts";
@@ -158,7 +159,7 @@ export async function revealSubject(pool: pg.Pool, provider: KeyProvider, req: S
             create_date: r.create_date,
             device_type: r.device_type,
             locale: r.locale,
-            app_version: r.app_version === null ? null : Number(r.app_version),
+            app_version: r.app_version === null ? null : versionText(Number(r.app_version)),
             masked_ip: r.masked_ip,
             ip,
             masked_device_id: r.masked_device_id,
@@ -209,6 +210,11 @@ export async function revealSubject(pool: pg.Pool, provider: KeyProvider, req: S
   }
 }
 
+/** The stored integer as the version text it encodes; one that masq did not write (out of range) as the number. */
+function versionText(v: number): string {
+  return Number.isInteger(v) && v >= 0 && v <= MAX_APP_VERSION ? decodeAppVersion(v) : String(v);
+}
+
 /** A db_rejected record's masked row (LoginRow, as commit-batch.ts kept it) with its values; a key of another type shows as missing. */
 async function maskedRow(c: CipherValues, row: Record<string, unknown>, values: (c: CipherValues, ip: string | null, deviceId: string | null) => Promise<{ ip: string | null; device_id: string | null }>): Promise<ExportedMaskedRow> {
   const text = (v: unknown) => (typeof v === "string" ? v : null);
@@ -219,7 +225,7 @@ async function maskedRow(c: CipherValues, row: Record<string, unknown>, values: 
     create_date: text(row.createDate),
     device_type: text(row.deviceType),
     locale: text(row.locale),
-    app_version: typeof row.appVersion === "number" ? row.appVersion : null,
+    app_version: typeof row.appVersion === "number" ? versionText(row.appVersion) : null,
     masked_ip: maskedIp,
     ip,
     masked_device_id: maskedDeviceId,

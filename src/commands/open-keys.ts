@@ -32,6 +32,11 @@ export async function openIngestKeys(opts: {
           pseudonymKeyOverride: opts.override,
           limits: opts.config.limits,
           onDataKey: () => opts.metrics?.dataKeyGenerated(),
+          // The version only: a key's material and fingerprint stay out of the log.
+          onPseudonymKeySwitched: (from, to) => {
+            opts.metrics?.pseudonymKeyInUse(to);
+            logger.info({ pseudonymKeyVersion: to, previousVersion: from }, `switched to pseudonym key version ${to}: a rotation made it active`);
+          },
         },
         opts.signal,
       ),
@@ -43,8 +48,10 @@ export async function openIngestKeys(opts: {
       onRetry: (err, delay) => logger.warn({ err: describeError(err), retryInMs: Math.round(delay) }, "key provider or Postgres not reachable; waiting"),
     },
   );
+  const masterKey = await opts.provider.currentMasterKeyId();
+  opts.metrics?.keysInUse(masterKey, keys.pseudonym.version);
   logger.info(
-    { keyProvider: opts.provider.name, masterKey: await opts.provider.currentMasterKeyId(), pseudonymKeyVersion: keys.pseudonym.version, pseudonymKeyGiven: opts.override !== undefined },
+    { keyProvider: opts.provider.name, masterKey, pseudonymKeyVersion: keys.pseudonym.version, pseudonymKeyGiven: opts.override !== undefined },
     "keys loaded",
   );
   return keys;

@@ -7,7 +7,7 @@ import { createProgress, type Progress } from "../progress/progress.ts";
 import { openAuditKey } from "../audit/audit-key.ts";
 import { recordRotation } from "../audit/record-rotation.ts";
 import { inTransaction } from "../sink/transaction.ts";
-import { rewrapKeys, type RewrapResult } from "../rotation/rewrap-keys.ts";
+import { countKeysToRewrap, rewrapKeys, type RewrapResult } from "../rotation/rewrap-keys.ts";
 import { rotatePseudonymKey } from "../rotation/rotate-pseudonym-key.ts";
 import { withRotationLock } from "../rotation/rotation-lock.ts";
 import type { RotationPhase } from "../rotation/rotation-state.ts";
@@ -31,10 +31,12 @@ export async function rotateMasterKeyCommand(flags: Record<string, unknown>): Pr
       const total = would.dataKeys + would.pseudonymKeys + would.auditKeys;
       if (total === 0) process.stdout.write(`every key is under ${would.masterKeyId} already: nothing to re-wrap\n`);
       else process.stdout.write(`would re-wrap ${counts(would)} under ${would.masterKeyId}, from ${fromText(would)}\n`);
+      const skipped = would.unopenable.unused;
+      if (skipped.length > 0) process.stdout.write(`would leave alone: ${n(skipped.length)} data key(s) that no configured master key opens and no value uses (${skipped.join(", ")})\n`);
       return 0;
     }
     const done = await withRotationLock(db.pool, () => rewrapAudited(db, provider, batchSize, signal));
-    const left = await rewrapKeys(db.pool, provider, { batchSize, dryRun: true });
+    const left = await countKeysToRewrap(db.pool, done.masterKeyId);
     process.stdout.write(
       done.dataKeys + done.pseudonymKeys + done.auditKeys === 0
         ? `nothing re-wrapped: every key was under ${done.masterKeyId} already\n`
@@ -210,11 +212,11 @@ function reporter(): { phase(p: RotationPhase): void; batch(done: number, total:
   };
 }
 
-function counts(r: RewrapResult): string {
+function counts(r: Pick<RewrapResult, "dataKeys" | "pseudonymKeys" | "auditKeys">): string {
   return `${n(r.dataKeys)} data key(s) and ${n(r.pseudonymKeys)} pseudonym key(s)${r.auditKeys > 0 ? ` (and the audit key)` : ""}`;
 }
 
-function fromText(r: RewrapResult): string {
+function fromText(r: Pick<RewrapResult, "from">): string {
   return Object.entries(r.from)
     .map(([id, k]) => `${id} (${n(k)})`)
     .join(", ");

@@ -31,7 +31,7 @@ export async function prepareDatabase(
         // The owner registers the table it writes: the lifecycle functions act on registered tables only (migration 7).
         // A login that is not the owner (MASQ_MIGRATE=true on the service login, a no-op when up to date) cannot, and
         // need not: the owner's `masq migrate` registers it.
-        if (opts.migrate) await registerTargetTable(db, table);
+        if (opts.migrate) await registerTargetTable(db, table, logger);
       } catch (err) {
         throw classifyPgError(err, db.target);
       }
@@ -48,10 +48,16 @@ export async function prepareDatabase(
   );
 }
 
-async function registerTargetTable(db: Db, table: TableName): Promise<void> {
-  const may = await db.pool.query<{ ok: boolean }>("SELECT has_table_privilege('masq.target_tables', 'INSERT') AS ok");
+async function registerTargetTable(db: Db, table: TableName, logger: Logger): Promise<void> {
+  const may = await db.pool.query<{ ok: boolean; grant: boolean }>(
+    "SELECT has_table_privilege('masq.target_tables', 'INSERT') AS ok, has_table_privilege($1::text::regclass, 'SELECT WITH GRANT OPTION') AS grant",
+    [qualified(table)],
+  );
   if (may.rows[0]?.ok !== true) return;
   await db.pool.query("INSERT INTO masq.target_tables (relation) VALUES ($1::text::regclass) ON CONFLICT DO NOTHING", [qualified(table)]);
+  // Analysts read every table masq writes (migration 014); a table someone else owns needs its owner to grant it.
+  if (may.rows[0].grant) await db.pool.query(`GRANT SELECT ON TABLE ${qualified(table)} TO masq_analyst`);
+  else logger.warn({ table: qualified(table) }, `cannot grant SELECT on ${qualified(table)} to masq_analyst: grant it as the table's owner`);
 }
 
 /** The migration that made a quarantine record's user a fact ingestion writes, with a one-time backfill. */

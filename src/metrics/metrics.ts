@@ -25,6 +25,8 @@ export class Metrics implements PipelineObserver {
   private readonly queuePollErrors: Counter;
   private readonly keyProviderCalls: Counter<"operation" | "outcome">;
   private readonly dataKeysGenerated: Counter;
+  private readonly pseudonymKeyVersion: Gauge;
+  private readonly masterKeyInfo: Gauge<"master_key">;
   /** Oldest SentTimestamp seen since the last scrape; the gauge reports its age, then the window restarts. */
   private oldestInWindow: number | null = null;
 
@@ -88,6 +90,17 @@ export class Metrics implements PipelineObserver {
       help: "Vault data keys generated (one provider call each; rolled over by age and use).",
       registers,
     });
+    this.pseudonymKeyVersion = new Gauge({
+      name: "masq_pseudonym_key_version",
+      help: "Version of the pseudonym key this process masks with (changes when a rotation switches keys).",
+      registers,
+    });
+    this.masterKeyInfo = new Gauge({
+      name: "masq_master_key_info",
+      help: "1 for the master key new keys are wrapped under (a KMS key ARN, or local:<fingerprint>).",
+      labelNames: ["master_key"],
+      registers,
+    });
     this.lastCommit = new Gauge({ name: "masq_last_commit_timestamp_seconds", help: "Unix time of the last committed batch.", registers });
     // SQS publishes the age of the oldest message only to CloudWatch; masq reports what it can see itself.
     const takeOldestAge = (): number => {
@@ -111,6 +124,16 @@ export class Metrics implements PipelineObserver {
 
   dataKeyGenerated(): void {
     this.dataKeysGenerated.inc();
+  }
+
+  keysInUse(masterKey: string, pseudonymKeyVersion: number): void {
+    this.masterKeyInfo.reset();
+    this.masterKeyInfo.set({ master_key: masterKey }, 1);
+    this.pseudonymKeyVersion.set(pseudonymKeyVersion);
+  }
+
+  pseudonymKeyInUse(version: number): void {
+    this.pseudonymKeyVersion.set(version);
   }
 
   received(count: number, oldestSentAt: Date | null): void {

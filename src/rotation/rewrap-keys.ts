@@ -27,6 +27,28 @@ interface WrappedRow {
   wrapped: Buffer;
 }
 
+/** The keys not under the current master key, counted without opening them (what a run left behind). */
+export async function countKeysToRewrap(pool: pg.Pool, current: string): Promise<Pick<RewrapResult, "dataKeys" | "pseudonymKeys" | "auditKeys" | "from">> {
+  const result = { dataKeys: 0, pseudonymKeys: 0, auditKeys: 0, from: {} as Record<string, number> };
+  const { rows } = await query<{ what: string; master_key_id: string; n: number }>(
+    pool,
+    `SELECT 'data' AS what, master_key_id, count(*)::int AS n FROM masq.data_keys WHERE master_key_id <> $1 GROUP BY master_key_id
+     UNION ALL
+     SELECT 'pseudonym', master_key_id, count(*)::int FROM masq.pseudonym_keys
+     WHERE master_key_id <> $1 AND state <> 'retired' AND provider <> 'external' AND wrapped IS NOT NULL GROUP BY master_key_id
+     UNION ALL
+     SELECT 'audit', master_key_id, count(*)::int FROM masq.audit_keys WHERE master_key_id <> $1 GROUP BY master_key_id`,
+    [current],
+  );
+  for (const r of rows) {
+    if (r.what === "data") result.dataKeys += r.n;
+    else if (r.what === "audit") result.auditKeys += r.n;
+    else result.pseudonymKeys += r.n;
+    result.from[r.master_key_id] = (result.from[r.master_key_id] ?? 0) + r.n;
+  }
+  return result;
+}
+
 /**
  * `masq rotate master-key`: re-wraps every data key and every stored pseudonym key that is not under the current
  * master key, so that the old master key can be dropped. Only the wrapped keys change; no vault ciphertext is
@@ -38,29 +60,12 @@ export async function rewrapKeys(
   provider: KeyProvider,
   opts: { batchSize: number; dryRun?: boolean; signal?: AbortSignal },
 ): Promise<RewrapResult> {
+  // A dry run re-wraps in memory what the run would, and fails where it would (a key no configured master key opens);
+  // only the UPDATEs are left out, so its counts are what the run would write.
+  const write = opts.dryRun !== true;
   const current = await provider.currentMasterKeyId(opts.signal);
   await refuseOtherProvider(pool, provider);
   const result: RewrapResult = { masterKeyId: current, dataKeys: 0, pseudonymKeys: 0, auditKeys: 0, from: {}, unopenable: { used: [], unused: [] } };
-  if (opts.dryRun === true) {
-    const { rows } = await query<{ what: string; master_key_id: string; n: number }>(
-      pool,
-      `SELECT 'data' AS what, master_key_id, count(*)::int AS n FROM masq.data_keys WHERE master_key_id <> $1 GROUP BY master_key_id
-       UNION ALL
-       SELECT 'pseudonym', master_key_id, count(*)::int FROM masq.pseudonym_keys
-       WHERE master_key_id <> $1 AND state <> 'retired' AND provider <> 'external' GROUP BY master_key_id
-       UNION ALL
-       SELECT 'audit', master_key_id, count(*)::int FROM masq.audit_keys WHERE master_key_id <> $1 GROUP BY master_key_id`,
-      [current],
-    );
-    for (const r of rows) {
-      if (r.what === "data") result.dataKeys += r.n;
-      else if (r.what === "audit") result.auditKeys += r.n;
-      else result.pseudonymKeys += r.n;
-      result.from[r.master_key_id] = (result.from[r.master_key_id] ?? 0) + r.n;
-    }
-    return result;
-  }
-
   // Keyset order on id: a key whose update did not apply (changed meanwhile) is not fetched again in this run.
   const unopenable = new Map<string, Error>();
   let after = "00000000-0000-0000-0000-000000000000";
@@ -83,6 +88,11 @@ export async function rewrapKeys(
         if (!(err instanceof FatalError || err instanceof ConfigError)) throw err;
         unopenable.set(r.id, err);
       }
+    }
+    if (!write) {
+      result.dataKeys += opened.length;
+      for (const r of opened) result.from[r.master_key_id] = (result.from[r.master_key_id] ?? 0) + 1;
+      continue;
     }
     // Only where the key is still as read: a concurrent re-wrap of the same key is not undone.
     const updated = await query<{ was: string }>(
@@ -123,13 +133,14 @@ export async function rewrapKeys(
   for (const k of akeys) {
     if (opts.signal?.aborted) return result;
     const [w] = await rewrapAll(provider, [k], () => ({ purpose: "audit", keyId: `audit-v${k.version}` }));
-    const n = await query(pool, "UPDATE masq.audit_keys SET wrapped = $2, master_key_id = $3, rewrapped_at = now() WHERE version = $1 AND master_key_id = $4", [
-      k.version,
-      Buffer.from(w!.wrapped),
-      w!.masterKeyId,
-      k.master_key_id,
-    ]);
-    if ((n.rowCount ?? 0) === 0) continue;
+    const updated = async () =>
+      (await query(pool, "UPDATE masq.audit_keys SET wrapped = $2, master_key_id = $3, rewrapped_at = now() WHERE version = $1 AND master_key_id = $4", [
+        k.version,
+        Buffer.from(w!.wrapped),
+        w!.masterKeyId,
+        k.master_key_id,
+      ])).rowCount !== 0;
+    if (write && !(await updated())) continue;
     result.auditKeys++;
     result.from[k.master_key_id] = (result.from[k.master_key_id] ?? 0) + 1;
   }
@@ -145,13 +156,16 @@ export async function rewrapKeys(
     if (opts.signal?.aborted) return result;
     const [w] = await rewrapAll(provider, [k], () => pseudonymKeyContext(k.version));
     // Unless the key retired meanwhile (its key material is gone then, and must stay gone).
-    const n = await query(
-      pool,
-      `UPDATE masq.pseudonym_keys SET wrapped = $2, master_key_id = $3, rewrapped_at = now()
-       WHERE version = $1 AND master_key_id = $4 AND state <> 'retired' AND wrapped IS NOT NULL`,
-      [k.version, Buffer.from(w!.wrapped), w!.masterKeyId, k.master_key_id],
-    );
-    if ((n.rowCount ?? 0) === 0) continue;
+    const updated = async () =>
+      (
+        await query(
+          pool,
+          `UPDATE masq.pseudonym_keys SET wrapped = $2, master_key_id = $3, rewrapped_at = now()
+           WHERE version = $1 AND master_key_id = $4 AND state <> 'retired' AND wrapped IS NOT NULL`,
+          [k.version, Buffer.from(w!.wrapped), w!.masterKeyId, k.master_key_id],
+        )
+      ).rowCount !== 0;
+    if (write && !(await updated())) continue;
     result.pseudonymKeys++;
     result.from[k.master_key_id] = (result.from[k.master_key_id] ?? 0) + 1;
   }

@@ -1,6 +1,6 @@
 import type pg from "pg";
 import type { PipelineConfig } from "../config.ts";
-import { describeError, FatalError, TransientError, UnreachableError } from "../errors.ts";
+import { ConfigError, describeError, FatalError, stoppedWorking, TransientError, UnreachableError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { Handle, ReceivedMessage, SqsSource } from "../source/sqs-source.ts";
 import type { TableName } from "../sink/table-name.ts";
@@ -9,6 +9,7 @@ import type { IngestKeys } from "../vault/ingest-keys.ts";
 import { backoffMs, sleep } from "./backoff.ts";
 import { commitMessages, type BatchPreparer } from "./commit-messages.ts";
 import type { IncomingMessage } from "./prepare.ts";
+import { createProgressLog, PROGRESS_EVERY_MS, type ProgressLogTiming } from "./progress-log.ts";
 import { emptyStats, type RunStats } from "./stats.ts";
 import type { PipelineObserver } from "./observer.ts";
 
@@ -24,6 +25,8 @@ export interface RunnerDeps {
   preparer?: BatchPreparer | undefined;
   /** "DATABASE_URL at db:5432/app", "QUEUE_URL at …": named when a drain gives up on one of them. */
   targets?: { postgres: string; sqs: string } | undefined;
+  /** How often the `progress` line is considered, and the heartbeat of an idle one (progress-log.ts has the defaults). */
+  progressLog?: ProgressLogTiming | undefined;
 }
 
 export interface RunResult {
@@ -124,7 +127,11 @@ export class Runner {
     // Ticks every quarter of the timeout and extends what has less than half left: a message is always extended at
     // least a quarter of the timeout before it would reappear, whatever the timer's phase.
     const heartbeat = setInterval(() => void this.extendVisibility(), Math.max(250, (config.visibilityTimeoutSeconds * 1000) / 4));
-    const progress = setInterval(() => logger.info({ ...this.stats, inFlight: this.held.size }, "progress"), 10_000);
+    const progressLog = createProgressLog({ ...this.stats, inFlight: this.held.size }, this.deps.progressLog);
+    const progress = setInterval(() => {
+      const line = progressLog({ ...this.stats, inFlight: this.held.size });
+      if (line) logger.info(line, "progress");
+    }, this.deps.progressLog?.everyMs ?? PROGRESS_EVERY_MS);
     const receivers = Array.from({ length: config.receivers }, (_, i) => this.receiveLoop(i));
     await Promise.all(receivers);
     // Receivers have stopped: commit what is held and delete it, within the shutdown deadline set by stop().
@@ -180,7 +187,7 @@ export class Runner {
         if (this.stopping) break;
         if (!(err instanceof TransientError)) {
           // A setting that turned out wrong mid-run (the queue was deleted, access revoked): no retry can help.
-          this.failWith(err instanceof FatalError ? err : new FatalError((err as Error).message));
+          this.failWith(err instanceof FatalError ? err : err instanceof ConfigError ? stoppedWorking(err) : new FatalError((err as Error).message));
           break;
         }
         if (this.gaveUp(err, "receiving from SQS", (failingSince ??= Date.now()), this.deps.targets?.sqs, true)) break;

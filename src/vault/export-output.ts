@@ -7,7 +7,8 @@ export interface ExportedRow {
   create_date: string | null;
   device_type: string | null;
   locale: string | null;
-  app_version: number | null;
+  /** As the person sent it, in MAJOR.MINOR.PATCH form ("2.3" is "2.3.0"): the document is for them, not the table's integer. */
+  app_version: string | null;
   masked_ip: string | null;
   ip: string | null;
   masked_device_id: string | null;
@@ -93,7 +94,7 @@ const IP_WIDTH = 39; // the longest RFC 5952 address
 
 /** A db_rejected record's masked row goes in the row's columns, its original (none) left empty. */
 function csvLine(l: ExportLine): string {
-  const rowCells = (r: ExportedMaskedRow) => ({ create_date: r.create_date ?? "", device_type: r.device_type ?? "", locale: r.locale ?? "", app_version: r.app_version?.toString() ?? "", masked_ip: r.masked_ip ?? "", ip: r.ip ?? "", masked_device_id: r.masked_device_id ?? "", device_id: r.device_id ?? "" });
+  const rowCells = (r: ExportedMaskedRow) => ({ create_date: r.create_date ?? "", device_type: r.device_type ?? "", locale: r.locale ?? "", app_version: r.app_version ?? "", masked_ip: r.masked_ip ?? "", ip: r.ip ?? "", masked_device_id: r.masked_device_id ?? "", device_id: r.device_id ?? "" });
   const cells: Record<(typeof CSV_COLUMNS)[number], string> =
     l.source === "row"
       ? { ...empty(), source: "row", user_id: l.user_id, ...rowCells(l) }

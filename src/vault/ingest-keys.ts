@@ -15,12 +15,14 @@ export class IngestKeys {
   private readonly pool: pg.Pool;
   private readonly provider: KeyProvider;
   private readonly override: Uint8Array | undefined;
+  private readonly onSwitched: ((from: number, to: number) => void) | undefined;
   private refreshing: Promise<PseudonymKey> | undefined;
 
   private constructor(opts: IngestKeysOptions, pseudonym: PseudonymKey) {
     this.pool = opts.pool;
     this.provider = opts.provider;
     this.override = opts.pseudonymKeyOverride;
+    this.onSwitched = opts.onPseudonymKeySwitched;
     this.pseudonym = pseudonym;
     this.dataKeys = new DataKeys({
       pool: opts.pool,
@@ -40,7 +42,12 @@ export class IngestKeys {
   /** Loads the active pseudonym key again; writers that meet a key switch together share one load (one unwrap). */
   refresh(signal?: AbortSignal): Promise<PseudonymKey> {
     this.refreshing ??= activePseudonymKey(this.pool, this.provider, this.override, signal)
-      .then((key) => (this.pseudonym = key))
+      .then((key) => {
+        const from = this.pseudonym.version;
+        this.pseudonym = key;
+        if (key.version !== from) this.onSwitched?.(from, key.version);
+        return key;
+      })
       .finally(() => (this.refreshing = undefined));
     return this.refreshing;
   }
@@ -57,4 +64,6 @@ export interface IngestKeysOptions {
   pseudonymKeyOverride?: Uint8Array | undefined;
   limits?: DataKeyLimits | undefined;
   onDataKey?: ((id: string) => void) | undefined;
+  /** A rotation switched the active pseudonym key, and this process now writes under `to`. */
+  onPseudonymKeySwitched?: ((from: number, to: number) => void) | undefined;
 }

@@ -6,6 +6,7 @@ import { createLogger, type Logger } from "../../src/log.ts";
 import { IngestKeys } from "../../src/vault/ingest-keys.ts";
 import { LocalKeyProvider } from "../../src/vault/local-provider.ts";
 import { Runner } from "../../src/runner/runner.ts";
+import type { ProgressLogTiming } from "../../src/runner/progress-log.ts";
 import type { BatchPreparer } from "../../src/runner/commit-messages.ts";
 import { createDb, type Db } from "../../src/sink/db.ts";
 import { SqsSource } from "../../src/source/sqs-source.ts";
@@ -76,6 +77,7 @@ export async function makeRunner(opts: {
   keys?: IngestKeys;
   /** Prepare threads (runner/prepare-threads.ts) instead of preparing on this thread. */
   preparer?: BatchPreparer;
+  progressLog?: ProgressLogTiming;
 }): Promise<Runner> {
   return new Runner({
     source: opts.source ?? new SqsSource(opts.sqs, opts.queueUrl),
@@ -85,6 +87,7 @@ export async function makeRunner(opts: {
     logger: opts.logger ?? createLogger("silent"),
     config: { ...FAST, ...opts.config },
     preparer: opts.preparer,
+    progressLog: opts.progressLog,
   });
 }
 

@@ -9,7 +9,7 @@ import { sendBodies } from "../../src/demo/send-events.ts";
 import { createPseudonymizer } from "../../src/mask/pseudonymize.ts";
 import { masqEnv, spawnMasq } from "../helpers/masq-process.ts";
 import { startTcpProxy } from "../helpers/tcp-proxy.ts";
-import { expectedCounts, tableCounts, TEST_KEY, testKeys, uniqueEvents, waitFor } from "../helpers/pipeline.ts";
+import { captureLogger, expectedCounts, makeRunner, tableCounts, TEST_KEY, testKeys, uniqueEvents, waitFor } from "../helpers/pipeline.ts";
 import { prepareOutcome } from "../../src/runner/prepare.ts";
 import { seal } from "../../src/vault/aead.ts";
 import { quarantineBodyAad } from "../../src/vault/vault-aad.ts";
@@ -90,6 +90,33 @@ describe("operating masq", () => {
       proc.child.kill("SIGTERM");
       await proc.exited;
       await proxy.close();
+    }
+  });
+
+  test("an idle service logs progress only when something changed, plus a heartbeat; a busy one logs its counters", async () => {
+    await fx.reset();
+    const queueUrl = fx.sqs.newQueue();
+    const { logger, lines } = captureLogger("info");
+    // Ticks of 20 ms and a heartbeat of 1.5 s stand for the service's 10 s and 5 min.
+    const runner = await makeRunner({ db: fx.db, sqs: fx.sqs.client, queueUrl, logger, config: { waitTimeSeconds: 1 }, progressLog: { everyMs: 20, heartbeatMs: 1500 } });
+    const running = runner.run();
+    const progress = () => lines.map((l) => JSON.parse(l) as { msg: string; heartbeat?: boolean; written: number; received: number }).filter((l) => l.msg === "progress");
+    try {
+      await waitFor(() => progress().length > 0, 30_000, "a first progress line");
+      const [idle] = progress();
+      assert.equal(idle!.heartbeat, true, `an idle service's first progress line is its heartbeat: ${JSON.stringify(idle)}`);
+      assert.equal(idle!.received, 0);
+      const events = uniqueEvents(3, 57);
+      await sendBodies(fx.sqs.client, queueUrl, events.map((e) => e.body));
+      await waitFor(() => progress().some((l) => l.written === expectedCounts(events).valid && l.heartbeat === undefined), 30_000, "a progress line with the rows written");
+      await waitFor(() => progress().filter((l) => l.heartbeat === true).length >= 2, 30_000, "the heartbeat once idle again");
+      // Hundreds of ticks went by: every line is a heartbeat or says something the line before did not.
+      const all = progress().map(({ heartbeat, ...rest }) => ({ heartbeat, text: JSON.stringify({ ...rest, time: 0 }) }));
+      for (let i = 1; i < all.length; i++) assert.ok(all[i]!.heartbeat === true || all[i]!.text !== all[i - 1]!.text, `line ${i} repeats line ${i - 1}: ${all[i]!.text}`);
+      assert.ok(all.length < 10, `${all.length} progress lines`);
+    } finally {
+      runner.stop();
+      await running;
     }
   });
 

@@ -8,11 +8,12 @@ import { loadMigrations, migrate } from "../../src/sink/migrate.ts";
 import { LocalKeyProvider } from "../../src/vault/local-provider.ts";
 import { pseudonymKeyVersion } from "../../src/vault/pseudonym-keys.ts";
 import { usePipelineFixture } from "../helpers/fixture.ts";
+import { docBlock, runDocSql } from "../helpers/doc-blocks.ts";
 import { createLoginRoles, type LoginRoles } from "../helpers/login-roles.ts";
 import { makeRunner, TEST_MASTER_KEY, TEST_MASTER_KEY_HEX, testKeys, uniqueEvents } from "../helpers/pipeline.ts";
 import { runMasq } from "../helpers/run-masq.ts";
 
-type Who = "ingest" | "unmask";
+type Who = "ingest" | "unmask" | "analyst";
 
 /** SECURITY.md's role matrix, as written there: each statement, and whether each role may run it. */
 function roleMatrix(): { sql: string; allowed: Record<Who, boolean> }[] {
@@ -20,9 +21,9 @@ function roleMatrix(): { sql: string; allowed: Record<Who, boolean> }[] {
   const block = text.slice(text.indexOf("<!-- role-matrix:start -->"), text.indexOf("<!-- role-matrix:end -->"));
   const rows = block.split("\n").filter((l) => l.startsWith("| `"));
   return rows.map((l) => {
-    const m = /^\| `(.+)` \| (yes|no) \| (yes|no) \|$/.exec(l);
+    const m = /^\| `(.+)` \| (yes|no) \| (yes|no) \| (yes|no) \|$/.exec(l);
     assert.ok(m, `a matrix row SECURITY.md's test cannot read: ${l}`);
-    return { sql: m[1]!, allowed: { ingest: m[2] === "yes", unmask: m[3] === "yes" } };
+    return { sql: m[1]!, allowed: { ingest: m[2] === "yes", unmask: m[3] === "yes", analyst: m[4] === "yes" } };
   });
 }
 
@@ -79,7 +80,7 @@ describe("database roles, as real login roles made by deploy/sql/login-roles.sql
     assert.ok(matrix.length >= 40, `${matrix.length} rows`);
     const wrong: string[] = [];
     for (const row of matrix) {
-      for (const [who, url] of [["ingest", roles.url.service], ["unmask", roles.url.person]] as const) {
+      for (const [who, url] of [["ingest", roles.url.service], ["unmask", roles.url.person], ["analyst", roles.url.analyst]] as const) {
         const got = await tryAs(url, row.sql);
         const ok = got.startsWith("yes");
         if (ok !== row.allowed[who]) wrong.push(`${who}: ${row.sql} -> ${got}`);
@@ -88,6 +89,42 @@ describe("database roles, as real login roles made by deploy/sql/login-roles.sql
       if (nobody !== "no") wrong.push(`no masq role: ${row.sql} -> ${nobody}`);
     }
     assert.deepEqual(wrong, []);
+  });
+
+  test("an analyst login (masq_analyst) runs the README's and data-model.md's analyst queries, and reaches nothing else of masq's", async () => {
+    const c = new pg.Client({ connectionString: roles.url.analyst });
+    await c.connect();
+    try {
+      // README.md's query after the demo, as written there.
+      const readme = /-c '([^']+)'/.exec(docBlock("demo-keep-psql").text)?.[1];
+      assert.ok(readme?.includes("masq.app_version_text"), "README.md's analyst query");
+      const versions = await c.query<{ app_version_text: string }>(readme!);
+      assert.ok(versions.rows.length > 0 && versions.rows.every((r) => /^\d+\.\d+\.\d+$/.test(r.app_version_text)), JSON.stringify(versions.rows));
+      const [shared, byVersion] = await runDocSql("analyst-queries", c);
+      assert.equal(byVersion!.rows.length, versions.rows.length);
+      assert.ok(Array.isArray(shared!.rows));
+      // What USAGE on schema masq could reach beyond app_version_text: only pure functions and triggers.
+      const callable = await c.query<{ f: string }>(
+        `SELECT p.oid::regprocedure::text AS f FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+         WHERE n.nspname = 'masq' AND has_function_privilege(p.oid, 'EXECUTE') AND p.prorettype <> 'trigger'::regtype ORDER BY 1`,
+      );
+      assert.deepEqual(callable.rows.map((r) => r.f), [
+        "masq.app_version_text(integer)",
+        "masq.redacted_pseudonym(text,text,text)",
+        "masq.redacted_user_id(text,text)",
+        "masq.retention_cutoff(integer)",
+      ]);
+      const readable = await c.query<{ t: string }>(
+        `SELECT c.oid::regclass::text AS t FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = 'masq' AND c.relkind IN ('r', 'v', 'm', 'p', 'S') AND has_any_column_privilege(c.oid, 'SELECT') ORDER BY 1`,
+      );
+      assert.deepEqual(readable.rows, [], "no table of masq's is readable by an analyst");
+    } finally {
+      await c.end();
+    }
+    // A table `masq migrate` registers later is readable too; a login without masq_analyst still cannot call the function.
+    assert.equal(await tryAs(roles.url.nobody, "SELECT masq.app_version_text(2003001)"), "no");
+    assert.equal(await tryAs(roles.url.analyst, "SELECT masq.app_version_text(2003001)"), "yes");
   });
 
   test("the service login runs status (exact counts where it may read, the estimate for the table it only writes) and migrate as a no-op", async () => {

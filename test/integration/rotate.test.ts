@@ -478,6 +478,39 @@ describe("key rotation", () => {
     }
   });
 
+  test("a running masq run says in its log and its metrics when a rotation switches it to the new pseudonym key", async () => {
+    const events = await seed(200, 68);
+    const { version: oldVersion } = await activeKey();
+    const queueUrl = fx.sqs.newQueue();
+    const env = masqEnv({ queueUrl, sqsEndpoint: fx.sqs.endpoint, databaseUrl: fx.pgdb.url, extra: { MASQ_WAIT_TIME_SECONDS: "1" } });
+    delete env.MASQ_PSEUDONYM_KEY;
+    const proc = spawnMasq(["run"], env);
+    const ledger = async () => (await fx.db.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM masq.ingest_ledger")).rows[0]!.n;
+    const later = uniqueEvents(40, 69).map((e) => e.body.replace(/"user_id":"u-(\d+)"/, '"user_id":"later-$1"'));
+    try {
+      const port = () => {
+        const l = proc.lines.find((x) => x.includes("HTTP listener"));
+        return l === undefined ? undefined : (JSON.parse(l) as { port: number }).port;
+      };
+      await waitFor(() => port() !== undefined && proc.lines.some((l) => l.includes('"keys loaded"')), 30_000, "the HTTP listener and the keys");
+      const versionMetric = async () => /^masq_pseudonym_key_version (\d+)$/m.exec(await (await fetch(`http://127.0.0.1:${port()}/metrics`)).text())?.[1];
+      assert.equal(await versionMetric(), String(oldVersion));
+      assert.equal((await rotatePseudonymKey(options({ batchSize: 100 }))).outcome, "finished");
+      await sendBodies(fx.sqs.client, queueUrl, later);
+      await waitFor(async () => (await ledger()) === events.length + later.length, 60_000, "the messages sent after the switch");
+      const switched = proc.lines.filter((l) => l.includes("switched to pseudonym key"));
+      assert.equal(switched.length, 1, proc.lines.join("\n"));
+      const line = JSON.parse(switched[0]!) as { level: string; msg: string; pseudonymKeyVersion: number; previousVersion: number };
+      assert.deepEqual([line.level, line.pseudonymKeyVersion, line.previousVersion], ["info", oldVersion + 1, oldVersion]);
+      // Versions only: neither key material nor a fingerprint (hex of 16 digits or more) anywhere in the log.
+      assert.ok(!proc.lines.some((l) => /[0-9a-f]{16,}/.test(l.replace(/"masterKey":"local:[0-9a-f]+"/, ""))), proc.lines.join("\n"));
+      assert.equal(await versionMetric(), String(oldVersion + 1));
+    } finally {
+      proc.child.kill("SIGTERM");
+      await proc.exited;
+    }
+  });
+
   // Last: it moves every key to another master key.
   test("master key rotation re-wraps every key, changes no ciphertext, and scripts/rotate-keys runs both rotations", async () => {
     const events = await seed(800, 67);
@@ -502,6 +535,21 @@ describe("key rotation", () => {
     const missing = spawnMasq(["rotate", "master-key"], env({ MASQ_MASTER_KEY: newHex }));
     assert.equal((await missing.exited).code, 2, missing.lines.join("\n"));
     assert.ok(missing.lines.some((l) => /MASQ_MASTER_KEY_PREVIOUS/.test(l)));
+    // A dry run checks what the run checks: the same exit and line, and nothing changed.
+    const missingDry = spawnMasq(["rotate", "master-key", "--dry-run"], env({ MASQ_MASTER_KEY: newHex }));
+    assert.equal((await missingDry.exited).code, 2, missingDry.lines.join("\n"));
+    assert.ok(missingDry.lines.some((l) => /MASQ_MASTER_KEY_PREVIOUS/.test(l)), missingDry.lines.join("\n"));
+    assert.deepEqual(await keysUnder(), [{ master_key_id: localMasterKeyId(TEST_MASTER_KEY), n: stored }]);
+    // The operators' script gives each step only the flags it takes (--table is pseudonym-key's), and refuses an
+    // unknown flag before either step runs.
+    const script = fileURLToPath(new URL("../../scripts/rotate-keys", import.meta.url));
+    const bothDry = spawnSync(script, ["--dry-run", "--table", "user_logins"], { cwd: "/", env: env({ MASQ_MASTER_KEY: TEST_MASTER_KEY_HEX }), encoding: "utf8" });
+    assert.equal(bothDry.status, 0, `${bothDry.stdout}\n${bothDry.stderr}`);
+    assert.match(bothDry.stdout, /^every key is under local:\S+ already: nothing to re-wrap$/m);
+    assert.match(bothDry.stdout, /^would rotate pseudonym key version \d+ to \d+: .* public\.user_logins \(/m);
+    const unknown = spawnSync(script, ["--dry-run", "--tabel", "user_logins"], { cwd: "/", env: env({ MASQ_MASTER_KEY: TEST_MASTER_KEY_HEX }), encoding: "utf8" });
+    assert.equal(unknown.status, 2, `${unknown.stdout}\n${unknown.stderr}`);
+    assert.equal(unknown.stderr, "scripts/rotate-keys: unknown option '--tabel'; nothing was rotated (see --help)\n");
 
     const dry = spawnMasq(["rotate", "master-key", "--dry-run"], env({ MASQ_MASTER_KEY: newHex, MASQ_MASTER_KEY_PREVIOUS: TEST_MASTER_KEY_HEX }));
     assert.equal((await dry.exited).code, 0, dry.lines.join("\n"));
@@ -521,7 +569,6 @@ describe("key rotation", () => {
     assert.deepEqual(new Set(vault.map((v) => `${v.kind} ${v.value}`)), new Set([...orig.values()].flatMap((o) => [`ip ${o.ip}`, `device_id ${o.deviceId}`])));
 
     // The operators' script, from another directory: nothing left to re-wrap, then a pseudonym key rotation.
-    const script = fileURLToPath(new URL("../../scripts/rotate-keys", import.meta.url));
     const r = spawnSync(script, ["--batch-size", "100"], { cwd: "/", env: env({ MASQ_MASTER_KEY: newHex }), encoding: "utf8" });
     assert.equal(r.status, 0, `${r.stdout}\n${r.stderr}`);
     assert.match(r.stdout, /nothing re-wrapped: every key was under local:/);

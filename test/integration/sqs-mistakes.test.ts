@@ -4,7 +4,9 @@ import { mkdtempSync, realpathSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { after, before, describe, test } from "node:test";
+import { DeleteQueueCommand } from "@aws-sdk/client-sqs";
 import { usePipelineFixture } from "../helpers/fixture.ts";
+import { waitFor } from "../helpers/pipeline.ts";
 import { masqEnv, spawnMasq } from "../helpers/masq-process.ts";
 import { motoCommand, motoSkipReason, startMoto, type Moto } from "../helpers/moto.ts";
 
@@ -52,9 +54,23 @@ describe("SQS mistakes against fauxqs", () => {
 
   test("a queue that does not exist: exit 2 naming QUEUE_URL, for run and status", async () => {
     const env = { ...base(), QUEUE_URL: `${fx.sqs.endpoint}/000000000000/no-such-queue` };
-    for (const args of [["run", "--drain"], ["status"]]) {
-      await expectRefusal(args, env, { code: 2, line: /\(QUEUE_URL\): no such queue: .*no-such-queue/ });
+    for (const args of [["run", "--drain"], ["run"], ["status"]]) {
+      await expectRefusal(args, env, { code: 2, line: /^masq: invalid setting \(QUEUE_URL\): no such queue: .*no-such-queue/ });
     }
+  });
+
+  test("a queue deleted while masq run runs: exit 1, one line in the documented format naming QUEUE_URL (a runtime failure, not a bad start)", async () => {
+    const env: NodeJS.ProcessEnv = { ...base(), MASQ_WAIT_TIME_SECONDS: "1" };
+    const proc = spawnMasq(["run"], env);
+    await waitFor(() => proc.lines.some((l) => l.includes('"pipeline started"')), 30_000, "the pipeline to start");
+    await fx.sqs.client.send(new DeleteQueueCommand({ QueueUrl: env.QUEUE_URL! }));
+    const { code } = await proc.exited;
+    const all = proc.lines.join("\n");
+    assert.equal(code, 1, all);
+    const errors = proc.lines.filter((l) => l.startsWith("masq: "));
+    assert.equal(errors.length, 1, all);
+    assert.match(errors[0]!, /^masq: a setting stopped working while masq ran \(QUEUE_URL\): no such queue: \S+ \(check the URL, AWS_REGION and the account\); nothing uncommitted was deleted: fix it and start masq again$/);
+    assert.ok(!proc.lines.some((l) => /^\s+at /.test(l)), `no stack trace:\n${all}`);
   });
 
   test("MASQ_SQS_PROTOCOL=query against a JSON-only endpoint: exit 2 naming the setting and the one to use", async () => {

@@ -82,6 +82,8 @@ describe("masq subject export", () => {
       rows.map((l) => [l.user_id, l.ip, l.device_id, l.device_type, l.locale, typeof l.masked_ip, typeof l.masked_device_id]).sort(),
       expected.map((l) => [l.user_id, l.ip, l.device_id, l.device_type, l.locale ?? null, "string", "string"]).sort(),
     );
+    // The document is for the person: the version as they sent it ("1.2.3"), not the table's integer (1002003).
+    assert.deepEqual([...new Set(rows.map((l) => l.app_version))], ["1.2.3"]);
     const q = lines.filter((l) => l.source === "quarantined");
     assert.equal(q.length, 1);
     assert.equal((JSON.parse(q[0]!.original as string) as { device_id: string }).device_id, "alice-broken");
@@ -112,12 +114,14 @@ describe("masq subject export", () => {
     assert.ok(table.stdout.includes("dev\\u001b]0;owned\\u0007\\u001b[2J=cmd"));
     assert.ok(table.stdout.startsWith("source  create_date  device_type  locale  app_version  masked_ip"));
     assert.equal(table.stdout.split("\n").filter((l) => l.startsWith("row ")).length, 6);
+    assert.ok(table.stdout.split("\n").filter((l) => l.startsWith("row ")).every((l) => / 1\.2\.3 /.test(l) && !l.includes("1002003")), table.stdout);
     assert.match(table.stdout, /^quarantined {2}\S+ {2}\S+ {2}invalid_ip {2}original: \{"user_id":"alice","ip":"300\.1\.1\.1"/m);
     const csv = await runMasq(["subject", "export", "--user-id", "alice", "--reason", "access request DSR-1", "--format", "csv"], person);
     assert.equal(csv.code, 0, csv.stderr);
     const records = csv.stdout.split("\r\n").filter(Boolean);
     assert.equal(records[0], "source,user_id,create_date,device_type,locale,app_version,masked_ip,ip,masked_device_id,device_id,message_id,quarantine_reason,received_at,replayed_at,original");
     assert.equal(records.length, 1 + 6 + 1);
+    assert.ok(records.filter((l) => l.startsWith("row,")).every((l) => l.split(",")[5] === "1.2.3"), records.join("\n"));
     // eslint-disable-next-line no-control-regex
     assert.ok(!/[\u0000-\u001f\u007f-\u009f]/.test(records.join("")));
     const hostile = records.find((l) => l.includes("owned"))!;
@@ -427,7 +431,7 @@ describe("masq subject export", () => {
         received_at: at.toISOString(),
         replayed_at: null,
         original: null,
-        masked_row: { create_date: "2026-06-01", device_type: "blackberry", locale: null, app_version: 4_000_000, masked_ip: "string", ip: "192.0.2.52", masked_device_id: "string", device_id: "fred-dev-2" },
+        masked_row: { create_date: "2026-06-01", device_type: "blackberry", locale: null, app_version: "4.0.0", masked_ip: "string", ip: "192.0.2.52", masked_device_id: "string", device_id: "fred-dev-2" },
       },
     );
     const a = (await audit("subject-export")).find((x) => x.seq === /audit row (\d+)/.exec(r.stderr)?.[1])!;
@@ -435,11 +439,11 @@ describe("masq subject export", () => {
 
     const table = await runMasq(["subject", "export", "--user-id", "fred", "--reason", "access request DSR-5"], person);
     assert.equal(table.code, 0, table.stderr);
-    assert.match(table.stdout, /^quarantined {2}2026-06-01T08:00:00\.000Z {2}fred-2 {2}db_rejected {2}no original kept; the row the table refused: 2026-06-01 {2}blackberry {2}- {2}4000000 {2}[0-9a-f]{64} {2}192\.0\.2\.52 {2}[0-9a-f]{64} {2}fred-dev-2$/m);
+    assert.match(table.stdout, /^quarantined {2}2026-06-01T08:00:00\.000Z {2}fred-2 {2}db_rejected {2}no original kept; the row the table refused: 2026-06-01 {2}blackberry {2}- {2}4\.0\.0 {2}[0-9a-f]{64} {2}192\.0\.2\.52 {2}[0-9a-f]{64} {2}fred-dev-2$/m);
     const csv = await runMasq(["subject", "export", "--user-id", "fred", "--reason", "access request DSR-5", "--format", "csv"], person);
     assert.equal(csv.code, 0, csv.stderr);
     const rejected = csv.stdout.split("\r\n").find((l) => l.startsWith("quarantined"))!;
-    assert.match(rejected, /^quarantined,fred,2026-06-01,blackberry,,4000000,[0-9a-f]{64},192\.0\.2\.52,[0-9a-f]{64},fred-dev-2,fred-2,db_rejected,2026-06-01T08:00:00\.000Z,,$/);
+    assert.match(rejected, /^quarantined,fred,2026-06-01,blackberry,,4\.0\.0,[0-9a-f]{64},192\.0\.2\.52,[0-9a-f]{64},fred-dev-2,fred-2,db_rejected,2026-06-01T08:00:00\.000Z,,$/);
   });
 
   test("each export first deletes the grants older than their ten minutes", async () => {

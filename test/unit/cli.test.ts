@@ -253,6 +253,7 @@ describe("every command's help: one format, only the flags it reads, an example"
     "audit checkpoint": ["--database-url"],
     check: ["--queue-url", "--sqs-protocol", "--sqs-endpoint", "--table", "--database-url"],
     "local-queue": ["--events", "--synthetic", "--seed", "--queue-name", "--port"],
+    top: ["--url", "--json"],
   };
 
   function commands(cmd: Command, prefix = ""): [string, Command][] {

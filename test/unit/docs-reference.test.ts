@@ -8,6 +8,8 @@ import { buildProgram } from "../../src/cli.ts";
 import { readRunConfig } from "../../src/config.ts";
 import { targetTableDdl } from "../../src/sink/target-table.ts";
 import { Metrics } from "../../src/metrics/metrics.ts";
+import { createPseudonymizer } from "../../src/mask/pseudonymize.ts";
+import { prepareOutcome } from "../../src/runner/prepare.ts";
 import { docBlock, docFiles, parseBlocks, REPO_ROOT } from "../helpers/doc-blocks.ts";
 
 /**
@@ -288,6 +290,21 @@ test("docs/data-model.md's reason codes are the ones masq quarantines with", () 
   const documented = tableRows(read("docs/data-model.md"), "| reason |").map((r) => codeSpans(r[0] ?? "")[0]!).sort();
   assert.ok(codes.length >= 10, `reason codes found: ${codes.join(", ")}`);
   assert.deepEqual(documented, codes, "docs/data-model.md's table of reasons and the code's reason codes differ");
+});
+
+test("docs/data-model.md does not say a quarantined body is dropped where masq keeps its original", () => {
+  // Every reason prepareOutcome gives keeps the original for the vault to seal (db_rejected, decided by the
+  // database later, keeps the masked row instead); the doc once said an invalid_json body was "not stored".
+  const at = new Date("2026-11-24T10:00:00Z");
+  const p = createPseudonymizer(new Uint8Array(32).fill(7));
+  for (const body of ["{not json", "[1]", '{"user_id":"u"}']) {
+    const o = prepareOutcome({ messageId: "m-1", body, sentAt: at, receivedAt: at }, p);
+    assert.ok(o.kind === "quarantine" && o.originalBody === body, `prepareOutcome keeps the original of ${body}`);
+  }
+  const claims = tableRows(read("docs/data-model.md"), "| reason |")
+    .filter((r) => codeSpans(r[0] ?? "")[0] !== "db_rejected" && /not stored|without its body|only its length/i.test(r[1] ?? ""))
+    .map((r) => r.join(" | "));
+  assert.deepEqual(claims, [], "docs/data-model.md says these reasons drop a body whose original masq keeps encrypted");
 });
 
 // ---- the source tree --------------------------------------------------------------------------------------------

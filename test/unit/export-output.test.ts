@@ -9,7 +9,7 @@ const row = (device_id: string | null, ip: string | null = "192.0.2.1"): ExportL
   create_date: "2026-11-30",
   device_type: "ios",
   locale: null,
-  app_version: 1002003,
+  app_version: "1.2.3",
   masked_ip: p,
   ip,
   masked_device_id: p,
@@ -25,7 +25,7 @@ const rejected: ExportLine = {
   received_at: "2026-11-30T11:00:00.000Z",
   replayed_at: null,
   original: null,
-  masked_row: { create_date: "2026-11-30", device_type: "ios", locale: null, app_version: 7, masked_ip: p, ip: null, masked_device_id: p, device_id: "=cmd\u001b[2J" },
+  masked_row: { create_date: "2026-11-30", device_type: "ios", locale: null, app_version: "0.0.7", masked_ip: p, ip: null, masked_device_id: p, device_id: "=cmd\u001b[2J" },
 };
 
 /** What a writer prints for these pages, begin to end. */
@@ -43,9 +43,9 @@ test("JSON is one array across pages, every value exact", () => {
 test("CSV: one header, rows and quarantined messages in the same columns, control characters escaped, formulas defused", () => {
   const out = render("csv", [[row("=HYPERLINK(\"x\")\u0007")], [quarantined, rejected]]).split("\r\n");
   assert.equal(out[0], "source,user_id,create_date,device_type,locale,app_version,masked_ip,ip,masked_device_id,device_id,message_id,quarantine_reason,received_at,replayed_at,original");
-  assert.equal(out[1], `row,u-1,2026-11-30,ios,,1002003,${p},192.0.2.1,${p},"'=HYPERLINK(""x"")\\u0007",,,,,`);
+  assert.equal(out[1], `row,u-1,2026-11-30,ios,,1.2.3,${p},192.0.2.1,${p},"'=HYPERLINK(""x"")\\u0007",,,,,`);
   assert.equal(out[2], `quarantined,u-1,,,,,,,,,m-1,invalid_ip,2026-11-30T10:00:00.000Z,,"{""ip"":""1.2.3.4.5""}\\u000a"`);
-  assert.equal(out[3], `quarantined,u-1,2026-11-30,ios,,7,${p},,${p},'=cmd\\u001b[2J,m-2,db_rejected,2026-11-30T11:00:00.000Z,,`);
+  assert.equal(out[3], `quarantined,u-1,2026-11-30,ios,,0.0.7,${p},,${p},'=cmd\\u001b[2J,m-2,db_rejected,2026-11-30T11:00:00.000Z,,`);
   assert.equal(out.length, 5);
 });
 
@@ -56,5 +56,5 @@ test("the table escapes control characters (C0 and C1) and says which values the
   assert.match(out, /a\\u001b\]0;x\\u0007\\u009b31m$/m);
   assert.match(out, /\(not in vault\)/);
   assert.match(out, /^quarantined {2}2026-11-30T10:00:00.000Z {2}m-1 {2}invalid_ip {2}original: \{"ip":"1\.2\.3\.4\.5"\}\\u000a$/m);
-  assert.ok(out.includes(`\nquarantined  2026-11-30T11:00:00.000Z  m-2  db_rejected  no original kept; the row the table refused: 2026-11-30  ios  -  7  ${p}  (not in vault)  ${p}  =cmd\\u001b[2J\n`));
+  assert.ok(out.includes(`\nquarantined  2026-11-30T11:00:00.000Z  m-2  db_rejected  no original kept; the row the table refused: 2026-11-30  ios  -  0.0.7  ${p}  (not in vault)  ${p}  =cmd\\u001b[2J\n`));
 });

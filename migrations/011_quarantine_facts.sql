@@ -20,14 +20,16 @@ ALTER TABLE masq.quarantine
 
 -- 2. The one-time backfill of records written before this migration, as best the old functions can: on the copy,
 --    with every \u0000 and surrogate escape (what jsonb refuses; masq's JSON.stringify escapes only lone ones)
---    replaced by U+FFFD first, so that a copy with such a value in another field still names its user. What it
+--    replaced by \u0001 first (an escape jsonb takes in every server encoding; U+FFFD only in UTF8), so that a copy
+--    with such a value in another field still names its user. A user id that held one of them names nobody (it
+--    would name another user). What it
 --    cannot attribute (no copy: the body was not JSON, or its copy was dropped) keeps user_id NULL: `masq migrate`
 --    says how many such records hold an original (sink/quarantine-unattributed.ts); retention removes them by age.
 UPDATE masq.quarantine q SET
-    user_id = coalesce(q.user_id, masq.redacted_user_id(s.body, q.reason)),
+    user_id = coalesce(q.user_id, CASE WHEN strpos(masq.redacted_user_id(s.body, q.reason), chr(1)) = 0 THEN masq.redacted_user_id(s.body, q.reason) END),
     masked_ip = masq.redacted_pseudonym(s.body, q.reason, 'ip'),
     masked_device_id = masq.redacted_pseudonym(s.body, q.reason, 'device_id')
-FROM (SELECT message_id, regexp_replace(body, '\\u(0000|d[89a-f][0-9a-f]{2})', '\\ufffd', 'gi') AS body
+FROM (SELECT message_id, regexp_replace(body, '\\u(0000|d[89a-f][0-9a-f]{2})', '\\u0001', 'gi') AS body
       FROM masq.quarantine WHERE body IS NOT NULL) s
 WHERE s.message_id = q.message_id;
 

@@ -53,7 +53,7 @@ END $$;
 -- An analyst who queries the table (README.md, docs/data-model.md: pseudonyms, masq.app_version_text) holds
 -- masq_analyst (made by migration 014, with SELECT on every table `masq migrate` registered); it reads nothing of
 -- the vault, the keys, the audit trail, the quarantine or the ledger:
---   CREATE ROLE bob LOGIN PASSWORD '…';
+--   CREATE ROLE bob LOGIN PASSWORD '...';
 --   GRANT masq_analyst TO bob;
 -- If CONNECT on the database was revoked from PUBLIC, also:
 --   GRANT CONNECT ON DATABASE analytics TO masq_service, alice;

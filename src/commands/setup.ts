@@ -1,3 +1,4 @@
+import { inTransaction } from "../sink/transaction.ts";
 import { describeError, TransientError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { retryTransient } from "../runner/backoff.ts";
@@ -56,8 +57,20 @@ async function registerTargetTable(db: Db, table: TableName, logger: Logger): Pr
   if (may.rows[0]?.ok !== true) return;
   await db.pool.query("INSERT INTO masq.target_tables (relation) VALUES ($1::text::regclass) ON CONFLICT DO NOTHING", [qualified(table)]);
   // Analysts read every table masq writes (migration 014); a table someone else owns needs its owner to grant it.
-  if (may.rows[0].grant) await db.pool.query(`GRANT SELECT ON TABLE ${qualified(table)} TO masq_analyst`);
+  if (may.rows[0].grant) await grantToAnalysts(db, table);
   else logger.warn({ table: qualified(table) }, `cannot grant SELECT on ${qualified(table)} to masq_analyst: grant it as the table's owner`);
+}
+
+/**
+ * Only when the grant is missing, and one process at a time: replicas starting together would otherwise GRANT the
+ * same table at once, and Postgres refuses the second concurrent update of its ACL ("tuple concurrently updated").
+ */
+async function grantToAnalysts(db: Db, table: TableName): Promise<void> {
+  await inTransaction(db.pool, async (client) => {
+    await client.query("SELECT pg_advisory_xact_lock(hashtext('masq.target_table'))");
+    const has = await client.query<{ ok: boolean }>("SELECT has_table_privilege('masq_analyst', $1::text::regclass, 'SELECT') AS ok", [qualified(table)]);
+    if (has.rows[0]?.ok !== true) await client.query(`GRANT SELECT ON TABLE ${qualified(table)} TO masq_analyst`);
+  });
 }
 
 /** The migration that made a quarantine record's user a fact ingestion writes, with a one-time backfill. */

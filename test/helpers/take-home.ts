@@ -92,12 +92,28 @@ export async function drainTakeHome(fx: LocalStackFixture, opts: { seed: number;
   // runs in a directory of its own, so the key file it makes is this run's.
   const env = takeHomeBlockEnv();
   const dir = mkdtempSync(path.join(tmpdir(), "masq-takehome-"));
+  // A database of its own: the block's key file makes this database's keys, and the fixture's database stays under
+  // the suite's master key for the tests that follow.
+  const own = await createTestDatabase();
+  const db = createDb({ databaseUrl: own.url });
+  try {
+    await drainBlock(fx, { ...opts, queueUrl, events, env, dir, own, db });
+  } finally {
+    await db.close();
+    await own.close();
+  }
+}
+
+async function drainBlock(
+  fx: LocalStackFixture,
+  { expectProtocol, queueUrl, events, env, dir, own, db }: { expectProtocol: "json" | "query"; queueUrl: string; events: ReturnType<typeof uniqueEvents>; env: NodeJS.ProcessEnv; dir: string; own: TestDatabase; db: Db },
+): Promise<void> {
   const result = await runDocBlock("takehome-drain", {
     env,
     cwd: dir,
     values: {
       "http://localhost:4566/000000000000/login-queue": queueUrl,
-      "postgres://postgres:postgres@localhost:5432/postgres": fx.pgdb.url,
+      "postgres://postgres:postgres@localhost:5432/postgres": own.url,
       "./bin/masq": path.join(REPO_ROOT, "bin/masq"),
     },
     timeoutMs: 240_000,
@@ -105,18 +121,18 @@ export async function drainTakeHome(fx: LocalStackFixture, opts: { seed: number;
   const run = { lines: `${result.stdout}\n${result.stderr}`.split("\n").filter(Boolean) };
   assert.equal(result.code, 0, run.lines.slice(-15).join("\n"));
   assert.ok(
-    run.lines.some((l) => l.includes(`"msg":"SQS protocol: ${opts.expectProtocol}"`) && l.includes('"setting":"detected"')),
+    run.lines.some((l) => l.includes(`"msg":"SQS protocol: ${expectProtocol}"`) && l.includes('"setting":"detected"')),
     `logs the detected protocol once:\n${run.lines.filter((l) => l.includes("protocol")).join("\n")}`,
   );
   assert.equal(run.lines.filter((l) => l.includes('"msg":"SQS protocol:')).length, 1);
 
   const want = expectedCounts(events);
-  const c = await tableCounts(fx.db);
+  const c = await tableCounts(db);
   assert.equal(c.rows, want.valid, "every valid message is a row");
   assert.equal(c.distinctUsers, want.valid, "none twice");
   assert.deepEqual(c.quarantine, want.byReason, "every malformed one quarantined under its reason");
   assert.equal(c.ledger, events.length);
-  const users = await fx.db.pool.query<{ user_id: string }>("SELECT user_id FROM public.user_logins ORDER BY user_id COLLATE \"C\"");
+  const users = await db.pool.query<{ user_id: string }>("SELECT user_id FROM public.user_logins ORDER BY user_id COLLATE \"C\"");
   const expectedUsers = events.flatMap((e) => (e.expectedReason === null ? [(JSON.parse(e.body) as { user_id: string }).user_id] : [])).sort();
   assert.deepEqual(
     users.rows.map((r) => r.user_id),

@@ -110,8 +110,6 @@ describe("database roles, as real login roles made by deploy/sql/login-roles.sql
       );
       assert.deepEqual(callable.rows.map((r) => r.f), [
         "masq.app_version_text(integer)",
-        "masq.redacted_pseudonym(text,text,text)",
-        "masq.redacted_user_id(text,text)",
         "masq.retention_cutoff(integer)",
       ]);
       const readable = await c.query<{ t: string }>(

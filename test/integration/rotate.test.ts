@@ -5,6 +5,8 @@ import { fileURLToPath } from "node:url";
 import { describe, test } from "node:test";
 import pg from "pg";
 import { prepareDatabase } from "../../src/commands/setup.ts";
+import { loadMigrations, migrate } from "../../src/sink/migrate.ts";
+import { ensureTargetTable } from "../../src/sink/target-table.ts";
 import { sendBodies } from "../../src/demo/send-events.ts";
 import type { SyntheticEvent } from "../../src/demo/synthetic.ts";
 import { ConfigError } from "../../src/errors.ts";
@@ -464,8 +466,12 @@ describe("key rotation", () => {
     }
   });
 
-  test("a rotation rewrites every registered table, retires the old key only after the last, and resumes between tables (issue 17)", async () => {
+  test("a rotation rewrites every registered table, retires the old key only after the last, and resumes between tables (issue 17)", async (t) => {
     await fx.reset();
+    t.after(async () => {
+      await fx.db.pool.query("DELETE FROM masq.target_tables WHERE relation = 'public.logins_eu'::regclass");
+      await fx.db.pool.query("DROP TABLE public.logins_eu");
+    });
     const env = { DATABASE_URL: fx.pgdb.url, MASQ_MASTER_KEY: TEST_MASTER_KEY_HEX, MASQ_LOG_LEVEL: "silent" };
     const migrated = await runMasq(["migrate", "--table", "logins_eu"], env);
     assert.equal(migrated.code, 0, migrated.stderr);
@@ -538,8 +544,9 @@ describe("key rotation", () => {
     }
     const k = await fx.db.pool.query("SELECT state, wrapped IS NULL AS destroyed FROM masq.pseudonym_keys WHERE version = $1", [oldVersion]);
     assert.deepEqual(k.rows, [{ state: "retired", destroyed: true }]);
-    // The trail names the tables: the switch those it will rewrite, the resume those left, the end those done.
-    const trail = await fx.db.pool.query<{ selector: Record<string, unknown> }>("SELECT selector FROM masq.audit WHERE action = 'rotate-pseudonym-key' ORDER BY seq");
+    // The trail (its last three rows: this test's) names the tables: the switch those it will rewrite, the resume
+    // those left, the end those done.
+    const trail = await fx.db.pool.query<{ selector: Record<string, unknown> }>("SELECT selector FROM (SELECT seq, selector FROM masq.audit WHERE action = 'rotate-pseudonym-key' ORDER BY seq DESC LIMIT 3) t ORDER BY seq");
     assert.deepEqual(
       trail.rows.map((t) => [t.selector.event, t.selector.tables]),
       [
@@ -548,6 +555,51 @@ describe("key rotation", () => {
         ["finished", ["public.user_logins", "public.logins_eu"]],
       ],
     );
+  });
+
+  test("a rotation in progress on a database at migration 014 resumes after the upgrade and rewrites every registered table", async () => {
+    const pgdb = await createTestDatabase();
+    const db = createDb({ databaseUrl: pgdb.url });
+    try {
+      await migrate(db.pool, loadMigrations().filter((m) => m.version <= 14));
+      const eu = { schema: "public", name: "logins_eu" };
+      for (const t of [TABLE, eu]) {
+        await ensureTargetTable(db.pool, t);
+        await db.pool.query("INSERT INTO masq.target_tables (relation) VALUES ($1::text::regclass)", [`${t.schema}.${t.name}`]);
+      }
+      const login = (user: string, ip: string) => JSON.stringify({ user_id: user, app_version: "2.3.0", device_type: "ios", ip, locale: "en", device_id: `dev-${user}` });
+      const keys = await testKeys(db, { pseudonymKey: null });
+      try {
+        const at = new Date();
+        const messages = (prefix: string) => Array.from({ length: 30 }, (_, i) => ({ messageId: `${prefix}-${i}`, body: login(`${prefix}-${i}`, `198.18.20.${i}`), sentAt: at, receivedAt: at }));
+        assert.equal((await commitMessages(db.pool, TABLE, keys, messages("us"))).written, 30);
+        assert.equal((await commitMessages(db.pool, eu, keys, messages("eu"))).written, 30);
+      } finally {
+        keys.close();
+      }
+      // Switched and stopped in the vault pass before the upgrade: the row an earlier masq left, without tables_done.
+      const abort = new AbortController();
+      const opts = { pool: db.pool, provider: provider(), table: TABLE, batchSize: 10, signal: abort.signal, onBatch: (_p: RotationPhase, done: number) => done > 0 && abort.abort() };
+      assert.equal((await rotatePseudonymKey({ ...opts, resume: false })).outcome, "stopped");
+      const m = await migrate(db.pool);
+      assert.ok(m.applied.includes("015_rotation_over_every_table"), m.applied.join(", "));
+      const state = await db.pool.query("SELECT phase, target_table, tables_done FROM masq.pseudonym_rotation");
+      assert.deepEqual(state.rows, [{ phase: "vault", target_table: "public.user_logins", tables_done: [] }]);
+
+      const r = await rotatePseudonymKey({ pool: db.pool, provider: provider(), table: TABLE, batchSize: 10, resume: true });
+      assert.equal(r.outcome, "finished");
+      if (r.outcome === "finished") assert.deepEqual([r.state.tablesDone, r.state.tableRowsDone], [["public.user_logins", "public.logins_eu"], 60]);
+      const { rows } = await db.pool.query<{ version: number }>("SELECT version FROM masq.pseudonym_keys WHERE state = 'active'");
+      const p = (await pseudonymKeyVersion(db.pool, provider(), rows[0]!.version)).pseudonymizer;
+      for (const t of ["public.user_logins", "public.logins_eu"]) {
+        const got = await db.pool.query<{ user_id: string; masked_ip: string }>(`SELECT user_id, masked_ip FROM ${t}`);
+        assert.equal(got.rows.length, 30);
+        for (const row of got.rows) assert.equal(row.masked_ip, p.pseudonymize("ip", `198.18.20.${row.user_id.split("-")[1]}`), `${t} ${row.user_id}`);
+      }
+    } finally {
+      await db.close();
+      await pgdb.close();
+    }
   });
 
   test("a running masq run says in its log and its metrics when a rotation switches it to the new pseudonym key", async () => {

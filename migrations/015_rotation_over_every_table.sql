@@ -1,4 +1,4 @@
--- A pseudonym key rotation rewrites every registered target table (issue 17): the vault and the rotation map are
+-- A pseudonym key rotation rewrites every registered target table: the vault and the rotation map are
 -- shared by all of them, and retirement empties the map, so a table left out would keep old pseudonyms that match
 -- no vault value. The table pass takes the tables one after another; the cursor columns of migration 004
 -- (table_blocks, table_block_done, table_relfilenode) are those of target_table, the table in progress, and

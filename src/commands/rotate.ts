@@ -128,7 +128,8 @@ export async function rotatePseudonymKeyCommand(flags: Record<string, unknown>):
     const s = result.state;
     if (result.outcome === "stopped") {
       process.stdout.write(
-        `stopped in the ${s.phase} pass; ingestion keeps writing under version ${s.toVersion}. ` +
+        `stopped in the ${s.phase} pass${s.phase === "table" ? ` (on ${s.targetTable}; done: ${s.tablesDone.length === 0 ? "none yet" : s.tablesDone.join(", ")})` : ""}; ` +
+          `ingestion keeps writing under version ${s.toVersion}. ` +
           "Continue with: masq rotate pseudonym-key --resume\n",
       );
       return 1;

@@ -6,8 +6,9 @@ import { readRotationState, type RotationState } from "./rotation-state.ts";
 
 /**
  * The end of a rotation: once no vault row has the old version and the table pass has done every registered table
- * (rewrite-tables.ts: the map is the only way from their old pseudonyms to the vault), the old key is retired and its key material
- * destroyed (wrapped set to NULL), and the rotation map, the last link between old and new pseudonyms, is emptied.
+ * (rewrite-tables.ts: until then the map is their rows' only way to the vault), the old key is retired and its key
+ * material destroyed (wrapped set to NULL), and the rotation map, the last link between old and new pseudonyms, is
+ * emptied.
  * One transaction, with the rotation's audit row (`audit`, appended before the key is retired). Returns the
  * rotation's final counts.
  */

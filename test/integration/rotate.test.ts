@@ -515,6 +515,8 @@ describe("key rotation", () => {
     const old = (await pseudonymKeyVersion(fx.db.pool, provider(), oldVersion)).pseudonymizer;
     const euMid = await fx.db.pool.query<{ masked_ip: string }>("SELECT masked_ip FROM public.logins_eu WHERE user_id = 'eu-1'");
     assert.equal(euMid.rows[0]!.masked_ip, old.pseudonymize("ip", "198.51.100.40"), "the second table is not rewritten yet");
+    const retiring = await fx.db.pool.query("SELECT state, wrapped IS NULL AS destroyed FROM masq.pseudonym_keys WHERE version = $1", [oldVersion]);
+    assert.deepEqual(retiring.rows, [{ state: "retiring", destroyed: false }], "the old key outlives the first table");
 
     const r = await rotatePseudonymKey(options({ resume: true, onTable: (t) => tables.push(t) }));
     assert.equal(r.outcome, "finished");

@@ -280,15 +280,19 @@ export function buildProgram(): Command {
   ).action(async (_opts, cmd: Command) => finish(await (await import("./commands/rotate.ts")).rotateMasterKeyCommand(explicit(cmd))));
   settings(masterKey, "keys", "connect");
   examples(masterKey, "MASQ_KMS_KEY_ID=alias/masq-2027 masq rotate master-key --dry-run", "MASQ_MASTER_KEY_FILE=new.key MASQ_MASTER_KEY_PREVIOUS=\"$OLD_MASTER_KEY\" masq rotate master-key");
+  // The vault is shared: a rotation rewrites every registered table, so --table only says which comes first.
   const pseudonymKey = databaseOption(
-    tableOption(
-      rotate
-        .command("pseudonym-key")
-        .description("new pseudonym key; re-pseudonymise the vault, quarantine and table while ingestion runs")
-        .addOption(new Option("--batch-size <n>", "vault values, bodies or table rows per transaction").argParser(positiveInt).default(1000))
-        .option("--resume", "continue a rotation that was interrupted")
-        .option("--dry-run", "say what would change, change nothing"),
-    ),
+    rotate
+      .command("pseudonym-key")
+      .description("new pseudonym key; re-pseudonymise the vault, quarantine and every table masq writes while ingestion runs")
+      .addOption(new Option("--batch-size <n>", "vault values, bodies or table rows per transaction").argParser(positiveInt).default(1000))
+      .option("--resume", "continue a rotation that was interrupted")
+      .option("--dry-run", "say what would change, change nothing")
+      .addOption(
+        new Option("--table <name>", 'the table rewritten first, "table" or "schema.table"; every table masq writes is rewritten, and --resume ignores it')
+          .env("MASQ_TABLE")
+          .default("user_logins"),
+      ),
   ).action(async (_opts, cmd: Command) => finish(await (await import("./commands/rotate.ts")).rotatePseudonymKeyCommand(explicit(cmd))));
   settings(pseudonymKey, "table", "keys", "pseudonym-key", "connect");
   examples(pseudonymKey, "masq rotate pseudonym-key --dry-run", "masq rotate pseudonym-key --batch-size 5000");

@@ -8,11 +8,12 @@ import { openAuditKey } from "../audit/audit-key.ts";
 import { recordRotation } from "../audit/record-rotation.ts";
 import { inTransaction } from "../sink/transaction.ts";
 import { countKeysToRewrap, rewrapKeys, type RewrapResult } from "../rotation/rewrap-keys.ts";
+import { rotationTables, tableText } from "../rotation/rewrite-tables.ts";
 import { rotatePseudonymKey } from "../rotation/rotate-pseudonym-key.ts";
 import { withRotationLock } from "../rotation/rotation-lock.ts";
 import type { RotationPhase } from "../rotation/rotation-state.ts";
 import { createDb, type Db } from "../sink/db.ts";
-import { qualified } from "../sink/table-name.ts";
+import { qualified, type TableName } from "../sink/table-name.ts";
 import { createKeyProvider } from "../vault/key-provider-from-config.ts";
 import type { KeyProvider } from "../vault/key-provider.ts";
 import { onShutdownSignals } from "./signals.ts";
@@ -115,7 +116,8 @@ export async function rotatePseudonymKeyCommand(flags: Record<string, unknown>):
             : `resuming the rotation from version ${s.fromVersion} to ${s.toVersion} (${s.phase} pass)\n`,
         ),
       onBlockerEnded: (b, what) => process.stderr.write(`masq: ${endedLine(b, what)}\n`),
-      onPhase: (phase) => report.phase(phase),
+      onPhase: (phase) => phase !== "table" && report.phase(phase),
+      onTable: (t) => report.phase("table", t),
       onBatch: (_phase, done, total) => report.batch(done, total),
     });
     report.stop();
@@ -126,14 +128,15 @@ export async function rotatePseudonymKeyCommand(flags: Record<string, unknown>):
     const s = result.state;
     if (result.outcome === "stopped") {
       process.stdout.write(
-        `stopped in the ${s.phase} pass; ingestion keeps writing under version ${s.toVersion}. ` +
-          `Continue with: masq rotate pseudonym-key --resume${s.targetTable === "public.user_logins" ? "" : ` --table ${s.targetTable}`}\n`,
+        `stopped in the ${s.phase} pass${s.phase === "table" ? ` (on ${s.targetTable}; done: ${s.tablesDone.length === 0 ? "none yet" : s.tablesDone.join(", ")})` : ""}; ` +
+          `ingestion keeps writing under version ${s.toVersion}. ` +
+          "Continue with: masq rotate pseudonym-key --resume\n",
       );
       return 1;
     }
     process.stdout.write(
       `finished: pseudonym key version ${s.fromVersion} retired and its key material destroyed; re-pseudonymised ` +
-        `${n(s.vaultDone)} vault value(s), ${n(s.quarantineDone)} quarantined body(ies) and ${n(s.tableRowsDone)} row(s) of ${s.targetTable}\n`,
+        `${n(s.vaultDone)} vault value(s), ${n(s.quarantineDone)} quarantined body(ies) and ${n(s.tableRowsDone)} row(s) of ${s.tablesDone.join(", ")}\n`,
     );
     if (s.forged > 0) {
       process.stdout.write(
@@ -142,43 +145,48 @@ export async function rotatePseudonymKeyCommand(flags: Record<string, unknown>):
       );
     }
     if (s.unmapped > 0) process.stdout.write(`  ${n(s.unmapped)} pseudonym(s) in kept bodies had no vault entry and were replaced by "retired-v${s.fromVersion}"\n`);
-    process.stdout.write(`  old row versions keep old pseudonyms until vacuumed: VACUUM ${qualified(table)}, masq.vault, masq.quarantine\n`);
+    const vacuum = s.tablesDone.map((t) => qualified({ schema: t.slice(0, t.indexOf(".")), name: t.slice(t.indexOf(".") + 1) }));
+    process.stdout.write(`  old row versions keep old pseudonyms until vacuumed: VACUUM ${[...vacuum, "masq.vault", "masq.quarantine"].join(", ")}\n`);
     return 0;
   });
 }
 
-async function dryRun(db: Db, table: { schema: string; name: string }): Promise<number> {
-  const { rows } = await db.pool.query<{ version: number | null; provider: string | null; retiring: number | null; values: number; bodies: number; blocks: string }>(
+async function dryRun(db: Db, table: TableName): Promise<number> {
+  const { rows } = await db.pool.query<{ version: number | null; provider: string | null; retiring: number | null; values: number; bodies: number }>(
     `SELECT (SELECT version FROM masq.pseudonym_keys WHERE state = 'active') AS version,
             (SELECT provider FROM masq.pseudonym_keys WHERE state = 'active') AS provider,
             (SELECT version FROM masq.pseudonym_keys WHERE state = 'retiring') AS retiring,
             (SELECT count(*) FROM masq.vault WHERE key_version = (SELECT version FROM masq.pseudonym_keys WHERE state = 'active'))::int AS values,
-            (SELECT count(*) FROM masq.quarantine WHERE body IS NOT NULL)::int AS bodies,
-            pg_relation_size($1::regclass) / current_setting('block_size')::int AS blocks`,
-    [qualified(table)],
+            (SELECT count(*) FROM masq.quarantine WHERE body IS NOT NULL)::int AS bodies`,
   );
   const r = rows[0]!;
   if (r.retiring !== null) process.stdout.write(`a rotation from version ${r.retiring} to ${r.version} is in progress: masq rotate pseudonym-key --resume continues it\n`);
   else if (r.version === null) process.stdout.write("there is no pseudonym key yet (the first masq run creates it): nothing to rotate\n");
   else if (r.provider === "external") process.stdout.write(`the active pseudonym key (version ${r.version}) is given in MASQ_PSEUDONYM_KEY: masq cannot rotate it\n`);
   else {
+    const tables: string[] = [];
+    for (const t of await rotationTables(db.pool, tableText(table))) {
+      const b = await db.pool.query<{ blocks: string | null }>("SELECT pg_relation_size(to_regclass($1)) / current_setting('block_size')::int AS blocks", [qualified(t.table)]);
+      tables.push(`${t.text} (${n(Number(b.rows[0]?.blocks ?? 0))} blocks)`);
+    }
     process.stdout.write(
       `would rotate pseudonym key version ${r.version} to ${r.version + 1}: ${n(r.values)} vault value(s), up to ${n(r.bodies)} quarantined body(ies), ` +
-        `${table.schema}.${table.name} (${n(Number(r.blocks))} blocks)\n`,
+        `${tables.join(", ")}\n`,
     );
   }
   return 0;
 }
 
 /** A progress bar per pass on a terminal; elsewhere a plain line when a pass starts, every 10 s, and when it ends. */
-function reporter(): { phase(p: RotationPhase): void; batch(done: number, total: number): void; stop(): void } {
+function reporter(): { phase(p: RotationPhase, table?: string): void; batch(done: number, total: number): void; stop(): void } {
   const units: Record<RotationPhase, string> = { vault: "values", quarantine: "bodies", table: "blocks" };
   let phase: RotationPhase | undefined;
+  let label = "";
   let bar: Progress | undefined;
   let shown = 0;
   let last = { done: 0, total: 0 };
   let lastLine = 0;
-  const line = () => process.stdout.write(`${phase} pass: ${n(last.done)}/${n(last.total)} ${units[phase!]}\n`);
+  const line = () => process.stdout.write(`${label}: ${n(last.done)}/${n(last.total)} ${units[phase!]}\n`);
   const stop = () => {
     if (phase === undefined) return;
     if (bar) bar.stop();
@@ -186,13 +194,14 @@ function reporter(): { phase(p: RotationPhase): void; batch(done: number, total:
     bar = undefined;
   };
   return {
-    phase(p) {
+    phase(p, table) {
       stop();
       phase = p;
+      label = table === undefined ? `${p} pass` : `${p} pass (${table})`;
       shown = 0;
       last = { done: 0, total: 0 };
       lastLine = 0;
-      bar = createProgress(`${p} pass`, { unit: units[p] });
+      bar = createProgress(label, { unit: units[p] });
     },
     batch(done, total) {
       last = { done, total };

@@ -9,7 +9,7 @@ import { query } from "./query.ts";
 const ROWS_PER_BLOCK_GUESS = 40;
 
 /**
- * The table pass: every row's masked_ip and masked_device_id under the old key get the new key's pseudonyms, from
+ * The table pass over one table (rewrite-tables.ts takes every registered table in turn): every row's masked_ip and masked_device_id under the old key get the new key's pseudonyms, from
  * the rotation map. The user's table has no key and no index, so it is walked in physical order, a range of blocks
  * per transaction (a TID range scan, Postgres 14+), with the last block done kept in masq.pseudonym_rotation.
  *
@@ -71,7 +71,8 @@ export async function rewriteTable(ctx: PassContext, table: TableName): Promise<
 
 /**
  * The table pass walks the table's blocks by ctid ranges, which only a plain table has: a partitioned table (or a
- * view) would be walked as empty and keep every old pseudonym. Checked before the switch, so nothing has started.
+ * view) would be walked as empty and keep every old pseudonym. Checked before the switch, so nothing has started, and
+ * again before each resume.
  */
 export async function assertRewritable(pool: pg.Pool, table: TableName): Promise<void> {
   const name = qualified(table);
@@ -79,29 +80,7 @@ export async function assertRewritable(pool: pg.Pool, table: TableName): Promise
   const kind = rows[0]?.relkind;
   if (kind !== "r") {
     const what = kind === "p" ? "a partitioned table" : kind === "v" || kind === "m" ? "a view" : kind === "f" ? "a foreign table" : "not a plain table";
-    throw new ConfigError("--table", `${name} is ${what}; the pseudonym key rotation rewrites a plain table only, so nothing was started`);
-  }
-}
-
-/**
- * The vault is shared by every registered table (migration 011), but the table pass rewrites one, and retirement
- * empties the map: another registered table's rows would keep old pseudonyms that match nothing. So a rotation starts
- * only when no other registered table holds a row.
- */
-export async function assertOnlyTable(pool: pg.Pool, table: TableName): Promise<void> {
-  const { rows } = await query<{ schema_name: string; table_name: string }>(pool, "SELECT schema_name, table_name FROM masq.registered_tables()");
-  const holding: string[] = [];
-  for (const r of rows) {
-    const other = { schema: r.schema_name, name: r.table_name };
-    if (other.schema === table.schema && other.name === table.name) continue;
-    const any = await query(pool, `SELECT 1 FROM ${qualified(other)} LIMIT 1`);
-    if ((any.rowCount ?? 0) > 0) holding.push(`${other.schema}.${other.name}`);
-  }
-  if (holding.length > 0) {
-    throw new ConfigError(
-      "--table",
-      `${holding.join(", ")} also hold${holding.length === 1 ? "s" : ""} rows whose values are in the shared vault, and a rotation rewrites one table (${table.schema}.${table.name}): those rows would lose their values, so nothing was started`,
-    );
+    throw new ConfigError("--table", `${name} is ${what}; a pseudonym key rotation rewrites the table named and every registered table by their blocks, which only a plain table has, so nothing was started`);
   }
 }
 

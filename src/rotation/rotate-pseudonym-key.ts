@@ -13,7 +13,8 @@ import type { PassContext } from "./pass-context.ts";
 import { repseudonymizeVault } from "./repseudonymize-vault.ts";
 import { reredactQuarantine } from "./reredact-quarantine.ts";
 import { retirePseudonymKey } from "./retire-pseudonym-key.ts";
-import { assertOnlyTable, assertRewritable, rewriteTable } from "./rewrite-table.ts";
+import { assertRewritable } from "./rewrite-table.ts";
+import { assertTablesRewritable, rotationTables, rewriteTables, tableText } from "./rewrite-tables.ts";
 import { withRotationLock } from "./rotation-lock.ts";
 import { readRotationState, setRotationPhase, type RotationPhase, type RotationState } from "./rotation-state.ts";
 import { switchPseudonymKey } from "./switch-pseudonym-key.ts";
@@ -22,6 +23,10 @@ import type { Blocker } from "../sink/lock-watch.ts";
 export interface RotatePseudonymKeyOptions {
   pool: pg.Pool;
   provider: KeyProvider;
+  /**
+   * The table the table pass rewrites first (--table or MASQ_TABLE). The rotation rewrites every registered table as
+   * well, whatever is named: a resumed rotation goes on with the tables it recorded and ignores this.
+   */
   table: TableName;
   batchSize: number;
   /** Continue the rotation in progress; without it, one in progress is refused (and with it, none is started). */
@@ -34,6 +39,8 @@ export interface RotatePseudonymKeyOptions {
   /** The switch or a pass ended a session of a masq role that held it up (SECURITY.md, "Waits"). */
   onBlockerEnded?: ((b: Blocker, what: string) => void) | undefined;
   onPhase?: ((phase: RotationPhase) => void) | undefined;
+  /** The table pass starts (or resumes) on this table (schema.name). */
+  onTable?: ((table: string) => void) | undefined;
   onBatch?: ((phase: RotationPhase, done: number, total: number) => void) | undefined;
 }
 
@@ -48,13 +55,12 @@ export type RotatePseudonymKeyResult =
  *   1. the switch (switch-pseudonym-key.ts): from its commit on, ingestion writes under the new key only;
  *   2. the vault pass: each stored value under its new pseudonym, old → new recorded in the rotation map;
  *   3. the quarantine pass: kept bodies redacted under the new key;
- *   4. the table pass: the user's table, through the map;
- *   5. retirement of the old key: its key material destroyed, the map emptied.
+ *   4. the table pass: the table named and every registered table, one after another, through the map;
+ *   5. retirement of the old key, once every table is done: its key material destroyed, the map emptied.
  * A value's pseudonym changes, but which rows share a value does not: the map is one-to-one.
  */
 export async function rotatePseudonymKey(opts: RotatePseudonymKeyOptions): Promise<RotatePseudonymKeyResult> {
   const { pool, provider } = opts;
-  const tableText = `${opts.table.schema}.${opts.table.name}`;
   return withRotationLock(pool, async () => {
     const inProgress = await readRotationState(pool);
     if (inProgress !== undefined && !opts.resume) {
@@ -65,15 +71,13 @@ export async function rotatePseudonymKey(opts: RotatePseudonymKeyOptions): Promi
       );
     }
     if (inProgress === undefined && opts.resume) return { outcome: "nothing to resume" };
-    if (inProgress !== undefined && inProgress.targetTable !== tableText) {
-      throw new ConfigError("--table", `the rotation in progress rewrites ${inProgress.targetTable}, not ${tableText}; resume it with that table`);
-    }
-    await assertRewritable(pool, opts.table);
-    if (inProgress === undefined) await assertOnlyTable(pool, opts.table);
+    // A resumed rotation goes on with the tables it recorded, whatever --table names now.
+    if (inProgress === undefined) await assertRewritable(pool, opts.table);
+    await assertTablesRewritable(pool, inProgress ?? { targetTable: tableText(opts.table), tablesDone: [] });
     // The audit key first: one that does not unwrap stops the rotation here, before anything is switched or rewritten.
     const auditKey = await openAuditKey(pool, provider, opts.signal);
     try {
-      return await rotateAudited(opts, tableText, auditKey);
+      return await rotateAudited(opts, auditKey);
     } finally {
       auditKey.key.fill(0);
     }
@@ -81,23 +85,27 @@ export async function rotatePseudonymKey(opts: RotatePseudonymKeyOptions): Promi
 }
 
 /** The rotation proper: each step that changes keys commits with its sealed audit row, or is preceded by one. */
-async function rotateAudited(opts: RotatePseudonymKeyOptions, tableText: string, auditKey: AuditKey): Promise<RotatePseudonymKeyResult> {
+async function rotateAudited(opts: RotatePseudonymKeyOptions, auditKey: AuditKey): Promise<RotatePseudonymKeyResult> {
   const { pool, provider } = opts;
   const record = (client: pg.PoolClient, selector: Record<string, unknown>) => recordRotation(client, auditKey, provider, "rotate-pseudonym-key", selector);
+  // The trail names the tables: those the switch sets out to rewrite, those a resume has left, those the end did.
+  const tablesLeft = async (s: Pick<RotationState, "targetTable" | "tablesDone">) =>
+    (await rotationTables(pool, s.targetTable)).map((t) => t.text).filter((t) => !s.tablesDone.includes(t));
+  const named = tableText(opts.table);
+  const planned = await tablesLeft({ targetTable: named, tablesDone: [] });
   const { state, switched } = await switchPseudonymKey(
     pool,
     provider,
-    tableText,
-    (client, fromVersion, toVersion) => record(client, { event: "switched", fromVersion, toVersion, table: tableText }),
+    named,
+    (client, fromVersion, toVersion) => record(client, { event: "switched", fromVersion, toVersion, tables: planned }),
     opts.signal,
     opts.onBlockerEnded,
   );
   opts.onSwitched?.(state, switched);
   // A resumed rotation records that it goes on before its passes change anything.
   if (!switched) {
-    await inTransaction(pool, (client) =>
-      record(client, { event: "resumed", fromVersion: state.fromVersion, toVersion: state.toVersion, table: tableText, phase: state.phase }),
-    );
+    const tables = await tablesLeft(state);
+    await inTransaction(pool, (client) => record(client, { event: "resumed", fromVersion: state.fromVersion, toVersion: state.toVersion, tables, phase: state.phase }));
   }
 
   const next = await pseudonymKeyVersion(pool, provider, state.toVersion, opts.signal);
@@ -128,13 +136,13 @@ async function rotateAudited(opts: RotatePseudonymKeyOptions, tableText: string,
       await setRotationPhase(pool, state.fromVersion, (state.phase = "table"));
     }
     opts.onPhase?.("table");
-    if (!(await rewriteTable(ctx("table"), opts.table))) return { outcome: "stopped", state: (await readRotationState(pool))! };
+    if (!(await rewriteTables(ctx("table"), opts.onTable))) return { outcome: "stopped", state: (await readRotationState(pool))! };
     const final = await retirePseudonymKey(pool, state.fromVersion, (client, f) =>
       record(client, {
         event: "finished",
         fromVersion: f.fromVersion,
         toVersion: f.toVersion,
-        table: f.targetTable,
+        tables: f.tablesDone,
         vaultValues: f.vaultDone,
         bodies: f.quarantineDone,
         rows: f.tableRowsDone,

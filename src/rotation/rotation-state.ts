@@ -5,12 +5,15 @@ import { query } from "./query.ts";
 
 export type RotationPhase = "vault" | "quarantine" | "table";
 
-/** A pseudonym key rotation in progress: one row of masq.pseudonym_rotation (migration 004). */
+/** A pseudonym key rotation in progress: one row of masq.pseudonym_rotation (migrations 004, 005 and 015). */
 export interface RotationState {
   fromVersion: number;
   toVersion: number;
   switchedAt: Date;
+  /** The table the table pass is on (schema.name): the table* cursor fields are this table's. */
   targetTable: string;
+  /** The tables the table pass has finished, in order (migration 015). */
+  tablesDone: string[];
   phase: RotationPhase;
   vaultDone: number;
   quarantineAfter: string | null;
@@ -29,6 +32,7 @@ interface StateRow {
   to_version: number;
   switched_at: Date;
   target_table: string;
+  tables_done: string[];
   phase: RotationPhase;
   vault_done: string;
   quarantine_after: string | null;
@@ -67,6 +71,7 @@ function fromRow(r: StateRow): RotationState {
     toVersion: r.to_version,
     switchedAt: r.switched_at,
     targetTable: r.target_table,
+    tablesDone: r.tables_done,
     phase: r.phase,
     vaultDone: Number(r.vault_done),
     quarantineAfter: r.quarantine_after,

@@ -5,11 +5,14 @@ import { fileURLToPath } from "node:url";
 import { describe, test } from "node:test";
 import pg from "pg";
 import { prepareDatabase } from "../../src/commands/setup.ts";
+import { loadMigrations, migrate } from "../../src/sink/migrate.ts";
+import { ensureTargetTable } from "../../src/sink/target-table.ts";
 import { sendBodies } from "../../src/demo/send-events.ts";
 import type { SyntheticEvent } from "../../src/demo/synthetic.ts";
 import { ConfigError } from "../../src/errors.ts";
 import { createLogger } from "../../src/log.ts";
 import { redactBody } from "../../src/mask/redact-body.ts";
+import { commitMessages } from "../../src/runner/commit-messages.ts";
 import type { Pseudonymizer } from "../../src/mask/pseudonymize.ts";
 import { PrepareThreads } from "../../src/runner/prepare-threads.ts";
 import { rotatePseudonymKey, type RotatePseudonymKeyOptions } from "../../src/rotation/rotate-pseudonym-key.ts";
@@ -22,6 +25,7 @@ import { pseudonymKeyVersion } from "../../src/vault/pseudonym-keys.ts";
 import { quarantineBodyAad } from "../../src/vault/vault-aad.ts";
 import { usePipelineFixture } from "../helpers/fixture.ts";
 import { masqEnv, spawnMasq } from "../helpers/masq-process.ts";
+import { runMasq } from "../helpers/run-masq.ts";
 import { createDb, expectedCounts, makeRunner, TABLE, TEST_KEY, TEST_MASTER_KEY, TEST_MASTER_KEY_HEX, testKeys, uniqueEvents, waitFor } from "../helpers/pipeline.ts";
 import { createTestDatabase } from "../helpers/postgres.ts";
 import { decryptVault, vaultBytes } from "../helpers/vault-check.ts";
@@ -231,13 +235,14 @@ describe("key rotation", () => {
     const b = await before();
     assert.equal((await rotatePseudonymKey(options({ resume: true }))).outcome, "nothing to resume");
 
-    const stopIn = async (phase: RotationPhase, resume: boolean, batchSize = 100) => {
+    const stopIn = async (phase: RotationPhase, resume: boolean, batchSize = 100, table = TABLE) => {
       const abort = new AbortController();
       let batches = 0;
       const r = await rotatePseudonymKey(
         options({
           resume,
           batchSize,
+          table,
           signal: abort.signal,
           // The first report of a pass is its start; stop after two committed batches.
           onBatch: (p) => p === phase && ++batches > 2 && abort.abort(),
@@ -253,11 +258,11 @@ describe("key rotation", () => {
       [b.oldVersion, b.oldVersion + 1],
       "stopped half-way: values under both keys",
     );
-    // A rotation in progress is continued only on request, and only on the same table.
+    // A rotation in progress is continued only on request; a resume goes on with the tables it recorded, whatever
+    // --table names (here a table that does not exist).
     await assert.rejects(rotatePseudonymKey(options()), (err: Error) => err instanceof ConfigError && /--resume/.test(err.message));
-    await assert.rejects(rotatePseudonymKey(options({ resume: true, table: { schema: "public", name: "other" } })), (err: Error) => err instanceof ConfigError && /--table/.test(err.message));
 
-    await stopIn("quarantine", true, 20);
+    await stopIn("quarantine", true, 20, { schema: "public", name: "other" });
     await stopIn("table", true);
     const mid = await fx.db.pool.query<{ table_block_done: string; table_blocks: string }>("SELECT table_block_done, table_blocks FROM masq.pseudonym_rotation");
     assert.ok(Number(mid.rows[0]!.table_block_done) > 0 && Number(mid.rows[0]!.table_block_done) < Number(mid.rows[0]!.table_blocks));
@@ -461,20 +466,141 @@ describe("key rotation", () => {
     }
   });
 
-  test("a rotation does not start while another registered table holds rows: the vault is shared (issue 17)", async () => {
-    await fx.db.pool.query("CREATE TABLE public.logins_eu (LIKE public.user_logins)");
-    await fx.db.pool.query("INSERT INTO masq.target_tables (relation) VALUES ('public.logins_eu')");
-    try {
-      await fx.db.pool.query("INSERT INTO public.logins_eu (user_id, masked_ip, masked_device_id, create_date) VALUES ('eu', repeat('a', 64), repeat('b', 64), current_date)");
-      const before = await fx.db.pool.query("SELECT version, state FROM masq.pseudonym_keys ORDER BY version");
-      await assert.rejects(
-        rotatePseudonymKey(options()),
-        (err: Error) => err instanceof ConfigError && err.setting === "--table" && /public\.logins_eu also holds rows .*nothing was started/.test(err.message),
-      );
-      assert.deepEqual((await fx.db.pool.query("SELECT version, state FROM masq.pseudonym_keys ORDER BY version")).rows, before.rows);
-    } finally {
+  test("a rotation rewrites every registered table, retires the old key only after the last, and resumes between tables (issue 17)", async (t) => {
+    await fx.reset();
+    t.after(async () => {
       await fx.db.pool.query("DELETE FROM masq.target_tables WHERE relation = 'public.logins_eu'::regclass");
       await fx.db.pool.query("DROP TABLE public.logins_eu");
+    });
+    const env = { DATABASE_URL: fx.pgdb.url, MASQ_MASTER_KEY: TEST_MASTER_KEY_HEX, MASQ_LOG_LEVEL: "silent" };
+    const migrated = await runMasq(["migrate", "--table", "logins_eu"], env);
+    assert.equal(migrated.code, 0, migrated.stderr);
+    const eu = { schema: "public", name: "logins_eu" };
+    const login = (user: string, ip: string, device: string) => JSON.stringify({ user_id: user, app_version: "2.3.0", device_type: "ios", ip, locale: "en", device_id: device });
+    // The same ip (and one device) in both tables: one vault value that rows of both use.
+    const sent: Record<string, { table: string; user: string; ip: string; device: string }[]> = {
+      "public.user_logins": [
+        { table: "public.user_logins", user: "us-1", ip: "198.51.100.40", device: "dev-shared" },
+        { table: "public.user_logins", user: "us-2", ip: "198.51.100.41", device: "dev-us-2" },
+      ],
+      "public.logins_eu": [
+        { table: "public.logins_eu", user: "eu-1", ip: "198.51.100.40", device: "dev-shared" },
+        { table: "public.logins_eu", user: "eu-2", ip: "198.51.100.40", device: "dev-eu-2" },
+        { table: "public.logins_eu", user: "eu-3", ip: "198.51.100.42", device: "dev-eu-3" },
+      ],
+    };
+    const keys = await testKeys(fx.db, { pseudonymKey: null });
+    try {
+      const at = new Date();
+      for (const [table, rows] of Object.entries(sent)) {
+        const target = table === "public.logins_eu" ? eu : TABLE;
+        const messages = rows.map((r) => ({ messageId: `m-${r.user}`, body: login(r.user, r.ip, r.device), sentAt: at, receivedAt: at }));
+        assert.equal((await commitMessages(fx.db.pool, target, keys, messages)).written, rows.length);
+      }
+    } finally {
+      keys.close();
+    }
+    const oldVersion = (await activeKey()).version;
+
+    // Stopped once the first table is done: the second is still under the old key, and the old key is not retired.
+    const abort = new AbortController();
+    const tables: string[] = [];
+    const stopped = await rotatePseudonymKey(
+      options({ signal: abort.signal, onTable: (t) => tables.push(t), onBatch: (phase, done, total) => phase === "table" && total > 0 && done === total && abort.abort() }),
+    );
+    assert.equal(stopped.outcome, "stopped");
+    assert.deepEqual(tables, ["public.user_logins"]);
+    const mid = await fx.db.pool.query<{ target_table: string; tables_done: string[] }>("SELECT target_table, tables_done FROM masq.pseudonym_rotation");
+    assert.deepEqual(mid.rows, [{ target_table: "public.logins_eu", tables_done: ["public.user_logins"] }]);
+    const old = (await pseudonymKeyVersion(fx.db.pool, provider(), oldVersion)).pseudonymizer;
+    const euMid = await fx.db.pool.query<{ masked_ip: string }>("SELECT masked_ip FROM public.logins_eu WHERE user_id = 'eu-1'");
+    assert.equal(euMid.rows[0]!.masked_ip, old.pseudonymize("ip", "198.51.100.40"), "the second table is not rewritten yet");
+    const retiring = await fx.db.pool.query("SELECT state, wrapped IS NULL AS destroyed FROM masq.pseudonym_keys WHERE version = $1", [oldVersion]);
+    assert.deepEqual(retiring.rows, [{ state: "retiring", destroyed: false }], "the old key outlives the first table");
+
+    const r = await rotatePseudonymKey(options({ resume: true, onTable: (t) => tables.push(t) }));
+    assert.equal(r.outcome, "finished");
+    assert.deepEqual(tables, ["public.user_logins", "public.logins_eu"]);
+    if (r.outcome === "finished") {
+      assert.deepEqual(r.state.tablesDone, ["public.user_logins", "public.logins_eu"]);
+      assert.equal(r.state.tableRowsDone, 5, "each row of both tables rewritten once");
+    }
+    const { version, p } = await activeKey();
+    assert.equal(version, oldVersion + 1);
+    for (const [table, rows] of Object.entries(sent)) {
+      const got = await fx.db.pool.query<{ user_id: string; masked_ip: string; masked_device_id: string }>(`SELECT user_id, masked_ip, masked_device_id FROM ${table} ORDER BY user_id`);
+      assert.equal(got.rows.length, rows.length);
+      for (const row of got.rows) {
+        const o = rows.find((x) => x.user === row.user_id)!;
+        assert.equal(row.masked_ip, p.pseudonymize("ip", o.ip), `${table} ${row.user_id}: the new key's pseudonym`);
+        assert.equal(row.masked_device_id, p.pseudonymize("device_id", o.device), `${table} ${row.user_id}: the new key's pseudonym`);
+        for (const [pseudonym, value] of [
+          [row.masked_ip, o.ip],
+          [row.masked_device_id, o.device],
+        ]) {
+          const shown = await runMasq(["unmask", "--reason", "checking the rotation", "--pseudonym", pseudonym!], env);
+          assert.equal(shown.code, 0, `${table} ${row.user_id}: ${shown.stderr}`);
+          assert.ok(shown.stdout.includes(value!), `${table} ${row.user_id}: unmask finds ${value}`);
+        }
+      }
+    }
+    const k = await fx.db.pool.query("SELECT state, wrapped IS NULL AS destroyed FROM masq.pseudonym_keys WHERE version = $1", [oldVersion]);
+    assert.deepEqual(k.rows, [{ state: "retired", destroyed: true }]);
+    // The trail (its last three rows: this test's) names the tables: the switch those it will rewrite, the resume
+    // those left, the end those done.
+    const trail = await fx.db.pool.query<{ selector: Record<string, unknown> }>("SELECT selector FROM (SELECT seq, selector FROM masq.audit WHERE action = 'rotate-pseudonym-key' ORDER BY seq DESC LIMIT 3) t ORDER BY seq");
+    assert.deepEqual(
+      trail.rows.map((t) => [t.selector.event, t.selector.tables]),
+      [
+        ["switched", ["public.user_logins", "public.logins_eu"]],
+        ["resumed", ["public.logins_eu"]],
+        ["finished", ["public.user_logins", "public.logins_eu"]],
+      ],
+    );
+  });
+
+  test("a rotation in progress on a database at migration 014 resumes after the upgrade and rewrites every registered table", async () => {
+    const pgdb = await createTestDatabase();
+    const db = createDb({ databaseUrl: pgdb.url });
+    try {
+      await migrate(db.pool, loadMigrations().filter((m) => m.version <= 14));
+      const eu = { schema: "public", name: "logins_eu" };
+      for (const t of [TABLE, eu]) {
+        await ensureTargetTable(db.pool, t);
+        await db.pool.query("INSERT INTO masq.target_tables (relation) VALUES ($1::text::regclass)", [`${t.schema}.${t.name}`]);
+      }
+      const login = (user: string, ip: string) => JSON.stringify({ user_id: user, app_version: "2.3.0", device_type: "ios", ip, locale: "en", device_id: `dev-${user}` });
+      const keys = await testKeys(db, { pseudonymKey: null });
+      try {
+        const at = new Date();
+        const messages = (prefix: string) => Array.from({ length: 30 }, (_, i) => ({ messageId: `${prefix}-${i}`, body: login(`${prefix}-${i}`, `198.18.20.${i}`), sentAt: at, receivedAt: at }));
+        assert.equal((await commitMessages(db.pool, TABLE, keys, messages("us"))).written, 30);
+        assert.equal((await commitMessages(db.pool, eu, keys, messages("eu"))).written, 30);
+      } finally {
+        keys.close();
+      }
+      // Switched and stopped in the vault pass before the upgrade: the row an earlier masq left, without tables_done.
+      const abort = new AbortController();
+      const opts = { pool: db.pool, provider: provider(), table: TABLE, batchSize: 10, signal: abort.signal, onBatch: (_p: RotationPhase, done: number) => done > 0 && abort.abort() };
+      assert.equal((await rotatePseudonymKey({ ...opts, resume: false })).outcome, "stopped");
+      const m = await migrate(db.pool);
+      assert.ok(m.applied.includes("015_rotation_over_every_table"), m.applied.join(", "));
+      const state = await db.pool.query("SELECT phase, target_table, tables_done FROM masq.pseudonym_rotation");
+      assert.deepEqual(state.rows, [{ phase: "vault", target_table: "public.user_logins", tables_done: [] }]);
+
+      const r = await rotatePseudonymKey({ pool: db.pool, provider: provider(), table: TABLE, batchSize: 10, resume: true });
+      assert.equal(r.outcome, "finished");
+      if (r.outcome === "finished") assert.deepEqual([r.state.tablesDone, r.state.tableRowsDone], [["public.user_logins", "public.logins_eu"], 60]);
+      const { rows } = await db.pool.query<{ version: number }>("SELECT version FROM masq.pseudonym_keys WHERE state = 'active'");
+      const p = (await pseudonymKeyVersion(db.pool, provider(), rows[0]!.version)).pseudonymizer;
+      for (const t of ["public.user_logins", "public.logins_eu"]) {
+        const got = await db.pool.query<{ user_id: string; masked_ip: string }>(`SELECT user_id, masked_ip FROM ${t}`);
+        assert.equal(got.rows.length, 30);
+        for (const row of got.rows) assert.equal(row.masked_ip, p.pseudonymize("ip", `198.18.20.${row.user_id.split("-")[1]}`), `${t} ${row.user_id}`);
+      }
+    } finally {
+      await db.close();
+      await pgdb.close();
     }
   });
 

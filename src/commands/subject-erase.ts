@@ -36,6 +36,7 @@ export async function subjectEraseCommand(flags: Record<string, unknown>): Promi
     // Every registered table unless the command names one: the user is erased wherever masq wrote them.
     const tables = named !== undefined ? [named] : await registeredTables(db.pool);
     if (tables.length === 0) tables.push(readTable({}, {}));
+    const everyTable = named === undefined;
     const where = (t: TableName) => `${t.schema}.${t.name}`;
     const open = async () => {
       const key = await openAuditKey(db.pool, provider);
@@ -45,7 +46,7 @@ export async function subjectEraseCommand(flags: Record<string, unknown>): Promi
       const { key, fingerprint, client } = await open();
       try {
         for (const table of tables) {
-          const before = await previewErasure(db.pool, key, { table, userId, fingerprint, vaultOnly, reason, client });
+          const before = await previewErasure(db.pool, key, { table, userId, fingerprint, vaultOnly, everyTable, reason, client });
           process.stdout.write(
             summary(`masq subject erase --dry-run (${where(table)}${vaultOnly ? ", vault only" : ""}): nothing was changed; an erasure now would delete`, before) +
               `  audit row                #${before.seq} (preview)\n`,
@@ -63,7 +64,7 @@ export async function subjectEraseCommand(flags: Record<string, unknown>): Promi
         for (const table of tables) {
           // No preview first (it is unbounded): the bar counts what the batches delete.
           const bar = createProgress("erasing", { unit: vaultOnly ? "values" : "rows" });
-          const r = await eraseSubject(db.pool, key, { table, userId, fingerprint, vaultOnly, reason, client }, (b) => {
+          const r = await eraseSubject(db.pool, key, { table, userId, fingerprint, vaultOnly, everyTable, reason, client }, (b) => {
             const size = vaultOnly ? b.vault + b.originals : b.rows + b.quarantine;
             bar?.committed({ size, seconds: 0, written: 0, duplicates: 0, quarantinedByReason: {}, lagSeconds: [] });
           }, undefined, (b, what) => process.stderr.write(`masq: ${endedLine(b, what)}\n`));

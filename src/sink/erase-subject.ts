@@ -22,6 +22,11 @@ export interface ErasureRequest {
   /** subjectFingerprint(auditKey, userId): how the trail names the user. */
   fingerprint: string;
   vaultOnly: boolean;
+  /**
+   * The command erases the user from every registered table (it names none), one erasure per table: with
+   * --vault-only, the user's rows of the other tables then keep no value either (masq.erasures.every_table).
+   */
+  everyTable: boolean;
   reason: string;
   client: Record<string, unknown>;
 }
@@ -40,13 +45,14 @@ const num = (v: unknown) => Number(v ?? 0);
 export async function previewErasure(pool: pg.Pool, key: AuditKey, req: ErasureRequest): Promise<ErasureCounts & { seq: string }> {
   return inTransaction(pool, async (c) => {
     const r = (
-      await query<Record<string, unknown>>(c, "SELECT seq::text AS seq, rows, quarantine, originals, vault FROM masq.audit_subject_erase_preview($1, $2, $3, $4, $5, $6, $7)", [
+      await query<Record<string, unknown>>(c, "SELECT seq::text AS seq, rows, quarantine, originals, vault FROM masq.audit_subject_erase_preview($1, $2, $3, $4, $5, $6, $7, $8)", [
         req.reason,
         JSON.stringify(req.client),
         req.fingerprint,
         qualified(req.table),
         req.userId,
         req.vaultOnly,
+        req.everyTable,
         key.version,
       ])
     ).rows[0]!;
@@ -74,13 +80,14 @@ export async function eraseSubject(
 ): Promise<ErasureCounts & { startSeq: string; doneSeq: string }> {
   const startSeq = await inTransaction(pool, async (c) => {
     const seq = (
-      await query<{ seq: string }>(c, "SELECT masq.audit_subject_erase($1, $2, $3, $4, $5, $6, $7)::text AS seq", [
+      await query<{ seq: string }>(c, "SELECT masq.audit_subject_erase($1, $2, $3, $4, $5, $6, $7, $8)::text AS seq", [
         req.reason,
         JSON.stringify(req.client),
         req.fingerprint,
         qualified(req.table),
         req.userId,
         req.vaultOnly,
+        req.everyTable,
         key.version,
       ])
     ).rows[0]!.seq;

@@ -119,4 +119,59 @@ describe("vault values and what uses them", () => {
     assert.equal(await orphans("public.logins_eu", "t.create_date >= current_date - 30"), 0, "recent EU rows keep theirs");
     assert.ok(!(await vaulted("ip", "198.51.100.39")) && !(await vaulted("device_id", "dev-eu-old-only")), "what only old rows use goes");
   });
+  test("a vault-only erasure of every table erases the user's values; one of a named table keeps what the user's other rows use", async () => {
+    await fx.reset();
+    const migrated = await runMasq(["migrate", "--table", "logins_eu"], env());
+    assert.equal(migrated.code, 0, migrated.stderr);
+    const keys = await testKeys(fx.db);
+    const now = new Date();
+    // victim in both tables (one pair of values in both), a bystander sharing nothing.
+    await commitMessages(fx.db.pool, TABLE, keys, [
+      { messageId: "v-1", body: login("victim", "198.51.100.50", "victim-dev"), sentAt: now, receivedAt: now },
+      { messageId: "v-2", body: login("victim", "198.51.100.51", "victim-dev-home"), sentAt: now, receivedAt: now },
+      { messageId: "b-1", body: login("bystander", "198.51.100.59", "bystander-dev"), sentAt: now, receivedAt: now },
+    ]);
+    await commitMessages(fx.db.pool, EU, keys, [
+      { messageId: "v-eu-1", body: login("victim", "198.51.100.50", "victim-dev"), sentAt: now, receivedAt: now },
+      { messageId: "v-eu-2", body: login("victim", "198.51.100.52", "victim-dev-eu"), sentAt: now, receivedAt: now },
+    ]);
+
+    // --table: only what the user's rows of that table use and nothing else (their EU rows stay, with their values).
+    const one = await runMasq(["subject", "erase", "--user-id", "victim", "--vault-only", "--table", "user_logins", "--reason", "erasure request DSR-5"], env());
+    assert.equal(one.code, 0, one.stderr);
+    assert.ok(!(await vaulted("ip", "198.51.100.51")) && !(await vaulted("device_id", "victim-dev-home")), "user_logins-only values went");
+    assert.ok(await vaulted("ip", "198.51.100.50") && (await vaulted("device_id", "victim-dev")), "values the EU rows also use stay");
+    assert.equal(await orphans("public.logins_eu", "t.user_id = 'victim'"), 0, "the EU rows keep their values");
+
+    // No --table: every registered table, so the user's rows anywhere keep nothing.
+    const all = await runMasq(["subject", "erase", "--user-id", "victim", "--vault-only", "--reason", "erasure request DSR-5"], env());
+    assert.equal(all.code, 0, all.stderr);
+    assert.doesNotMatch(all.stdout, /Nothing of this user was left to erase/);
+    for (const [kind, value] of [["ip", "198.51.100.50"], ["device_id", "victim-dev"], ["ip", "198.51.100.52"], ["device_id", "victim-dev-eu"]] as const) {
+      assert.ok(!(await vaulted(kind, value)), `${kind} ${value} is erased`);
+    }
+    assert.equal(await count("SELECT count(*) AS n FROM public.user_logins WHERE user_id = 'victim'"), 2, "vault-only keeps the rows");
+    assert.equal(await count("SELECT count(*) AS n FROM public.logins_eu WHERE user_id = 'victim'"), 2, "vault-only keeps the rows");
+    assert.equal(await orphans("public.user_logins", "t.user_id = 'bystander'"), 0, "the bystander keeps theirs");
+    const unmask = await runMasq(["unmask", "--reason", "checking the erasure", "--user-id", "victim"], env());
+    assert.ok(!unmask.stdout.includes("198.51.100.5") && !unmask.stdout.includes("victim-dev"), unmask.stdout);
+  });
+
+  test("a batch of an erasure with nothing left does not take the vault epoch", async () => {
+    await fx.reset();
+    const epoch = async () => (await fx.db.pool.query<{ epoch: string }>("SELECT epoch::text AS epoch FROM masq.vault_epoch")).rows[0]!.epoch;
+    const keys = await testKeys(fx.db);
+    const now = new Date();
+    await commitMessages(fx.db.pool, TABLE, keys, [{ messageId: "e-1", body: login("someone", "198.51.100.60", "someone-dev"), sentAt: now, receivedAt: now }]);
+    const before = await epoch();
+    for (const mode of [[], ["--vault-only"]]) {
+      const r = await runMasq(["subject", "erase", "--user-id", "nobody", ...mode, "--reason", "erasure request DSR-6"], env());
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /Nothing of this user was left to erase/);
+    }
+    assert.equal(await epoch(), before, "no batch took the epoch");
+    const erased = await runMasq(["subject", "erase", "--user-id", "someone", "--reason", "erasure request DSR-6"], env());
+    assert.equal(erased.code, 0, erased.stderr);
+    assert.equal(Number(await epoch()), Number(before) + 1, "one batch with work took it once; the last, finding nothing, did not");
+  });
 });

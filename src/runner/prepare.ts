@@ -1,5 +1,5 @@
 import { maskEvent } from "../mask/mask-event.ts";
-import { factsOfJson, factsOfText, NO_FACTS } from "../mask/quarantine-facts.ts";
+import { factsOfJson, factsOfText, NO_FACTS, type QuarantineFacts } from "../mask/quarantine-facts.ts";
 import { redactBody } from "../mask/redact-body.ts";
 import type { Pseudonymizer } from "../mask/pseudonymize.ts";
 import type { Outcome } from "../sink/write-batch.ts";
@@ -32,7 +32,17 @@ export function prepareOutcome(m: IncomingMessage, p: Pseudonymizer): Outcome {
     const facts = parsed.json === undefined ? factsOfText(m.body) : factsOfJson(parsed.json, p);
     return { ...meta, kind: "quarantine", reason: parsed.rejection.reason, detail: parsed.rejection.detail, redactedBody, originalBody: m.body, facts };
   } catch (err) {
-    // Invariant: no body stops the pipeline. Whatever slipped past the validator is quarantined, without its body.
-    return { ...meta, kind: "quarantine", reason: "unprocessable", detail: `masq could not process this body (${(err as Error).name})`, redactedBody: null, originalBody: m.body, facts: NO_FACTS };
+    // Invariant: no body stops the pipeline. Whatever slipped past the validator is quarantined, without its body,
+    // and still names its user when the text does: its original is kept, so erasure and export must find it.
+    return { ...meta, kind: "quarantine", reason: "unprocessable", detail: `masq could not process this body (${(err as Error).name})`, redactedBody: null, originalBody: m.body, facts: factsOrNone(m.body) };
+  }
+}
+
+/** factsOfText, which must not throw where prepareOutcome is catching what did. */
+function factsOrNone(body: string): QuarantineFacts {
+  try {
+    return factsOfText(body);
+  } catch {
+    return NO_FACTS;
   }
 }

@@ -37,3 +37,20 @@ test("prepareOutcome is total: no body whatsoever throws", () => {
     { numRuns: 500 },
   );
 });
+
+test("a body masq could not process (unprocessable) still names its user, so erasure and export find its kept original", () => {
+  // Whatever throws inside the middle (here the pseudonymizer, as a stack overflow or a closed key would) lands in
+  // prepareOutcome's catch; the record keeps the original, so it must say whose it is.
+  const failing = { pseudonymize: () => { throw new RangeError("Maximum call stack size exceeded"); } };
+  const cases: [string, string | null][] = [
+    [JSON.stringify({ user_id: "victim3", app_version: "1.0", device_type: "ios", ip: "203.0.113.3", device_id: "333-44-5555", locale: "en" }), "victim3"],
+    ['{"user_id":"a","ip":"1.2.3.4","x":{"user_id":"b"}}', null],
+    ['{"ip":"203.0.113.3"}', null],
+  ];
+  for (const [body, userId] of cases) {
+    const o = prepareOutcome({ messageId: "m-9", body, sentAt: null, receivedAt: new Date(0) }, failing);
+    assert.ok(o.kind === "quarantine" && o.reason === "unprocessable", body);
+    assert.equal(o.originalBody, body);
+    assert.deepEqual(o.facts, { userId, maskedIp: null, maskedDeviceId: null }, body);
+  }
+});

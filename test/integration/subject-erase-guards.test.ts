@@ -231,7 +231,7 @@ describe("masq subject erase and vault prune: guards", () => {
     assert.match(r.stdout, /rows\s+5\n/, "wes's killed run was taken over, not purged");
     assert.deepEqual((await fx.db.pool.query<{ user_id: string }>("SELECT user_id FROM masq.erasures ORDER BY seq")).rows, [{ user_id: "yan" }]);
     const start = await fx.db.pool.query<{ selector: Record<string, unknown> }>("SELECT selector FROM masq.audit WHERE action = 'subject-erase' AND selector->>'phase' = 'start' ORDER BY seq DESC LIMIT 1");
-    assert.deepEqual(Object.keys(start.rows[0]!.selector).sort(), ["command", "phase", "resumes", "table", "vaultOnly"]);
+    assert.deepEqual(Object.keys(start.rows[0]!.selector).sort(), ["command", "everyTable", "phase", "resumes", "table", "vaultOnly"]);
     assert.deepEqual(start.rows[0]!.selector.resumes, [-1]);
   });
 

@@ -83,7 +83,7 @@ describe("masq subject erase", () => {
     assert.match(dry.stdout, /audit row\s+#\d+ \(preview\)/);
     const preview = await fx.db.pool.query<{ seq: string; selector: Record<string, unknown>; subjects: string[] }>("SELECT seq::text, selector, subjects FROM masq.audit WHERE action = 'subject-erase'");
     assert.equal(preview.rows.length, 1);
-    assert.deepEqual(preview.rows[0]!.selector, { phase: "preview", table: "public.user_logins", vaultOnly: false, rows: 3, quarantine: 1, originals: 0, vault: 4 });
+    assert.deepEqual(preview.rows[0]!.selector, { phase: "preview", table: "public.user_logins", vaultOnly: false, everyTable: true, rows: 3, quarantine: 1, originals: 0, vault: 4 });
     assert.deepEqual(preview.rows[0]!.subjects, [await fingerprint("alice")]);
 
     const noReason = await runMasq(["subject", "erase", "--user-id", "alice"], env());

@@ -117,3 +117,26 @@ test("migration 011 upgrades a populated database of migration 010: its quaranti
     await old.close();
   }
 });
+
+test("migration 016 upgrades a database of migration 015 with an erasure in progress: it goes on, as an erasure of its table only", async () => {
+  const old = await createTestDatabase();
+  const oldDb = createDb({ databaseUrl: old.url });
+  try {
+    await migrate(oldDb.pool, loadMigrations().filter((m) => m.version <= 15));
+    await ensureTargetTable(oldDb.pool, { schema: "public", name: "user_logins" });
+    await oldDb.pool.query("INSERT INTO masq.target_tables (relation) VALUES ('public.user_logins') ON CONFLICT DO NOTHING");
+    // A vault-only erasure killed at 015 after its first batch.
+    await oldDb.pool.query(`INSERT INTO masq.erasures (seq, login_role, target, user_id, vault_only, vault) VALUES (-1, current_user, 'public.user_logins', 'killed', true, 3)`);
+    await prepareDatabase(oldDb, { schema: "public", name: "user_logins" }, { migrate: true, logger: captureLogger("info").logger });
+    const kept = await oldDb.pool.query("SELECT seq::int, user_id, vault_only, vault::int, every_table FROM masq.erasures");
+    assert.deepEqual(kept.rows, [{ seq: -1, user_id: "killed", vault_only: true, vault: 3, every_table: false }]);
+    const epoch = async () => (await oldDb.pool.query<{ epoch: string }>("SELECT epoch::text AS epoch FROM masq.vault_epoch")).rows[0]!.epoch;
+    const before = await epoch();
+    const batch = await oldDb.pool.query("SELECT rows, quarantine, originals, vault, done FROM masq.erase_subject_batch(-1, 10)");
+    assert.deepEqual(batch.rows, [{ rows: 0, quarantine: 0, originals: 0, vault: 0, done: true }]);
+    assert.equal(await epoch(), before, "nothing left: the epoch was not taken");
+  } finally {
+    await oldDb.close();
+    await old.close();
+  }
+});

@@ -143,6 +143,12 @@ describe("vault values and what uses them", () => {
     assert.ok(await vaulted("ip", "198.51.100.50") && (await vaulted("device_id", "victim-dev")), "values the EU rows also use stay");
     assert.equal(await orphans("public.logins_eu", "t.user_id = 'victim'"), 0, "the EU rows keep their values");
 
+    // The dry run counts per table: a value both tables' rows use is in both counts (the erasure takes it once).
+    const dry = await runMasq(["subject", "erase", "--user-id", "victim", "--vault-only", "--dry-run"], env());
+    assert.equal(dry.code, 0, dry.stderr);
+    assert.deepEqual([...dry.stdout.matchAll(/vault values\s+(\d+)/g)].map((m) => Number(m[1])), [2, 4], dry.stdout);
+    assert.ok(await vaulted("ip", "198.51.100.50"), "a dry run changes nothing");
+
     // No --table: every registered table, so the user's rows anywhere keep nothing.
     const all = await runMasq(["subject", "erase", "--user-id", "victim", "--vault-only", "--reason", "erasure request DSR-5"], env());
     assert.equal(all.code, 0, all.stderr);

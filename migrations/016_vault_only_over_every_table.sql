@@ -100,7 +100,7 @@ GRANT EXECUTE ON FUNCTION masq.audit_subject_erase(text, jsonb, text, regclass, 
 -- Step 2 (011), with the erasure's scope, and nothing left: done at once, without the vault epoch. The check runs
 -- before the epoch, so a row committed after it is new data (as one arriving after the erasure), never half-erased.
 CREATE FUNCTION masq.erasure_has_work(j masq.erasures) RETURNS boolean
-    LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
+    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
     AS $$
 DECLARE
     found boolean;

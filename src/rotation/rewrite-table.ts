@@ -82,6 +82,10 @@ export async function assertRewritable(pool: pg.Pool, table: TableName): Promise
     const what = kind === "p" ? "a partitioned table" : kind === "v" || kind === "m" ? "a view" : kind === "f" ? "a foreign table" : "not a plain table";
     throw new ConfigError("--table", `${name} is ${what}; a pseudonym key rotation rewrites the table named and every registered table by their blocks, which only a plain table has, so nothing was started`);
   }
+  // The rotation rewrites the table as the owner's login: the table's own code would run with its rights (migration 17).
+  const refused = await query<{ why: string | null }>(pool, "SELECT masq.target_refusal($1::regclass) AS why", [name]);
+  const why = refused.rows[0]?.why;
+  if (why != null) throw new ConfigError("--table", `${why}; nothing was started`, { what: "a table masq does not rewrite" });
 }
 
 interface TableShape {

@@ -81,11 +81,14 @@ async function refuseForeignCode(db: Db, table: TableName): Promise<void> {
 }
 
 async function warnRefusedRegistrations(db: Db, logger: Logger): Promise<void> {
-  const r = await db.pool.query<{ why: string }>(
-    "SELECT masq.target_refusal(t.relation) AS why FROM masq.target_tables t JOIN pg_class c ON c.oid = t.relation WHERE masq.target_refusal(t.relation) IS NOT NULL",
+  const r = await db.pool.query<{ table: string; why: string }>(
+    "SELECT t.relation::text AS table, masq.target_refusal(t.relation) AS why FROM masq.target_tables t JOIN pg_class c ON c.oid = t.relation WHERE masq.target_refusal(t.relation) IS NOT NULL",
   );
-  for (const { why } of r.rows) {
-    logger.warn({ why }, `a registered table fails migration 017's check: subject erase, subject export, vault prune and rotate refuse to run until it is fixed or unregistered (DELETE FROM masq.target_tables WHERE relation = '<table>'::regclass): ${why}`);
+  for (const { table, why } of r.rows) {
+    logger.warn(
+      { table },
+      `registered before masq refused such tables: ${why}; until then subject erase, subject export, vault prune and rotate pseudonym-key stop on it, or unregister it (DELETE FROM masq.target_tables WHERE relation = '${table}'::regclass)`,
+    );
   }
 }
 

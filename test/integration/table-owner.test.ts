@@ -3,7 +3,8 @@ import { randomBytes } from "node:crypto";
 import { after, before, describe, test } from "node:test";
 import pg from "pg";
 import { usePipelineFixture } from "../helpers/fixture.ts";
-import { TEST_MASTER_KEY_HEX } from "../helpers/pipeline.ts";
+import { commitMessages } from "../../src/runner/commit-messages.ts";
+import { TABLE, TEST_MASTER_KEY_HEX, testKeys } from "../helpers/pipeline.ts";
 import { runMasq } from "../helpers/run-masq.ts";
 
 /**
@@ -47,6 +48,7 @@ describe("a registered table's own code never runs with the rights of schema mas
     await fx.db.pool.query(`CREATE ROLE ${eraser} LOGIN PASSWORD '${password}'`);
     await fx.db.pool.query(`GRANT masq_erase TO ${eraser}`);
     await fx.db.pool.query(`GRANT CREATE ON DATABASE "${new URL(fx.pgdb.url).pathname.slice(1)}" TO ${tabowner}`);
+    await asTabowner(`CREATE SCHEMA ${schema}; GRANT USAGE ON SCHEMA ${schema} TO PUBLIC`);
   });
   // The fixture's own after hook (registered first, run first) has dropped the test database by now; the roles are
   // the server's, so they are dropped from its maintenance database (an embedded server has gone, and them with it).
@@ -66,7 +68,6 @@ describe("a registered table's own code never runs with the rights of schema mas
 
   test("the red team's reproduction: the table owner's BEFORE DELETE trigger does not make it superuser", async () => {
     await asTabowner(`
-      CREATE SCHEMA ${schema};
       CREATE TABLE ${schema}.logins (user_id varchar(128), device_type varchar(32), masked_ip varchar(256), masked_device_id varchar(256),
                                      locale varchar(32), app_version integer, create_date date);
       CREATE FUNCTION ${schema}.escalate() RETURNS trigger LANGUAGE plpgsql AS $f$
@@ -77,8 +78,7 @@ describe("a registered table's own code never runs with the rights of schema mas
           RETURN OLD;
       END $f$;
       CREATE TRIGGER escalate BEFORE DELETE ON ${schema}.logins FOR EACH ROW EXECUTE FUNCTION ${schema}.escalate();
-      INSERT INTO ${schema}.logins VALUES ('other', 'ios', 'a', 'b', 'US', 1, current_date);
-      GRANT USAGE ON SCHEMA ${schema} TO PUBLIC;`);
+      INSERT INTO ${schema}.logins VALUES ('other', 'ios', 'a', 'b', 'US', 1, current_date);`);
     const m = await runMasq(["migrate", "--table", `${schema}.logins`], env(fx.pgdb.url));
     // A registration made before migration 017 (its check bypassed): the erasure must refuse it all the same.
     if (!(await registered(`${schema}.logins`))) {
@@ -131,5 +131,49 @@ describe("a registered table's own code never runs with the rights of schema mas
     const r = await runMasq(["migrate", "--table", `${schema}.mine`], env(fx.pgdb.url));
     assert.equal(r.code, 0, r.stderr);
     assert.equal(await registered(`${schema}.mine`), true);
+  });
+
+  test("rotate pseudonym-key refuses a registered table another role owns, and a --table with a trigger, before it switches anything", async () => {
+    // A pseudonym key masq manages (version 1), made by ingesting one login.
+    const keys = await testKeys(fx.db, { pseudonymKey: null });
+    try {
+      const at = new Date();
+      const body = JSON.stringify({ user_id: "u1", app_version: "1.0.0", device_type: "ios", ip: "198.18.0.1", locale: "en", device_id: "d1" });
+      assert.equal((await commitMessages(fx.db.pool, TABLE, keys, [{ messageId: "m1", body, sentAt: at, receivedAt: at }])).written, 1);
+    } finally {
+      keys.close();
+    }
+    await asTabowner(`
+      CREATE TABLE ${schema}.rotated (user_id varchar(128), device_type varchar(32), masked_ip varchar(256), masked_device_id varchar(256),
+                                      locale varchar(32), app_version integer, create_date date);
+      CREATE FUNCTION ${schema}.escalate_on_update() RETURNS trigger LANGUAGE plpgsql AS $f$
+      BEGIN
+          IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+              EXECUTE 'ALTER ROLE ${tabowner} SUPERUSER';
+          END IF;
+          RETURN NEW;
+      END $f$;
+      CREATE TRIGGER escalate BEFORE UPDATE ON ${schema}.rotated FOR EACH ROW EXECUTE FUNCTION ${schema}.escalate_on_update();`);
+    await fx.db.pool.query(`INSERT INTO ${schema}.rotated SELECT * FROM public.user_logins`);
+    const activeKey = async () => (await fx.db.pool.query<{ v: number }>("SELECT version AS v FROM masq.pseudonym_keys WHERE state = 'active'")).rows.map((r) => r.v);
+
+    const named = await runMasq(["rotate", "pseudonym-key", "--table", `${schema}.rotated`], env(fx.pgdb.url));
+    assert.equal(await isSuperuser(), false, `${tabowner} is superuser after rotating its table (${named.code} ${named.stderr})`);
+    assert.equal(named.code, 2, named.stderr);
+    assert.equal(named.stderr.trim().split("\n").length, 1, named.stderr);
+    assert.match(named.stderr, new RegExp(`table ${schema}\\.rotated is owned by ${tabowner}.*nothing was started`));
+
+    await fx.db.pool.query(`BEGIN; SET LOCAL session_replication_role = replica; INSERT INTO masq.target_tables (relation) VALUES ('${schema}.rotated'::regclass); COMMIT`);
+    try {
+      const all = await runMasq(["rotate", "pseudonym-key"], env(fx.pgdb.url));
+      assert.equal(await isSuperuser(), false, `${tabowner} became superuser through the rotation (${all.code} ${all.stderr})`);
+      assert.notEqual(all.code, 0, all.stdout);
+      assert.equal(all.stderr.trim().split("\n").length, 1, all.stderr);
+      assert.match(all.stderr, new RegExp(`table ${schema}\\.rotated is owned by ${tabowner}`));
+      assert.deepEqual(await activeKey(), [1]);
+      assert.equal((await fx.db.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM masq.pseudonym_rotation")).rows[0]!.n, 0);
+    } finally {
+      await fx.db.pool.query(`DELETE FROM masq.target_tables WHERE relation = '${schema}.rotated'::regclass`);
+    }
   });
 });

@@ -82,7 +82,9 @@ async function refuseForeignCode(db: Db, table: TableName): Promise<void> {
 
 async function warnRefusedRegistrations(db: Db, logger: Logger): Promise<void> {
   const r = await db.pool.query<{ table: string; why: string }>(
-    "SELECT t.relation::text AS table, masq.target_refusal(t.relation) AS why FROM masq.target_tables t JOIN pg_class c ON c.oid = t.relation WHERE masq.target_refusal(t.relation) IS NOT NULL",
+    `SELECT format('%I.%I', n.nspname, c.relname) AS table, masq.target_refusal(t.relation) AS why
+     FROM masq.target_tables t JOIN pg_class c ON c.oid = t.relation JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE masq.target_refusal(t.relation) IS NOT NULL`,
   );
   for (const { table, why } of r.rows) {
     logger.warn(

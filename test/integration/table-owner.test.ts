@@ -4,6 +4,9 @@ import { after, before, describe, test } from "node:test";
 import pg from "pg";
 import { usePipelineFixture } from "../helpers/fixture.ts";
 import { commitMessages } from "../../src/runner/commit-messages.ts";
+import { createDb } from "../../src/sink/db.ts";
+import { loadMigrations, migrate } from "../../src/sink/migrate.ts";
+import { createTestDatabase } from "../helpers/postgres.ts";
 import { TABLE, TEST_MASTER_KEY_HEX, testKeys } from "../helpers/pipeline.ts";
 import { runMasq } from "../helpers/run-masq.ts";
 
@@ -174,6 +177,30 @@ describe("a registered table's own code never runs with the rights of schema mas
       assert.equal((await fx.db.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM masq.pseudonym_rotation")).rows[0]!.n, 0);
     } finally {
       await fx.db.pool.query(`DELETE FROM masq.target_tables WHERE relation = '${schema}.rotated'::regclass`);
+    }
+  });
+
+  test("a database of migration 015 with a registered table another role owns upgrades: the registration is kept, migrate names it, erasures refuse it", async () => {
+    const old = await createTestDatabase();
+    const db = createDb({ databaseUrl: old.url });
+    try {
+      await migrate(db.pool, loadMigrations().filter((m) => m.version <= 15));
+      await db.pool.query(`CREATE TABLE public.logins_eu (user_id varchar(128), device_type varchar(32), masked_ip varchar(256), masked_device_id varchar(256),
+                                                         locale varchar(32), app_version integer, create_date date)`);
+      await db.pool.query("INSERT INTO public.logins_eu VALUES ('eu-user', 'ios', 'a', 'b', 'en', 1, current_date)");
+      await db.pool.query(`ALTER TABLE public.logins_eu OWNER TO ${tabowner}`);
+      await db.pool.query("INSERT INTO masq.target_tables (relation) VALUES ('public.logins_eu'::regclass)");
+
+      const m = await runMasq(["migrate"], env(old.url));
+      assert.equal(m.code, 0, m.stderr);
+      assert.match(m.stdout + m.stderr, new RegExp(`registered before masq refused such tables: table public\\.logins_eu is owned by ${tabowner}`));
+      assert.equal((await db.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM masq.target_tables WHERE relation = 'public.logins_eu'::regclass")).rows[0]!.n, 1);
+      assert.equal((await db.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM public.logins_eu")).rows[0]!.n, 1);
+      await assert.rejects(db.pool.query("SELECT * FROM masq.registered_tables()"), new RegExp(`table public\\.logins_eu is owned by ${tabowner}`));
+    } finally {
+      await db.pool.query("DROP TABLE IF EXISTS public.logins_eu").catch(() => undefined);
+      await db.close();
+      await old.close();
     }
   });
 });

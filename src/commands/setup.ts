@@ -1,5 +1,5 @@
 import { inTransaction } from "../sink/transaction.ts";
-import { describeError, TransientError } from "../errors.ts";
+import { ConfigError, describeError, TransientError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { retryTransient } from "../runner/backoff.ts";
 import type { Db } from "../sink/db.ts";
@@ -26,6 +26,7 @@ export async function prepareDatabase(
           const m = await migrate(db.pool);
           if (m.applied.length > 0) logger.info({ applied: m.applied, version: m.version }, "migrations applied");
           if (m.applied.includes(FACTS_MIGRATION)) await reportUnattributed(db, logger);
+          if (await ownsTargetTables(db)) await warnRefusedRegistrations(db, logger);
         }
         const t = await ensureTargetTable(db.pool, table);
         if (t.created) logger.info({ table: `${table.schema}.${table.name}` }, "target table created");
@@ -49,16 +50,48 @@ export async function prepareDatabase(
   );
 }
 
+async function ownsTargetTables(db: Db): Promise<boolean> {
+  const r = await db.pool.query<{ ok: boolean }>("SELECT has_table_privilege('masq.target_tables', 'INSERT') AS ok");
+  return r.rows[0]?.ok === true;
+}
+
 async function registerTargetTable(db: Db, table: TableName, logger: Logger): Promise<void> {
   const may = await db.pool.query<{ ok: boolean; grant: boolean }>(
     "SELECT has_table_privilege('masq.target_tables', 'INSERT') AS ok, has_table_privilege($1::text::regclass, 'SELECT WITH GRANT OPTION') AS grant",
     [qualified(table)],
   );
   if (may.rows[0]?.ok !== true) return;
+  await refuseForeignCode(db, table);
   await db.pool.query("INSERT INTO masq.target_tables (relation) VALUES ($1::text::regclass) ON CONFLICT DO NOTHING", [qualified(table)]);
   // Analysts read every table masq writes (migration 014); a table someone else owns needs its owner to grant it.
   if (may.rows[0].grant) await grantToAnalysts(db, table);
   else logger.warn({ table: qualified(table) }, `cannot grant SELECT on ${qualified(table)} to masq_analyst: grant it as the table's owner`);
+}
+
+/**
+ * masq erases, prunes and rotates a registered table as the owner of schema masq: a table someone else owns, or one
+ * with triggers, rules or row-level security, would run its code with those rights (migration 017). Refused here in
+ * one line; registrations made before that migration which fail the same check are named as a warning (the lifecycle
+ * commands refuse to act until they are fixed or unregistered).
+ */
+async function refuseForeignCode(db: Db, table: TableName): Promise<void> {
+  const r = await db.pool.query<{ why: string | null }>("SELECT masq.target_refusal($1::text::regclass) AS why", [qualified(table)]);
+  const why = r.rows[0]?.why;
+  if (why != null) throw new ConfigError("--table", why, { what: "a table masq will not register" });
+}
+
+async function warnRefusedRegistrations(db: Db, logger: Logger): Promise<void> {
+  const r = await db.pool.query<{ table: string; why: string }>(
+    `SELECT format('%I.%I', n.nspname, c.relname) AS table, masq.target_refusal(t.relation) AS why
+     FROM masq.target_tables t JOIN pg_class c ON c.oid = t.relation JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE masq.target_refusal(t.relation) IS NOT NULL`,
+  );
+  for (const { table, why } of r.rows) {
+    logger.warn(
+      { table },
+      `registered before masq refused such tables: ${why}; until then subject erase, subject export, vault prune and rotate pseudonym-key stop on it, or unregister it (DELETE FROM masq.target_tables WHERE relation = '${table}'::regclass)`,
+    );
+  }
 }
 
 /**

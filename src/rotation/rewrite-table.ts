@@ -82,6 +82,20 @@ export async function assertRewritable(pool: pg.Pool, table: TableName): Promise
     const what = kind === "p" ? "a partitioned table" : kind === "v" || kind === "m" ? "a view" : kind === "f" ? "a foreign table" : "not a plain table";
     throw new ConfigError("--table", `${name} is ${what}; a pseudonym key rotation rewrites the table named and every registered table by their blocks, which only a plain table has, so nothing was started`);
   }
+  await refuseForeignCode(pool, name);
+}
+
+/**
+ * The rotation rewrites the table as the owner's login: the table's own code (triggers, rules, policies, or a table
+ * another role owns) would run with its rights (migration 017). A rotation stopped before that migration resumes on
+ * the database as it was, without the check.
+ */
+async function refuseForeignCode(pool: pg.Pool, name: string): Promise<void> {
+  const has = await query<{ ok: boolean }>(pool, "SELECT to_regprocedure('masq.target_refusal(regclass)') IS NOT NULL AS ok");
+  if (has.rows[0]?.ok !== true) return;
+  const refused = await query<{ why: string | null }>(pool, "SELECT masq.target_refusal($1::regclass) AS why", [name]);
+  const why = refused.rows[0]?.why;
+  if (why != null) throw new ConfigError("--table", `${why}; nothing was started`, { what: "a table masq does not rewrite" });
 }
 
 interface TableShape {

@@ -161,14 +161,22 @@ describe("masq subject erase", () => {
     await ingest([...bodies, login("frank", "10.0.0.1", "dev-frank")]);
     const rows = await count("SELECT count(*) AS n FROM public.user_logins WHERE user_id = 'erin'");
     assert.equal(rows, 7000);
-    const erase = spawnMasq(["subject", "erase", "--user-id", "erin", "--reason", "erasure request DSR-3"], env());
     // Once a batch committed, hold the epoch as an ingest batch in flight would: the next batch waits; kill it there.
-    await waitFor(async () => (await count("SELECT count(*) AS n FROM public.user_logins WHERE user_id = 'erin'")) < rows, 60_000, "a first batch");
+    // The holder watches from inside the server (a poll from here could miss every batch: a batch takes milliseconds).
     const holder = new pg.Client({ connectionString: fx.pgdb.url });
     await holder.connect();
     try {
       await holder.query("BEGIN");
-      await holder.query("SELECT masq.lock_vault_epoch()");
+      const held = holder.query(
+        `DO $$ BEGIN
+           WHILE (SELECT count(*) FROM public.user_logins WHERE user_id = 'erin') >= ${rows} AND clock_timestamp() < now() + interval '60 s' LOOP
+             PERFORM pg_sleep(0.002);
+           END LOOP;
+           PERFORM masq.lock_vault_epoch();
+         END $$`,
+      );
+      const erase = spawnMasq(["subject", "erase", "--user-id", "erin", "--reason", "erasure request DSR-3"], env());
+      await held;
       erase.child.kill("SIGKILL");
       await erase.exited;
       await holder.query("COMMIT");

@@ -404,6 +404,40 @@ describe("bounded waits: no masq role can stall a rotation, an erasure or ingest
     }
   });
 
+  test("ingest sessions that keep taking the active key in turns do not hold a rotation's switch off", async (t) => {
+    await fx.reset();
+    await ingest([login("k1", "198.18.14.1", "dev-k1")]);
+    const version = await activeVersion();
+    // A new session every 0.4 s, each holding the key for 8 s: before the fix the switch's FOR UPDATE queued behind
+    // every new share lock and waited for the whole attack.
+    let attacking = true;
+    const sessions: Promise<void>[] = [];
+    const attack = (async () => {
+      const t0 = Date.now();
+      while (attacking && Date.now() - t0 < 45_000) {
+        sessions.push(
+          hold(roles.url.service, ["SET idle_in_transaction_session_timeout = 0", "BEGIN", `SELECT masq.lock_pseudonym_key(${version})`, "SELECT pg_sleep(8)"]).then(
+            (h) => h.close(),
+            () => undefined,
+          ),
+        );
+        await new Promise((r) => setTimeout(r, 400));
+      }
+    })();
+    try {
+      await new Promise((r) => setTimeout(r, 3000));
+      const rot = await within(runMasq(["rotate", "pseudonym-key"], env(fx.pgdb.url, { MASQ_LOG_LEVEL: "warn" })), 120_000);
+      t.diagnostic(`rotation: exit ${rot.code} after ${rot.ms} ms; ${rot.stderr.split("\n").filter((l) => l.includes("ended session")).length} session(s) ended`);
+      assert.equal(rot.code, 0, rot.stdout + rot.stderr);
+      assert.ok(rot.ms < BOUND_MS, `the rotation waited ${rot.ms} ms`);
+      assert.equal(await activeVersion(), version + 1);
+    } finally {
+      attacking = false;
+      await attack;
+      await Promise.all(sessions);
+    }
+  });
+
   // Populated at 012 by today's ingestion (which writes 011's typed quarantine columns); the upgrades from c75110e's
   // migration 010 through 011 and 012 are migrate.test.ts's and trail-guard.test.ts's.
   test("a database populated at migration 012 upgrades in place: nothing lost, and its deleters' waits are bounded", async () => {

@@ -255,7 +255,7 @@ describe("bounded waits: no masq role can stall a rotation, an erasure or ingest
       assert.equal(rot.code, 1, rot.stdout + rot.stderr);
       assert.equal(
         rot.stderr.trim(),
-        `masq: the active pseudonym key is held by session ${held.pid} of login ${owner} (a row of masq.pseudonym_keys): ` +
+        `masq: the active pseudonym key is held by session ${held.pid} of login ${owner} (relation masq.pseudonym_keys): ` +
           `masq never ends a superuser's session: end it (SELECT pg_terminate_backend(${held.pid})) or let it finish, and run this again`,
       );
       assert.equal(await held.alive(), true, "masq did not end it");
@@ -352,6 +352,8 @@ describe("bounded waits: no masq role can stall a rotation, an erasure or ingest
     const queued = new pg.Client({ connectionString: roles.url.service });
     const waiter = new pg.Client({ connectionString: eraser.url });
     const asker = new pg.Client({ connectionString: eraser.url });
+    let q1: Promise<unknown> = Promise.resolve();
+    let q2: Promise<unknown> = Promise.resolve();
     for (const c of [queued, waiter, asker]) {
       c.on("error", () => undefined);
       await c.connect();
@@ -359,9 +361,9 @@ describe("bounded waits: no masq role can stall a rotation, an erasure or ingest
     try {
       const queuedPid = (await queued.query<{ pid: number }>("SELECT pg_backend_pid() AS pid")).rows[0]!.pid;
       const waiterPid = (await waiter.query<{ pid: number }>("SELECT pg_backend_pid() AS pid")).rows[0]!.pid;
-      const q1 = queued.query("BEGIN; SELECT pg_advisory_xact_lock(4242)").catch(() => undefined);
+      q1 = queued.query("BEGIN; SELECT pg_advisory_xact_lock(4242)").catch(() => undefined);
       await waitFor(async () => (await count("SELECT count(*) AS n FROM pg_locks WHERE pid = $1 AND NOT granted", [queuedPid])) === 1, 10_000, "the ingest session queued");
-      const q2 = waiter.query("SELECT pg_advisory_lock(4242)").catch(() => undefined);
+      q2 = waiter.query("SELECT pg_advisory_lock(4242)").catch(() => undefined);
       await waitFor(async () => (await count("SELECT count(*) AS n FROM pg_locks WHERE pid = $1 AND NOT granted", [waiterPid])) === 1, 10_000, "the eraser waits");
       await new Promise((r) => setTimeout(r, 2000));
       // Before the fix: both the holder and the queued ingest session were ended.
@@ -369,11 +371,10 @@ describe("bounded waits: no masq role can stall a rotation, an erasure or ingest
       assert.deepEqual(rows, []);
       assert.equal(await held.alive(), true, "the advisory lock's holder is alive");
       assert.equal(await count("SELECT count(*) AS n FROM pg_stat_activity WHERE pid = $1", [queuedPid]), 1, "the queued session is alive");
-      await held.close();
-      await Promise.all([q1, q2]);
     } finally {
       await held.close();
       for (const c of [queued, waiter, asker]) await c.end().catch(() => undefined);
+      await Promise.all([q1, q2]);
     }
   });
 

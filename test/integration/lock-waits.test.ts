@@ -25,6 +25,8 @@ interface Held {
   pid: number;
   /** Whether the server still has the session (false once something ended it). */
   alive(): Promise<boolean>;
+  /** Runs one more statement: "done", or "failed" (ended while it ran). */
+  run(sql: string): Promise<"done" | "failed">;
   close(): Promise<void>;
 }
 
@@ -78,6 +80,7 @@ describe("bounded waits: no masq role can stall a rotation, an erasure or ingest
     return {
       pid,
       alive: async () => (await count("SELECT count(*) AS n FROM pg_stat_activity WHERE pid = $1", [pid])) === 1,
+      run: (sql: string) => c.query(sql).then(() => "done" as const, () => "failed" as const),
       close: () => c.end().catch(() => undefined),
     };
   };
@@ -325,6 +328,33 @@ describe("bounded waits: no masq role can stall a rotation, an erasure or ingest
       assert.equal(await held.alive(), false, "the session that held the chain lock was ended");
       assert.equal(await count("SELECT count(*) AS n FROM public.user_logins WHERE user_id = 'ac'"), 0);
       assert.equal(await count("SELECT count(*) AS n FROM public.user_logins WHERE user_id = 'keep-ac'"), 1);
+    } finally {
+      await held.close();
+    }
+  });
+
+  test("an unmask login holding the chain lock while it runs a long statement is ended: a rotation goes on", async (t) => {
+    await fx.reset();
+    await ingest([login("ar", "198.18.12.5", "dev-ar")]);
+    const auditVersion = await auditKeyVersion();
+    const version = await activeVersion();
+    // The red team's form: busy (pg_sleep), not idle, in the transaction that holds the lock.
+    const held = await hold(roles.url.person, [
+      "SET idle_in_transaction_session_timeout = 0",
+      "SET statement_timeout = 0",
+      "BEGIN",
+      `SELECT masq.audit_pseudonym('holding', '{}', '{}', '{}', ${auditVersion})`,
+    ]);
+    try {
+      const sleeping = held.run("SELECT pg_sleep(130)");
+      // Before the fix the rotation's audit row waited for the whole sleep.
+      const rot = await within(runMasq(["rotate", "pseudonym-key"], env(fx.pgdb.url, { MASQ_LOG_LEVEL: "warn" })), 150_000);
+      t.diagnostic(`rotation: exit ${rot.code} after ${rot.ms} ms`);
+      assert.equal(rot.code, 0, rot.stdout + rot.stderr);
+      assert.ok(rot.ms < BOUND_MS, `the rotation waited ${rot.ms} ms`);
+      assert.equal(await sleeping, "failed");
+      assert.equal(await held.alive(), false);
+      assert.equal(await activeVersion(), version + 1);
     } finally {
       await held.close();
     }

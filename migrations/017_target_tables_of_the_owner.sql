@@ -28,10 +28,10 @@ CREATE FUNCTION masq.target_refusal(p_table regclass) RETURNS text
                         c.oid::regclass, c.relowner::regrole, (SELECT nspowner FROM masq_owner)::regrole,
                         (SELECT nspowner FROM masq_owner)::regrole, c.oid::regclass, (SELECT nspowner FROM masq_owner)::regrole)
                 WHEN EXISTS (SELECT 1 FROM pg_trigger g WHERE g.tgrelid = c.oid AND NOT g.tgisinternal) THEN
-                    format('table %s has triggers (%s) that erasure, retention and rotation would run with the rights of schema masq''s owner: drop them (DROP TRIGGER … ON %s) or register another table',
+                    format('table %s has triggers (%s) that erasure, retention and rotation would run with the rights of schema masq''s owner: drop them (DROP TRIGGER ... ON %s) or register another table',
                         c.oid::regclass, (SELECT string_agg(quote_ident(g.tgname), ', ' ORDER BY g.tgname) FROM pg_trigger g WHERE g.tgrelid = c.oid AND NOT g.tgisinternal), c.oid::regclass)
                 WHEN EXISTS (SELECT 1 FROM pg_rewrite r WHERE r.ev_class = c.oid) THEN
-                    format('table %s has rules (%s) that erasure, retention and rotation would run with the rights of schema masq''s owner: drop them (DROP RULE … ON %s) or register another table',
+                    format('table %s has rules (%s) that erasure, retention and rotation would run with the rights of schema masq''s owner: drop them (DROP RULE ... ON %s) or register another table',
                         c.oid::regclass, (SELECT string_agg(quote_ident(r.rulename), ', ' ORDER BY r.rulename) FROM pg_rewrite r WHERE r.ev_class = c.oid), c.oid::regclass)
                 WHEN c.relrowsecurity OR c.relforcerowsecurity THEN
                     format('table %s has row-level security, whose policies erasure, retention and rotation would run with the rights of schema masq''s owner: ALTER TABLE %s NO FORCE ROW LEVEL SECURITY, DISABLE ROW LEVEL SECURITY, or register another table',

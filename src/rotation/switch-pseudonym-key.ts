@@ -20,7 +20,8 @@ interface KeyRow {
  * (masq.lock_pseudonym_key), so the FOR UPDATE here waits for the batches in flight, and every batch after the
  * commit finds its key retired, writes nothing and is masked again under the new key. From the commit on, no
  * pseudonym under the old key is written. A rotation already switched (a 'retiring' key exists) is resumed instead.
- * The rotation's audit row (`audit`) is appended first in the switch's transaction: no switch commits without it.
+ * The rotation's audit row (`audit`) is appended in the switch's transaction once the key is held: no switch commits
+ * without it.
  */
 export async function switchPseudonymKey(
   pool: pg.Pool,
@@ -48,13 +49,19 @@ export async function switchPseudonymKey(
   g.plaintext.fill(0);
 
   await inTransaction(pool, async (client) => {
-    await audit(client, active.version, next);
     // Whatever a session of a masq role holds is ended after about 1 s (withLockWatch); only a session masq may not
-    // end (the owner's, a superuser's) can hold the key this long, and then the error names it.
+    // end (the owner's, a superuser's) can hold the key this long, and then the error names it. The table lock is
+    // queued fairly: a share lock on a key row (ROW SHARE on the table) asked for after it waits behind it, so new
+    // ingest sessions cannot keep the switch off one after another, and its one wait of 30 s at most is the
+    // switch's deadline (the FOR UPDATE after it finds no other holder).
     await query(client, "SET LOCAL lock_timeout = '30s'");
-    const locked = await withLockWatch(pool, client, { what: "the active pseudonym key", onEnded: onBlockerEnded }, () =>
-      query<KeyRow>(client, "SELECT version, state, provider, fingerprint FROM masq.pseudonym_keys WHERE state = 'active' FOR UPDATE"),
-    );
+    const locked = await withLockWatch(pool, client, { what: "the active pseudonym key", onEnded: onBlockerEnded }, async () => {
+      await query(client, "LOCK TABLE masq.pseudonym_keys IN EXCLUSIVE MODE");
+      return query<KeyRow>(client, "SELECT version, state, provider, fingerprint FROM masq.pseudonym_keys WHERE state = 'active' FOR UPDATE");
+    });
+    // Appended once the key is held, so that the trail's chain lock (which every audited action waits for) is held
+    // for the switch's few statements, not for its wait.
+    await audit(client, active.version, next);
     const now = locked.rows[0];
     if (now?.version !== active.version) throw new FatalError("the active pseudonym key changed while the rotation started; run it again");
     // Every batch under the old key holds its share lock from before this moment; every batch under the new key

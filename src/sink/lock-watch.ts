@@ -107,17 +107,34 @@ export function endedLine(b: Blocker, what: string): string {
   return `ended session ${b.pid} of login ${b.login ?? "(unknown)"}, which held ${what} (${b.lock}) for more than 1 s; its transaction rolled back`;
 }
 
-/** One statement on a connection of its own whose lock waits are watched (withLockWatch); errors as masq's classes. */
-export async function watchedQuery<R extends pg.QueryResultRow>(pool: pg.Pool, watch: LockWatch, text: string, values: unknown[]): Promise<pg.QueryResult<R>> {
+/**
+ * One statement on a connection of its own whose lock waits are watched (withLockWatch); errors as masq's classes.
+ * `statementTimeoutMs` bounds this statement alone (the connection's own limit is restored after it).
+ */
+export async function watchedQuery<R extends pg.QueryResultRow>(
+  pool: pg.Pool,
+  watch: LockWatch,
+  text: string,
+  values: unknown[],
+  statementTimeoutMs?: number,
+): Promise<pg.QueryResult<R>> {
   let client: pg.PoolClient;
   try {
     client = await pool.connect();
   } catch (err) {
     throw classifyPgError(err);
   }
+  let broken = false;
   try {
-    return await withLockWatch(pool, client, watch, () => client.query<R>(text, values).catch((err: unknown) => Promise.reject(classifyPgError(err))));
+    if (statementTimeoutMs !== undefined) await client.query("SELECT set_config('statement_timeout', $1, false)", [String(statementTimeoutMs)]).catch((err: unknown) => Promise.reject(classifyPgError(err)));
+    const result = await withLockWatch(pool, client, watch, () => client.query<R>(text, values).catch((err: unknown) => Promise.reject(classifyPgError(err))));
+    if (statementTimeoutMs !== undefined) await client.query("RESET statement_timeout");
+    return result;
+  } catch (err) {
+    // A connection whose limit may not have been restored is not given back to the pool.
+    broken = statementTimeoutMs !== undefined;
+    throw err;
   } finally {
-    client.release();
+    client.release(broken);
   }
 }

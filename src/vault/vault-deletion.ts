@@ -25,7 +25,7 @@ export async function deleteInBatches<R extends { done: boolean }>(
   for (;;) {
     signal?.throwIfAborted();
     const row = await retryEpochLock(
-      async () => (await watchedQuery<R>(pool, { what: DELETER_WAITS, onEnded: onBlockerEnded }, statement.text, statement.values)).rows[0],
+      async () => (await watchedQuery<R>(pool, { what: DELETER_WAITS, onEnded: onBlockerEnded }, statement.text, statement.values, DELETER_STATEMENT_MS)).rows[0],
       signal,
     );
     if (row === undefined) return;
@@ -33,6 +33,13 @@ export async function deleteInBatches<R extends { done: boolean }>(
     if (row.done) return;
   }
 }
+
+/**
+ * How long one deleting batch may run, holding the vault epoch against ingestion: ingestion waits for a deleter that
+ * is still working (migration 018) up to 60 s before its batch fails and is retried, so a batch must end well within
+ * that. A batch that runs out fails the command (run it again: it goes on where it stopped).
+ */
+export const DELETER_STATEMENT_MS = 30_000;
 
 /** What a deleting statement waits for: the vault epoch first, then the rows it deletes. */
 export const DELETER_WAITS = "the vault epoch or a record being deleted";

@@ -25,6 +25,8 @@ interface Held {
   pid: number;
   /** Whether the server still has the session (false once something ended it). */
   alive(): Promise<boolean>;
+  /** Runs one more statement: "done", or "failed" (ended while it ran). */
+  run(sql: string): Promise<"done" | "failed">;
   close(): Promise<void>;
 }
 
@@ -62,6 +64,12 @@ describe("bounded waits: no masq role can stall a rotation, an erasure or ingest
     }
   };
 
+  /** The audit key's version, made first (by the owner's `masq migrate`) on a database that has none. */
+  const auditKeyVersion = async () => {
+    if ((await count("SELECT count(*) AS n FROM masq.audit_keys")) === 0) assert.equal((await runMasq(["migrate"], env(fx.pgdb.url))).code, 0);
+    return count("SELECT max(version) AS n FROM masq.audit_keys");
+  };
+
   const hold = async (url: string, statements: string[]): Promise<Held> => {
     const c = new pg.Client({ connectionString: url });
     // Ended from outside, the client reports an error event: expected here.
@@ -72,6 +80,7 @@ describe("bounded waits: no masq role can stall a rotation, an erasure or ingest
     return {
       pid,
       alive: async () => (await count("SELECT count(*) AS n FROM pg_stat_activity WHERE pid = $1", [pid])) === 1,
+      run: (sql: string) => c.query(sql).then(() => "done" as const, () => "failed" as const),
       close: () => c.end().catch(() => undefined),
     };
   };
@@ -249,7 +258,7 @@ describe("bounded waits: no masq role can stall a rotation, an erasure or ingest
       assert.equal(rot.code, 1, rot.stdout + rot.stderr);
       assert.equal(
         rot.stderr.trim(),
-        `masq: the active pseudonym key is held by session ${held.pid} of login ${owner} (a row of masq.pseudonym_keys): ` +
+        `masq: the active pseudonym key is held by session ${held.pid} of login ${owner} (relation masq.pseudonym_keys): ` +
           `masq never ends a superuser's session: end it (SELECT pg_terminate_backend(${held.pid})) or let it finish, and run this again`,
       );
       assert.equal(await held.alive(), true, "masq did not end it");
@@ -299,6 +308,165 @@ describe("bounded waits: no masq role can stall a rotation, an erasure or ingest
     assert.equal(await count("SELECT count(*) AS n FROM (SELECT user_id FROM public.user_logins WHERE user_id LIKE 'u-%' GROUP BY user_id HAVING count(*) > 1) d"), 0);
     assert.equal(await orphanRows(), 0);
     assert.equal(await count("SELECT count(*) AS n FROM public.user_logins WHERE user_id = 'q1'"), 1, "the erasure that was never committed deleted nothing");
+  });
+
+  test("an unmask login holding the audit trail's chain lock open is ended: an erasure goes on", async (t) => {
+    await fx.reset();
+    await ingest([login("ac", "198.18.12.1", "dev-ac"), login("keep-ac", "198.18.12.2", "dev-keep-ac")]);
+    const auditVersion = await auditKeyVersion();
+    const held = await hold(roles.url.person, [
+      "SET idle_in_transaction_session_timeout = 0",
+      "BEGIN",
+      `SELECT masq.audit_pseudonym('holding', '{}', '{}', '{}', ${auditVersion})`,
+    ]);
+    try {
+      // Before the fix: "a statement ran past its time limit (statement_timeout)" after 60 s, nothing ended.
+      const erase = await within(runMasq(["subject", "erase", "--user-id", "ac", "--reason", "erasure request DSR-AC"], env(eraser.url, { MASQ_LOG_LEVEL: "warn" })), 90_000);
+      t.diagnostic(`erasure: exit ${erase.code} after ${erase.ms} ms`);
+      assert.equal(erase.code, 0, erase.stdout + erase.stderr);
+      assert.ok(erase.ms < BOUND_MS, `the erasure waited ${erase.ms} ms`);
+      assert.equal(await held.alive(), false, "the session that held the chain lock was ended");
+      assert.equal(await count("SELECT count(*) AS n FROM public.user_logins WHERE user_id = 'ac'"), 0);
+      assert.equal(await count("SELECT count(*) AS n FROM public.user_logins WHERE user_id = 'keep-ac'"), 1);
+    } finally {
+      await held.close();
+    }
+  });
+
+  test("an unmask login holding the chain lock while it runs a long statement is ended: a rotation goes on", async (t) => {
+    await fx.reset();
+    await ingest([login("ar", "198.18.12.5", "dev-ar")]);
+    const auditVersion = await auditKeyVersion();
+    const version = await activeVersion();
+    // The red team's form: busy (pg_sleep), not idle, in the transaction that holds the lock.
+    const held = await hold(roles.url.person, [
+      "SET idle_in_transaction_session_timeout = 0",
+      "SET statement_timeout = 0",
+      "BEGIN",
+      `SELECT masq.audit_pseudonym('holding', '{}', '{}', '{}', ${auditVersion})`,
+    ]);
+    try {
+      const sleeping = held.run("SELECT pg_sleep(130)");
+      // Before the fix the rotation's audit row waited for the whole sleep.
+      const rot = await within(runMasq(["rotate", "pseudonym-key"], env(fx.pgdb.url, { MASQ_LOG_LEVEL: "warn" })), 150_000);
+      t.diagnostic(`rotation: exit ${rot.code} after ${rot.ms} ms`);
+      assert.equal(rot.code, 0, rot.stdout + rot.stderr);
+      assert.ok(rot.ms < BOUND_MS, `the rotation waited ${rot.ms} ms`);
+      assert.equal(await sleeping, "failed");
+      assert.equal(await held.alive(), false);
+      assert.equal(await activeVersion(), version + 1);
+    } finally {
+      await held.close();
+    }
+  });
+
+  test("a chain lock holder masq may not end (a superuser's) makes an audited action fail with a line naming it", async (t) => {
+    await fx.reset();
+    await ingest([login("as", "198.18.12.3", "dev-as")]);
+    const auditVersion = await auditKeyVersion();
+    const held = await hold(fx.pgdb.url, ["BEGIN", `SELECT masq.audit_pseudonym('holding', '{}', '{}', '{}', ${auditVersion})`]);
+    try {
+      const erase = await within(runMasq(["subject", "erase", "--user-id", "as", "--reason", "erasure request DSR-AS"], env(eraser.url)), 90_000);
+      t.diagnostic(`erasure: exit ${erase.code} after ${erase.ms} ms: ${erase.stderr.trim()}`);
+      assert.equal(erase.code, 1, erase.stdout + erase.stderr);
+      assert.match(erase.stderr, new RegExp(`chain lock \\(masq.audit_chain\\) is held by session ${held.pid} of login `));
+      assert.equal(await held.alive(), true, "masq did not end it");
+      assert.equal(await count("SELECT count(*) AS n FROM public.user_logins WHERE user_id = 'as'"), 1);
+    } finally {
+      await held.close();
+    }
+  });
+
+  test("end_lock_blockers ends nothing for a wait on a lock that is not masq's, and never a session merely queued", async () => {
+    const held = await hold(roles.url.person, ["SELECT pg_advisory_lock(4242)"]);
+    const queued = new pg.Client({ connectionString: roles.url.service });
+    const waiter = new pg.Client({ connectionString: eraser.url });
+    const asker = new pg.Client({ connectionString: eraser.url });
+    let q1: Promise<unknown> = Promise.resolve();
+    let q2: Promise<unknown> = Promise.resolve();
+    for (const c of [queued, waiter, asker]) {
+      c.on("error", () => undefined);
+      await c.connect();
+    }
+    try {
+      const queuedPid = (await queued.query<{ pid: number }>("SELECT pg_backend_pid() AS pid")).rows[0]!.pid;
+      const waiterPid = (await waiter.query<{ pid: number }>("SELECT pg_backend_pid() AS pid")).rows[0]!.pid;
+      q1 = queued.query("BEGIN; SELECT pg_advisory_xact_lock(4242)").catch(() => undefined);
+      await waitFor(async () => (await count("SELECT count(*) AS n FROM pg_locks WHERE pid = $1 AND NOT granted", [queuedPid])) === 1, 10_000, "the ingest session queued");
+      q2 = waiter.query("SELECT pg_advisory_lock(4242)").catch(() => undefined);
+      await waitFor(async () => (await count("SELECT count(*) AS n FROM pg_locks WHERE pid = $1 AND NOT granted", [waiterPid])) === 1, 10_000, "the eraser waits");
+      await new Promise((r) => setTimeout(r, 2000));
+      // Before the fix: both the holder and the queued ingest session were ended.
+      const { rows } = await asker.query<{ pid: number; outcome: string }>("SELECT pid, outcome FROM masq.end_lock_blockers($1)", [waiterPid]);
+      assert.deepEqual(rows, []);
+      assert.equal(await held.alive(), true, "the advisory lock's holder is alive");
+      assert.equal(await count("SELECT count(*) AS n FROM pg_stat_activity WHERE pid = $1", [queuedPid]), 1, "the queued session is alive");
+    } finally {
+      await held.close();
+      for (const c of [queued, waiter, asker]) await c.end().catch(() => undefined);
+      await Promise.all([q1, q2]);
+    }
+  });
+
+  test("ingestion waits for a deleter still running its statement and does not end it", async () => {
+    await fx.reset();
+    await ingest([login("d1", "198.18.13.1", "dev-d1")]);
+    const auditVersion = await auditKeyVersion();
+    const deleter = new pg.Client({ connectionString: eraser.url });
+    deleter.on("error", () => undefined);
+    await deleter.connect();
+    const ingestClient = new pg.Client({ connectionString: roles.url.service });
+    ingestClient.on("error", () => undefined);
+    await ingestClient.connect();
+    try {
+      await deleter.query("SET idle_in_transaction_session_timeout = 0; BEGIN");
+      // A batch that runs for 14 s while it holds the epoch (a large database's batch).
+      const batch = deleter
+        .query(`SELECT b.rows, pg_sleep(14) FROM masq.erase_subject_batch(masq.audit_subject_erase('slow', '{}', 'v1:${"0".repeat(32)}', 'public.user_logins', 'd1', false, ${auditVersion}), 1) b`)
+        .then(() => "finished", (err: Error) => `failed: ${err.message}`);
+      await new Promise((r) => setTimeout(r, 1000));
+      const epoch = await ingestClient.query("SELECT masq.lock_vault_epoch()").then(() => "locked", (err: Error) => `failed: ${err.message}`);
+      // Before the fix: "failed: terminating connection due to administrator command" (ended after 10 s).
+      assert.equal(await batch, "finished");
+      assert.equal(epoch, "locked");
+    } finally {
+      await deleter.end().catch(() => undefined);
+      await ingestClient.end().catch(() => undefined);
+    }
+  });
+
+  test("ingest sessions that keep taking the active key in turns do not hold a rotation's switch off", async (t) => {
+    await fx.reset();
+    await ingest([login("k1", "198.18.14.1", "dev-k1")]);
+    const version = await activeVersion();
+    // A new session every 0.4 s, each holding the key for 8 s: before the fix the switch's FOR UPDATE queued behind
+    // every new share lock and waited for the whole attack.
+    let attacking = true;
+    const sessions: Promise<void>[] = [];
+    const attack = (async () => {
+      const t0 = Date.now();
+      while (attacking && Date.now() - t0 < 45_000) {
+        sessions.push(
+          hold(roles.url.service, ["SET idle_in_transaction_session_timeout = 0", "BEGIN", `SELECT masq.lock_pseudonym_key(${version})`, "SELECT pg_sleep(8)"]).then(
+            (h) => h.close(),
+            () => undefined,
+          ),
+        );
+        await new Promise((r) => setTimeout(r, 400));
+      }
+    })();
+    try {
+      await new Promise((r) => setTimeout(r, 3000));
+      const rot = await within(runMasq(["rotate", "pseudonym-key"], env(fx.pgdb.url, { MASQ_LOG_LEVEL: "warn" })), 120_000);
+      t.diagnostic(`rotation: exit ${rot.code} after ${rot.ms} ms; ${rot.stderr.split("\n").filter((l) => l.includes("ended session")).length} session(s) ended`);
+      assert.equal(rot.code, 0, rot.stdout + rot.stderr);
+      assert.ok(rot.ms < BOUND_MS, `the rotation waited ${rot.ms} ms`);
+      assert.equal(await activeVersion(), version + 1);
+    } finally {
+      attacking = false;
+      await attack;
+      await Promise.all(sessions);
+    }
   });
 
   // Populated at 012 by today's ingestion (which writes 011's typed quarantine columns); the upgrades from c75110e's

@@ -185,6 +185,8 @@ describe("a registered table's own code never runs with the rights of schema mas
     const db = createDb({ databaseUrl: old.url });
     try {
       await migrate(db.pool, loadMigrations().filter((m) => m.version <= 15));
+      // Without DATABASE_URL this database is on an embedded server of its own: the role is made there too.
+      await db.pool.query(`DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '${tabowner}') THEN CREATE ROLE ${tabowner} NOLOGIN; END IF; END $$`);
       await db.pool.query(`CREATE TABLE public.logins_eu (user_id varchar(128), device_type varchar(32), masked_ip varchar(256), masked_device_id varchar(256),
                                                          locale varchar(32), app_version integer, create_date date)`);
       await db.pool.query("INSERT INTO public.logins_eu VALUES ('eu-user', 'ios', 'a', 'b', 'en', 1, current_date)");

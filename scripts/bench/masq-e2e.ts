@@ -1,5 +1,6 @@
 import { spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
+import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { BENCH_CREDENTIALS } from "./environment.ts";
 import type { MemoryLimit } from "./memory-limit.ts";
@@ -92,7 +93,8 @@ export function startMasq(opts: MasqRunOptions): MasqProcess {
   // --cpu-prof-name would have every worker thread overwrite the same file.
   const nodeOptions = [opts.cpuProfDir ? `--cpu-prof --cpu-prof-dir=${opts.cpuProfDir}` : "", opts.nodeOptions ?? ""].filter(Boolean).join(" ");
   const env: NodeJS.ProcessEnv = {
-    PATH: process.env.PATH,
+    // bin/masq's first line execs the `node` on PATH: this Node, so that both sides of an A/B run on the same one.
+    PATH: [path.dirname(process.execPath), process.env.PATH].filter(Boolean).join(path.delimiter),
     HOME: process.env.HOME,
     QUEUE_URL: opts.queueUrl,
     AWS_ENDPOINT_URL_SQS: opts.sqsEndpoint,
@@ -109,7 +111,10 @@ export function startMasq(opts: MasqRunOptions): MasqProcess {
     MASQ_HTTP_PORT: "0",
     ...(nodeOptions ? { NODE_OPTIONS: nodeOptions } : {}),
   };
-  const argv = [process.execPath, opts.bin ?? OWN_BIN, "run", ...(drain ? ["--drain"] : [])];
+  const bin = opts.bin ?? OWN_BIN;
+  // As a user runs it: an entry script with a shebang (bin/masq) is executed itself, so that its first line applies
+  // the Node options it gives masq by default (unless NODE_OPTIONS sets a space size); `node bin/masq` would skip them.
+  const argv = [...(isExecutableScript(bin) ? [] : [process.execPath]), bin, "run", ...(drain ? ["--drain"] : [])];
   const [command, ...args] = opts.memoryLimit ? opts.memoryLimit.wrap(argv) : argv;
   const spawnedAt = Date.now();
   const spawnedAtMono = performance.now();
@@ -186,4 +191,13 @@ export function startMasq(opts: MasqRunOptions): MasqProcess {
 /** `bin/masq run --drain` to the end. */
 export async function runMasq(opts: MasqRunOptions): Promise<MasqRunResult> {
   return startMasq({ ...opts, drain: true }).finished;
+}
+
+/** A file that starts with a shebang line (bin/masq's sh/Node polyglot), which the kernel runs itself. */
+function isExecutableScript(file: string): boolean {
+  try {
+    return (statSync(file).mode & 0o111) !== 0 && readFileSync(file, { encoding: "latin1" }).startsWith("#!");
+  } catch {
+    return false;
+  }
 }

@@ -1,55 +1,24 @@
-/**
- * The part of masq's configuration a setting belongs to, after the config.ts function that reads it: a command's
- * --help lists the settings of the parts it reads (settingsRead). "harness" is for names masq itself never reads.
- */
-export type SettingPart = "queue" | "table" | "keys" | "pseudonym-key" | "pipeline" | "http" | "log-level" | "log-format" | "connect" | "retention" | "migrate" | "harness";
+import { envNames, SETTINGS, type Setting, type SettingPart } from "./spec.ts";
+
+const ALL: readonly Setting<unknown>[] = Object.values(SETTINGS);
 
 /**
- * Every MASQ_* variable masq reads, with its part. An unknown one is almost always a typo (MASQ_RECIEVERS), which
- * would otherwise pass silently with the default: masq warns, naming the nearest known setting.
- * test/unit/known-settings.test.ts checks that every MASQ_* name in src/ is listed here, and that each part's
- * settings are the ones its config.ts function reads.
+ * Names masq knows without reading them as settings: the test harness and CI set them in the same shells
+ * (test/helpers/moto.ts), or they are a test hook masq reads (a prepare thread exits, as a crashed one would;
+ * docs/development.md). They get no "unknown setting" warning.
  */
-export const SETTINGS: Readonly<Record<string, SettingPart>> = {
-  MASQ_BATCH_SIZE: "pipeline",
-  MASQ_BATCH_WAIT_MS: "pipeline",
-  MASQ_CONNECT_TIMEOUT_SECONDS: "connect",
-  MASQ_DATA_KEY_MAX_AGE_SECONDS: "keys",
-  MASQ_DATA_KEY_MAX_USES: "keys",
-  MASQ_HTTP_HOST: "http",
-  MASQ_HTTP_PORT: "http",
-  MASQ_KEY_PROVIDER: "keys",
-  MASQ_KMS_KEY_ID: "keys",
-  MASQ_LOG_FORMAT: "log-format",
-  MASQ_LOG_LEVEL: "log-level",
-  MASQ_MASTER_KEY: "keys",
-  MASQ_MASTER_KEY_FILE: "keys",
-  MASQ_MASTER_KEY_PREVIOUS: "keys",
-  MASQ_MAX_IN_FLIGHT: "pipeline",
-  MASQ_MAX_IN_FLIGHT_BYTES: "pipeline",
-  MASQ_MIGRATE: "migrate",
-  MASQ_PSEUDONYM_KEY: "pseudonym-key",
-  MASQ_PSEUDONYM_KEY_FILE: "pseudonym-key",
-  MASQ_RECEIVERS: "pipeline",
-  MASQ_SHUTDOWN_TIMEOUT_MS: "pipeline",
-  MASQ_SQS_PROTOCOL: "queue",
-  MASQ_TABLE: "table",
-  MASQ_VAULT_RETENTION_DAYS: "retention",
-  MASQ_VISIBILITY_TIMEOUT: "pipeline",
-  MASQ_WAIT_TIME_SECONDS: "pipeline",
-  MASQ_WRITERS: "pipeline",
-  MASQ_PREPARE_THREADS: "pipeline",
-  // Read by the test harness and CI (test/helpers/moto.ts), never by masq itself; set in the same shells.
-  MASQ_MOTO_SERVER: "harness",
-  // A test hook masq reads (a prepare thread exits, as a crashed one would); docs/development.md.
-  MASQ_TEST_PREPARE_THREAD_EXIT_AFTER: "harness",
-};
+const HARNESS = ["MASQ_MOTO_SERVER", "MASQ_TEST_PREPARE_THREAD_EXIT_AFTER"];
 
-export const KNOWN_SETTINGS: readonly string[] = Object.keys(SETTINGS);
+/**
+ * Every MASQ_* variable masq knows. An unknown one is almost always a typo (MASQ_RECIEVERS), which would otherwise
+ * pass silently with the default: masq warns, naming the nearest known setting. test/unit/known-settings.test.ts
+ * checks that every MASQ_* name in src/ is one of these.
+ */
+export const KNOWN_SETTINGS: readonly string[] = [...ALL.flatMap(envNames).filter((n) => n.startsWith("MASQ_")), ...HARNESS];
 
-/** The settings of these parts, in the list's order: what a command's --help names (cli.ts). The one derivation. */
+/** The variables of the settings of these parts, in the spec's order: what a command's --help names (cli.ts). */
 export function settingsRead(parts: readonly SettingPart[]): string[] {
-  return KNOWN_SETTINGS.filter((name) => parts.includes(SETTINGS[name]!));
+  return ALL.filter((s) => parts.includes(s.part)).flatMap(envNames);
 }
 
 /** Prefixes of variables that belong to masq's test harness, not to masq. */

@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
-import { readConnectTimeoutMs, readPipelineConfig, readRunConfig, type PipelineConfig, readHttp } from "../../src/config.ts";
+import { readConnectTimeoutMs, readPipelineConfig, readRunConfig, type PipelineConfig, readHttp } from "../../src/settings/config.ts";
 import { ConfigError } from "../../src/errors.ts";
 import { TEST_KEY, TEST_KEY_HEX } from "./fixtures.ts";
 

@@ -5,7 +5,7 @@ import { test } from "node:test";
 import { isDeepStrictEqual } from "node:util";
 import type { Command, Option } from "commander";
 import { buildProgram } from "../../src/cli.ts";
-import { readRunConfig } from "../../src/config.ts";
+import { readRunConfig } from "../../src/settings/config.ts";
 import { targetTableDdl } from "../../src/sink/target-table.ts";
 import { Metrics } from "../../src/metrics/metrics.ts";
 import { createPseudonymizer } from "../../src/mask/pseudonymize.ts";

@@ -50,7 +50,7 @@ export function lookup(s: Setting<unknown>, src: Sources): Found | undefined {
 export function read<T>(s: Setting<T> & { default: T }, src: Sources): T;
 export function read<T>(s: Setting<T>, src: Sources): T | undefined;
 export function read<T>(s: Setting<T>, src: Sources): T | undefined {
-  const found = lookup(s as Setting<unknown>, src);
+  const found = lookup(s, src);
   return found === undefined ? s.default : s.parse(found.text, found.from);
 }
 

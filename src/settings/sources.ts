@@ -51,7 +51,9 @@ export function read<T>(s: Setting<T> & { default: T }, src: Sources): T;
 export function read<T>(s: Setting<T>, src: Sources): T | undefined;
 export function read<T>(s: Setting<T>, src: Sources): T | undefined {
   const found = lookup(s, src);
-  return found === undefined ? s.default : s.parse(found.text, found.from);
+  if (found !== undefined) return s.parse(found.text, found.from);
+  // A default that is an object (the table's name) is the spec's own: each reader gets its copy.
+  return typeof s.default === "object" ? structuredClone(s.default) : s.default;
 }
 
 /** commander's key for a flag: "--batch-size <n>" → batchSize, "--no-migrate" → migrate. */

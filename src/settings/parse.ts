@@ -55,7 +55,7 @@ export function httpUrl(what: string): Parser<string> {
 }
 
 /** Any text, trimmed. */
-export const text: Parser<string> = (value) => value.trim();
+export const trimmed: Parser<string> = (value) => value.trim();
 
 /** AWS_REGION: the SDK puts it in host names and signatures, and would refuse anything else at every call. */
 export const region: Parser<string> = (value, from) => {

@@ -1,7 +1,7 @@
 import { parseMasterKey, parsePseudonymKey } from "../mask/pseudonym-key.ts";
 import { parseConnectionString } from "../sink/connection-string.ts";
 import { parseTableName, type TableName } from "../sink/table-name.ts";
-import { boolean, hostName, httpUrl, integer, oneOf, portOrOff, region, secretFile, text, wording, type Parser } from "./parse.ts";
+import { boolean, hostName, httpUrl, integer, oneOf, portOrOff, region, secretFile, trimmed, wording, type Parser } from "./parse.ts";
 
 /**
  * Every setting masq reads, declared once. From this list come the configuration reader (config.ts), each command's
@@ -95,7 +95,7 @@ export const SETTINGS = {
     env: "MASQ_KMS_KEY_ID",
     part: "keys",
     doc: "The KMS key: key id, key ARN, alias (`alias/masq`) or alias ARN. A symmetric `ENCRYPT_DECRYPT` key.",
-    parse: text,
+    parse: trimmed,
   }),
   kmsEndpoint: setting({
     env: "AWS_ENDPOINT_URL_KMS",

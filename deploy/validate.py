@@ -4,7 +4,7 @@
   - core kinds against Kubernetes' OpenAPI schemas (kubernetes-validate, strict: unknown fields are errors);
   - KEDA kinds against models generated from KEDA's CRDs (cloudcoil-models-keda), with unknown fields found by
     round-tripping each document through its model;
-  - the settings in the ConfigMap through masq's own configuration reader (src/config.ts), so a bad value fails
+  - the settings in the ConfigMap through masq's own configuration reader (src/settings/config.ts), so a bad value fails
     here rather than as an exit 2 in the cluster;
   - the invariants that tie the files together: kustomization lists every manifest, the grace period outlasts
     the shutdown deadline, probes hit /healthz and /readyz on MASQ_HTTP_PORT, the pod is non-root with a
@@ -175,9 +175,9 @@ for file_setting in ("MASQ_PSEUDONYM_KEY_FILE", "MASQ_MASTER_KEY_FILE"):
     check(mounted, f"{file_setting} ({key_file}) is a file of the mounted Secret")
 
 # Every variable name is one masq reads (a typo would be silently ignored in the cluster).
-config_source = (REPO / "src" / "config.ts").read_text()
+config_source = (REPO / "src" / "settings" / "spec.ts").read_text()
 for name in list(config) + list(env):
-    check(re.search(rf"\b{re.escape(name)}\b", config_source) is not None, f"{name} is not a setting masq reads (src/config.ts)")
+    check(re.search(rf"\b{re.escape(name)}\b", config_source) is not None, f"{name} is not a setting masq reads (src/settings/spec.ts)")
 
 # ---- the settings, through masq's own reader -------------------------------------------------------------------------
 settings_env = {**config, "DATABASE_URL": "postgres://masq@db.invalid:5432/masq", "PATH": os.environ.get("PATH", "")}
@@ -187,7 +187,7 @@ reader = subprocess.run(
         "--input-type=module",
         "-e",
         (
-            'import { readRunConfig } from "./src/config.ts";'
+            'import { readRunConfig } from "./src/settings/config.ts";'
             "try { readRunConfig({}, process.env, false); } catch (e) { console.error(e.message); process.exit(2); }"
         ),
     ],

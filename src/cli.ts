@@ -1,7 +1,9 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
 import { flushStdout, isClosedPipe, stdoutWasClosed, stopOnClosedStdout, watchStdout } from "./closed-stdout.ts";
 import { errorLine, exitCodeFor } from "./errors.ts";
-import { settingsRead, unknownSettingWarnings, type SettingPart } from "./known-settings.ts";
+import { settingsRead, unknownSettingWarnings } from "./settings/known-settings.ts";
+import { settingOption } from "./settings/options.ts";
+import type { SettingPart } from "./settings/spec.ts";
 import { fromPostgres } from "./sink/pg-errors.ts";
 
 const VERSION = "0.1.0";
@@ -18,36 +20,31 @@ function port(value: string): number {
   return n;
 }
 
-/** postgres:// URL or keyword=value pairs: every form psql accepts (src/sink/connection-string.ts). */
+// The flags of settings come from their declarations (src/settings/spec.ts): flag, help line, variable, default.
 function databaseOption(cmd: Command): Command {
-  return cmd.addOption(
-    new Option("--database-url <conninfo>", 'Postgres: "postgres://user@host/db", "host=/var/run/postgresql dbname=db", …; else the PG* variables').env("DATABASE_URL"),
-  );
+  return cmd.addOption(settingOption("databaseUrl"));
 }
 
 function tableOption(cmd: Command): Command {
-  return cmd.addOption(new Option("--table <name>", 'target table, "table" or "schema.table"').env("MASQ_TABLE").default("user_logins"));
+  return cmd.addOption(settingOption("table"));
 }
 
 /** A subject's rows may be in any table masq writes: without this option, subject export and erase act on all. */
 function subjectTableOption(cmd: Command): Command {
-  return cmd.addOption(new Option("--table <name>", 'this table only, "table" or "schema.table" (default: every table masq writes)').env("MASQ_TABLE"));
+  return cmd.addOption(settingOption("table", { help: 'this table only, "table" or "schema.table"', defaultText: "every table masq writes" }));
 }
 
 function logLevelOption(cmd: Command): Command {
-  return cmd.addOption(new Option("--log-level <level>", "fatal|error|warn|info|debug|trace|silent").env("MASQ_LOG_LEVEL").default("info"));
+  return cmd.addOption(settingOption("logLevel"));
 }
 
 function queueOptions(cmd: Command, queueUrl: string): Command {
-  return cmd
-    .addOption(new Option("--queue-url <url>", queueUrl).env("QUEUE_URL"))
-    .addOption(new Option("--sqs-protocol <protocol>", "auto (ask the endpoint), json (AWS, current emulators) or query (LocalStack < 3)").env("MASQ_SQS_PROTOCOL").default("auto"))
-    .addOption(new Option("--sqs-endpoint <url>", "SQS endpoint override; else from the queue URL off AWS").env("AWS_ENDPOINT_URL_SQS"));
+  return cmd.addOption(settingOption("queueUrl", { help: queueUrl })).addOption(settingOption("sqsProtocol")).addOption(settingOption("sqsEndpoint"));
 }
 
 /**
  * "Settings:" after a command's options: the environment variables of the parts of the configuration it reads that no
- * option above shows, from src/known-settings.ts (the one list of settings). Added before examples().
+ * option above shows, from the one list of settings (src/settings/spec.ts). Added before examples().
  */
 function settings(cmd: Command, ...parts: SettingPart[]): Command {
   return cmd.addHelpText("after", () => {
@@ -78,7 +75,7 @@ function examples(cmd: Command, ...lines: string[]): Command {
 
 /**
  * Every option's extras in one format: "(default: 1000; env: MASQ_BATCH_SIZE)", values unquoted. Defaults are for
- * display only (explicit() passes on what the user gave; config.ts applies the defaults).
+ * display only (explicit() passes on what the user gave; src/settings/config.ts applies the defaults).
  */
 function optionDescription(option: Option): string {
   const extras: string[] = [];
@@ -106,20 +103,10 @@ export function buildProgram(): Command {
     .option("--drain", "exit 0 once the queue is empty and everything received is committed and deleted");
   queueOptions(run, "SQS queue URL");
   databaseOption(tableOption(run));
-  run
-    .addOption(new Option("--batch-size <n>", "rows per Postgres transaction").env("MASQ_BATCH_SIZE").default(1000))
-    .addOption(new Option("--batch-wait-ms <ms>", "commit a partial batch after this long").env("MASQ_BATCH_WAIT_MS").default(100))
-    .addOption(new Option("--receivers <n>", "concurrent long-polling receivers").env("MASQ_RECEIVERS").default(8))
-    .addOption(new Option("--writers <n>", "concurrent batch commits").env("MASQ_WRITERS").default(2))
-    .addOption(new Option("--max-in-flight <n>", "messages held between receive and delete").env("MASQ_MAX_IN_FLIGHT").default(undefined, "5000 or 3 × batch size, whichever is larger"))
-    .addOption(new Option("--wait-time-seconds <s>", "long-poll wait").env("MASQ_WAIT_TIME_SECONDS").default(undefined, "20, or 1 with --drain"))
-    .addOption(new Option("--visibility-timeout <s>", "visibility timeout requested on receive, extended while held").env("MASQ_VISIBILITY_TIMEOUT").default(60))
-    .addOption(new Option("--shutdown-timeout-ms <ms>", "deadline for the graceful stop").env("MASQ_SHUTDOWN_TIMEOUT_MS").default(30000))
-    .addOption(new Option("--http-port <port>", 'port for /metrics, /healthz, /readyz, or "off"').env("MASQ_HTTP_PORT").default(undefined, "8717; none with --drain unless given"))
-    .addOption(new Option("--http-host <host>", "address the HTTP listener binds").env("MASQ_HTTP_HOST").default("0.0.0.0"))
-    .option("--no-migrate", "do not apply pending migrations at start (env MASQ_MIGRATE=false)");
+  const runSettings = ["batchSize", "batchWaitMs", "receivers", "writers", "maxInFlight", "waitTimeSeconds", "visibilityTimeout", "shutdownTimeoutMs", "httpPort", "httpHost", "migrate"] as const;
+  for (const key of runSettings) run.addOption(settingOption(key));
   logLevelOption(run).action(async (_opts, cmd: Command) => finish(await (await import("./commands/run.ts")).runCommand(explicit(cmd))));
-  settings(run, "queue", "table", "keys", "pseudonym-key", "pipeline", "http", "log-level", "log-format", "connect", "retention", "migrate");
+  settings(run, "queue", "table", "keys", "pseudonym-key", "pipeline", "http", "log-level", "log-format", "connect", "retention", "migrate", "aws");
   examples(
     run,
     "QUEUE_URL=https://sqs.eu-west-1.amazonaws.com/123456789012/logins DATABASE_URL=postgres://masq@db/logins MASQ_KMS_KEY_ID=alias/masq masq run",
@@ -128,7 +115,7 @@ export function buildProgram(): Command {
 
   const migrate = logLevelOption(databaseOption(tableOption(program.command("migrate").description("apply pending migrations, create the target table if absent, and exit"))));
   migrate.action(async (_opts, cmd: Command) => finish(await (await import("./commands/migrate.ts")).migrateCommand(explicit(cmd))));
-  settings(migrate, "table", "log-level", "log-format", "connect");
+  settings(migrate, "table", "keys", "log-level", "log-format", "connect", "aws");
   examples(migrate, "DATABASE_URL=postgres://masq_owner@db/logins masq migrate --table ingest.user_logins");
 
   const status = program.command("status").description("one screen: queue depth, rows, today's commits, last commit, quarantine by reason");
@@ -136,7 +123,7 @@ export function buildProgram(): Command {
   databaseOption(tableOption(status))
     .option("--json", "machine-readable output")
     .action(async (_opts, cmd: Command) => finish(await (await import("./commands/status.ts")).statusCommand(explicit(cmd))));
-  settings(status, "queue", "table", "connect", "retention");
+  settings(status, "queue", "table", "connect", "retention", "aws");
   examples(status, "masq status", "masq status --json --queue-url http://127.0.0.1:4566/000000000000/login-queue");
 
   const quarantine = program.command("quarantine").description("inspect quarantined messages and replay them");
@@ -163,7 +150,7 @@ export function buildProgram(): Command {
       .option("--reason <text>", "with --original: why you look, written to the audit trail before the body is shown")
       .option("--json", "machine-readable output"),
   ).action(async (id: string, _opts, cmd: Command) => finish(await (await import("./commands/quarantine.ts")).quarantineShow(id, explicit(cmd))));
-  settings(show, "keys", "connect");
+  settings(show, "keys", "connect", "aws");
   examples(show, "masq quarantine show 3f1c9a2e-5b7d-4c1a-9e8f-0a1b2c3d4e5f --json", 'masq quarantine show <message-id> --original --reason "ticket OPS-12: why refused"');
   const replay = databaseOption(
     tableOption(
@@ -178,7 +165,7 @@ export function buildProgram(): Command {
         .option("--dry-run", "say what would be replayed"),
     ),
   ).action(async (_opts, cmd: Command) => finish(await (await import("./commands/quarantine.ts")).quarantineReplay(explicit(cmd))));
-  settings(replay, "table", "keys", "pseudonym-key", "connect");
+  settings(replay, "table", "keys", "pseudonym-key", "connect", "aws");
   examples(replay, "masq quarantine replay --reason-code db_rejected --dry-run", 'masq quarantine replay --id <message-id> --body-file fixed.json --reason "ticket OPS-12: fixed ip"');
 
   const unmask = databaseOption(
@@ -196,7 +183,7 @@ export function buildProgram(): Command {
         .option("--limit <n>", "at most this many values", positiveInt, 1000),
     ),
   ).action(async (_opts, cmd: Command) => finish(await (await import("./commands/unmask.ts")).unmaskCommand(explicit(cmd))));
-  settings(unmask, "table", "keys", "pseudonym-key", "connect");
+  settings(unmask, "table", "keys", "pseudonym-key", "connect", "aws");
   examples(unmask, 'masq unmask --reason "ticket SEC-123" --user-id 42 --from 2026-11-01 --format csv');
 
   const pseudonym = databaseOption(
@@ -207,7 +194,7 @@ export function buildProgram(): Command {
       .argument("<value>", 'the value; "-" reads it from stdin (keeps it out of shell history and ps)')
       .requiredOption("--reason <text>", "why: written to masq.unmask_audit before the pseudonym is shown"),
   ).action(async (kind: string, value: string, _opts, cmd: Command) => finish(await (await import("./commands/unmask.ts")).pseudonymCommand(kind, value, explicit(cmd))));
-  settings(pseudonym, "keys", "pseudonym-key", "connect");
+  settings(pseudonym, "keys", "pseudonym-key", "connect", "aws");
   examples(pseudonym, 'masq pseudonym ip - --reason "abuse report 77" < ip.txt');
 
   // masq subject: what masq holds about one user (docs/operations.md, "Data subject requests (`masq subject export`)").
@@ -226,7 +213,7 @@ export function buildProgram(): Command {
         .option("--page-size <n>", "rows read and decrypted at a time", positiveInt, 1000),
     ),
   ).action(async (_opts, cmd: Command) => finish(await (await import("./commands/subject.ts")).subjectExportCommand(explicit(cmd))));
-  settings(subjectExport, "table", "keys", "pseudonym-key", "connect");
+  settings(subjectExport, "table", "keys", "pseudonym-key", "connect", "aws");
   examples(subjectExport, 'masq subject export --user-id 42 --reason "access request DSR-881" --format json > user-42.json');
   const subjectErase = databaseOption(
     subjectTableOption(
@@ -239,7 +226,7 @@ export function buildProgram(): Command {
         .option("--dry-run", "count what would be deleted; changes nothing, but is recorded in the audit trail (the counts tell whether the user exists)"),
     ),
   ).action(async (_opts, cmd: Command) => finish(await (await import("./commands/subject-erase.ts")).subjectEraseCommand(explicit(cmd))));
-  settings(subjectErase, "table", "keys", "connect");
+  settings(subjectErase, "table", "keys", "connect", "aws");
   examples(subjectErase, 'masq subject erase --user-id 42 --reason "erasure request DSR-118" --dry-run');
 
   // masq audit: the tamper-evident trail of every reveal and rotation (SECURITY.md, "The audit trail").
@@ -253,7 +240,7 @@ export function buildProgram(): Command {
       .option("--user-id <id>", "only rows that name this user (subject export and erase; needs the master key, for the fingerprint)")
       .option("--json", "machine-readable output"),
   ).action(async (_opts, cmd: Command) => finish(await (await import("./commands/audit.ts")).auditListCommand(explicit(cmd))));
-  settings(auditList, "keys");
+  settings(auditList, "keys", "aws");
   examples(auditList, "masq audit list --limit 20 --json");
   const auditVerify = databaseOption(
     audit
@@ -261,12 +248,12 @@ export function buildProgram(): Command {
       .description("recompute every MAC (needs the master key); exit 1 naming the first row changed, removed or reordered")
       .option("--against <checkpoint>", "also prove that nothing was cut from the end since this checkpoint"),
   ).action(async (_opts, cmd: Command) => finish(await (await import("./commands/audit.ts")).auditVerifyCommand(explicit(cmd))));
-  settings(auditVerify, "keys");
+  settings(auditVerify, "keys", "aws");
   examples(auditVerify, 'masq audit verify --against "$(cat audit-head.txt)"');
   const auditCheckpoint = databaseOption(audit.command("checkpoint").description("print the verified head of the trail, to keep outside the database")).action(
     async (_opts, cmd: Command) => finish(await (await import("./commands/audit.ts")).auditCheckpointCommand(explicit(cmd))),
   );
-  settings(auditCheckpoint, "keys");
+  settings(auditCheckpoint, "keys", "aws");
   examples(auditCheckpoint, "masq audit checkpoint > audit-head.txt");
 
   const rotate = program.command("rotate").description('key rotation: re-wrap keys under a new master key, or replace the pseudonym key (docs/operations.md, "Rotating keys")');
@@ -278,7 +265,7 @@ export function buildProgram(): Command {
       .addOption(new Option("--batch-size <n>", "keys per transaction").argParser(positiveInt).default(100))
       .option("--dry-run", "say what would change, change nothing"),
   ).action(async (_opts, cmd: Command) => finish(await (await import("./commands/rotate.ts")).rotateMasterKeyCommand(explicit(cmd))));
-  settings(masterKey, "keys", "connect");
+  settings(masterKey, "keys", "connect", "aws");
   examples(masterKey, "MASQ_KMS_KEY_ID=alias/masq-2027 masq rotate master-key --dry-run", "MASQ_MASTER_KEY_FILE=new.key MASQ_MASTER_KEY_PREVIOUS=\"$OLD_MASTER_KEY\" masq rotate master-key");
   // The vault is shared: a rotation rewrites every registered table, so --table only says which comes first.
   const pseudonymKey = databaseOption(
@@ -288,13 +275,9 @@ export function buildProgram(): Command {
       .addOption(new Option("--batch-size <n>", "vault values, bodies or table rows per transaction").argParser(positiveInt).default(1000))
       .option("--resume", "continue a rotation that was interrupted")
       .option("--dry-run", "say what would change, change nothing")
-      .addOption(
-        new Option("--table <name>", 'the table rewritten first, "table" or "schema.table"; every table masq writes is rewritten, and --resume ignores it')
-          .env("MASQ_TABLE")
-          .default("user_logins"),
-      ),
+      .addOption(settingOption("table", { help: 'the table rewritten first, "table" or "schema.table"; every table masq writes is rewritten, and --resume ignores it' })),
   ).action(async (_opts, cmd: Command) => finish(await (await import("./commands/rotate.ts")).rotatePseudonymKeyCommand(explicit(cmd))));
-  settings(pseudonymKey, "table", "keys", "pseudonym-key", "connect");
+  settings(pseudonymKey, "table", "keys", "pseudonym-key", "connect", "aws");
   examples(pseudonymKey, "masq rotate pseudonym-key --dry-run", "masq rotate pseudonym-key --batch-size 5000");
 
   // masq vault prune: retention (docs/operations.md, "Retention").
@@ -309,7 +292,7 @@ export function buildProgram(): Command {
         .option("--dry-run", "count what would go, change nothing"),
     ),
   ).action(async (_opts, cmd: Command) => finish(await (await import("./commands/vault.ts")).vaultPruneCommand(explicit(cmd))));
-  settings(prune, "table", "keys", "connect", "retention");
+  settings(prune, "table", "keys", "connect", "retention", "aws");
   examples(prune, "MASQ_VAULT_RETENTION_DAYS=400 masq vault prune --dry-run", "MASQ_VAULT_RETENTION_DAYS=400 masq vault prune");
 
   const demo = program
@@ -363,16 +346,16 @@ export function buildProgram(): Command {
     .description("preflight: configuration, AWS credentials, queue, Postgres, keys; one line per check, exit 0 only when run would work");
   queueOptions(check, "SQS queue URL");
   databaseOption(tableOption(check)).action(async (_opts, cmd: Command) => finish(await (await import("./commands/check.ts")).checkCommand(explicit(cmd))));
-  settings(check, "queue", "table", "keys", "pseudonym-key", "pipeline", "http", "log-level", "log-format", "connect", "migrate");
+  settings(check, "queue", "table", "keys", "pseudonym-key", "pipeline", "http", "log-level", "log-format", "connect", "migrate", "aws");
   examples(check, "masq check", "MASQ_CONNECT_TIMEOUT_SECONDS=5 masq check --queue-url http://127.0.0.1:4566/000000000000/login-queue");
 
   return program;
 }
 
 /**
- * Only values the user gave (flag or env through commander) are passed on; defaults shown in --help are applied by
- * config.ts, which validates every setting and names it in errors. Commander's env handling is used for --help
- * only: config.ts reads the environment itself, so flags win and errors name the variable.
+ * Only values the user gave on the command line are passed on; defaults shown in --help are applied by
+ * src/settings/config.ts, which validates every setting and names it in errors. Commander's env handling is used
+ * for --help only: the settings reader reads the environment itself, so flags win and errors name the variable.
  */
 function explicit(cmd: Command): Record<string, unknown> {
   const out: Record<string, unknown> = {};

@@ -1,6 +1,6 @@
 import { pino, type DestinationStream, type Logger } from "pino";
 import { createRequire } from "node:module";
-import type { LogFormat, LogLevel } from "./config.ts";
+import type { LogFormat, LogLevel } from "./settings/config.ts";
 import { terminalLine, type LiveLine } from "./progress/live-line.ts";
 
 export type { Logger };

@@ -3,7 +3,7 @@ import { existingAuditKey } from "../audit/audit-key.ts";
 import { AUDIT_COLUMNS, type AuditRow } from "../audit/audit-row.ts";
 import { subjectFingerprint } from "../audit/subject-fingerprint.ts";
 import { formatCheckpoint, LEGACY_ACTIONS, parseCheckpoint, verifyAudit } from "../audit/verify-audit.ts";
-import { readDatabaseUrl, readKeyConfig } from "../config.ts";
+import { readDatabaseUrl, readKeyConfig } from "../settings/config.ts";
 import { ConfigError, describeError } from "../errors.ts";
 import { createDb, type Db } from "../sink/db.ts";
 import { createKeyProvider } from "../vault/key-provider-from-config.ts";

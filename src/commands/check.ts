@@ -1,4 +1,4 @@
-import { databaseSetting, readConnectTimeoutMs, readRunSettings, sqsTargetText, type RunConfig } from "../config.ts";
+import { databaseSetting, readConnectTimeoutMs, readRunSettings, sqsTargetText, type RunConfig } from "../settings/config.ts";
 import { ConfigError, errorLine, exitCodeFor, FatalError, UnreachableError } from "../errors.ts";
 import { createDb, type Db } from "../sink/db.ts";
 import { missingIngestPrivileges } from "../sink/ingest-privileges.ts";

@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { readLogFormat, readPipelineConfig } from "../config.ts";
+import { readLogFormat, readPipelineConfig } from "../settings/config.ts";
 import { generateEvents } from "../demo/synthetic.ts";
 import { startEmbeddedPostgres, startEmbeddedSqs } from "../demo/embedded.ts";
 import { sendBodies } from "../demo/send-events.ts";

@@ -1,6 +1,6 @@
 import type pg from "pg";
 import { mayCreateAuditKey, openAuditKey } from "../audit/audit-key.ts";
-import { databaseSetting, readConnectTimeoutMs, readDatabaseUrl, readKeyConfig, readLogFormat, readLogLevel, readTable } from "../config.ts";
+import { databaseSetting, readConnectTimeoutMs, readDatabaseUrl, readKeyConfig, readLogFormat, readLogLevel, readTable } from "../settings/config.ts";
 import { describeError } from "../errors.ts";
 import { createLogger, type Logger } from "../log.ts";
 import { createDb } from "../sink/db.ts";

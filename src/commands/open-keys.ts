@@ -1,4 +1,4 @@
-import type { KeyConfig } from "../config.ts";
+import type { KeyConfig } from "../settings/config.ts";
 import { describeError, TransientError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { Metrics } from "../metrics/metrics.ts";

@@ -1,5 +1,5 @@
 import { readFileSync } from "node:fs";
-import { databaseSetting, readConnectTimeoutMs, readDatabaseUrl, readKeyConfig, readPseudonymKey, readTable } from "../config.ts";
+import { databaseSetting, readConnectTimeoutMs, readDatabaseUrl, readKeyConfig, readPseudonymKey, readTable } from "../settings/config.ts";
 import { revealing } from "../closed-stdout.ts";
 import { ConfigError } from "../errors.ts";
 import { fromPostgres } from "../sink/pg-errors.ts";

@@ -1,4 +1,4 @@
-import { databaseSetting, readConnectTimeoutMs, readDatabaseUrl, readKeyConfig, readPseudonymKey, readTable } from "../config.ts";
+import { databaseSetting, readConnectTimeoutMs, readDatabaseUrl, readKeyConfig, readPseudonymKey, readTable } from "../settings/config.ts";
 import { ConfigError } from "../errors.ts";
 import { endedLine } from "../sink/lock-watch.ts";
 import { fromPostgres } from "../sink/pg-errors.ts";

@@ -1,4 +1,4 @@
-import { databaseSetting, readConnectTimeoutMs, readLogFormat, readRetentionDays, readRunConfig, sqsTargetText } from "../config.ts";
+import { databaseSetting, readConnectTimeoutMs, readLogFormat, readRetentionDays, readRunConfig, sqsTargetText } from "../settings/config.ts";
 import { ConfigError, describeError, errorLine, FatalError, TransientError } from "../errors.ts";
 import { createLogger } from "../log.ts";
 import { retryTransient } from "../runner/backoff.ts";

@@ -1,4 +1,4 @@
-import { databaseSetting, readConnectTimeoutMs, readDatabaseUrl, readQueueSettings, readRetentionDays, readTable, sqsTargetText, type SqsProtocol } from "../config.ts";
+import { databaseSetting, readConnectTimeoutMs, readDatabaseUrl, readQueueSettings, readRetentionDays, readTable, sqsTargetText, type SqsProtocol } from "../settings/config.ts";
 import { ConfigError, describeError, errorLine, exitCodeFor, FatalError, type ErrorHelp } from "../errors.ts";
 import { createDb } from "../sink/db.ts";
 import { fromPostgres } from "../sink/pg-errors.ts";

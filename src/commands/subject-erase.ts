@@ -1,7 +1,7 @@
 import { openAuditKey } from "../audit/audit-key.ts";
 import { clientReported } from "../audit/client-reported.ts";
 import { subjectFingerprint } from "../audit/subject-fingerprint.ts";
-import { databaseSetting, readConnectTimeoutMs, readDatabaseUrl, readKeyConfig, readTable } from "../config.ts";
+import { databaseSetting, readConnectTimeoutMs, readDatabaseUrl, readKeyConfig, readTable } from "../settings/config.ts";
 import { ConfigError, describeError, errorLine, exitCodeFor } from "../errors.ts";
 import { createProgress } from "../progress/progress.ts";
 import { withRotationLock } from "../rotation/rotation-lock.ts";

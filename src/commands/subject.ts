@@ -1,6 +1,6 @@
 import { once } from "node:events";
 import { revealSubject, type SubjectResult } from "../audit/reveal-subject.ts";
-import { readPseudonymKey, readTable } from "../config.ts";
+import { readPseudonymKey, readTable } from "../settings/config.ts";
 import { revealing } from "../closed-stdout.ts";
 import { ConfigError } from "../errors.ts";
 import { namesTable, registeredTables } from "../sink/registered-tables.ts";

@@ -1,4 +1,4 @@
-import { DEFAULT_HTTP_PORT } from "../config.ts";
+import { DEFAULT_HTTP_PORT } from "../settings/config.ts";
 import { ConfigError, describeError, UnreachableError } from "../errors.ts";
 import { formatTop } from "../metrics/format-top.ts";
 import { parseMetrics, type Sample } from "../metrics/parse-metrics.ts";

@@ -4,7 +4,7 @@ import { openAuditKey } from "../audit/audit-key.ts";
 import { clientReported } from "../audit/client-reported.ts";
 import { revealVault } from "../audit/reveal-vault.ts";
 import { sealAudit } from "../audit/seal-audit.ts";
-import { databaseSetting, readConnectTimeoutMs, readDatabaseUrl, readKeyConfig, readPseudonymKey, readTable } from "../config.ts";
+import { databaseSetting, readConnectTimeoutMs, readDatabaseUrl, readKeyConfig, readPseudonymKey, readTable } from "../settings/config.ts";
 import { revealing } from "../closed-stdout.ts";
 import { ConfigError, describeError, errorLine, exitCodeFor } from "../errors.ts";
 import { fromPostgres } from "../sink/pg-errors.ts";

@@ -1,4 +1,4 @@
-import { databaseSetting, readConnectTimeoutMs, readDatabaseUrl, readKeyConfig, readRetentionDays, readTable } from "../config.ts";
+import { databaseSetting, readConnectTimeoutMs, readDatabaseUrl, readKeyConfig, readRetentionDays, readTable } from "../settings/config.ts";
 import { ConfigError } from "../errors.ts";
 import { pruneVault } from "../retention/prune-vault.ts";
 import { endedLine } from "../sink/lock-watch.ts";

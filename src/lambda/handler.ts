@@ -1,5 +1,5 @@
 import { prepareDatabase } from "../commands/setup.ts";
-import { readDatabaseUrl, readKeyConfig, readLogLevel, readPipelineConfig, readPseudonymKey, readTable } from "../config.ts";
+import { readLambdaConfig, readLogLevel } from "../settings/config.ts";
 import { describeError, TransientError } from "../errors.ts";
 import { createLogger, type Logger } from "../log.ts";
 import { sleep } from "../runner/backoff.ts";
@@ -129,13 +129,7 @@ export function createSqsHandler(env: NodeJS.ProcessEnv = process.env): SqsHandl
 
 async function coldStart(env: NodeJS.ProcessEnv, logger: Logger): Promise<Core> {
   // Settings first, so a bad one fails before anything is touched.
-  readLogLevel({}, env);
-  const databaseUrl = readDatabaseUrl({}, env);
-  const table = readTable({}, env);
-  const keyConfig = readKeyConfig(env);
-  const override = readPseudonymKey(env);
-  const { batchSize } = readPipelineConfig({}, env);
-  const migrate = env.MASQ_MIGRATE !== "false" && env.MASQ_MIGRATE !== "0";
+  const { databaseUrl, table, keys: keyConfig, pseudonymKeyOverride: override, batchSize, migrate } = readLambdaConfig(env);
   // One connection per execution environment: Lambda runs one invocation at a time in it, and the commits of a
   // batch are sequential. Postgres connections in use therefore equal the function's concurrency.
   const db = createDb({ databaseUrl, poolSize: 1, logger });

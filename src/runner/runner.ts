@@ -1,5 +1,5 @@
 import type pg from "pg";
-import type { PipelineConfig } from "../config.ts";
+import type { PipelineConfig } from "../settings/config.ts";
 import { ConfigError, describeError, FatalError, stoppedWorking, TransientError, UnreachableError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { Handle, ReceivedMessage, SqsSource } from "../source/sqs-source.ts";

@@ -3,7 +3,7 @@ import { Agent as HttpAgent } from "node:http";
 import { Agent as HttpsAgent } from "node:https";
 import { SQSClient, type SQSClientConfig } from "@aws-sdk/client-sqs";
 import { AwsJson1_0Protocol, AwsQueryProtocol } from "@aws-sdk/config/protocol";
-import type { SqsProtocol } from "../config.ts";
+import type { SqsProtocol } from "../settings/config.ts";
 
 export interface SqsClientOptions {
   region: string;

@@ -1,5 +1,5 @@
 import { GetQueueAttributesCommand } from "@aws-sdk/client-sqs";
-import type { SqsProtocol, SqsProtocolSetting } from "../config.ts";
+import type { SqsProtocol, SqsProtocolSetting } from "../settings/config.ts";
 import { ConfigError } from "../errors.ts";
 import { createSqsClient, type SqsClientOptions } from "./sqs-client.ts";
 import { classifySqsError, isWrongProtocol, mayBeWrongProtocol } from "./sqs-errors.ts";

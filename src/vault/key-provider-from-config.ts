@@ -1,4 +1,4 @@
-import type { KeyConfig } from "../config.ts";
+import type { KeyConfig } from "../settings/config.ts";
 import type { KeyProvider, ProviderCallObserver } from "./key-provider.ts";
 import { KmsKeyProvider } from "./kms-provider.ts";
 import { LocalKeyProvider } from "./local-provider.ts";

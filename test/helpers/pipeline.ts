@@ -1,6 +1,6 @@
 import { Writable } from "node:stream";
 import type { SQSClient } from "@aws-sdk/client-sqs";
-import type { PipelineConfig } from "../../src/config.ts";
+import type { PipelineConfig } from "../../src/settings/config.ts";
 import { generateEvents, type SyntheticEvent } from "../../src/demo/synthetic.ts";
 import { createLogger, type Logger } from "../../src/log.ts";
 import { IngestKeys } from "../../src/vault/ingest-keys.ts";

@@ -227,6 +227,33 @@ describe("Lambda handler when Postgres is away", () => {
       await broken.close();
     }
   });
+
+  test("MASQ_MIGRATE is read as everywhere else: an invalid value fails the invocation, naming it", async () => {
+    const broken = createSqsHandler({ ...lambdaEnv("masq-lambda-bad-migrate"), MASQ_MIGRATE: "banana" });
+    try {
+      await assert.rejects(broken(eventOf([record("{}")])), (err: unknown) => err instanceof ConfigError && err.setting === "MASQ_MIGRATE");
+    } finally {
+      await broken.close();
+    }
+  });
+});
+
+describe("MASQ_MIGRATE=no at a cold start", () => {
+  test("applies no migration, as MASQ_MIGRATE=false does", async () => {
+    const fresh = await createTestDatabase();
+    const h = createSqsHandler({ ...lambdaEnv("masq-lambda-no-migrate", fresh.url), MASQ_MIGRATE: "no" });
+    const check = createDb({ databaseUrl: fresh.url });
+    try {
+      // Without masq's schema the cold start cannot open its keys: the invocation fails, and nothing was migrated.
+      await assert.rejects(h(eventOf([record("{}")])));
+      const r = await check.pool.query<{ ledger: string | null }>("SELECT to_regclass('masq.ingest_ledger')::text AS ledger");
+      assert.equal(r.rows[0]!.ledger, null, "the migrations were applied");
+    } finally {
+      await h.close();
+      await check.close();
+      await fresh.close();
+    }
+  });
 });
 
 describe("the exported Lambda entry point", () => {

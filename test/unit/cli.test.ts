@@ -1,10 +1,23 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { describe, test } from "node:test";
-import type { Command } from "commander";
+import type { Command, Option } from "commander";
 import { buildProgram } from "../../src/cli.ts";
+import {
+  readConnectTimeoutMs,
+  readKeyConfig,
+  readLogFormat,
+  readLogLevel,
+  readPipelineConfig,
+  readPseudonymKey,
+  readQueueSettings,
+  readRetentionDays,
+  readRunConfig,
+  readRunSettings,
+  readTable,
+} from "../../src/settings/config.ts";
+import { SETTINGS, type Setting } from "../../src/settings/spec.ts";
 
 const MASQ = fileURLToPath(new URL("../../bin/masq", import.meta.url));
 const QUEUE_URL = "http://localhost:4566/000000000000/login-queue";
@@ -292,43 +305,46 @@ describe("every command's help: one format, only the flags it reads, an example"
 });
 
 describe("each command's --help names every setting it reads", () => {
-  // What each command reads, as the config.ts functions its code calls (src/commands/*.ts, through withVault,
-  // withKeys, withDb). The settings each function reads are taken from config.ts's own text, below: neither list is
-  // the one --help is made from (src/known-settings.ts).
-  const VAULT = ["readKeyConfig", "readConnectTimeoutMs", "readPseudonymKey"];
-  const READERS: Record<string, string[]> = {
-    run: ["readRunConfig", "readConnectTimeoutMs", "readLogFormat", "readRetentionDays"],
-    migrate: ["readTable", "readLogLevel", "readLogFormat", "readConnectTimeoutMs"],
-    status: ["readQueueSettings", "readTable", "readConnectTimeoutMs", "readRetentionDays"],
-    "quarantine list": ["readConnectTimeoutMs"],
-    "quarantine show": ["readKeyConfig", "readConnectTimeoutMs"],
-    "quarantine replay": ["readTable", ...VAULT],
-    unmask: ["readTable", ...VAULT],
+  // What each command reads, as the reader functions its code calls (src/commands/*.ts, through withVault, withKeys,
+  // withDb). Which variables each function reads is observed by running it on an environment that records every
+  // name looked up: neither list is the one --help is made from (the parts in src/settings/spec.ts).
+  const VAULT = [readKeyConfig, readConnectTimeoutMs, readPseudonymKey];
+  const flagged = (read: (flags: Record<string, unknown>, env: NodeJS.ProcessEnv) => unknown) => (env: NodeJS.ProcessEnv) => read({}, env);
+  const READERS: Record<string, ((env: NodeJS.ProcessEnv) => unknown)[]> = {
+    run: [(env) => readRunConfig({}, env, false), readConnectTimeoutMs, readLogFormat, readRetentionDays],
+    migrate: [flagged(readTable), flagged(readLogLevel), readLogFormat, readConnectTimeoutMs, readKeyConfig],
+    status: [flagged(readQueueSettings), flagged(readTable), readConnectTimeoutMs, readRetentionDays],
+    "quarantine list": [readConnectTimeoutMs],
+    "quarantine show": [readKeyConfig, readConnectTimeoutMs],
+    "quarantine replay": [flagged(readTable), ...VAULT],
+    unmask: [flagged(readTable), ...VAULT],
     pseudonym: VAULT,
-    "subject export": ["readTable", ...VAULT],
-    "subject erase": ["readTable", "readKeyConfig", "readConnectTimeoutMs"],
-    "audit list": ["readKeyConfig"],
-    "audit verify": ["readKeyConfig"],
-    "audit checkpoint": ["readKeyConfig"],
-    "rotate master-key": ["readKeyConfig", "readConnectTimeoutMs"],
-    "rotate pseudonym-key": ["readTable", ...VAULT],
-    "vault prune": ["readTable", "readKeyConfig", "readConnectTimeoutMs", "readRetentionDays"],
-    demo: ["readPipelineConfig", "readLogFormat"],
-    check: ["readRunSettings", "readConnectTimeoutMs"],
+    "subject export": [flagged(readTable), ...VAULT],
+    "subject erase": [flagged(readTable), readKeyConfig, readConnectTimeoutMs],
+    "audit list": [readKeyConfig],
+    "audit verify": [readKeyConfig],
+    "audit checkpoint": [readKeyConfig],
+    "rotate master-key": [readKeyConfig, readConnectTimeoutMs],
+    "rotate pseudonym-key": [flagged(readTable), ...VAULT],
+    "vault prune": [flagged(readTable), readKeyConfig, readConnectTimeoutMs, readRetentionDays],
+    demo: [flagged(readPipelineConfig), readLogFormat],
+    check: [(env) => readRunSettings({}, env, false), readConnectTimeoutMs],
   };
-  const config = readFileSync(fileURLToPath(new URL("../../src/config.ts", import.meta.url)), "utf8");
 
-  /** The MASQ_* settings a config.ts function reads, itself or through the read* functions it calls. */
-  function settingsOf(fn: string, seen = new Set<string>()): Set<string> {
-    const out = new Set<string>();
-    if (seen.has(fn)) return out;
-    seen.add(fn);
-    const start = config.indexOf(`export function ${fn}(`);
-    assert.ok(start >= 0, `config.ts has no function ${fn}`);
-    const body = config.slice(start, config.indexOf("\n}\n", start));
-    for (const m of body.matchAll(/MASQ_[A-Z0-9_]*[A-Z0-9]/g)) out.add(m[0]);
-    for (const m of body.matchAll(/\b(read[A-Z]\w*)\(/g)) if (m[1] !== fn && config.includes(`export function ${m[1]}(`)) for (const s of settingsOf(m[1]!, seen)) out.add(s);
-    return out;
+  /** The variables `read` looks up, with either kind of master key (each reads settings the other does not). */
+  function variablesReadBy(read: (env: NodeJS.ProcessEnv) => unknown): Set<string> {
+    const names = new Set<string>();
+    for (const given of [{ QUEUE_URL: QUEUE_URL, MASQ_MASTER_KEY: MASTER }, { QUEUE_URL: QUEUE_URL, MASQ_KMS_KEY_ID: "alias/masq" }]) {
+      const env = new Proxy<NodeJS.ProcessEnv>(given, {
+        get: (target, name) => {
+          if (typeof name !== "string") return undefined;
+          names.add(name);
+          return target[name];
+        },
+      });
+      read(env);
+    }
+    return names;
   }
 
   function helpOf(name: string): string {
@@ -340,9 +356,13 @@ describe("each command's --help names every setting it reads", () => {
     return text;
   }
 
+  test("the readers are seen reading settings", () => {
+    assert.deepEqual([...variablesReadBy(readKeyConfig)].filter((n) => n.startsWith("MASQ_MASTER")).sort(), ["MASQ_MASTER_KEY", "MASQ_MASTER_KEY_FILE", "MASQ_MASTER_KEY_PREVIOUS"]);
+  });
+
   for (const [name, readers] of Object.entries(READERS)) {
     test(`masq ${name} --help`, () => {
-      const reads = new Set(readers.flatMap((r) => [...settingsOf(r)]));
+      const reads = new Set(readers.flatMap((r) => [...variablesReadBy(r)]));
       const missing = [...reads].filter((s) => !new RegExp(`\\b${s}\\b`).test(helpOf(name)));
       assert.deepEqual(missing, [], `masq ${name} --help does not name settings the command reads`);
     });
@@ -352,5 +372,31 @@ describe("each command's --help names every setting it reads", () => {
     for (const name of ["run", "unmask", "subject export", "check"]) {
       for (const s of ["MASQ_MASTER_KEY", "MASQ_MASTER_KEY_FILE", "MASQ_KMS_KEY_ID"]) assert.match(helpOf(name), new RegExp(`\\b${s}\\b`), `masq ${name}`);
     }
+  });
+});
+
+describe("the flags of settings are made from their declarations", () => {
+  function options(cmd: Command, path = ""): { path: string; opt: Option }[] {
+    return cmd.commands.flatMap((c) => [...c.options.map((opt) => ({ path: `${path}${c.name()}`, opt })), ...options(c, `${path}${c.name()} `)]);
+  }
+  const all = options(buildProgram());
+  const declared = Object.values(SETTINGS) as Setting<unknown>[];
+
+  test("every option that names a variable is that setting's flag, with the default the declaration shows", () => {
+    const problems: string[] = [];
+    for (const { path, opt } of all.filter(({ opt }) => opt.envVar !== undefined)) {
+      const s = declared.find((d) => d.env === opt.envVar);
+      if (s?.flag?.split(" ")[0] !== opt.long) problems.push(`masq ${path} ${opt.long}: ${opt.envVar} is not declared with this flag in src/settings/spec.ts`);
+      // A command may say what its own default is (subject export: every table); otherwise the declaration's.
+      else if (opt.defaultValue !== undefined) problems.push(`masq ${path} ${opt.long}: a default for commander (${String(opt.defaultValue)}); the reader applies defaults`);
+    }
+    assert.deepEqual(problems, []);
+    const batchSize = all.find(({ path, opt }) => path === "run" && opt.long === "--batch-size")!.opt;
+    assert.equal(batchSize.defaultValueDescription, "1000");
+  });
+
+  test("every declared flag is taken by some command", () => {
+    const longs = new Set(all.map(({ opt }) => opt.long));
+    assert.deepEqual(declared.filter((s) => s.flag !== undefined && !longs.has(s.flag.split(" ")[0])).map((s) => s.flag), []);
   });
 });

@@ -3,8 +3,19 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
-import { readConnectTimeoutMs, readPipelineConfig, readRunConfig, type PipelineConfig, readHttp } from "../../src/config.ts";
+import { isDeepStrictEqual } from "node:util";
 import { ConfigError } from "../../src/errors.ts";
+import {
+  readConnectTimeoutMs,
+  readHttp,
+  readLambdaConfig,
+  readLogFormat,
+  readPipelineConfig,
+  readRetentionDays,
+  readRunConfig,
+  type PipelineConfig,
+} from "../../src/settings/config.ts";
+import { envNames, SETTINGS, shownDefault, type Setting } from "../../src/settings/spec.ts";
 import { TEST_KEY, TEST_KEY_HEX } from "./fixtures.ts";
 
 const AWS_QUEUE = "https://sqs.us-east-1.amazonaws.com/123456789012/q";
@@ -272,4 +283,75 @@ describe("an invalid setting throws a ConfigError naming it", () => {
       );
     });
   }
+});
+
+describe("the spec is what the reader follows", () => {
+  const declared = Object.values(SETTINGS) as Setting<unknown>[];
+  /** Everything the settings of `masq run` and the one-shot commands come to, from one environment. */
+  const everything = (env: NodeJS.ProcessEnv) => ({
+    run: readRunConfig({}, env, false),
+    connect: readConnectTimeoutMs(env),
+    logFormat: readLogFormat(env),
+    retention: readRetentionDays(env),
+  });
+
+  test("a default shown as a value (first, in a code span) is what the reader uses when the setting is unset", () => {
+    // Setting a variable to the default that --help and the docs show must change nothing.
+    const problems: string[] = [];
+    let checked = 0;
+    for (const s of declared) {
+      const shown = /^`([^`]+)`/.exec(shownDefault(s) ?? "")?.[1];
+      if (shown === undefined || s.env in BASE_ENV) continue;
+      checked++;
+      try {
+        if (!isDeepStrictEqual(everything({ ...BASE_ENV, [s.env]: shown }), everything(BASE_ENV))) problems.push(`${s.env}: the reader's default is not ${shown}`);
+      } catch (err) {
+        problems.push(`${s.env}: the default shown, ${shown}, is refused (${(err as Error).message})`);
+      }
+    }
+    assert.ok(checked >= 15, `only ${checked} defaults checked`);
+    assert.deepEqual(problems, []);
+  });
+
+  test("every declared setting is read (a declaration no reader uses would document a setting that does nothing)", () => {
+    const looked = new Set<string>();
+    for (const given of [BASE_ENV, { QUEUE_URL: AWS_QUEUE, MASQ_KMS_KEY_ID: "alias/masq" }]) {
+      const env = new Proxy<NodeJS.ProcessEnv>(given, {
+        get: (target, name) => {
+          if (typeof name !== "string") return undefined;
+          looked.add(name);
+          return target[name];
+        },
+      });
+      everything(env);
+    }
+    assert.deepEqual(declared.flatMap(envNames).filter((n) => !looked.has(n)), []);
+  });
+
+  test("a fallback variable is read only when the setting's own is unset, and errors name the one given", () => {
+    assert.equal(readRunConfig({}, { ...BASE_ENV, AWS_DEFAULT_REGION: "eu-central-1", AWS_REGION: "" }, false).region, "eu-central-1");
+    assert.throws(() => readRunConfig({}, { ...BASE_ENV, AWS_DEFAULT_REGION: "bad region" }, false), (e: Error) => e instanceof ConfigError && e.setting === "AWS_DEFAULT_REGION");
+  });
+});
+
+describe("the Lambda handler's settings", () => {
+  const LAMBDA_ENV = { MASQ_MASTER_KEY: MASTER_HEX };
+  test("defaults", () => {
+    assert.deepEqual(readLambdaConfig(LAMBDA_ENV), {
+      logLevel: "info",
+      databaseUrl: undefined,
+      table: { schema: "public", name: "user_logins" },
+      keys: LOCAL_KEYS,
+      pseudonymKeyOverride: undefined,
+      batchSize: 1000,
+      migrate: true,
+    });
+  });
+  // MASQ_MIGRATE is parsed as everywhere else: before, the handler took only "false" and "0" as off.
+  for (const [value, migrate] of [["no", false], ["OFF", false], ["false", false], ["0", false], ["yes", true], ["1", true]] as const) {
+    test(`MASQ_MIGRATE=${value}`, () => assert.equal(readLambdaConfig({ ...LAMBDA_ENV, MASQ_MIGRATE: value }).migrate, migrate));
+  }
+  test("an invalid MASQ_MIGRATE is a configuration error naming it", () => {
+    assert.throws(() => readLambdaConfig({ ...LAMBDA_ENV, MASQ_MIGRATE: "banana" }), (e: Error) => e instanceof ConfigError && e.setting === "MASQ_MIGRATE");
+  });
 });

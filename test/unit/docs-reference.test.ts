@@ -2,10 +2,9 @@ import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { test } from "node:test";
-import { isDeepStrictEqual } from "node:util";
-import type { Command, Option } from "commander";
+import type { Command } from "commander";
 import { buildProgram } from "../../src/cli.ts";
-import { readRunConfig } from "../../src/config.ts";
+import { withSettingsTable } from "../../src/settings/docs-table.ts";
 import { targetTableDdl } from "../../src/sink/target-table.ts";
 import { Metrics } from "../../src/metrics/metrics.ts";
 import { createPseudonymizer } from "../../src/mask/pseudonymize.ts";
@@ -13,7 +12,7 @@ import { prepareOutcome } from "../../src/runner/prepare.ts";
 import { docBlock, docFiles, parseBlocks, REPO_ROOT } from "../helpers/doc-blocks.ts";
 
 /**
- * The reference pages are kept in step with the code: settings with what the code reads and the command line,
+ * The reference pages are kept in step with the code: the settings table with the spec it is made from,
  * metrics with the registry, commands and exit codes with the CLI, masq's tables with the migrations, the source
  * tree with the checkout, links with their targets. Each failure names what to add or remove, and where.
  */
@@ -76,7 +75,12 @@ function envReadByTests(): Set<string> {
 }
 
 const configuration = read("docs/configuration.md");
-const settingsRows = tableRows(configuration, "| flag | environment |");
+
+test("the settings table in docs/configuration.md is the one made from src/settings/spec.ts", () => {
+  // The spec is the one declaration of each setting; the reader and the command line are made from it too, and
+  // test/unit/config.test.ts and cli.test.ts check that they follow it.
+  assert.equal(configuration, withSettingsTable(configuration), "run: node scripts/settings-doc.ts");
+});
 
 test("every environment variable masq reads is documented in docs/configuration.md", () => {
   const spans = (text: string) => new Set(codeSpans(text.replace(/```[\s\S]*?```/g, "")).flatMap((s) => s.split(/[\s,=]+/)));
@@ -87,39 +91,15 @@ test("every environment variable masq reads is documented in docs/configuration.
   const missing = [...envReadByCode()]
     .filter(([name]) => !documented.has(name) && !(name in INTERNAL_ENV) && !(byTests.has(name) && forDevelopers.has(name)))
     .map(([name, file]) => `${name} (read in ${file})`);
-  assert.deepEqual(missing, [], "add these to docs/configuration.md (the settings table, or the table of variables read by libraries)");
+  assert.deepEqual(missing, [], "declare these in src/settings/spec.ts, or add them to the table of variables read by libraries in docs/configuration.md");
 });
 
-test("every variable in the settings table is one masq reads", () => {
+test("every MASQ_* name in the docs is one masq or its tests read", () => {
   const readByCode = envReadByCode();
   const readByTests = envReadByTests();
-  const documented = settingsRows.flatMap((r) => codeSpans(r[1] ?? "").flatMap((s) => s.split(/[\s,=]+/)).filter((s) => /^[A-Z][A-Z0-9_]+$/.test(s)));
-  assert.ok(documented.length >= 25, `only ${documented.length} variables found in the settings table`);
-  assert.deepEqual(documented.filter((name) => !readByCode.has(name)), [], "docs/configuration.md documents these, but no code under src/ reads them");
-  // Anywhere in the docs: a MASQ_* name that masq does not read is a typo or a setting that is gone.
+  // A MASQ_* name that masq does not read is a typo or a setting that is gone.
   const stale = docFiles().flatMap((f) => [...read(f).matchAll(/\bMASQ_[A-Z0-9_]*[A-Z0-9]\b/g)].map((m) => `${f}: ${m[0]}`)).filter((s) => !readByCode.has(s.split(": ")[1]!) && !readByTests.has(s.split(": ")[1]!));
   assert.deepEqual([...new Set(stale)], [], "these MASQ_* names appear in the docs but masq reads no such variable");
-});
-
-test("every default in the settings table is what the configuration reader uses when the setting is unset", () => {
-  // Setting a variable to its documented default must change nothing.
-  const base: NodeJS.ProcessEnv = { QUEUE_URL: "http://127.0.0.1:9/000000000000/q", MASQ_MASTER_KEY: "00".repeat(32) };
-  const config = (env: NodeJS.ProcessEnv) => readRunConfig({}, { ...base, ...env }, false);
-  const problems: string[] = [];
-  let checked = 0;
-  for (const row of settingsRows) {
-    const name = codeSpans(row[1] ?? "")[0]?.split(/[\s,=]+/)[0];
-    const def = /^`([^`]+)`/.exec(row[2] ?? "")?.[1];
-    if (name === undefined || def === undefined || name in base) continue;
-    checked++;
-    try {
-      if (!isDeepStrictEqual(config({ [name]: def }), config({}))) problems.push(`${name}: masq's default is not the documented ${def}`);
-    } catch (err) {
-      problems.push(`${name}: the documented default ${def} is refused (${(err as Error).message})`);
-    }
-  }
-  assert.ok(checked >= 12, `only ${checked} defaults checked`);
-  assert.deepEqual(problems, [], "docs/configuration.md's defaults differ from src/config.ts");
 });
 
 function allCommands(cmd: Command, path: string[] = []): { path: string[]; cmd: Command }[] {
@@ -128,33 +108,6 @@ function allCommands(cmd: Command, path: string[] = []): { path: string[]; cmd: 
 
 const program = buildProgram();
 const commands = allCommands(program);
-const options = (): { path: string; opt: Option }[] => commands.flatMap(({ path, cmd }) => cmd.options.map((opt) => ({ path: path.join(" "), opt })));
-
-test("every flag with an environment variable is in the settings table with that variable and its default", () => {
-  const problems: string[] = [];
-  for (const { path, opt } of options()) {
-    if (opt.envVar === undefined || opt.long === undefined) continue;
-    const row = settingsRows.find((r) => codeSpans(r[0] ?? "").some((s) => s.split(" ")[0] === opt.long));
-    if (!row) {
-      problems.push(`${opt.long} (masq ${path}) has no row`);
-      continue;
-    }
-    if (!codeSpans(row[1] ?? "").some((s) => s.split(/[\s,=]+/).includes(opt.envVar!))) problems.push(`${opt.long}: the row does not name ${opt.envVar}`);
-    const def: unknown = opt.defaultValue;
-    if (typeof def === "number" || typeof def === "string") {
-      const shown = codeSpans(row[2] ?? "").join(" ") + " " + (row[2] ?? "");
-      if (!shown.includes(String(def))) problems.push(`${opt.long}: the command line's default is ${String(def)}, the row says "${row[2]}"`);
-    }
-  }
-  assert.deepEqual([...new Set(problems)], [], "docs/configuration.md's settings table differs from the command line (src/cli.ts)");
-});
-
-test("every flag in the settings table exists on a command", () => {
-  const longs = new Set(options().map(({ opt }) => opt.long));
-  const documented = settingsRows.flatMap((r) => codeSpans(r[0] ?? "").map((s) => s.split(" ")[0]!)).filter((f) => f.startsWith("--"));
-  assert.ok(documented.length >= 15);
-  assert.deepEqual(documented.filter((f) => !longs.has(f)), [], "docs/configuration.md names flags that no command has");
-});
 
 // ---- commands and exit codes ------------------------------------------------------------------------------------
 

@@ -43,6 +43,8 @@ export const SETTINGS: Readonly<Record<string, SettingPart>> = {
   MASQ_MOTO_SERVER: "harness",
   // A test hook masq reads (a prepare thread exits, as a crashed one would); docs/development.md.
   MASQ_TEST_PREPARE_THREAD_EXIT_AFTER: "harness",
+  // The same for the SQS thread (it exits as its Nth delete call arrives).
+  MASQ_TEST_SQS_THREAD_EXIT_AFTER: "harness",
 };
 
 export const KNOWN_SETTINGS: readonly string[] = Object.keys(SETTINGS);

@@ -127,7 +127,7 @@ export class SqsThread implements QueueSource {
   private call(body: CallBody, signal: AbortSignal | undefined): Promise<Answer> {
     if (this.failed !== undefined) return Promise.reject(this.failed);
     const id = this.nextId++;
-    const m = { ...body, id, signal: this.signalId(signal) } as Call;
+    const m = { ...body, id, signal: this.signalId(signal) };
     return new Promise<Answer>((resolve, reject) => {
       this.waiting.set(id, { resolve, reject });
       this.worker.postMessage(m);
@@ -141,9 +141,9 @@ export class SqsThread implements QueueSource {
   private signalId(signal: AbortSignal | undefined): number {
     if (signal === undefined) return 0;
     if (signal.aborted) return -1;
-    let id = this.signalIds.get(signal);
+    const id = this.signalIds.get(signal);
     if (id !== undefined) return id;
-    const n = (id = this.nextSignal++);
+    const n = this.nextSignal++;
     this.signalIds.set(signal, n);
     signal.addEventListener(
       "abort",

@@ -7,7 +7,6 @@ import { createDb, type Db } from "../sink/db.ts";
 import { targetText } from "../sink/pg-target.ts";
 import { pruneLedger } from "../sink/prune-ledger.ts";
 import type { QueueSource } from "../source/sqs-source.ts";
-import { detectSqsProtocol } from "../source/sqs-protocol.ts";
 import { SqsThread } from "../ingest/sqs-thread.ts";
 import type pg from "pg";
 import { onShutdownSignals } from "./signals.ts";
@@ -60,8 +59,8 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
     poolSize: config.pipeline.writers + 2,
     logger,
   });
-  // Made once the endpoint's protocol is known (detectSqsProtocol below); until then readiness reports the wait.
   let sqsThread: SqsThread | undefined;
+  // Set once the endpoint's protocol is known (detectProtocol below); until then readiness reports the wait.
   let source: QueueSource | undefined;
   let sqsWaiting = "finding the SQS endpoint's protocol";
   // Metrics only where /metrics serves them: prom-client is a tenth of a drain's start-up, for numbers nobody reads.
@@ -76,7 +75,10 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
   let http: Awaited<ReturnType<typeof startHttpServer>> | undefined;
   let threads: PrepareThreads | undefined;
   try {
-    // Started first: they boot while masq reaches SQS and Postgres.
+    // Started first: they boot while masq reaches SQS and Postgres. Every SQS call is made on the SQS thread, which
+    // loads the AWS SDK in the meantime: the SDK's per-call work was most of the main thread's.
+    sqsThread = new SqsThread({ data: { queueUrl: config.queueUrl, exitAfterDeletes: testExitAfter(process.env, "MASQ_TEST_SQS_THREAD_EXIT_AFTER") }, logger });
+    const sqsSource = sqsThread;
     const prepareThreads = config.pipeline.prepareThreads ?? 0;
     if (prepareThreads > 0) threads = new PrepareThreads({ count: prepareThreads, logger, exitAfterBatches: testExitAfter(process.env, "MASQ_TEST_PREPARE_THREAD_EXIT_AFTER") });
     // Up before anything else: liveness holds while masq waits for Postgres or SQS; readiness tells the truth.
@@ -86,8 +88,7 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
     }
     // SQS first: a wrong queue, region or credentials must stop masq before it migrates anything.
     const protocol = await retryTransient(
-      () =>
-        detectSqsProtocol({ queueUrl: config.queueUrl, region: config.region, endpoint: config.sqsEndpoint, setting: config.sqsProtocol, signal: setupAbort.signal }),
+      () => sqsSource.detectProtocol({ region: config.region, endpoint: config.sqsEndpoint, setting: config.sqsProtocol, signal: setupAbort.signal }),
       {
         what: "reaching SQS",
         signal: setupAbort.signal,
@@ -101,24 +102,16 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
       },
     );
     logger.info({ protocol, setting: config.sqsProtocol === "auto" ? "detected" : "MASQ_SQS_PROTOCOL" }, `SQS protocol: ${protocol}`);
-    // Every SQS call from here on is made on the SQS thread: the SDK's per-call work was most of the main thread's.
-    const sqsSource = (sqsThread = new SqsThread({
-      data: {
-        client: {
-          region: config.region,
-          endpoint: config.sqsEndpoint,
-          protocol,
-          maxSockets: config.pipeline.receivers + 32,
-          requestTimeoutMs: config.pipeline.waitTimeSeconds * 1000 + 15_000,
-          queueUrl: config.queueUrl,
-          // The runner retries every call itself, with its own backoff: SDK retries would only add to the wait.
-          maxAttempts: 1,
-        },
-        queueUrl: config.queueUrl,
-        exitAfterDeletes: testExitAfter(process.env, "MASQ_TEST_SQS_THREAD_EXIT_AFTER"),
-      },
-      logger,
-    }));
+    sqsSource.open({
+      region: config.region,
+      endpoint: config.sqsEndpoint,
+      protocol,
+      maxSockets: config.pipeline.receivers + 32,
+      requestTimeoutMs: config.pipeline.waitTimeSeconds * 1000 + 15_000,
+      queueUrl: config.queueUrl,
+      // The runner retries every call itself, with its own backoff: SDK retries would only add to the wait.
+      maxAttempts: 1,
+    });
     source = sqsSource;
     await prepareDatabase(db, config.table, { migrate: config.migrate, logger, signal: setupAbort.signal, deadlineMs });
     keys = await openIngestKeys({
@@ -194,7 +187,7 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
     // The bar's last drawing comes before the closing lines, and is never redrawn after them.
     progress?.stop({ complete: drain && !result.fatal && !result.timedOut });
     // Each thread's CPU time (p3-bench reads `threads`): the prepare threads report theirs as they stop.
-    const sqsUsage = await sqsThread.close();
+    const sqsUsage = await sqsSource.close();
     const threadUsage: ThreadUsage[] = [mainThreadUsage(), ...(sqsUsage ? [sqsUsage] : []), ...((await threads?.close()) ?? [])];
     threads = undefined;
     const usage = process.resourceUsage();

@@ -5,13 +5,15 @@
  * between calls but its SDK client.
  */
 import { ConfigError, FatalError, TransientError, type ErrorHelp } from "../errors.ts";
+import type { SqsProtocol, SqsProtocolSetting } from "../config.ts";
 import type { SqsClientOptions } from "../source/sqs-client.ts";
 import type { QueueCounts } from "../source/sqs-source.ts";
 
-/** Given at start (workerData). */
+/**
+ * Given at start (workerData). The thread starts before the endpoint's protocol is known, so that loading the SDK
+ * overlaps masq's other start-up work, and finds the protocol itself (`detect`); the client is made by `open`.
+ */
 export interface SqsThreadData {
-  /** The client as createSqsClient builds it, credentials excepted: the thread reads the SDK's chain itself. */
-  client: Omit<SqsClientOptions, "credentials">;
   queueUrl: string;
   /**
    * Test hook (MASQ_TEST_SQS_THREAD_EXIT_AFTER, read only from the environment of the process, never from a
@@ -25,6 +27,9 @@ export interface SqsThreadData {
  * the thread aborts every call under it when an `abort` for it arrives, and forgets the number.
  */
 export type ToSqsThread =
+  | { type: "detect"; id: number; signal: number; region: string; endpoint: string | undefined; setting: SqsProtocolSetting }
+  /** The client as createSqsClient builds it, credentials excepted: the thread reads the SDK's chain itself. */
+  | { type: "open"; client: Omit<SqsClientOptions, "credentials"> }
   | { type: "receive"; id: number; signal: number; waitTimeSeconds: number; visibilityTimeoutSeconds: number; max: number }
   | { type: "delete"; id: number; signal: number; receiptHandles: string[] }
   | { type: "extend"; id: number; signal: number; receiptHandles: string[]; seconds: number }
@@ -36,6 +41,7 @@ export type ToSqsThread =
 
 /** Thread → main. A thread that throws is not answered for: it dies, and a dead thread is fatal to masq. */
 export type FromSqsThread =
+  | { type: "detected"; id: number; protocol: SqsProtocol }
   | { type: "received"; id: number; messages: ReceivedColumns }
   /** `retry`: indexes into the call's receipt handles that failed transiently; `stale`: how many were no longer valid. */
   | { type: "deleted"; id: number; retry: number[]; stale: number }

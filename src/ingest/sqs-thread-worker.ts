@@ -7,12 +7,14 @@
  */
 import { parentPort, workerData } from "node:worker_threads";
 import { createSqsClient } from "../source/sqs-client.ts";
+import { detectSqsProtocol } from "../source/sqs-protocol.ts";
 import { SqsSource, type Handle, type ReceivedMessage } from "../source/sqs-source.ts";
 import { toErrorData, type FromSqsThread, type ReceivedColumns, type SqsThreadData, type ToSqsThread } from "./sqs-thread-protocol.ts";
 
 const port = parentPort!;
 const data = workerData as SqsThreadData;
-const source = new SqsSource(createSqsClient(data.client), data.queueUrl);
+/** Made by `open`, which the runner sends before any call that needs it. */
+let source: SqsSource | undefined;
 /** One per signal of the main thread's that has not fired yet; aborted, and forgotten, when it fires. */
 const signals = new Map<number, AbortController>();
 const ABORTED = AbortSignal.abort();
@@ -58,8 +60,13 @@ function columns(messages: readonly ReceivedMessage[]): ReceivedColumns {
   return c;
 }
 
-async function call(m: Exclude<ToSqsThread, { type: "abort" | "usage" }>): Promise<FromSqsThread> {
+async function call(m: Extract<ToSqsThread, { id: number }>): Promise<FromSqsThread> {
   const signal = signalOf(m.signal);
+  if (m.type === "detect") {
+    const protocol = await detectSqsProtocol({ queueUrl: data.queueUrl, region: m.region, endpoint: m.endpoint, setting: m.setting, ...(signal ? { signal } : {}) });
+    return { type: "detected", id: m.id, protocol };
+  }
+  if (source === undefined) throw new Error(`${m.type} before the SQS client was opened`);
   switch (m.type) {
     case "receive": {
       const messages = await source.receiveBatch({ waitTimeSeconds: m.waitTimeSeconds, visibilityTimeoutSeconds: m.visibilityTimeoutSeconds, max: m.max, signal });
@@ -85,6 +92,10 @@ port.on("message", (m: ToSqsThread) => {
   if (m.type === "abort") {
     signals.get(m.signal)?.abort();
     signals.delete(m.signal);
+    return;
+  }
+  if (m.type === "open") {
+    source = new SqsSource(createSqsClient(m.client), data.queueUrl);
     return;
   }
   if (m.type === "usage") {

@@ -1,4 +1,6 @@
 import { Worker } from "node:worker_threads";
+import type { SqsProtocol, SqsProtocolSetting } from "../config.ts";
+import type { SqsClientOptions } from "../source/sqs-client.ts";
 import { FatalError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { Handle, QueueCounts, QueueSource, ReceivedMessage } from "../source/sqs-source.ts";
@@ -51,6 +53,18 @@ export class SqsThread implements QueueSource {
     this.worker.on("exit", (code) => {
       if (!this.closing) this.died(opts.logger, `exited with code ${code}`);
     });
+  }
+
+  /** The wire protocol the queue's endpoint speaks (detectSqsProtocol, on the thread), or its classified error. */
+  async detectProtocol(opts: { region: string; endpoint: string | undefined; setting: SqsProtocolSetting; signal?: AbortSignal }): Promise<SqsProtocol> {
+    const a = await this.call({ type: "detect", signal: 0, region: opts.region, endpoint: opts.endpoint, setting: opts.setting }, opts.signal);
+    if (a.type !== "detected") throw this.mismatch(a);
+    return a.protocol;
+  }
+
+  /** Makes the thread's client; every call after this one uses it. */
+  open(client: Omit<SqsClientOptions, "credentials">): void {
+    if (this.failed === undefined) this.worker.postMessage({ type: "open", client } satisfies ToSqsThread);
   }
 
   async receiveBatch(opts: { waitTimeSeconds: number; visibilityTimeoutSeconds: number; max?: number; signal?: AbortSignal }): Promise<ReceivedMessage[]> {

@@ -16,10 +16,9 @@ const TUNING = { MASQ_BATCH_SIZE: "50", MASQ_RECEIVERS: "4", MASQ_VISIBILITY_TIM
 
 /** An SqsThread in this process, on the fixture's fauxqs; the thread reads credentials from the environment, as masq's does. */
 function thread(queueUrl: string): SqsThread {
-  return new SqsThread({
-    data: { client: { region: "us-east-1", endpoint: fx.sqs.endpoint, protocol: "json", maxAttempts: 1, queueUrl }, queueUrl },
-    logger: createLogger("silent"),
-  });
+  const t = new SqsThread({ data: { queueUrl }, logger: createLogger("silent") });
+  t.open({ region: "us-east-1", endpoint: fx.sqs.endpoint, protocol: "json", maxAttempts: 1, queueUrl });
+  return t;
 }
 
 describe("the SQS thread", () => {
@@ -41,6 +40,7 @@ describe("the SQS thread", () => {
     await sendBodies(fx.sqs.client, queueUrl, bodies);
     const source = thread(queueUrl);
     try {
+      assert.equal(await source.detectProtocol({ region: "us-east-1", endpoint: fx.sqs.endpoint, setting: "auto" }), "json");
       assert.equal(await source.retentionSeconds(), 7200);
       const got = [];
       while (got.length < 3) got.push(...(await source.receiveBatch({ waitTimeSeconds: 1, visibilityTimeoutSeconds: 30 })));
@@ -82,6 +82,12 @@ describe("the SQS thread", () => {
       assert.ok(err instanceof ConfigError, String(err));
       assert.equal(err.setting, "QUEUE_URL");
       assert.match(err.message, /no such queue/);
+      // The protocol probe, made on the thread at start-up, classifies the same way.
+      const probe = await source.detectProtocol({ region: "us-east-1", endpoint: fx.sqs.endpoint, setting: "auto" }).then(
+        () => assert.fail("the probe of a missing queue succeeded"),
+        (e: unknown) => e,
+      );
+      assert.ok(probe instanceof ConfigError && probe.setting === "QUEUE_URL", String(probe));
     } finally {
       await source.close();
     }

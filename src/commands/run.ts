@@ -6,10 +6,8 @@ import { Runner } from "../runner/runner.ts";
 import { createDb, type Db } from "../sink/db.ts";
 import { targetText } from "../sink/pg-target.ts";
 import { pruneLedger } from "../sink/prune-ledger.ts";
-import { createSqsClient } from "../source/sqs-client.ts";
-import { SqsSource } from "../source/sqs-source.ts";
-import { detectSqsProtocol } from "../source/sqs-protocol.ts";
-import type { SQSClient } from "@aws-sdk/client-sqs";
+import type { QueueSource } from "../source/sqs-source.ts";
+import { SqsThread } from "../ingest/sqs-thread.ts";
 import type pg from "pg";
 import { onShutdownSignals } from "./signals.ts";
 import { startHttpServer } from "../http/server.ts";
@@ -61,9 +59,9 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
     poolSize: config.pipeline.writers + 2,
     logger,
   });
-  // Made once the endpoint's protocol is known (detectSqsProtocol below); until then readiness reports the wait.
-  let sqs: SQSClient | undefined;
-  let source: SqsSource | undefined;
+  let sqsThread: SqsThread | undefined;
+  // Set once the endpoint's protocol is known (detectProtocol below); until then readiness reports the wait.
+  let source: QueueSource | undefined;
   let sqsWaiting = "finding the SQS endpoint's protocol";
   // Metrics only where /metrics serves them: prom-client is a tenth of a drain's start-up, for numbers nobody reads.
   const metrics: Metrics | undefined = config.http ? new (await import("../metrics/metrics.ts")).Metrics() : undefined;
@@ -77,9 +75,12 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
   let http: Awaited<ReturnType<typeof startHttpServer>> | undefined;
   let threads: PrepareThreads | undefined;
   try {
-    // Started first: they boot while masq reaches SQS and Postgres.
+    // Started first: they boot while masq reaches SQS and Postgres. Every SQS call is made on the SQS thread, which
+    // loads the AWS SDK in the meantime: the SDK's per-call work was most of the main thread's.
+    sqsThread = new SqsThread({ data: { queueUrl: config.queueUrl, exitAfterDeletes: testExitAfter(process.env, "MASQ_TEST_SQS_THREAD_EXIT_AFTER") }, logger });
+    const sqsSource = sqsThread;
     const prepareThreads = config.pipeline.prepareThreads ?? 0;
-    if (prepareThreads > 0) threads = new PrepareThreads({ count: prepareThreads, logger, exitAfterBatches: testExitAfter(process.env) });
+    if (prepareThreads > 0) threads = new PrepareThreads({ count: prepareThreads, logger, exitAfterBatches: testExitAfter(process.env, "MASQ_TEST_PREPARE_THREAD_EXIT_AFTER") });
     // Up before anything else: liveness holds while masq waits for Postgres or SQS; readiness tells the truth.
     if (config.http && metrics) {
       const readiness = readinessProbe({ pool: db.pool, source: () => source, sqsNotReady: () => sqsWaiting, targets: { postgres: db.target, sqs: sqsTarget } });
@@ -87,8 +88,7 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
     }
     // SQS first: a wrong queue, region or credentials must stop masq before it migrates anything.
     const protocol = await retryTransient(
-      () =>
-        detectSqsProtocol({ queueUrl: config.queueUrl, region: config.region, endpoint: config.sqsEndpoint, setting: config.sqsProtocol, signal: setupAbort.signal }),
+      () => sqsSource.detectProtocol({ region: config.region, endpoint: config.sqsEndpoint, setting: config.sqsProtocol, signal: setupAbort.signal }),
       {
         what: "reaching SQS",
         signal: setupAbort.signal,
@@ -102,7 +102,7 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
       },
     );
     logger.info({ protocol, setting: config.sqsProtocol === "auto" ? "detected" : "MASQ_SQS_PROTOCOL" }, `SQS protocol: ${protocol}`);
-    sqs = createSqsClient({
+    sqsSource.open({
       region: config.region,
       endpoint: config.sqsEndpoint,
       protocol,
@@ -112,7 +112,6 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
       // The runner retries every call itself, with its own backoff: SDK retries would only add to the wait.
       maxAttempts: 1,
     });
-    const sqsSource = new SqsSource(sqs, config.queueUrl);
     source = sqsSource;
     await prepareDatabase(db, config.table, { migrate: config.migrate, logger, signal: setupAbort.signal, deadlineMs });
     keys = await openIngestKeys({
@@ -188,7 +187,8 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
     // The bar's last drawing comes before the closing lines, and is never redrawn after them.
     progress?.stop({ complete: drain && !result.fatal && !result.timedOut });
     // Each thread's CPU time (p3-bench reads `threads`): the prepare threads report theirs as they stop.
-    const threadUsage: ThreadUsage[] = [mainThreadUsage(), ...((await threads?.close()) ?? [])];
+    const sqsUsage = await sqsSource.close();
+    const threadUsage: ThreadUsage[] = [mainThreadUsage(), ...(sqsUsage ? [sqsUsage] : []), ...((await threads?.close()) ?? [])];
     threads = undefined;
     const usage = process.resourceUsage();
     logger.info(
@@ -227,7 +227,7 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
     keys?.close();
     provider.close();
     signals.dispose();
-    sqs?.destroy();
+    await sqsThread?.close();
     await db.close().catch(() => undefined);
     logger.flush();
   }
@@ -250,8 +250,11 @@ async function requirePrunePrivilege(pool: pg.Pool): Promise<void> {
   }
 }
 
-/** MASQ_TEST_PREPARE_THREAD_EXIT_AFTER: the tests' way to crash a prepare thread (prepare-protocol.ts). */
-function testExitAfter(env: NodeJS.ProcessEnv): number | undefined {
-  const v = env.MASQ_TEST_PREPARE_THREAD_EXIT_AFTER;
+/**
+ * MASQ_TEST_PREPARE_THREAD_EXIT_AFTER and MASQ_TEST_SQS_THREAD_EXIT_AFTER: the tests' way to crash a prepare thread
+ * (prepare-protocol.ts) or the SQS thread (ingest/sqs-thread-protocol.ts).
+ */
+function testExitAfter(env: NodeJS.ProcessEnv, name: "MASQ_TEST_PREPARE_THREAD_EXIT_AFTER" | "MASQ_TEST_SQS_THREAD_EXIT_AFTER"): number | undefined {
+  const v = env[name];
   return v !== undefined && /^\d+$/.test(v) ? Number(v) : undefined;
 }

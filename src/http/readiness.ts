@@ -3,7 +3,7 @@ import { describeError, errorLine } from "../errors.ts";
 import { fromPostgres } from "../sink/pg-errors.ts";
 import { targetText, type PgTarget } from "../sink/pg-target.ts";
 import { loadMigrations } from "../sink/migrate.ts";
-import type { SqsSource } from "../source/sqs-source.ts";
+import type { QueueSource } from "../source/sqs-source.ts";
 
 export interface Check {
   ok: boolean;
@@ -22,7 +22,7 @@ export interface Readiness {
 export function readinessProbe(opts: {
   pool: pg.Pool;
   /** Undefined until masq knows the endpoint's protocol (run.ts); sqsNotReady says what it is waiting for then. */
-  source: () => SqsSource | undefined;
+  source: () => QueueSource | undefined;
   sqsNotReady?: () => string;
   cacheMs?: number;
   /** Named in a failing check's detail, so the probe says which setting to look at. */

@@ -2,7 +2,7 @@ import type pg from "pg";
 import type { PipelineConfig } from "../settings/config.ts";
 import { ConfigError, describeError, FatalError, stoppedWorking, TransientError, UnreachableError } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import type { Handle, ReceivedMessage, SqsSource } from "../source/sqs-source.ts";
+import type { Handle, QueueSource, ReceivedMessage } from "../source/sqs-source.ts";
 import type { TableName } from "../sink/table-name.ts";
 import type { ReasonCode } from "../transform/login-event.ts";
 import type { IngestKeys } from "../vault/ingest-keys.ts";
@@ -14,7 +14,8 @@ import { emptyStats, type RunStats } from "./stats.ts";
 import type { PipelineObserver } from "./observer.ts";
 
 export interface RunnerDeps {
-  source: SqsSource;
+  /** SqsSource, or SqsThread (ingest/sqs-thread.ts): the same calls on a thread of their own. */
+  source: QueueSource;
   pool: pg.Pool;
   table: TableName;
   keys: IngestKeys;
@@ -121,9 +122,10 @@ export class Runner {
       { drain: this.drain, receivers: config.receivers, batchSize: config.batchSize, writers: config.writers, prepareThreads: config.prepareThreads ?? 0 },
       "pipeline started",
     );
-    // A prepare thread that dies is a crash of masq, not a pipeline running on without it.
+    // A prepare thread or the SQS thread that dies is a crash of masq, not a pipeline running on without it.
     let running = true;
     void this.deps.preparer?.failure?.then((err) => running && this.failWith(err));
+    void this.deps.source.failure?.then((err) => running && this.failWith(err));
     // Ticks every quarter of the timeout and extends what has less than half left: a message is always extended at
     // least a quarter of the timeout before it would reappear, whatever the timer's phase.
     const heartbeat = setInterval(() => void this.extendVisibility(), Math.max(250, (config.visibilityTimeoutSeconds * 1000) / 4));

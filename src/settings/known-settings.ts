@@ -4,10 +4,10 @@ const ALL: readonly Setting<unknown>[] = Object.values(SETTINGS);
 
 /**
  * Names masq knows without reading them as settings: the test harness and CI set them in the same shells
- * (test/helpers/moto.ts), or they are a test hook masq reads (a prepare thread exits, as a crashed one would;
+ * (test/helpers/moto.ts), or they are a test hook masq reads (a prepare or SQS thread exits, as a crashed one would;
  * docs/development.md). They get no "unknown setting" warning.
  */
-const HARNESS = ["MASQ_MOTO_SERVER", "MASQ_TEST_PREPARE_THREAD_EXIT_AFTER"];
+const HARNESS = ["MASQ_MOTO_SERVER", "MASQ_TEST_PREPARE_THREAD_EXIT_AFTER", "MASQ_TEST_SQS_THREAD_EXIT_AFTER"];
 
 /**
  * Every MASQ_* variable masq knows. An unknown one is almost always a typo (MASQ_RECIEVERS), which would otherwise

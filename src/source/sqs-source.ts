@@ -6,7 +6,7 @@ import {
   ReceiveMessageCommand,
   type SQSClient,
 } from "@aws-sdk/client-sqs";
-import { TransientError } from "../errors.ts";
+import { TransientError, type FatalError } from "../errors.ts";
 import { newSqsLane, type SqsLane } from "./sqs-client.ts";
 import { classifySqsError } from "./sqs-errors.ts";
 
@@ -30,6 +30,21 @@ export interface QueueCounts {
   visible: number;
   inFlight: number;
   delayed: number;
+}
+
+/**
+ * What the runner needs of its queue: SqsSource below, on the runner's thread, or SqsThread (ingest/sqs-thread.ts),
+ * the same calls made on a thread of their own. Errors are TransientError, ConfigError or FatalError either way.
+ */
+export interface QueueSource {
+  readonly queueUrl: string;
+  receiveBatch(opts: { waitTimeSeconds: number; visibilityTimeoutSeconds: number; max?: number; signal?: AbortSignal }): Promise<ReceivedMessage[]>;
+  deleteBatch(handles: readonly Handle[], signal?: AbortSignal): Promise<{ retry: Handle[]; stale: number }>;
+  extendVisibility(handles: readonly Handle[], seconds: number, signal?: AbortSignal): Promise<{ failed: number }>;
+  counts(signal?: AbortSignal): Promise<QueueCounts>;
+  retentionSeconds(signal?: AbortSignal): Promise<number>;
+  /** Settles when the source can no longer work (its thread died): fatal to the runner. */
+  readonly failure?: Promise<FatalError> | undefined;
 }
 
 /** Receipt handles that are no longer valid: the message will come back (or is gone); retrying cannot help. */
@@ -86,7 +101,7 @@ function chunks<T>(items: readonly T[], size: number): T[][] {
  * The SQS end of the pipeline: long-poll receive, batched delete and visibility extension, queue counts.
  * Every call takes an AbortSignal (shutdown) and has a timeout; errors come out as TransientError or FatalError.
  */
-export class SqsSource {
+export class SqsSource implements QueueSource {
   readonly client: SQSClient;
   readonly queueUrl: string;
   private readonly housekeeping = new CallLimiter(HOUSEKEEPING_CALLS);

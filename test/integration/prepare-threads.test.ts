@@ -58,7 +58,7 @@ describe("prepare threads", () => {
     await assertExactlyOnce(events);
   });
 
-  test('the "process usage" line gives each thread\'s CPU time: main, prepare-1, prepare-2', async () => {
+  test('the "process usage" line gives each thread\'s CPU time: main, sqs, prepare-1, prepare-2', async () => {
     await fx.reset();
     const { events, env } = await seed(600, 82, { MASQ_PREPARE_THREADS: "2" });
     const proc = spawnMasq(["run", "--drain"], env);
@@ -68,7 +68,7 @@ describe("prepare threads", () => {
     assert.equal(typeof u.cpuUserMs, "number", "the existing fields stay");
     assert.deepEqual(
       u.threads.map((t) => t.name),
-      ["main", "prepare-1", "prepare-2"],
+      ["main", "sqs", "prepare-1", "prepare-2"],
     );
     for (const t of u.threads) assert.ok(Number.isInteger(t.cpuUserUs) && t.cpuUserUs > 0 && Number.isInteger(t.cpuSystemUs) && t.cpuSystemUs >= 0, JSON.stringify(t));
   });
@@ -81,7 +81,7 @@ describe("prepare threads", () => {
     await assertExactlyOnce(events);
     assert.deepEqual(
       usageLine(proc.lines).threads.map((t) => t.name),
-      ["main"],
+      ["main", "sqs"],
     );
   });
 

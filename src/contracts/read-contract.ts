@@ -73,16 +73,16 @@ function readEvent(pair: Pair, at: At): EventSpec {
   const where = `event type ${name}`;
 
   const fieldsNode = node.get("fields", true) as Node | undefined;
-  if (fieldsNode === undefined) at(node, `${where}: fields is missing`);
+  if (fieldsNode === undefined) at(keyNode, `${where}: fields is missing`);
   else if (!isMap(fieldsNode) || fieldsNode.items.length === 0) at(fieldsNode, `${where}: fields must map each field's path to its type and treatment`);
   else for (const f of fieldsNode.items) spec.fields.push(readField(f, where, at));
   const byPath = new Map(spec.fields.map((f) => [f.path, f]));
 
-  spec.envelope = oneOfValue(node, "envelope", ["none", "sns"], "none", where, at) as "none" | "sns";
-  spec.unknown = oneOfValue(node, "unknown", ["quarantine", "drop"], undefined, where, at) as "quarantine" | "drop";
+  spec.envelope = oneOfValue(node, keyNode, "envelope", ["none", "sns"], "none", where, at) as "none" | "sns";
+  spec.unknown = oneOfValue(node, keyNode, "unknown", ["quarantine", "drop"], undefined, where, at) as "quarantine" | "drop";
 
   const table = node.get("table", true) as Node | undefined;
-  if (table === undefined) at(node, `${where}: table is missing`);
+  if (table === undefined) at(keyNode, `${where}: table is missing`);
   else {
     spec.table = scalarText(table);
     try {
@@ -93,7 +93,7 @@ function readEvent(pair: Pair, at: At): EventSpec {
   }
 
   const subject = node.get("subject", true) as Node | undefined;
-  if (subject === undefined) at(node, `${where}: subject is missing (the field that says whom an event is about)`);
+  if (subject === undefined) at(keyNode, `${where}: subject is missing (the field that says whom an event is about)`);
   else {
     spec.subject = scalarText(subject);
     const f = byPath.get(spec.subject);
@@ -102,7 +102,7 @@ function readEvent(pair: Pair, at: At): EventSpec {
   }
 
   const match = node.get("match", true) as Node | undefined;
-  if (match === undefined) at(node, `${where}: match is missing (all, or field and equals)`);
+  if (match === undefined) at(keyNode, `${where}: match is missing (all, or field and equals)`);
   else if (isScalar(match) && match.value === "all") spec.match = { all: true };
   else if (isMap(match)) {
     checkKeys(match, ["field", "equals"], `${where}: match`, at);
@@ -143,7 +143,7 @@ function readField(pair: Pair, where: string, at: At): FieldSpec {
     return field;
   }
   checkKeys(node, FIELD_KEYS, fw, at);
-  const type = oneOfValue(node, "type", FIELD_TYPES, undefined, fw, at) as FieldType | undefined;
+  const type = oneOfValue(node, keyNode, "type", FIELD_TYPES, undefined, fw, at) as FieldType | undefined;
   if (type !== undefined) field.type = type;
   if (message !== undefined && type !== undefined && type !== message.type) at(node.get("type", true) as Node, `${fw}: a message field of type ${message.type}`);
 
@@ -157,10 +157,10 @@ function readField(pair: Pair, where: string, at: At): FieldSpec {
   if (maxLength !== undefined) {
     if (type !== "string" && type !== "ip") at(maxLength, `${fw}: max_length applies to string and ip fields only`);
     else field.maxLength = positive(maxLength, `${fw}: max_length`, 10_485_760, at);
-  } else if (type === "string" && message === undefined) at(node, `${fw}: a string field needs max_length`);
+  } else if (type === "string" && message === undefined) at(keyNode, `${fw}: a string field needs max_length`);
 
   const treatmentNode = node.get("treatment", true) as Node | undefined;
-  const name = oneOfValue(node, "treatment", TREATMENTS, undefined, fw, at) as TreatmentName | undefined;
+  const name = oneOfValue(node, keyNode, "treatment", TREATMENTS, undefined, fw, at) as TreatmentName | undefined;
   if (name !== undefined && type !== undefined && !TREATMENTS_OF[type].includes(name)) {
     at(treatmentNode, `${fw}: a ${type} field can be ${TREATMENTS_OF[type].join(", ")}, not ${name}`);
   }
@@ -171,7 +171,7 @@ function readField(pair: Pair, where: string, at: At): FieldSpec {
   if (name === "pseudonymize" || name === "hash") {
     allow("kind");
     const kind = node.get("kind", true) as Node | undefined;
-    if (kind === undefined) at(node, `${fw}: ${name} needs a kind (its pseudonyms' domain, e.g. ip or email)`);
+    if (kind === undefined) at(keyNode, `${fw}: ${name} needs a kind (its pseudonyms' domain, e.g. ip or email)`);
     else if (!KIND.test(scalarText(kind))) at(kind, `${fw}: kind must be lowercase letters, digits and _, at most 32`);
     field.treatment = { name, kind: kind === undefined ? "" : scalarText(kind) };
   } else if (name === "generalize") {
@@ -182,12 +182,12 @@ function readField(pair: Pair, where: string, at: At): FieldSpec {
       field.treatment = { name, ipv4Prefix: v4 === undefined ? 24 : positive(v4, `${fw}: ipv4_prefix`, 32, at), ipv6Prefix: v6 === undefined ? 48 : positive(v6, `${fw}: ipv6_prefix`, 128, at) };
     } else if (type === "timestamp") {
       allow("to");
-      const to = oneOfValue(node, "to", ["hour", "day"], undefined, fw, at) as "hour" | "day" | undefined;
+      const to = oneOfValue(node, keyNode, "to", ["hour", "day"], undefined, fw, at) as "hour" | "day" | undefined;
       field.treatment = { name, to: to ?? "day" };
     } else if (type === "integer") {
       allow("bucket");
       const bucket = node.get("bucket", true) as Node | undefined;
-      if (bucket === undefined) at(node, `${fw}: generalize of an integer needs bucket (the width of each range)`);
+      if (bucket === undefined) at(keyNode, `${fw}: generalize of an integer needs bucket (the width of each range)`);
       field.treatment = { name, bucket: bucket === undefined ? 1 : positive(bucket, `${fw}: bucket`, Number.MAX_SAFE_INTEGER, at) };
     }
   } else if (name !== undefined) {
@@ -199,7 +199,7 @@ function readField(pair: Pair, where: string, at: At): FieldSpec {
   if (name === "drop") {
     if (column !== undefined) at(column, `${fw}: a dropped field has no column`);
   } else if (column === undefined) {
-    if (name !== undefined) at(node, `${fw}: column is missing (the target table's column for it)`);
+    if (name !== undefined) at(keyNode, `${fw}: column is missing (the target table's column for it)`);
   } else {
     field.column = scalarText(column);
     if (!IDENT.test(field.column)) at(column, `${fw}: column must be lowercase letters, digits and _`);
@@ -251,10 +251,11 @@ function checkKeys(map: YAMLMap, allowed: readonly string[], where: string, at: 
   }
 }
 
-function oneOfValue(map: YAMLMap, key: string, values: readonly string[], fallback: string | undefined, where: string, at: At): string | undefined {
+/** A key whose value is one of `values`; when it is missing, `fallback`, or an error at `owner` (the map's name). */
+function oneOfValue(map: YAMLMap, owner: Node, key: string, values: readonly string[], fallback: string | undefined, where: string, at: At): string | undefined {
   const node = map.get(key, true) as Node | undefined;
   if (node === undefined) {
-    if (fallback === undefined) at(map, `${where}: ${key} is missing (one of ${values.join(", ")})`);
+    if (fallback === undefined) at(owner, `${where}: ${key} is missing (one of ${values.join(", ")})`);
     return fallback;
   }
   const value = scalarText(node);

@@ -130,7 +130,8 @@ function readEvent(pair: Pair, at: At): EventSpec {
 function readField(pair: Pair, where: string, at: At): FieldSpec {
   const keyNode = pair.key as Node;
   const path = scalarText(keyNode);
-  const field: FieldSpec = { path, type: "string", required: true, maxLength: undefined, treatment: { name: "drop" }, column: undefined };
+  // Until read, a field counts as kept: a mistake in it is reported once, not again by checks that use it.
+  const field: FieldSpec = { path, type: "string", required: true, maxLength: undefined, treatment: { name: "keep" }, column: undefined };
   const message = MESSAGE_FIELDS[path];
   if (path.startsWith("$") ? message === undefined : !path.split(".").every((s) => SEGMENT.test(s))) {
     const known = Object.keys(MESSAGE_FIELDS).join(", ");

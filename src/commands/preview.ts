@@ -50,7 +50,7 @@ export async function previewCommand(flags: Record<string, unknown>): Promise<nu
 /** --sent-at: the SQS sent time to assume for every event ($sent_at); now when not given. */
 function sentAtOf(value: unknown): Date {
   if (value === undefined) return new Date();
-  const at = parseTimestamp(String(value));
+  const at = typeof value === "string" ? parseTimestamp(value) : null;
   if (at === null) throw new ConfigError("--sent-at", 'must be an ISO 8601 time with a zone, e.g. "2026-12-06T21:00:00Z"');
   return at;
 }

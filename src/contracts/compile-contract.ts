@@ -1,6 +1,7 @@
 import { createPseudonymizer, type PiiKind } from "../mask/pseudonymize.ts";
 import { encodeAppVersion } from "../transform/app-version.ts";
 import { canonicalizeIp } from "../transform/ip.ts";
+import type { ReasonCode } from "../transform/login-event.ts";
 import type { Contract, EventSpec, FieldSpec, FieldType } from "./contract.ts";
 import { ipNetwork, numberBucket, parseTimestamp, timeBucket } from "./generalize.ts";
 
@@ -15,20 +16,11 @@ export function contractKeys(key: Uint8Array): ContractKeys {
   return { pseudonymize: (kind, value) => p.pseudonymize(kind as PiiKind, value) };
 }
 
-/** Today's reason codes, and those only contracts can give. */
-export type ContractReason =
-  | "invalid_json"
-  | "not_an_object"
-  | "missing_field"
-  | "wrong_type"
-  | "too_long"
-  | "empty_field"
-  | "invalid_text"
-  | "invalid_ip"
-  | "invalid_app_version"
-  | "invalid_timestamp"
-  | "unknown_event"
-  | "unclassified_field";
+/**
+ * Why applyContract refuses an event: today's reason codes for a message (db_rejected and unprocessable are decided
+ * later, by the database and the runner), and those only contracts give.
+ */
+export type ContractReason = Exclude<ReasonCode, "db_rejected" | "unprocessable"> | "invalid_timestamp" | "unknown_event" | "unclassified_field";
 
 export type RowValue = string | number | boolean | null;
 

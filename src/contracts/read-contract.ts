@@ -1,6 +1,6 @@
 import { isMap, isScalar, LineCounter, parseDocument, type Node, type Pair, type YAMLMap } from "yaml";
 import { parseTableName } from "../sink/table-name.ts";
-import { FIELD_TYPES, MESSAGE_FIELDS, TREATMENTS, TREATMENTS_OF, type Contract, type EventSpec, type FieldSpec, type FieldType, type Treatment, type TreatmentName } from "./contract.ts";
+import { FIELD_TYPES, MESSAGE_FIELDS, TREATMENTS, TREATMENTS_OF, type Contract, type EventSpec, type FieldSpec, type FieldType, type TreatmentName } from "./contract.ts";
 
 /** A mistake in a contract file, where it is (1-based line and column), as `vector validate` reports them. */
 export interface ContractError {
@@ -146,7 +146,7 @@ function readField(pair: Pair, where: string, at: At): FieldSpec {
   checkKeys(node, FIELD_KEYS, fw, at);
   const type = oneOfValue(node, keyNode, "type", FIELD_TYPES, undefined, fw, at) as FieldType | undefined;
   if (type !== undefined) field.type = type;
-  if (message !== undefined && type !== undefined && type !== message.type) at(node.get("type", true) as Node, `${fw}: a message field of type ${message.type}`);
+  if (message !== undefined && type !== undefined && type !== message.type) at(node.get("type", true), `${fw}: ${path} is a message field of type ${message.type}`);
 
   const required = node.get("required", true) as Node | undefined;
   if (required !== undefined) {
@@ -167,7 +167,7 @@ function readField(pair: Pair, where: string, at: At): FieldSpec {
   }
   const params = new Set(FIELD_KEYS.slice(4, 9).filter((k) => node.has(k)));
   const allow = (...keys: string[]) => {
-    for (const k of params) if (!keys.includes(k)) at(node.get(k, true) as Node, `${fw}: ${k} does not apply to ${name ?? "this"} ${type ?? ""}`.trimEnd());
+    for (const k of params) if (!keys.includes(k)) at(keyOf(node, k), `${fw}: ${k} does not apply to ${name ?? "this treatment"}${name === "generalize" ? ` of a ${type}` : ""}`);
   };
   if (name === "pseudonymize" || name === "hash") {
     allow("kind");
@@ -275,13 +275,18 @@ function positive(node: Node, where: string, max: number, at: At): number {
   return node.value;
 }
 
+function keyOf(map: YAMLMap, key: string): Node | undefined {
+  return map.items.find((p) => scalarText(p.key as Node) === key)?.key as Node | undefined;
+}
+
 function fieldNode(fieldsNode: Node | undefined, path: string): Node | undefined {
   if (!isMap(fieldsNode)) return fieldsNode;
   return (fieldsNode.items.find((p) => scalarText(p.key as Node) === path)?.key as Node | undefined) ?? fieldsNode;
 }
 
 function scalarText(node: Node | null | undefined): string {
-  return isScalar(node) && node.value !== null ? String(node.value) : "";
+  const v: unknown = isScalar(node) ? node.value : undefined;
+  return typeof v === "string" || typeof v === "number" || typeof v === "boolean" ? String(v) : "";
 }
 
 function clip(text: string): string {

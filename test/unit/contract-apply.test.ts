@@ -121,8 +121,8 @@ describe("generalisations", () => {
     fc.assert(
       fc.property(fc.oneof(fc.ipV4(), fc.ipV6()), fc.integer({ min: 1, max: 32 }), fc.integer({ min: 1, max: 128 }), (text, v4, v6) => {
         const ip = canonicalizeIp(text);
-        fc.pre(ip !== null);
-        const net = ipNetwork(ip!, v4, v6);
+        if (ip === null) return;
+        const net = ipNetwork(ip, v4, v6);
         const [base, bits] = net.split("/") as [string, string];
         assert.equal(canonicalizeIp(base), base);
         assert.equal(ipNetwork(base, Number(bits), Number(bits)), net);

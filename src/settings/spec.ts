@@ -288,7 +288,7 @@ export const SETTINGS = {
     part: "contract",
     help: "privacy contract file (YAML) to check or preview",
     doc: "A privacy contract file (YAML, [contracts.md](contracts.md)) for `masq check --offline` and `masq preview`. Unset, they use the login contract shipped with masq (`contracts/login.yaml`). `masq run` does not read contracts yet.",
-    defaultText: "`contracts/login.yaml`",
+    defaultText: "the login contract shipped with masq (`contracts/login.yaml`)",
     parse: trimmed,
   }),
   migrate: setting({

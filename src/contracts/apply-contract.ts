@@ -62,40 +62,39 @@ function applyEvent(e: CompiledEvent, event: Record<string, unknown>, sentAt: Da
     const stray = unclassified(event, e.tree, "");
     if (stray !== undefined) return refuse(stray.reason, stray.path);
   }
-  const values = new Map<CompiledField, unknown>();
-  for (const f of e.fields) values.set(f, f.segments === undefined ? messageField(f.path, sentAt, sns) : valueAt(event, f.segments));
+  const values: unknown[] = e.fields.map((f) => (f.segments === undefined ? messageField(f.path, sentAt, sns) : valueAt(event, f.segments)));
 
-  for (const f of e.requiredFields) if (values.get(f) == null) return refuse("missing_field", f.path);
+  for (const f of e.requiredFields) if (values[f.index] == null) return refuse("missing_field", f.path);
   for (const f of e.fields) {
-    const v = values.get(f);
+    const v = values[f.index];
     // An optional field absent, null or "" is stored as null (today's locale).
-    if (v == null || (v === "" && !f.required)) values.set(f, null);
+    if (v == null || (v === "" && !f.required)) values[f.index] = null;
     else if (!hasType(f, v)) return refuse("wrong_type", f.path);
   }
   for (const f of e.requiredFields) {
-    const v = values.get(f);
+    const v = values[f.index];
     if (typeof v === "string" && v.trim() === "") return refuse("empty_field", f.path);
   }
   for (const f of e.textFields) {
-    const v = values.get(f);
+    const v = values[f.index];
     // Postgres text cannot hold NUL; a lone surrogate becomes U+FFFD, so distinct values would share a pseudonym.
     if (typeof v === "string" && (v.includes("\u0000") || !v.isWellFormed())) return refuse("invalid_text", f.path);
   }
   for (const f of e.boundedFields) {
-    const v = values.get(f);
+    const v = values[f.index];
     if (typeof v === "string" && longerThan(v, f.maxLength!)) return refuse("too_long", f.path);
   }
   for (const f of e.parsedFields) {
-    const v = values.get(f);
+    const v = values[f.index];
     if (v === null) continue;
     const parsed = f.parse!(v);
     if (parsed === null) return refuse(f.invalid, f.path);
-    values.set(f, parsed);
+    values[f.index] = parsed;
   }
   const row: Record<string, RowValue> = {};
   const vault: VaultEntry[] = [];
   for (const f of e.storedFields) {
-    const v = values.get(f) as Parameters<NonNullable<CompiledField["treat"]>>[0] | null;
+    const v = values[f.index] as Parameters<NonNullable<CompiledField["treat"]>>[0] | null;
     row[f.column!] = v === null ? null : f.treat!(v, keys, vault);
   }
   return { ok: true, event: e.name, table: e.table, row, vault };

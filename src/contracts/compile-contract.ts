@@ -36,6 +36,8 @@ type Parsed = string | number | boolean | Date;
 
 /** One field, with everything decided at compile time. */
 export interface CompiledField {
+  /** Its place in CompiledEvent.fields: a message's values are held in an array by this index. */
+  index: number;
   path: string;
   /** Where in the event; undefined for a message field ($sent_at, $sns.*), read from the message. */
   segments: string[] | undefined;
@@ -135,8 +137,9 @@ function fieldTree(fields: FieldSpec[]): FieldTree {
   return root;
 }
 
-function compileField(spec: FieldSpec): CompiledField {
+function compileField(spec: FieldSpec, index: number): CompiledField {
   return {
+    index,
     path: spec.path,
     segments: spec.path.startsWith("$") ? undefined : spec.path.split("."),
     type: spec.type,

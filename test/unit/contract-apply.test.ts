@@ -53,6 +53,24 @@ describe("applyContract: fail-closed", () => {
     assert.deepEqual(refused(apply(purchase, { ...ORDER, card: "4242" })), { reason: "wrong_type", path: "card" });
   });
 
+  test("a refusal's path never holds a value of the event, whatever its keys and values", () => {
+    const values = fc.oneof(fc.string({ minLength: 3 }), fc.dictionary(fc.string(), fc.string({ minLength: 3 }), { maxKeys: 3 }));
+    fc.assert(
+      fc.property(fc.dictionary(fc.string(), values, { minKeys: 1, maxKeys: 4 }), fc.boolean(), (extra, nested) => {
+        const event = nested ? { ...ORDER, card: { ...ORDER.card, ...extra } } : { ...ORDER, ...extra };
+        const a = apply(purchase, event);
+        if (a.ok) return;
+        const texts = Object.values(extra).flatMap((v) => (typeof v === "string" ? [v] : Object.values(v)));
+        const keys: Set<string> = new Set(Object.keys(extra).concat(...Object.values(extra).map((v) => (typeof v === "string" ? [] : Object.keys(v)))));
+        // What a path may hold: declared names, keys that look like names, and markers of the others' lengths.
+        const named = (t: string) => [...keys].some((k) => k.includes(t)) || JSON.stringify(ORDER).includes(t);
+        const path = a.path.replace(/\[key \d+: \d+ chars\]/g, "");
+        for (const t of texts) if (!named(t)) assert.ok(!path.includes(t), `path ${a.path} holds the value ${t}`);
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
   test("an event no type recognises is refused as unknown_event", () => {
     assert.deepEqual(refused(apply(purchase, { ...ORDER, type: "refund" })), { reason: "unknown_event", path: "type" });
     assert.deepEqual(refused(apply(purchase, { order_id: "o-1" })), { reason: "unknown_event", path: "type" });

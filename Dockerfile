@@ -54,6 +54,8 @@ COPY bin ./bin
 # No src/: bin/masq runs dist/cli.js when the sources are absent.
 COPY --from=build /app/dist ./dist
 COPY migrations ./migrations
+# The login contract masq ships (`masq check --offline`, `masq preview`; docs/contracts.md).
+COPY contracts ./contracts
 # The `node` user of the official image, by number so that Kubernetes' runAsNonRoot can verify it.
 USER 1000:1000
 EXPOSE 8717

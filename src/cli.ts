@@ -345,9 +345,19 @@ export function buildProgram(): Command {
     .command("check")
     .description("preflight: configuration, AWS credentials, queue, Postgres, keys; one line per check, exit 0 only when run would work");
   queueOptions(check, "SQS queue URL");
+  check.option("--offline", "only what needs neither AWS nor Postgres: the contract file").addOption(settingOption("contract", { help: "with --offline: the privacy contract file (YAML) to check" }));
   databaseOption(tableOption(check)).action(async (_opts, cmd: Command) => finish(await (await import("./commands/check.ts")).checkCommand(explicit(cmd))));
-  settings(check, "queue", "table", "keys", "pseudonym-key", "pipeline", "http", "log-level", "log-format", "connect", "migrate", "aws");
-  examples(check, "masq check", "MASQ_CONNECT_TIMEOUT_SECONDS=5 masq check --queue-url http://127.0.0.1:4566/000000000000/login-queue");
+  settings(check, "queue", "table", "keys", "pseudonym-key", "pipeline", "http", "log-level", "log-format", "connect", "migrate", "aws", "contract");
+  examples(check, "masq check", "MASQ_CONNECT_TIMEOUT_SECONDS=5 masq check --queue-url http://127.0.0.1:4566/000000000000/login-queue", "masq check --offline --contract contracts/examples/purchase.yaml");
+
+  const preview = program
+    .command("preview")
+    .description("per event on stdin (one body a line): the row a contract would store, or the quarantine reason; no AWS, no Postgres")
+    .addOption(settingOption("contract"))
+    .option("--sent-at <time>", "the SQS sent time to assume for every event (ISO 8601)", "now")
+    .action(async (_opts, cmd: Command) => finish(await (await import("./commands/preview.ts")).previewCommand(explicit(cmd))));
+  settings(preview, "contract", "pseudonym-key");
+  examples(preview, "masq preview --contract contracts/examples/page-view.yaml < samples.jsonl");
 
   return program;
 }

@@ -1,5 +1,6 @@
 import { databaseSetting, readConnectTimeoutMs, readRunSettings, sqsTargetText, type RunConfig } from "../settings/config.ts";
 import { ConfigError, errorLine, exitCodeFor, FatalError, UnreachableError } from "../errors.ts";
+import { checkOffline } from "./check-offline.ts";
 import { createDb, type Db } from "../sink/db.ts";
 import { missingIngestPrivileges } from "../sink/ingest-privileges.ts";
 import { loadMigrations } from "../sink/migrate.ts";
@@ -26,9 +27,11 @@ type Result = { ok: string } | { failed: unknown } | { skipped: string };
  * and one per wrong setting (all of them, as a linter reports every error); a check runs whenever the settings it
  * needs could be read. Exit 0 only when run would work, 2 when a setting is wrong, 1 otherwise. It consumes no
  * message and writes nothing: every query reads, and no key is created. Each network check waits at most
- * MASQ_CONNECT_TIMEOUT_SECONDS (30 s while that setting is itself wrong).
+ * MASQ_CONNECT_TIMEOUT_SECONDS (30 s while that setting is itself wrong). With --offline, only what needs neither AWS
+ * nor Postgres (check-offline.ts).
  */
 export async function checkCommand(flags: Record<string, unknown>): Promise<number> {
+  if (flags.offline === true) return checkOffline(flags);
   const results: Result[] = [];
   const report = (name: string, r: Result) => {
     results.push(r);

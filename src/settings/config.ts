@@ -85,6 +85,11 @@ export function readTable(flags: Record<string, unknown>, env: NodeJS.ProcessEnv
   return read(S.table, { flags, env });
 }
 
+/** MASQ_CONTRACT or --contract: a contract file's path; undefined for the login contract shipped with masq. */
+export function readContractFile(flags: Record<string, unknown>, env: NodeJS.ProcessEnv): string | undefined {
+  return read(S.contract, { flags, env });
+}
+
 /** MASQ_PSEUDONYM_KEY or MASQ_PSEUDONYM_KEY_FILE; undefined when neither is set (masq then manages the key). */
 export function readPseudonymKey(env: NodeJS.ProcessEnv): Uint8Array | undefined {
   return read(S.pseudonymKey, envOnly(env)) ?? read(S.pseudonymKeyFile, envOnly(env));

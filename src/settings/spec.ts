@@ -13,7 +13,7 @@ import { boolean, hostName, httpUrl, integer, oneOf, portOrOff, region, secretFi
  * The part of the configuration a setting belongs to, after the config.ts function that reads it: a command's --help
  * lists the settings of the parts it reads (cli.ts).
  */
-export type SettingPart = "queue" | "aws" | "database" | "table" | "keys" | "pseudonym-key" | "pipeline" | "http" | "log-level" | "log-format" | "connect" | "retention" | "migrate";
+export type SettingPart = "queue" | "aws" | "database" | "table" | "keys" | "pseudonym-key" | "pipeline" | "http" | "log-level" | "log-format" | "connect" | "retention" | "migrate" | "contract";
 
 export interface Setting<T> {
   /** The environment variable, and the setting's name in errors, docs and --help. */
@@ -281,6 +281,15 @@ export const SETTINGS = {
     doc: "The deadline for a graceful stop.",
     default: 30_000,
     parse: integer(1_000, 3_600_000),
+  }),
+  contract: setting({
+    env: "MASQ_CONTRACT",
+    flag: "--contract <file>",
+    part: "contract",
+    help: "privacy contract file (YAML) to check or preview",
+    doc: "A privacy contract file (YAML, [contracts.md](contracts.md)) for `masq check --offline` and `masq preview`. Unset, they use the login contract shipped with masq (`contracts/login.yaml`). `masq run` does not read contracts yet.",
+    defaultText: "the login contract shipped with masq (`contracts/login.yaml`)",
+    parse: trimmed,
   }),
   migrate: setting({
     env: "MASQ_MIGRATE",

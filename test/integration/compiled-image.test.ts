@@ -15,13 +15,13 @@ const fx = usePipelineFixture();
 
 /**
  * The container image's layout, built as its Dockerfile builds it (no Docker engine needed): dist/ from
- * tsconfig.build.json, bin/, migrations/ and package.json, and no src/. node_modules is linked from the checkout.
+ * tsconfig.build.json, bin/, migrations/, contracts/ and package.json, and no src/. node_modules is linked from the checkout.
  */
 let app: string;
 before(() => {
   app = mkdtempSync(path.join(tmpdir(), "masq-image-"));
   execFileSync(process.execPath, [path.join(ROOT, "node_modules/typescript/bin/tsc"), "-p", path.join(ROOT, "tsconfig.build.json"), "--outDir", path.join(app, "dist")], { stdio: "inherit" });
-  for (const dir of ["bin", "migrations"]) cpSync(path.join(ROOT, dir), path.join(app, dir), { recursive: true });
+  for (const dir of ["bin", "migrations", "contracts"]) cpSync(path.join(ROOT, dir), path.join(app, dir), { recursive: true });
   cpSync(path.join(ROOT, "package.json"), path.join(app, "package.json"));
   symlinkSync(path.join(ROOT, "node_modules"), path.join(app, "node_modules"));
 });
@@ -44,6 +44,12 @@ describe("the compiled JavaScript the container image ships", () => {
     const r = await run(["--help"], { PATH: process.env.PATH, HOME: process.env.HOME });
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /Usage: masq/);
+  });
+
+  test("it finds the login contract it ships (check --offline)", async () => {
+    const r = await run(["check", "--offline"], { PATH: process.env.PATH, HOME: process.env.HOME });
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /^ok {4}contract: .*contracts\/login\.yaml: login → user_logins/);
   });
 
   test("a drain with it commits every valid message and quarantines the malformed ones", async () => {

@@ -10,6 +10,7 @@ import {
   readLogFormat,
   readLogLevel,
   readPipelineConfig,
+  readContractFile,
   readPseudonymKey,
   readQueueSettings,
   readRetentionDays,
@@ -264,7 +265,8 @@ describe("every command's help: one format, only the flags it reads, an example"
     "audit list": ["--limit", "--user-id", "--json", "--database-url"],
     "audit verify": ["--against", "--database-url"],
     "audit checkpoint": ["--database-url"],
-    check: ["--queue-url", "--sqs-protocol", "--sqs-endpoint", "--table", "--database-url"],
+    check: ["--queue-url", "--sqs-protocol", "--sqs-endpoint", "--offline", "--contract", "--table", "--database-url"],
+    preview: ["--contract", "--sent-at"],
     "local-queue": ["--events", "--synthetic", "--seed", "--queue-name", "--port"],
     top: ["--url", "--json"],
   };
@@ -328,7 +330,8 @@ describe("each command's --help names every setting it reads", () => {
     "rotate pseudonym-key": [flagged(readTable), ...VAULT],
     "vault prune": [flagged(readTable), readKeyConfig, readConnectTimeoutMs, readRetentionDays],
     demo: [flagged(readPipelineConfig), readLogFormat],
-    check: [(env) => readRunSettings({}, env, false), readConnectTimeoutMs],
+    check: [(env) => readRunSettings({}, env, false), readConnectTimeoutMs, flagged(readContractFile)],
+    preview: [flagged(readContractFile), readPseudonymKey],
   };
 
   /** The variables `read` looks up, with either kind of master key (each reads settings the other does not). */

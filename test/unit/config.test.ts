@@ -7,6 +7,7 @@ import { isDeepStrictEqual } from "node:util";
 import { ConfigError } from "../../src/errors.ts";
 import {
   readConnectTimeoutMs,
+  readContractFile,
   readHttp,
   readLambdaConfig,
   readLogFormat,
@@ -293,6 +294,7 @@ describe("the spec is what the reader follows", () => {
     connect: readConnectTimeoutMs(env),
     logFormat: readLogFormat(env),
     retention: readRetentionDays(env),
+    contract: readContractFile({}, env),
   });
 
   test("a default shown as a value (first, in a code span) is what the reader uses when the setting is unset", () => {

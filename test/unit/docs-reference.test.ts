@@ -233,7 +233,8 @@ test("the DDL in docs/data-model.md is the one masq runs when the table is absen
 test("docs/data-model.md's reason codes are the ones masq quarantines with", () => {
   // The statement that lists the codes (a union type or an array), wherever "invalid_json" is first named.
   const text = walk("src", ".ts")
-    .filter((f) => !f.startsWith("src/demo/"))
+    // Contracts give these codes too, but masq does not quarantine with contracts yet (docs/contracts.md).
+    .filter((f) => !f.startsWith("src/demo/") && !f.startsWith("src/contracts/"))
     .map(read)
     .find((t) => t.includes('"invalid_json"'));
   assert.ok(text, 'no source file names the reason code "invalid_json"');

@@ -4,7 +4,7 @@ import { after, before, describe, test } from "node:test";
 import pg from "pg";
 import { sendBodies } from "../../src/demo/send-events.ts";
 import { createDb, type Db } from "../../src/sink/db.ts";
-import { loadMigrations, migrate } from "../../src/sink/migrate.ts";
+import { LEGACY_MIGRATIONS_DIR, loadMigrations, migrate } from "../../src/sink/migrate.ts";
 import { ensureTargetTable } from "../../src/sink/target-table.ts";
 import { LocalKeyProvider } from "../../src/vault/local-provider.ts";
 import { usePipelineFixture } from "../helpers/fixture.ts";
@@ -475,7 +475,7 @@ describe("bounded waits: no masq role can stall a rotation, an erasure or ingest
     const pgdb = await createTestDatabase();
     const db = createDb({ databaseUrl: pgdb.url });
     try {
-      await migrate(db.pool, loadMigrations().filter((m) => m.version <= 12));
+      await migrate(db.pool, loadMigrations(LEGACY_MIGRATIONS_DIR).filter((m) => m.version <= 12));
       await ensureTargetTable(db.pool, TABLE);
       await db.pool.query("INSERT INTO masq.target_tables (relation) VALUES ('public.user_logins'::regclass)");
       const send = async (bodies: string[]) => {
@@ -495,7 +495,7 @@ describe("bounded waits: no masq role can stall a rotation, an erasure or ingest
         ).rows[0]!.s;
       const before = await snapshot();
       const m = await migrate(db.pool);
-      assert.ok(m.applied.includes("013_bounded_waits"), m.applied.join(", "));
+      assert.ok(m.applied.includes("legacy/013_bounded_waits"), m.applied.join(", "));
       assert.equal(await snapshot(), before, "rows, ledger, quarantine, vault and epoch as they were");
       const config = await db.pool.query<{ c: string[] | null }>("SELECT proconfig AS c FROM pg_proc WHERE oid = 'masq.advance_vault_epoch()'::regprocedure");
       assert.ok(!(config.rows[0]!.c ?? []).some((c) => c.startsWith("lock_timeout")), "the deleter's timeout is set for its transaction, not restored at exit");

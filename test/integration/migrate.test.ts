@@ -3,7 +3,7 @@ import { after, before, test } from "node:test";
 import { createLogger } from "../../src/log.ts";
 import { prepareDatabase } from "../../src/commands/setup.ts";
 import { FatalError } from "../../src/errors.ts";
-import { migrate, loadMigrations } from "../../src/sink/migrate.ts";
+import { LEGACY_MIGRATIONS_DIR, migrate, loadMigrations } from "../../src/sink/migrate.ts";
 import { ensureTargetTable } from "../../src/sink/target-table.ts";
 import { createDb, type Db } from "../../src/sink/db.ts";
 import { captureLogger } from "../helpers/pipeline.ts";
@@ -76,7 +76,7 @@ test("migration 011 upgrades a populated database of migration 010: its quaranti
   const old = await createTestDatabase();
   const oldDb = createDb({ databaseUrl: old.url });
   try {
-    await migrate(oldDb.pool, loadMigrations().filter((m) => m.version <= 10));
+    await migrate(oldDb.pool, loadMigrations(LEGACY_MIGRATIONS_DIR).filter((m) => m.version <= 10));
     await ensureTargetTable(oldDb.pool, { schema: "public", name: "user_logins" });
     const ip = "a".repeat(64);
     const dev = "b".repeat(64);
@@ -122,7 +122,7 @@ test("migration 016 upgrades a database of migration 015 with an erasure in prog
   const old = await createTestDatabase();
   const oldDb = createDb({ databaseUrl: old.url });
   try {
-    await migrate(oldDb.pool, loadMigrations().filter((m) => m.version <= 15));
+    await migrate(oldDb.pool, loadMigrations(LEGACY_MIGRATIONS_DIR).filter((m) => m.version <= 15));
     await ensureTargetTable(oldDb.pool, { schema: "public", name: "user_logins" });
     await oldDb.pool.query("INSERT INTO masq.target_tables (relation) VALUES ('public.user_logins') ON CONFLICT DO NOTHING");
     // A vault-only erasure killed at 015 after its first batch.

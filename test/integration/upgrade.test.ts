@@ -34,7 +34,7 @@ async function populatedLegacyDatabase(db: Db, upTo: 10 | 18): Promise<void> {
     "INSERT INTO masq.unmask_audit (command, reason, selector, pseudonyms, value_count) VALUES ('unmask', 'before the chain', '{}', '{a}', 1), ('pseudonym', 'also before', '{}', '{b}', 1)",
   );
   await migrate(pool, legacy.filter((m) => m.version <= upTo));
-  assert.equal((await pool.query("SELECT max(version)::int AS v FROM masq.schema_migrations")).rows[0].v, upTo);
+  assert.equal((await pool.query<{ v: number }>("SELECT max(version)::int AS v FROM masq.schema_migrations")).rows[0]!.v, upTo);
 
   await ensureTargetTable(pool, TABLE);
   await pool.query("INSERT INTO masq.target_tables (relation) VALUES ('public.user_logins'::regclass) ON CONFLICT DO NOTHING");
@@ -129,7 +129,7 @@ async function snapshot(pool: pg.Pool, columnsOf?: Map<string, string[]>): Promi
   return out;
 }
 
-const columnsOf = (s: Map<string, unknown[]>) => new Map([...s].map(([t, rows]) => [t, Object.keys((rows[0] ?? {}) as object)]));
+const columnsOf = (s: Map<string, unknown[]>) => new Map([...s].map(([t, rows]) => [t, Object.keys((rows[0] ?? {}))]));
 
 /** What defines schema masq, as the catalogs hold it (the ledger's dated partitions left out: they depend on the day). */
 async function schemaDefinition(pool: pg.Pool): Promise<string[]> {
@@ -210,7 +210,7 @@ for (const upTo of [10, 18] as const) {
           outcomes: [{ kind: "row", messageId: "m1", sentAt: new Date("2026-11-30T23:59:00Z"), receivedAt: new Date(), bodyLength: 10, row }],
         });
         assert.deepEqual([again.written, again.duplicates], [0, 1]);
-        assert.equal((await db.pool.query("SELECT count(*)::int AS n FROM public.user_logins")).rows[0].n, 2);
+        assert.equal((await db.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM public.user_logins")).rows[0]!.n, 2);
 
         // The schema is the one a new database gets.
         await migrate(freshDb.pool);

@@ -21,7 +21,7 @@ CREATE TABLE masq.ingest_ledger (
     message_id    text        NOT NULL,
     outcome       text        NOT NULL CHECK (outcome IN ('written', 'quarantined')),
     committed_at  timestamptz NOT NULL DEFAULT now(),
-    sent_day      date        NOT NULL,
+    sent_day      date        NOT NULL DEFAULT '-infinity',  -- no known day: see above
     PRIMARY KEY (message_id, sent_day)
 ) PARTITION BY RANGE (sent_day);
 -- `masq status`: what was committed today, and when last.

@@ -45,7 +45,9 @@ type Recorded = Map<number, string>;
  * records in place of the legacy ones. Nothing is copied out and back: every row, key, vault value and audit row
  * (with its MAC chain) stays where it is; only the ingest ledger is rewritten into its partitions.
  */
-export async function migrate(pool: pg.Pool, migrations = loadMigrations(), legacy = loadMigrations(LEGACY_MIGRATIONS_DIR)): Promise<MigrateResult> {
+export async function migrate(pool: pg.Pool, migrations = loadMigrations(), legacyMigrations?: Migration[]): Promise<MigrateResult> {
+  // Read only for a database that is not the baseline's: start-up of an up-to-date one reads none of them.
+  const legacy = () => (legacyMigrations ??= loadMigrations(LEGACY_MIGRATIONS_DIR));
   const client = await pool.connect();
   const applied: string[] = [];
   try {
@@ -85,10 +87,10 @@ async function recordedMigrations(client: pg.PoolClient): Promise<Recorded | und
  * Which masq made the database, from what it recorded: the baseline's migrations (or none yet), the legacy ones, or
  * migrations this masq does not know (a newer masq's).
  */
-function kindOf(done: Recorded, migrations: Migration[], legacy: Migration[]): "baseline" | "legacy" | "unknown" {
+function kindOf(done: Recorded, migrations: Migration[], legacy: () => Migration[]): "baseline" | "legacy" | "unknown" {
   const matches = (list: Migration[]) => [...done].every(([v, name]) => list.some((m) => m.version === v && m.name === name));
   if (matches(migrations)) return "baseline";
-  if (done.size > 0 && matches(legacy)) return "legacy";
+  if (done.size > 0 && matches(legacy())) return "legacy";
   return "unknown";
 }
 
@@ -103,7 +105,7 @@ function refuseNewer(done: Recorded, latest: number): never {
   throw new FatalError(`the database records migrations this masq does not know (${unknown}); upgrade masq instead of running an older one against it`);
 }
 
-async function applyPending(client: pg.PoolClient, migrations: Migration[], legacy: Migration[], applied: string[]): Promise<MigrateResult> {
+async function applyPending(client: pg.PoolClient, migrations: Migration[], legacy: () => Migration[], applied: string[]): Promise<MigrateResult> {
   await client.query("SELECT pg_advisory_lock(hashtext('masq.migrate'))");
   try {
     await client.query("CREATE SCHEMA IF NOT EXISTS masq");
@@ -115,7 +117,7 @@ async function applyPending(client: pg.PoolClient, migrations: Migration[], lega
     const kind = kindOf(done, migrations, legacy);
     if (kind === "unknown") refuseNewer(done, latest);
     if (kind === "legacy") {
-      await upgradeLegacy(client, done, migrations, legacy, applied);
+      await upgradeLegacy(client, done, migrations, legacy(), applied);
       done.clear();
       for (const m of migrations) if (m.version <= BASELINE_OF_LEGACY) done.set(m.version, m.name);
     }

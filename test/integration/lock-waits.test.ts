@@ -9,6 +9,7 @@ import { ensureTargetTable } from "../../src/sink/target-table.ts";
 import { LocalKeyProvider } from "../../src/vault/local-provider.ts";
 import { usePipelineFixture } from "../helpers/fixture.ts";
 import { createLoginRoles, type LoginRoles } from "../helpers/login-roles.ts";
+import { legacyLedgerTakesTodaysClaims } from "../helpers/legacy-ledger.ts";
 import { createTestDatabase } from "../helpers/postgres.ts";
 import { masqEnv, spawnMasq } from "../helpers/masq-process.ts";
 import { expectedCounts, makeRunner, TABLE, TEST_MASTER_KEY, TEST_MASTER_KEY_HEX, testKeys, uniqueEvents, waitFor } from "../helpers/pipeline.ts";
@@ -476,6 +477,7 @@ describe("bounded waits: no masq role can stall a rotation, an erasure or ingest
     const db = createDb({ databaseUrl: pgdb.url });
     try {
       await migrate(db.pool, loadMigrations(LEGACY_MIGRATIONS_DIR).filter((m) => m.version <= 12));
+      await legacyLedgerTakesTodaysClaims(db.pool);
       await ensureTargetTable(db.pool, TABLE);
       await db.pool.query("INSERT INTO masq.target_tables (relation) VALUES ('public.user_logins'::regclass)");
       const send = async (bodies: string[]) => {

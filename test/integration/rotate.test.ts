@@ -27,6 +27,7 @@ import { usePipelineFixture } from "../helpers/fixture.ts";
 import { masqEnv, spawnMasq } from "../helpers/masq-process.ts";
 import { runMasq } from "../helpers/run-masq.ts";
 import { createDb, expectedCounts, makeRunner, TABLE, TEST_KEY, TEST_MASTER_KEY, TEST_MASTER_KEY_HEX, testKeys, uniqueEvents, waitFor } from "../helpers/pipeline.ts";
+import { legacyLedgerTakesTodaysClaims } from "../helpers/legacy-ledger.ts";
 import { createTestDatabase } from "../helpers/postgres.ts";
 import { decryptVault, vaultBytes } from "../helpers/vault-check.ts";
 
@@ -564,6 +565,7 @@ describe("key rotation", () => {
     const db = createDb({ databaseUrl: pgdb.url });
     try {
       await migrate(db.pool, loadMigrations(LEGACY_MIGRATIONS_DIR).filter((m) => m.version <= 14));
+      await legacyLedgerTakesTodaysClaims(db.pool);
       const eu = { schema: "public", name: "logins_eu" };
       for (const t of [TABLE, eu]) {
         await ensureTargetTable(db.pool, t);

@@ -200,4 +200,19 @@ describe("faults", () => {
     assert.ok(await fx.db.pool.query("SELECT $1::regclass", [`masq.ingest_ledger_${day(-3).replaceAll("-", "")}`]));
     assert.deepEqual(await pruneLedger(fx.db.pool, 15 * 86_400), { dropped: [], deleted: 0 });
   });
+
+  test("a day's partition made after its ids went to the default partition takes them, and a redelivery still meets its claim", async () => {
+    await fx.reset();
+    const ahead = new Date(Date.now() + 10 * 86_400_000).toISOString().slice(0, 10);
+    const claim = () =>
+      fx.db.pool.query("INSERT INTO masq.ingest_ledger (message_id, outcome, sent_day) VALUES ('early', 'written', $1) ON CONFLICT (message_id, sent_day) DO NOTHING", [ahead]);
+    assert.equal((await claim()).rowCount, 1);
+    const where = async () => (await fx.db.pool.query<{ p: string }>("SELECT tableoid::regclass::text AS p FROM masq.ingest_ledger WHERE message_id = 'early'")).rows.map((r) => r.p);
+    assert.deepEqual(await where(), ["masq.ingest_ledger_default"]);
+    const made = await fx.db.pool.query<{ n: number }>("SELECT masq.ensure_ledger_partitions($1::date, $1::date) AS n", [ahead]);
+    assert.equal(made.rows[0]!.n, 1);
+    assert.deepEqual(await where(), [`masq.ingest_ledger_${ahead.replaceAll("-", "")}`]);
+    assert.equal((await claim()).rowCount, 0, "the redelivery finds its claim in the day's partition");
+    await fx.db.pool.query(`DROP TABLE masq.ingest_ledger_${ahead.replaceAll("-", "")}`);
+  });
 });

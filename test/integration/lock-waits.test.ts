@@ -277,7 +277,7 @@ describe("bounded waits: no masq role can stall a rotation, an erasure or ingest
     const held = await hold(eraser.url, [
       "SET idle_in_transaction_session_timeout = 0",
       "BEGIN",
-      `SELECT * FROM masq.erase_subject_batch(masq.audit_subject_erase('holding', '{}', 'v1:${"0".repeat(32)}', 'public.user_logins', 'q1', false, ${auditVersion}), 1)`,
+      `SELECT * FROM masq.erase_subject_batch(masq.audit_subject_erase('holding', '{}', 'v1:${"0".repeat(32)}', 'public.user_logins', 'q1', false, false, ${auditVersion}), 1)`,
     ]);
     const events = uniqueEvents(1500, 91, 0.05);
     const queueUrl = fx.sqs.newQueue();
@@ -423,7 +423,7 @@ describe("bounded waits: no masq role can stall a rotation, an erasure or ingest
       await deleter.query("SET idle_in_transaction_session_timeout = 0; BEGIN");
       // A batch that runs for 14 s while it holds the epoch (a large database's batch).
       const batch = deleter
-        .query(`SELECT b.rows, pg_sleep(14) FROM masq.erase_subject_batch(masq.audit_subject_erase('slow', '{}', 'v1:${"0".repeat(32)}', 'public.user_logins', 'd1', false, ${auditVersion}), 1) b`)
+        .query(`SELECT b.rows, pg_sleep(14) FROM masq.erase_subject_batch(masq.audit_subject_erase('slow', '{}', 'v1:${"0".repeat(32)}', 'public.user_logins', 'd1', false, false, ${auditVersion}), 1) b`)
         .then(() => "finished", (err: Error) => `failed: ${err.message}`);
       await new Promise((r) => setTimeout(r, 1000));
       const epoch = await ingestClient.query("SELECT masq.lock_vault_epoch()").then(() => "locked", (err: Error) => `failed: ${err.message}`);

@@ -1,7 +1,7 @@
 -- The lifecycle of the data: subject export, audited quarantine originals, subject erasure, retention, pseudonym key
 -- rotation, and the bounded waits that keep them and ingestion from holding each other up. Every deletion and every
 -- reveal runs through the SECURITY DEFINER functions here, which decide what may go or be shown and append its audit
--- row; the roles have no DELETE on masq's tables. Plain ASCII on purpose (see 001_keys_and_vault.sql).
+-- row; masq_unmask and masq_erase have no DELETE on masq's tables. Plain ASCII on purpose (see 001_keys_and_vault.sql).
 
 -- ---------------------------------------------------------------------------------------------------------------
 -- Tables
@@ -586,7 +586,7 @@ CREATE FUNCTION masq.retention_cutoff(p_days integer) RETURNS date
     LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
     AS $$ SELECT (now() AT TIME ZONE 'UTC')::date - p_days $$;
 
--- The table prune checks for rows is one masq writes (migration 007, masq.registered_target: never a caller's
+-- The table prune checks for rows is one masq writes (masq.registered_target: never a caller's
 -- temporary table or view, whose triggers, policies or functions would run as the owner) and has masq's layout (the
 -- columns it reads, with their types): a prune pointed at another table would find no recent row and delete values
 -- that are still used.

@@ -14,10 +14,10 @@ DROP FUNCTION masq.audit_subject_erase_preview(text, jsonb, text, regclass, text
 -- 2. The ingest ledger, partitioned by the day of the message's SentTimestamp (see 002_ingest.sql). The ids claimed
 -- so far have no known day: they go to the undated partition, which the claim also looks in, so a redelivery of one
 -- of them still adds nothing; they are pruned by committed_at.
-ALTER TABLE masq.ingest_ledger RENAME TO ingest_ledger_unpartitioned;
-ALTER INDEX masq.ingest_ledger_pkey RENAME TO ingest_ledger_unpartitioned_pkey;
-ALTER INDEX masq.ingest_ledger_committed_at_idx RENAME TO ingest_ledger_unpartitioned_committed_at_idx;
-ALTER TABLE masq.ingest_ledger_unpartitioned RENAME CONSTRAINT ingest_ledger_outcome_check TO ingest_ledger_unpartitioned_outcome_check;
+-- The old table goes before the new one is made, so that every name (of its constraints too, which Postgres 18
+-- names for NOT NULL) is the new one's as in a new database.
+CREATE TEMPORARY TABLE ledger_before_partitioning ON COMMIT DROP AS SELECT message_id, outcome, committed_at FROM masq.ingest_ledger;
+DROP TABLE masq.ingest_ledger;
 
 CREATE TABLE masq.ingest_ledger (
     message_id    text        NOT NULL,
@@ -32,8 +32,8 @@ CREATE TABLE masq.ingest_ledger_undated PARTITION OF masq.ingest_ledger FOR VALU
 CREATE TABLE masq.ingest_ledger_default PARTITION OF masq.ingest_ledger DEFAULT;
 
 INSERT INTO masq.ingest_ledger (message_id, outcome, committed_at, sent_day)
-SELECT message_id, outcome, committed_at, '-infinity' FROM masq.ingest_ledger_unpartitioned;
-DROP TABLE masq.ingest_ledger_unpartitioned;
+SELECT message_id, outcome, committed_at, '-infinity' FROM ledger_before_partitioning;
+DROP TABLE ledger_before_partitioning;
 
 -- Creates the day partitions of the ledger from p_from to p_to (UTC days) that do not exist yet; returns how many it
 -- created. Cheap when they exist (a catalog lookup per day), so `masq run` calls it at start and hourly, never per

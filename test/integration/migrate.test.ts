@@ -40,6 +40,21 @@ test("a database migrated by a newer masq is refused with a clear message", asyn
   }
 });
 
+test("a database that records migrations this masq knows neither as its own nor as legacy ones is refused, and left as it was", async () => {
+  const other = await createTestDatabase();
+  const otherDb = createDb({ databaseUrl: other.url });
+  try {
+    await otherDb.pool.query("CREATE SCHEMA masq; CREATE TABLE masq.schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())");
+    await otherDb.pool.query("INSERT INTO masq.schema_migrations (version, name) VALUES (1, '001_keys_and_vault'), (2, '002_from_a_fork')");
+    await assert.rejects(migrate(otherDb.pool), (err: unknown) => err instanceof FatalError && /does not know \(001_keys_and_vault, 002_from_a_fork\)/.test(err.message));
+    const tables = await otherDb.pool.query("SELECT 1 FROM pg_tables WHERE schemaname = 'masq' AND tablename <> 'schema_migrations'");
+    assert.equal(tables.rowCount, 0);
+  } finally {
+    await otherDb.close();
+    await other.close();
+  }
+});
+
 test("an existing user_logins created by someone else is used as is; a table missing a column is refused", async () => {
   await db.pool.query("CREATE SCHEMA analytics");
   await db.pool.query(`CREATE TABLE analytics.user_logins(

@@ -23,7 +23,7 @@ GRANT masq_unmask TO :"person_role";
 GRANT SELECT ON TABLE :table TO masq_unmask;
 
 -- No session of either should sit in an open transaction: ingestion, a rotation and the deleters (erase, prune) take
--- turns on the active pseudonym key and the vault epoch (migrations 003, 009), and a transaction left open by hand
+-- turns on the active pseudonym key and the vault epoch (migrations/001_keys_and_vault.sql), and a transaction left open by hand
 -- (BEGIN, then nothing) holds the others off. masq's own transactions never idle; such a session is ended after a
 -- minute. The session can lift this timeout itself, so it is not what bounds the waits: a rotation or a deleter
 -- that waits 1 s for a session of a masq role ends that session (migration 013, SECURITY.md "Waits"), which needs

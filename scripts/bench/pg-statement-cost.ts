@@ -79,7 +79,26 @@ function variants(table: TableName, copyDir: string): Variant[] {
       truncate: `TRUNCATE ${t}`,
       run: (pool, _b, i) => pool.query(`COPY ${t} (${COLUMNS}) FROM '${path.join(copyDir, `${i}.csv`)}' WITH (FORMAT csv)`),
     },
-    { name: "ledger-as-masq", what: "the ledger alone: text key (btree) + btree on committed_at, as masq.ingest_ledger", ...ledgerTable("ledger_text", "text", "btree (committed_at)"), run: ledger("masq_bench.ledger_text", "text") },
+    { name: "ledger-as-masq", what: "the ledger alone: text key (btree) + btree on committed_at, as masq.ingest_ledger was before it was partitioned", ...ledgerTable("ledger_text", "text", "btree (committed_at)"), run: ledger("masq_bench.ledger_text", "text") },
+    {
+      name: "ledger-partitioned",
+      what: "the ledger alone as masq.ingest_ledger keeps it: partitioned by the day of SentTimestamp, (message_id, sent_day) key + btree on committed_at, the undated partition looked in",
+      setup: `DROP TABLE IF EXISTS masq_bench.ledger_part;
+        CREATE TABLE masq_bench.ledger_part (message_id text NOT NULL, outcome text NOT NULL CHECK (outcome IN ('written', 'quarantined')),
+          committed_at timestamptz NOT NULL DEFAULT now(), sent_day date NOT NULL DEFAULT '-infinity', PRIMARY KEY (message_id, sent_day)) PARTITION BY RANGE (sent_day);
+        CREATE INDEX ON masq_bench.ledger_part (committed_at);
+        CREATE TABLE masq_bench.ledger_part_undated PARTITION OF masq_bench.ledger_part FOR VALUES FROM (MINVALUE) TO ('1970-01-01');
+        CREATE TABLE masq_bench.ledger_part_default PARTITION OF masq_bench.ledger_part DEFAULT;
+        CREATE TABLE masq_bench.ledger_part_today PARTITION OF masq_bench.ledger_part FOR VALUES FROM (current_date - 1) TO (current_date + 2)`,
+      truncate: "TRUNCATE masq_bench.ledger_part",
+      run: (pool, b) =>
+        pool.query(
+          `INSERT INTO masq_bench.ledger_part (message_id, outcome, sent_day) SELECT m, 'written', d FROM unnest($1::text[], $2::date[]) AS u(m, d)
+           WHERE NOT EXISTS (SELECT 1 FROM masq_bench.ledger_part x WHERE x.sent_day = '-infinity' AND x.message_id = u.m)
+           ON CONFLICT (message_id, sent_day) DO NOTHING`,
+          [b.outcomes.map((o) => o.messageId), b.outcomes.map((o) => (o.sentAt === null ? "-infinity" : o.sentAt.toISOString().slice(0, 10)))],
+        ),
+    },
     { name: "ledger-no-time-index", what: "the ledger alone: text key, no index on committed_at", ...ledgerTable("ledger_noidx", "text", ""), run: ledger("masq_bench.ledger_noidx", "text") },
     { name: "ledger-brin-time", what: "the ledger alone: text key + BRIN (not btree) on committed_at", ...ledgerTable("ledger_brin", "text", "brin (committed_at)"), run: ledger("masq_bench.ledger_brin", "text") },
     { name: "ledger-uuid", what: "the ledger alone: uuid key + btree on committed_at", ...ledgerTable("ledger_uuid", "uuid", "btree (committed_at)"), run: ledger("masq_bench.ledger_uuid", "uuid") },

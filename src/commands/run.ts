@@ -5,7 +5,7 @@ import { retryTransient } from "../runner/backoff.ts";
 import { Runner } from "../runner/runner.ts";
 import { createDb, type Db } from "../sink/db.ts";
 import { targetText } from "../sink/pg-target.ts";
-import { pruneLedger } from "../sink/prune-ledger.ts";
+import { ensureLedgerPartitions, pruneLedger } from "../sink/prune-ledger.ts";
 import type { QueueSource } from "../source/sqs-source.ts";
 import { SqsThread } from "../ingest/sqs-thread.ts";
 import type pg from "pg";
@@ -134,14 +134,17 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
     });
     if (setupAbort.signal.aborted) return 0;
 
-    // Ledger rows outlive the queue's retention by a day; older ids can never be redelivered.
+    // Ledger rows outlive the queue's retention by a day; older ids can never be redelivered. Pruning drops whole day
+    // partitions and creates the next days' (a drain only creates them); a batch never runs DDL.
     const prune = () =>
       pruneLedger(db.pool, retention + 86_400)
-        .then((n) => n > 0 && logger.info({ pruned: n }, "pruned ingest ledger"))
+        .then((p) => (p.dropped.length > 0 || p.deleted > 0) && logger.info({ dropped: p.dropped, deleted: p.deleted }, "pruned ingest ledger"))
         .catch((err: unknown) => logger.warn({ err: describeError(err) }, "ledger pruning failed; will try again"));
     if (!drain) {
       void prune();
       pruneTimer = setInterval(() => void prune(), 3_600_000);
+    } else {
+      await ensureLedgerPartitions(db.pool).catch((err: unknown) => logger.warn({ err: describeError(err) }, "creating the ingest ledger's partitions failed"));
     }
     // Retention (docs/operations.md, "Retention"): on a pool of its own, so that it never takes ingestion's connections.
     if (retentionDays !== undefined && !drain) {

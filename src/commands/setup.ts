@@ -106,8 +106,8 @@ async function grantToAnalysts(db: Db, table: TableName): Promise<void> {
   });
 }
 
-/** The migration that made a quarantine record's user a fact ingestion writes, with a one-time backfill. */
-const FACTS_MIGRATION = "011_quarantine_facts";
+/** The legacy migration that made a quarantine record's user a fact ingestion writes, with a one-time backfill (run by an upgrade). */
+const FACTS_MIGRATION = "legacy/011_quarantine_facts";
 
 /**
  * Records written before migration 011 that its backfill could not attribute (their body was not JSON, or its copy

@@ -1,22 +1,41 @@
 import type pg from "pg";
 import { classifyPgError } from "./pg-errors.ts";
 
+export interface LedgerPrune {
+  /** Day partitions dropped whole (ingest_ledger_YYYYMMDD). */
+  dropped: string[];
+  /** Rows deleted from the default and undated partitions. */
+  deleted: number;
+}
+
 /**
- * Deletes ledger rows older than the given age, in chunks so no statement holds locks for long.
- * Safe because SQS never delivers a message older than its retention period.
+ * Forgets the message ids older than the given age: the ledger is partitioned by the UTC day of SentTimestamp, and a
+ * day's partition is dropped whole once the age has passed since the day ended (masq.prune_ledger,
+ * migrations/002_ingest.sql), instead of deleting its rows one by one. Safe because SQS never delivers a message older
+ * than its retention period. Creates the next days' partitions too.
  */
-export async function pruneLedger(pool: pg.Pool, olderThanSeconds: number, chunk = 10_000): Promise<number> {
-  let total = 0;
+export async function pruneLedger(pool: pg.Pool, olderThanSeconds: number): Promise<LedgerPrune> {
   try {
-    for (;;) {
-      const res = await pool.query(
-        `DELETE FROM masq.ingest_ledger WHERE message_id IN (
-           SELECT message_id FROM masq.ingest_ledger WHERE committed_at < now() - make_interval(secs => $1) LIMIT $2)`,
-        [olderThanSeconds, chunk],
-      );
-      total += res.rowCount ?? 0;
-      if ((res.rowCount ?? 0) < chunk) return total;
-    }
+    const { rows } = await pool.query<{ dropped: string[]; deleted: string }>(
+      "SELECT dropped, deleted::text AS deleted FROM masq.prune_ledger(make_interval(secs => $1))",
+      [olderThanSeconds],
+    );
+    return { dropped: rows[0]!.dropped, deleted: Number(rows[0]!.deleted) };
+  } catch (err) {
+    throw classifyPgError(err);
+  }
+}
+
+/**
+ * Creates the ledger's partitions for yesterday to three days ahead (UTC) where missing: a catalog lookup per day when
+ * they exist. A batch never waits for this: a day without its partition goes to the default partition.
+ */
+export async function ensureLedgerPartitions(pool: pg.Pool): Promise<number> {
+  try {
+    const { rows } = await pool.query<{ n: number }>(
+      "SELECT masq.ensure_ledger_partitions((now() AT TIME ZONE 'UTC')::date - 1, (now() AT TIME ZONE 'UTC')::date + 3) AS n",
+    );
+    return rows[0]!.n;
   } catch (err) {
     throw classifyPgError(err);
   }

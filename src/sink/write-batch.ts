@@ -130,22 +130,25 @@ WITH locks AS (
 ), guard AS (
   SELECT key_ok AND ($25::bigint IS NULL OR epoch = $25::bigint) AS ok FROM locks
 ), rows AS (
-  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[], $8::date[])
-    AS r(message_id, user_id, device_type, masked_ip, masked_device_id, locale, app_version, create_date)
+  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[], $8::date[], $29::date[])
+    AS r(message_id, user_id, device_type, masked_ip, masked_device_id, locale, app_version, create_date, sent_day)
 ), bad AS (
   SELECT * FROM unnest($9::text[], $10::text[], $11::text[], $12::text[], $13::int[], $14::timestamptz[], $15::timestamptz[],
                        $17::uuid[], $18::bytea[], $19::bytea[], $26::text[], $27::text[], $28::text[])
     AS q(message_id, reason, detail, body, body_length, sent_at, received_at, body_data_key_id, body_nonce, body_ciphertext,
          user_id, masked_ip, masked_device_id)
 ), claimed AS (
-  INSERT INTO masq.ingest_ledger (message_id, outcome)
-  SELECT message_id, outcome FROM (
-    SELECT message_id, 'written' AS outcome FROM rows
+  -- Partitioned by the day of SentTimestamp, which every redelivery repeats (migrations/002_ingest.sql); ids of no
+  -- known day (claimed before the partitioning, or sent without a SentTimestamp) are in the undated partition.
+  INSERT INTO masq.ingest_ledger (message_id, outcome, sent_day)
+  SELECT message_id, outcome, sent_day FROM (
+    SELECT message_id, 'written' AS outcome, sent_day FROM rows
     UNION ALL
-    SELECT message_id, 'quarantined' FROM bad
+    SELECT message_id, 'quarantined', coalesce((sent_at AT TIME ZONE 'UTC')::date, '-infinity') FROM bad
   ) m
   WHERE (SELECT ok FROM guard)
-  ON CONFLICT (message_id) DO NOTHING
+    AND NOT EXISTS (SELECT 1 FROM masq.ingest_ledger u WHERE u.sent_day = '-infinity' AND u.message_id = m.message_id)
+  ON CONFLICT (message_id, sent_day) DO NOTHING
   RETURNING message_id, outcome
 ), used AS (
   -- The values the newly claimed rows and records use: only these go into the vault, so a message claimed before (a
@@ -194,7 +197,7 @@ export async function writeBatch(pool: pg.Pool, table: TableName, batch: SealedB
   let text = sqlCache.get(key);
   if (text === undefined) sqlCache.set(key, (text = batchSql(table)));
 
-  const r = { id: [] as string[], user: [] as string[], type: [] as string[], ip: [] as string[], dev: [] as string[], loc: [] as (string | null)[], ver: [] as number[], date: [] as string[] };
+  const r = { id: [] as string[], user: [] as string[], type: [] as string[], ip: [] as string[], dev: [] as string[], loc: [] as (string | null)[], ver: [] as number[], date: [] as string[], day: [] as string[] };
   const q = {
     id: [] as string[],
     reason: [] as string[],
@@ -228,6 +231,7 @@ export async function writeBatch(pool: pg.Pool, table: TableName, batch: SealedB
       r.loc.push(o.row.locale);
       r.ver.push(o.row.appVersion);
       r.date.push(o.row.createDate);
+      r.day.push(o.sentAt === null ? "-infinity" : o.sentAt.toISOString().slice(0, 10));
     } else {
       q.id.push(o.messageId);
       q.reason.push(o.reason);
@@ -261,6 +265,7 @@ export async function writeBatch(pool: pg.Pool, table: TableName, batch: SealedB
         ...[v.kind, v.pseudonym, v.key, v.nonce, v.ct],
         batch.vaultEpoch,
         ...[q.user, q.ip, q.dev],
+        r.day,
       ],
     });
   } catch (err) {

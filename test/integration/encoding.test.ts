@@ -7,7 +7,7 @@ import { prepareDatabase } from "../../src/commands/setup.ts";
 import { sendBodies } from "../../src/demo/send-events.ts";
 import { createLogger } from "../../src/log.ts";
 import { createDb, type Db } from "../../src/sink/db.ts";
-import { loadMigrations } from "../../src/sink/migrate.ts";
+import { LEGACY_MIGRATIONS_DIR, loadMigrations } from "../../src/sink/migrate.ts";
 import { makeRunner, TABLE } from "../helpers/pipeline.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/postgres.ts";
 import { startTestSqs, type TestSqs } from "../helpers/sqs.ts";
@@ -41,7 +41,8 @@ describe("database encodings", () => {
   });
 
   test("every migration is plain ASCII", () => {
-    for (const m of loadMigrations()) {
+    const conversion = { name: "legacy/to_baseline", sql: readFileSync(new URL("../../migrations/legacy/to_baseline.sql", import.meta.url), "utf8") };
+    for (const m of [...loadMigrations(), ...loadMigrations(LEGACY_MIGRATIONS_DIR), conversion]) {
       const at = [...m.sql].findIndex((ch) => ch.charCodeAt(0) > 0x7e || (ch.charCodeAt(0) < 0x20 && !"\n\r\t".includes(ch)));
       assert.equal(at, -1, `${m.name} has a non-ASCII character at offset ${at}: ${JSON.stringify(m.sql.slice(Math.max(0, at - 20), at + 20))}`);
     }

@@ -171,16 +171,48 @@ describe("faults", () => {
     assert.equal(c.distinctUsers, events.length);
   });
 
-  test("ledger pruning deletes only ids older than the retention window", async () => {
+  test("ledger pruning drops the day partitions older than the retention window and deletes only older ids elsewhere", async () => {
     await fx.reset();
+    const day = (n: number) => new Date(Date.now() - n * 86_400_000).toISOString().slice(0, 10);
+    // A partition of its own for the day 20 days ago; the day 19 days ago has none (its ids are in the default
+    // partition); ids of no known day are in the undated partition, pruned by when they were committed.
+    await fx.db.pool.query("SELECT masq.ensure_ledger_partitions($1::date, $1::date)", [day(20)]);
     await fx.db.pool.query(
-      `INSERT INTO masq.ingest_ledger (message_id, outcome, committed_at)
-       SELECT 'old-' || i, 'written', now() - interval '20 days' FROM generate_series(1, 25) i
-       UNION ALL SELECT 'new-' || i, 'written', now() - interval '1 day' FROM generate_series(1, 5) i`,
+      `INSERT INTO masq.ingest_ledger (message_id, outcome, sent_day, committed_at)
+       SELECT 'old-' || i, 'written', $1::date, now() - interval '20 days' FROM generate_series(1, 25) i
+       UNION ALL SELECT 'old-default', 'written', $2::date, now() - interval '19 days'
+       UNION ALL SELECT 'old-undated', 'written', '-infinity', now() - interval '20 days'
+       UNION ALL SELECT 'new-' || i, 'written', $3::date, now() - interval '1 day' FROM generate_series(1, 3) i
+       UNION ALL SELECT 'new-default', 'quarantined', $4::date, now() - interval '14 days'
+       UNION ALL SELECT 'new-undated', 'written', '-infinity', now() - interval '1 day'`,
+      [day(20), day(19), day(1), day(14)],
     );
+    const partitionOf = async (id: string) =>
+      (await fx.db.pool.query<{ p: string }>("SELECT tableoid::regclass::text AS p FROM masq.ingest_ledger WHERE message_id = $1", [id])).rows[0]?.p;
+    assert.equal(await partitionOf("old-1"), `masq.ingest_ledger_${day(20).replaceAll("-", "")}`);
+    assert.equal(await partitionOf("old-default"), "masq.ingest_ledger_default");
+    assert.equal(await partitionOf("old-undated"), "masq.ingest_ledger_undated");
     const { pruneLedger } = await import("../../src/sink/prune-ledger.ts");
-    assert.equal(await pruneLedger(fx.db.pool, 15 * 86_400, 10), 25);
+    assert.deepEqual(await pruneLedger(fx.db.pool, 15 * 86_400), { dropped: [`ingest_ledger_${day(20).replaceAll("-", "")}`], deleted: 2 });
     const left = await fx.db.pool.query<{ message_id: string }>("SELECT message_id FROM masq.ingest_ledger ORDER BY 1");
-    assert.deepEqual(left.rows.map((r) => r.message_id), ["new-1", "new-2", "new-3", "new-4", "new-5"]);
+    assert.deepEqual(left.rows.map((r) => r.message_id), ["new-1", "new-2", "new-3", "new-default", "new-undated"]);
+    // The next days' partitions exist, and pruning again changes nothing.
+    assert.ok(await fx.db.pool.query("SELECT $1::regclass", [`masq.ingest_ledger_${day(-3).replaceAll("-", "")}`]));
+    assert.deepEqual(await pruneLedger(fx.db.pool, 15 * 86_400), { dropped: [], deleted: 0 });
+  });
+
+  test("a day's partition made after its ids went to the default partition takes them, and a redelivery still meets its claim", async () => {
+    await fx.reset();
+    const ahead = new Date(Date.now() + 10 * 86_400_000).toISOString().slice(0, 10);
+    const claim = () =>
+      fx.db.pool.query("INSERT INTO masq.ingest_ledger (message_id, outcome, sent_day) VALUES ('early', 'written', $1) ON CONFLICT (message_id, sent_day) DO NOTHING", [ahead]);
+    assert.equal((await claim()).rowCount, 1);
+    const where = async () => (await fx.db.pool.query<{ p: string }>("SELECT tableoid::regclass::text AS p FROM masq.ingest_ledger WHERE message_id = 'early'")).rows.map((r) => r.p);
+    assert.deepEqual(await where(), ["masq.ingest_ledger_default"]);
+    const made = await fx.db.pool.query<{ n: number }>("SELECT masq.ensure_ledger_partitions($1::date, $1::date) AS n", [ahead]);
+    assert.equal(made.rows[0]!.n, 1);
+    assert.deepEqual(await where(), [`masq.ingest_ledger_${ahead.replaceAll("-", "")}`]);
+    assert.equal((await claim()).rowCount, 0, "the redelivery finds its claim in the day's partition");
+    await fx.db.pool.query(`DROP TABLE masq.ingest_ledger_${ahead.replaceAll("-", "")}`);
   });
 });

@@ -4,11 +4,12 @@ import { after, before, describe, test } from "node:test";
 import pg from "pg";
 import { sendBodies } from "../../src/demo/send-events.ts";
 import { createDb, type Db } from "../../src/sink/db.ts";
-import { loadMigrations, migrate } from "../../src/sink/migrate.ts";
+import { LEGACY_MIGRATIONS_DIR, loadMigrations, migrate } from "../../src/sink/migrate.ts";
 import { ensureTargetTable } from "../../src/sink/target-table.ts";
 import { LocalKeyProvider } from "../../src/vault/local-provider.ts";
 import { usePipelineFixture } from "../helpers/fixture.ts";
 import { createLoginRoles, type LoginRoles } from "../helpers/login-roles.ts";
+import { legacyLedgerTakesTodaysClaims } from "../helpers/legacy-ledger.ts";
 import { createTestDatabase } from "../helpers/postgres.ts";
 import { masqEnv, spawnMasq } from "../helpers/masq-process.ts";
 import { expectedCounts, makeRunner, TABLE, TEST_MASTER_KEY, TEST_MASTER_KEY_HEX, testKeys, uniqueEvents, waitFor } from "../helpers/pipeline.ts";
@@ -276,7 +277,7 @@ describe("bounded waits: no masq role can stall a rotation, an erasure or ingest
     const held = await hold(eraser.url, [
       "SET idle_in_transaction_session_timeout = 0",
       "BEGIN",
-      `SELECT * FROM masq.erase_subject_batch(masq.audit_subject_erase('holding', '{}', 'v1:${"0".repeat(32)}', 'public.user_logins', 'q1', false, ${auditVersion}), 1)`,
+      `SELECT * FROM masq.erase_subject_batch(masq.audit_subject_erase('holding', '{}', 'v1:${"0".repeat(32)}', 'public.user_logins', 'q1', false, false, ${auditVersion}), 1)`,
     ]);
     const events = uniqueEvents(1500, 91, 0.05);
     const queueUrl = fx.sqs.newQueue();
@@ -422,7 +423,7 @@ describe("bounded waits: no masq role can stall a rotation, an erasure or ingest
       await deleter.query("SET idle_in_transaction_session_timeout = 0; BEGIN");
       // A batch that runs for 14 s while it holds the epoch (a large database's batch).
       const batch = deleter
-        .query(`SELECT b.rows, pg_sleep(14) FROM masq.erase_subject_batch(masq.audit_subject_erase('slow', '{}', 'v1:${"0".repeat(32)}', 'public.user_logins', 'd1', false, ${auditVersion}), 1) b`)
+        .query(`SELECT b.rows, pg_sleep(14) FROM masq.erase_subject_batch(masq.audit_subject_erase('slow', '{}', 'v1:${"0".repeat(32)}', 'public.user_logins', 'd1', false, false, ${auditVersion}), 1) b`)
         .then(() => "finished", (err: Error) => `failed: ${err.message}`);
       await new Promise((r) => setTimeout(r, 1000));
       const epoch = await ingestClient.query("SELECT masq.lock_vault_epoch()").then(() => "locked", (err: Error) => `failed: ${err.message}`);
@@ -475,7 +476,8 @@ describe("bounded waits: no masq role can stall a rotation, an erasure or ingest
     const pgdb = await createTestDatabase();
     const db = createDb({ databaseUrl: pgdb.url });
     try {
-      await migrate(db.pool, loadMigrations().filter((m) => m.version <= 12));
+      await migrate(db.pool, loadMigrations(LEGACY_MIGRATIONS_DIR).filter((m) => m.version <= 12));
+      await legacyLedgerTakesTodaysClaims(db.pool);
       await ensureTargetTable(db.pool, TABLE);
       await db.pool.query("INSERT INTO masq.target_tables (relation) VALUES ('public.user_logins'::regclass)");
       const send = async (bodies: string[]) => {
@@ -495,7 +497,7 @@ describe("bounded waits: no masq role can stall a rotation, an erasure or ingest
         ).rows[0]!.s;
       const before = await snapshot();
       const m = await migrate(db.pool);
-      assert.ok(m.applied.includes("013_bounded_waits"), m.applied.join(", "));
+      assert.ok(m.applied.includes("legacy/013_bounded_waits"), m.applied.join(", "));
       assert.equal(await snapshot(), before, "rows, ledger, quarantine, vault and epoch as they were");
       const config = await db.pool.query<{ c: string[] | null }>("SELECT proconfig AS c FROM pg_proc WHERE oid = 'masq.advance_vault_epoch()'::regprocedure");
       assert.ok(!(config.rows[0]!.c ?? []).some((c) => c.startsWith("lock_timeout")), "the deleter's timeout is set for its transaction, not restored at exit");

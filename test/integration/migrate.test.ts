@@ -3,7 +3,7 @@ import { after, before, test } from "node:test";
 import { createLogger } from "../../src/log.ts";
 import { prepareDatabase } from "../../src/commands/setup.ts";
 import { FatalError } from "../../src/errors.ts";
-import { migrate, loadMigrations } from "../../src/sink/migrate.ts";
+import { LEGACY_MIGRATIONS_DIR, migrate, loadMigrations } from "../../src/sink/migrate.ts";
 import { ensureTargetTable } from "../../src/sink/target-table.ts";
 import { createDb, type Db } from "../../src/sink/db.ts";
 import { captureLogger } from "../helpers/pipeline.ts";
@@ -37,6 +37,21 @@ test("a database migrated by a newer masq is refused with a clear message", asyn
     await assert.rejects(migrate(db.pool), (err: unknown) => err instanceof FatalError && /newer than this masq/.test(err.message));
   } finally {
     await db.pool.query("DELETE FROM masq.schema_migrations WHERE version = 999");
+  }
+});
+
+test("a database that records migrations this masq knows neither as its own nor as legacy ones is refused, and left as it was", async () => {
+  const other = await createTestDatabase();
+  const otherDb = createDb({ databaseUrl: other.url });
+  try {
+    await otherDb.pool.query("CREATE SCHEMA masq; CREATE TABLE masq.schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())");
+    await otherDb.pool.query("INSERT INTO masq.schema_migrations (version, name) VALUES (1, '001_keys_and_vault'), (2, '002_from_a_fork')");
+    await assert.rejects(migrate(otherDb.pool), (err: unknown) => err instanceof FatalError && /does not know \(001_keys_and_vault, 002_from_a_fork\)/.test(err.message));
+    const tables = await otherDb.pool.query("SELECT 1 FROM pg_tables WHERE schemaname = 'masq' AND tablename <> 'schema_migrations'");
+    assert.equal(tables.rowCount, 0);
+  } finally {
+    await otherDb.close();
+    await other.close();
   }
 });
 
@@ -76,7 +91,7 @@ test("migration 011 upgrades a populated database of migration 010: its quaranti
   const old = await createTestDatabase();
   const oldDb = createDb({ databaseUrl: old.url });
   try {
-    await migrate(oldDb.pool, loadMigrations().filter((m) => m.version <= 10));
+    await migrate(oldDb.pool, loadMigrations(LEGACY_MIGRATIONS_DIR).filter((m) => m.version <= 10));
     await ensureTargetTable(oldDb.pool, { schema: "public", name: "user_logins" });
     const ip = "a".repeat(64);
     const dev = "b".repeat(64);
@@ -122,7 +137,7 @@ test("migration 016 upgrades a database of migration 015 with an erasure in prog
   const old = await createTestDatabase();
   const oldDb = createDb({ databaseUrl: old.url });
   try {
-    await migrate(oldDb.pool, loadMigrations().filter((m) => m.version <= 15));
+    await migrate(oldDb.pool, loadMigrations(LEGACY_MIGRATIONS_DIR).filter((m) => m.version <= 15));
     await ensureTargetTable(oldDb.pool, { schema: "public", name: "user_logins" });
     await oldDb.pool.query("INSERT INTO masq.target_tables (relation) VALUES ('public.user_logins') ON CONFLICT DO NOTHING");
     // A vault-only erasure killed at 015 after its first batch.

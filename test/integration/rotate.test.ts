@@ -5,7 +5,7 @@ import { fileURLToPath } from "node:url";
 import { describe, test } from "node:test";
 import pg from "pg";
 import { prepareDatabase } from "../../src/commands/setup.ts";
-import { loadMigrations, migrate } from "../../src/sink/migrate.ts";
+import { LEGACY_MIGRATIONS_DIR, loadMigrations, migrate } from "../../src/sink/migrate.ts";
 import { ensureTargetTable } from "../../src/sink/target-table.ts";
 import { sendBodies } from "../../src/demo/send-events.ts";
 import type { SyntheticEvent } from "../../src/demo/synthetic.ts";
@@ -27,6 +27,7 @@ import { usePipelineFixture } from "../helpers/fixture.ts";
 import { masqEnv, spawnMasq } from "../helpers/masq-process.ts";
 import { runMasq } from "../helpers/run-masq.ts";
 import { createDb, expectedCounts, makeRunner, TABLE, TEST_KEY, TEST_MASTER_KEY, TEST_MASTER_KEY_HEX, testKeys, uniqueEvents, waitFor } from "../helpers/pipeline.ts";
+import { legacyLedgerTakesTodaysClaims } from "../helpers/legacy-ledger.ts";
 import { createTestDatabase } from "../helpers/postgres.ts";
 import { decryptVault, vaultBytes } from "../helpers/vault-check.ts";
 
@@ -563,7 +564,8 @@ describe("key rotation", () => {
     const pgdb = await createTestDatabase();
     const db = createDb({ databaseUrl: pgdb.url });
     try {
-      await migrate(db.pool, loadMigrations().filter((m) => m.version <= 14));
+      await migrate(db.pool, loadMigrations(LEGACY_MIGRATIONS_DIR).filter((m) => m.version <= 14));
+      await legacyLedgerTakesTodaysClaims(db.pool);
       const eu = { schema: "public", name: "logins_eu" };
       for (const t of [TABLE, eu]) {
         await ensureTargetTable(db.pool, t);
@@ -584,7 +586,7 @@ describe("key rotation", () => {
       const opts = { pool: db.pool, provider: provider(), table: TABLE, batchSize: 10, signal: abort.signal, onBatch: (_p: RotationPhase, done: number) => done > 0 && abort.abort() };
       assert.equal((await rotatePseudonymKey({ ...opts, resume: false })).outcome, "stopped");
       const m = await migrate(db.pool);
-      assert.ok(m.applied.includes("015_rotation_over_every_table"), m.applied.join(", "));
+      assert.ok(m.applied.includes("legacy/015_rotation_over_every_table"), m.applied.join(", "));
       const state = await db.pool.query("SELECT phase, target_table, tables_done FROM masq.pseudonym_rotation");
       assert.deepEqual(state.rows, [{ phase: "vault", target_table: "public.user_logins", tables_done: [] }]);
 

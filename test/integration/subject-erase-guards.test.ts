@@ -66,7 +66,7 @@ describe("masq subject erase and vault prune: guards", () => {
   };
   const superuser = async (role: string) => (await fx.db.pool.query<{ s: boolean }>("SELECT rolsuper AS s FROM pg_roles WHERE rolname = $1", [role])).rows[0]!.s;
   const start = (table: string) =>
-    `SELECT masq.audit_subject_erase('attack', '{}', 'v1:${"0".repeat(32)}', '${table}', 'x', false, 1)`;
+    `SELECT masq.audit_subject_erase('attack', '{}', 'v1:${"0".repeat(32)}', '${table}', 'x', false, false, 1)`;
 
   test("finding 1: a temporary table with a trigger is refused, and the login does not become superuser", async () => {
     await fx.reset();
@@ -90,7 +90,7 @@ describe("masq subject erase and vault prune: guards", () => {
       }
       assert.equal(await superuser(eve.name), false, "the trigger never ran as the owner");
       for (const sql of [
-        `SELECT * FROM masq.audit_subject_erase_preview('attack', '{}', 'v1:${"0".repeat(32)}', 'pg_temp.t', 'x', false, 1)`,
+        `SELECT * FROM masq.audit_subject_erase_preview('attack', '{}', 'v1:${"0".repeat(32)}', 'pg_temp.t', 'x', false, false, 1)`,
         "SELECT * FROM masq.vault_prune_batch('pg_temp.t', 30, NULL, NULL, 100, '{}', NULL)",
       ]) {
         await assert.rejects(eve.c.query(sql), /is not a table masq writes/, sql);
@@ -110,7 +110,7 @@ describe("masq subject erase and vault prune: guards", () => {
     try {
       for (const sql of [
         start("public.logins_backup"),
-        `SELECT * FROM masq.audit_subject_erase_preview('attack', '{}', 'v1:${"0".repeat(32)}', 'public.logins_backup', 'x', false, 1)`,
+        `SELECT * FROM masq.audit_subject_erase_preview('attack', '{}', 'v1:${"0".repeat(32)}', 'public.logins_backup', 'x', false, false, 1)`,
         "SELECT * FROM masq.vault_prune_batch('public.logins_backup', 30, NULL, NULL, 100, '{}', NULL)",
       ]) {
         await assert.rejects(eve.c.query(sql), /is not a table masq writes/, sql);
@@ -212,9 +212,9 @@ describe("masq subject erase and vault prune: guards", () => {
     await auditKey();
     const eve = await eraser();
     try {
-      await assert.rejects(eve.c.query(`SELECT masq.audit_subject_erase('x', '{}', 'v1:${"0".repeat(32)}', 'public.user_logins', '', false, 1)`), /a user id is 1 to 128 characters/);
+      await assert.rejects(eve.c.query(`SELECT masq.audit_subject_erase('x', '{}', 'v1:${"0".repeat(32)}', 'public.user_logins', '', false, false, 1)`), /a user id is 1 to 128 characters/);
       await assert.rejects(
-        eve.c.query(`SELECT * FROM masq.audit_subject_erase_preview('x', '{}', 'v1:${"0".repeat(32)}', 'public.user_logins', '', false, 1)`),
+        eve.c.query(`SELECT * FROM masq.audit_subject_erase_preview('x', '{}', 'v1:${"0".repeat(32)}', 'public.user_logins', '', false, false, 1)`),
         /a user id is 1 to 128 characters/,
       );
     } finally {

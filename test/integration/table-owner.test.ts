@@ -5,7 +5,7 @@ import pg from "pg";
 import { usePipelineFixture } from "../helpers/fixture.ts";
 import { commitMessages } from "../../src/runner/commit-messages.ts";
 import { createDb } from "../../src/sink/db.ts";
-import { loadMigrations, migrate } from "../../src/sink/migrate.ts";
+import { LEGACY_MIGRATIONS_DIR, loadMigrations, migrate } from "../../src/sink/migrate.ts";
 import { createTestDatabase } from "../helpers/postgres.ts";
 import { TABLE, TEST_MASTER_KEY_HEX, testKeys } from "../helpers/pipeline.ts";
 import { runMasq } from "../helpers/run-masq.ts";
@@ -184,7 +184,7 @@ describe("a registered table's own code never runs with the rights of schema mas
     const old = await createTestDatabase();
     const db = createDb({ databaseUrl: old.url });
     try {
-      await migrate(db.pool, loadMigrations().filter((m) => m.version <= 15));
+      await migrate(db.pool, loadMigrations(LEGACY_MIGRATIONS_DIR).filter((m) => m.version <= 15));
       // Without DATABASE_URL this database is on an embedded server of its own: the role is made there too.
       await db.pool.query(`DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '${tabowner}') THEN CREATE ROLE ${tabowner} NOLOGIN; END IF; END $$`);
       await db.pool.query(`CREATE TABLE public.logins_eu (user_id varchar(128), device_type varchar(32), masked_ip varchar(256), masked_device_id varchar(256),

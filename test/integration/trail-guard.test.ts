@@ -6,7 +6,7 @@ import { auditKeyFingerprint } from "../../src/audit/audit-key.ts";
 import { sealAudit } from "../../src/audit/seal-audit.ts";
 import { sendBodies } from "../../src/demo/send-events.ts";
 import { createDb, type Db } from "../../src/sink/db.ts";
-import { loadMigrations, migrate } from "../../src/sink/migrate.ts";
+import { LEGACY_MIGRATIONS_DIR, loadMigrations, migrate } from "../../src/sink/migrate.ts";
 import { inTransaction } from "../../src/sink/transaction.ts";
 import { LocalKeyProvider } from "../../src/vault/local-provider.ts";
 import { pseudonymKeyContext, pseudonymKeyFingerprint } from "../../src/vault/pseudonym-keys.ts";
@@ -50,7 +50,7 @@ describe("finding 4: an owner who blanks, deletes and edits audit rows of a data
     pgdb = await createTestDatabase();
     db = createDb({ databaseUrl: pgdb.url, poolSize: 3 });
     env = { DATABASE_URL: pgdb.url, MASQ_MASTER_KEY: TEST_MASTER_KEY_HEX, ...silent };
-    const all = loadMigrations();
+    const all = loadMigrations(LEGACY_MIGRATIONS_DIR);
     // Two rows from before the chain (masq.unmask_audit, copied by migration 005).
     await migrate(db.pool, all.filter((m) => m.version <= 4));
     await db.pool.query(
@@ -155,7 +155,7 @@ describe("finding 8 on a database made at migration 010: an audit key planted be
   });
 
   test("is dropped by migration 012 (no row was ever sealed under it), and the owner's migrate makes one that unwraps", async () => {
-    await migrate(db.pool, loadMigrations().filter((m) => m.version <= 10));
+    await migrate(db.pool, loadMigrations(LEGACY_MIGRATIONS_DIR).filter((m) => m.version <= 10));
     // What any masq_unmask or masq_erase login could run on c75110e.
     await db.pool.query("SELECT masq.create_audit_key('local', 'local:0000000000000000', '\\x00', '0123456789abcdef')");
     const env = { DATABASE_URL: pgdb.url, MASQ_MASTER_KEY: TEST_MASTER_KEY_HEX, ...silent };

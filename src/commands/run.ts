@@ -12,8 +12,7 @@ import { detectSqsProtocol } from "../source/sqs-protocol.ts";
 import type { SQSClient } from "@aws-sdk/client-sqs";
 import type pg from "pg";
 import { onShutdownSignals } from "./signals.ts";
-import { startHttpServer } from "../http/server.ts";
-import { readinessProbe } from "../http/readiness.ts";
+import type { startHttpServer } from "../http/server.ts";
 import type { Metrics } from "../metrics/metrics.ts";
 import { combineObservers } from "../runner/observer.ts";
 import { createProgress, isInteractive } from "../progress/progress.ts";
@@ -21,7 +20,6 @@ import { prepareDatabase } from "./setup.ts";
 import { createKeyProvider } from "../vault/key-provider-from-config.ts";
 import { openIngestKeys } from "./open-keys.ts";
 import type { IngestKeys } from "../vault/ingest-keys.ts";
-import { startPeriodicPrune } from "../retention/periodic-prune.ts";
 import { mainThreadUsage, PrepareThreads } from "../runner/prepare-threads.ts";
 import type { ThreadUsage } from "../runner/prepare-protocol.ts";
 
@@ -31,6 +29,7 @@ import type { ThreadUsage } from "../runner/prepare-protocol.ts";
  * MASQ_CONNECT_TIMEOUT_SECONDS.
  */
 export async function runCommand(flags: Record<string, unknown>): Promise<number> {
+  performance.mark("masq:run");
   const drain = flags.drain === true;
   const config = readRunConfig(flags, process.env, drain);
   const retentionDays = readRetentionDays(process.env);
@@ -38,6 +37,9 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
   const sqsTarget = sqsTargetText(flags, process.env);
   const logger = createLogger(config.logLevel, undefined, readLogFormat(process.env));
   const setupAbort = new AbortController();
+  // Ends the queue's retention request when start-up fails before it is awaited (a signal ends it too).
+  const retentionAbort = new AbortController();
+  setupAbort.signal.addEventListener("abort", () => retentionAbort.abort(setupAbort.signal.reason), { once: true });
   let runner: Runner | undefined;
   const signals = onShutdownSignals({
     first: (signal) => {
@@ -82,9 +84,16 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
     if (prepareThreads > 0) threads = new PrepareThreads({ count: prepareThreads, logger, exitAfterBatches: testExitAfter(process.env) });
     // Up before anything else: liveness holds while masq waits for Postgres or SQS; readiness tells the truth.
     if (config.http && metrics) {
+      const [{ readinessProbe }, { startHttpServer }] = await Promise.all([import("../http/readiness.ts"), import("../http/server.ts")]);
       const readiness = readinessProbe({ pool: db.pool, source: () => source, sqsNotReady: () => sqsWaiting, targets: { postgres: db.target, sqs: sqsTarget } });
       http = await startHttpServer({ ...config.http, metrics, readiness, logger });
     }
+    // The first connection to Postgres (TCP, TLS, authentication, a new backend) is made while SQS is asked: it
+    // writes nothing, and whatever goes wrong with it is prepareDatabase's to report, in its turn below.
+    void db.pool.connect().then(
+      (client) => client.release(),
+      () => undefined,
+    );
     // SQS first: a wrong queue, region or credentials must stop masq before it migrates anything.
     const protocol = await retryTransient(
       () =>
@@ -101,6 +110,7 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
         },
       },
     );
+    performance.mark("masq:sqs-protocol");
     logger.info({ protocol, setting: config.sqsProtocol === "auto" ? "detected" : "MASQ_SQS_PROTOCOL" }, `SQS protocol: ${protocol}`);
     sqs = createSqsClient({
       region: config.region,
@@ -114,7 +124,21 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
     });
     const sqsSource = new SqsSource(sqs, config.queueUrl);
     source = sqsSource;
+    performance.mark("masq:sqs-client");
+    // The queue's retention (for pruning the ledger) is asked while Postgres is prepared: it also makes this client's
+    // first call, which costs the most (credentials, endpoint, signing key), before the receivers need it. Its
+    // failure is reported after the database's and the keys', the order in which masq checked them before.
+    const retentionAsked = retryTransient(() => sqsSource.retentionSeconds(retentionAbort.signal), {
+      what: "reaching SQS",
+      signal: retentionAbort.signal,
+      isTransient: (e) => e instanceof TransientError,
+      deadlineMs,
+      object: sqsTarget,
+      onRetry: (err, delay) => logger.warn({ err: describeError(err), target: sqsTarget, retryInMs: Math.round(delay) }, "SQS not reachable (QUEUE_URL); waiting"),
+    });
+    retentionAsked.catch(() => undefined);
     await prepareDatabase(db, config.table, { migrate: config.migrate, logger, signal: setupAbort.signal, deadlineMs });
+    performance.mark("masq:database");
     keys = await openIngestKeys({
       db,
       provider,
@@ -125,14 +149,9 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
       signal: setupAbort.signal,
       deadlineMs,
     });
-    const retention = await retryTransient(() => sqsSource.retentionSeconds(setupAbort.signal), {
-      what: "reaching SQS",
-      signal: setupAbort.signal,
-      isTransient: (e) => e instanceof TransientError,
-      deadlineMs,
-      object: sqsTarget,
-      onRetry: (err, delay) => logger.warn({ err: describeError(err), target: sqsTarget, retryInMs: Math.round(delay) }, "SQS not reachable (QUEUE_URL); waiting"),
-    });
+    performance.mark("masq:keys");
+    const retention = await retentionAsked;
+    performance.mark("masq:retention");
     if (setupAbort.signal.aborted) return 0;
 
     // Ledger rows outlive the queue's retention by a day; older ids can never be redelivered.
@@ -148,6 +167,7 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
     if (retentionDays !== undefined && !drain) {
       await requirePrunePrivilege(db.pool);
       pruneDb = createDb({ databaseUrl: config.databaseUrl, setting: databaseSetting(flags, process.env), poolSize: 3, logger });
+      const { startPeriodicPrune } = await import("../retention/periodic-prune.ts");
       vaultPrune = startPeriodicPrune({ pool: pruneDb.pool, provider, table: config.table, days: retentionDays, logger });
     }
 
@@ -184,6 +204,7 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
       observer: combineObservers(metrics, progress),
       preparer: threads,
     });
+    performance.mark("masq:runner");
     const result = await runner.run({ drain });
     // The bar's last drawing comes before the closing lines, and is never redrawn after them.
     progress?.stop({ complete: drain && !result.fatal && !result.timedOut });
@@ -217,6 +238,7 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
     logger.error({ err: describeError(err) }, "masq stopped");
     throw err;
   } finally {
+    retentionAbort.abort();
     await threads?.close();
     clearInterval(pruneTimer);
     await vaultPrune?.stop();

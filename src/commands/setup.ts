@@ -22,18 +22,22 @@ export async function prepareDatabase(
   await retryTransient(
     async () => {
       try {
+        let owner = false;
         if (opts.migrate) {
           const m = await migrate(db.pool);
           if (m.applied.length > 0) logger.info({ applied: m.applied, version: m.version }, "migrations applied");
           if (m.applied.includes(FACTS_MIGRATION)) await reportUnattributed(db, logger);
-          if (await ownsTargetTables(db)) await warnRefusedRegistrations(db, logger);
+          owner = await ownsTargetTables(db);
+          if (owner) await warnRefusedRegistrations(db, logger);
+          performance.mark("masq:migrate");
         }
         const t = await ensureTargetTable(db.pool, table);
+        performance.mark("masq:target-table");
         if (t.created) logger.info({ table: `${table.schema}.${table.name}` }, "target table created");
         // The owner registers the table it writes: the lifecycle functions act on registered tables only (migration 7).
         // A login that is not the owner (MASQ_MIGRATE=true on the service login, a no-op when up to date) cannot, and
         // need not: the owner's `masq migrate` registers it.
-        if (opts.migrate) await registerTargetTable(db, table, logger);
+        if (owner) await registerTargetTable(db, table, logger);
       } catch (err) {
         throw classifyPgError(err, db.target);
       }
@@ -55,29 +59,30 @@ async function ownsTargetTables(db: Db): Promise<boolean> {
   return r.rows[0]?.ok === true;
 }
 
-async function registerTargetTable(db: Db, table: TableName, logger: Logger): Promise<void> {
-  const may = await db.pool.query<{ ok: boolean; grant: boolean }>(
-    "SELECT has_table_privilege('masq.target_tables', 'INSERT') AS ok, has_table_privilege($1::text::regclass, 'SELECT WITH GRANT OPTION') AS grant",
-    [qualified(table)],
-  );
-  if (may.rows[0]?.ok !== true) return;
-  await refuseForeignCode(db, table);
-  await db.pool.query("INSERT INTO masq.target_tables (relation) VALUES ($1::text::regclass) ON CONFLICT DO NOTHING", [qualified(table)]);
-  // Analysts read every table masq writes (migration 014); a table someone else owns needs its owner to grant it.
-  if (may.rows[0].grant) await grantToAnalysts(db, table);
-  else logger.warn({ table: qualified(table) }, `cannot grant SELECT on ${qualified(table)} to masq_analyst: grant it as the table's owner`);
-}
-
 /**
+ * Called for a login that may register (INSERT on masq.target_tables). What it needs to know is asked in one round
+ * trip, so that a start where everything is in place (the usual one) costs one query, not seven.
+ *
  * masq erases, prunes and rotates a registered table as the owner of schema masq: a table someone else owns, or one
  * with triggers, rules or row-level security, would run its code with those rights (migration 017). Refused here in
  * one line; registrations made before that migration which fail the same check are named as a warning (the lifecycle
  * commands refuse to act until they are fixed or unregistered).
  */
-async function refuseForeignCode(db: Db, table: TableName): Promise<void> {
-  const r = await db.pool.query<{ why: string | null }>("SELECT masq.target_refusal($1::text::regclass) AS why", [qualified(table)]);
-  const why = r.rows[0]?.why;
-  if (why != null) throw new ConfigError("--table", why, { what: "a table masq will not register" });
+async function registerTargetTable(db: Db, table: TableName, logger: Logger): Promise<void> {
+  const r = await db.pool.query<{ why: string | null; registered: boolean; grant: boolean; granted: boolean | null }>(
+    `SELECT masq.target_refusal(t.relation) AS why,
+            EXISTS (SELECT 1 FROM masq.target_tables r WHERE r.relation = t.relation) AS registered,
+            has_table_privilege(t.relation, 'SELECT WITH GRANT OPTION') AS grant,
+            CASE WHEN has_table_privilege(t.relation, 'SELECT WITH GRANT OPTION') THEN has_table_privilege('masq_analyst', t.relation, 'SELECT') END AS granted
+     FROM (SELECT $1::text::regclass AS relation) t`,
+    [qualified(table)],
+  );
+  const state = r.rows[0]!;
+  if (state.why != null) throw new ConfigError("--table", state.why, { what: "a table masq will not register" });
+  if (!state.registered) await db.pool.query("INSERT INTO masq.target_tables (relation) VALUES ($1::text::regclass) ON CONFLICT DO NOTHING", [qualified(table)]);
+  // Analysts read every table masq writes (migration 014); a table someone else owns needs its owner to grant it.
+  if (!state.grant) logger.warn({ table: qualified(table) }, `cannot grant SELECT on ${qualified(table)} to masq_analyst: grant it as the table's owner`);
+  else if (state.granted !== true) await grantToAnalysts(db, table);
 }
 
 async function warnRefusedRegistrations(db: Db, logger: Logger): Promise<void> {

@@ -1,0 +1,69 @@
+/**
+ * A preload (`NODE_OPTIONS=--import=scripts/bench/startup-trace.ts`) that writes where a masq process's start-up time
+ * goes, on stderr at exit, one `masq-trace <ms since the process started> <what>` line per event:
+ *   - masq's own `performance.mark("masq:…")` steps (src/commands/run.ts, bin/masq);
+ *   - each npm package's first module loaded, and each of masq's own folders' first file;
+ *   - each HTTP request's start and its response's end (SQS, with its operation), each TCP connect (Postgres).
+ * For measurement only (scripts/bench/first-receive.ts --trace); masq itself writes nothing of this.
+ */
+import { subscribe } from "node:diagnostics_channel";
+import { registerHooks } from "node:module";
+import process from "node:process";
+
+const events: [number, string][] = [];
+const note = (what: string) => events.push([performance.now(), what]);
+const seen = new Set<string>();
+
+registerHooks({
+  resolve(spec, ctx, next) {
+    const r = next(spec, ctx);
+    const m = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(r.url) ?? /\/(src\/[^/]+|bin\/[^/]+)/.exec(r.url);
+    if (m && !seen.has(m[1]!)) {
+      seen.add(m[1]!);
+      note(`load ${m[1]}`);
+    }
+    return r;
+  },
+});
+
+subscribe("http.client.request.start", (msg) => {
+  const req = (msg as { request: { getHeader(name: string): unknown; path: string } }).request;
+  note(`http start ${String(req.getHeader("x-amz-target") ?? req.path)}`);
+});
+subscribe("http.client.response.finish", (msg) => {
+  const req = (msg as { request: { getHeader(name: string): unknown; path: string } }).request;
+  note(`http done ${String(req.getHeader("x-amz-target") ?? req.path)}`);
+});
+subscribe("net.client.socket", (msg) => {
+  const s = msg as { socket: { once(e: string, f: () => void): void; remotePort?: number } };
+  note("tcp connect start");
+  s.socket.once("connect", () => note(`tcp connected ${s.socket.remotePort ?? ""}`));
+});
+
+// STARTUP_TRACE_PG=1: each Postgres query's text and time too (loads pg before masq does, which moves its load).
+if (process.env.STARTUP_TRACE_PG === "1") {
+  const { createRequire } = await import("node:module");
+  const pg = createRequire(process.argv[1]!)("pg") as { Client: { prototype: { query: (...a: unknown[]) => unknown } } };
+  const query = pg.Client.prototype.query;
+  pg.Client.prototype.query = function (this: unknown, ...args: unknown[]) {
+    const text = String(typeof args[0] === "string" ? args[0] : (args[0] as { text?: string }).text).replace(/\s+/g, " ").slice(0, 70);
+    const started = performance.now();
+    const done = () => note(`pg ${(performance.now() - started).toFixed(1)} ms ${text}`);
+    const last = args.at(-1);
+    if (typeof last === "function") {
+      args[args.length - 1] = (...cbArgs: unknown[]) => {
+        done();
+        return (last as (...a: unknown[]) => unknown)(...cbArgs);
+      };
+    }
+    const r = query.apply(this, args);
+    if (r instanceof Promise) void r.finally(done).catch(() => undefined);
+    return r;
+  };
+}
+
+process.on("exit", () => {
+  for (const m of performance.getEntriesByType("mark")) events.push([m.startTime, `mark ${m.name}`]);
+  events.sort((a, b) => a[0] - b[0]);
+  process.stderr.write(events.map(([t, w]) => `masq-trace ${t.toFixed(1).padStart(7)} ${w}\n`).join(""));
+});

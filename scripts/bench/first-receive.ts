@@ -6,7 +6,7 @@
  * (migrations, the compile cache) and does not count.
  *
  *   node scripts/bench/first-receive.ts [--repeat 7] [--messages 0] [--masq-bin path/bin/masq ...] [--trace]
- *     [--node-options="--cpu-prof --cpu-prof-dir=/tmp/prof"]
+ *     [--show-trace] [--env MASQ_PREPARE_THREADS=0 ...] [--node-options="--cpu-prof --cpu-prof-dir=/tmp/prof"]
  *
  * --trace preloads startup-trace.ts into masq: its start-up steps, packages loaded, HTTP requests and TCP connects,
  * with their times since the process started, printed here.
@@ -29,7 +29,9 @@ const { values: v } = parseArgs({
     messages: { type: "string", default: "0" },
     "masq-bin": { type: "string", multiple: true },
     trace: { type: "boolean", default: false },
+    "show-trace": { type: "boolean", default: false },
     "node-options": { type: "string" },
+    env: { type: "string", multiple: true },
   },
 });
 const repeat = Number(v.repeat);
@@ -72,6 +74,8 @@ const endpoint = `http://127.0.0.1:${proxyPort}`;
 interface Run {
   firstReceiveMs: number;
   exitMs: number;
+  /** With --trace: the main thread's CPU time when it sent its first ReceiveMessage. */
+  firstReceiveCpuMs: number | undefined;
   trace: string[];
 }
 
@@ -88,6 +92,7 @@ async function runOnce(bin: string): Promise<Run> {
     AWS_REGION: "us-east-1",
     DATABASE_URL: url.toString(),
     MASQ_MASTER_KEY: "11".repeat(32),
+    ...Object.fromEntries((v.env ?? []).map((kv) => [kv.slice(0, kv.indexOf("=")), kv.slice(kv.indexOf("=") + 1)])),
     ...(process.env.STARTUP_TRACE_PG ? { STARTUP_TRACE_PG: process.env.STARTUP_TRACE_PG } : {}),
     NODE_OPTIONS: [v.trace ? `--import=${fileURLToPath(new URL("./startup-trace.ts", import.meta.url))}` : "", v["node-options"] ?? ""].join(" ").trim(),
   };
@@ -99,7 +104,9 @@ async function runOnce(bin: string): Promise<Run> {
   const code = await new Promise<number | null>((resolve) => child.on("exit", resolve));
   const exited = performance.now();
   if (code !== 0 || firstReceive === undefined) throw new Error(`${bin} exited ${code}:\n${out}`);
-  return { firstReceiveMs: firstReceive - spawned, exitMs: exited - spawned, trace: out.split("\n").filter((l) => l.startsWith("masq-trace")) };
+  const trace = out.split("\n").filter((l) => l.startsWith("masq-trace"));
+  const cpu = trace.find((l) => l.endsWith("http start AmazonSQS.ReceiveMessage"))?.split(/\s+/)[2];
+  return { firstReceiveMs: firstReceive - spawned, exitMs: exited - spawned, firstReceiveCpuMs: cpu === undefined ? undefined : Number(cpu), trace };
 }
 
 const results = new Map<string, Run[]>(bins.map((b) => [b, []]));
@@ -108,16 +115,17 @@ for (let i = 0; i < repeat; i++) {
   for (const bin of bins) {
     const r = await runOnce(bin);
     results.get(bin)!.push(r);
-    process.stderr.write(`${bin}: first receive ${r.firstReceiveMs.toFixed(0)} ms, exit ${r.exitMs.toFixed(0)} ms\n`);
-    if (v.trace) process.stderr.write(`${r.trace.join("\n")}\n`);
+    process.stderr.write(`${bin}: first receive ${r.firstReceiveMs.toFixed(0)} ms${r.firstReceiveCpuMs === undefined ? "" : ` (main thread CPU ${r.firstReceiveCpuMs} ms)`}, exit ${r.exitMs.toFixed(0)} ms\n`);
+    if (v.trace && v["show-trace"]) process.stderr.write(`${r.trace.join("\n")}\n`);
   }
 }
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]!;
 for (const [bin, runs] of results) {
   const fr = runs.map((r) => r.firstReceiveMs);
   const ex = runs.map((r) => r.exitMs);
+  const cpu = runs.flatMap((r) => (r.firstReceiveCpuMs === undefined ? [] : [r.firstReceiveCpuMs]));
   process.stdout.write(
-    `${bin}: spawn → first ReceiveMessage median ${median(fr).toFixed(0)} ms (min ${Math.min(...fr).toFixed(0)}, max ${Math.max(...fr).toFixed(0)}); spawn → exit median ${median(ex).toFixed(0)} ms (min ${Math.min(...ex).toFixed(0)}); N=${runs.length}\n`,
+    `${bin}: spawn → first ReceiveMessage median ${median(fr).toFixed(0)} ms (min ${Math.min(...fr).toFixed(0)}, max ${Math.max(...fr).toFixed(0)}); spawn → exit median ${median(ex).toFixed(0)} ms (min ${Math.min(...ex).toFixed(0)})${cpu.length ? `; main thread CPU to first receive median ${median(cpu).toFixed(0)} ms (min ${Math.min(...cpu).toFixed(0)})` : ""}; N=${runs.length}\n`,
   );
 }
 

@@ -1,6 +1,6 @@
 /**
  * A preload (`NODE_OPTIONS=--import=scripts/bench/startup-trace.ts`) that writes where a masq process's start-up time
- * goes, on stderr at exit, one `masq-trace <ms since the process started> <what>` line per event:
+ * goes, on stderr at exit, one `masq-trace <ms since the process started> <main thread's CPU ms> <what>` line per event:
  *   - masq's own `performance.mark("masq:…")` steps (src/commands/run.ts, bin/masq);
  *   - each npm package's first module loaded, and each of masq's own folders' first file;
  *   - each HTTP request's start and its response's end (SQS, with its operation), each TCP connect (Postgres).
@@ -10,8 +10,19 @@ import { subscribe } from "node:diagnostics_channel";
 import { registerHooks } from "node:module";
 import process from "node:process";
 
-const events: [number, string][] = [];
-const note = (what: string) => events.push([performance.now(), what]);
+// [ms since the process started, this thread's CPU ms so far, what]: the CPU column tells work from waiting (for
+// the network, or for a core the machine's other work holds).
+const events: [number, number, string][] = [];
+const cpuMs = () => {
+  const u = process.threadCpuUsage();
+  return (u.user + u.system) / 1000;
+};
+const note = (what: string) => events.push([performance.now(), cpuMs(), what]);
+const mark = performance.mark.bind(performance);
+performance.mark = ((name: string, opts?: Parameters<typeof performance.mark>[1]) => {
+  note(`mark ${name}`);
+  return mark(name, opts);
+}) as typeof performance.mark;
 const seen = new Set<string>();
 
 registerHooks({
@@ -63,7 +74,6 @@ if (process.env.STARTUP_TRACE_PG === "1") {
 }
 
 process.on("exit", () => {
-  for (const m of performance.getEntriesByType("mark")) events.push([m.startTime, `mark ${m.name}`]);
   events.sort((a, b) => a[0] - b[0]);
-  process.stderr.write(events.map(([t, w]) => `masq-trace ${t.toFixed(1).padStart(7)} ${w}\n`).join(""));
+  process.stderr.write(events.map(([t, c, w]) => `masq-trace ${t.toFixed(1).padStart(7)} ${c.toFixed(1).padStart(7)} ${w}\n`).join(""));
 });

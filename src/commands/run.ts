@@ -37,9 +37,9 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
   const sqsTarget = sqsTargetText(flags, process.env);
   const logger = createLogger(config.logLevel, undefined, readLogFormat(process.env));
   const setupAbort = new AbortController();
-  // Ends the queue's retention request when start-up fails before it is awaited (a signal ends it too).
-  const retentionAbort = new AbortController();
-  setupAbort.signal.addEventListener("abort", () => retentionAbort.abort(setupAbort.signal.reason), { once: true });
+  // Start-up's steps that run side by side: a signal ends them, and so does a failure of another (finally, below).
+  const startAbort = new AbortController();
+  setupAbort.signal.addEventListener("abort", () => startAbort.abort(setupAbort.signal.reason), { once: true });
   let runner: Runner | undefined;
   const signals = onShutdownSignals({
     first: (signal) => {
@@ -88,14 +88,8 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
       const readiness = readinessProbe({ pool: db.pool, source: () => source, sqsNotReady: () => sqsWaiting, targets: { postgres: db.target, sqs: sqsTarget } });
       http = await startHttpServer({ ...config.http, metrics, readiness, logger });
     }
-    // The first connection to Postgres (TCP, TLS, authentication, a new backend) is made while SQS is asked: it
-    // writes nothing, and whatever goes wrong with it is prepareDatabase's to report, in its turn below.
-    void db.pool.connect().then(
-      (client) => client.release(),
-      () => undefined,
-    );
     // SQS first: a wrong queue, region or credentials must stop masq before it migrates anything.
-    const protocol = await retryTransient(
+    const sqsChecked = retryTransient(
       () =>
         detectSqsProtocol({ queueUrl: config.queueUrl, region: config.region, endpoint: config.sqsEndpoint, setting: config.sqsProtocol, signal: setupAbort.signal }),
       {
@@ -110,6 +104,11 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
         },
       },
     );
+    // Postgres is checked meanwhile (connection, migrations, the target table), and written only once SQS has
+    // answered. SQS's error is reported first, as when the two ran one after the other; Postgres's after it.
+    const databaseReady = prepareDatabase(db, config.table, { migrate: config.migrate, logger, signal: startAbort.signal, deadlineMs, writesAfter: sqsChecked });
+    databaseReady.catch(() => undefined);
+    const protocol = await sqsChecked;
     performance.mark("masq:sqs-protocol");
     logger.info({ protocol, setting: config.sqsProtocol === "auto" ? "detected" : "MASQ_SQS_PROTOCOL" }, `SQS protocol: ${protocol}`);
     sqs = createSqsClient({
@@ -128,16 +127,16 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
     // The queue's retention (for pruning the ledger) is asked while Postgres is prepared: it also makes this client's
     // first call, which costs the most (credentials, endpoint, signing key), before the receivers need it. Its
     // failure is reported after the database's and the keys', the order in which masq checked them before.
-    const retentionAsked = retryTransient(() => sqsSource.retentionSeconds(retentionAbort.signal), {
+    const retentionAsked = retryTransient(() => sqsSource.retentionSeconds(startAbort.signal), {
       what: "reaching SQS",
-      signal: retentionAbort.signal,
+      signal: startAbort.signal,
       isTransient: (e) => e instanceof TransientError,
       deadlineMs,
       object: sqsTarget,
       onRetry: (err, delay) => logger.warn({ err: describeError(err), target: sqsTarget, retryInMs: Math.round(delay) }, "SQS not reachable (QUEUE_URL); waiting"),
     });
     retentionAsked.catch(() => undefined);
-    await prepareDatabase(db, config.table, { migrate: config.migrate, logger, signal: setupAbort.signal, deadlineMs });
+    await databaseReady;
     performance.mark("masq:database");
     keys = await openIngestKeys({
       db,
@@ -238,7 +237,7 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
     logger.error({ err: describeError(err) }, "masq stopped");
     throw err;
   } finally {
-    retentionAbort.abort();
+    startAbort.abort();
     await threads?.close();
     clearInterval(pruneTimer);
     await vaultPrune?.stop();

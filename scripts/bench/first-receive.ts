@@ -129,6 +129,33 @@ for (const [bin, runs] of results) {
   );
 }
 
+// With --trace: the median time and main-thread CPU at each step's first occurrence, over the counted runs.
+if (v.trace) {
+  const STEPS: [string, RegExp][] = [
+    ["bin/masq starts", /load bin\/masq$/],
+    ["src/cli.ts loaded (commander next)", /load src\/cli\.ts$/],
+    ["run's modules start loading", /load src\/commands$/],
+    ["runCommand starts", /mark masq:run$|load xtend$/],
+    ["SQS probe sent", /http start AmazonSQS\.GetQueueAttributes$/],
+    ["SQS probe answered", /http done AmazonSQS\.GetQueueAttributes$/],
+    ["Postgres prepared", /mark masq:database$/],
+    ["keys open", /mark masq:keys$/],
+    ["runner starts", /mark masq:runner$/],
+    ["first ReceiveMessage sent", /http start AmazonSQS\.ReceiveMessage$/],
+  ];
+  for (const [bin, runs] of results) {
+    process.stdout.write(`${bin}: step (first occurrence)   ms since spawn of the process   main thread CPU ms   (medians)\n`);
+    for (const [name, re] of STEPS) {
+      const hits = runs.flatMap((r) => {
+        const line = r.trace.find((l) => re.test(l));
+        return line === undefined ? [] : [line.split(/\s+/).slice(1, 3).map(Number) as [number, number]];
+      });
+      if (hits.length === 0) continue;
+      process.stdout.write(`  ${name.padEnd(40)} ${median(hits.map((h) => h[0])).toFixed(0).padStart(6)} ${median(hits.map((h) => h[1])).toFixed(0).padStart(6)}\n`);
+    }
+  }
+}
+
 client.destroy();
 proxy.close();
 await sqs.kill();

@@ -19,10 +19,10 @@ const cpuMs = () => {
 };
 const note = (what: string) => events.push([performance.now(), cpuMs(), what]);
 const mark = performance.mark.bind(performance);
-performance.mark = ((name: string, opts?: Parameters<typeof performance.mark>[1]) => {
+performance.mark = (name: string, opts?: Parameters<typeof performance.mark>[1]) => {
   note(`mark ${name}`);
   return mark(name, opts);
-}) as typeof performance.mark;
+};
 const seen = new Set<string>();
 
 registerHooks({
@@ -37,14 +37,14 @@ registerHooks({
   },
 });
 
-subscribe("http.client.request.start", (msg) => {
+/** The SQS operation (JSON protocol's header), else the path. */
+const operation = (msg: unknown): string => {
   const req = (msg as { request: { getHeader(name: string): unknown; path: string } }).request;
-  note(`http start ${String(req.getHeader("x-amz-target") ?? req.path)}`);
-});
-subscribe("http.client.response.finish", (msg) => {
-  const req = (msg as { request: { getHeader(name: string): unknown; path: string } }).request;
-  note(`http done ${String(req.getHeader("x-amz-target") ?? req.path)}`);
-});
+  const target = req.getHeader("x-amz-target");
+  return typeof target === "string" ? target : req.path;
+};
+subscribe("http.client.request.start", (msg) => note(`http start ${operation(msg)}`));
+subscribe("http.client.response.finish", (msg) => note(`http done ${operation(msg)}`));
 subscribe("net.client.socket", (msg) => {
   const s = msg as { socket: { once(e: string, f: () => void): void; remotePort?: number } };
   note("tcp connect start");

@@ -29,6 +29,8 @@ import type { ThreadUsage } from "../runner/prepare-protocol.ts";
  * MASQ_CONNECT_TIMEOUT_SECONDS.
  */
 export async function runCommand(flags: Record<string, unknown>): Promise<number> {
+  // Start-up's steps are marked (microseconds each; nothing is written unless a preload reads them): where the time
+  // from spawn to the first receive goes (scripts/bench/first-receive.ts --trace, docs/benchmark.md).
   performance.mark("masq:run");
   const drain = flags.drain === true;
   const config = readRunConfig(flags, process.env, drain);

@@ -110,6 +110,9 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
     // answered. SQS's error is reported first, as when the two ran one after the other; Postgres's after it.
     const databaseReady = prepareDatabase(db, config.table, { migrate: config.migrate, logger, signal: startAbort.signal, deadlineMs, writesAfter: sqsChecked });
     databaseReady.catch(() => undefined);
+    // KMS answers whatever SQS and Postgres say: the master key is looked up meanwhile (the provider keeps it), and
+    // a failure is left for openIngestKeys to report, in its turn.
+    if (provider.name === "kms") provider.currentMasterKeyId(startAbort.signal).catch(() => undefined);
     const protocol = await sqsChecked;
     performance.mark("masq:sqs-protocol");
     logger.info({ protocol, setting: config.sqsProtocol === "auto" ? "detected" : "MASQ_SQS_PROTOCOL" }, `SQS protocol: ${protocol}`);

@@ -81,9 +81,6 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
   let http: Awaited<ReturnType<typeof startHttpServer>> | undefined;
   let threads: PrepareThreads | undefined;
   try {
-    // Started first: they boot while masq reaches SQS and Postgres.
-    const prepareThreads = config.pipeline.prepareThreads ?? 0;
-    if (prepareThreads > 0) threads = new PrepareThreads({ count: prepareThreads, logger, exitAfterBatches: testExitAfter(process.env) });
     // Up before anything else: liveness holds while masq waits for Postgres or SQS; readiness tells the truth.
     if (config.http && metrics) {
       const [{ readinessProbe }, { startHttpServer }] = await Promise.all([import("../http/readiness.ts"), import("../http/server.ts")]);
@@ -197,6 +194,11 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
       queuePoll = setInterval(() => void pollQueue(), progress ? 3_000 : 15_000);
     }
 
+    // Started last: a thread loads its modules on the other core, which, on two cores, is the one fauxqs or Postgres
+    // and the main thread's own start-up were using (spawn to first receive, docs/benchmark.md). It is up before the
+    // first batch is cut (the receives' round trip and the batch wait); until then a batch waits in its queue.
+    const prepareThreads = config.pipeline.prepareThreads ?? 0;
+    if (prepareThreads > 0) threads = new PrepareThreads({ count: prepareThreads, logger, exitAfterBatches: testExitAfter(process.env) });
     runner = new Runner({
       source: sqsSource,
       pool: db.pool,

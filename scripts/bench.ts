@@ -66,6 +66,10 @@ async function bench(opts: BenchOptions): Promise<number> {
         profile = await runProfile(env, w, { ...common, receivers: opts.receivers[0]!, profileDir });
       }
     }
+    if (opts.drainOnly && opts.drainMessages > 0) {
+      const dw = makeWorkload(opts.drainMessages, { seed: opts.seed + 2, malformedRate: opts.malformedRate });
+      drainStartup = await runDrainStartup(env, dw, { ...common, receivers: opts.receivers[0]!, repeat: opts.repeat });
+    }
     if (opts.latencyMs !== undefined) {
       latency = await runLatencySweep(env, { ...common, messages: opts.latencyMessages, perReceiver: opts.smoke ? 0 : 2500, seed: opts.seed, malformedRate: opts.malformedRate }, opts.latencyMs, opts.latencyReceivers);
     }

@@ -28,6 +28,8 @@ export interface BenchOptions {
   pgCostMessages: number;
   /** Drain start-up phase: `masq run --drain` of this many messages, spawn to exit, against the SQS ceiling (0: skip). */
   drainMessages: number;
+  /** Only the drain start-up phase (no main comparison around it). */
+  drainOnly: boolean;
   /** Another checkout's bin/masq to measure instead of this one's (A/B comparisons). */
   masqBin: string | undefined;
   /** NODE_OPTIONS for every masq process (e.g. V8 heap flags). */
@@ -76,6 +78,7 @@ Options:
   --drain-messages <n>      drain start-up phase of the main comparison: bin/masq run --drain of <n> messages timed
                             from spawn to exit against the SQS ceiling and an sqs-consumer + pg consumer on
                             identical queues (default 5000; 0 skips)
+  --drain-only              only the drain start-up phase (its --repeat repetitions), without the main comparison
   --pg-cost                 Postgres statement cost: backend CPU per row of masq's statement, without the vault, a
                             plain unnest INSERT, COPY, and variants of the ledger and the vault (an experiment in
                             scratch tables; the schema is not changed); --repeat times, interleaved
@@ -146,6 +149,7 @@ export function readOptions(argv: string[]): BenchOptions | undefined {
         profile: { type: "boolean" },
         "profile-dir": { type: "string" },
         "drain-messages": { type: "string" },
+        "drain-only": { type: "boolean" },
         "pg-cost": { type: "boolean" },
         "pg-cost-messages": { type: "string" },
         "masq-bin": { type: "string" },
@@ -183,7 +187,7 @@ export function readOptions(argv: string[]): BenchOptions | undefined {
     malformedRate,
     seed: int("seed", v.seed, 42, 0),
     repeat: int("repeat", v.repeat, smoke ? 1 : 3),
-    main: full || smoke || v.main === true || v.profile === true || v["profile-dir"] !== undefined || (latencyMs === undefined && scaling.length === 0 && !pgCost),
+    main: v["drain-only"] !== true && (full || smoke || v.main === true || v.profile === true || v["profile-dir"] !== undefined || (latencyMs === undefined && scaling.length === 0 && !pgCost)),
     latencyMs,
     latencyReceivers: v.receivers !== undefined ? receivers : smoke ? [4] : [1, 2, 4, 8, 16, 32],
     latencyMessages: int("latency-messages", v["latency-messages"], smoke ? 1000 : 10_000),
@@ -192,6 +196,7 @@ export function readOptions(argv: string[]): BenchOptions | undefined {
     profile: v.profile === true || v["profile-dir"] !== undefined ? (v["profile-dir"] ?? "bench/profiles") : undefined,
     pgCostMessages: pgCost ? int("pg-cost-messages", v["pg-cost-messages"], smoke ? 2000 : 20_000) : 0,
     drainMessages: int("drain-messages", v["drain-messages"], smoke ? 1000 : 5000, 0),
+    drainOnly: v["drain-only"] === true,
     masqBin: v["masq-bin"],
     nodeOptions: v["node-options"],
     memoryLimitMb: v["memory-limit"] === undefined ? undefined : int("memory-limit", v["memory-limit"], 0, 64),

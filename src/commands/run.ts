@@ -10,8 +10,7 @@ import type { QueueSource } from "../source/sqs-source.ts";
 import { SqsThread } from "../ingest/sqs-thread.ts";
 import type pg from "pg";
 import { onShutdownSignals } from "./signals.ts";
-import { startHttpServer } from "../http/server.ts";
-import { readinessProbe } from "../http/readiness.ts";
+import type { startHttpServer } from "../http/server.ts";
 import type { Metrics } from "../metrics/metrics.ts";
 import { combineObservers } from "../runner/observer.ts";
 import { createProgress, isInteractive } from "../progress/progress.ts";
@@ -19,7 +18,6 @@ import { prepareDatabase } from "./setup.ts";
 import { createKeyProvider } from "../vault/key-provider-from-config.ts";
 import { openIngestKeys } from "./open-keys.ts";
 import type { IngestKeys } from "../vault/ingest-keys.ts";
-import { startPeriodicPrune } from "../retention/periodic-prune.ts";
 import { mainThreadUsage, PrepareThreads } from "../runner/prepare-threads.ts";
 import type { ThreadUsage } from "../runner/prepare-protocol.ts";
 
@@ -29,6 +27,9 @@ import type { ThreadUsage } from "../runner/prepare-protocol.ts";
  * MASQ_CONNECT_TIMEOUT_SECONDS.
  */
 export async function runCommand(flags: Record<string, unknown>): Promise<number> {
+  // Start-up's steps are marked (microseconds each; nothing is written unless a preload reads them): where the time
+  // from spawn to the first receive goes (scripts/bench/first-receive.ts --trace, docs/benchmark.md).
+  performance.mark("masq:run");
   const drain = flags.drain === true;
   const config = readRunConfig(flags, process.env, drain);
   const retentionDays = readRetentionDays(process.env);
@@ -36,6 +37,9 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
   const sqsTarget = sqsTargetText(flags, process.env);
   const logger = createLogger(config.logLevel, undefined, readLogFormat(process.env));
   const setupAbort = new AbortController();
+  // Start-up's steps that run side by side: a signal ends them, and so does a failure of another (finally, below).
+  const startAbort = new AbortController();
+  setupAbort.signal.addEventListener("abort", () => startAbort.abort(setupAbort.signal.reason), { once: true });
   let runner: Runner | undefined;
   const signals = onShutdownSignals({
     first: (signal) => {
@@ -75,19 +79,18 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
   let http: Awaited<ReturnType<typeof startHttpServer>> | undefined;
   let threads: PrepareThreads | undefined;
   try {
-    // Started first: they boot while masq reaches SQS and Postgres. Every SQS call is made on the SQS thread, which
-    // loads the AWS SDK in the meantime: the SDK's per-call work was most of the main thread's.
+    // Started first: every SQS call is made on the SQS thread, which loads the AWS SDK while masq reaches Postgres
+    // (the SDK's per-call work was most of the main thread's). The prepare threads start last (below).
     sqsThread = new SqsThread({ data: { queueUrl: config.queueUrl, exitAfterDeletes: testExitAfter(process.env, "MASQ_TEST_SQS_THREAD_EXIT_AFTER") }, logger });
     const sqsSource = sqsThread;
-    const prepareThreads = config.pipeline.prepareThreads ?? 0;
-    if (prepareThreads > 0) threads = new PrepareThreads({ count: prepareThreads, logger, exitAfterBatches: testExitAfter(process.env, "MASQ_TEST_PREPARE_THREAD_EXIT_AFTER") });
     // Up before anything else: liveness holds while masq waits for Postgres or SQS; readiness tells the truth.
     if (config.http && metrics) {
+      const [{ readinessProbe }, { startHttpServer }] = await Promise.all([import("../http/readiness.ts"), import("../http/server.ts")]);
       const readiness = readinessProbe({ pool: db.pool, source: () => source, sqsNotReady: () => sqsWaiting, targets: { postgres: db.target, sqs: sqsTarget } });
       http = await startHttpServer({ ...config.http, metrics, readiness, logger });
     }
     // SQS first: a wrong queue, region or credentials must stop masq before it migrates anything.
-    const protocol = await retryTransient(
+    const sqsChecked = retryTransient(
       () => sqsSource.detectProtocol({ region: config.region, endpoint: config.sqsEndpoint, setting: config.sqsProtocol, signal: setupAbort.signal }),
       {
         what: "reaching SQS",
@@ -101,6 +104,15 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
         },
       },
     );
+    // Postgres is checked meanwhile (connection, migrations, the target table), and written only once SQS has
+    // answered. SQS's error is reported first, as when the two ran one after the other; Postgres's after it.
+    const databaseReady = prepareDatabase(db, config.table, { migrate: config.migrate, logger, signal: startAbort.signal, deadlineMs, writesAfter: sqsChecked });
+    databaseReady.catch(() => undefined);
+    // KMS answers whatever SQS and Postgres say: the master key is looked up meanwhile (the provider keeps it), and
+    // a failure is left for openIngestKeys to report, in its turn.
+    if (provider.name === "kms") provider.currentMasterKeyId(startAbort.signal).catch(() => undefined);
+    const protocol = await sqsChecked;
+    performance.mark("masq:sqs-protocol");
     logger.info({ protocol, setting: config.sqsProtocol === "auto" ? "detected" : "MASQ_SQS_PROTOCOL" }, `SQS protocol: ${protocol}`);
     sqsSource.open({
       region: config.region,
@@ -113,7 +125,21 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
       maxAttempts: 1,
     });
     source = sqsSource;
-    await prepareDatabase(db, config.table, { migrate: config.migrate, logger, signal: setupAbort.signal, deadlineMs });
+    performance.mark("masq:sqs-client");
+    // The queue's retention (for pruning the ledger) is asked while Postgres is prepared: it also makes this client's
+    // first call, which costs the most (credentials, endpoint, signing key), before the receivers need it. Its
+    // failure is reported after the database's and the keys', the order in which masq checked them before.
+    const retentionAsked = retryTransient(() => sqsSource.retentionSeconds(startAbort.signal), {
+      what: "reaching SQS",
+      signal: startAbort.signal,
+      isTransient: (e) => e instanceof TransientError,
+      deadlineMs,
+      object: sqsTarget,
+      onRetry: (err, delay) => logger.warn({ err: describeError(err), target: sqsTarget, retryInMs: Math.round(delay) }, "SQS not reachable (QUEUE_URL); waiting"),
+    });
+    retentionAsked.catch(() => undefined);
+    await databaseReady;
+    performance.mark("masq:database");
     keys = await openIngestKeys({
       db,
       provider,
@@ -124,14 +150,9 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
       signal: setupAbort.signal,
       deadlineMs,
     });
-    const retention = await retryTransient(() => sqsSource.retentionSeconds(setupAbort.signal), {
-      what: "reaching SQS",
-      signal: setupAbort.signal,
-      isTransient: (e) => e instanceof TransientError,
-      deadlineMs,
-      object: sqsTarget,
-      onRetry: (err, delay) => logger.warn({ err: describeError(err), target: sqsTarget, retryInMs: Math.round(delay) }, "SQS not reachable (QUEUE_URL); waiting"),
-    });
+    performance.mark("masq:keys");
+    const retention = await retentionAsked;
+    performance.mark("masq:retention");
     if (setupAbort.signal.aborted) return 0;
 
     // Ledger rows outlive the queue's retention by a day; older ids can never be redelivered. Pruning drops whole day
@@ -150,6 +171,7 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
     if (retentionDays !== undefined && !drain) {
       await requirePrunePrivilege(db.pool);
       pruneDb = createDb({ databaseUrl: config.databaseUrl, setting: databaseSetting(flags, process.env), poolSize: 3, logger });
+      const { startPeriodicPrune } = await import("../retention/periodic-prune.ts");
       vaultPrune = startPeriodicPrune({ pool: pruneDb.pool, provider, table: config.table, days: retentionDays, logger });
     }
 
@@ -175,6 +197,11 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
       queuePoll = setInterval(() => void pollQueue(), progress ? 3_000 : 15_000);
     }
 
+    // Started last: a thread loads its modules on the other core, which, on two cores, is the one fauxqs or Postgres
+    // and the main thread's own start-up were using (spawn to first receive, docs/benchmark.md). It is up before the
+    // first batch is cut (the receives' round trip and the batch wait); until then a batch waits in its queue.
+    const prepareThreads = config.pipeline.prepareThreads ?? 0;
+    if (prepareThreads > 0) threads = new PrepareThreads({ count: prepareThreads, logger, exitAfterBatches: testExitAfter(process.env, "MASQ_TEST_PREPARE_THREAD_EXIT_AFTER") });
     runner = new Runner({
       source: sqsSource,
       pool: db.pool,
@@ -186,6 +213,7 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
       observer: combineObservers(metrics, progress),
       preparer: threads,
     });
+    performance.mark("masq:runner");
     const result = await runner.run({ drain });
     // The bar's last drawing comes before the closing lines, and is never redrawn after them.
     progress?.stop({ complete: drain && !result.fatal && !result.timedOut });
@@ -220,6 +248,7 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
     logger.error({ err: describeError(err) }, "masq stopped");
     throw err;
   } finally {
+    startAbort.abort();
     await threads?.close();
     clearInterval(pruneTimer);
     await vaultPrune?.stop();

@@ -3,44 +3,73 @@ import { ConfigError, describeError, TransientError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { retryTransient } from "../runner/backoff.ts";
 import type { Db } from "../sink/db.ts";
-import { migrate } from "../sink/migrate.ts";
+import { loadMigrations, migrate } from "../sink/migrate.ts";
 import { classifyPgError } from "../sink/pg-errors.ts";
 import { targetText } from "../sink/pg-target.ts";
 import { qualified, type TableName } from "../sink/table-name.ts";
-import { ensureTargetTable } from "../sink/target-table.ts";
+import { ensureTargetTable, verifyTargetTable } from "../sink/target-table.ts";
 
 /**
  * Brings the database to the state masq needs: migrations applied (unless the operator runs them separately) and
  * the target table present with the expected columns. Waits for a database that is not up yet.
+ *
+ * writesAfter: nothing is written (a migration, the target table, its registration or grant) before it resolves,
+ * and not at all if it rejects; what is only read is checked at once. `run` passes its SQS check, so that the
+ * database is checked while SQS answers, and a wrong queue still stops masq before it migrates anything.
  */
 export async function prepareDatabase(
   db: Db,
   table: TableName,
-  opts: { migrate: boolean; logger: Logger; signal?: AbortSignal; deadlineMs?: number | undefined },
+  opts: { migrate: boolean; logger: Logger; signal?: AbortSignal; deadlineMs?: number | undefined; writesAfter?: Promise<unknown> },
 ): Promise<void> {
   const { logger } = opts;
+  // The gate's own failure passes through as it is: it is not Postgres's, and waiting here cannot cure it.
+  let gateFailure: { err: unknown } | undefined;
+  const beforeWriting = async () => {
+    try {
+      await opts.writesAfter;
+    } catch (err) {
+      gateFailure = { err };
+      throw err;
+    }
+  };
   await retryTransient(
     async () => {
       try {
+        let owner = false;
         if (opts.migrate) {
-          const m = await migrate(db.pool);
-          if (m.applied.length > 0) logger.info({ applied: m.applied, version: m.version }, "migrations applied");
-          if (m.applied.includes(FACTS_MIGRATION)) await reportUnattributed(db, logger);
-          if (await ownsTargetTables(db)) await warnRefusedRegistrations(db, logger);
+          // Up to date (the usual start): one query. Else migrate() decides (it applies, or refuses a newer database).
+          const migrations = loadMigrations();
+          if (opts.writesAfter === undefined || !(await migrationsInPlace(db, migrations))) {
+            await beforeWriting();
+            const m = await migrate(db.pool, migrations);
+            if (m.applied.length > 0) logger.info({ applied: m.applied, version: m.version }, "migrations applied");
+            if (m.applied.includes(FACTS_MIGRATION)) await reportUnattributed(db, logger);
+          }
+          owner = await ownsTargetTables(db);
+          if (owner) await warnRefusedRegistrations(db, logger);
+          performance.mark("masq:migrate");
         }
-        const t = await ensureTargetTable(db.pool, table);
+        let t = { created: false };
+        if (opts.writesAfter !== undefined && (await tableExists(db, table))) await verifyTargetTable(db.pool, table);
+        else {
+          await beforeWriting();
+          t = await ensureTargetTable(db.pool, table);
+        }
+        performance.mark("masq:target-table");
         if (t.created) logger.info({ table: `${table.schema}.${table.name}` }, "target table created");
         // The owner registers the table it writes: the lifecycle functions act on registered tables only (migration 7).
         // A login that is not the owner (MASQ_MIGRATE=true on the service login, a no-op when up to date) cannot, and
         // need not: the owner's `masq migrate` registers it.
-        if (opts.migrate) await registerTargetTable(db, table, logger);
+        if (owner) await registerTargetTable(db, table, logger, beforeWriting);
       } catch (err) {
+        if (gateFailure?.err === err) throw err;
         throw classifyPgError(err, db.target);
       }
     },
     {
       what: "connecting to Postgres",
-      isTransient: (e) => e instanceof TransientError,
+      isTransient: (e) => e instanceof TransientError && gateFailure?.err !== e,
       ...(opts.signal ? { signal: opts.signal } : {}),
       deadlineMs: opts.deadlineMs,
       object: targetText(db.target),
@@ -50,34 +79,57 @@ export async function prepareDatabase(
   );
 }
 
+/**
+ * Whether the database records exactly this masq's migrations: none pending, none newer. False when it cannot tell
+ * (no masq schema yet, no right to read it): migrate() then says what is wrong, as it always did.
+ */
+async function migrationsInPlace(db: Db, migrations: { version: number }[]): Promise<boolean> {
+  try {
+    const r = await db.pool.query<{ version: number }>("SELECT version FROM masq.schema_migrations");
+    const done = new Set(r.rows.map((row) => row.version));
+    return done.size === migrations.length && migrations.every((m) => done.has(m.version));
+  } catch (err) {
+    const code = (err as { code?: unknown }).code;
+    if (code === "42P01" || code === "3F000" || code === "42501") return false;
+    throw err;
+  }
+}
+
+async function tableExists(db: Db, table: TableName): Promise<boolean> {
+  const r = await db.pool.query<{ oid: string | null }>("SELECT to_regclass($1) AS oid", [qualified(table)]);
+  return r.rows[0]?.oid != null;
+}
+
 async function ownsTargetTables(db: Db): Promise<boolean> {
   const r = await db.pool.query<{ ok: boolean }>("SELECT has_table_privilege('masq.target_tables', 'INSERT') AS ok");
   return r.rows[0]?.ok === true;
 }
 
-async function registerTargetTable(db: Db, table: TableName, logger: Logger): Promise<void> {
-  const may = await db.pool.query<{ ok: boolean; grant: boolean }>(
-    "SELECT has_table_privilege('masq.target_tables', 'INSERT') AS ok, has_table_privilege($1::text::regclass, 'SELECT WITH GRANT OPTION') AS grant",
-    [qualified(table)],
-  );
-  if (may.rows[0]?.ok !== true) return;
-  await refuseForeignCode(db, table);
-  await db.pool.query("INSERT INTO masq.target_tables (relation) VALUES ($1::text::regclass) ON CONFLICT DO NOTHING", [qualified(table)]);
-  // Analysts read every table masq writes (migration 014); a table someone else owns needs its owner to grant it.
-  if (may.rows[0].grant) await grantToAnalysts(db, table);
-  else logger.warn({ table: qualified(table) }, `cannot grant SELECT on ${qualified(table)} to masq_analyst: grant it as the table's owner`);
-}
-
 /**
+ * Called for a login that may register (INSERT on masq.target_tables). What it needs to know is asked in one round
+ * trip, so that a start where everything is in place (the usual one) costs one query, not seven.
+ *
  * masq erases, prunes and rotates a registered table as the owner of schema masq: a table someone else owns, or one
  * with triggers, rules or row-level security, would run its code with those rights (migration 017). Refused here in
  * one line; registrations made before that migration which fail the same check are named as a warning (the lifecycle
  * commands refuse to act until they are fixed or unregistered).
  */
-async function refuseForeignCode(db: Db, table: TableName): Promise<void> {
-  const r = await db.pool.query<{ why: string | null }>("SELECT masq.target_refusal($1::text::regclass) AS why", [qualified(table)]);
-  const why = r.rows[0]?.why;
-  if (why != null) throw new ConfigError("--table", why, { what: "a table masq will not register" });
+async function registerTargetTable(db: Db, table: TableName, logger: Logger, beforeWriting: () => Promise<void>): Promise<void> {
+  const r = await db.pool.query<{ why: string | null; registered: boolean; grant: boolean; granted: boolean | null }>(
+    `SELECT masq.target_refusal(t.relation) AS why,
+            EXISTS (SELECT 1 FROM masq.target_tables r WHERE r.relation = t.relation) AS registered,
+            has_table_privilege(t.relation, 'SELECT WITH GRANT OPTION') AS grant,
+            CASE WHEN has_table_privilege(t.relation, 'SELECT WITH GRANT OPTION') THEN has_table_privilege('masq_analyst', t.relation, 'SELECT') END AS granted
+     FROM (SELECT $1::text::regclass AS relation) t`,
+    [qualified(table)],
+  );
+  const state = r.rows[0]!;
+  if (state.why != null) throw new ConfigError("--table", state.why, { what: "a table masq will not register" });
+  if (!state.registered || (state.grant && state.granted !== true)) await beforeWriting();
+  if (!state.registered) await db.pool.query("INSERT INTO masq.target_tables (relation) VALUES ($1::text::regclass) ON CONFLICT DO NOTHING", [qualified(table)]);
+  // Analysts read every table masq writes (migration 014); a table someone else owns needs its owner to grant it.
+  if (!state.grant) logger.warn({ table: qualified(table) }, `cannot grant SELECT on ${qualified(table)} to masq_analyst: grant it as the table's owner`);
+  else if (state.granted !== true) await grantToAnalysts(db, table);
 }
 
 async function warnRefusedRegistrations(db: Db, logger: Logger): Promise<void> {

@@ -222,6 +222,31 @@ describe("runtime failures on stderr, in words", () => {
     assert.ok(last.includes(`(AWS_ENDPOINT_URL_SQS at 127.0.0.1:${port})`), last);
   });
 
+  test("run checks Postgres while it waits for SQS, but migrates and creates nothing until SQS has answered", async () => {
+    const admin = new pg.Client({ connectionString: fx.pgdb.url });
+    await admin.connect();
+    const fresh = `masq_fresh_${randomBytes(4).toString("hex")}`;
+    await admin.query(`CREATE DATABASE ${fresh}`);
+    try {
+      const port = await closedPort();
+      // Five seconds of waiting for SQS: time enough to migrate a new database many times over, were it allowed.
+      const r = await runMasq(["run", "--drain"], env({ AWS_ENDPOINT_URL_SQS: `http://127.0.0.1:${port}`, DATABASE_URL: urlWith({ database: fresh }), MASQ_CONNECT_TIMEOUT_SECONDS: "5" }));
+      assert.equal(r.code, 1, r.stderr);
+      assert.ok(assertForPeople(r).includes(`(AWS_ENDPOINT_URL_SQS at 127.0.0.1:${port})`), r.stderr);
+      const db = new pg.Client({ connectionString: urlWith({ database: fresh }) });
+      await db.connect();
+      try {
+        const made = await db.query<{ schema: string | null; table: string | null }>("SELECT to_regnamespace('masq')::text AS schema, to_regclass('public.user_logins')::text AS table");
+        assert.deepEqual(made.rows[0], { schema: null, table: null });
+      } finally {
+        await db.end();
+      }
+    } finally {
+      await admin.query(`DROP DATABASE ${fresh} WITH (FORCE)`);
+      await admin.end();
+    }
+  });
+
   test("run --drain starts no HTTP listener unless asked for, and drains", async () => {
     const queueUrl = fx.sqs.newQueue();
     await sendBodies(fx.sqs.client, queueUrl, uniqueEvents(20, 5, 0).map((e) => e.body));

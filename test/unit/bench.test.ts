@@ -265,6 +265,15 @@ describe("options", () => {
     assert.deepEqual(o.latencyReceivers, [1, 2, 4, 8, 16, 32]);
   });
 
+  test("--drain-only runs the drain start-up phase alone", () => {
+    const o = readOptions(["--drain-only", "--repeat", "5"])!;
+    assert.equal(o.main, false);
+    assert.equal(o.drainOnly, true);
+    assert.equal(o.drainMessages, 5000);
+    assert.equal(o.repeat, 5);
+    assert.equal(readOptions([])!.drainOnly, false);
+  });
+
   test("--profile runs the main comparison and profiles under bench/profiles", () => {
     const o = readOptions(["--profile"])!;
     assert.equal(o.main, true);

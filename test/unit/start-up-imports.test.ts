@@ -5,14 +5,17 @@ import { fileURLToPath } from "node:url";
 
 const SRC = fileURLToPath(new URL("../../src/", import.meta.url));
 
-/** The npm packages a fresh Node loads for these imports of src/ (ESM and CommonJS), by their registry names. */
+/**
+ * The npm packages a fresh Node loads for these imports of src/ (ESM and CommonJS), by their registry names, and
+ * masq's own files (as "src/…").
+ */
 function packagesLoadedBy(modules: string[]): string[] {
   const script = `
     import { registerHooks } from "node:module";
     const seen = new Set();
     registerHooks({ resolve(spec, ctx, next) {
       const r = next(spec, ctx);
-      const m = /node_modules\\/((?:@[^/]+\\/)?[^/]+)/.exec(r.url);
+      const m = /node_modules\\/((?:@[^/]+\\/)?[^/]+)/.exec(r.url) ?? /\\/(src\\/.+\\.ts)$/.exec(r.url);
       if (m) seen.add(m[1]);
       return r;
     } });
@@ -28,6 +31,14 @@ test("masq run loads only what a run needs: no kysely, no pino-pretty, no KMS or
   // SQS client only in the SQS thread (ingest/sqs-thread-worker.ts), while the main thread starts.
   for (const heavy of ["kysely", "pino-pretty", "@aws-sdk/client-kms", "@aws-sdk/client-sts", "prom-client", "@aws-sdk/client-sqs"]) {
     assert.ok(!loaded.includes(heavy), `${heavy} is loaded: ${loaded.join(" ")}`);
+  }
+});
+
+test("masq run loads neither the HTTP listener nor retention's pruning before it knows they are configured", () => {
+  const loaded = packagesLoadedBy(["cli.ts", "commands/run.ts", "log.ts"]);
+  assert.ok(loaded.includes("src/commands/setup.ts"), loaded.join(" "));
+  for (const file of ["src/http/server.ts", "src/http/readiness.ts", "src/retention/periodic-prune.ts", "src/retention/prune-vault.ts"]) {
+    assert.ok(!loaded.includes(file), `${file} is loaded: ${loaded.join(" ")}`);
   }
 });
 

@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import { availableParallelism } from "node:os";
 import { ConfigError } from "./errors.ts";
-import { parseMasterKey, parsePseudonymKey } from "./mask/pseudonym-key.ts";
+import { parseMasterKey, parsePseudonymKey } from "./ingest/pseudonym-key.ts";
 import { parseConnectionString } from "./sink/connection-string.ts";
 import { parseTableName, type TableName } from "./sink/table-name.ts";
 

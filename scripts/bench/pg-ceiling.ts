@@ -1,6 +1,6 @@
 import type pg from "pg";
 import type { TableName } from "../../src/sink/table-name.ts";
-import { writeBatch, type SealedBatch } from "../../src/sink/write-batch.ts";
+import { writeBatch, type SealedBatch } from "../../src/ingest/write-batch.ts";
 
 export interface PgCeilingResult {
   messages: number;

@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import pg from "pg";
 import { qualified, type TableName } from "../../src/sink/table-name.ts";
-import { writeBatch, type SealedBatch } from "../../src/sink/write-batch.ts";
+import { writeBatch, type SealedBatch } from "../../src/ingest/write-batch.ts";
 
 /**
  * Postgres's own CPU per row for masq's batch statement, its parts, and cheaper shapes of those parts: an experiment,

@@ -1,11 +1,11 @@
-import { NO_FACTS } from "../../src/mask/quarantine-facts.ts";
+import { NO_FACTS } from "../../src/ingest/quarantine-facts.ts";
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import fc from "fast-check";
 import { DataError, TransientError } from "../../src/errors.ts";
-import { splitBySize } from "../../src/sink/commit-batch.ts";
+import { splitBySize } from "../../src/ingest/commit-batch.ts";
 import { classifyPgError } from "../../src/sink/pg-errors.ts";
-import type { Outcome } from "../../src/sink/write-batch.ts";
+import type { Outcome } from "../../src/ingest/write-batch.ts";
 
 const at = new Date("2026-12-01T00:00:00Z");
 

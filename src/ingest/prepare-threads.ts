@@ -1,8 +1,8 @@
 import { Worker } from "node:worker_threads";
 import { FatalError } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import type { SealedBatch, VaultEntry } from "../sink/write-batch.ts";
-import type { IngestKeys } from "../vault/ingest-keys.ts";
+import type { SealedBatch, VaultEntry } from "./write-batch.ts";
+import type { IngestKeys } from "./ingest-keys.ts";
 import type { BatchPreparer, PreparedBatch } from "./commit-messages.ts";
 import type { IncomingMessage } from "./prepare.ts";
 import { fromColumns, maxSealsFor, type FromPrepareThread, type PrepareThreadData, type ThreadUsage, type ToPrepareThread } from "./prepare-protocol.ts";

@@ -1,8 +1,8 @@
 import type { KeyObject } from "node:crypto";
-import { withoutOriginals, type Outcome, type SealedBatch, type VaultEntry, type VaultEpochs } from "../sink/write-batch.ts";
-import { nonces, seal } from "./aead.ts";
-import type { DataKeys } from "./data-keys.ts";
-import { quarantineBodyAad, vaultAad } from "./vault-aad.ts";
+import { withoutOriginals, type Outcome, type SealedBatch, type VaultEntry, type VaultEpochs } from "./write-batch.ts";
+import { nonces, seal } from "../vault/aead.ts";
+import type { DataKeys } from "../vault/data-keys.ts";
+import { quarantineBodyAad, vaultAad } from "../vault/vault-aad.ts";
 
 /**
  * Encrypts a batch's originals with the current data key: each distinct PII value once (the vault is keyed by

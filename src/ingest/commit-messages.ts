@@ -1,11 +1,11 @@
 import type pg from "pg";
-import { commitBatch, type CommitResult } from "../sink/commit-batch.ts";
+import { commitBatch, type CommitResult } from "./commit-batch.ts";
 import type { TableName } from "../sink/table-name.ts";
-import { StaleKeyError, StaleVaultError } from "../sink/write-batch.ts";
-import type { IngestKeys } from "../vault/ingest-keys.ts";
+import { StaleKeyError, StaleVaultError } from "./write-batch.ts";
+import type { IngestKeys } from "./ingest-keys.ts";
 import type { FatalError } from "../errors.ts";
-import type { Pseudonymizer } from "../mask/pseudonymize.ts";
-import type { Outcome, SealedBatch, VaultEpochs } from "../sink/write-batch.ts";
+import type { Pseudonymizer } from "./pseudonymize.ts";
+import type { Outcome, SealedBatch, VaultEpochs } from "./write-batch.ts";
 import { prepareOutcome, type IncomingMessage } from "./prepare.ts";
 
 /**

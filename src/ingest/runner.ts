@@ -4,8 +4,8 @@ import { ConfigError, describeError, FatalError, stoppedWorking, TransientError,
 import type { Logger } from "../log.ts";
 import type { Handle, ReceivedMessage, SqsSource } from "../source/sqs-source.ts";
 import type { TableName } from "../sink/table-name.ts";
-import type { ReasonCode } from "../transform/login-event.ts";
-import type { IngestKeys } from "../vault/ingest-keys.ts";
+import type { ReasonCode } from "./login-event.ts";
+import type { IngestKeys } from "./ingest-keys.ts";
 import { backoffMs, sleep } from "./backoff.ts";
 import { commitMessages, type BatchPreparer } from "./commit-messages.ts";
 import type { IncomingMessage } from "./prepare.ts";

@@ -1,9 +1,9 @@
-import { maskEvent } from "../mask/mask-event.ts";
-import { factsOfJson, factsOfText, NO_FACTS, type QuarantineFacts } from "../mask/quarantine-facts.ts";
-import { redactBody } from "../mask/redact-body.ts";
-import type { Pseudonymizer } from "../mask/pseudonymize.ts";
-import type { Outcome } from "../sink/write-batch.ts";
-import { parseLoginEvent } from "../transform/login-event.ts";
+import { maskEvent } from "./mask-event.ts";
+import { factsOfJson, factsOfText, NO_FACTS, type QuarantineFacts } from "./quarantine-facts.ts";
+import { redactBody } from "./redact-body.ts";
+import type { Pseudonymizer } from "./pseudonymize.ts";
+import type { Outcome } from "./write-batch.ts";
+import { parseLoginEvent } from "./login-event.ts";
 
 export interface IncomingMessage {
   messageId: string;

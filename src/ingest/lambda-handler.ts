@@ -1,14 +1,14 @@
-import { prepareDatabase } from "../commands/setup.ts";
+import { prepareDatabase } from "../db/prepare-database.ts";
 import { readDatabaseUrl, readKeyConfig, readLogLevel, readPipelineConfig, readPseudonymKey, readTable } from "../config.ts";
 import { describeError, TransientError } from "../errors.ts";
 import { createLogger, type Logger } from "../log.ts";
-import { sleep } from "../runner/backoff.ts";
-import { commitMessages } from "../runner/commit-messages.ts";
-import type { IncomingMessage } from "../runner/prepare.ts";
-import type { CommitResult } from "../sink/commit-batch.ts";
+import { sleep } from "./backoff.ts";
+import { commitMessages } from "./commit-messages.ts";
+import type { IncomingMessage } from "./prepare.ts";
+import type { CommitResult } from "./commit-batch.ts";
 import { createDb, type Db } from "../sink/db.ts";
 import type { TableName } from "../sink/table-name.ts";
-import { IngestKeys } from "../vault/ingest-keys.ts";
+import { IngestKeys } from "./ingest-keys.ts";
 import type { KeyProvider } from "../vault/key-provider.ts";
 import { createKeyProvider } from "../vault/key-provider-from-config.ts";
 import { incomingMessage, type SqsBatchResponse, type SqsEvent, type SqsRecord } from "./sqs-event.ts";
@@ -211,7 +211,7 @@ function safeLogLevel(env: NodeJS.ProcessEnv) {
  */
 export const lambdaInstance: SqsHandler = createSqsHandler(process.env);
 
-/** The Lambda entry point: handler `src/lambda/handler.handler` (see docs/deploy.md). */
+/** The Lambda entry point: handler `src/ingest/lambda-handler.handler` (see docs/deploy.md). */
 export async function handler(event: SqsEvent, context?: LambdaContext): Promise<SqsBatchResponse> {
   return lambdaInstance(event, context);
 }

@@ -1,6 +1,6 @@
 import type pg from "pg";
 import { DataError } from "../errors.ts";
-import type { TableName } from "./table-name.ts";
+import type { TableName } from "../sink/table-name.ts";
 import { writeBatch, type BatchResult, type Outcome, type SealedBatch, type VaultEpochs } from "./write-batch.ts";
 
 export interface CommitResult extends BatchResult {

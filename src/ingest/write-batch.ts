@@ -1,12 +1,12 @@
 import type pg from "pg";
 import { TransientError } from "../errors.ts";
-import type { LoginRow } from "../mask/mask-event.ts";
-import type { PiiKind } from "../mask/pseudonymize.ts";
-import type { QuarantineFacts } from "../mask/quarantine-facts.ts";
-import type { ReasonCode } from "../transform/login-event.ts";
+import type { LoginRow } from "./mask-event.ts";
+import type { PiiKind } from "./pseudonymize.ts";
+import type { QuarantineFacts } from "./quarantine-facts.ts";
+import type { ReasonCode } from "./login-event.ts";
 import type { Sealed } from "../vault/aead.ts";
-import { classifyPgError } from "./pg-errors.ts";
-import { qualified, type TableName } from "./table-name.ts";
+import { classifyPgError } from "../sink/pg-errors.ts";
+import { qualified, type TableName } from "../sink/table-name.ts";
 
 /**
  * A message ready to commit: a row for the user's table, or a quarantine record. What is written holds no plain PII:

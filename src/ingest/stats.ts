@@ -1,4 +1,4 @@
-import type { ReasonCode } from "../transform/login-event.ts";
+import type { ReasonCode } from "./login-event.ts";
 
 /** Counters for one run. They feed the log lines, the demo summary and the end-of-run report. */
 export interface RunStats {

@@ -4,7 +4,7 @@
  * copied (strings and a few arrays, not an object per message, both ways: see SealedColumns), and key material goes
  * only into a thread, once per key, never back and never into a log.
  */
-import type { Outcome, SealedBatch, VaultEntry, VaultEpochs } from "../sink/write-batch.ts";
+import type { Outcome, SealedBatch, VaultEntry, VaultEpochs } from "./write-batch.ts";
 
 /** Given at start (workerData). */
 export interface PrepareThreadData {

@@ -1,4 +1,4 @@
-import type { LoginEvent } from "../transform/login-event.ts";
+import type { LoginEvent } from "./login-event.ts";
 import type { Pseudonymizer } from "./pseudonymize.ts";
 
 /** One row of user_logins, as written. Holds no plain PII. */

@@ -6,10 +6,10 @@
  */
 import { createSecretKey, type KeyObject } from "node:crypto";
 import { parentPort, workerData } from "node:worker_threads";
-import { createPseudonymizer, type Pseudonymizer } from "../mask/pseudonymize.ts";
-import type { Outcome, SealedBatch } from "../sink/write-batch.ts";
+import { createPseudonymizer, type Pseudonymizer } from "./pseudonymize.ts";
+import type { Outcome, SealedBatch } from "./write-batch.ts";
 import type { DataKey } from "../vault/data-keys.ts";
-import { VaultSealer } from "../vault/vault-sealer.ts";
+import { VaultSealer } from "./vault-sealer.ts";
 import { prepareOutcome } from "./prepare.ts";
 import { toColumns, type FromPrepareThread, type PrepareThreadData, type ToPrepareThread } from "./prepare-protocol.ts";
 

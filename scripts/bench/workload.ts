@@ -2,7 +2,7 @@ import { randomBytes, randomUUID } from "node:crypto";
 import { generateEvents } from "../../src/demo/synthetic.ts";
 import type pg from "pg";
 import { prepareOutcome } from "../../src/ingest/prepare.ts";
-import type { SealedBatch } from "../../src/ingest/write-batch.ts";
+import type { SealedBatch } from "../../src/ingest/batch.ts";
 import { IngestKeys } from "../../src/ingest/ingest-keys.ts";
 import { LocalKeyProvider } from "../../src/vault/local-provider.ts";
 

@@ -5,12 +5,11 @@ import { ConfigError } from "../errors.ts";
 import { fromPostgres } from "../sink/pg-errors.ts";
 import { waitForPostgres } from "../sink/wait-for-postgres.ts";
 import { REASON_CODES } from "../ingest/reason-codes.ts";
-import type { LoginRow } from "../ingest/mask-event.ts";
 import { sql } from "kysely";
 import { masqQueries } from "../sink/masq-queries.ts";
 import { createProgress } from "../progress/progress.ts";
 import { prepareOutcome } from "../ingest/prepare.ts";
-import type { Outcome } from "../ingest/write-batch.ts";
+import type { LoginRow, Outcome } from "../ingest/batch.ts";
 import { openAuditKey, type AuditKey } from "../audit/audit-key.ts";
 import { clientReported } from "../audit/client-reported.ts";
 import { revealBodies, SHOW_ORIGINAL } from "../audit/reveal-bodies.ts";
@@ -403,9 +402,9 @@ async function prepareReplay(
       else stillRejected.set(o.reason, (stillRejected.get(o.reason) ?? 0) + 1);
     }
     // A dry run only counts: sealing would draw (and store) a data key for values it does not write.
-    const sealed = opts.seal ? await keys.sealer.seal(outcomes, keys.pseudonym.version) : { keyVersion: keys.pseudonym.version, vault: [], outcomes };
-    vault = { keyVersion: sealed.keyVersion, entries: sealed.vault };
-    for (const o of sealed.outcomes) if (o.kind === "row") items.push({ messageId: o.messageId, row: o.row });
+    if (opts.seal) vault = { keyVersion: keys.pseudonym.version, entries: (await keys.sealer.seal(outcomes, keys.pseudonym.version)).vault };
+    else vault = { keyVersion: keys.pseudonym.version, entries: [] };
+    for (const o of outcomes) if (o.kind === "row") items.push({ messageId: o.messageId, row: o.row });
   }
   for (const r of records) {
     if (fromOriginal(r)) continue;

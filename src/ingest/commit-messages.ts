@@ -5,8 +5,8 @@ import { StaleKeyError, StaleVaultError } from "./write-batch.ts";
 import type { IngestKeys } from "./ingest-keys.ts";
 import type { FatalError } from "../errors.ts";
 import type { Pseudonymizer } from "./pseudonymize.ts";
-import type { Outcome, SealedBatch, VaultEpochs } from "./write-batch.ts";
-import { prepareOutcome, type IncomingMessage } from "./prepare.ts";
+import type { IncomingMessage, Outcome, SealedBatch, VaultEpochs } from "./batch.ts";
+import { prepareOutcome } from "./prepare.ts";
 
 /**
  * Preparing is synchronous and its cost grows with the bodies (parsing above all): after every YIELD_EVERY_CHARS of

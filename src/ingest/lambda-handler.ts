@@ -4,7 +4,7 @@ import { describeError, TransientError } from "../errors.ts";
 import { createLogger, type Logger } from "../log.ts";
 import { sleep } from "./backoff.ts";
 import { commitMessages } from "./commit-messages.ts";
-import type { IncomingMessage } from "./prepare.ts";
+import type { IncomingMessage } from "./batch.ts";
 import type { CommitResult } from "./commit-batch.ts";
 import { createDb, type Db } from "../sink/db.ts";
 import type { TableName } from "../sink/table-name.ts";

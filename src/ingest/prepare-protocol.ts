@@ -1,10 +1,10 @@
 /**
  * The one boundary between the runner (main thread) and a prepare thread (prepare-worker.ts): a batch in, a sealed
  * batch out. Both sides import these types and nothing else of each other. No state is shared: each message is
- * copied (strings and a few arrays, not an object per message, both ways: see SealedColumns), and key material goes
- * only into a thread, once per key, never back and never into a log.
+ * copied (strings and a few arrays, not an object per message, both ways: the rows go back as the columns the batch
+ * statement takes, batch.ts), and key material goes only into a thread, once per key, never back and never into a log.
  */
-import type { Outcome, SealedBatch, VaultEntry, VaultEpochs } from "./write-batch.ts";
+import type { SealedBatch, VaultEpochs } from "./batch.ts";
 
 /** Given at start (workerData). */
 export interface PrepareThreadData {
@@ -45,7 +45,7 @@ export type ToPrepareThread =
 
 /** Thread → main. A thread that throws is not answered for: it dies, and a dead thread is fatal to masq. */
 export type FromPrepareThread =
-  | { type: "prepared"; id: number; batch: SealedColumns; /** Encryptions made, of the `uses` reserved. */ sealed: number }
+  | { type: "prepared"; id: number; batch: SealedBatch; /** Encryptions made, of the `uses` reserved. */ sealed: number }
   | { type: "usage"; cpuUserUs: number; cpuSystemUs: number };
 
 /** One thread's CPU time, as the "process usage" line reports it. */
@@ -58,105 +58,4 @@ export interface ThreadUsage {
 /** The most encryptions a batch can need: two PII values per row, one body per quarantined message. */
 export function maxSealsFor(count: number): number {
   return 2 * count;
-}
-
-/**
- * A sealed batch as it crosses back to the main thread: the rows column by column, the rare quarantine records as
- * they are. Copying a thousand row outcomes as objects (each with a row object and two Dates) cost the main thread
- * about 2.3 µs per message to deserialise, the columns about 0.4 and 0.2 more to make the objects again (measured
- * with node:v8 serialize/deserialize, which postMessage uses). Bodies going in are already columns of strings.
- */
-export interface SealedColumns {
-  keyVersion: number;
-  vaultEpoch: number | null;
-  vault: readonly VaultEntry[];
-  /** Every outcome that is not a row, with its index among the batch's outcomes; rows fill the other indexes in order. */
-  others: { at: number; outcome: Outcome }[];
-  messageId: string[];
-  /** ms since epoch, or null. */
-  sentAt: (number | null)[];
-  receivedAt: number[];
-  bodyLength: number[];
-  userId: string[];
-  deviceType: string[];
-  maskedIp: string[];
-  maskedDeviceId: string[];
-  locale: (string | null)[];
-  appVersion: number[];
-  createDate: string[];
-}
-
-/** Thread side. The outcomes hold no originals by now (VaultSealer.seal drops them). */
-export function toColumns(batch: SealedBatch): SealedColumns {
-  const c: SealedColumns = {
-    keyVersion: batch.keyVersion,
-    vaultEpoch: batch.vaultEpoch,
-    vault: batch.vault,
-    others: [],
-    messageId: [],
-    sentAt: [],
-    receivedAt: [],
-    bodyLength: [],
-    userId: [],
-    deviceType: [],
-    maskedIp: [],
-    maskedDeviceId: [],
-    locale: [],
-    appVersion: [],
-    createDate: [],
-  };
-  const { outcomes } = batch;
-  for (let i = 0; i < outcomes.length; i++) {
-    const o = outcomes[i]!;
-    if (o.kind !== "row") {
-      c.others.push({ at: i, outcome: o });
-      continue;
-    }
-    c.messageId.push(o.messageId);
-    c.sentAt.push(o.sentAt === null ? null : o.sentAt.getTime());
-    c.receivedAt.push(o.receivedAt.getTime());
-    c.bodyLength.push(o.bodyLength);
-    c.userId.push(o.row.userId);
-    c.deviceType.push(o.row.deviceType);
-    c.maskedIp.push(o.row.maskedIp);
-    c.maskedDeviceId.push(o.row.maskedDeviceId);
-    c.locale.push(o.row.locale);
-    c.appVersion.push(o.row.appVersion);
-    c.createDate.push(o.row.createDate);
-  }
-  return c;
-}
-
-/** Main thread side: the batch as toColumns was given it, outcome for outcome. */
-export function fromColumns(c: SealedColumns): SealedBatch {
-  const outcomes = new Array<Outcome>(c.messageId.length + c.others.length);
-  let row = 0;
-  let other = 0;
-  for (let i = 0; i < outcomes.length; i++) {
-    const next = c.others[other];
-    if (next !== undefined && next.at === i) {
-      outcomes[i] = next.outcome;
-      other++;
-      continue;
-    }
-    const sentAt = c.sentAt[row]!;
-    outcomes[i] = {
-      messageId: c.messageId[row]!,
-      sentAt: sentAt === null ? null : new Date(sentAt),
-      receivedAt: new Date(c.receivedAt[row]!),
-      bodyLength: c.bodyLength[row]!,
-      kind: "row",
-      row: {
-        userId: c.userId[row]!,
-        deviceType: c.deviceType[row]!,
-        maskedIp: c.maskedIp[row]!,
-        maskedDeviceId: c.maskedDeviceId[row]!,
-        locale: c.locale[row]!,
-        appVersion: c.appVersion[row]!,
-        createDate: c.createDate[row]!,
-      },
-    };
-    row++;
-  }
-  return { keyVersion: c.keyVersion, outcomes, vault: c.vault, vaultEpoch: c.vaultEpoch };
 }

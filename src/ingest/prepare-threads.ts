@@ -1,11 +1,10 @@
 import { Worker } from "node:worker_threads";
 import { FatalError } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import type { SealedBatch, VaultEntry } from "./write-batch.ts";
+import type { IncomingMessage, SealedBatch, VaultEntry } from "./batch.ts";
 import type { IngestKeys } from "./ingest-keys.ts";
 import type { BatchPreparer, PreparedBatch } from "./commit-messages.ts";
-import type { IncomingMessage } from "./prepare.ts";
-import { fromColumns, maxSealsFor, type FromPrepareThread, type PrepareThreadData, type ThreadUsage, type ToPrepareThread } from "./prepare-protocol.ts";
+import { maxSealsFor, type FromPrepareThread, type PrepareThreadData, type ThreadUsage, type ToPrepareThread } from "./prepare-protocol.ts";
 
 /** The worker's module beside this one: .ts when masq runs from its sources, .js when compiled. */
 const WORKER_URL = new URL(import.meta.url.endsWith(".ts") ? "./prepare-worker.ts" : "./prepare-worker.js", import.meta.url);
@@ -92,7 +91,7 @@ export class PrepareThreads implements BatchPreparer {
       t.waiting.delete(id);
     }
     keys.dataKeys.unreserve(dk, uses - r.sealed);
-    const batch = fromColumns(r.batch);
+    const batch = r.batch;
     asBuffers(batch);
     return {
       batch,
@@ -168,8 +167,8 @@ function asBuffers(batch: SealedBatch): void {
     v.nonce = toBuffer(v.nonce);
     v.ciphertext = toBuffer(v.ciphertext);
   }
-  for (const o of batch.outcomes) {
-    if (o.kind === "quarantine" && o.sealedBody) {
+  for (const o of batch.quarantine) {
+    if (o.sealedBody) {
       o.sealedBody.nonce = toBuffer(o.sealedBody.nonce);
       o.sealedBody.ciphertext = toBuffer(o.sealedBody.ciphertext);
     }

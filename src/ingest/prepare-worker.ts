@@ -7,11 +7,11 @@
 import { createSecretKey, type KeyObject } from "node:crypto";
 import { parentPort, workerData } from "node:worker_threads";
 import { createPseudonymizer, type Pseudonymizer } from "./pseudonymize.ts";
-import type { Outcome, SealedBatch } from "./write-batch.ts";
+import type { Outcome, SealedBatch } from "./batch.ts";
 import type { DataKey } from "../vault/data-keys.ts";
 import { VaultSealer } from "./vault-sealer.ts";
 import { prepareOutcome } from "./prepare.ts";
-import { toColumns, type FromPrepareThread, type PrepareThreadData, type ToPrepareThread } from "./prepare-protocol.ts";
+import { type FromPrepareThread, type PrepareThreadData, type ToPrepareThread } from "./prepare-protocol.ts";
 
 const port = parentPort!;
 const data = workerData as PrepareThreadData;
@@ -73,7 +73,7 @@ async function handle(m: ToPrepareThread): Promise<void> {
   const sealed = reservation.used;
   reservation = undefined;
   unsettled.set(m.id, batch);
-  send({ type: "prepared", id: m.id, batch: toColumns(batch), sealed });
+  send({ type: "prepared", id: m.id, batch, sealed });
 }
 
 // One message at a time, in order: a batch's reservation is the sealer's only data key while it seals.

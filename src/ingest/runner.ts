@@ -8,7 +8,7 @@ import type { ReasonCode } from "./login-event.ts";
 import type { IngestKeys } from "./ingest-keys.ts";
 import { backoffMs, sleep } from "./backoff.ts";
 import { commitMessages, type BatchPreparer } from "./commit-messages.ts";
-import type { IncomingMessage } from "./prepare.ts";
+import type { IncomingMessage } from "./batch.ts";
 import { createProgressLog, PROGRESS_EVERY_MS, type ProgressLogTiming } from "./progress-log.ts";
 import { emptyStats, type RunStats } from "./stats.ts";
 import type { PipelineObserver } from "./observer.ts";
@@ -317,14 +317,13 @@ export class Runner {
         if (r.rejected > 0) logger.warn({ rejected: r.rejected }, "Postgres rejected rows; they were quarantined as db_rejected");
         this.stats.batches++;
         if (this.observe) {
-          const now = Date.now();
           this.observe.committed({
             size: batch.length,
             seconds: (performance.now() - started) / 1000,
             written: r.written,
             duplicates: r.duplicates,
             quarantinedByReason: r.quarantinedByReason,
-            lagSeconds: batch.flatMap((o) => (o.sentAt ? [(now - o.sentAt.getTime()) / 1000] : [])),
+            lagSeconds: lagSeconds(batch, Date.now()),
           });
         }
         if (!this.sinkHealthy) logger.info("Postgres is back; resuming");
@@ -495,6 +494,13 @@ export class Runner {
   private async until(cond: () => boolean): Promise<void> {
     while (!cond()) await new Promise<void>((resolve) => this.waiters.push(resolve));
   }
+}
+
+/** Seconds from each message's SentTimestamp to now (messages without one are left out). */
+function lagSeconds(batch: readonly IncomingMessage[], now: number): number[] {
+  const lags: number[] = [];
+  for (const m of batch) if (m.sentAt !== null) lags.push((now - m.sentAt.getTime()) / 1000);
+  return lags;
 }
 
 function oldestSentAt(messages: readonly ReceivedMessage[]): Date | null {

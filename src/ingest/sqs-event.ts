@@ -1,4 +1,4 @@
-import type { IncomingMessage } from "./prepare.ts";
+import type { IncomingMessage } from "./batch.ts";
 
 /**
  * The parts of Lambda's SQS event that masq reads, declared here rather than taken from @types/aws-lambda.

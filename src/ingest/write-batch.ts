@@ -1,69 +1,8 @@
 import type pg from "pg";
 import { TransientError } from "../errors.ts";
-import type { LoginRow } from "./mask-event.ts";
-import type { PiiKind } from "./pseudonymize.ts";
-import type { QuarantineFacts } from "./quarantine-facts.ts";
-import type { ReasonCode } from "./login-event.ts";
-import type { Sealed } from "../vault/aead.ts";
+import { batchLength, type SealedBatch, type VaultEpochs } from "./batch.ts";
 import { classifyPgError } from "../sink/pg-errors.ts";
 import { qualified, type TableName } from "../sink/table-name.ts";
-
-/**
- * A message ready to commit: a row for the user's table, or a quarantine record. What is written holds no plain PII:
- * the originals (`pii`, `originalBody`) stay in memory until the vault sealer encrypts them and drops them
- * (vault/vault-sealer.ts); they reach the database only encrypted.
- */
-export type Outcome = {
-  messageId: string;
-  /** SentTimestamp; null only when SQS did not report one. */
-  sentAt: Date | null;
-  receivedAt: Date;
-  bodyLength: number;
-} & (
-  | { kind: "row"; row: LoginRow; pii?: { ip: string; deviceId: string } }
-  | {
-      kind: "quarantine";
-      reason: ReasonCode;
-      detail: string;
-      redactedBody: string | null;
-      originalBody: string | null;
-      sealedBody?: SealedBody | null;
-      /** Who the record is about and which pseudonyms it holds: written as typed columns (migration 011). */
-      facts: QuarantineFacts;
-    }
-);
-
-/** The outcome as it is written: without the plaintext originals. */
-export function withoutOriginals(o: Outcome): Outcome {
-  if (o.kind === "row") {
-    if (o.pii === undefined) return o;
-    return { messageId: o.messageId, sentAt: o.sentAt, receivedAt: o.receivedAt, bodyLength: o.bodyLength, kind: "row", row: o.row };
-  }
-  return o.originalBody === null ? o : { ...o, originalBody: null };
-}
-
-export interface SealedBody extends Sealed {
-  dataKeyId: string;
-}
-
-/** One vault row: a distinct PII value, encrypted, under its pseudonym. */
-export interface VaultEntry extends Sealed {
-  kind: PiiKind;
-  pseudonym: string;
-  dataKeyId: string;
-}
-
-/** A batch as committed: outcomes whose pseudonyms were made with pseudonym key `keyVersion`, and their vault rows. */
-export interface SealedBatch {
-  keyVersion: number;
-  outcomes: readonly Outcome[];
-  vault: readonly VaultEntry[];
-  /**
-   * The vault epoch (migration 009) under which the sealer left out values it believed the vault holds; null when it
-   * left none out (the batch is then complete under any epoch).
-   */
-  vaultEpoch: number | null;
-}
 
 /**
  * The batch's pseudonym key is no longer the active one (a rotation switched keys): nothing was written. The caller
@@ -101,16 +40,6 @@ export interface BatchResult {
    * only when all committed under the epoch it knows: vault values deleted in between may have been among them.
    */
   vaultEpochs?: VaultEpochs;
-}
-
-export interface VaultEpochs {
-  min: number;
-  max: number;
-  /**
-   * Some vault rows the batch carried were not written (their messages had been committed before, or were split off
-   * into another statement): the sealer learns none of this batch's rows.
-   */
-  partial?: boolean;
 }
 
 /**
@@ -189,61 +118,13 @@ const sqlCache = new Map<string, string>();
  * DataError (some row is unacceptable to this table: split and retry) or FatalError.
  */
 export async function writeBatch(pool: pg.Pool, table: TableName, batch: SealedBatch): Promise<BatchResult> {
-  const { outcomes } = batch;
   const key = qualified(table);
   let text = sqlCache.get(key);
   if (text === undefined) sqlCache.set(key, (text = batchSql(table)));
-
-  const r = { id: [] as string[], user: [] as string[], type: [] as string[], ip: [] as string[], dev: [] as string[], loc: [] as (string | null)[], ver: [] as number[], date: [] as string[] };
-  const q = {
-    id: [] as string[],
-    reason: [] as string[],
-    detail: [] as string[],
-    body: [] as (string | null)[],
-    len: [] as number[],
-    sent: [] as (string | null)[],
-    recv: [] as string[],
-    key: [] as (string | null)[],
-    nonce: [] as (Buffer | null)[],
-    ct: [] as (Buffer | null)[],
-    user: [] as (string | null)[],
-    ip: [] as (string | null)[],
-    dev: [] as (string | null)[],
-  };
-  const v = { kind: [] as string[], pseudonym: [] as string[], key: [] as string[], nonce: [] as Buffer[], ct: [] as Buffer[] };
-  for (const e of batch.vault) {
-    v.kind.push(e.kind);
-    v.pseudonym.push(e.pseudonym);
-    v.key.push(e.dataKeyId);
-    v.nonce.push(e.nonce);
-    v.ct.push(e.ciphertext);
-  }
-  for (const o of outcomes) {
-    if (o.kind === "row") {
-      r.id.push(o.messageId);
-      r.user.push(o.row.userId);
-      r.type.push(o.row.deviceType);
-      r.ip.push(o.row.maskedIp);
-      r.dev.push(o.row.maskedDeviceId);
-      r.loc.push(o.row.locale);
-      r.ver.push(o.row.appVersion);
-      r.date.push(o.row.createDate);
-    } else {
-      q.id.push(o.messageId);
-      q.reason.push(o.reason);
-      q.detail.push(o.detail);
-      q.body.push(o.redactedBody);
-      q.len.push(o.bodyLength);
-      q.sent.push(o.sentAt?.toISOString() ?? null);
-      q.recv.push(o.receivedAt.toISOString());
-      q.key.push(o.sealedBody?.dataKeyId ?? null);
-      q.nonce.push(o.sealedBody?.nonce ?? null);
-      q.ct.push(o.sealedBody?.ciphertext ?? null);
-      q.user.push(o.facts.userId);
-      q.ip.push(o.facts.maskedIp);
-      q.dev.push(o.facts.maskedDeviceId);
-    }
-  }
+  // The rows go as the columns the sealer made; the quarantine records (rare) and the vault rows become columns here.
+  const r = batch.rows;
+  const q = quarantineColumns(batch);
+  const v = vaultColumns(batch);
   type Result = { key_ok: boolean; epoch: number; ok: boolean; vault_entries: number; written: number; by_reason: Record<string, number> };
   let res: pg.QueryResult<Result>;
   try {
@@ -254,7 +135,7 @@ export async function writeBatch(pool: pg.Pool, table: TableName, batch: SealedB
       // A named statement is parsed and planned once per connection, not once per batch.
       name: `masq_write_batch_${key}`.slice(0, 63),
       values: [
-        ...[r.id, r.user, r.type, r.ip, r.dev, r.loc, r.ver, r.date],
+        ...[r.messageId, r.userId, r.deviceType, r.maskedIp, r.maskedDeviceId, r.locale, r.appVersion, r.createDate],
         ...[q.id, q.reason, q.detail, q.body, q.len, q.sent, q.recv],
         batch.keyVersion,
         ...[q.key, q.nonce, q.ct],
@@ -273,5 +154,55 @@ export async function writeBatch(pool: pg.Pool, table: TableName, batch: SealedB
   const quarantined = Object.values(quarantinedByReason).reduce((a, b) => a + b, 0);
   const epoch = res.rows[0].epoch;
   const vaultEpochs: VaultEpochs = { min: epoch, max: epoch, ...(res.rows[0].vault_entries < batch.vault.length ? { partial: true } : {}) };
-  return { written, quarantined, quarantinedByReason, duplicates: outcomes.length - written - quarantined, vaultEpochs };
+  return { written, quarantined, quarantinedByReason, duplicates: batchLength(batch) - written - quarantined, vaultEpochs };
+}
+
+function quarantineColumns(batch: SealedBatch) {
+  const n = batch.quarantine.length;
+  const q = {
+    id: new Array<string>(n),
+    reason: new Array<string>(n),
+    detail: new Array<string>(n),
+    body: new Array<string | null>(n),
+    len: new Array<number>(n),
+    sent: new Array<string | null>(n),
+    recv: new Array<string>(n),
+    key: new Array<string | null>(n),
+    nonce: new Array<Buffer | null>(n),
+    ct: new Array<Buffer | null>(n),
+    user: new Array<string | null>(n),
+    ip: new Array<string | null>(n),
+    dev: new Array<string | null>(n),
+  };
+  for (let i = 0; i < n; i++) {
+    const o = batch.quarantine[i]!;
+    q.id[i] = o.messageId;
+    q.reason[i] = o.reason;
+    q.detail[i] = o.detail;
+    q.body[i] = o.redactedBody;
+    q.len[i] = o.bodyLength;
+    q.sent[i] = o.sentAt?.toISOString() ?? null;
+    q.recv[i] = o.receivedAt.toISOString();
+    q.key[i] = o.sealedBody?.dataKeyId ?? null;
+    q.nonce[i] = o.sealedBody?.nonce ?? null;
+    q.ct[i] = o.sealedBody?.ciphertext ?? null;
+    q.user[i] = o.facts.userId;
+    q.ip[i] = o.facts.maskedIp;
+    q.dev[i] = o.facts.maskedDeviceId;
+  }
+  return q;
+}
+
+function vaultColumns(batch: SealedBatch) {
+  const n = batch.vault.length;
+  const v = { kind: new Array<string>(n), pseudonym: new Array<string>(n), key: new Array<string>(n), nonce: new Array<Buffer>(n), ct: new Array<Buffer>(n) };
+  for (let i = 0; i < n; i++) {
+    const e = batch.vault[i]!;
+    v.kind[i] = e.kind;
+    v.pseudonym[i] = e.pseudonym;
+    v.key[i] = e.dataKeyId;
+    v.nonce[i] = e.nonce;
+    v.ct[i] = e.ciphertext;
+  }
+  return v;
 }

@@ -3,7 +3,7 @@ import { randomUUID } from "node:crypto";
 import { describe, test } from "node:test";
 import pg from "pg";
 import { commitMessages } from "../../src/ingest/commit-messages.ts";
-import type { IncomingMessage } from "../../src/ingest/prepare.ts";
+import type { IncomingMessage } from "../../src/ingest/batch.ts";
 import { prepareOutcome } from "../../src/ingest/prepare.ts";
 import { StaleKeyError, writeBatch } from "../../src/ingest/write-batch.ts";
 import { createPseudonymizer } from "../../src/ingest/pseudonymize.ts";

@@ -270,7 +270,7 @@ describe("errors raised while encoding a statement", () => {
       // A quarantine record whose redacted copy is one character short of V8's string limit (2^29 - 24): node-postgres
       // cannot quote it into the array literal and throws RangeError("Invalid string length") before sending anything.
       const huge = "x".repeat(2 ** 29 - 25);
-      const batch = { ...sealed, outcomes: sealed.outcomes.map((o) => (o.kind === "quarantine" ? { ...o, redactedBody: huge } : o)) };
+      const batch = { ...sealed, quarantine: sealed.quarantine.map((o) => ({ ...o, redactedBody: huge })) };
       const r = await commitBatch(db.pool, TABLE, batch);
       assert.deepEqual({ written: r.written, quarantined: r.quarantined, rejected: r.rejected }, { written: 30, quarantined: 1, rejected: 1 });
       const [q] = await quarantineRows();

@@ -4,7 +4,7 @@ import { sendBodies } from "../../src/demo/send-events.ts";
 import { createLogger } from "../../src/log.ts";
 import { inThreadPreparer } from "../../src/ingest/commit-messages.ts";
 import { PrepareThreads } from "../../src/ingest/prepare-threads.ts";
-import type { IncomingMessage } from "../../src/ingest/prepare.ts";
+import type { IncomingMessage } from "../../src/ingest/batch.ts";
 import { usePipelineFixture } from "../helpers/fixture.ts";
 import { masqEnv, spawnMasq } from "../helpers/masq-process.ts";
 import { expectedCounts, tableCounts, testKeys, uniqueEvents } from "../helpers/pipeline.ts";
@@ -95,7 +95,9 @@ describe("prepare threads", () => {
       const here = await inThreadPreparer.prepare(messages, keys);
       const there = await threads.prepare(messages, keys);
       // Outcomes match field for field; the vault holds the same values (under fresh nonces).
-      assert.deepEqual(there.batch.outcomes.map(withoutCiphertext), here.batch.outcomes.map(withoutCiphertext));
+      assert.deepEqual(there.batch.rows, here.batch.rows);
+      assert.ok(there.batch.rows.messageId.length > 0 && there.batch.quarantine.length > 0, "both rows and quarantine records");
+      assert.deepEqual(there.batch.quarantine.map(withoutCiphertext), here.batch.quarantine.map(withoutCiphertext));
       assert.deepEqual(there.batch.vault.map((v) => `${v.kind}:${v.pseudonym}`).sort(), here.batch.vault.map((v) => `${v.kind}:${v.pseudonym}`).sort());
       assert.equal(there.batch.keyVersion, keys.pseudonym.version);
       for (const v of there.batch.vault) assert.ok(Buffer.isBuffer(v.ciphertext) && Buffer.isBuffer(v.nonce));

@@ -11,7 +11,7 @@ import { parseMasterKey } from "../ingest/pseudonym-key.ts";
 import { IngestKeys } from "../ingest/ingest-keys.ts";
 import { LocalKeyProvider } from "../vault/local-provider.ts";
 import { Runner } from "../ingest/runner.ts";
-import { totalQuarantined } from "../ingest/stats.ts";
+import { totalQuarantined } from "../ingest/observer.ts";
 import { createDb } from "../sink/db.ts";
 import { createSqsClient } from "../source/sqs-client.ts";
 import { SqsSource } from "../source/sqs-source.ts";

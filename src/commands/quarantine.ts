@@ -4,7 +4,7 @@ import { revealing } from "../closed-stdout.ts";
 import { ConfigError } from "../errors.ts";
 import { fromPostgres } from "../sink/pg-errors.ts";
 import { waitForPostgres } from "../sink/wait-for-postgres.ts";
-import { REASON_CODES } from "../ingest/reason-codes.ts";
+import { REASON_CODES } from "../ingest/login-event.ts";
 import { sql } from "kysely";
 import { masqQueries } from "../sink/masq-queries.ts";
 import { createProgress } from "../progress/progress.ts";

@@ -10,8 +10,7 @@ import { backoffMs, sleep } from "./backoff.ts";
 import { commitMessages, type BatchPreparer } from "./commit-messages.ts";
 import type { IncomingMessage } from "./batch.ts";
 import { createProgressLog, PROGRESS_EVERY_MS, type ProgressLogTiming } from "./progress-log.ts";
-import { emptyStats, type RunStats } from "./stats.ts";
-import type { PipelineObserver } from "./observer.ts";
+import { emptyStats, type PipelineObserver, type RunStats } from "./observer.ts";
 
 export interface RunnerDeps {
   source: SqsSource;

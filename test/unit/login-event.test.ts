@@ -6,7 +6,7 @@ import { MAX_APP_VERSION } from "../../src/ingest/app-version.ts";
 import { canonicalizeIp } from "../../src/ingest/ip.ts";
 import { LIMITS, parseLoginEvent, type LoginEvent, type ReasonCode } from "../../src/ingest/login-event.ts";
 import { SAMPLE, SAMPLE_BODY, sampleWith } from "./fixtures.ts";
-import { REASON_CODES } from "../../src/ingest/reason-codes.ts";
+import { REASON_CODES } from "../../src/ingest/login-event.ts";
 
 const SAMPLE_EVENT: LoginEvent = {
   userId: "424cdd21-063a-43a7-b91b-7ca1a833afae",

@@ -2,7 +2,7 @@ import type pg from "pg";
 import { DataError } from "../errors.ts";
 import type { TableName } from "../sink/table-name.ts";
 import { batchLength, emptyRowColumns, rowAt, sliceRows, type QuarantineRecord, type SealedBatch, type VaultEpochs } from "./batch.ts";
-import { writeBatch, type BatchResult } from "./write-batch.ts";
+import { writeBatch, type BatchResult, type EncodedBatch } from "./write-batch.ts";
 
 export interface CommitResult extends BatchResult {
   /** Rows the database refused on their own; they were quarantined as db_rejected instead. */
@@ -31,7 +31,16 @@ type Range = readonly [from: number, to: number];
  * quarantines those, and commits the rest. A poison row costs O(log n) extra statements, never a stuck pipeline.
  * Transient and fatal errors propagate.
  */
-export async function commitBatch(pool: pg.Pool, table: TableName, batch: SealedBatch): Promise<CommitResult> {
+export async function commitBatch(pool: pg.Pool, table: TableName, batch: SealedBatch | FromThread): Promise<CommitResult> {
+  if ("encoded" in batch) {
+    // Encoded only when it fits one statement (prepare-worker.ts); split, it needs its columns back from the thread.
+    try {
+      return { ...(await writeBatch(pool, table, batch.encoded)), rejected: 0 };
+    } catch (err) {
+      if (!(err instanceof DataError)) throw err;
+      return splitRejected(pool, table, await batch.sealed(), err);
+    }
+  }
   const parts = splitBySize(batch, MAX_STATEMENT_BYTES);
   if (parts.length === 1) return commitSplitting(pool, table, batch);
   let total: CommitResult = { written: 0, quarantined: 0, quarantinedByReason: {}, duplicates: 0, rejected: 0 };
@@ -42,19 +51,30 @@ export async function commitBatch(pool: pg.Pool, table: TableName, batch: Sealed
   return total;
 }
 
+/** A batch a prepare thread encoded, and the way to its columns (from the thread, which keeps them until settled). */
+export interface FromThread {
+  encoded: EncodedBatch;
+  sealed(): Promise<SealedBatch>;
+}
+
 async function commitSplitting(pool: pg.Pool, table: TableName, batch: SealedBatch): Promise<CommitResult> {
   try {
     return { ...(await writeBatch(pool, table, batch)), rejected: 0 };
   } catch (err) {
     if (!(err instanceof DataError)) throw err;
-    // Each part carries the batch's vault rows, and writes those its own newly claimed messages use.
-    const n = batchLength(batch);
-    if (n === 1) return commitRejected(pool, table, batch, err);
-    const mid = Math.ceil(n / 2);
-    const a = await commitSplitting(pool, table, partOf(batch, [0, mid]));
-    const b = await commitSplitting(pool, table, partOf(batch, [mid, n]));
-    return sum(a, b);
+    return splitRejected(pool, table, batch, err);
   }
+}
+
+/** The database refused the batch as a whole: its halves are committed on their own, down to the refused messages. */
+async function splitRejected(pool: pg.Pool, table: TableName, batch: SealedBatch, err: DataError): Promise<CommitResult> {
+  // Each part carries the batch's vault rows, and writes those its own newly claimed messages use.
+  const n = batchLength(batch);
+  if (n === 1) return commitRejected(pool, table, batch, err);
+  const mid = Math.ceil(n / 2);
+  const a = await commitSplitting(pool, table, partOf(batch, [0, mid]));
+  const b = await commitSplitting(pool, table, partOf(batch, [mid, n]));
+  return sum(a, b);
 }
 
 /** The messages [from, to) of a batch, with all of its vault rows. */

@@ -1,5 +1,5 @@
 import type pg from "pg";
-import { commitBatch, type CommitResult } from "./commit-batch.ts";
+import { commitBatch, type CommitResult, type FromThread } from "./commit-batch.ts";
 import type { TableName } from "../sink/table-name.ts";
 import { StaleKeyError, StaleVaultError } from "./write-batch.ts";
 import type { IngestKeys } from "./ingest-keys.ts";
@@ -20,7 +20,8 @@ const YIELD_EVERY_CHARS = 1024 * 1024;
  * sealer then knows its vault rows), or null when it did not.
  */
 export interface PreparedBatch {
-  batch: SealedBatch;
+  /** Sealed (columns), or from a prepare thread already in the statement's wire form (commit-batch.ts). */
+  batch: SealedBatch | FromThread;
   settle(committed: VaultEpochs | null): void;
 }
 

@@ -5,6 +5,7 @@
  * statement takes, batch.ts), and key material goes only into a thread, once per key, never back and never into a log.
  */
 import type { SealedBatch, VaultEpochs } from "./batch.ts";
+import type { EncodedBatch } from "./write-batch.ts";
 
 /** Given at start (workerData). */
 export interface PrepareThreadData {
@@ -40,12 +41,25 @@ export type ToPrepareThread =
     }
   /** The batch with this id committed under these vault epochs (the thread's sealer may learn its vault rows), or not (null). */
   | { type: "settled"; id: number; committed: VaultEpochs | null }
+  /** Asks for the columns of the batch with this id, not yet settled: its statement was refused, and it is split. */
+  | { type: "sealed"; id: number }
   /** Asks for the thread's CPU time (at shutdown). */
   | { type: "usage" };
 
 /** Thread → main. A thread that throws is not answered for: it dies, and a dead thread is fatal to masq. */
 export type FromPrepareThread =
-  | { type: "prepared"; id: number; batch: SealedBatch; /** Encryptions made, of the `uses` reserved. */ sealed: number }
+  | {
+      type: "prepared";
+      id: number;
+      /**
+       * The batch in the statement's wire form when it fits one statement (the usual case): the main thread sends it
+       * to Postgres as it is. Otherwise (large quarantined bodies, split by size) the sealed batch itself.
+       */
+      batch: { encoded: EncodedBatch } | { sealed: SealedBatch };
+      /** Encryptions made, of the `uses` reserved. */
+      sealed: number;
+    }
+  | { type: "sealed"; id: number; batch: SealedBatch }
   | { type: "usage"; cpuUserUs: number; cpuSystemUs: number };
 
 /** One thread's CPU time, as the "process usage" line reports it. */

@@ -114,17 +114,29 @@ SELECT (SELECT key_ok FROM locks) AS key_ok, (SELECT epoch FROM locks)::float8 A
 const sqlCache = new Map<string, string>();
 
 /**
- * Commits a batch. Outcomes must have distinct message ids (the runner dedupes). Throws TransientError,
- * DataError (some row is unacceptable to this table: split and retry) or FatalError.
+ * A sealed batch in the statement's wire form: its parameters as node-postgres would send them, each array already a
+ * Postgres array literal (arrayLiteral). A prepare thread makes it, so that the main thread neither rebuilds a batch
+ * from what crossed nor encodes it: a few strings cross, and go to Postgres as they are.
  */
-export async function writeBatch(pool: pg.Pool, table: TableName, batch: SealedBatch): Promise<BatchResult> {
+export interface EncodedBatch {
+  keyVersion: number;
+  vaultEpoch: number | null;
+  /** Messages in the batch, and vault rows it carries. */
+  messages: number;
+  vaultRows: number;
+  values: (string | number | null)[];
+}
+
+/**
+ * Commits a batch: sealed (columns, what commit-batch.ts splits) or encoded (by a prepare thread). Message ids must
+ * be distinct (the runner dedupes). Throws TransientError, DataError (some row is unacceptable to this table: split
+ * and retry) or FatalError.
+ */
+export async function writeBatch(pool: pg.Pool, table: TableName, batch: SealedBatch | EncodedBatch): Promise<BatchResult> {
   const key = qualified(table);
   let text = sqlCache.get(key);
   if (text === undefined) sqlCache.set(key, (text = batchSql(table)));
-  // The rows go as the columns the sealer made; the quarantine records (rare) and the vault rows become columns here.
-  const r = batch.rows;
-  const q = quarantineColumns(batch);
-  const v = vaultColumns(batch);
+  const encoded = "values" in batch;
   type Result = { key_ok: boolean; epoch: number; ok: boolean; vault_entries: number; written: number; by_reason: Record<string, number> };
   let res: pg.QueryResult<Result>;
   try {
@@ -134,15 +146,7 @@ export async function writeBatch(pool: pg.Pool, table: TableName, batch: SealedB
       text,
       // A named statement is parsed and planned once per connection, not once per batch.
       name: `masq_write_batch_${key}`.slice(0, 63),
-      values: [
-        ...[r.messageId, r.userId, r.deviceType, r.maskedIp, r.maskedDeviceId, r.locale, r.appVersion, r.createDate],
-        ...[q.id, q.reason, q.detail, q.body, q.len, q.sent, q.recv],
-        batch.keyVersion,
-        ...[q.key, q.nonce, q.ct],
-        ...[v.kind, v.pseudonym, v.key, v.nonce, v.ct],
-        batch.vaultEpoch,
-        ...[q.user, q.ip, q.dev],
-      ],
+      values: encoded ? batch.values : statementValues(batch),
     });
   } catch (err) {
     throw classifyPgError(err);
@@ -153,8 +157,51 @@ export async function writeBatch(pool: pg.Pool, table: TableName, batch: SealedB
   const quarantinedByReason = res.rows[0].by_reason;
   const quarantined = Object.values(quarantinedByReason).reduce((a, b) => a + b, 0);
   const epoch = res.rows[0].epoch;
-  const vaultEpochs: VaultEpochs = { min: epoch, max: epoch, ...(res.rows[0].vault_entries < batch.vault.length ? { partial: true } : {}) };
-  return { written, quarantined, quarantinedByReason, duplicates: batchLength(batch) - written - quarantined, vaultEpochs };
+  const vaultRows = encoded ? batch.vaultRows : batch.vault.length;
+  const messages = encoded ? batch.messages : batchLength(batch);
+  const vaultEpochs: VaultEpochs = { min: epoch, max: epoch, ...(res.rows[0].vault_entries < vaultRows ? { partial: true } : {}) };
+  return { written, quarantined, quarantinedByReason, duplicates: messages - written - quarantined, vaultEpochs };
+}
+
+/** The batch as the statement's parameters ($1 … $28). The rows go as the columns the sealer made. */
+function statementValues(batch: SealedBatch): unknown[] {
+  const r = batch.rows;
+  const q = quarantineColumns(batch);
+  const v = vaultColumns(batch);
+  return [
+    ...[r.messageId, r.userId, r.deviceType, r.maskedIp, r.maskedDeviceId, r.locale, r.appVersion, r.createDate],
+    ...[q.id, q.reason, q.detail, q.body, q.len, q.sent, q.recv],
+    batch.keyVersion,
+    ...[q.key, q.nonce, q.ct],
+    ...[v.kind, v.pseudonym, v.key, v.nonce, v.ct],
+    batch.vaultEpoch,
+    ...[q.user, q.ip, q.dev],
+  ];
+}
+
+/** The batch in its wire form (EncodedBatch). Throws what encoding throws (a string past V8's limit: RangeError). */
+export function encodeBatch(batch: SealedBatch): EncodedBatch {
+  const values = statementValues(batch).map((v) => (Array.isArray(v) ? arrayLiteral(v as ArrayElement[]) : (v as number | null)));
+  return { keyVersion: batch.keyVersion, vaultEpoch: batch.vaultEpoch, messages: batchLength(batch), vaultRows: batch.vault.length, values };
+}
+
+type ArrayElement = string | number | Uint8Array | null;
+
+/**
+ * A one-dimensional Postgres array literal, exactly as node-postgres writes an array parameter (its arrayString):
+ * NULL, bytea as "\\x" and hex, anything else as its text, quoted, with backslashes and quotes escaped.
+ */
+export function arrayLiteral(values: readonly ArrayElement[]): string {
+  let out = "{";
+  for (let i = 0; i < values.length; i++) {
+    if (i > 0) out += ",";
+    const v = values[i];
+    if (v === null || v === undefined) out += "NULL";
+    else if (typeof v === "number") out += `"${String(v)}"`;
+    else if (typeof v === "string") out += `"${v.replace(/\\/g, "\\\\").replace(/"/g, '\\"')}"`;
+    else out += `\\\\x${Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString("hex")}`;
+  }
+  return out + "}";
 }
 
 function quarantineColumns(batch: SealedBatch) {

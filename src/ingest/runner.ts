@@ -270,8 +270,9 @@ export class Runner {
         this.warnedNoSentTimestamp = true;
         this.deps.logger.warn("the SQS endpoint does not report SentTimestamp; create_date falls back to the receive date");
       }
-      // Masked at commit time, with the pseudonym key active then (commit-messages.ts).
-      this.pending.push({ messageId: m.messageId, body: m.body, sentAt: m.sentAt, receivedAt: m.receivedAt });
+      // Masked at commit time, with the pseudonym key active then (commit-messages.ts). The message itself, not a
+      // copy: an IncomingMessage is the part of it that prepare reads (its receipt handle is taken from `held`).
+      this.pending.push(m);
     }
     if (this.pending.length >= config.batchSize) this.flush();
     else if (this.batchTimer === undefined && this.pending.length > 0) {

@@ -6,7 +6,7 @@
 -- The ingest ledger
 
 -- One row per SQS message id that has been committed, whatever its outcome. Claimed in the same statement as the rows
--- themselves (src/sink/write-batch.ts), so a redelivered message finds its id here and adds nothing a second time.
+-- themselves (src/ingest/write-batch.ts), so a redelivered message finds its id here and adds nothing a second time.
 --
 -- Partitioned by sent_day, the UTC day of the message's SQS SentTimestamp: every redelivery of a message repeats its
 -- SentTimestamp, so every delivery claims the same (message_id, sent_day), and the primary key makes the claim

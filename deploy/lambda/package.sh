@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Packages masq's Lambda handler (src/lambda/handler.ts) as dist/masq-lambda.zip, for the nodejs22.x or nodejs24.x
+# Packages masq's Lambda handler (src/ingest/lambda-handler.ts) as dist/masq-lambda.zip, for the nodejs22.x or nodejs24.x
 # runtime with the handler `dist/lambda/index.handler`. Run it from a checkout after `npm ci`.
 #
 # The zip holds one ESM bundle made by esbuild (under a megabyte, no node_modules) and the SQL migrations, which
@@ -14,7 +14,7 @@ mkdir -p "$stage/dist/lambda"
 
 # pg-native and pg-cloudflare are optional drivers pg loads only when asked to (native bindings, Cloudflare
 # Workers); the banner gives the CommonJS dependencies the `require` an ES module lacks.
-npx -y "esbuild@$ESBUILD_VERSION" src/lambda/handler.ts \
+npx -y "esbuild@$ESBUILD_VERSION" src/ingest/lambda-handler.ts \
   --bundle --platform=node --target=node22 --format=esm \
   --outfile="$stage/dist/lambda/index.mjs" \
   --external:pg-native --external:pg-cloudflare \

@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import type { SQSClient } from "@aws-sdk/client-sqs";
 import pg from "pg";
-import { prepareDatabase } from "../../src/commands/setup.ts";
+import { prepareDatabase } from "../../src/db/prepare-database.ts";
 import { freePort, startEmbeddedPostgres, type EmbeddedPg } from "../../src/demo/embedded.ts";
 import { startFauxqsProcess, type FauxqsProcess } from "../../src/demo/fauxqs-process.ts";
 import { createLogger } from "../../src/log.ts";

@@ -1,6 +1,7 @@
 import type pg from "pg";
 import type { TableName } from "../../src/sink/table-name.ts";
-import { writeBatch, type SealedBatch } from "../../src/sink/write-batch.ts";
+import { writeBatch } from "../../src/ingest/write-batch.ts";
+import { batchLength, type SealedBatch } from "../../src/ingest/batch.ts";
 
 export interface PgCeilingResult {
   messages: number;
@@ -19,7 +20,7 @@ export interface PgCeilingResult {
  * with masq's number of concurrent writers. Nothing else: no SQS, no parsing, no masking.
  */
 export async function measurePgCeiling(pool: pg.Pool, table: TableName, sealed: readonly SealedBatch[], opts: { writers: number }): Promise<PgCeilingResult> {
-  const messages = sealed.reduce((n, b) => n + b.outcomes.length, 0);
+  const messages = sealed.reduce((n, b) => n + batchLength(b), 0);
   // Open the writers' connections before the clock starts, as a running masq would have them open.
   const clients = await Promise.all(Array.from({ length: opts.writers }, () => pool.connect()));
   await Promise.all(clients.map((c) => c.query("SELECT 1")));

@@ -3,7 +3,8 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import pg from "pg";
 import { qualified, type TableName } from "../../src/sink/table-name.ts";
-import { writeBatch, type SealedBatch } from "../../src/sink/write-batch.ts";
+import { writeBatch } from "../../src/ingest/write-batch.ts";
+import { batchLength, type SealedBatch } from "../../src/ingest/batch.ts";
 
 /**
  * Postgres's own CPU per row for masq's batch statement, its parts, and cheaper shapes of those parts: an experiment,
@@ -38,20 +39,15 @@ const ROWS = `unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
 const COLUMNS = "user_id, device_type, masked_ip, masked_device_id, locale, app_version, create_date";
 
 function rowArrays(b: SealedBatch): unknown[] {
-  const a: unknown[][] = [[], [], [], [], [], [], []];
-  for (const o of b.outcomes) {
-    if (o.kind !== "row") continue;
-    const r = o.row;
-    [r.userId, r.deviceType, r.maskedIp, r.maskedDeviceId, r.locale, r.appVersion, r.createDate].forEach((v, i) => a[i]!.push(v));
-  }
-  return a;
+  const r = b.rows;
+  return [r.userId, r.deviceType, r.maskedIp, r.maskedDeviceId, r.locale, r.appVersion, r.createDate];
 }
 
 const vaultArrays = (b: SealedBatch) => [b.vault.map((v) => v.kind), b.vault.map((v) => v.pseudonym), b.vault.map((v) => v.dataKeyId), b.vault.map((v) => v.nonce), b.vault.map((v) => v.ciphertext)];
 
 /** The ledger alone: claim every message id of the batch, insert-if-absent, as masq's statement does. */
 const ledger = (table: string, cast: string) => async (pool: pg.Pool, b: SealedBatch) =>
-  pool.query(`INSERT INTO ${table} (message_id, outcome) SELECT m::${cast}, 'written' FROM unnest($1::text[]) m ON CONFLICT (message_id) DO NOTHING`, [b.outcomes.map((o) => o.messageId)]);
+  pool.query(`INSERT INTO ${table} (message_id, outcome) SELECT m::${cast}, 'written' FROM unnest($1::text[]) m ON CONFLICT (message_id) DO NOTHING`, [[...b.rows.messageId, ...b.quarantine.map((o) => o.messageId)]]);
 
 /** The vault alone, as a plain statement into `table`, insert-if-absent. */
 const vaultPlain = (table: string) => async (pool: pg.Pool, b: SealedBatch) =>
@@ -96,7 +92,10 @@ function variants(table: TableName, copyDir: string): Variant[] {
           `INSERT INTO masq_bench.ledger_part (message_id, outcome, sent_day) SELECT m, 'written', d FROM unnest($1::text[], $2::date[]) AS u(m, d)
            WHERE NOT EXISTS (SELECT 1 FROM masq_bench.ledger_part x WHERE x.sent_day = '-infinity' AND x.message_id = u.m)
            ON CONFLICT (message_id, sent_day) DO NOTHING`,
-          [b.outcomes.map((o) => o.messageId), b.outcomes.map((o) => (o.sentAt === null ? "-infinity" : o.sentAt.toISOString().slice(0, 10)))],
+          [
+            [...b.rows.messageId, ...b.quarantine.map((o) => o.messageId)],
+            [...b.rows.sentAt.map((ms) => (ms === null ? "-infinity" : new Date(ms).toISOString().slice(0, 10))), ...b.quarantine.map((o) => (o.sentAt === null ? "-infinity" : o.sentAt.toISOString().slice(0, 10)))],
+          ],
         ),
     },
     { name: "ledger-no-time-index", what: "the ledger alone: text key, no index on committed_at", ...ledgerTable("ledger_noidx", "text", ""), run: ledger("masq_bench.ledger_noidx", "text") },
@@ -133,7 +132,8 @@ const csv = (v: string | number | null) => (v === null ? "" : `"${String(v).repl
 /** The batches' rows as CSV files the server can read, for the COPY variant. */
 function writeCopyFiles(dir: string, batches: readonly SealedBatch[]): void {
   batches.forEach((b, i) => {
-    const lines = b.outcomes.flatMap((o) => (o.kind === "row" ? [[o.row.userId, o.row.deviceType, o.row.maskedIp, o.row.maskedDeviceId, o.row.locale, o.row.appVersion, o.row.createDate].map(csv).join(",")] : []));
+    const r = b.rows;
+    const lines = r.messageId.map((_, j) => [r.userId[j]!, r.deviceType[j]!, r.maskedIp[j]!, r.maskedDeviceId[j]!, r.locale[j]!, r.appVersion[j]!, r.createDate[j]!].map(csv).join(","));
     const file = path.join(dir, `${i}.csv`);
     writeFileSync(file, `${lines.join("\n")}\n`);
     chmodSync(file, 0o644);
@@ -152,7 +152,7 @@ export async function measureStatementCost(
   batches: readonly SealedBatch[],
   opts: { repeat: number; log: (line: string) => void; /** Postgres runs on this machine (else its backend's pid means nothing here). */ local: boolean },
 ): Promise<StatementCostResult> {
-  const messages = batches.reduce((n, b) => n + b.outcomes.length, 0);
+  const messages = batches.reduce((n, b) => n + batchLength(b), 0);
   const copyDir = mkdtempSync(path.join(tmpdir(), "masq-bench-copy-"));
   chmodSync(copyDir, 0o755);
   writeCopyFiles(copyDir, batches);
@@ -190,7 +190,7 @@ export async function measureStatementCost(
   }
   return {
     messages,
-    batchSize: batches[0]?.outcomes.length ?? 0,
+    batchSize: batches[0] === undefined ? 0 : batchLength(batches[0]),
     vaultRows: batches.reduce((n, b) => n + b.vault.length, 0),
     variants: list.map((v) => {
       const r = runs.get(v.name)!;

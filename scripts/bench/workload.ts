@@ -1,9 +1,9 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import { generateEvents } from "../../src/demo/synthetic.ts";
 import type pg from "pg";
-import { prepareOutcome } from "../../src/runner/prepare.ts";
-import type { SealedBatch } from "../../src/sink/write-batch.ts";
-import { IngestKeys } from "../../src/vault/ingest-keys.ts";
+import { prepareOutcome } from "../../src/ingest/prepare.ts";
+import type { SealedBatch } from "../../src/ingest/batch.ts";
+import { IngestKeys } from "../../src/ingest/ingest-keys.ts";
 import { LocalKeyProvider } from "../../src/vault/local-provider.ts";
 
 /**

@@ -1,6 +1,6 @@
 import type pg from "pg";
 import { FatalError } from "../errors.ts";
-import type { PiiKind } from "../mask/pseudonymize.ts";
+import type { PiiKind } from "../ingest/pseudonymize.ts";
 import { classifyPgError } from "../sink/pg-errors.ts";
 import { inTransaction } from "../sink/transaction.ts";
 import type { AuditKey } from "./audit-key.ts";

@@ -1,10 +1,10 @@
 import type pg from "pg";
 import { FatalError } from "../errors.ts";
-import type { PiiKind, Pseudonymizer } from "../mask/pseudonymize.ts";
+import type { PiiKind, Pseudonymizer } from "../ingest/pseudonymize.ts";
 import { classifyPgError } from "../sink/pg-errors.ts";
 import { qualified, quoteIdent, type TableName } from "../sink/table-name.ts";
 import { inTransaction } from "../sink/transaction.ts";
-import { decodeAppVersion, MAX_APP_VERSION } from "../transform/app-version.ts";
+import { decodeAppVersion, MAX_APP_VERSION } from "../ingest/app-version.ts";
 import { IntegrityError, open } from "../vault/aead.ts";
 import type { ExportedMaskedRow, ExportedQuarantined, ExportedRow, ExportLine } from "../vault/export-output.ts";
 import type { KeyProvider } from "../vault/key-provider.ts";

@@ -1,6 +1,6 @@
 import type pg from "pg";
 import { ConfigError, FatalError } from "../errors.ts";
-import type { PiiKind, Pseudonymizer } from "../mask/pseudonymize.ts";
+import type { PiiKind, Pseudonymizer } from "../ingest/pseudonymize.ts";
 import { classifyPgError } from "../sink/pg-errors.ts";
 import { inTransaction } from "../sink/transaction.ts";
 import { IntegrityError, open } from "../vault/aead.ts";

@@ -5,7 +5,7 @@ import { describeError } from "../errors.ts";
 import { createLogger, type Logger } from "../log.ts";
 import { createDb } from "../sink/db.ts";
 import { createKeyProvider } from "../vault/key-provider-from-config.ts";
-import { prepareDatabase } from "./setup.ts";
+import { prepareDatabase } from "../db/prepare-database.ts";
 import { onShutdownSignals } from "./signals.ts";
 
 /**

@@ -2,9 +2,9 @@ import type { KeyConfig } from "../settings/config.ts";
 import { describeError, TransientError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { Metrics } from "../metrics/metrics.ts";
-import { retryTransient } from "../runner/backoff.ts";
+import { retryTransient } from "../ingest/backoff.ts";
 import type { Db } from "../sink/db.ts";
-import { IngestKeys } from "../vault/ingest-keys.ts";
+import { IngestKeys } from "../ingest/ingest-keys.ts";
 import type { KeyProvider } from "../vault/key-provider.ts";
 
 /**

@@ -4,13 +4,12 @@ import { revealing } from "../closed-stdout.ts";
 import { ConfigError } from "../errors.ts";
 import { fromPostgres } from "../sink/pg-errors.ts";
 import { waitForPostgres } from "../sink/wait-for-postgres.ts";
-import { REASON_CODES } from "../transform/reason-codes.ts";
-import type { LoginRow } from "../mask/mask-event.ts";
+import { REASON_CODES } from "../ingest/login-event.ts";
 import { sql } from "kysely";
 import { masqQueries } from "../sink/masq-queries.ts";
 import { createProgress } from "../progress/progress.ts";
-import { prepareOutcome } from "../runner/prepare.ts";
-import type { Outcome } from "../sink/write-batch.ts";
+import { prepareOutcome } from "../ingest/prepare.ts";
+import type { LoginRow, Outcome } from "../ingest/batch.ts";
 import { openAuditKey, type AuditKey } from "../audit/audit-key.ts";
 import { clientReported } from "../audit/client-reported.ts";
 import { revealBodies, SHOW_ORIGINAL } from "../audit/reveal-bodies.ts";
@@ -22,7 +21,7 @@ import { readReason, withVault } from "./unmask.ts";
 import type { KeyProvider } from "../vault/key-provider.ts";
 import { createDb, type Db } from "../sink/db.ts";
 import { replayRows, type ReplayItem, type ReplayVault } from "../sink/replay.ts";
-import { IngestKeys } from "../vault/ingest-keys.ts";
+import { IngestKeys } from "../ingest/ingest-keys.ts";
 import { readRotationState } from "../rotation/rotation-state.ts";
 import { createKeyProvider } from "../vault/key-provider-from-config.ts";
 
@@ -403,9 +402,9 @@ async function prepareReplay(
       else stillRejected.set(o.reason, (stillRejected.get(o.reason) ?? 0) + 1);
     }
     // A dry run only counts: sealing would draw (and store) a data key for values it does not write.
-    const sealed = opts.seal ? await keys.sealer.seal(outcomes, keys.pseudonym.version) : { keyVersion: keys.pseudonym.version, vault: [], outcomes };
-    vault = { keyVersion: sealed.keyVersion, entries: sealed.vault };
-    for (const o of sealed.outcomes) if (o.kind === "row") items.push({ messageId: o.messageId, row: o.row });
+    if (opts.seal) vault = { keyVersion: keys.pseudonym.version, entries: (await keys.sealer.seal(outcomes, keys.pseudonym.version)).vault };
+    else vault = { keyVersion: keys.pseudonym.version, entries: [] };
+    for (const o of outcomes) if (o.kind === "row") items.push({ messageId: o.messageId, row: o.row });
   }
   for (const r of records) {
     if (fromOriginal(r)) continue;

@@ -1,8 +1,8 @@
 import { databaseSetting, readConnectTimeoutMs, readLogFormat, readRetentionDays, readRunConfig, sqsTargetText } from "../settings/config.ts";
 import { ConfigError, describeError, errorLine, FatalError, TransientError } from "../errors.ts";
 import { createLogger } from "../log.ts";
-import { retryTransient } from "../runner/backoff.ts";
-import { Runner } from "../runner/runner.ts";
+import { retryTransient } from "../ingest/backoff.ts";
+import { Runner } from "../ingest/runner.ts";
 import { createDb, type Db } from "../sink/db.ts";
 import { targetText } from "../sink/pg-target.ts";
 import { ensureLedgerPartitions, pruneLedger } from "../sink/prune-ledger.ts";
@@ -12,14 +12,14 @@ import type pg from "pg";
 import { onShutdownSignals } from "./signals.ts";
 import type { startHttpServer } from "../http/server.ts";
 import type { Metrics } from "../metrics/metrics.ts";
-import { combineObservers } from "../runner/observer.ts";
+import { combineObservers } from "../ingest/observer.ts";
 import { createProgress, isInteractive } from "../progress/progress.ts";
-import { prepareDatabase } from "./setup.ts";
+import { prepareDatabase } from "../db/prepare-database.ts";
 import { createKeyProvider } from "../vault/key-provider-from-config.ts";
 import { openIngestKeys } from "./open-keys.ts";
-import type { IngestKeys } from "../vault/ingest-keys.ts";
-import { mainThreadUsage, PrepareThreads } from "../runner/prepare-threads.ts";
-import type { ThreadUsage } from "../runner/prepare-protocol.ts";
+import type { IngestKeys } from "../ingest/ingest-keys.ts";
+import { mainThreadUsage, PrepareThreads } from "../ingest/prepare-threads.ts";
+import type { ThreadUsage } from "../ingest/prepare-protocol.ts";
 
 /**
  * `masq run [--drain]`: returns the process exit code. The service waits for Postgres, SQS and KMS as long as it

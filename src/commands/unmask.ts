@@ -10,11 +10,11 @@ import { ConfigError, describeError, errorLine, exitCodeFor } from "../errors.ts
 import { fromPostgres } from "../sink/pg-errors.ts";
 import type { PgTarget } from "../sink/pg-target.ts";
 import { waitForPostgres } from "../sink/wait-for-postgres.ts";
-import type { PiiKind } from "../mask/pseudonymize.ts";
+import type { PiiKind } from "../ingest/pseudonymize.ts";
 import { createDb, type Db } from "../sink/db.ts";
 import { inTransaction } from "../sink/transaction.ts";
 import { qualified } from "../sink/table-name.ts";
-import { canonicalizeIp } from "../transform/ip.ts";
+import { canonicalizeIp } from "../ingest/ip.ts";
 import { IntegrityError } from "../vault/aead.ts";
 import type { KeyProvider } from "../vault/key-provider.ts";
 import { createKeyProvider } from "../vault/key-provider-from-config.ts";

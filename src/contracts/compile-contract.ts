@@ -1,7 +1,7 @@
-import { createPseudonymizer, type PiiKind } from "../mask/pseudonymize.ts";
-import { encodeAppVersion } from "../transform/app-version.ts";
-import { canonicalizeIp } from "../transform/ip.ts";
-import type { ReasonCode } from "../transform/login-event.ts";
+import { createPseudonymizer, type PiiKind } from "../ingest/pseudonymize.ts";
+import { encodeAppVersion } from "../ingest/app-version.ts";
+import { canonicalizeIp } from "../ingest/ip.ts";
+import type { ReasonCode } from "../ingest/login-event.ts";
 import type { Contract, EventSpec, FieldSpec, FieldType } from "./contract.ts";
 import { ipNetwork, numberBucket, parseTimestamp, timeBucket } from "./generalize.ts";
 

@@ -1,5 +1,5 @@
 import { isIPv4 } from "node:net";
-import { canonicalizeIp } from "../transform/ip.ts";
+import { canonicalizeIp } from "../ingest/ip.ts";
 
 /** The network of a canonical address (canonicalizeIp's form): "203.0.113.0/24", "2001:db8:1::/48". */
 export function ipNetwork(canonical: string, ipv4Prefix: number, ipv6Prefix: number): string {

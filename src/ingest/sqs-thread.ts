@@ -4,7 +4,7 @@ import type { SqsClientOptions } from "../source/sqs-client.ts";
 import { FatalError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { Handle, QueueCounts, QueueSource, ReceivedMessage } from "../source/sqs-source.ts";
-import type { ThreadUsage } from "../runner/prepare-protocol.ts";
+import type { ThreadUsage } from "./prepare-protocol.ts";
 import { fromErrorData, type FromSqsThread, type SqsThreadData, type ToSqsThread } from "./sqs-thread-protocol.ts";
 
 /** The worker's module beside this one: .ts when masq runs from its sources, .js when compiled. */

@@ -1,5 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
-import type { CommittedBatch, PipelineObserver } from "../runner/observer.ts";
+import type { CommittedBatch, PipelineObserver } from "../ingest/observer.ts";
 import type { QueueCounts } from "../source/sqs-source.ts";
 
 /**

@@ -1,4 +1,4 @@
-import type { CommittedBatch, PipelineObserver } from "../runner/observer.ts";
+import type { CommittedBatch, PipelineObserver } from "../ingest/observer.ts";
 import { Estimate } from "./estimate.ts";
 import { formatBar } from "./format-bar.ts";
 import { LiveLine, terminalLine, type TerminalStream } from "./live-line.ts";

@@ -1,5 +1,5 @@
 import type pg from "pg";
-import type { Pseudonymizer } from "../mask/pseudonymize.ts";
+import type { Pseudonymizer } from "../ingest/pseudonymize.ts";
 import type { DataKeys } from "../vault/data-keys.ts";
 import type { OpenedDataKeys } from "./opened-data-keys.ts";
 import type { RotationState } from "./rotation-state.ts";

@@ -1,4 +1,4 @@
-import type { PiiKind } from "../mask/pseudonymize.ts";
+import type { PiiKind } from "../ingest/pseudonymize.ts";
 import { IntegrityError, nonces, open, seal } from "../vault/aead.ts";
 import { vaultAad, type VaultRow } from "../vault/vault-aad.ts";
 import type { PassContext } from "./pass-context.ts";

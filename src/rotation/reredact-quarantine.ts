@@ -1,7 +1,7 @@
 import { FatalError } from "../errors.ts";
-import { factsOfJson, type QuarantineFacts } from "../mask/quarantine-facts.ts";
-import { redactBody } from "../mask/redact-body.ts";
-import type { PiiKind } from "../mask/pseudonymize.ts";
+import { factsOfJson, type QuarantineFacts } from "../ingest/quarantine-facts.ts";
+import { redactBody } from "../ingest/redact-body.ts";
+import type { PiiKind } from "../ingest/pseudonymize.ts";
 import { IntegrityError, open } from "../vault/aead.ts";
 import { quarantineBodyAad } from "../vault/vault-aad.ts";
 import type { PassContext } from "./pass-context.ts";

@@ -1,4 +1,4 @@
-import { parseMasterKey, parsePseudonymKey } from "../mask/pseudonym-key.ts";
+import { parseMasterKey, parsePseudonymKey } from "../ingest/pseudonym-key.ts";
 import { parseConnectionString } from "../sink/connection-string.ts";
 import { parseTableName, type TableName } from "../sink/table-name.ts";
 import { boolean, hostName, httpUrl, integer, oneOf, portOrOff, region, secretFile, trimmed, wording, type Parser } from "./parse.ts";

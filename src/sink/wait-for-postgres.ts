@@ -1,5 +1,5 @@
 import { TransientError } from "../errors.ts";
-import { retryTransient } from "../runner/backoff.ts";
+import { retryTransient } from "../ingest/backoff.ts";
 import type { Db } from "./db.ts";
 import { classifyPgError } from "./pg-errors.ts";
 import { targetText } from "./pg-target.ts";

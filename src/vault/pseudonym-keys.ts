@@ -1,7 +1,7 @@
 import { createHmac } from "node:crypto";
 import type pg from "pg";
 import { ConfigError, FatalError } from "../errors.ts";
-import { createPseudonymizer, type Pseudonymizer } from "../mask/pseudonymize.ts";
+import { createPseudonymizer, type Pseudonymizer } from "../ingest/pseudonymize.ts";
 import { classifyPgError } from "../sink/pg-errors.ts";
 import type { KeyProvider } from "./key-provider.ts";
 
@@ -9,7 +9,7 @@ import type { KeyProvider } from "./key-provider.ts";
 export interface PseudonymKey {
   version: number;
   pseudonymizer: Pseudonymizer;
-  /** The key itself, for a prepare thread to make its own pseudonymizer from (runner/prepare-threads.ts). Never logged. */
+  /** The key itself, for a prepare thread to make its own pseudonymizer from (ingest/prepare-threads.ts). Never logged. */
   key: Uint8Array;
 }
 

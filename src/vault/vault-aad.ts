@@ -1,4 +1,4 @@
-import type { PiiKind } from "../mask/pseudonymize.ts";
+import type { PiiKind } from "../ingest/pseudonymize.ts";
 
 /**
  * Associated data: what a ciphertext is bound to. A vault value decrypts only as the value of its own (kind,

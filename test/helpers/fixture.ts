@@ -1,5 +1,5 @@
 import { after, before } from "node:test";
-import { prepareDatabase } from "../../src/commands/setup.ts";
+import { prepareDatabase } from "../../src/db/prepare-database.ts";
 import { createLogger } from "../../src/log.ts";
 import { createDb, type Db } from "../../src/sink/db.ts";
 import { TABLE } from "./pipeline.ts";

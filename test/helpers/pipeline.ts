@@ -3,11 +3,11 @@ import type { SQSClient } from "@aws-sdk/client-sqs";
 import type { PipelineConfig } from "../../src/settings/config.ts";
 import { generateEvents, type SyntheticEvent } from "../../src/demo/synthetic.ts";
 import { createLogger, type Logger } from "../../src/log.ts";
-import { IngestKeys } from "../../src/vault/ingest-keys.ts";
+import { IngestKeys } from "../../src/ingest/ingest-keys.ts";
 import { LocalKeyProvider } from "../../src/vault/local-provider.ts";
-import { Runner } from "../../src/runner/runner.ts";
-import type { ProgressLogTiming } from "../../src/runner/progress-log.ts";
-import type { BatchPreparer } from "../../src/runner/commit-messages.ts";
+import { Runner } from "../../src/ingest/runner.ts";
+import type { ProgressLogTiming } from "../../src/ingest/progress-log.ts";
+import type { BatchPreparer } from "../../src/ingest/commit-messages.ts";
 import { createDb, type Db } from "../../src/sink/db.ts";
 import { SqsSource } from "../../src/source/sqs-source.ts";
 import type { TableName } from "../../src/sink/table-name.ts";
@@ -75,7 +75,7 @@ export async function makeRunner(opts: {
   config?: Partial<PipelineConfig>;
   source?: SqsSource;
   keys?: IngestKeys;
-  /** Prepare threads (runner/prepare-threads.ts) instead of preparing on this thread. */
+  /** Prepare threads (ingest/prepare-threads.ts) instead of preparing on this thread. */
   preparer?: BatchPreparer;
   progressLog?: ProgressLogTiming;
 }): Promise<Runner> {

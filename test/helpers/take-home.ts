@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before } from "node:test";
 import { CreateQueueCommand, type SQSClient } from "@aws-sdk/client-sqs";
-import { prepareDatabase } from "../../src/commands/setup.ts";
+import { prepareDatabase } from "../../src/db/prepare-database.ts";
 import { sendBodies } from "../../src/demo/send-events.ts";
 import { createLogger } from "../../src/log.ts";
 import { createDb, type Db } from "../../src/sink/db.ts";

@@ -1,5 +1,5 @@
 import type pg from "pg";
-import type { PiiKind } from "../../src/mask/pseudonymize.ts";
+import type { PiiKind } from "../../src/ingest/pseudonymize.ts";
 import { open } from "../../src/vault/aead.ts";
 import { loadDataKeys } from "../../src/vault/data-keys.ts";
 import type { KeyProvider } from "../../src/vault/key-provider.ts";

@@ -7,7 +7,7 @@ import { after, before, describe, test } from "node:test";
 import pg from "pg";
 import { sendBodies } from "../../src/demo/send-events.ts";
 import { SqsSource } from "../../src/source/sqs-source.ts";
-import { IngestKeys } from "../../src/vault/ingest-keys.ts";
+import { IngestKeys } from "../../src/ingest/ingest-keys.ts";
 import { LocalKeyProvider } from "../../src/vault/local-provider.ts";
 import { usePipelineFixture } from "../helpers/fixture.ts";
 import { masqEnv } from "../helpers/masq-process.ts";

@@ -3,7 +3,7 @@ import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
 import pg from "pg";
-import { prepareDatabase } from "../../src/commands/setup.ts";
+import { prepareDatabase } from "../../src/db/prepare-database.ts";
 import { sendBodies } from "../../src/demo/send-events.ts";
 import { createLogger } from "../../src/log.ts";
 import { createDb, type Db } from "../../src/sink/db.ts";

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { CreateAliasCommand, CreateKeyCommand, KMSClient } from "@aws-sdk/client-kms";
-import { prepareDatabase } from "../../src/commands/setup.ts";
+import { prepareDatabase } from "../../src/db/prepare-database.ts";
 import { sendBodies } from "../../src/demo/send-events.ts";
 import { createLogger } from "../../src/log.ts";
 import { createDb } from "../../src/sink/db.ts";

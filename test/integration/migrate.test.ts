@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { createLogger } from "../../src/log.ts";
-import { prepareDatabase } from "../../src/commands/setup.ts";
+import { prepareDatabase } from "../../src/db/prepare-database.ts";
 import { FatalError } from "../../src/errors.ts";
 import { LEGACY_MIGRATIONS_DIR, migrate, loadMigrations } from "../../src/sink/migrate.ts";
 import { ensureTargetTable } from "../../src/sink/target-table.ts";

@@ -2,12 +2,12 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { SendMessageCommand, type SQSClient } from "@aws-sdk/client-sqs";
 import { sendBodies } from "../../src/demo/send-events.ts";
-import { prepareOutcome } from "../../src/runner/prepare.ts";
-import { commitBatch } from "../../src/sink/commit-batch.ts";
-import { prepareDatabase } from "../../src/commands/setup.ts";
+import { prepareOutcome } from "../../src/ingest/prepare.ts";
+import { commitBatch } from "../../src/ingest/commit-batch.ts";
+import { prepareDatabase } from "../../src/db/prepare-database.ts";
 import { createLogger } from "../../src/log.ts";
 import { createDb, type Db } from "../../src/sink/db.ts";
-import { MAX_REDACTED_CHARS } from "../../src/mask/redact-body.ts";
+import { MAX_REDACTED_CHARS } from "../../src/ingest/redact-body.ts";
 import { rotatePseudonymKey } from "../../src/rotation/rotate-pseudonym-key.ts";
 import { LocalKeyProvider } from "../../src/vault/local-provider.ts";
 import { usePipelineFixture } from "../helpers/fixture.ts";
@@ -270,7 +270,7 @@ describe("errors raised while encoding a statement", () => {
       // A quarantine record whose redacted copy is one character short of V8's string limit (2^29 - 24): node-postgres
       // cannot quote it into the array literal and throws RangeError("Invalid string length") before sending anything.
       const huge = "x".repeat(2 ** 29 - 25);
-      const batch = { ...sealed, outcomes: sealed.outcomes.map((o) => (o.kind === "quarantine" ? { ...o, redactedBody: huge } : o)) };
+      const batch = { ...sealed, quarantine: sealed.quarantine.map((o) => ({ ...o, redactedBody: huge })) };
       const r = await commitBatch(db.pool, TABLE, batch);
       assert.deepEqual({ written: r.written, quarantined: r.quarantined, rejected: r.rejected }, { written: 30, quarantined: 1, rejected: 1 });
       const [q] = await quarantineRows();

@@ -2,12 +2,13 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { sendBodies } from "../../src/demo/send-events.ts";
 import { createLogger } from "../../src/log.ts";
-import { inThreadPreparer } from "../../src/runner/commit-messages.ts";
-import { PrepareThreads } from "../../src/runner/prepare-threads.ts";
-import type { IncomingMessage } from "../../src/runner/prepare.ts";
+import { inThreadPreparer } from "../../src/ingest/commit-messages.ts";
+import { PrepareThreads } from "../../src/ingest/prepare-threads.ts";
+import type { IncomingMessage, SealedBatch } from "../../src/ingest/batch.ts";
+import { encodeBatch } from "../../src/ingest/write-batch.ts";
 import { usePipelineFixture } from "../helpers/fixture.ts";
 import { masqEnv, spawnMasq } from "../helpers/masq-process.ts";
-import { expectedCounts, tableCounts, testKeys, uniqueEvents } from "../helpers/pipeline.ts";
+import { expectedCounts, makeRunner, tableCounts, testKeys, uniqueEvents } from "../helpers/pipeline.ts";
 
 const fx = usePipelineFixture();
 
@@ -85,6 +86,33 @@ describe("prepare threads", () => {
     );
   });
 
+  test("rows the database rejects in a batch a thread encoded are split out from the thread's columns and quarantined as db_rejected", async () => {
+    await fx.reset();
+    // Someone else's constraint on the user's table, which masq's validator knows nothing about.
+    await fx.db.pool.query("ALTER TABLE public.user_logins ADD CONSTRAINT no_blackberry CHECK (device_type <> 'blackberry')");
+    const threads = new PrepareThreads({ count: 2, logger: createLogger("silent") });
+    try {
+      const events = uniqueEvents(400, 85, 0.05).map((e, i) =>
+        e.expectedReason === null && i % 50 === 7 ? { ...e, body: JSON.stringify({ ...(JSON.parse(e.body) as object), device_type: "blackberry" }) } : e,
+      );
+      const queueUrl = fx.sqs.newQueue();
+      await sendBodies(fx.sqs.client, queueUrl, events.map((e) => e.body));
+      const result = await (await makeRunner({ db: fx.db, sqs: fx.sqs.client, queueUrl, preparer: threads })).run({ drain: true });
+      assert.equal(result.fatal, undefined);
+      const rejected = events.filter((e, i) => e.expectedReason === null && i % 50 === 7).length;
+      assert.ok(rejected > 0);
+      const want = expectedCounts(events);
+      const c = await tableCounts(fx.db);
+      assert.equal(c.rows, want.valid - rejected);
+      assert.deepEqual(c.quarantine, { ...want.byReason, db_rejected: rejected });
+      assert.equal(c.ledger, events.length);
+      assert.equal(result.stats.deleted, events.length, "every message deleted once committed");
+    } finally {
+      await threads.close();
+      await fx.db.pool.query("ALTER TABLE public.user_logins DROP CONSTRAINT no_blackberry");
+    }
+  });
+
   test("a prepare thread masks and seals a batch exactly as the main thread does", async () => {
     await fx.reset();
     const keys = await testKeys(fx.db);
@@ -94,15 +122,23 @@ describe("prepare threads", () => {
       const messages: IncomingMessage[] = uniqueEvents(200, 84, 0.2).map((e, i) => ({ messageId: `m-${i}`, body: e.body, sentAt: i % 7 === 0 ? null : at, receivedAt: at }));
       const here = await inThreadPreparer.prepare(messages, keys);
       const there = await threads.prepare(messages, keys);
-      // Outcomes match field for field; the vault holds the same values (under fresh nonces).
-      assert.deepEqual(there.batch.outcomes.map(withoutCiphertext), here.batch.outcomes.map(withoutCiphertext));
-      assert.deepEqual(there.batch.vault.map((v) => `${v.kind}:${v.pseudonym}`).sort(), here.batch.vault.map((v) => `${v.kind}:${v.pseudonym}`).sort());
-      assert.equal(there.batch.keyVersion, keys.pseudonym.version);
-      for (const v of there.batch.vault) assert.ok(Buffer.isBuffer(v.ciphertext) && Buffer.isBuffer(v.nonce));
+      const mine = here.batch as SealedBatch;
+      // The thread's batch comes in the statement's wire form; its rows' parameters are the main thread's, literally.
+      assert.ok("encoded" in there.batch, "a batch that fits one statement crosses encoded");
+      assert.deepEqual(there.batch.encoded.values.slice(0, 8), encodeBatch(mine).values.slice(0, 8));
+      // Its columns, asked for as a split would: they match field for field; the vault holds the same values (under fresh nonces).
+      const theirs = await there.batch.sealed();
+      assert.deepEqual(theirs.rows, mine.rows);
+      assert.ok(theirs.rows.messageId.length > 0 && theirs.quarantine.length > 0, "both rows and quarantine records");
+      assert.deepEqual(theirs.quarantine.map(withoutCiphertext), mine.quarantine.map(withoutCiphertext));
+      assert.deepEqual(theirs.vault.map((v) => `${v.kind}:${v.pseudonym}`).sort(), mine.vault.map((v) => `${v.kind}:${v.pseudonym}`).sort());
+      assert.equal(theirs.keyVersion, keys.pseudonym.version);
+      for (const v of theirs.vault) assert.ok(Buffer.isBuffer(v.ciphertext) && Buffer.isBuffer(v.nonce));
       // Once the thread knows the batch committed, it seals those values no more.
       there.settle({ min: 0, max: 0 });
       const next = await threads.prepare(messages, keys);
-      assert.equal(next.batch.vault.length, 0);
+      assert.ok("encoded" in next.batch);
+      assert.equal(next.batch.encoded.vaultRows, 0);
       next.settle(null);
     } finally {
       await threads.close();

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { commitMessages } from "../../src/runner/commit-messages.ts";
+import { commitMessages } from "../../src/ingest/commit-messages.ts";
 import { startPeriodicPrune } from "../../src/retention/periodic-prune.ts";
 import { pruneVault } from "../../src/retention/prune-vault.ts";
 import { LocalKeyProvider } from "../../src/vault/local-provider.ts";

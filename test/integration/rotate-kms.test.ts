@@ -4,7 +4,7 @@ import { CreateAliasCommand, CreateKeyCommand, DisableKeyCommand, KMSClient } fr
 import { CreateQueueCommand } from "@aws-sdk/client-sqs";
 import { sendBodies } from "../../src/demo/send-events.ts";
 import { createSqsClient } from "../../src/source/sqs-client.ts";
-import { parseLoginEvent } from "../../src/transform/login-event.ts";
+import { parseLoginEvent } from "../../src/ingest/login-event.ts";
 import { KmsKeyProvider } from "../../src/vault/kms-provider.ts";
 import { pseudonymKeyVersion } from "../../src/vault/pseudonym-keys.ts";
 import { masqEnv, spawnMasq } from "../helpers/masq-process.ts";

@@ -4,8 +4,8 @@ import { describe, test } from "node:test";
 import pg from "pg";
 import { openAuditKey } from "../../src/audit/audit-key.ts";
 
-import { commitMessages } from "../../src/runner/commit-messages.ts";
-import { createPseudonymizer } from "../../src/mask/pseudonymize.ts";
+import { commitMessages } from "../../src/ingest/commit-messages.ts";
+import { createPseudonymizer } from "../../src/ingest/pseudonymize.ts";
 import { rotatePseudonymKey } from "../../src/rotation/rotate-pseudonym-key.ts";
 import { LocalKeyProvider } from "../../src/vault/local-provider.ts";
 import { usePipelineFixture } from "../helpers/fixture.ts";

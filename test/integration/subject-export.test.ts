@@ -8,7 +8,7 @@ import { auditMac, macMatches, readAuditRow } from "../../src/audit/audit-row.ts
 import { openAuditKey } from "../../src/audit/audit-key.ts";
 import { subjectFingerprint } from "../../src/audit/subject-fingerprint.ts";
 import { sendBodies } from "../../src/demo/send-events.ts";
-import { commitMessages } from "../../src/runner/commit-messages.ts";
+import { commitMessages } from "../../src/ingest/commit-messages.ts";
 import { LocalKeyProvider } from "../../src/vault/local-provider.ts";
 import { usePipelineFixture } from "../helpers/fixture.ts";
 import { createLoginRoles, type LoginRoles } from "../helpers/login-roles.ts";

@@ -3,7 +3,7 @@ import { randomBytes } from "node:crypto";
 import { after, before, describe, test } from "node:test";
 import pg from "pg";
 import { usePipelineFixture } from "../helpers/fixture.ts";
-import { commitMessages } from "../../src/runner/commit-messages.ts";
+import { commitMessages } from "../../src/ingest/commit-messages.ts";
 import { createDb } from "../../src/sink/db.ts";
 import { LEGACY_MIGRATIONS_DIR, loadMigrations, migrate } from "../../src/sink/migrate.ts";
 import { createTestDatabase } from "../helpers/postgres.ts";

@@ -8,7 +8,8 @@ import { createDb, type Db } from "../../src/sink/db.ts";
 import { LEGACY_MIGRATIONS_DIR, loadMigrations, migrate } from "../../src/sink/migrate.ts";
 import { ensureTargetTable } from "../../src/sink/target-table.ts";
 import { inTransaction } from "../../src/sink/transaction.ts";
-import { writeBatch } from "../../src/sink/write-batch.ts";
+import { emptyRowColumns } from "../../src/ingest/batch.ts";
+import { writeBatch } from "../../src/ingest/write-batch.ts";
 import { LocalKeyProvider } from "../../src/vault/local-provider.ts";
 import { pseudonymKeyContext, pseudonymKeyFingerprint } from "../../src/vault/pseudonym-keys.ts";
 import { TABLE, TEST_MASTER_KEY, TEST_MASTER_KEY_HEX } from "../helpers/pipeline.ts";
@@ -202,13 +203,10 @@ for (const upTo of [10, 18] as const) {
         assert.match(v.stdout, upTo === 10 ? /^audit trail verified: 4 row\(s\) checked; 2 row\(s\) from before the chain/ : /^audit trail verified: 5 row\(s\) checked; 2 row\(s\) from before the chain/);
 
         // A redelivery of a message claimed before the upgrade (its day unknown then, known now) adds nothing.
-        const row = { userId: "u1", deviceType: "ios", maskedIp: hex("a"), maskedDeviceId: hex("b"), locale: "en", appVersion: 2003000, createDate: "2026-11-30" };
-        const again = await writeBatch(db.pool, TABLE, {
-          keyVersion: 1,
-          vault: [],
-          vaultEpoch: null,
-          outcomes: [{ kind: "row", messageId: "m1", sentAt: new Date("2026-11-30T23:59:00Z"), receivedAt: new Date(), bodyLength: 10, row }],
-        });
+        const rows = emptyRowColumns();
+        const row = { messageId: "m1", sentAt: Date.parse("2026-11-30T23:59:00Z"), receivedAt: Date.now(), bodyLength: 10, userId: "u1", deviceType: "ios", maskedIp: hex("a"), maskedDeviceId: hex("b"), locale: "en", appVersion: 2003000, createDate: "2026-11-30" };
+        for (const k of Object.keys(row) as (keyof typeof row)[]) (rows[k] as unknown[]).push(row[k]);
+        const again = await writeBatch(db.pool, TABLE, { keyVersion: 1, rows, quarantine: [], vault: [], vaultEpoch: null });
         assert.deepEqual([again.written, again.duplicates], [0, 1]);
         assert.equal((await db.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM public.user_logins")).rows[0]!.n, 2);
 

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { createPseudonymizer } from "../../src/mask/pseudonymize.ts";
-import { commitMessages } from "../../src/runner/commit-messages.ts";
+import { createPseudonymizer } from "../../src/ingest/pseudonymize.ts";
+import { commitMessages } from "../../src/ingest/commit-messages.ts";
 import type { TableName } from "../../src/sink/table-name.ts";
 import { usePipelineFixture } from "../helpers/fixture.ts";
 import { TABLE, TEST_KEY, TEST_MASTER_KEY_HEX, testKeys } from "../helpers/pipeline.ts";

@@ -99,7 +99,7 @@ describe("profile summaries", () => {
       ["sonic-boom", "pino"],
       ["(garbage collector)", "GC"],
       ["(idle)", "idle"],
-      ["src/runner/runner.ts", "masq"],
+      ["src/ingest/runner.ts", "masq"],
       ["wasm://wasm/00ad0bc6", "wasm"],
       ["node internals", "node internals"],
       ["@noble/hashes", "@noble/hashes"],
@@ -115,7 +115,7 @@ describe("profile summaries", () => {
         frame(2, "(idle)", ""),
         frame(3, "send", "file:///app/node_modules/@smithy/core/dist-cjs/index.js"),
         frame(4, "handleRetry", "file:///app/node_modules/@aws-sdk/middleware-retry/index.js"),
-        frame(5, "writeBatch", "file:///app/src/sink/write-batch.ts"),
+        frame(5, "writeBatch", "file:///app/src/ingest/write-batch.ts"),
         frame(6, "(garbage collector)", ""),
         frame(7, "parseRow", "file:///app/node_modules/pg/lib/result.js"),
       ],
@@ -134,7 +134,7 @@ describe("profile summaries", () => {
         ["pg", 0.1],
       ],
     );
-    assert.ok(s.groups.some((g) => g.name === "src/sink/write-batch.ts"), "masq's files stay apart in the groups");
+    assert.ok(s.groups.some((g) => g.name === "src/ingest/write-batch.ts"), "masq's files stay apart in the groups");
     assert.equal(s.functions.length, 3);
     assert.deepEqual(s.functions[1], { name: "send @smithy/core/dist-cjs/index.js:1", share: 0.2, ms: 2, category: "aws-sdk" });
   });

@@ -1,11 +1,11 @@
-import { NO_FACTS } from "../../src/mask/quarantine-facts.ts";
+import { NO_FACTS } from "../../src/ingest/quarantine-facts.ts";
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import fc from "fast-check";
 import { DataError, TransientError } from "../../src/errors.ts";
-import { splitBySize } from "../../src/sink/commit-batch.ts";
+import { splitBySize } from "../../src/ingest/commit-batch.ts";
 import { classifyPgError } from "../../src/sink/pg-errors.ts";
-import type { Outcome } from "../../src/sink/write-batch.ts";
+import { emptyRowColumns, type Outcome, type QuarantineRecord, type SealedBatch } from "../../src/ingest/batch.ts";
 
 const at = new Date("2026-12-01T00:00:00Z");
 
@@ -36,21 +36,50 @@ function row(id: string): Outcome {
   };
 }
 
+/** A sealed batch of these outcomes: rows as columns, then the quarantine records. */
+function batchOf(outcomes: readonly Outcome[]): SealedBatch {
+  const rows = emptyRowColumns();
+  const quarantine: QuarantineRecord[] = [];
+  for (const o of outcomes) {
+    if (o.kind === "quarantine") {
+      quarantine.push(o);
+      continue;
+    }
+    rows.messageId.push(o.messageId);
+    rows.sentAt.push(o.sentAt?.getTime() ?? null);
+    rows.receivedAt.push(o.receivedAt.getTime());
+    rows.bodyLength.push(o.bodyLength);
+    rows.userId.push(o.row.userId);
+    rows.deviceType.push(o.row.deviceType);
+    rows.maskedIp.push(o.row.maskedIp);
+    rows.maskedDeviceId.push(o.row.maskedDeviceId);
+    rows.locale.push(o.row.locale);
+    rows.appVersion.push(o.row.appVersion);
+    rows.createDate.push(o.row.createDate);
+  }
+  return { keyVersion: 1, rows, quarantine, vault: [], vaultEpoch: null };
+}
+
 describe("splitBySize", () => {
   test("a batch of ordinary rows is one statement", () => {
-    const outcomes = Array.from({ length: 1000 }, (_, i) => row(`r${i}`));
-    assert.deepEqual(splitBySize(outcomes, 8 << 20), [outcomes]);
+    const batch = batchOf(Array.from({ length: 1000 }, (_, i) => row(`r${i}`)));
+    assert.deepEqual(splitBySize(batch, 8 << 20), [[0, 1000]]);
   });
 
   test("large quarantined bodies are spread over statements under the limit, in order, none lost; a larger one goes alone", () => {
     fc.assert(
       fc.property(fc.array(fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 3 << 20 })), { maxLength: 60 }), (sizes) => {
-        const outcomes = sizes.map((n, i) => (n === 0 ? row(`m${i}`) : quarantined(`m${i}`, n)));
-        const parts = splitBySize(outcomes, 2 << 20);
-        assert.deepEqual(parts.flat(), outcomes);
-        for (const part of parts) {
-          const bytes = part.reduce((a, o) => a + (o.kind === "quarantine" ? 2 * o.sealedBody!.ciphertext.length : 0), 0);
-          assert.ok(part.length === 1 || bytes <= 2 << 20, `${part.length} outcomes, ${bytes} bytes`);
+        const batch = batchOf(sizes.map((n, i) => (n === 0 ? row(`m${i}`) : quarantined(`m${i}`, n))));
+        const rows = batch.rows.messageId.length;
+        const parts = splitBySize(batch, 2 << 20);
+        // Consecutive ranges that cover every message once, in order.
+        assert.equal(parts[0]![0], 0);
+        assert.equal(parts.at(-1)![1], sizes.length);
+        for (let i = 1; i < parts.length; i++) assert.equal(parts[i]![0], parts[i - 1]![1]);
+        for (const [from, to] of parts) {
+          let bytes = 0;
+          for (let i = Math.max(from, rows); i < to; i++) bytes += 2 * batch.quarantine[i - rows]!.sealedBody!.ciphertext.length;
+          assert.ok(to - from === 1 || bytes <= 2 << 20, `${to - from} messages, ${bytes} bytes`);
         }
       }),
     );

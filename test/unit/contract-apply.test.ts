@@ -6,7 +6,7 @@ import { applyContract, type Applied } from "../../src/contracts/apply-contract.
 import { compileContract, contractKeys } from "../../src/contracts/compile-contract.ts";
 import { ipNetwork, numberBucket, parseTimestamp, timeBucket } from "../../src/contracts/generalize.ts";
 import { readContract } from "../../src/contracts/read-contract.ts";
-import { canonicalizeIp } from "../../src/transform/ip.ts";
+import { canonicalizeIp } from "../../src/ingest/ip.ts";
 import { TEST_KEY } from "./fixtures.ts";
 
 const keys = contractKeys(TEST_KEY);

@@ -5,10 +5,10 @@ import { applyContract, type Applied } from "../../src/contracts/apply-contract.
 import { compileContract, contractKeys } from "../../src/contracts/compile-contract.ts";
 import { defaultContract } from "../../src/contracts/default-contract.ts";
 import { generateEvents } from "../../src/demo/synthetic.ts";
-import { maskEvent } from "../../src/mask/mask-event.ts";
-import { createPseudonymizer } from "../../src/mask/pseudonymize.ts";
-import { parseLoginEvent } from "../../src/transform/login-event.ts";
-import { REASON_CODES } from "../../src/transform/reason-codes.ts";
+import { maskEvent } from "../../src/ingest/prepare.ts";
+import { createPseudonymizer } from "../../src/ingest/pseudonymize.ts";
+import { parseLoginEvent } from "../../src/ingest/login-event.ts";
+import { REASON_CODES } from "../../src/ingest/login-event.ts";
 import { RED_TEAM_BODIES, UNPARSEABLE_BY_JSONB } from "../helpers/red-team.ts";
 import { uniqueEvents } from "../helpers/pipeline.ts";
 import { SAMPLE_BODY, sampleWith, TEST_KEY, VECTORS } from "./fixtures.ts";

@@ -7,8 +7,8 @@ import { buildProgram } from "../../src/cli.ts";
 import { withSettingsTable } from "../../src/settings/docs-table.ts";
 import { targetTableDdl } from "../../src/sink/target-table.ts";
 import { Metrics } from "../../src/metrics/metrics.ts";
-import { createPseudonymizer } from "../../src/mask/pseudonymize.ts";
-import { prepareOutcome } from "../../src/runner/prepare.ts";
+import { createPseudonymizer } from "../../src/ingest/pseudonymize.ts";
+import { prepareOutcome } from "../../src/ingest/prepare.ts";
 import { docBlock, docFiles, parseBlocks, REPO_ROOT } from "../helpers/doc-blocks.ts";
 
 /**

@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import fc from "fast-check";
-import { MAX_REDACTED_CHARS, REDACTION_LIMITS } from "../../src/mask/redact-body.ts";
-import { createPseudonymizer } from "../../src/mask/pseudonymize.ts";
-import { prepareOutcome } from "../../src/runner/prepare.ts";
+import { MAX_REDACTED_CHARS, REDACTION_LIMITS } from "../../src/ingest/redact-body.ts";
+import { createPseudonymizer } from "../../src/ingest/pseudonymize.ts";
+import { prepareOutcome } from "../../src/ingest/prepare.ts";
 
 const p = createPseudonymizer(new Uint8Array(32).fill(7));
 const at = new Date("2026-11-24T10:00:00Z");

@@ -5,10 +5,10 @@ import { hmac } from "@noble/hashes/hmac.js";
 import { sha256 } from "@noble/hashes/sha2.js";
 import { bytesToHex, utf8ToBytes } from "@noble/hashes/utils.js";
 import { ConfigError } from "../../src/errors.ts";
-import { maskEvent } from "../../src/mask/mask-event.ts";
-import { parsePseudonymKey } from "../../src/mask/pseudonym-key.ts";
-import { createPseudonymizer, type PiiKind } from "../../src/mask/pseudonymize.ts";
-import { parseLoginEvent, type LoginEvent } from "../../src/transform/login-event.ts";
+import { maskEvent } from "../../src/ingest/prepare.ts";
+import { parsePseudonymKey } from "../../src/ingest/pseudonym-key.ts";
+import { createPseudonymizer, type PiiKind } from "../../src/ingest/pseudonymize.ts";
+import { parseLoginEvent, type LoginEvent } from "../../src/ingest/login-event.ts";
 import { SAMPLE_BODY, sampleWith, TEST_KEY, TEST_KEY_HEX, VECTORS } from "./fixtures.ts";
 
 const p = createPseudonymizer(TEST_KEY);

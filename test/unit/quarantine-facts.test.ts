@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { factsOfJson, factsOfText } from "../../src/mask/quarantine-facts.ts";
-import { createPseudonymizer } from "../../src/mask/pseudonymize.ts";
-import { redactBody } from "../../src/mask/redact-body.ts";
+import { factsOfJson, factsOfText } from "../../src/ingest/quarantine-facts.ts";
+import { createPseudonymizer } from "../../src/ingest/pseudonymize.ts";
+import { redactBody } from "../../src/ingest/redact-body.ts";
 import { UNPARSEABLE_BY_JSONB } from "../helpers/red-team.ts";
 
 const p = createPseudonymizer(new Uint8Array(32).fill(9));

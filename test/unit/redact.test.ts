@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import fc from "fast-check";
-import { MAX_REDACTED_CHARS, REDACTION_LIMITS, redactBody } from "../../src/mask/redact-body.ts";
-import { createPseudonymizer } from "../../src/mask/pseudonymize.ts";
-import { prepareOutcome, type IncomingMessage } from "../../src/runner/prepare.ts";
-import { withoutOriginals, type Outcome } from "../../src/sink/write-batch.ts";
+import { MAX_REDACTED_CHARS, REDACTION_LIMITS, redactBody } from "../../src/ingest/redact-body.ts";
+import { createPseudonymizer } from "../../src/ingest/pseudonymize.ts";
+import { prepareOutcome } from "../../src/ingest/prepare.ts";
+import { withoutOriginals, type IncomingMessage, type Outcome } from "../../src/ingest/batch.ts";
 import { amplifyingBody, RED_TEAM_BODIES } from "../helpers/red-team.ts";
 import { SAMPLE, SAMPLE_BODY, sampleWith, TEST_KEY, VECTORS } from "./fixtures.ts";
 

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { createSecretKey } from "node:crypto";
 import { test } from "node:test";
-import type { Outcome } from "../../src/sink/write-batch.ts";
-import { VaultSealer } from "../../src/vault/vault-sealer.ts";
+import type { Outcome } from "../../src/ingest/batch.ts";
+import { VaultSealer } from "../../src/ingest/vault-sealer.ts";
 
 /** The sealer's memory of what the vault holds, against the vault epoch (migration 009: erase and prune advance it). */
 const key = new Uint8Array(32).fill(3);

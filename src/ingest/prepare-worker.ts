@@ -6,12 +6,14 @@
  */
 import { createSecretKey, type KeyObject } from "node:crypto";
 import { parentPort, workerData } from "node:worker_threads";
-import { createPseudonymizer, type Pseudonymizer } from "../mask/pseudonymize.ts";
-import type { Outcome, SealedBatch } from "../sink/write-batch.ts";
+import { createPseudonymizer, type Pseudonymizer } from "./pseudonymize.ts";
+import type { Outcome, SealedBatch } from "./batch.ts";
 import type { DataKey } from "../vault/data-keys.ts";
-import { VaultSealer } from "../vault/vault-sealer.ts";
+import { VaultSealer } from "./vault-sealer.ts";
 import { prepareOutcome } from "./prepare.ts";
-import { toColumns, type FromPrepareThread, type PrepareThreadData, type ToPrepareThread } from "./prepare-protocol.ts";
+import { MAX_STATEMENT_BYTES, splitBySize } from "./commit-batch.ts";
+import { type FromPrepareThread, type PrepareThreadData, type ToPrepareThread } from "./prepare-protocol.ts";
+import { encodeBatch, type EncodedBatch } from "./write-batch.ts";
 
 const port = parentPort!;
 const data = workerData as PrepareThreadData;
@@ -41,6 +43,12 @@ async function handle(m: ToPrepareThread): Promise<void> {
   if (m.type === "usage") {
     const u = process.threadCpuUsage();
     send({ type: "usage", cpuUserUs: u.user, cpuSystemUs: u.system });
+    return;
+  }
+  if (m.type === "sealed") {
+    const batch = unsettled.get(m.id);
+    if (batch === undefined) throw new Error("the columns of a settled batch were asked for");
+    send({ type: "sealed", id: m.id, batch });
     return;
   }
   if (m.type === "settled") {
@@ -73,7 +81,22 @@ async function handle(m: ToPrepareThread): Promise<void> {
   const sealed = reservation.used;
   reservation = undefined;
   unsettled.set(m.id, batch);
-  send({ type: "prepared", id: m.id, batch: toColumns(batch), sealed });
+  const encoded = encodeOne(batch);
+  send({ type: "prepared", id: m.id, batch: encoded === undefined ? { sealed: batch } : { encoded }, sealed });
+}
+
+/**
+ * The batch in the statement's wire form, when it is one statement. Otherwise, or when it cannot be encoded (a string
+ * past V8's limit), the main thread gets the sealed batch and does what commit-batch.ts does with it: split it, and
+ * classify what fails.
+ */
+function encodeOne(batch: SealedBatch): EncodedBatch | undefined {
+  if (splitBySize(batch, MAX_STATEMENT_BYTES).length !== 1) return undefined;
+  try {
+    return encodeBatch(batch);
+  } catch {
+    return undefined;
+  }
 }
 
 // One message at a time, in order: a batch's reservation is the sealer's only data key while it seals.

@@ -4,14 +4,13 @@ import { ConfigError, describeError, FatalError, stoppedWorking, TransientError,
 import type { Logger } from "../log.ts";
 import type { Handle, QueueSource, ReceivedMessage } from "../source/sqs-source.ts";
 import type { TableName } from "../sink/table-name.ts";
-import type { ReasonCode } from "../transform/login-event.ts";
-import type { IngestKeys } from "../vault/ingest-keys.ts";
+import type { ReasonCode } from "./login-event.ts";
+import type { IngestKeys } from "./ingest-keys.ts";
 import { backoffMs, sleep } from "./backoff.ts";
 import { commitMessages, type BatchPreparer } from "./commit-messages.ts";
-import type { IncomingMessage } from "./prepare.ts";
+import type { IncomingMessage } from "./batch.ts";
 import { createProgressLog, PROGRESS_EVERY_MS, type ProgressLogTiming } from "./progress-log.ts";
-import { emptyStats, type RunStats } from "./stats.ts";
-import type { PipelineObserver } from "./observer.ts";
+import { emptyStats, type PipelineObserver, type RunStats } from "./observer.ts";
 
 export interface RunnerDeps {
   /** SqsSource, or SqsThread (ingest/sqs-thread.ts): the same calls on a thread of their own. */
@@ -273,8 +272,9 @@ export class Runner {
         this.warnedNoSentTimestamp = true;
         this.deps.logger.warn("the SQS endpoint does not report SentTimestamp; create_date falls back to the receive date");
       }
-      // Masked at commit time, with the pseudonym key active then (commit-messages.ts).
-      this.pending.push({ messageId: m.messageId, body: m.body, sentAt: m.sentAt, receivedAt: m.receivedAt });
+      // Masked at commit time, with the pseudonym key active then (commit-messages.ts). The message itself, not a
+      // copy: an IncomingMessage is the part of it that prepare reads (its receipt handle is taken from `held`).
+      this.pending.push(m);
     }
     if (this.pending.length >= config.batchSize) this.flush();
     else if (this.batchTimer === undefined && this.pending.length > 0) {
@@ -319,14 +319,13 @@ export class Runner {
         if (r.rejected > 0) logger.warn({ rejected: r.rejected }, "Postgres rejected rows; they were quarantined as db_rejected");
         this.stats.batches++;
         if (this.observe) {
-          const now = Date.now();
           this.observe.committed({
             size: batch.length,
             seconds: (performance.now() - started) / 1000,
             written: r.written,
             duplicates: r.duplicates,
             quarantinedByReason: r.quarantinedByReason,
-            lagSeconds: batch.flatMap((o) => (o.sentAt ? [(now - o.sentAt.getTime()) / 1000] : [])),
+            lagSeconds: lagSeconds(batch, Date.now()),
           });
         }
         if (!this.sinkHealthy) logger.info("Postgres is back; resuming");
@@ -497,6 +496,13 @@ export class Runner {
   private async until(cond: () => boolean): Promise<void> {
     while (!cond()) await new Promise<void>((resolve) => this.waiters.push(resolve));
   }
+}
+
+/** Seconds from each message's SentTimestamp to now (messages without one are left out). */
+function lagSeconds(batch: readonly IncomingMessage[], now: number): number[] {
+  const lags: number[] = [];
+  for (const m of batch) if (m.sentAt !== null) lags.push((now - m.sentAt.getTime()) / 1000);
+  return lags;
 }
 
 function oldestSentAt(messages: readonly ReceivedMessage[]): Date | null {

@@ -1,19 +1,52 @@
-import { prepareDatabase } from "../commands/setup.ts";
+import { prepareDatabase } from "../db/prepare-database.ts";
 import { readLambdaConfig, readLogLevel } from "../settings/config.ts";
 import { describeError, TransientError } from "../errors.ts";
 import { createLogger, type Logger } from "../log.ts";
-import { sleep } from "../runner/backoff.ts";
-import { commitMessages } from "../runner/commit-messages.ts";
-import type { IncomingMessage } from "../runner/prepare.ts";
-import type { CommitResult } from "../sink/commit-batch.ts";
+import { sleep } from "./backoff.ts";
+import { commitMessages } from "./commit-messages.ts";
+import type { IncomingMessage } from "./batch.ts";
+import type { CommitResult } from "./commit-batch.ts";
 import { createDb, type Db } from "../sink/db.ts";
 import type { TableName } from "../sink/table-name.ts";
-import { IngestKeys } from "../vault/ingest-keys.ts";
+import { IngestKeys } from "./ingest-keys.ts";
 import type { KeyProvider } from "../vault/key-provider.ts";
 import { createKeyProvider } from "../vault/key-provider-from-config.ts";
-import { incomingMessage, type SqsBatchResponse, type SqsEvent, type SqsRecord } from "./sqs-event.ts";
 
-export type { SqsBatchResponse, SqsEvent, SqsRecord } from "./sqs-event.ts";
+/**
+ * The parts of Lambda's SQS event that masq reads, declared here rather than taken from @types/aws-lambda.
+ * Lambda sends more (receiptHandle, md5OfBody, messageAttributes, eventSourceARN, …); masq needs none of it:
+ * the event source mapping deletes what the handler does not report as failed.
+ */
+export interface SqsRecord {
+  messageId: string;
+  body: string;
+  /** SQS system attributes, as strings. SentTimestamp is epoch milliseconds. */
+  attributes?: { SentTimestamp?: string; ApproximateReceiveCount?: string; [name: string]: string | undefined };
+  receiptHandle?: string;
+  eventSource?: string;
+  eventSourceARN?: string;
+  awsRegion?: string;
+}
+
+export interface SqsEvent {
+  Records: SqsRecord[];
+}
+
+/** The partial batch response: only these messages come back to the queue (needs ReportBatchItemFailures). */
+export interface SqsBatchResponse {
+  batchItemFailures: { itemIdentifier: string }[];
+}
+
+/** One record as the pipeline's pure middle takes it. A missing or unreadable SentTimestamp gives null. */
+export function incomingMessage(record: SqsRecord, receivedAt: Date): IncomingMessage {
+  const sent = Number(record.attributes?.SentTimestamp);
+  return {
+    messageId: record.messageId,
+    body: record.body ?? "",
+    sentAt: Number.isFinite(sent) && sent > 0 ? new Date(sent) : null,
+    receivedAt,
+  };
+}
 
 /** The part of Lambda's context object masq uses; optional so a test or a local harness can leave it out. */
 export interface LambdaContext {
@@ -205,7 +238,7 @@ function safeLogLevel(env: NodeJS.ProcessEnv) {
  */
 export const lambdaInstance: SqsHandler = createSqsHandler(process.env);
 
-/** The Lambda entry point: handler `src/lambda/handler.handler` (see docs/deploy.md). */
+/** The Lambda entry point: handler `src/ingest/lambda-handler.handler` (see docs/deploy.md). */
 export async function handler(event: SqsEvent, context?: LambdaContext): Promise<SqsBatchResponse> {
   return lambdaInstance(event, context);
 }

@@ -1,5 +1,5 @@
-import { canonicalizeIp } from "../transform/ip.ts";
-import { LIMITS } from "../transform/login-event.ts";
+import { canonicalizeIp } from "./ip.ts";
+import { LIMITS } from "./login-event.ts";
 import type { Pseudonymizer, PiiKind } from "./pseudonymize.ts";
 
 /**

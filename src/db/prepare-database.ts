@@ -1,7 +1,7 @@
 import { inTransaction } from "../sink/transaction.ts";
 import { ConfigError, describeError, TransientError } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import { retryTransient } from "../runner/backoff.ts";
+import { retryTransient } from "../ingest/backoff.ts";
 import type { Db } from "../sink/db.ts";
 import { loadMigrations, migrate } from "../sink/migrate.ts";
 import { classifyPgError } from "../sink/pg-errors.ts";

@@ -11,19 +11,25 @@ export interface LoginEvent {
   appVersion: number;
 }
 
-/** Why a message was quarantined. Stable codes: dashboards and `quarantine replay` select by them. */
-export type ReasonCode =
-  | "invalid_json"
-  | "not_an_object"
-  | "missing_field"
-  | "wrong_type"
-  | "too_long"
-  | "empty_field"
-  | "invalid_text"
-  | "invalid_ip"
-  | "invalid_app_version"
-  | "db_rejected"
-  | "unprocessable";
+/**
+ * Why a message was quarantined. Stable codes: dashboards and `quarantine replay` select by them; the list checks a
+ * filter the user gives (`--reason-code`).
+ */
+export const REASON_CODES = [
+  "invalid_json",
+  "not_an_object",
+  "missing_field",
+  "wrong_type",
+  "too_long",
+  "empty_field",
+  "invalid_text",
+  "invalid_ip",
+  "invalid_app_version",
+  "db_rejected",
+  "unprocessable",
+] as const;
+
+export type ReasonCode = (typeof REASON_CODES)[number];
 
 /** A message masq will not load, and why. `detail` names fields, never their values. */
 export interface Rejection {

@@ -1,12 +1,12 @@
 import type pg from "pg";
-import { commitBatch, type CommitResult } from "../sink/commit-batch.ts";
+import { commitBatch, type CommitResult, type FromThread } from "./commit-batch.ts";
 import type { TableName } from "../sink/table-name.ts";
-import { StaleKeyError, StaleVaultError } from "../sink/write-batch.ts";
-import type { IngestKeys } from "../vault/ingest-keys.ts";
+import { StaleKeyError, StaleVaultError } from "./write-batch.ts";
+import type { IngestKeys } from "./ingest-keys.ts";
 import type { FatalError } from "../errors.ts";
-import type { Pseudonymizer } from "../mask/pseudonymize.ts";
-import type { Outcome, SealedBatch, VaultEpochs } from "../sink/write-batch.ts";
-import { prepareOutcome, type IncomingMessage } from "./prepare.ts";
+import type { Pseudonymizer } from "./pseudonymize.ts";
+import type { IncomingMessage, Outcome, SealedBatch, VaultEpochs } from "./batch.ts";
+import { prepareOutcome } from "./prepare.ts";
 
 /**
  * Preparing is synchronous and its cost grows with the bodies (parsing above all): after every YIELD_EVERY_CHARS of
@@ -20,7 +20,8 @@ const YIELD_EVERY_CHARS = 1024 * 1024;
  * sealer then knows its vault rows), or null when it did not.
  */
 export interface PreparedBatch {
-  batch: SealedBatch;
+  /** Sealed (columns), or from a prepare thread already in the statement's wire form (commit-batch.ts). */
+  batch: SealedBatch | FromThread;
   settle(committed: VaultEpochs | null): void;
 }
 

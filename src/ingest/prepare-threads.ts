@@ -1,22 +1,24 @@
 import { Worker } from "node:worker_threads";
 import { FatalError } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import type { SealedBatch, VaultEntry } from "../sink/write-batch.ts";
-import type { IngestKeys } from "../vault/ingest-keys.ts";
+import type { IncomingMessage, SealedBatch, VaultEntry } from "./batch.ts";
+import type { IngestKeys } from "./ingest-keys.ts";
 import type { BatchPreparer, PreparedBatch } from "./commit-messages.ts";
-import type { IncomingMessage } from "./prepare.ts";
-import { fromColumns, maxSealsFor, type FromPrepareThread, type PrepareThreadData, type ThreadUsage, type ToPrepareThread } from "./prepare-protocol.ts";
+import { maxSealsFor, type FromPrepareThread, type PrepareThreadData, type ThreadUsage, type ToPrepareThread } from "./prepare-protocol.ts";
 
 /** The worker's module beside this one: .ts when masq runs from its sources, .js when compiled. */
 const WORKER_URL = new URL(import.meta.url.endsWith(".ts") ? "./prepare-worker.ts" : "./prepare-worker.js", import.meta.url);
 
 type Prepared = Extract<FromPrepareThread, { type: "prepared" }>;
+type Columns = Extract<FromPrepareThread, { type: "sealed" }>;
 
 interface Thread {
   name: string;
   worker: Worker;
   /** Batches sent and not yet answered. */
   waiting: Map<number, { resolve: (r: Prepared) => void; reject: (e: Error) => void }>;
+  /** Batches whose columns were asked for (a refused statement, split) and not yet sent. */
+  asked: Map<number, { resolve: (r: Columns) => void; reject: (e: Error) => void }>;
   /** What the thread was already given, so that key material crosses once per key. */
   pseudonymVersions: Set<number>;
   dataKeyId: string | undefined;
@@ -92,14 +94,24 @@ export class PrepareThreads implements BatchPreparer {
       t.waiting.delete(id);
     }
     keys.dataKeys.unreserve(dk, uses - r.sealed);
-    const batch = fromColumns(r.batch);
-    asBuffers(batch);
     return {
-      batch,
+      batch: "encoded" in r.batch ? { encoded: r.batch.encoded, sealed: () => this.columns(t, id) } : asBuffers(r.batch.sealed),
       settle: (committed) => {
         if (this.failed === undefined && !this.closing) this.post(t, { type: "settled", id, committed });
       },
     };
+  }
+
+  /** The columns of a batch the thread encoded, for commit-batch.ts to split (rare: the database refused it). */
+  private async columns(t: Thread, id: number): Promise<SealedBatch> {
+    this.throwIfFailed();
+    const answer = new Promise<Columns>((resolve, reject) => t.asked.set(id, { resolve, reject }));
+    this.post(t, { type: "sealed", id });
+    try {
+      return asBuffers((await answer).batch);
+    } finally {
+      t.asked.delete(id);
+    }
   }
 
   /** Each thread's CPU time, then the threads stop. Called once the runner has stopped. */
@@ -124,9 +136,10 @@ export class PrepareThreads implements BatchPreparer {
   private start(name: string, logger: Logger, exitAfterBatches: number | undefined): Thread {
     const workerData: PrepareThreadData = { name, exitAfterBatches };
     const worker = new Worker(WORKER_URL, { name, workerData });
-    const t: Thread = { name, worker, waiting: new Map(), pseudonymVersions: new Set(), dataKeyId: undefined, usage: undefined };
+    const t: Thread = { name, worker, waiting: new Map(), asked: new Map(), pseudonymVersions: new Set(), dataKeyId: undefined, usage: undefined };
     worker.on("message", (m: FromPrepareThread) => {
       if (m.type === "prepared") t.waiting.get(m.id)?.resolve(m);
+      else if (m.type === "sealed") t.asked.get(m.id)?.resolve(m);
       else t.usage?.({ name, cpuUserUs: m.cpuUserUs, cpuSystemUs: m.cpuSystemUs });
     });
     // Only the error's name: its message could quote what the thread was working on.
@@ -149,7 +162,9 @@ export class PrepareThreads implements BatchPreparer {
     }
     for (const th of this.threads) {
       for (const w of th.waiting.values()) w.reject(this.failed);
+      for (const w of th.asked.values()) w.reject(this.failed);
       th.waiting.clear();
+      th.asked.clear();
     }
   }
 
@@ -163,17 +178,18 @@ export class PrepareThreads implements BatchPreparer {
 }
 
 /** Buffers arrive as plain Uint8Arrays: viewed as Buffers again (no copy), as the sealed types say. */
-function asBuffers(batch: SealedBatch): void {
+function asBuffers(batch: SealedBatch): SealedBatch {
   for (const v of batch.vault as VaultEntry[]) {
     v.nonce = toBuffer(v.nonce);
     v.ciphertext = toBuffer(v.ciphertext);
   }
-  for (const o of batch.outcomes) {
-    if (o.kind === "quarantine" && o.sealedBody) {
+  for (const o of batch.quarantine) {
+    if (o.sealedBody) {
       o.sealedBody.nonce = toBuffer(o.sealedBody.nonce);
       o.sealedBody.ciphertext = toBuffer(o.sealedBody.ciphertext);
     }
   }
+  return batch;
 }
 
 function toBuffer(u: Uint8Array): Buffer {

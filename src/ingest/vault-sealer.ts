@@ -1,8 +1,8 @@
 import type { KeyObject } from "node:crypto";
-import { withoutOriginals, type Outcome, type SealedBatch, type VaultEntry, type VaultEpochs } from "../sink/write-batch.ts";
-import { nonces, seal } from "./aead.ts";
-import type { DataKeys } from "./data-keys.ts";
-import { quarantineBodyAad, vaultAad } from "./vault-aad.ts";
+import { emptyRowColumns, type Outcome, type QuarantineRecord, type SealedBatch, type SealedBody, type VaultEntry, type VaultEpochs } from "./batch.ts";
+import { nonces, seal } from "../vault/aead.ts";
+import type { DataKeys } from "../vault/data-keys.ts";
+import { quarantineBodyAad, vaultAad } from "../vault/vault-aad.ts";
 
 /**
  * Encrypts a batch's originals with the current data key: each distinct PII value once (the vault is keyed by
@@ -26,6 +26,10 @@ export class VaultSealer {
     this.capacity = capacity;
   }
 
+  /**
+   * Seals a batch and lays it out as the batch statement takes it: rows column by column, quarantine records as
+   * records. The one pass from per-message outcomes to columns; nothing downstream turns them back.
+   */
   async seal(outcomes: readonly Outcome[], keyVersion: number, signal?: AbortSignal): Promise<SealedBatch> {
     if (keyVersion !== this.knownVersion) this.forget(keyVersion);
     // pseudonym → original, per kind: each distinct value once.
@@ -45,22 +49,40 @@ export class VaultSealer {
     }
     const vaultEpoch = skipped ? this.knownEpoch : null;
     const count = todo.ip.size + todo.device_id.size + bodies;
-    if (count === 0) return { keyVersion, outcomes: outcomes.map(withoutOriginals), vault: [], vaultEpoch };
     // No await between reserve and the last encryption: the key cannot be replaced (and zeroed) meanwhile.
-    const dk = await this.dataKeys.reserve(count, signal);
-    const nonce = nonces(count);
+    const dk = count === 0 ? undefined : await this.dataKeys.reserve(count, signal);
+    const nonce = dk === undefined ? [] : nonces(count);
     let n = 0;
     const vault: VaultEntry[] = [];
-    for (const kind of ["ip", "device_id"] as const) {
-      for (const [pseudonym, value] of todo[kind]) {
-        vault.push({ kind, pseudonym, dataKeyId: dk.id, ...seal(dk.keyObject, Buffer.from(value, "utf8"), vaultAad(kind, pseudonym), nonce[n++]) });
+    if (dk !== undefined) {
+      for (const kind of ["ip", "device_id"] as const) {
+        for (const [pseudonym, value] of todo[kind]) {
+          vault.push({ kind, pseudonym, dataKeyId: dk.id, ...seal(dk.keyObject, Buffer.from(value, "utf8"), vaultAad(kind, pseudonym), nonce[n++]) });
+        }
       }
     }
     // The plaintext originals are dropped here: a sealed batch holds only pseudonyms and ciphertext.
-    const sealedOutcomes = outcomes.map((o) =>
-      withoutOriginals(o.kind === "quarantine" && o.originalBody !== null ? sealBody(o, dk.id, dk.keyObject, nonce[n++]!) : o),
-    );
-    return { keyVersion, outcomes: sealedOutcomes, vault, vaultEpoch };
+    const rows = emptyRowColumns();
+    const quarantine: QuarantineRecord[] = [];
+    for (const o of outcomes) {
+      if (o.kind === "quarantine") {
+        quarantine.push({ ...o, originalBody: null, ...(o.originalBody !== null && dk !== undefined ? { sealedBody: sealBody(o, dk.id, dk.keyObject, nonce[n++]!) } : {}) });
+        continue;
+      }
+      const r = o.row;
+      rows.messageId.push(o.messageId);
+      rows.sentAt.push(o.sentAt === null ? null : o.sentAt.getTime());
+      rows.receivedAt.push(o.receivedAt.getTime());
+      rows.bodyLength.push(o.bodyLength);
+      rows.userId.push(r.userId);
+      rows.deviceType.push(r.deviceType);
+      rows.maskedIp.push(r.maskedIp);
+      rows.maskedDeviceId.push(r.maskedDeviceId);
+      rows.locale.push(r.locale);
+      rows.appVersion.push(r.appVersion);
+      rows.createDate.push(r.createDate);
+    }
+    return { keyVersion, rows, quarantine, vault, vaultEpoch };
   }
 
   /**
@@ -102,6 +124,6 @@ export class VaultSealer {
   }
 }
 
-function sealBody(o: Extract<Outcome, { kind: "quarantine" }>, dataKeyId: string, key: KeyObject, nonce: Buffer): Outcome {
-  return { ...o, sealedBody: { dataKeyId, ...seal(key, Buffer.from(o.originalBody!, "utf8"), quarantineBodyAad(o.messageId), nonce) } };
+function sealBody(o: QuarantineRecord, dataKeyId: string, key: KeyObject, nonce: Buffer): SealedBody {
+  return { dataKeyId, ...seal(key, Buffer.from(o.originalBody!, "utf8"), quarantineBodyAad(o.messageId), nonce) };
 }

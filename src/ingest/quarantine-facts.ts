@@ -1,4 +1,4 @@
-import { LIMITS } from "../transform/login-event.ts";
+import { LIMITS } from "./login-event.ts";
 import type { Pseudonymizer } from "./pseudonymize.ts";
 import { topLevelPseudonym } from "./redact-body.ts";
 

@@ -1,7 +1,7 @@
 import type pg from "pg";
-import { DataKeys, type DataKeyLimits } from "./data-keys.ts";
-import type { KeyProvider } from "./key-provider.ts";
-import { activePseudonymKey, type PseudonymKey } from "./pseudonym-keys.ts";
+import { DataKeys, type DataKeyLimits } from "../vault/data-keys.ts";
+import type { KeyProvider } from "../vault/key-provider.ts";
+import { activePseudonymKey, type PseudonymKey } from "../vault/pseudonym-keys.ts";
 import { VaultSealer } from "./vault-sealer.ts";
 
 /**

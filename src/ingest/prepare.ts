@@ -1,16 +1,19 @@
-import { maskEvent } from "../mask/mask-event.ts";
-import { factsOfJson, factsOfText, NO_FACTS, type QuarantineFacts } from "../mask/quarantine-facts.ts";
-import { redactBody } from "../mask/redact-body.ts";
-import type { Pseudonymizer } from "../mask/pseudonymize.ts";
-import type { Outcome } from "../sink/write-batch.ts";
-import { parseLoginEvent } from "../transform/login-event.ts";
+import { factsOfJson, factsOfText, NO_FACTS, type QuarantineFacts } from "./quarantine-facts.ts";
+import { redactBody } from "./redact-body.ts";
+import type { Pseudonymizer } from "./pseudonymize.ts";
+import type { IncomingMessage, LoginRow, Outcome } from "./batch.ts";
+import { parseLoginEvent, type LoginEvent } from "./login-event.ts";
 
-export interface IncomingMessage {
-  messageId: string;
-  body: string;
-  /** SentTimestamp; when absent (never on AWS), create_date falls back to the receive time and the runner warns. */
-  sentAt: Date | null;
-  receivedAt: Date;
+export function maskEvent(event: LoginEvent, sentAt: Date, p: Pseudonymizer): LoginRow {
+  return {
+    userId: event.userId,
+    deviceType: event.deviceType,
+    maskedIp: p.pseudonymize("ip", event.ip),
+    maskedDeviceId: p.pseudonymize("device_id", event.deviceId),
+    locale: event.locale,
+    appVersion: event.appVersion,
+    createDate: sentAt.toISOString().slice(0, 10),
+  };
 }
 
 /**

@@ -1,69 +1,8 @@
 import type pg from "pg";
 import { TransientError } from "../errors.ts";
-import type { LoginRow } from "../mask/mask-event.ts";
-import type { PiiKind } from "../mask/pseudonymize.ts";
-import type { QuarantineFacts } from "../mask/quarantine-facts.ts";
-import type { ReasonCode } from "../transform/login-event.ts";
-import type { Sealed } from "../vault/aead.ts";
-import { classifyPgError } from "./pg-errors.ts";
-import { qualified, type TableName } from "./table-name.ts";
-
-/**
- * A message ready to commit: a row for the user's table, or a quarantine record. What is written holds no plain PII:
- * the originals (`pii`, `originalBody`) stay in memory until the vault sealer encrypts them and drops them
- * (vault/vault-sealer.ts); they reach the database only encrypted.
- */
-export type Outcome = {
-  messageId: string;
-  /** SentTimestamp; null only when SQS did not report one. */
-  sentAt: Date | null;
-  receivedAt: Date;
-  bodyLength: number;
-} & (
-  | { kind: "row"; row: LoginRow; pii?: { ip: string; deviceId: string } }
-  | {
-      kind: "quarantine";
-      reason: ReasonCode;
-      detail: string;
-      redactedBody: string | null;
-      originalBody: string | null;
-      sealedBody?: SealedBody | null;
-      /** Who the record is about and which pseudonyms it holds: written as typed columns (migration 011). */
-      facts: QuarantineFacts;
-    }
-);
-
-/** The outcome as it is written: without the plaintext originals. */
-export function withoutOriginals(o: Outcome): Outcome {
-  if (o.kind === "row") {
-    if (o.pii === undefined) return o;
-    return { messageId: o.messageId, sentAt: o.sentAt, receivedAt: o.receivedAt, bodyLength: o.bodyLength, kind: "row", row: o.row };
-  }
-  return o.originalBody === null ? o : { ...o, originalBody: null };
-}
-
-export interface SealedBody extends Sealed {
-  dataKeyId: string;
-}
-
-/** One vault row: a distinct PII value, encrypted, under its pseudonym. */
-export interface VaultEntry extends Sealed {
-  kind: PiiKind;
-  pseudonym: string;
-  dataKeyId: string;
-}
-
-/** A batch as committed: outcomes whose pseudonyms were made with pseudonym key `keyVersion`, and their vault rows. */
-export interface SealedBatch {
-  keyVersion: number;
-  outcomes: readonly Outcome[];
-  vault: readonly VaultEntry[];
-  /**
-   * The vault epoch (migration 009) under which the sealer left out values it believed the vault holds; null when it
-   * left none out (the batch is then complete under any epoch).
-   */
-  vaultEpoch: number | null;
-}
+import { batchLength, type SealedBatch, type VaultEpochs } from "./batch.ts";
+import { classifyPgError } from "../sink/pg-errors.ts";
+import { qualified, type TableName } from "../sink/table-name.ts";
 
 /**
  * The batch's pseudonym key is no longer the active one (a rotation switched keys): nothing was written. The caller
@@ -103,16 +42,6 @@ export interface BatchResult {
   vaultEpochs?: VaultEpochs;
 }
 
-export interface VaultEpochs {
-  min: number;
-  max: number;
-  /**
-   * Some vault rows the batch carried were not written (their messages had been committed before, or were split off
-   * into another statement): the sealer learns none of this batch's rows.
-   */
-  partial?: boolean;
-}
-
 /**
  * One statement, so one transaction and one round trip per batch: claims every message id in the ingest ledger
  * and writes rows and quarantine records only for the ids it newly claimed. A redelivered message finds its id
@@ -121,7 +50,7 @@ export interface VaultEpochs {
  * pseudonym key is still the active one (masq.lock_pseudonym_key, which holds a share lock on it until commit),
  * and, when the sealer left values out, the vault epoch is still the one it sealed under (masq.lock_vault_epoch,
  * a table lock held until commit, so a deletion of vault values waits for this batch or this batch for it;
- * migration 009).
+ * migrations/001_keys_and_vault.sql).
  */
 function batchSql(table: TableName): string {
   return `
@@ -158,7 +87,7 @@ WITH locks AS (
   UNION ALL SELECT 'ip', b.masked_ip FROM bad b JOIN claimed c ON c.message_id = b.message_id AND c.outcome = 'quarantined'
   UNION ALL SELECT 'device_id', b.masked_device_id FROM bad b JOIN claimed c ON c.message_id = b.message_id AND c.outcome = 'quarantined'
 ), vaulted AS (
-  -- Through the narrow function (migration 005): insert-if-absent in key order (batches sharing values wait for
+  -- Through the narrow function (migrations/001_keys_and_vault.sql): insert-if-absent in key order (batches sharing values wait for
   -- each other instead of deadlocking), replacing only rows a reveal found planted. Called once, and only when some
   -- value is used; referenced below, so it runs.
   SELECT masq.add_vault_values($16, array_agg(v.kind), array_agg(v.pseudonym), array_agg(v.data_key_id), array_agg(v.nonce), array_agg(v.ciphertext)) AS n,
@@ -188,66 +117,29 @@ SELECT (SELECT key_ok FROM locks) AS key_ok, (SELECT epoch FROM locks)::float8 A
 const sqlCache = new Map<string, string>();
 
 /**
- * Commits a batch. Outcomes must have distinct message ids (the runner dedupes). Throws TransientError,
- * DataError (some row is unacceptable to this table: split and retry) or FatalError.
+ * A sealed batch in the statement's wire form: its parameters as node-postgres would send them, each array already a
+ * Postgres array literal (arrayLiteral). A prepare thread makes it, so that the main thread neither rebuilds a batch
+ * from what crossed nor encodes it: a few strings cross, and go to Postgres as they are.
  */
-export async function writeBatch(pool: pg.Pool, table: TableName, batch: SealedBatch): Promise<BatchResult> {
-  const { outcomes } = batch;
+export interface EncodedBatch {
+  keyVersion: number;
+  vaultEpoch: number | null;
+  /** Messages in the batch, and vault rows it carries. */
+  messages: number;
+  vaultRows: number;
+  values: (string | number | null)[];
+}
+
+/**
+ * Commits a batch: sealed (columns, what commit-batch.ts splits) or encoded (by a prepare thread). Message ids must
+ * be distinct (the runner dedupes). Throws TransientError, DataError (some row is unacceptable to this table: split
+ * and retry) or FatalError.
+ */
+export async function writeBatch(pool: pg.Pool, table: TableName, batch: SealedBatch | EncodedBatch): Promise<BatchResult> {
   const key = qualified(table);
   let text = sqlCache.get(key);
   if (text === undefined) sqlCache.set(key, (text = batchSql(table)));
-
-  const r = { id: [] as string[], user: [] as string[], type: [] as string[], ip: [] as string[], dev: [] as string[], loc: [] as (string | null)[], ver: [] as number[], date: [] as string[], day: [] as string[] };
-  const q = {
-    id: [] as string[],
-    reason: [] as string[],
-    detail: [] as string[],
-    body: [] as (string | null)[],
-    len: [] as number[],
-    sent: [] as (string | null)[],
-    recv: [] as string[],
-    key: [] as (string | null)[],
-    nonce: [] as (Buffer | null)[],
-    ct: [] as (Buffer | null)[],
-    user: [] as (string | null)[],
-    ip: [] as (string | null)[],
-    dev: [] as (string | null)[],
-  };
-  const v = { kind: [] as string[], pseudonym: [] as string[], key: [] as string[], nonce: [] as Buffer[], ct: [] as Buffer[] };
-  for (const e of batch.vault) {
-    v.kind.push(e.kind);
-    v.pseudonym.push(e.pseudonym);
-    v.key.push(e.dataKeyId);
-    v.nonce.push(e.nonce);
-    v.ct.push(e.ciphertext);
-  }
-  for (const o of outcomes) {
-    if (o.kind === "row") {
-      r.id.push(o.messageId);
-      r.user.push(o.row.userId);
-      r.type.push(o.row.deviceType);
-      r.ip.push(o.row.maskedIp);
-      r.dev.push(o.row.maskedDeviceId);
-      r.loc.push(o.row.locale);
-      r.ver.push(o.row.appVersion);
-      r.date.push(o.row.createDate);
-      r.day.push(o.sentAt === null ? "-infinity" : o.sentAt.toISOString().slice(0, 10));
-    } else {
-      q.id.push(o.messageId);
-      q.reason.push(o.reason);
-      q.detail.push(o.detail);
-      q.body.push(o.redactedBody);
-      q.len.push(o.bodyLength);
-      q.sent.push(o.sentAt?.toISOString() ?? null);
-      q.recv.push(o.receivedAt.toISOString());
-      q.key.push(o.sealedBody?.dataKeyId ?? null);
-      q.nonce.push(o.sealedBody?.nonce ?? null);
-      q.ct.push(o.sealedBody?.ciphertext ?? null);
-      q.user.push(o.facts.userId);
-      q.ip.push(o.facts.maskedIp);
-      q.dev.push(o.facts.maskedDeviceId);
-    }
-  }
+  const encoded = "values" in batch;
   type Result = { key_ok: boolean; epoch: number; ok: boolean; vault_entries: number; written: number; by_reason: Record<string, number> };
   let res: pg.QueryResult<Result>;
   try {
@@ -257,16 +149,7 @@ export async function writeBatch(pool: pg.Pool, table: TableName, batch: SealedB
       text,
       // A named statement is parsed and planned once per connection, not once per batch.
       name: `masq_write_batch_${key}`.slice(0, 63),
-      values: [
-        ...[r.id, r.user, r.type, r.ip, r.dev, r.loc, r.ver, r.date],
-        ...[q.id, q.reason, q.detail, q.body, q.len, q.sent, q.recv],
-        batch.keyVersion,
-        ...[q.key, q.nonce, q.ct],
-        ...[v.kind, v.pseudonym, v.key, v.nonce, v.ct],
-        batch.vaultEpoch,
-        ...[q.user, q.ip, q.dev],
-        r.day,
-      ],
+      values: encoded ? batch.values : statementValues(batch),
     });
   } catch (err) {
     throw classifyPgError(err);
@@ -277,6 +160,126 @@ export async function writeBatch(pool: pg.Pool, table: TableName, batch: SealedB
   const quarantinedByReason = res.rows[0].by_reason;
   const quarantined = Object.values(quarantinedByReason).reduce((a, b) => a + b, 0);
   const epoch = res.rows[0].epoch;
-  const vaultEpochs: VaultEpochs = { min: epoch, max: epoch, ...(res.rows[0].vault_entries < batch.vault.length ? { partial: true } : {}) };
-  return { written, quarantined, quarantinedByReason, duplicates: outcomes.length - written - quarantined, vaultEpochs };
+  const vaultRows = encoded ? batch.vaultRows : batch.vault.length;
+  const messages = encoded ? batch.messages : batchLength(batch);
+  const vaultEpochs: VaultEpochs = { min: epoch, max: epoch, ...(res.rows[0].vault_entries < vaultRows ? { partial: true } : {}) };
+  return { written, quarantined, quarantinedByReason, duplicates: messages - written - quarantined, vaultEpochs };
+}
+
+/** The batch as the statement's parameters ($1 … $29). The rows go as the columns the sealer made. */
+function statementValues(batch: SealedBatch): unknown[] {
+  const r = batch.rows;
+  const q = quarantineColumns(batch);
+  const v = vaultColumns(batch);
+  return [
+    ...[r.messageId, r.userId, r.deviceType, r.maskedIp, r.maskedDeviceId, r.locale, r.appVersion, r.createDate],
+    ...[q.id, q.reason, q.detail, q.body, q.len, q.sent, q.recv],
+    batch.keyVersion,
+    ...[q.key, q.nonce, q.ct],
+    ...[v.kind, v.pseudonym, v.key, v.nonce, v.ct],
+    batch.vaultEpoch,
+    ...[q.user, q.ip, q.dev],
+    sentDays(r.sentAt),
+  ];
+}
+
+const DAY_MS = 86_400_000;
+
+/**
+ * Each row's ledger partition: the UTC day of its SentTimestamp, '-infinity' without one (the undated partition).
+ * A batch's messages nearly all share a day, so the text is made once per day, not once per row.
+ */
+function sentDays(sentAt: readonly (number | null)[]): string[] {
+  let day = NaN;
+  let text = "";
+  const out = new Array<string>(sentAt.length);
+  for (let i = 0; i < sentAt.length; i++) {
+    const ms = sentAt[i];
+    if (ms === null || ms === undefined) {
+      out[i] = "-infinity";
+      continue;
+    }
+    const d = Math.floor(ms / DAY_MS);
+    if (d !== day) {
+      day = d;
+      text = new Date(d * DAY_MS).toISOString().slice(0, 10);
+    }
+    out[i] = text;
+  }
+  return out;
+}
+
+/** The batch in its wire form (EncodedBatch). Throws what encoding throws (a string past V8's limit: RangeError). */
+export function encodeBatch(batch: SealedBatch): EncodedBatch {
+  const values = statementValues(batch).map((v) => (Array.isArray(v) ? arrayLiteral(v as ArrayElement[]) : (v as number | null)));
+  return { keyVersion: batch.keyVersion, vaultEpoch: batch.vaultEpoch, messages: batchLength(batch), vaultRows: batch.vault.length, values };
+}
+
+type ArrayElement = string | number | Uint8Array | null;
+
+/**
+ * A one-dimensional Postgres array literal, exactly as node-postgres writes an array parameter (its arrayString):
+ * NULL, bytea as "\\x" and hex, anything else as its text, quoted, with backslashes and quotes escaped.
+ */
+export function arrayLiteral(values: readonly ArrayElement[]): string {
+  let out = "{";
+  for (let i = 0; i < values.length; i++) {
+    if (i > 0) out += ",";
+    const v = values[i];
+    if (v === null || v === undefined) out += "NULL";
+    else if (typeof v === "number") out += `"${String(v)}"`;
+    else if (typeof v === "string") out += `"${v.replace(/\\/g, "\\\\").replace(/"/g, '\\"')}"`;
+    else out += `\\\\x${Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString("hex")}`;
+  }
+  return out + "}";
+}
+
+function quarantineColumns(batch: SealedBatch) {
+  const n = batch.quarantine.length;
+  const q = {
+    id: new Array<string>(n),
+    reason: new Array<string>(n),
+    detail: new Array<string>(n),
+    body: new Array<string | null>(n),
+    len: new Array<number>(n),
+    sent: new Array<string | null>(n),
+    recv: new Array<string>(n),
+    key: new Array<string | null>(n),
+    nonce: new Array<Buffer | null>(n),
+    ct: new Array<Buffer | null>(n),
+    user: new Array<string | null>(n),
+    ip: new Array<string | null>(n),
+    dev: new Array<string | null>(n),
+  };
+  for (let i = 0; i < n; i++) {
+    const o = batch.quarantine[i]!;
+    q.id[i] = o.messageId;
+    q.reason[i] = o.reason;
+    q.detail[i] = o.detail;
+    q.body[i] = o.redactedBody;
+    q.len[i] = o.bodyLength;
+    q.sent[i] = o.sentAt?.toISOString() ?? null;
+    q.recv[i] = o.receivedAt.toISOString();
+    q.key[i] = o.sealedBody?.dataKeyId ?? null;
+    q.nonce[i] = o.sealedBody?.nonce ?? null;
+    q.ct[i] = o.sealedBody?.ciphertext ?? null;
+    q.user[i] = o.facts.userId;
+    q.ip[i] = o.facts.maskedIp;
+    q.dev[i] = o.facts.maskedDeviceId;
+  }
+  return q;
+}
+
+function vaultColumns(batch: SealedBatch) {
+  const n = batch.vault.length;
+  const v = { kind: new Array<string>(n), pseudonym: new Array<string>(n), key: new Array<string>(n), nonce: new Array<Buffer>(n), ct: new Array<Buffer>(n) };
+  for (let i = 0; i < n; i++) {
+    const e = batch.vault[i]!;
+    v.kind[i] = e.kind;
+    v.pseudonym[i] = e.pseudonym;
+    v.key[i] = e.dataKeyId;
+    v.nonce[i] = e.nonce;
+    v.ct[i] = e.ciphertext;
+  }
+  return v;
 }

@@ -1,8 +1,8 @@
-import { auditCounts, auditCountsText } from "../audit/audit-counts.ts";
-import { existingAuditKey } from "../audit/audit-key.ts";
-import { AUDIT_COLUMNS, type AuditRow } from "../audit/audit-row.ts";
-import { subjectFingerprint } from "../audit/subject-fingerprint.ts";
-import { formatCheckpoint, LEGACY_ACTIONS, parseCheckpoint, verifyAudit } from "../audit/verify-audit.ts";
+import { auditCounts, auditCountsText } from "../lifecycle/audit-counts.ts";
+import { existingAuditKey } from "../lifecycle/audit-key.ts";
+import { AUDIT_COLUMNS, type AuditRow } from "../lifecycle/audit-row.ts";
+import { subjectFingerprint } from "../lifecycle/subject-fingerprint.ts";
+import { formatCheckpoint, LEGACY_ACTIONS, parseCheckpoint, verifyAudit } from "../lifecycle/verify-audit.ts";
 import { readDatabaseUrl, readKeyConfig } from "../config.ts";
 import { ConfigError, describeError } from "../errors.ts";
 import { createDb, type Db } from "../sink/db.ts";

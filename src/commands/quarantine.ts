@@ -11,19 +11,19 @@ import { masqQueries } from "../sink/masq-queries.ts";
 import { createProgress } from "../progress/progress.ts";
 import { prepareOutcome } from "../runner/prepare.ts";
 import type { Outcome } from "../sink/write-batch.ts";
-import { openAuditKey, type AuditKey } from "../audit/audit-key.ts";
-import { clientReported } from "../audit/client-reported.ts";
-import { revealBodies, SHOW_ORIGINAL } from "../audit/reveal-bodies.ts";
-import { query } from "../audit/reveal-vault.ts";
-import { sealAudit } from "../audit/seal-audit.ts";
+import { openAuditKey, type AuditKey } from "../lifecycle/audit-key.ts";
+import { clientReported } from "../lifecycle/client-reported.ts";
+import { revealBodies, SHOW_ORIGINAL } from "../lifecycle/reveal-bodies.ts";
+import { query } from "../lifecycle/reveal-vault.ts";
+import { sealAudit } from "../lifecycle/seal-audit.ts";
 import { inTransaction } from "../sink/transaction.ts";
-import { printable } from "../vault/unmask-output.ts";
+import { printable } from "../lifecycle/unmask-output.ts";
 import { readReason, withVault } from "./unmask.ts";
 import type { KeyProvider } from "../vault/key-provider.ts";
 import { createDb, type Db } from "../sink/db.ts";
-import { replayRows, type ReplayItem, type ReplayVault } from "../sink/replay.ts";
+import { replayRows, type ReplayItem, type ReplayVault } from "../lifecycle/replay-quarantine.ts";
 import { IngestKeys } from "../vault/ingest-keys.ts";
-import { readRotationState } from "../rotation/rotation-state.ts";
+import { readRotationState } from "../lifecycle/rotation-state.ts";
 import { createKeyProvider } from "../vault/key-provider-from-config.ts";
 
 /** --reason-code: one of the known codes, or exit 2 listing them (a typo would otherwise match nothing, silently). */
@@ -383,7 +383,7 @@ async function prepareReplay(
   const fromOriginal = (r: ReplayRecord) => correctedBody !== undefined || (r.reason !== "db_rejected" && r.has_original);
   if (records.some(fromOriginal)) {
     const { keys, provider, auditKey, client } = await lazyKeys.get();
-    // Every decrypted original is a reveal: one audit row per page names the records (audit/reveal-bodies.ts).
+    // Every decrypted original is a reveal: one audit row per page names the records (lifecycle/reveal-bodies.ts).
     const originals =
       correctedBody === undefined
         ? await revealBodies(db.pool, provider, auditKey, {

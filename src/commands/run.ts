@@ -21,7 +21,7 @@ import { prepareDatabase } from "./setup.ts";
 import { createKeyProvider } from "../vault/key-provider-from-config.ts";
 import { openIngestKeys } from "./open-keys.ts";
 import type { IngestKeys } from "../vault/ingest-keys.ts";
-import { startPeriodicPrune } from "../retention/periodic-prune.ts";
+import { startPeriodicPrune } from "../lifecycle/periodic-prune.ts";
 import { mainThreadUsage, PrepareThreads } from "../runner/prepare-threads.ts";
 import type { ThreadUsage } from "../runner/prepare-protocol.ts";
 

@@ -1,17 +1,17 @@
-import { openAuditKey } from "../audit/audit-key.ts";
-import { clientReported } from "../audit/client-reported.ts";
-import { subjectFingerprint } from "../audit/subject-fingerprint.ts";
+import { openAuditKey } from "../lifecycle/audit-key.ts";
+import { clientReported } from "../lifecycle/client-reported.ts";
+import { subjectFingerprint } from "../lifecycle/subject-fingerprint.ts";
 import { databaseSetting, readConnectTimeoutMs, readDatabaseUrl, readKeyConfig, readTable } from "../config.ts";
 import { ConfigError, describeError, errorLine, exitCodeFor } from "../errors.ts";
 import { createProgress } from "../progress/progress.ts";
-import { withRotationLock } from "../rotation/rotation-lock.ts";
+import { withRotationLock } from "../lifecycle/rotation-lock.ts";
 import { createDb } from "../sink/db.ts";
 import { endedLine } from "../sink/lock-watch.ts";
 import { fromPostgres } from "../sink/pg-errors.ts";
 import { namesTable, registeredTables } from "../sink/registered-tables.ts";
 import type { TableName } from "../sink/table-name.ts";
 import { waitForPostgres } from "../sink/wait-for-postgres.ts";
-import { eraseSubject, previewErasure, type ErasureCounts } from "../sink/erase-subject.ts";
+import { eraseSubject, previewErasure, type ErasureCounts } from "../lifecycle/erase-subject.ts";
 import { createKeyProvider } from "../vault/key-provider-from-config.ts";
 import { readReason } from "./unmask.ts";
 

@@ -1,11 +1,11 @@
 import { once } from "node:events";
-import { revealSubject, type SubjectResult } from "../audit/reveal-subject.ts";
+import { revealSubject, type SubjectResult } from "../lifecycle/reveal-subject.ts";
 import { readPseudonymKey, readTable } from "../config.ts";
 import { revealing } from "../closed-stdout.ts";
 import { ConfigError } from "../errors.ts";
 import { namesTable, registeredTables } from "../sink/registered-tables.ts";
 import { qualified, type TableName } from "../sink/table-name.ts";
-import { ExportWriter } from "../vault/export-output.ts";
+import { ExportWriter } from "../lifecycle/export-output.ts";
 import { readFormat, readReason, withVault } from "./unmask.ts";
 
 /** Rows read, decrypted and written at a time: memory stays bounded however many rows the user has. */
@@ -15,7 +15,7 @@ const EXPORT_PAGE = 1000;
  * `masq subject export --user-id <id> --reason "…"`: every row of every registered table (or of the one --table or
  * MASQ_TABLE names) for this user, with ip and device_id
  * decrypted beside their pseudonyms, and the user's quarantined messages with their originals (GDPR Art. 15).
- * Authorised and audited as `masq unmask` is (audit/reveal-subject.ts): the audit row, naming the user by its
+ * Authorised and audited as `masq unmask` is (lifecycle/reveal-subject.ts): the audit row, naming the user by its
  * fingerprint, commits before anything is shown. Exit 1 when a value is withheld because it is not its pseudonym's.
  */
 export async function subjectExportCommand(flags: Record<string, unknown>): Promise<number> {

@@ -1,9 +1,9 @@
 import { readFileSync } from "node:fs";
 import type pg from "pg";
-import { openAuditKey } from "../audit/audit-key.ts";
-import { clientReported } from "../audit/client-reported.ts";
-import { revealVault } from "../audit/reveal-vault.ts";
-import { sealAudit } from "../audit/seal-audit.ts";
+import { openAuditKey } from "../lifecycle/audit-key.ts";
+import { clientReported } from "../lifecycle/client-reported.ts";
+import { revealVault } from "../lifecycle/reveal-vault.ts";
+import { sealAudit } from "../lifecycle/seal-audit.ts";
 import { databaseSetting, readConnectTimeoutMs, readDatabaseUrl, readKeyConfig, readPseudonymKey, readTable } from "../config.ts";
 import { revealing } from "../closed-stdout.ts";
 import { ConfigError, describeError, errorLine, exitCodeFor } from "../errors.ts";
@@ -19,7 +19,7 @@ import { IntegrityError } from "../vault/aead.ts";
 import type { KeyProvider } from "../vault/key-provider.ts";
 import { createKeyProvider } from "../vault/key-provider-from-config.ts";
 import { activePseudonymKey } from "../vault/pseudonym-keys.ts";
-import { formatUnmasked, type UnmaskFormat } from "../vault/unmask-output.ts";
+import { formatUnmasked, type UnmaskFormat } from "../lifecycle/unmask-output.ts";
 
 const KINDS: readonly PiiKind[] = ["ip", "device_id"];
 
@@ -35,7 +35,7 @@ interface Selector {
 /**
  * `masq unmask --reason "…"`: recovers original values from the vault, by pseudonym or by rows of the target table.
  * The database hands out ciphertext only for an audit record (who, when, why, which values) that has committed
- * (audit/reveal-vault.ts). Authorisation is the database's (only masq_unmask may call the reveal functions) and the
+ * (lifecycle/reveal-vault.ts). Authorisation is the database's (only masq_unmask may call the reveal functions) and the
  * master key's (KMS Decrypt, encryption context purpose=vault, pseudonym and audit). Exit 1 when a value is withheld
  * because it is not its pseudonym's.
  */

@@ -1,6 +1,6 @@
 import { databaseSetting, readConnectTimeoutMs, readDatabaseUrl, readKeyConfig, readRetentionDays, readTable } from "../config.ts";
 import { ConfigError } from "../errors.ts";
-import { pruneVault } from "../retention/prune-vault.ts";
+import { pruneVault } from "../lifecycle/prune-vault.ts";
 import { endedLine } from "../sink/lock-watch.ts";
 import { createDb } from "../sink/db.ts";
 import { fromPostgres } from "../sink/pg-errors.ts";

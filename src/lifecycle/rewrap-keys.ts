@@ -2,7 +2,7 @@ import type pg from "pg";
 import { ConfigError, FatalError } from "../errors.ts";
 import type { KeyContext, KeyProvider } from "../vault/key-provider.ts";
 import { pseudonymKeyContext } from "../vault/pseudonym-keys.ts";
-import { query } from "./query.ts";
+import { query } from "../db/query.ts";
 
 export interface RewrapResult {
   /** The master key everything is wrapped under now (or would be, on a dry run). */

@@ -1,12 +1,12 @@
 import type pg from "pg";
-import type { AuditKey } from "../audit/audit-key.ts";
+import type { AuditKey } from "./audit-key.ts";
 import { ConfigError } from "../errors.ts";
 import type { TableName } from "../sink/table-name.ts";
 import { DataKeys, type DataKeyLimits } from "../vault/data-keys.ts";
 import type { KeyProvider } from "../vault/key-provider.ts";
 import { pseudonymKeyVersion } from "../vault/pseudonym-keys.ts";
-import { openAuditKey } from "../audit/audit-key.ts";
-import { recordRotation } from "../audit/record-rotation.ts";
+import { openAuditKey } from "./audit-key.ts";
+import { recordRotation } from "./record-rotation.ts";
 import { inTransaction } from "../sink/transaction.ts";
 import { OpenedDataKeys } from "./opened-data-keys.ts";
 import type { PassContext } from "./pass-context.ts";

@@ -1,13 +1,13 @@
 import type pg from "pg";
-import { openAuditKey, type AuditKey } from "../audit/audit-key.ts";
-import { clientReported } from "../audit/client-reported.ts";
-import { sealAudit } from "../audit/seal-audit.ts";
+import { openAuditKey, type AuditKey } from "./audit-key.ts";
+import { clientReported } from "./client-reported.ts";
+import { sealAudit } from "./seal-audit.ts";
 import { classifyPgError } from "../sink/pg-errors.ts";
 import { qualified, type TableName } from "../sink/table-name.ts";
 import { inTransaction } from "../sink/transaction.ts";
 import type { KeyProvider } from "../vault/key-provider.ts";
 import { withLockWatch, type Blocker } from "../sink/lock-watch.ts";
-import { DELETER_WAITS, retryEpochLock } from "../vault/vault-deletion.ts";
+import { DELETER_WAITS, retryEpochLock } from "./vault-deletion.ts";
 
 /** Where the vault pass goes on from: the last primary key (kind, pseudonym) a batch looked at. */
 export interface PruneCursor {

@@ -1,7 +1,7 @@
 import type pg from "pg";
 import { FatalError } from "../errors.ts";
 import { classifyPgError } from "../sink/pg-errors.ts";
-import { query } from "./query.ts";
+import { query } from "../db/query.ts";
 
 export type RotationPhase = "vault" | "quarantine" | "table";
 

@@ -1,9 +1,9 @@
 import type pg from "pg";
 import { DataError } from "../errors.ts";
 import type { LoginRow } from "../mask/mask-event.ts";
-import { classifyPgError } from "./pg-errors.ts";
-import { qualified, type TableName } from "./table-name.ts";
-import { StaleKeyError, type VaultEntry } from "./write-batch.ts";
+import { classifyPgError } from "../sink/pg-errors.ts";
+import { qualified, type TableName } from "../sink/table-name.ts";
+import { StaleKeyError, type VaultEntry } from "../sink/write-batch.ts";
 
 /** The vault rows a replay adds (a corrected body's originals), under the pseudonym key its rows were masked with. */
 export interface ReplayVault {

@@ -1,11 +1,11 @@
 import type pg from "pg";
-import type { AuditKey } from "../audit/audit-key.ts";
-import { sealAudit } from "../audit/seal-audit.ts";
-import { classifyPgError } from "./pg-errors.ts";
-import { qualified, type TableName } from "./table-name.ts";
-import { inTransaction } from "./transaction.ts";
-import { deleteInBatches } from "../vault/vault-deletion.ts";
-import type { Blocker } from "./lock-watch.ts";
+import type { AuditKey } from "./audit-key.ts";
+import { sealAudit } from "./seal-audit.ts";
+import { classifyPgError } from "../sink/pg-errors.ts";
+import { qualified, type TableName } from "../sink/table-name.ts";
+import { inTransaction } from "../sink/transaction.ts";
+import { deleteInBatches } from "./vault-deletion.ts";
+import type { Blocker } from "../sink/lock-watch.ts";
 
 /** What an erasure deleted (or, dry, would delete). */
 export interface ErasureCounts {

@@ -7,7 +7,7 @@ import { IntegrityError, open } from "../vault/aead.ts";
 import { loadDataKeys } from "../vault/data-keys.ts";
 import type { KeyProvider } from "../vault/key-provider.ts";
 import { pseudonymKeyVersion } from "../vault/pseudonym-keys.ts";
-import type { Unmasked } from "../vault/unmask-output.ts";
+import type { Unmasked } from "./unmask-output.ts";
 import { vaultAad } from "../vault/vault-aad.ts";
 import { openAuditKey } from "./audit-key.ts";
 import { flagSuspect } from "./flag-suspect.ts";

@@ -6,7 +6,7 @@ import { qualified, quoteIdent, type TableName } from "../sink/table-name.ts";
 import { inTransaction } from "../sink/transaction.ts";
 import { decodeAppVersion, MAX_APP_VERSION } from "../transform/app-version.ts";
 import { IntegrityError, open } from "../vault/aead.ts";
-import type { ExportedMaskedRow, ExportedQuarantined, ExportedRow, ExportLine } from "../vault/export-output.ts";
+import type { ExportedMaskedRow, ExportedQuarantined, ExportedRow, ExportLine } from "./export-output.ts";
 import type { KeyProvider } from "../vault/key-provider.ts";
 import { pseudonymKeyVersion } from "../vault/pseudonym-keys.ts";
 import { quarantineBodyAad, vaultAad } from "../vault/vault-aad.ts";
@@ -81,7 +81,7 @@ interface CipherQuarantined extends CipherValues {
 }
 
 /**
- * Everything masq holds about one user, audited like an unmask (audit/reveal-vault.ts) and streamed:
+ * Everything masq holds about one user, audited like an unmask (lifecycle/reveal-vault.ts) and streamed:
  *   0. the audit key is unwrapped (a wrong master key stops here, with nothing recorded) and names the user by its
  *      fingerprint, never by the id;
  *   1. one transaction: masq.audit_subject_export counts the user's rows, values and quarantine records, appends the

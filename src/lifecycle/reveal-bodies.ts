@@ -21,7 +21,7 @@ export const SHOW_ORIGINAL: BodyReveal = { audit: "masq.audit_quarantine_origina
 
 /**
  * The original bodies of these quarantine records, decrypted, for `masq quarantine replay` and `show --original`: audited like an unmask
- * (audit/reveal-vault.ts). The data keys are unwrapped first (a wrong master key records nothing), then one
+ * (lifecycle/reveal-vault.ts). The data keys are unwrapped first (a wrong master key records nothing), then one
  * committed, sealed audit row names the records whose originals are handed out, then masq.quarantine_originals
  * hands out exactly those. One provider call per data key.
  */

@@ -14,7 +14,7 @@ import type { Outcome } from "../sink/write-batch.ts";
 import { openAuditKey, type AuditKey } from "../lifecycle/audit-key.ts";
 import { clientReported } from "../lifecycle/client-reported.ts";
 import { revealBodies, SHOW_ORIGINAL } from "../lifecycle/reveal-bodies.ts";
-import { query } from "../lifecycle/reveal-vault.ts";
+import { query } from "../db/query.ts";
 import { sealAudit } from "../lifecycle/seal-audit.ts";
 import { inTransaction } from "../sink/transaction.ts";
 import { printable } from "../lifecycle/unmask-output.ts";

@@ -1,10 +1,22 @@
 import type pg from "pg";
 import { classifyPgError } from "../sink/pg-errors.ts";
 
-/** A query whose errors come out as masq's error classes (transient, data, fatal). */
+/**
+ * The one way masq's own code talks to Postgres outside the hot path: a query whose failure comes out as masq's
+ * error classes (transient, data, fatal, configuration; sink/pg-errors.ts), classified here where the call is made.
+ */
 export async function query<R extends pg.QueryResultRow = pg.QueryResultRow>(db: pg.Pool | pg.PoolClient, text: string, values: unknown[] = []): Promise<pg.QueryResult<R>> {
   try {
     return await db.query<R>(text, values);
+  } catch (err) {
+    throw classifyPgError(err);
+  }
+}
+
+/** A client of its own from the pool; failing to connect comes out classified as query's errors do. */
+export async function connect(pool: pg.Pool): Promise<pg.PoolClient> {
+  try {
+    return await pool.connect();
   } catch (err) {
     throw classifyPgError(err);
   }

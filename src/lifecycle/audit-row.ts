@@ -1,6 +1,6 @@
 import { createHmac, timingSafeEqual } from "node:crypto";
 import type pg from "pg";
-import { classifyPgError } from "../sink/pg-errors.ts";
+import { query } from "../db/query.ts";
 
 /**
  * A row of masq.audit as the MAC covers it. Every field is read in a canonical text form (the timestamp in UTC to
@@ -38,9 +38,5 @@ export function macMatches(key: Uint8Array, r: AuditRow): boolean {
 }
 
 export async function readAuditRow(db: pg.Pool | pg.PoolClient, seq: string | number): Promise<AuditRow | undefined> {
-  try {
-    return (await db.query<AuditRow>(`SELECT ${AUDIT_COLUMNS} FROM masq.audit WHERE seq = $1`, [seq])).rows[0];
-  } catch (err) {
-    throw classifyPgError(err);
-  }
+  return (await query<AuditRow>(db, `SELECT ${AUDIT_COLUMNS} FROM masq.audit WHERE seq = $1`, [seq])).rows[0];
 }

@@ -1,7 +1,7 @@
 import type pg from "pg";
 import type { AuditKey } from "./audit-key.ts";
 import { sealAudit } from "./seal-audit.ts";
-import { classifyPgError } from "../sink/pg-errors.ts";
+import { query } from "../db/query.ts";
 import { qualified, type TableName } from "../sink/table-name.ts";
 import { inTransaction } from "../sink/transaction.ts";
 import { deleteInBatches } from "./vault-deletion.ts";
@@ -110,12 +110,4 @@ export async function eraseSubject(
     await sealAudit(c, key, String(r.seq));
     return { startSeq, doneSeq: String(r.seq), rows: num(r.rows), quarantine: num(r.quarantine), originals: num(r.originals), vault: num(r.vault) };
   });
-}
-
-async function query<R extends pg.QueryResultRow>(c: pg.PoolClient, text: string, values: unknown[]): Promise<pg.QueryResult<R>> {
-  try {
-    return await c.query<R>(text, values);
-  } catch (err) {
-    throw classifyPgError(err);
-  }
 }

@@ -5,7 +5,8 @@ import { open } from "../vault/aead.ts";
 import type { KeyProvider } from "../vault/key-provider.ts";
 import { quarantineBodyAad } from "../vault/vault-aad.ts";
 import type { AuditKey } from "./audit-key.ts";
-import { query, unwrapDataKeys } from "./reveal-vault.ts";
+import { unwrapDataKeys } from "./reveal-vault.ts";
+import { query } from "../db/query.ts";
 import { sealAudit } from "./seal-audit.ts";
 
 /** The audited pair of functions (step 1, step 2) a reveal of originals goes through; they differ in the action recorded. */

@@ -1,7 +1,6 @@
 import type pg from "pg";
 import { FatalError } from "../errors.ts";
 import type { PiiKind, Pseudonymizer } from "../mask/pseudonymize.ts";
-import { classifyPgError } from "../sink/pg-errors.ts";
 import { qualified, quoteIdent, type TableName } from "../sink/table-name.ts";
 import { inTransaction } from "../sink/transaction.ts";
 import { decodeAppVersion, MAX_APP_VERSION } from "../transform/app-version.ts";
@@ -12,7 +11,8 @@ import { pseudonymKeyVersion } from "../vault/pseudonym-keys.ts";
 import { quarantineBodyAad, vaultAad } from "../vault/vault-aad.ts";
 import { openAuditKey } from "./audit-key.ts";
 import { flagSuspect } from "./flag-suspect.ts";
-import { query, unwrapDataKeys } from "./reveal-vault.ts";
+import { query } from "../db/query.ts";
+import { unwrapDataKeys } from "./reveal-vault.ts";
 import { sealAudit } from "./seal-audit.ts";
 import { subjectFingerprint } from "./subject-fingerprint.ts";
 
@@ -127,8 +127,8 @@ export async function revealSubject(pool: pg.Pool, provider: KeyProvider, req: S
     };
     const client = await pool.connect();
     try {
-      await run(client, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", []);
-      const rowsCursor = (await run<{ c: string }>(client, "SELECT masq.subject_export_rows($1, $2) AS c", [step1.seq, req.userId])).rows[0]!.c;
+      await query(client, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", []);
+      const rowsCursor = (await query<{ c: string }>(client, "SELECT masq.subject_export_rows($1, $2) AS c", [step1.seq, req.userId])).rows[0]!.c;
       // Each value is opened and checked once per page (a user's rows share values); a forged one is withheld.
       let opened = new Map<string, string | null>();
       const reveal = async (kind: PiiKind, pseudonym: string | null, version: number | null, keyId: string | null, nonce: Buffer | null, ciphertext: Buffer | null) => {
@@ -146,7 +146,7 @@ export async function revealSubject(pool: pg.Pool, provider: KeyProvider, req: S
         device_id: await reveal("device_id", maskedDeviceId, c.device_key_version, c.device_data_key_id, c.device_nonce, c.device_ciphertext),
       });
       for (;;) {
-        const page = (await run<CipherRow>(client, `FETCH ${req.pageSize} FROM ${quoteIdent(rowsCursor)}`, [])).rows;
+        const page = (await query<CipherRow>(client, `FETCH ${req.pageSize} FROM ${quoteIdent(rowsCursor)}`, [])).rows;
         if (page.length === 0) break;
         await keysFor(page.flatMap((r) => [r.ip_data_key_id, r.device_data_key_id]));
         opened = new Map();
@@ -170,11 +170,11 @@ export async function revealSubject(pool: pg.Pool, provider: KeyProvider, req: S
         result.pages++;
         await emit(lines);
       }
-      const quarantineCursor = (await run<{ c: string }>(client, "SELECT masq.subject_export_quarantine($1, $2) AS c", [step1.seq, req.userId])).rows[0]!.c;
+      const quarantineCursor = (await query<{ c: string }>(client, "SELECT masq.subject_export_quarantine($1, $2) AS c", [step1.seq, req.userId])).rows[0]!.c;
       for (;;) {
         if (req.withQuarantine === false) break;
         // Originals can be large (up to the SQS limit): a smaller page.
-        const page = (await run<CipherQuarantined>(client, `FETCH ${Math.max(1, Math.floor(req.pageSize / 10))} FROM ${quoteIdent(quarantineCursor)}`, [])).rows;
+        const page = (await query<CipherQuarantined>(client, `FETCH ${Math.max(1, Math.floor(req.pageSize / 10))} FROM ${quoteIdent(quarantineCursor)}`, [])).rows;
         if (page.length === 0) break;
         await keysFor(page.flatMap((r) => [r.body_data_key_id, r.ip_data_key_id, r.device_data_key_id]));
         opened = new Map();
@@ -195,7 +195,7 @@ export async function revealSubject(pool: pg.Pool, provider: KeyProvider, req: S
         result.pages++;
         await emit(lines);
       }
-      await run(client, "COMMIT", []);
+      await query(client, "COMMIT", []);
     } catch (err) {
       await client.query("ROLLBACK").catch(() => undefined);
       throw err;
@@ -252,13 +252,5 @@ function openBody(keys: Map<string, Uint8Array>, messageId: string, keyId: strin
   } catch (err) {
     if (err instanceof IntegrityError) throw new IntegrityError(`the original of quarantined message ${messageId} does not decrypt: it was altered or moved from another record`);
     throw err;
-  }
-}
-
-async function run<R extends pg.QueryResultRow>(client: pg.PoolClient, text: string, values: unknown[]): Promise<pg.QueryResult<R>> {
-  try {
-    return await client.query<R>(text, values);
-  } catch (err) {
-    throw classifyPgError(err);
   }
 }

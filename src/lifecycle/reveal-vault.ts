@@ -2,6 +2,7 @@ import type pg from "pg";
 import { ConfigError, FatalError } from "../errors.ts";
 import type { PiiKind, Pseudonymizer } from "../mask/pseudonymize.ts";
 import { classifyPgError } from "../sink/pg-errors.ts";
+import { query } from "../db/query.ts";
 import { inTransaction } from "../sink/transaction.ts";
 import { IntegrityError, open } from "../vault/aead.ts";
 import { loadDataKeys } from "../vault/data-keys.ts";
@@ -127,14 +128,5 @@ export async function unwrapDataKeys(pool: pg.Pool, provider: KeyProvider, ids: 
     return await loadDataKeys(pool, provider, ids);
   } catch (err) {
     throw err instanceof ConfigError || err instanceof FatalError || typeof (err as { code?: unknown }).code !== "string" ? err : classifyPgError(err);
-  }
-}
-
-/** A query whose failure comes out as masq's error classes. */
-export async function query<R extends pg.QueryResultRow>(db: pg.Pool | pg.PoolClient, text: string, values: unknown[]): Promise<pg.QueryResult<R>> {
-  try {
-    return await db.query<R>(text, values);
-  } catch (err) {
-    throw classifyPgError(err);
   }
 }

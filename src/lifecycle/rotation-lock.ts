@@ -1,25 +1,19 @@
 import type pg from "pg";
 import { FatalError } from "../errors.ts";
-import { classifyPgError } from "../sink/pg-errors.ts";
+import { connect, query } from "../db/query.ts";
 
 /**
  * Runs `fn` while this session holds masq's rotation lock: one rotation (of either kind) at a time. A session-level
  * advisory lock, so a rotation killed mid-way frees it with its connection, and the next run resumes.
  */
 export async function withRotationLock<T>(pool: pg.Pool, fn: () => Promise<T>): Promise<T> {
-  let client: pg.PoolClient;
+  const client = await connect(pool);
   let locked: boolean;
   try {
-    client = await pool.connect();
-  } catch (err) {
-    throw classifyPgError(err);
-  }
-  try {
-    const r = await client.query<{ ok: boolean }>("SELECT pg_try_advisory_lock(hashtext('masq.rotate')) AS ok");
-    locked = r.rows[0]?.ok === true;
+    locked = (await query<{ ok: boolean }>(client, "SELECT pg_try_advisory_lock(hashtext('masq.rotate')) AS ok")).rows[0]?.ok === true;
   } catch (err) {
     client.release();
-    throw classifyPgError(err);
+    throw err;
   }
   if (!locked) {
     client.release();

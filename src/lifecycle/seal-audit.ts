@@ -1,6 +1,6 @@
 import type pg from "pg";
 import { FatalError } from "../errors.ts";
-import { classifyPgError } from "../sink/pg-errors.ts";
+import { query } from "../db/query.ts";
 import type { AuditKey } from "./audit-key.ts";
 import { auditMac, readAuditRow } from "./audit-row.ts";
 
@@ -12,11 +12,7 @@ import { auditMac, readAuditRow } from "./audit-row.ts";
 export async function sealAudit(client: pg.PoolClient, key: AuditKey, seq: string | number): Promise<void> {
   const row = await readAuditRow(client, seq);
   if (row === undefined) throw new FatalError(`audit row ${seq} is not there to seal`);
-  try {
-    await client.query("SELECT masq.audit_seal($1, $2)", [seq, auditMac(key.key, row)]);
-  } catch (err) {
-    throw classifyPgError(err);
-  }
+  await query(client, "SELECT masq.audit_seal($1, $2)", [seq, auditMac(key.key, row)]);
 }
 
 /** Owner only (rotations): appends a row of `action` and seals it, in the caller's transaction. */
@@ -25,19 +21,14 @@ export async function appendAudit(
   key: AuditKey,
   a: { action: "rotate-pseudonym-key" | "rotate-master-key"; reason: string; selector: Record<string, unknown>; client: Record<string, unknown> },
 ): Promise<string> {
-  let seq: string;
-  try {
-    const r = await client.query<{ seq: string }>("SELECT masq.audit_append($1, $2, $3, $4, '{}', $5)::text AS seq", [
-      a.action,
-      a.reason,
-      JSON.stringify(a.selector),
-      JSON.stringify(a.client),
-      key.version,
-    ]);
-    seq = r.rows[0]!.seq;
-  } catch (err) {
-    throw classifyPgError(err);
-  }
+  const r = await query<{ seq: string }>(client, "SELECT masq.audit_append($1, $2, $3, $4, '{}', $5)::text AS seq", [
+    a.action,
+    a.reason,
+    JSON.stringify(a.selector),
+    JSON.stringify(a.client),
+    key.version,
+  ]);
+  const seq = r.rows[0]!.seq;
   await sealAudit(client, key, seq);
   return seq;
 }

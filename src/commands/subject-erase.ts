@@ -1,24 +1,19 @@
+import { ERASE_REFUSAL, readReason, runAudited } from "../lifecycle/audited-command.ts";
 import { openAuditKey } from "../lifecycle/audit-key.ts";
-import { clientReported } from "../lifecycle/client-reported.ts";
-import { subjectFingerprint } from "../lifecycle/subject-fingerprint.ts";
-import { databaseSetting, readConnectTimeoutMs, readDatabaseUrl, readKeyConfig, readTable } from "../config.ts";
-import { ConfigError, describeError, errorLine, exitCodeFor } from "../errors.ts";
-import { createProgress } from "../progress/progress.ts";
+import { eraseSubject, previewErasure, type ErasureCounts } from "../lifecycle/erase-subject.ts";
 import { withRotationLock } from "../lifecycle/rotation-lock.ts";
-import { createDb } from "../sink/db.ts";
+import { subjectFingerprint } from "../lifecycle/subject-fingerprint.ts";
+import { readTable } from "../config.ts";
+import { ConfigError } from "../errors.ts";
+import { createProgress } from "../progress/progress.ts";
 import { endedLine } from "../sink/lock-watch.ts";
-import { fromPostgres } from "../sink/pg-errors.ts";
 import { namesTable, registeredTables } from "../sink/registered-tables.ts";
 import type { TableName } from "../sink/table-name.ts";
-import { waitForPostgres } from "../sink/wait-for-postgres.ts";
-import { eraseSubject, previewErasure, type ErasureCounts } from "../lifecycle/erase-subject.ts";
-import { createKeyProvider } from "../vault/key-provider-from-config.ts";
-import { readReason } from "./unmask.ts";
 
 /**
  * `masq subject erase --user-id <id> --reason "…" [--dry-run] [--vault-only]`: deletes a user's rows (of every
  * registered table, or of the one --table or MASQ_TABLE names) and quarantine records and every vault value only they used (or, --vault-only, just those values and the encrypted originals of
- * their quarantine records), in bounded batches, audited before and after (subject/erase-subject.ts). The trail and
+ * their quarantine records), in bounded batches, audited before and after (lifecycle/erase-subject.ts). The trail and
  * every output name the user by a keyed fingerprint, never by the id. Needs masq_erase.
  */
 export async function subjectEraseCommand(flags: Record<string, unknown>): Promise<number> {
@@ -28,11 +23,8 @@ export async function subjectEraseCommand(flags: Record<string, unknown>): Promi
   // A dry run is recorded too (its counts say whether the user exists); it needs no justification of its own.
   const reason = dryRun && flags.reason === undefined ? "dry run (counts only)" : readReason(flags);
   const named = namesTable(flags, process.env) ? readTable(flags, process.env) : undefined;
-  const connectTimeoutMs = readConnectTimeoutMs(process.env);
-  const db = createDb({ databaseUrl: readDatabaseUrl(flags, process.env), setting: databaseSetting(flags, process.env), connectTimeoutMs, poolSize: 3 });
-  const provider = createKeyProvider(readKeyConfig(process.env));
-  try {
-    await waitForPostgres(db, { deadlineMs: connectTimeoutMs });
+  return runAudited(flags, { keys: "now", poolSize: 3, refuse: ERASE_REFUSAL }, async ({ db, keys, client }) => {
+    const provider = keys();
     // Every registered table unless the command names one: the user is erased wherever masq wrote them.
     const tables = named !== undefined ? [named] : await registeredTables(db.pool);
     if (tables.length === 0) tables.push(readTable({}, {}));
@@ -40,7 +32,7 @@ export async function subjectEraseCommand(flags: Record<string, unknown>): Promi
     const where = (t: TableName) => `${t.schema}.${t.name}`;
     const open = async () => {
       const key = await openAuditKey(db.pool, provider);
-      return { key, fingerprint: subjectFingerprint(key, userId), client: await clientReported(provider) };
+      return { key, fingerprint: subjectFingerprint(key, userId), client: await client() };
     };
     if (dryRun) {
       const { key, fingerprint, client } = await open();
@@ -85,12 +77,7 @@ export async function subjectEraseCommand(flags: Record<string, unknown>): Promi
         key.key.fill(0);
       }
     });
-  } catch (err) {
-    return refuse(err, db.target);
-  } finally {
-    provider.close();
-    await db.close().catch(() => undefined);
-  }
+  });
 }
 
 function summary(head: string, c: ErasureCounts): string {
@@ -110,19 +97,4 @@ export function readUserId(flags: Record<string, unknown>): string {
   if (id === undefined || id === "") throw new ConfigError("--user-id", "is required: exactly one user id, as in the table's user_id", { what: "no user" });
   if (id.length > 128) throw new ConfigError("--user-id", `is ${id.length} characters long; user_id holds at most 128`, { what: "not a user id" });
   return id;
-}
-
-function refuse(err: unknown, target: Parameters<typeof fromPostgres>[1]): number {
-  if (err instanceof ConfigError) throw err;
-  const known = fromPostgres(err, target);
-  if (known instanceof ConfigError) throw known;
-  const code = (err as { code?: string }).code;
-  const message = describeError(err);
-  const denied = /permission denied for ([a-z]+ [\w."]+)/.exec(message)?.[1] ?? "masq's erase functions";
-  const line =
-    code === "42501" || /permission denied/.test(message)
-      ? `masq: permission denied (${denied}): erasing needs the masq_erase role (GRANT masq_erase TO <your login>); nothing was erased`
-      : errorLine(known);
-  process.stderr.write(`${line}\n`);
-  return exitCodeFor(known);
 }

@@ -1,12 +1,13 @@
 import { once } from "node:events";
-import { revealSubject, type SubjectResult } from "../lifecycle/reveal-subject.ts";
+import { revealSubject, type SubjectResult } from "../lifecycle/export-subject.ts";
 import { readPseudonymKey, readTable } from "../config.ts";
 import { revealing } from "../closed-stdout.ts";
 import { ConfigError } from "../errors.ts";
 import { namesTable, registeredTables } from "../sink/registered-tables.ts";
 import { qualified, type TableName } from "../sink/table-name.ts";
 import { ExportWriter } from "../lifecycle/export-output.ts";
-import { readFormat, readReason, withVault } from "./unmask.ts";
+import { readReason, REVEAL_REFUSAL, runAudited } from "../lifecycle/audited-command.ts";
+import { readFormat } from "../lifecycle/unmask-output.ts";
 
 /** Rows read, decrypted and written at a time: memory stays bounded however many rows the user has. */
 const EXPORT_PAGE = 1000;
@@ -29,7 +30,10 @@ export async function subjectExportCommand(flags: Record<string, unknown>): Prom
   const format = readFormat(flags);
   const pageSize = readPageSize(flags.pageSize);
   const named = namesTable(flags, process.env) ? readTable(flags, process.env) : undefined;
-  return withVault(flags, async ({ db, provider, client }) => {
+  return runAudited(flags, { keys: "now", refuse: REVEAL_REFUSAL }, async (lc) => {
+    const { db } = lc;
+    const provider = lc.keys();
+    const client = await lc.client();
     // Every registered table unless the command names one; the quarantine records (no table's) come with the first.
     const registered = named !== undefined ? [] : await registeredTables(db.pool);
     const tables: TableName[] = named !== undefined ? [named] : registered.filter((t) => t.readable);

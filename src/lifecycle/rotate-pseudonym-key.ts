@@ -6,7 +6,7 @@ import { DataKeys, type DataKeyLimits } from "../vault/data-keys.ts";
 import type { KeyProvider } from "../vault/key-provider.ts";
 import { pseudonymKeyVersion } from "../vault/pseudonym-keys.ts";
 import { openAuditKey } from "./audit-key.ts";
-import { recordRotation } from "./record-rotation.ts";
+import { recordRotation } from "./seal-audit.ts";
 import { inTransaction } from "../sink/transaction.ts";
 import { OpenedDataKeys } from "./opened-data-keys.ts";
 import type { PassContext } from "./pass-context.ts";

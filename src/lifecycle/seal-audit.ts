@@ -1,8 +1,24 @@
 import type pg from "pg";
 import { FatalError } from "../errors.ts";
 import { query } from "../db/query.ts";
+import { inTransaction } from "../sink/transaction.ts";
+import type { KeyProvider } from "../vault/key-provider.ts";
 import type { AuditKey } from "./audit-key.ts";
 import { auditMac, readAuditRow } from "./audit-row.ts";
+import { clientReported } from "./client-reported.ts";
+
+/**
+ * The first step of every audited reveal, in one transaction: `statement` appends the audit row (a masq.audit_*
+ * definer function, which also records what it will hand out), the row is sealed with its MAC, COMMIT. Only then
+ * may the caller reveal, and only what the committed row names (the definer functions of step 2 check it).
+ */
+export async function appendSealed<R extends { seq: string }>(pool: pg.Pool, key: AuditKey, statement: string, values: unknown[]): Promise<R> {
+  return inTransaction(pool, async (client) => {
+    const row = (await query<R>(client, statement, values)).rows[0]!;
+    await sealAudit(client, key, row.seq);
+    return row;
+  });
+}
 
 /**
  * Seals the audit row `seq` that this transaction appended: reads it back as the server wrote it (who, when, what),
@@ -31,4 +47,21 @@ export async function appendAudit(
   const seq = r.rows[0]!.seq;
   await sealAudit(client, key, seq);
   return seq;
+}
+
+export type RotationAction = "rotate-pseudonym-key" | "rotate-master-key";
+
+/**
+ * A rotation's entry in the audit trail (run by the schema owner, who may append directly): that it ran, who ran
+ * it, and what it changes. Appended and sealed in the caller's transaction, so that the change it records commits
+ * with it or not at all; the key was opened before anything was changed, so a rotation never runs unaudited.
+ */
+export async function recordRotation(
+  client: pg.PoolClient,
+  key: AuditKey,
+  provider: KeyProvider,
+  action: RotationAction,
+  selector: Record<string, unknown>,
+): Promise<string> {
+  return appendAudit(client, key, { action, reason: action.replace("-", " "), selector, client: await clientReported(provider) });
 }

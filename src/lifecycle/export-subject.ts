@@ -2,7 +2,6 @@ import type pg from "pg";
 import { FatalError } from "../errors.ts";
 import type { PiiKind, Pseudonymizer } from "../mask/pseudonymize.ts";
 import { qualified, quoteIdent, type TableName } from "../sink/table-name.ts";
-import { inTransaction } from "../sink/transaction.ts";
 import { decodeAppVersion, MAX_APP_VERSION } from "../transform/app-version.ts";
 import { IntegrityError, open } from "../vault/aead.ts";
 import type { ExportedMaskedRow, ExportedQuarantined, ExportedRow, ExportLine } from "./export-output.ts";
@@ -12,8 +11,8 @@ import { quarantineBodyAad, vaultAad } from "../vault/vault-aad.ts";
 import { openAuditKey } from "./audit-key.ts";
 import { flagSuspect } from "./flag-suspect.ts";
 import { query } from "../db/query.ts";
-import { unwrapDataKeys } from "./reveal-vault.ts";
-import { sealAudit } from "./seal-audit.ts";
+import { unwrapDataKeys } from "./opened-data-keys.ts";
+import { appendSealed } from "./seal-audit.ts";
 import { subjectFingerprint } from "./subject-fingerprint.ts";
 
 export interface SubjectRequest {
@@ -97,15 +96,12 @@ export async function revealSubject(pool: pg.Pool, provider: KeyProvider, req: S
   const dataKeys = new Map<string, Uint8Array>();
   try {
     const fingerprint = subjectFingerprint(auditKey, req.userId);
-    const step1 = await inTransaction(pool, async (client) => {
-      const r = await query<{ seq: string; row_count: string; value_count: string; quarantined: string }>(
-        client,
-        "SELECT seq::text AS seq, row_count, value_count, quarantined FROM masq.audit_subject_export($1, $2, $3, $4, $5, $6::regclass, $7::date, $8::date, $9)",
-        [req.reason, JSON.stringify({ subject: fingerprint }), JSON.stringify(req.client), req.userId, fingerprint, qualified(req.table), req.from ?? null, req.to ?? null, auditKey.version],
-      );
-      await sealAudit(client, auditKey, r.rows[0]!.seq);
-      return r.rows[0]!;
-    });
+    const step1 = await appendSealed<{ seq: string; row_count: string; value_count: string; quarantined: string }>(
+      pool,
+      auditKey,
+      "SELECT seq::text AS seq, row_count, value_count, quarantined FROM masq.audit_subject_export($1, $2, $3, $4, $5, $6::regclass, $7::date, $8::date, $9)",
+      [req.reason, JSON.stringify({ subject: fingerprint }), JSON.stringify(req.client), req.userId, fingerprint, qualified(req.table), req.from ?? null, req.to ?? null, auditKey.version],
+    );
     req.audited?.(step1.seq);
     const result: SubjectResult = {
       auditSeq: step1.seq,

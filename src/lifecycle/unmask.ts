@@ -1,18 +1,115 @@
 import type pg from "pg";
-import { ConfigError, FatalError } from "../errors.ts";
-import type { PiiKind, Pseudonymizer } from "../mask/pseudonymize.ts";
-import { classifyPgError } from "../sink/pg-errors.ts";
 import { query } from "../db/query.ts";
-import { inTransaction } from "../sink/transaction.ts";
+import { FatalError } from "../errors.ts";
+import type { PiiKind, Pseudonymizer } from "../mask/pseudonymize.ts";
+import { qualified, type TableName } from "../sink/table-name.ts";
 import { IntegrityError, open } from "../vault/aead.ts";
-import { loadDataKeys } from "../vault/data-keys.ts";
 import type { KeyProvider } from "../vault/key-provider.ts";
-import { pseudonymKeyVersion } from "../vault/pseudonym-keys.ts";
-import type { Unmasked } from "./unmask-output.ts";
+import { activePseudonymKey, pseudonymKeyVersion } from "../vault/pseudonym-keys.ts";
 import { vaultAad } from "../vault/vault-aad.ts";
 import { openAuditKey } from "./audit-key.ts";
+import type { Lifecycle } from "./audited-command.ts";
 import { flagSuspect } from "./flag-suspect.ts";
-import { sealAudit } from "./seal-audit.ts";
+import { unwrapDataKeys } from "./opened-data-keys.ts";
+import { appendSealed } from "./seal-audit.ts";
+import type { Unmasked } from "./unmask-output.ts";
+
+export const KINDS: readonly PiiKind[] = ["ip", "device_id"];
+
+/** What `masq unmask` was asked for: pseudonyms, or the rows of the table by user id and/or date range. */
+export interface Selector {
+  pseudonyms: string[];
+  userIds: string[];
+  from: string | undefined;
+  to: string | undefined;
+  kinds: PiiKind[];
+  limit: number;
+}
+
+/**
+ * `masq unmask`: the original values of the selected pseudonyms, read from the vault through the audited steps of
+ * revealVault. Authorisation is the database's (only masq_unmask may call the reveal functions) and the master key's
+ * (KMS Decrypt, encryption context purpose=vault). `notFound`: pseudonyms no kind of which the vault holds (empty
+ * past the limit, where it is unknown).
+ */
+export async function unmask(
+  lc: Lifecycle,
+  req: { reason: string; selector: Selector; table: TableName; pseudonymKeyOverride: Uint8Array | undefined },
+): Promise<RevealResult & { notFound: string[] }> {
+  const wanted = await wantedPseudonyms(lc.db.pool, req.table, req.selector);
+  const r = await revealVault(lc.db.pool, lc.keys(), {
+    reason: req.reason,
+    selector: describeSelector(req.selector),
+    client: await lc.client(),
+    wanted,
+    limit: req.selector.limit,
+    pseudonymKeyOverride: req.pseudonymKeyOverride,
+  });
+  // A bare pseudonym is looked up as each kind: it is missing only when no kind has it. Past the limit, unknown.
+  const notFound = r.more ? [] : [...new Set(wanted.map((w) => w.pseudonym))].filter((p) => !r.found.has(p));
+  return { ...r, notFound };
+}
+
+/**
+ * `masq pseudonym <kind> <value>`: the pseudonym of a value an analyst holds, under the active key. The audit row
+ * names the pseudonym (never the value) and commits before the pseudonym is returned.
+ */
+export async function pseudonymOf(lc: Lifecycle, req: { kind: PiiKind; value: string; reason: string; pseudonymKeyOverride: Uint8Array | undefined }): Promise<string> {
+  const provider = lc.keys();
+  const key = await activePseudonymKey(lc.db.pool, provider, req.pseudonymKeyOverride);
+  const pseudonym = key.pseudonymizer.pseudonymize(req.kind, req.value);
+  const auditKey = await openAuditKey(lc.db.pool, provider);
+  try {
+    await appendSealed(lc.db.pool, auditKey, "SELECT masq.audit_pseudonym($1, $2, $3, $4, $5)::text AS seq", [
+      req.reason,
+      JSON.stringify({ kind: req.kind, keyVersion: key.version }),
+      JSON.stringify(await lc.client()),
+      [`${req.kind}:${pseudonym}`],
+      auditKey.version,
+    ]);
+  } finally {
+    auditKey.key.fill(0);
+  }
+  return pseudonym;
+}
+
+function describeSelector(s: Selector): Record<string, unknown> {
+  return {
+    ...(s.pseudonyms.length > 0 ? { pseudonyms: s.pseudonyms.length } : {}),
+    ...(s.userIds.length > 0 ? { userIds: s.userIds } : {}),
+    ...(s.from ? { from: s.from } : {}),
+    ...(s.to ? { to: s.to } : {}),
+    kinds: s.kinds,
+    limit: s.limit,
+  };
+}
+
+/** The (kind, pseudonym) pairs asked for: given directly, or those of the table's rows that match. */
+async function wantedPseudonyms(pool: pg.Pool, table: TableName, s: Selector): Promise<{ kind: PiiKind; pseudonym: string }[]> {
+  const out: { kind: PiiKind; pseudonym: string }[] = [];
+  // A bare pseudonym may be of either kind (they never collide): look it up as each kind asked for.
+  for (const p of s.pseudonyms) for (const kind of s.kinds) out.push({ kind, pseudonym: p });
+  if (s.userIds.length > 0 || s.from !== undefined || s.to !== undefined) {
+    const { rows } = await pool.query<{ masked_ip: string | null; masked_device_id: string | null }>(
+      `SELECT DISTINCT masked_ip, masked_device_id FROM ${qualified(table)}
+       WHERE ($1::text[] IS NULL OR user_id = ANY($1::text[]))
+         AND ($2::date IS NULL OR create_date >= $2::date)
+         AND ($3::date IS NULL OR create_date <= $3::date)
+       ORDER BY masked_ip, masked_device_id
+       LIMIT $4`,
+      [s.userIds.length > 0 ? s.userIds : null, s.from ?? null, s.to ?? null, s.limit + 1],
+    );
+    const seen = new Set(out.map((w) => `${w.kind}:${w.pseudonym}`));
+    for (const r of rows) {
+      for (const [kind, pseudonym] of [["ip", r.masked_ip], ["device_id", r.masked_device_id]] as const) {
+        if (pseudonym === null || !s.kinds.includes(kind) || seen.has(`${kind}:${pseudonym}`)) continue;
+        seen.add(`${kind}:${pseudonym}`);
+        out.push({ kind, pseudonym });
+      }
+    }
+  }
+  return out;
+}
 
 export interface RevealRequest {
   reason: string;
@@ -65,19 +162,15 @@ export async function revealVault(pool: pg.Pool, provider: KeyProvider, req: Rev
     for (const v of new Set(candidates.map((c) => c.key_version))) {
       pseudonymizers.set(v, (await pseudonymKeyVersion(pool, provider, v, undefined, req.pseudonymKeyOverride)).pseudonymizer);
     }
-    const { seq, more } = await inTransaction(pool, async (client) => {
-      const r = await query<{ seq: string; more: boolean }>(client, "SELECT seq::text AS seq, more FROM masq.audit_reveal_vault($1, $2, $3, $4, $5, $6, $7)", [
-        req.reason,
-        JSON.stringify(req.selector),
-        JSON.stringify(req.client),
-        req.wanted.map((w) => w.kind),
-        req.wanted.map((w) => w.pseudonym),
-        req.limit,
-        auditKey.version,
-      ]);
-      await sealAudit(client, auditKey, r.rows[0]!.seq);
-      return r.rows[0]!;
-    });
+    const { seq, more } = await appendSealed<{ seq: string; more: boolean }>(pool, auditKey, "SELECT seq::text AS seq, more FROM masq.audit_reveal_vault($1, $2, $3, $4, $5, $6, $7)", [
+      req.reason,
+      JSON.stringify(req.selector),
+      JSON.stringify(req.client),
+      req.wanted.map((w) => w.kind),
+      req.wanted.map((w) => w.pseudonym),
+      req.limit,
+      auditKey.version,
+    ]);
     const rows = (await query<Cipher>(pool, "SELECT kind, pseudonym, key_version, data_key_id, nonce, ciphertext FROM masq.vault_ciphertexts($1)", [seq])).rows;
     // A rotation between step 0 and step 2 can move a value to a data key or pseudonym key not unwrapped yet.
     const lateKeys = rows.map((r) => r.data_key_id).filter((id) => !dataKeys.has(id));
@@ -120,13 +213,4 @@ async function vaultEntries(pool: pg.Pool, wanted: RevealRequest["wanted"], limi
       [wanted.map((w) => w.kind), wanted.map((w) => w.pseudonym), limit],
     )
   ).rows;
-}
-
-/** Postgres errors come raw from loadDataKeys; the provider's are masq's already (ConfigError included). */
-export async function unwrapDataKeys(pool: pg.Pool, provider: KeyProvider, ids: string[]): Promise<Map<string, Uint8Array>> {
-  try {
-    return await loadDataKeys(pool, provider, ids);
-  } catch (err) {
-    throw err instanceof ConfigError || err instanceof FatalError || typeof (err as { code?: unknown }).code !== "string" ? err : classifyPgError(err);
-  }
 }

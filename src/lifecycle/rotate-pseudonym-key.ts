@@ -1,7 +1,8 @@
 import type pg from "pg";
 import type { AuditKey } from "./audit-key.ts";
 import { ConfigError } from "../errors.ts";
-import type { TableName } from "../sink/table-name.ts";
+import { qualified, type TableName } from "../sink/table-name.ts";
+import { query } from "../db/query.ts";
 import { DataKeys, type DataKeyLimits } from "../vault/data-keys.ts";
 import type { KeyProvider } from "../vault/key-provider.ts";
 import { pseudonymKeyVersion } from "../vault/pseudonym-keys.ts";
@@ -154,4 +155,35 @@ async function rotateAudited(opts: RotatePseudonymKeyOptions, auditKey: AuditKey
     dataKeys.close();
     opened.close();
   }
+}
+
+/** What `masq rotate pseudonym-key --dry-run` reports: the key in use, a rotation in progress, and what a rotation would rewrite. */
+export interface RotationPreview {
+  version: number | null;
+  provider: string | null;
+  retiring: number | null;
+  values: number;
+  bodies: number;
+  /** The tables a rotation rewrites, with their size in blocks (the table pass's unit). */
+  tables: { text: string; blocks: number }[];
+}
+
+export async function previewPseudonymRotation(pool: pg.Pool, table: TableName): Promise<RotationPreview> {
+  const { rows } = await query<Omit<RotationPreview, "tables">>(
+    pool,
+    `SELECT (SELECT version FROM masq.pseudonym_keys WHERE state = 'active') AS version,
+            (SELECT provider FROM masq.pseudonym_keys WHERE state = 'active') AS provider,
+            (SELECT version FROM masq.pseudonym_keys WHERE state = 'retiring') AS retiring,
+            (SELECT count(*) FROM masq.vault WHERE key_version = (SELECT version FROM masq.pseudonym_keys WHERE state = 'active'))::int AS values,
+            (SELECT count(*) FROM masq.quarantine WHERE body IS NOT NULL)::int AS bodies`,
+  );
+  const r = rows[0]!;
+  const tables: RotationPreview["tables"] = [];
+  if (r.retiring === null && r.version !== null && r.provider !== "external") {
+    for (const t of await rotationTables(pool, tableText(table))) {
+      const b = await query<{ blocks: string | null }>(pool, "SELECT pg_relation_size(to_regclass($1)) / current_setting('block_size')::int AS blocks", [qualified(t.table)]);
+      tables.push({ text: t.text, blocks: Number(b.rows[0]?.blocks ?? 0) });
+    }
+  }
+  return { ...r, tables };
 }

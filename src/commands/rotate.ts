@@ -119,7 +119,7 @@ export async function rotatePseudonymKeyCommand(flags: Record<string, unknown>):
 }
 
 async function dryRun(db: Db, table: TableName): Promise<number> {
-  const r = await previewPseudonymRotation(db.pool, table);
+  const r = await previewPseudonymRotation(db, table);
   if (r.retiring !== null) process.stdout.write(`a rotation from version ${r.retiring} to ${r.version} is in progress: masq rotate pseudonym-key --resume continues it\n`);
   else if (r.version === null) process.stdout.write("there is no pseudonym key yet (the first masq run creates it): nothing to rotate\n");
   else if (r.provider === "external") process.stdout.write(`the active pseudonym key (version ${r.version}) is given in MASQ_PSEUDONYM_KEY: masq cannot rotate it\n`);

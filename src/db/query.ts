@@ -21,3 +21,15 @@ export async function connect(pool: pg.Pool): Promise<pg.PoolClient> {
     throw classifyPgError(err);
   }
 }
+
+/**
+ * A statement built elsewhere (kysely's builder or its `sql` template, outside the hot path), its failure classified
+ * as query's are: `await classified(sql\`SELECT … FROM masq.f(${x})\`.execute(masqQueries(db)))`.
+ */
+export async function classified<T>(statement: Promise<T>): Promise<T> {
+  try {
+    return await statement;
+  } catch (err) {
+    throw classifyPgError(err);
+  }
+}

@@ -1,7 +1,8 @@
 import { sql } from "kysely";
 import type pg from "pg";
 import { readKeyConfig, readPseudonymKey } from "../config.ts";
-import { query } from "../db/query.ts";
+import { classified } from "../db/query.ts";
+import type { Db } from "../sink/db.ts";
 import { DataError } from "../errors.ts";
 import type { LoginRow } from "../mask/mask-event.ts";
 import { prepareOutcome } from "../runner/prepare.ts";
@@ -179,7 +180,7 @@ export async function replayQuarantine(
     if (req.reasonCode !== undefined) q = q.where("reason", "=", req.reasonCode);
     return q;
   };
-  const missing = await missingReplayRoles(pool);
+  const missing = await missingReplayRoles(lc.db);
   if (missing.length > 0) {
     return {
       refusal:
@@ -364,13 +365,13 @@ async function prepareReplay(
 }
 
 /** The masq roles a replay needs that the current role neither holds nor owns masq's schema (the owner may do all). */
-async function missingReplayRoles(pool: pg.Pool): Promise<string[]> {
-  const { rows } = await query<{ owner: boolean; unmask: boolean; ingest: boolean }>(
-    pool,
-    `SELECT pg_has_role(current_user, (SELECT nspowner FROM pg_namespace WHERE nspname = 'masq'), 'USAGE') AS owner,
-            pg_has_role(current_user, 'masq_unmask', 'USAGE') AS unmask, pg_has_role(current_user, 'masq_ingest', 'USAGE') AS ingest`,
-  );
-  const r = rows[0]!;
+async function missingReplayRoles(db: Db): Promise<string[]> {
+  const r = (
+    await classified(
+      sql<{ owner: boolean; unmask: boolean; ingest: boolean }>`SELECT pg_has_role(current_user, (SELECT nspowner FROM pg_namespace WHERE nspname = 'masq'), 'USAGE') AS owner,
+        pg_has_role(current_user, 'masq_unmask', 'USAGE') AS unmask, pg_has_role(current_user, 'masq_ingest', 'USAGE') AS ingest`.execute(masqQueries(db)),
+    )
+  ).rows[0]!;
   if (r.owner) return [];
   return [...(r.unmask ? [] : ["masq_unmask"]), ...(r.ingest ? [] : ["masq_ingest"])];
 }

@@ -2,7 +2,10 @@ import type pg from "pg";
 import type { AuditKey } from "./audit-key.ts";
 import { ConfigError } from "../errors.ts";
 import { qualified, type TableName } from "../sink/table-name.ts";
-import { query } from "../db/query.ts";
+import { sql } from "kysely";
+import { classified } from "../db/query.ts";
+import type { Db } from "../sink/db.ts";
+import { masqQueries } from "../sink/masq-queries.ts";
 import { DataKeys, type DataKeyLimits } from "../vault/data-keys.ts";
 import type { KeyProvider } from "../vault/key-provider.ts";
 import { pseudonymKeyVersion } from "../vault/pseudonym-keys.ts";
@@ -168,20 +171,24 @@ export interface RotationPreview {
   tables: { text: string; blocks: number }[];
 }
 
-export async function previewPseudonymRotation(pool: pg.Pool, table: TableName): Promise<RotationPreview> {
-  const { rows } = await query<Omit<RotationPreview, "tables">>(
-    pool,
-    `SELECT (SELECT version FROM masq.pseudonym_keys WHERE state = 'active') AS version,
-            (SELECT provider FROM masq.pseudonym_keys WHERE state = 'active') AS provider,
-            (SELECT version FROM masq.pseudonym_keys WHERE state = 'retiring') AS retiring,
-            (SELECT count(*) FROM masq.vault WHERE key_version = (SELECT version FROM masq.pseudonym_keys WHERE state = 'active'))::int AS values,
-            (SELECT count(*) FROM masq.quarantine WHERE body IS NOT NULL)::int AS bodies`,
+export async function previewPseudonymRotation(db: Db, table: TableName): Promise<RotationPreview> {
+  const k = masqQueries(db);
+  const active = k.selectFrom("masq.pseudonym_keys").where("state", "=", "active");
+  const r = await classified(
+    k
+      .selectNoFrom((eb) => [
+        active.select("version").as("version"),
+        active.select("provider").as("provider"),
+        eb.selectFrom("masq.pseudonym_keys").where("state", "=", "retiring").select("version").as("retiring"),
+        sql<number>`(SELECT count(*) FROM masq.vault WHERE key_version = (${active.select("version")}))::int`.as("values"),
+        sql<number>`(SELECT count(*) FROM masq.quarantine WHERE body IS NOT NULL)::int`.as("bodies"),
+      ])
+      .executeTakeFirstOrThrow(),
   );
-  const r = rows[0]!;
   const tables: RotationPreview["tables"] = [];
   if (r.retiring === null && r.version !== null && r.provider !== "external") {
-    for (const t of await rotationTables(pool, tableText(table))) {
-      const b = await query<{ blocks: string | null }>(pool, "SELECT pg_relation_size(to_regclass($1)) / current_setting('block_size')::int AS blocks", [qualified(t.table)]);
+    for (const t of await rotationTables(db.pool, tableText(table))) {
+      const b = await classified(sql<{ blocks: string | null }>`SELECT pg_relation_size(to_regclass(${qualified(t.table)})) / current_setting('block_size')::int AS blocks`.execute(k));
       tables.push({ text: t.text, blocks: Number(b.rows[0]?.blocks ?? 0) });
     }
   }

@@ -1,5 +1,8 @@
+import { sql } from "kysely";
 import type pg from "pg";
-import { query } from "../db/query.ts";
+import { classified } from "../db/query.ts";
+import type { Db } from "../sink/db.ts";
+import { masqQueries } from "../sink/masq-queries.ts";
 import { FatalError } from "../errors.ts";
 import type { PiiKind, Pseudonymizer } from "../mask/pseudonymize.ts";
 import { qualified, type TableName } from "../sink/table-name.ts";
@@ -37,7 +40,7 @@ export async function unmask(
   req: { reason: string; selector: Selector; table: TableName; pseudonymKeyOverride: Uint8Array | undefined },
 ): Promise<RevealResult & { notFound: string[] }> {
   const wanted = await wantedPseudonyms(lc.db.pool, req.table, req.selector);
-  const r = await revealVault(lc.db.pool, lc.keys(), {
+  const r = await revealVault(lc.db, lc.keys(), {
     reason: req.reason,
     selector: describeSelector(req.selector),
     client: await lc.client(),
@@ -153,8 +156,9 @@ interface Cipher {
  * a pseudonym that is not its own is withheld and flagged (with an audit row of its own), so that ingestion replaces
  * it with the true value.
  */
-export async function revealVault(pool: pg.Pool, provider: KeyProvider, req: RevealRequest): Promise<RevealResult> {
-  const candidates = await vaultEntries(pool, req.wanted, req.limit + 1);
+export async function revealVault(db: Db, provider: KeyProvider, req: RevealRequest): Promise<RevealResult> {
+  const pool = db.pool;
+  const candidates = await vaultEntries(db, req.wanted, req.limit + 1);
   const dataKeys = await unwrapDataKeys(pool, provider, candidates.map((c) => c.data_key_id));
   const pseudonymizers = new Map<number, Pseudonymizer>();
   const auditKey = await openAuditKey(pool, provider);
@@ -171,7 +175,7 @@ export async function revealVault(pool: pg.Pool, provider: KeyProvider, req: Rev
       req.limit,
       auditKey.version,
     ]);
-    const rows = (await query<Cipher>(pool, "SELECT kind, pseudonym, key_version, data_key_id, nonce, ciphertext FROM masq.vault_ciphertexts($1)", [seq])).rows;
+    const { rows } = await classified(sql<Cipher>`SELECT kind, pseudonym, key_version, data_key_id, nonce, ciphertext FROM masq.vault_ciphertexts(${seq})`.execute(masqQueries(db)));
     // A rotation between step 0 and step 2 can move a value to a data key or pseudonym key not unwrapped yet.
     const lateKeys = rows.map((r) => r.data_key_id).filter((id) => !dataKeys.has(id));
     for (const [id, k] of await unwrapDataKeys(pool, provider, lateKeys)) dataKeys.set(id, k);
@@ -202,15 +206,14 @@ export async function revealVault(pool: pg.Pool, provider: KeyProvider, req: Rev
 }
 
 /** Step 0: the non-secret columns of the asked rows, to learn which keys they need. */
-async function vaultEntries(pool: pg.Pool, wanted: RevealRequest["wanted"], limit: number): Promise<{ key_version: number; data_key_id: string }[]> {
+async function vaultEntries(db: Db, wanted: RevealRequest["wanted"], limit: number): Promise<{ key_version: number; data_key_id: string }[]> {
   if (wanted.length === 0) return [];
-  return (
-    await query<{ key_version: number; data_key_id: string }>(
-      pool,
-      `SELECT v.key_version, v.data_key_id FROM masq.vault v
-       JOIN unnest($1::text[], $2::text[]) AS w(kind, pseudonym) ON v.kind = w.kind AND v.pseudonym = w.pseudonym
-       ORDER BY v.kind, v.pseudonym LIMIT $3`,
-      [wanted.map((w) => w.kind), wanted.map((w) => w.pseudonym), limit],
-    )
-  ).rows;
+  const kinds = wanted.map((w) => w.kind);
+  const pseudonyms = wanted.map((w) => w.pseudonym);
+  const { rows } = await classified(
+    sql<{ key_version: number; data_key_id: string }>`SELECT v.key_version, v.data_key_id FROM masq.vault v
+      JOIN unnest(${kinds}::text[], ${pseudonyms}::text[]) AS w(kind, pseudonym) ON v.kind = w.kind AND v.pseudonym = w.pseudonym
+      ORDER BY v.kind, v.pseudonym LIMIT ${limit}`.execute(masqQueries(db)),
+  );
+  return rows;
 }

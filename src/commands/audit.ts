@@ -1,7 +1,7 @@
 import { auditCounts, auditCountsText } from "../lifecycle/audit-counts.ts";
 import { existingAuditKey } from "../lifecycle/audit-key.ts";
 import { AUDIT_COLUMNS, type AuditRow } from "../lifecycle/audit-row.ts";
-import { subjectFingerprint } from "../lifecycle/subject-fingerprint.ts";
+import { subjectFingerprint } from "../lifecycle/audit-key.ts";
 import { formatCheckpoint, LEGACY_ACTIONS, parseCheckpoint, verifyAudit } from "../lifecycle/verify-audit.ts";
 import { ConfigError, describeError } from "../errors.ts";
 import { runAudited } from "../lifecycle/audited-command.ts";

@@ -8,7 +8,7 @@ import { CORRECTED_REPLAY_REASON, replayQuarantine } from "../lifecycle/replay-q
 import { showOriginal } from "../lifecycle/reveal-originals.ts";
 import { printable } from "../lifecycle/unmask-output.ts";
 import { createProgress, type Progress } from "../progress/progress.ts";
-import { masqQueries } from "../sink/masq-queries.ts";
+import { masqQueries } from "../db/schema.ts";
 import { REASON_CODES } from "../transform/reason-codes.ts";
 
 /** --reason-code: one of the known codes, or exit 2 listing them (a typo would otherwise match nothing, silently). */

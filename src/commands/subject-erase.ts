@@ -1,8 +1,8 @@
 import { ERASE_REFUSAL, readReason, runAudited } from "../lifecycle/audited-command.ts";
 import { openAuditKey } from "../lifecycle/audit-key.ts";
 import { eraseSubject, previewErasure, type ErasureCounts } from "../lifecycle/erase-subject.ts";
-import { withRotationLock } from "../lifecycle/rotation-lock.ts";
-import { subjectFingerprint } from "../lifecycle/subject-fingerprint.ts";
+import { withRotationLock } from "../lifecycle/rotation-state.ts";
+import { subjectFingerprint } from "../lifecycle/audit-key.ts";
 import { readTable } from "../config.ts";
 import { ConfigError } from "../errors.ts";
 import { createProgress } from "../progress/progress.ts";

@@ -1,4 +1,5 @@
-import type { ColumnType } from "kysely";
+import { Kysely, PostgresDialect, type ColumnType } from "kysely";
+import type { Db } from "../sink/db.ts";
 
 /**
  * masq's own tables (schema masq) as the migrations leave them: each column's type as Postgres's format_type names it,
@@ -167,7 +168,23 @@ interface PgTypes {
 
 type ColumnOf<S> = S extends `${infer T extends keyof PgTypes}?` ? PgTypes[T] | null : S extends keyof PgTypes ? PgTypes[S] : never;
 
-/** kysely's view of masq's tables: `masqQueries(db).selectFrom("masq.quarantine")…` is typed by it (sink/masq-queries.ts). */
+/** kysely's view of masq's tables: `masqQueries(db).selectFrom("masq.quarantine")…` is typed by it (masqQueries below). */
 export type Database = {
   -readonly [T in keyof typeof MASQ_TABLES]: { -readonly [C in keyof (typeof MASQ_TABLES)[T]]: ColumnType<ColumnOf<(typeof MASQ_TABLES)[T][C]>> };
 };
+
+const builders = new WeakMap<Db, Kysely<Database>>();
+
+/**
+ * Typed queries on masq's own tables (lifecycle, status, quarantine, the demo's summary), on the pool of `db`. Kysely is loaded
+ * only by the commands that use it: importing it costs about 0.2 s, which `run` would pay at every start for nothing.
+ * The pool stays db's: db.close() ends it, and the builder is never destroyed on its own.
+ */
+export function masqQueries(db: Db): Kysely<Database> {
+  let k = builders.get(db);
+  if (k === undefined) {
+    k = new Kysely<Database>({ dialect: new PostgresDialect({ pool: db.pool }) });
+    builders.set(db, k);
+  }
+  return k;
+}

@@ -5,8 +5,7 @@ import { classifyPgError } from "../sink/pg-errors.ts";
 import { query } from "../db/query.ts";
 import { inTransaction } from "../sink/transaction.ts";
 import type { KeyProvider } from "../vault/key-provider.ts";
-import { auditMac, readAuditRow } from "./audit-row.ts";
-import { clientReported } from "./client-reported.ts";
+import { auditMac, clientReported, readAuditRow } from "./audit-row.ts";
 
 /** The key behind the audit trail's MACs, unwrapped: only a holder of the master key has it, never the database. */
 export interface AuditKey {
@@ -164,4 +163,16 @@ async function readKey(db: pg.Pool | pg.PoolClient): Promise<KeyRow | undefined>
        FROM masq.audit_key() k`,
     )
   ).rows[0];
+}
+
+/**
+ * How the lifecycle commands (subject export and erase) name a user in the audit trail: a keyed fingerprint, never
+ * the id, so that the record of an erasure does not itself keep what was erased. Keyed with the audit key, which only
+ * a holder of the master key can unwrap: someone who can read the trail cannot test guesses of user ids against it,
+ * while an auditor with masq's keys can answer "was this user erased, and when?" (`masq audit list --user-id`).
+ * The version prefix names the audit key, so a fingerprint stays checkable if that key is ever replaced.
+ */
+export function subjectFingerprint(key: Pick<AuditKey, "version" | "key">, userId: string): string {
+  const mac = createHmac("sha256", key.key).update("masq subject\0").update(userId, "utf8").digest("hex");
+  return `v${key.version}:${mac.slice(0, 32)}`;
 }

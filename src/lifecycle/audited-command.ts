@@ -8,7 +8,7 @@ import { waitForPostgres } from "../sink/wait-for-postgres.ts";
 import { IntegrityError } from "../vault/aead.ts";
 import type { KeyProvider } from "../vault/key-provider.ts";
 import { createKeyProvider } from "../vault/key-provider-from-config.ts";
-import { clientReported } from "./client-reported.ts";
+import { clientReported } from "./audit-row.ts";
 
 /**
  * What every lifecycle operation works with: the pool, the key provider, a signal that the first SIGINT/SIGTERM

@@ -9,11 +9,11 @@ import type { KeyProvider } from "../vault/key-provider.ts";
 import { pseudonymKeyVersion } from "../vault/pseudonym-keys.ts";
 import { quarantineBodyAad, vaultAad } from "../vault/vault-aad.ts";
 import { openAuditKey } from "./audit-key.ts";
-import { flagSuspect } from "./flag-suspect.ts";
+import { flagSuspect } from "./seal-audit.ts";
 import { query } from "../db/query.ts";
 import { unwrapDataKeys } from "./opened-data-keys.ts";
 import { appendSealed } from "./seal-audit.ts";
-import { subjectFingerprint } from "./subject-fingerprint.ts";
+import { subjectFingerprint } from "./audit-key.ts";
 
 export interface SubjectRequest {
   reason: string;

@@ -1,6 +1,6 @@
 import type pg from "pg";
 import { openAuditKey, type AuditKey } from "./audit-key.ts";
-import { clientReported } from "./client-reported.ts";
+import { clientReported } from "./audit-row.ts";
 import { sealAudit } from "./seal-audit.ts";
 import { classifyPgError } from "../sink/pg-errors.ts";
 import { qualified, type TableName } from "../sink/table-name.ts";

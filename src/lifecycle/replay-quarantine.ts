@@ -6,7 +6,7 @@ import type { Db } from "../sink/db.ts";
 import { DataError } from "../errors.ts";
 import type { LoginRow } from "../mask/mask-event.ts";
 import { prepareOutcome } from "../runner/prepare.ts";
-import { masqQueries } from "../sink/masq-queries.ts";
+import { masqQueries } from "../db/schema.ts";
 import { classifyPgError } from "../sink/pg-errors.ts";
 import { qualified, type TableName } from "../sink/table-name.ts";
 import { StaleKeyError, type Outcome, type VaultEntry } from "../sink/write-batch.ts";

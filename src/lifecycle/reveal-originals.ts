@@ -9,7 +9,7 @@ import { query } from "../db/query.ts";
 import { appendSealed } from "./seal-audit.ts";
 import { openAuditKey, type AuditKey } from "./audit-key.ts";
 import type { Lifecycle } from "./audited-command.ts";
-import { masqQueries } from "../sink/masq-queries.ts";
+import { masqQueries } from "../db/schema.ts";
 
 /** The audited pair of functions (step 1, step 2) a reveal of originals goes through; they differ in the action recorded. */
 export interface BodyReveal {

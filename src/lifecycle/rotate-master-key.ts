@@ -5,7 +5,7 @@ import { pseudonymKeyContext } from "../vault/pseudonym-keys.ts";
 import { query } from "../db/query.ts";
 import { inTransaction } from "../sink/transaction.ts";
 import { openAuditKey } from "./audit-key.ts";
-import { withRotationLock } from "./rotation-lock.ts";
+import { withRotationLock } from "./rotation-state.ts";
 import { recordRotation } from "./seal-audit.ts";
 
 export interface RewrapResult {

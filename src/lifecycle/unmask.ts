@@ -2,7 +2,7 @@ import { sql } from "kysely";
 import type pg from "pg";
 import { classified } from "../db/query.ts";
 import type { Db } from "../sink/db.ts";
-import { masqQueries } from "../sink/masq-queries.ts";
+import { masqQueries } from "../db/schema.ts";
 import { FatalError } from "../errors.ts";
 import type { PiiKind, Pseudonymizer } from "../mask/pseudonymize.ts";
 import { qualified, type TableName } from "../sink/table-name.ts";
@@ -12,7 +12,7 @@ import { activePseudonymKey, pseudonymKeyVersion } from "../vault/pseudonym-keys
 import { vaultAad } from "../vault/vault-aad.ts";
 import { openAuditKey } from "./audit-key.ts";
 import type { Lifecycle } from "./audited-command.ts";
-import { flagSuspect } from "./flag-suspect.ts";
+import { flagSuspect } from "./seal-audit.ts";
 import { unwrapDataKeys } from "./opened-data-keys.ts";
 import { appendSealed } from "./seal-audit.ts";
 import type { Unmasked } from "./unmask-output.ts";

@@ -3,7 +3,7 @@ import { randomBytes } from "node:crypto";
 import { describe, test } from "node:test";
 import pg from "pg";
 import { openAuditKey } from "../../src/lifecycle/audit-key.ts";
-import { subjectFingerprint } from "../../src/lifecycle/subject-fingerprint.ts";
+import { subjectFingerprint } from "../../src/lifecycle/audit-key.ts";
 import { sendBodies } from "../../src/demo/send-events.ts";
 import { LocalKeyProvider } from "../../src/vault/local-provider.ts";
 import { usePipelineFixture } from "../helpers/fixture.ts";

@@ -6,7 +6,7 @@ import { after, before, describe, test } from "node:test";
 import pg from "pg";
 import { auditMac, macMatches, readAuditRow } from "../../src/lifecycle/audit-row.ts";
 import { openAuditKey } from "../../src/lifecycle/audit-key.ts";
-import { subjectFingerprint } from "../../src/lifecycle/subject-fingerprint.ts";
+import { subjectFingerprint } from "../../src/lifecycle/audit-key.ts";
 import { sendBodies } from "../../src/demo/send-events.ts";
 import { commitMessages } from "../../src/runner/commit-messages.ts";
 import { LocalKeyProvider } from "../../src/vault/local-provider.ts";

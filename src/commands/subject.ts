@@ -16,7 +16,7 @@ const EXPORT_PAGE = 1000;
  * `masq subject export --user-id <id> --reason "…"`: every row of every registered table (or of the one --table or
  * MASQ_TABLE names) for this user, with ip and device_id
  * decrypted beside their pseudonyms, and the user's quarantined messages with their originals (GDPR Art. 15).
- * Authorised and audited as `masq unmask` is (lifecycle/reveal-subject.ts): the audit row, naming the user by its
+ * Authorised and audited as `masq unmask` is (lifecycle/export-subject.ts): the audit row, naming the user by its
  * fingerprint, commits before anything is shown. Exit 1 when a value is withheld because it is not its pseudonym's.
  */
 export async function subjectExportCommand(flags: Record<string, unknown>): Promise<number> {

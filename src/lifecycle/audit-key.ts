@@ -91,11 +91,7 @@ async function createAuditKey(pool: pg.Pool, provider: KeyProvider, signal: Abor
       if (seq === null) return;
       const row = await readAuditRow(c, seq);
       if (row === undefined) throw new FatalError(`the audit key's first row ${seq} is not there to seal`);
-      try {
-        await c.query("SELECT masq.audit_seal($1, $2)", [seq, auditMac(g.plaintext, row)]);
-      } catch (err) {
-        throw classifyPgError(err);
-      }
+      await query(c, "SELECT masq.audit_seal($1, $2)", [seq, auditMac(g.plaintext, row)]);
     });
   } finally {
     g.plaintext.fill(0);

@@ -80,7 +80,7 @@ interface CipherQuarantined extends CipherValues {
 }
 
 /**
- * Everything masq holds about one user, audited like an unmask (lifecycle/reveal-vault.ts) and streamed:
+ * Everything masq holds about one user, audited like an unmask (lifecycle/unmask.ts) and streamed:
  *   0. the audit key is unwrapped (a wrong master key stops here, with nothing recorded) and names the user by its
  *      fingerprint, never by the id;
  *   1. one transaction: masq.audit_subject_export counts the user's rows, values and quarantine records, appends the

@@ -332,7 +332,7 @@ async function prepareReplay(
   const fromOriginal = (r: ReplayRecord) => correctedBody !== undefined || (r.reason !== "db_rejected" && r.has_original);
   if (records.some(fromOriginal)) {
     const { keys, provider, auditKey, client } = await lazyKeys.get();
-    // Every decrypted original is a reveal: one audit row per page names the records (lifecycle/reveal-bodies.ts).
+    // Every decrypted original is a reveal: one audit row per page names the records (lifecycle/reveal-originals.ts).
     const originals =
       correctedBody === undefined
         ? await revealOriginals(pool, provider, auditKey, {

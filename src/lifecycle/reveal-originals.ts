@@ -24,7 +24,7 @@ export const SHOW_ORIGINAL: BodyReveal = { audit: "masq.audit_quarantine_origina
 
 /**
  * The original bodies of these quarantine records, decrypted, for `masq quarantine replay` and `show --original`: audited like an unmask
- * (lifecycle/reveal-vault.ts). The data keys are unwrapped first (a wrong master key records nothing), then one
+ * (lifecycle/unmask.ts). The data keys are unwrapped first (a wrong master key records nothing), then one
  * committed, sealed audit row names the records whose originals are handed out, then masq.quarantine_originals
  * hands out exactly those. One provider call per data key.
  */

@@ -1,13 +1,10 @@
 import { ERASE_REFUSAL, readReason, runAudited } from "../lifecycle/audited-command.ts";
-import { openAuditKey } from "../lifecycle/audit-key.ts";
-import { eraseSubject, previewErasure, type ErasureCounts } from "../lifecycle/erase-subject.ts";
-import { withRotationLock } from "../lifecycle/rotation-state.ts";
-import { subjectFingerprint } from "../lifecycle/audit-key.ts";
+import { eraseUser, type ErasureCounts } from "../lifecycle/erase-subject.ts";
 import { readTable } from "../config.ts";
 import { ConfigError } from "../errors.ts";
-import { createProgress } from "../progress/progress.ts";
+import { createProgress, type Progress } from "../progress/progress.ts";
 import { endedLine } from "../sink/lock-watch.ts";
-import { namesTable, registeredTables } from "../sink/registered-tables.ts";
+import { namesTable } from "../sink/registered-tables.ts";
 import type { TableName } from "../sink/table-name.ts";
 
 /**
@@ -23,60 +20,31 @@ export async function subjectEraseCommand(flags: Record<string, unknown>): Promi
   // A dry run is recorded too (its counts say whether the user exists); it needs no justification of its own.
   const reason = dryRun && flags.reason === undefined ? "dry run (counts only)" : readReason(flags);
   const named = namesTable(flags, process.env) ? readTable(flags, process.env) : undefined;
-  return runAudited(flags, { keys: "now", poolSize: 3, refuse: ERASE_REFUSAL }, async ({ db, keys, client }) => {
-    const provider = keys();
-    // Every registered table unless the command names one: the user is erased wherever masq wrote them.
-    const tables = named !== undefined ? [named] : await registeredTables(db.pool);
-    if (tables.length === 0) tables.push(readTable({}, {}));
-    const everyTable = named === undefined;
-    const where = (t: TableName) => `${t.schema}.${t.name}`;
-    const open = async () => {
-      const key = await openAuditKey(db.pool, provider);
-      return { key, fingerprint: subjectFingerprint(key, userId), client: await client() };
-    };
-    if (dryRun) {
-      const { key, fingerprint, client } = await open();
-      try {
-        for (const table of tables) {
-          const before = await previewErasure(db.pool, key, { table, userId, fingerprint, vaultOnly, everyTable, reason, client });
-          process.stdout.write(
-            summary(`masq subject erase --dry-run (${where(table)}${vaultOnly ? ", vault only" : ""}): nothing was changed; an erasure now would delete`, before) +
-              `  audit row                #${before.seq} (preview)\n`,
-          );
-        }
-        return 0;
-      } finally {
-        key.key.fill(0);
-      }
-    }
-    return await withRotationLock(db.pool, async () => {
-      const { key, fingerprint, client } = await open();
-      try {
-        let total = 0;
-        for (const table of tables) {
-          // No preview first (it is unbounded): the bar counts what the batches delete.
-          const bar = createProgress("erasing", { unit: vaultOnly ? "values" : "rows" });
-          const r = await eraseSubject(db.pool, key, { table, userId, fingerprint, vaultOnly, everyTable, reason, client }, (b) => {
-            const size = vaultOnly ? b.vault + b.originals : b.rows + b.quarantine;
-            bar?.committed({ size, seconds: 0, written: 0, duplicates: 0, quarantinedByReason: {}, lagSeconds: [] });
-          }, undefined, (b, what) => process.stderr.write(`masq: ${endedLine(b, what)}\n`));
-          bar?.stop({ complete: true });
-          total += r.rows + r.quarantine + r.originals + r.vault;
-          process.stdout.write(
-            summary(`masq subject erase (${where(table)}${vaultOnly ? ", vault only" : ""}): user ${fingerprint}`, r) +
-              `  audit rows               #${r.startSeq} (start), #${r.doneSeq} (done)\n`,
-          );
-        }
+  const where = (t: TableName) => `${t.schema}.${t.name}${vaultOnly ? ", vault only" : ""}`;
+  let bar: Progress | undefined;
+  return runAudited(flags, { keys: "now", poolSize: 3, refuse: ERASE_REFUSAL }, async (lc) => {
+    const total = await eraseUser(lc, { userId, named, vaultOnly, dryRun, reason }, {
+      previewed: (table, before) =>
         process.stdout.write(
-          (total === 0 ? "Nothing of this user was left to erase (erased before, or never ingested).\n" : "") +
-            "Messages for this user still queued, or arriving while this ran, are new data. Once the queue is drained\n" +
-            "(masq status shows it empty), run the same command again: it deletes only what is new.\n",
-        );
-        return 0;
-      } finally {
-        key.key.fill(0);
-      }
+          summary(`masq subject erase --dry-run (${where(table)}): nothing was changed; an erasure now would delete`, before) + `  audit row                #${before.seq} (preview)\n`,
+        ),
+      erasing: () => {
+        bar = createProgress("erasing", { unit: vaultOnly ? "values" : "rows" });
+        return (b) => bar?.committed({ size: vaultOnly ? b.vault + b.originals : b.rows + b.quarantine, seconds: 0, written: 0, duplicates: 0, quarantinedByReason: {}, lagSeconds: [] });
+      },
+      erased: (table, r, fingerprint) => {
+        bar?.stop({ complete: true });
+        process.stdout.write(summary(`masq subject erase (${where(table)}): user ${fingerprint}`, r) + `  audit rows               #${r.startSeq} (start), #${r.doneSeq} (done)\n`);
+      },
+      blockerEnded: (b, what) => process.stderr.write(`masq: ${endedLine(b, what)}\n`),
     });
+    if (dryRun) return 0;
+    process.stdout.write(
+      (total === 0 ? "Nothing of this user was left to erase (erased before, or never ingested).\n" : "") +
+        "Messages for this user still queued, or arriving while this ran, are new data. Once the queue is drained\n" +
+        "(masq status shows it empty), run the same command again: it deletes only what is new.\n",
+    );
+    return 0;
   });
 }
 

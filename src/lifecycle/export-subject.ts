@@ -8,12 +8,14 @@ import type { ExportedMaskedRow, ExportedQuarantined, ExportedRow, ExportLine } 
 import type { KeyProvider } from "../vault/key-provider.ts";
 import { pseudonymKeyVersion } from "../vault/pseudonym-keys.ts";
 import { quarantineBodyAad, vaultAad } from "../vault/vault-aad.ts";
-import { openAuditKey } from "./audit-key.ts";
-import { flagSuspect } from "./seal-audit.ts";
+import { readTable } from "../config.ts";
 import { query } from "../db/query.ts";
+import { ConfigError } from "../errors.ts";
+import { registeredTables } from "../sink/registered-tables.ts";
+import { openAuditKey, subjectFingerprint } from "./audit-key.ts";
+import type { Lifecycle } from "./audited-command.ts";
 import { unwrapDataKeys } from "./opened-data-keys.ts";
-import { appendSealed } from "./seal-audit.ts";
-import { subjectFingerprint } from "./audit-key.ts";
+import { appendSealed, flagSuspect } from "./seal-audit.ts";
 
 export interface SubjectRequest {
   reason: string;
@@ -249,4 +251,59 @@ function openBody(keys: Map<string, Uint8Array>, messageId: string, keyId: strin
     if (err instanceof IntegrityError) throw new IntegrityError(`the original of quarantined message ${messageId} does not decrypt: it was altered or moved from another record`);
     throw err;
   }
+}
+
+/** What `masq subject export` asks: whose data, from the one table named or (undefined) every registered one. */
+export interface ExportUserRequest {
+  userId: string;
+  named: TableName | undefined;
+  /** The setting that named the table (--table or MASQ_TABLE), for the error when it is not one masq writes. */
+  tableSetting: string;
+  from: string | undefined;
+  to: string | undefined;
+  pageSize: number;
+  reason: string;
+  pseudonymKeyOverride: Uint8Array | undefined;
+}
+
+/** What the command is told as the export goes, table by table, to print it. */
+export interface ExportUserReport {
+  /** A table masq writes that this login may not read: the export is incomplete without it. */
+  unreadable: (table: TableName) => void;
+  /** A table's audit row has committed: its lines may be shown now. */
+  audited: (auditSeq: string) => void;
+  /** `tables`: how many tables the export covers (more than one: each summary names its table). */
+  exported: (table: TableName, result: SubjectResult, withQuarantine: boolean, tables: number) => void;
+}
+
+/**
+ * `masq subject export`: everything masq holds about one user (GDPR Art. 15), from every registered table this login
+ * may read (or the one named), one audited reveal per table (revealSubject); the user's quarantine records come with
+ * the first table. `emit` gets the lines page by page. Returns the values withheld because they are not their
+ * pseudonym's.
+ */
+export async function exportUser(lc: Lifecycle, req: ExportUserRequest, emit: (lines: ExportLine[]) => Promise<void>, report: ExportUserReport): Promise<SubjectResult["forged"]> {
+  const pool = lc.db.pool;
+  const registered = req.named !== undefined ? [] : await registeredTables(pool);
+  const tables: TableName[] = req.named !== undefined ? [req.named] : registered.filter((t) => t.readable);
+  if (tables.length === 0) tables.push(readTable({}, {}));
+  for (const t of registered.filter((x) => !x.readable)) report.unreadable(t);
+  const forged: SubjectResult["forged"] = [];
+  const provider = lc.keys();
+  const client = await lc.client();
+  for (const [i, table] of tables.entries()) {
+    const r = await revealSubject(pool, provider, { ...req, client, table, withQuarantine: i === 0, audited: report.audited }, emit).catch((err: unknown) => {
+      // The export reads only a table masq writes (migration 007's registration), never one a login names at will.
+      if (err instanceof Error && /is not a table masq writes/.test(err.message)) {
+        throw new ConfigError(req.tableSetting, `${qualified(table)} is not a table masq writes`, {
+          what: "not masq's table",
+          hint: `run masq migrate as the table's owner with ${req.tableSetting} set to it, then export again`,
+        });
+      }
+      throw err;
+    });
+    report.exported(table, r, i === 0, tables.length);
+    forged.push(...r.forged);
+  }
+  return forged;
 }

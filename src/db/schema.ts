@@ -8,7 +8,7 @@ import type { Db } from "../sink/db.ts";
  * retypes a column fails that test until this table says the same. The user's table is not here: it is written with
  * hand-written set-based SQL (the hot path) and read only by name.
  */
-export const MASQ_TABLES = {
+export const SCHEMA_TABLES = {
   "masq.audit": {
     seq: "bigint",
     at: "timestamp with time zone",
@@ -170,7 +170,7 @@ type ColumnOf<S> = S extends `${infer T extends keyof PgTypes}?` ? PgTypes[T] | 
 
 /** kysely's view of masq's tables: `masqQueries(db).selectFrom("masq.quarantine")…` is typed by it (masqQueries below). */
 export type Database = {
-  -readonly [T in keyof typeof MASQ_TABLES]: { -readonly [C in keyof (typeof MASQ_TABLES)[T]]: ColumnType<ColumnOf<(typeof MASQ_TABLES)[T][C]>> };
+  -readonly [T in keyof typeof SCHEMA_TABLES]: { -readonly [C in keyof (typeof SCHEMA_TABLES)[T]]: ColumnType<ColumnOf<(typeof SCHEMA_TABLES)[T][C]>> };
 };
 
 const builders = new WeakMap<Db, Kysely<Database>>();

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
-import { MASQ_TABLES } from "../../src/db/schema.ts";
+import { SCHEMA_TABLES } from "../../src/db/schema.ts";
 import { createDb, type Db } from "../../src/sink/db.ts";
 import { migrate } from "../../src/sink/migrate.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/postgres.ts";
@@ -18,7 +18,7 @@ after(async () => {
   await pgdb.close();
 });
 
-/** Every table of schema masq in a migrated database (a partitioned table once, not its partitions), as MASQ_TABLES spells it. */
+/** Every table of schema masq in a migrated database (a partitioned table once, not its partitions), as SCHEMA_TABLES spells it. */
 async function migratedTables(): Promise<Record<string, Record<string, string>>> {
   const { rows } = await db.pool.query<{ t: string; col: string; type: string; nullable: boolean }>(
     `SELECT c.relname AS t, a.attname AS col, format_type(a.atttypid, a.atttypmod) AS type, NOT a.attnotnull AS nullable
@@ -33,12 +33,12 @@ async function migratedTables(): Promise<Record<string, Record<string, string>>>
 
 test("src/db/schema.ts names every table and column of schema masq, with its type and nullability, as the migrations make them", async () => {
   const migrated = await migratedTables();
-  const declared = JSON.parse(JSON.stringify(MASQ_TABLES)) as Record<string, Record<string, string>>;
+  const declared = JSON.parse(JSON.stringify(SCHEMA_TABLES)) as Record<string, Record<string, string>>;
   const missing = Object.keys(migrated).filter((t) => !(t in declared));
   const extra = Object.keys(declared).filter((t) => !(t in migrated));
-  assert.deepEqual(missing, [], "add these tables to MASQ_TABLES in src/db/schema.ts");
-  assert.deepEqual(extra, [], "these tables of MASQ_TABLES (src/db/schema.ts) are not in a migrated database");
+  assert.deepEqual(missing, [], "add these tables to SCHEMA_TABLES in src/db/schema.ts");
+  assert.deepEqual(extra, [], "these tables of SCHEMA_TABLES (src/db/schema.ts) are not in a migrated database");
   for (const [t, columns] of Object.entries(migrated)) {
-    assert.deepEqual(declared[t], columns, `${t}: MASQ_TABLES in src/db/schema.ts says otherwise than the migrations`);
+    assert.deepEqual(declared[t], columns, `${t}: SCHEMA_TABLES in src/db/schema.ts says otherwise than the migrations`);
   }
 });

@@ -179,7 +179,7 @@ REVOKE ALL ON FUNCTION masq.lock_pseudonym_key(integer) FROM PUBLIC;
 -- the ingest role must not have. Taken in turns of 1 s. Past 10 s of turns, whatever holds the epoch against it is a
 -- transaction left open, not a deleter's batch: the sessions of masq roles among the holders that are idle in a
 -- transaction are ended (a deleter still running its statement is waited for: its statement has a time limit of its
--- own, src/vault/vault-deletion.ts). Past 60 s it fails (lock_not_available) and the batch is retried.
+-- own, src/lifecycle/vault-deletion.ts). Past 60 s it fails (lock_not_available) and the batch is retried.
 CREATE FUNCTION masq.lock_vault_epoch() RETURNS bigint
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET lock_timeout = '1s'
     AS $$

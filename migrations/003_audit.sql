@@ -69,8 +69,8 @@ FROM masq.audit WHERE action IN ('unmask', 'pseudonym');
 -- --body-file`), on the two-transaction reveal below: step 1 appends a sealed audit row and commits, step
 -- 2 hands out only what that committed, recent row of this login covers.
 --
--- An export row names the user by the fingerprint the client computes with the audit key (src/audit/
--- subject-fingerprint.ts): the trail never holds the user id. The database cannot check a fingerprint (it has no
+-- An export row names the user by the fingerprint the client computes with the audit key (src/lifecycle/
+-- audit-key.ts): the trail never holds the user id. The database cannot check a fingerprint (it has no
 -- key), so step 2 is bound to the user id itself: step 1 keeps sha256(seq:user id) in masq.subject_export_grants,
 -- which no role but the owner reads, and step 2 serves the rows of the user id that matches it, nothing else. The
 -- counts in the row (rows, values, quarantined) are the server's, not the client's. A grant is useful for the ten

@@ -1,13 +1,11 @@
-import { auditCounts, auditCountsText } from "../audit/audit-counts.ts";
-import { existingAuditKey } from "../audit/audit-key.ts";
-import { AUDIT_COLUMNS, type AuditRow } from "../audit/audit-row.ts";
-import { subjectFingerprint } from "../audit/subject-fingerprint.ts";
-import { formatCheckpoint, LEGACY_ACTIONS, parseCheckpoint, verifyAudit } from "../audit/verify-audit.ts";
-import { readDatabaseUrl, readKeyConfig } from "../settings/config.ts";
+import { auditCounts, auditCountsText } from "../lifecycle/audit-counts.ts";
+import { existingAuditKey } from "../lifecycle/audit-key.ts";
+import { AUDIT_COLUMNS, type AuditRow } from "../lifecycle/audit-row.ts";
+import { subjectFingerprint } from "../lifecycle/audit-key.ts";
+import { formatCheckpoint, LEGACY_ACTIONS, parseCheckpoint, verifyAudit } from "../lifecycle/verify-audit.ts";
 import { ConfigError, describeError } from "../errors.ts";
-import { createDb, type Db } from "../sink/db.ts";
-import { createKeyProvider } from "../vault/key-provider-from-config.ts";
-import type { KeyProvider } from "../vault/key-provider.ts";
+import { runAudited } from "../lifecycle/audited-command.ts";
+import type { Db } from "../sink/db.ts";
 
 /**
  * `masq audit list [--limit N] [--json] [--user-id <id>]`: the trail, newest first. Who acted as the server recorded
@@ -58,8 +56,9 @@ export async function auditListCommand(flags: Record<string, unknown>): Promise<
     }
     return 0;
   };
-  if (userId === undefined) return withDb(flags, (db) => run(db, null));
-  return withKeys(flags, async (db, provider) => {
+  if (userId === undefined) return runAudited(flags, READ_TRAIL, ({ db }) => run(db, null));
+  return runAudited(flags, { ...READ_TRAIL, keys: "now" }, async ({ db, keys }) => {
+    const provider = keys();
     const key = await existingAuditKey(db.pool, provider);
     if (key === undefined) return run(db, "");
     try {
@@ -80,7 +79,8 @@ export async function auditVerifyCommand(flags: Record<string, unknown>): Promis
   if (typeof flags.against === "string" && against === undefined) {
     throw new ConfigError("--against", "must be a checkpoint as `masq audit checkpoint` prints it: masq-audit:<row>:<64 hex digits>");
   }
-  return withKeys(flags, async (db, provider) => {
+  return runAudited(flags, { ...READ_TRAIL, keys: "now" }, async ({ db, keys }) => {
+    const provider = keys();
     // Verifying reads: it never makes the audit key. Without one, no row was ever sealed.
     const key = await existingAuditKey(db.pool, provider);
     if (key === undefined) return noAuditKey(db, against === undefined ? 0 : 1);
@@ -105,7 +105,8 @@ export async function auditVerifyCommand(flags: Record<string, unknown>): Promis
  * the database (a ticket, a log, a SIEM): `verify --against` it later proves that no row up to it was removed.
  */
 export async function auditCheckpointCommand(flags: Record<string, unknown>): Promise<number> {
-  return withKeys(flags, async (db, provider) => {
+  return runAudited(flags, { ...READ_TRAIL, keys: "now" }, async ({ db, keys }) => {
+    const provider = keys();
     const key = await existingAuditKey(db.pool, provider);
     if (key === undefined) {
       process.stderr.write("masq: the audit trail has no sealed row yet: nothing to checkpoint\n");
@@ -159,26 +160,17 @@ async function noAuditKey(db: Db, exitWithCheckpoint: number): Promise<number> {
   return 0;
 }
 
-async function withDb(flags: Record<string, unknown>, fn: (db: Db) => Promise<number>): Promise<number> {
-  const db = createDb({ databaseUrl: readDatabaseUrl(flags, process.env), poolSize: 2 });
-  try {
-    return await fn(db);
-  } catch (err) {
+/**
+ * The trail is read at once, without waiting for Postgres; a failure is the server's own words, with the role a
+ * reader needs when it was a permission.
+ */
+const READ_TRAIL = {
+  wait: false,
+  refuse: (err: unknown): number => {
     if (err instanceof ConfigError) throw err;
     const text = describeError(err);
     const hint = /permission denied/.test(text) ? ": reading the audit trail needs the masq_unmask role (or the schema owner)" : "";
     process.stderr.write(`masq: ${text}${hint}\n`);
     return 1;
-  } finally {
-    await db.close().catch(() => undefined);
-  }
-}
-
-async function withKeys(flags: Record<string, unknown>, fn: (db: Db, provider: KeyProvider) => Promise<number>): Promise<number> {
-  const provider = createKeyProvider(readKeyConfig(process.env));
-  try {
-    return await withDb(flags, (db) => fn(db, provider));
-  } finally {
-    provider.close();
-  }
-}
+  },
+} as const;

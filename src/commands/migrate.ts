@@ -1,5 +1,5 @@
 import type pg from "pg";
-import { mayCreateAuditKey, openAuditKey } from "../audit/audit-key.ts";
+import { mayCreateAuditKey, openAuditKey } from "../lifecycle/audit-key.ts";
 import { databaseSetting, readConnectTimeoutMs, readDatabaseUrl, readKeyConfig, readLogFormat, readLogLevel, readTable } from "../settings/config.ts";
 import { describeError } from "../errors.ts";
 import { createLogger, type Logger } from "../log.ts";

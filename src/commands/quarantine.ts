@@ -1,29 +1,15 @@
 import { readFileSync } from "node:fs";
-import { databaseSetting, readConnectTimeoutMs, readDatabaseUrl, readKeyConfig, readPseudonymKey, readTable } from "../settings/config.ts";
+import { sql } from "kysely";
+import { readTable } from "../settings/config.ts";
 import { revealing } from "../closed-stdout.ts";
 import { ConfigError } from "../errors.ts";
-import { fromPostgres } from "../sink/pg-errors.ts";
-import { waitForPostgres } from "../sink/wait-for-postgres.ts";
+import { readReason, REVEAL_REFUSAL, runAudited } from "../lifecycle/audited-command.ts";
+import { CORRECTED_REPLAY_REASON, replayQuarantine } from "../lifecycle/replay-quarantine.ts";
+import { showOriginal } from "../lifecycle/reveal-originals.ts";
+import { printable } from "../lifecycle/unmask-output.ts";
+import { createProgress, type Progress } from "../progress/progress.ts";
+import { masqQueries } from "../db/schema.ts";
 import { REASON_CODES } from "../ingest/login-event.ts";
-import { sql } from "kysely";
-import { masqQueries } from "../sink/masq-queries.ts";
-import { createProgress } from "../progress/progress.ts";
-import { prepareOutcome } from "../ingest/prepare.ts";
-import type { LoginRow, Outcome } from "../ingest/batch.ts";
-import { openAuditKey, type AuditKey } from "../audit/audit-key.ts";
-import { clientReported } from "../audit/client-reported.ts";
-import { revealBodies, SHOW_ORIGINAL } from "../audit/reveal-bodies.ts";
-import { query } from "../audit/reveal-vault.ts";
-import { sealAudit } from "../audit/seal-audit.ts";
-import { inTransaction } from "../sink/transaction.ts";
-import { printable } from "../vault/unmask-output.ts";
-import { readReason, withVault } from "./unmask.ts";
-import type { KeyProvider } from "../vault/key-provider.ts";
-import { createDb, type Db } from "../sink/db.ts";
-import { replayRows, type ReplayItem, type ReplayVault } from "../sink/replay.ts";
-import { IngestKeys } from "../ingest/ingest-keys.ts";
-import { readRotationState } from "../rotation/rotation-state.ts";
-import { createKeyProvider } from "../vault/key-provider-from-config.ts";
 
 /** --reason-code: one of the known codes, or exit 2 listing them (a typo would otherwise match nothing, silently). */
 function readReasonCode(flags: Record<string, unknown>): string | undefined {
@@ -44,7 +30,7 @@ function readReasonCode(flags: Record<string, unknown>): string | undefined {
 /** `masq quarantine list`: what is waiting, newest first. */
 export async function quarantineList(flags: Record<string, unknown>): Promise<number> {
   const reasonCode = readReasonCode(flags);
-  return withDb(flags, async (db) => {
+  return runAudited(flags, {}, async ({ db }) => {
     let q = masqQueries(db)
       .selectFrom("masq.quarantine")
       .select(["message_id", "reason", "detail", "body_length", "sent_at", "quarantined_at", "replayed_at"])
@@ -71,9 +57,9 @@ export async function quarantineList(flags: Record<string, unknown>): Promise<nu
 
 /** `masq quarantine show <id>`: one record, with its redacted body; with --original, its original body too (audited). */
 export async function quarantineShow(messageId: string, flags: Record<string, unknown>): Promise<number> {
-  if (flags.original === true) return showOriginal(messageId, flags);
+  if (flags.original === true) return quarantineShowOriginal(messageId, flags);
   if (flags.reason !== undefined) throw new ConfigError("--reason", "goes with --original (the justification for decrypting the original body)", { what: "--reason without --original" });
-  return withDb(flags, async (db) => {
+  return runAudited(flags, {}, async ({ db }) => {
     // Never the encrypted original (masq_unmask only): whether it is kept is enough here.
     const r = await masqQueries(db)
       .selectFrom("masq.quarantine")
@@ -109,48 +95,24 @@ export async function quarantineShow(messageId: string, flags: Record<string, un
 }
 
 /**
- * `masq quarantine show <id> --original --reason "…"`: the body as it was received, decrypted, so that an operator
- * can see why it was refused and write a corrected one for `quarantine replay --body-file`. A reveal like unmask
- * (masq_unmask, action 'quarantine-original'): the audit row commits before the body is shown. In the text form the
- * body's control characters are shown escaped (a terminal must not act on ESC); --json gives it exactly.
+ * `masq quarantine show <id> --original --reason "…"`: the original body, decrypted and audited
+ * (lifecycle/reveal-originals.ts). In the text form the body's control characters are shown escaped (a terminal
+ * must not act on ESC); --json gives it exactly.
  */
-async function showOriginal(messageId: string, flags: Record<string, unknown>): Promise<number> {
+async function quarantineShowOriginal(messageId: string, flags: Record<string, unknown>): Promise<number> {
   const reason = readReason(flags);
-  return withVault(flags, async ({ db, provider, client }) => {
-    const r = await masqQueries(db)
-      .selectFrom("masq.quarantine")
-      .select(["message_id", "reason", "detail", "received_at", "replayed_at", sql<boolean>`body_data_key_id IS NOT NULL`.as("has_original")])
-      .where("message_id", "=", messageId)
-      .executeTakeFirst();
-    if (r === undefined) {
-      process.stderr.write("masq: no such quarantined message (the <message-id> given): masq quarantine list --all shows the ids\n");
+  return runAudited(flags, { keys: "now", refuse: REVEAL_REFUSAL }, async (lc) => {
+    const r = await showOriginal(lc, messageId, reason);
+    if ("refused" in r) {
+      process.stderr.write(`masq: ${r.refused}\n`);
       return 1;
     }
-    if (!r.has_original) {
-      process.stderr.write(
-        "masq: this record keeps no original body (quarantined before masq kept encrypted originals, or too large to store): " +
-          "masq quarantine show <message-id> shows its redacted copy; nothing was revealed\n",
-      );
-      return 1;
-    }
-    const auditKey = await openAuditKey(db.pool, provider);
-    let original: string | undefined;
-    try {
-      original = (await revealBodies(db.pool, provider, auditKey, { reason, selector: { messages: 1 }, client, messageIds: [messageId] }, SHOW_ORIGINAL)).get(messageId);
-    } finally {
-      auditKey.key.fill(0);
-    }
-    if (original === undefined) {
-      process.stderr.write("masq: the original body went while it was being revealed (replayed and pruned, or erased); nothing was shown\n");
-      return 1;
-    }
-    const record = { message_id: r.message_id, reason: r.reason, detail: r.detail, received_at: r.received_at, replayed_at: r.replayed_at };
     revealing("original body");
     if (flags.json === true) {
-      process.stdout.write(`${JSON.stringify({ ...record, original }, null, 2)}\n`);
+      process.stdout.write(`${JSON.stringify({ ...r.record, original: r.original }, null, 2)}\n`);
     } else {
-      const lines = Object.entries(record).map(([k, v]) => `${k.padEnd(15)} ${v instanceof Date ? v.toISOString() : v === null ? "—" : printable(String(v))}`);
-      lines.push("original (as received; control characters shown escaped):", printable(original));
+      const lines = Object.entries(r.record).map(([k, v]) => `${k.padEnd(15)} ${v instanceof Date ? v.toISOString() : v === null ? "—" : printable(String(v))}`);
+      lines.push("original (as received; control characters shown escaped):", printable(r.original));
       process.stdout.write(`${lines.join("\n")}\n`);
     }
     return 0;
@@ -165,19 +127,7 @@ function renderRecord(r: Record<string, unknown>): string {
   return `${lines.join("\n")}\n`;
 }
 
-/**
- * `masq quarantine replay`: loads quarantined messages after all, through the same validate/mask/vault path as
- * ingestion, with the active pseudonym key.
- *  - a record with its original body kept (encrypted): the original is decrypted and validated again; it loads if
- *    masq now accepts it (a validator fixed), and stays quarantined, with its reason, if not;
- *  - db_rejected records hold the masked row itself: it loads once the table accepts it (a constraint fixed);
- *  - --body-file: one record (--id) with a corrected body instead of its original.
- * Decrypting originals is a reveal, audited like `masq unmask`; writing is what ingestion does: a login holding both
- * masq_unmask and masq_ingest (or the owner), and the master key's decrypt rights.
- */
-/** The audit reason of `replay --body-file` without --reason (the replay of the original is "quarantine replay"). */
-export const CORRECTED_REPLAY_REASON = "quarantine replay with a corrected body (no --reason given)";
-
+/** `masq quarantine replay` (lifecycle/replay-quarantine.ts): selects the records, replays them, prints what happened. */
 export async function quarantineReplay(flags: Record<string, unknown>): Promise<number> {
   const ids = Array.isArray(flags.id) ? (flags.id as string[]) : [];
   const reason = readReasonCode(flags);
@@ -196,77 +146,32 @@ export async function quarantineReplay(flags: Record<string, unknown>): Promise<
       throw new ConfigError("--body-file", `cannot be read (${(err as NodeJS.ErrnoException).code ?? "error"})`);
     }
   }
-  return withDb(flags, async (db) => {
-    const pending = () => {
-      let q = masqQueries(db).selectFrom("masq.quarantine").where("replayed_at", "is", null);
-      if (ids.length > 0) q = q.where("message_id", "in", ids);
-      if (reason !== undefined) q = q.where("reason", "=", reason);
-      return q;
-    };
-    const missing = await missingReplayRoles(db);
-    if (missing.length > 0) {
-      process.stderr.write(
-        `masq: quarantine replay reads originals (masq_unmask) and writes as ingestion does (masq_ingest); this login lacks ${missing.join(" and ")}: ` +
-          `GRANT ${missing.join(", ")} TO <your login>\n`,
-      );
-      return 1;
-    }
-    const rotation = await readRotationState(db.pool);
-    if (rotation !== undefined) {
-      // Its passes rewrite the quarantine and the vault under the new key while a replay would write under either.
-      process.stderr.write(
-        `masq: a pseudonym key rotation (version ${rotation.fromVersion} to ${rotation.toVersion}, ${rotation.phase} pass) is in progress; ` +
-          "replay after it has finished (masq rotate pseudonym-key --resume finishes it)\n",
-      );
-      return 1;
-    }
-    const total = Number((await pending().select((eb) => eb.fn.countAll().as("n")).executeTakeFirstOrThrow()).n);
+  return runAudited(flags, {}, async (lc) => {
     const dryRun = flags.dryRun === true;
     // A bar with rate and ETA on a terminal; the summary line below either way.
-    const bar = dryRun ? undefined : createProgress("replaying", { unit: "records" });
-    bar?.setBacklog(total);
-    const sum = { wouldReplay: 0, replayed: 0, skipped: 0, refused: new Map<string, string>(), cannot: 0, stillRejected: new Map<string, number>() };
-    const keys = lazyIngestKeys(db);
+    let bar: Progress | undefined;
+    let total = 0;
+    let result;
     try {
-      if (auditReason !== undefined && total > 0 && !dryRun) await auditCorrectedReplay(db, keys, ids[0]!, auditReason, correctedBody!.length);
-      // Page by page, in message id order, so that memory stays bounded however many records are selected.
-      let after: string | undefined;
-      let done = 0;
-      for (;;) {
-        let q = pending()
-          // body_data_key_id is set exactly when the original is kept (the ciphertext column is the owner's only).
-          .select(["message_id", "reason", "body", "body_length", "sent_at", "received_at", sql<boolean>`body_data_key_id IS NOT NULL`.as("has_original")])
-          .orderBy("message_id")
-          .limit(REPLAY_PAGE);
-        if (after !== undefined) q = q.where("message_id", ">", after);
-        const fetched = await q.execute();
-        if (fetched.length === 0) break;
-        const records = withinBytes(fetched, REPLAY_PAGE_BYTES);
-        after = records.at(-1)!.message_id;
-        const page = await prepareReplay(db, records, correctedBody, keys, { seal: !dryRun });
-        sum.cannot += page.cannot;
-        for (const [why, n] of page.stillRejected) sum.stillRejected.set(why, (sum.stillRejected.get(why) ?? 0) + n);
-        if (correctedBody !== undefined && page.items.length === 0) {
-          process.stderr.write(`masq: the corrected body is still rejected: ${[...page.stillRejected.keys()].join(", ")}\n`);
-          return 1;
-        }
-        if (dryRun) {
-          sum.wouldReplay += page.items.length;
-        } else {
-          const r = await replayRows(db.pool, table, page.items, page.vault);
-          sum.replayed += r.replayed;
-          sum.skipped += r.skipped;
-          for (const [id, why] of r.refused) sum.refused.set(id, why);
-        }
-        bar?.committed({ size: records.length, seconds: 0, written: records.length, duplicates: 0, quarantinedByReason: {}, lagSeconds: [] });
-        done += records.length;
-        bar?.setBacklog(Math.max(0, total - done));
-        if (fetched.length < REPLAY_PAGE && records.length === fetched.length) break;
-      }
+      result = await replayQuarantine(lc, { ids, reasonCode: reason, table, dryRun, correctedBody, auditReason }, {
+        total: (n) => {
+          total = n;
+          bar = dryRun ? undefined : createProgress("replaying", { unit: "records" });
+          bar?.setBacklog(n);
+        },
+        page: (records, done) => {
+          bar?.committed({ size: records, seconds: 0, written: records, duplicates: 0, quarantinedByReason: {}, lagSeconds: [] });
+          bar?.setBacklog(Math.max(0, total - done));
+        },
+      });
     } finally {
       bar?.stop();
-      keys.close();
     }
+    if ("refusal" in result) {
+      process.stderr.write(`masq: ${result.refusal}\n`);
+      return 1;
+    }
+    const sum = result;
     if (sum.cannot > 0) {
       process.stderr.write(
         `masq: ${sum.cannot} record(s) have no original body kept (quarantined before masq kept encrypted originals, or not storable): ` +
@@ -286,155 +191,4 @@ export async function quarantineReplay(flags: Record<string, unknown>): Promise<
     // Exit 1 when any selected record stays quarantined, so a script notices.
     return sum.refused.size > 0 || sum.cannot > 0 || sum.stillRejected.size > 0 ? 1 : 0;
   });
-}
-
-/**
- * The audit row of a replay with a corrected body (who, when, why, which record), committed before the body is
- * loaded. It names no subject: nothing is revealed, the operator brings the body.
- */
-async function auditCorrectedReplay(db: Db, lazyKeys: ReturnType<typeof lazyIngestKeys>, messageId: string, reason: string, bodyLength: number): Promise<void> {
-  const { auditKey, client } = await lazyKeys.get();
-  await inTransaction(db.pool, async (c) => {
-    const r = await query<{ seq: string }>(c, "SELECT masq.audit_replay_corrected($1, $2, $3, $4, $5)::text AS seq", [
-      reason,
-      JSON.stringify({ body_length: bodyLength }),
-      JSON.stringify(client),
-      messageId,
-      auditKey.version,
-    ]);
-    await sealAudit(c, auditKey, r.rows[0]!.seq);
-  });
-}
-
-/** Records read, decrypted, validated and sealed at a time by `quarantine replay`. */
-const REPLAY_PAGE = 1000;
-/** …and at most this many bytes of originals: 1,000 quarantined 1 MiB bodies must not be decrypted at once. */
-export const REPLAY_PAGE_BYTES = 32 * 1024 * 1024;
-
-/** The longest prefix of `records` whose original bodies fit in maxBytes (always at least the first record). */
-export function withinBytes<T extends { body_length: number | null }>(records: readonly T[], maxBytes: number): T[] {
-  let bytes = 0;
-  let n = 0;
-  for (const r of records) {
-    bytes += r.body_length ?? 0;
-    if (n > 0 && bytes > maxBytes) break;
-    n++;
-  }
-  return records.slice(0, n);
-}
-
-interface ReplayRecord {
-  message_id: string;
-  reason: string;
-  body: string | null;
-  sent_at: Date | null;
-  received_at: Date;
-  has_original: boolean;
-}
-
-/** The keys for a replay, opened at the first page that needs them (db_rejected rows need none). */
-interface ReplayKeys {
-  keys: IngestKeys;
-  provider: KeyProvider;
-  auditKey: AuditKey;
-  client: Record<string, string>;
-}
-
-function lazyIngestKeys(db: Db): { get(): Promise<ReplayKeys>; close(): void } {
-  let opened: Promise<ReplayKeys> | undefined;
-  let provider: KeyProvider | undefined;
-  let keys: IngestKeys | undefined;
-  let auditKey: AuditKey | undefined;
-  return {
-    get() {
-      opened ??= (async () => {
-        const keyConfig = readKeyConfig(process.env);
-        provider = createKeyProvider(keyConfig);
-        keys = await IngestKeys.open({ pool: db.pool, provider, pseudonymKeyOverride: readPseudonymKey(process.env), limits: keyConfig.limits });
-        auditKey = await openAuditKey(db.pool, provider);
-        return { keys, provider, auditKey, client: await clientReported(provider) };
-      })();
-      return opened;
-    },
-    close() {
-      keys?.close();
-      auditKey?.key.fill(0);
-      provider?.close();
-    },
-  };
-}
-
-/**
- * One page of a replay: what loads (rows masked and sealed again under the active key, or db_rejected rows as
- * they were kept), what masq still rejects, by reason, and how many records have nothing to replay from.
- */
-async function prepareReplay(
-  db: Db,
-  records: readonly ReplayRecord[],
-  correctedBody: string | undefined,
-  lazyKeys: ReturnType<typeof lazyIngestKeys>,
-  opts: { seal: boolean },
-): Promise<{ items: ReplayItem[]; vault: ReplayVault | undefined; stillRejected: Map<string, number>; cannot: number }> {
-  const items: ReplayItem[] = [];
-  const stillRejected = new Map<string, number>();
-  let cannot = 0;
-  let vault: ReplayVault | undefined;
-  const fromOriginal = (r: ReplayRecord) => correctedBody !== undefined || (r.reason !== "db_rejected" && r.has_original);
-  if (records.some(fromOriginal)) {
-    const { keys, provider, auditKey, client } = await lazyKeys.get();
-    // Every decrypted original is a reveal: one audit row per page names the records (audit/reveal-bodies.ts).
-    const originals =
-      correctedBody === undefined
-        ? await revealBodies(db.pool, provider, auditKey, {
-            reason: "quarantine replay",
-            selector: { messages: records.filter(fromOriginal).length },
-            client,
-            messageIds: records.filter(fromOriginal).map((r) => r.message_id),
-          })
-        : new Map<string, string>();
-    const outcomes: Outcome[] = [];
-    for (const r of records) {
-      if (!fromOriginal(r)) continue;
-      const body = correctedBody ?? originals.get(r.message_id);
-      if (body === undefined) continue;
-      const o = prepareOutcome({ messageId: r.message_id, body, sentAt: r.sent_at, receivedAt: r.received_at }, keys.pseudonym.pseudonymizer);
-      if (o.kind === "row") outcomes.push(o);
-      else stillRejected.set(o.reason, (stillRejected.get(o.reason) ?? 0) + 1);
-    }
-    // A dry run only counts: sealing would draw (and store) a data key for values it does not write.
-    if (opts.seal) vault = { keyVersion: keys.pseudonym.version, entries: (await keys.sealer.seal(outcomes, keys.pseudonym.version)).vault };
-    else vault = { keyVersion: keys.pseudonym.version, entries: [] };
-    for (const o of outcomes) if (o.kind === "row") items.push({ messageId: o.messageId, row: o.row });
-  }
-  for (const r of records) {
-    if (fromOriginal(r)) continue;
-    if (r.reason === "db_rejected" && r.body !== null) items.push({ messageId: r.message_id, row: JSON.parse(r.body) as LoginRow });
-    else cannot++;
-  }
-  return { items, vault, stillRejected, cannot };
-}
-
-/** The masq roles a replay needs that the current role neither holds nor owns masq's schema (the owner may do all). */
-async function missingReplayRoles(db: Db): Promise<string[]> {
-  const { rows } = await db.pool.query<{ owner: boolean; unmask: boolean; ingest: boolean }>(
-    `SELECT pg_has_role(current_user, (SELECT nspowner FROM pg_namespace WHERE nspname = 'masq'), 'USAGE') AS owner,
-            pg_has_role(current_user, 'masq_unmask', 'USAGE') AS unmask, pg_has_role(current_user, 'masq_ingest', 'USAGE') AS ingest`,
-  );
-  const r = rows[0]!;
-  if (r.owner) return [];
-  return [...(r.unmask ? [] : ["masq_unmask"]), ...(r.ingest ? [] : ["masq_ingest"])];
-}
-
-/** A pool for one command: reached within MASQ_CONNECT_TIMEOUT_SECONDS; failures go to the CLI's one line. */
-async function withDb(flags: Record<string, unknown>, fn: (db: Db) => Promise<number>): Promise<number> {
-  const connectTimeoutMs = readConnectTimeoutMs(process.env);
-  const db = createDb({ databaseUrl: readDatabaseUrl(flags, process.env), setting: databaseSetting(flags, process.env), connectTimeoutMs, poolSize: 2 });
-  try {
-    await waitForPostgres(db, { deadlineMs: connectTimeoutMs });
-    return await fn(db);
-  } catch (err) {
-    throw fromPostgres(err, db.target);
-  } finally {
-    await db.close().catch(() => undefined);
-  }
 }

@@ -1,24 +1,18 @@
-import { databaseSetting, readConnectTimeoutMs, readDatabaseUrl, readKeyConfig, readPseudonymKey, readTable } from "../settings/config.ts";
+import { readKeyConfig, readPseudonymKey, readTable } from "../settings/config.ts";
 import { ConfigError } from "../errors.ts";
-import { endedLine } from "../sink/lock-watch.ts";
-import { fromPostgres } from "../sink/pg-errors.ts";
-import { waitForPostgres } from "../sink/wait-for-postgres.ts";
+import { runAudited } from "../lifecycle/audited-command.ts";
+import { rewrapKeys, rotateMasterKey, type RewrapResult } from "../lifecycle/rotate-master-key.ts";
+import { previewPseudonymRotation, rotatePseudonymKey } from "../lifecycle/rotate-pseudonym-key.ts";
+import type { RotationPhase } from "../lifecycle/rotation-state.ts";
 import { createProgress, type Progress } from "../progress/progress.ts";
-import { openAuditKey } from "../audit/audit-key.ts";
-import { recordRotation } from "../audit/record-rotation.ts";
-import { inTransaction } from "../sink/transaction.ts";
-import { countKeysToRewrap, rewrapKeys, type RewrapResult } from "../rotation/rewrap-keys.ts";
-import { rotationTables, tableText } from "../rotation/rewrite-tables.ts";
-import { rotatePseudonymKey } from "../rotation/rotate-pseudonym-key.ts";
-import { withRotationLock } from "../rotation/rotation-lock.ts";
-import type { RotationPhase } from "../rotation/rotation-state.ts";
-import { createDb, type Db } from "../sink/db.ts";
+import type { Db } from "../sink/db.ts";
+import { endedLine } from "../sink/lock-watch.ts";
 import { qualified, type TableName } from "../sink/table-name.ts";
-import { createKeyProvider } from "../vault/key-provider-from-config.ts";
-import type { KeyProvider } from "../vault/key-provider.ts";
-import { onShutdownSignals } from "./signals.ts";
 
 const n = (v: number) => v.toLocaleString("en-US");
+
+/** Both rotations: batches of the table pass can wait on row locks (more room than ingestion's 60 s); a signal stops after the batch. */
+const ROTATION = { keys: "now", poolSize: 3, statementTimeoutMs: 600_000, onStop: "stopping after the current batch (signal again to exit at once; --resume continues)" } as const;
 
 /**
  * `masq rotate master-key [--dry-run]`: re-wraps every key under the configured master key
@@ -26,7 +20,8 @@ const n = (v: number) => v.toLocaleString("en-US");
  */
 export async function rotateMasterKeyCommand(flags: Record<string, unknown>): Promise<number> {
   const batchSize = typeof flags.batchSize === "number" ? flags.batchSize : 100;
-  return withKeys(flags, async ({ db, provider, signal }) => {
+  return runAudited(flags, ROTATION, async ({ db, keys, signal }) => {
+    const provider = keys();
     if (flags.dryRun === true) {
       const would = await rewrapKeys(db.pool, provider, { batchSize, dryRun: true });
       const total = would.dataKeys + would.pseudonymKeys + would.auditKeys;
@@ -36,8 +31,7 @@ export async function rotateMasterKeyCommand(flags: Record<string, unknown>): Pr
       if (skipped.length > 0) process.stdout.write(`would leave alone: ${n(skipped.length)} data key(s) that no configured master key opens and no value uses (${skipped.join(", ")})\n`);
       return 0;
     }
-    const done = await withRotationLock(db.pool, () => rewrapAudited(db, provider, batchSize, signal));
-    const left = await countKeysToRewrap(db.pool, done.masterKeyId);
+    const { done, left } = await rotateMasterKey(db.pool, provider, batchSize, signal);
     process.stdout.write(
       done.dataKeys + done.pseudonymKeys + done.auditKeys === 0
         ? `nothing re-wrapped: every key was under ${done.masterKeyId} already\n`
@@ -60,34 +54,6 @@ export async function rotateMasterKeyCommand(flags: Record<string, unknown>): Pr
 }
 
 /**
- * The re-wrap between two rows of the trail: the first, sealed and committed before any key is re-wrapped (a rotation
- * whose audit key does not unwrap stops before it changes anything), the second with what was done. The audit key
- * is opened once, first: re-wrapping changes its wrapped form, not the key.
- */
-async function rewrapAudited(db: Db, provider: KeyProvider, batchSize: number, signal: AbortSignal): Promise<RewrapResult> {
-  const key = await openAuditKey(db.pool, provider, signal, { underNewMasterKey: true });
-  try {
-    const to = await provider.currentMasterKeyId(signal);
-    await inTransaction(db.pool, (c) => recordRotation(c, key, provider, "rotate-master-key", { event: "started", to }));
-    const done = await rewrapKeys(db.pool, provider, { batchSize, signal });
-    await inTransaction(db.pool, (c) =>
-      recordRotation(c, key, provider, "rotate-master-key", {
-        event: "finished",
-        to: done.masterKeyId,
-        from: done.from,
-        dataKeys: done.dataKeys,
-        pseudonymKeys: done.pseudonymKeys,
-        auditKeys: done.auditKeys,
-        leftAlone: done.unopenable.unused.length,
-      }),
-    );
-    return done;
-  } finally {
-    key.key.fill(0);
-  }
-}
-
-/**
  * `masq rotate pseudonym-key [--batch-size N] [--resume] [--dry-run]`: a new pseudonym key, and every pseudonym
  * under the old one replaced, while ingestion runs. The first SIGINT/SIGTERM stops after the current batch (exit 1,
  * resume later); every batch is its own transaction, so even a kill leaves a state that --resume continues.
@@ -98,7 +64,8 @@ export async function rotatePseudonymKeyCommand(flags: Record<string, unknown>):
   }
   const table = readTable(flags, process.env);
   const batchSize = typeof flags.batchSize === "number" ? flags.batchSize : 1000;
-  return withKeys(flags, async ({ db, provider, signal }) => {
+  return runAudited(flags, ROTATION, async ({ db, keys, signal }) => {
+    const provider = keys();
     if (flags.dryRun === true) return dryRun(db, table);
     const report = reporter();
     const result = await rotatePseudonymKey({
@@ -152,23 +119,12 @@ export async function rotatePseudonymKeyCommand(flags: Record<string, unknown>):
 }
 
 async function dryRun(db: Db, table: TableName): Promise<number> {
-  const { rows } = await db.pool.query<{ version: number | null; provider: string | null; retiring: number | null; values: number; bodies: number }>(
-    `SELECT (SELECT version FROM masq.pseudonym_keys WHERE state = 'active') AS version,
-            (SELECT provider FROM masq.pseudonym_keys WHERE state = 'active') AS provider,
-            (SELECT version FROM masq.pseudonym_keys WHERE state = 'retiring') AS retiring,
-            (SELECT count(*) FROM masq.vault WHERE key_version = (SELECT version FROM masq.pseudonym_keys WHERE state = 'active'))::int AS values,
-            (SELECT count(*) FROM masq.quarantine WHERE body IS NOT NULL)::int AS bodies`,
-  );
-  const r = rows[0]!;
+  const r = await previewPseudonymRotation(db, table);
   if (r.retiring !== null) process.stdout.write(`a rotation from version ${r.retiring} to ${r.version} is in progress: masq rotate pseudonym-key --resume continues it\n`);
   else if (r.version === null) process.stdout.write("there is no pseudonym key yet (the first masq run creates it): nothing to rotate\n");
   else if (r.provider === "external") process.stdout.write(`the active pseudonym key (version ${r.version}) is given in MASQ_PSEUDONYM_KEY: masq cannot rotate it\n`);
   else {
-    const tables: string[] = [];
-    for (const t of await rotationTables(db.pool, tableText(table))) {
-      const b = await db.pool.query<{ blocks: string | null }>("SELECT pg_relation_size(to_regclass($1)) / current_setting('block_size')::int AS blocks", [qualified(t.table)]);
-      tables.push(`${t.text} (${n(Number(b.rows[0]?.blocks ?? 0))} blocks)`);
-    }
+    const tables = r.tables.map((t) => `${t.text} (${n(t.blocks)} blocks)`);
     process.stdout.write(
       `would rotate pseudonym key version ${r.version} to ${r.version + 1}: ${n(r.values)} vault value(s), up to ${n(r.bodies)} quarantined body(ies), ` +
         `${tables.join(", ")}\n`,
@@ -229,36 +185,4 @@ function fromText(r: Pick<RewrapResult, "from">): string {
   return Object.entries(r.from)
     .map(([id, k]) => `${id} (${n(k)})`)
     .join(", ");
-}
-
-/** A database pool, the configured key provider, and a signal that the first SIGINT/SIGTERM aborts. */
-async function withKeys(flags: Record<string, unknown>, fn: (deps: { db: Db; provider: KeyProvider; signal: AbortSignal }) => Promise<number>): Promise<number> {
-  const provider = createKeyProvider(readKeyConfig(process.env));
-  // Batches of the table pass can wait on row locks: more room than ingestion's 60 s.
-  const connectTimeoutMs = readConnectTimeoutMs(process.env);
-  const db = createDb({
-    databaseUrl: readDatabaseUrl(flags, process.env),
-    setting: databaseSetting(flags, process.env),
-    connectTimeoutMs,
-    poolSize: 3,
-    statementTimeoutMs: 600_000,
-  });
-  const abort = new AbortController();
-  const signals = onShutdownSignals({
-    first: (signal) => {
-      process.stderr.write("masq: stopping after the current batch (signal again to exit at once; --resume continues)\n");
-      abort.abort(signal);
-    },
-  });
-  try {
-    await waitForPostgres(db, { deadlineMs: connectTimeoutMs, signal: abort.signal });
-    return await fn({ db, provider, signal: abort.signal });
-  } catch (err) {
-    // Printed by the CLI as one line, with its exit code.
-    throw fromPostgres(err, db.target);
-  } finally {
-    signals.dispose();
-    provider.close();
-    await db.close().catch(() => undefined);
-  }
 }

@@ -171,7 +171,7 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
     if (retentionDays !== undefined && !drain) {
       await requirePrunePrivilege(db.pool);
       pruneDb = createDb({ databaseUrl: config.databaseUrl, setting: databaseSetting(flags, process.env), poolSize: 3, logger });
-      const { startPeriodicPrune } = await import("../retention/periodic-prune.ts");
+      const { startPeriodicPrune } = await import("../lifecycle/periodic-prune.ts");
       vaultPrune = startPeriodicPrune({ pool: pruneDb.pool, provider, table: config.table, days: retentionDays, logger });
     }
 

@@ -1,24 +1,16 @@
-import { openAuditKey } from "../audit/audit-key.ts";
-import { clientReported } from "../audit/client-reported.ts";
-import { subjectFingerprint } from "../audit/subject-fingerprint.ts";
-import { databaseSetting, readConnectTimeoutMs, readDatabaseUrl, readKeyConfig, readTable } from "../settings/config.ts";
-import { ConfigError, describeError, errorLine, exitCodeFor } from "../errors.ts";
-import { createProgress } from "../progress/progress.ts";
-import { withRotationLock } from "../rotation/rotation-lock.ts";
-import { createDb } from "../sink/db.ts";
+import { ERASE_REFUSAL, readReason, runAudited } from "../lifecycle/audited-command.ts";
+import { eraseUser, type ErasureCounts } from "../lifecycle/erase-subject.ts";
+import { readTable } from "../settings/config.ts";
+import { ConfigError } from "../errors.ts";
+import { createProgress, type Progress } from "../progress/progress.ts";
 import { endedLine } from "../sink/lock-watch.ts";
-import { fromPostgres } from "../sink/pg-errors.ts";
-import { namesTable, registeredTables } from "../sink/registered-tables.ts";
+import { namesTable } from "../sink/registered-tables.ts";
 import type { TableName } from "../sink/table-name.ts";
-import { waitForPostgres } from "../sink/wait-for-postgres.ts";
-import { eraseSubject, previewErasure, type ErasureCounts } from "../sink/erase-subject.ts";
-import { createKeyProvider } from "../vault/key-provider-from-config.ts";
-import { readReason } from "./unmask.ts";
 
 /**
  * `masq subject erase --user-id <id> --reason "…" [--dry-run] [--vault-only]`: deletes a user's rows (of every
  * registered table, or of the one --table or MASQ_TABLE names) and quarantine records and every vault value only they used (or, --vault-only, just those values and the encrypted originals of
- * their quarantine records), in bounded batches, audited before and after (subject/erase-subject.ts). The trail and
+ * their quarantine records), in bounded batches, audited before and after (lifecycle/erase-subject.ts). The trail and
  * every output name the user by a keyed fingerprint, never by the id. Needs masq_erase.
  */
 export async function subjectEraseCommand(flags: Record<string, unknown>): Promise<number> {
@@ -28,69 +20,32 @@ export async function subjectEraseCommand(flags: Record<string, unknown>): Promi
   // A dry run is recorded too (its counts say whether the user exists); it needs no justification of its own.
   const reason = dryRun && flags.reason === undefined ? "dry run (counts only)" : readReason(flags);
   const named = namesTable(flags, process.env) ? readTable(flags, process.env) : undefined;
-  const connectTimeoutMs = readConnectTimeoutMs(process.env);
-  const db = createDb({ databaseUrl: readDatabaseUrl(flags, process.env), setting: databaseSetting(flags, process.env), connectTimeoutMs, poolSize: 3 });
-  const provider = createKeyProvider(readKeyConfig(process.env));
-  try {
-    await waitForPostgres(db, { deadlineMs: connectTimeoutMs });
-    // Every registered table unless the command names one: the user is erased wherever masq wrote them.
-    const tables = named !== undefined ? [named] : await registeredTables(db.pool);
-    if (tables.length === 0) tables.push(readTable({}, {}));
-    const everyTable = named === undefined;
-    const where = (t: TableName) => `${t.schema}.${t.name}`;
-    const open = async () => {
-      const key = await openAuditKey(db.pool, provider);
-      return { key, fingerprint: subjectFingerprint(key, userId), client: await clientReported(provider) };
-    };
-    if (dryRun) {
-      const { key, fingerprint, client } = await open();
-      try {
-        for (const table of tables) {
-          const before = await previewErasure(db.pool, key, { table, userId, fingerprint, vaultOnly, everyTable, reason, client });
-          process.stdout.write(
-            summary(`masq subject erase --dry-run (${where(table)}${vaultOnly ? ", vault only" : ""}): nothing was changed; an erasure now would delete`, before) +
-              `  audit row                #${before.seq} (preview)\n`,
-          );
-        }
-        return 0;
-      } finally {
-        key.key.fill(0);
-      }
-    }
-    return await withRotationLock(db.pool, async () => {
-      const { key, fingerprint, client } = await open();
-      try {
-        let total = 0;
-        for (const table of tables) {
-          // No preview first (it is unbounded): the bar counts what the batches delete.
-          const bar = createProgress("erasing", { unit: vaultOnly ? "values" : "rows" });
-          const r = await eraseSubject(db.pool, key, { table, userId, fingerprint, vaultOnly, everyTable, reason, client }, (b) => {
-            const size = vaultOnly ? b.vault + b.originals : b.rows + b.quarantine;
-            bar?.committed({ size, seconds: 0, written: 0, duplicates: 0, quarantinedByReason: {}, lagSeconds: [] });
-          }, undefined, (b, what) => process.stderr.write(`masq: ${endedLine(b, what)}\n`));
-          bar?.stop({ complete: true });
-          total += r.rows + r.quarantine + r.originals + r.vault;
-          process.stdout.write(
-            summary(`masq subject erase (${where(table)}${vaultOnly ? ", vault only" : ""}): user ${fingerprint}`, r) +
-              `  audit rows               #${r.startSeq} (start), #${r.doneSeq} (done)\n`,
-          );
-        }
+  const where = (t: TableName) => `${t.schema}.${t.name}${vaultOnly ? ", vault only" : ""}`;
+  let bar: Progress | undefined;
+  return runAudited(flags, { keys: "now", poolSize: 3, refuse: ERASE_REFUSAL }, async (lc) => {
+    const total = await eraseUser(lc, { userId, named, vaultOnly, dryRun, reason }, {
+      previewed: (table, before) =>
         process.stdout.write(
-          (total === 0 ? "Nothing of this user was left to erase (erased before, or never ingested).\n" : "") +
-            "Messages for this user still queued, or arriving while this ran, are new data. Once the queue is drained\n" +
-            "(masq status shows it empty), run the same command again: it deletes only what is new.\n",
-        );
-        return 0;
-      } finally {
-        key.key.fill(0);
-      }
+          summary(`masq subject erase --dry-run (${where(table)}): nothing was changed; an erasure now would delete`, before) + `  audit row                #${before.seq} (preview)\n`,
+        ),
+      erasing: () => {
+        bar = createProgress("erasing", { unit: vaultOnly ? "values" : "rows" });
+        return (b) => bar?.committed({ size: vaultOnly ? b.vault + b.originals : b.rows + b.quarantine, seconds: 0, written: 0, duplicates: 0, quarantinedByReason: {}, lagSeconds: [] });
+      },
+      erased: (table, r, fingerprint) => {
+        bar?.stop({ complete: true });
+        process.stdout.write(summary(`masq subject erase (${where(table)}): user ${fingerprint}`, r) + `  audit rows               #${r.startSeq} (start), #${r.doneSeq} (done)\n`);
+      },
+      blockerEnded: (b, what) => process.stderr.write(`masq: ${endedLine(b, what)}\n`),
     });
-  } catch (err) {
-    return refuse(err, db.target);
-  } finally {
-    provider.close();
-    await db.close().catch(() => undefined);
-  }
+    if (dryRun) return 0;
+    process.stdout.write(
+      (total === 0 ? "Nothing of this user was left to erase (erased before, or never ingested).\n" : "") +
+        "Messages for this user still queued, or arriving while this ran, are new data. Once the queue is drained\n" +
+        "(masq status shows it empty), run the same command again: it deletes only what is new.\n",
+    );
+    return 0;
+  });
 }
 
 function summary(head: string, c: ErasureCounts): string {
@@ -110,19 +65,4 @@ export function readUserId(flags: Record<string, unknown>): string {
   if (id === undefined || id === "") throw new ConfigError("--user-id", "is required: exactly one user id, as in the table's user_id", { what: "no user" });
   if (id.length > 128) throw new ConfigError("--user-id", `is ${id.length} characters long; user_id holds at most 128`, { what: "not a user id" });
   return id;
-}
-
-function refuse(err: unknown, target: Parameters<typeof fromPostgres>[1]): number {
-  if (err instanceof ConfigError) throw err;
-  const known = fromPostgres(err, target);
-  if (known instanceof ConfigError) throw known;
-  const code = (err as { code?: string }).code;
-  const message = describeError(err);
-  const denied = /permission denied for ([a-z]+ [\w."]+)/.exec(message)?.[1] ?? "masq's erase functions";
-  const line =
-    code === "42501" || /permission denied/.test(message)
-      ? `masq: permission denied (${denied}): erasing needs the masq_erase role (GRANT masq_erase TO <your login>); nothing was erased`
-      : errorLine(known);
-  process.stderr.write(`${line}\n`);
-  return exitCodeFor(known);
 }

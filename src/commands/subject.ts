@@ -1,12 +1,12 @@
 import { once } from "node:events";
-import { revealSubject, type SubjectResult } from "../audit/reveal-subject.ts";
+import { exportUser } from "../lifecycle/export-subject.ts";
 import { readPseudonymKey, readTable } from "../settings/config.ts";
 import { revealing } from "../closed-stdout.ts";
 import { ConfigError } from "../errors.ts";
-import { namesTable, registeredTables } from "../sink/registered-tables.ts";
-import { qualified, type TableName } from "../sink/table-name.ts";
-import { ExportWriter } from "../vault/export-output.ts";
-import { readFormat, readReason, withVault } from "./unmask.ts";
+import { namesTable } from "../sink/registered-tables.ts";
+import { ExportWriter, type ExportLine } from "../lifecycle/export-output.ts";
+import { readReason, REVEAL_REFUSAL, runAudited } from "../lifecycle/audited-command.ts";
+import { readFormat } from "../lifecycle/unmask-output.ts";
 
 /** Rows read, decrypted and written at a time: memory stays bounded however many rows the user has. */
 const EXPORT_PAGE = 1000;
@@ -15,7 +15,7 @@ const EXPORT_PAGE = 1000;
  * `masq subject export --user-id <id> --reason "…"`: every row of every registered table (or of the one --table or
  * MASQ_TABLE names) for this user, with ip and device_id
  * decrypted beside their pseudonyms, and the user's quarantined messages with their originals (GDPR Art. 15).
- * Authorised and audited as `masq unmask` is (audit/reveal-subject.ts): the audit row, naming the user by its
+ * Authorised and audited as `masq unmask` is (lifecycle/export-subject.ts): the audit row, naming the user by its
  * fingerprint, commits before anything is shown. Exit 1 when a value is withheld because it is not its pseudonym's.
  */
 export async function subjectExportCommand(flags: Record<string, unknown>): Promise<number> {
@@ -29,41 +29,29 @@ export async function subjectExportCommand(flags: Record<string, unknown>): Prom
   const format = readFormat(flags);
   const pageSize = readPageSize(flags.pageSize);
   const named = namesTable(flags, process.env) ? readTable(flags, process.env) : undefined;
-  return withVault(flags, async ({ db, provider, client }) => {
-    // Every registered table unless the command names one; the quarantine records (no table's) come with the first.
-    const registered = named !== undefined ? [] : await registeredTables(db.pool);
-    const tables: TableName[] = named !== undefined ? [named] : registered.filter((t) => t.readable);
-    if (tables.length === 0) tables.push(readTable({}, {}));
-    for (const t of registered.filter((x) => !x.readable)) {
+  const writer = new ExportWriter(format);
+  let begun = false;
+  const emit = async (lines: ExportLine[]) => {
+    await write(begun ? writer.page(lines) : writer.begin() + writer.page(lines));
+    begun = true;
+  };
+  const req = { userId, named, tableSetting: flags.table !== undefined ? "--table" : "MASQ_TABLE", from, to, pageSize, reason, pseudonymKeyOverride: readPseudonymKey(process.env) };
+  return runAudited(flags, { keys: "now", refuse: REVEAL_REFUSAL }, async (lc) => {
+    const forged = await exportUser(lc, req, emit, {
       // Said, not skipped silently: an access request's export is then incomplete.
-      process.stderr.write(`masq: ${t.schema}.${t.name} is a table masq writes that this login may not read: its rows are not in this export\n`);
-    }
-    const writer = new ExportWriter(format);
-    let begun = false;
-    const forged: SubjectResult["forged"] = [];
-    for (const [i, table] of tables.entries()) {
-      const req = { reason, client, userId, table, from, to, pageSize, pseudonymKeyOverride: readPseudonymKey(process.env), withQuarantine: i === 0, audited: (seq: string) => revealing("subject export", seq) };
-      const r = await revealSubject(db.pool, provider, req, async (lines) => {
-        await write(begun ? writer.page(lines) : writer.begin() + writer.page(lines));
-        begun = true;
-      }).catch((err: unknown) => {
-        // The export reads only a table masq writes (migration 007's registration), never one a login names at will.
-        if (err instanceof Error && /is not a table masq writes/.test(err.message)) {
-          const setting = flags.table !== undefined ? "--table" : "MASQ_TABLE";
-          throw new ConfigError(setting, `${qualified(table)} is not a table masq writes`, { what: "not masq's table", hint: `run masq migrate as the table's owner with ${setting} set to it, then export again` });
+      unreadable: (t) => process.stderr.write(`masq: ${t.schema}.${t.name} is a table masq writes that this login may not read: its rows are not in this export\n`),
+      audited: (seq) => revealing("subject export", seq),
+      exported: (table, r, withQuarantine, tables) => {
+        const of = tables > 1 ? ` from ${table.schema}.${table.name}` : "";
+        process.stderr.write(
+          `masq: exported ${r.rows} row(s)${of} and ${r.quarantined} quarantined message(s) of this user in ${r.pages} page(s); audit row ${r.auditSeq}` +
+            ` records ${r.recorded.rows} row(s), ${r.recorded.values} value(s), ${r.recorded.quarantined} quarantined\n`,
+        );
+        if (r.rows !== r.recorded.rows || (withQuarantine && r.quarantined !== r.recorded.quarantined)) {
+          process.stderr.write("masq: rows of this user arrived or went while exporting: the export and its audit row differ; run it again once ingestion is drained\n");
         }
-        throw err;
-      });
-      const of = tables.length > 1 ? ` from ${table.schema}.${table.name}` : "";
-      process.stderr.write(
-        `masq: exported ${r.rows} row(s)${of} and ${r.quarantined} quarantined message(s) of this user in ${r.pages} page(s); audit row ${r.auditSeq}` +
-          ` records ${r.recorded.rows} row(s), ${r.recorded.values} value(s), ${r.recorded.quarantined} quarantined\n`,
-      );
-      if (r.rows !== r.recorded.rows || (req.withQuarantine && r.quarantined !== r.recorded.quarantined)) {
-        process.stderr.write("masq: rows of this user arrived or went while exporting: the export and its audit row differ; run it again once ingestion is drained\n");
-      }
-      forged.push(...r.forged);
-    }
+      },
+    });
     await write((begun ? "" : writer.begin()) + writer.end());
     for (const f of forged) {
       process.stderr.write(`masq: the vault value of ${f.kind} ${f.pseudonym} is not that pseudonym's value (planted with ingestion's credentials?): not shown; marked suspect\n`);

@@ -1,13 +1,8 @@
-import { databaseSetting, readConnectTimeoutMs, readDatabaseUrl, readKeyConfig, readRetentionDays, readTable } from "../settings/config.ts";
+import { readRetentionDays, readTable } from "../settings/config.ts";
 import { ConfigError } from "../errors.ts";
-import { pruneVault } from "../retention/prune-vault.ts";
+import { runAudited } from "../lifecycle/audited-command.ts";
+import { pruneVault } from "../lifecycle/prune-vault.ts";
 import { endedLine } from "../sink/lock-watch.ts";
-import { createDb } from "../sink/db.ts";
-import { fromPostgres } from "../sink/pg-errors.ts";
-import { waitForPostgres } from "../sink/wait-for-postgres.ts";
-import { createKeyProvider } from "../vault/key-provider-from-config.ts";
-import type { KeyProvider } from "../vault/key-provider.ts";
-import { onShutdownSignals } from "./signals.ts";
 
 const n = (v: number) => v.toLocaleString("en-US");
 
@@ -27,26 +22,17 @@ export async function vaultPruneCommand(flags: Record<string, unknown>): Promise
   const dryRun = flags.dryRun === true;
   const batchSize = typeof flags.batchSize === "number" ? flags.batchSize : 1000;
   if (batchSize > 10_000) throw new ConfigError("--batch-size", `must be at most 10000 (got ${batchSize})`);
-  const provider: KeyProvider | undefined = dryRun ? undefined : createKeyProvider(readKeyConfig(process.env));
-  const connectTimeoutMs = readConnectTimeoutMs(process.env);
-  const db = createDb({ databaseUrl: readDatabaseUrl(flags, process.env), setting: databaseSetting(flags, process.env), connectTimeoutMs, poolSize: 3 });
-  const abort = new AbortController();
-  const signals = onShutdownSignals({
-    first: (signal) => {
-      process.stderr.write("masq: stopping after the current batch (signal again to exit at once; run masq vault prune again to continue)\n");
-      abort.abort(signal);
-    },
-  });
-  try {
-    await waitForPostgres(db, { deadlineMs: connectTimeoutMs, signal: abort.signal });
+  const stop = "stopping after the current batch (signal again to exit at once; run masq vault prune again to continue)";
+  // A dry run needs no key: the provider is made (and its settings read) only for a real prune.
+  return runAudited(flags, { keys: dryRun ? "when-needed" : "now", poolSize: 3, onStop: stop }, async ({ db, keys, signal }) => {
     const r = await pruneVault({
       pool: db.pool,
-      provider,
+      provider: dryRun ? undefined : keys(),
       table,
       days,
       dryRun,
       batchSize,
-      signal: abort.signal,
+      signal,
       onBlockerEnded: (b, what) => process.stderr.write(`masq: ${endedLine(b, what)}\n`),
     });
     const what = `vault entry(ies) that no row of ${table.schema}.${table.name} from the last ${n(days)} days uses, and ${n(r.quarantinePruned)} quarantine record(s) older than that`;
@@ -60,11 +46,5 @@ export async function vaultPruneCommand(flags: Record<string, unknown>): Promise
       return 1;
     }
     return 0;
-  } catch (err) {
-    throw fromPostgres(err, db.target);
-  } finally {
-    signals.dispose();
-    provider?.close();
-    await db.close().catch(() => undefined);
-  }
+  });
 }

@@ -1,5 +1,5 @@
 import { sql } from "kysely";
-import { masqQueries } from "../sink/masq-queries.ts";
+import { masqQueries } from "../db/schema.ts";
 import type { Db } from "../sink/db.ts";
 import type { TableName } from "../sink/table-name.ts";
 

@@ -3,27 +3,6 @@ import type { Logger } from "pino";
 import { parseConnectionString } from "./connection-string.ts";
 import { pgTarget, type PgTarget } from "./pg-target.ts";
 
-/** masq's own tables, for typed queries. The user's table is written with raw, set-based SQL (write-batch.ts). */
-export interface MasqTables {
-  "masq.ingest_ledger": { message_id: string; outcome: "written" | "quarantined"; committed_at: Date };
-  "masq.quarantine": {
-    message_id: string;
-    reason: string;
-    detail: string;
-    body: string | null;
-    body_length: number;
-    sent_at: Date | null;
-    received_at: Date;
-    quarantined_at: Date;
-    replayed_at: Date | null;
-    /** The original body, encrypted (vault-aad.ts quarantineBodyAad); readable by masq_unmask and the owner only. */
-    body_data_key_id: string | null;
-    body_nonce: Buffer | null;
-    body_ciphertext: Buffer | null;
-  };
-  "masq.schema_migrations": { version: number; name: string; applied_at: Date };
-}
-
 export interface Db {
   pool: pg.Pool;
   /** The setting and host:port/database this pool connects to, for errors and "waiting" lines. */

@@ -1,5 +1,5 @@
 import { sql } from "kysely";
-import { masqQueries } from "./masq-queries.ts";
+import { masqQueries } from "../db/schema.ts";
 import type { Db } from "./db.ts";
 
 export interface DatabaseStatus {

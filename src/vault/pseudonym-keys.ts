@@ -3,6 +3,7 @@ import type pg from "pg";
 import { ConfigError, FatalError } from "../errors.ts";
 import { createPseudonymizer, type Pseudonymizer } from "../ingest/pseudonymize.ts";
 import { classifyPgError } from "../sink/pg-errors.ts";
+import { query } from "../db/query.ts";
 import type { KeyProvider } from "./key-provider.ts";
 
 /** The pseudonym key ingestion writes with. */
@@ -131,13 +132,5 @@ async function createFirst(pool: pg.Pool, provider: KeyProvider, override: Uint8
     throw err instanceof ConfigError || err instanceof FatalError ? err : classifyPgError(err);
   } finally {
     client.release();
-  }
-}
-
-async function query<R extends pg.QueryResultRow>(pool: pg.Pool, text: string, values: unknown[] = []): Promise<pg.QueryResult<R>> {
-  try {
-    return await pool.query<R>(text, values);
-  } catch (err) {
-    throw classifyPgError(err);
   }
 }

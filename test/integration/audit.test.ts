@@ -118,8 +118,8 @@ describe("masq audit list, verify and checkpoint", () => {
 
   test("a long trail verifies in seq order (row 10 after row 9, not after row 1), each row later than the one before", async () => {
     const { LocalKeyProvider } = await import("../../src/vault/local-provider.ts");
-    const { openAuditKey } = await import("../../src/audit/audit-key.ts");
-    const { appendAudit } = await import("../../src/audit/seal-audit.ts");
+    const { openAuditKey } = await import("../../src/lifecycle/audit-key.ts");
+    const { appendAudit } = await import("../../src/lifecycle/seal-audit.ts");
     const { inTransaction } = await import("../../src/sink/transaction.ts");
     const provider = new LocalKeyProvider(Buffer.from(TEST_MASTER_KEY_HEX, "hex"));
     const key = await openAuditKey(fx.db.pool, provider);

@@ -3,7 +3,7 @@ import { writeFileSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { describe, test } from "node:test";
-import { CORRECTED_REPLAY_REASON } from "../../src/commands/quarantine.ts";
+import { CORRECTED_REPLAY_REASON } from "../../src/lifecycle/replay-quarantine.ts";
 import { usePipelineFixture } from "../helpers/fixture.ts";
 import { sendBodies } from "../../src/demo/send-events.ts";
 import { createPseudonymizer } from "../../src/ingest/pseudonymize.ts";

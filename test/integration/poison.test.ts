@@ -8,7 +8,7 @@ import { prepareDatabase } from "../../src/db/prepare-database.ts";
 import { createLogger } from "../../src/log.ts";
 import { createDb, type Db } from "../../src/sink/db.ts";
 import { MAX_REDACTED_CHARS } from "../../src/ingest/redact-body.ts";
-import { rotatePseudonymKey } from "../../src/rotation/rotate-pseudonym-key.ts";
+import { rotatePseudonymKey } from "../../src/lifecycle/rotate-pseudonym-key.ts";
 import { LocalKeyProvider } from "../../src/vault/local-provider.ts";
 import { usePipelineFixture } from "../helpers/fixture.ts";
 import { masqEnv, spawnMasq } from "../helpers/masq-process.ts";

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { commitMessages } from "../../src/ingest/commit-messages.ts";
-import { startPeriodicPrune } from "../../src/retention/periodic-prune.ts";
-import { pruneVault } from "../../src/retention/prune-vault.ts";
+import { startPeriodicPrune } from "../../src/lifecycle/periodic-prune.ts";
+import { pruneVault } from "../../src/lifecycle/prune-vault.ts";
 import { LocalKeyProvider } from "../../src/vault/local-provider.ts";
 import { usePipelineFixture } from "../helpers/fixture.ts";
 import { createLoginRoles } from "../helpers/login-roles.ts";

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { ExportWriter, type ExportLine } from "../../src/vault/export-output.ts";
+import { ExportWriter, type ExportLine } from "../../src/lifecycle/export-output.ts";
 
 const p = "a".repeat(64);
 const row = (device_id: string | null, ip: string | null = "192.0.2.1"): ExportLine => ({

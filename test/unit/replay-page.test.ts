@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { REPLAY_PAGE_BYTES, withinBytes } from "../../src/commands/quarantine.ts";
+import { REPLAY_PAGE_BYTES, withinBytes } from "../../src/lifecycle/replay-quarantine.ts";
 
 const MiB = 1024 * 1024;
 const records = (lengths: (number | null)[]) => lengths.map((body_length, i) => ({ message_id: `m${i}`, body_length }));

@@ -1,12 +1,16 @@
 import type pg from "pg";
-import type { AuditKey } from "../audit/audit-key.ts";
+import type { AuditKey } from "./audit-key.ts";
 import { ConfigError } from "../errors.ts";
-import type { TableName } from "../sink/table-name.ts";
+import { qualified, type TableName } from "../sink/table-name.ts";
+import { sql } from "kysely";
+import { classified } from "../db/query.ts";
+import type { Db } from "../sink/db.ts";
+import { masqQueries } from "../db/schema.ts";
 import { DataKeys, type DataKeyLimits } from "../vault/data-keys.ts";
 import type { KeyProvider } from "../vault/key-provider.ts";
 import { pseudonymKeyVersion } from "../vault/pseudonym-keys.ts";
-import { openAuditKey } from "../audit/audit-key.ts";
-import { recordRotation } from "../audit/record-rotation.ts";
+import { openAuditKey } from "./audit-key.ts";
+import { recordRotation } from "./seal-audit.ts";
 import { inTransaction } from "../sink/transaction.ts";
 import { OpenedDataKeys } from "./opened-data-keys.ts";
 import type { PassContext } from "./pass-context.ts";
@@ -15,7 +19,7 @@ import { reredactQuarantine } from "./reredact-quarantine.ts";
 import { retirePseudonymKey } from "./retire-pseudonym-key.ts";
 import { assertRewritable } from "./rewrite-table.ts";
 import { assertTablesRewritable, rotationTables, rewriteTables, tableText } from "./rewrite-tables.ts";
-import { withRotationLock } from "./rotation-lock.ts";
+import { withRotationLock } from "./rotation-state.ts";
 import { readRotationState, setRotationPhase, type RotationPhase, type RotationState } from "./rotation-state.ts";
 import { switchPseudonymKey } from "./switch-pseudonym-key.ts";
 import type { Blocker } from "../sink/lock-watch.ts";
@@ -154,4 +158,39 @@ async function rotateAudited(opts: RotatePseudonymKeyOptions, auditKey: AuditKey
     dataKeys.close();
     opened.close();
   }
+}
+
+/** What `masq rotate pseudonym-key --dry-run` reports: the key in use, a rotation in progress, and what a rotation would rewrite. */
+export interface RotationPreview {
+  version: number | null;
+  provider: string | null;
+  retiring: number | null;
+  values: number;
+  bodies: number;
+  /** The tables a rotation rewrites, with their size in blocks (the table pass's unit). */
+  tables: { text: string; blocks: number }[];
+}
+
+export async function previewPseudonymRotation(db: Db, table: TableName): Promise<RotationPreview> {
+  const k = masqQueries(db);
+  const active = k.selectFrom("masq.pseudonym_keys").where("state", "=", "active");
+  const r = await classified(
+    k
+      .selectNoFrom((eb) => [
+        active.select("version").as("version"),
+        active.select("provider").as("provider"),
+        eb.selectFrom("masq.pseudonym_keys").where("state", "=", "retiring").select("version").as("retiring"),
+        sql<number>`(SELECT count(*) FROM masq.vault WHERE key_version = (${active.select("version")}))::int`.as("values"),
+        sql<number>`(SELECT count(*) FROM masq.quarantine WHERE body IS NOT NULL)::int`.as("bodies"),
+      ])
+      .executeTakeFirstOrThrow(),
+  );
+  const tables: RotationPreview["tables"] = [];
+  if (r.retiring === null && r.version !== null && r.provider !== "external") {
+    for (const t of await rotationTables(db.pool, tableText(table))) {
+      const b = await classified(sql<{ blocks: string | null }>`SELECT pg_relation_size(to_regclass(${qualified(t.table)})) / current_setting('block_size')::int AS blocks`.execute(k));
+      tables.push({ text: t.text, blocks: Number(b.rows[0]?.blocks ?? 0) });
+    }
+  }
+  return { ...r, tables };
 }

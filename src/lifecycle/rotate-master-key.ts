@@ -2,7 +2,11 @@ import type pg from "pg";
 import { ConfigError, FatalError } from "../errors.ts";
 import type { KeyContext, KeyProvider } from "../vault/key-provider.ts";
 import { pseudonymKeyContext } from "../vault/pseudonym-keys.ts";
-import { query } from "./query.ts";
+import { query } from "../db/query.ts";
+import { inTransaction } from "../sink/transaction.ts";
+import { openAuditKey } from "./audit-key.ts";
+import { withRotationLock } from "./rotation-state.ts";
+import { recordRotation } from "./seal-audit.ts";
 
 export interface RewrapResult {
   /** The master key everything is wrapped under now (or would be, on a dry run). */
@@ -199,5 +203,42 @@ async function refuseOtherProvider(pool: pg.Pool, provider: KeyProvider): Promis
       `${what}: masq rotate master-key moves keys from one master key to another of the same provider (${provider.name} is configured); ` +
         "configure the provider those keys were made with",
     );
+  }
+}
+
+/**
+ * `masq rotate master-key`: every key re-wrapped under the configured master key, one rotation at a time (the
+ * rotation lock), between two audit rows; `left`: what is still under another master key afterwards.
+ */
+export async function rotateMasterKey(pool: pg.Pool, provider: KeyProvider, batchSize: number, signal: AbortSignal): Promise<{ done: RewrapResult; left: Awaited<ReturnType<typeof countKeysToRewrap>> }> {
+  const done = await withRotationLock(pool, () => rewrapAudited(pool, provider, batchSize, signal));
+  return { done, left: await countKeysToRewrap(pool, done.masterKeyId) };
+}
+
+/**
+ * The re-wrap between two rows of the trail: the first, sealed and committed before any key is re-wrapped (a rotation
+ * whose audit key does not unwrap stops before it changes anything), the second with what was done. The audit key
+ * is opened once, first: re-wrapping changes its wrapped form, not the key.
+ */
+async function rewrapAudited(pool: pg.Pool, provider: KeyProvider, batchSize: number, signal: AbortSignal): Promise<RewrapResult> {
+  const key = await openAuditKey(pool, provider, signal, { underNewMasterKey: true });
+  try {
+    const to = await provider.currentMasterKeyId(signal);
+    await inTransaction(pool, (c) => recordRotation(c, key, provider, "rotate-master-key", { event: "started", to }));
+    const done = await rewrapKeys(pool, provider, { batchSize, signal });
+    await inTransaction(pool, (c) =>
+      recordRotation(c, key, provider, "rotate-master-key", {
+        event: "finished",
+        to: done.masterKeyId,
+        from: done.from,
+        dataKeys: done.dataKeys,
+        pseudonymKeys: done.pseudonymKeys,
+        auditKeys: done.auditKeys,
+        leftAlone: done.unopenable.unused.length,
+      }),
+    );
+    return done;
+  } finally {
+    key.key.fill(0);
   }
 }

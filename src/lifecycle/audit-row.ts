@@ -1,6 +1,9 @@
 import { createHmac, timingSafeEqual } from "node:crypto";
 import type pg from "pg";
-import { classifyPgError } from "../sink/pg-errors.ts";
+import { query } from "../db/query.ts";
+import { userInfo } from "node:os";
+import { describeError } from "../errors.ts";
+import type { KeyProvider } from "../vault/key-provider.ts";
 
 /**
  * A row of masq.audit as the MAC covers it. Every field is read in a canonical text form (the timestamp in UTC to
@@ -38,9 +41,31 @@ export function macMatches(key: Uint8Array, r: AuditRow): boolean {
 }
 
 export async function readAuditRow(db: pg.Pool | pg.PoolClient, seq: string | number): Promise<AuditRow | undefined> {
+  return (await query<AuditRow>(db, `SELECT ${AUDIT_COLUMNS} FROM masq.audit WHERE seq = $1`, [seq])).rows[0];
+}
+
+/**
+ * What the client says about itself, recorded apart from what the server knows (session_user): the operating-system
+ * user, and with KMS the AWS caller that STS names. Both come from the client's machine and could be made up by a
+ * client that is not masq, which is why the audit labels them client-reported.
+ */
+export async function clientReported(provider: KeyProvider): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  const os = osUser();
+  if (os !== undefined) out.os_user = os;
   try {
-    return (await db.query<AuditRow>(`SELECT ${AUDIT_COLUMNS} FROM masq.audit WHERE seq = $1`, [seq])).rows[0];
+    const aws = await provider.callerIdentity();
+    if (aws !== undefined) out.aws_identity = aws;
   } catch (err) {
-    throw classifyPgError(err);
+    out.aws_identity = `unknown (${describeError(err).slice(0, 200)})`;
+  }
+  return out;
+}
+
+function osUser(): string | undefined {
+  try {
+    return userInfo().username;
+  } catch {
+    return process.env.USER;
   }
 }

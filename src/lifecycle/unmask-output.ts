@@ -1,3 +1,5 @@
+import { ConfigError } from "../errors.ts";
+
 /** One recovered value, as `masq unmask` prints it. */
 export interface Unmasked {
   kind: string;
@@ -32,4 +34,11 @@ export function csvField(value: string): string {
 export function printable(value: string): string {
   // eslint-disable-next-line no-control-regex
   return value.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
+}
+
+/** --format of unmask and subject export. */
+export function readFormat(flags: Record<string, unknown>): UnmaskFormat {
+  const f = typeof flags.format === "string" ? flags.format : "table";
+  if (f !== "table" && f !== "csv" && f !== "json") throw new ConfigError("--format", "must be table, csv or json", { what: "unknown format" });
+  return f;
 }

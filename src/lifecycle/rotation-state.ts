@@ -1,7 +1,7 @@
 import type pg from "pg";
 import { FatalError } from "../errors.ts";
 import { classifyPgError } from "../sink/pg-errors.ts";
-import { query } from "./query.ts";
+import { connect, query } from "../db/query.ts";
 
 export type RotationPhase = "vault" | "quarantine" | "table";
 
@@ -83,4 +83,33 @@ function fromRow(r: StateRow): RotationState {
     unmapped: Number(r.unmapped),
     forged: Number(r.forged),
   };
+}
+
+/**
+ * Runs `fn` while this session holds masq's rotation lock: one rotation (of either kind) at a time. A session-level
+ * advisory lock, so a rotation killed mid-way frees it with its connection, and the next run resumes.
+ */
+export async function withRotationLock<T>(pool: pg.Pool, fn: () => Promise<T>): Promise<T> {
+  const client = await connect(pool);
+  let locked: boolean;
+  try {
+    locked = (await query<{ ok: boolean }>(client, "SELECT pg_try_advisory_lock(hashtext('masq.rotate')) AS ok")).rows[0]?.ok === true;
+  } catch (err) {
+    client.release();
+    throw err;
+  }
+  if (!locked) {
+    client.release();
+    throw new FatalError("another `masq rotate` is running against this database; wait for it (or stop it) and run again");
+  }
+  try {
+    return await fn();
+  } finally {
+    // A connection that cannot unlock is destroyed, which frees the lock as well.
+    const unlocked = await client.query("SELECT pg_advisory_unlock(hashtext('masq.rotate'))").then(
+      () => true,
+      () => false,
+    );
+    client.release(!unlocked);
+  }
 }

@@ -1,5 +1,5 @@
 import type pg from "pg";
-import { classifyPgError } from "../sink/pg-errors.ts";
+import { query } from "../db/query.ts";
 import type { AuditKey } from "./audit-key.ts";
 import { AUDIT_COLUMNS, macMatches, type AuditRow } from "./audit-row.ts";
 
@@ -46,13 +46,8 @@ export async function verifyAudit(pool: pg.Pool, key: AuditKey, against?: Checkp
   let sawCheckpoint = against === undefined;
   const start = key.chainStart;
   for (;;) {
-    let rows: AuditRow[];
-    try {
-      // audit.seq, the column: a bare "seq" in ORDER BY would be AUDIT_COLUMNS' text copy, which sorts 10 before 2.
-      rows = (await pool.query<AuditRow>(`SELECT ${AUDIT_COLUMNS} FROM masq.audit WHERE audit.seq > $1 ORDER BY audit.seq LIMIT $2`, [after.toString(), PAGE])).rows;
-    } catch (err) {
-      throw classifyPgError(err);
-    }
+    // audit.seq, the column: a bare "seq" in ORDER BY would be AUDIT_COLUMNS' text copy, which sorts 10 before 2.
+    const rows = (await query<AuditRow>(pool, `SELECT ${AUDIT_COLUMNS} FROM masq.audit WHERE audit.seq > $1 ORDER BY audit.seq LIMIT $2`, [after.toString(), PAGE])).rows;
     if (rows.length === 0) break;
     for (const r of rows) {
       const seq = BigInt(r.seq);

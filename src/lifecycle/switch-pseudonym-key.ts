@@ -4,7 +4,7 @@ import { withLockWatch, type Blocker } from "../sink/lock-watch.ts";
 import { inTransaction } from "../sink/transaction.ts";
 import type { KeyProvider } from "../vault/key-provider.ts";
 import { pseudonymKeyContext, pseudonymKeyFingerprint } from "../vault/pseudonym-keys.ts";
-import { query } from "./query.ts";
+import { query } from "../db/query.ts";
 import { readRotationState, type RotationState } from "./rotation-state.ts";
 
 interface KeyRow {

@@ -1,13 +1,13 @@
 import type pg from "pg";
-import { openAuditKey, type AuditKey } from "../audit/audit-key.ts";
-import { clientReported } from "../audit/client-reported.ts";
-import { sealAudit } from "../audit/seal-audit.ts";
-import { classifyPgError } from "../sink/pg-errors.ts";
+import { openAuditKey, type AuditKey } from "./audit-key.ts";
+import { clientReported } from "./audit-row.ts";
+import { sealAudit } from "./seal-audit.ts";
+import { classified } from "../db/query.ts";
 import { qualified, type TableName } from "../sink/table-name.ts";
 import { inTransaction } from "../sink/transaction.ts";
 import type { KeyProvider } from "../vault/key-provider.ts";
 import { withLockWatch, type Blocker } from "../sink/lock-watch.ts";
-import { DELETER_WAITS, retryEpochLock } from "../vault/vault-deletion.ts";
+import { DELETER_WAITS, retryEpochLock } from "./vault-deletion.ts";
 
 /** Where the vault pass goes on from: the last primary key (kind, pseudonym) a batch looked at. */
 export interface PruneCursor {
@@ -127,12 +127,12 @@ async function pruneVaultBatch(
       audit?.client ?? "{}",
       audit?.key.version ?? null,
     ]);
-  if (audit === undefined) return (await run(() => query(pool))).rows[0]!;
+  if (audit === undefined) return (await classified(query(pool))).rows[0]!;
   // One statement and the seal of its audit row: the transaction is open for two round trips, never longer.
   return retryEpochLock(
     () =>
       inTransaction(pool, async (c) => {
-        const b = (await withLockWatch(pool, c, { what: DELETER_WAITS, onEnded: o.onBlockerEnded }, () => run(() => query(c)))).rows[0]!;
+        const b = (await withLockWatch(pool, c, { what: DELETER_WAITS, onEnded: o.onBlockerEnded }, () => classified(query(c)))).rows[0]!;
         if (b.seq !== null) await sealAudit(c, audit.key, b.seq);
         return b;
       }),
@@ -142,7 +142,7 @@ async function pruneVaultBatch(
 
 async function pruneQuarantineBatch(pool: pg.Pool, audit: { key: AuditKey; client: string }, days: number, batchSize: number): Promise<number> {
   return inTransaction(pool, async (c) => {
-    const r = await run(() =>
+    const r = await classified(
       c.query<{ pruned: number; seq: string | null }>("SELECT pruned, seq::text AS seq FROM masq.quarantine_prune_batch($1, $2, $3, $4)", [days, batchSize, audit.client, audit.key.version]),
     );
     const { pruned, seq } = r.rows[0]!;
@@ -152,14 +152,6 @@ async function pruneQuarantineBatch(pool: pg.Pool, audit: { key: AuditKey; clien
 }
 
 async function countQuarantine(pool: pg.Pool, days: number): Promise<number> {
-  const r = await run(() => pool.query<{ pruned: number }>("SELECT pruned FROM masq.quarantine_prune_batch($1, 1, '{}', NULL)", [days]));
+  const r = await classified(pool.query<{ pruned: number }>("SELECT pruned FROM masq.quarantine_prune_batch($1, 1, '{}', NULL)", [days]));
   return r.rows[0]!.pruned;
-}
-
-async function run<T>(fn: () => Promise<T>): Promise<T> {
-  try {
-    return await fn();
-  } catch (err) {
-    throw classifyPgError(err);
-  }
 }

@@ -2,10 +2,10 @@ import { createHmac } from "node:crypto";
 import type pg from "pg";
 import { ConfigError, FatalError, InterruptedError, TransientError } from "../errors.ts";
 import { classifyPgError } from "../sink/pg-errors.ts";
+import { query } from "../db/query.ts";
 import { inTransaction } from "../sink/transaction.ts";
 import type { KeyProvider } from "../vault/key-provider.ts";
-import { auditMac, readAuditRow } from "./audit-row.ts";
-import { clientReported } from "./client-reported.ts";
+import { auditMac, clientReported, readAuditRow } from "./audit-row.ts";
 
 /** The key behind the audit trail's MACs, unwrapped: only a holder of the master key has it, never the database. */
 export interface AuditKey {
@@ -55,12 +55,8 @@ export async function existingAuditKey(db: pg.Pool | pg.PoolClient, provider: Ke
 
 /** Whether this login may make the audit key (the schema owner): `masq migrate` makes it only then. */
 export async function mayCreateAuditKey(pool: pg.Pool): Promise<boolean> {
-  try {
-    const r = await pool.query<{ ok: boolean }>("SELECT has_function_privilege('masq.create_audit_key(text, text, bytea, text, jsonb)', 'EXECUTE') AS ok");
-    return r.rows[0]?.ok === true;
-  } catch (err) {
-    throw classifyPgError(err);
-  }
+  const r = await query<{ ok: boolean }>(pool, "SELECT has_function_privilege('masq.create_audit_key(text, text, bytea, text, jsonb)', 'EXECUTE') AS ok");
+  return r.rows[0]?.ok === true;
 }
 
 /**
@@ -95,11 +91,7 @@ async function createAuditKey(pool: pg.Pool, provider: KeyProvider, signal: Abor
       if (seq === null) return;
       const row = await readAuditRow(c, seq);
       if (row === undefined) throw new FatalError(`the audit key's first row ${seq} is not there to seal`);
-      try {
-        await c.query("SELECT masq.audit_seal($1, $2)", [seq, auditMac(g.plaintext, row)]);
-      } catch (err) {
-        throw classifyPgError(err);
-      }
+      await query(c, "SELECT masq.audit_seal($1, $2)", [seq, auditMac(g.plaintext, row)]);
     });
   } finally {
     g.plaintext.fill(0);
@@ -144,16 +136,12 @@ function doesNotUnwrap(row: KeyRow, provider: KeyProvider, why: string): FatalEr
  */
 async function refuseForeignMasterKey(pool: pg.Pool, provider: KeyProvider, signal?: AbortSignal): Promise<void> {
   const current = await provider.currentMasterKeyId(signal);
-  let known: string[];
-  try {
-    known = (
-      await pool.query<{ id: string }>(
-        "SELECT master_key_id AS id FROM masq.data_keys UNION SELECT master_key_id FROM masq.pseudonym_keys WHERE master_key_id IS NOT NULL AND state <> 'retired'",
-      )
-    ).rows.map((r) => r.id);
-  } catch (err) {
-    throw classifyPgError(err);
-  }
+  const known = (
+    await query<{ id: string }>(
+      pool,
+      "SELECT master_key_id AS id FROM masq.data_keys UNION SELECT master_key_id FROM masq.pseudonym_keys WHERE master_key_id IS NOT NULL AND state <> 'retired'",
+    )
+  ).rows.map((r) => r.id);
   if (known.length > 0 && !known.includes(current)) {
     throw new ConfigError(
       provider.name === "kms" ? "MASQ_KMS_KEY_ID" : "MASQ_MASTER_KEY",
@@ -163,15 +151,24 @@ async function refuseForeignMasterKey(pool: pg.Pool, provider: KeyProvider, sign
 }
 
 async function readKey(db: pg.Pool | pg.PoolClient): Promise<KeyRow | undefined> {
-  try {
-    return (
-      await db.query<KeyRow>(
-        `SELECT k.version, k.master_key_id, k.wrapped, k.fingerprint,
-                (SELECT a.chain_start::text FROM masq.audit_keys a WHERE a.version = k.version) AS chain_start
-         FROM masq.audit_key() k`,
-      )
-    ).rows[0];
-  } catch (err) {
-    throw classifyPgError(err);
-  }
+  return (
+    await query<KeyRow>(
+      db,
+      `SELECT k.version, k.master_key_id, k.wrapped, k.fingerprint,
+              (SELECT a.chain_start::text FROM masq.audit_keys a WHERE a.version = k.version) AS chain_start
+       FROM masq.audit_key() k`,
+    )
+  ).rows[0];
+}
+
+/**
+ * How the lifecycle commands (subject export and erase) name a user in the audit trail: a keyed fingerprint, never
+ * the id, so that the record of an erasure does not itself keep what was erased. Keyed with the audit key, which only
+ * a holder of the master key can unwrap: someone who can read the trail cannot test guesses of user ids against it,
+ * while an auditor with masq's keys can answer "was this user erased, and when?" (`masq audit list --user-id`).
+ * The version prefix names the audit key, so a fingerprint stays checkable if that key is ever replaced.
+ */
+export function subjectFingerprint(key: Pick<AuditKey, "version" | "key">, userId: string): string {
+  const mac = createHmac("sha256", key.key).update("masq subject\0").update(userId, "utf8").digest("hex");
+  return `v${key.version}:${mac.slice(0, 32)}`;
 }

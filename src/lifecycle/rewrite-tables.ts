@@ -2,7 +2,7 @@ import type pg from "pg";
 import { registeredTables } from "../sink/registered-tables.ts";
 import { parseTableName, qualified, type TableName } from "../sink/table-name.ts";
 import type { PassContext } from "./pass-context.ts";
-import { query } from "./query.ts";
+import { query } from "../db/query.ts";
 import { assertRewritable, rewriteTable } from "./rewrite-table.ts";
 import type { RotationState } from "./rotation-state.ts";
 

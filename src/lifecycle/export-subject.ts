@@ -1,20 +1,21 @@
 import type pg from "pg";
 import { FatalError } from "../errors.ts";
 import type { PiiKind, Pseudonymizer } from "../ingest/pseudonymize.ts";
-import { classifyPgError } from "../sink/pg-errors.ts";
 import { qualified, quoteIdent, type TableName } from "../sink/table-name.ts";
-import { inTransaction } from "../sink/transaction.ts";
 import { decodeAppVersion, MAX_APP_VERSION } from "../ingest/app-version.ts";
 import { IntegrityError, open } from "../vault/aead.ts";
-import type { ExportedMaskedRow, ExportedQuarantined, ExportedRow, ExportLine } from "../vault/export-output.ts";
+import type { ExportedMaskedRow, ExportedQuarantined, ExportedRow, ExportLine } from "./export-output.ts";
 import type { KeyProvider } from "../vault/key-provider.ts";
 import { pseudonymKeyVersion } from "../vault/pseudonym-keys.ts";
 import { quarantineBodyAad, vaultAad } from "../vault/vault-aad.ts";
-import { openAuditKey } from "./audit-key.ts";
-import { flagSuspect } from "./flag-suspect.ts";
-import { query, unwrapDataKeys } from "./reveal-vault.ts";
-import { sealAudit } from "./seal-audit.ts";
-import { subjectFingerprint } from "./subject-fingerprint.ts";
+import { readTable } from "../settings/config.ts";
+import { query } from "../db/query.ts";
+import { ConfigError } from "../errors.ts";
+import { registeredTables } from "../sink/registered-tables.ts";
+import { openAuditKey, subjectFingerprint } from "./audit-key.ts";
+import type { Lifecycle } from "./audited-command.ts";
+import { unwrapDataKeys } from "./opened-data-keys.ts";
+import { appendSealed, flagSuspect } from "./seal-audit.ts";
 
 export interface SubjectRequest {
   reason: string;
@@ -81,7 +82,7 @@ interface CipherQuarantined extends CipherValues {
 }
 
 /**
- * Everything masq holds about one user, audited like an unmask (audit/reveal-vault.ts) and streamed:
+ * Everything masq holds about one user, audited like an unmask (lifecycle/unmask.ts) and streamed:
  *   0. the audit key is unwrapped (a wrong master key stops here, with nothing recorded) and names the user by its
  *      fingerprint, never by the id;
  *   1. one transaction: masq.audit_subject_export counts the user's rows, values and quarantine records, appends the
@@ -97,15 +98,12 @@ export async function revealSubject(pool: pg.Pool, provider: KeyProvider, req: S
   const dataKeys = new Map<string, Uint8Array>();
   try {
     const fingerprint = subjectFingerprint(auditKey, req.userId);
-    const step1 = await inTransaction(pool, async (client) => {
-      const r = await query<{ seq: string; row_count: string; value_count: string; quarantined: string }>(
-        client,
-        "SELECT seq::text AS seq, row_count, value_count, quarantined FROM masq.audit_subject_export($1, $2, $3, $4, $5, $6::regclass, $7::date, $8::date, $9)",
-        [req.reason, JSON.stringify({ subject: fingerprint }), JSON.stringify(req.client), req.userId, fingerprint, qualified(req.table), req.from ?? null, req.to ?? null, auditKey.version],
-      );
-      await sealAudit(client, auditKey, r.rows[0]!.seq);
-      return r.rows[0]!;
-    });
+    const step1 = await appendSealed<{ seq: string; row_count: string; value_count: string; quarantined: string }>(
+      pool,
+      auditKey,
+      "SELECT seq::text AS seq, row_count, value_count, quarantined FROM masq.audit_subject_export($1, $2, $3, $4, $5, $6::regclass, $7::date, $8::date, $9)",
+      [req.reason, JSON.stringify({ subject: fingerprint }), JSON.stringify(req.client), req.userId, fingerprint, qualified(req.table), req.from ?? null, req.to ?? null, auditKey.version],
+    );
     req.audited?.(step1.seq);
     const result: SubjectResult = {
       auditSeq: step1.seq,
@@ -127,8 +125,8 @@ export async function revealSubject(pool: pg.Pool, provider: KeyProvider, req: S
     };
     const client = await pool.connect();
     try {
-      await run(client, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", []);
-      const rowsCursor = (await run<{ c: string }>(client, "SELECT masq.subject_export_rows($1, $2) AS c", [step1.seq, req.userId])).rows[0]!.c;
+      await query(client, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", []);
+      const rowsCursor = (await query<{ c: string }>(client, "SELECT masq.subject_export_rows($1, $2) AS c", [step1.seq, req.userId])).rows[0]!.c;
       // Each value is opened and checked once per page (a user's rows share values); a forged one is withheld.
       let opened = new Map<string, string | null>();
       const reveal = async (kind: PiiKind, pseudonym: string | null, version: number | null, keyId: string | null, nonce: Buffer | null, ciphertext: Buffer | null) => {
@@ -146,7 +144,7 @@ export async function revealSubject(pool: pg.Pool, provider: KeyProvider, req: S
         device_id: await reveal("device_id", maskedDeviceId, c.device_key_version, c.device_data_key_id, c.device_nonce, c.device_ciphertext),
       });
       for (;;) {
-        const page = (await run<CipherRow>(client, `FETCH ${req.pageSize} FROM ${quoteIdent(rowsCursor)}`, [])).rows;
+        const page = (await query<CipherRow>(client, `FETCH ${req.pageSize} FROM ${quoteIdent(rowsCursor)}`, [])).rows;
         if (page.length === 0) break;
         await keysFor(page.flatMap((r) => [r.ip_data_key_id, r.device_data_key_id]));
         opened = new Map();
@@ -170,11 +168,11 @@ export async function revealSubject(pool: pg.Pool, provider: KeyProvider, req: S
         result.pages++;
         await emit(lines);
       }
-      const quarantineCursor = (await run<{ c: string }>(client, "SELECT masq.subject_export_quarantine($1, $2) AS c", [step1.seq, req.userId])).rows[0]!.c;
+      const quarantineCursor = (await query<{ c: string }>(client, "SELECT masq.subject_export_quarantine($1, $2) AS c", [step1.seq, req.userId])).rows[0]!.c;
       for (;;) {
         if (req.withQuarantine === false) break;
         // Originals can be large (up to the SQS limit): a smaller page.
-        const page = (await run<CipherQuarantined>(client, `FETCH ${Math.max(1, Math.floor(req.pageSize / 10))} FROM ${quoteIdent(quarantineCursor)}`, [])).rows;
+        const page = (await query<CipherQuarantined>(client, `FETCH ${Math.max(1, Math.floor(req.pageSize / 10))} FROM ${quoteIdent(quarantineCursor)}`, [])).rows;
         if (page.length === 0) break;
         await keysFor(page.flatMap((r) => [r.body_data_key_id, r.ip_data_key_id, r.device_data_key_id]));
         opened = new Map();
@@ -195,7 +193,7 @@ export async function revealSubject(pool: pg.Pool, provider: KeyProvider, req: S
         result.pages++;
         await emit(lines);
       }
-      await run(client, "COMMIT", []);
+      await query(client, "COMMIT", []);
     } catch (err) {
       await client.query("ROLLBACK").catch(() => undefined);
       throw err;
@@ -255,10 +253,57 @@ function openBody(keys: Map<string, Uint8Array>, messageId: string, keyId: strin
   }
 }
 
-async function run<R extends pg.QueryResultRow>(client: pg.PoolClient, text: string, values: unknown[]): Promise<pg.QueryResult<R>> {
-  try {
-    return await client.query<R>(text, values);
-  } catch (err) {
-    throw classifyPgError(err);
+/** What `masq subject export` asks: whose data, from the one table named or (undefined) every registered one. */
+export interface ExportUserRequest {
+  userId: string;
+  named: TableName | undefined;
+  /** The setting that named the table (--table or MASQ_TABLE), for the error when it is not one masq writes. */
+  tableSetting: string;
+  from: string | undefined;
+  to: string | undefined;
+  pageSize: number;
+  reason: string;
+  pseudonymKeyOverride: Uint8Array | undefined;
+}
+
+/** What the command is told as the export goes, table by table, to print it. */
+export interface ExportUserReport {
+  /** A table masq writes that this login may not read: the export is incomplete without it. */
+  unreadable: (table: TableName) => void;
+  /** A table's audit row has committed: its lines may be shown now. */
+  audited: (auditSeq: string) => void;
+  /** `tables`: how many tables the export covers (more than one: each summary names its table). */
+  exported: (table: TableName, result: SubjectResult, withQuarantine: boolean, tables: number) => void;
+}
+
+/**
+ * `masq subject export`: everything masq holds about one user (GDPR Art. 15), from every registered table this login
+ * may read (or the one named), one audited reveal per table (revealSubject); the user's quarantine records come with
+ * the first table. `emit` gets the lines page by page. Returns the values withheld because they are not their
+ * pseudonym's.
+ */
+export async function exportUser(lc: Lifecycle, req: ExportUserRequest, emit: (lines: ExportLine[]) => Promise<void>, report: ExportUserReport): Promise<SubjectResult["forged"]> {
+  const pool = lc.db.pool;
+  const registered = req.named !== undefined ? [] : await registeredTables(pool);
+  const tables: TableName[] = req.named !== undefined ? [req.named] : registered.filter((t) => t.readable);
+  if (tables.length === 0) tables.push(readTable({}, {}));
+  for (const t of registered.filter((x) => !x.readable)) report.unreadable(t);
+  const forged: SubjectResult["forged"] = [];
+  const provider = lc.keys();
+  const client = await lc.client();
+  for (const [i, table] of tables.entries()) {
+    const r = await revealSubject(pool, provider, { ...req, client, table, withQuarantine: i === 0, audited: report.audited }, emit).catch((err: unknown) => {
+      // The export reads only a table masq writes (migration 007's registration), never one a login names at will.
+      if (err instanceof Error && /is not a table masq writes/.test(err.message)) {
+        throw new ConfigError(req.tableSetting, `${qualified(table)} is not a table masq writes`, {
+          what: "not masq's table",
+          hint: `run masq migrate as the table's owner with ${req.tableSetting} set to it, then export again`,
+        });
+      }
+      throw err;
+    });
+    report.exported(table, r, i === 0, tables.length);
+    forged.push(...r.forged);
   }
+  return forged;
 }

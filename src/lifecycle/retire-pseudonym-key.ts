@@ -1,7 +1,7 @@
 import type pg from "pg";
 import { FatalError } from "../errors.ts";
 import { inTransaction } from "../sink/transaction.ts";
-import { query } from "./query.ts";
+import { query } from "../db/query.ts";
 import { readRotationState, type RotationState } from "./rotation-state.ts";
 
 /**

@@ -22,13 +22,7 @@ export class OpenedDataKeys {
   async get(ids: Iterable<string>, signal?: AbortSignal): Promise<ReadonlyMap<string, Uint8Array>> {
     const missing = [...new Set(ids)].filter((id) => !this.keys.has(id));
     if (missing.length > 0) {
-      let loaded: Map<string, Uint8Array>;
-      try {
-        loaded = await loadDataKeys(this.pool, this.provider, missing, signal);
-      } catch (err) {
-        // Postgres errors come raw from loadDataKeys; the provider's are classified already (ConfigError included).
-        throw typeof (err as { code?: unknown }).code === "string" ? classifyPgError(err) : err;
-      }
+      const loaded = await unwrapDataKeys(this.pool, this.provider, missing, signal);
       for (const [id, key] of loaded) this.keys.set(id, key);
       const lost = missing.filter((id) => !this.keys.has(id));
       if (lost.length > 0) throw new FatalError(`data key(s) ${lost.join(", ")} are referenced but not in masq.data_keys`);
@@ -39,5 +33,15 @@ export class OpenedDataKeys {
   close(): void {
     for (const k of this.keys.values()) k.fill(0);
     this.keys.clear();
+  }
+}
+
+/** The data keys with these ids, unwrapped (one provider call each); the caller zeroes them. */
+export async function unwrapDataKeys(pool: pg.Pool, provider: KeyProvider, ids: string[], signal?: AbortSignal): Promise<Map<string, Uint8Array>> {
+  try {
+    return await loadDataKeys(pool, provider, ids, signal);
+  } catch (err) {
+    // Postgres errors come raw from loadDataKeys; the provider's are classified already (ConfigError included).
+    throw typeof (err as { code?: unknown }).code === "string" ? classifyPgError(err) : err;
   }
 }

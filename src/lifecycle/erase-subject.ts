@@ -1,11 +1,15 @@
 import type pg from "pg";
-import type { AuditKey } from "../audit/audit-key.ts";
-import { sealAudit } from "../audit/seal-audit.ts";
-import { classifyPgError } from "./pg-errors.ts";
-import { qualified, type TableName } from "./table-name.ts";
-import { inTransaction } from "./transaction.ts";
-import { deleteInBatches } from "../vault/vault-deletion.ts";
-import type { Blocker } from "./lock-watch.ts";
+import { sealAudit } from "./seal-audit.ts";
+import { query } from "../db/query.ts";
+import { qualified, type TableName } from "../sink/table-name.ts";
+import { inTransaction } from "../sink/transaction.ts";
+import { deleteInBatches } from "./vault-deletion.ts";
+import type { Blocker } from "../sink/lock-watch.ts";
+import { readTable } from "../settings/config.ts";
+import { registeredTables } from "../sink/registered-tables.ts";
+import { openAuditKey, subjectFingerprint, type AuditKey } from "./audit-key.ts";
+import type { Lifecycle } from "./audited-command.ts";
+import { withRotationLock } from "./rotation-state.ts";
 
 /** What an erasure deleted (or, dry, would delete). */
 export interface ErasureCounts {
@@ -112,10 +116,58 @@ export async function eraseSubject(
   });
 }
 
-async function query<R extends pg.QueryResultRow>(c: pg.PoolClient, text: string, values: unknown[]): Promise<pg.QueryResult<R>> {
-  try {
-    return await c.query<R>(text, values);
-  } catch (err) {
-    throw classifyPgError(err);
+/** What `masq subject erase` asks: whose data, from the one table named or (undefined) every registered one, and how. */
+export interface EraseUserRequest {
+  userId: string;
+  named: TableName | undefined;
+  vaultOnly: boolean;
+  dryRun: boolean;
+  reason: string;
+}
+
+/** What the command is told as the erasure goes, table by table, to print it. */
+export interface EraseUserReport {
+  previewed: (table: TableName, counts: ErasureCounts & { seq: string }) => void;
+  /** A table's erasure begins; the function returned is called after each committed batch. */
+  erasing: (table: TableName) => (batch: ErasureCounts) => void;
+  erased: (table: TableName, counts: ErasureCounts & { startSeq: string; doneSeq: string }, fingerprint: string) => void;
+  blockerEnded: (blocker: Blocker, what: string) => void;
+}
+
+/**
+ * `masq subject erase`: the user erased from every registered table (or the one named), one erasure per table,
+ * each audited before and after, under the rotation lock (a rotation rewrites the pseudonyms an erasure looks for);
+ * a dry run previews each table instead, changing nothing but the trail. The trail and the report name the user by
+ * a keyed fingerprint, never by the id. Returns how many rows, records and values were deleted in all.
+ */
+export async function eraseUser(lc: Lifecycle, req: EraseUserRequest, report: EraseUserReport): Promise<number> {
+  const pool = lc.db.pool;
+  // Every registered table unless the command names one: the user is erased wherever masq wrote them.
+  const tables = req.named !== undefined ? [req.named] : await registeredTables(pool);
+  if (tables.length === 0) tables.push(readTable({}, {}));
+  const each = async (fn: (key: AuditKey, r: ErasureRequest) => Promise<number>): Promise<number> => {
+    const key = await openAuditKey(pool, lc.keys());
+    try {
+      const base = { userId: req.userId, fingerprint: subjectFingerprint(key, req.userId), vaultOnly: req.vaultOnly, everyTable: req.named === undefined, reason: req.reason, client: await lc.client() };
+      let total = 0;
+      for (const table of tables) total += await fn(key, { ...base, table });
+      return total;
+    } finally {
+      key.key.fill(0);
+    }
+  };
+  if (req.dryRun) {
+    return each(async (key, r) => {
+      report.previewed(r.table, await previewErasure(pool, key, r));
+      return 0;
+    });
   }
+  return withRotationLock(pool, () =>
+    each(async (key, r) => {
+      // No preview first (it is unbounded): the report counts what the batches delete.
+      const done = await eraseSubject(pool, key, r, report.erasing(r.table), undefined, report.blockerEnded);
+      report.erased(r.table, done, r.fingerprint);
+      return done.rows + done.quarantine + done.originals + done.vault;
+    }),
+  );
 }

@@ -6,7 +6,7 @@ import { IntegrityError, open } from "../vault/aead.ts";
 import { quarantineBodyAad } from "../vault/vault-aad.ts";
 import type { PassContext } from "./pass-context.ts";
 import { watchedQuery } from "../sink/lock-watch.ts";
-import { query } from "./query.ts";
+import { query } from "../db/query.ts";
 
 interface QuarantineRow {
   message_id: string;

@@ -2,7 +2,7 @@ import type { PiiKind } from "../ingest/pseudonymize.ts";
 import { IntegrityError, nonces, open, seal } from "../vault/aead.ts";
 import { vaultAad, type VaultRow } from "../vault/vault-aad.ts";
 import type { PassContext } from "./pass-context.ts";
-import { query } from "./query.ts";
+import { query } from "../db/query.ts";
 
 interface VaultRowAt extends VaultRow {
   created_at: Date;

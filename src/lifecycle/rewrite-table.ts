@@ -3,7 +3,7 @@ import { ConfigError } from "../errors.ts";
 import { qualified, type TableName } from "../sink/table-name.ts";
 import type { PassContext } from "./pass-context.ts";
 import { watchedQuery } from "../sink/lock-watch.ts";
-import { query } from "./query.ts";
+import { query } from "../db/query.ts";
 
 /** Rows per block when Postgres has no statistics yet: about what a user_logins row of pseudonyms takes. */
 const ROWS_PER_BLOCK_GUESS = 40;

@@ -1,0 +1,219 @@
+import { sql } from "kysely";
+import type pg from "pg";
+import { classified } from "../db/query.ts";
+import type { Db } from "../sink/db.ts";
+import { masqQueries } from "../db/schema.ts";
+import { FatalError } from "../errors.ts";
+import type { PiiKind, Pseudonymizer } from "../ingest/pseudonymize.ts";
+import { qualified, type TableName } from "../sink/table-name.ts";
+import { IntegrityError, open } from "../vault/aead.ts";
+import type { KeyProvider } from "../vault/key-provider.ts";
+import { activePseudonymKey, pseudonymKeyVersion } from "../vault/pseudonym-keys.ts";
+import { vaultAad } from "../vault/vault-aad.ts";
+import { openAuditKey } from "./audit-key.ts";
+import type { Lifecycle } from "./audited-command.ts";
+import { flagSuspect } from "./seal-audit.ts";
+import { unwrapDataKeys } from "./opened-data-keys.ts";
+import { appendSealed } from "./seal-audit.ts";
+import type { Unmasked } from "./unmask-output.ts";
+
+export const KINDS: readonly PiiKind[] = ["ip", "device_id"];
+
+/** What `masq unmask` was asked for: pseudonyms, or the rows of the table by user id and/or date range. */
+export interface Selector {
+  pseudonyms: string[];
+  userIds: string[];
+  from: string | undefined;
+  to: string | undefined;
+  kinds: PiiKind[];
+  limit: number;
+}
+
+/**
+ * `masq unmask`: the original values of the selected pseudonyms, read from the vault through the audited steps of
+ * revealVault. Authorisation is the database's (only masq_unmask may call the reveal functions) and the master key's
+ * (KMS Decrypt, encryption context purpose=vault). `notFound`: pseudonyms no kind of which the vault holds (empty
+ * past the limit, where it is unknown).
+ */
+export async function unmask(
+  lc: Lifecycle,
+  req: { reason: string; selector: Selector; table: TableName; pseudonymKeyOverride: Uint8Array | undefined },
+): Promise<RevealResult & { notFound: string[] }> {
+  const wanted = await wantedPseudonyms(lc.db.pool, req.table, req.selector);
+  const r = await revealVault(lc.db, lc.keys(), {
+    reason: req.reason,
+    selector: describeSelector(req.selector),
+    client: await lc.client(),
+    wanted,
+    limit: req.selector.limit,
+    pseudonymKeyOverride: req.pseudonymKeyOverride,
+  });
+  // A bare pseudonym is looked up as each kind: it is missing only when no kind has it. Past the limit, unknown.
+  const notFound = r.more ? [] : [...new Set(wanted.map((w) => w.pseudonym))].filter((p) => !r.found.has(p));
+  return { ...r, notFound };
+}
+
+/**
+ * `masq pseudonym <kind> <value>`: the pseudonym of a value an analyst holds, under the active key. The audit row
+ * names the pseudonym (never the value) and commits before the pseudonym is returned.
+ */
+export async function pseudonymOf(lc: Lifecycle, req: { kind: PiiKind; value: string; reason: string; pseudonymKeyOverride: Uint8Array | undefined }): Promise<string> {
+  const provider = lc.keys();
+  const key = await activePseudonymKey(lc.db.pool, provider, req.pseudonymKeyOverride);
+  const pseudonym = key.pseudonymizer.pseudonymize(req.kind, req.value);
+  const auditKey = await openAuditKey(lc.db.pool, provider);
+  try {
+    await appendSealed(lc.db.pool, auditKey, "SELECT masq.audit_pseudonym($1, $2, $3, $4, $5)::text AS seq", [
+      req.reason,
+      JSON.stringify({ kind: req.kind, keyVersion: key.version }),
+      JSON.stringify(await lc.client()),
+      [`${req.kind}:${pseudonym}`],
+      auditKey.version,
+    ]);
+  } finally {
+    auditKey.key.fill(0);
+  }
+  return pseudonym;
+}
+
+function describeSelector(s: Selector): Record<string, unknown> {
+  return {
+    ...(s.pseudonyms.length > 0 ? { pseudonyms: s.pseudonyms.length } : {}),
+    ...(s.userIds.length > 0 ? { userIds: s.userIds } : {}),
+    ...(s.from ? { from: s.from } : {}),
+    ...(s.to ? { to: s.to } : {}),
+    kinds: s.kinds,
+    limit: s.limit,
+  };
+}
+
+/** The (kind, pseudonym) pairs asked for: given directly, or those of the table's rows that match. */
+async function wantedPseudonyms(pool: pg.Pool, table: TableName, s: Selector): Promise<{ kind: PiiKind; pseudonym: string }[]> {
+  const out: { kind: PiiKind; pseudonym: string }[] = [];
+  // A bare pseudonym may be of either kind (they never collide): look it up as each kind asked for.
+  for (const p of s.pseudonyms) for (const kind of s.kinds) out.push({ kind, pseudonym: p });
+  if (s.userIds.length > 0 || s.from !== undefined || s.to !== undefined) {
+    const { rows } = await pool.query<{ masked_ip: string | null; masked_device_id: string | null }>(
+      `SELECT DISTINCT masked_ip, masked_device_id FROM ${qualified(table)}
+       WHERE ($1::text[] IS NULL OR user_id = ANY($1::text[]))
+         AND ($2::date IS NULL OR create_date >= $2::date)
+         AND ($3::date IS NULL OR create_date <= $3::date)
+       ORDER BY masked_ip, masked_device_id
+       LIMIT $4`,
+      [s.userIds.length > 0 ? s.userIds : null, s.from ?? null, s.to ?? null, s.limit + 1],
+    );
+    const seen = new Set(out.map((w) => `${w.kind}:${w.pseudonym}`));
+    for (const r of rows) {
+      for (const [kind, pseudonym] of [["ip", r.masked_ip], ["device_id", r.masked_device_id]] as const) {
+        if (pseudonym === null || !s.kinds.includes(kind) || seen.has(`${kind}:${pseudonym}`)) continue;
+        seen.add(`${kind}:${pseudonym}`);
+        out.push({ kind, pseudonym });
+      }
+    }
+  }
+  return out;
+}
+
+export interface RevealRequest {
+  reason: string;
+  /** What was asked, as the audit row records it. */
+  selector: Record<string, unknown>;
+  /** What the client says about itself (OS user, AWS caller), labelled client-reported in the row. */
+  client: Record<string, unknown>;
+  wanted: readonly { kind: PiiKind; pseudonym: string }[];
+  limit: number;
+  /** MASQ_PSEUDONYM_KEY, for the check of values under a key given from outside. */
+  pseudonymKeyOverride: Uint8Array | undefined;
+}
+
+export interface RevealResult {
+  /** Values that decrypted and are their pseudonym's: safe to show. */
+  values: Unmasked[];
+  /** Values that decrypted but are not HMAC(key, kind:value) of their pseudonym: planted, withheld, marked suspect. */
+  forged: { kind: PiiKind; pseudonym: string }[];
+  found: Set<string>;
+  more: boolean;
+  auditSeq: string;
+}
+
+interface Cipher {
+  kind: PiiKind;
+  pseudonym: string;
+  key_version: number;
+  data_key_id: string;
+  nonce: Buffer;
+  ciphertext: Buffer;
+}
+
+/**
+ * The audited read of the vault, in the order that makes the audit exact:
+ *   0. the keys the asked values need (data keys, pseudonym keys, the audit key) are unwrapped first, so that a wrong
+ *      master key stops here, before any audit row claims a value was revealed;
+ *   1. one transaction: masq.audit_reveal_vault records which values the vault holds and hands out, the row is
+ *      sealed with its MAC, COMMIT;
+ *   2. masq.vault_ciphertexts hands out the ciphertexts that committed row names, and nothing else.
+ * Every value is then checked against its pseudonym (HMAC of the pseudonym key of its version): a value planted under
+ * a pseudonym that is not its own is withheld and flagged (with an audit row of its own), so that ingestion replaces
+ * it with the true value.
+ */
+export async function revealVault(db: Db, provider: KeyProvider, req: RevealRequest): Promise<RevealResult> {
+  const pool = db.pool;
+  const candidates = await vaultEntries(db, req.wanted, req.limit + 1);
+  const dataKeys = await unwrapDataKeys(pool, provider, candidates.map((c) => c.data_key_id));
+  const pseudonymizers = new Map<number, Pseudonymizer>();
+  const auditKey = await openAuditKey(pool, provider);
+  try {
+    for (const v of new Set(candidates.map((c) => c.key_version))) {
+      pseudonymizers.set(v, (await pseudonymKeyVersion(pool, provider, v, undefined, req.pseudonymKeyOverride)).pseudonymizer);
+    }
+    const { seq, more } = await appendSealed<{ seq: string; more: boolean }>(pool, auditKey, "SELECT seq::text AS seq, more FROM masq.audit_reveal_vault($1, $2, $3, $4, $5, $6, $7)", [
+      req.reason,
+      JSON.stringify(req.selector),
+      JSON.stringify(req.client),
+      req.wanted.map((w) => w.kind),
+      req.wanted.map((w) => w.pseudonym),
+      req.limit,
+      auditKey.version,
+    ]);
+    const { rows } = await classified(sql<Cipher>`SELECT kind, pseudonym, key_version, data_key_id, nonce, ciphertext FROM masq.vault_ciphertexts(${seq})`.execute(masqQueries(db)));
+    // A rotation between step 0 and step 2 can move a value to a data key or pseudonym key not unwrapped yet.
+    const lateKeys = rows.map((r) => r.data_key_id).filter((id) => !dataKeys.has(id));
+    for (const [id, k] of await unwrapDataKeys(pool, provider, lateKeys)) dataKeys.set(id, k);
+    for (const v of new Set(rows.map((r) => r.key_version))) {
+      if (!pseudonymizers.has(v)) pseudonymizers.set(v, (await pseudonymKeyVersion(pool, provider, v, undefined, req.pseudonymKeyOverride)).pseudonymizer);
+    }
+    const values: Unmasked[] = [];
+    const forged: { kind: PiiKind; pseudonym: string }[] = [];
+    for (const r of rows) {
+      const key = dataKeys.get(r.data_key_id);
+      if (key === undefined) throw new FatalError(`the data key of ${r.kind} ${r.pseudonym} is missing from masq.data_keys`);
+      let value: string;
+      try {
+        value = open(key, { nonce: r.nonce, ciphertext: r.ciphertext }, vaultAad(r.kind, r.pseudonym)).toString("utf8");
+      } catch (err) {
+        if (err instanceof IntegrityError) throw new IntegrityError(`the vault entry of ${r.kind} ${r.pseudonym} does not decrypt: it was altered, moved from another row, or its data key is not the one that sealed it`);
+        throw err;
+      }
+      if (pseudonymizers.get(r.key_version)!.pseudonymize(r.kind, value) === r.pseudonym) values.push({ kind: r.kind, pseudonym: r.pseudonym, value });
+      else forged.push({ kind: r.kind, pseudonym: r.pseudonym });
+    }
+    await flagSuspect(pool, auditKey, seq, null, forged);
+    return { values, forged, found: new Set(rows.map((r) => r.pseudonym)), more, auditSeq: seq };
+  } finally {
+    auditKey.key.fill(0);
+    for (const k of dataKeys.values()) k.fill(0);
+  }
+}
+
+/** Step 0: the non-secret columns of the asked rows, to learn which keys they need. */
+async function vaultEntries(db: Db, wanted: RevealRequest["wanted"], limit: number): Promise<{ key_version: number; data_key_id: string }[]> {
+  if (wanted.length === 0) return [];
+  const kinds = wanted.map((w) => w.kind);
+  const pseudonyms = wanted.map((w) => w.pseudonym);
+  const { rows } = await classified(
+    sql<{ key_version: number; data_key_id: string }>`SELECT v.key_version, v.data_key_id FROM masq.vault v
+      JOIN unnest(${kinds}::text[], ${pseudonyms}::text[]) AS w(kind, pseudonym) ON v.kind = w.kind AND v.pseudonym = w.pseudonym
+      ORDER BY v.kind, v.pseudonym LIMIT ${limit}`.execute(masqQueries(db)),
+  );
+  return rows;
+}

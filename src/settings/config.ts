@@ -151,8 +151,10 @@ export function readPipelineConfig(flags: Record<string, unknown>, env: NodeJS.P
     maxInFlight: read(S.maxInFlight, src) ?? Math.max(5000, batchSize * 3),
     maxInFlightBytes: read(S.maxInFlightBytes, src),
     writers,
-    // One thread per core the main thread leaves (at least one), and no more than batches are prepared at once.
-    prepareThreads: read(S.prepareThreads, src) ?? Math.max(1, Math.min(availableParallelism() - 1, writers)),
+    // One thread per core the main thread and the SQS thread leave, and no more than batches are prepared at once. On
+    // two cores that is none: with the SQS calls on a thread of their own, the main thread has the time to prepare,
+    // and a third isolate cost about 40 MB of RSS for no throughput (docs/benchmark.md, 2026-12-06).
+    prepareThreads: read(S.prepareThreads, src) ?? Math.max(0, Math.min(availableParallelism() - 2, writers)),
     // A drain wants to notice an empty queue quickly; a service wants cheap, long polls.
     waitTimeSeconds: read(S.waitTimeSeconds, src) ?? (drain ? 1 : 20),
     visibilityTimeoutSeconds,

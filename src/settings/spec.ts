@@ -235,7 +235,7 @@ export const SETTINGS = {
     env: "MASQ_PREPARE_THREADS",
     part: "pipeline",
     doc: "Worker threads that parse, validate, mask and seal batches while the main thread receives, commits and deletes. `0` does that work on the main thread, as the Lambda handler always does. A prepare thread that stops is fatal: masq exits 1 and deletes nothing it did not commit.",
-    defaultText: "min(writers, available cores − 1), at least 1",
+    defaultText: "min(writers, available cores − 2), at least 0 (none on 2 cores)",
     parse: integer(0, 32),
   }),
   maxInFlight: setting({

@@ -38,7 +38,7 @@ const DEFAULT_PIPELINE: PipelineConfig = {
   visibilityTimeoutSeconds: 60,
   shutdownTimeoutMs: 30_000,
   // One prepare thread per core the main thread leaves, at least one, at most one per writer.
-  prepareThreads: Math.max(1, Math.min(availableParallelism() - 1, 2)),
+  prepareThreads: Math.max(0, Math.min(availableParallelism() - 2, 2)),
 };
 
 describe("defaults", () => {

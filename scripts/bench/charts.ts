@@ -54,6 +54,8 @@ const FONT = `font-family="-apple-system, 'Segoe UI', Helvetica, Arial, sans-ser
 const COLOURS: Record<string, string> = {
   main: "#4e79a7",
   prepare: "#59a14f",
+  // masq's SQS thread: not the SQS server's orange, which the same bar also shows.
+  sqsThread: "#edc948",
   other: "#bab0ac",
   client: "#76b7b2",
   sqs: "#f28e2b",
@@ -93,11 +95,17 @@ function niceStep(max: number, count = 5): number {
 
 type Segment = { label: string; colour: string; value: number };
 
+/** A thread's colour by its name (prepare-1, prepare-2: one colour); "sqs" is masq's SQS thread, not the server. */
+function threadColour(name: string): string {
+  const kind = name.replace(/-\d+$/, "");
+  return (kind === "sqs" ? COLOURS.sqsThread : COLOURS[kind]) ?? COLOURS.other!;
+}
+
 /** A bar's segments: the client's threads (as far as the phase reports them), the SQS server, Postgres. */
 function segments(p: Phase, threads: Masq["threads"] | undefined): Segment[] {
   const out: Segment[] = [];
   if (threads) {
-    for (const t of threads) out.push({ label: t.name === "other" ? "other threads (GC, JIT, libuv)" : `${t.name} thread`, colour: COLOURS[t.name.replace(/-\d+$/, "")] ?? COLOURS.other!, value: t.cpuUsPerMessage });
+    for (const t of threads) out.push({ label: t.name === "other" ? "other threads (GC, JIT, libuv)" : `${t.name} thread`, colour: threadColour(t.name), value: t.cpuUsPerMessage });
   } else if (p.mainThreadCpuUsPerMessage != null) {
     out.push({ label: "main thread", colour: COLOURS.main!, value: p.mainThreadCpuUsPerMessage });
     out.push({ label: "other threads (GC, JIT, libuv)", colour: COLOURS.other!, value: Math.max(0, p.cpuUsPerMessage - p.mainThreadCpuUsPerMessage) });

@@ -210,7 +210,8 @@ export const SETTINGS = {
     part: "pipeline",
     help: "commit a partial batch after this long",
     doc: "How long a partial batch waits before it is committed anyway: the most it adds to a message's lag when the queue is quiet; a busy queue fills batches of `MASQ_BATCH_SIZE` first.",
-    default: 100,
+    // 50 rather than 100: at half of what 2 cores drain, lag p99 100 ms instead of 190 (docs/benchmark.md, 2026-12-06).
+    default: 50,
     parse: integer(0, 60_000),
   }),
   receivers: setting({

@@ -29,7 +29,7 @@ const LOCAL_KEYS = { provider: "local", masterKey: new Uint8Array(32).fill(0x20)
 
 const DEFAULT_PIPELINE: PipelineConfig = {
   batchSize: 1000,
-  batchWaitMs: 100,
+  batchWaitMs: 50,
   receivers: 8,
   maxInFlight: 5000,
   maxInFlightBytes: 32 * 1024 * 1024,

@@ -64,6 +64,8 @@ export const SCHEMA_TABLES = {
     message_id: "text",
     outcome: "text",
     committed_at: "timestamp with time zone",
+    /** The UTC day of SentTimestamp: the partition key (-infinity: undated). */
+    sent_day: "date",
   },
   "masq.pseudonym_keys": {
     version: "integer",

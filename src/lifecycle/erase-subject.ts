@@ -40,6 +40,11 @@ export const ERASE_BATCH = 2000;
 
 const num = (v: unknown) => Number(v ?? 0);
 
+/** The arguments masq.audit_subject_erase and its preview take, in their order: one list for both. */
+function erasureArgs(key: AuditKey, req: ErasureRequest): unknown[] {
+  return [req.reason, JSON.stringify(req.client), req.fingerprint, qualified(req.table), req.userId, req.vaultOnly, req.everyTable, key.version];
+}
+
 /**
  * --dry-run: the counts, changing nothing but the trail: the preview is an audit row (phase `preview`, the user's
  * fingerprint and the counts), sealed and committed with them (masq.audit_subject_erase_preview), because the counts
@@ -49,16 +54,7 @@ const num = (v: unknown) => Number(v ?? 0);
 export async function previewErasure(pool: pg.Pool, key: AuditKey, req: ErasureRequest): Promise<ErasureCounts & { seq: string }> {
   return inTransaction(pool, async (c) => {
     const r = (
-      await query<Record<string, unknown>>(c, "SELECT seq::text AS seq, rows, quarantine, originals, vault FROM masq.audit_subject_erase_preview($1, $2, $3, $4, $5, $6, $7, $8)", [
-        req.reason,
-        JSON.stringify(req.client),
-        req.fingerprint,
-        qualified(req.table),
-        req.userId,
-        req.vaultOnly,
-        req.everyTable,
-        key.version,
-      ])
+      await query<Record<string, unknown>>(c, "SELECT seq::text AS seq, rows, quarantine, originals, vault FROM masq.audit_subject_erase_preview($1, $2, $3, $4, $5, $6, $7, $8)", erasureArgs(key, req))
     ).rows[0]!;
     await sealAudit(c, key, String(r.seq));
     return { seq: String(r.seq), rows: num(r.rows), quarantine: num(r.quarantine), originals: num(r.originals), vault: num(r.vault) };
@@ -84,16 +80,7 @@ export async function eraseSubject(
 ): Promise<ErasureCounts & { startSeq: string; doneSeq: string }> {
   const startSeq = await inTransaction(pool, async (c) => {
     const seq = (
-      await query<{ seq: string }>(c, "SELECT masq.audit_subject_erase($1, $2, $3, $4, $5, $6, $7, $8)::text AS seq", [
-        req.reason,
-        JSON.stringify(req.client),
-        req.fingerprint,
-        qualified(req.table),
-        req.userId,
-        req.vaultOnly,
-        req.everyTable,
-        key.version,
-      ])
+      await query<{ seq: string }>(c, "SELECT masq.audit_subject_erase($1, $2, $3, $4, $5, $6, $7, $8)::text AS seq", erasureArgs(key, req))
     ).rows[0]!.seq;
     await sealAudit(c, key, seq);
     return seq;

@@ -1,6 +1,6 @@
 // Writes the settings table of docs/configuration.md from src/settings/spec.ts: `node scripts/settings-doc.ts`.
 import { readFileSync, writeFileSync } from "node:fs";
-import { withSettingsTable } from "../src/settings/docs-table.ts";
+import { withSettingsTable } from "../src/settings/derived.ts";
 
 const file = new URL("../docs/configuration.md", import.meta.url);
 const before = readFileSync(file, "utf8");

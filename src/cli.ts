@@ -1,10 +1,9 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
-import { flushStdout, isClosedPipe, stdoutWasClosed, stopOnClosedStdout, watchStdout } from "./closed-stdout.ts";
+import { flushStdout, isClosedPipe, stdoutWasClosed, stopOnClosedStdout, watchStdout } from "./log.ts";
 import { errorLine, exitCodeFor } from "./errors.ts";
-import { settingsRead, unknownSettingWarnings } from "./settings/known-settings.ts";
-import { settingOption } from "./settings/options.ts";
+import { settingsRead, unknownSettingWarnings, settingOption } from "./settings/derived.ts";
 import type { SettingPart } from "./settings/spec.ts";
-import { fromPostgres } from "./sink/pg-errors.ts";
+import { fromPostgres } from "./db/query.ts";
 
 const VERSION = "0.1.0";
 
@@ -225,7 +224,7 @@ export function buildProgram(): Command {
         .option("--vault-only", "keep the rows and quarantine records; delete only the vault values only this user used, and their quarantined originals")
         .option("--dry-run", "count what would be deleted; changes nothing, but is recorded in the audit trail (the counts tell whether the user exists)"),
     ),
-  ).action(async (_opts, cmd: Command) => finish(await (await import("./commands/subject-erase.ts")).subjectEraseCommand(explicit(cmd))));
+  ).action(async (_opts, cmd: Command) => finish(await (await import("./commands/subject.ts")).subjectEraseCommand(explicit(cmd))));
   settings(subjectErase, "table", "keys", "connect", "aws");
   examples(subjectErase, 'masq subject erase --user-id 42 --reason "erasure request DSR-118" --dry-run');
 
@@ -328,7 +327,7 @@ export function buildProgram(): Command {
     .option("--queue-name <name>", "the queue's name", "login-queue")
     .addOption(new Option("--port <port>", "port to listen on (fauxqs listens on every interface)").argParser(port).default(0, "a free one"))
     .action(async (opts: { events?: string; synthetic?: number; seed: number; queueName: string; port: number }) => {
-      const { localQueueCommand } = await import("./commands/local-queue.ts");
+      const { localQueueCommand } = await import("./commands/demo.ts");
       await finish(await localQueueCommand(opts));
     });
   examples(localQueue, "masq local-queue --synthetic 50000", "masq local-queue --events my-events.jsonl --port 9324");

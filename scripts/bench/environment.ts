@@ -3,12 +3,12 @@ import { fileURLToPath } from "node:url";
 import type { SQSClient } from "@aws-sdk/client-sqs";
 import pg from "pg";
 import { prepareDatabase } from "../../src/db/prepare-database.ts";
-import { freePort, startEmbeddedPostgres, type EmbeddedPg } from "../../src/demo/embedded.ts";
-import { startFauxqsProcess, type FauxqsProcess } from "../../src/demo/fauxqs-process.ts";
+import { freePort, startEmbeddedPostgres, type EmbeddedPg } from "../../src/ops/demo.ts";
+import { startFauxqsProcess, type FauxqsProcess } from "../../src/ops/fauxqs.ts";
 import { createLogger } from "../../src/log.ts";
-import { createDb, type Db } from "../../src/sink/db.ts";
-import type { TableName } from "../../src/sink/table-name.ts";
-import { createSqsClient } from "../../src/source/sqs-client.ts";
+import { createDb, type Db } from "../../src/db/pool.ts";
+import type { TableName } from "../../src/db/tables.ts";
+import { createSqsClient } from "../../src/ingest/sqs-client.ts";
 
 export const TABLE: TableName = { schema: "public", name: "user_logins" };
 /** fauxqs accepts any credentials; these keep the SDK from looking for real ones. */

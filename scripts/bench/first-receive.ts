@@ -17,11 +17,11 @@ import { createServer, request, type IncomingMessage } from "node:http";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import pg from "pg";
-import { startEmbeddedPostgres, freePort } from "../../src/demo/embedded.ts";
-import { startFauxqsProcess } from "../../src/demo/fauxqs-process.ts";
+import { startEmbeddedPostgres, freePort } from "../../src/ops/demo.ts";
+import { startFauxqsProcess } from "../../src/ops/fauxqs.ts";
 import { BENCH_CREDENTIALS } from "./environment.ts";
 import { createQueue, fillQueue } from "./fill-queue.ts";
-import { createSqsClient } from "../../src/source/sqs-client.ts";
+import { createSqsClient } from "../../src/ingest/sqs-client.ts";
 
 const { values: v } = parseArgs({
   options: {

@@ -1,5 +1,5 @@
 import type pg from "pg";
-import type { TableName } from "../../src/sink/table-name.ts";
+import type { TableName } from "../../src/db/tables.ts";
 import { writeBatch } from "../../src/ingest/write-batch.ts";
 import { batchLength, type SealedBatch } from "../../src/ingest/batch.ts";
 

@@ -2,7 +2,7 @@ import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "nod
 import { tmpdir } from "node:os";
 import path from "node:path";
 import pg from "pg";
-import { qualified, type TableName } from "../../src/sink/table-name.ts";
+import { qualified, type TableName } from "../../src/db/tables.ts";
 import { writeBatch } from "../../src/ingest/write-batch.ts";
 import { batchLength, type SealedBatch } from "../../src/ingest/batch.ts";
 

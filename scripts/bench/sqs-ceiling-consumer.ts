@@ -6,8 +6,8 @@
 import { BENCH_CREDENTIALS } from "./environment.ts";
 import { measureSqsCeiling, type CeilingSource } from "./sqs-ceiling.ts";
 import { WireSource } from "./wire-source.ts";
-import { createSqsClient } from "../../src/source/sqs-client.ts";
-import { SqsSource } from "../../src/source/sqs-source.ts";
+import { createSqsClient } from "../../src/ingest/sqs-client.ts";
+import { SqsSource } from "../../src/ingest/sqs-source.ts";
 
 const receivers = Number(process.env.CEILING_RECEIVERS);
 const endpoint = process.env.CEILING_ENDPOINT!;

@@ -1,11 +1,8 @@
-import { auditCounts, auditCountsText } from "../lifecycle/audit-counts.ts";
-import { existingAuditKey } from "../lifecycle/audit-key.ts";
-import { AUDIT_COLUMNS, type AuditRow } from "../lifecycle/audit-row.ts";
-import { subjectFingerprint } from "../lifecycle/audit-key.ts";
-import { formatCheckpoint, LEGACY_ACTIONS, parseCheckpoint, verifyAudit } from "../lifecycle/verify-audit.ts";
+import { auditCounts, auditCountsText, AUDIT_COLUMNS, type AuditRow, formatCheckpoint, LEGACY_ACTIONS, parseCheckpoint, verifyAudit } from "../lifecycle/audit.ts";
+import { existingAuditKey, subjectFingerprint } from "../keys/audit-key.ts";
 import { ConfigError, describeError } from "../errors.ts";
 import { runAudited } from "../lifecycle/audited-command.ts";
-import type { Db } from "../sink/db.ts";
+import type { Db } from "../db/pool.ts";
 
 /**
  * `masq audit list [--limit N] [--json] [--user-id <id>]`: the trail, newest first. Who acted as the server recorded

@@ -1,22 +1,17 @@
-import { databaseSetting, readConnectTimeoutMs, readRunSettings, sqsTargetText, type RunConfig } from "../settings/config.ts";
-import { ConfigError, errorLine, exitCodeFor, FatalError, UnreachableError } from "../errors.ts";
-import { checkOffline } from "./check-offline.ts";
-import { createDb, type Db } from "../sink/db.ts";
-import { missingIngestPrivileges } from "../sink/ingest-privileges.ts";
-import { loadMigrations } from "../sink/migrate.ts";
-import { fromPostgres } from "../sink/pg-errors.ts";
-import { targetText } from "../sink/pg-target.ts";
-import { qualified } from "../sink/table-name.ts";
-import { verifyTargetTable } from "../sink/target-table.ts";
-import { sayWaiting, waitForPostgres } from "../sink/wait-for-postgres.ts";
-import { createSqsClient } from "../source/sqs-client.ts";
-import { SqsSource } from "../source/sqs-source.ts";
-import { detectSqsProtocol } from "../source/sqs-protocol.ts";
 import type { SQSClient } from "@aws-sdk/client-sqs";
-import { loadDataKeys } from "../vault/data-keys.ts";
-import { createKeyProvider } from "../vault/key-provider-from-config.ts";
-import type { KeyProvider } from "../vault/key-provider.ts";
-import { activePseudonymKey } from "../vault/pseudonym-keys.ts";
+import { describeContract, loadContract } from "../contracts/contract.ts";
+import { loadMigrations } from "../db/migrate.ts";
+import { createDb, type Db, targetText, sayWaiting, waitForPostgres } from "../db/pool.ts";
+import { missingIngestPrivileges } from "../db/prepare-database.ts";
+import { fromPostgres } from "../db/query.ts";
+import { qualified, verifyTargetTable } from "../db/tables.ts";
+import { ConfigError, errorLine, exitCodeFor, FatalError, UnreachableError } from "../errors.ts";
+import { createSqsClient, detectSqsProtocol } from "../ingest/sqs-client.ts";
+import { SqsSource } from "../ingest/sqs-source.ts";
+import { loadDataKeys } from "../keys/data-keys.ts";
+import { createKeyProvider, type KeyProvider } from "../keys/key-provider.ts";
+import { activePseudonymKey } from "../keys/pseudonym-keys.ts";
+import { databaseSetting, readConnectTimeoutMs, readRunSettings, sqsTargetText, type RunConfig, readContractFile } from "../settings/config.ts";
 
 /** A check passes with a detail, fails with an error (printed in the CLI's one-line format), or is skipped. */
 type Result = { ok: string } | { failed: unknown } | { skipped: string };
@@ -301,4 +296,25 @@ async function withDeadline<T>(p: Promise<T>, ms: number, what: string): Promise
   } finally {
     clearTimeout(timer);
   }
+}
+
+/**
+ * `masq check --offline`: what can be checked without AWS or Postgres, in check's format. Today that is the contract
+ * file (MASQ_CONTRACT, --contract, or the shipped login contract): every error on its own line with its line and
+ * column, as `vector validate` reports them. Exit 0 when it reads, 2 when it does not (a configuration error).
+ */
+export function checkOffline(flags: Record<string, unknown>): number {
+  try {
+    const loaded = loadContract(readContractFile(flags, process.env), flags.contract === undefined ? "MASQ_CONTRACT" : "--contract");
+    if (loaded.contract !== undefined) {
+      process.stdout.write(`ok    contract: ${loaded.file}: ${describeContract(loaded.contract)}\n`);
+      return 0;
+    }
+    for (const e of loaded.errors) process.stdout.write(`FAIL  contract: ${e}\n`);
+    process.stdout.write(`${loaded.errors.length} error${loaded.errors.length === 1 ? "" : "s"} in ${loaded.file}\n`);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    process.stdout.write(`FAIL  contract: ${errorLine(err).replace(/^masq: /, "")}\n`);
+  }
+  return 2;
 }

@@ -1,12 +1,12 @@
 import type pg from "pg";
-import { mayCreateAuditKey, openAuditKey } from "../lifecycle/audit-key.ts";
+import { mayCreateAuditKey, openAuditKey } from "../keys/audit-key.ts";
 import { databaseSetting, readConnectTimeoutMs, readDatabaseUrl, readKeyConfig, readLogFormat, readLogLevel, readTable } from "../settings/config.ts";
 import { describeError } from "../errors.ts";
 import { createLogger, type Logger } from "../log.ts";
-import { createDb } from "../sink/db.ts";
-import { createKeyProvider } from "../vault/key-provider-from-config.ts";
+import { createDb } from "../db/pool.ts";
+import { createKeyProvider } from "../keys/key-provider.ts";
 import { prepareDatabase } from "../db/prepare-database.ts";
-import { onShutdownSignals } from "./signals.ts";
+import { onShutdownSignals } from "../signals.ts";
 
 /**
  * `masq migrate`: applies pending migrations, creates the target table if absent, and, as the schema owner with the

@@ -1,8 +1,7 @@
 import { createInterface } from "node:readline";
 import { applyContract } from "../contracts/apply-contract.ts";
-import { compileContract, contractKeys } from "../contracts/compile-contract.ts";
-import { parseTimestamp } from "../contracts/generalize.ts";
-import { loadContract } from "../contracts/load-contract.ts";
+import { compileContract, contractKeys, parseTimestamp } from "../contracts/compile-contract.ts";
+import { loadContract } from "../contracts/contract.ts";
 import { ConfigError } from "../errors.ts";
 import { readContractFile, readPseudonymKey } from "../settings/config.ts";
 

@@ -1,13 +1,13 @@
 import { readFileSync } from "node:fs";
 import { sql } from "kysely";
 import { readTable } from "../settings/config.ts";
-import { revealing } from "../closed-stdout.ts";
+import { revealing } from "../log.ts";
 import { ConfigError } from "../errors.ts";
 import { readReason, REVEAL_REFUSAL, runAudited } from "../lifecycle/audited-command.ts";
 import { CORRECTED_REPLAY_REASON, replayQuarantine } from "../lifecycle/replay-quarantine.ts";
 import { showOriginal } from "../lifecycle/reveal-originals.ts";
-import { printable } from "../lifecycle/unmask-output.ts";
-import { createProgress, type Progress } from "../progress/progress.ts";
+import { printable } from "../lifecycle/unmask.ts";
+import { createProgress, type Progress } from "../ops/progress.ts";
 import { masqQueries } from "../db/schema.ts";
 import { REASON_CODES } from "../ingest/login-event.ts";
 

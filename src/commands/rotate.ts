@@ -4,10 +4,10 @@ import { runAudited } from "../lifecycle/audited-command.ts";
 import { rewrapKeys, rotateMasterKey, type RewrapResult } from "../lifecycle/rotate-master-key.ts";
 import { previewPseudonymRotation, rotatePseudonymKey } from "../lifecycle/rotate-pseudonym-key.ts";
 import type { RotationPhase } from "../lifecycle/rotation-state.ts";
-import { createProgress, type Progress } from "../progress/progress.ts";
-import type { Db } from "../sink/db.ts";
-import { endedLine } from "../sink/lock-watch.ts";
-import { qualified, type TableName } from "../sink/table-name.ts";
+import { createProgress, type Progress } from "../ops/progress.ts";
+import type { Db } from "../db/pool.ts";
+import { endedLine } from "../db/lock-watch.ts";
+import { qualified, type TableName } from "../db/tables.ts";
 
 const n = (v: number) => v.toLocaleString("en-US");
 

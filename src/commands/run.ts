@@ -1,25 +1,23 @@
-import { databaseSetting, readConnectTimeoutMs, readLogFormat, readRetentionDays, readRunConfig, sqsTargetText } from "../settings/config.ts";
-import { ConfigError, describeError, errorLine, FatalError, TransientError } from "../errors.ts";
-import { createLogger } from "../log.ts";
-import { retryTransient } from "../ingest/backoff.ts";
-import { Runner } from "../ingest/runner.ts";
-import { createDb, type Db } from "../sink/db.ts";
-import { targetText } from "../sink/pg-target.ts";
-import { ensureLedgerPartitions, pruneLedger } from "../sink/prune-ledger.ts";
-import type { QueueSource } from "../source/sqs-source.ts";
-import { SqsThread } from "../ingest/sqs-thread.ts";
 import type pg from "pg";
-import { onShutdownSignals } from "./signals.ts";
-import type { startHttpServer } from "../http/server.ts";
-import type { Metrics } from "../metrics/metrics.ts";
-import { combineObservers } from "../ingest/observer.ts";
-import { createProgress, isInteractive } from "../progress/progress.ts";
+import { ensureLedgerPartitions, pruneLedger } from "../db/ledger.ts";
+import { createDb, type Db, targetText } from "../db/pool.ts";
 import { prepareDatabase } from "../db/prepare-database.ts";
-import { createKeyProvider } from "../vault/key-provider-from-config.ts";
-import { openIngestKeys } from "./open-keys.ts";
-import type { IngestKeys } from "../ingest/ingest-keys.ts";
-import { mainThreadUsage, PrepareThreads } from "../ingest/prepare-threads.ts";
+import { ConfigError, describeError, errorLine, FatalError, TransientError } from "../errors.ts";
+import { retryTransient } from "../ingest/backoff.ts";
+import { combineObservers } from "../ingest/observer.ts";
 import type { ThreadUsage } from "../ingest/prepare-protocol.ts";
+import { mainThreadUsage, PrepareThreads } from "../ingest/prepare-threads.ts";
+import { Runner } from "../ingest/runner.ts";
+import type { QueueSource } from "../ingest/sqs-source.ts";
+import { SqsThread } from "../ingest/sqs-thread.ts";
+import { createKeyProvider } from "../keys/key-provider.ts";
+import { openIngestKeys, type IngestKeys } from "../keys/open-keys.ts";
+import { createLogger } from "../log.ts";
+import type { startHttpServer } from "../ops/http.ts";
+import type { Metrics } from "../ops/metrics.ts";
+import { createProgress, isInteractive } from "../ops/progress.ts";
+import { databaseSetting, readConnectTimeoutMs, readLogFormat, readRetentionDays, readRunConfig, sqsTargetText } from "../settings/config.ts";
+import { onShutdownSignals } from "../signals.ts";
 
 /**
  * `masq run [--drain]`: returns the process exit code. The service waits for Postgres, SQS and KMS as long as it
@@ -68,7 +66,7 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
   let source: QueueSource | undefined;
   let sqsWaiting = "finding the SQS endpoint's protocol";
   // Metrics only where /metrics serves them: prom-client is a tenth of a drain's start-up, for numbers nobody reads.
-  const metrics: Metrics | undefined = config.http ? new (await import("../metrics/metrics.ts")).Metrics() : undefined;
+  const metrics: Metrics | undefined = config.http ? new (await import("../ops/metrics.ts")).Metrics() : undefined;
   const provider = createKeyProvider(config.keys, metrics && ((op, ok) => metrics.keyProviderCall(op, ok)));
   let keys: IngestKeys | undefined;
   let pruneTimer: NodeJS.Timeout | undefined;
@@ -85,7 +83,7 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
     const sqsSource = sqsThread;
     // Up before anything else: liveness holds while masq waits for Postgres or SQS; readiness tells the truth.
     if (config.http && metrics) {
-      const [{ readinessProbe }, { startHttpServer }] = await Promise.all([import("../http/readiness.ts"), import("../http/server.ts")]);
+      const { readinessProbe, startHttpServer } = await import("../ops/http.ts");
       const readiness = readinessProbe({ pool: db.pool, source: () => source, sqsNotReady: () => sqsWaiting, targets: { postgres: db.target, sqs: sqsTarget } });
       http = await startHttpServer({ ...config.http, metrics, readiness, logger });
     }
@@ -171,7 +169,7 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
     if (retentionDays !== undefined && !drain) {
       await requirePrunePrivilege(db.pool);
       pruneDb = createDb({ databaseUrl: config.databaseUrl, setting: databaseSetting(flags, process.env), poolSize: 3, logger });
-      const { startPeriodicPrune } = await import("../lifecycle/periodic-prune.ts");
+      const { startPeriodicPrune } = await import("../lifecycle/retention.ts");
       vaultPrune = startPeriodicPrune({ pool: pruneDb.pool, provider, table: config.table, days: retentionDays, logger });
     }
 

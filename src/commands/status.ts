@@ -1,14 +1,12 @@
 import { databaseSetting, readConnectTimeoutMs, readDatabaseUrl, readQueueSettings, readRetentionDays, readTable, sqsTargetText, type SqsProtocol } from "../settings/config.ts";
 import { ConfigError, describeError, errorLine, exitCodeFor, FatalError, type ErrorHelp } from "../errors.ts";
-import { createDb } from "../sink/db.ts";
-import { fromPostgres } from "../sink/pg-errors.ts";
-import { sayWaiting, waitForPostgres } from "../sink/wait-for-postgres.ts";
-import { loadMigrations } from "../sink/migrate.ts";
-import { databaseStatus, type DatabaseStatus, type RowCount } from "../sink/status-queries.ts";
+import { createDb, sayWaiting, waitForPostgres } from "../db/pool.ts";
+import { fromPostgres } from "../db/query.ts";
+import { loadMigrations } from "../db/migrate.ts";
+import { databaseStatus, type DatabaseStatus, type RowCount } from "../ops/status.ts";
 import type { SQSClient } from "@aws-sdk/client-sqs";
-import { createSqsClient } from "../source/sqs-client.ts";
-import { SqsSource, type QueueCounts } from "../source/sqs-source.ts";
-import { detectSqsProtocol } from "../source/sqs-protocol.ts";
+import { createSqsClient, detectSqsProtocol } from "../ingest/sqs-client.ts";
+import { SqsSource, type QueueCounts } from "../ingest/sqs-source.ts";
 
 interface Status {
   queue: { url: string; protocol: SqsProtocol | null; counts: QueueCounts | null; error?: string } | null;

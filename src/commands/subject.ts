@@ -1,12 +1,15 @@
 import { once } from "node:events";
-import { exportUser } from "../lifecycle/export-subject.ts";
-import { readPseudonymKey, readTable } from "../settings/config.ts";
-import { revealing } from "../closed-stdout.ts";
+import { endedLine } from "../db/lock-watch.ts";
+import { namesTable, type TableName } from "../db/tables.ts";
 import { ConfigError } from "../errors.ts";
-import { namesTable } from "../sink/registered-tables.ts";
+import { readReason, REVEAL_REFUSAL, runAudited, ERASE_REFUSAL } from "../lifecycle/audited-command.ts";
+import { eraseUser, type ErasureCounts } from "../lifecycle/erase-subject.ts";
 import { ExportWriter, type ExportLine } from "../lifecycle/export-output.ts";
-import { readReason, REVEAL_REFUSAL, runAudited } from "../lifecycle/audited-command.ts";
-import { readFormat } from "../lifecycle/unmask-output.ts";
+import { exportUser } from "../lifecycle/export-subject.ts";
+import { readFormat } from "../lifecycle/unmask.ts";
+import { revealing } from "../log.ts";
+import { createProgress, type Progress } from "../ops/progress.ts";
+import { readPseudonymKey, readTable } from "../settings/config.ts";
 
 /** Rows read, decrypted and written at a time: memory stays bounded however many rows the user has. */
 const EXPORT_PAGE = 1000;
@@ -76,4 +79,64 @@ function readPageSize(v: unknown): number {
 /** Waits for stdout to drain when its buffer is full, so that a slow reader (a pipe, a terminal) bounds memory too. */
 async function write(text: string): Promise<void> {
   if (text !== "" && !process.stdout.write(text)) await once(process.stdout, "drain");
+}
+
+/**
+ * `masq subject erase --user-id <id> --reason "…" [--dry-run] [--vault-only]`: deletes a user's rows (of every
+ * registered table, or of the one --table or MASQ_TABLE names) and quarantine records and every vault value only they used (or, --vault-only, just those values and the encrypted originals of
+ * their quarantine records), in bounded batches, audited before and after (lifecycle/erase-subject.ts). The trail and
+ * every output name the user by a keyed fingerprint, never by the id. Needs masq_erase.
+ */
+export async function subjectEraseCommand(flags: Record<string, unknown>): Promise<number> {
+  const userId = readUserId(flags);
+  const dryRun = flags.dryRun === true;
+  const vaultOnly = flags.vaultOnly === true;
+  // A dry run is recorded too (its counts say whether the user exists); it needs no justification of its own.
+  const reason = dryRun && flags.reason === undefined ? "dry run (counts only)" : readReason(flags);
+  const named = namesTable(flags, process.env) ? readTable(flags, process.env) : undefined;
+  const where = (t: TableName) => `${t.schema}.${t.name}${vaultOnly ? ", vault only" : ""}`;
+  let bar: Progress | undefined;
+  return runAudited(flags, { keys: "now", poolSize: 3, refuse: ERASE_REFUSAL }, async (lc) => {
+    const total = await eraseUser(lc, { userId, named, vaultOnly, dryRun, reason }, {
+      previewed: (table, before) =>
+        process.stdout.write(
+          summary(`masq subject erase --dry-run (${where(table)}): nothing was changed; an erasure now would delete`, before) + `  audit row                #${before.seq} (preview)\n`,
+        ),
+      erasing: () => {
+        bar = createProgress("erasing", { unit: vaultOnly ? "values" : "rows" });
+        return (b) => bar?.committed({ size: vaultOnly ? b.vault + b.originals : b.rows + b.quarantine, seconds: 0, written: 0, duplicates: 0, quarantinedByReason: {}, lagSeconds: [] });
+      },
+      erased: (table, r, fingerprint) => {
+        bar?.stop({ complete: true });
+        process.stdout.write(summary(`masq subject erase (${where(table)}): user ${fingerprint}`, r) + `  audit rows               #${r.startSeq} (start), #${r.doneSeq} (done)\n`);
+      },
+      blockerEnded: (b, what) => process.stderr.write(`masq: ${endedLine(b, what)}\n`),
+    });
+    if (dryRun) return 0;
+    process.stdout.write(
+      (total === 0 ? "Nothing of this user was left to erase (erased before, or never ingested).\n" : "") +
+        "Messages for this user still queued, or arriving while this ran, are new data. Once the queue is drained\n" +
+        "(masq status shows it empty), run the same command again: it deletes only what is new.\n",
+    );
+    return 0;
+  });
+}
+
+function summary(head: string, c: ErasureCounts): string {
+  return (
+    `${head}\n` +
+    `  rows                     ${c.rows}\n` +
+    `  quarantine records       ${c.quarantine}\n` +
+    (c.originals > 0 ? `  quarantined originals    ${c.originals}\n` : "") +
+    `  vault values             ${c.vault}   (values other users' rows also use stay)\n`
+  );
+}
+
+export function readUserId(flags: Record<string, unknown>): string {
+  const v = flags.userId;
+  const id = typeof v === "string" ? v : Array.isArray(v) && v.length === 1 ? String(v[0]) : undefined;
+  // The id is never echoed: it is what is being erased.
+  if (id === undefined || id === "") throw new ConfigError("--user-id", "is required: exactly one user id, as in the table's user_id", { what: "no user" });
+  if (id.length > 128) throw new ConfigError("--user-id", `is ${id.length} characters long; user_id holds at most 128`, { what: "not a user id" });
+  return id;
 }

@@ -1,8 +1,7 @@
 import { DEFAULT_HTTP_PORT } from "../settings/config.ts";
 import { ConfigError, describeError, UnreachableError } from "../errors.ts";
-import { formatTop } from "../metrics/format-top.ts";
-import { parseMetrics, type Sample } from "../metrics/parse-metrics.ts";
-import { topSnapshot, type TopSnapshot } from "../metrics/top-snapshot.ts";
+import { formatTop, topSnapshot, type TopSnapshot } from "../ops/top.ts";
+import { parseMetrics, type Sample } from "../ops/metrics.ts";
 
 const REFRESH_MS = 1000;
 

@@ -1,12 +1,11 @@
 import { readFileSync } from "node:fs";
 import { readPseudonymKey, readTable } from "../settings/config.ts";
-import { revealing } from "../closed-stdout.ts";
+import { revealing } from "../log.ts";
 import { ConfigError } from "../errors.ts";
 import type { PiiKind } from "../ingest/pseudonymize.ts";
-import { canonicalizeIp } from "../ingest/ip.ts";
+import { canonicalizeIp } from "../ingest/login-event.ts";
 import { readReason, REVEAL_REFUSAL, runAudited } from "../lifecycle/audited-command.ts";
-import { KINDS, pseudonymOf, unmask, type Selector } from "../lifecycle/unmask.ts";
-import { formatUnmasked, readFormat } from "../lifecycle/unmask-output.ts";
+import { KINDS, pseudonymOf, unmask, type Selector, formatUnmasked, readFormat } from "../lifecycle/unmask.ts";
 
 /**
  * `masq unmask --reason "…"`: recovers original values from the vault, by pseudonym or by rows of the target table

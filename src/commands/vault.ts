@@ -1,8 +1,8 @@
 import { readRetentionDays, readTable } from "../settings/config.ts";
 import { ConfigError } from "../errors.ts";
 import { runAudited } from "../lifecycle/audited-command.ts";
-import { pruneVault } from "../lifecycle/prune-vault.ts";
-import { endedLine } from "../sink/lock-watch.ts";
+import { pruneVault } from "../lifecycle/retention.ts";
+import { endedLine } from "../db/lock-watch.ts";
 
 const n = (v: number) => v.toLocaleString("en-US");
 

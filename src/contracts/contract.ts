@@ -1,3 +1,8 @@
+import { readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { ConfigError } from "../errors.ts";
+import { readContract, formatContractError } from "./read-contract.ts";
+
 /**
  * A privacy contract: which events masq accepts and, for every field of each, its type and the one thing that
  * happens to it. Read from YAML by read-contract.ts, compiled once into plain functions by compile-contract.ts.
@@ -70,4 +75,40 @@ export interface EventSpec {
 export interface Contract {
   version: 1;
   events: EventSpec[];
+}
+
+/** The login contract shipped with masq: today's behaviour, written as a contract (contracts/login.yaml). */
+export const DEFAULT_CONTRACT_FILE = new URL("../../contracts/login.yaml", import.meta.url);
+
+export function defaultContract(): Contract {
+  const read = readContract(readFileSync(DEFAULT_CONTRACT_FILE, "utf8"));
+  // A shipped file that does not read is a defect of masq, not of the user's configuration (a test reads it).
+  if (read.contract === undefined) throw new Error(`contracts/login.yaml: ${read.errors.map((e) => `${e.line}:${e.col}: ${e.message}`).join("; ")}`);
+  return read.contract;
+}
+
+/** A contract file as the commands read it: its name as shown, and the contract or every error as "file:line:col: …". */
+export type LoadedContract = { file: string; contract: Contract; errors: [] } | { file: string; contract: undefined; errors: string[] };
+
+/**
+ * Reads the contract file `path` (MASQ_CONTRACT or --contract), or the login contract shipped with masq when it is
+ * undefined. A file that cannot be read is a ConfigError naming the setting.
+ */
+export function loadContract(path: string | undefined, setting = "MASQ_CONTRACT"): LoadedContract {
+  const file = path ?? fileURLToPath(DEFAULT_CONTRACT_FILE);
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? "unreadable";
+    throw new ConfigError(setting, `cannot read ${file} (${code}); give a contract file (YAML)`);
+  }
+  const read = readContract(text);
+  if (read.contract === undefined) return { file, contract: undefined, errors: read.errors.map((e) => formatContractError(file, e)) };
+  return { file, contract: read.contract, errors: [] };
+}
+
+/** One line about a contract that reads: its event types and how many fields each classifies. */
+export function describeContract(contract: Contract): string {
+  return contract.events.map((e) => `${e.name} → ${e.table} (${e.fields.length} fields, unknown fields: ${e.unknown})`).join("; ");
 }

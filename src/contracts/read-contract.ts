@@ -1,5 +1,5 @@
 import { isMap, isScalar, LineCounter, parseDocument, type Node, type Pair, type YAMLMap } from "yaml";
-import { parseTableName } from "../sink/table-name.ts";
+import { parseTableName } from "../db/tables.ts";
 import { FIELD_TYPES, MESSAGE_FIELDS, TREATMENTS, TREATMENTS_OF, type Contract, type EventSpec, type FieldSpec, type FieldType, type TreatmentName } from "./contract.ts";
 
 /** A mistake in a contract file, where it is (1-based line and column), as `vector validate` reports them. */

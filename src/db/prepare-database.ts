@@ -1,13 +1,11 @@
-import { inTransaction } from "../sink/transaction.ts";
+import type pg from "pg";
 import { ConfigError, describeError, TransientError } from "../errors.ts";
-import type { Logger } from "../log.ts";
 import { retryTransient } from "../ingest/backoff.ts";
-import type { Db } from "../sink/db.ts";
-import { loadMigrations, migrate } from "../sink/migrate.ts";
-import { classifyPgError } from "../sink/pg-errors.ts";
-import { targetText } from "../sink/pg-target.ts";
-import { qualified, type TableName } from "../sink/table-name.ts";
-import { ensureTargetTable, verifyTargetTable } from "../sink/target-table.ts";
+import type { Logger } from "../log.ts";
+import { loadMigrations, migrate } from "./migrate.ts";
+import { inTransaction, targetText, type Db } from "./pool.ts";
+import { classifyPgError } from "./query.ts";
+import { qualified, type TableName, ensureTargetTable, verifyTargetTable } from "./tables.ts";
 
 /**
  * Brings the database to the state masq needs: migrations applied (unless the operator runs them separately) and
@@ -174,4 +172,45 @@ async function reportUnattributed(db: Db, logger: Logger): Promise<void> {
     { records: n },
     "quarantine records from before migration 011 keep an original but name no user (their body was not JSON): subject export and erase do not find them; masq vault prune removes them once older than MASQ_VAULT_RETENTION_DAYS",
   );
+}
+
+/**
+ * What the ingest path (`masq run`) does in Postgres, as privileges of the login it runs as (SECURITY.md, the
+ * masq_ingest role). `masq check` asks Postgres for each; this list is the one place to change when the ingest
+ * path changes what it writes (for example definer functions instead of table grants).
+ */
+export function ingestNeeds(t: TableName): { object: string; kind: "table" | "column" | "function" | "schema"; privilege: string; column?: string }[] {
+  const fn = (object: string) => ({ object, kind: "function" as const, privilege: "EXECUTE" });
+  return [
+    { object: "masq", kind: "schema", privilege: "USAGE" },
+    { object: qualified(t), kind: "table", privilege: "INSERT" },
+    { object: "masq.ingest_ledger", kind: "table", privilege: "SELECT" },
+    { object: "masq.ingest_ledger", kind: "table", privilege: "INSERT" },
+    { object: "masq.ingest_ledger", kind: "table", privilege: "DELETE" },
+    { object: "masq.quarantine", kind: "table", privilege: "INSERT" },
+    // Key rows by their non-secret columns; keys and vault values are written through migration 005's functions.
+    { object: "masq.pseudonym_keys", column: "state", kind: "column", privilege: "SELECT" },
+    fn("masq.pseudonym_key_wrapped(integer)"),
+    fn("masq.create_first_pseudonym_key(text, text, bytea, text)"),
+    fn("masq.lock_pseudonym_key(integer)"),
+    fn("masq.lock_vault_epoch()"),
+    fn("masq.add_data_key(uuid, text, text, bytea)"),
+    fn("masq.add_vault_values(integer, text[], text[], uuid[], bytea[], bytea[])"),
+  ];
+}
+
+/** The privileges of ingestNeeds() that the current login lacks, as "INSERT on masq.vault"; one query. */
+export async function missingIngestPrivileges(pool: pg.Pool, t: TableName): Promise<string[]> {
+  const needs = ingestNeeds(t);
+  const { rows } = await pool.query<{ ok: boolean[] }>(
+    `SELECT array_agg(CASE n.kind
+                        WHEN 'table' THEN has_table_privilege(n.object, n.privilege)
+                        WHEN 'function' THEN has_function_privilege(n.object, n.privilege)
+                        WHEN 'column' THEN has_column_privilege(n.object, n.col, n.privilege)
+                        ELSE has_schema_privilege(n.object, n.privilege) END ORDER BY n.i) AS ok
+     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS n(object, kind, privilege, col, i)`,
+    [needs.map((n) => n.object), needs.map((n) => n.kind), needs.map((n) => n.privilege), needs.map((n) => n.column ?? null)],
+  );
+  const ok = rows[0]?.ok ?? [];
+  return needs.filter((_, i) => ok[i] !== true).map((n) => `${n.privilege} on ${n.object}${n.column ? `.${n.column}` : ""}`);
 }

@@ -1,5 +1,5 @@
 import { Kysely, PostgresDialect, type ColumnType } from "kysely";
-import type { Db } from "../sink/db.ts";
+import type { Db } from "./pool.ts";
 
 /**
  * masq's own tables (schema masq) as the migrations leave them: each column's type as Postgres's format_type names it,

@@ -4,9 +4,9 @@
  * (SealedBatch), which is what crosses back from a prepare thread and what writeBatch sends to Postgres as is.
  */
 import type { PiiKind } from "./pseudonymize.ts";
-import type { QuarantineFacts } from "./quarantine-facts.ts";
+import type { QuarantineFacts } from "./quarantine-body.ts";
 import type { ReasonCode } from "./login-event.ts";
-import type { Sealed } from "../vault/aead.ts";
+import type { Sealed } from "../keys/data-keys.ts";
 
 export interface IncomingMessage {
   messageId: string;

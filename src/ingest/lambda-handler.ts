@@ -3,14 +3,14 @@ import { readLambdaConfig, readLogLevel } from "../settings/config.ts";
 import { describeError, TransientError } from "../errors.ts";
 import { createLogger, type Logger } from "../log.ts";
 import { sleep } from "./backoff.ts";
-import { commitMessages } from "./commit-messages.ts";
+import { commitMessages } from "./commit-batch.ts";
 import type { IncomingMessage } from "./batch.ts";
 import type { CommitResult } from "./commit-batch.ts";
-import { createDb, type Db } from "../sink/db.ts";
-import type { TableName } from "../sink/table-name.ts";
-import { IngestKeys } from "./ingest-keys.ts";
-import type { KeyProvider } from "../vault/key-provider.ts";
-import { createKeyProvider } from "../vault/key-provider-from-config.ts";
+import { createDb, type Db } from "../db/pool.ts";
+import type { TableName } from "../db/tables.ts";
+import { IngestKeys } from "../keys/open-keys.ts";
+import type { KeyProvider } from "../keys/key-provider.ts";
+import { createKeyProvider } from "../keys/key-provider.ts";
 
 /**
  * The parts of Lambda's SQS event that masq reads, declared here rather than taken from @types/aws-lambda.

@@ -2,8 +2,8 @@ import { Worker } from "node:worker_threads";
 import { FatalError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { IncomingMessage, SealedBatch, VaultEntry } from "./batch.ts";
-import type { IngestKeys } from "./ingest-keys.ts";
-import type { BatchPreparer, PreparedBatch } from "./commit-messages.ts";
+import type { IngestKeys } from "../keys/open-keys.ts";
+import type { BatchPreparer, PreparedBatch } from "./commit-batch.ts";
 import { maxSealsFor, type FromPrepareThread, type PrepareThreadData, type ThreadUsage, type ToPrepareThread } from "./prepare-protocol.ts";
 
 /** The worker's module beside this one: .ts when masq runs from its sources, .js when compiled. */

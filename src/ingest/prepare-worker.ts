@@ -8,7 +8,7 @@ import { createSecretKey, type KeyObject } from "node:crypto";
 import { parentPort, workerData } from "node:worker_threads";
 import { createPseudonymizer, type Pseudonymizer } from "./pseudonymize.ts";
 import type { Outcome, SealedBatch } from "./batch.ts";
-import type { DataKey } from "../vault/data-keys.ts";
+import type { DataKey } from "../keys/data-keys.ts";
 import { VaultSealer } from "./vault-sealer.ts";
 import { prepareOutcome } from "./prepare.ts";
 import { MAX_STATEMENT_BYTES, splitBySize } from "./commit-batch.ts";

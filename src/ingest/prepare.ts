@@ -1,5 +1,4 @@
-import { factsOfJson, factsOfText, NO_FACTS, type QuarantineFacts } from "./quarantine-facts.ts";
-import { redactBody } from "./redact-body.ts";
+import { factsOfJson, factsOfText, NO_FACTS, type QuarantineFacts, redactBody } from "./quarantine-body.ts";
 import type { Pseudonymizer } from "./pseudonymize.ts";
 import type { IncomingMessage, LoginRow, Outcome } from "./batch.ts";
 import { parseLoginEvent, type LoginEvent } from "./login-event.ts";

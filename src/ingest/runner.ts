@@ -2,15 +2,14 @@ import type pg from "pg";
 import type { PipelineConfig } from "../settings/config.ts";
 import { ConfigError, describeError, FatalError, stoppedWorking, TransientError, UnreachableError } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import type { Handle, QueueSource, ReceivedMessage } from "../source/sqs-source.ts";
-import type { TableName } from "../sink/table-name.ts";
+import type { Handle, QueueSource, ReceivedMessage } from "./sqs-source.ts";
+import type { TableName } from "../db/tables.ts";
 import type { ReasonCode } from "./login-event.ts";
-import type { IngestKeys } from "./ingest-keys.ts";
+import type { IngestKeys } from "../keys/open-keys.ts";
 import { backoffMs, sleep } from "./backoff.ts";
-import { commitMessages, type BatchPreparer } from "./commit-messages.ts";
+import { commitMessages, type BatchPreparer } from "./commit-batch.ts";
 import type { IncomingMessage } from "./batch.ts";
-import { createProgressLog, PROGRESS_EVERY_MS, type ProgressLogTiming } from "./progress-log.ts";
-import { emptyStats, type PipelineObserver, type RunStats } from "./observer.ts";
+import { createProgressLog, PROGRESS_EVERY_MS, type ProgressLogTiming, emptyStats, type PipelineObserver, type RunStats } from "./observer.ts";
 
 export interface RunnerDeps {
   /** SqsSource, or SqsThread (ingest/sqs-thread.ts): the same calls on a thread of their own. */

@@ -6,8 +6,8 @@
  */
 import { ConfigError, FatalError, TransientError, type ErrorHelp } from "../errors.ts";
 import type { SqsProtocol, SqsProtocolSetting } from "../settings/config.ts";
-import type { SqsClientOptions } from "../source/sqs-client.ts";
-import type { QueueCounts } from "../source/sqs-source.ts";
+import type { SqsClientOptions } from "./sqs-client.ts";
+import type { QueueCounts } from "./sqs-source.ts";
 
 /**
  * Given at start (workerData). The thread starts before the endpoint's protocol is known, so that loading the SDK

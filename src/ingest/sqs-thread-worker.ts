@@ -6,9 +6,8 @@
  * Anything it throws kills it, which the runner treats as fatal.
  */
 import { parentPort, workerData } from "node:worker_threads";
-import { createSqsClient } from "../source/sqs-client.ts";
-import { detectSqsProtocol } from "../source/sqs-protocol.ts";
-import { SqsSource, type Handle, type ReceivedMessage } from "../source/sqs-source.ts";
+import { createSqsClient, detectSqsProtocol } from "./sqs-client.ts";
+import { SqsSource, type Handle, type ReceivedMessage } from "./sqs-source.ts";
 import { toErrorData, type FromSqsThread, type ReceivedColumns, type SqsThreadData, type ToSqsThread } from "./sqs-thread-protocol.ts";
 
 const port = parentPort!;

@@ -1,9 +1,9 @@
 import { Worker } from "node:worker_threads";
 import type { SqsProtocol, SqsProtocolSetting } from "../settings/config.ts";
-import type { SqsClientOptions } from "../source/sqs-client.ts";
+import type { SqsClientOptions } from "./sqs-client.ts";
 import { FatalError } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import type { Handle, QueueCounts, QueueSource, ReceivedMessage } from "../source/sqs-source.ts";
+import type { Handle, QueueCounts, QueueSource, ReceivedMessage } from "./sqs-source.ts";
 import type { ThreadUsage } from "./prepare-protocol.ts";
 import { fromErrorData, type FromSqsThread, type SqsThreadData, type ToSqsThread } from "./sqs-thread-protocol.ts";
 

@@ -1,8 +1,7 @@
 import type { KeyObject } from "node:crypto";
 import { emptyRowColumns, type Outcome, type QuarantineRecord, type SealedBatch, type SealedBody, type VaultEntry, type VaultEpochs } from "./batch.ts";
-import { nonces, seal } from "../vault/aead.ts";
-import type { DataKeys } from "../vault/data-keys.ts";
-import { quarantineBodyAad, vaultAad } from "../vault/vault-aad.ts";
+import { nonces, seal, quarantineBodyAad, vaultAad } from "../keys/data-keys.ts";
+import type { DataKeys } from "../keys/data-keys.ts";
 
 /**
  * Encrypts a batch's originals with the current data key: each distinct PII value once (the vault is keyed by

@@ -1,8 +1,8 @@
 import type pg from "pg";
 import { TransientError } from "../errors.ts";
 import { batchLength, type SealedBatch, type VaultEpochs } from "./batch.ts";
-import { classifyPgError } from "../sink/pg-errors.ts";
-import { qualified, type TableName } from "../sink/table-name.ts";
+import { classifyPgError } from "../db/query.ts";
+import { qualified, type TableName } from "../db/tables.ts";
 
 /**
  * The batch's pseudonym key is no longer the active one (a rotation switched keys): nothing was written. The caller

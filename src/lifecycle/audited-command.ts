@@ -1,14 +1,15 @@
-import { onShutdownSignals } from "../commands/signals.ts";
-import { databaseSetting, readConnectTimeoutMs, readDatabaseUrl, readKeyConfig } from "../settings/config.ts";
+import type pg from "pg";
+import type { Blocker } from "../db/lock-watch.ts";
+import { createDb, type Db, waitForPostgres, type PgTarget } from "../db/pool.ts";
+import { fromPostgres } from "../db/query.ts";
 import { ConfigError, describeError, errorLine, exitCodeFor } from "../errors.ts";
-import { createDb, type Db } from "../sink/db.ts";
-import { fromPostgres } from "../sink/pg-errors.ts";
-import type { PgTarget } from "../sink/pg-target.ts";
-import { waitForPostgres } from "../sink/wait-for-postgres.ts";
-import { IntegrityError } from "../vault/aead.ts";
-import type { KeyProvider } from "../vault/key-provider.ts";
-import { createKeyProvider } from "../vault/key-provider-from-config.ts";
-import { clientReported } from "./audit-row.ts";
+import type { Pseudonymizer } from "../ingest/pseudonymize.ts";
+import { IntegrityError, type DataKeys, type OpenedDataKeys } from "../keys/data-keys.ts";
+import { type KeyProvider, createKeyProvider } from "../keys/key-provider.ts";
+import { databaseSetting, readConnectTimeoutMs, readDatabaseUrl, readKeyConfig } from "../settings/config.ts";
+import { onShutdownSignals } from "../signals.ts";
+import { clientReported } from "./audit.ts";
+import type { RotationState } from "./rotation-state.ts";
 
 /**
  * What every lifecycle operation works with: the pool, the key provider, a signal that the first SIGINT/SIGTERM
@@ -147,4 +148,25 @@ export function readReason(flags: Record<string, unknown>): string {
     );
   }
   return given;
+}
+
+/** What each pass of a pseudonym key rotation works with. */
+export interface PassContext {
+  pool: pg.Pool;
+  state: RotationState;
+  /** The new key's pseudonymizer. */
+  pseudonymizer: Pseudonymizer;
+  /** The old key's: a vault value is moved only if it is the old pseudonym's value (it was not planted). */
+  previous: Pseudonymizer;
+  /** Opens vault values and kept bodies. */
+  opened: OpenedDataKeys;
+  /** Encrypts vault values again under the rotation's own data key (stored in masq.data_keys). */
+  dataKeys: DataKeys;
+  /** Values, bodies or table rows per transaction. */
+  batchSize: number;
+  signal?: AbortSignal | undefined;
+  /** After every committed batch: how much of this pass is done, of how much. */
+  onBatch?: ((done: number, total: number) => void) | undefined;
+  /** A batch ended a session of a masq role that held its rows (SECURITY.md, "Waits"). */
+  onBlockerEnded?: ((b: Blocker, what: string) => void) | undefined;
 }

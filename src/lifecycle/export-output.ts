@@ -1,4 +1,4 @@
-import { csvField, printable, type UnmaskFormat } from "./unmask-output.ts";
+import { csvField, printable, type UnmaskFormat } from "./unmask.ts";
 
 /** One row of the user's table, its ip and device_id beside their pseudonyms (null: the vault holds no value). */
 export interface ExportedRow {

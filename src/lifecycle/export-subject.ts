@@ -1,21 +1,17 @@
 import type pg from "pg";
-import { FatalError } from "../errors.ts";
+import { FatalError, ConfigError } from "../errors.ts";
 import type { PiiKind, Pseudonymizer } from "../ingest/pseudonymize.ts";
-import { qualified, quoteIdent, type TableName } from "../sink/table-name.ts";
-import { decodeAppVersion, MAX_APP_VERSION } from "../ingest/app-version.ts";
-import { IntegrityError, open } from "../vault/aead.ts";
+import { qualified, quoteIdent, type TableName, registeredTables } from "../db/tables.ts";
+import { decodeAppVersion, MAX_APP_VERSION } from "../ingest/login-event.ts";
+import { IntegrityError, open, quarantineBodyAad, vaultAad, unwrapDataKeys } from "../keys/data-keys.ts";
 import type { ExportedMaskedRow, ExportedQuarantined, ExportedRow, ExportLine } from "./export-output.ts";
-import type { KeyProvider } from "../vault/key-provider.ts";
-import { pseudonymKeyVersion } from "../vault/pseudonym-keys.ts";
-import { quarantineBodyAad, vaultAad } from "../vault/vault-aad.ts";
+import type { KeyProvider } from "../keys/key-provider.ts";
+import { pseudonymKeyVersion } from "../keys/pseudonym-keys.ts";
 import { readTable } from "../settings/config.ts";
 import { query } from "../db/query.ts";
-import { ConfigError } from "../errors.ts";
-import { registeredTables } from "../sink/registered-tables.ts";
-import { openAuditKey, subjectFingerprint } from "./audit-key.ts";
+import { openAuditKey, subjectFingerprint } from "../keys/audit-key.ts";
 import type { Lifecycle } from "./audited-command.ts";
-import { unwrapDataKeys } from "./opened-data-keys.ts";
-import { appendSealed, flagSuspect } from "./seal-audit.ts";
+import { appendSealed, flagSuspect } from "./audit.ts";
 
 export interface SubjectRequest {
   reason: string;

@@ -1,22 +1,21 @@
 import { sql } from "kysely";
 import type pg from "pg";
 import { readKeyConfig, readPseudonymKey } from "../settings/config.ts";
-import { classified } from "../db/query.ts";
-import type { Db } from "../sink/db.ts";
+import { classified, classifyPgError } from "../db/query.ts";
+import type { Db } from "../db/pool.ts";
 import { DataError } from "../errors.ts";
 import type { LoginRow, Outcome, VaultEntry } from "../ingest/batch.ts";
 import { prepareOutcome } from "../ingest/prepare.ts";
 import { masqQueries } from "../db/schema.ts";
-import { classifyPgError } from "../sink/pg-errors.ts";
-import { qualified, type TableName } from "../sink/table-name.ts";
+import { qualified, type TableName } from "../db/tables.ts";
 import { StaleKeyError } from "../ingest/write-batch.ts";
-import { IngestKeys } from "../ingest/ingest-keys.ts";
-import type { KeyProvider } from "../vault/key-provider.ts";
-import { openAuditKey, type AuditKey } from "./audit-key.ts";
+import { IngestKeys } from "../keys/open-keys.ts";
+import type { KeyProvider } from "../keys/key-provider.ts";
+import { openAuditKey, type AuditKey } from "../keys/audit-key.ts";
 import type { Lifecycle } from "./audited-command.ts";
 import { revealOriginals } from "./reveal-originals.ts";
 import { readRotationState } from "./rotation-state.ts";
-import { appendSealed } from "./seal-audit.ts";
+import { appendSealed } from "./audit.ts";
 
 /** The vault rows a replay adds (a corrected body's originals), under the pseudonym key its rows were masked with. */
 export interface ReplayVault {

@@ -1,7 +1,6 @@
 import type { PiiKind } from "../ingest/pseudonymize.ts";
-import { IntegrityError, nonces, open, seal } from "../vault/aead.ts";
-import { vaultAad, type VaultRow } from "../vault/vault-aad.ts";
-import type { PassContext } from "./pass-context.ts";
+import { IntegrityError, nonces, open, seal, vaultAad, type VaultRow } from "../keys/data-keys.ts";
+import type { PassContext } from "./audited-command.ts";
 import { query } from "../db/query.ts";
 
 interface VaultRowAt extends VaultRow {

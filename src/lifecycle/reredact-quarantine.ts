@@ -1,11 +1,9 @@
 import { FatalError } from "../errors.ts";
-import { factsOfJson, type QuarantineFacts } from "../ingest/quarantine-facts.ts";
-import { redactBody } from "../ingest/redact-body.ts";
+import { factsOfJson, type QuarantineFacts, redactBody } from "../ingest/quarantine-body.ts";
 import type { PiiKind } from "../ingest/pseudonymize.ts";
-import { IntegrityError, open } from "../vault/aead.ts";
-import { quarantineBodyAad } from "../vault/vault-aad.ts";
-import type { PassContext } from "./pass-context.ts";
-import { watchedQuery } from "../sink/lock-watch.ts";
+import { IntegrityError, open, quarantineBodyAad } from "../keys/data-keys.ts";
+import type { PassContext } from "./audited-command.ts";
+import { watchedQuery } from "../db/lock-watch.ts";
 import { query } from "../db/query.ts";
 
 interface QuarantineRow {

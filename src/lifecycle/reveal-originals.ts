@@ -1,13 +1,11 @@
 import { sql } from "kysely";
 import type pg from "pg";
 import { FatalError } from "../errors.ts";
-import { open } from "../vault/aead.ts";
-import type { KeyProvider } from "../vault/key-provider.ts";
-import { quarantineBodyAad } from "../vault/vault-aad.ts";
-import { unwrapDataKeys } from "./opened-data-keys.ts";
+import { open, quarantineBodyAad, unwrapDataKeys } from "../keys/data-keys.ts";
+import type { KeyProvider } from "../keys/key-provider.ts";
 import { query } from "../db/query.ts";
-import { appendSealed } from "./seal-audit.ts";
-import { openAuditKey, type AuditKey } from "./audit-key.ts";
+import { appendSealed } from "./audit.ts";
+import { openAuditKey, type AuditKey } from "../keys/audit-key.ts";
 import type { Lifecycle } from "./audited-command.ts";
 import { masqQueries } from "../db/schema.ts";
 

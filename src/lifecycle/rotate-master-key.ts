@@ -1,12 +1,12 @@
 import type pg from "pg";
 import { ConfigError, FatalError } from "../errors.ts";
-import type { KeyContext, KeyProvider } from "../vault/key-provider.ts";
-import { pseudonymKeyContext } from "../vault/pseudonym-keys.ts";
+import type { KeyContext, KeyProvider } from "../keys/key-provider.ts";
+import { pseudonymKeyContext } from "../keys/pseudonym-keys.ts";
 import { query } from "../db/query.ts";
-import { inTransaction } from "../sink/transaction.ts";
-import { openAuditKey } from "./audit-key.ts";
+import { inTransaction } from "../db/pool.ts";
+import { openAuditKey } from "../keys/audit-key.ts";
 import { withRotationLock } from "./rotation-state.ts";
-import { recordRotation } from "./seal-audit.ts";
+import { recordRotation } from "./audit.ts";
 
 export interface RewrapResult {
   /** The master key everything is wrapped under now (or would be, on a dry run). */

@@ -1,28 +1,21 @@
 import type pg from "pg";
-import type { AuditKey } from "./audit-key.ts";
-import { ConfigError } from "../errors.ts";
-import { qualified, type TableName } from "../sink/table-name.ts";
 import { sql } from "kysely";
-import { classified } from "../db/query.ts";
-import type { Db } from "../sink/db.ts";
+import { type Blocker, withLockWatch } from "../db/lock-watch.ts";
+import { type Db, inTransaction } from "../db/pool.ts";
+import { classified, query } from "../db/query.ts";
 import { masqQueries } from "../db/schema.ts";
-import { DataKeys, type DataKeyLimits } from "../vault/data-keys.ts";
-import type { KeyProvider } from "../vault/key-provider.ts";
-import { pseudonymKeyVersion } from "../vault/pseudonym-keys.ts";
-import { openAuditKey } from "./audit-key.ts";
-import { recordRotation } from "./seal-audit.ts";
-import { inTransaction } from "../sink/transaction.ts";
-import { OpenedDataKeys } from "./opened-data-keys.ts";
-import type { PassContext } from "./pass-context.ts";
+import { qualified, type TableName } from "../db/tables.ts";
+import { ConfigError, FatalError } from "../errors.ts";
+import { type AuditKey, openAuditKey } from "../keys/audit-key.ts";
+import { DataKeys, type DataKeyLimits, OpenedDataKeys } from "../keys/data-keys.ts";
+import type { KeyProvider } from "../keys/key-provider.ts";
+import { pseudonymKeyVersion, pseudonymKeyContext, pseudonymKeyFingerprint } from "../keys/pseudonym-keys.ts";
+import { recordRotation } from "./audit.ts";
+import type { PassContext } from "./audited-command.ts";
 import { repseudonymizeVault } from "./repseudonymize-vault.ts";
 import { reredactQuarantine } from "./reredact-quarantine.ts";
-import { retirePseudonymKey } from "./retire-pseudonym-key.ts";
-import { assertRewritable } from "./rewrite-table.ts";
-import { assertTablesRewritable, rotationTables, rewriteTables, tableText } from "./rewrite-tables.ts";
-import { withRotationLock } from "./rotation-state.ts";
-import { readRotationState, setRotationPhase, type RotationPhase, type RotationState } from "./rotation-state.ts";
-import { switchPseudonymKey } from "./switch-pseudonym-key.ts";
-import type { Blocker } from "../sink/lock-watch.ts";
+import { assertRewritable, assertTablesRewritable, rotationTables, rewriteTables, tableText } from "./rewrite-tables.ts";
+import { withRotationLock, readRotationState, setRotationPhase, type RotationPhase, type RotationState } from "./rotation-state.ts";
 
 export interface RotatePseudonymKeyOptions {
   pool: pg.Pool;
@@ -193,4 +186,131 @@ export async function previewPseudonymRotation(db: Db, table: TableName): Promis
     }
   }
   return { ...r, tables };
+}
+
+interface KeyRow {
+  version: number;
+  state: "active" | "retiring";
+  provider: string;
+  fingerprint: string;
+}
+
+/**
+ * The switch: the active pseudonym key becomes 'retiring' and a new version becomes active, in one transaction.
+ * Ingestion's batch statement holds a share lock on the active key's row until it commits
+ * (masq.lock_pseudonym_key), so the FOR UPDATE here waits for the batches in flight, and every batch after the
+ * commit finds its key retired, writes nothing and is masked again under the new key. From the commit on, no
+ * pseudonym under the old key is written. A rotation already switched (a 'retiring' key exists) is resumed instead.
+ * The rotation's audit row (`audit`) is appended in the switch's transaction once the key is held: no switch commits
+ * without it.
+ */
+export async function switchPseudonymKey(
+  pool: pg.Pool,
+  provider: KeyProvider,
+  targetTable: string,
+  audit: (client: pg.PoolClient, fromVersion: number, toVersion: number) => Promise<unknown>,
+  signal?: AbortSignal,
+  onBlockerEnded?: (b: Blocker, what: string) => void,
+): Promise<{ state: RotationState; switched: boolean }> {
+  const existing = await readRotationState(pool);
+  if (existing !== undefined) return { state: existing, switched: false };
+  const keys = (await query<KeyRow>(pool, "SELECT version, state, provider, fingerprint FROM masq.pseudonym_keys WHERE state IN ('active', 'retiring')")).rows;
+  if (keys.some((k) => k.state === "retiring")) {
+    throw new FatalError("a pseudonym key is 'retiring' but masq.pseudonym_rotation has no rotation for it; the rotation's state was lost, so it cannot be resumed safely");
+  }
+  const active = keys.find((k) => k.state === "active");
+  if (active === undefined) throw new FatalError("there is no pseudonym key yet (the first masq run creates it): nothing to rotate");
+  refuseExternal(active);
+
+  const { rows } = await query<{ next: number }>(pool, "SELECT max(version) + 1 AS next FROM masq.pseudonym_keys");
+  const next = rows[0]!.next;
+  // The provider call happens before the transaction: while it holds the key row, ingestion's batches wait.
+  const g = await provider.generateKey(pseudonymKeyContext(next), signal);
+  const fingerprint = pseudonymKeyFingerprint(g.plaintext);
+  g.plaintext.fill(0);
+
+  await inTransaction(pool, async (client) => {
+    // Whatever a session of a masq role holds is ended after about 1 s (withLockWatch); only a session masq may not
+    // end (the owner's, a superuser's) can hold the key this long, and then the error names it. The table lock is
+    // queued fairly: a share lock on a key row (ROW SHARE on the table) asked for after it waits behind it, so new
+    // ingest sessions cannot keep the switch off one after another, and its one wait of 30 s at most is the
+    // switch's deadline (the FOR UPDATE after it finds no other holder).
+    await query(client, "SET LOCAL lock_timeout = '30s'");
+    const locked = await withLockWatch(pool, client, { what: "the active pseudonym key", onEnded: onBlockerEnded }, async () => {
+      await query(client, "LOCK TABLE masq.pseudonym_keys IN EXCLUSIVE MODE");
+      return query<KeyRow>(client, "SELECT version, state, provider, fingerprint FROM masq.pseudonym_keys WHERE state = 'active' FOR UPDATE");
+    });
+    // Appended once the key is held, so that the trail's chain lock (which every audited action waits for) is held
+    // for the switch's few statements, not for its wait.
+    await audit(client, active.version, next);
+    const now = locked.rows[0];
+    if (now?.version !== active.version) throw new FatalError("the active pseudonym key changed while the rotation started; run it again");
+    // Every batch under the old key holds its share lock from before this moment; every batch under the new key
+    // starts after the commit. The quarantine pass tells old records from new ones by it.
+    const at = await query<{ switched_at: Date; next: number }>(client, "SELECT clock_timestamp() AS switched_at, max(version) + 1 AS next FROM masq.pseudonym_keys");
+    if (at.rows[0]!.next !== next) throw new FatalError("another pseudonym key was added while the rotation started; run it again");
+    await query(client, "UPDATE masq.pseudonym_keys SET state = 'retiring' WHERE version = $1", [active.version]);
+    await query(client, "INSERT INTO masq.pseudonym_keys (version, state, provider, master_key_id, wrapped, fingerprint) VALUES ($1, 'active', $2, $3, $4, $5)", [
+      next,
+      provider.name,
+      g.masterKeyId,
+      Buffer.from(g.wrapped),
+      fingerprint,
+    ]);
+    await query(client, "INSERT INTO masq.pseudonym_rotation (from_version, to_version, switched_at, target_table, phase) VALUES ($1, $2, $3, $4, 'vault')", [
+      active.version,
+      next,
+      at.rows[0]!.switched_at,
+      targetTable,
+    ]);
+  });
+  return { state: (await readRotationState(pool))!, switched: true };
+}
+
+function refuseExternal(active: KeyRow): void {
+  if (active.provider !== "external") return;
+  throw new ConfigError(
+    "MASQ_PSEUDONYM_KEY",
+    `the active pseudonym key (version ${active.version}, fingerprint ${active.fingerprint}) is one given from outside in MASQ_PSEUDONYM_KEY, ` +
+      "of which masq keeps only the fingerprint. masq can rotate only a pseudonym key it manages: every process writing with the given key " +
+      "would be refused after the switch. Rotate that key where it is kept, or re-ingest with a key masq manages (unset MASQ_PSEUDONYM_KEY on a new database)",
+  );
+}
+
+/**
+ * The end of a rotation: once no vault row has the old version and the table pass has done every registered table
+ * (rewrite-tables.ts: until then the map is their rows' only way to the vault), the old key is retired and its key
+ * material destroyed (wrapped set to NULL), and the rotation map, the last link between old and new pseudonyms, is
+ * emptied.
+ * One transaction, with the rotation's audit row (`audit`, appended before the key is retired). Returns the
+ * rotation's final counts.
+ */
+export async function retirePseudonymKey(
+  pool: pg.Pool,
+  fromVersion: number,
+  audit: (client: pg.PoolClient, final: RotationState) => Promise<unknown>,
+): Promise<RotationState> {
+  const final = await inTransaction(pool, async (client) => {
+    const state = await readRotationState(client);
+    if (state?.fromVersion !== fromVersion) throw new FatalError(`no rotation of pseudonym key version ${fromVersion} is in progress`);
+    const left = await query(client, "SELECT 1 FROM masq.vault WHERE key_version = $1 LIMIT 1", [fromVersion]);
+    if ((left.rowCount ?? 0) > 0) throw new FatalError(`the vault still holds values under pseudonym key version ${fromVersion}; run the rotation again with --resume`);
+    const undone = await query<{ t: string }>(
+      client,
+      "SELECT r.schema_name || '.' || r.table_name AS t FROM masq.registered_tables() r WHERE NOT (r.schema_name || '.' || r.table_name = ANY ($1::text[]))",
+      [state.tablesDone],
+    );
+    if (undone.rows.length > 0) {
+      throw new FatalError(`the rotation has not rewritten ${undone.rows.map((r) => r.t).join(", ")} yet; run the rotation again with --resume`);
+    }
+    await audit(client, state);
+    await query(client, "UPDATE masq.pseudonym_keys SET state = 'retired', retired_at = now(), wrapped = NULL WHERE version = $1 AND state = 'retiring'", [fromVersion]);
+    await query(client, "DELETE FROM masq.pseudonym_rotation WHERE from_version = $1", [fromVersion]);
+    // TRUNCATE, not DELETE: the map's pages go at once instead of lingering as dead rows until a vacuum.
+    await query(client, "TRUNCATE masq.pseudonym_rotation_map");
+    return state;
+  });
+  // The retired key's wrapped form lingers in the old row version until a vacuum; this table is tiny.
+  await pool.query("VACUUM masq.pseudonym_keys").catch(() => undefined);
+  return final;
 }

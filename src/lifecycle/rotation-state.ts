@@ -1,7 +1,6 @@
 import type pg from "pg";
 import { FatalError } from "../errors.ts";
-import { classifyPgError } from "../sink/pg-errors.ts";
-import { connect, query } from "../db/query.ts";
+import { classifyPgError, connect, query } from "../db/query.ts";
 
 export type RotationPhase = "vault" | "quarantine" | "table";
 

@@ -1,6 +1,6 @@
-import { parseMasterKey, parsePseudonymKey } from "../ingest/pseudonym-key.ts";
-import { parseConnectionString } from "../sink/connection-string.ts";
-import { parseTableName, type TableName } from "../sink/table-name.ts";
+import { parseMasterKey, parsePseudonymKey } from "../ingest/pseudonymize.ts";
+import { parseConnectionString } from "../db/pool.ts";
+import { parseTableName, type TableName } from "../db/tables.ts";
 import { boolean, hostName, httpUrl, integer, oneOf, portOrOff, region, secretFile, trimmed, wording, type Parser } from "./parse.ts";
 
 /**

@@ -1,7 +1,7 @@
 import { after, before } from "node:test";
 import { prepareDatabase } from "../../src/db/prepare-database.ts";
 import { createLogger } from "../../src/log.ts";
-import { createDb, type Db } from "../../src/sink/db.ts";
+import { createDb, type Db } from "../../src/db/pool.ts";
 import { TABLE } from "./pipeline.ts";
 import { createTestDatabase, type TestDatabase } from "./postgres.ts";
 import { startMoto, type Moto } from "./moto.ts";

@@ -3,7 +3,7 @@ import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { freePort } from "../../src/demo/embedded.ts";
+import { freePort } from "../../src/ops/demo.ts";
 
 /**
  * LocalStack from PyPI, without Docker: a real SQS (and KMS) as users meet it. Two versions, each in its own venv

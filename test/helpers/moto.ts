@@ -1,5 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { freePort } from "../../src/demo/embedded.ts";
+import { freePort } from "../../src/ops/demo.ts";
 
 /**
  * moto's server: a real AWS-compatible endpoint (SQS over both the JSON and the Query protocol; KMS for the vault).

@@ -1,16 +1,16 @@
 import { Writable } from "node:stream";
 import type { SQSClient } from "@aws-sdk/client-sqs";
 import type { PipelineConfig } from "../../src/settings/config.ts";
-import { generateEvents, type SyntheticEvent } from "../../src/demo/synthetic.ts";
+import { generateEvents, type SyntheticEvent } from "../../src/ops/demo.ts";
 import { createLogger, type Logger } from "../../src/log.ts";
-import { IngestKeys } from "../../src/ingest/ingest-keys.ts";
-import { LocalKeyProvider } from "../../src/vault/local-provider.ts";
+import { IngestKeys } from "../../src/keys/open-keys.ts";
+import { LocalKeyProvider } from "../../src/keys/key-provider.ts";
 import { Runner } from "../../src/ingest/runner.ts";
-import type { ProgressLogTiming } from "../../src/ingest/progress-log.ts";
-import type { BatchPreparer } from "../../src/ingest/commit-messages.ts";
-import { createDb, type Db } from "../../src/sink/db.ts";
-import { SqsSource } from "../../src/source/sqs-source.ts";
-import type { TableName } from "../../src/sink/table-name.ts";
+import type { ProgressLogTiming } from "../../src/ingest/observer.ts";
+import type { BatchPreparer } from "../../src/ingest/commit-batch.ts";
+import { createDb, type Db } from "../../src/db/pool.ts";
+import { SqsSource } from "../../src/ingest/sqs-source.ts";
+import type { TableName } from "../../src/db/tables.ts";
 
 export const TEST_KEY = new Uint8Array(32).map((_, i) => i);
 /** The local provider's master key in tests (hex: 20 21 … 3f). */

@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import pg from "pg";
-import { startEmbeddedPostgres, type EmbeddedPg } from "../../src/demo/embedded.ts";
+import { startEmbeddedPostgres, type EmbeddedPg } from "../../src/ops/demo.ts";
 
 /**
  * A fresh database for one test file: on the Postgres named by DATABASE_URL when set (CI runs the suite against

@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import type { SQSClient } from "@aws-sdk/client-sqs";
-import { startEmbeddedSqs, type EmbeddedSqs } from "../../src/demo/embedded.ts";
-import { createSqsClient } from "../../src/source/sqs-client.ts";
+import { startEmbeddedSqs, type EmbeddedSqs } from "../../src/ops/demo.ts";
+import { createSqsClient } from "../../src/ingest/sqs-client.ts";
 
 export const TEST_CREDENTIALS = { accessKeyId: "test", secretAccessKey: "test" };
 

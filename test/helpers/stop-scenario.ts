@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
 import type { SQSClient } from "@aws-sdk/client-sqs";
-import { sendBodies } from "../../src/demo/send-events.ts";
-import type { Db } from "../../src/sink/db.ts";
-import { SqsSource } from "../../src/source/sqs-source.ts";
+import { sendBodies } from "../../src/ops/demo.ts";
+import type { Db } from "../../src/db/pool.ts";
+import { SqsSource } from "../../src/ingest/sqs-source.ts";
 import { spawnMasq } from "./masq-process.ts";
-import type { SyntheticEvent } from "../../src/demo/synthetic.ts";
+import type { SyntheticEvent } from "../../src/ops/demo.ts";
 import { expectedCounts, tableCounts, uniqueEvents, waitFor } from "./pipeline.ts";
 
 /**

@@ -1,9 +1,7 @@
 import type pg from "pg";
 import type { PiiKind } from "../../src/ingest/pseudonymize.ts";
-import { open } from "../../src/vault/aead.ts";
-import { loadDataKeys } from "../../src/vault/data-keys.ts";
-import type { KeyProvider } from "../../src/vault/key-provider.ts";
-import { vaultAad } from "../../src/vault/vault-aad.ts";
+import { open, loadDataKeys, vaultAad } from "../../src/keys/data-keys.ts";
+import type { KeyProvider } from "../../src/keys/key-provider.ts";
 
 export interface VaultValue {
   kind: PiiKind;

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { before, describe, test } from "node:test";
 import type pg from "pg";
-import { sendBodies } from "../../src/demo/send-events.ts";
+import { sendBodies } from "../../src/ops/demo.ts";
 import { usePipelineFixture } from "../helpers/fixture.ts";
 import { makeRunner, TEST_KEY, TEST_MASTER_KEY_HEX, uniqueEvents } from "../helpers/pipeline.ts";
 import { runMasq } from "../helpers/run-masq.ts";
@@ -117,10 +117,10 @@ describe("masq audit list, verify and checkpoint", () => {
   });
 
   test("a long trail verifies in seq order (row 10 after row 9, not after row 1), each row later than the one before", async () => {
-    const { LocalKeyProvider } = await import("../../src/vault/local-provider.ts");
-    const { openAuditKey } = await import("../../src/lifecycle/audit-key.ts");
-    const { appendAudit } = await import("../../src/lifecycle/seal-audit.ts");
-    const { inTransaction } = await import("../../src/sink/transaction.ts");
+    const { LocalKeyProvider } = await import("../../src/keys/key-provider.ts");
+    const { openAuditKey } = await import("../../src/keys/audit-key.ts");
+    const { appendAudit } = await import("../../src/lifecycle/audit.ts");
+    const { inTransaction } = await import("../../src/db/pool.ts");
     const provider = new LocalKeyProvider(Buffer.from(TEST_MASTER_KEY_HEX, "hex"));
     const key = await openAuditKey(fx.db.pool, provider);
     const before = Number((await fx.db.pool.query<{ n: string }>("SELECT count(*) AS n FROM masq.audit")).rows[0]!.n);

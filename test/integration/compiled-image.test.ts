@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
-import { sendBodies } from "../../src/demo/send-events.ts";
+import { sendBodies } from "../../src/ops/demo.ts";
 import { usePipelineFixture } from "../helpers/fixture.ts";
 import { masqEnv } from "../helpers/masq-process.ts";
 import { expectedCounts, uniqueEvents } from "../helpers/pipeline.ts";

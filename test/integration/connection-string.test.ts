@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
-import { createDb } from "../../src/sink/db.ts";
+import { createDb } from "../../src/db/pool.ts";
 import { spawnMasq } from "../helpers/masq-process.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/postgres.ts";
 

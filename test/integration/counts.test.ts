@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { sendBodies } from "../../src/demo/send-events.ts";
+import { sendBodies } from "../../src/ops/demo.ts";
 import { usePipelineFixture } from "../helpers/fixture.ts";
 import { createLoginRoles, type LoginRoles } from "../helpers/login-roles.ts";
 import { masqEnv } from "../helpers/masq-process.ts";

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import pg from "pg";
-import { createDb, type Db } from "../../src/sink/db.ts";
+import { createDb, type Db } from "../../src/db/pool.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/postgres.ts";
 
 let pgdb: TestDatabase;

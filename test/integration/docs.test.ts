@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import pg from "pg";
-import { sendBodies } from "../../src/demo/send-events.ts";
+import { sendBodies } from "../../src/ops/demo.ts";
 import { assertMatchesSample, docBlock, REPO_ROOT, runDocBlock, runDocCommands, runDocSql, runShell, substitute, type ShellResult } from "../helpers/doc-blocks.ts";
 import { MASQ_BIN, masqEnv } from "../helpers/masq-process.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/postgres.ts";

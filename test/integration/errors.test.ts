@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { after, before, describe, test } from "node:test";
 import pg from "pg";
-import { sendBodies } from "../../src/demo/send-events.ts";
+import { sendBodies } from "../../src/ops/demo.ts";
 import { usePipelineFixture } from "../helpers/fixture.ts";
 import { masqEnv } from "../helpers/masq-process.ts";
 import { closedPort, INTERNALS, runMasq, stderrLines, type MasqRun } from "../helpers/masq-run.ts";

@@ -5,10 +5,9 @@ import path from "node:path";
 import { CreateQueueCommand } from "@aws-sdk/client-sqs";
 import { describe, test } from "node:test";
 import { usePipelineFixture } from "../helpers/fixture.ts";
-import { sendBodies } from "../../src/demo/send-events.ts";
+import { sendBodies, freePort } from "../../src/ops/demo.ts";
 import { startTcpProxy } from "../helpers/tcp-proxy.ts";
-import { startFauxqsProcess } from "../../src/demo/fauxqs-process.ts";
-import { freePort } from "../../src/demo/embedded.ts";
+import { startFauxqsProcess } from "../../src/ops/fauxqs.ts";
 import { captureLogger, createDb, expectedCounts, makeRunner, tableCounts, testKeys, uniqueEvents, waitFor } from "../helpers/pipeline.ts";
 
 const fx = usePipelineFixture();
@@ -192,7 +191,7 @@ describe("faults", () => {
     assert.equal(await partitionOf("old-1"), `masq.ingest_ledger_${day(20).replaceAll("-", "")}`);
     assert.equal(await partitionOf("old-default"), "masq.ingest_ledger_default");
     assert.equal(await partitionOf("old-undated"), "masq.ingest_ledger_undated");
-    const { pruneLedger } = await import("../../src/sink/prune-ledger.ts");
+    const { pruneLedger } = await import("../../src/db/ledger.ts");
     assert.deepEqual(await pruneLedger(fx.db.pool, 15 * 86_400), { dropped: [`ingest_ledger_${day(20).replaceAll("-", "")}`], deleted: 2 });
     const left = await fx.db.pool.query<{ message_id: string }>("SELECT message_id FROM masq.ingest_ledger ORDER BY 1");
     assert.deepEqual(left.rows.map((r) => r.message_id), ["new-1", "new-2", "new-3", "new-default", "new-undated"]);

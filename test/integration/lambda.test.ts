@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
 import { randomBytes, randomUUID } from "node:crypto";
 import { after, before, describe, test } from "node:test";
-import { freePort } from "../../src/demo/embedded.ts";
+import { freePort } from "../../src/ops/demo.ts";
 import { ConfigError } from "../../src/errors.ts";
 import { createSqsHandler, handler, lambdaInstance, type SqsEvent, type SqsHandler, type SqsRecord } from "../../src/ingest/lambda-handler.ts";
-import type { Db } from "../../src/sink/db.ts";
+import type { Db } from "../../src/db/pool.ts";
 import { createDb, expectedCounts, TEST_KEY, TEST_MASTER_KEY_HEX, tableCounts, uniqueEvents } from "../helpers/pipeline.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/postgres.ts";
 import { startTcpProxy } from "../helpers/tcp-proxy.ts";

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { freePort } from "../../src/demo/embedded.ts";
+import { freePort } from "../../src/ops/demo.ts";
 import { localStackSkipReason } from "../helpers/localstack.ts";
 import { waitFor } from "../helpers/pipeline.ts";
 import { spawnMasq } from "../helpers/masq-process.ts";

@@ -3,9 +3,9 @@ import { after, before, test } from "node:test";
 import { createLogger } from "../../src/log.ts";
 import { prepareDatabase } from "../../src/db/prepare-database.ts";
 import { FatalError } from "../../src/errors.ts";
-import { LEGACY_MIGRATIONS_DIR, migrate, loadMigrations } from "../../src/sink/migrate.ts";
-import { ensureTargetTable } from "../../src/sink/target-table.ts";
-import { createDb, type Db } from "../../src/sink/db.ts";
+import { LEGACY_MIGRATIONS_DIR, migrate, loadMigrations } from "../../src/db/migrate.ts";
+import { ensureTargetTable } from "../../src/db/tables.ts";
+import { createDb, type Db } from "../../src/db/pool.ts";
 import { captureLogger } from "../helpers/pipeline.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/postgres.ts";
 

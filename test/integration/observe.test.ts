@@ -5,14 +5,13 @@ import path from "node:path";
 import { describe, test } from "node:test";
 import { CORRECTED_REPLAY_REASON } from "../../src/lifecycle/replay-quarantine.ts";
 import { usePipelineFixture } from "../helpers/fixture.ts";
-import { sendBodies } from "../../src/demo/send-events.ts";
+import { sendBodies } from "../../src/ops/demo.ts";
 import { createPseudonymizer } from "../../src/ingest/pseudonymize.ts";
 import { masqEnv, spawnMasq } from "../helpers/masq-process.ts";
 import { startTcpProxy } from "../helpers/tcp-proxy.ts";
 import { captureLogger, expectedCounts, makeRunner, tableCounts, TEST_KEY, testKeys, uniqueEvents, waitFor } from "../helpers/pipeline.ts";
 import { prepareOutcome } from "../../src/ingest/prepare.ts";
-import { seal } from "../../src/vault/aead.ts";
-import { quarantineBodyAad } from "../../src/vault/vault-aad.ts";
+import { seal, quarantineBodyAad } from "../../src/keys/data-keys.ts";
 
 const fx = usePipelineFixture();
 

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { usePipelineFixture } from "../helpers/fixture.ts";
-import { sendBodies } from "../../src/demo/send-events.ts";
-import { SqsSource, type Handle } from "../../src/source/sqs-source.ts";
+import { sendBodies } from "../../src/ops/demo.ts";
+import { SqsSource, type Handle } from "../../src/ingest/sqs-source.ts";
 import { captureLogger, expectedCounts, makeRunner, tableCounts, uniqueEvents } from "../helpers/pipeline.ts";
 
 const fx = usePipelineFixture();

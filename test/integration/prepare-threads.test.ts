@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { sendBodies } from "../../src/demo/send-events.ts";
+import { sendBodies } from "../../src/ops/demo.ts";
 import { createLogger } from "../../src/log.ts";
-import { inThreadPreparer } from "../../src/ingest/commit-messages.ts";
+import { inThreadPreparer } from "../../src/ingest/commit-batch.ts";
 import { PrepareThreads } from "../../src/ingest/prepare-threads.ts";
 import type { IncomingMessage, SealedBatch } from "../../src/ingest/batch.ts";
 import { encodeBatch } from "../../src/ingest/write-batch.ts";

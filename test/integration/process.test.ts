@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { usePipelineFixture } from "../helpers/fixture.ts";
-import { sendBodies } from "../../src/demo/send-events.ts";
-import { SqsSource } from "../../src/source/sqs-source.ts";
+import { sendBodies } from "../../src/ops/demo.ts";
+import { SqsSource } from "../../src/ingest/sqs-source.ts";
 import { masqEnv, spawnMasq } from "../helpers/masq-process.ts";
 import { startTcpProxy } from "../helpers/tcp-proxy.ts";
 import { expectedCounts, tableCounts, uniqueEvents, waitFor } from "../helpers/pipeline.ts";

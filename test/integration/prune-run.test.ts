@@ -1,9 +1,8 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { commitMessages } from "../../src/ingest/commit-messages.ts";
-import { startPeriodicPrune } from "../../src/lifecycle/periodic-prune.ts";
-import { pruneVault } from "../../src/lifecycle/prune-vault.ts";
-import { LocalKeyProvider } from "../../src/vault/local-provider.ts";
+import { commitMessages } from "../../src/ingest/commit-batch.ts";
+import { startPeriodicPrune, pruneVault } from "../../src/lifecycle/retention.ts";
+import { LocalKeyProvider } from "../../src/keys/key-provider.ts";
 import { usePipelineFixture } from "../helpers/fixture.ts";
 import { createLoginRoles } from "../helpers/login-roles.ts";
 import { masqEnv, spawnMasq } from "../helpers/masq-process.ts";

@@ -5,7 +5,7 @@ import { dirname, join } from "node:path";
 import { describe, test } from "node:test";
 import pg from "pg";
 import { createPseudonymizer } from "../../src/ingest/pseudonymize.ts";
-import { commitMessages } from "../../src/ingest/commit-messages.ts";
+import { commitMessages } from "../../src/ingest/commit-batch.ts";
 import { usePipelineFixture } from "../helpers/fixture.ts";
 import { createLoginRoles } from "../helpers/login-roles.ts";
 import { TABLE, TEST_KEY, TEST_MASTER_KEY_HEX, testKeys } from "../helpers/pipeline.ts";

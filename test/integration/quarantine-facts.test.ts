@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { createPseudonymizer } from "../../src/ingest/pseudonymize.ts";
-import { commitMessages } from "../../src/ingest/commit-messages.ts";
+import { commitMessages } from "../../src/ingest/commit-batch.ts";
 import { usePipelineFixture } from "../helpers/fixture.ts";
 import { TABLE, TEST_KEY, TEST_MASTER_KEY_HEX, testKeys } from "../helpers/pipeline.ts";
 import { UNPARSEABLE_BY_JSONB } from "../helpers/red-team.ts";

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { commitMessages } from "../../src/ingest/commit-messages.ts";
+import { commitMessages } from "../../src/ingest/commit-batch.ts";
 import { usePipelineFixture } from "../helpers/fixture.ts";
 import { TABLE, testKeys } from "../helpers/pipeline.ts";
 

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { CreateQueueCommand } from "@aws-sdk/client-sqs";
-import { sendBodies } from "../../src/demo/send-events.ts";
-import { createSqsClient } from "../../src/source/sqs-client.ts";
+import { sendBodies } from "../../src/ops/demo.ts";
+import { createSqsClient } from "../../src/ingest/sqs-client.ts";
 import { masqEnv, spawnMasq } from "../helpers/masq-process.ts";
 import { useMotoFixture } from "../helpers/fixture.ts";
 import { motoSkipReason } from "../helpers/moto.ts";
@@ -37,7 +37,7 @@ for (const protocol of ["query", "json"] as const) {
 
 test("detectSqsProtocol finds JSON on fauxqs, and refuses a forced Query there naming MASQ_SQS_PROTOCOL", async () => {
   const { startTestSqs } = await import("../helpers/sqs.ts");
-  const { detectSqsProtocol } = await import("../../src/source/sqs-protocol.ts");
+  const { detectSqsProtocol } = await import("../../src/ingest/sqs-client.ts");
   const sqs = await startTestSqs();
   try {
     const opts = { queueUrl: sqs.newQueue(), region: "us-east-1", endpoint: sqs.endpoint, credentials: TEST_CREDENTIALS };
@@ -51,7 +51,7 @@ test("detectSqsProtocol finds JSON on fauxqs, and refuses a forced Query there n
 
 test("the protocol setting really changes the wire format: fauxqs speaks only JSON and refuses Query requests", async () => {
   const { startTestSqs } = await import("../helpers/sqs.ts");
-  const { SqsSource } = await import("../../src/source/sqs-source.ts");
+  const { SqsSource } = await import("../../src/ingest/sqs-source.ts");
   const sqs = await startTestSqs();
   try {
     const queueUrl = sqs.newQueue();

@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { sendBodies } from "../../src/demo/send-events.ts";
-import type { Db } from "../../src/sink/db.ts";
-import { ensureTargetTable } from "../../src/sink/target-table.ts";
-import { SqsSource } from "../../src/source/sqs-source.ts";
+import { sendBodies } from "../../src/ops/demo.ts";
+import type { Db } from "../../src/db/pool.ts";
+import { ensureTargetTable } from "../../src/db/tables.ts";
+import { SqsSource } from "../../src/ingest/sqs-source.ts";
 import { masqEnv, spawnMasq, type MasqProcess } from "../helpers/masq-process.ts";
 import { createDb, expectedCounts, tableCounts, uniqueEvents, waitFor } from "../helpers/pipeline.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/postgres.ts";

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { SCHEMA_TABLES } from "../../src/db/schema.ts";
-import { createDb, type Db } from "../../src/sink/db.ts";
-import { migrate } from "../../src/sink/migrate.ts";
+import { createDb, type Db } from "../../src/db/pool.ts";
+import { migrate } from "../../src/db/migrate.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/postgres.ts";
 
 let pgdb: TestDatabase;

@@ -3,8 +3,8 @@ import { createServer, request, type IncomingHttpHeaders, type Server } from "no
 import type { AddressInfo } from "node:net";
 import { after, before, describe, test } from "node:test";
 import { SendMessageCommand } from "@aws-sdk/client-sqs";
-import { USER_AGENT } from "../../src/source/sqs-client.ts";
-import { SqsSource } from "../../src/source/sqs-source.ts";
+import { USER_AGENT } from "../../src/ingest/sqs-client.ts";
+import { SqsSource } from "../../src/ingest/sqs-source.ts";
 import { startTestSqs, type TestSqs } from "../helpers/sqs.ts";
 
 /**

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { ReceiveMessageCommand } from "@aws-sdk/client-sqs";
-import { sendBodies } from "../../src/demo/send-events.ts";
+import { sendBodies } from "../../src/ops/demo.ts";
 import { ConfigError, TransientError } from "../../src/errors.ts";
 import { SqsThread } from "../../src/ingest/sqs-thread.ts";
 import { createLogger } from "../../src/log.ts";

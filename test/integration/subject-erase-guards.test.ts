@@ -2,12 +2,12 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { describe, test } from "node:test";
 import pg from "pg";
-import { openAuditKey } from "../../src/lifecycle/audit-key.ts";
+import { openAuditKey } from "../../src/keys/audit-key.ts";
 
-import { commitMessages } from "../../src/ingest/commit-messages.ts";
+import { commitMessages } from "../../src/ingest/commit-batch.ts";
 import { createPseudonymizer } from "../../src/ingest/pseudonymize.ts";
 import { rotatePseudonymKey } from "../../src/lifecycle/rotate-pseudonym-key.ts";
-import { LocalKeyProvider } from "../../src/vault/local-provider.ts";
+import { LocalKeyProvider } from "../../src/keys/key-provider.ts";
 import { usePipelineFixture } from "../helpers/fixture.ts";
 import { TABLE, TEST_KEY, TEST_MASTER_KEY, TEST_MASTER_KEY_HEX, testKeys } from "../helpers/pipeline.ts";
 import { runMasq } from "../helpers/run-masq.ts";

@@ -4,12 +4,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import pg from "pg";
-import { auditMac, macMatches, readAuditRow } from "../../src/lifecycle/audit-row.ts";
-import { openAuditKey } from "../../src/lifecycle/audit-key.ts";
-import { subjectFingerprint } from "../../src/lifecycle/audit-key.ts";
-import { sendBodies } from "../../src/demo/send-events.ts";
-import { commitMessages } from "../../src/ingest/commit-messages.ts";
-import { LocalKeyProvider } from "../../src/vault/local-provider.ts";
+import { auditMac, macMatches, readAuditRow } from "../../src/lifecycle/audit.ts";
+import { openAuditKey, subjectFingerprint } from "../../src/keys/audit-key.ts";
+import { sendBodies } from "../../src/ops/demo.ts";
+import { commitMessages } from "../../src/ingest/commit-batch.ts";
+import { LocalKeyProvider } from "../../src/keys/key-provider.ts";
 import { usePipelineFixture } from "../helpers/fixture.ts";
 import { createLoginRoles, type LoginRoles } from "../helpers/login-roles.ts";
 import { makeRunner, TABLE, TEST_KEY, TEST_MASTER_KEY, TEST_MASTER_KEY_HEX, testKeys } from "../helpers/pipeline.ts";
@@ -220,7 +219,7 @@ describe("masq subject export", () => {
       await c.query("ROLLBACK");
       // A committed row must be sealed, which takes the audit key: seal it the way masq does, then ask for alice.
       const key = await openAuditKey(fx.db.pool, new LocalKeyProvider(TEST_MASTER_KEY));
-      const { auditMac } = await import("../../src/lifecycle/audit-row.ts");
+      const { auditMac } = await import("../../src/lifecycle/audit.ts");
       const sealed = await step1(c, "bob");
       await c.query("SELECT masq.audit_seal($1, $2)", [sealed, auditMac(key.key, (await readAuditRow(c as unknown as pg.PoolClient, sealed))!)]);
       await c.query("COMMIT");

@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
-import { freePort } from "../../src/demo/embedded.ts";
+import { freePort } from "../../src/ops/demo.ts";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const MASQ = path.join(ROOT, "bin", "masq");

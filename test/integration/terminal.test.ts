@@ -1,10 +1,9 @@
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import { after, before, test } from "node:test";
-import { generateEvents } from "../../src/demo/synthetic.ts";
-import { sendBodies } from "../../src/demo/send-events.ts";
-import type { SyntheticEvent } from "../../src/demo/synthetic.ts";
-import type { TopSnapshot } from "../../src/metrics/top-snapshot.ts";
+import { generateEvents, sendBodies } from "../../src/ops/demo.ts";
+import type { SyntheticEvent } from "../../src/ops/demo.ts";
+import type { TopSnapshot } from "../../src/ops/top.ts";
 import { MASQ_BIN, masqEnv, spawnMasq, type MasqProcess } from "../helpers/masq-process.ts";
 import { expectedCounts, uniqueEvents, waitFor } from "../helpers/pipeline.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/postgres.ts";

@@ -2,9 +2,9 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { describe, test } from "node:test";
 import pg from "pg";
-import { sendBodies } from "../../src/demo/send-events.ts";
+import { sendBodies } from "../../src/ops/demo.ts";
 import { createPseudonymizer } from "../../src/ingest/pseudonymize.ts";
-import { canonicalizeIp } from "../../src/ingest/ip.ts";
+import { canonicalizeIp } from "../../src/ingest/login-event.ts";
 import { usePipelineFixture } from "../helpers/fixture.ts";
 import { runMasq } from "../helpers/run-masq.ts";
 import { makeRunner, TEST_KEY, TEST_MASTER_KEY_HEX, uniqueEvents } from "../helpers/pipeline.ts";
@@ -189,7 +189,7 @@ describe("masq unmask and masq pseudonym", () => {
       const generated = uniqueEvents(50, 62, 0);
       const queueUrl = fx.sqs.newQueue();
       await sendBodies(fx.sqs.client, queueUrl, generated.map((e) => e.body));
-      const { createDb } = await import("../../src/sink/db.ts");
+      const { createDb } = await import("../../src/db/pool.ts");
       const ingestDb = createDb({ databaseUrl: as(roles.ingest), poolSize: 3 });
       try {
         const run = await (await makeRunner({ db: ingestDb, sqs: fx.sqs.client, queueUrl })).run({ drain: true });

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { createPseudonymizer } from "../../src/ingest/pseudonymize.ts";
-import { commitMessages } from "../../src/ingest/commit-messages.ts";
-import type { TableName } from "../../src/sink/table-name.ts";
+import { commitMessages } from "../../src/ingest/commit-batch.ts";
+import type { TableName } from "../../src/db/tables.ts";
 import { usePipelineFixture } from "../helpers/fixture.ts";
 import { TABLE, TEST_KEY, TEST_MASTER_KEY_HEX, testKeys } from "../helpers/pipeline.ts";
 import { runMasq } from "../helpers/run-masq.ts";

@@ -2,8 +2,7 @@ import assert from "node:assert/strict";
 import { createSecretKey } from "node:crypto";
 import { describe, test } from "node:test";
 import fc from "fast-check";
-import { IntegrityError, nonces, open, seal } from "../../src/vault/aead.ts";
-import { quarantineBodyAad, vaultAad } from "../../src/vault/vault-aad.ts";
+import { IntegrityError, nonces, open, seal, quarantineBodyAad, vaultAad } from "../../src/keys/data-keys.ts";
 
 const KEY = new Uint8Array(32).map((_, i) => 0x40 + i);
 const OTHER = new Uint8Array(32).map((_, i) => 0x41 + i);

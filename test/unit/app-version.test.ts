@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import fc from "fast-check";
-import { decodeAppVersion, encodeAppVersion, MAX_APP_VERSION } from "../../src/ingest/app-version.ts";
+import { decodeAppVersion, encodeAppVersion, MAX_APP_VERSION } from "../../src/ingest/login-event.ts";
 
 describe("encodeAppVersion", () => {
   const valid: [string, number][] = [

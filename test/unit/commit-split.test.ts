@@ -1,10 +1,10 @@
-import { NO_FACTS } from "../../src/ingest/quarantine-facts.ts";
+import { NO_FACTS } from "../../src/ingest/quarantine-body.ts";
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import fc from "fast-check";
 import { DataError, TransientError } from "../../src/errors.ts";
 import { splitBySize } from "../../src/ingest/commit-batch.ts";
-import { classifyPgError } from "../../src/sink/pg-errors.ts";
+import { classifyPgError } from "../../src/db/query.ts";
 import { emptyRowColumns, type Outcome, type QuarantineRecord, type SealedBatch } from "../../src/ingest/batch.ts";
 
 const at = new Date("2026-12-01T00:00:00Z");

@@ -3,10 +3,9 @@ import { readFileSync } from "node:fs";
 import { describe, test } from "node:test";
 import fc from "fast-check";
 import { applyContract, type Applied } from "../../src/contracts/apply-contract.ts";
-import { compileContract, contractKeys } from "../../src/contracts/compile-contract.ts";
-import { ipNetwork, numberBucket, parseTimestamp, timeBucket } from "../../src/contracts/generalize.ts";
+import { compileContract, contractKeys, ipNetwork, numberBucket, parseTimestamp, timeBucket } from "../../src/contracts/compile-contract.ts";
 import { readContract } from "../../src/contracts/read-contract.ts";
-import { canonicalizeIp } from "../../src/ingest/ip.ts";
+import { canonicalizeIp } from "../../src/ingest/login-event.ts";
 import { TEST_KEY } from "./fixtures.ts";
 
 const keys = contractKeys(TEST_KEY);

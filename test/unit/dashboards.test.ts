@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
-import { Metrics } from "../../src/metrics/metrics.ts";
+import { Metrics } from "../../src/ops/metrics.ts";
 
 /** Every series name masq exports, histogram and summary suffixes included. */
 async function exportedSeries(): Promise<Set<string>> {

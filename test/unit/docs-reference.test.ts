@@ -4,9 +4,9 @@ import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { test } from "node:test";
 import type { Command } from "commander";
 import { buildProgram } from "../../src/cli.ts";
-import { withSettingsTable } from "../../src/settings/docs-table.ts";
-import { targetTableDdl } from "../../src/sink/target-table.ts";
-import { Metrics } from "../../src/metrics/metrics.ts";
+import { withSettingsTable } from "../../src/settings/derived.ts";
+import { targetTableDdl } from "../../src/db/tables.ts";
+import { Metrics } from "../../src/ops/metrics.ts";
 import { createPseudonymizer } from "../../src/ingest/pseudonymize.ts";
 import { prepareOutcome } from "../../src/ingest/prepare.ts";
 import { docBlock, docFiles, parseBlocks, REPO_ROOT } from "../helpers/doc-blocks.ts";
@@ -48,7 +48,7 @@ const codeSpans = (cell: string): string[] => [...cell.matchAll(/`([^`]+)`/g)].m
 
 /** Environment variables masq reads that are not settings for a user: set by masq itself for its own children. */
 const INTERNAL_ENV: Record<string, string> = {
-  FAUXQS_PORT: "set by masq for the fauxqs child process it starts (src/demo/fauxqs-process.ts)",
+  FAUXQS_PORT: "set by masq for the fauxqs child process it starts (src/ops/fauxqs.ts)",
   FAUXQS_DATA_DIR: "set by masq for the fauxqs child process it starts",
 };
 // Whole names only: a prefix such as "MASQ_TEST_" ends in an underscore and is not a variable.
@@ -179,14 +179,14 @@ test("docs/metrics.md lists every metric of the registry, with its type and labe
   const names = new Set(exported.map((m) => m.name));
   for (const name of exact.keys()) if (!names.has(name)) problems.push(`${name} is documented but masq does not export it`);
   for (const w of wildcards) if (![...names].some((n) => w.test(n))) problems.push(`${w.source}* matches no exported metric`);
-  assert.deepEqual(problems, [], "docs/metrics.md and src/metrics/metrics.ts disagree");
+  assert.deepEqual(problems, [], "docs/metrics.md and src/ops/metrics.ts disagree");
 });
 
 test("docs/metrics.md's table of paths is what the HTTP listener serves", () => {
-  const served = [...read("src/http/server.ts").matchAll(/case "(\/[a-z]*)":/g)].map((m) => m[1]!).sort();
+  const served = [...read("src/ops/http.ts").matchAll(/case "(\/[a-z]*)":/g)].map((m) => m[1]!).sort();
   const documented = tableRows(read("docs/metrics.md"), "| path |").map((r) => codeSpans(r[0] ?? "")[0]!).sort();
-  assert.ok(served.length >= 3, `paths found in src/http/server.ts: ${served.join(", ")}`);
-  assert.deepEqual(documented, served, "docs/metrics.md and src/http/server.ts disagree on the listener's paths");
+  assert.ok(served.length >= 3, `paths found in src/ops/http.ts: ${served.join(", ")}`);
+  assert.deepEqual(documented, served, "docs/metrics.md and src/ops/http.ts disagree on the listener's paths");
 });
 
 // ---- masq's schema ----------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@ import { chmodSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from "node:fs"
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { test } from "node:test";
-import { blockedDirectory, ownedDirectory } from "../../src/demo/postgres-user-reach.ts";
+import { blockedDirectory, ownedDirectory } from "../../src/ops/postgres-user-reach.ts";
 
 test("the first directory another user cannot enter is named; none when all can be entered", () => {
   const top = mkdtempSync(path.join(tmpdir(), "masq-reach-"));

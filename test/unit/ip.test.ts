@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { isIPv4, isIPv6 } from "node:net";
 import { describe, test } from "node:test";
 import fc from "fast-check";
-import { canonicalizeIp } from "../../src/ingest/ip.ts";
+import { canonicalizeIp } from "../../src/ingest/login-event.ts";
 
 const cases: [input: string, expected: string | null, why: string][] = [
   ["199.172.111.135", "199.172.111.135", "IPv4 is kept as is"],

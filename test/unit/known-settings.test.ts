@@ -4,7 +4,7 @@ import { readdirSync, readFileSync, statSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, test } from "node:test";
-import { KNOWN_SETTINGS, nearestSetting, unknownSettingWarnings } from "../../src/settings/known-settings.ts";
+import { KNOWN_SETTINGS, nearestSetting, unknownSettingWarnings } from "../../src/settings/derived.ts";
 
 const SRC = fileURLToPath(new URL("../../src/", import.meta.url));
 const MASQ = fileURLToPath(new URL("../../bin/masq", import.meta.url));

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { ConfigError, FatalError } from "../../src/errors.ts";
-import { LocalKeyProvider, localMasterKeyId } from "../../src/vault/local-provider.ts";
+import { LocalKeyProvider, localMasterKeyId } from "../../src/keys/key-provider.ts";
 
 const A = new Uint8Array(32).map((_, i) => 0x10 + i);
 const B = new Uint8Array(32).map((_, i) => 0x90 + i);

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { errorLine, exitCodeFor, TransientError } from "../../src/errors.ts";
-import { explainLockTimeout } from "../../src/sink/lock-watch.ts";
-import { classifyPgError } from "../../src/sink/pg-errors.ts";
+import { explainLockTimeout } from "../../src/db/lock-watch.ts";
+import { classifyPgError } from "../../src/db/query.ts";
 
 const pgError = (code: string, message: string) => Object.assign(new Error(message), { code, severity: "ERROR" });
 

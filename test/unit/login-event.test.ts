@@ -2,11 +2,8 @@ import assert from "node:assert/strict";
 import { isIPv4, isIPv6 } from "node:net";
 import { describe, test } from "node:test";
 import fc from "fast-check";
-import { MAX_APP_VERSION } from "../../src/ingest/app-version.ts";
-import { canonicalizeIp } from "../../src/ingest/ip.ts";
-import { LIMITS, parseLoginEvent, type LoginEvent, type ReasonCode } from "../../src/ingest/login-event.ts";
+import { MAX_APP_VERSION, canonicalizeIp, LIMITS, parseLoginEvent, type LoginEvent, type ReasonCode, REASON_CODES } from "../../src/ingest/login-event.ts";
 import { SAMPLE, SAMPLE_BODY, sampleWith } from "./fixtures.ts";
-import { REASON_CODES } from "../../src/ingest/login-event.ts";
 
 const SAMPLE_EVENT: LoginEvent = {
   userId: "424cdd21-063a-43a7-b91b-7ca1a833afae",

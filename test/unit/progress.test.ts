@@ -2,10 +2,7 @@ import assert from "node:assert/strict";
 import { Writable } from "node:stream";
 import { describe, test } from "node:test";
 import { createLogger } from "../../src/log.ts";
-import { Estimate } from "../../src/progress/estimate.ts";
-import { formatBar, formatEta } from "../../src/progress/format-bar.ts";
-import { LiveLine } from "../../src/progress/live-line.ts";
-import { createProgress } from "../../src/progress/progress.ts";
+import { Estimate, formatBar, formatEta, LiveLine, createProgress } from "../../src/ops/progress.ts";
 import { FakeTerminal } from "../helpers/terminal.ts";
 
 const batch = (size: number) => ({ size, seconds: 0.01, written: size, duplicates: 0, quarantinedByReason: {}, lagSeconds: [] });

@@ -6,8 +6,7 @@ import { sha256 } from "@noble/hashes/sha2.js";
 import { bytesToHex, utf8ToBytes } from "@noble/hashes/utils.js";
 import { ConfigError } from "../../src/errors.ts";
 import { maskEvent } from "../../src/ingest/prepare.ts";
-import { parsePseudonymKey } from "../../src/ingest/pseudonym-key.ts";
-import { createPseudonymizer, type PiiKind } from "../../src/ingest/pseudonymize.ts";
+import { parsePseudonymKey, createPseudonymizer, type PiiKind } from "../../src/ingest/pseudonymize.ts";
 import { parseLoginEvent, type LoginEvent } from "../../src/ingest/login-event.ts";
 import { SAMPLE_BODY, sampleWith, TEST_KEY, TEST_KEY_HEX, VECTORS } from "./fixtures.ts";
 

@@ -1,8 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { factsOfJson, factsOfText } from "../../src/ingest/quarantine-facts.ts";
+import { factsOfJson, factsOfText, redactBody } from "../../src/ingest/quarantine-body.ts";
 import { createPseudonymizer } from "../../src/ingest/pseudonymize.ts";
-import { redactBody } from "../../src/ingest/redact-body.ts";
 import { UNPARSEABLE_BY_JSONB } from "../helpers/red-team.ts";
 
 const p = createPseudonymizer(new Uint8Array(32).fill(9));

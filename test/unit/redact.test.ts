@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import fc from "fast-check";
-import { MAX_REDACTED_CHARS, REDACTION_LIMITS, redactBody } from "../../src/ingest/redact-body.ts";
+import { MAX_REDACTED_CHARS, REDACTION_LIMITS, redactBody } from "../../src/ingest/quarantine-body.ts";
 import { createPseudonymizer } from "../../src/ingest/pseudonymize.ts";
 import { prepareOutcome } from "../../src/ingest/prepare.ts";
 import { withoutOriginals, type IncomingMessage, type Outcome } from "../../src/ingest/batch.ts";

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { errorLine, FatalError, TransientError } from "../../src/errors.ts";
-import { retryEpochLock } from "../../src/lifecycle/vault-deletion.ts";
+import { retryEpochLock } from "../../src/lifecycle/erase-subject.ts";
 
 const timedOut = () => new TransientError("Postgres: canceling statement due to lock timeout (SQLSTATE 55P03)", "pg_55P03");
 const fast = { attempts: 3, firstPauseMs: 1, maxPauseMs: 2 };

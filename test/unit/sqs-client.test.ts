@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { createHash, createHmac } from "node:crypto";
 import { describe, test } from "node:test";
-import { bodyChecksumNeeded, createSqsClient } from "../../src/source/sqs-client.ts";
+import { bodyChecksumNeeded, createSqsClient } from "../../src/ingest/sqs-client.ts";
 
 describe("bodyChecksumNeeded: ReceiveMessage's MD5 check only where the transport does not already protect the bodies", () => {
   const cases: [endpoint: string | undefined, queueUrl: string | undefined, needed: boolean][] = [

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { classifySqsError } from "../../src/source/sqs-errors.ts";
+import { classifySqsError } from "../../src/ingest/sqs-errors.ts";
 
 /** SDK errors as they arrive (name, Code, status), and what masq must make of them: never retry a mistake. */
 function sdkError(name: string, message: string, status?: number): Error {

@@ -3,7 +3,7 @@ import { test } from "node:test";
 import { deserialize, serialize } from "node:v8";
 import { ConfigError, errorLine, exitCodeFor, FatalError, TransientError } from "../../src/errors.ts";
 import { fromErrorData, toErrorData } from "../../src/ingest/sqs-thread-protocol.ts";
-import { classifySqsError } from "../../src/source/sqs-errors.ts";
+import { classifySqsError } from "../../src/ingest/sqs-errors.ts";
 
 const QUEUE = "https://sqs.eu-west-1.amazonaws.com/123456789012/logins";
 

@@ -37,7 +37,7 @@ test("masq run loads only what a run needs: no kysely, no pino-pretty, no KMS or
 test("masq run loads neither the HTTP listener nor retention's pruning before it knows they are configured", () => {
   const loaded = packagesLoadedBy(["cli.ts", "commands/run.ts", "log.ts"]);
   assert.ok(loaded.includes("src/db/prepare-database.ts"), loaded.join(" "));
-  for (const file of ["src/http/server.ts", "src/http/readiness.ts", "src/lifecycle/periodic-prune.ts", "src/lifecycle/prune-vault.ts"]) {
+  for (const file of ["src/ops/http.ts", "src/ops/http.ts", "src/lifecycle/retention.ts", "src/lifecycle/retention.ts"]) {
     assert.ok(!loaded.includes(file), `${file} is loaded: ${loaded.join(" ")}`);
   }
 });

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { subjectFingerprint } from "../../src/lifecycle/audit-key.ts";
+import { subjectFingerprint } from "../../src/keys/audit-key.ts";
 
 const key = { version: 1, key: new Uint8Array(32).fill(7) };
 

@@ -1,9 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { Metrics } from "../../src/metrics/metrics.ts";
-import { parseMetrics } from "../../src/metrics/parse-metrics.ts";
-import { formatTop } from "../../src/metrics/format-top.ts";
-import { topSnapshot } from "../../src/metrics/top-snapshot.ts";
+import { Metrics, parseMetrics } from "../../src/ops/metrics.ts";
+import { formatTop, topSnapshot } from "../../src/ops/top.ts";
 
 /** masq top reads what Metrics exports: the same registry, its text parsed back, two scrapes for rates. */
 test("a snapshot of Metrics' own /metrics text: totals, reasons, rates over the interval, lag quantiles, keys", async () => {

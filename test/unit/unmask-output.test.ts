@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { formatUnmasked, type Unmasked } from "../../src/lifecycle/unmask-output.ts";
+import { formatUnmasked, type Unmasked } from "../../src/lifecycle/unmask.ts";
 
 const p = "a".repeat(64);
 const one = (value: string): Unmasked[] => [{ kind: "device_id", pseudonym: p, value }];

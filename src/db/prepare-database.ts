@@ -2,7 +2,7 @@ import type pg from "pg";
 import { ConfigError, describeError, TransientError } from "../errors.ts";
 import { retryTransient } from "../ingest/backoff.ts";
 import type { Logger } from "../log.ts";
-import { loadMigrations, migrate } from "./migrate.ts";
+import { loadMigrations, migrate, upToDate } from "./migrate.ts";
 import { inTransaction, targetText, type Db } from "./pool.ts";
 import { classifyPgError } from "./query.ts";
 import { qualified, type TableName, ensureTargetTable, verifyTargetTable } from "./tables.ts";
@@ -81,11 +81,10 @@ export async function prepareDatabase(
  * Whether the database records exactly this masq's migrations: none pending, none newer. False when it cannot tell
  * (no masq schema yet, no right to read it): migrate() then says what is wrong, as it always did.
  */
-async function migrationsInPlace(db: Db, migrations: { version: number }[]): Promise<boolean> {
+async function migrationsInPlace(db: Db, migrations: { version: number; name: string }[]): Promise<boolean> {
   try {
-    const r = await db.pool.query<{ version: number }>("SELECT version FROM masq.schema_migrations");
-    const done = new Set(r.rows.map((row) => row.version));
-    return done.size === migrations.length && migrations.every((m) => done.has(m.version));
+    const r = await db.pool.query<{ version: number; name: string }>("SELECT version, name FROM masq.schema_migrations");
+    return upToDate(new Map(r.rows.map((row) => [row.version, row.name])), migrations);
   } catch (err) {
     const code = (err as { code?: unknown }).code;
     if (code === "42P01" || code === "3F000" || code === "42501") return false;

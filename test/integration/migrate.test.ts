@@ -117,7 +117,7 @@ test("prepareDatabase creates the target table with the given DDL when absent", 
   );
 });
 
-test("migration 011 upgrades a populated database of migration 010: its quarantine records are attributed", async () => {
+test("legacy migration 011 upgrades a populated database of legacy migration 010: its quarantine records are attributed", async () => {
   const old = await createTestDatabase();
   const oldDb = createDb({ databaseUrl: old.url });
   try {
@@ -163,7 +163,7 @@ test("migration 011 upgrades a populated database of migration 010: its quaranti
   }
 });
 
-test("migration 016 upgrades a database of migration 015 with an erasure in progress: it goes on, as an erasure of its table only", async () => {
+test("legacy migration 016 upgrades a database of legacy migration 015 with an erasure in progress: it goes on, as an erasure of its table only", async () => {
   const old = await createTestDatabase();
   const oldDb = createDb({ databaseUrl: old.url });
   try {

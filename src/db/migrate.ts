@@ -66,7 +66,7 @@ type Recorded = Map<number, string>;
  * first numbering has its records renumbered, also in one transaction.
  */
 export async function migrate(pool: pg.Pool, migrations = loadMigrations(), legacyMigrations?: Migration[]): Promise<MigrateResult> {
-  // Read only to upgrade a legacy database: start-up of any other reads none of them.
+  // Their SQL is read only to upgrade a legacy database (any other reads their file names alone: legacyHistory).
   const legacy = () => (legacyMigrations ??= loadMigrations(LEGACY_MIGRATIONS_DIR));
   const client = await pool.connect();
   const applied: string[] = [];

@@ -291,6 +291,37 @@ test("the tree in docs/development.md names every directory of src/, deploy/, sc
   assert.deepEqual(dirs.filter((d) => !named.has(d)), [], "add these directories to the tree in docs/development.md");
 });
 
+/** The files of the checkout a doc may name: everything under these directories, and the top-level files. */
+function checkoutFiles(): string[] {
+  const top = readdirSync(REPO_ROOT, { withFileTypes: true })
+    .filter((e) => e.isFile())
+    .map((e) => e.name);
+  return [...top, ...["src", "scripts", "test", "bench", "deploy", "migrations", "contracts", "bin"].flatMap((d) => walk(d, ""))];
+}
+
+test("every source file the docs name exists: src/ paths, folder/file.ts under src/, and bare file names", () => {
+  const srcDirs = new Set(readdirSync(`${REPO_ROOT}src`, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name));
+  // Folders src/ had before its files were merged by idea: a path in one of them is stale even without "src/".
+  const formerDirs = ["sink", "source", "vault", "http", "metrics", "progress", "demo", "audit", "lambda", "mask", "retention", "rotation", "runner", "transform"];
+  const names = new Set(checkoutFiles().map((f) => f.slice(f.lastIndexOf("/") + 1)));
+  const stale: string[] = [];
+  for (const f of docFiles()) {
+    const text = read(f);
+    // src/a/b.ts, src/a/ (a file or a folder; "src/ingest/lambda-handler.handler" names a function, its file is checked)
+    for (const m of text.matchAll(/(?<![\w./-])src\/([\w./-]*[\w/])/g)) {
+      const p = `src/${m[1]!.replace(/\.handler$/, ".ts")}`;
+      if (!existsSync(`${REPO_ROOT}${p.replace(/\/$/, "")}`)) stale.push(`${f}: ${p}`);
+    }
+    // ingest/runner.ts: a folder of src/ (today's or a former one) and a file in it, without the src/ prefix.
+    for (const m of text.matchAll(/(?<![\w./-])([a-z]+)\/([\w.-]+\.ts)\b/g)) {
+      if ((srcDirs.has(m[1]!) || formerDirs.includes(m[1]!)) && !existsSync(`${REPO_ROOT}src/${m[1]}/${m[2]}`)) stale.push(`${f}: ${m[1]}/${m[2]}`);
+    }
+    // runner.ts, alone: a file of the checkout by that name.
+    for (const m of text.matchAll(/(?<![\w./-])([\w-]+(?:\.[\w-]+)*\.ts)\b/g)) if (!names.has(m[1]!)) stale.push(`${f}: ${m[1]}`);
+  }
+  assert.deepEqual([...new Set(stale)], [], "the docs name these source files, which do not exist (moved or merged? /src/ has the new names)");
+});
+
 // ---- links, commits, internal references --------------------------------------------------------------------------
 
 function slug(heading: string): string {

@@ -238,7 +238,7 @@ test("docs/data-model.md's reason codes are the ones masq quarantines with", () 
   // The statement that lists the codes (a union type or an array), wherever "invalid_json" is first named.
   const text = walk("src", ".ts")
     // Contracts give these codes too, but masq does not quarantine with contracts yet (docs/contracts.md).
-    .filter((f) => !f.startsWith("src/demo/") && !f.startsWith("src/contracts/"))
+    .filter((f) => f !== "src/ops/demo.ts" && !f.startsWith("src/contracts/"))
     .map(read)
     .find((t) => t.includes('"invalid_json"'));
   assert.ok(text, 'no source file names the reason code "invalid_json"');
@@ -267,19 +267,30 @@ test("docs/data-model.md does not say a quarantined body is dropped where masq k
 
 // ---- the source tree --------------------------------------------------------------------------------------------
 
-test("the tree in docs/development.md names every directory of src/, deploy/, scripts/ and test/, and only what exists", () => {
+/** The tree in docs/development.md: each path it names, with its description (continuation lines joined). */
+function developmentTree(): { path: string; description: string }[] {
   const tree = parseBlocks("docs/development.md", read("docs/development.md")).find((b) => b.lang === "" && b.text.includes("src/"));
   assert.ok(tree, "docs/development.md has the tree as an untagged block");
-  const paths: string[] = [];
+  const entries: { path: string; description: string }[] = [];
   const stack: string[] = [];
   for (const line of tree.text.split("\n")) {
-    const m = /^( *)(\S+)/.exec(line);
-    if (!m || m[1]!.length > 20) continue; // a continuation of a description
+    const m = /^( *)(\S+)\s*(.*)$/.exec(line);
+    if (!m) continue;
+    if (m[1]!.length > 20) {
+      // a continuation of a description
+      if (entries.length > 0) entries[entries.length - 1]!.description += ` ${line.trim()}`;
+      continue;
+    }
     const depth = m[1]!.length / 2;
     stack.length = depth;
     stack.push(m[2]!);
-    paths.push(stack.join("").replace(/\/+/g, "/"));
+    entries.push({ path: stack.join("").replace(/\/+/g, "/"), description: m[3]! });
   }
+  return entries;
+}
+
+test("the tree in docs/development.md names every directory of src/, deploy/, scripts/ and test/, and only what exists", () => {
+  const paths = developmentTree().map((e) => e.path);
   const missing = paths.filter((p) => !existsSync(`${REPO_ROOT}${p.replace(/\/$/, "")}`));
   assert.deepEqual(missing, [], "docs/development.md's tree names paths that do not exist");
   const named = new Set(paths.map((p) => p.replace(/\/$/, "")));
@@ -289,6 +300,22 @@ test("the tree in docs/development.md names every directory of src/, deploy/, sc
       .map((d) => `${top}/${d}`),
   );
   assert.deepEqual(dirs.filter((d) => !named.has(d)), [], "add these directories to the tree in docs/development.md");
+});
+
+test("the tree in docs/development.md names every file of src/: each top-level file on its line, each folder's files in its description", () => {
+  const entries = developmentTree();
+  const problems: string[] = [];
+  for (const e of readdirSync(`${REPO_ROOT}src`, { withFileTypes: true })) {
+    if (e.isFile() && e.name.endsWith(".ts") && !entries.some((t) => t.path === `src/${e.name}`)) problems.push(`src/${e.name}: no line of its own in the tree`);
+    if (!e.isDirectory()) continue;
+    const entry = entries.find((t) => t.path === `src/${e.name}/`);
+    if (entry === undefined) continue; // the test above names the folder
+    const files = readdirSync(`${REPO_ROOT}src/${e.name}`).filter((f) => f.endsWith(".ts"));
+    const described = new Set([...entry.description.matchAll(/(?<![\w./-])([\w-]+\.ts)\b/g)].map((m) => m[1]!));
+    for (const f of files) if (!described.has(f)) problems.push(`src/${e.name}/${f}: not named in the description of src/${e.name}/`);
+    for (const f of described) if (!files.includes(f)) problems.push(`src/${e.name}/: its description names ${f}, which is not in the folder`);
+  }
+  assert.deepEqual(problems, [], "docs/development.md's tree and src/ differ: say in a few words what each file is for");
 });
 
 /** The files of the checkout a doc may name: everything under these directories, and the top-level files. */

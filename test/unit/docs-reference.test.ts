@@ -318,6 +318,76 @@ test("the tree in docs/development.md names every file of src/: each top-level f
   assert.deepEqual(problems, [], "docs/development.md's tree and src/ differ: say in a few words what each file is for");
 });
 
+// ---- docs/design.md: the layout and the audited commands' routes ---------------------------------------------
+
+/** The section of a markdown file under `heading` (## level), up to the next heading of that level. */
+function section(markdown: string, heading: string): string {
+  const start = markdown.indexOf(`\n## ${heading}\n`);
+  assert.ok(start >= 0, `no section "## ${heading}"`);
+  const end = markdown.indexOf("\n## ", start + 1);
+  return markdown.slice(start, end < 0 ? undefined : end);
+}
+
+/** Which folders of src/ import from which (type imports too; the top-level files of src/ left out), "a -> b". */
+function folderImports(): Map<string, string> {
+  const edges = new Map<string, string>();
+  const folderOf = (f: string) => /^src\/([^/]+)\//.exec(f)?.[1];
+  for (const file of walk("src", ".ts")) {
+    const from = folderOf(file);
+    if (from === undefined) continue;
+    const text = read(file).replace(/\/\*[\s\S]*?\*\//g, "").replace(/^\s*\/\/.*$/gm, "");
+    const specs = [
+      ...[...text.matchAll(/(?:^|[;\n])\s*(?:import|export)\s[^;'"]*?from\s*["'](\.[^"']+)["']/g)].map((m) => m[1]!),
+      ...[...text.matchAll(/\bimport\(\s*["'](\.[^"']+)["']\s*\)/g)].map((m) => m[1]!),
+    ];
+    for (const spec of specs) {
+      const target = new URL(spec, `file:///${file}`).pathname.slice(1);
+      const to = folderOf(target);
+      if (to !== undefined && to !== from && !edges.has(`${from} -> ${to}`)) edges.set(`${from} -> ${to}`, `${file} imports ${target}`);
+    }
+  }
+  return edges;
+}
+
+test("the layout drawn in docs/design.md has one box per folder of src/ and the arrows the imports make", () => {
+  const block = parseBlocks("docs/design.md", section(read("docs/design.md"), "The layout")).find((b) => b.lang === "mermaid");
+  assert.ok(block, 'docs/design.md, "The layout", has the layout as a mermaid block');
+  const boxes = [...block.text.matchAll(/^\s*(\w+)\[/gm)].map((m) => m[1]!).sort();
+  const folders = readdirSync(`${REPO_ROOT}src`, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name).sort();
+  assert.deepEqual(boxes, folders, "one box per folder of src/, named after it");
+  const drawn = new Set([...block.text.matchAll(/^\s*(\w+)\s*(?:-->|-\.->)(?:\|[^|]*\|)?\s*(\w+)\s*$/gm)].map((m) => `${m[1]} -> ${m[2]}`));
+  const imports = folderImports();
+  assert.deepEqual([...imports].filter(([e]) => !drawn.has(e)).map(([e, why]) => `${e} (${why})`), [], "draw these arrows in docs/design.md's layout");
+  assert.deepEqual([...drawn].filter((e) => !imports.has(e)), [], "docs/design.md's layout draws these arrows, but no file of the first folder imports from the second");
+});
+
+test("each audited command's SQL functions in docs/design.md are defined by the migration named, and called from a file of its row", () => {
+  const rows = tableRows(section(read("docs/design.md"), "An audited command"), "| command |");
+  assert.ok(rows.length >= 8, `found ${rows.length} commands`);
+  const problems: string[] = [];
+  for (const row of rows) {
+    const command = codeSpans(row[0] ?? "")[0];
+    // Files as the row names them: src/…, a folder of src/ and a file, or (the operation) a file of src/lifecycle/.
+    const files = row.slice(1, 4).flatMap(codeSpans).filter((c) => c.endsWith(".ts")).map((c) => (c.startsWith("src/") ? c : c.includes("/") ? `src/${c}` : `src/lifecycle/${c}`));
+    const code = files.filter((f) => existsSync(`${REPO_ROOT}${f}`)).map(read).join("\n");
+    let migration: string | undefined;
+    for (const span of codeSpans(row[4] ?? "")) {
+      if (span.endsWith(".sql")) {
+        migration = span;
+        if (!existsSync(`${REPO_ROOT}migrations/${span}`)) problems.push(`${command}: migrations/${span} does not exist`);
+        continue;
+      }
+      const fn = /^masq\.(\w+)$/.exec(span)?.[1];
+      if (fn === undefined) continue;
+      if (migration === undefined || !new RegExp(`CREATE\\s+(?:OR\\s+REPLACE\\s+)?FUNCTION\\s+masq\\.${fn}\\s*\\(`, "i").test(existsSync(`${REPO_ROOT}migrations/${migration}`) ? read(`migrations/${migration}`) : "")) {
+        problems.push(`${command}: masq.${fn} is not defined in ${migration ?? "(no migration named before it)"}`);
+      }
+      if (!new RegExp(`\\bmasq\\.${fn}\\b`).test(code)) problems.push(`${command}: none of ${files.join(", ")} calls masq.${fn}`);
+    }
+  }
+  assert.deepEqual(problems, [], "docs/design.md's table of the audited commands' routes and the code or the migrations differ");
+});
+
 /** The files of the checkout a doc may name: everything under these directories, and the top-level files. */
 function checkoutFiles(): string[] {
   const top = readdirSync(REPO_ROOT, { withFileTypes: true })

@@ -83,5 +83,5 @@ export async function closeAll(closes: (((...a: never[]) => Promise<unknown>) | 
       first ??= err;
     }
   }
-  if (first !== undefined) throw first instanceof Error ? first : new Error(String(first));
+  if (first !== undefined) throw first instanceof Error ? first : new Error("a fixture failed to close", { cause: first });
 }

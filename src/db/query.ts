@@ -1,6 +1,6 @@
 import type pg from "pg";
 import { ConfigError, DataError, FatalError, TransientError } from "../errors.ts";
-import { targetText, type PgTarget } from "./pool.ts";
+import { targetText, type PgTarget } from "./connection.ts";
 
 /**
  * The one way masq's own code talks to Postgres outside the hot path: a query whose failure comes out as masq's

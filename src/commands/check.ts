@@ -1,7 +1,8 @@
 import type { SQSClient } from "@aws-sdk/client-sqs";
 import { describeContract, loadContract } from "../contracts/contract.ts";
 import { loadMigrations } from "../db/migrate.ts";
-import { createDb, type Db, targetText, sayWaiting, waitForPostgres } from "../db/pool.ts";
+import { targetText } from "../db/connection.ts";
+import { createDb, type Db, sayWaiting, waitForPostgres } from "../db/pool.ts";
 import { missingIngestPrivileges } from "../db/prepare-database.ts";
 import { fromPostgres } from "../db/query.ts";
 import { qualified, verifyTargetTable } from "../db/tables.ts";

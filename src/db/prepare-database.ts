@@ -3,7 +3,8 @@ import { ConfigError, describeError, TransientError } from "../errors.ts";
 import { retryTransient } from "../ingest/backoff.ts";
 import type { Logger } from "../log.ts";
 import { loadMigrations, migrate } from "./migrate.ts";
-import { inTransaction, targetText, type Db } from "./pool.ts";
+import { targetText } from "./connection.ts";
+import { inTransaction, type Db } from "./pool.ts";
 import { classifyPgError } from "./query.ts";
 import { qualified, type TableName, ensureTargetTable, verifyTargetTable } from "./tables.ts";
 

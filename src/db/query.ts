@@ -1,10 +1,10 @@
 import type pg from "pg";
 import { ConfigError, DataError, FatalError, TransientError } from "../errors.ts";
-import { targetText, type PgTarget } from "./pool.ts";
+import { targetText, type PgTarget } from "./connection.ts";
 
 /**
  * The one way masq's own code talks to Postgres outside the hot path: a query whose failure comes out as masq's
- * error classes (transient, data, fatal, configuration; sink/pg-errors.ts), classified here where the call is made.
+ * error classes (transient, data, fatal, configuration), classified here where the call is made.
  */
 export async function query<R extends pg.QueryResultRow = pg.QueryResultRow>(db: pg.Pool | pg.PoolClient, text: string, values: unknown[] = []): Promise<pg.QueryResult<R>> {
   try {

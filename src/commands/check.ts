@@ -24,7 +24,7 @@ type Result = { ok: string } | { failed: unknown } | { skipped: string };
  * needs could be read. Exit 0 only when run would work, 2 when a setting is wrong, 1 otherwise. It consumes no
  * message and writes nothing: every query reads, and no key is created. Each network check waits at most
  * MASQ_CONNECT_TIMEOUT_SECONDS (30 s while that setting is itself wrong). With --offline, only what needs neither AWS
- * nor Postgres (check-offline.ts).
+ * nor Postgres (checkOffline, below).
  */
 export async function checkCommand(flags: Record<string, unknown>): Promise<number> {
   if (flags.offline === true) return checkOffline(flags);

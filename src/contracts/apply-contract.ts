@@ -147,7 +147,7 @@ function unclassified(obj: Record<string, unknown>, tree: FieldTree, prefix: str
   return undefined;
 }
 
-/** A key is named when it looks like a field name (as in a quarantined copy, redact-body.ts); else by its length. */
+/** A key is named when it looks like a field name (as in a quarantined copy, ingest/quarantine-body.ts); else by its length. */
 const SHOWN_KEY = /^[A-Za-z_][A-Za-z0-9_]{0,39}$/;
 
 function shownKey(key: string, i: number): string {

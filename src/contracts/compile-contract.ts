@@ -3,7 +3,7 @@ import { encodeAppVersion, canonicalizeIp, type ReasonCode } from "../ingest/log
 import { createPseudonymizer, type PiiKind } from "../ingest/pseudonymize.ts";
 import type { Contract, EventSpec, FieldSpec, FieldType } from "./contract.ts";
 
-/** Keyed HMAC by kind: the same function, key and input as today's pseudonyms (mask/pseudonymize.ts). */
+/** Keyed HMAC by kind: the same function, key and input as today's pseudonyms (ingest/pseudonymize.ts). */
 export interface ContractKeys {
   pseudonymize(kind: string, value: string): string;
 }

@@ -1,3 +1,8 @@
+/**
+ * A batch from masking to commit. commitMessages masks and seals it (on this thread or in prepare threads) with the
+ * pseudonym key active at commit time; commitBatch writes it in statements of bounded size, and when the database
+ * refuses a statement as a whole, splits it down to the refused messages and quarantines those.
+ */
 import type pg from "pg";
 import type { TableName } from "../db/tables.ts";
 import { DataError, type FatalError } from "../errors.ts";

@@ -3,7 +3,7 @@ import { generateEvents } from "../../src/ops/demo.ts";
 import type pg from "pg";
 import { prepareOutcome } from "../../src/ingest/prepare.ts";
 import type { SealedBatch } from "../../src/ingest/batch.ts";
-import { IngestKeys } from "../../src/keys/open-keys.ts";
+import { IngestKeys } from "../../src/keys/ingest-keys.ts";
 import { LocalKeyProvider } from "../../src/keys/key-provider.ts";
 
 /**

@@ -9,7 +9,7 @@ import { qualified, verifyTargetTable } from "../db/tables.ts";
 import { ConfigError, errorLine, exitCodeFor, FatalError, UnreachableError } from "../errors.ts";
 import { createSqsClient, detectSqsProtocol } from "../ingest/sqs-client.ts";
 import { SqsSource } from "../ingest/sqs-source.ts";
-import { loadDataKeys } from "../keys/data-keys.ts";
+import { unwrapDataKeys } from "../keys/data-keys.ts";
 import { createKeyProvider, type KeyProvider } from "../keys/key-provider.ts";
 import { activePseudonymKey } from "../keys/pseudonym-keys.ts";
 import { databaseSetting, readConnectTimeoutMs, readRunSettings, sqsTargetText, type RunConfig, readContractFile } from "../settings/config.ts";
@@ -256,7 +256,7 @@ async function checkKeys(db: Db | undefined, provider: KeyProvider, config: Keys
     if (readable.rows[0]?.ok === true) {
       const newest = await db.pool.query<{ id: string }>("SELECT id FROM masq.data_keys ORDER BY created_at DESC LIMIT 1");
       if (newest.rows[0] !== undefined) {
-        const keys = await loadDataKeys(db.pool, provider, [newest.rows[0].id], signal);
+        const keys = await unwrapDataKeys(db.pool, provider, [newest.rows[0].id], signal);
         for (const k of keys.values()) k.fill(0);
         dataKey = " and the newest data key";
       }

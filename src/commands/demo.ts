@@ -11,7 +11,7 @@ import { Runner } from "../ingest/runner.ts";
 import { createSqsClient } from "../ingest/sqs-client.ts";
 import { SqsSource } from "../ingest/sqs-source.ts";
 import { LocalKeyProvider } from "../keys/key-provider.ts";
-import { IngestKeys } from "../keys/open-keys.ts";
+import { IngestKeys } from "../keys/ingest-keys.ts";
 import { createLogger } from "../log.ts";
 import { generateEvents, startEmbeddedPostgres, startEmbeddedSqs, sendBodies, summarize } from "../ops/demo.ts";
 import { createProgress } from "../ops/progress.ts";

@@ -12,7 +12,7 @@ import { Runner } from "../ingest/runner.ts";
 import type { QueueSource } from "../ingest/sqs-source.ts";
 import { SqsThread } from "../ingest/sqs-thread.ts";
 import { createKeyProvider } from "../keys/key-provider.ts";
-import { openIngestKeys, type IngestKeys } from "../keys/open-keys.ts";
+import { openIngestKeys, type IngestKeys } from "../keys/ingest-keys.ts";
 import { createLogger } from "../log.ts";
 import type { startHttpServer } from "../ops/http.ts";
 import type { Metrics } from "../ops/metrics.ts";

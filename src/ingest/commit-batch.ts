@@ -6,7 +6,7 @@
 import type pg from "pg";
 import type { TableName } from "../db/tables.ts";
 import { DataError, type FatalError } from "../errors.ts";
-import type { IngestKeys } from "../keys/open-keys.ts";
+import type { IngestKeys } from "../keys/ingest-keys.ts";
 import { batchLength, emptyRowColumns, rowAt, sliceRows, type QuarantineRecord, type SealedBatch, type VaultEpochs, type IncomingMessage, type Outcome } from "./batch.ts";
 import { prepareOutcome } from "./prepare.ts";
 import type { Pseudonymizer } from "./pseudonymize.ts";

@@ -8,7 +8,7 @@ import type { IncomingMessage } from "./batch.ts";
 import type { CommitResult } from "./commit-batch.ts";
 import { createDb, type Db } from "../db/pool.ts";
 import type { TableName } from "../db/tables.ts";
-import { IngestKeys } from "../keys/open-keys.ts";
+import { IngestKeys } from "../keys/ingest-keys.ts";
 import type { KeyProvider } from "../keys/key-provider.ts";
 import { createKeyProvider } from "../keys/key-provider.ts";
 

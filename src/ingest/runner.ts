@@ -5,7 +5,7 @@ import type { Logger } from "../log.ts";
 import type { Handle, QueueSource, ReceivedMessage } from "./sqs-source.ts";
 import type { TableName } from "../db/tables.ts";
 import type { ReasonCode } from "./login-event.ts";
-import type { IngestKeys } from "../keys/open-keys.ts";
+import type { IngestKeys } from "../keys/ingest-keys.ts";
 import { backoffMs, sleep } from "./backoff.ts";
 import { commitMessages, type BatchPreparer } from "./commit-batch.ts";
 import type { IncomingMessage } from "./batch.ts";

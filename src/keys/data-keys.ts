@@ -1,6 +1,13 @@
+/**
+ * Data keys and the encryption they do. The vault's values and quarantined bodies are sealed with AES-256-GCM under a
+ * data key, bound by their associated data to the row they belong to. Ingestion encrypts with one data key at a time
+ * (DataKeys), stored wrapped before its first use and replaced after a bounded time and number of uses; unmask, replay
+ * and rotations unwrap the keys they need (unwrapDataKeys, OpenedDataKeys). A plaintext key is zeroed when it is done
+ * with.
+ */
+import { createCipheriv, createDecipheriv, createSecretKey, randomBytes, randomUUID, type KeyObject } from "node:crypto";
 import type pg from "pg";
-import { createSecretKey, randomUUID, type KeyObject, createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
-import { classifyPgError } from "../db/query.ts";
+import { classifyPgError, query } from "../db/query.ts";
 import { FatalError } from "../errors.ts";
 import type { PiiKind } from "../ingest/pseudonymize.ts";
 import type { KeyProvider } from "./key-provider.ts";
@@ -95,22 +102,6 @@ export class DataKeys {
   }
 }
 
-/**
- * Unwraps the data keys with these ids (for unmask, replay and rotation): one provider call per distinct key.
- * Through masq.wrapped_data_keys, which only masq_unmask (and the owner) may execute.
- */
-export async function loadDataKeys(pool: pg.Pool, provider: KeyProvider, ids: Iterable<string>, signal?: AbortSignal): Promise<Map<string, Uint8Array>> {
-  const wanted = [...new Set(ids)];
-  const out = new Map<string, Uint8Array>();
-  if (wanted.length === 0) return out;
-  const { rows } = await pool.query<{ id: string; master_key_id: string; wrapped: Buffer }>(
-    "SELECT id, master_key_id, wrapped FROM masq.wrapped_data_keys($1::uuid[])",
-    [wanted],
-  );
-  for (const r of rows) out.set(r.id, await provider.unwrap(r.wrapped, r.master_key_id, { purpose: "vault", keyId: r.id }, signal));
-  return out;
-}
-
 export const NONCE_BYTES = 12;
 const TAG_BYTES = 16;
 
@@ -157,11 +148,6 @@ export function open(key: Uint8Array | KeyObject, sealed: Sealed, aad: Uint8Arra
   }
 }
 
-/**
- * Associated data: what a ciphertext is bound to. A vault value decrypts only as the value of its own (kind,
- * pseudonym) row, and a quarantined body only as the body of its own message: swapping ciphertexts between rows,
- * or between kinds, fails authentication instead of revealing the wrong person's data.
- */
 /** A row of `masq.vault` as read by the unmask role: one distinct value, sealed under a data key. */
 export interface VaultRow {
   kind: PiiKind;
@@ -170,6 +156,10 @@ export interface VaultRow {
   nonce: Buffer;
   ciphertext: Buffer;
 }
+
+// Associated data: what a ciphertext is bound to. A vault value decrypts only as the value of its own (kind,
+// pseudonym) row, and a quarantined body only as the body of its own message: swapping ciphertexts between rows, or
+// between kinds, fails authentication instead of revealing the wrong person's data.
 
 export function vaultAad(kind: PiiKind, pseudonym: string): Buffer {
   return Buffer.from(`masq/vault/v1\0${kind}\0${pseudonym}`);
@@ -211,12 +201,15 @@ export class OpenedDataKeys {
   }
 }
 
-/** The data keys with these ids, unwrapped (one provider call each); the caller zeroes them. */
-export async function unwrapDataKeys(pool: pg.Pool, provider: KeyProvider, ids: string[], signal?: AbortSignal): Promise<Map<string, Uint8Array>> {
-  try {
-    return await loadDataKeys(pool, provider, ids, signal);
-  } catch (err) {
-    // Postgres errors come raw from loadDataKeys; the provider's are classified already (ConfigError included).
-    throw typeof (err as { code?: unknown }).code === "string" ? classifyPgError(err) : err;
-  }
+/**
+ * The data keys with these ids, unwrapped (one provider call per distinct key); the caller zeroes them. Through
+ * masq.wrapped_data_keys, which only masq_unmask (and the owner) may execute.
+ */
+export async function unwrapDataKeys(pool: pg.Pool, provider: KeyProvider, ids: Iterable<string>, signal?: AbortSignal): Promise<Map<string, Uint8Array>> {
+  const wanted = [...new Set(ids)];
+  const out = new Map<string, Uint8Array>();
+  if (wanted.length === 0) return out;
+  const { rows } = await query<{ id: string; master_key_id: string; wrapped: Buffer }>(pool, "SELECT id, master_key_id, wrapped FROM masq.wrapped_data_keys($1::uuid[])", [wanted]);
+  for (const r of rows) out.set(r.id, await provider.unwrap(r.wrapped, r.master_key_id, { purpose: "vault", keyId: r.id }, signal));
+  return out;
 }

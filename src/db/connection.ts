@@ -1,9 +1,10 @@
+/**
+ * Which Postgres masq connects to: the connection string as psql reads it, and the target as errors name it (the
+ * setting that chose it and host:port/database, never the password). No pg value import: the command line, the
+ * settings and the prepare threads read these without loading the driver.
+ */
 import type pg from "pg";
 import { parseIntoClientConfig } from "pg-connection-string";
-
-// Which Postgres masq connects to: the connection string as psql reads it, and the target as errors name it (the
-// setting that chose it and host:port/database, never the password). No pg value import: the command line, the
-// settings and the prepare threads read these without loading the driver.
 
 /**
  * Postgres connection strings in the forms psql accepts (libpq's "Connection Strings"):

@@ -1,12 +1,13 @@
+/**
+ * masq's connection pool, and two ways of using it beyond a single query: a transaction on a client of its own, and
+ * a one-shot command's first contact, which waits for a server still starting and names a wrong setting at once.
+ */
 import pg from "pg";
 import type { Logger } from "pino";
 import { TransientError } from "../errors.ts";
 import { retryTransient } from "../ingest/backoff.ts";
 import { parseConnectionString, pgTarget, targetText, type PgTarget } from "./connection.ts";
 import { classifyPgError, connect } from "./query.ts";
-
-// masq's connection pool and the two ways of using it beyond a single query: a transaction on a client of its own,
-// and a one-shot command's first contact, which waits for a server still starting and names a wrong setting.
 
 export interface Db {
   pool: pg.Pool;

@@ -1,3 +1,7 @@
+/**
+ * What `run` makes sure of in Postgres before its first batch: migrations applied, the target table present, registered
+ * and granted; and the privileges the ingest path needs (ingestNeeds), one list that `masq check` asks Postgres about.
+ */
 import type pg from "pg";
 import { ConfigError, describeError, TransientError } from "../errors.ts";
 import { retryTransient } from "../ingest/backoff.ts";

@@ -1,3 +1,8 @@
+/**
+ * How masq's own code queries Postgres outside the hot path, and how whatever pg throws becomes one of masq's error
+ * classes (errors.ts): classified once, where the call is made, so that the caller decides by class whether to wait and
+ * retry, quarantine, or stop.
+ */
 import type pg from "pg";
 import { ConfigError, DataError, FatalError, TransientError } from "../errors.ts";
 import { targetText, type PgTarget } from "./connection.ts";

@@ -13,7 +13,8 @@ import { SqsSource } from "../ingest/sqs-source.ts";
 import { LocalKeyProvider } from "../keys/key-provider.ts";
 import { IngestKeys } from "../keys/ingest-keys.ts";
 import { createLogger } from "../log.ts";
-import { generateEvents, startEmbeddedPostgres, startEmbeddedSqs, sendBodies, summarize } from "../ops/demo.ts";
+import { startEmbeddedPostgres, startEmbeddedSqs, sendBodies, summarize } from "../ops/demo.ts";
+import { generateEvents } from "../ops/synthetic-events.ts";
 import { createProgress } from "../ops/progress.ts";
 import { readLogFormat, readPipelineConfig } from "../settings/config.ts";
 

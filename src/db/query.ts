@@ -7,10 +7,7 @@ import type pg from "pg";
 import { ConfigError, DataError, FatalError, TransientError } from "../errors.ts";
 import { targetText, type PgTarget } from "./connection.ts";
 
-/**
- * The one way masq's own code talks to Postgres outside the hot path: a query whose failure comes out as masq's
- * error classes (transient, data, fatal, configuration), classified here where the call is made.
- */
+/** A query whose failure comes out as masq's error classes (transient, data, fatal, configuration). */
 export async function query<R extends pg.QueryResultRow = pg.QueryResultRow>(db: pg.Pool | pg.PoolClient, text: string, values: unknown[] = []): Promise<pg.QueryResult<R>> {
   try {
     return await db.query<R>(text, values);

@@ -8,7 +8,7 @@ import { prepareDatabase } from "../../src/db/prepare-database.ts";
 import { LEGACY_MIGRATIONS_DIR, loadMigrations, migrate } from "../../src/db/migrate.ts";
 import { ensureTargetTable } from "../../src/db/tables.ts";
 import { sendBodies } from "../../src/ops/demo.ts";
-import type { SyntheticEvent } from "../../src/ops/demo.ts";
+import type { SyntheticEvent } from "../../src/ops/synthetic-events.ts";
 import { ConfigError } from "../../src/errors.ts";
 import { createLogger } from "../../src/log.ts";
 import { commitMessages } from "../../src/ingest/commit-batch.ts";

@@ -1,3 +1,7 @@
+/**
+ * `masq check`, the preflight of `masq run` against AWS and Postgres, and `masq check --offline`, what can be checked
+ * with neither. Both print one line per check in the same format.
+ */
 import type { SQSClient } from "@aws-sdk/client-sqs";
 import { describeContract, loadContract } from "../contracts/contract.ts";
 import { loadMigrations } from "../db/migrate.ts";
@@ -304,7 +308,7 @@ async function withDeadline<T>(p: Promise<T>, ms: number, what: string): Promise
  * file (MASQ_CONTRACT, --contract, or the shipped login contract): every error on its own line with its line and
  * column, as `vector validate` reports them. Exit 0 when it reads, 2 when it does not (a configuration error).
  */
-export function checkOffline(flags: Record<string, unknown>): number {
+function checkOffline(flags: Record<string, unknown>): number {
   try {
     const loaded = loadContract(readContractFile(flags, process.env), flags.contract === undefined ? "MASQ_CONTRACT" : "--contract");
     if (loaded.contract !== undefined) {

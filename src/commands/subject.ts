@@ -1,3 +1,7 @@
+/**
+ * The data subject's commands (GDPR Art. 15 and 17): `masq subject export` and `masq subject erase`. Both act on every
+ * registered table unless one is named, and the audit trail names the user only by a keyed fingerprint.
+ */
 import { once } from "node:events";
 import { endedLine } from "../db/lock-watch.ts";
 import { namesTable, type TableName } from "../db/tables.ts";

@@ -159,7 +159,7 @@ function isIPv4Compatible(groups: number[]): boolean {
 }
 
 /** Eight 16-bit groups of an address that isIPv6 has already accepted. */
-function parseIPv6(text: string): number[] | null {
+export function parseIPv6(text: string): number[] | null {
   let body = text;
   const tail: number[] = [];
   const lastColon = body.lastIndexOf(":");

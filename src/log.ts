@@ -1,10 +1,13 @@
+/**
+ * What masq writes on stdout: its log lines, and what happens when the reader of stdout goes away. Logs are JSON lines
+ * for machines and one readable line per event on a terminal; a closed stdout ends the command quietly, with the
+ * status a Unix tool killed by SIGPIPE leaves.
+ */
 import { createRequire } from "node:module";
 import type { DestinationStream, Logger } from "pino";
 import { errorLine } from "./errors.ts";
 import { terminalLine, type LiveLine } from "./ops/progress.ts";
 import type { LogFormat, LogLevel } from "./settings/config.ts";
-
-// What masq writes on stdout: its log lines (pino), and what happens when the reader of stdout goes away.
 
 export type { Logger };
 

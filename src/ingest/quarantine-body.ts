@@ -112,7 +112,7 @@ export const MAX_REDACTED_CHARS = 64 * 1024;
  */
 const SHOWN_KEY = /^[A-Za-z_][A-Za-z0-9_]{0,39}$/;
 
-function showsKey(key: string): boolean {
+export function showsKey(key: string): boolean {
   return SHOWN_KEY.test(key) && (key.match(/[0-9]/g)?.length ?? 0) <= 4;
 }
 

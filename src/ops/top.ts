@@ -2,6 +2,7 @@
  * `masq top`'s model and screen, free of I/O: the /metrics text of a running masq parsed into samples, two scrapes
  * turned into a snapshot with rates, and the snapshot drawn as plain lines.
  */
+
 /** What `masq top` shows of a running masq: its metrics, with rates over the time between two scrapes. */
 export interface TopSnapshot {
   url: string;

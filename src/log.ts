@@ -1,13 +1,19 @@
+/**
+ * What masq writes on stdout: its log lines, and what happens when the reader of stdout goes away. Logs are JSON lines
+ * for machines and one readable line per event on a terminal; a closed stdout ends the command quietly, with the
+ * status a Unix tool killed by SIGPIPE leaves.
+ */
 import { createRequire } from "node:module";
-import { pino, type DestinationStream, type Logger } from "pino";
+import type { DestinationStream, Logger } from "pino";
 import { errorLine } from "./errors.ts";
 import { terminalLine, type LiveLine } from "./ops/progress.ts";
 import type { LogFormat, LogLevel } from "./settings/config.ts";
 
 export type { Logger };
 
-// pino-pretty (CommonJS) is loaded when a line is to be pretty, not at every start: a container's JSON logs never
-// need it, and it costs about 80 ms of start-up.
+// pino (CommonJS) is loaded when a logger is made, and pino-pretty when a line is to be pretty: the command line
+// installs the closed-stdout handler below before it knows whether the command logs at all, and a container's JSON
+// logs never need pino-pretty (about 80 ms of start-up).
 const require = createRequire(import.meta.url);
 
 /**
@@ -18,6 +24,7 @@ const require = createRequire(import.meta.url);
  */
 export function createLogger(level: LogLevel, destination?: NodeJS.WritableStream, format: LogFormat | "auto" = "auto", line: LiveLine = terminalLine): Logger {
   const tty = ((destination ?? process.stdout) as { isTTY?: boolean }).isTTY === true;
+  const pino = require("pino") as typeof import("pino");
   return pino(
     {
       level,
@@ -29,11 +36,11 @@ export function createLogger(level: LogLevel, destination?: NodeJS.WritableStrea
         censor: "[redacted]",
       },
     },
-    logDestination(destination, tty, format === "auto" ? (tty ? "pretty" : "json") : format, line),
+    logDestination(pino, destination, tty, format === "auto" ? (tty ? "pretty" : "json") : format, line),
   );
 }
 
-function logDestination(destination: NodeJS.WritableStream | undefined, tty: boolean, format: LogFormat, line: LiveLine): DestinationStream {
+function logDestination(pino: typeof import("pino"), destination: NodeJS.WritableStream | undefined, tty: boolean, format: LogFormat, line: LiveLine): DestinationStream {
   const fd = destination === undefined || destination === process.stdout ? 1 : destination === process.stderr ? 2 : undefined;
   const sink = fd === undefined ? destination! : pino.destination({ fd, sync: true });
   if (format === "json" && !tty) return sink;

@@ -1,9 +1,9 @@
 import { randomBytes, randomUUID } from "node:crypto";
-import { generateEvents } from "../../src/ops/demo.ts";
+import { generateEvents } from "../../src/ops/synthetic-events.ts";
 import type pg from "pg";
 import { prepareOutcome } from "../../src/ingest/prepare.ts";
 import type { SealedBatch } from "../../src/ingest/batch.ts";
-import { IngestKeys } from "../../src/keys/open-keys.ts";
+import { IngestKeys } from "../../src/keys/ingest-keys.ts";
 import { LocalKeyProvider } from "../../src/keys/key-provider.ts";
 
 /**
@@ -22,7 +22,7 @@ export interface Workload {
 }
 
 /**
- * Realistic login events (src/ops/demo.ts: skewed repeats of devices and addresses, IPv4 and IPv6, null
+ * Realistic login events (src/ops/synthetic-events.ts: skewed repeats of devices and addresses, IPv4 and IPv6, null
  * locales, every kind of malformed message). The one change: each valid event's user_id is made unique while
  * keeping its UUID shape (the last group holds the message's index), so count(DISTINCT user_id) = count(*) proves
  * that no message was written twice. user_id is not masked, so this changes no work masq does.

@@ -1,15 +1,19 @@
+/**
+ * `masq check`, the preflight of `masq run` against AWS and Postgres, and `masq check --offline`, what can be checked
+ * with neither. Both print one line per check in the same format.
+ */
 import type { SQSClient } from "@aws-sdk/client-sqs";
 import { describeContract, loadContract } from "../contracts/contract.ts";
 import { loadMigrations } from "../db/migrate.ts";
-import { createDb, type Db, sayWaiting, waitForPostgres } from "../db/pool.ts";
 import { targetText } from "../db/connection.ts";
+import { createDb, type Db, sayWaiting, waitForPostgres } from "../db/pool.ts";
 import { missingIngestPrivileges } from "../db/prepare-database.ts";
 import { fromPostgres } from "../db/query.ts";
 import { qualified, verifyTargetTable } from "../db/tables.ts";
 import { ConfigError, errorLine, exitCodeFor, FatalError, UnreachableError } from "../errors.ts";
 import { createSqsClient, detectSqsProtocol } from "../ingest/sqs-client.ts";
 import { SqsSource } from "../ingest/sqs-source.ts";
-import { loadDataKeys } from "../keys/data-keys.ts";
+import { unwrapDataKeys } from "../keys/data-keys.ts";
 import { createKeyProvider, type KeyProvider } from "../keys/key-provider.ts";
 import { activePseudonymKey } from "../keys/pseudonym-keys.ts";
 import { databaseSetting, readConnectTimeoutMs, readRunSettings, sqsTargetText, type RunConfig, readContractFile } from "../settings/config.ts";
@@ -24,7 +28,7 @@ type Result = { ok: string } | { failed: unknown } | { skipped: string };
  * needs could be read. Exit 0 only when run would work, 2 when a setting is wrong, 1 otherwise. It consumes no
  * message and writes nothing: every query reads, and no key is created. Each network check waits at most
  * MASQ_CONNECT_TIMEOUT_SECONDS (30 s while that setting is itself wrong). With --offline, only what needs neither AWS
- * nor Postgres (check-offline.ts).
+ * nor Postgres (checkOffline, below).
  */
 export async function checkCommand(flags: Record<string, unknown>): Promise<number> {
   if (flags.offline === true) return checkOffline(flags);
@@ -264,7 +268,7 @@ async function checkKeys(db: Db | undefined, provider: KeyProvider, config: Keys
     if (readable.rows[0]?.ok === true) {
       const newest = await db.pool.query<{ id: string }>("SELECT id FROM masq.data_keys ORDER BY created_at DESC LIMIT 1");
       if (newest.rows[0] !== undefined) {
-        const keys = await loadDataKeys(db.pool, provider, [newest.rows[0].id], signal);
+        const keys = await unwrapDataKeys(db.pool, provider, [newest.rows[0].id], signal);
         for (const k of keys.values()) k.fill(0);
         dataKey = " and the newest data key";
       }
@@ -312,7 +316,7 @@ async function withDeadline<T>(p: Promise<T>, ms: number, what: string): Promise
  * file (MASQ_CONTRACT, --contract, or the shipped login contract): every error on its own line with its line and
  * column, as `vector validate` reports them. Exit 0 when it reads, 2 when it does not (a configuration error).
  */
-export function checkOffline(flags: Record<string, unknown>): number {
+function checkOffline(flags: Record<string, unknown>): number {
   try {
     const loaded = loadContract(readContractFile(flags, process.env), flags.contract === undefined ? "MASQ_CONTRACT" : "--contract");
     if (loaded.contract !== undefined) {

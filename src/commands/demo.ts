@@ -1,3 +1,7 @@
+/**
+ * The commands that need nothing installed: `masq demo`, the whole pipeline against servers of its own, and `masq
+ * local-queue`, an SQS-compatible server with one queue for `masq run` to drain.
+ */
 import path from "node:path";
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync, createReadStream } from "node:fs";
@@ -11,15 +15,16 @@ import { Runner } from "../ingest/runner.ts";
 import { createSqsClient } from "../ingest/sqs-client.ts";
 import { SqsSource } from "../ingest/sqs-source.ts";
 import { LocalKeyProvider } from "../keys/key-provider.ts";
-import { IngestKeys } from "../keys/open-keys.ts";
+import { IngestKeys } from "../keys/ingest-keys.ts";
 import { createLogger } from "../log.ts";
-import { generateEvents, startEmbeddedPostgres, startEmbeddedSqs, sendBodies, summarize } from "../ops/demo.ts";
+import { startEmbeddedPostgres, startEmbeddedSqs, sendBodies, summarize } from "../ops/demo.ts";
+import { generateEvents } from "../ops/synthetic-events.ts";
 import { createProgress } from "../ops/progress.ts";
 import { readLogFormat, readPipelineConfig } from "../settings/config.ts";
 
 const TABLE = { schema: "public", name: "user_logins" };
-/** The in-process SQS server accepts any credentials; these keep the SDK from looking for real ones. */
-const DEMO_CREDENTIALS = { accessKeyId: "demo", secretAccessKey: "demo" };
+/** fauxqs accepts any credentials; these keep the SDK (here and in `masq run`) from looking for real ones. */
+const LOCAL_CREDENTIALS = { accessKeyId: "local", secretAccessKey: "local" };
 
 /**
  * `masq demo` (npm start): an SQS server in this process, an embedded Postgres, a throwaway master key for the
@@ -39,7 +44,7 @@ export async function demoCommand(opts: { messages: number; keep?: boolean; seed
   if (pg.relocated) warn(`masq: ${pg.relocated}`);
   const sqsServer = await startEmbeddedSqs();
   const queueUrl = sqsServer.createQueue("login-queue", { VisibilityTimeout: "30" });
-  const sqs = createSqsClient({ region: "us-east-1", endpoint: sqsServer.endpoint, credentials: DEMO_CREDENTIALS });
+  const sqs = createSqsClient({ region: "us-east-1", endpoint: sqsServer.endpoint, credentials: LOCAL_CREDENTIALS });
   const db = createDb({ databaseUrl: pg.url, poolSize: 6 });
   const logger = createLogger("warn", process.stderr, readLogFormat(process.env));
   const provider = new LocalKeyProvider(masterKey);
@@ -118,8 +123,6 @@ function keptMasterKey(file: string): Uint8Array {
   return new Uint8Array(key);
 }
 
-/** fauxqs accepts any credentials; these keep the SDK (here and in `masq run`) from looking for real ones. */
-const LOCAL_CREDENTIALS = { accessKeyId: "local", secretAccessKey: "local" };
 /** Lines sent per round: a file of any size is loaded in bounded memory. */
 const CHUNK = 1_000;
 

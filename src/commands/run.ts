@@ -1,7 +1,7 @@
 import type pg from "pg";
 import { ensureLedgerPartitions, pruneLedger } from "../db/ledger.ts";
-import { createDb, type Db } from "../db/pool.ts";
 import { targetText } from "../db/connection.ts";
+import { createDb, type Db } from "../db/pool.ts";
 import { prepareDatabase } from "../db/prepare-database.ts";
 import { ConfigError, describeError, errorLine, FatalError, TransientError } from "../errors.ts";
 import { retryTransient } from "../ingest/backoff.ts";
@@ -12,7 +12,7 @@ import { Runner } from "../ingest/runner.ts";
 import type { QueueSource } from "../ingest/sqs-source.ts";
 import { SqsThread } from "../ingest/sqs-thread.ts";
 import { createKeyProvider } from "../keys/key-provider.ts";
-import { openIngestKeys, type IngestKeys } from "../keys/open-keys.ts";
+import { openIngestKeys, type IngestKeys } from "../keys/ingest-keys.ts";
 import { createLogger } from "../log.ts";
 import type { startHttpServer } from "../ops/http.ts";
 import type { Metrics } from "../ops/metrics.ts";

@@ -1,12 +1,12 @@
-import { databaseSetting, readConnectTimeoutMs, readDatabaseUrl, readQueueSettings, readRetentionDays, readTable, sqsTargetText, type SqsProtocol } from "../settings/config.ts";
-import { ConfigError, describeError, errorLine, exitCodeFor, FatalError, type ErrorHelp } from "../errors.ts";
+import type { SQSClient } from "@aws-sdk/client-sqs";
+import { loadMigrations } from "../db/migrate.ts";
 import { createDb, sayWaiting, waitForPostgres } from "../db/pool.ts";
 import { fromPostgres } from "../db/query.ts";
-import { loadMigrations } from "../db/migrate.ts";
-import { databaseStatus, type DatabaseStatus, type RowCount } from "../ops/status.ts";
-import type { SQSClient } from "@aws-sdk/client-sqs";
+import { ConfigError, describeError, errorLine, exitCodeFor, FatalError, type ErrorHelp } from "../errors.ts";
 import { createSqsClient, detectSqsProtocol } from "../ingest/sqs-client.ts";
 import { SqsSource, type QueueCounts } from "../ingest/sqs-source.ts";
+import { databaseStatus, type DatabaseStatus, type RowCount } from "../ops/status.ts";
+import { databaseSetting, readConnectTimeoutMs, readDatabaseUrl, readQueueSettings, readRetentionDays, readTable, sqsTargetText, type SqsProtocol } from "../settings/config.ts";
 
 interface Status {
   queue: { url: string; protocol: SqsProtocol | null; counts: QueueCounts | null; error?: string } | null;

@@ -1,3 +1,7 @@
+/**
+ * The data subject's commands (GDPR Art. 15 and 17): `masq subject export` and `masq subject erase`. Both act on every
+ * registered table unless one is named, and the audit trail names the user only by a keyed fingerprint.
+ */
 import { once } from "node:events";
 import { endedLine } from "../db/lock-watch.ts";
 import { namesTable, type TableName } from "../db/tables.ts";
@@ -16,10 +20,10 @@ const EXPORT_PAGE = 1000;
 
 /**
  * `masq subject export --user-id <id> --reason "…"`: every row of every registered table (or of the one --table or
- * MASQ_TABLE names) for this user, with ip and device_id
- * decrypted beside their pseudonyms, and the user's quarantined messages with their originals (GDPR Art. 15).
- * Authorised and audited as `masq unmask` is (lifecycle/export-subject.ts): the audit row, naming the user by its
- * fingerprint, commits before anything is shown. Exit 1 when a value is withheld because it is not its pseudonym's.
+ * MASQ_TABLE names) for this user, with ip and device_id decrypted beside their pseudonyms, and the user's quarantined
+ * messages with their originals (GDPR Art. 15). Authorised and audited as `masq unmask` is
+ * (lifecycle/export-subject.ts): the audit row, naming the user by its fingerprint, commits before anything is shown.
+ * Exit 1 when a value is withheld because it is not its pseudonym's.
  */
 export async function subjectExportCommand(flags: Record<string, unknown>): Promise<number> {
   const reason = readReason(flags);
@@ -83,9 +87,10 @@ async function write(text: string): Promise<void> {
 
 /**
  * `masq subject erase --user-id <id> --reason "…" [--dry-run] [--vault-only]`: deletes a user's rows (of every
- * registered table, or of the one --table or MASQ_TABLE names) and quarantine records and every vault value only they used (or, --vault-only, just those values and the encrypted originals of
- * their quarantine records), in bounded batches, audited before and after (lifecycle/erase-subject.ts). The trail and
- * every output name the user by a keyed fingerprint, never by the id. Needs masq_erase.
+ * registered table, or of the one --table or MASQ_TABLE names) and quarantine records and every vault value only they
+ * used (or, --vault-only, just those values and the encrypted originals of their quarantine records), in bounded
+ * batches, audited before and after (lifecycle/erase-subject.ts). The trail and every output name the user by a keyed
+ * fingerprint, never by the id. Needs masq_erase.
  */
 export async function subjectEraseCommand(flags: Record<string, unknown>): Promise<number> {
   const userId = readUserId(flags);

@@ -1,7 +1,6 @@
 import { DEFAULT_HTTP_PORT } from "../settings/config.ts";
 import { ConfigError, describeError, UnreachableError } from "../errors.ts";
-import { formatTop, topSnapshot, type TopSnapshot } from "../ops/top.ts";
-import { parseMetrics, type Sample } from "../ops/metrics.ts";
+import { formatTop, parseMetrics, topSnapshot, type Sample, type TopSnapshot } from "../ops/top.ts";
 
 const REFRESH_MS = 1000;
 

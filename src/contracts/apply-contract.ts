@@ -1,3 +1,4 @@
+import { showsKey } from "../ingest/quarantine-body.ts";
 import type { CompiledContract, CompiledEvent, CompiledField, ContractKeys, ContractReason, FieldTree, RowValue, VaultEntry } from "./compile-contract.ts";
 
 /** A message as the source hands it over: its body and when SQS received it from the producer. */
@@ -147,11 +148,9 @@ function unclassified(obj: Record<string, unknown>, tree: FieldTree, prefix: str
   return undefined;
 }
 
-/** A key is named when it looks like a field name (as in a quarantined copy, redact-body.ts); else by its length. */
-const SHOWN_KEY = /^[A-Za-z_][A-Za-z0-9_]{0,39}$/;
-
+/** A key is named when it looks like a field name, as in a quarantined copy; else by its length. */
 function shownKey(key: string, i: number): string {
-  return SHOWN_KEY.test(key) && (key.match(/[0-9]/g)?.length ?? 0) <= 4 ? key : `[key ${i + 1}: ${key.length} chars]`;
+  return showsKey(key) ? key : `[key ${i + 1}: ${key.length} chars]`;
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {

@@ -1,9 +1,14 @@
+/**
+ * A contract compiled once into plain functions: each field's parser and treatment decided at compile time, so nothing
+ * of the YAML is looked at per message. The generalizations (an address's network, a time's hour or day, a number's
+ * bucket) are here too, pure.
+ */
 import { isIPv4 } from "node:net";
-import { encodeAppVersion, canonicalizeIp, type ReasonCode } from "../ingest/login-event.ts";
+import { canonicalizeIp, encodeAppVersion, parseIPv6, type ReasonCode } from "../ingest/login-event.ts";
 import { createPseudonymizer, type PiiKind } from "../ingest/pseudonymize.ts";
 import type { Contract, EventSpec, FieldSpec, FieldType } from "./contract.ts";
 
-/** Keyed HMAC by kind: the same function, key and input as today's pseudonyms (mask/pseudonymize.ts). */
+/** Keyed HMAC by kind: the same function, key and input as today's pseudonyms (ingest/pseudonymize.ts). */
 export interface ContractKeys {
   pseudonymize(kind: string, value: string): string;
 }
@@ -206,22 +211,14 @@ export function ipNetwork(canonical: string, ipv4Prefix: number, ipv6Prefix: num
     const masked = ipv4Prefix === 0 ? 0 : n - (n % 2 ** (32 - ipv4Prefix));
     return `${[24, 16, 8, 0].map((shift) => Math.floor(masked / 2 ** shift) % 256).join(".")}/${ipv4Prefix}`;
   }
-  const groups = expandIPv6(canonical);
+  // A canonical address is a valid one: it always parses.
+  const groups = parseIPv6(canonical)!;
   const masked = groups.map((g, i) => {
     const bits = Math.max(0, Math.min(16, ipv6Prefix - i * 16));
     return bits === 16 ? g : bits === 0 ? 0 : g & (0xffff << (16 - bits)) & 0xffff;
   });
   // Formatting through canonicalizeIp keeps one notation for a network and for an address (RFC 5952).
   return `${canonicalizeIp(masked.map((g) => g.toString(16)).join(":"))}/${ipv6Prefix}`;
-}
-
-/** The eight groups of an IPv6 address in canonical form (no embedded IPv4: canonicalizeIp folds those). */
-function expandIPv6(canonical: string): number[] {
-  const [head, tail] = canonical.split("::") as [string, string | undefined];
-  const parse = (part: string | undefined) => (part === undefined || part === "" ? [] : part.split(":").map((h) => parseInt(h, 16)));
-  const left = parse(head);
-  const right = parse(tail);
-  return [...left, ...new Array<number>(8 - left.length - right.length).fill(0), ...right];
 }
 
 /** A timestamp cut to its hour ("2026-12-06T21:00:00Z") or day ("2026-12-06"), in UTC. */

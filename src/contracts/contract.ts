@@ -1,12 +1,12 @@
+/**
+ * A privacy contract: which events masq accepts and, for every field of each, its type and the one thing that
+ * happens to it. Read from YAML by read-contract.ts, compiled once into plain functions by compile-contract.ts.
+ * Loaded from the file a setting names, or the login contract shipped with masq.
+ */
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { ConfigError } from "../errors.ts";
 import { readContract, formatContractError } from "./read-contract.ts";
-
-/**
- * A privacy contract: which events masq accepts and, for every field of each, its type and the one thing that
- * happens to it. Read from YAML by read-contract.ts, compiled once into plain functions by compile-contract.ts.
- */
 
 export const FIELD_TYPES = ["string", "integer", "boolean", "timestamp", "ip", "semver", "object"] as const;
 export type FieldType = (typeof FIELD_TYPES)[number];

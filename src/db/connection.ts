@@ -1,3 +1,8 @@
+/**
+ * Which Postgres masq connects to: the connection string as psql reads it, and the target as errors name it (the
+ * setting that chose it and host:port/database, never the password). No pg value import: the command line, the
+ * settings and the prepare threads read these without loading the driver.
+ */
 import type pg from "pg";
 import { parseIntoClientConfig } from "pg-connection-string";
 
@@ -138,7 +143,7 @@ export function pgTarget(databaseUrl: string | undefined, setting?: string, env:
     return { setting: setting ?? "PGHOST/PGPORT", where: `${host}:${port}/${env.PGDATABASE || env.PGUSER || "postgres"}` };
   }
   if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(databaseUrl.trim())) {
-    // keyword=value pairs or a bare database name (connection-string.ts): what they name, where pg would go.
+    // keyword=value pairs or a bare database name: what they name, where pg would go.
     try {
       const c = parseConnectionString(databaseUrl);
       const host = typeof c.host === "string" ? c.host : env.PGHOST || "localhost";

@@ -1,3 +1,7 @@
+/**
+ * The ingest ledger's upkeep: its day partitions made ahead of time, and dropped once SQS can no longer redeliver their
+ * messages.
+ */
 import type pg from "pg";
 import { classifyPgError } from "./query.ts";
 

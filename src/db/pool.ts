@@ -1,9 +1,13 @@
+/**
+ * masq's connection pool, and two ways of using it beyond a single query: a transaction on a client of its own, and
+ * a one-shot command's first contact, which waits for a server still starting and names a wrong setting at once.
+ */
 import pg from "pg";
 import type { Logger } from "pino";
 import { TransientError } from "../errors.ts";
 import { retryTransient } from "../ingest/backoff.ts";
-import { classifyPgError } from "./query.ts";
-import { parseConnectionString, pgTarget, type PgTarget, targetText } from "./connection.ts";
+import { parseConnectionString, pgTarget, targetText, type PgTarget } from "./connection.ts";
+import { classifyPgError, connect } from "./query.ts";
 
 export interface Db {
   pool: pg.Pool;
@@ -58,12 +62,7 @@ export function createDb(opts: DbOptions = {}): Db {
  * passes through). Errors of connecting, BEGIN and COMMIT come out as masq's error classes (transient, data, fatal).
  */
 export async function inTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
-  let client: pg.PoolClient;
-  try {
-    client = await pool.connect();
-  } catch (err) {
-    throw classifyPgError(err);
-  }
+  const client = await connect(pool);
   try {
     await client.query("BEGIN").catch((err: unknown) => Promise.reject(classifyPgError(err)));
     const result = await fn(client);

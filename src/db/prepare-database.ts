@@ -1,10 +1,14 @@
+/**
+ * What `run` makes sure of in Postgres before its first batch: migrations applied, the target table present, registered
+ * and granted; and the privileges the ingest path needs (ingestNeeds), one list that `masq check` asks Postgres about.
+ */
 import type pg from "pg";
 import { ConfigError, describeError, TransientError } from "../errors.ts";
 import { retryTransient } from "../ingest/backoff.ts";
 import type { Logger } from "../log.ts";
 import { loadMigrations, migrate, upToDate } from "./migrate.ts";
-import { inTransaction, type Db } from "./pool.ts";
 import { targetText } from "./connection.ts";
+import { inTransaction, type Db } from "./pool.ts";
 import { classifyPgError } from "./query.ts";
 import { qualified, type TableName, ensureTargetTable, verifyTargetTable } from "./tables.ts";
 

@@ -1,11 +1,13 @@
+/**
+ * How masq's own code queries Postgres outside the hot path, and how whatever pg throws becomes one of masq's error
+ * classes (errors.ts): classified once, where the call is made, so that the caller decides by class whether to wait and
+ * retry, quarantine, or stop.
+ */
 import type pg from "pg";
 import { ConfigError, DataError, FatalError, TransientError } from "../errors.ts";
 import { targetText, type PgTarget } from "./connection.ts";
 
-/**
- * The one way masq's own code talks to Postgres outside the hot path: a query whose failure comes out as masq's
- * error classes (transient, data, fatal, configuration; sink/pg-errors.ts), classified here where the call is made.
- */
+/** A query whose failure comes out as masq's error classes (transient, data, fatal, configuration). */
 export async function query<R extends pg.QueryResultRow = pg.QueryResultRow>(db: pg.Pool | pg.PoolClient, text: string, values: unknown[] = []): Promise<pg.QueryResult<R>> {
   try {
     return await db.query<R>(text, values);

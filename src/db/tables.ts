@@ -1,3 +1,8 @@
+/**
+ * The user's table as masq knows it: its name as a setting gives it (quoted wherever it goes into SQL), its layout
+ * (created when absent, never altered, checked before any write), and the tables the owner registered for the lifecycle
+ * commands.
+ */
 import type pg from "pg";
 import { FatalError } from "../errors.ts";
 

@@ -1,7 +1,12 @@
+/**
+ * A batch from masking to commit. commitMessages masks and seals it (on this thread or in prepare threads) with the
+ * pseudonym key active at commit time; commitBatch writes it in statements of bounded size, and when the database
+ * refuses a statement as a whole, splits it down to the refused messages and quarantines those.
+ */
 import type pg from "pg";
 import type { TableName } from "../db/tables.ts";
 import { DataError, type FatalError } from "../errors.ts";
-import type { IngestKeys } from "../keys/open-keys.ts";
+import type { IngestKeys } from "../keys/ingest-keys.ts";
 import { batchLength, emptyRowColumns, rowAt, sliceRows, type QuarantineRecord, type SealedBatch, type VaultEpochs, type IncomingMessage, type Outcome } from "./batch.ts";
 import { prepareOutcome } from "./prepare.ts";
 import type { Pseudonymizer } from "./pseudonymize.ts";

@@ -1,16 +1,14 @@
-import { prepareDatabase } from "../db/prepare-database.ts";
-import { readLambdaConfig, readLogLevel } from "../settings/config.ts";
-import { describeError, TransientError } from "../errors.ts";
-import { createLogger, type Logger } from "../log.ts";
-import { sleep } from "./backoff.ts";
-import { commitMessages } from "./commit-batch.ts";
-import type { IncomingMessage } from "./batch.ts";
-import type { CommitResult } from "./commit-batch.ts";
 import { createDb, type Db } from "../db/pool.ts";
+import { prepareDatabase } from "../db/prepare-database.ts";
 import type { TableName } from "../db/tables.ts";
-import { IngestKeys } from "../keys/open-keys.ts";
-import type { KeyProvider } from "../keys/key-provider.ts";
-import { createKeyProvider } from "../keys/key-provider.ts";
+import { describeError, TransientError } from "../errors.ts";
+import { IngestKeys } from "../keys/ingest-keys.ts";
+import { createKeyProvider, type KeyProvider } from "../keys/key-provider.ts";
+import { createLogger, type Logger } from "../log.ts";
+import { readLambdaConfig, readLogLevel } from "../settings/config.ts";
+import { sleep } from "./backoff.ts";
+import type { IncomingMessage } from "./batch.ts";
+import { commitMessages, type CommitResult } from "./commit-batch.ts";
 
 /**
  * The parts of Lambda's SQS event that masq reads, declared here rather than taken from @types/aws-lambda.

@@ -1,3 +1,8 @@
+/**
+ * A login event as masq reads it from a message body. parseLoginEvent is pure and total: any string yields an event or
+ * a rejection with a stable reason code, whose detail names fields, never their values. Two values are stored in a
+ * canonical form: the ip's text (equal addresses, equal pseudonyms) and app_version as an order-preserving integer.
+ */
 import { isIPv4, isIPv6 } from "node:net";
 
 /** A login event that passed validation; ip is canonical, app_version encoded. Still holds raw PII. */
@@ -154,7 +159,7 @@ function isIPv4Compatible(groups: number[]): boolean {
 }
 
 /** Eight 16-bit groups of an address that isIPv6 has already accepted. */
-function parseIPv6(text: string): number[] | null {
+export function parseIPv6(text: string): number[] | null {
   let body = text;
   const tail: number[] = [];
   const lastColon = body.lastIndexOf(":");

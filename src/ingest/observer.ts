@@ -1,3 +1,8 @@
+/**
+ * What the runner reports as it works, and knows nothing more of: the run's counters (RunStats), the observer that
+ * metrics and the progress bar implement (ops/metrics.ts, ops/progress.ts), and when the counters are worth a
+ * `progress` log line.
+ */
 import type { ReasonCode } from "./login-event.ts";
 
 /** Counters for one run. They feed the log lines, the demo summary and the end-of-run report. */
@@ -29,7 +34,7 @@ export function totalQuarantined(s: RunStats): number {
 
 /**
  * What the runner reports as it works, for metrics and progress displays. The runner knows nothing of Prometheus
- * or terminals; src/metrics/ and src/progress/ implement this. Every method is cheap and called per batch or per
+ * or terminals; ops/metrics.ts and ops/progress.ts implement this. Every method is cheap and called per batch or per
  * receive, never per message.
  */
 export interface PipelineObserver {

@@ -2,7 +2,7 @@ import { Worker } from "node:worker_threads";
 import { FatalError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { IncomingMessage, SealedBatch, VaultEntry } from "./batch.ts";
-import type { IngestKeys } from "../keys/open-keys.ts";
+import type { IngestKeys } from "../keys/ingest-keys.ts";
 import type { BatchPreparer, PreparedBatch } from "./commit-batch.ts";
 import { maxSealsFor, type FromPrepareThread, type PrepareThreadData, type ThreadUsage, type ToPrepareThread } from "./prepare-protocol.ts";
 

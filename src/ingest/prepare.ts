@@ -17,7 +17,7 @@ export function maskEvent(event: LoginEvent, sentAt: Date, p: Pseudonymizer): Lo
 
 /**
  * Validate, transform and mask one message: pure CPU work, no I/O. What the result writes holds no plain PII:
- * either a row with pseudonyms, or a quarantine record whose body is redacted by allowlist (mask/redact-body.ts).
+ * either a row with pseudonyms, or a quarantine record whose body is redacted by allowlist (quarantine-body.ts).
  * The originals (`pii`, `originalBody`) stay in memory until the vault seals them.
  */
 export function prepareOutcome(m: IncomingMessage, p: Pseudonymizer): Outcome {
@@ -28,7 +28,7 @@ export function prepareOutcome(m: IncomingMessage, p: Pseudonymizer): Outcome {
       const { event } = parsed;
       return { ...meta, kind: "row", row: maskEvent(event, m.sentAt ?? m.receivedAt, p), pii: { ip: event.ip, deviceId: event.deviceId } };
     }
-    // Bounded in size and work whatever the body (redact-body.ts); a body that is not JSON has no copy at all.
+    // Bounded in size and work whatever the body (quarantine-body.ts); a body that is not JSON has no copy at all.
     const redactedBody = parsed.json === undefined ? null : JSON.stringify(redactBody(parsed.json, p));
     // Who the record is about and which pseudonyms it holds, from the parse: the database never re-parses the copy.
     const facts = parsed.json === undefined ? factsOfText(m.body) : factsOfJson(parsed.json, p);

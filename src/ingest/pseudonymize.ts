@@ -1,3 +1,7 @@
+/**
+ * Keyed pseudonyms of PII values, and the text forms of the keys behind them (the pseudonym key, and the local master
+ * key, which is written the same way). Pure: a prepare thread, the main thread and the tests use the same functions.
+ */
 import { createHmac, createSecretKey } from "node:crypto";
 import { ConfigError } from "../errors.ts";
 

@@ -1,3 +1,9 @@
+/**
+ * What masq keeps of a body it refuses, besides its original, which is kept only encrypted (vault-sealer.ts): the facts
+ * of the quarantine record (the user it names, the pseudonyms of its PII) and a redacted copy that is safe to store.
+ * The facts are the copy's own: the user_id it keeps in clear and the pseudonyms it shows (topLevelPseudonym), so what
+ * export and erasure find by column is what the copy shows.
+ */
 import { LIMITS, canonicalizeIp } from "./login-event.ts";
 import type { Pseudonymizer, PiiKind } from "./pseudonymize.ts";
 
@@ -106,7 +112,7 @@ export const MAX_REDACTED_CHARS = 64 * 1024;
  */
 const SHOWN_KEY = /^[A-Za-z_][A-Za-z0-9_]{0,39}$/;
 
-function showsKey(key: string): boolean {
+export function showsKey(key: string): boolean {
   return SHOWN_KEY.test(key) && (key.match(/[0-9]/g)?.length ?? 0) <= 4;
 }
 
@@ -141,7 +147,7 @@ function topLevel(key: string, value: unknown, p: Pseudonymizer): unknown {
 /**
  * The pseudonym a top-level ip or device_id value is shown as in a redacted copy (the same one a loaded row would
  * get), or undefined when the copy shows it as any other value. The quarantine record's masked_ip and
- * masked_device_id hold exactly these (quarantine-facts.ts).
+ * masked_device_id hold exactly these (factsOfJson).
  */
 export function topLevelPseudonym(key: string, value: unknown, p: Pseudonymizer): string | undefined {
   const pii = PSEUDONYMISED.get(key);

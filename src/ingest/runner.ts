@@ -5,7 +5,7 @@ import type { Logger } from "../log.ts";
 import type { Handle, QueueSource, ReceivedMessage } from "./sqs-source.ts";
 import type { TableName } from "../db/tables.ts";
 import type { ReasonCode } from "./login-event.ts";
-import type { IngestKeys } from "../keys/open-keys.ts";
+import type { IngestKeys } from "../keys/ingest-keys.ts";
 import { backoffMs, sleep } from "./backoff.ts";
 import { commitMessages, type BatchPreparer } from "./commit-batch.ts";
 import type { IncomingMessage } from "./batch.ts";
@@ -24,7 +24,7 @@ export interface RunnerDeps {
   preparer?: BatchPreparer | undefined;
   /** "DATABASE_URL at db:5432/app", "QUEUE_URL at …": named when a drain gives up on one of them. */
   targets?: { postgres: string; sqs: string } | undefined;
-  /** How often the `progress` line is considered, and the heartbeat of an idle one (progress-log.ts has the defaults). */
+  /** How often the `progress` line is considered, and the heartbeat of an idle one (observer.ts has the defaults). */
   progressLog?: ProgressLogTiming | undefined;
 }
 
@@ -271,7 +271,7 @@ export class Runner {
         this.warnedNoSentTimestamp = true;
         this.deps.logger.warn("the SQS endpoint does not report SentTimestamp; create_date falls back to the receive date");
       }
-      // Masked at commit time, with the pseudonym key active then (commit-messages.ts). The message itself, not a
+      // Masked at commit time, with the pseudonym key active then (commitMessages). The message itself, not a
       // copy: an IncomingMessage is the part of it that prepare reads (its receipt handle is taken from `held`).
       this.pending.push(m);
     }

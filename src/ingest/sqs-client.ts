@@ -1,3 +1,7 @@
+/**
+ * The SQS client masq makes: createSqsClient, built for CPU per call, with lanes that carry one call's abort signal and
+ * timeout; and detectSqsProtocol, which finds the wire protocol (AWS JSON or Query) a queue's endpoint speaks.
+ */
 import { createHash, createHmac, createSecretKey, type Hash, type Hmac, type KeyObject } from "node:crypto";
 import { Agent as HttpAgent } from "node:http";
 import { Agent as HttpsAgent } from "node:https";
@@ -37,7 +41,7 @@ export interface SqsClientOptions {
 /**
  * The SQS client for one wire protocol: AWS JSON 1.0 (AWS and current emulators) or the older Query protocol
  * (LocalStack before 3.0 and some SQS-compatible services). Both come from the SDK; which one an endpoint speaks is
- * found by detectSqsProtocol (sqs-protocol.ts) unless MASQ_SQS_PROTOCOL forces one.
+ * found by detectSqsProtocol (below) unless MASQ_SQS_PROTOCOL forces one.
  *
  * Configured for CPU per call, which was masq's limit (the SDK's per-call machinery, not the wire):
  *  - the middleware chain is resolved once per command type (cacheMiddleware) instead of once per call; the SDK

@@ -1,7 +1,6 @@
 import type { KeyObject } from "node:crypto";
 import { emptyRowColumns, type Outcome, type QuarantineRecord, type SealedBatch, type SealedBody, type VaultEntry, type VaultEpochs } from "./batch.ts";
-import { nonces, seal, quarantineBodyAad, vaultAad } from "../keys/data-keys.ts";
-import type { DataKeys } from "../keys/data-keys.ts";
+import { nonces, quarantineBodyAad, seal, vaultAad, type DataKeys } from "../keys/data-keys.ts";
 
 /**
  * Encrypts a batch's originals with the current data key: each distinct PII value once (the vault is keyed by

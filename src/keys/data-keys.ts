@@ -1,9 +1,83 @@
+/**
+ * Data keys and the encryption they do. The vault's values and quarantined bodies are sealed with AES-256-GCM under a
+ * data key, bound by their associated data to the row they belong to. Ingestion encrypts with one data key at a time
+ * (DataKeys), stored wrapped before its first use and replaced after a bounded time and number of uses; unmask, replay
+ * and rotations unwrap the keys they need (unwrapDataKeys, OpenedDataKeys). A plaintext key is zeroed when it is done
+ * with.
+ */
+import { createCipheriv, createDecipheriv, createSecretKey, randomBytes, randomUUID, type KeyObject } from "node:crypto";
 import type pg from "pg";
-import { createSecretKey, randomUUID, type KeyObject, createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
-import { classifyPgError } from "../db/query.ts";
+import { classifyPgError, query } from "../db/query.ts";
 import { FatalError } from "../errors.ts";
 import type { PiiKind } from "../ingest/pseudonymize.ts";
 import type { KeyProvider } from "./key-provider.ts";
+
+export const NONCE_BYTES = 12;
+const TAG_BYTES = 16;
+
+/** Raised when a ciphertext does not authenticate: tampered, a wrong key, or a wrong associated-data binding. */
+export class IntegrityError extends Error {
+  override name = "IntegrityError";
+}
+
+export interface Sealed {
+  nonce: Buffer;
+  /** AES-256-GCM ciphertext followed by its 16-byte tag. */
+  ciphertext: Buffer;
+}
+
+/**
+ * AES-256-GCM with a random 96-bit nonce. A data key encrypts a bounded number of values (MASQ_DATA_KEY_MAX_USES,
+ * far below the 2^32 that random nonces allow), so nonces never repeat in practice.
+ */
+export function seal(key: Uint8Array | KeyObject, plaintext: Uint8Array, aad: Uint8Array, nonce: Buffer = randomBytes(NONCE_BYTES)): Sealed {
+  const cipher = createCipheriv("aes-256-gcm", key, nonce);
+  cipher.setAAD(aad);
+  const body = cipher.update(plaintext);
+  cipher.final();
+  return { nonce, ciphertext: Buffer.concat([body, cipher.getAuthTag()]) };
+}
+
+/** Random nonces for n encryptions, drawn at once (one call to the CSPRNG per batch instead of one per value). */
+export function nonces(n: number): Buffer[] {
+  const pool = randomBytes(n * NONCE_BYTES);
+  return Array.from({ length: n }, (_, i) => pool.subarray(i * NONCE_BYTES, (i + 1) * NONCE_BYTES));
+}
+
+export function open(key: Uint8Array | KeyObject, sealed: Sealed, aad: Uint8Array): Buffer {
+  if (sealed.nonce.length !== NONCE_BYTES || sealed.ciphertext.length < TAG_BYTES) throw new IntegrityError("malformed ciphertext");
+  const decipher = createDecipheriv("aes-256-gcm", key, sealed.nonce);
+  decipher.setAAD(aad);
+  decipher.setAuthTag(sealed.ciphertext.subarray(sealed.ciphertext.length - TAG_BYTES));
+  const body = decipher.update(sealed.ciphertext.subarray(0, sealed.ciphertext.length - TAG_BYTES));
+  try {
+    return Buffer.concat([body, decipher.final()]);
+  } catch {
+    body.fill(0);
+    throw new IntegrityError("ciphertext failed authentication: it was altered, or the key or its binding is wrong");
+  }
+}
+
+/** A row of `masq.vault` as read by the unmask role: one distinct value, sealed under a data key. */
+export interface VaultRow {
+  kind: PiiKind;
+  pseudonym: string;
+  data_key_id: string;
+  nonce: Buffer;
+  ciphertext: Buffer;
+}
+
+// Associated data: what a ciphertext is bound to. A vault value decrypts only as the value of its own (kind,
+// pseudonym) row, and a quarantined body only as the body of its own message: swapping ciphertexts between rows, or
+// between kinds, fails authentication instead of revealing the wrong person's data.
+
+export function vaultAad(kind: PiiKind, pseudonym: string): Buffer {
+  return Buffer.from(`masq/vault/v1\0${kind}\0${pseudonym}`);
+}
+
+export function quarantineBodyAad(messageId: string): Buffer {
+  return Buffer.from(`masq/quarantine-body/v1\0${messageId}`);
+}
 
 export interface DataKeyLimits {
   /** A data key is used for at most this long (MASQ_DATA_KEY_MAX_AGE_SECONDS). */
@@ -96,87 +170,16 @@ export class DataKeys {
 }
 
 /**
- * Unwraps the data keys with these ids (for unmask, replay and rotation): one provider call per distinct key.
- * Through masq.wrapped_data_keys, which only masq_unmask (and the owner) may execute.
+ * The data keys with these ids, unwrapped (one provider call per distinct key); the caller zeroes them. Through
+ * masq.wrapped_data_keys, which only masq_unmask (and the owner) may execute.
  */
-export async function loadDataKeys(pool: pg.Pool, provider: KeyProvider, ids: Iterable<string>, signal?: AbortSignal): Promise<Map<string, Uint8Array>> {
+export async function unwrapDataKeys(pool: pg.Pool, provider: KeyProvider, ids: Iterable<string>, signal?: AbortSignal): Promise<Map<string, Uint8Array>> {
   const wanted = [...new Set(ids)];
   const out = new Map<string, Uint8Array>();
   if (wanted.length === 0) return out;
-  const { rows } = await pool.query<{ id: string; master_key_id: string; wrapped: Buffer }>(
-    "SELECT id, master_key_id, wrapped FROM masq.wrapped_data_keys($1::uuid[])",
-    [wanted],
-  );
+  const { rows } = await query<{ id: string; master_key_id: string; wrapped: Buffer }>(pool, "SELECT id, master_key_id, wrapped FROM masq.wrapped_data_keys($1::uuid[])", [wanted]);
   for (const r of rows) out.set(r.id, await provider.unwrap(r.wrapped, r.master_key_id, { purpose: "vault", keyId: r.id }, signal));
   return out;
-}
-
-export const NONCE_BYTES = 12;
-const TAG_BYTES = 16;
-
-/** Raised when a ciphertext does not authenticate: tampered, a wrong key, or a wrong associated-data binding. */
-export class IntegrityError extends Error {
-  override name = "IntegrityError";
-}
-
-export interface Sealed {
-  nonce: Buffer;
-  /** AES-256-GCM ciphertext followed by its 16-byte tag. */
-  ciphertext: Buffer;
-}
-
-/**
- * AES-256-GCM with a random 96-bit nonce. A data key encrypts a bounded number of values (MASQ_DATA_KEY_MAX_USES,
- * far below the 2^32 that random nonces allow), so nonces never repeat in practice.
- */
-export function seal(key: Uint8Array | KeyObject, plaintext: Uint8Array, aad: Uint8Array, nonce: Buffer = randomBytes(NONCE_BYTES)): Sealed {
-  const cipher = createCipheriv("aes-256-gcm", key, nonce);
-  cipher.setAAD(aad);
-  const body = cipher.update(plaintext);
-  cipher.final();
-  return { nonce, ciphertext: Buffer.concat([body, cipher.getAuthTag()]) };
-}
-
-/** Random nonces for n encryptions, drawn at once (one call to the CSPRNG per batch instead of one per value). */
-export function nonces(n: number): Buffer[] {
-  const pool = randomBytes(n * NONCE_BYTES);
-  return Array.from({ length: n }, (_, i) => pool.subarray(i * NONCE_BYTES, (i + 1) * NONCE_BYTES));
-}
-
-export function open(key: Uint8Array | KeyObject, sealed: Sealed, aad: Uint8Array): Buffer {
-  if (sealed.nonce.length !== NONCE_BYTES || sealed.ciphertext.length < TAG_BYTES) throw new IntegrityError("malformed ciphertext");
-  const decipher = createDecipheriv("aes-256-gcm", key, sealed.nonce);
-  decipher.setAAD(aad);
-  decipher.setAuthTag(sealed.ciphertext.subarray(sealed.ciphertext.length - TAG_BYTES));
-  const body = decipher.update(sealed.ciphertext.subarray(0, sealed.ciphertext.length - TAG_BYTES));
-  try {
-    return Buffer.concat([body, decipher.final()]);
-  } catch {
-    body.fill(0);
-    throw new IntegrityError("ciphertext failed authentication: it was altered, or the key or its binding is wrong");
-  }
-}
-
-/**
- * Associated data: what a ciphertext is bound to. A vault value decrypts only as the value of its own (kind,
- * pseudonym) row, and a quarantined body only as the body of its own message: swapping ciphertexts between rows,
- * or between kinds, fails authentication instead of revealing the wrong person's data.
- */
-/** A row of `masq.vault` as read by the unmask role: one distinct value, sealed under a data key. */
-export interface VaultRow {
-  kind: PiiKind;
-  pseudonym: string;
-  data_key_id: string;
-  nonce: Buffer;
-  ciphertext: Buffer;
-}
-
-export function vaultAad(kind: PiiKind, pseudonym: string): Buffer {
-  return Buffer.from(`masq/vault/v1\0${kind}\0${pseudonym}`);
-}
-
-export function quarantineBodyAad(messageId: string): Buffer {
-  return Buffer.from(`masq/quarantine-body/v1\0${messageId}`);
 }
 
 /**
@@ -208,15 +211,5 @@ export class OpenedDataKeys {
   close(): void {
     for (const k of this.keys.values()) k.fill(0);
     this.keys.clear();
-  }
-}
-
-/** The data keys with these ids, unwrapped (one provider call each); the caller zeroes them. */
-export async function unwrapDataKeys(pool: pg.Pool, provider: KeyProvider, ids: string[], signal?: AbortSignal): Promise<Map<string, Uint8Array>> {
-  try {
-    return await loadDataKeys(pool, provider, ids, signal);
-  } catch (err) {
-    // Postgres errors come raw from loadDataKeys; the provider's are classified already (ConfigError included).
-    throw typeof (err as { code?: unknown }).code === "string" ? classifyPgError(err) : err;
   }
 }

@@ -1,14 +1,16 @@
+/**
+ * The master key, behind one small interface: AWS KMS, or masq's local provider (a 256-bit key from the environment
+ * or a file); createKeyProvider picks one from the settings. Nothing else in masq knows which one is in use; both wrap
+ * keys in an envelope that is bound to an encryption context, so a wrapped key copied to another row or purpose does
+ * not unwrap. The KMS and STS clients are imported at the first call that needs them: a process with the local
+ * provider never loads them.
+ */
 import { createHmac, randomBytes } from "node:crypto";
 import type { KMSClient } from "@aws-sdk/client-kms";
 import { ConfigError, FatalError, TransientError } from "../errors.ts";
 import type { KeyConfig } from "../settings/config.ts";
 import { IntegrityError, open, seal, NONCE_BYTES } from "./data-keys.ts";
 
-/**
- * The master key, behind one small interface: AWS KMS, or masq's local provider (a 256-bit key from the
- * environment or a file). Nothing else in masq knows which one is in use; both wrap keys in an envelope that is
- * bound to an encryption context, so a wrapped key copied to another row or purpose does not unwrap.
- */
 export type KeyPurpose = "vault" | "pseudonym" | "audit";
 
 /** What a wrapped key is for, and which key it is. Both providers bind it: unwrapping needs the same context. */

@@ -9,7 +9,7 @@ import { prepareOutcome } from "../ingest/prepare.ts";
 import { masqQueries } from "../db/schema.ts";
 import { qualified, type TableName } from "../db/tables.ts";
 import { StaleKeyError } from "../ingest/write-batch.ts";
-import { IngestKeys } from "../keys/open-keys.ts";
+import { IngestKeys } from "../keys/ingest-keys.ts";
 import type { KeyProvider } from "../keys/key-provider.ts";
 import { openAuditKey, type AuditKey } from "../keys/audit-key.ts";
 import type { Lifecycle } from "./audited-command.ts";

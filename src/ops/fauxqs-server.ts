@@ -1,7 +1,7 @@
 import { startFauxqs } from "fauxqs";
 
 /**
- * Entry point of a fauxqs server in a process of its own (see fauxqs-process.ts). Request logging is off: on a
+ * Entry point of a fauxqs server in a process of its own (see fauxqs.ts). Request logging is off: on a
  * small machine it would cost the server more CPU than answering. With FAUXQS_DATA_DIR its state lives in SQLite
  * there, so a restart on the same port finds its queues and messages; without it, state is in memory.
  */

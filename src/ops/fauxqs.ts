@@ -16,8 +16,8 @@ export interface FauxqsProcess {
   start(): Promise<void>;
 }
 
-// The compiled image runs dist/demo/fauxqs-process.js next to fauxqs-server.js; a checkout runs the .ts sources.
-const SERVER = fileURLToPath(new URL(import.meta.url.endsWith(".js") ? "../demo/fauxqs-server.js" : "./fauxqs-server.ts", import.meta.url));
+// The compiled image runs dist/ops/fauxqs.js next to fauxqs-server.js; a checkout runs the .ts sources.
+const SERVER = fileURLToPath(new URL(import.meta.url.endsWith(".js") ? "./fauxqs-server.js" : "./fauxqs-server.ts", import.meta.url));
 
 /** nodeArgs: extra options for the server's Node (the benchmark preloads a module with --import). */
 export async function startFauxqsProcess(port: number, dataDir?: string, nodeArgs: readonly string[] = []): Promise<FauxqsProcess> {

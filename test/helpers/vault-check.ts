@@ -1,6 +1,6 @@
 import type pg from "pg";
 import type { PiiKind } from "../../src/ingest/pseudonymize.ts";
-import { open, loadDataKeys, vaultAad } from "../../src/keys/data-keys.ts";
+import { open, unwrapDataKeys, vaultAad } from "../../src/keys/data-keys.ts";
 import type { KeyProvider } from "../../src/keys/key-provider.ts";
 
 export interface VaultValue {
@@ -15,7 +15,7 @@ export async function decryptVault(pool: pg.Pool, provider: KeyProvider): Promis
   const { rows } = await pool.query<{ kind: PiiKind; pseudonym: string; key_version: number; data_key_id: string; nonce: Buffer; ciphertext: Buffer }>(
     "SELECT kind, pseudonym, key_version, data_key_id, nonce, ciphertext FROM masq.vault ORDER BY kind, pseudonym",
   );
-  const keys = await loadDataKeys(
+  const keys = await unwrapDataKeys(
     pool,
     provider,
     rows.map((r) => r.data_key_id),

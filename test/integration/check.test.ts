@@ -7,7 +7,7 @@ import { after, before, describe, test } from "node:test";
 import pg from "pg";
 import { sendBodies } from "../../src/ops/demo.ts";
 import { SqsSource } from "../../src/ingest/sqs-source.ts";
-import { IngestKeys } from "../../src/keys/open-keys.ts";
+import { IngestKeys } from "../../src/keys/ingest-keys.ts";
 import { LocalKeyProvider } from "../../src/keys/key-provider.ts";
 import { usePipelineFixture } from "../helpers/fixture.ts";
 import { masqEnv } from "../helpers/masq-process.ts";

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
-import { cpSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from "node:fs";
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -44,6 +44,25 @@ describe("the compiled JavaScript the container image ships", () => {
     const r = await run(["--help"], { PATH: process.env.PATH, HOME: process.env.HOME });
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /Usage: masq/);
+  });
+
+  test("every module a compiled file loads by URL (a thread's entry, the fauxqs server) is beside it", () => {
+    const dist = path.join(app, "dist");
+    const files = readdirSync(dist, { recursive: true, encoding: "utf8" }).filter((f) => f.endsWith(".js"));
+    const missing: string[] = [];
+    let loaded = 0;
+    for (const file of files) {
+      const text = readFileSync(path.join(dist, file), "utf8");
+      // new URL(… ? "./x.ts" : "./x.js", import.meta.url): the .js branch is the compiled one.
+      for (const line of text.split("\n").filter((l) => l.includes("new URL(") && l.includes("import.meta.url"))) {
+        for (const m of line.matchAll(/"(\.{1,2}\/[^"]+\.js)"/g)) {
+          loaded++;
+          if (!existsSync(path.join(dist, path.dirname(file), m[1]!))) missing.push(`${file} → ${m[1]}`);
+        }
+      }
+    }
+    assert.ok(loaded >= 3, `found ${loaded} modules loaded by URL`);
+    assert.deepEqual(missing, []);
   });
 
   test("it finds the login contract it ships (check --offline)", async () => {

@@ -6,7 +6,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import pg from "pg";
-import { generateEvents } from "../../src/ops/demo.ts";
+import { generateEvents } from "../../src/ops/synthetic-events.ts";
 import { MASQ_BIN, masqEnv, spawnMasq, type MasqProcess } from "../helpers/masq-process.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/postgres.ts";
 

@@ -8,7 +8,7 @@ import { prepareDatabase } from "../../src/db/prepare-database.ts";
 import { LEGACY_MIGRATIONS_DIR, loadMigrations, migrate } from "../../src/db/migrate.ts";
 import { ensureTargetTable } from "../../src/db/tables.ts";
 import { sendBodies } from "../../src/ops/demo.ts";
-import type { SyntheticEvent } from "../../src/ops/demo.ts";
+import type { SyntheticEvent } from "../../src/ops/synthetic-events.ts";
 import { ConfigError } from "../../src/errors.ts";
 import { createLogger } from "../../src/log.ts";
 import { commitMessages } from "../../src/ingest/commit-batch.ts";
@@ -17,7 +17,7 @@ import { PrepareThreads } from "../../src/ingest/prepare-threads.ts";
 import { rotatePseudonymKey, type RotatePseudonymKeyOptions } from "../../src/lifecycle/rotate-pseudonym-key.ts";
 import type { RotationPhase } from "../../src/lifecycle/rotation-state.ts";
 import { parseLoginEvent } from "../../src/ingest/login-event.ts";
-import { open, loadDataKeys, quarantineBodyAad } from "../../src/keys/data-keys.ts";
+import { open, unwrapDataKeys, quarantineBodyAad } from "../../src/keys/data-keys.ts";
 import { LocalKeyProvider, localMasterKeyId } from "../../src/keys/key-provider.ts";
 import { pseudonymKeyVersion } from "../../src/keys/pseudonym-keys.ts";
 import { usePipelineFixture } from "../helpers/fixture.ts";
@@ -159,7 +159,7 @@ describe("key rotation", () => {
       masked_ip: string | null;
       masked_device_id: string | null;
     }>("SELECT message_id, reason, body, body_data_key_id, body_nonce, body_ciphertext, masked_ip, masked_device_id FROM masq.quarantine WHERE body IS NOT NULL");
-    const keys = await loadDataKeys(fx.db.pool, provider(), q.rows.flatMap((r) => (r.body_data_key_id ? [r.body_data_key_id] : [])));
+    const keys = await unwrapDataKeys(fx.db.pool, provider(), q.rows.flatMap((r) => (r.body_data_key_id ? [r.body_data_key_id] : [])));
     let redacted = 0;
     for (const r of q.rows) {
       if (r.reason === "db_rejected") {

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import { after, before, test } from "node:test";
-import { generateEvents, sendBodies } from "../../src/ops/demo.ts";
-import type { SyntheticEvent } from "../../src/ops/demo.ts";
+import { sendBodies } from "../../src/ops/demo.ts";
+import { generateEvents, type SyntheticEvent } from "../../src/ops/synthetic-events.ts";
 import type { TopSnapshot } from "../../src/ops/top.ts";
 import { MASQ_BIN, masqEnv, spawnMasq, type MasqProcess } from "../helpers/masq-process.ts";
 import { expectedCounts, uniqueEvents, waitFor } from "../helpers/pipeline.ts";

@@ -4,7 +4,7 @@ import fc from "fast-check";
 import { applyContract, type Applied } from "../../src/contracts/apply-contract.ts";
 import { compileContract, contractKeys } from "../../src/contracts/compile-contract.ts";
 import { defaultContract } from "../../src/contracts/contract.ts";
-import { generateEvents } from "../../src/ops/demo.ts";
+import { generateEvents } from "../../src/ops/synthetic-events.ts";
 import { maskEvent } from "../../src/ingest/prepare.ts";
 import { createPseudonymizer } from "../../src/ingest/pseudonymize.ts";
 import { parseLoginEvent, REASON_CODES } from "../../src/ingest/login-event.ts";

@@ -9,7 +9,7 @@ const SRC = fileURLToPath(new URL("../../src/", import.meta.url));
  * The npm packages a fresh Node loads for these imports of src/ (ESM and CommonJS), by their registry names, and
  * masq's own files (as "src/…").
  */
-function packagesLoadedBy(modules: string[]): string[] {
+function packagesLoadedBy(modules: string[], opts: { threadEntry?: boolean } = {}): string[] {
   const script = `
     import { registerHooks } from "node:module";
     const seen = new Set();
@@ -19,7 +19,11 @@ function packagesLoadedBy(modules: string[]): string[] {
       if (m) seen.add(m[1]);
       return r;
     } });
-    for (const m of ${JSON.stringify(modules)}) await import(${JSON.stringify(SRC)} + m);
+    for (const m of ${JSON.stringify(modules)}) {
+      // A thread's entry module throws here, on the main thread (it has no parentPort), but only once everything
+      // it imports is loaded: the whole module graph is loaded before any of it runs.
+      try { await import(${JSON.stringify(SRC)} + m); } catch (err) { if (!${opts.threadEntry === true}) throw err; }
+    }
     process.stdout.write(JSON.stringify([...seen].sort()));`;
   return JSON.parse(execFileSync(process.execPath, ["--input-type=module", "-e", script], { encoding: "utf8" })) as string[];
 }
@@ -45,4 +49,23 @@ test("masq run loads neither the HTTP listener nor retention's pruning before it
 test("the command line loads no command's module before the command runs", () => {
   const loaded = packagesLoadedBy(["cli.ts"]);
   for (const heavy of ["@aws-sdk/client-sqs", "pg", "@noble/hashes"]) assert.ok(!loaded.includes(heavy), `${heavy} is loaded: ${loaded.join(" ")}`);
+});
+
+test("a prepare thread loads no database driver, query builder or logger: it only masks and seals", () => {
+  const loaded = packagesLoadedBy(["ingest/prepare-worker.ts"], { threadEntry: true });
+  assert.ok(loaded.includes("src/ingest/prepare.ts"), loaded.join(" "));
+  for (const heavy of ["pg", "kysely", "pino", "@aws-sdk/client-sqs", "@aws-sdk/client-kms"]) assert.ok(!loaded.includes(heavy), `${heavy} is loaded: ${loaded.join(" ")}`);
+});
+
+test("the SQS thread loads the SQS client and neither Postgres's driver nor the logger", () => {
+  const loaded = packagesLoadedBy(["ingest/sqs-thread-worker.ts"], { threadEntry: true });
+  assert.ok(loaded.includes("@aws-sdk/client-sqs"), loaded.join(" "));
+  for (const heavy of ["pg", "kysely", "pino", "@aws-sdk/client-kms"]) assert.ok(!loaded.includes(heavy), `${heavy} is loaded: ${loaded.join(" ")}`);
+});
+
+test("masq top reads /metrics without loading the metrics library, and the synthetic events load no package at all", () => {
+  const top = packagesLoadedBy(["commands/top.ts"]);
+  assert.ok(!top.includes("prom-client"), top.join(" "));
+  // The benchmark's measured process imports the synthetic events: nothing else may come with them.
+  assert.deepEqual(packagesLoadedBy(["ops/synthetic-events.ts"]), ["src/ops/synthetic-events.ts"]);
 });

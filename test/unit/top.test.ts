@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { Metrics, parseMetrics } from "../../src/ops/metrics.ts";
-import { formatTop, topSnapshot } from "../../src/ops/top.ts";
+import { Metrics } from "../../src/ops/metrics.ts";
+import { formatTop, parseMetrics, topSnapshot } from "../../src/ops/top.ts";
 
 /** masq top reads what Metrics exports: the same registry, its text parsed back, two scrapes for rates. */
 test("a snapshot of Metrics' own /metrics text: totals, reasons, rates over the interval, lag quantiles, keys", async () => {

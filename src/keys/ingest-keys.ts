@@ -1,3 +1,8 @@
+/**
+ * Ingestion's keys: the active pseudonym key, and the vault sealer with the data keys it encrypts with. Opened once per
+ * process (openIngestKeys waits while Postgres or the key provider cannot be reached, and stops at once on a key that
+ * does not unwrap); refresh follows a rotation to the new pseudonym key.
+ */
 import type pg from "pg";
 import type { Db } from "../db/pool.ts";
 import { describeError, TransientError } from "../errors.ts";

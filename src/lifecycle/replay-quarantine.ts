@@ -244,13 +244,8 @@ export async function replayQuarantine(
  */
 async function auditCorrectedReplay(pool: pg.Pool, lazyKeys: LazyKeys, messageId: string, reason: string, bodyLength: number): Promise<void> {
   const { auditKey, client } = await lazyKeys.get();
-  await appendSealed(pool, auditKey, "SELECT masq.audit_replay_corrected($1, $2, $3, $4, $5)::text AS seq", [
-    reason,
-    JSON.stringify({ body_length: bodyLength }),
-    JSON.stringify(client),
-    messageId,
-    auditKey.version,
-  ]);
+  const selector = JSON.stringify({ body_length: bodyLength });
+  await appendSealed(pool, auditKey, sql<{ seq: string }>`SELECT masq.audit_replay_corrected(${reason}, ${selector}, ${JSON.stringify(client)}, ${messageId}, ${auditKey.version})::text AS seq`);
 }
 
 /** Records read, decrypted, validated and sealed at a time by `quarantine replay`. */

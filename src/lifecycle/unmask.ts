@@ -1,9 +1,8 @@
-import type pg from "pg";
 import { sql } from "kysely";
 import type { Db } from "../db/pool.ts";
 import { classified } from "../db/query.ts";
 import { masqQueries } from "../db/schema.ts";
-import { qualified, type TableName } from "../db/tables.ts";
+import type { TableName } from "../db/tables.ts";
 import { FatalError, ConfigError } from "../errors.ts";
 import type { PiiKind, Pseudonymizer } from "../ingest/pseudonymize.ts";
 import { openAuditKey } from "../keys/audit-key.ts";
@@ -35,7 +34,7 @@ export async function unmask(
   lc: Lifecycle,
   req: { reason: string; selector: Selector; table: TableName; pseudonymKeyOverride: Uint8Array | undefined },
 ): Promise<RevealResult & { notFound: string[] }> {
-  const wanted = await wantedPseudonyms(lc.db.pool, req.table, req.selector);
+  const wanted = await wantedPseudonyms(lc.db, req.table, req.selector);
   const r = await revealVault(lc.db, lc.keys(), {
     reason: req.reason,
     selector: describeSelector(req.selector),
@@ -59,13 +58,10 @@ export async function pseudonymOf(lc: Lifecycle, req: { kind: PiiKind; value: st
   const pseudonym = key.pseudonymizer.pseudonymize(req.kind, req.value);
   const auditKey = await openAuditKey(lc.db.pool, provider);
   try {
-    await appendSealed(lc.db.pool, auditKey, "SELECT masq.audit_pseudonym($1, $2, $3, $4, $5)::text AS seq", [
-      req.reason,
-      JSON.stringify({ kind: req.kind, keyVersion: key.version }),
-      JSON.stringify(await lc.client()),
-      [`${req.kind}:${pseudonym}`],
-      auditKey.version,
-    ]);
+    const selector = JSON.stringify({ kind: req.kind, keyVersion: key.version });
+    const client = JSON.stringify(await lc.client());
+    const subjects = [`${req.kind}:${pseudonym}`];
+    await appendSealed(lc.db.pool, auditKey, sql<{ seq: string }>`SELECT masq.audit_pseudonym(${req.reason}, ${selector}, ${client}, ${subjects}, ${auditKey.version})::text AS seq`);
   } finally {
     auditKey.key.fill(0);
   }
@@ -84,19 +80,21 @@ function describeSelector(s: Selector): Record<string, unknown> {
 }
 
 /** The (kind, pseudonym) pairs asked for: given directly, or those of the table's rows that match. */
-async function wantedPseudonyms(pool: pg.Pool, table: TableName, s: Selector): Promise<{ kind: PiiKind; pseudonym: string }[]> {
+async function wantedPseudonyms(db: Db, table: TableName, s: Selector): Promise<{ kind: PiiKind; pseudonym: string }[]> {
   const out: { kind: PiiKind; pseudonym: string }[] = [];
   // A bare pseudonym may be of either kind (they never collide): look it up as each kind asked for.
   for (const p of s.pseudonyms) for (const kind of s.kinds) out.push({ kind, pseudonym: p });
   if (s.userIds.length > 0 || s.from !== undefined || s.to !== undefined) {
-    const { rows } = await pool.query<{ masked_ip: string | null; masked_device_id: string | null }>(
-      `SELECT DISTINCT masked_ip, masked_device_id FROM ${qualified(table)}
-       WHERE ($1::text[] IS NULL OR user_id = ANY($1::text[]))
-         AND ($2::date IS NULL OR create_date >= $2::date)
-         AND ($3::date IS NULL OR create_date <= $3::date)
+    const userIds = s.userIds.length > 0 ? s.userIds : null;
+    const from = s.from ?? null;
+    const to = s.to ?? null;
+    const { rows } = await classified(
+      sql<{ masked_ip: string | null; masked_device_id: string | null }>`SELECT DISTINCT masked_ip, masked_device_id FROM ${sql.id(table.schema, table.name)}
+       WHERE (${userIds}::text[] IS NULL OR user_id = ANY(${userIds}::text[]))
+         AND (${from}::date IS NULL OR create_date >= ${from}::date)
+         AND (${to}::date IS NULL OR create_date <= ${to}::date)
        ORDER BY masked_ip, masked_device_id
-       LIMIT $4`,
-      [s.userIds.length > 0 ? s.userIds : null, s.from ?? null, s.to ?? null, s.limit + 1],
+       LIMIT ${s.limit + 1}`.execute(masqQueries(db)),
     );
     const seen = new Set(out.map((w) => `${w.kind}:${w.pseudonym}`));
     for (const r of rows) {
@@ -162,15 +160,14 @@ export async function revealVault(db: Db, provider: KeyProvider, req: RevealRequ
     for (const v of new Set(candidates.map((c) => c.key_version))) {
       pseudonymizers.set(v, (await pseudonymKeyVersion(pool, provider, v, undefined, req.pseudonymKeyOverride)).pseudonymizer);
     }
-    const { seq, more } = await appendSealed<{ seq: string; more: boolean }>(pool, auditKey, "SELECT seq::text AS seq, more FROM masq.audit_reveal_vault($1, $2, $3, $4, $5, $6, $7)", [
-      req.reason,
-      JSON.stringify(req.selector),
-      JSON.stringify(req.client),
-      req.wanted.map((w) => w.kind),
-      req.wanted.map((w) => w.pseudonym),
-      req.limit,
-      auditKey.version,
-    ]);
+    const kinds = req.wanted.map((w) => w.kind);
+    const pseudonyms = req.wanted.map((w) => w.pseudonym);
+    const { seq, more } = await appendSealed(
+      pool,
+      auditKey,
+      sql<{ seq: string; more: boolean }>`SELECT seq::text AS seq, more
+        FROM masq.audit_reveal_vault(${req.reason}, ${JSON.stringify(req.selector)}, ${JSON.stringify(req.client)}, ${kinds}, ${pseudonyms}, ${req.limit}, ${auditKey.version})`,
+    );
     const { rows } = await classified(sql<Cipher>`SELECT kind, pseudonym, key_version, data_key_id, nonce, ciphertext FROM masq.vault_ciphertexts(${seq})`.execute(masqQueries(db)));
     // A rotation between step 0 and step 2 can move a value to a data key or pseudonym key not unwrapped yet.
     const lateKeys = rows.map((r) => r.data_key_id).filter((id) => !dataKeys.has(id));

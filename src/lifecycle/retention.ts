@@ -120,17 +120,17 @@ async function pruneVaultBatch(
   after: PruneCursor | undefined,
   batchSize: number,
 ): Promise<VaultBatch> {
-  const query = (db: pg.Pool | pg.PoolClient) =>
+  const batch = (db: pg.Pool | pg.PoolClient) =>
     sql<VaultBatch>`SELECT scanned, pruned, seq::text AS seq, next_kind, next_pseudonym
       FROM masq.vault_prune_batch(${qualified(o.table)}::regclass, ${o.days}, ${after?.kind ?? null}, ${after?.pseudonym ?? null}, ${batchSize}, ${audit?.client ?? "{}"}, ${audit?.key.version ?? null})`.execute(
       masqQueries(db),
     );
-  if (audit === undefined) return (await classified(query(pool))).rows[0]!;
+  if (audit === undefined) return (await classified(batch(pool))).rows[0]!;
   // One statement and the seal of its audit row: the transaction is open for two round trips, never longer.
   return retryEpochLock(
     () =>
       inTransaction(pool, async (c) => {
-        const b = (await withLockWatch(pool, c, { what: DELETER_WAITS, onEnded: o.onBlockerEnded }, () => classified(query(c)))).rows[0]!;
+        const b = (await withLockWatch(pool, c, { what: DELETER_WAITS, onEnded: o.onBlockerEnded }, () => classified(batch(c)))).rows[0]!;
         if (b.seq !== null) await sealAudit(c, audit.key, b.seq);
         return b;
       }),

@@ -4,7 +4,7 @@ import { targetText, type PgTarget } from "./pool.ts";
 
 /**
  * The one way masq's own code talks to Postgres outside the hot path: a query whose failure comes out as masq's
- * error classes (transient, data, fatal, configuration; sink/pg-errors.ts), classified here where the call is made.
+ * error classes (transient, data, fatal, configuration; classifyPgError below), classified here where the call is made.
  */
 export async function query<R extends pg.QueryResultRow = pg.QueryResultRow>(db: pg.Pool | pg.PoolClient, text: string, values: unknown[] = []): Promise<pg.QueryResult<R>> {
   try {

@@ -152,7 +152,7 @@ export const SCHEMA_TABLES = {
   },
 } as const;
 
-/** How node-postgres hands each Postgres type to masq (int8 as text, dates as 'YYYY-MM-DD': sink/db.ts). */
+/** How node-postgres hands each Postgres type to masq (int8 as text, dates as 'YYYY-MM-DD': db/pool.ts). */
 interface PgTypes {
   text: string;
   uuid: string;

@@ -11,6 +11,12 @@ import type { AuditKey } from "../keys/audit-key.ts";
 import type { KeyProvider } from "../keys/key-provider.ts";
 
 /**
+ * masq's audit trail (masq.audit): the row as its MAC covers it, appending and sealing a row in the transaction that
+ * records an action (appendSealed, sealAudit, recordRotation, flagSuspect), what a row counts (audit list), and the
+ * walk that verifies the whole chain (audit verify).
+ */
+
+/**
  * A row of masq.audit as the MAC covers it. Every field is read in a canonical text form (the timestamp in UTC to
  * the microsecond, jsonb as Postgres prints it, which sorts keys), so the MAC computed when the row is sealed and
  * the one `masq audit verify` recomputes are over the same bytes.
@@ -75,6 +81,8 @@ function osUser(): string | undefined {
   }
 }
 
+// What a row counts, in words (masq audit list).
+
 /**
  * What an audit row covers, counted in the units of its action. The row's value_count column is the number of its
  * subjects (cardinality, migration 005), which is the number of values only for unmask and pseudonym: an export
@@ -120,6 +128,8 @@ export function auditCountsText(counts: Record<string, number>): string {
   const parts = Object.entries(counts).map(([k, n]) => `${n.toLocaleString("en-US")} ${UNITS[k] ?? k}`);
   return parts.length === 0 ? "keys only" : parts.join(", ");
 }
+
+// Appending and sealing: every audited action's row commits sealed before anything is revealed or changed.
 
 /**
  * The first step of every audited reveal, in one transaction: `statement` appends the audit row (a masq.audit_*
@@ -214,6 +224,8 @@ export async function flagSuspect(
     return seq;
   });
 }
+
+// Verifying the trail: the chain of MACs, and checkpoints kept outside the database.
 
 /** The head of the trail at some moment, kept outside the database: `masq-audit:<seq>:<mac hex>`. */
 export interface Checkpoint {

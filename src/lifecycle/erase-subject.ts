@@ -12,6 +12,11 @@ import { sealAudit } from "./audit.ts";
 import type { Lifecycle } from "./audited-command.ts";
 import { withRotationLock } from "./rotation-state.ts";
 
+/**
+ * `masq subject erase`: a user's rows, quarantine records and private vault values deleted in audited, resumable
+ * batches (or previewed); and the batch loop and epoch-lock retry that every deleter of vault values uses.
+ */
+
 /** What an erasure deleted (or, dry, would delete). */
 export interface ErasureCounts {
   rows: number;
@@ -158,6 +163,8 @@ export async function eraseUser(lc: Lifecycle, req: EraseUserRequest, report: Er
     }),
   );
 }
+
+// Deleting vault values while ingestion runs: shared by erasure and retention.
 
 /**
  * How anything that deletes vault values (subject erasure, retention) stays exact while ingestion runs (migration

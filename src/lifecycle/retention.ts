@@ -12,6 +12,11 @@ import type { Logger } from "../log.ts";
 import { clientReported, sealAudit } from "./audit.ts";
 import { DELETER_WAITS, retryEpochLock } from "./erase-subject.ts";
 
+/**
+ * Retention: quarantine records and unused vault values older than the retention period deleted in audited batches,
+ * by `masq vault prune` (pruneVault) or periodically inside `masq run` (startPeriodicPrune).
+ */
+
 /** Where the vault pass goes on from: the last primary key (kind, pseudonym) a batch looked at. */
 export interface PruneCursor {
   kind: string;
@@ -153,6 +158,8 @@ async function countQuarantine(pool: pg.Pool, days: number): Promise<number> {
   const r = await classified(sql<{ pruned: number }>`SELECT pruned FROM masq.quarantine_prune_batch(${days}, 1, '{}', NULL)`.execute(masqQueries(pool)));
   return r.rows[0]!.pruned;
 }
+
+// `masq run` with MASQ_VAULT_RETENTION_DAYS: the same pruning, hourly, by one process of all replicas.
 
 export interface PeriodicPruneOptions {
   /** A pool of its own (three connections): the advisory lock is held on one for a whole run, never on ingestion's; one watches the deleter's lock waits (lock-watch.ts). */

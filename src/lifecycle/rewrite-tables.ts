@@ -8,6 +8,11 @@ import { ConfigError } from "../errors.ts";
 import type { PassContext } from "./audited-command.ts";
 import type { RotationState } from "./rotation-state.ts";
 
+/**
+ * The table pass of a pseudonym key rotation: which tables it rewrites (the one named, then every registered one),
+ * the checks that each can be walked by blocks, and the block-by-block rewrite through the rotation map.
+ */
+
 /** A table the table pass rewrites: as masq.pseudonym_rotation names it (schema.name), and as a name for SQL. */
 export interface RotationTable {
   text: string;
@@ -36,7 +41,7 @@ export async function assertTablesRewritable(pool: pg.Pool, state: Pick<Rotation
 }
 
 /**
- * The table pass over every table of rotationTables, one after another, each resumable by its blocks (rewrite-table.ts):
+ * The table pass over every table of rotationTables, one after another, each resumable by its blocks (rewriteTable):
  * target_table is the table in progress, tables_done those finished. The list is read again after each table, so a
  * table registered while the rotation ran is rewritten too. Returns false when stopped by the signal before the end.
  */
@@ -84,12 +89,14 @@ async function exists(pool: pg.Pool, table: TableName): Promise<boolean> {
   return rows[0]?.oid !== null && rows[0]?.oid !== undefined;
 }
 
+// One table's pass, by ranges of its blocks.
+
 /** Rows per block when Postgres has no statistics yet: about what a user_logins row of pseudonyms takes. */
 const ROWS_PER_BLOCK_GUESS = 40;
 
 /**
- * The table pass over one table (rewrite-tables.ts takes every registered table in turn): every row's masked_ip and masked_device_id under the old key get the new key's pseudonyms, from
- * the rotation map. The user's table has no key and no index, so it is walked in physical order, a range of blocks
+ * The table pass over one table (rewriteTables takes every registered table in turn): every row's masked_ip and
+ * masked_device_id under the old key get the new key's pseudonyms, from the rotation map. The user's table has no key and no index, so it is walked in physical order, a range of blocks
  * per transaction (a TID range scan, Postgres 14+), with the last block done kept in masq.pseudonym_rotation.
  *
  * Only the blocks that existed when the pass began are walked: rows appended later were written under the new key

@@ -17,6 +17,11 @@ import { reredactQuarantine } from "./reredact-quarantine.ts";
 import { assertRewritable, assertTablesRewritable, rotationTables, rewriteTables, tableText } from "./rewrite-tables.ts";
 import { withRotationLock, readRotationState, setRotationPhase, type RotationPhase, type RotationState } from "./rotation-state.ts";
 
+/**
+ * `masq rotate pseudonym-key`: the whole rotation (switch, the three passes, retirement) under the rotation lock,
+ * each step audited, and its dry-run preview.
+ */
+
 export interface RotatePseudonymKeyOptions {
   pool: pg.Pool;
   provider: KeyProvider;
@@ -49,7 +54,7 @@ export type RotatePseudonymKeyResult =
 /**
  * `masq rotate pseudonym-key`: a new pseudonym key, and every pseudonym masq wrote under the old one replaced, while
  * ingestion keeps running. In order, each step resumable:
- *   1. the switch (switch-pseudonym-key.ts): from its commit on, ingestion writes under the new key only;
+ *   1. the switch (switchPseudonymKey below): from its commit on, ingestion writes under the new key only;
  *   2. the vault pass: each stored value under its new pseudonym, old → new recorded in the rotation map;
  *   3. the quarantine pass: kept bodies redacted under the new key;
  *   4. the table pass: the table named and every registered table, one after another, through the map;
@@ -188,6 +193,8 @@ export async function previewPseudonymRotation(db: Db, table: TableName): Promis
   return { ...r, tables };
 }
 
+// The switch: the step that makes ingestion write under the new key.
+
 interface KeyRow {
   version: number;
   state: "active" | "retiring";
@@ -286,9 +293,11 @@ function refuseExternal(active: KeyRow): void {
   );
 }
 
+// Retirement: the step that ends a rotation.
+
 /**
  * The end of a rotation: once no vault row has the old version and the table pass has done every registered table
- * (rewrite-tables.ts: until then the map is their rows' only way to the vault), the old key is retired and its key
+ * (rewriteTables: until then the map is their rows' only way to the vault), the old key is retired and its key
  * material destroyed (wrapped set to NULL), and the rotation map, the last link between old and new pseudonyms, is
  * emptied.
  * One transaction, with the rotation's audit row (`audit`, appended before the key is retired). Returns the

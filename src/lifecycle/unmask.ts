@@ -12,6 +12,11 @@ import { activePseudonymKey, pseudonymKeyVersion } from "../keys/pseudonym-keys.
 import { flagSuspect, appendSealed } from "./audit.ts";
 import type { Lifecycle } from "./audited-command.ts";
 
+/**
+ * `masq unmask` and `masq pseudonym`: the audited read of the vault (revealVault, also used by other reveals) and how
+ * its values are printed.
+ */
+
 export const KINDS: readonly PiiKind[] = ["ip", "device_id"];
 
 /** What `masq unmask` was asked for: pseudonyms, or the rows of the table by user id and/or date range. */
@@ -210,6 +215,8 @@ async function vaultEntries(db: Db, wanted: RevealRequest["wanted"], limit: numb
   );
   return rows;
 }
+
+// Output: the recovered values as a table, CSV or JSON, safe to print to a terminal or open in a spreadsheet.
 
 /** One recovered value, as `masq unmask` prints it. */
 export interface Unmasked {

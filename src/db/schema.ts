@@ -1,4 +1,5 @@
-import { Kysely, PostgresDialect, type ColumnType } from "kysely";
+import { Kysely, PostgresDialect, type ColumnType, type PostgresPool, type PostgresPoolClient } from "kysely";
+import type pg from "pg";
 import type { Db } from "./pool.ts";
 
 /**
@@ -175,18 +176,28 @@ export type Database = {
   -readonly [T in keyof typeof SCHEMA_TABLES]: { -readonly [C in keyof (typeof SCHEMA_TABLES)[T]]: ColumnType<ColumnOf<(typeof SCHEMA_TABLES)[T][C]>> };
 };
 
-const builders = new WeakMap<Db, Kysely<Database>>();
+const builders = new WeakMap<pg.Pool | pg.ClientBase, Kysely<Database>>();
 
 /**
- * Typed queries on masq's own tables (lifecycle, status, quarantine, the demo's summary), on the pool of `db`. Kysely is loaded
- * only by the commands that use it: importing it costs about 0.2 s, which `run` would pay at every start for nothing.
- * The pool stays db's: db.close() ends it, and the builder is never destroyed on its own.
+ * Typed queries on masq's own tables (lifecycle, status, quarantine, the demo's summary), on the pool of `db`, or on
+ * one connected client (a pool's, checked out): inside `inTransaction`, the statements must run on the transaction's
+ * own connection.
+ * Kysely is loaded only by the commands that use it: importing it costs about 0.2 s, which `run` would pay at every
+ * start for nothing. The pool or client stays the caller's: db.close() ends the pool, the caller releases the
+ * client (kysely's release of it is a no-op), and the builder is never destroyed on its own.
  */
-export function masqQueries(db: Db): Kysely<Database> {
-  let k = builders.get(db);
+export function masqQueries(db: Db | pg.Pool | pg.ClientBase): Kysely<Database> {
+  const on = "pool" in db && "target" in db ? db.pool : db;
+  let k = builders.get(on);
   if (k === undefined) {
-    k = new Kysely<Database>({ dialect: new PostgresDialect({ pool: db.pool }) });
-    builders.set(db, k);
+    k = new Kysely<Database>({ dialect: new PostgresDialect({ pool: "idleCount" in on ? on : heldClient(on) }) });
+    builders.set(on, k);
   }
   return k;
+}
+
+/** A pool of one client already checked out by the caller: kysely runs every statement on it and never releases it. */
+function heldClient(client: pg.ClientBase): PostgresPool {
+  const held = { query: client.query.bind(client), release: () => undefined, processID: (client as { processID?: number }).processID } as unknown as PostgresPoolClient;
+  return { connect: () => Promise.resolve(held), end: () => Promise.resolve(), options: {} };
 }

@@ -1,12 +1,20 @@
 import type pg from "pg";
 import { createHmac, timingSafeEqual } from "node:crypto";
 import { userInfo } from "node:os";
+import { sql, type RawBuilder } from "kysely";
 import { inTransaction } from "../db/pool.ts";
-import { query, classifyPgError } from "../db/query.ts";
+import { classified, classifyPgError } from "../db/query.ts";
+import { masqQueries } from "../db/schema.ts";
 import { describeError, FatalError } from "../errors.ts";
 import type { PiiKind } from "../ingest/pseudonymize.ts";
 import type { AuditKey } from "../keys/audit-key.ts";
 import type { KeyProvider } from "../keys/key-provider.ts";
+
+/**
+ * masq's audit trail (masq.audit): the row as its MAC covers it, appending and sealing a row in the transaction that
+ * records an action (appendSealed, sealAudit, recordRotation, flagSuspect), what a row counts (audit list), and the
+ * walk that verifies the whole chain (audit verify).
+ */
 
 /**
  * A row of masq.audit as the MAC covers it. Every field is read in a canonical text form (the timestamp in UTC to
@@ -44,7 +52,7 @@ export function macMatches(key: Uint8Array, r: AuditRow): boolean {
 }
 
 export async function readAuditRow(db: pg.Pool | pg.PoolClient, seq: string | number): Promise<AuditRow | undefined> {
-  return (await query<AuditRow>(db, `SELECT ${AUDIT_COLUMNS} FROM masq.audit WHERE seq = $1`, [seq])).rows[0];
+  return (await classified(sql<AuditRow>`SELECT ${sql.raw(AUDIT_COLUMNS)} FROM masq.audit WHERE seq = ${seq}`.execute(masqQueries(db)))).rows[0];
 }
 
 /**
@@ -72,6 +80,8 @@ function osUser(): string | undefined {
     return process.env.USER;
   }
 }
+
+// What a row counts, in words (masq audit list).
 
 /**
  * What an audit row covers, counted in the units of its action. The row's value_count column is the number of its
@@ -119,14 +129,16 @@ export function auditCountsText(counts: Record<string, number>): string {
   return parts.length === 0 ? "keys only" : parts.join(", ");
 }
 
+// Appending and sealing: every audited action's row commits sealed before anything is revealed or changed.
+
 /**
  * The first step of every audited reveal, in one transaction: `statement` appends the audit row (a masq.audit_*
  * definer function, which also records what it will hand out), the row is sealed with its MAC, COMMIT. Only then
  * may the caller reveal, and only what the committed row names (the definer functions of step 2 check it).
  */
-export async function appendSealed<R extends { seq: string }>(pool: pg.Pool, key: AuditKey, statement: string, values: unknown[]): Promise<R> {
+export async function appendSealed<R extends { seq: string }>(pool: pg.Pool, key: AuditKey, statement: RawBuilder<R>): Promise<R> {
   return inTransaction(pool, async (client) => {
-    const row = (await query<R>(client, statement, values)).rows[0]!;
+    const row = (await classified(statement.execute(masqQueries(client)))).rows[0]!;
     await sealAudit(client, key, row.seq);
     return row;
   });
@@ -140,7 +152,7 @@ export async function appendSealed<R extends { seq: string }>(pool: pg.Pool, key
 export async function sealAudit(client: pg.PoolClient, key: AuditKey, seq: string | number): Promise<void> {
   const row = await readAuditRow(client, seq);
   if (row === undefined) throw new FatalError(`audit row ${seq} is not there to seal`);
-  await query(client, "SELECT masq.audit_seal($1, $2)", [seq, auditMac(key.key, row)]);
+  await classified(sql`SELECT masq.audit_seal(${seq}, ${auditMac(key.key, row)})`.execute(masqQueries(client)));
 }
 
 /** Owner only (rotations): appends a row of `action` and seals it, in the caller's transaction. */
@@ -149,13 +161,11 @@ export async function appendAudit(
   key: AuditKey,
   a: { action: "rotate-pseudonym-key" | "rotate-master-key"; reason: string; selector: Record<string, unknown>; client: Record<string, unknown> },
 ): Promise<string> {
-  const r = await query<{ seq: string }>(client, "SELECT masq.audit_append($1, $2, $3, $4, '{}', $5)::text AS seq", [
-    a.action,
-    a.reason,
-    JSON.stringify(a.selector),
-    JSON.stringify(a.client),
-    key.version,
-  ]);
+  const r = await classified(
+    sql<{ seq: string }>`SELECT masq.audit_append(${a.action}, ${a.reason}, ${JSON.stringify(a.selector)}, ${JSON.stringify(a.client)}, '{}', ${key.version})::text AS seq`.execute(
+      masqQueries(client),
+    ),
+  );
   const seq = r.rows[0]!.seq;
   await sealAudit(client, key, seq);
   return seq;
@@ -195,13 +205,9 @@ export async function flagSuspect(
   return inTransaction(pool, async (client) => {
     let seq: string | null;
     try {
-      const r = await client.query<{ seq: string | null }>("SELECT masq.flag_vault_suspect($1, $2, $3, $4, $5)::text AS seq", [
-        reveal,
-        userId,
-        forged.map((f) => f.kind),
-        forged.map((f) => f.pseudonym),
-        key.version,
-      ]);
+      const kinds = forged.map((f) => f.kind);
+      const pseudonyms = forged.map((f) => f.pseudonym);
+      const r = await sql<{ seq: string | null }>`SELECT masq.flag_vault_suspect(${reveal}, ${userId}, ${kinds}, ${pseudonyms}, ${key.version})::text AS seq`.execute(masqQueries(client));
       seq = r.rows[0]!.seq;
     } catch (err) {
       // The reveal's row is older than the ten minutes a step 2 may use it (a long export): the values were withheld,
@@ -218,6 +224,8 @@ export async function flagSuspect(
     return seq;
   });
 }
+
+// Verifying the trail: the chain of MACs, and checkpoints kept outside the database.
 
 /** The head of the trail at some moment, kept outside the database: `masq-audit:<seq>:<mac hex>`. */
 export interface Checkpoint {
@@ -263,7 +271,7 @@ export async function verifyAudit(pool: pg.Pool, key: AuditKey, against?: Checkp
   const start = key.chainStart;
   for (;;) {
     // audit.seq, the column: a bare "seq" in ORDER BY would be AUDIT_COLUMNS' text copy, which sorts 10 before 2.
-    const rows = (await query<AuditRow>(pool, `SELECT ${AUDIT_COLUMNS} FROM masq.audit WHERE audit.seq > $1 ORDER BY audit.seq LIMIT $2`, [after.toString(), PAGE])).rows;
+    const rows = (await classified(sql<AuditRow>`SELECT ${sql.raw(AUDIT_COLUMNS)} FROM masq.audit WHERE audit.seq > ${after.toString()} ORDER BY audit.seq LIMIT ${PAGE}`.execute(masqQueries(pool)))).rows;
     if (rows.length === 0) break;
     for (const r of rows) {
       const seq = BigInt(r.seq);

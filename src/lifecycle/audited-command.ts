@@ -13,6 +13,12 @@ import { clientReported } from "./audit.ts";
 import type { RotationState } from "./rotation-state.ts";
 
 /**
+ * The harness every audited lifecycle command runs in (pool, key provider, signals, the client's own account of
+ * itself), the one-line refusals those commands print, the --reason they all require, and the context the passes of
+ * a pseudonym key rotation share.
+ */
+
+/**
  * What every lifecycle operation works with: the pool, the key provider, a signal that the first SIGINT/SIGTERM
  * aborts, and what the client reports of itself for the audit row. The harness owns opening and closing all of it.
  */
@@ -42,7 +48,7 @@ export interface HarnessOptions {
 /**
  * Runs one lifecycle command: opens the key provider and the pool, reaches Postgres, runs `work`, and closes everything
  * whatever happens; its exit code, or the refusal's. The audited steps themselves (append → seal → commit, then
- * reveal or change) are seal-audit.ts's appendSealed, called by each operation before it reveals or deletes anything.
+ * reveal or change) are audit.ts's appendSealed, called by each operation before it reveals or deletes anything.
  */
 export async function runAudited(flags: Record<string, unknown>, opts: HarnessOptions, work: (lc: Lifecycle) => Promise<number>): Promise<number> {
   let provider: KeyProvider | undefined;
@@ -150,6 +156,8 @@ export function readReason(flags: Record<string, unknown>): string {
   }
   return given;
 }
+
+// The rotation's passes (vault, quarantine, tables) share one context.
 
 /** What each pass of a pseudonym key rotation works with. */
 export interface PassContext {

@@ -1,7 +1,9 @@
+import { sql, type RawBuilder } from "kysely";
 import type pg from "pg";
 import { type Blocker, watchedQuery } from "../db/lock-watch.ts";
 import { inTransaction } from "../db/pool.ts";
-import { query } from "../db/query.ts";
+import { classified } from "../db/query.ts";
+import { masqQueries } from "../db/schema.ts";
 import { qualified, type TableName, registeredTables } from "../db/tables.ts";
 import { TransientError } from "../errors.ts";
 import { openAuditKey, subjectFingerprint, type AuditKey } from "../keys/audit-key.ts";
@@ -9,6 +11,11 @@ import { readTable } from "../settings/config.ts";
 import { sealAudit } from "./audit.ts";
 import type { Lifecycle } from "./audited-command.ts";
 import { withRotationLock } from "./rotation-state.ts";
+
+/**
+ * `masq subject erase`: a user's rows, quarantine records and private vault values deleted in audited, resumable
+ * batches (or previewed); and the batch loop and epoch-lock retry that every deleter of vault values uses.
+ */
 
 /** What an erasure deleted (or, dry, would delete). */
 export interface ErasureCounts {
@@ -40,8 +47,8 @@ export const ERASE_BATCH = 2000;
 const num = (v: unknown) => Number(v ?? 0);
 
 /** The arguments masq.audit_subject_erase and its preview take, in their order: one list for both. */
-function erasureArgs(key: AuditKey, req: ErasureRequest): unknown[] {
-  return [req.reason, JSON.stringify(req.client), req.fingerprint, qualified(req.table), req.userId, req.vaultOnly, req.everyTable, key.version];
+function erasureArgs(key: AuditKey, req: ErasureRequest): RawBuilder<unknown> {
+  return sql`${req.reason}, ${JSON.stringify(req.client)}, ${req.fingerprint}, ${qualified(req.table)}, ${req.userId}, ${req.vaultOnly}, ${req.everyTable}, ${key.version}`;
 }
 
 /**
@@ -53,7 +60,7 @@ function erasureArgs(key: AuditKey, req: ErasureRequest): unknown[] {
 export async function previewErasure(pool: pg.Pool, key: AuditKey, req: ErasureRequest): Promise<ErasureCounts & { seq: string }> {
   return inTransaction(pool, async (c) => {
     const r = (
-      await query<Record<string, unknown>>(c, "SELECT seq::text AS seq, rows, quarantine, originals, vault FROM masq.audit_subject_erase_preview($1, $2, $3, $4, $5, $6, $7, $8)", erasureArgs(key, req))
+      await classified(sql<Record<string, unknown>>`SELECT seq::text AS seq, rows, quarantine, originals, vault FROM masq.audit_subject_erase_preview(${erasureArgs(key, req)})`.execute(masqQueries(c)))
     ).rows[0]!;
     await sealAudit(c, key, String(r.seq));
     return { seq: String(r.seq), rows: num(r.rows), quarantine: num(r.quarantine), originals: num(r.originals), vault: num(r.vault) };
@@ -78,25 +85,24 @@ export async function eraseSubject(
   onBlockerEnded?: (b: Blocker, what: string) => void,
 ): Promise<ErasureCounts & { startSeq: string; doneSeq: string }> {
   const startSeq = await inTransaction(pool, async (c) => {
-    const seq = (
-      await query<{ seq: string }>(c, "SELECT masq.audit_subject_erase($1, $2, $3, $4, $5, $6, $7, $8)::text AS seq", erasureArgs(key, req))
-    ).rows[0]!.seq;
+    const seq = (await classified(sql<{ seq: string }>`SELECT masq.audit_subject_erase(${erasureArgs(key, req)})::text AS seq`.execute(masqQueries(c)))).rows[0]!.seq;
     await sealAudit(c, key, seq);
     return seq;
   });
-  await deleteInBatches<ErasureCounts & { done: boolean }>(
+  await deleteInBatches(
     pool,
-    { text: "SELECT rows, quarantine, originals, vault, done FROM masq.erase_subject_batch($1, $2)", values: [startSeq, ERASE_BATCH] },
+    sql<ErasureCounts & { done: boolean }>`SELECT rows, quarantine, originals, vault, done FROM masq.erase_subject_batch(${startSeq}, ${ERASE_BATCH})`,
     (b) => onBatch({ rows: b.rows, quarantine: b.quarantine, originals: b.originals, vault: b.vault }),
     signal,
     onBlockerEnded,
   );
   return inTransaction(pool, async (c) => {
-    const r = (await query<Record<string, unknown>>(c, "SELECT seq::text AS seq, rows, quarantine, originals, vault FROM masq.audit_subject_erased($1, $2, $3)", [
-      startSeq,
-      JSON.stringify(req.client),
-      key.version,
-    ])).rows[0]!;
+    const r = (
+      await classified(
+        sql<Record<string, unknown>>`SELECT seq::text AS seq, rows, quarantine, originals, vault
+          FROM masq.audit_subject_erased(${startSeq}, ${JSON.stringify(req.client)}, ${key.version})`.execute(masqQueries(c)),
+      )
+    ).rows[0]!;
     await sealAudit(c, key, String(r.seq));
     return { startSeq, doneSeq: String(r.seq), rows: num(r.rows), quarantine: num(r.quarantine), originals: num(r.originals), vault: num(r.vault) };
   });
@@ -158,6 +164,8 @@ export async function eraseUser(lc: Lifecycle, req: EraseUserRequest, report: Er
   );
 }
 
+// Deleting vault values while ingestion runs: shared by erasure and retention.
+
 /**
  * How anything that deletes vault values (subject erasure, retention) stays exact while ingestion runs
  * (101_keys_and_vault.sql, "the vault epoch"). Each batch is ONE statement calling a SECURITY DEFINER function that
@@ -173,15 +181,16 @@ export async function eraseUser(lc: Lifecycle, req: EraseUserRequest, report: Er
  */
 export async function deleteInBatches<R extends { done: boolean }>(
   pool: pg.Pool,
-  statement: { text: string; values: unknown[] },
+  statement: RawBuilder<R>,
   onBatch: (row: R) => void,
   signal?: AbortSignal,
   onBlockerEnded?: (b: Blocker, what: string) => void,
 ): Promise<void> {
+  const compiled = statement.compile(masqQueries(pool));
   for (;;) {
     signal?.throwIfAborted();
     const row = await retryEpochLock(
-      async () => (await watchedQuery<R>(pool, { what: DELETER_WAITS, onEnded: onBlockerEnded }, statement.text, statement.values, DELETER_STATEMENT_MS)).rows[0],
+      async () => (await watchedQuery<R>(pool, { what: DELETER_WAITS, onEnded: onBlockerEnded }, compiled.sql, [...compiled.parameters], DELETER_STATEMENT_MS)).rows[0],
       signal,
     );
     if (row === undefined) return;

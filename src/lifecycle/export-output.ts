@@ -56,7 +56,7 @@ const CSV_COLUMNS = [
 
 /**
  * `masq subject export`'s output, written page by page so that a user with a million rows is never held at once:
- * `begin`, then `page` for each page of lines, then `end`. The same safety as `masq unmask` (unmask-output.ts): in
+ * `begin`, then `page` for each page of lines, then `end`. The same safety as `masq unmask` (unmask.ts, formatUnmasked): in
  * the table and CSV every control character is shown escaped and a CSV field a spreadsheet would run is defused;
  * JSON is one array holding every value exactly.
  */

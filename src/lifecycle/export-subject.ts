@@ -1,14 +1,16 @@
+import { sql } from "kysely";
 import type pg from "pg";
 import { FatalError, ConfigError } from "../errors.ts";
 import type { PiiKind, Pseudonymizer } from "../ingest/pseudonymize.ts";
-import { qualified, quoteIdent, type TableName, registeredTables } from "../db/tables.ts";
+import { qualified, type TableName, registeredTables } from "../db/tables.ts";
 import { decodeAppVersion, MAX_APP_VERSION } from "../ingest/login-event.ts";
 import { IntegrityError, open, quarantineBodyAad, vaultAad, unwrapDataKeys } from "../keys/data-keys.ts";
 import type { ExportedMaskedRow, ExportedQuarantined, ExportedRow, ExportLine } from "./export-output.ts";
 import type { KeyProvider } from "../keys/key-provider.ts";
 import { pseudonymKeyVersion } from "../keys/pseudonym-keys.ts";
 import { readTable } from "../settings/config.ts";
-import { query } from "../db/query.ts";
+import { classified, connect } from "../db/query.ts";
+import { masqQueries } from "../db/schema.ts";
 import { openAuditKey, subjectFingerprint } from "../keys/audit-key.ts";
 import type { Lifecycle } from "./audited-command.ts";
 import { appendSealed, flagSuspect } from "./audit.ts";
@@ -94,11 +96,13 @@ export async function revealSubject(pool: pg.Pool, provider: KeyProvider, req: S
   const dataKeys = new Map<string, Uint8Array>();
   try {
     const fingerprint = subjectFingerprint(auditKey, req.userId);
-    const step1 = await appendSealed<{ seq: string; row_count: string; value_count: string; quarantined: string }>(
+    const selector = JSON.stringify({ subject: fingerprint });
+    const step1 = await appendSealed(
       pool,
       auditKey,
-      "SELECT seq::text AS seq, row_count, value_count, quarantined FROM masq.audit_subject_export($1, $2, $3, $4, $5, $6::regclass, $7::date, $8::date, $9)",
-      [req.reason, JSON.stringify({ subject: fingerprint }), JSON.stringify(req.client), req.userId, fingerprint, qualified(req.table), req.from ?? null, req.to ?? null, auditKey.version],
+      sql<{ seq: string; row_count: string; value_count: string; quarantined: string }>`SELECT seq::text AS seq, row_count, value_count, quarantined
+        FROM masq.audit_subject_export(${req.reason}, ${selector}, ${JSON.stringify(req.client)}, ${req.userId}, ${fingerprint}, ${qualified(req.table)}::regclass,
+          ${req.from ?? null}::date, ${req.to ?? null}::date, ${auditKey.version})`,
     );
     req.audited?.(step1.seq);
     const result: SubjectResult = {
@@ -119,10 +123,11 @@ export async function revealSubject(pool: pg.Pool, provider: KeyProvider, req: S
       if (p === undefined) pseudonymizers.set(version, (p = (await pseudonymKeyVersion(pool, provider, version, undefined, req.pseudonymKeyOverride)).pseudonymizer));
       return p;
     };
-    const client = await pool.connect();
+    const client = await connect(pool);
+    const tx = masqQueries(client);
     try {
-      await query(client, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", []);
-      const rowsCursor = (await query<{ c: string }>(client, "SELECT masq.subject_export_rows($1, $2) AS c", [step1.seq, req.userId])).rows[0]!.c;
+      await classified(sql`BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`.execute(tx));
+      const rowsCursor = (await classified(sql<{ c: string }>`SELECT masq.subject_export_rows(${step1.seq}, ${req.userId}) AS c`.execute(tx))).rows[0]!.c;
       // Each value is opened and checked once per page (a user's rows share values); a forged one is withheld.
       let opened = new Map<string, string | null>();
       const reveal = async (kind: PiiKind, pseudonym: string | null, version: number | null, keyId: string | null, nonce: Buffer | null, ciphertext: Buffer | null) => {
@@ -140,7 +145,7 @@ export async function revealSubject(pool: pg.Pool, provider: KeyProvider, req: S
         device_id: await reveal("device_id", maskedDeviceId, c.device_key_version, c.device_data_key_id, c.device_nonce, c.device_ciphertext),
       });
       for (;;) {
-        const page = (await query<CipherRow>(client, `FETCH ${req.pageSize} FROM ${quoteIdent(rowsCursor)}`, [])).rows;
+        const page = (await classified(sql<CipherRow>`FETCH ${sql.raw(String(req.pageSize))} FROM ${sql.id(rowsCursor)}`.execute(tx))).rows;
         if (page.length === 0) break;
         await keysFor(page.flatMap((r) => [r.ip_data_key_id, r.device_data_key_id]));
         opened = new Map();
@@ -164,11 +169,11 @@ export async function revealSubject(pool: pg.Pool, provider: KeyProvider, req: S
         result.pages++;
         await emit(lines);
       }
-      const quarantineCursor = (await query<{ c: string }>(client, "SELECT masq.subject_export_quarantine($1, $2) AS c", [step1.seq, req.userId])).rows[0]!.c;
+      const quarantineCursor = (await classified(sql<{ c: string }>`SELECT masq.subject_export_quarantine(${step1.seq}, ${req.userId}) AS c`.execute(tx))).rows[0]!.c;
       for (;;) {
         if (req.withQuarantine === false) break;
         // Originals can be large (up to the SQS limit): a smaller page.
-        const page = (await query<CipherQuarantined>(client, `FETCH ${Math.max(1, Math.floor(req.pageSize / 10))} FROM ${quoteIdent(quarantineCursor)}`, [])).rows;
+        const page = (await classified(sql<CipherQuarantined>`FETCH ${sql.raw(String(Math.max(1, Math.floor(req.pageSize / 10))))} FROM ${sql.id(quarantineCursor)}`.execute(tx))).rows;
         if (page.length === 0) break;
         await keysFor(page.flatMap((r) => [r.body_data_key_id, r.ip_data_key_id, r.device_data_key_id]));
         opened = new Map();
@@ -189,9 +194,9 @@ export async function revealSubject(pool: pg.Pool, provider: KeyProvider, req: S
         result.pages++;
         await emit(lines);
       }
-      await query(client, "COMMIT", []);
+      await classified(sql`COMMIT`.execute(tx));
     } catch (err) {
-      await client.query("ROLLBACK").catch(() => undefined);
+      await sql`ROLLBACK`.execute(tx).catch(() => undefined);
       throw err;
     } finally {
       client.release();

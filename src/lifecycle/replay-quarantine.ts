@@ -1,13 +1,13 @@
 import { sql } from "kysely";
 import type pg from "pg";
 import { readKeyConfig, readPseudonymKey } from "../settings/config.ts";
-import { classified, classifyPgError } from "../db/query.ts";
+import { classified } from "../db/query.ts";
 import type { Db } from "../db/pool.ts";
 import { DataError } from "../errors.ts";
 import type { LoginRow, Outcome, VaultEntry } from "../ingest/batch.ts";
 import { prepareOutcome } from "../ingest/prepare.ts";
 import { masqQueries } from "../db/schema.ts";
-import { qualified, type TableName } from "../db/tables.ts";
+import type { TableName } from "../db/tables.ts";
 import { StaleKeyError } from "../ingest/write-batch.ts";
 import { IngestKeys } from "../keys/ingest-keys.ts";
 import type { KeyProvider } from "../keys/key-provider.ts";
@@ -73,17 +73,19 @@ export async function replayRows(
 async function replayStatement(pool: pg.Pool, table: TableName, items: readonly ReplayItem[], vault: ReplayVault | undefined): Promise<number> {
   const col = <K extends keyof LoginRow>(k: K) => items.map((i) => i.row[k]);
   const entries = vault?.entries ?? [];
-  let res: pg.QueryResult<{ n: number; key_ok: boolean }>;
-  try {
-    // A db_rejected row replays as it was masked; a corrected body was masked now, under the active key, which the
-    // guard checks as ingestion's does (no vault entries and no version: nothing to check). The vault epoch is
-    // share-locked as ingestion's batches lock it (104_lifecycle.sql), so an erasure waits for the rows written here, and
-    // never deletes a value they use.
-    res = await pool.query<{ n: number; key_ok: boolean }>(
-      `WITH guard AS (
-         SELECT CASE WHEN $9::int IS NULL THEN true ELSE masq.lock_pseudonym_key($9) END AND masq.lock_vault_epoch() IS NOT NULL AS ok
+  const messageIds = items.map((i) => i.messageId);
+  const [userIds, deviceTypes, maskedIps, maskedDeviceIds, locales, appVersions, createDates] = [col("userId"), col("deviceType"), col("maskedIp"), col("maskedDeviceId"), col("locale"), col("appVersion"), col("createDate")];
+  const keyVersion = vault?.keyVersion ?? null;
+  const [kinds, pseudonyms, dataKeyIds, nonces, ciphertexts] = [entries.map((e) => e.kind), entries.map((e) => e.pseudonym), entries.map((e) => e.dataKeyId), entries.map((e) => e.nonce), entries.map((e) => e.ciphertext)];
+  // A db_rejected row replays as it was masked; a corrected body was masked now, under the active key, which the
+  // guard checks as ingestion's does (no vault entries and no version: nothing to check). The vault epoch is
+  // share-locked as ingestion's batches lock it (104_lifecycle.sql), so an erasure waits for the rows written here, and
+  // never deletes a value they use.
+  const res = await classified(
+    sql<{ n: number; key_ok: boolean }>`WITH guard AS (
+         SELECT CASE WHEN ${keyVersion}::int IS NULL THEN true ELSE masq.lock_pseudonym_key(${keyVersion}::int) END AND masq.lock_vault_epoch() IS NOT NULL AS ok
        ), input AS (
-         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[], $8::date[])
+         SELECT * FROM unnest(${messageIds}::text[], ${userIds}::text[], ${deviceTypes}::text[], ${maskedIps}::text[], ${maskedDeviceIds}::text[], ${locales}::text[], ${appVersions}::int[], ${createDates}::date[])
            AS r(message_id, user_id, device_type, masked_ip, masked_device_id, locale, app_version, create_date)
        ), pending AS (
          SELECT q.message_id FROM masq.quarantine q JOIN input i ON i.message_id = q.message_id
@@ -93,39 +95,20 @@ async function replayStatement(pool: pg.Pool, table: TableName, items: readonly 
        ), ledger AS (
          UPDATE masq.ingest_ledger l SET outcome = 'written' FROM marked m WHERE l.message_id = m.message_id RETURNING 1
        ), written AS (
-         INSERT INTO ${qualified(table)} (user_id, device_type, masked_ip, masked_device_id, locale, app_version, create_date)
+         INSERT INTO ${sql.id(table.schema, table.name)} (user_id, device_type, masked_ip, masked_device_id, locale, app_version, create_date)
          SELECT i.user_id, i.device_type, i.masked_ip, i.masked_device_id, i.locale, i.app_version, i.create_date
          FROM input i JOIN marked m ON m.message_id = i.message_id
          RETURNING masked_ip::text AS masked_ip, masked_device_id::text AS masked_device_id
        ), vaulted AS (
          -- Only the values of rows this statement wrote: a record replayed before brings nothing back.
-         SELECT masq.add_vault_values($9, array_agg(v.kind), array_agg(v.pseudonym), array_agg(v.data_key_id), array_agg(v.nonce), array_agg(v.ciphertext)) AS n
-         FROM unnest($10::text[], $11::text[], $12::uuid[], $13::bytea[], $14::bytea[]) AS v(kind, pseudonym, data_key_id, nonce, ciphertext)
+         SELECT masq.add_vault_values(${keyVersion}::int, array_agg(v.kind), array_agg(v.pseudonym), array_agg(v.data_key_id), array_agg(v.nonce), array_agg(v.ciphertext)) AS n
+         FROM unnest(${kinds}::text[], ${pseudonyms}::text[], ${dataKeyIds}::uuid[], ${nonces}::bytea[], ${ciphertexts}::bytea[]) AS v(kind, pseudonym, data_key_id, nonce, ciphertext)
          WHERE (v.kind = 'ip' AND v.pseudonym IN (SELECT masked_ip FROM written))
             OR (v.kind = 'device_id' AND v.pseudonym IN (SELECT masked_device_id FROM written))
          HAVING count(*) > 0
        )
-       SELECT (SELECT count(*) FROM written)::int AS n, (SELECT ok FROM guard) AS key_ok, (SELECT count(*) FROM vaulted) AS vault_calls`,
-      [
-        items.map((i) => i.messageId),
-        col("userId"),
-        col("deviceType"),
-        col("maskedIp"),
-        col("maskedDeviceId"),
-        col("locale"),
-        col("appVersion"),
-        col("createDate"),
-        vault?.keyVersion ?? null,
-        entries.map((e) => e.kind),
-        entries.map((e) => e.pseudonym),
-        entries.map((e) => e.dataKeyId),
-        entries.map((e) => e.nonce),
-        entries.map((e) => e.ciphertext),
-      ],
-    );
-  } catch (err) {
-    throw classifyPgError(err);
-  }
+       SELECT (SELECT count(*) FROM written)::int AS n, (SELECT ok FROM guard) AS key_ok, (SELECT count(*) FROM vaulted) AS vault_calls`.execute(masqQueries(pool)),
+  );
   if (res.rows[0]?.key_ok !== true) throw new StaleKeyError(vault?.keyVersion ?? 0);
   return res.rows[0].n;
 }
@@ -244,13 +227,8 @@ export async function replayQuarantine(
  */
 async function auditCorrectedReplay(pool: pg.Pool, lazyKeys: LazyKeys, messageId: string, reason: string, bodyLength: number): Promise<void> {
   const { auditKey, client } = await lazyKeys.get();
-  await appendSealed(pool, auditKey, "SELECT masq.audit_replay_corrected($1, $2, $3, $4, $5)::text AS seq", [
-    reason,
-    JSON.stringify({ body_length: bodyLength }),
-    JSON.stringify(client),
-    messageId,
-    auditKey.version,
-  ]);
+  const selector = JSON.stringify({ body_length: bodyLength });
+  await appendSealed(pool, auditKey, sql<{ seq: string }>`SELECT masq.audit_replay_corrected(${reason}, ${selector}, ${JSON.stringify(client)}, ${messageId}, ${auditKey.version})::text AS seq`);
 }
 
 /** Records read, decrypted, validated and sealed at a time by `quarantine replay`. */

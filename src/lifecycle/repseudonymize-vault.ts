@@ -1,7 +1,9 @@
+import { sql } from "kysely";
 import type { PiiKind } from "../ingest/pseudonymize.ts";
 import { IntegrityError, nonces, open, seal, vaultAad, type VaultRow } from "../keys/data-keys.ts";
 import type { PassContext } from "./audited-command.ts";
-import { query } from "../db/query.ts";
+import { classified } from "../db/query.ts";
+import { masqQueries } from "../db/schema.ts";
 
 interface VaultRowAt extends VaultRow {
   created_at: Date;
@@ -15,32 +17,42 @@ interface VaultRowAt extends VaultRow {
  * Returns false when stopped by the signal before the end.
  */
 export async function repseudonymizeVault(ctx: PassContext): Promise<boolean> {
-  const { pool, state } = ctx;
-  const remaining = await query<{ n: string }>(pool, "SELECT count(*) AS n FROM masq.vault WHERE key_version = $1", [state.fromVersion]);
-  const total = state.vaultDone + Number(remaining.rows[0]!.n);
+  const { state } = ctx;
+  const db = masqQueries(ctx.pool);
+  const remaining = await classified(
+    db.selectFrom("masq.vault").select((eb) => eb.fn.countAll<string>().as("n")).where("key_version", "=", state.fromVersion).executeTakeFirstOrThrow(),
+  );
+  const total = state.vaultDone + Number(remaining.n);
   let done = state.vaultDone;
   ctx.onBatch?.(done, total);
   // Keyset order: deleted rows are not scanned again by later batches.
   let after: [string, string] = ["", ""];
   for (;;) {
     if (ctx.signal?.aborted) return false;
-    const { rows } = await query<VaultRowAt>(
-      pool,
-      `SELECT kind, pseudonym, data_key_id, nonce, ciphertext, created_at FROM masq.vault
-       WHERE key_version = $1 AND (kind, pseudonym) > ($2, $3) ORDER BY kind, pseudonym LIMIT $4`,
-      [state.fromVersion, after[0], after[1], ctx.batchSize],
+    const rows = await classified(
+      db
+        .selectFrom("masq.vault")
+        .select(["kind", "pseudonym", "data_key_id", "nonce", "ciphertext", "created_at"])
+        .where("key_version", "=", state.fromVersion)
+        .where(sql<boolean>`(kind, pseudonym) > (${after[0]}, ${after[1]})`)
+        .orderBy("kind")
+        .orderBy("pseudonym")
+        .limit(ctx.batchSize)
+        .$castTo<VaultRowAt>()
+        .execute(),
     );
     if (rows.length === 0) return true;
     after = [rows.at(-1)!.kind, rows.at(-1)!.pseudonym];
     const moved = await reseal(ctx, rows);
-    const r = await query<{ n: number }>(
-      pool,
-      `WITH input AS (
-         SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::uuid[], $6::bytea[], $7::bytea[], $8::timestamptz[])
+    const [kinds, olds, news] = [moved.map((m) => m.kind), moved.map((m) => m.oldPseudonym), moved.map((m) => m.newPseudonym)];
+    const [dataKeyIds, sealedNonces, ciphertexts, createdAts] = [moved.map((m) => m.dataKeyId), moved.map((m) => m.nonce), moved.map((m) => m.ciphertext), moved.map((m) => m.createdAt)];
+    const r = await classified(
+      sql<{ n: number }>`WITH input AS (
+         SELECT * FROM unnest(${kinds}::text[], ${olds}::text[], ${news}::text[], ${dataKeyIds}::uuid[], ${sealedNonces}::bytea[], ${ciphertexts}::bytea[], ${createdAts}::timestamptz[])
            AS i(kind, old_pseudonym, new_pseudonym, data_key_id, nonce, ciphertext, created_at)
        ), vaulted AS (
          INSERT INTO masq.vault (kind, pseudonym, key_version, data_key_id, nonce, ciphertext, created_at)
-         SELECT kind, new_pseudonym, $9, data_key_id, nonce, ciphertext, created_at FROM input WHERE ciphertext IS NOT NULL
+         SELECT kind, new_pseudonym, ${state.toVersion}, data_key_id, nonce, ciphertext, created_at FROM input WHERE ciphertext IS NOT NULL
          -- In key order, as ingestion inserts: batches sharing values wait for each other instead of deadlocking.
          ORDER BY kind, new_pseudonym
          ON CONFLICT (kind, pseudonym) DO NOTHING
@@ -50,24 +62,13 @@ export async function repseudonymizeVault(ctx: PassContext): Promise<boolean> {
          ON CONFLICT (kind, old_pseudonym) DO NOTHING
        ), deleted AS (
          DELETE FROM masq.vault v USING input i
-         WHERE v.kind = i.kind AND v.pseudonym = i.old_pseudonym AND v.key_version = $1
+         WHERE v.kind = i.kind AND v.pseudonym = i.old_pseudonym AND v.key_version = ${state.fromVersion}
          RETURNING 1
        )
        UPDATE masq.pseudonym_rotation SET vault_done = vault_done + (SELECT count(*) FROM deleted),
          forged = forged + (SELECT count(*) FROM input WHERE ciphertext IS NULL)
-       WHERE from_version = $1
-       RETURNING (SELECT count(*) FROM deleted)::int AS n`,
-      [
-        state.fromVersion,
-        moved.map((m) => m.kind),
-        moved.map((m) => m.oldPseudonym),
-        moved.map((m) => m.newPseudonym),
-        moved.map((m) => m.dataKeyId),
-        moved.map((m) => m.nonce),
-        moved.map((m) => m.ciphertext),
-        moved.map((m) => m.createdAt),
-        state.toVersion,
-      ],
+       WHERE from_version = ${state.fromVersion}
+       RETURNING (SELECT count(*) FROM deleted)::int AS n`.execute(db),
     );
     done += r.rows[0]?.n ?? 0;
     ctx.onBatch?.(done, total);

@@ -1,10 +1,12 @@
+import { sql } from "kysely";
 import { FatalError } from "../errors.ts";
 import { factsOfJson, type QuarantineFacts, redactBody } from "../ingest/quarantine-body.ts";
 import type { PiiKind } from "../ingest/pseudonymize.ts";
 import { IntegrityError, open, quarantineBodyAad } from "../keys/data-keys.ts";
 import type { PassContext } from "./audited-command.ts";
 import { watchedQuery } from "../db/lock-watch.ts";
-import { query } from "../db/query.ts";
+import { classified } from "../db/query.ts";
+import { masqQueries } from "../db/schema.ts";
 
 interface QuarantineRow {
   message_id: string;
@@ -39,7 +41,7 @@ const READ_BYTES = 32 * 1024 * 1024;
 const MAX_STORED_BODY_CHARS = 1024 * 1024;
 
 /** The records the pass rewrites: a copy, or typed pseudonyms (a db_rejected record whose copy was not kept). */
-const HOLDS_PSEUDONYMS = "(body IS NOT NULL OR masked_ip IS NOT NULL OR masked_device_id IS NOT NULL)";
+const HOLDS_PSEUDONYMS = sql<boolean>`(body IS NOT NULL OR masked_ip IS NOT NULL OR masked_device_id IS NOT NULL)`;
 
 /** A pseudonym in a stored body, as redactBody writes it. */
 const TOKEN = /hmac:([0-9a-f]{64})/g;
@@ -57,12 +59,17 @@ const TOKEN = /hmac:([0-9a-f]{64})/g;
  */
 export async function reredactQuarantine(ctx: PassContext): Promise<boolean> {
   const { pool, state } = ctx;
-  const remaining = await query<{ n: string }>(
-    pool,
-    `SELECT count(*) AS n FROM masq.quarantine WHERE ${HOLDS_PSEUDONYMS} AND quarantined_at < $1 AND message_id > $2`,
-    [state.switchedAt, state.quarantineAfter ?? ""],
+  const db = masqQueries(pool);
+  const remaining = await classified(
+    db
+      .selectFrom("masq.quarantine")
+      .select((eb) => eb.fn.countAll<string>().as("n"))
+      .where(HOLDS_PSEUDONYMS)
+      .where("quarantined_at", "<", state.switchedAt)
+      .where("message_id", ">", state.quarantineAfter ?? "")
+      .executeTakeFirstOrThrow(),
   );
-  const total = state.quarantineDone + Number(remaining.rows[0]!.n);
+  const total = state.quarantineDone + Number(remaining.n);
   let done = state.quarantineDone;
   let after = state.quarantineAfter ?? "";
   ctx.onBatch?.(done, total);
@@ -70,38 +77,33 @@ export async function reredactQuarantine(ctx: PassContext): Promise<boolean> {
     if (ctx.signal?.aborted) return false;
     // The stored body is read only where it is needed (no original to redact from) and not oversized; a batch stops
     // after READ_BYTES of originals and bodies (always one record at least), however large each record is.
-    const { rows } = await query<QuarantineRow>(
-      pool,
-      `SELECT message_id, reason, body, body_chars, body_data_key_id, body_nonce, body_ciphertext, has_body, masked_ip, masked_device_id FROM (
+    const { rows } = await classified(
+      sql<QuarantineRow>`SELECT message_id, reason, body, body_chars, body_data_key_id, body_nonce, body_ciphertext, has_body, masked_ip, masked_device_id FROM (
          SELECT *, sum(size) OVER (ORDER BY message_id) - size AS before FROM (
            SELECT message_id, reason, coalesce(length(body), 0) AS body_chars, body_data_key_id, body_nonce, body_ciphertext,
-                  CASE WHEN (body_ciphertext IS NOT NULL AND reason <> 'db_rejected') OR length(body) > $5 THEN NULL ELSE body END AS body,
+                  CASE WHEN (body_ciphertext IS NOT NULL AND reason <> 'db_rejected') OR length(body) > ${MAX_STORED_BODY_CHARS} THEN NULL ELSE body END AS body,
                   body IS NOT NULL AS has_body, masked_ip, masked_device_id,
-                  coalesce(octet_length(body_ciphertext), 0) + coalesce(least(length(body), $5), 0) AS size
+                  coalesce(octet_length(body_ciphertext), 0) + coalesce(least(length(body), ${MAX_STORED_BODY_CHARS}), 0) AS size
            FROM masq.quarantine
-           WHERE ${HOLDS_PSEUDONYMS} AND quarantined_at < $1 AND message_id > $2 ORDER BY message_id LIMIT $3
+           WHERE ${HOLDS_PSEUDONYMS} AND quarantined_at < ${state.switchedAt} AND message_id > ${after} ORDER BY message_id LIMIT ${ctx.batchSize}
          ) limited
        ) sized
-       WHERE before < $4 ORDER BY message_id`,
-      [state.switchedAt, after, ctx.batchSize, READ_BYTES, MAX_STORED_BODY_CHARS],
+       WHERE before < ${READ_BYTES} ORDER BY message_id`.execute(db),
     );
     if (rows.length === 0) return true;
     after = rows.at(-1)!.message_id;
     const { bodies, ips, devices, unmapped } = await rewrite(ctx, rows);
     // A record another session locked (masq_unmask may: it marks records replayed) is waited for 1 s, then that
     // session is ended (lock-watch.ts).
-    await watchedQuery(
-      pool,
-      { what: "a quarantine record the rotation redacts again", onEnded: ctx.onBlockerEnded },
-      `WITH updated AS (
+    const ids = rows.map((r) => r.message_id);
+    const update = sql`WITH updated AS (
          UPDATE masq.quarantine q SET body = i.body, masked_ip = i.ip, masked_device_id = i.dev
-         FROM unnest($2::text[], $3::text[], $7::text[], $8::text[]) AS i(message_id, body, ip, dev)
+         FROM unnest(${ids}::text[], ${bodies}::text[], ${ips}::text[], ${devices}::text[]) AS i(message_id, body, ip, dev)
          WHERE q.message_id = i.message_id
        )
-       UPDATE masq.pseudonym_rotation SET quarantine_after = $4, quarantine_done = quarantine_done + $5, unmapped = unmapped + $6
-       WHERE from_version = $1`,
-      [state.fromVersion, rows.map((r) => r.message_id), bodies, after, rows.length, unmapped, ips, devices],
-    );
+       UPDATE masq.pseudonym_rotation SET quarantine_after = ${after}, quarantine_done = quarantine_done + ${rows.length}, unmapped = unmapped + ${unmapped}
+       WHERE from_version = ${state.fromVersion}`.compile(db);
+    await watchedQuery(pool, { what: "a quarantine record the rotation redacts again", onEnded: ctx.onBlockerEnded }, update.sql, [...update.parameters]);
     done += rows.length;
     ctx.onBatch?.(done, total);
   }
@@ -193,10 +195,14 @@ function rowPseudonyms(r: QuarantineRow & { body: string }): string[] {
 async function mapPseudonyms(ctx: PassContext, olds: readonly string[]): Promise<Map<string, string>> {
   const out = new Map<string, string>();
   if (olds.length === 0) return out;
-  const { rows } = await query<{ kind: string; old_pseudonym: string; new_pseudonym: string }>(
-    ctx.pool,
-    "SELECT kind, old_pseudonym, new_pseudonym FROM masq.pseudonym_rotation_map WHERE kind IN ('ip', 'device_id') AND old_pseudonym = ANY($1::text[])",
-    [[...new Set(olds)]],
+  const distinct = [...new Set(olds)];
+  const rows = await classified(
+    masqQueries(ctx.pool)
+      .selectFrom("masq.pseudonym_rotation_map")
+      .select(["kind", "old_pseudonym", "new_pseudonym"])
+      .where("kind", "in", ["ip", "device_id"])
+      .where(sql<boolean>`old_pseudonym = ANY(${distinct}::text[])`)
+      .execute(),
   );
   for (const r of rows) {
     out.set(`${r.kind}:${r.old_pseudonym}`, r.new_pseudonym);

@@ -1,7 +1,9 @@
+import { sql } from "kysely";
 import type pg from "pg";
 import { withLockWatch, type Blocker, endedLine } from "../db/lock-watch.ts";
 import { inTransaction } from "../db/pool.ts";
-import { classified, classifyPgError } from "../db/query.ts";
+import { classified, classifyPgError, connect } from "../db/query.ts";
+import { masqQueries } from "../db/schema.ts";
 import { qualified, type TableName } from "../db/tables.ts";
 import { describeError } from "../errors.ts";
 import { openAuditKey, type AuditKey } from "../keys/audit-key.ts";
@@ -9,6 +11,11 @@ import type { KeyProvider } from "../keys/key-provider.ts";
 import type { Logger } from "../log.ts";
 import { clientReported, sealAudit } from "./audit.ts";
 import { DELETER_WAITS, retryEpochLock } from "./erase-subject.ts";
+
+/**
+ * Retention: quarantine records and unused vault values older than the retention period deleted in audited batches,
+ * by `masq vault prune` (pruneVault) or periodically inside `masq run` (startPeriodicPrune).
+ */
 
 /** Where the vault pass goes on from: the last primary key (kind, pseudonym) a batch looked at. */
 export interface PruneCursor {
@@ -118,22 +125,17 @@ async function pruneVaultBatch(
   after: PruneCursor | undefined,
   batchSize: number,
 ): Promise<VaultBatch> {
-  const query = (db: pg.Pool | pg.PoolClient) =>
-    db.query<VaultBatch>("SELECT scanned, pruned, seq::text AS seq, next_kind, next_pseudonym FROM masq.vault_prune_batch($1::regclass, $2, $3, $4, $5, $6, $7)", [
-      qualified(o.table),
-      o.days,
-      after?.kind ?? null,
-      after?.pseudonym ?? null,
-      batchSize,
-      audit?.client ?? "{}",
-      audit?.key.version ?? null,
-    ]);
-  if (audit === undefined) return (await classified(query(pool))).rows[0]!;
+  const batch = (db: pg.Pool | pg.PoolClient) =>
+    sql<VaultBatch>`SELECT scanned, pruned, seq::text AS seq, next_kind, next_pseudonym
+      FROM masq.vault_prune_batch(${qualified(o.table)}::regclass, ${o.days}, ${after?.kind ?? null}, ${after?.pseudonym ?? null}, ${batchSize}, ${audit?.client ?? "{}"}, ${audit?.key.version ?? null})`.execute(
+      masqQueries(db),
+    );
+  if (audit === undefined) return (await classified(batch(pool))).rows[0]!;
   // One statement and the seal of its audit row: the transaction is open for two round trips, never longer.
   return retryEpochLock(
     () =>
       inTransaction(pool, async (c) => {
-        const b = (await withLockWatch(pool, c, { what: DELETER_WAITS, onEnded: o.onBlockerEnded }, () => classified(query(c)))).rows[0]!;
+        const b = (await withLockWatch(pool, c, { what: DELETER_WAITS, onEnded: o.onBlockerEnded }, () => classified(batch(c)))).rows[0]!;
         if (b.seq !== null) await sealAudit(c, audit.key, b.seq);
         return b;
       }),
@@ -144,7 +146,7 @@ async function pruneVaultBatch(
 async function pruneQuarantineBatch(pool: pg.Pool, audit: { key: AuditKey; client: string }, days: number, batchSize: number): Promise<number> {
   return inTransaction(pool, async (c) => {
     const r = await classified(
-      c.query<{ pruned: number; seq: string | null }>("SELECT pruned, seq::text AS seq FROM masq.quarantine_prune_batch($1, $2, $3, $4)", [days, batchSize, audit.client, audit.key.version]),
+      sql<{ pruned: number; seq: string | null }>`SELECT pruned, seq::text AS seq FROM masq.quarantine_prune_batch(${days}, ${batchSize}, ${audit.client}, ${audit.key.version})`.execute(masqQueries(c)),
     );
     const { pruned, seq } = r.rows[0]!;
     if (seq !== null) await sealAudit(c, audit.key, seq);
@@ -153,9 +155,11 @@ async function pruneQuarantineBatch(pool: pg.Pool, audit: { key: AuditKey; clien
 }
 
 async function countQuarantine(pool: pg.Pool, days: number): Promise<number> {
-  const r = await classified(pool.query<{ pruned: number }>("SELECT pruned FROM masq.quarantine_prune_batch($1, 1, '{}', NULL)", [days]));
+  const r = await classified(sql<{ pruned: number }>`SELECT pruned FROM masq.quarantine_prune_batch(${days}, 1, '{}', NULL)`.execute(masqQueries(pool)));
   return r.rows[0]!.pruned;
 }
+
+// `masq run` with MASQ_VAULT_RETENTION_DAYS: the same pruning, hourly, by one process of all replicas.
 
 export interface PeriodicPruneOptions {
   /** A pool of its own (three connections): the advisory lock is held on one for a whole run, never on ingestion's; one watches the deleter's lock waits (lock-watch.ts). */
@@ -176,7 +180,7 @@ export interface PeriodicPruneOptions {
 }
 
 /** The advisory lock that makes one masq process of all replicas the one that prunes. */
-const LOCK = "hashtext('masq.vault_prune')";
+const LOCK = sql`hashtext('masq.vault_prune')`;
 
 /**
  * `masq run` with MASQ_VAULT_RETENTION_DAYS: prunes at start and then hourly, in runs of a bounded number of small
@@ -204,8 +208,9 @@ export function startPeriodicPrune(o: PeriodicPruneOptions): { stop(): Promise<v
   const once = async (): Promise<number> => {
     let lock: pg.PoolClient | undefined;
     try {
-      lock = await o.pool.connect();
-      const got = await lock.query<{ ok: boolean }>(`SELECT pg_try_advisory_lock(${LOCK}) AS ok`);
+      lock = await connect(o.pool);
+      const held = masqQueries(lock);
+      const got = await classified(sql<{ ok: boolean }>`SELECT pg_try_advisory_lock(${LOCK}) AS ok`.execute(held));
       if (got.rows[0]?.ok !== true) {
         o.logger.debug({}, "vault prune: another masq process is pruning; skipping this turn");
         return intervalMs;
@@ -230,7 +235,7 @@ export function startPeriodicPrune(o: PeriodicPruneOptions): { stop(): Promise<v
         );
         return r.complete ? intervalMs : continueMs;
       } finally {
-        await lock.query(`SELECT pg_advisory_unlock(${LOCK})`);
+        await classified(sql`SELECT pg_advisory_unlock(${LOCK})`.execute(held));
       }
     } catch (err) {
       if (!abort.signal.aborted) o.logger.warn({ err: describeError(classifyPgError(err)) }, "vault prune failed; will try again at the next turn");

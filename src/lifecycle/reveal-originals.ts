@@ -3,13 +3,16 @@ import type pg from "pg";
 import { FatalError } from "../errors.ts";
 import { open, quarantineBodyAad, unwrapDataKeys } from "../keys/data-keys.ts";
 import type { KeyProvider } from "../keys/key-provider.ts";
-import { query } from "../db/query.ts";
+import { classified } from "../db/query.ts";
 import { appendSealed } from "./audit.ts";
 import { openAuditKey, type AuditKey } from "../keys/audit-key.ts";
 import type { Lifecycle } from "./audited-command.ts";
 import { masqQueries } from "../db/schema.ts";
 
-/** The audited pair of functions (step 1, step 2) a reveal of originals goes through; they differ in the action recorded. */
+/**
+ * The audited pair of functions (step 1, step 2) a reveal of originals goes through; they differ in the action
+ * recorded. Their names are written into the statements as they are: only the two constants below are ever used.
+ */
 export interface BodyReveal {
   audit: string;
   originals: string;
@@ -36,24 +39,28 @@ export async function revealOriginals(
   const out = new Map<string, string>();
   if (req.messageIds.length === 0) return out;
   const ids = (
-    await query<{ id: string }>(pool, "SELECT DISTINCT body_data_key_id AS id FROM masq.quarantine WHERE message_id = ANY($1) AND body_data_key_id IS NOT NULL", [
-      req.messageIds,
-    ])
-  ).rows.map((r) => r.id);
+    await classified(
+      masqQueries(pool)
+        .selectFrom("masq.quarantine")
+        .select("body_data_key_id as id")
+        .distinct()
+        .where(sql<boolean>`message_id = ANY(${req.messageIds})`)
+        .where("body_data_key_id", "is not", null)
+        .$narrowType<{ id: string }>()
+        .execute(),
+    )
+  ).map((r) => r.id);
   const keys = await unwrapDataKeys(pool, provider, ids);
   try {
-    const { seq } = await appendSealed(pool, auditKey, `SELECT ${reveal.audit}($1, $2, $3, $4, $5)::text AS seq`, [
-      req.reason,
-      JSON.stringify(req.selector),
-      JSON.stringify(req.client),
-      req.messageIds,
-      auditKey.version,
-    ]);
+    const { seq } = await appendSealed(
+      pool,
+      auditKey,
+      sql<{ seq: string }>`SELECT ${sql.raw(reveal.audit)}(${req.reason}, ${JSON.stringify(req.selector)}, ${JSON.stringify(req.client)}, ${req.messageIds}, ${auditKey.version})::text AS seq`,
+    );
     const rows = (
-      await query<{ message_id: string; body_data_key_id: string; body_nonce: Buffer; body_ciphertext: Buffer }>(
-        pool,
-        `SELECT message_id, body_data_key_id, body_nonce, body_ciphertext FROM ${reveal.originals}($1)`,
-        [seq],
+      await classified(
+        sql<{ message_id: string; body_data_key_id: string; body_nonce: Buffer; body_ciphertext: Buffer }>`SELECT message_id, body_data_key_id, body_nonce, body_ciphertext
+          FROM ${sql.raw(reveal.originals)}(${seq})`.execute(masqQueries(pool)),
       )
     ).rows;
     for (const r of rows) {
@@ -81,11 +88,13 @@ export type ShownOriginal =
  * (masq_unmask, action 'quarantine-original'): the audit row commits before the body is returned.
  */
 export async function showOriginal(lc: Lifecycle, messageId: string, reason: string): Promise<ShownOriginal> {
-  const r = await masqQueries(lc.db)
-    .selectFrom("masq.quarantine")
-    .select(["message_id", "reason", "detail", "received_at", "replayed_at", sql<boolean>`body_data_key_id IS NOT NULL`.as("has_original")])
-    .where("message_id", "=", messageId)
-    .executeTakeFirst();
+  const r = await classified(
+    masqQueries(lc.db)
+      .selectFrom("masq.quarantine")
+      .select(["message_id", "reason", "detail", "received_at", "replayed_at", sql<boolean>`body_data_key_id IS NOT NULL`.as("has_original")])
+      .where("message_id", "=", messageId)
+      .executeTakeFirst(),
+  );
   // The id is not echoed: what was typed may be a value rather than an id (PII in a terminal's scrollback).
   if (r === undefined) return { refused: "no such quarantined message (the <message-id> given): masq quarantine list --all shows the ids" };
   if (!r.has_original) {

@@ -1,10 +1,17 @@
+import { sql } from "kysely";
 import type pg from "pg";
 import { watchedQuery } from "../db/lock-watch.ts";
-import { query } from "../db/query.ts";
+import { classified } from "../db/query.ts";
+import { masqQueries } from "../db/schema.ts";
 import { registeredTables, parseTableName, qualified, type TableName } from "../db/tables.ts";
 import { ConfigError } from "../errors.ts";
 import type { PassContext } from "./audited-command.ts";
 import type { RotationState } from "./rotation-state.ts";
+
+/**
+ * The table pass of a pseudonym key rotation: which tables it rewrites (the one named, then every registered one),
+ * the checks that each can be walked by blocks, and the block-by-block rewrite through the rotation map.
+ */
 
 /** A table the table pass rewrites: as masq.pseudonym_rotation names it (schema.name), and as a name for SQL. */
 export interface RotationTable {
@@ -34,7 +41,7 @@ export async function assertTablesRewritable(pool: pg.Pool, state: Pick<Rotation
 }
 
 /**
- * The table pass over every table of rotationTables, one after another, each resumable by its blocks (rewrite-table.ts):
+ * The table pass over every table of rotationTables, one after another, each resumable by its blocks (rewriteTable):
  * target_table is the table in progress, tables_done those finished. The list is read again after each table, so a
  * table registered while the rotation ran is rewritten too. Returns false when stopped by the signal before the end.
  */
@@ -55,34 +62,41 @@ export async function rewriteTables(ctx: PassContext, onTable?: (table: string) 
 
 /** The pass moves on: the block cursor starts again, on the next table. */
 async function moveToTable(pool: pg.Pool, state: RotationState, table: string): Promise<void> {
-  await query(
-    pool,
-    "UPDATE masq.pseudonym_rotation SET target_table = $2, table_blocks = NULL, table_block_done = 0, table_relfilenode = NULL WHERE from_version = $1",
-    [state.fromVersion, table],
+  await classified(
+    masqQueries(pool)
+      .updateTable("masq.pseudonym_rotation")
+      .set({ target_table: table, table_blocks: null, table_block_done: "0", table_relfilenode: null })
+      .where("from_version", "=", state.fromVersion)
+      .execute(),
   );
   Object.assign(state, { targetTable: table, tableBlocks: null, tableBlockDone: 0, tableRelfilenode: null });
 }
 
 async function finishTable(pool: pg.Pool, state: RotationState): Promise<void> {
-  await query(
-    pool,
-    "UPDATE masq.pseudonym_rotation SET tables_done = array_append(tables_done, target_table) WHERE from_version = $1 AND NOT (target_table = ANY (tables_done))",
-    [state.fromVersion],
+  await classified(
+    masqQueries(pool)
+      .updateTable("masq.pseudonym_rotation")
+      .set({ tables_done: sql`array_append(tables_done, target_table)` })
+      .where("from_version", "=", state.fromVersion)
+      .where(sql<boolean>`NOT (target_table = ANY (tables_done))`)
+      .execute(),
   );
   if (!state.tablesDone.includes(state.targetTable)) state.tablesDone.push(state.targetTable);
 }
 
 async function exists(pool: pg.Pool, table: TableName): Promise<boolean> {
-  const { rows } = await query<{ oid: string | null }>(pool, "SELECT to_regclass($1)::oid AS oid", [qualified(table)]);
+  const { rows } = await classified(sql<{ oid: string | null }>`SELECT to_regclass(${qualified(table)})::oid AS oid`.execute(masqQueries(pool)));
   return rows[0]?.oid !== null && rows[0]?.oid !== undefined;
 }
+
+// One table's pass, by ranges of its blocks.
 
 /** Rows per block when Postgres has no statistics yet: about what a user_logins row of pseudonyms takes. */
 const ROWS_PER_BLOCK_GUESS = 40;
 
 /**
- * The table pass over one table (rewrite-tables.ts takes every registered table in turn): every row's masked_ip and masked_device_id under the old key get the new key's pseudonyms, from
- * the rotation map. The user's table has no key and no index, so it is walked in physical order, a range of blocks
+ * The table pass over one table (rewriteTables takes every registered table in turn): every row's masked_ip and
+ * masked_device_id under the old key get the new key's pseudonyms, from the rotation map. The user's table has no key and no index, so it is walked in physical order, a range of blocks
  * per transaction (a TID range scan, Postgres 14+), with the last block done kept in masq.pseudonym_rotation.
  *
  * Only the blocks that existed when the pass began are walked: rows appended later were written under the new key
@@ -93,17 +107,20 @@ const ROWS_PER_BLOCK_GUESS = 40;
  */
 export async function rewriteTable(ctx: PassContext, table: TableName): Promise<boolean> {
   const { pool, state } = ctx;
+  const db = masqQueries(pool);
   const name = qualified(table);
   // The map was filled by the vault pass: fresh statistics let the planner look each pseudonym up by its key
   // instead of hashing the whole map for every chunk.
-  await query(pool, "ANALYZE masq.pseudonym_rotation_map");
+  await classified(sql`ANALYZE masq.pseudonym_rotation_map`.execute(db));
   for (;;) {
     let shape = await tableShape(pool, name);
     if (state.tableBlocks === null || state.tableRelfilenode !== shape.filenode) {
-      await query(
-        pool,
-        "UPDATE masq.pseudonym_rotation SET table_blocks = $2, table_relfilenode = $3, table_block_done = 0 WHERE from_version = $1",
-        [state.fromVersion, shape.blocks, shape.filenode],
+      await classified(
+        db
+          .updateTable("masq.pseudonym_rotation")
+          .set({ table_blocks: String(shape.blocks), table_relfilenode: shape.filenode, table_block_done: "0" })
+          .where("from_version", "=", state.fromVersion)
+          .execute(),
       );
       Object.assign(state, { tableBlocks: shape.blocks, tableRelfilenode: shape.filenode, tableBlockDone: 0 });
     }
@@ -114,23 +131,19 @@ export async function rewriteTable(ctx: PassContext, table: TableName): Promise<
       if (ctx.signal?.aborted) return false;
       const from = state.tableBlockDone;
       const to = Math.min(total, from + step);
-      const r = await watchedQuery<{ n: number }>(
-        pool,
-        { what: `a row of ${name} the rotation rewrites`, onEnded: ctx.onBlockerEnded },
-        `WITH updated AS (
-           UPDATE ${name} t SET
+      const batch = sql<{ n: number }>`WITH updated AS (
+           UPDATE ${sql.id(table.schema, table.name)} t SET
              masked_ip = coalesce((SELECT m.new_pseudonym FROM masq.pseudonym_rotation_map m WHERE m.kind = 'ip' AND m.old_pseudonym = t.masked_ip), t.masked_ip),
              masked_device_id = coalesce((SELECT m.new_pseudonym FROM masq.pseudonym_rotation_map m WHERE m.kind = 'device_id' AND m.old_pseudonym = t.masked_device_id), t.masked_device_id)
-           WHERE t.ctid >= $2::tid AND t.ctid < $3::tid
+           WHERE t.ctid >= ${`(${from},0)`}::tid AND t.ctid < ${`(${to},0)`}::tid
              AND (EXISTS (SELECT 1 FROM masq.pseudonym_rotation_map m WHERE m.kind = 'ip' AND m.old_pseudonym = t.masked_ip)
                OR EXISTS (SELECT 1 FROM masq.pseudonym_rotation_map m WHERE m.kind = 'device_id' AND m.old_pseudonym = t.masked_device_id))
            RETURNING 1
          )
-         UPDATE masq.pseudonym_rotation SET table_block_done = $4, table_rows_done = table_rows_done + (SELECT count(*) FROM updated)
-         WHERE from_version = $1 AND table_relfilenode = $5
-         RETURNING (SELECT count(*) FROM updated)::int AS n`,
-        [state.fromVersion, `(${from},0)`, `(${to},0)`, to, state.tableRelfilenode],
-      );
+         UPDATE masq.pseudonym_rotation SET table_block_done = ${to}, table_rows_done = table_rows_done + (SELECT count(*) FROM updated)
+         WHERE from_version = ${state.fromVersion} AND table_relfilenode = ${state.tableRelfilenode}
+         RETURNING (SELECT count(*) FROM updated)::int AS n`.compile(db);
+      const r = await watchedQuery<{ n: number }>(pool, { what: `a row of ${name} the rotation rewrites`, onEnded: ctx.onBlockerEnded }, batch.sql, [...batch.parameters]);
       state.tableBlockDone = to;
       state.tableRowsDone += r.rows[0]?.n ?? 0;
       ctx.onBatch?.(to, total);
@@ -148,7 +161,7 @@ export async function rewriteTable(ctx: PassContext, table: TableName): Promise<
  */
 export async function assertRewritable(pool: pg.Pool, table: TableName): Promise<void> {
   const name = qualified(table);
-  const { rows } = await query<{ relkind: string }>(pool, "SELECT c.relkind FROM pg_class c WHERE c.oid = $1::regclass", [name]);
+  const { rows } = await classified(sql<{ relkind: string }>`SELECT c.relkind FROM pg_class c WHERE c.oid = ${name}::regclass`.execute(masqQueries(pool)));
   const kind = rows[0]?.relkind;
   if (kind !== "r") {
     const what = kind === "p" ? "a partitioned table" : kind === "v" || kind === "m" ? "a view" : kind === "f" ? "a foreign table" : "not a plain table";
@@ -163,9 +176,10 @@ export async function assertRewritable(pool: pg.Pool, table: TableName): Promise
  * database that lacks the function (not migrated yet) resumes without the check.
  */
 async function refuseForeignCode(pool: pg.Pool, name: string): Promise<void> {
-  const has = await query<{ ok: boolean }>(pool, "SELECT to_regprocedure('masq.target_refusal(regclass)') IS NOT NULL AS ok");
+  const db = masqQueries(pool);
+  const has = await classified(sql<{ ok: boolean }>`SELECT to_regprocedure('masq.target_refusal(regclass)') IS NOT NULL AS ok`.execute(db));
   if (has.rows[0]?.ok !== true) return;
-  const refused = await query<{ why: string | null }>(pool, "SELECT masq.target_refusal($1::regclass) AS why", [name]);
+  const refused = await classified(sql<{ why: string | null }>`SELECT masq.target_refusal(${name}::regclass) AS why`.execute(db));
   const why = refused.rows[0]?.why;
   if (why != null) throw new ConfigError("--table", `${why}; nothing was started`, { what: "a table masq does not rewrite" });
 }
@@ -178,13 +192,11 @@ interface TableShape {
 }
 
 async function tableShape(pool: pg.Pool, name: string): Promise<TableShape> {
-  const { rows } = await query<{ filenode: number; blocks: string; rows_per_block: number | null }>(
-    pool,
-    `SELECT pg_relation_filenode(c.oid)::int8 AS filenode,
+  const { rows } = await classified(
+    sql<{ filenode: number; blocks: string; rows_per_block: number | null }>`SELECT pg_relation_filenode(c.oid)::int8 AS filenode,
             pg_relation_size(c.oid) / current_setting('block_size')::int AS blocks,
             CASE WHEN c.relpages > 0 AND c.reltuples > 0 THEN c.reltuples / c.relpages END AS rows_per_block
-     FROM pg_class c WHERE c.oid = $1::regclass`,
-    [name],
+     FROM pg_class c WHERE c.oid = ${name}::regclass`.execute(masqQueries(pool)),
   );
   const r = rows[0]!;
   return { filenode: Number(r.filenode), blocks: Number(r.blocks), rowsPerBlock: Math.max(1, r.rows_per_block === null ? ROWS_PER_BLOCK_GUESS : Number(r.rows_per_block)) };

@@ -1,8 +1,10 @@
+import { sql } from "kysely";
 import type pg from "pg";
 import { ConfigError, FatalError } from "../errors.ts";
 import type { KeyContext, KeyProvider } from "../keys/key-provider.ts";
 import { pseudonymKeyContext } from "../keys/pseudonym-keys.ts";
-import { query } from "../db/query.ts";
+import { classified } from "../db/query.ts";
+import { masqQueries } from "../db/schema.ts";
 import { inTransaction } from "../db/pool.ts";
 import { openAuditKey } from "../keys/audit-key.ts";
 import { withRotationLock } from "./rotation-state.ts";
@@ -34,15 +36,13 @@ interface WrappedRow {
 /** The keys not under the current master key, counted without opening them (what a run left behind). */
 export async function countKeysToRewrap(pool: pg.Pool, current: string): Promise<Pick<RewrapResult, "dataKeys" | "pseudonymKeys" | "auditKeys" | "from">> {
   const result = { dataKeys: 0, pseudonymKeys: 0, auditKeys: 0, from: {} as Record<string, number> };
-  const { rows } = await query<{ what: string; master_key_id: string; n: number }>(
-    pool,
-    `SELECT 'data' AS what, master_key_id, count(*)::int AS n FROM masq.data_keys WHERE master_key_id <> $1 GROUP BY master_key_id
+  const { rows } = await classified(
+    sql<{ what: string; master_key_id: string; n: number }>`SELECT 'data' AS what, master_key_id, count(*)::int AS n FROM masq.data_keys WHERE master_key_id <> ${current} GROUP BY master_key_id
      UNION ALL
      SELECT 'pseudonym', master_key_id, count(*)::int FROM masq.pseudonym_keys
-     WHERE master_key_id <> $1 AND state <> 'retired' AND provider <> 'external' AND wrapped IS NOT NULL GROUP BY master_key_id
+     WHERE master_key_id <> ${current} AND state <> 'retired' AND provider <> 'external' AND wrapped IS NOT NULL GROUP BY master_key_id
      UNION ALL
-     SELECT 'audit', master_key_id, count(*)::int FROM masq.audit_keys WHERE master_key_id <> $1 GROUP BY master_key_id`,
-    [current],
+     SELECT 'audit', master_key_id, count(*)::int FROM masq.audit_keys WHERE master_key_id <> ${current} GROUP BY master_key_id`.execute(masqQueries(pool)),
   );
   for (const r of rows) {
     if (r.what === "data") result.dataKeys += r.n;
@@ -67,6 +67,7 @@ export async function rewrapKeys(
   // A dry run re-wraps in memory what the run would, and fails where it would (a key no configured master key opens);
   // only the UPDATEs are left out, so its counts are what the run would write.
   const write = opts.dryRun !== true;
+  const db = masqQueries(pool);
   const current = await provider.currentMasterKeyId(opts.signal);
   await refuseOtherProvider(pool, provider);
   const result: RewrapResult = { masterKeyId: current, dataKeys: 0, pseudonymKeys: 0, auditKeys: 0, from: {}, unopenable: { used: [], unused: [] } };
@@ -75,10 +76,8 @@ export async function rewrapKeys(
   let after = "00000000-0000-0000-0000-000000000000";
   for (;;) {
     if (opts.signal?.aborted) return result;
-    const { rows } = await query<WrappedRow>(
-      pool,
-      "SELECT id, master_key_id, wrapped FROM masq.data_keys WHERE master_key_id <> $1 AND id > $2 ORDER BY id LIMIT $3",
-      [current, after, opts.batchSize],
+    const rows = await classified(
+      db.selectFrom("masq.data_keys").select(["id", "master_key_id", "wrapped"]).where("master_key_id", "<>", current).where("id", ">", after).orderBy("id").limit(opts.batchSize).execute(),
     );
     if (rows.length === 0) break;
     after = rows.at(-1)!.id;
@@ -99,26 +98,24 @@ export async function rewrapKeys(
       continue;
     }
     // Only where the key is still as read: a concurrent re-wrap of the same key is not undone.
-    const updated = await query<{ was: string }>(
-      pool,
-      `UPDATE masq.data_keys d SET wrapped = u.wrapped, master_key_id = u.master_key_id, rewrapped_at = now()
-       FROM unnest($1::uuid[], $2::bytea[], $3::text[], $4::text[]) AS u(id, wrapped, master_key_id, old_master_key_id)
+    const [ids, wrapped, masterKeyIds, oldMasterKeyIds] = [opened.map((r) => r.id), rewrapped.map((w) => Buffer.from(w.wrapped)), rewrapped.map((w) => w.masterKeyId), opened.map((r) => r.master_key_id)];
+    const updated = await classified(
+      sql<{ was: string }>`UPDATE masq.data_keys d SET wrapped = u.wrapped, master_key_id = u.master_key_id, rewrapped_at = now()
+       FROM unnest(${ids}::uuid[], ${wrapped}::bytea[], ${masterKeyIds}::text[], ${oldMasterKeyIds}::text[]) AS u(id, wrapped, master_key_id, old_master_key_id)
        WHERE d.id = u.id AND d.master_key_id = u.old_master_key_id
-       RETURNING u.old_master_key_id AS was`,
-      [opened.map((r) => r.id), rewrapped.map((w) => Buffer.from(w.wrapped)), rewrapped.map((w) => w.masterKeyId), opened.map((r) => r.master_key_id)],
+       RETURNING u.old_master_key_id AS was`.execute(db),
     );
     result.dataKeys += updated.rows.length;
     for (const r of updated.rows) result.from[r.was] = (result.from[r.was] ?? 0) + 1;
   }
 
   if (unopenable.size > 0) {
+    const ids = [...unopenable.keys()];
     const used = new Set(
       (
-        await query<{ id: string }>(
-          pool,
-          `SELECT DISTINCT data_key_id::text AS id FROM masq.vault WHERE data_key_id = ANY($1::uuid[])
-           UNION SELECT DISTINCT body_data_key_id::text FROM masq.quarantine WHERE body_data_key_id = ANY($1::uuid[])`,
-          [[...unopenable.keys()]],
+        await classified(
+          sql<{ id: string }>`SELECT DISTINCT data_key_id::text AS id FROM masq.vault WHERE data_key_id = ANY(${ids}::uuid[])
+           UNION SELECT DISTINCT body_data_key_id::text FROM masq.quarantine WHERE body_data_key_id = ANY(${ids}::uuid[])`.execute(db),
         )
       ).rows.map((r) => r.id),
     );
@@ -129,32 +126,45 @@ export async function rewrapKeys(
   }
 
   // The audit key: one row, re-wrapped like a pseudonym key.
-  const { rows: akeys } = await query<WrappedRow & { version: number }>(
-    pool,
-    "SELECT version, version::text AS id, master_key_id, wrapped FROM masq.audit_keys WHERE master_key_id <> $1 ORDER BY version",
-    [current],
+  const akeys = await classified(
+    db
+      .selectFrom("masq.audit_keys")
+      .select(["version", sql<string>`version::text`.as("id"), "master_key_id", "wrapped"])
+      .where("master_key_id", "<>", current)
+      .orderBy("version")
+      .execute(),
   );
   for (const k of akeys) {
     if (opts.signal?.aborted) return result;
     const [w] = await rewrapAll(provider, [k], () => ({ purpose: "audit", keyId: `audit-v${k.version}` }));
     const updated = async () =>
-      (await query(pool, "UPDATE masq.audit_keys SET wrapped = $2, master_key_id = $3, rewrapped_at = now() WHERE version = $1 AND master_key_id = $4", [
-        k.version,
-        Buffer.from(w!.wrapped),
-        w!.masterKeyId,
-        k.master_key_id,
-      ])).rowCount !== 0;
+      (
+        await classified(
+          db
+            .updateTable("masq.audit_keys")
+            .set({ wrapped: Buffer.from(w!.wrapped), master_key_id: w!.masterKeyId, rewrapped_at: sql`now()` })
+            .where("version", "=", k.version)
+            .where("master_key_id", "=", k.master_key_id)
+            .executeTakeFirstOrThrow(),
+        )
+      ).numUpdatedRows !== 0n;
     if (write && !(await updated())) continue;
     result.auditKeys++;
     result.from[k.master_key_id] = (result.from[k.master_key_id] ?? 0) + 1;
   }
 
   // Pseudonym keys: a handful of rows. A retired key has no key material left; an external one was never stored.
-  const { rows: pkeys } = await query<WrappedRow & { version: number }>(
-    pool,
-    `SELECT version, version::text AS id, master_key_id, wrapped FROM masq.pseudonym_keys
-     WHERE master_key_id <> $1 AND state <> 'retired' AND provider <> 'external' AND wrapped IS NOT NULL ORDER BY version`,
-    [current],
+  const pkeys = await classified(
+    db
+      .selectFrom("masq.pseudonym_keys")
+      .select(["version", sql<string>`version::text`.as("id"), "master_key_id", "wrapped"])
+      .where("master_key_id", "<>", current)
+      .where("state", "<>", "retired")
+      .where("provider", "<>", "external")
+      .where("wrapped", "is not", null)
+      .orderBy("version")
+      .$narrowType<WrappedRow>()
+      .execute(),
   );
   for (const k of pkeys) {
     if (opts.signal?.aborted) return result;
@@ -162,13 +172,17 @@ export async function rewrapKeys(
     // Unless the key retired meanwhile (its key material is gone then, and must stay gone).
     const updated = async () =>
       (
-        await query(
-          pool,
-          `UPDATE masq.pseudonym_keys SET wrapped = $2, master_key_id = $3, rewrapped_at = now()
-           WHERE version = $1 AND master_key_id = $4 AND state <> 'retired' AND wrapped IS NOT NULL`,
-          [k.version, Buffer.from(w!.wrapped), w!.masterKeyId, k.master_key_id],
+        await classified(
+          db
+            .updateTable("masq.pseudonym_keys")
+            .set({ wrapped: Buffer.from(w!.wrapped), master_key_id: w!.masterKeyId, rewrapped_at: sql`now()` })
+            .where("version", "=", k.version)
+            .where("master_key_id", "=", k.master_key_id)
+            .where("state", "<>", "retired")
+            .where("wrapped", "is not", null)
+            .executeTakeFirstOrThrow(),
         )
-      ).rowCount !== 0;
+      ).numUpdatedRows !== 0n;
     if (write && !(await updated())) continue;
     result.pseudonymKeys++;
     result.from[k.master_key_id] = (result.from[k.master_key_id] ?? 0) + 1;
@@ -186,16 +200,15 @@ async function rewrapAll<R extends WrappedRow>(provider: KeyProvider, rows: read
 
 /** A key wrapped by the other provider (KMS vs local) cannot be re-wrapped by this one: say so before changing anything. */
 async function refuseOtherProvider(pool: pg.Pool, provider: KeyProvider): Promise<void> {
-  const { rows } = await query<{ provider: string; n: number }>(
-    pool,
-    `SELECT provider, count(*)::int AS n FROM (
-       SELECT provider FROM masq.data_keys WHERE provider <> $1
+  const name = provider.name;
+  const { rows } = await classified(
+    sql<{ provider: string; n: number }>`SELECT provider, count(*)::int AS n FROM (
+       SELECT provider FROM masq.data_keys WHERE provider <> ${name}
        UNION ALL
-       SELECT provider FROM masq.pseudonym_keys WHERE provider NOT IN ($1, 'external') AND state <> 'retired'
+       SELECT provider FROM masq.pseudonym_keys WHERE provider NOT IN (${name}, 'external') AND state <> 'retired'
        UNION ALL
-       SELECT provider FROM masq.audit_keys WHERE provider <> $1) k
-     GROUP BY provider`,
-    [provider.name],
+       SELECT provider FROM masq.audit_keys WHERE provider <> ${name}) k
+     GROUP BY provider`.execute(masqQueries(pool)),
   );
   if (rows.length > 0) {
     const what = rows.map((r) => `${r.n} key(s) of the ${r.provider} provider`).join(", ");

@@ -2,7 +2,7 @@ import type pg from "pg";
 import { sql } from "kysely";
 import { type Blocker, withLockWatch } from "../db/lock-watch.ts";
 import { type Db, inTransaction } from "../db/pool.ts";
-import { classified, query } from "../db/query.ts";
+import { classified } from "../db/query.ts";
 import { masqQueries } from "../db/schema.ts";
 import { qualified, type TableName } from "../db/tables.ts";
 import { ConfigError, FatalError } from "../errors.ts";
@@ -16,6 +16,11 @@ import { repseudonymizeVault } from "./repseudonymize-vault.ts";
 import { reredactQuarantine } from "./reredact-quarantine.ts";
 import { assertRewritable, assertTablesRewritable, rotationTables, rewriteTables, tableText } from "./rewrite-tables.ts";
 import { withRotationLock, readRotationState, setRotationPhase, type RotationPhase, type RotationState } from "./rotation-state.ts";
+
+/**
+ * `masq rotate pseudonym-key`: the whole rotation (switch, the three passes, retirement) under the rotation lock,
+ * each step audited, and its dry-run preview.
+ */
 
 export interface RotatePseudonymKeyOptions {
   pool: pg.Pool;
@@ -49,7 +54,7 @@ export type RotatePseudonymKeyResult =
 /**
  * `masq rotate pseudonym-key`: a new pseudonym key, and every pseudonym masq wrote under the old one replaced, while
  * ingestion keeps running. In order, each step resumable:
- *   1. the switch (switch-pseudonym-key.ts): from its commit on, ingestion writes under the new key only;
+ *   1. the switch (switchPseudonymKey below): from its commit on, ingestion writes under the new key only;
  *   2. the vault pass: each stored value under its new pseudonym, old → new recorded in the rotation map;
  *   3. the quarantine pass: kept bodies redacted under the new key;
  *   4. the table pass: the table named and every registered table, one after another, through the map;
@@ -188,6 +193,8 @@ export async function previewPseudonymRotation(db: Db, table: TableName): Promis
   return { ...r, tables };
 }
 
+// The switch: the step that makes ingestion write under the new key.
+
 interface KeyRow {
   version: number;
   state: "active" | "retiring";
@@ -214,7 +221,10 @@ export async function switchPseudonymKey(
 ): Promise<{ state: RotationState; switched: boolean }> {
   const existing = await readRotationState(pool);
   if (existing !== undefined) return { state: existing, switched: false };
-  const keys = (await query<KeyRow>(pool, "SELECT version, state, provider, fingerprint FROM masq.pseudonym_keys WHERE state IN ('active', 'retiring')")).rows;
+  const db = masqQueries(pool);
+  const keys = await classified(
+    db.selectFrom("masq.pseudonym_keys").select(["version", "state", "provider", "fingerprint"]).where("state", "in", ["active", "retiring"]).$castTo<KeyRow>().execute(),
+  );
   if (keys.some((k) => k.state === "retiring")) {
     throw new FatalError("a pseudonym key is 'retiring' but masq.pseudonym_rotation has no rotation for it; the rotation's state was lost, so it cannot be resumed safely");
   }
@@ -222,47 +232,53 @@ export async function switchPseudonymKey(
   if (active === undefined) throw new FatalError("there is no pseudonym key yet (the first masq run creates it): nothing to rotate");
   refuseExternal(active);
 
-  const { rows } = await query<{ next: number }>(pool, "SELECT max(version) + 1 AS next FROM masq.pseudonym_keys");
-  const next = rows[0]!.next;
+  const { next } = await classified(
+    db
+      .selectFrom("masq.pseudonym_keys")
+      .select(sql<number>`max(version) + 1`.as("next"))
+      .executeTakeFirstOrThrow(),
+  );
   // The provider call happens before the transaction: while it holds the key row, ingestion's batches wait.
   const g = await provider.generateKey(pseudonymKeyContext(next), signal);
   const fingerprint = pseudonymKeyFingerprint(g.plaintext);
   g.plaintext.fill(0);
 
   await inTransaction(pool, async (client) => {
+    const tx = masqQueries(client);
     // Whatever a session of a masq role holds is ended after about 1 s (withLockWatch); only a session masq may not
     // end (the owner's, a superuser's) can hold the key this long, and then the error names it. The table lock is
     // queued fairly: a share lock on a key row (ROW SHARE on the table) asked for after it waits behind it, so new
     // ingest sessions cannot keep the switch off one after another, and its one wait of 30 s at most is the
     // switch's deadline (the FOR UPDATE after it finds no other holder).
-    await query(client, "SET LOCAL lock_timeout = '30s'");
+    await classified(sql`SET LOCAL lock_timeout = '30s'`.execute(tx));
     const locked = await withLockWatch(pool, client, { what: "the active pseudonym key", onEnded: onBlockerEnded }, async () => {
-      await query(client, "LOCK TABLE masq.pseudonym_keys IN EXCLUSIVE MODE");
-      return query<KeyRow>(client, "SELECT version, state, provider, fingerprint FROM masq.pseudonym_keys WHERE state = 'active' FOR UPDATE");
+      await classified(sql`LOCK TABLE masq.pseudonym_keys IN EXCLUSIVE MODE`.execute(tx));
+      return classified(tx.selectFrom("masq.pseudonym_keys").select(["version", "state", "provider", "fingerprint"]).where("state", "=", "active").forUpdate().execute());
     });
     // Appended once the key is held, so that the trail's chain lock (which every audited action waits for) is held
     // for the switch's few statements, not for its wait.
     await audit(client, active.version, next);
-    const now = locked.rows[0];
+    const now = locked[0];
     if (now?.version !== active.version) throw new FatalError("the active pseudonym key changed while the rotation started; run it again");
     // Every batch under the old key holds its share lock from before this moment; every batch under the new key
     // starts after the commit. The quarantine pass tells old records from new ones by it.
-    const at = await query<{ switched_at: Date; next: number }>(client, "SELECT clock_timestamp() AS switched_at, max(version) + 1 AS next FROM masq.pseudonym_keys");
-    if (at.rows[0]!.next !== next) throw new FatalError("another pseudonym key was added while the rotation started; run it again");
-    await query(client, "UPDATE masq.pseudonym_keys SET state = 'retiring' WHERE version = $1", [active.version]);
-    await query(client, "INSERT INTO masq.pseudonym_keys (version, state, provider, master_key_id, wrapped, fingerprint) VALUES ($1, 'active', $2, $3, $4, $5)", [
-      next,
-      provider.name,
-      g.masterKeyId,
-      Buffer.from(g.wrapped),
-      fingerprint,
-    ]);
-    await query(client, "INSERT INTO masq.pseudonym_rotation (from_version, to_version, switched_at, target_table, phase) VALUES ($1, $2, $3, $4, 'vault')", [
-      active.version,
-      next,
-      at.rows[0]!.switched_at,
-      targetTable,
-    ]);
+    const at = await classified(
+      tx
+        .selectFrom("masq.pseudonym_keys")
+        .select([sql<Date>`clock_timestamp()`.as("switched_at"), sql<number>`max(version) + 1`.as("next")])
+        .executeTakeFirstOrThrow(),
+    );
+    if (at.next !== next) throw new FatalError("another pseudonym key was added while the rotation started; run it again");
+    await classified(tx.updateTable("masq.pseudonym_keys").set({ state: "retiring" }).where("version", "=", active.version).execute());
+    // Written as SQL: the Database type does not know which columns have defaults (created_at, the counters).
+    await classified(
+      sql`INSERT INTO masq.pseudonym_keys (version, state, provider, master_key_id, wrapped, fingerprint)
+        VALUES (${next}, 'active', ${provider.name}, ${g.masterKeyId}, ${Buffer.from(g.wrapped)}, ${fingerprint})`.execute(tx),
+    );
+    await classified(
+      sql`INSERT INTO masq.pseudonym_rotation (from_version, to_version, switched_at, target_table, phase)
+        VALUES (${active.version}, ${next}, ${at.switched_at}, ${targetTable}, 'vault')`.execute(tx),
+    );
   });
   return { state: (await readRotationState(pool))!, switched: true };
 }
@@ -277,9 +293,11 @@ function refuseExternal(active: KeyRow): void {
   );
 }
 
+// Retirement: the step that ends a rotation.
+
 /**
  * The end of a rotation: once no vault row has the old version and the table pass has done every registered table
- * (rewrite-tables.ts: until then the map is their rows' only way to the vault), the old key is retired and its key
+ * (rewriteTables: until then the map is their rows' only way to the vault), the old key is retired and its key
  * material destroyed (wrapped set to NULL), and the rotation map, the last link between old and new pseudonyms, is
  * emptied.
  * One transaction, with the rotation's audit row (`audit`, appended before the key is retired). Returns the
@@ -293,24 +311,31 @@ export async function retirePseudonymKey(
   const final = await inTransaction(pool, async (client) => {
     const state = await readRotationState(client);
     if (state?.fromVersion !== fromVersion) throw new FatalError(`no rotation of pseudonym key version ${fromVersion} is in progress`);
-    const left = await query(client, "SELECT 1 FROM masq.vault WHERE key_version = $1 LIMIT 1", [fromVersion]);
-    if ((left.rowCount ?? 0) > 0) throw new FatalError(`the vault still holds values under pseudonym key version ${fromVersion}; run the rotation again with --resume`);
-    const undone = await query<{ t: string }>(
-      client,
-      "SELECT r.schema_name || '.' || r.table_name AS t FROM masq.registered_tables() r WHERE NOT (r.schema_name || '.' || r.table_name = ANY ($1::text[]))",
-      [state.tablesDone],
+    const tx = masqQueries(client);
+    const left = await classified(tx.selectFrom("masq.vault").select(sql`1`.as("one")).where("key_version", "=", fromVersion).limit(1).execute());
+    if (left.length > 0) throw new FatalError(`the vault still holds values under pseudonym key version ${fromVersion}; run the rotation again with --resume`);
+    const undone = await classified(
+      sql<{ t: string }>`SELECT r.schema_name || '.' || r.table_name AS t FROM masq.registered_tables() r
+        WHERE NOT (r.schema_name || '.' || r.table_name = ANY (${state.tablesDone}::text[]))`.execute(tx),
     );
     if (undone.rows.length > 0) {
       throw new FatalError(`the rotation has not rewritten ${undone.rows.map((r) => r.t).join(", ")} yet; run the rotation again with --resume`);
     }
     await audit(client, state);
-    await query(client, "UPDATE masq.pseudonym_keys SET state = 'retired', retired_at = now(), wrapped = NULL WHERE version = $1 AND state = 'retiring'", [fromVersion]);
-    await query(client, "DELETE FROM masq.pseudonym_rotation WHERE from_version = $1", [fromVersion]);
+    await classified(
+      tx
+        .updateTable("masq.pseudonym_keys")
+        .set({ state: "retired", retired_at: sql`now()`, wrapped: null })
+        .where("version", "=", fromVersion)
+        .where("state", "=", "retiring")
+        .execute(),
+    );
+    await classified(tx.deleteFrom("masq.pseudonym_rotation").where("from_version", "=", fromVersion).execute());
     // TRUNCATE, not DELETE: the map's pages go at once instead of lingering as dead rows until a vacuum.
-    await query(client, "TRUNCATE masq.pseudonym_rotation_map");
+    await classified(sql`TRUNCATE masq.pseudonym_rotation_map`.execute(tx));
     return state;
   });
   // The retired key's wrapped form lingers in the old row version until a vacuum; this table is tiny.
-  await pool.query("VACUUM masq.pseudonym_keys").catch(() => undefined);
+  await sql`VACUUM masq.pseudonym_keys`.execute(masqQueries(pool)).catch(() => undefined);
   return final;
 }

@@ -1,6 +1,8 @@
+import { sql } from "kysely";
 import type pg from "pg";
 import { FatalError } from "../errors.ts";
-import { classifyPgError, connect, query } from "../db/query.ts";
+import { classified, classifyPgError, connect } from "../db/query.ts";
+import { masqQueries } from "../db/schema.ts";
 
 export type RotationPhase = "vault" | "quarantine" | "table";
 
@@ -47,7 +49,7 @@ interface StateRow {
 export async function readRotationState(db: pg.Pool | pg.PoolClient): Promise<RotationState | undefined> {
   let rows: StateRow[];
   try {
-    rows = (await db.query<StateRow>("SELECT * FROM masq.pseudonym_rotation")).rows;
+    rows = (await masqQueries(db).selectFrom("masq.pseudonym_rotation").selectAll().$castTo<StateRow>().execute());
   } catch (err) {
     if ((err as { code?: string }).code === "42P01") {
       throw new FatalError("masq.pseudonym_rotation does not exist: masq's schema is not in place; run masq migrate first");
@@ -60,7 +62,7 @@ export async function readRotationState(db: pg.Pool | pg.PoolClient): Promise<Ro
 
 /** Moves to the next phase; the table pass starts from block 0 of the table as it is now. */
 export async function setRotationPhase(pool: pg.Pool, fromVersion: number, phase: RotationPhase): Promise<void> {
-  await query(pool, "UPDATE masq.pseudonym_rotation SET phase = $2 WHERE from_version = $1", [fromVersion, phase]);
+  await classified(masqQueries(pool).updateTable("masq.pseudonym_rotation").set({ phase }).where("from_version", "=", fromVersion).execute());
 }
 
 function fromRow(r: StateRow): RotationState {
@@ -90,9 +92,10 @@ function fromRow(r: StateRow): RotationState {
  */
 export async function withRotationLock<T>(pool: pg.Pool, fn: () => Promise<T>): Promise<T> {
   const client = await connect(pool);
+  const held = masqQueries(client);
   let locked: boolean;
   try {
-    locked = (await query<{ ok: boolean }>(client, "SELECT pg_try_advisory_lock(hashtext('masq.rotate')) AS ok")).rows[0]?.ok === true;
+    locked = (await classified(sql<{ ok: boolean }>`SELECT pg_try_advisory_lock(hashtext('masq.rotate')) AS ok`.execute(held))).rows[0]?.ok === true;
   } catch (err) {
     client.release();
     throw err;
@@ -105,7 +108,7 @@ export async function withRotationLock<T>(pool: pg.Pool, fn: () => Promise<T>): 
     return await fn();
   } finally {
     // A connection that cannot unlock is destroyed, which frees the lock as well.
-    const unlocked = await client.query("SELECT pg_advisory_unlock(hashtext('masq.rotate'))").then(
+    const unlocked = await sql`SELECT pg_advisory_unlock(hashtext('masq.rotate'))`.execute(held).then(
       () => true,
       () => false,
     );

@@ -1,9 +1,8 @@
-import type pg from "pg";
 import { sql } from "kysely";
 import type { Db } from "../db/pool.ts";
 import { classified } from "../db/query.ts";
 import { masqQueries } from "../db/schema.ts";
-import { qualified, type TableName } from "../db/tables.ts";
+import type { TableName } from "../db/tables.ts";
 import { FatalError, ConfigError } from "../errors.ts";
 import type { PiiKind, Pseudonymizer } from "../ingest/pseudonymize.ts";
 import { openAuditKey } from "../keys/audit-key.ts";
@@ -12,6 +11,11 @@ import type { KeyProvider } from "../keys/key-provider.ts";
 import { activePseudonymKey, pseudonymKeyVersion } from "../keys/pseudonym-keys.ts";
 import { flagSuspect, appendSealed } from "./audit.ts";
 import type { Lifecycle } from "./audited-command.ts";
+
+/**
+ * `masq unmask` and `masq pseudonym`: the audited read of the vault (revealVault, also used by other reveals) and how
+ * its values are printed.
+ */
 
 export const KINDS: readonly PiiKind[] = ["ip", "device_id"];
 
@@ -35,12 +39,13 @@ export async function unmask(
   lc: Lifecycle,
   req: { reason: string; selector: Selector; table: TableName; pseudonymKeyOverride: Uint8Array | undefined },
 ): Promise<RevealResult & { notFound: string[] }> {
-  const wanted = await wantedPseudonyms(lc.db.pool, req.table, req.selector);
+  const { wanted, candidates } = await wantedPseudonyms(lc.db, req.table, req.selector);
   const r = await revealVault(lc.db, lc.keys(), {
     reason: req.reason,
     selector: describeSelector(req.selector),
     client: await lc.client(),
     wanted,
+    candidates,
     limit: req.selector.limit,
     pseudonymKeyOverride: req.pseudonymKeyOverride,
   });
@@ -59,13 +64,10 @@ export async function pseudonymOf(lc: Lifecycle, req: { kind: PiiKind; value: st
   const pseudonym = key.pseudonymizer.pseudonymize(req.kind, req.value);
   const auditKey = await openAuditKey(lc.db.pool, provider);
   try {
-    await appendSealed(lc.db.pool, auditKey, "SELECT masq.audit_pseudonym($1, $2, $3, $4, $5)::text AS seq", [
-      req.reason,
-      JSON.stringify({ kind: req.kind, keyVersion: key.version }),
-      JSON.stringify(await lc.client()),
-      [`${req.kind}:${pseudonym}`],
-      auditKey.version,
-    ]);
+    const selector = JSON.stringify({ kind: req.kind, keyVersion: key.version });
+    const client = JSON.stringify(await lc.client());
+    const subjects = [`${req.kind}:${pseudonym}`];
+    await appendSealed(lc.db.pool, auditKey, sql<{ seq: string }>`SELECT masq.audit_pseudonym(${req.reason}, ${selector}, ${client}, ${subjects}, ${auditKey.version})::text AS seq`);
   } finally {
     auditKey.key.fill(0);
   }
@@ -83,31 +85,56 @@ function describeSelector(s: Selector): Record<string, unknown> {
   };
 }
 
-/** The (kind, pseudonym) pairs asked for: given directly, or those of the table's rows that match. */
-async function wantedPseudonyms(pool: pg.Pool, table: TableName, s: Selector): Promise<{ kind: PiiKind; pseudonym: string }[]> {
+/** The vault entries of the asked pairs: which data keys and pseudonym key versions their values need. */
+type Candidates = { key_version: number; data_key_id: string }[];
+
+/**
+ * The (kind, pseudonym) pairs asked for: given directly, or those of the table's rows that match. With a selector on
+ * the table, the same statement also returns those pairs' vault entries (vaultEntries' step 0), one round trip
+ * instead of two.
+ */
+async function wantedPseudonyms(db: Db, table: TableName, s: Selector): Promise<{ wanted: { kind: PiiKind; pseudonym: string }[]; candidates: Candidates | undefined }> {
   const out: { kind: PiiKind; pseudonym: string }[] = [];
   // A bare pseudonym may be of either kind (they never collide): look it up as each kind asked for.
   for (const p of s.pseudonyms) for (const kind of s.kinds) out.push({ kind, pseudonym: p });
-  if (s.userIds.length > 0 || s.from !== undefined || s.to !== undefined) {
-    const { rows } = await pool.query<{ masked_ip: string | null; masked_device_id: string | null }>(
-      `SELECT DISTINCT masked_ip, masked_device_id FROM ${qualified(table)}
-       WHERE ($1::text[] IS NULL OR user_id = ANY($1::text[]))
-         AND ($2::date IS NULL OR create_date >= $2::date)
-         AND ($3::date IS NULL OR create_date <= $3::date)
-       ORDER BY masked_ip, masked_device_id
-       LIMIT $4`,
-      [s.userIds.length > 0 ? s.userIds : null, s.from ?? null, s.to ?? null, s.limit + 1],
-    );
-    const seen = new Set(out.map((w) => `${w.kind}:${w.pseudonym}`));
-    for (const r of rows) {
-      for (const [kind, pseudonym] of [["ip", r.masked_ip], ["device_id", r.masked_device_id]] as const) {
-        if (pseudonym === null || !s.kinds.includes(kind) || seen.has(`${kind}:${pseudonym}`)) continue;
-        seen.add(`${kind}:${pseudonym}`);
-        out.push({ kind, pseudonym });
-      }
+  if (s.userIds.length === 0 && s.from === undefined && s.to === undefined) return { wanted: out, candidates: undefined };
+  const userIds = s.userIds.length > 0 ? s.userIds : null;
+  const from = s.from ?? null;
+  const to = s.to ?? null;
+  const givenKinds = out.map((w) => w.kind);
+  const givenPseudonyms = out.map((w) => w.pseudonym);
+  const r = (
+    await classified(
+      sql<{ ips: (string | null)[]; devices: (string | null)[]; key_versions: number[]; data_key_ids: string[] }>`WITH t AS MATERIALIZED (
+         SELECT DISTINCT masked_ip, masked_device_id FROM ${sql.id(table.schema, table.name)}
+         WHERE (${userIds}::text[] IS NULL OR user_id = ANY(${userIds}::text[]))
+           AND (${from}::date IS NULL OR create_date >= ${from}::date)
+           AND (${to}::date IS NULL OR create_date <= ${to}::date)
+         ORDER BY masked_ip, masked_device_id
+         LIMIT ${s.limit + 1}
+       ), w AS (
+         SELECT g.kind, g.pseudonym FROM unnest(${givenKinds}::text[], ${givenPseudonyms}::text[]) AS g(kind, pseudonym)
+         UNION SELECT 'ip', masked_ip FROM t WHERE masked_ip IS NOT NULL AND 'ip' = ANY(${s.kinds}::text[])
+         UNION SELECT 'device_id', masked_device_id FROM t WHERE masked_device_id IS NOT NULL AND 'device_id' = ANY(${s.kinds}::text[])
+       ), c AS (
+         SELECT v.key_version, v.data_key_id FROM masq.vault v JOIN w ON v.kind = w.kind AND v.pseudonym = w.pseudonym
+         ORDER BY v.kind, v.pseudonym LIMIT ${s.limit + 1}
+       )
+       SELECT (SELECT coalesce(array_agg(masked_ip ORDER BY masked_ip, masked_device_id), '{}') FROM t) AS ips,
+              (SELECT coalesce(array_agg(masked_device_id ORDER BY masked_ip, masked_device_id), '{}') FROM t) AS devices,
+              (SELECT coalesce(array_agg(key_version), '{}') FROM c) AS key_versions,
+              (SELECT coalesce(array_agg(data_key_id::text), '{}') FROM c) AS data_key_ids`.execute(masqQueries(db)),
+    )
+  ).rows[0]!;
+  const seen = new Set(out.map((w) => `${w.kind}:${w.pseudonym}`));
+  for (const [i, ip] of r.ips.entries()) {
+    for (const [kind, pseudonym] of [["ip", ip], ["device_id", r.devices[i] ?? null]] as const) {
+      if (pseudonym === null || !s.kinds.includes(kind) || seen.has(`${kind}:${pseudonym}`)) continue;
+      seen.add(`${kind}:${pseudonym}`);
+      out.push({ kind, pseudonym });
     }
   }
-  return out;
+  return { wanted: out, candidates: r.key_versions.map((v, i) => ({ key_version: v, data_key_id: r.data_key_ids[i]! })) };
 }
 
 export interface RevealRequest {
@@ -117,6 +144,8 @@ export interface RevealRequest {
   /** What the client says about itself (OS user, AWS caller), labelled client-reported in the row. */
   client: Record<string, unknown>;
   wanted: readonly { kind: PiiKind; pseudonym: string }[];
+  /** The vault entries of `wanted` when already read (with the table's rows); else read here, step 0. */
+  candidates?: Candidates | undefined;
   limit: number;
   /** MASQ_PSEUDONYM_KEY, for the check of values under a key given from outside. */
   pseudonymKeyOverride: Uint8Array | undefined;
@@ -154,7 +183,7 @@ interface Cipher {
  */
 export async function revealVault(db: Db, provider: KeyProvider, req: RevealRequest): Promise<RevealResult> {
   const pool = db.pool;
-  const candidates = await vaultEntries(db, req.wanted, req.limit + 1);
+  const candidates = req.candidates ?? (await vaultEntries(db, req.wanted, req.limit + 1));
   const dataKeys = await unwrapDataKeys(pool, provider, candidates.map((c) => c.data_key_id));
   const pseudonymizers = new Map<number, Pseudonymizer>();
   const auditKey = await openAuditKey(pool, provider);
@@ -162,15 +191,14 @@ export async function revealVault(db: Db, provider: KeyProvider, req: RevealRequ
     for (const v of new Set(candidates.map((c) => c.key_version))) {
       pseudonymizers.set(v, (await pseudonymKeyVersion(pool, provider, v, undefined, req.pseudonymKeyOverride)).pseudonymizer);
     }
-    const { seq, more } = await appendSealed<{ seq: string; more: boolean }>(pool, auditKey, "SELECT seq::text AS seq, more FROM masq.audit_reveal_vault($1, $2, $3, $4, $5, $6, $7)", [
-      req.reason,
-      JSON.stringify(req.selector),
-      JSON.stringify(req.client),
-      req.wanted.map((w) => w.kind),
-      req.wanted.map((w) => w.pseudonym),
-      req.limit,
-      auditKey.version,
-    ]);
+    const kinds = req.wanted.map((w) => w.kind);
+    const pseudonyms = req.wanted.map((w) => w.pseudonym);
+    const { seq, more } = await appendSealed(
+      pool,
+      auditKey,
+      sql<{ seq: string; more: boolean }>`SELECT seq::text AS seq, more
+        FROM masq.audit_reveal_vault(${req.reason}, ${JSON.stringify(req.selector)}, ${JSON.stringify(req.client)}, ${kinds}, ${pseudonyms}, ${req.limit}, ${auditKey.version})`,
+    );
     const { rows } = await classified(sql<Cipher>`SELECT kind, pseudonym, key_version, data_key_id, nonce, ciphertext FROM masq.vault_ciphertexts(${seq})`.execute(masqQueries(db)));
     // A rotation between step 0 and step 2 can move a value to a data key or pseudonym key not unwrapped yet.
     const lateKeys = rows.map((r) => r.data_key_id).filter((id) => !dataKeys.has(id));
@@ -202,7 +230,7 @@ export async function revealVault(db: Db, provider: KeyProvider, req: RevealRequ
 }
 
 /** Step 0: the non-secret columns of the asked rows, to learn which keys they need. */
-async function vaultEntries(db: Db, wanted: RevealRequest["wanted"], limit: number): Promise<{ key_version: number; data_key_id: string }[]> {
+async function vaultEntries(db: Db, wanted: RevealRequest["wanted"], limit: number): Promise<Candidates> {
   if (wanted.length === 0) return [];
   const kinds = wanted.map((w) => w.kind);
   const pseudonyms = wanted.map((w) => w.pseudonym);
@@ -213,6 +241,8 @@ async function vaultEntries(db: Db, wanted: RevealRequest["wanted"], limit: numb
   );
   return rows;
 }
+
+// Output: the recovered values as a table, CSV or JSON, safe to print to a terminal or open in a spreadsheet.
 
 /** One recovered value, as `masq unmask` prints it. */
 export interface Unmasked {

@@ -1,6 +1,6 @@
 import type pg from "pg";
 import { mayCreateAuditKey, openAuditKey } from "../keys/audit-key.ts";
-import { databaseSetting, readConnectTimeoutMs, readDatabaseUrl, readKeyConfig, readLogFormat, readLogLevel, readTable } from "../settings/config.ts";
+import { databaseSetting, hasMasterKey, readConnectTimeoutMs, readDatabaseUrl, readKeyConfig, readLogFormat, readLogLevel, readTable } from "../settings/config.ts";
 import { describeError } from "../errors.ts";
 import { createLogger, type Logger } from "../log.ts";
 import { createDb } from "../db/pool.ts";
@@ -44,7 +44,7 @@ async function prepareAuditKey(pool: pg.Pool, logger: Logger, signal: AbortSigna
   if (!(await mayCreateAuditKey(pool))) return;
   const exists = (await pool.query<{ n: number }>("SELECT count(*)::int AS n FROM masq.audit_key()")).rows[0]!.n > 0;
   if (exists) return;
-  if (!(process.env.MASQ_KMS_KEY_ID || process.env.MASQ_MASTER_KEY || process.env.MASQ_MASTER_KEY_FILE)) {
+  if (!hasMasterKey(process.env)) {
     logger.info("no audit key yet: run masq migrate with the master key configured to make it (other logins' audited commands need it)");
     return;
   }

@@ -1,6 +1,6 @@
 import { once } from "node:events";
 import { endedLine } from "../db/lock-watch.ts";
-import { namesTable, type TableName } from "../db/tables.ts";
+import type { TableName } from "../db/tables.ts";
 import { ConfigError } from "../errors.ts";
 import { readReason, REVEAL_REFUSAL, runAudited, ERASE_REFUSAL } from "../lifecycle/audited-command.ts";
 import { eraseUser, type ErasureCounts } from "../lifecycle/erase-subject.ts";
@@ -9,7 +9,7 @@ import { exportUser } from "../lifecycle/export-subject.ts";
 import { readFormat } from "../lifecycle/unmask.ts";
 import { revealing } from "../log.ts";
 import { createProgress, type Progress } from "../ops/progress.ts";
-import { readPseudonymKey, readTable } from "../settings/config.ts";
+import { readNamedTable, readPseudonymKey } from "../settings/config.ts";
 
 /** Rows read, decrypted and written at a time: memory stays bounded however many rows the user has. */
 const EXPORT_PAGE = 1000;
@@ -31,7 +31,7 @@ export async function subjectExportCommand(flags: Record<string, unknown>): Prom
   if (from !== undefined && to !== undefined && from > to) throw new ConfigError("--from/--to", "--from is after --to: nothing would match");
   const format = readFormat(flags);
   const pageSize = readPageSize(flags.pageSize);
-  const named = namesTable(flags, process.env) ? readTable(flags, process.env) : undefined;
+  const named = readNamedTable(flags, process.env);
   const writer = new ExportWriter(format);
   let begun = false;
   const emit = async (lines: ExportLine[]) => {
@@ -93,7 +93,7 @@ export async function subjectEraseCommand(flags: Record<string, unknown>): Promi
   const vaultOnly = flags.vaultOnly === true;
   // A dry run is recorded too (its counts say whether the user exists); it needs no justification of its own.
   const reason = dryRun && flags.reason === undefined ? "dry run (counts only)" : readReason(flags);
-  const named = namesTable(flags, process.env) ? readTable(flags, process.env) : undefined;
+  const named = readNamedTable(flags, process.env);
   const where = (t: TableName) => `${t.schema}.${t.name}${vaultOnly ? ", vault only" : ""}`;
   let bar: Progress | undefined;
   return runAudited(flags, { keys: "now", poolSize: 3, refuse: ERASE_REFUSAL }, async (lc) => {

@@ -1,4 +1,4 @@
-import { DEFAULT_HTTP_PORT } from "../settings/config.ts";
+import { DEFAULT_HTTP_PORT, readWatchedPort } from "../settings/config.ts";
 import { ConfigError, describeError, UnreachableError } from "../errors.ts";
 import { formatTop, topSnapshot, type TopSnapshot } from "../ops/top.ts";
 import { parseMetrics, type Sample } from "../ops/metrics.ts";
@@ -29,10 +29,8 @@ function readEndpoint(flags: Record<string, unknown>, env: NodeJS.ProcessEnv): E
     }
     return { url: flags.url, setting: "--url" };
   }
-  const port = env.MASQ_HTTP_PORT?.trim();
-  if (port !== undefined && port !== "" && /^\d+$/.test(port) && Number(port) > 0 && Number(port) < 65_536) {
-    return { url: `http://127.0.0.1:${port}/metrics`, setting: "MASQ_HTTP_PORT" };
-  }
+  const watched = readWatchedPort(env);
+  if (watched !== undefined) return { url: `http://127.0.0.1:${watched.port}/metrics`, setting: watched.setting };
   return { url: `http://127.0.0.1:${DEFAULT_HTTP_PORT}/metrics`, setting: "--url or MASQ_HTTP_PORT" };
 }
 

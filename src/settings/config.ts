@@ -84,6 +84,14 @@ export function readTable(flags: Record<string, unknown>, env: NodeJS.ProcessEnv
   return read(S.table, { flags, env });
 }
 
+/**
+ * The table a command names itself (--table or MASQ_TABLE), or undefined when none is given: `subject export` and
+ * `subject erase` then act on every table masq writes, not on the default one.
+ */
+export function readNamedTable(flags: Record<string, unknown>, env: NodeJS.ProcessEnv): TableName | undefined {
+  return lookup(S.table, { flags, env }) === undefined ? undefined : readTable(flags, env);
+}
+
 /** MASQ_CONTRACT or --contract: a contract file's path; undefined for the login contract shipped with masq. */
 export function readContractFile(flags: Record<string, unknown>, env: NodeJS.ProcessEnv): string | undefined {
   return read(S.contract, { flags, env });
@@ -104,6 +112,12 @@ export type KeyConfig = { limits: DataKeyLimitsConfig } & (
   | { provider: "kms"; kmsKeyId: string; region: string; kmsEndpoint: string | undefined; stsEndpoint: string | undefined }
   | { provider: "local"; masterKey: Uint8Array; previousMasterKeys: Uint8Array[] }
 );
+
+/** Whether a master key is configured at all (MASQ_KMS_KEY_ID, MASQ_MASTER_KEY or MASQ_MASTER_KEY_FILE), valid or not. */
+export function hasMasterKey(env: NodeJS.ProcessEnv): boolean {
+  const src = envOnly(env);
+  return [S.kmsKeyId, S.masterKey, S.masterKeyFile].some((s) => lookup(s, src) !== undefined);
+}
 
 /**
  * The master key's provider. MASQ_KEY_PROVIDER says which (kms or local); left unset, it follows from which key is
@@ -276,6 +290,16 @@ export function readHttp(flags: Record<string, unknown>, env: NodeJS.ProcessEnv,
   const host = read(S.httpHost, src);
   const port = read(S.httpPort, src) ?? defaultPort;
   return port === undefined || port === "off" ? undefined : { port, host };
+}
+
+/**
+ * The fixed port `masq top` watches on 127.0.0.1: MASQ_HTTP_PORT when it names one, else undefined (unset, 0 for
+ * any free port, or off), with the setting that gave it for the line that says it cannot be reached.
+ */
+export function readWatchedPort(env: NodeJS.ProcessEnv): { port: number; setting: string } | undefined {
+  const src = envOnly(env);
+  const port = read(S.httpPort, src);
+  return port === undefined || port === "off" || port === 0 ? undefined : { port, setting: lookup(S.httpPort, src)!.from };
 }
 
 /**

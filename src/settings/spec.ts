@@ -27,6 +27,11 @@ export interface Setting<T> {
   help?: string;
   /** The meaning column of docs/configuration.md: one line of Markdown. */
   doc: string;
+  /**
+   * What the setting means for the Lambda handler, for the settings table of docs/deploy.md: one line of Markdown.
+   * Only the settings worth setting on the function have one (readLambdaConfig reads others too, with their defaults).
+   */
+  lambda?: string;
   /** The value when nothing sets it. Absent: unset, or it follows from other settings (config.ts says how). */
   default?: T;
   /** How the default reads in --help and the docs, when the value alone does not say it (Markdown code spans). */
@@ -70,6 +75,7 @@ export const SETTINGS = {
     part: "database",
     help: 'Postgres: "postgres://user@host/db", "host=/var/run/postgresql dbname=db", …',
     doc: "A connection string in any form psql takes: a `postgres://` or `postgresql://` URL (a socket directory as `?host=/var/run/postgresql` or `%2F…`), keyword pairs (`host=/var/run/postgresql dbname=logins user=masq`, values quoted `'…'` when needed), or a plain database name. Parts left out come from the `PG*` variables. Without it, node-postgres reads `PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`, `PGDATABASE`, `PGSSLMODE` and the rest.",
+    lambda: "Required, unless you use the `PG*` variables. The function must reach Postgres: same VPC, security group rules.",
     defaultText: "the `PG*` variables",
     // Checked here so that a mistake exits 2 naming the setting; pg is given the text itself.
     parse: wording((value) => (parseConnectionString(value), value)),
@@ -80,6 +86,7 @@ export const SETTINGS = {
     part: "table",
     help: 'target table, "table" or "schema.table"',
     doc: "The target table, as `table` or `schema.table`. Plain identifiers only; the schema must exist. `masq subject export` and `subject erase` act on every table masq writes (registered by `masq migrate`, which registers only a table the schema owner owns, without triggers, rules or row-level security) unless this names one.",
+    lambda: "Optional: the table the function writes; run `masq migrate --table` for it as the owner if it is not the default.",
     default: { schema: "public", name: "user_logins" },
     defaultText: "`public.user_logins`",
     parse: wording(parseTableName),
@@ -95,6 +102,7 @@ export const SETTINGS = {
     env: "MASQ_KMS_KEY_ID",
     part: "keys",
     doc: "The KMS key: key id, key ARN, alias (`alias/masq`) or alias ARN. A symmetric `ENCRYPT_DECRYPT` key.",
+    lambda: "Required (or the local provider's `MASQ_MASTER_KEY_FILE`, from a layer or EFS). The function's role needs `kms:DescribeKey`, `kms:GenerateDataKey` with condition `kms:EncryptionContext:app` = `masq`, and `kms:Decrypt` only with `kms:EncryptionContext:purpose` = `pseudonym` (SECURITY.md). One `GenerateDataKey` per execution environment and hour, never per message.",
     parse: trimmed,
   }),
   kmsEndpoint: setting({
@@ -154,6 +162,7 @@ export const SETTINGS = {
     env: "MASQ_PSEUDONYM_KEY",
     part: "pseudonym-key",
     doc: "Optional: your own HMAC key instead of the one masq creates and keeps wrapped in the database. Hex, or base64 (standard or URL-safe), at least 32 bytes once decoded; a value made only of hex digits is read as hex, and a `hex:` or `base64:` prefix forces the choice. masq keeps its fingerprint and refuses another key later. `masq rotate pseudonym-key` works only with the managed key.",
+    lambda: "Optional: a pseudonym key of your own instead of the one masq keeps wrapped in the database. If you set it, encrypt the function's environment with a customer-managed KMS key and restrict `lambda:GetFunctionConfiguration`.",
     defaultText: "managed by masq",
     parse: parsePseudonymKey,
   }),
@@ -201,6 +210,7 @@ export const SETTINGS = {
     part: "pipeline",
     help: "rows per Postgres transaction",
     doc: "Messages per Postgres transaction.",
+    lambda: "The most messages per statement. Larger invocation batches are committed in statements of this size.",
     default: 1000,
     parse: integer(1, 10_000),
   }),
@@ -298,6 +308,7 @@ export const SETTINGS = {
     part: "migrate",
     help: "do not apply pending migrations at start (MASQ_MIGRATE=false)",
     doc: "Whether `run` (and the Lambda handler's cold start) applies pending migrations. Off, it still checks the target table, and creates it if absent. `true`/`false`, `yes`/`no`, `on`/`off` or `1`/`0`, in any case; anything else exits 2.",
+    lambda: "`false` when a least-privilege role runs the function ([SECURITY.md](../SECURITY.md#roles)); run `masq migrate` once as the owner.",
     default: true,
     parse: boolean,
   }),
@@ -332,6 +343,7 @@ export const SETTINGS = {
     part: "log-level",
     help: LOG_LEVELS.join("|"),
     doc: `${LOG_LEVELS.map((l) => `\`${l}\``).join(", ")}.`,
+    lambda: "`info` logs one JSON line per invocation (`sqs batch processed`, with counts and no message content).",
     default: "info",
     parse: oneOf(LOG_LEVELS),
   }),

@@ -6,14 +6,17 @@ import { describe, test } from "node:test";
 import { isDeepStrictEqual } from "node:util";
 import { ConfigError } from "../../src/errors.ts";
 import {
+  hasMasterKey,
   readConnectTimeoutMs,
   readContractFile,
   readHttp,
   readLambdaConfig,
   readLogFormat,
+  readNamedTable,
   readPipelineConfig,
   readRetentionDays,
   readRunConfig,
+  readWatchedPort,
   type PipelineConfig,
 } from "../../src/settings/config.ts";
 import { envNames, SETTINGS, shownDefault, type Setting } from "../../src/settings/spec.ts";
@@ -355,5 +358,26 @@ describe("the Lambda handler's settings", () => {
   }
   test("an invalid MASQ_MIGRATE is a configuration error naming it", () => {
     assert.throws(() => readLambdaConfig({ ...LAMBDA_ENV, MASQ_MIGRATE: "banana" }), (e: Error) => e instanceof ConfigError && e.setting === "MASQ_MIGRATE");
+  });
+});
+
+describe("settings that commands read beside run's", () => {
+  test("masq top watches the port MASQ_HTTP_PORT names, and refuses one that is not a port rather than guessing", () => {
+    assert.deepEqual(readWatchedPort({ MASQ_HTTP_PORT: "9100" }), { port: 9100, setting: "MASQ_HTTP_PORT" });
+    for (const port of [undefined, "", "0", "off"]) assert.equal(readWatchedPort({ MASQ_HTTP_PORT: port }), undefined, String(port));
+    assert.throws(() => readWatchedPort({ MASQ_HTTP_PORT: "http" }), (e: unknown) => e instanceof ConfigError && e.setting === "MASQ_HTTP_PORT");
+  });
+
+  test("a command names its table with --table or MASQ_TABLE; an empty one names none", () => {
+    assert.equal(readNamedTable({}, {}), undefined);
+    assert.equal(readNamedTable({}, { MASQ_TABLE: "" }), undefined);
+    assert.deepEqual(readNamedTable({}, { MASQ_TABLE: "ingest.logins" }), { schema: "ingest", name: "logins" });
+    assert.deepEqual(readNamedTable({ table: "a.b" }, { MASQ_TABLE: "ingest.logins" }), { schema: "a", name: "b" });
+  });
+
+  test("whether a master key is configured: any of the three settings, valid or not", () => {
+    assert.equal(hasMasterKey({}), false);
+    assert.equal(hasMasterKey({ MASQ_MASTER_KEY: "" }), false);
+    for (const name of ["MASQ_KMS_KEY_ID", "MASQ_MASTER_KEY", "MASQ_MASTER_KEY_FILE"]) assert.equal(hasMasterKey({ [name]: "x" }), true, name);
   });
 });

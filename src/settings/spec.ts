@@ -4,16 +4,17 @@ import { parseTableName, type TableName } from "../db/tables.ts";
 import { boolean, hostName, httpUrl, integer, oneOf, portOrOff, region, secretFile, trimmed, wording, type Parser } from "./parse.ts";
 
 /**
- * Every setting masq reads, declared once. From this list come the configuration reader (config.ts), each command's
- * flags and their --help (options.ts, cli.ts), the known names that unknown MASQ_* variables are checked against
- * (known-settings.ts), and the settings table of docs/configuration.md (docs-table.ts, a test compares).
+ * Every setting masq reads, declared once. From this list come the configuration reader (config.ts, with its
+ * sources: flags, environment, config file, defaults: sources.ts, config-file.ts), each command's flags and their
+ * --help (derived.ts, cli.ts), the known names that unknown MASQ_* variables and config-file keys are checked
+ * against, and the settings tables of docs/configuration.md and docs/deploy.md (derived.ts; a test compares).
  */
 
 /**
  * The part of the configuration a setting belongs to, after the config.ts function that reads it: a command's --help
  * lists the settings of the parts it reads (cli.ts).
  */
-export type SettingPart = "queue" | "aws" | "database" | "table" | "keys" | "pseudonym-key" | "pipeline" | "http" | "log-level" | "log-format" | "connect" | "retention" | "migrate" | "contract";
+export type SettingPart = "config" | "queue" | "aws" | "database" | "table" | "keys" | "pseudonym-key" | "pipeline" | "http" | "log-level" | "log-format" | "connect" | "retention" | "migrate" | "contract";
 
 export interface Setting<T> {
   /** The environment variable, and the setting's name in errors, docs and --help. */
@@ -36,6 +37,11 @@ export interface Setting<T> {
   default?: T;
   /** How the default reads in --help and the docs, when the value alone does not say it (Markdown code spans). */
   defaultText?: string;
+  /**
+   * Whether a value is a secret (a key, a connection string with a password): a config file that holds one must be
+   * readable by its owner only (config-file.ts). Parsers never echo any value that may be secret.
+   */
+  secret?: true | ((text: string) => boolean);
   parse: Parser<T>;
 }
 
@@ -61,6 +67,15 @@ export const DEFAULT_HTTP_PORT = 8717;
 
 // The order here is the order of the docs' table and of each command's list of settings.
 export const SETTINGS = {
+  config: setting({
+    env: "MASQ_CONFIG",
+    flag: "--config <file>",
+    part: "config",
+    help: "a YAML file of settings, by their variables' names; flags and the environment win over it",
+    doc: "A YAML file of settings ([below](#a-config-file)): each key is a setting's variable name as in this table (`MASQ_BATCH_SIZE: 500`). Flags and the environment win over it; it wins over the defaults. An unknown key, a value its setting refuses, or a secret in a file other users may read exits 2, naming the file, line:col and key.",
+    defaultText: "none",
+    parse: trimmed,
+  }),
   queueUrl: setting({
     env: "QUEUE_URL",
     flag: "--queue-url <url>",
@@ -77,6 +92,7 @@ export const SETTINGS = {
     doc: "A connection string in any form psql takes: a `postgres://` or `postgresql://` URL (a socket directory as `?host=/var/run/postgresql` or `%2F…`), keyword pairs (`host=/var/run/postgresql dbname=logins user=masq`, values quoted `'…'` when needed), or a plain database name. Parts left out come from the `PG*` variables. Without it, node-postgres reads `PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`, `PGDATABASE`, `PGSSLMODE` and the rest.",
     lambda: "Required, unless you use the `PG*` variables. The function must reach Postgres: same VPC, security group rules.",
     defaultText: "the `PG*` variables",
+    secret: (text) => parseConnectionString(text).password !== undefined,
     // Checked here so that a mistake exits 2 naming the setting; pg is given the text itself.
     parse: wording((value) => (parseConnectionString(value), value)),
   }),
@@ -121,6 +137,7 @@ export const SETTINGS = {
   }),
   masterKey: setting({
     env: "MASQ_MASTER_KEY",
+    secret: true,
     part: "keys",
     doc: "The local provider's master key: exactly 32 bytes, hex or base64 (as below). There is no flag for it, so it never shows up in `ps` or shell history.",
     parse: parseMasterKey,
@@ -133,6 +150,7 @@ export const SETTINGS = {
   }),
   previousMasterKeys: setting<Uint8Array[]>({
     env: "MASQ_MASTER_KEY_PREVIOUS",
+    secret: true,
     part: "keys",
     doc: "Earlier local master keys, comma-separated, that still unwrap keys until `masq rotate master-key` has re-wrapped them.",
     default: [],
@@ -160,6 +178,7 @@ export const SETTINGS = {
   }),
   pseudonymKey: setting({
     env: "MASQ_PSEUDONYM_KEY",
+    secret: true,
     part: "pseudonym-key",
     doc: "Optional: your own HMAC key instead of the one masq creates and keeps wrapped in the database. Hex, or base64 (standard or URL-safe), at least 32 bytes once decoded; a value made only of hex digits is read as hex, and a `hex:` or `base64:` prefix forces the choice. masq keeps its fingerprint and refuses another key later. `masq rotate pseudonym-key` works only with the managed key.",
     lambda: "Optional: a pseudonym key of your own instead of the one masq keeps wrapped in the database. If you set it, encrypt the function's environment with a customer-managed KMS key and restrict `lambda:GetFunctionConfiguration`.",
@@ -377,4 +396,12 @@ export function shownDefault(s: Setting<unknown>): string | undefined {
   if (s.defaultText !== undefined) return s.defaultText;
   const d = s.default;
   return typeof d === "string" || typeof d === "number" || typeof d === "boolean" ? `\`${d}\`` : undefined;
+}
+
+/** commander's key for a flag: "--batch-size <n>" → batchSize, "--no-migrate" → migrate. */
+export function attributeName(flag: string): string {
+  return flag
+    .split(" ")[0]!
+    .replace(/^--(no-)?/, "")
+    .replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
 }

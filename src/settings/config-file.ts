@@ -82,6 +82,7 @@ function isSecret(s: Setting<unknown>, text: string): boolean {
 
 /** What to write instead: keys are variables' names; a flag's name or a near miss gets the one meant. */
 function unknownKey(name: string): string {
+  if (name === SETTINGS.config.env) return "is not a setting a config file may hold: one file names no other";
   const byFlag = [...BY_NAME.values()].find((s) => s.flag !== undefined && (s.flag.split(" ")[0] === `--${name}` || attributeName(s.flag) === name));
   if (byFlag !== undefined) return `is not a setting's name: keys are the environment variables' names; write ${byFlag.env}`;
   const byFallback = [...BY_NAME.values()].find((s) => s.fallbackEnv?.includes(name));

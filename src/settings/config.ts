@@ -258,7 +258,7 @@ export function readMigrate(src: Sources): boolean {
   return read(S.migrate, src);
 }
 
-/** The Lambda handler's settings (the environment only): what `run` reads, less the queue, threads and listener. */
+/** The Lambda handler's settings (its environment, and a config file MASQ_CONFIG names): what `run` reads, less the queue, threads and listener. */
 export interface LambdaConfig {
   logLevel: LogLevel;
   databaseUrl: string | undefined;

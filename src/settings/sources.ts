@@ -14,7 +14,7 @@ export interface Sources {
   file?: ConfigFile | undefined;
 }
 
-/** A setting's text as given, and where it was given: the flag or variable an error names. */
+/** A setting's text as given, and where it was given: the flag, the variable, or the key and line:col of a config file, for errors. */
 export interface Found {
   text: string;
   from: string;

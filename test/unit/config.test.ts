@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
-import { describe, test } from "node:test";
+import { after, describe, test } from "node:test";
 import { isDeepStrictEqual } from "node:util";
 import { ConfigError } from "../../src/errors.ts";
 import {
@@ -14,6 +14,7 @@ import {
   readLogFormat,
   readNamedTable,
   readPipelineConfig,
+  readRegion,
   readRetentionDays,
   readRunConfig,
   readWatchedPort,
@@ -381,5 +382,37 @@ describe("settings that commands read beside run's", () => {
     assert.equal(hasMasterKey({ flags: {}, env: {} }), false);
     assert.equal(hasMasterKey({ flags: {}, env: { MASQ_MASTER_KEY: "" } }), false);
     for (const name of ["MASQ_KMS_KEY_ID", "MASQ_MASTER_KEY", "MASQ_MASTER_KEY_FILE"]) assert.equal(hasMasterKey({ flags: {}, env: { [name]: "x" } }), true, name);
+  });
+});
+
+describe("a config file", () => {
+  const dir = mkdtempSync(join(tmpdir(), "masq-config-unit-"));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, "settings.yaml");
+  writeFileSync(file, "MASQ_BATCH_SIZE: 500\nMASQ_MAX_IN_FLIGHT: 400\nMASQ_WRITERS: 3\nAWS_REGION: eu-west-2\n", { mode: 0o600 });
+  const src = (flags: Record<string, unknown>, env: NodeJS.ProcessEnv) => settingSources({ config: file, ...flags }, env);
+
+  test("sits under the flags and the environment, over the defaults, setting by setting", () => {
+    const fromFile = readPipelineConfig(src({ maxInFlight: "5000" }, {}));
+    assert.deepEqual([fromFile.batchSize, fromFile.writers, fromFile.receivers], [500, 3, 8]);
+    const fromEnv = readPipelineConfig(src({ maxInFlight: "5000" }, { MASQ_BATCH_SIZE: "200", MASQ_WRITERS: "" }));
+    assert.deepEqual([fromEnv.batchSize, fromEnv.writers], [200, 3], "an empty variable leaves the file's value");
+    const fromFlag = readPipelineConfig(src({ batchSize: "50", maxInFlight: "5000" }, { MASQ_BATCH_SIZE: "200" }));
+    assert.equal(fromFlag.batchSize, 50);
+    assert.equal(readRegion(src({}, {})), "eu-west-2");
+    assert.equal(readRegion(src({}, { AWS_DEFAULT_REGION: "eu-central-1" })), "eu-central-1", "the environment's fallback beats the file");
+  });
+
+  test("a check across settings names the file's key and line:col", () => {
+    assert.throws(
+      () => readPipelineConfig(src({}, {})),
+      (e: unknown) => e instanceof ConfigError && e.setting === `MASQ_MAX_IN_FLIGHT in ${file}:2:21` && /at least the batch size \(500\)/.test(e.problem),
+    );
+  });
+
+  test("is named by --config over MASQ_CONFIG, and read only when named", () => {
+    assert.equal(settingSources({}, {}).file, undefined);
+    assert.equal(settingSources({}, { MASQ_CONFIG: file }).file?.path, file);
+    assert.throws(() => settingSources({ config: join(dir, "absent.yaml") }, { MASQ_CONFIG: file }), (e: unknown) => e instanceof ConfigError && e.setting === "--config");
   });
 });

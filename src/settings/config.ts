@@ -18,8 +18,8 @@ export function settingSources(flags: Record<string, unknown>, env: NodeJS.Proce
 }
 
 /**
- * Settings are read once at start-up: flags over environment over a config file over defaults (sources.ts), each parsed and checked by
- * its declaration (spec.ts). What is left here is what one setting alone does not say: defaults that follow from
+ * Settings are read once at start-up: flags over environment over a config file over defaults (sources.ts,
+ * config-file.ts), each parsed and checked by its declaration (spec.ts). What is left here is what one setting alone does not say: defaults that follow from
  * other settings, fallbacks from one setting to another, and checks across settings. Every error names the setting
  * and exits 2 before anything is touched; secret values never appear in a message.
  */

@@ -52,9 +52,12 @@ export function loadConfigFile(path: string, from: string): ConfigFile {
   const readableByOthers = process.platform !== "win32" && (mode & 0o044) !== 0;
   for (const pair of doc.contents.items) {
     const key = pair.key;
-    if (!isScalar(key) || typeof key.value !== "string") throw new ConfigError(at(0), "has a key that is not a name", { what: "invalid config file" });
+    const where = at(isNode(key) && key.range ? key.range[0] : 0);
+    // A key is echoed only if it looks like a name: "MASQ_MASTER_KEY 6f1c…" as a key holds a value.
+    if (!isScalar(key) || typeof key.value !== "string" || !/^[A-Za-z][A-Za-z0-9_.-]{0,63}$/.test(key.value)) {
+      throw new ConfigError(`a key in ${where}`, "is not a setting's name (not shown, as it may hold a value); write NAME: value", { what: "unknown setting in config file" });
+    }
     const name = key.value;
-    const where = at(key.range?.[0] ?? 0);
     const s = BY_NAME.get(name);
     if (s === undefined) throw new ConfigError(`${name} in ${where}`, unknownKey(name), { what: "unknown setting in config file" });
     const value = pair.value;

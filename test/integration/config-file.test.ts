@@ -176,6 +176,7 @@ describe("secrets in a config file are never printed", () => {
     const cases: [name: string, lines: string[], mode: number, expected: RegExp][] = [
       ["bad-key", [`MASQ_MASTER_KEY: ${SECRET}`], 0o600, /^masq: invalid setting \(MASQ_MASTER_KEY in .*:1:18\): must be exactly 32 bytes/],
       ["bad-pseudonym", [`MASQ_PSEUDONYM_KEY: ${SECRET}`], 0o600, /^masq: invalid setting \(MASQ_PSEUDONYM_KEY in .*:1:21\)/],
+      ["in-a-key", [`MASQ_MASTER_KEY ${SECRET}: 1`], 0o600, /^masq: unknown setting in config file \(a key in .*in-a-key\.yaml:1:1\): is not a setting's name \(not shown/],
       ["unterminated", [`MASQ_MASTER_KEY: "${SECRET}`], 0o600, /^masq: invalid config file \(.*unterminated\.yaml:2:1\): is not valid YAML: Missing closing "quote$/],
       ["shared-key", [`MASQ_MASTER_KEY: ${TEST_MASTER_KEY_HEX}`], 0o640, /^masq: secret in a config file others can read \(MASQ_MASTER_KEY in .*:1:18\): is a secret, and other users may read .* \(mode 0640\); chmod 600 .*, or give MASQ_MASTER_KEY in the environment instead$/],
       ["shared-previous", [`MASQ_MASTER_KEY_PREVIOUS: ${TEST_MASTER_KEY_HEX}`], 0o604, /^masq: secret in a config file others can read \(MASQ_MASTER_KEY_PREVIOUS in /],

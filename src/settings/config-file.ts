@@ -1,5 +1,6 @@
 import { readFileSync, statSync } from "node:fs";
-import { isMap, isNode, isScalar, LineCounter, parseDocument } from "yaml";
+import { createRequire } from "node:module";
+import type * as Yaml from "yaml";
 import { ConfigError } from "../errors.ts";
 import { nearestName } from "./nearest.ts";
 import type { Found } from "./sources.ts";
@@ -25,6 +26,15 @@ const BY_NAME: ReadonlyMap<string, Setting<unknown>> = new Map(
     .map((s: Setting<unknown>) => [s.env, s]),
 );
 
+/**
+ * The YAML reader, loaded only when a config file is named: requiring it took 36 to 74 ms (10 runs) of a start that
+ * every drain would pay otherwise (measured 2026-12-07 on the 2-core dev machine; a drain's start is timed,
+ * docs/benchmark.md).
+ */
+function yaml(): typeof Yaml {
+  return createRequire(import.meta.url)("yaml") as typeof Yaml;
+}
+
 /** `from` names what gave the path (--config or MASQ_CONFIG), for errors about the file as a whole. */
 export function loadConfigFile(path: string, from: string): ConfigFile {
   let text: string;
@@ -36,6 +46,7 @@ export function loadConfigFile(path: string, from: string): ConfigFile {
     const code = (err as NodeJS.ErrnoException).code ?? "error";
     throw new ConfigError(from, `cannot read the config file ${path} (${code})`, { hint: code === "ENOENT" ? "check the path; a relative one is from the current directory" : undefined });
   }
+  const { isMap, isNode, isScalar, LineCounter, parseDocument } = yaml();
   const lines = new LineCounter();
   // No "pretty" errors: they quote the line, and the line may hold a key.
   const doc = parseDocument(text, { schema: "failsafe", lineCounter: lines, prettyErrors: false });

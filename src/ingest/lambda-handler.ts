@@ -1,5 +1,5 @@
 import { prepareDatabase } from "../db/prepare-database.ts";
-import { readLambdaConfig, readLogLevel, settingSources } from "../settings/config.ts";
+import { readLambdaConfig, readLogLevel } from "../settings/config.ts";
 import { describeError, TransientError } from "../errors.ts";
 import { createLogger, type Logger } from "../log.ts";
 import { sleep } from "./backoff.ts";
@@ -162,7 +162,7 @@ export function createSqsHandler(env: NodeJS.ProcessEnv = process.env): SqsHandl
 
 async function coldStart(env: NodeJS.ProcessEnv, logger: Logger): Promise<Core> {
   // Settings first, so a bad one fails before anything is touched.
-  const { databaseUrl, table, keys: keyConfig, pseudonymKeyOverride: override, batchSize, migrate } = readLambdaConfig(settingSources({}, env));
+  const { databaseUrl, table, keys: keyConfig, pseudonymKeyOverride: override, batchSize, migrate } = readLambdaConfig(env);
   // One connection per execution environment: Lambda runs one invocation at a time in it, and the commits of a
   // batch are sequential. Postgres connections in use therefore equal the function's concurrency.
   const db = createDb({ databaseUrl, poolSize: 1, logger });
@@ -226,7 +226,7 @@ function add(total: CommitResult, r: CommitResult): void {
 /** The log level, or info when MASQ_LOG_LEVEL is invalid: the cold start then reports that error itself. */
 function safeLogLevel(env: NodeJS.ProcessEnv) {
   try {
-    return readLogLevel(settingSources({}, env));
+    return readLogLevel({ flags: {}, env });
   } catch {
     return "info" as const;
   }

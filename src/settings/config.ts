@@ -258,7 +258,7 @@ export function readMigrate(src: Sources): boolean {
   return read(S.migrate, src);
 }
 
-/** The Lambda handler's settings (its environment, and a config file MASQ_CONFIG names): what `run` reads, less the queue, threads and listener. */
+/** The Lambda handler's settings (the environment only): what `run` reads, less the queue, threads and listener. */
 export interface LambdaConfig {
   logLevel: LogLevel;
   databaseUrl: string | undefined;
@@ -269,7 +269,13 @@ export interface LambdaConfig {
   migrate: boolean;
 }
 
-export function readLambdaConfig(src: Sources): LambdaConfig {
+/**
+ * A function's settings are its environment variables: no config file, which the Lambda bundle (esbuild, which does
+ * not follow the YAML reader's lazy require) could not read anyway. MASQ_CONFIG there is refused, not ignored.
+ */
+export function readLambdaConfig(env: NodeJS.ProcessEnv): LambdaConfig {
+  const src: Sources = { flags: {}, env };
+  if (lookup(S.config, src) !== undefined) throw new ConfigError(S.config.env, "is not read by the Lambda handler; set each setting as an environment variable of the function");
   return {
     logLevel: readLogLevel(src),
     databaseUrl: readDatabaseUrl(src),

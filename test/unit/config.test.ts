@@ -345,7 +345,7 @@ describe("the spec is what the reader follows", () => {
 describe("the Lambda handler's settings", () => {
   const LAMBDA_ENV = { MASQ_MASTER_KEY: MASTER_HEX };
   test("defaults", () => {
-    assert.deepEqual(readLambdaConfig({ flags: {}, env: LAMBDA_ENV }), {
+    assert.deepEqual(readLambdaConfig(LAMBDA_ENV), {
       logLevel: "info",
       databaseUrl: undefined,
       table: { schema: "public", name: "user_logins" },
@@ -357,10 +357,14 @@ describe("the Lambda handler's settings", () => {
   });
   // MASQ_MIGRATE is parsed as everywhere else: before, the handler took only "false" and "0" as off.
   for (const [value, migrate] of [["no", false], ["OFF", false], ["false", false], ["0", false], ["yes", true], ["1", true]] as const) {
-    test(`MASQ_MIGRATE=${value}`, () => assert.equal(readLambdaConfig({ flags: {}, env: { ...LAMBDA_ENV, MASQ_MIGRATE: value } }).migrate, migrate));
+    test(`MASQ_MIGRATE=${value}`, () => assert.equal(readLambdaConfig({ ...LAMBDA_ENV, MASQ_MIGRATE: value }).migrate, migrate));
   }
   test("an invalid MASQ_MIGRATE is a configuration error naming it", () => {
-    assert.throws(() => readLambdaConfig({ flags: {}, env: { ...LAMBDA_ENV, MASQ_MIGRATE: "banana" } }), (e: Error) => e instanceof ConfigError && e.setting === "MASQ_MIGRATE");
+    assert.throws(() => readLambdaConfig({ ...LAMBDA_ENV, MASQ_MIGRATE: "banana" }), (e: Error) => e instanceof ConfigError && e.setting === "MASQ_MIGRATE");
+  });
+
+  test("a config file is refused, not ignored: a function's settings are its environment variables", () => {
+    assert.throws(() => readLambdaConfig({ ...LAMBDA_ENV, MASQ_CONFIG: "/var/task/masq.yaml" }), (e: Error) => e instanceof ConfigError && e.setting === "MASQ_CONFIG");
   });
 });
 

@@ -6,7 +6,7 @@
 --     -v table=public.user_logins \
 --     -f deploy/sql/login-roles.sql
 --
--- masq_ingest and masq_unmask (made by migration 003) cannot log in: they hold the rights, these logins hold them.
+-- masq_ingest and masq_unmask (made by migrations/105_roles.sql) cannot log in: they hold the rights, these logins hold them.
 -- A test (test/integration/roles.test.ts) runs this file and then works as each login.
 
 -- The ingestion service: `masq run` (and `masq status`). Write-only on the table.
@@ -23,10 +23,10 @@ GRANT masq_unmask TO :"person_role";
 GRANT SELECT ON TABLE :table TO masq_unmask;
 
 -- No session of either should sit in an open transaction: ingestion, a rotation and the deleters (erase, prune) take
--- turns on the active pseudonym key and the vault epoch (migrations/001_keys_and_vault.sql), and a transaction left open by hand
+-- turns on the active pseudonym key and the vault epoch (migrations/101_keys_and_vault.sql), and a transaction left open by hand
 -- (BEGIN, then nothing) holds the others off. masq's own transactions never idle; such a session is ended after a
 -- minute. The session can lift this timeout itself, so it is not what bounds the waits: a rotation or a deleter
--- that waits 1 s for a session of a masq role ends that session (migration 013, SECURITY.md "Waits"), which needs
+-- that waits 1 s for a session of a masq role ends that session (migrations/104_lifecycle.sql, SECURITY.md "Waits"), which needs
 -- the schema owner to have the privileges of pg_signal_backend (next step).
 ALTER ROLE :"service_role" SET idle_in_transaction_session_timeout = '60s';
 ALTER ROLE :"person_role" SET idle_in_transaction_session_timeout = '60s';
@@ -45,13 +45,13 @@ END $$;
 -- `masq quarantine replay` reads originals (masq_unmask) and writes as ingestion does (masq_ingest). For a person
 -- who replays, add:
 --   GRANT masq_ingest TO alice;
--- `masq subject erase` (SECURITY.md, "Erasure") needs masq_erase (made by migration 007). It deletes only through
+-- `masq subject erase` (SECURITY.md, "Erasure") needs masq_erase (made by migrations/105_roles.sql). It deletes only through
 -- masq's audited functions, so it needs no grant on the table. For a person who erases, add (the timeout as above,
 -- if that login was not made here):
 --   GRANT masq_erase TO alice;
 --   ALTER ROLE alice SET idle_in_transaction_session_timeout = '60s';
 -- An analyst who queries the table (README.md, docs/data-model.md: pseudonyms, masq.app_version_text) holds
--- masq_analyst (made by migration 014, with SELECT on every table `masq migrate` registered); it reads nothing of
+-- masq_analyst (made by migrations/105_roles.sql, with SELECT on every table `masq migrate` registered); it reads nothing of
 -- the vault, the keys, the audit trail, the quarantine or the ledger:
 --   CREATE ROLE bob LOGIN PASSWORD '...';
 --   GRANT masq_analyst TO bob;

@@ -1,7 +1,7 @@
 -- The one conversion from the schema of the legacy migrations (001 to 018, frozen in this folder) to the baseline
--- (migrations/001_keys_and_vault.sql to 005_roles.sql). src/sink/migrate.ts runs it on a database that masq made
+-- (migrations/101_keys_and_vault.sql to 105_roles.sql). src/db/migrate.ts runs it on a database that masq made
 -- before the baseline: first the legacy migrations it lacks, then this file, then it records the baseline's
--- migrations in place of the legacy ones, all in one transaction. Only for upgrades: never edited, like the
+-- migrations beside the legacy ones (kept as history, see src/db/migrate.ts), all in one transaction. Only for upgrades: never edited, like the
 -- migrations before it. The baseline defines each object in its form of migration 018; what differs is below, and
 -- test/integration/upgrade.test.ts checks that an upgraded schema equals a new one. Plain ASCII on purpose.
 
@@ -11,7 +11,7 @@ DROP FUNCTION masq.erase_subject_preview(regclass, text, boolean);
 DROP FUNCTION masq.audit_subject_erase(text, jsonb, text, regclass, text, boolean, integer);
 DROP FUNCTION masq.audit_subject_erase_preview(text, jsonb, text, regclass, text, boolean, integer);
 
--- 2. The ingest ledger, partitioned by the day of the message's SentTimestamp (see 002_ingest.sql). The ids claimed
+-- 2. The ingest ledger, partitioned by the day of the message's SentTimestamp (see 102_ingest.sql). The ids claimed
 -- so far have no known day: they go to the undated partition, which the claim also looks in, so a redelivery of one
 -- of them still adds nothing; they are pruned by committed_at.
 -- The old table goes before the new one is made, so that every name (of its constraints too, which Postgres 18

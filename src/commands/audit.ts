@@ -87,7 +87,7 @@ export async function auditVerifyCommand(flags: Record<string, unknown>): Promis
         process.stderr.write(`masq: the audit trail does not verify: ${r.problem}\n`);
         return 1;
       }
-      const legacy = r.legacy > 0 ? `; ${r.legacy} row(s) from before the chain began at row ${key.chainStart} (migration 005) carry no MAC and are not covered` : "";
+      const legacy = r.legacy > 0 ? `; ${r.legacy} row(s) from before the chain began at row ${key.chainStart} carry no MAC and are not covered` : "";
       const cut = against === undefined ? "" : `; nothing was cut since checkpoint row ${against.seq}`;
       process.stdout.write(`audit trail verified: ${r.checked} row(s) checked${cut}${legacy}\n`);
       return 0;
@@ -128,8 +128,8 @@ export async function auditCheckpointCommand(flags: Record<string, unknown>): Pr
 }
 
 /**
- * Before the first audited action there is no audit key: only rows from before migration 005 can be there (unsealed
- * unmask and pseudonym rows). Anything else means the key and the chain were removed.
+ * Before the first audited action there is no audit key: only rows from before the chain can be there (an earlier
+ * masq's unsealed unmask and pseudonym rows). Anything else means the key and the chain were removed.
  */
 async function noAuditKey(db: Db, exitWithCheckpoint: number): Promise<number> {
   const { rows } = await db.pool.query<{ total: number; sealed: number; other: string | null }>(
@@ -152,7 +152,7 @@ async function noAuditKey(db: Db, exitWithCheckpoint: number): Promise<number> {
     process.stderr.write("masq: the audit trail does not verify: the checkpoint names a row, but no row was ever sealed here\n");
     return 1;
   }
-  const legacy = r.total > 0 ? `; ${r.total} row(s) from before the chain began (migration 005) carry no MAC and are not covered` : "";
+  const legacy = r.total > 0 ? `; ${r.total} row(s) from before the chain began carry no MAC and are not covered` : "";
   process.stdout.write(`audit trail verified: 0 row(s) checked (no audited action yet)${legacy}\n`);
   return 0;
 }

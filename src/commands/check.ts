@@ -1,7 +1,8 @@
 import type { SQSClient } from "@aws-sdk/client-sqs";
 import { describeContract, loadContract } from "../contracts/contract.ts";
 import { loadMigrations } from "../db/migrate.ts";
-import { createDb, type Db, targetText, sayWaiting, waitForPostgres } from "../db/pool.ts";
+import { createDb, type Db, sayWaiting, waitForPostgres } from "../db/pool.ts";
+import { targetText } from "../db/connection.ts";
 import { missingIngestPrivileges } from "../db/prepare-database.ts";
 import { fromPostgres } from "../db/query.ts";
 import { qualified, verifyTargetTable } from "../db/tables.ts";
@@ -146,7 +147,9 @@ async function checkPostgres(db: Db, config: DatabasePart, deadlineMs: number, r
     for (const name of rest) report(name, { skipped: "needs a Postgres login" });
     return false;
   }
-  const expected = loadMigrations().at(-1)?.version ?? 0;
+  const migrations = loadMigrations();
+  // The versions this masq ships; a database of an earlier masq records lower ones (see src/db/migrate.ts).
+  const expected = { first: migrations[0]?.version ?? 1, last: migrations.at(-1)?.version ?? 0 };
   let version = 0;
   try {
     const state = await db.pool.query<{ v: number | null; owner: string | null; can_create: boolean }>(
@@ -189,7 +192,7 @@ async function checkPostgres(db: Db, config: DatabasePart, deadlineMs: number, r
   } catch (err) {
     report("target table", { failed: fromPostgres(err, db.target) });
   }
-  if (version !== expected || !tableExists) {
+  if (version !== expected.last || !tableExists) {
     report("ingest privileges", { skipped: "checked once the migrations are applied and the table exists" });
     return true;
   }
@@ -213,12 +216,18 @@ async function checkPostgres(db: Db, config: DatabasePart, deadlineMs: number, r
   return true;
 }
 
-function migrationResult(version: number, expected: number, migrate: boolean, s: { owner: string | null; can_create: boolean }, user: string): Result {
-  if (version === expected) return { ok: `schema at migration ${version}, the latest this masq knows` };
-  if (version > expected) {
-    return { failed: new FatalError("schema newer than masq", { what: `the schema is at migration ${version}, newer than this masq (${expected})`, hint: "upgrade masq" }) };
+function migrationResult(
+  version: number,
+  expected: { first: number; last: number },
+  migrate: boolean,
+  s: { owner: string | null; can_create: boolean },
+  user: string,
+): Result {
+  if (version === expected.last) return { ok: `schema at migration ${version}, the latest this masq knows` };
+  if (version > expected.last) {
+    return { failed: new FatalError("schema newer than masq", { what: `the schema is at migration ${version}, newer than this masq (${expected.last})`, hint: "upgrade masq" }) };
   }
-  const pending = `migrations ${version + 1} to ${expected} are pending`;
+  const pending = `migrations ${Math.max(version + 1, expected.first)} to ${expected.last} are pending`;
   if (!migrate) {
     return { failed: new FatalError(pending, { what: pending, object: "MASQ_MIGRATE=false", hint: "run masq migrate (as the schema's owner) before masq run" }) };
   }

@@ -10,7 +10,7 @@ import { onShutdownSignals } from "../signals.ts";
 
 /**
  * `masq migrate`: applies pending migrations, creates the target table if absent, and, as the schema owner with the
- * master key configured, makes the audit key if the database has none (the only login that may: migration 012). Waits for Postgres at most
+ * master key configured, makes the audit key if the database has none (the only login that may: 103_audit.sql). Waits for Postgres at most
  * MASQ_CONNECT_TIMEOUT_SECONDS; a failure is logged and thrown, for the CLI to print as one line on stderr.
  */
 export async function migrateCommand(flags: Record<string, unknown>): Promise<number> {

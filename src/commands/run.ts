@@ -1,6 +1,7 @@
 import type pg from "pg";
 import { ensureLedgerPartitions, pruneLedger } from "../db/ledger.ts";
-import { createDb, type Db, targetText } from "../db/pool.ts";
+import { createDb, type Db } from "../db/pool.ts";
+import { targetText } from "../db/connection.ts";
 import { prepareDatabase } from "../db/prepare-database.ts";
 import { ConfigError, describeError, errorLine, FatalError, TransientError } from "../errors.ts";
 import { retryTransient } from "../ingest/backoff.ts";

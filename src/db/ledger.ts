@@ -11,7 +11,7 @@ export interface LedgerPrune {
 /**
  * Forgets the message ids older than the given age: the ledger is partitioned by the UTC day of SentTimestamp, and a
  * day's partition is dropped whole once the age has passed since the day ended (masq.prune_ledger,
- * migrations/002_ingest.sql), instead of deleting its rows one by one. Safe because SQS never delivers a message older
+ * migrations/102_ingest.sql), instead of deleting its rows one by one. Safe because SQS never delivers a message older
  * than its retention period. Creates the next days' partitions too.
  */
 export async function pruneLedger(pool: pg.Pool, olderThanSeconds: number): Promise<LedgerPrune> {

@@ -2,7 +2,7 @@ import type pg from "pg";
 import { TransientError } from "../errors.ts";
 import { classifyPgError } from "./query.ts";
 
-/** A session that held a watched statement up, as masq.end_lock_blockers (migration 013) reported it. */
+/** A session that held a watched statement up, as masq.end_lock_blockers (104_lifecycle.sql) reported it. */
 export interface Blocker {
   pid: number;
   login: string | null;
@@ -19,7 +19,7 @@ export interface LockWatch {
   onEnded?: ((b: Blocker, what: string) => void) | undefined;
 }
 
-/** The server ends nothing before the waiter waited 1 s (migration 013); asking earlier is wasted. */
+/** The server ends nothing before the waiter waited 1 s (104_lifecycle.sql); asking earlier is wasted. */
 const FIRST_ASK_MS = 1000;
 const ASK_EVERY_MS = 300;
 

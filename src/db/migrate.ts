@@ -7,13 +7,23 @@ import { FatalError } from "../errors.ts";
 export const MIGRATIONS_DIR = fileURLToPath(new URL("../../migrations/", import.meta.url));
 /**
  * The migrations of masq before its baseline (001 to 018), frozen: only for upgrading a database they made. The
- * baseline (MIGRATIONS_DIR) defines each object once, in its form of legacy migration 018.
+ * baseline (MIGRATIONS_DIR, 101_keys_and_vault to 105_roles) defines each object once, in its form of legacy 018.
  */
 export const LEGACY_MIGRATIONS_DIR = path.join(MIGRATIONS_DIR, "legacy");
 /** Converts the schema of legacy migration 018 into the baseline's (see its header). */
 const LEGACY_CONVERSION = path.join(LEGACY_MIGRATIONS_DIR, "to_baseline.sql");
-/** The baseline migrations that the conversion's result stands for: recorded in place of the legacy ones. */
-const BASELINE_OF_LEGACY = 5;
+/**
+ * The baseline's first and last migration. It starts at 101, above every legacy version, and a database of the
+ * baseline also records the legacy migrations (by their legacy names, as history: the baseline includes their
+ * effect). An older masq reads the versions recorded: it finds all of its own, and refuses the database as newer than
+ * it knows, where it would otherwise apply its legacy migrations over the baseline's functions.
+ */
+const BASELINE = { first: 101, last: 105 };
+/**
+ * The baseline as first numbered (001_keys_and_vault to 005_roles, on main for a while): a database that records it
+ * is renumbered in place, its records only (the schema is the same).
+ */
+const FIRST_NUMBERING = ["001_keys_and_vault", "002_ingest", "003_audit", "004_lifecycle", "005_roles"];
 
 interface Migration {
   version: number;
@@ -21,11 +31,19 @@ interface Migration {
   sql: string;
 }
 
+const MIGRATION_FILE = /^\d{3}_[a-z0-9_]+\.sql$/;
+
 export function loadMigrations(dir = MIGRATIONS_DIR): Migration[] {
   return readdirSync(dir)
-    .filter((f) => /^\d{3}_[a-z0-9_]+\.sql$/.test(f))
+    .filter((f) => MIGRATION_FILE.test(f))
     .sort()
     .map((f) => ({ version: Number(f.slice(0, 3)), name: f.replace(/\.sql$/, ""), sql: readFileSync(path.join(dir, f), "utf8") }));
+}
+
+/** The legacy migrations by version, from their file names alone: what a database of the baseline records as history. */
+function legacyHistory(): Recorded {
+  const files = readdirSync(LEGACY_MIGRATIONS_DIR).filter((f) => MIGRATION_FILE.test(f));
+  return new Map(files.map((f) => [Number(f.slice(0, 3)), f.replace(/\.sql$/, "")]));
 }
 
 export interface MigrateResult {
@@ -33,6 +51,7 @@ export interface MigrateResult {
   version: number;
 }
 
+/** version -> name, as masq.schema_migrations holds them. */
 type Recorded = Map<number, string>;
 
 /**
@@ -42,31 +61,35 @@ type Recorded = Map<number, string>;
  *
  * A database made before the baseline (its recorded migrations are legacy ones, by version and name) is upgraded in
  * place, in one transaction: the legacy migrations it lacks, then the conversion to the baseline, then the baseline's
- * records in place of the legacy ones. Nothing is copied out and back: every row, key, vault value and audit row
- * (with its MAC chain) stays where it is; only the ingest ledger is rewritten into its partitions.
+ * records beside the legacy ones. Nothing is copied out and back: every row, key, vault value and audit row (with its
+ * MAC chain) stays where it is; only the ingest ledger is rewritten into its partitions. A database of the baseline's
+ * first numbering has its records renumbered, also in one transaction.
  */
 export async function migrate(pool: pg.Pool, migrations = loadMigrations(), legacyMigrations?: Migration[]): Promise<MigrateResult> {
-  // Read only for a database that is not the baseline's: start-up of an up-to-date one reads none of them.
+  // Their SQL is read only to upgrade a legacy database (any other reads their file names alone: legacyHistory).
   const legacy = () => (legacyMigrations ??= loadMigrations(LEGACY_MIGRATIONS_DIR));
   const client = await pool.connect();
   const applied: string[] = [];
+  let kind: Kind | undefined;
   try {
     // Up to date: nothing to do, and nothing that needs the owner's rights (CREATE SCHEMA IF NOT EXISTS needs CREATE on
     // the database even when the schema exists), so a login holding only masq_ingest may start with MASQ_MIGRATE=true.
     const current = await recordedMigrations(client);
-    const latest = migrations.at(-1)?.version ?? 0;
     if (current !== undefined) {
-      const kind = kindOf(current, migrations, legacy);
-      if (kind === "unknown") refuseNewer(current, latest);
-      if (kind === "baseline" && migrations.every((m) => current.has(m.version))) return { applied, version: Math.max(latest, ...current.keys()) };
+      kind = kindOf(current, migrations);
+      if (kind === "unknown") refuseNewer(current, migrations);
+      if (upToDate(current, migrations)) return { applied, version: Math.max(0, ...current.keys()) };
     }
     try {
       return await applyPending(client, migrations, legacy, applied);
     } catch (err) {
       if ((err as { code?: string }).code !== "42501") throw err;
-      const pending = migrations.filter((m) => !current?.has(m.version) && !applied.includes(m.name)).map((m) => m.name);
+      const pending =
+        kind === "first-numbering" && applied.length === 0
+          ? `the renumbering of migrations ${FIRST_NUMBERING.join(", ")} as ${BASELINE.first} to ${BASELINE.last} is pending`
+          : `migration(s) ${migrations.filter((m) => !current?.has(m.version) && !applied.includes(m.name)).map((m) => m.name).join(", ")} are pending`;
       throw new FatalError(
-        `migration(s) ${pending.join(", ")} are pending and this login may not apply them (${(err as Error).message}): ` +
+        `${pending} and this login may not apply them (${(err as Error).message}): ` +
           "run `masq migrate` once as the schema owner, then start this login with MASQ_MIGRATE=false (or --no-migrate)",
       );
     }
@@ -75,7 +98,15 @@ export async function migrate(pool: pg.Pool, migrations = loadMigrations(), lega
   }
 }
 
-/** The migrations recorded in masq.schema_migrations (version -> name), or undefined when masq never migrated this database. */
+/**
+ * Whether the database records exactly these migrations, with the legacy history when they include the baseline:
+ * none pending, none unknown or newer.
+ */
+export function upToDate(done: Recorded, migrations: { version: number; name: string }[]): boolean {
+  return kindOf(done, migrations) === "baseline" && migrations.every((m) => done.get(m.version) === m.name);
+}
+
+/** The migrations recorded in masq.schema_migrations, or undefined when masq never migrated this database. */
 async function recordedMigrations(client: pg.PoolClient): Promise<Recorded | undefined> {
   const exists = await client.query<{ ok: boolean }>("SELECT to_regclass('masq.schema_migrations') IS NOT NULL AS ok");
   if (exists.rows[0]?.ok !== true) return undefined;
@@ -83,26 +114,37 @@ async function recordedMigrations(client: pg.PoolClient): Promise<Recorded | und
   return new Map(rows.map((r) => [r.version, r.name]));
 }
 
+type Kind = "baseline" | "legacy" | "first-numbering" | "unknown";
+
 /**
- * Which masq made the database, from what it recorded: the baseline's migrations (or none yet), the legacy ones, or
- * migrations this masq does not know (a newer masq's).
+ * Which masq made the database, from what it recorded: this one (its migrations, or some of them, or none yet; with
+ * the legacy history once the baseline's first is recorded), one of before the baseline (legacy migrations only), one
+ * of the baseline's first numbering, or one this masq does not know (a newer masq's).
  */
-function kindOf(done: Recorded, migrations: Migration[], legacy: () => Migration[]): "baseline" | "legacy" | "unknown" {
-  const matches = (list: Migration[]) => [...done].every(([v, name]) => list.some((m) => m.version === v && m.name === name));
-  if (matches(migrations)) return "baseline";
-  if (done.size > 0 && matches(legacy())) return "legacy";
+function kindOf(done: Recorded, migrations: { version: number; name: string }[]): Kind {
+  const rows = [...done];
+  const own = ([v, name]: [number, string]) => migrations.some((m) => m.version === v && m.name === name);
+  const history = legacyHistory();
+  const isHistory = ([v, name]: [number, string]) => history.get(v) === name;
+  const baselineBegun = migrations.some((m) => m.version === BASELINE.first && done.get(m.version) === m.name);
+  if (rows.every((r) => own(r) || (baselineBegun && isHistory(r)))) return "baseline";
+  if (rows.every(isHistory)) return "legacy";
+  if (rows.every(([v, name]) => FIRST_NUMBERING[v - 1] === name)) return "first-numbering";
   return "unknown";
 }
 
-function refuseNewer(done: Recorded, latest: number): never {
+function refuseNewer(done: Recorded, migrations: { version: number; name: string }[]): never {
   const newest = Math.max(0, ...done.keys());
+  const latest = migrations.at(-1)?.version ?? 0;
   if (newest > latest) {
     throw new FatalError(
       `the database schema is at migration ${newest}, newer than this masq knows (${latest}); upgrade masq instead of running an older one against it`,
     );
   }
-  const unknown = [...done.values()].sort().join(", ");
-  throw new FatalError(`the database records migrations this masq does not know (${unknown}); upgrade masq instead of running an older one against it`);
+  const history = legacyHistory();
+  const known = (v: number, name: string) => history.get(v) === name || migrations.some((m) => m.version === v && m.name === name);
+  const unknown = [...done].filter(([v, name]) => !known(v, name)).map(([, name]) => name);
+  throw new FatalError(`the database records migrations this masq does not know (${unknown.sort().join(", ")}); upgrade masq instead of running an older one against it`);
 }
 
 async function applyPending(client: pg.PoolClient, migrations: Migration[], legacy: () => Migration[], applied: string[]): Promise<MigrateResult> {
@@ -112,48 +154,67 @@ async function applyPending(client: pg.PoolClient, migrations: Migration[], lega
     await client.query(
       "CREATE TABLE IF NOT EXISTS masq.schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
     );
-    const done = (await recordedMigrations(client))!;
-    const latest = migrations.at(-1)?.version ?? 0;
-    const kind = kindOf(done, migrations, legacy);
-    if (kind === "unknown") refuseNewer(done, latest);
-    if (kind === "legacy") {
-      await upgradeLegacy(client, done, migrations, legacy(), applied);
-      done.clear();
-      for (const m of migrations) if (m.version <= BASELINE_OF_LEGACY) done.set(m.version, m.name);
-    }
+    let done = (await recordedMigrations(client))!;
+    const kind = kindOf(done, migrations);
+    if (kind === "unknown") refuseNewer(done, migrations);
+    if (kind === "legacy") await upgradeLegacy(client, done, migrations, legacy(), applied);
+    if (kind === "first-numbering") await renumber(client, applied);
+    if (kind !== "baseline") done = (await recordedMigrations(client))!;
     for (const m of migrations) {
       if (done.has(m.version)) continue;
       await inTransaction(client, m.name, async () => {
         await client.query(m.sql);
-        await client.query("INSERT INTO masq.schema_migrations (version, name) VALUES ($1, $2)", [m.version, m.name]);
+        await record(client, m.version === BASELINE.first ? [...legacyHistory(), [m.version, m.name]] : [[m.version, m.name]]);
       });
       applied.push(m.name);
     }
-    return { applied, version: Math.max(latest, ...done.keys()) };
+    return { applied, version: Math.max(migrations.at(-1)?.version ?? 0, ...done.keys()) };
   } finally {
     await client.query("SELECT pg_advisory_unlock(hashtext('masq.migrate'))");
   }
 }
 
+async function record(client: pg.PoolClient, rows: [number, string][]): Promise<void> {
+  await client.query("INSERT INTO masq.schema_migrations (version, name) SELECT * FROM unnest($1::int[], $2::text[])", [rows.map((r) => r[0]), rows.map((r) => r[1])]);
+}
+
 /**
  * A database of the legacy migrations, brought to the baseline in one transaction: a failure anywhere leaves it as it
- * was. The legacy migrations run in their order (each once ran in a transaction of its own, and none needs to).
+ * was. The legacy migrations run in their order (each once ran in a transaction of its own, and none needs to) and
+ * stay recorded: with the baseline's records they are the history an older masq reads (see BASELINE).
  */
 async function upgradeLegacy(client: pg.PoolClient, done: Recorded, migrations: Migration[], legacy: Migration[], applied: string[]): Promise<void> {
-  const baseline = migrations.filter((m) => m.version <= BASELINE_OF_LEGACY);
+  const baseline = migrations.filter((m) => m.version >= BASELINE.first && m.version <= BASELINE.last);
   await inTransaction(client, "legacy upgrade", async () => {
     for (const m of legacy) {
       if (done.has(m.version)) continue;
       await client.query(m.sql);
+      await record(client, [[m.version, m.name]]);
       applied.push(`legacy/${m.name}`);
     }
     await client.query(readFileSync(LEGACY_CONVERSION, "utf8"));
-    await client.query("DELETE FROM masq.schema_migrations");
-    await client.query("INSERT INTO masq.schema_migrations (version, name) SELECT * FROM unnest($1::int[], $2::text[])", [
-      baseline.map((m) => m.version),
-      baseline.map((m) => m.name),
-    ]);
+    await record(client, baseline.map((m) => [m.version, m.name]));
     applied.push("legacy/to_baseline");
+  });
+}
+
+/**
+ * A database of the baseline's first numbering: its records renumbered (001_keys_and_vault becomes 101_keys_and_vault,
+ * and so on) and the legacy history added, as of its first migration. Nothing else changes: the schema is the same.
+ */
+async function renumber(client: pg.PoolClient, applied: string[]): Promise<void> {
+  const history = [...legacyHistory()];
+  await inTransaction(client, "renumbering", async () => {
+    const r = await client.query<{ name: string }>(
+      "UPDATE masq.schema_migrations SET version = version + 100, name = '1' || substr(name, 2) WHERE version <= $1 RETURNING name",
+      [FIRST_NUMBERING.length],
+    );
+    await client.query(
+      `INSERT INTO masq.schema_migrations (version, name, applied_at)
+       SELECT v, n, coalesce((SELECT applied_at FROM masq.schema_migrations WHERE version = $3), now()) FROM unnest($1::int[], $2::text[]) AS h(v, n)`,
+      [history.map((h) => h[0]), history.map((h) => h[1]), BASELINE.first],
+    );
+    applied.push(...r.rows.map((row) => `renumbered/${row.name}`).sort());
   });
 }
 

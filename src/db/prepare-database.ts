@@ -2,8 +2,9 @@ import type pg from "pg";
 import { ConfigError, describeError, TransientError } from "../errors.ts";
 import { retryTransient } from "../ingest/backoff.ts";
 import type { Logger } from "../log.ts";
-import { loadMigrations, migrate } from "./migrate.ts";
-import { inTransaction, targetText, type Db } from "./pool.ts";
+import { loadMigrations, migrate, upToDate } from "./migrate.ts";
+import { inTransaction, type Db } from "./pool.ts";
+import { targetText } from "./connection.ts";
 import { classifyPgError } from "./query.ts";
 import { qualified, type TableName, ensureTargetTable, verifyTargetTable } from "./tables.ts";
 
@@ -56,7 +57,7 @@ export async function prepareDatabase(
         }
         performance.mark("masq:target-table");
         if (t.created) logger.info({ table: `${table.schema}.${table.name}` }, "target table created");
-        // The owner registers the table it writes: the lifecycle functions act on registered tables only (migration 7).
+        // The owner registers the table it writes: the lifecycle functions act on registered tables only (102_ingest.sql).
         // A login that is not the owner (MASQ_MIGRATE=true on the service login, a no-op when up to date) cannot, and
         // need not: the owner's `masq migrate` registers it.
         if (owner) await registerTargetTable(db, table, logger, beforeWriting);
@@ -81,11 +82,10 @@ export async function prepareDatabase(
  * Whether the database records exactly this masq's migrations: none pending, none newer. False when it cannot tell
  * (no masq schema yet, no right to read it): migrate() then says what is wrong, as it always did.
  */
-async function migrationsInPlace(db: Db, migrations: { version: number }[]): Promise<boolean> {
+async function migrationsInPlace(db: Db, migrations: { version: number; name: string }[]): Promise<boolean> {
   try {
-    const r = await db.pool.query<{ version: number }>("SELECT version FROM masq.schema_migrations");
-    const done = new Set(r.rows.map((row) => row.version));
-    return done.size === migrations.length && migrations.every((m) => done.has(m.version));
+    const r = await db.pool.query<{ version: number; name: string }>("SELECT version, name FROM masq.schema_migrations");
+    return upToDate(new Map(r.rows.map((row) => [row.version, row.name])), migrations);
   } catch (err) {
     const code = (err as { code?: unknown }).code;
     if (code === "42P01" || code === "3F000" || code === "42501") return false;
@@ -108,8 +108,8 @@ async function ownsTargetTables(db: Db): Promise<boolean> {
  * trip, so that a start where everything is in place (the usual one) costs one query, not seven.
  *
  * masq erases, prunes and rotates a registered table as the owner of schema masq: a table someone else owns, or one
- * with triggers, rules or row-level security, would run its code with those rights (migration 017). Refused here in
- * one line; registrations made before that migration which fail the same check are named as a warning (the lifecycle
+ * with triggers, rules or row-level security, would run its code with those rights (masq.target_refusal, 102_ingest.sql). Refused here
+ * in one line; registrations an earlier masq made without this check which fail the same check are named as a warning (the lifecycle
  * commands refuse to act until they are fixed or unregistered).
  */
 async function registerTargetTable(db: Db, table: TableName, logger: Logger, beforeWriting: () => Promise<void>): Promise<void> {
@@ -125,7 +125,7 @@ async function registerTargetTable(db: Db, table: TableName, logger: Logger, bef
   if (state.why != null) throw new ConfigError("--table", state.why, { what: "a table masq will not register" });
   if (!state.registered || (state.grant && state.granted !== true)) await beforeWriting();
   if (!state.registered) await db.pool.query("INSERT INTO masq.target_tables (relation) VALUES ($1::text::regclass) ON CONFLICT DO NOTHING", [qualified(table)]);
-  // Analysts read every table masq writes (migration 014); a table someone else owns needs its owner to grant it.
+  // Analysts read every table masq writes (105_roles.sql); a table someone else owns needs its owner to grant it.
   if (!state.grant) logger.warn({ table: qualified(table) }, `cannot grant SELECT on ${qualified(table)} to masq_analyst: grant it as the table's owner`);
   else if (state.granted !== true) await grantToAnalysts(db, table);
 }
@@ -160,7 +160,7 @@ async function grantToAnalysts(db: Db, table: TableName): Promise<void> {
 const FACTS_MIGRATION = "legacy/011_quarantine_facts";
 
 /**
- * Records written before migration 011 that its backfill could not attribute (their body was not JSON, or its copy
+ * Records written before legacy migration 011 that its backfill could not attribute (their body was not JSON, or its copy
  * was not kept) name no user: subject export and erasure do not find them. Said once, when the migration runs, with
  * what removes them.
  */
@@ -170,7 +170,7 @@ async function reportUnattributed(db: Db, logger: Logger): Promise<void> {
   if (n === 0) return;
   logger.warn(
     { records: n },
-    "quarantine records from before migration 011 keep an original but name no user (their body was not JSON): subject export and erase do not find them; masq vault prune removes them once older than MASQ_VAULT_RETENTION_DAYS",
+    "quarantine records of an earlier masq keep an original but name no user (their body was not JSON): subject export and erase do not find them; masq vault prune removes them once older than MASQ_VAULT_RETENTION_DAYS",
   );
 }
 
@@ -188,7 +188,7 @@ export function ingestNeeds(t: TableName): { object: string; kind: "table" | "co
     { object: "masq.ingest_ledger", kind: "table", privilege: "INSERT" },
     { object: "masq.ingest_ledger", kind: "table", privilege: "DELETE" },
     { object: "masq.quarantine", kind: "table", privilege: "INSERT" },
-    // Key rows by their non-secret columns; keys and vault values are written through migration 005's functions.
+    // Key rows by their non-secret columns; keys and vault values are written through the functions of 101_keys_and_vault.sql.
     { object: "masq.pseudonym_keys", column: "state", kind: "column", privilege: "SELECT" },
     fn("masq.pseudonym_key_wrapped(integer)"),
     fn("masq.create_first_pseudonym_key(text, text, bytea, text)"),

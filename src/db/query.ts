@@ -1,6 +1,6 @@
 import type pg from "pg";
 import { ConfigError, DataError, FatalError, TransientError } from "../errors.ts";
-import { targetText, type PgTarget } from "./pool.ts";
+import { targetText, type PgTarget } from "./connection.ts";
 
 /**
  * The one way masq's own code talks to Postgres outside the hot path: a query whose failure comes out as masq's
@@ -68,7 +68,7 @@ export function classifyPgError(err: unknown, target: PgTarget = DEFAULT_TARGET)
       return new TransientError(`Postgres: ${message} (SQLSTATE ${code})`, `pg_${code}`, { what: "Postgres is not available", object: targetText(target), hint: message });
     }
     if (code === "55000" && message.startsWith("a pseudonym key rotation is in progress")) {
-      // Raised by the erase and prune functions (migration 009, masq.refuse_during_rotation).
+      // Raised by the erase and prune functions (104_lifecycle.sql, masq.refuse_during_rotation).
       return new FatalError(`Postgres: ${message} (SQLSTATE ${code})`, {
         what: "a pseudonym key rotation is in progress",
         object: "masq.pseudonym_rotation",

@@ -55,7 +55,7 @@ export interface QuarantineRecord extends MessageMeta {
   redactedBody: string | null;
   originalBody: string | null;
   sealedBody?: SealedBody | null;
-  /** Who the record is about and which pseudonyms it holds: written as typed columns (migration 011). */
+  /** Who the record is about and which pseudonyms it holds: written as typed columns (102_ingest.sql). */
   facts: QuarantineFacts;
 }
 
@@ -136,7 +136,7 @@ export interface SealedBatch {
   quarantine: readonly QuarantineRecord[];
   vault: readonly VaultEntry[];
   /**
-   * The vault epoch (migration 009) under which the sealer left out values it believed the vault holds; null when it
+   * The vault epoch (101_keys_and_vault.sql) under which the sealer left out values it believed the vault holds; null when it
    * left none out (the batch is then complete under any epoch).
    */
   vaultEpoch: number | null;

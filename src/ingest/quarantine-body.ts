@@ -3,7 +3,7 @@ import type { Pseudonymizer, PiiKind } from "./pseudonymize.ts";
 
 /**
  * What a quarantine record is about, as the database keeps it (masq.quarantine.user_id, masked_ip,
- * masked_device_id; migration 011): the user it names and the pseudonyms of the PII values it holds. Decided here,
+ * masked_device_id; 102_ingest.sql): the user it names and the pseudonyms of the PII values it holds. Decided here,
  * from what the parser parsed, never by SQL from the stored copy: subject export and erasure find a user's records
  * by these, and erasure and retention decide by them whether a vault value is still used.
  */

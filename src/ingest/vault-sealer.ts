@@ -7,7 +7,7 @@ import type { DataKeys } from "../keys/data-keys.ts";
  * Encrypts a batch's originals with the current data key: each distinct PII value once (the vault is keyed by
  * pseudonym), and each quarantined body. Values this process already committed to the vault under the same
  * pseudonym key are skipped: the vault holds them, and a busy device or address is then encrypted once, not per
- * message. The memory of them is bounded (oldest forgotten first). It holds under one vault epoch (migration 009): a
+ * message. The memory of them is bounded (oldest forgotten first). It holds under one vault epoch (101_keys_and_vault.sql): a
  * batch that leaves values out carries that epoch, and is refused once vault values were deleted since
  * (StaleVaultError); then staleVault() forgets everything and the batch is sealed again, whole.
  */

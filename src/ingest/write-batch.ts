@@ -50,7 +50,7 @@ export interface BatchResult {
  * pseudonym key is still the active one (masq.lock_pseudonym_key, which holds a share lock on it until commit),
  * and, when the sealer left values out, the vault epoch is still the one it sealed under (masq.lock_vault_epoch,
  * a table lock held until commit, so a deletion of vault values waits for this batch or this batch for it;
- * migrations/001_keys_and_vault.sql).
+ * migrations/101_keys_and_vault.sql).
  */
 function batchSql(table: TableName): string {
   return `
@@ -67,7 +67,7 @@ WITH locks AS (
     AS q(message_id, reason, detail, body, body_length, sent_at, received_at, body_data_key_id, body_nonce, body_ciphertext,
          user_id, masked_ip, masked_device_id)
 ), claimed AS (
-  -- Partitioned by the day of SentTimestamp, which every redelivery repeats (migrations/002_ingest.sql); ids of no
+  -- Partitioned by the day of SentTimestamp, which every redelivery repeats (migrations/102_ingest.sql); ids of no
   -- known day (claimed before the partitioning, or sent without a SentTimestamp) are in the undated partition.
   INSERT INTO masq.ingest_ledger (message_id, outcome, sent_day)
   SELECT message_id, outcome, sent_day FROM (
@@ -87,7 +87,7 @@ WITH locks AS (
   UNION ALL SELECT 'ip', b.masked_ip FROM bad b JOIN claimed c ON c.message_id = b.message_id AND c.outcome = 'quarantined'
   UNION ALL SELECT 'device_id', b.masked_device_id FROM bad b JOIN claimed c ON c.message_id = b.message_id AND c.outcome = 'quarantined'
 ), vaulted AS (
-  -- Through the narrow function (migrations/001_keys_and_vault.sql): insert-if-absent in key order (batches sharing values wait for
+  -- Through the narrow function (migrations/101_keys_and_vault.sql): insert-if-absent in key order (batches sharing values wait for
   -- each other instead of deadlocking), replacing only rows a reveal found planted. Called once, and only when some
   -- value is used; referenced below, so it runs.
   SELECT masq.add_vault_values($16, array_agg(v.kind), array_agg(v.pseudonym), array_agg(v.data_key_id), array_agg(v.nonce), array_agg(v.ciphertext)) AS n,

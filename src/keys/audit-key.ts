@@ -10,7 +10,7 @@ import type { KeyProvider } from "./key-provider.ts";
 export interface AuditKey {
   version: number;
   key: Uint8Array;
-  /** The first row sealed under it (masq.audit_keys.chain_start, migration 012): every row from there on has a MAC. */
+  /** The first row sealed under it (masq.audit_keys.chain_start, 103_audit.sql): every row from there on has a MAC. */
   chainStart: bigint;
 }
 
@@ -31,7 +31,7 @@ const context = (version: number) => ({ purpose: "audit" as const, keyId: `audit
 /**
  * Unwraps the audit key (masq.audit_key()). A database without one gets it from the schema owner only (`masq
  * migrate` with the master key configured, or the owner's first audited action): the database cannot tell whether
- * a wrapped key unwraps, so no other login may store one (migration 012). With KMS this is a Decrypt (or, once, a
+ * a wrapped key unwraps, so no other login may store one (103_audit.sql). With KMS this is a Decrypt (or, once, a
  * GenerateDataKey and a Decrypt) with encryption context purpose=audit.
  * underNewMasterKey: `masq rotate master-key`, which may make it under the master key everything is about to move to.
  */

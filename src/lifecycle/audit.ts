@@ -75,7 +75,7 @@ function osUser(): string | undefined {
 
 /**
  * What an audit row covers, counted in the units of its action. The row's value_count column is the number of its
- * subjects (cardinality, migration 005), which is the number of values only for unmask and pseudonym: an export
+ * subjects (cardinality, 103_audit.sql), which is the number of values only for unmask and pseudonym: an export
  * names one subject, its user, and records what it showed in its selector (rows, values, quarantined messages).
  */
 export function auditCounts(r: Pick<AuditRow, "action" | "selector" | "subjects" | "value_count">): Record<string, number> {
@@ -180,7 +180,7 @@ export async function recordRotation(
 
 /**
  * A reveal found stored values that are not their pseudonym's (planted): flags them, so that ingestion replaces them
- * when the true value arrives. The flag is an audited action of its own (migration 012): a sealed 'vault-suspect'
+ * when the true value arrives. The flag is an audited action of its own (103_audit.sql): a sealed 'vault-suspect'
  * row naming the values and the committed reveal (`reveal`, and for a subject export the user id it was for) that
  * found them, in the flag's transaction. Returns that row's seq, or undefined when nothing was left to flag.
  */
@@ -241,13 +241,13 @@ export type VerifyResult =
 /** Rows read per query while verifying: memory stays bounded whatever the trail's length. */
 const PAGE = 5000;
 
-/** The only actions of rows from before the chain (masq.unmask_audit, copied by migration 005). */
+/** The only actions of rows from before the chain (an earlier masq's masq.unmask_audit, copied by legacy migration 005). */
 export const LEGACY_ACTIONS = new Set(["unmask", "pseudonym"]);
 
 /**
  * Walks the whole trail in seq order and recomputes every MAC. The chain begins at the audit key's chain_start
- * (migration 012): the row there is sealed, with no row before it in the chain (prev_mac NULL); every row after it is
- * sealed and names the MAC of the row before; rows before it (copied from masq.unmask_audit by migration 005) carry
+ * (103_audit.sql): the row there is sealed, with no row before it in the chain (prev_mac NULL); every row after it is
+ * sealed and names the MAC of the row before; rows before it (copied from masq.unmask_audit by legacy migration 005) carry
  * no MAC. So it finds the first row that was changed (its MAC does not match its content), removed (a gap in seq, a
  * row whose prev_mac is not the MAC of the row before, or a trail that ends before its chain begins), reordered, or
  * inserted or blanked by something other than masq (no valid MAC where the chain requires one), and a chain start
@@ -292,7 +292,7 @@ export async function verifyAudit(pool: pg.Pool, key: AuditKey, against?: Checkp
   return { ok: true, checked, legacy, head };
 }
 
-/** A row before the chain: only what migration 005 copied (no MAC, an unmask or pseudonym lookup). */
+/** A row before the chain: only what legacy migration 005 copied (no MAC, an unmask or pseudonym lookup). */
 function legacyProblem(r: AuditRow, seq: bigint, start: bigint): string | undefined {
   if (r.key_version !== null || r.mac !== null || r.prev_mac !== null) {
     return `row ${seq} is sealed but lies before row ${start}, where masq.audit_keys says the chain begins (the chain start was moved)`;

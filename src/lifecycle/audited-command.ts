@@ -1,6 +1,7 @@
 import type pg from "pg";
 import type { Blocker } from "../db/lock-watch.ts";
-import { createDb, type Db, waitForPostgres, type PgTarget } from "../db/pool.ts";
+import { createDb, type Db, waitForPostgres } from "../db/pool.ts";
+import { type PgTarget } from "../db/connection.ts";
 import { fromPostgres } from "../db/query.ts";
 import { ConfigError, describeError, errorLine, exitCodeFor } from "../errors.ts";
 import type { Pseudonymizer } from "../ingest/pseudonymize.ts";

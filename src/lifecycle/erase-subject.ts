@@ -159,8 +159,8 @@ export async function eraseUser(lc: Lifecycle, req: EraseUserRequest, report: Er
 }
 
 /**
- * How anything that deletes vault values (subject erasure, retention) stays exact while ingestion runs (migration
- * 009, "the vault epoch"). Each batch is ONE statement calling a SECURITY DEFINER function that
+ * How anything that deletes vault values (subject erasure, retention) stays exact while ingestion runs
+ * (101_keys_and_vault.sql, "the vault epoch"). Each batch is ONE statement calling a SECURITY DEFINER function that
  *   1. first runs `PERFORM masq.advance_vault_epoch()`: it waits for the ingest batches in flight to commit, and
  *      every later one waits for this transaction (and then, if it left values out, is refused and sealed whole);
  *   2. then deletes at most a bounded number of things, each in a later statement of the function (plpgsql takes a
@@ -192,7 +192,7 @@ export async function deleteInBatches<R extends { done: boolean }>(
 
 /**
  * How long one deleting batch may run, holding the vault epoch against ingestion: ingestion waits for a deleter that
- * is still working (migration 018) up to 60 s before its batch fails and is retried, so a batch must end well within
+ * is still working (104_lifecycle.sql) up to 60 s before its batch fails and is retried, so a batch must end well within
  * that. A batch that runs out fails the command (run it again: it goes on where it stopped).
  */
 export const DELETER_STATEMENT_MS = 30_000;
@@ -200,7 +200,7 @@ export const DELETER_STATEMENT_MS = 30_000;
 /** What a deleting statement waits for: the vault epoch first, then the rows it deletes. */
 export const DELETER_WAITS = "the vault epoch or a record being deleted";
 
-/** lock_not_available: the deleter's bounded wait for the vault epoch (migration 009, lock_timeout) ran out. */
+/** lock_not_available: the deleter's bounded wait for the vault epoch (104_lifecycle.sql, lock_timeout) ran out. */
 const LOCK_TIMEOUT = "pg_55P03";
 
 /** How often, and after what pauses, a deleter asks for the vault epoch again: about 3 minutes in all. */

@@ -289,7 +289,7 @@ export async function exportUser(lc: Lifecycle, req: ExportUserRequest, emit: (l
   const client = await lc.client();
   for (const [i, table] of tables.entries()) {
     const r = await revealSubject(pool, provider, { ...req, client, table, withQuarantine: i === 0, audited: report.audited }, emit).catch((err: unknown) => {
-      // The export reads only a table masq writes (migration 007's registration), never one a login names at will.
+      // The export reads only a table masq writes (registered: 102_ingest.sql), never one a login names at will.
       if (err instanceof Error && /is not a table masq writes/.test(err.message)) {
         throw new ConfigError(req.tableSetting, `${qualified(table)} is not a table masq writes`, {
           what: "not masq's table",

@@ -77,7 +77,7 @@ async function replayStatement(pool: pg.Pool, table: TableName, items: readonly 
   try {
     // A db_rejected row replays as it was masked; a corrected body was masked now, under the active key, which the
     // guard checks as ingestion's does (no vault entries and no version: nothing to check). The vault epoch is
-    // share-locked as ingestion's batches lock it (migration 009), so an erasure waits for the rows written here, and
+    // share-locked as ingestion's batches lock it (104_lifecycle.sql), so an erasure waits for the rows written here, and
     // never deletes a value they use.
     res = await pool.query<{ n: number; key_ok: boolean }>(
       `WITH guard AS (

@@ -21,7 +21,7 @@ interface QuarantineRow {
   masked_device_id: string | null;
 }
 
-/** What a record holds after the pass: its copy and its typed pseudonyms (migration 011), under the new key. */
+/** What a record holds after the pass: its copy and its typed pseudonyms (102_ingest.sql), under the new key. */
 interface Rewritten {
   bodies: (string | null)[];
   ips: (string | null)[];
@@ -50,7 +50,7 @@ const TOKEN = /hmac:([0-9a-f]{64})/g;
  * original, exactly as ingestion would now, which also covers values that are in no vault row (a quarantined
  * message's PII is kept only inside its encrypted body). A db_rejected body (the masked row) and a body without its
  * original have their pseudonyms replaced through the rotation map. Records written after the switch are under the
- * new key already and are left alone. The record's masked_ip and masked_device_id (migration 011) are rewritten with
+ * new key already and are left alone. The record's masked_ip and masked_device_id (102_ingest.sql) are rewritten with
  * its copy: from the original when it is redacted again, else through the map (NULL where the map has none, as the
  * copy's marker says). Each batch commits with its cursor: resumable, and done once per record.
  * Returns false when stopped by the signal before the end.

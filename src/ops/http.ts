@@ -1,7 +1,7 @@
 import type pg from "pg";
 import { createServer, type Server } from "node:http";
 import { loadMigrations } from "../db/migrate.ts";
-import { targetText, type PgTarget } from "../db/pool.ts";
+import { targetText, type PgTarget } from "../db/connection.ts";
 import { fromPostgres } from "../db/query.ts";
 import { ConfigError, describeError, errorLine } from "../errors.ts";
 import type { QueueSource } from "../ingest/sqs-source.ts";

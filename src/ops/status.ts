@@ -36,7 +36,7 @@ export interface VaultStatus {
   pseudonymKey: { version: number; provider: string } | null;
   /** A pseudonym key rotation in progress: the version being replaced. */
   retiringVersion: number | null;
-  /** When the oldest value still recoverable was stored (the vault's created_at; index-backed from migration 010). */
+  /** When the oldest value still recoverable was stored (the vault's created_at; index-backed, 101_keys_and_vault.sql). */
   oldestValueAt: Date | null;
 }
 

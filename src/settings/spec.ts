@@ -1,5 +1,5 @@
 import { parseMasterKey, parsePseudonymKey } from "../ingest/pseudonymize.ts";
-import { parseConnectionString } from "../db/pool.ts";
+import { parseConnectionString } from "../db/connection.ts";
 import { parseTableName, type TableName } from "../db/tables.ts";
 import { boolean, hostName, httpUrl, integer, oneOf, portOrOff, region, secretFile, trimmed, wording, type Parser } from "./parse.ts";
 

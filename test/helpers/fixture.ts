@@ -27,15 +27,16 @@ export function usePipelineFixture(): PipelineFixture {
     },
   } as PipelineFixture;
   before(async () => {
-    [f.pgdb, f.sqs] = await Promise.all([createTestDatabase(), startTestSqs()]);
+    const [pgdb, sqs] = await Promise.allSettled([createTestDatabase(), startTestSqs()]);
+    if (pgdb.status === "fulfilled") f.pgdb = pgdb.value;
+    if (sqs.status === "fulfilled") f.sqs = sqs.value;
+    throwFirstRejection(pgdb, sqs);
     f.db = createDb({ databaseUrl: f.pgdb.url });
     await prepareDatabase(f.db, TABLE, { migrate: true, logger: createLogger("silent") });
   });
-  after(async () => {
-    await f.db.close();
-    await f.sqs.close();
-    await f.pgdb.close();
-  });
+  // Whatever `before` started is stopped, even when it failed half-way: a server left listening keeps the test
+  // file's process alive for ever (seen: an embedded Postgres that did not start left fauxqs up, and the run hung).
+  after(() => closeAll([f.db?.close.bind(f.db), f.sqs?.close.bind(f.sqs), f.pgdb?.close.bind(f.pgdb)]));
   return f;
 }
 
@@ -53,15 +54,34 @@ export function useMotoFixture(skip: string | false): MotoFixture {
   const f = {} as MotoFixture;
   before(async () => {
     if (skip) return;
-    [f.moto, f.pgdb] = await Promise.all([startMoto(), createTestDatabase()]);
+    const [moto, pgdb] = await Promise.allSettled([startMoto(), createTestDatabase()]);
+    if (moto.status === "fulfilled") f.moto = moto.value;
+    if (pgdb.status === "fulfilled") f.pgdb = pgdb.value;
+    throwFirstRejection(moto, pgdb);
     f.db = createDb({ databaseUrl: f.pgdb.url });
     await prepareDatabase(f.db, TABLE, { migrate: true, logger: createLogger("silent") });
   });
   after(async () => {
     if (skip) return;
-    await f.db.close();
-    await f.pgdb.close();
-    await f.moto.stop();
+    await closeAll([f.db?.close.bind(f.db), f.pgdb?.close.bind(f.pgdb), f.moto?.stop.bind(f.moto)]);
   });
   return f;
+}
+
+export function throwFirstRejection(...results: PromiseSettledResult<unknown>[]): void {
+  for (const r of results) if (r.status === "rejected") throw r.reason;
+}
+
+/** Runs every close that exists, in order, even when one fails; then throws the first failure. */
+export async function closeAll(closes: (((...a: never[]) => Promise<unknown>) | undefined)[]): Promise<void> {
+  let first: unknown;
+  for (const close of closes) {
+    if (close === undefined) continue;
+    try {
+      await close();
+    } catch (err) {
+      first ??= err;
+    }
+  }
+  if (first !== undefined) throw first instanceof Error ? first : new Error("a fixture failed to close", { cause: first });
 }

@@ -19,7 +19,8 @@ export interface TestDatabase {
 
 export async function createTestDatabase(): Promise<TestDatabase> {
   const external = process.env.DATABASE_URL;
-  const embedded = external ? undefined : await startEmbeddedPostgres();
+  // One retry: on a loaded machine another process can take the free port between its choice and the server's bind.
+  const embedded = external ? undefined : await startEmbeddedPostgres().catch(() => startEmbeddedPostgres());
   const adminUrl = external ?? embedded!.url;
   const name = `masq_test_${randomBytes(6).toString("hex")}`;
   const admin = new pg.Client({ connectionString: adminUrl });

@@ -8,6 +8,7 @@ import { prepareDatabase } from "../../src/db/prepare-database.ts";
 import { sendBodies } from "../../src/ops/demo.ts";
 import { createLogger } from "../../src/log.ts";
 import { createDb, type Db } from "../../src/db/pool.ts";
+import { closeAll, throwFirstRejection } from "./fixture.ts";
 import { createSqsClient } from "../../src/ingest/sqs-client.ts";
 import { SqsSource } from "../../src/ingest/sqs-source.ts";
 import { startLocalStack, type LocalStack, type LocalStackVersion } from "./localstack.ts";
@@ -38,17 +39,18 @@ export function useLocalStackFixture(version: LocalStackVersion, skip: string | 
   } as LocalStackFixture;
   before(async () => {
     if (skip) return;
-    [f.ls, f.pgdb] = await Promise.all([startLocalStack(version), createTestDatabase()]);
+    const [ls, pgdb] = await Promise.allSettled([startLocalStack(version), createTestDatabase()]);
+    if (ls.status === "fulfilled") f.ls = ls.value;
+    if (pgdb.status === "fulfilled") f.pgdb = pgdb.value;
+    throwFirstRejection(ls, pgdb);
     f.db = createDb({ databaseUrl: f.pgdb.url });
     await prepareDatabase(f.db, TABLE, { migrate: true, logger: createLogger("silent") });
     f.sqs = createSqsClient({ region: "us-east-1", endpoint: f.ls.endpoint, credentials: TEST_CREDENTIALS, protocol: "query" });
   });
   after(async () => {
     if (skip) return;
-    f.sqs.destroy();
-    await f.db.close();
-    await f.pgdb.close();
-    await f.ls.stop();
+    f.sqs?.destroy();
+    await closeAll([f.db?.close.bind(f.db), f.pgdb?.close.bind(f.pgdb), f.ls?.stop.bind(f.ls)]);
   });
   return f;
 }

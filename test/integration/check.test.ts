@@ -153,7 +153,7 @@ describe("masq check", () => {
     const on = await runMasq(["check"], fresh);
     assert.equal(on.code, 0, on.stdout);
     const list = assertChecklist(on, { migrations: "ok", "target table": "ok", "ingest privileges": "skip" });
-    assert.match(list.get("migrations")!.text, /migrations 1 to \d+ are pending; run applies them at start/);
+    assert.match(list.get("migrations")!.text, /migrations 101 to \d+ are pending; run applies them at start/);
     assert.match(list.get("target table")!.text, /does not exist yet; run creates it/);
     const off = await runMasq(["check"], { ...fresh, MASQ_MIGRATE: "false" });
     assert.equal(off.code, 1, off.stdout);

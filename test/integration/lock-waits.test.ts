@@ -471,8 +471,8 @@ describe("bounded waits: no masq role can stall a rotation, an erasure or ingest
   });
 
   // Populated at 012 by today's ingestion (which writes 011's typed quarantine columns); the upgrades from c75110e's
-  // migration 010 through 011 and 012 are migrate.test.ts's and trail-guard.test.ts's.
-  test("a database populated at migration 012 upgrades in place: nothing lost, and its deleters' waits are bounded", async () => {
+  // legacy migrations 010 through 011 and 012 are migrate.test.ts's and trail-guard.test.ts's.
+  test("a database populated at legacy migration 012 upgrades in place: nothing lost, and its deleters' waits are bounded", async () => {
     const pgdb = await createTestDatabase();
     const db = createDb({ databaseUrl: pgdb.url });
     try {

@@ -26,8 +26,38 @@ test("migrations apply once; running them again (even concurrently) is a no-op",
   assert.deepEqual(first.applied, loadMigrations().map((m) => m.name));
   const again = await Promise.all([migrate(db.pool), migrate(db.pool), migrate(db.pool)]);
   for (const r of again) assert.deepEqual(r.applied, []);
-  const rows = await db.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM masq.schema_migrations");
-  assert.equal(rows.rows[0]!.n, loadMigrations().length);
+  // The baseline's and, as history, the legacy ones' (an older masq finds all of its own and refuses the newer schema).
+  assert.deepEqual(await recorded(db), [...loadMigrations(LEGACY_MIGRATIONS_DIR), ...loadMigrations()].map((m) => `${m.version} ${m.name}`));
+});
+
+const recorded = async (d: Db) => (await d.pool.query<{ r: string }>("SELECT version || ' ' || name AS r FROM masq.schema_migrations ORDER BY version")).rows.map((x) => x.r);
+
+test("a database of the baseline's first numbering (001_keys_and_vault to 005_roles) is renumbered in place, its records only", async () => {
+  // As that masq made them, whole or interrupted after its third migration (each ran in a transaction of its own).
+  const firstNumbering = loadMigrations().map((m) => ({ ...m, version: m.version - 100, name: `0${m.name.slice(1)}` }));
+  for (const upTo of [5, 3]) {
+    const old = await createTestDatabase();
+    const oldDb = createDb({ databaseUrl: old.url });
+    try {
+      await migrate(oldDb.pool, firstNumbering.filter((m) => m.version <= upTo));
+      await oldDb.pool.query("UPDATE masq.schema_migrations SET applied_at = '2026-12-01T00:00:00Z'");
+      const objects = async () => (await oldDb.pool.query<{ d: string }>("SELECT p.oid::regprocedure::text || md5(pg_get_functiondef(p.oid)) AS d FROM pg_proc p WHERE p.pronamespace = 'masq'::regnamespace ORDER BY 1")).rows;
+      const before = await objects();
+
+      const m = await migrate(oldDb.pool);
+      const renumbered = loadMigrations().filter((x) => x.version <= 100 + upTo).map((x) => `renumbered/${x.name}`);
+      assert.deepEqual(m.applied, [...renumbered, ...loadMigrations().filter((x) => x.version > 100 + upTo).map((x) => x.name)]);
+      assert.deepEqual(await recorded(oldDb), [...loadMigrations(LEGACY_MIGRATIONS_DIR), ...loadMigrations()].map((x) => `${x.version} ${x.name}`));
+      if (upTo === 5) assert.deepEqual(await objects(), before, "the schema is as it was");
+      // The history dates from the baseline's first migration, kept with its time.
+      const dates = await oldDb.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM masq.schema_migrations WHERE applied_at = '2026-12-01T00:00:00Z'");
+      assert.equal(dates.rows[0]!.n, 18 + upTo);
+      assert.deepEqual((await migrate(oldDb.pool)).applied, []);
+    } finally {
+      await oldDb.close();
+      await old.close();
+    }
+  }
 });
 
 test("a database migrated by a newer masq is refused with a clear message", async () => {
@@ -87,7 +117,7 @@ test("prepareDatabase creates the target table with the given DDL when absent", 
   );
 });
 
-test("migration 011 upgrades a populated database of migration 010: its quarantine records are attributed", async () => {
+test("legacy migration 011 upgrades a populated database of legacy migration 010: its quarantine records are attributed", async () => {
   const old = await createTestDatabase();
   const oldDb = createDb({ databaseUrl: old.url });
   try {
@@ -133,7 +163,7 @@ test("migration 011 upgrades a populated database of migration 010: its quaranti
   }
 });
 
-test("migration 016 upgrades a database of migration 015 with an erasure in progress: it goes on, as an erasure of its table only", async () => {
+test("legacy migration 016 upgrades a database of legacy migration 015 with an erasure in progress: it goes on, as an erasure of its table only", async () => {
   const old = await createTestDatabase();
   const oldDb = createDb({ databaseUrl: old.url });
   try {

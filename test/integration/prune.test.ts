@@ -19,7 +19,7 @@ const daysAgo = (d: number) => new Date(Date.now() - d * DAY);
 const event = (user: string, ip: string, device: string) => JSON.stringify({ user_id: user, app_version: "2.3.0", device_type: "ios", ip, locale: "en", device_id: device });
 
 /**
- * Retention (migration 010, `masq vault prune`): what goes is exactly the vault entries that only rows older than the
+ * Retention (104_lifecycle.sql, `masq vault prune`): what goes is exactly the vault entries that only rows older than the
  * period use and the quarantine records older than it; what a recent row or recent quarantine record uses stays.
  */
 describe("masq vault prune", () => {

@@ -12,7 +12,7 @@ const CUT_OFF = { user: "victim6", ip: "203.0.113.6", deviceId: "666-77-8888", b
 
 /**
  * Issue 17, finding 1: who a quarantine record is about and which pseudonyms it holds are facts ingestion writes
- * (migration 011), from what its parser parsed: a body jsonb cannot hold (a NUL escape, a lone surrogate) or that is
+ * (102_ingest.sql), from what its parser parsed: a body jsonb cannot hold (a NUL escape, a lone surrogate) or that is
  * not JSON at all still names its user, is exported with the user and erased with them.
  */
 describe("quarantine records are attributed from the parse", () => {

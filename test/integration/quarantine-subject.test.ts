@@ -5,7 +5,7 @@ import { usePipelineFixture } from "../helpers/fixture.ts";
 import { TABLE, testKeys } from "../helpers/pipeline.ts";
 
 /**
- * Migrations 007 and 011: a quarantine record names the user its redacted copy shows in clear (written by ingestion
+ * A quarantine record names the user its redacted copy shows in clear (written by ingestion
  * from its parse), so that subject export and erasure find a user's refused messages; a record whose body names
  * nobody stays unattributed.
  */
@@ -35,7 +35,7 @@ test("quarantine.user_id is the top-level user_id the redacted copy keeps, and n
     rows.rows.map((x) => x.user_id),
     cases.map(([, expected]) => expected),
   );
-  // Since migration 011 the column is a fact ingestion writes from its parse; nothing in the database derives it from
+  // The column is a fact ingestion writes from its parse; nothing in the database derives it from
   // the stored copy, so a copy written by hand names nobody.
   await fx.db.pool.query(
     `INSERT INTO masq.quarantine (message_id, reason, detail, body, body_length, received_at) VALUES

@@ -261,7 +261,7 @@ describe("database roles, as real login roles made by deploy/sql/login-roles.sql
     assert.ok(!refused.stdout.includes("10.66.66.66"), refused.stdout);
     assert.match(refused.stderr, new RegExp(`the vault value of ip ${pseudonym} is not that pseudonym's value.*not shown; marked suspect`));
     assert.equal((await fx.db.pool.query<{ suspect: boolean }>("SELECT suspect FROM masq.vault WHERE pseudonym = $1", [pseudonym])).rows[0]!.suspect, true);
-    // The flag is a sealed row of its own, naming the value and the reveal that found it (migration 012).
+    // The flag is a sealed row of its own, naming the value and the reveal that found it (103_audit.sql).
     const flag = (
       await fx.db.pool.query<{ login_role: string; subjects: string[]; reveal: string; sealed: boolean }>(
         `SELECT a.login_role, a.subjects, a.selector ->> 'reveal' AS reveal, a.mac IS NOT NULL AS sealed

@@ -166,7 +166,7 @@ describe("key rotation", () => {
         const row = JSON.parse(r.body) as { userId: string; maskedIp: string; maskedDeviceId: string };
         assert.equal(row.maskedIp, p.pseudonymize("ip", orig.get(row.userId)!.ip));
         assert.equal(row.maskedDeviceId, p.pseudonymize("device_id", orig.get(row.userId)!.deviceId));
-        // The record's typed pseudonyms (migration 011) are rewritten with its copy.
+        // The record's typed pseudonyms (102_ingest.sql) are rewritten with its copy.
         assert.deepEqual([r.masked_ip, r.masked_device_id], [row.maskedIp, row.maskedDeviceId]);
         continue;
       }
@@ -557,7 +557,7 @@ describe("key rotation", () => {
     );
   });
 
-  test("a rotation in progress on a database at migration 014 resumes after the upgrade and rewrites every registered table", async () => {
+  test("a rotation in progress on a database at legacy migration 014 resumes after the upgrade and rewrites every registered table", async () => {
     const pgdb = await createTestDatabase();
     const db = createDb({ databaseUrl: pgdb.url });
     try {

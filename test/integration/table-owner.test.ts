@@ -11,7 +11,7 @@ import { TABLE, TEST_MASTER_KEY_HEX, testKeys } from "../helpers/pipeline.ts";
 import { runMasq } from "../helpers/run-masq.ts";
 
 /**
- * The red team's escalation (issue 17, after migration 015): whoever owns a registered table could become superuser
+ * The red team's escalation (issue 17, after legacy migration 015): whoever owns a registered table could become superuser
  * through an erasure, because masq deletes from it with the rights of schema masq's owner, and the table's triggers
  * run with those rights. Roles with random names, dropped at the end.
  */
@@ -83,7 +83,7 @@ describe("a registered table's own code never runs with the rights of schema mas
       CREATE TRIGGER escalate BEFORE DELETE ON ${schema}.logins FOR EACH ROW EXECUTE FUNCTION ${schema}.escalate();
       INSERT INTO ${schema}.logins VALUES ('other', 'ios', 'a', 'b', 'US', 1, current_date);`);
     const m = await runMasq(["migrate", "--table", `${schema}.logins`], env(fx.pgdb.url));
-    // A registration made before migration 017 (its check bypassed): the erasure must refuse it all the same.
+    // A registration made before legacy migration 017 (its check bypassed): the erasure must refuse it all the same.
     if (!(await registered(`${schema}.logins`))) {
       await fx.db.pool.query(
         `BEGIN; SET LOCAL session_replication_role = replica; INSERT INTO masq.target_tables (relation) VALUES ('${schema}.logins'::regclass); COMMIT`,
@@ -180,7 +180,7 @@ describe("a registered table's own code never runs with the rights of schema mas
     }
   });
 
-  test("a database of migration 015 with a registered table another role owns upgrades: the registration is kept, migrate names it, erasures refuse it", async () => {
+  test("a database of legacy migration 015 with a registered table another role owns upgrades: the registration is kept, migrate names it, erasures refuse it", async () => {
     const old = await createTestDatabase();
     const db = createDb({ databaseUrl: old.url });
     try {

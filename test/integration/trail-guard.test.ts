@@ -38,7 +38,7 @@ async function trySql(url: string, sql: string, values: unknown[] = []): Promise
   }
 }
 
-describe("finding 4: an owner who blanks, deletes and edits audit rows of a database made at migration 010 fails `masq audit verify`", () => {
+describe("finding 4: an owner who blanks, deletes and edits audit rows of a database made at legacy migration 010 fails `masq audit verify`", () => {
   let pgdb: TestDatabase;
   let db: Db;
   let env: Record<string, string>;
@@ -50,7 +50,7 @@ describe("finding 4: an owner who blanks, deletes and edits audit rows of a data
     db = createDb({ databaseUrl: pgdb.url, poolSize: 3 });
     env = { DATABASE_URL: pgdb.url, MASQ_MASTER_KEY: TEST_MASTER_KEY_HEX, ...silent };
     const all = loadMigrations(LEGACY_MIGRATIONS_DIR);
-    // Two rows from before the chain (masq.unmask_audit, copied by migration 005).
+    // Two rows from before the chain (masq.unmask_audit, copied by legacy migration 005).
     await migrate(db.pool, all.filter((m) => m.version <= 4));
     await db.pool.query(
       "INSERT INTO masq.unmask_audit (command, reason, selector, pseudonyms, value_count) VALUES ('unmask', 'legacy one', '{}', '{a}', 1), ('pseudonym', 'legacy two', '{}', '{b}', 1)",
@@ -80,7 +80,7 @@ describe("finding 4: an owner who blanks, deletes and edits audit rows of a data
     assert.equal((await db.pool.query<{ s: string }>("SELECT chain_start::text AS s FROM masq.audit_keys")).rows[0]!.s, "3");
     const v = await runMasq(["audit", "verify"], env);
     assert.equal(v.code, 0, v.stderr);
-    assert.equal(v.stdout, "audit trail verified: 6 row(s) checked; 2 row(s) from before the chain began at row 3 (migration 005) carry no MAC and are not covered\n");
+    assert.equal(v.stdout, "audit trail verified: 6 row(s) checked; 2 row(s) from before the chain began at row 3 carry no MAC and are not covered\n");
     const c = await runMasq(["audit", "checkpoint"], env);
     assert.equal(c.code, 0, c.stderr);
     checkpoint = c.stdout.trim();
@@ -140,7 +140,7 @@ describe("finding 4: an owner who blanks, deletes and edits audit rows of a data
   });
 });
 
-describe("finding 8 on a database made at migration 010: an audit key planted before the upgrade", () => {
+describe("finding 8 on a database made at legacy migration 010: an audit key planted before the upgrade", () => {
   let pgdb: TestDatabase;
   let db: Db;
 
@@ -153,7 +153,7 @@ describe("finding 8 on a database made at migration 010: an audit key planted be
     await pgdb.close();
   });
 
-  test("is dropped by migration 012 (no row was ever sealed under it), and the owner's migrate makes one that unwraps", async () => {
+  test("is dropped by legacy migration 012 (no row was ever sealed under it), and the owner's migrate makes one that unwraps", async () => {
     await migrate(db.pool, loadMigrations(LEGACY_MIGRATIONS_DIR).filter((m) => m.version <= 10));
     // What any masq_unmask or masq_erase login could run on c75110e.
     await db.pool.query("SELECT masq.create_audit_key('local', 'local:0000000000000000', '\\x00', '0123456789abcdef')");
@@ -228,7 +228,7 @@ describe("findings 6 and 8, as each login role", () => {
     assert.equal(await count("SELECT count(*) FROM masq.audit_keys"), 0);
   });
 
-  /** A key that does not unwrap, stored as only the owner now can (or as a login could before migration 012). */
+  /** A key that does not unwrap, stored as only the owner now can (or as a login could before legacy migration 012). */
   const plantBadKey = async () => {
     const c = await fx.db.pool.connect();
     try {

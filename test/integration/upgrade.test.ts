@@ -1,6 +1,11 @@
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import { randomBytes, randomUUID } from "node:crypto";
-import { describe, test } from "node:test";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { after, describe, test } from "node:test";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import type pg from "pg";
 import { auditKeyFingerprint, type AuditKey } from "../../src/keys/audit-key.ts";
 import { sealAudit } from "../../src/lifecycle/audit.ts";
@@ -17,7 +22,7 @@ import { runMasq } from "../helpers/run-masq.ts";
 
 /**
  * A database made by an earlier masq, with data in every table of schema masq, upgrades in place to the baseline
- * (migrations/001..005) with nothing lost: every row, key, vault value and audit row, whose MAC chain still verifies.
+ * (migrations/101_keys_and_vault..105_roles) with nothing lost: every row, key, vault value and audit row, whose MAC chain still verifies.
  * Two starting points: c75110e (its migrations 001-010 are migrations/legacy/001..010, unchanged since) and 216b6b2
  * (legacy 001-018). The data goes in as those versions wrote it: through their definer functions where they had them,
  * audit rows appended and sealed with MACs the current sealing code computes, other rows inserted as the schema allowed.
@@ -129,6 +134,38 @@ async function snapshot(pool: pg.Pool, columnsOf?: Map<string, string[]>): Promi
   return out;
 }
 
+/**
+ * The migrate() of an older masq, as its commit has it (git history: CI clones it whole): its src/sink/migrate.ts,
+ * the errors.ts it imports and its migrations, written to a temporary directory and imported from there.
+ */
+const older = mkdtempSync(path.join(os.tmpdir(), "masq-older-"));
+after(() => rmSync(older, { recursive: true, force: true }));
+async function olderMigrate(commit: string): Promise<(pool: pg.Pool) => Promise<unknown>> {
+  const git = (...args: string[]) => execFileSync("git", args, { cwd: fileURLToPath(new URL("../../", import.meta.url)), encoding: "utf8", maxBuffer: 1 << 26 });
+  const root = path.join(older, commit);
+  const migrations = git("ls-tree", "--name-only", commit, "migrations/").split("\n").filter((f) => f.endsWith(".sql"));
+  for (const file of ["src/sink/migrate.ts", "src/errors.ts", ...migrations]) {
+    mkdirSync(path.dirname(path.join(root, file)), { recursive: true });
+    writeFileSync(path.join(root, file), git("show", `${commit}:${file}`));
+  }
+  writeFileSync(path.join(root, "package.json"), '{ "type": "module" }\n');
+  const mod = (await import(pathToFileURL(path.join(root, "src/sink/migrate.ts")).href)) as { migrate: (pool: pg.Pool) => Promise<unknown> };
+  return mod.migrate;
+}
+
+/** Each older masq started against the database refuses it as newer than it knows, and changes nothing in it. */
+async function olderMasqsRefuse(pool: pg.Pool): Promise<void> {
+  const before = await schemaDefinition(pool);
+  for (const [commit, latest] of [["c75110e", 10], ["216b6b2", 18]] as const) {
+    const migrateAsOlder = await olderMigrate(commit);
+    await assert.rejects(migrateAsOlder(pool), (err: Error) => {
+      assert.match(err.message, new RegExp(`^the database schema is at migration ${loadMigrations().at(-1)!.version}, newer than this masq knows \\(${latest}\\)`));
+      return true;
+    });
+    assert.deepEqual(await schemaDefinition(pool), before, `masq ${commit} changed nothing`);
+  }
+}
+
 const columnsOf = (s: Map<string, unknown[]>) => new Map([...s].map(([t, rows]) => [t, Object.keys((rows[0] ?? {}))]));
 
 /** What defines schema masq, as the catalogs hold it (the ledger's dated partitions left out: they depend on the day). */
@@ -212,6 +249,11 @@ for (const upTo of [10, 18] as const) {
         // The schema is the one a new database gets.
         await migrate(freshDb.pool);
         assert.deepEqual(await schemaDefinition(db.pool), await schemaDefinition(freshDb.pool));
+
+        // An older masq (an old replica restarting in a rolling deploy) refuses either, where it would have applied
+        // its legacy migrations over the baseline's functions.
+        await olderMasqsRefuse(db.pool);
+        await olderMasqsRefuse(freshDb.pool);
       } finally {
         await db.close();
         await freshDb.close();

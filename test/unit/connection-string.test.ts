@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import fc from "fast-check";
-import { parseConnectionString, parseKeywords } from "../../src/db/pool.ts";
+import { parseConnectionString, parseKeywords } from "../../src/db/connection.ts";
 
 const cases: [text: string, expected: Record<string, unknown>][] = [
   ["postgres://masq:p%40ss@db.example:6432/logins", { user: "masq", password: "p@ss", host: "db.example", port: 6432, database: "logins" }],

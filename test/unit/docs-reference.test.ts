@@ -243,7 +243,7 @@ test("docs/data-model.md's reason codes are the ones masq quarantines with", () 
   // The statement that lists the codes (a union type or an array), wherever "invalid_json" is first named.
   const text = walk("src", ".ts")
     // Contracts give these codes too, but masq does not quarantine with contracts yet (docs/contracts.md).
-    .filter((f) => !f.startsWith("src/demo/") && !f.startsWith("src/contracts/"))
+    .filter((f) => f !== "src/ops/demo.ts" && !f.startsWith("src/contracts/"))
     .map(read)
     .find((t) => t.includes('"invalid_json"'));
   assert.ok(text, 'no source file names the reason code "invalid_json"');
@@ -272,19 +272,30 @@ test("docs/data-model.md does not say a quarantined body is dropped where masq k
 
 // ---- the source tree --------------------------------------------------------------------------------------------
 
-test("the tree in docs/development.md names every directory of src/, deploy/, scripts/ and test/, and only what exists", () => {
+/** The tree in docs/development.md: each path it names, with its description (continuation lines joined). */
+function developmentTree(): { path: string; description: string }[] {
   const tree = parseBlocks("docs/development.md", read("docs/development.md")).find((b) => b.lang === "" && b.text.includes("src/"));
   assert.ok(tree, "docs/development.md has the tree as an untagged block");
-  const paths: string[] = [];
+  const entries: { path: string; description: string }[] = [];
   const stack: string[] = [];
   for (const line of tree.text.split("\n")) {
-    const m = /^( *)(\S+)/.exec(line);
-    if (!m || m[1]!.length > 20) continue; // a continuation of a description
+    const m = /^( *)(\S+)\s*(.*)$/.exec(line);
+    if (!m) continue;
+    if (m[1]!.length > 20) {
+      // a continuation of a description
+      if (entries.length > 0) entries[entries.length - 1]!.description += ` ${line.trim()}`;
+      continue;
+    }
     const depth = m[1]!.length / 2;
     stack.length = depth;
     stack.push(m[2]!);
-    paths.push(stack.join("").replace(/\/+/g, "/"));
+    entries.push({ path: stack.join("").replace(/\/+/g, "/"), description: m[3]! });
   }
+  return entries;
+}
+
+test("the tree in docs/development.md names every directory of src/, deploy/, scripts/ and test/, and only what exists", () => {
+  const paths = developmentTree().map((e) => e.path);
   const missing = paths.filter((p) => !existsSync(`${REPO_ROOT}${p.replace(/\/$/, "")}`));
   assert.deepEqual(missing, [], "docs/development.md's tree names paths that do not exist");
   const named = new Set(paths.map((p) => p.replace(/\/$/, "")));
@@ -294,6 +305,123 @@ test("the tree in docs/development.md names every directory of src/, deploy/, sc
       .map((d) => `${top}/${d}`),
   );
   assert.deepEqual(dirs.filter((d) => !named.has(d)), [], "add these directories to the tree in docs/development.md");
+});
+
+test("the tree in docs/development.md names every file of src/: each top-level file on its line, each folder's files in its description", () => {
+  const entries = developmentTree();
+  const problems: string[] = [];
+  for (const e of readdirSync(`${REPO_ROOT}src`, { withFileTypes: true })) {
+    if (e.isFile() && e.name.endsWith(".ts") && !entries.some((t) => t.path === `src/${e.name}`)) problems.push(`src/${e.name}: no line of its own in the tree`);
+    if (!e.isDirectory()) continue;
+    const entry = entries.find((t) => t.path === `src/${e.name}/`);
+    if (entry === undefined) continue; // the test above names the folder
+    const files = readdirSync(`${REPO_ROOT}src/${e.name}`).filter((f) => f.endsWith(".ts"));
+    const described = new Set([...entry.description.matchAll(/(?<![\w./-])([\w-]+\.ts)\b/g)].map((m) => m[1]!));
+    for (const f of files) if (!described.has(f)) problems.push(`src/${e.name}/${f}: not named in the description of src/${e.name}/`);
+    for (const f of described) if (!files.includes(f)) problems.push(`src/${e.name}/: its description names ${f}, which is not in the folder`);
+  }
+  assert.deepEqual(problems, [], "docs/development.md's tree and src/ differ: say in a few words what each file is for");
+});
+
+// ---- docs/design.md: the layout and the audited commands' routes ---------------------------------------------
+
+/** The section of a markdown file under `heading` (## level), up to the next heading of that level. */
+function section(markdown: string, heading: string): string {
+  const start = markdown.indexOf(`\n## ${heading}\n`);
+  assert.ok(start >= 0, `no section "## ${heading}"`);
+  const end = markdown.indexOf("\n## ", start + 1);
+  return markdown.slice(start, end < 0 ? undefined : end);
+}
+
+/** Which folders of src/ import from which (type imports too; the top-level files of src/ left out), "a -> b". */
+function folderImports(): Map<string, string> {
+  const edges = new Map<string, string>();
+  const folderOf = (f: string) => /^src\/([^/]+)\//.exec(f)?.[1];
+  for (const file of walk("src", ".ts")) {
+    const from = folderOf(file);
+    if (from === undefined) continue;
+    const text = read(file).replace(/\/\*[\s\S]*?\*\//g, "").replace(/^\s*\/\/.*$/gm, "");
+    const specs = [
+      ...[...text.matchAll(/(?:^|[;\n])\s*(?:import|export)\s[^;'"]*?from\s*["'](\.[^"']+)["']/g)].map((m) => m[1]!),
+      ...[...text.matchAll(/\bimport\(\s*["'](\.[^"']+)["']\s*\)/g)].map((m) => m[1]!),
+    ];
+    for (const spec of specs) {
+      const target = new URL(spec, `file:///${file}`).pathname.slice(1);
+      const to = folderOf(target);
+      if (to !== undefined && to !== from && !edges.has(`${from} -> ${to}`)) edges.set(`${from} -> ${to}`, `${file} imports ${target}`);
+    }
+  }
+  return edges;
+}
+
+test("the layout drawn in docs/design.md has one box per folder of src/ and the arrows the imports make", () => {
+  const block = parseBlocks("docs/design.md", section(read("docs/design.md"), "The layout")).find((b) => b.lang === "mermaid");
+  assert.ok(block, 'docs/design.md, "The layout", has the layout as a mermaid block');
+  const boxes = [...block.text.matchAll(/^\s*(\w+)\[/gm)].map((m) => m[1]!).sort();
+  const folders = readdirSync(`${REPO_ROOT}src`, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name).sort();
+  assert.deepEqual(boxes, folders, "one box per folder of src/, named after it");
+  const drawn = new Set([...block.text.matchAll(/^\s*(\w+)\s*(?:-->|-\.->)(?:\|[^|]*\|)?\s*(\w+)\s*$/gm)].map((m) => `${m[1]} -> ${m[2]}`));
+  const imports = folderImports();
+  assert.deepEqual([...imports].filter(([e]) => !drawn.has(e)).map(([e, why]) => `${e} (${why})`), [], "draw these arrows in docs/design.md's layout");
+  assert.deepEqual([...drawn].filter((e) => !imports.has(e)), [], "docs/design.md's layout draws these arrows, but no file of the first folder imports from the second");
+});
+
+test("each audited command's SQL functions in docs/design.md are defined by the migration named, and called from a file of its row", () => {
+  const rows = tableRows(section(read("docs/design.md"), "An audited command"), "| command |");
+  assert.ok(rows.length >= 8, `found ${rows.length} commands`);
+  const problems: string[] = [];
+  for (const row of rows) {
+    const command = codeSpans(row[0] ?? "")[0];
+    // Files as the row names them: src/…, a folder of src/ and a file, or (the operation) a file of src/lifecycle/.
+    const files = row.slice(1, 4).flatMap(codeSpans).filter((c) => c.endsWith(".ts")).map((c) => (c.startsWith("src/") ? c : c.includes("/") ? `src/${c}` : `src/lifecycle/${c}`));
+    const code = files.filter((f) => existsSync(`${REPO_ROOT}${f}`)).map(read).join("\n");
+    let migration: string | undefined;
+    for (const span of codeSpans(row[4] ?? "")) {
+      if (span.endsWith(".sql")) {
+        migration = span;
+        if (!existsSync(`${REPO_ROOT}migrations/${span}`)) problems.push(`${command}: migrations/${span} does not exist`);
+        continue;
+      }
+      const fn = /^masq\.(\w+)$/.exec(span)?.[1];
+      if (fn === undefined) continue;
+      if (migration === undefined || !new RegExp(`CREATE\\s+(?:OR\\s+REPLACE\\s+)?FUNCTION\\s+masq\\.${fn}\\s*\\(`, "i").test(existsSync(`${REPO_ROOT}migrations/${migration}`) ? read(`migrations/${migration}`) : "")) {
+        problems.push(`${command}: masq.${fn} is not defined in ${migration ?? "(no migration named before it)"}`);
+      }
+      if (!new RegExp(`\\bmasq\\.${fn}\\b`).test(code)) problems.push(`${command}: none of ${files.join(", ")} calls masq.${fn}`);
+    }
+  }
+  assert.deepEqual(problems, [], "docs/design.md's table of the audited commands' routes and the code or the migrations differ");
+});
+
+/** The files of the checkout a doc may name: everything under these directories, and the top-level files. */
+function checkoutFiles(): string[] {
+  const top = readdirSync(REPO_ROOT, { withFileTypes: true })
+    .filter((e) => e.isFile())
+    .map((e) => e.name);
+  return [...top, ...["src", "scripts", "test", "bench", "deploy", "migrations", "contracts", "bin"].flatMap((d) => walk(d, ""))];
+}
+
+test("every source file the docs name exists: src/ paths, folder/file.ts under src/, and bare file names", () => {
+  const srcDirs = new Set(readdirSync(`${REPO_ROOT}src`, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name));
+  // Folders src/ had before its files were merged by idea: a path in one of them is stale even without "src/".
+  const formerDirs = ["sink", "source", "vault", "http", "metrics", "progress", "demo", "audit", "lambda", "mask", "retention", "rotation", "runner", "transform"];
+  const names = new Set(checkoutFiles().map((f) => f.slice(f.lastIndexOf("/") + 1)));
+  const stale: string[] = [];
+  for (const f of docFiles()) {
+    const text = read(f);
+    // src/a/b.ts, src/a/ (a file or a folder; "src/ingest/lambda-handler.handler" names a function, its file is checked)
+    for (const m of text.matchAll(/(?<![\w./-])src\/([\w./-]*[\w/])/g)) {
+      const p = `src/${m[1]!.replace(/\.handler$/, ".ts")}`;
+      if (!existsSync(`${REPO_ROOT}${p.replace(/\/$/, "")}`)) stale.push(`${f}: ${p}`);
+    }
+    // ingest/runner.ts: a folder of src/ (today's or a former one) and a file in it, without the src/ prefix.
+    for (const m of text.matchAll(/(?<![\w./-])([a-z]+)\/([\w.-]+\.ts)\b/g)) {
+      if ((srcDirs.has(m[1]!) || formerDirs.includes(m[1]!)) && !existsSync(`${REPO_ROOT}src/${m[1]}/${m[2]}`)) stale.push(`${f}: ${m[1]}/${m[2]}`);
+    }
+    // runner.ts, alone: a file of the checkout by that name.
+    for (const m of text.matchAll(/(?<![\w./-])([\w-]+(?:\.[\w-]+)*\.ts)\b/g)) if (!names.has(m[1]!)) stale.push(`${f}: ${m[1]}`);
+  }
+  assert.deepEqual([...new Set(stale)], [], "the docs name these source files, which do not exist (moved or merged? /src/ has the new names)");
 });
 
 // ---- links, commits, internal references --------------------------------------------------------------------------

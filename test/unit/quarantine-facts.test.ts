@@ -6,7 +6,7 @@ import { UNPARSEABLE_BY_JSONB } from "../helpers/red-team.ts";
 
 const p = createPseudonymizer(new Uint8Array(32).fill(9));
 
-/** Who a quarantine record is about (migration 011): what the redacted copy keeps in clear, decided in TypeScript. */
+/** Who a quarantine record is about (102_ingest.sql): what the redacted copy keeps in clear, decided in TypeScript. */
 test("factsOfJson: the top-level user_id kept in clear, and the pseudonyms the redacted copy shows", () => {
   const cases: [unknown, string | null][] = [
     [{ user_id: "u-1" }, "u-1"],

@@ -4,7 +4,7 @@ import { test } from "node:test";
 import type { Outcome } from "../../src/ingest/batch.ts";
 import { VaultSealer } from "../../src/ingest/vault-sealer.ts";
 
-/** The sealer's memory of what the vault holds, against the vault epoch (migration 009: erase and prune advance it). */
+/** The sealer's memory of what the vault holds, against the vault epoch (101_keys_and_vault.sql: erase and prune advance it). */
 const key = new Uint8Array(32).fill(3);
 const dataKeys = { reserve: () => Promise.resolve({ id: "00000000-0000-0000-0000-000000000001", key, keyObject: createSecretKey(key) }) };
 const at = new Date("2026-11-30T00:00:00Z");

@@ -1,5 +1,5 @@
 -- The audit trail, enforced by Postgres, not by the client (SECURITY.md, "Roles" and "The audit trail"). Plain
--- ASCII on purpose (see 001_keys_and_vault.sql).
+-- ASCII on purpose (see 101_keys_and_vault.sql).
 --   * ciphertext (vault values, encrypted quarantine bodies) leaves the database only through SECURITY DEFINER
 --     functions, and only for an audit row that has already COMMITTED: the reveal is two transactions, the first
 --     writes and seals the audit row, the second hands out the ciphertexts it names. A client that rolls back the

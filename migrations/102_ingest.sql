@@ -1,6 +1,6 @@
 -- Ingestion: the ledger that makes a batch exactly-once, the quarantine, and the target tables masq writes.
 -- masq's own state lives in schema masq; the user's table is only ever written as given. Plain ASCII on purpose (see
--- 001_keys_and_vault.sql).
+-- 101_keys_and_vault.sql).
 
 -- ---------------------------------------------------------------------------------------------------------------
 -- The ingest ledger

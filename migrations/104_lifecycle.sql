@@ -1,7 +1,7 @@
 -- The lifecycle of the data: subject export, audited quarantine originals, subject erasure, retention, pseudonym key
 -- rotation, and the bounded waits that keep them and ingestion from holding each other up. Every deletion and every
 -- reveal runs through the SECURITY DEFINER functions here, which decide what may go or be shown and append its audit
--- row; masq_unmask and masq_erase have no DELETE on masq's tables. Plain ASCII on purpose (see 001_keys_and_vault.sql).
+-- row; masq_unmask and masq_erase have no DELETE on masq's tables. Plain ASCII on purpose (see 101_keys_and_vault.sql).
 
 -- ---------------------------------------------------------------------------------------------------------------
 -- Tables
@@ -743,7 +743,7 @@ REVOKE ALL ON FUNCTION masq.lock_modes_conflict(text, text) FROM PUBLIC;
 -- Bounded waits that no role can lift (SECURITY.md, "Waits")
 --
 -- The hazard: ingestion, a rotation's switch and a deleter (erase, prune) take turns on two locks (the active
--- pseudonym key's row and the vault epoch, 001_keys_and_vault.sql), and on the rows a deleter deletes. Any login
+-- pseudonym key's row and the vault epoch, 101_keys_and_vault.sql), and on the rows a deleter deletes. Any login
 -- holding masq_ingest may take the first two in a transaction of its own and keep it open; masq_unmask may lock
 -- quarantine rows (FOR UPDATE: it may update replayed_at); masq_erase may call a deleting function in a transaction it
 -- leaves open. idle_in_transaction_session_timeout (deploy/sql/login-roles.sql) does not end such a session: the

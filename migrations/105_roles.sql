@@ -2,13 +2,13 @@
 -- deploy/sql/login-roles.sql). Every privilege a role has on schema masq is granted here, in one place; the functions
 -- are revoked from PUBLIC where they are defined. masq's tables grant nothing to PUBLIC, and the functions PUBLIC may
 -- execute are pure (app_version_text, retention_cutoff) or triggers (test/integration/roles.test.ts checks both).
--- Plain ASCII on purpose (see 001_keys_and_vault.sql).
+-- Plain ASCII on purpose (see 101_keys_and_vault.sql).
 --   masq_ingest   runs `masq run`: writes rows, the ledger, the quarantine and the vault (through the narrow
---                 functions of 001_keys_and_vault.sql), and can never read a ciphertext or a wrapped data key.
+--                 functions of 101_keys_and_vault.sql), and can never read a ciphertext or a wrapped data key.
 --   masq_unmask   reveals (unmask, subject export, quarantine originals, replay) through the audited two-step functions
---                 of 003_audit.sql and 004_lifecycle.sql; it reads no ciphertext directly.
+--                 of 103_audit.sql and 104_lifecycle.sql; it reads no ciphertext directly.
 --   masq_erase    deletes a user's data and prunes what retention no longer allows, through the audited functions of
---                 004_lifecycle.sql; it never reads a ciphertext or a wrapped key, and has no DELETE on masq's tables.
+--                 104_lifecycle.sql; it never reads a ciphertext or a wrapped key, and has no DELETE on masq's tables.
 --   masq_analyst  what a login needs to query the tables masq writes as the docs show (README.md,
 --                 docs/data-model.md): SELECT on each registered target table (granted by `masq migrate` when it
 --                 registers one) and masq.app_version_text, which turns the stored app_version back into text. No

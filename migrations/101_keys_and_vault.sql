@@ -80,7 +80,7 @@ CREATE INDEX vault_created_at_idx ON masq.vault (created_at);
 -- batch that arrives while a deleter waits queues behind it, so overlapping ingest batches cannot starve a deleter.
 -- Each deleting statement after it takes a new snapshot (READ COMMITTED; plpgsql takes one per statement of a
 -- VOLATILE function), which sees every committed row: a value is deleted only when no row and no quarantine record
--- uses it. Neither side waits without bound (004_lifecycle.sql, "Bounded waits").
+-- uses it. Neither side waits without bound (104_lifecycle.sql, "Bounded waits").
 CREATE TABLE masq.vault_epoch (
     one    boolean PRIMARY KEY DEFAULT true CHECK (one),
     epoch  bigint  NOT NULL
@@ -216,7 +216,7 @@ END $$;
 REVOKE ALL ON FUNCTION masq.lock_vault_epoch() FROM PUBLIC;
 
 -- Whatever deletes vault values: the next epoch, under an EXCLUSIVE lock held until its transaction ends. Every lock
--- the deleter waits for after this one waits 2 s at most (004_lifecycle.sql, "Bounded waits").
+-- the deleter waits for after this one waits 2 s at most (104_lifecycle.sql, "Bounded waits").
 CREATE FUNCTION masq.advance_vault_epoch() RETURNS bigint
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     AS $$

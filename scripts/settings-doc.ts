@@ -1,12 +1,15 @@
-// Writes the settings table of docs/configuration.md from src/settings/spec.ts: `node scripts/settings-doc.ts`.
+// Writes the settings tables of the docs (docs/configuration.md, docs/deploy.md's Lambda table) from
+// src/settings/spec.ts: `node scripts/settings-doc.ts`.
 import { readFileSync, writeFileSync } from "node:fs";
-import { withSettingsTable } from "../src/settings/derived.ts";
+import { GENERATED_TABLES, withTable } from "../src/settings/derived.ts";
 
-const file = new URL("../docs/configuration.md", import.meta.url);
-const before = readFileSync(file, "utf8");
-const after = withSettingsTable(before);
-if (after === before) console.log("docs/configuration.md: the settings table is up to date");
-else {
-  writeFileSync(file, after);
-  console.log("docs/configuration.md: the settings table was rewritten from src/settings/spec.ts");
+for (const t of GENERATED_TABLES) {
+  const file = new URL(`../${t.file}`, import.meta.url);
+  const before = readFileSync(file, "utf8");
+  const after = withTable(before, t);
+  if (after === before) console.log(`${t.file}: the settings table is up to date`);
+  else {
+    writeFileSync(file, after);
+    console.log(`${t.file}: the settings table was rewritten from src/settings/spec.ts`);
+  }
 }

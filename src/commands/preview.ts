@@ -3,7 +3,7 @@ import { applyContract } from "../contracts/apply-contract.ts";
 import { compileContract, contractKeys, parseTimestamp } from "../contracts/compile-contract.ts";
 import { loadContract } from "../contracts/contract.ts";
 import { ConfigError } from "../errors.ts";
-import { readContractFile, readPseudonymKey } from "../settings/config.ts";
+import { readContractFile, readPseudonymKey, settingSources } from "../settings/config.ts";
 
 /**
  * The key preview uses when MASQ_PSEUDONYM_KEY is unset: public (it is printed here), so its pseudonyms show what a
@@ -20,14 +20,15 @@ const PREVIEW_KEY = new TextEncoder().encode("masq preview key: public, not set"
  * not read (every error on stderr with line:column), else 0 whatever the events.
  */
 export async function previewCommand(flags: Record<string, unknown>): Promise<number> {
+  const src = settingSources(flags, process.env);
   const setting = flags.contract === undefined ? "MASQ_CONTRACT" : "--contract";
-  const loaded = loadContract(readContractFile(flags, process.env), setting);
+  const loaded = loadContract(readContractFile(src), setting);
   if (loaded.contract === undefined) {
     for (const e of loaded.errors) process.stderr.write(`masq: ${e}\n`);
     return 2;
   }
   const sentAt = sentAtOf(flags.sentAt);
-  const own = readPseudonymKey(process.env);
+  const own = readPseudonymKey(src);
   const label = own === undefined ? "preview" : "MASQ_PSEUDONYM_KEY";
   if (own === undefined) process.stderr.write("masq: preview: pseudonyms use a public preview key, not the stored ones (set MASQ_PSEUDONYM_KEY to see those)\n");
   const compiled = compileContract(loaded.contract);

@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { sql } from "kysely";
-import { readTable } from "../settings/config.ts";
+import { readTable, settingSources } from "../settings/config.ts";
 import { revealing } from "../log.ts";
 import { ConfigError } from "../errors.ts";
 import { readReason, REVEAL_REFUSAL, runAudited } from "../lifecycle/audited-command.ts";
@@ -129,6 +129,7 @@ function renderRecord(r: Record<string, unknown>): string {
 
 /** `masq quarantine replay` (lifecycle/replay-quarantine.ts): selects the records, replays them, prints what happened. */
 export async function quarantineReplay(flags: Record<string, unknown>): Promise<number> {
+  const src = settingSources(flags, process.env);
   const ids = Array.isArray(flags.id) ? (flags.id as string[]) : [];
   const reason = readReasonCode(flags);
   const all = flags.all === true;
@@ -137,7 +138,7 @@ export async function quarantineReplay(flags: Record<string, unknown>): Promise<
   // A corrected replay is always audited; --reason is its justification, and without one the record says so.
   const auditReason = bodyFile === undefined ? undefined : flags.reason === undefined ? CORRECTED_REPLAY_REASON : readReason(flags);
   if (ids.length === 0 && reason === undefined && !all) throw new ConfigError("--id/--reason-code/--all", "say which records to replay");
-  const table = readTable(flags, process.env);
+  const table = readTable(src);
   let correctedBody: string | undefined;
   if (bodyFile !== undefined) {
     try {

@@ -1,4 +1,4 @@
-import { readKeyConfig, readPseudonymKey, readTable } from "../settings/config.ts";
+import { readKeyConfig, readPseudonymKey, readTable, settingSources } from "../settings/config.ts";
 import { ConfigError } from "../errors.ts";
 import { runAudited } from "../lifecycle/audited-command.ts";
 import { rewrapKeys, rotateMasterKey, type RewrapResult } from "../lifecycle/rotate-master-key.ts";
@@ -59,10 +59,11 @@ export async function rotateMasterKeyCommand(flags: Record<string, unknown>): Pr
  * resume later); every batch is its own transaction, so even a kill leaves a state that --resume continues.
  */
 export async function rotatePseudonymKeyCommand(flags: Record<string, unknown>): Promise<number> {
-  if (readPseudonymKey(process.env) !== undefined) {
+  const src = settingSources(flags, process.env);
+  if (readPseudonymKey(src) !== undefined) {
     throw new ConfigError("MASQ_PSEUDONYM_KEY", "is set: masq can rotate only the pseudonym key it manages and keeps wrapped in the database; unset it");
   }
-  const table = readTable(flags, process.env);
+  const table = readTable(src);
   const batchSize = typeof flags.batchSize === "number" ? flags.batchSize : 1000;
   return runAudited(flags, ROTATION, async ({ db, keys, signal }) => {
     const provider = keys();
@@ -74,7 +75,7 @@ export async function rotatePseudonymKeyCommand(flags: Record<string, unknown>):
       table,
       batchSize,
       resume: flags.resume === true,
-      limits: readKeyConfig(process.env).limits,
+      limits: readKeyConfig(src).limits,
       signal,
       onSwitched: (s, switched) =>
         process.stdout.write(

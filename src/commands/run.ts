@@ -17,7 +17,7 @@ import { createLogger } from "../log.ts";
 import type { startHttpServer } from "../ops/http.ts";
 import type { Metrics } from "../ops/metrics.ts";
 import { createProgress, isInteractive } from "../ops/progress.ts";
-import { databaseSetting, readConnectTimeoutMs, readLogFormat, readRetentionDays, readRunConfig, sqsTargetText } from "../settings/config.ts";
+import { databaseSetting, readConnectTimeoutMs, readLogFormat, readRetentionDays, readRunConfig, settingSources, sqsTargetText } from "../settings/config.ts";
 import { onShutdownSignals } from "../signals.ts";
 
 /**
@@ -26,15 +26,16 @@ import { onShutdownSignals } from "../signals.ts";
  * MASQ_CONNECT_TIMEOUT_SECONDS.
  */
 export async function runCommand(flags: Record<string, unknown>): Promise<number> {
+  const src = settingSources(flags, process.env);
   // Start-up's steps are marked (microseconds each; nothing is written unless a preload reads them): where the time
   // from spawn to the first receive goes (scripts/bench/first-receive.ts --trace, docs/benchmark.md).
   performance.mark("masq:run");
   const drain = flags.drain === true;
-  const config = readRunConfig(flags, process.env, drain);
-  const retentionDays = readRetentionDays(process.env);
-  const deadlineMs = drain ? readConnectTimeoutMs(process.env) : undefined;
-  const sqsTarget = sqsTargetText(flags, process.env);
-  const logger = createLogger(config.logLevel, undefined, readLogFormat(process.env));
+  const config = readRunConfig(src, drain);
+  const retentionDays = readRetentionDays(src);
+  const deadlineMs = drain ? readConnectTimeoutMs(src) : undefined;
+  const sqsTarget = sqsTargetText(src);
+  const logger = createLogger(config.logLevel, undefined, readLogFormat(src));
   const setupAbort = new AbortController();
   // Start-up's steps that run side by side: a signal ends them, and so does a failure of another (finally, below).
   const startAbort = new AbortController();
@@ -57,7 +58,7 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
 
   const db = createDb({
     databaseUrl: config.databaseUrl,
-    setting: databaseSetting(flags, process.env),
+    setting: databaseSetting(src),
     connectTimeoutMs: deadlineMs,
     poolSize: config.pipeline.writers + 2,
     logger,
@@ -169,7 +170,7 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
     // Retention (docs/operations.md, "Retention"): on a pool of its own, so that it never takes ingestion's connections.
     if (retentionDays !== undefined && !drain) {
       await requirePrunePrivilege(db.pool);
-      pruneDb = createDb({ databaseUrl: config.databaseUrl, setting: databaseSetting(flags, process.env), poolSize: 3, logger });
+      pruneDb = createDb({ databaseUrl: config.databaseUrl, setting: databaseSetting(src), poolSize: 3, logger });
       // Not awaited: pruning loads kysely (about 0.2 s), which ingestion need not wait for.
       const pool = pruneDb.pool;
       const started = import("../lifecycle/retention.ts").then(({ startPeriodicPrune }) => startPeriodicPrune({ pool, provider, table: config.table, days: retentionDays, logger }));

@@ -6,7 +6,7 @@ import { ConfigError, describeError, errorLine, exitCodeFor, FatalError, type Er
 import { createSqsClient, detectSqsProtocol } from "../ingest/sqs-client.ts";
 import { SqsSource, type QueueCounts } from "../ingest/sqs-source.ts";
 import { databaseStatus, type DatabaseStatus, type RowCount } from "../ops/status.ts";
-import { databaseSetting, readConnectTimeoutMs, readDatabaseUrl, readQueueSettings, readRetentionDays, readTable, sqsTargetText, type SqsProtocol } from "../settings/config.ts";
+import { databaseSetting, readConnectTimeoutMs, readDatabaseUrl, readQueueSettings, readRetentionDays, readTable, settingSources, type SqsProtocol, sqsTargetText } from "../settings/config.ts";
 
 interface Status {
   queue: { url: string; protocol: SqsProtocol | null; counts: QueueCounts | null; error?: string } | null;
@@ -22,15 +22,16 @@ interface Status {
  * as one line on stderr naming the setting.
  */
 export async function statusCommand(flags: Record<string, unknown>): Promise<number> {
-  const table = readTable(flags, process.env);
-  const queue = readQueueSettings(flags, process.env);
-  const connectTimeoutMs = readConnectTimeoutMs(process.env);
-  const db = createDb({ databaseUrl: readDatabaseUrl(flags, process.env), setting: databaseSetting(flags, process.env), connectTimeoutMs, poolSize: 2 });
-  const retentionDays = readRetentionDays(process.env) ?? null;
+  const src = settingSources(flags, process.env);
+  const table = readTable(src);
+  const queue = readQueueSettings(src);
+  const connectTimeoutMs = readConnectTimeoutMs(src);
+  const db = createDb({ databaseUrl: readDatabaseUrl(src), setting: databaseSetting(src), connectTimeoutMs, poolSize: 2 });
+  const retentionDays = readRetentionDays(src) ?? null;
   const status: Status = { queue: null, database: { error: "not checked" }, table: `${table.schema}.${table.name}`, retentionDays };
   const failures: unknown[] = [];
   try {
-    if (queue !== undefined) status.queue = await queueStatus(queue, { where: sqsTargetText(flags, process.env), timeoutMs: connectTimeoutMs, failures });
+    if (queue !== undefined) status.queue = await queueStatus(queue, { where: sqsTargetText(src), timeoutMs: connectTimeoutMs, failures });
     try {
       await waitForPostgres(db, { deadlineMs: connectTimeoutMs, onWait: sayWaiting });
       status.database = { ...(await databaseStatus(db, table)), latestMigration: loadMigrations().at(-1)?.version ?? 0 };

@@ -4,7 +4,7 @@
  */
 import { once } from "node:events";
 import { endedLine } from "../db/lock-watch.ts";
-import { namesTable, type TableName } from "../db/tables.ts";
+import type { TableName } from "../db/tables.ts";
 import { ConfigError } from "../errors.ts";
 import { readReason, REVEAL_REFUSAL, runAudited, ERASE_REFUSAL } from "../lifecycle/audited-command.ts";
 import { eraseUser, type ErasureCounts } from "../lifecycle/erase-subject.ts";
@@ -13,7 +13,7 @@ import { exportUser } from "../lifecycle/export-subject.ts";
 import { readFormat } from "../lifecycle/unmask.ts";
 import { revealing } from "../log.ts";
 import { createProgress, type Progress } from "../ops/progress.ts";
-import { readPseudonymKey, readTable } from "../settings/config.ts";
+import { readNamedTable, readPseudonymKey, settingSources } from "../settings/config.ts";
 
 /** Rows read, decrypted and written at a time: memory stays bounded however many rows the user has. */
 const EXPORT_PAGE = 1000;
@@ -26,6 +26,7 @@ const EXPORT_PAGE = 1000;
  * Exit 1 when a value is withheld because it is not its pseudonym's.
  */
 export async function subjectExportCommand(flags: Record<string, unknown>): Promise<number> {
+  const src = settingSources(flags, process.env);
   const reason = readReason(flags);
   const userId = typeof flags.userId === "string" ? flags.userId : "";
   // The id is never echoed: it is the subject's identifier.
@@ -35,14 +36,14 @@ export async function subjectExportCommand(flags: Record<string, unknown>): Prom
   if (from !== undefined && to !== undefined && from > to) throw new ConfigError("--from/--to", "--from is after --to: nothing would match");
   const format = readFormat(flags);
   const pageSize = readPageSize(flags.pageSize);
-  const named = namesTable(flags, process.env) ? readTable(flags, process.env) : undefined;
+  const named = readNamedTable(src);
   const writer = new ExportWriter(format);
   let begun = false;
   const emit = async (lines: ExportLine[]) => {
     await write(begun ? writer.page(lines) : writer.begin() + writer.page(lines));
     begun = true;
   };
-  const req = { userId, named, tableSetting: flags.table !== undefined ? "--table" : "MASQ_TABLE", from, to, pageSize, reason, pseudonymKeyOverride: readPseudonymKey(process.env) };
+  const req = { userId, named, tableSetting: flags.table !== undefined ? "--table" : "MASQ_TABLE", from, to, pageSize, reason, pseudonymKeyOverride: readPseudonymKey(src) };
   return runAudited(flags, { keys: "now", refuse: REVEAL_REFUSAL }, async (lc) => {
     const forged = await exportUser(lc, req, emit, {
       // Said, not skipped silently: an access request's export is then incomplete.
@@ -93,12 +94,13 @@ async function write(text: string): Promise<void> {
  * fingerprint, never by the id. Needs masq_erase.
  */
 export async function subjectEraseCommand(flags: Record<string, unknown>): Promise<number> {
+  const src = settingSources(flags, process.env);
   const userId = readUserId(flags);
   const dryRun = flags.dryRun === true;
   const vaultOnly = flags.vaultOnly === true;
   // A dry run is recorded too (its counts say whether the user exists); it needs no justification of its own.
   const reason = dryRun && flags.reason === undefined ? "dry run (counts only)" : readReason(flags);
-  const named = namesTable(flags, process.env) ? readTable(flags, process.env) : undefined;
+  const named = readNamedTable(src);
   const where = (t: TableName) => `${t.schema}.${t.name}${vaultOnly ? ", vault only" : ""}`;
   let bar: Progress | undefined;
   return runAudited(flags, { keys: "now", poolSize: 3, refuse: ERASE_REFUSAL }, async (lc) => {

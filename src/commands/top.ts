@@ -1,4 +1,4 @@
-import { DEFAULT_HTTP_PORT } from "../settings/config.ts";
+import { DEFAULT_HTTP_PORT, readWatchedPort, settingSources, type Sources } from "../settings/config.ts";
 import { ConfigError, describeError, UnreachableError } from "../errors.ts";
 import { formatTop, parseMetrics, topSnapshot, type Sample, type TopSnapshot } from "../ops/top.ts";
 
@@ -16,22 +16,20 @@ interface Endpoint {
  * is said on top and retried. Elsewhere (or with --json) one JSON snapshot, with rates over one second.
  */
 export async function topCommand(flags: Record<string, unknown>): Promise<number> {
-  const endpoint = readEndpoint(flags, process.env);
+  const endpoint = readEndpoint(flags, settingSources(flags, process.env));
   const live = flags.json !== true && process.stdout.isTTY === true && process.stdin.isTTY === true;
   return live ? liveView(endpoint) : printSnapshot(endpoint);
 }
 
-function readEndpoint(flags: Record<string, unknown>, env: NodeJS.ProcessEnv): Endpoint {
+function readEndpoint(flags: Record<string, unknown>, src: Sources): Endpoint {
   if (typeof flags.url === "string") {
     if (!URL.canParse(flags.url) || !/^https?:$/.test(new URL(flags.url).protocol)) {
       throw new ConfigError("--url", `must be the http(s) URL of masq's metrics, e.g. http://127.0.0.1:${DEFAULT_HTTP_PORT}/metrics`);
     }
     return { url: flags.url, setting: "--url" };
   }
-  const port = env.MASQ_HTTP_PORT?.trim();
-  if (port !== undefined && port !== "" && /^\d+$/.test(port) && Number(port) > 0 && Number(port) < 65_536) {
-    return { url: `http://127.0.0.1:${port}/metrics`, setting: "MASQ_HTTP_PORT" };
-  }
+  const watched = readWatchedPort(src);
+  if (watched !== undefined) return { url: `http://127.0.0.1:${watched.port}/metrics`, setting: watched.setting };
   return { url: `http://127.0.0.1:${DEFAULT_HTTP_PORT}/metrics`, setting: "--url or MASQ_HTTP_PORT" };
 }
 

@@ -1,5 +1,5 @@
 import { readFileSync } from "node:fs";
-import { readPseudonymKey, readTable } from "../settings/config.ts";
+import { readPseudonymKey, readTable, settingSources } from "../settings/config.ts";
 import { revealing } from "../log.ts";
 import { ConfigError } from "../errors.ts";
 import type { PiiKind } from "../ingest/pseudonymize.ts";
@@ -12,12 +12,13 @@ import { KINDS, pseudonymOf, unmask, type Selector, formatUnmasked, readFormat }
  * (lifecycle/unmask.ts). Exit 1 when a value is withheld because it is not its pseudonym's.
  */
 export async function unmaskCommand(flags: Record<string, unknown>): Promise<number> {
+  const src = settingSources(flags, process.env);
   const reason = readReason(flags);
   const selector = readSelector(flags);
   const format = readFormat(flags);
-  const table = readTable(flags, process.env);
+  const table = readTable(src);
   return runAudited(flags, { keys: "now", refuse: REVEAL_REFUSAL }, async (lc) => {
-    const r = await unmask(lc, { reason, selector, table, pseudonymKeyOverride: readPseudonymKey(process.env) });
+    const r = await unmask(lc, { reason, selector, table, pseudonymKeyOverride: readPseudonymKey(src) });
     if (r.notFound.length > 0) process.stderr.write(`masq: not in the vault (${r.notFound.length}): ${r.notFound.join(", ")}\n`);
     if (r.more) process.stderr.write(`masq: more values match; showing the first ${selector.limit} (raise --limit for more)\n`);
     revealing("unmask", r.auditSeq);
@@ -38,6 +39,7 @@ export async function unmaskCommand(flags: Record<string, unknown>): Promise<num
  * record names the pseudonym, and is written before the pseudonym is shown.
  */
 export async function pseudonymCommand(kind: string, valueArg: string, flags: Record<string, unknown>): Promise<number> {
+  const src = settingSources(flags, process.env);
   const reason = readReason(flags);
   if (!KINDS.includes(kind as PiiKind)) throw new ConfigError("<kind>", "must be ip or device_id (the kind comes first: masq pseudonym <kind> <value>)", { what: "unknown kind" });
   const raw = valueArg === "-" ? readFileSync(0, "utf8").replace(/\r?\n$/, "") : valueArg;
@@ -49,7 +51,7 @@ export async function pseudonymCommand(kind: string, valueArg: string, flags: Re
   }
   if (value === "") throw new ConfigError("<value>", "is empty");
   return runAudited(flags, { keys: "now", refuse: REVEAL_REFUSAL }, async (lc) => {
-    const pseudonym = await pseudonymOf(lc, { kind: kind as PiiKind, value, reason, pseudonymKeyOverride: readPseudonymKey(process.env) });
+    const pseudonym = await pseudonymOf(lc, { kind: kind as PiiKind, value, reason, pseudonymKeyOverride: readPseudonymKey(src) });
     process.stdout.write(`${pseudonym}\n`);
     return 0;
   });

@@ -1,4 +1,4 @@
-import { readRetentionDays, readTable } from "../settings/config.ts";
+import { readRetentionDays, readTable, settingSources } from "../settings/config.ts";
 import { ConfigError } from "../errors.ts";
 import { runAudited } from "../lifecycle/audited-command.ts";
 import { pruneVault } from "../lifecycle/retention.ts";
@@ -12,13 +12,14 @@ const n = (v: number) => v.toLocaleString("en-US");
  * a dry run needs neither key. The first SIGINT/SIGTERM stops after the current batch (exit 1; run it again).
  */
 export async function vaultPruneCommand(flags: Record<string, unknown>): Promise<number> {
-  const days = readRetentionDays(process.env);
+  const src = settingSources(flags, process.env);
+  const days = readRetentionDays(src);
   if (days === undefined) {
     throw new ConfigError("MASQ_VAULT_RETENTION_DAYS", "is not set; say how many days of data stay recoverable, e.g. MASQ_VAULT_RETENTION_DAYS=400", {
       what: "no retention period",
     });
   }
-  const table = readTable(flags, process.env);
+  const table = readTable(src);
   const dryRun = flags.dryRun === true;
   const batchSize = typeof flags.batchSize === "number" ? flags.batchSize : 1000;
   if (batchSize > 10_000) throw new ConfigError("--batch-size", `must be at most 10000 (got ${batchSize})`);

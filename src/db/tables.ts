@@ -114,8 +114,3 @@ export async function registeredTables(pool: pg.Pool): Promise<(TableName & { re
   const r = await pool.query<{ schema_name: string; table_name: string; readable: boolean }>("SELECT schema_name, table_name, readable FROM masq.registered_tables()");
   return r.rows.map((t) => ({ schema: t.schema_name, name: t.table_name, readable: t.readable }));
 }
-
-/** Whether the command names its table itself (--table, or MASQ_TABLE): then it acts on that one only. */
-export function namesTable(flags: Record<string, unknown>, env: NodeJS.ProcessEnv): boolean {
-  return flags.table !== undefined || (env.MASQ_TABLE !== undefined && env.MASQ_TABLE !== "");
-}

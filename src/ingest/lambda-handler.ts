@@ -224,7 +224,7 @@ function add(total: CommitResult, r: CommitResult): void {
 /** The log level, or info when MASQ_LOG_LEVEL is invalid: the cold start then reports that error itself. */
 function safeLogLevel(env: NodeJS.ProcessEnv) {
   try {
-    return readLogLevel({}, env);
+    return readLogLevel({ flags: {}, env });
   } catch {
     return "info" as const;
   }

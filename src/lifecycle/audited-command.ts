@@ -7,7 +7,7 @@ import { ConfigError, describeError, errorLine, exitCodeFor } from "../errors.ts
 import type { Pseudonymizer } from "../ingest/pseudonymize.ts";
 import { IntegrityError, type DataKeys, type OpenedDataKeys } from "../keys/data-keys.ts";
 import { type KeyProvider, createKeyProvider } from "../keys/key-provider.ts";
-import { databaseSetting, readConnectTimeoutMs, readDatabaseUrl, readKeyConfig } from "../settings/config.ts";
+import { databaseSetting, readConnectTimeoutMs, readDatabaseUrl, readKeyConfig, settingSources, type Sources } from "../settings/config.ts";
 import { onShutdownSignals } from "../signals.ts";
 import { clientReported } from "./audit.ts";
 import type { RotationState } from "./rotation-state.ts";
@@ -29,6 +29,8 @@ export interface Lifecycle {
   signal: AbortSignal;
   /** OS user and AWS caller, labelled client-reported in the audit row; learnt once, at the first call. */
   client: () => Promise<Record<string, string>>;
+  /** Where the command's settings come from (flags, environment, config file), for the settings an operation reads. */
+  settings: Sources;
 }
 
 export interface HarnessOptions {
@@ -51,13 +53,14 @@ export interface HarnessOptions {
  * reveal or change) are audit.ts's appendSealed, called by each operation before it reveals or deletes anything.
  */
 export async function runAudited(flags: Record<string, unknown>, opts: HarnessOptions, work: (lc: Lifecycle) => Promise<number>): Promise<number> {
+  const src = settingSources(flags, process.env);
   let provider: KeyProvider | undefined;
-  const keys = () => (provider ??= createKeyProvider(readKeyConfig(process.env)));
+  const keys = () => (provider ??= createKeyProvider(readKeyConfig(src)));
   if (opts.keys === "now") keys();
-  const connectTimeoutMs = readConnectTimeoutMs(process.env);
+  const connectTimeoutMs = readConnectTimeoutMs(src);
   const db = createDb({
-    databaseUrl: readDatabaseUrl(flags, process.env),
-    setting: databaseSetting(flags, process.env),
+    databaseUrl: readDatabaseUrl(src),
+    setting: databaseSetting(src),
     connectTimeoutMs,
     poolSize: opts.poolSize ?? 2,
     ...(opts.statementTimeoutMs !== undefined ? { statementTimeoutMs: opts.statementTimeoutMs } : {}),
@@ -76,7 +79,7 @@ export async function runAudited(flags: Record<string, unknown>, opts: HarnessOp
   let client: Promise<Record<string, string>> | undefined;
   try {
     if (opts.wait !== false) await waitForPostgres(db, { deadlineMs: connectTimeoutMs, signal: abort.signal });
-    return await work({ db, keys, signal: abort.signal, client: () => (client ??= clientReported(keys())) });
+    return await work({ db, keys, signal: abort.signal, client: () => (client ??= clientReported(keys())), settings: src });
   } catch (err) {
     if (opts.refuse !== undefined) return opts.refuse(err, db.target);
     throw fromPostgres(err, db.target);

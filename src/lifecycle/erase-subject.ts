@@ -136,7 +136,7 @@ export async function eraseUser(lc: Lifecycle, req: EraseUserRequest, report: Er
   const pool = lc.db.pool;
   // Every registered table unless the command names one: the user is erased wherever masq wrote them.
   const tables = req.named !== undefined ? [req.named] : await registeredTables(pool);
-  if (tables.length === 0) tables.push(readTable({}, {}));
+  if (tables.length === 0) tables.push(readTable({ flags: {}, env: {} }));
   const each = async (fn: (key: AuditKey, r: ErasureRequest) => Promise<number>): Promise<number> => {
     const key = await openAuditKey(pool, lc.keys());
     try {

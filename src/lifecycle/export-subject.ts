@@ -287,7 +287,7 @@ export async function exportUser(lc: Lifecycle, req: ExportUserRequest, emit: (l
   const pool = lc.db.pool;
   const registered = req.named !== undefined ? [] : await registeredTables(pool);
   const tables: TableName[] = req.named !== undefined ? [req.named] : registered.filter((t) => t.readable);
-  if (tables.length === 0) tables.push(readTable({}, {}));
+  if (tables.length === 0) tables.push(readTable({ flags: {}, env: {} }));
   for (const t of registered.filter((x) => !x.readable)) report.unreadable(t);
   const forged: SubjectResult["forged"] = [];
   const provider = lc.keys();

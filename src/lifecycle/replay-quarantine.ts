@@ -278,7 +278,7 @@ function lazyIngestKeys(lc: Lifecycle): LazyKeys {
     get() {
       opened ??= (async () => {
         const provider = lc.keys();
-        keys = await IngestKeys.open({ pool: lc.db.pool, provider, pseudonymKeyOverride: readPseudonymKey(process.env), limits: readKeyConfig(process.env).limits });
+        keys = await IngestKeys.open({ pool: lc.db.pool, provider, pseudonymKeyOverride: readPseudonymKey(lc.settings), limits: readKeyConfig(lc.settings).limits });
         auditKey = await openAuditKey(lc.db.pool, provider);
         return { keys, provider, auditKey, client: await lc.client() };
       })();

@@ -1,13 +1,25 @@
 import { availableParallelism } from "node:os";
 import type { TableName } from "../db/tables.ts";
 import { ConfigError } from "../errors.ts";
-import { DEFAULT_HTTP_PORT, SETTINGS as S, type LogFormat, type LogLevel, type SqsProtocolSetting, envNames, type Setting } from "./spec.ts";
+import { loadConfigFile } from "./config-file.ts";
+import { lookup, read, type Sources } from "./sources.ts";
+import { DEFAULT_HTTP_PORT, SETTINGS as S, type LogFormat, type LogLevel, type SqsProtocolSetting } from "./spec.ts";
 
 export { DEFAULT_HTTP_PORT, type LogFormat, type LogLevel, type SqsProtocol, type SqsProtocolSetting } from "./spec.ts";
+export type { Sources } from "./sources.ts";
 
 /**
- * Settings are read once at start-up: flags over environment over defaults (sources.ts), each parsed and checked by
- * its declaration (spec.ts). What is left here is what one setting alone does not say: defaults that follow from
+ * What a command reads its settings from: its flags, the environment, and the config file that --config or
+ * MASQ_CONFIG names, loaded and checked whole here (a mistake in it exits 2 before anything is touched).
+ */
+export function settingSources(flags: Record<string, unknown>, env: NodeJS.ProcessEnv): Sources {
+  const named = lookup(S.config, { flags, env });
+  return { flags, env, file: named === undefined ? undefined : loadConfigFile(read(S.config, { flags, env })!, named.from) };
+}
+
+/**
+ * Settings are read once at start-up: flags over environment over a config file over defaults (sources.ts,
+ * config-file.ts), each parsed and checked by its declaration (spec.ts). What is left here is what one setting alone does not say: defaults that follow from
  * other settings, fallbacks from one setting to another, and checks across settings. Every error names the setting
  * and exits 2 before anything is touched; secret values never appear in a message.
  */
@@ -46,52 +58,58 @@ export interface RunConfig {
   http: { port: number; host: string } | undefined;
 }
 
-const envOnly = (env: NodeJS.ProcessEnv): Sources => ({ flags: {}, env });
-
-export function readLogLevel(flags: Record<string, unknown>, env: NodeJS.ProcessEnv): LogLevel {
-  return read(S.logLevel, { flags, env });
+export function readLogLevel(src: Sources): LogLevel {
+  return read(S.logLevel, src);
 }
 
 /** MASQ_LOG_FORMAT: json or pretty; unset, "auto" (pretty on a terminal, JSON lines elsewhere). */
-export function readLogFormat(env: NodeJS.ProcessEnv): LogFormat | "auto" {
-  return read(S.logFormat, envOnly(env));
+export function readLogFormat(src: Sources): LogFormat | "auto" {
+  return read(S.logFormat, src);
 }
 
 /** DATABASE_URL: any connection string psql accepts (connection-string.ts); unset, pg reads the PG* variables. */
-export function readDatabaseUrl(flags: Record<string, unknown>, env: NodeJS.ProcessEnv): string | undefined {
-  return read(S.databaseUrl, { flags, env });
+export function readDatabaseUrl(src: Sources): string | undefined {
+  return read(S.databaseUrl, src);
 }
 
 /** The setting that names the database, for errors: --database-url, DATABASE_URL, or the PG* variables. */
-export function databaseSetting(flags: Record<string, unknown>, env: NodeJS.ProcessEnv): string {
-  return lookup(S.databaseUrl, { flags, env })?.from ?? "PGHOST/PGPORT";
+export function databaseSetting(src: Sources): string {
+  return lookup(S.databaseUrl, src)?.from ?? "PGHOST/PGPORT";
 }
 
 /**
  * MASQ_CONNECT_TIMEOUT_SECONDS: how long a one-shot command (everything but `masq run` without --drain) waits for
  * an unreachable SQS, Postgres or KMS before it gives up, naming what it could not reach.
  */
-export function readConnectTimeoutMs(env: NodeJS.ProcessEnv): number {
-  return read(S.connectTimeoutSeconds, envOnly(env)) * 1000;
+export function readConnectTimeoutMs(src: Sources): number {
+  return read(S.connectTimeoutSeconds, src) * 1000;
 }
 
 /** MASQ_VAULT_RETENTION_DAYS: how many days of data stay recoverable (docs/operations.md, "Retention"); unset, forever. */
-export function readRetentionDays(env: NodeJS.ProcessEnv): number | undefined {
-  return read(S.retentionDays, envOnly(env));
+export function readRetentionDays(src: Sources): number | undefined {
+  return read(S.retentionDays, src);
 }
 
-export function readTable(flags: Record<string, unknown>, env: NodeJS.ProcessEnv): TableName {
-  return read(S.table, { flags, env });
+export function readTable(src: Sources): TableName {
+  return read(S.table, src);
+}
+
+/**
+ * The table a command names itself (--table or MASQ_TABLE), or undefined when none is given: `subject export` and
+ * `subject erase` then act on every table masq writes, not on the default one.
+ */
+export function readNamedTable(src: Sources): TableName | undefined {
+  return lookup(S.table, src) === undefined ? undefined : readTable(src);
 }
 
 /** MASQ_CONTRACT or --contract: a contract file's path; undefined for the login contract shipped with masq. */
-export function readContractFile(flags: Record<string, unknown>, env: NodeJS.ProcessEnv): string | undefined {
-  return read(S.contract, { flags, env });
+export function readContractFile(src: Sources): string | undefined {
+  return read(S.contract, src);
 }
 
 /** MASQ_PSEUDONYM_KEY or MASQ_PSEUDONYM_KEY_FILE; undefined when neither is set (masq then manages the key). */
-export function readPseudonymKey(env: NodeJS.ProcessEnv): Uint8Array | undefined {
-  return read(S.pseudonymKey, envOnly(env)) ?? read(S.pseudonymKeyFile, envOnly(env));
+export function readPseudonymKey(src: Sources): Uint8Array | undefined {
+  return read(S.pseudonymKey, src) ?? read(S.pseudonymKeyFile, src);
 }
 
 /** Data key limits: a data key is replaced after this long or this many encryptions, whichever comes first. */
@@ -105,12 +123,16 @@ export type KeyConfig = { limits: DataKeyLimitsConfig } & (
   | { provider: "local"; masterKey: Uint8Array; previousMasterKeys: Uint8Array[] }
 );
 
+/** Whether a master key is configured at all (MASQ_KMS_KEY_ID, MASQ_MASTER_KEY or MASQ_MASTER_KEY_FILE), valid or not. */
+export function hasMasterKey(src: Sources): boolean {
+  return [S.kmsKeyId, S.masterKey, S.masterKeyFile].some((s) => lookup(s, src) !== undefined);
+}
+
 /**
  * The master key's provider. MASQ_KEY_PROVIDER says which (kms or local); left unset, it follows from which key is
  * configured (MASQ_KMS_KEY_ID, or MASQ_MASTER_KEY / MASQ_MASTER_KEY_FILE).
  */
-export function readKeyConfig(env: NodeJS.ProcessEnv): KeyConfig {
-  const src = envOnly(env);
+export function readKeyConfig(src: Sources): KeyConfig {
   const limits: DataKeyLimitsConfig = { maxAgeMs: read(S.dataKeyMaxAge, src) * 1000, maxUses: read(S.dataKeyMaxUses, src) };
   const hasKms = lookup(S.kmsKeyId, src) !== undefined;
   const hasLocal = lookup(S.masterKey, src) !== undefined || lookup(S.masterKeyFile, src) !== undefined;
@@ -123,7 +145,7 @@ export function readKeyConfig(env: NodeJS.ProcessEnv): KeyConfig {
     const kmsKeyId = read(S.kmsKeyId, src);
     if (kmsKeyId === undefined) throw new ConfigError(S.kmsKeyId.env, "is not set; give the KMS key (key id, key ARN or alias/…) that wraps masq's keys");
     const awsEndpoint = () => read(S.awsEndpoint, src);
-    return { provider, kmsKeyId, region: readRegion(env), kmsEndpoint: read(S.kmsEndpoint, src) ?? awsEndpoint(), stsEndpoint: read(S.stsEndpoint, src) ?? awsEndpoint(), limits };
+    return { provider, kmsKeyId, region: readRegion(src), kmsEndpoint: read(S.kmsEndpoint, src) ?? awsEndpoint(), stsEndpoint: read(S.stsEndpoint, src) ?? awsEndpoint(), limits };
   }
   if (provider === "local") {
     const masterKey = read(S.masterKey, src) ?? read(S.masterKeyFile, src);
@@ -138,8 +160,7 @@ export function readKeyConfig(env: NodeJS.ProcessEnv): KeyConfig {
   );
 }
 
-export function readPipelineConfig(flags: Record<string, unknown>, env: NodeJS.ProcessEnv, drain = false): PipelineConfig {
-  const src = { flags, env };
+export function readPipelineConfig(src: Sources, drain = false): PipelineConfig {
   const visibilityTimeoutSeconds = read(S.visibilityTimeout, src);
   const batchSize = read(S.batchSize, src);
   const writers = read(S.writers, src);
@@ -167,18 +188,14 @@ export function readPipelineConfig(flags: Record<string, unknown>, env: NodeJS.P
 }
 
 /** The queue part of the settings, for commands where the queue is optional (`status`). */
-export function readQueueSettings(
-  flags: Record<string, unknown>,
-  env: NodeJS.ProcessEnv,
-): { queueUrl: string; endpoint: string | undefined; protocol: SqsProtocolSetting; region: string } | undefined {
-  const src = { flags, env };
+export function readQueueSettings(src: Sources): { queueUrl: string; endpoint: string | undefined; protocol: SqsProtocolSetting; region: string } | undefined {
   const queueUrl = read(S.queueUrl, src);
   if (queueUrl === undefined) return undefined;
   return {
     queueUrl,
     endpoint: read(S.sqsEndpoint, src) ?? read(S.awsEndpoint, src) ?? emulatorEndpoint(queueUrl),
     protocol: read(S.sqsProtocol, src),
-    region: readRegion(env),
+    region: readRegion(src),
   };
 }
 
@@ -186,8 +203,7 @@ export function readQueueSettings(
  * "QUEUE_URL at localhost:4566" or "AWS_ENDPOINT_URL_SQS at …": the setting that decides where SQS requests go and
  * its host:port, for errors and "waiting" lines. On AWS (no endpoint set) the region's endpoint.
  */
-export function sqsTargetText(flags: Record<string, unknown>, env: NodeJS.ProcessEnv): string {
-  const src = { flags, env };
+export function sqsTargetText(src: Sources): string {
   const chosen = lookup(S.sqsEndpoint, src) ?? lookup(S.awsEndpoint, src) ?? lookup(S.queueUrl, src);
   if (chosen === undefined) return S.queueUrl.env;
   try {
@@ -198,8 +214,8 @@ export function sqsTargetText(flags: Record<string, unknown>, env: NodeJS.Proces
   }
 }
 
-export function readRunConfig(flags: Record<string, unknown>, env: NodeJS.ProcessEnv, drain: boolean): RunConfig {
-  const { config, errors } = readRunSettings(flags, env, drain);
+export function readRunConfig(src: Sources, drain: boolean): RunConfig {
+  const { config, errors } = readRunSettings(src, drain);
   if (errors[0] !== undefined) throw errors[0];
   return config as RunConfig;
 }
@@ -209,7 +225,7 @@ export function readRunConfig(flags: Record<string, unknown>, env: NodeJS.Proces
  * error, as a linter does, and runs the checks whose settings could be read. A part is present in `config` only
  * when it was read without error (databaseUrl and pseudonymKeyOverride may be present and undefined).
  */
-export function readRunSettings(flags: Record<string, unknown>, env: NodeJS.ProcessEnv, drain: boolean): { config: Partial<RunConfig>; errors: ConfigError[] } {
+export function readRunSettings(src: Sources, drain: boolean): { config: Partial<RunConfig>; errors: ConfigError[] } {
   const config: Partial<RunConfig> = {};
   const errors: ConfigError[] = [];
   const part = (readPart: () => void) => {
@@ -221,25 +237,25 @@ export function readRunSettings(flags: Record<string, unknown>, env: NodeJS.Proc
     }
   };
   part(() => {
-    const queue = readQueueSettings(flags, env);
+    const queue = readQueueSettings(src);
     if (queue === undefined) throw new ConfigError(S.queueUrl.env, "is not set; give the queue's URL with --queue-url or QUEUE_URL");
     Object.assign(config, { queueUrl: queue.queueUrl, sqsProtocol: queue.protocol, sqsEndpoint: queue.endpoint, region: queue.region });
   });
-  part(() => (config.databaseUrl = readDatabaseUrl(flags, env)));
-  part(() => (config.table = readTable(flags, env)));
-  part(() => (config.keys = readKeyConfig(env)));
-  part(() => (config.pseudonymKeyOverride = readPseudonymKey(env)));
-  part(() => (config.migrate = readMigrate(flags, env)));
-  part(() => (config.logLevel = readLogLevel(flags, env)));
-  part(() => (config.pipeline = readPipelineConfig(flags, env, drain)));
+  part(() => (config.databaseUrl = readDatabaseUrl(src)));
+  part(() => (config.table = readTable(src)));
+  part(() => (config.keys = readKeyConfig(src)));
+  part(() => (config.pseudonymKeyOverride = readPseudonymKey(src)));
+  part(() => (config.migrate = readMigrate(src)));
+  part(() => (config.logLevel = readLogLevel(src)));
+  part(() => (config.pipeline = readPipelineConfig(src, drain)));
   // A drain is a one-shot job: no listener unless asked for (MASQ_HTTP_PORT or --http-port).
-  part(() => (config.http = readHttp(flags, env, drain ? undefined : DEFAULT_HTTP_PORT)));
+  part(() => (config.http = readHttp(src, drain ? undefined : DEFAULT_HTTP_PORT)));
   return { config, errors };
 }
 
 /** MASQ_MIGRATE, or --no-migrate: whether pending migrations are applied at start. */
-export function readMigrate(flags: Record<string, unknown>, env: NodeJS.ProcessEnv): boolean {
-  return read(S.migrate, { flags, env });
+export function readMigrate(src: Sources): boolean {
+  return read(S.migrate, src);
 }
 
 /** The Lambda handler's settings (the environment only): what `run` reads, less the queue, threads and listener. */
@@ -253,29 +269,43 @@ export interface LambdaConfig {
   migrate: boolean;
 }
 
+/**
+ * A function's settings are its environment variables: no config file, which the Lambda bundle (esbuild, which does
+ * not follow the YAML reader's lazy require) could not read anyway. MASQ_CONFIG there is refused, not ignored.
+ */
 export function readLambdaConfig(env: NodeJS.ProcessEnv): LambdaConfig {
+  const src: Sources = { flags: {}, env };
+  if (lookup(S.config, src) !== undefined) throw new ConfigError(S.config.env, "is not read by the Lambda handler; set each setting as an environment variable of the function");
   return {
-    logLevel: readLogLevel({}, env),
-    databaseUrl: readDatabaseUrl({}, env),
-    table: readTable({}, env),
-    keys: readKeyConfig(env),
-    pseudonymKeyOverride: readPseudonymKey(env),
-    batchSize: readPipelineConfig({}, env).batchSize,
-    migrate: readMigrate({}, env),
+    logLevel: readLogLevel(src),
+    databaseUrl: readDatabaseUrl(src),
+    table: readTable(src),
+    keys: readKeyConfig(src),
+    pseudonymKeyOverride: readPseudonymKey(src),
+    batchSize: readPipelineConfig(src).batchSize,
+    migrate: readMigrate(src),
   };
 }
 
 /** AWS_REGION (or AWS_DEFAULT_REGION), default us-east-1: refused here, once, rather than by the SDK at every call. */
-export function readRegion(env: NodeJS.ProcessEnv): string {
-  return read(S.region, envOnly(env));
+export function readRegion(src: Sources): string {
+  return read(S.region, src);
 }
 
 /** MASQ_HTTP_PORT: a port (0 picks a free one), or "off". MASQ_HTTP_HOST: an IP address or a host name. */
-export function readHttp(flags: Record<string, unknown>, env: NodeJS.ProcessEnv, defaultPort: number | undefined): { port: number; host: string } | undefined {
-  const src = { flags, env };
+export function readHttp(src: Sources, defaultPort: number | undefined): { port: number; host: string } | undefined {
   const host = read(S.httpHost, src);
   const port = read(S.httpPort, src) ?? defaultPort;
   return port === undefined || port === "off" ? undefined : { port, host };
+}
+
+/**
+ * The fixed port `masq top` watches on 127.0.0.1: MASQ_HTTP_PORT when it names one, else undefined (unset, 0 for
+ * any free port, or off), with the setting that gave it for the line that says it cannot be reached.
+ */
+export function readWatchedPort(src: Sources): { port: number; setting: string } | undefined {
+  const port = read(S.httpPort, src);
+  return port === undefined || port === "off" || port === 0 ? undefined : { port, setting: lookup(S.httpPort, src)!.from };
 }
 
 /**
@@ -285,68 +315,4 @@ export function readHttp(flags: Record<string, unknown>, env: NodeJS.ProcessEnv,
 function emulatorEndpoint(queueUrl: string): string | undefined {
   const u = new URL(queueUrl);
   return /(^|\.)amazonaws\.com(\.cn)?$/.test(u.hostname) ? undefined : u.origin;
-}
-
-/**
- * Where a setting's value comes from, first found wins: the flags commander parsed, then the environment, then the
- * setting's default. This is the one place that order is written: another source (a `--config` file, between the
- * environment and the defaults) is one more entry in LAYERS, and every reader gets it.
- */
-export interface Sources {
-  /** What the user gave on the command line, by commander's attribute name (batchSize for --batch-size). */
-  flags: Record<string, unknown>;
-  env: NodeJS.ProcessEnv;
-}
-
-/** A setting's text as given, and where it was given: the flag or variable an error names. */
-export interface Found {
-  text: string;
-  from: string;
-}
-
-type Layer = (s: Setting<unknown>, src: Sources) => Found | undefined;
-
-const fromFlags: Layer = (s, src) => {
-  if (s.flag === undefined) return undefined;
-  const v = src.flags[attributeName(s.flag)];
-  // An empty flag counts as not given, like an empty variable; --no-migrate arrives as false.
-  if (typeof v === "string" ? v === "" : typeof v !== "number" && typeof v !== "boolean") return undefined;
-  return { text: String(v), from: s.flag.split(" ")[0]! };
-};
-
-const fromEnv: Layer = (s, src) => {
-  for (const name of envNames(s)) {
-    const v = src.env[name];
-    if (v !== undefined && v !== "") return { text: v, from: name };
-  }
-  return undefined;
-};
-
-const LAYERS: readonly Layer[] = [fromFlags, fromEnv];
-
-/** The text that sets `s`, or undefined when nothing does. */
-export function lookup(s: Setting<unknown>, src: Sources): Found | undefined {
-  for (const layer of LAYERS) {
-    const found = layer(s, src);
-    if (found !== undefined) return found;
-  }
-  return undefined;
-}
-
-/** The setting's value: parsed from what sets it (a ConfigError naming it if invalid), else its default. */
-export function read<T>(s: Setting<T> & { default: T }, src: Sources): T;
-export function read<T>(s: Setting<T>, src: Sources): T | undefined;
-export function read<T>(s: Setting<T>, src: Sources): T | undefined {
-  const found = lookup(s, src);
-  if (found !== undefined) return s.parse(found.text, found.from);
-  // A default that is an object (the table's name) is the spec's own: each reader gets its copy.
-  return typeof s.default === "object" ? structuredClone(s.default) : s.default;
-}
-
-/** commander's key for a flag: "--batch-size <n>" → batchSize, "--no-migrate" → migrate. */
-export function attributeName(flag: string): string {
-  return flag
-    .split(" ")[0]!
-    .replace(/^--(no-)?/, "")
-    .replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
 }

@@ -1,4 +1,5 @@
 import { Option } from "commander";
+import { nearestName } from "./nearest.ts";
 import { envNames, SETTINGS, type Setting, type SettingPart, shownDefault, type SettingKey } from "./spec.ts";
 
 const ALL: readonly Setting<unknown>[] = Object.values(SETTINGS);
@@ -41,28 +42,7 @@ export function unknownSettingWarnings(env: NodeJS.ProcessEnv): string[] {
 }
 
 export function nearestSetting(name: string): string | undefined {
-  let best: { name: string; d: number } | undefined;
-  for (const known of KNOWN_SETTINGS) {
-    const d = editDistance(name, known);
-    if (best === undefined || d < best.d) best = { name: known, d };
-  }
-  // Past about a third of the name, a "nearest" setting is a guess that misleads more than it helps.
-  const limit = Math.max(3, Math.floor((name.length - "MASQ_".length) / 3));
-  return best !== undefined && best.d <= limit ? best.name : undefined;
-}
-
-/** Optimal string alignment distance: insertions, deletions, substitutions and swaps of neighbours (IE ↔ EI). */
-function editDistance(a: string, b: string): number {
-  const d: number[][] = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
-  for (let i = 1; i <= a.length; i++) {
-    for (let j = 1; j <= b.length; j++) {
-      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
-      let v = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + cost);
-      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) v = Math.min(v, d[i - 2]![j - 2]! + 1);
-      d[i]![j] = v;
-    }
-  }
-  return d[a.length]![b.length]!;
+  return nearestName(name, KNOWN_SETTINGS);
 }
 
 /**
@@ -82,29 +62,66 @@ export function settingOption(key: SettingKey, override: { help?: string; defaul
 }
 
 /**
- * The settings table of docs/configuration.md, made from the spec: one row per setting, in the spec's order.
- * `node scripts/settings-doc.ts` writes it between the markers below; test/unit/docs-reference.test.ts fails when
- * the committed table is not this one.
+ * The settings tables of the docs, made from the spec: one row per setting, in the spec's order.
+ * `node scripts/settings-doc.ts` writes each between its markers; test/unit/docs-reference.test.ts fails when a
+ * committed table is not the one made now.
  */
-export const TABLE_START = "<!-- generated from src/settings/spec.ts by: node scripts/settings-doc.ts -->";
-export const TABLE_END = "<!-- end of the generated settings table -->";
+export interface GeneratedTable {
+  /** The document, from the repository's root. */
+  file: string;
+  start: string;
+  end: string;
+  table: () => string;
+}
+
+/** docs/configuration.md: every setting, with its flag, variables, default and meaning. */
+export const SETTINGS_TABLE: GeneratedTable = {
+  file: "docs/configuration.md",
+  start: "<!-- generated from src/settings/spec.ts by: node scripts/settings-doc.ts -->",
+  end: "<!-- end of the generated settings table -->",
+  table: settingsTable,
+};
+
+/** docs/deploy.md: the settings worth setting on the Lambda function, with what each means there. */
+export const LAMBDA_TABLE: GeneratedTable = {
+  file: "docs/deploy.md",
+  start: "<!-- generated from src/settings/spec.ts (the settings with a lambda note) by: node scripts/settings-doc.ts -->",
+  end: "<!-- end of the generated Lambda settings table -->",
+  table: lambdaSettingsTable,
+};
+
+export const GENERATED_TABLES: readonly GeneratedTable[] = [SETTINGS_TABLE, LAMBDA_TABLE];
 
 export function settingsTable(): string {
-  const rows = Object.values(SETTINGS).map((s: Setting<unknown>) => {
+  const rows = ALL.map((s) => {
     const flag = s.flag === undefined ? "—" : code(s.flag);
     const env = envNames(s).map(code).join(", ");
     const range = s.parse.range === undefined ? "" : ` A whole number from ${s.parse.range.map((n) => n.toLocaleString("en-US")).join(" to ")}.`;
-    return `| ${[flag, env, shownDefault(s) ?? "—", s.doc + range].map((cell) => cell.replaceAll("|", "\\|")).join(" | ")} |`;
+    return row([flag, env, shownDefault(s) ?? "—", s.doc + range]);
   });
   return ["| flag | environment | default | meaning |", "| --- | --- | --- | --- |", ...rows].join("\n");
 }
 
-/** `markdown` with the text between the markers replaced by the table made now. */
+export function lambdaSettingsTable(): string {
+  const rows = ALL.filter((s) => s.lambda !== undefined).map((s) => row([code(s.env), shownDefault(s) ?? "—", s.lambda!]));
+  return ["| variable | default | on Lambda |", "| --- | --- | --- |", ...rows].join("\n");
+}
+
+/** `markdown` with the text between the table's markers replaced by the table made now. */
+export function withTable(markdown: string, t: GeneratedTable): string {
+  const start = markdown.indexOf(t.start);
+  const end = markdown.indexOf(t.end);
+  if (start < 0 || end < start) throw new Error(`${t.file}: the markers of the generated table are missing: ${t.start} … ${t.end}`);
+  return `${markdown.slice(0, start + t.start.length)}\n${t.table()}\n${markdown.slice(end)}`;
+}
+
+/** docs/configuration.md with its settings table made now. */
 export function withSettingsTable(markdown: string): string {
-  const start = markdown.indexOf(TABLE_START);
-  const end = markdown.indexOf(TABLE_END);
-  if (start < 0 || end < start) throw new Error(`the markers of the settings table are missing: ${TABLE_START} … ${TABLE_END}`);
-  return `${markdown.slice(0, start + TABLE_START.length)}\n${settingsTable()}\n${markdown.slice(end)}`;
+  return withTable(markdown, SETTINGS_TABLE);
+}
+
+function row(cells: string[]): string {
+  return `| ${cells.map((cell) => cell.replaceAll("|", "\\|")).join(" | ")} |`;
 }
 
 function code(text: string): string {

@@ -4,16 +4,17 @@ import { parseTableName, type TableName } from "../db/tables.ts";
 import { boolean, hostName, httpUrl, integer, oneOf, portOrOff, region, secretFile, trimmed, wording, type Parser } from "./parse.ts";
 
 /**
- * Every setting masq reads, declared once. From this list come the configuration reader (config.ts), each command's
- * flags and their --help (options.ts, cli.ts), the known names that unknown MASQ_* variables are checked against
- * (known-settings.ts), and the settings table of docs/configuration.md (docs-table.ts, a test compares).
+ * Every setting masq reads, declared once. From this list come the configuration reader (config.ts, with its
+ * sources: flags, environment, config file, defaults: sources.ts, config-file.ts), each command's flags and their
+ * --help (derived.ts, cli.ts), the known names that unknown MASQ_* variables and config-file keys are checked
+ * against, and the settings tables of docs/configuration.md and docs/deploy.md (derived.ts; a test compares).
  */
 
 /**
  * The part of the configuration a setting belongs to, after the config.ts function that reads it: a command's --help
  * lists the settings of the parts it reads (cli.ts).
  */
-export type SettingPart = "queue" | "aws" | "database" | "table" | "keys" | "pseudonym-key" | "pipeline" | "http" | "log-level" | "log-format" | "connect" | "retention" | "migrate" | "contract";
+export type SettingPart = "config" | "queue" | "aws" | "database" | "table" | "keys" | "pseudonym-key" | "pipeline" | "http" | "log-level" | "log-format" | "connect" | "retention" | "migrate" | "contract";
 
 export interface Setting<T> {
   /** The environment variable, and the setting's name in errors, docs and --help. */
@@ -27,10 +28,20 @@ export interface Setting<T> {
   help?: string;
   /** The meaning column of docs/configuration.md: one line of Markdown. */
   doc: string;
+  /**
+   * What the setting means for the Lambda handler, for the settings table of docs/deploy.md: one line of Markdown.
+   * Only the settings worth setting on the function have one (readLambdaConfig reads others too, with their defaults).
+   */
+  lambda?: string;
   /** The value when nothing sets it. Absent: unset, or it follows from other settings (config.ts says how). */
   default?: T;
   /** How the default reads in --help and the docs, when the value alone does not say it (Markdown code spans). */
   defaultText?: string;
+  /**
+   * Whether a value is a secret (a key, a connection string with a password): a config file that holds one must be
+   * readable by its owner only (config-file.ts). Parsers never echo any value that may be secret.
+   */
+  secret?: true | ((text: string) => boolean);
   parse: Parser<T>;
 }
 
@@ -56,6 +67,15 @@ export const DEFAULT_HTTP_PORT = 8717;
 
 // The order here is the order of the docs' table and of each command's list of settings.
 export const SETTINGS = {
+  config: setting({
+    env: "MASQ_CONFIG",
+    flag: "--config <file>",
+    part: "config",
+    help: "a YAML file of settings, by their variables' names; flags and the environment win over it",
+    doc: "A YAML file of settings ([below](#a-config-file)): each key is a setting's variable name as in this table (`MASQ_BATCH_SIZE: 500`). Flags and the environment win over it; it wins over the defaults. An unknown key, a value its setting refuses, or a secret in a file other users may read exits 2, naming the file, line:col and key.",
+    defaultText: "none",
+    parse: trimmed,
+  }),
   queueUrl: setting({
     env: "QUEUE_URL",
     flag: "--queue-url <url>",
@@ -70,7 +90,9 @@ export const SETTINGS = {
     part: "database",
     help: 'Postgres: "postgres://user@host/db", "host=/var/run/postgresql dbname=db", …',
     doc: "A connection string in any form psql takes: a `postgres://` or `postgresql://` URL (a socket directory as `?host=/var/run/postgresql` or `%2F…`), keyword pairs (`host=/var/run/postgresql dbname=logins user=masq`, values quoted `'…'` when needed), or a plain database name. Parts left out come from the `PG*` variables. Without it, node-postgres reads `PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`, `PGDATABASE`, `PGSSLMODE` and the rest.",
+    lambda: "Required, unless you use the `PG*` variables. The function must reach Postgres: same VPC, security group rules.",
     defaultText: "the `PG*` variables",
+    secret: (text) => parseConnectionString(text).password !== undefined,
     // Checked here so that a mistake exits 2 naming the setting; pg is given the text itself.
     parse: wording((value) => (parseConnectionString(value), value)),
   }),
@@ -80,6 +102,7 @@ export const SETTINGS = {
     part: "table",
     help: 'target table, "table" or "schema.table"',
     doc: "The target table, as `table` or `schema.table`. Plain identifiers only; the schema must exist. `masq subject export` and `subject erase` act on every table masq writes (registered by `masq migrate`, which registers only a table the schema owner owns, without triggers, rules or row-level security) unless this names one.",
+    lambda: "Optional: the table the function writes; run `masq migrate --table` for it as the owner if it is not the default.",
     default: { schema: "public", name: "user_logins" },
     defaultText: "`public.user_logins`",
     parse: wording(parseTableName),
@@ -95,6 +118,7 @@ export const SETTINGS = {
     env: "MASQ_KMS_KEY_ID",
     part: "keys",
     doc: "The KMS key: key id, key ARN, alias (`alias/masq`) or alias ARN. A symmetric `ENCRYPT_DECRYPT` key.",
+    lambda: "Required (or the local provider's `MASQ_MASTER_KEY_FILE`, from a layer or EFS). The function's role needs `kms:DescribeKey`, `kms:GenerateDataKey` with condition `kms:EncryptionContext:app` = `masq`, and `kms:Decrypt` only with `kms:EncryptionContext:purpose` = `pseudonym` (SECURITY.md). One `GenerateDataKey` per execution environment and hour, never per message.",
     parse: trimmed,
   }),
   kmsEndpoint: setting({
@@ -113,6 +137,7 @@ export const SETTINGS = {
   }),
   masterKey: setting({
     env: "MASQ_MASTER_KEY",
+    secret: true,
     part: "keys",
     doc: "The local provider's master key: exactly 32 bytes, hex or base64 (as below). There is no flag for it, so it never shows up in `ps` or shell history.",
     parse: parseMasterKey,
@@ -125,6 +150,7 @@ export const SETTINGS = {
   }),
   previousMasterKeys: setting<Uint8Array[]>({
     env: "MASQ_MASTER_KEY_PREVIOUS",
+    secret: true,
     part: "keys",
     doc: "Earlier local master keys, comma-separated, that still unwrap keys until `masq rotate master-key` has re-wrapped them.",
     default: [],
@@ -152,8 +178,10 @@ export const SETTINGS = {
   }),
   pseudonymKey: setting({
     env: "MASQ_PSEUDONYM_KEY",
+    secret: true,
     part: "pseudonym-key",
     doc: "Optional: your own HMAC key instead of the one masq creates and keeps wrapped in the database. Hex, or base64 (standard or URL-safe), at least 32 bytes once decoded; a value made only of hex digits is read as hex, and a `hex:` or `base64:` prefix forces the choice. masq keeps its fingerprint and refuses another key later. `masq rotate pseudonym-key` works only with the managed key.",
+    lambda: "Optional: a pseudonym key of your own instead of the one masq keeps wrapped in the database. If you set it, encrypt the function's environment with a customer-managed KMS key and restrict `lambda:GetFunctionConfiguration`.",
     defaultText: "managed by masq",
     parse: parsePseudonymKey,
   }),
@@ -201,6 +229,7 @@ export const SETTINGS = {
     part: "pipeline",
     help: "rows per Postgres transaction",
     doc: "Messages per Postgres transaction.",
+    lambda: "The most messages per statement. Larger invocation batches are committed in statements of this size.",
     default: 1000,
     parse: integer(1, 10_000),
   }),
@@ -298,6 +327,7 @@ export const SETTINGS = {
     part: "migrate",
     help: "do not apply pending migrations at start (MASQ_MIGRATE=false)",
     doc: "Whether `run` (and the Lambda handler's cold start) applies pending migrations. Off, it still checks the target table, and creates it if absent. `true`/`false`, `yes`/`no`, `on`/`off` or `1`/`0`, in any case; anything else exits 2.",
+    lambda: "`false` when a least-privilege role runs the function ([SECURITY.md](../SECURITY.md#roles)); run `masq migrate` once as the owner.",
     default: true,
     parse: boolean,
   }),
@@ -332,6 +362,7 @@ export const SETTINGS = {
     part: "log-level",
     help: LOG_LEVELS.join("|"),
     doc: `${LOG_LEVELS.map((l) => `\`${l}\``).join(", ")}.`,
+    lambda: "`info` logs one JSON line per invocation (`sqs batch processed`, with counts and no message content).",
     default: "info",
     parse: oneOf(LOG_LEVELS),
   }),
@@ -365,4 +396,12 @@ export function shownDefault(s: Setting<unknown>): string | undefined {
   if (s.defaultText !== undefined) return s.defaultText;
   const d = s.default;
   return typeof d === "string" || typeof d === "number" || typeof d === "boolean" ? `\`${d}\`` : undefined;
+}
+
+/** commander's key for a flag: "--batch-size <n>" → batchSize, "--no-migrate" → migrate. */
+export function attributeName(flag: string): string {
+  return flag
+    .split(" ")[0]!
+    .replace(/^--(no-)?/, "")
+    .replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
 }

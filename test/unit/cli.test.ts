@@ -17,6 +17,7 @@ import {
   readRunConfig,
   readRunSettings,
   readTable,
+  type Sources,
 } from "../../src/settings/config.ts";
 import { SETTINGS, type Setting } from "../../src/settings/spec.ts";
 
@@ -242,33 +243,33 @@ describe("every command's help: one format, only the flags it reads, an example"
     run: [
       "--drain", "--queue-url", "--sqs-protocol", "--sqs-endpoint", "--table", "--database-url", "--batch-size", "--batch-wait-ms", "--receivers",
       "--writers", "--max-in-flight", "--wait-time-seconds", "--visibility-timeout", "--shutdown-timeout-ms", "--http-port", "--http-host",
-      "--no-migrate", "--log-level",
+      "--no-migrate", "--log-level", "--config",
     ],
-    migrate: ["--table", "--database-url", "--log-level"],
-    status: ["--queue-url", "--sqs-protocol", "--sqs-endpoint", "--table", "--database-url", "--json"],
+    migrate: ["--table", "--database-url", "--log-level", "--config"],
+    status: ["--queue-url", "--sqs-protocol", "--sqs-endpoint", "--table", "--database-url", "--json", "--config"],
     quarantine: [],
-    "quarantine list": ["--reason-code", "--reason", "--limit", "--all", "--json", "--database-url"],
-    "quarantine show": ["--original", "--reason", "--json", "--database-url"],
-    "quarantine replay": ["--id", "--reason-code", "--reason", "--all", "--body-file", "--dry-run", "--table", "--database-url"],
-    unmask: ["--reason", "--pseudonym", "--user-id", "--from", "--to", "--kind", "--format", "--limit", "--table", "--database-url"],
-    pseudonym: ["--reason", "--database-url"],
+    "quarantine list": ["--reason-code", "--reason", "--limit", "--all", "--json", "--database-url", "--config"],
+    "quarantine show": ["--original", "--reason", "--json", "--database-url", "--config"],
+    "quarantine replay": ["--id", "--reason-code", "--reason", "--all", "--body-file", "--dry-run", "--table", "--database-url", "--config"],
+    unmask: ["--reason", "--pseudonym", "--user-id", "--from", "--to", "--kind", "--format", "--limit", "--table", "--database-url", "--config"],
+    pseudonym: ["--reason", "--database-url", "--config"],
     subject: [],
-    "subject export": ["--user-id", "--reason", "--from", "--to", "--format", "--page-size", "--table", "--database-url"],
+    "subject export": ["--user-id", "--reason", "--from", "--to", "--format", "--page-size", "--table", "--database-url", "--config"],
     rotate: [],
-    "rotate master-key": ["--batch-size", "--dry-run", "--database-url"],
-    "rotate pseudonym-key": ["--batch-size", "--resume", "--dry-run", "--table", "--database-url"],
+    "rotate master-key": ["--batch-size", "--dry-run", "--database-url", "--config"],
+    "rotate pseudonym-key": ["--batch-size", "--resume", "--dry-run", "--table", "--database-url", "--config"],
     vault: [],
-    "vault prune": ["--batch-size", "--dry-run", "--table", "--database-url"],
-    demo: ["--messages", "--keep", "--seed"],
-    "subject erase": ["--user-id", "--reason", "--vault-only", "--dry-run", "--table", "--database-url"],
+    "vault prune": ["--batch-size", "--dry-run", "--table", "--database-url", "--config"],
+    demo: ["--messages", "--keep", "--seed", "--config"],
+    "subject erase": ["--user-id", "--reason", "--vault-only", "--dry-run", "--table", "--database-url", "--config"],
     audit: [],
-    "audit list": ["--limit", "--user-id", "--json", "--database-url"],
-    "audit verify": ["--against", "--database-url"],
-    "audit checkpoint": ["--database-url"],
-    check: ["--queue-url", "--sqs-protocol", "--sqs-endpoint", "--offline", "--contract", "--table", "--database-url"],
-    preview: ["--contract", "--sent-at"],
+    "audit list": ["--limit", "--user-id", "--json", "--database-url", "--config"],
+    "audit verify": ["--against", "--database-url", "--config"],
+    "audit checkpoint": ["--database-url", "--config"],
+    check: ["--queue-url", "--sqs-protocol", "--sqs-endpoint", "--offline", "--contract", "--table", "--database-url", "--config"],
+    preview: ["--contract", "--sent-at", "--config"],
     "local-queue": ["--events", "--synthetic", "--seed", "--queue-name", "--port"],
-    top: ["--url", "--json"],
+    top: ["--url", "--json", "--config"],
   };
 
   function commands(cmd: Command, prefix = ""): [string, Command][] {
@@ -311,31 +312,30 @@ describe("each command's --help names every setting it reads", () => {
   // withDb). Which variables each function reads is observed by running it on an environment that records every
   // name looked up: neither list is the one --help is made from (the parts in src/settings/spec.ts).
   const VAULT = [readKeyConfig, readConnectTimeoutMs, readPseudonymKey];
-  const flagged = (read: (flags: Record<string, unknown>, env: NodeJS.ProcessEnv) => unknown) => (env: NodeJS.ProcessEnv) => read({}, env);
-  const READERS: Record<string, ((env: NodeJS.ProcessEnv) => unknown)[]> = {
-    run: [(env) => readRunConfig({}, env, false), readConnectTimeoutMs, readLogFormat, readRetentionDays],
-    migrate: [flagged(readTable), flagged(readLogLevel), readLogFormat, readConnectTimeoutMs, readKeyConfig],
-    status: [flagged(readQueueSettings), flagged(readTable), readConnectTimeoutMs, readRetentionDays],
+  const READERS: Record<string, ((src: Sources) => unknown)[]> = {
+    run: [(src) => readRunConfig(src, false), readConnectTimeoutMs, readLogFormat, readRetentionDays],
+    migrate: [readTable, readLogLevel, readLogFormat, readConnectTimeoutMs, readKeyConfig],
+    status: [readQueueSettings, readTable, readConnectTimeoutMs, readRetentionDays],
     "quarantine list": [readConnectTimeoutMs],
     "quarantine show": [readKeyConfig, readConnectTimeoutMs],
-    "quarantine replay": [flagged(readTable), ...VAULT],
-    unmask: [flagged(readTable), ...VAULT],
+    "quarantine replay": [readTable, ...VAULT],
+    unmask: [readTable, ...VAULT],
     pseudonym: VAULT,
-    "subject export": [flagged(readTable), ...VAULT],
-    "subject erase": [flagged(readTable), readKeyConfig, readConnectTimeoutMs],
+    "subject export": [readTable, ...VAULT],
+    "subject erase": [readTable, readKeyConfig, readConnectTimeoutMs],
     "audit list": [readKeyConfig],
     "audit verify": [readKeyConfig],
     "audit checkpoint": [readKeyConfig],
     "rotate master-key": [readKeyConfig, readConnectTimeoutMs],
-    "rotate pseudonym-key": [flagged(readTable), ...VAULT],
-    "vault prune": [flagged(readTable), readKeyConfig, readConnectTimeoutMs, readRetentionDays],
-    demo: [flagged(readPipelineConfig), readLogFormat],
-    check: [(env) => readRunSettings({}, env, false), readConnectTimeoutMs, flagged(readContractFile)],
-    preview: [flagged(readContractFile), readPseudonymKey],
+    "rotate pseudonym-key": [readTable, ...VAULT],
+    "vault prune": [readTable, readKeyConfig, readConnectTimeoutMs, readRetentionDays],
+    demo: [readPipelineConfig, readLogFormat],
+    check: [(src) => readRunSettings(src, false), readConnectTimeoutMs, readContractFile],
+    preview: [readContractFile, readPseudonymKey],
   };
 
   /** The variables `read` looks up, with either kind of master key (each reads settings the other does not). */
-  function variablesReadBy(read: (env: NodeJS.ProcessEnv) => unknown): Set<string> {
+  function variablesReadBy(read: (src: Sources) => unknown): Set<string> {
     const names = new Set<string>();
     for (const given of [{ QUEUE_URL: QUEUE_URL, MASQ_MASTER_KEY: MASTER }, { QUEUE_URL: QUEUE_URL, MASQ_KMS_KEY_ID: "alias/masq" }]) {
       const env = new Proxy<NodeJS.ProcessEnv>(given, {
@@ -345,7 +345,7 @@ describe("each command's --help names every setting it reads", () => {
           return target[name];
         },
       });
-      read(env);
+      read({ flags: {}, env });
     }
     return names;
   }

@@ -2,18 +2,23 @@ import assert from "node:assert/strict";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
-import { describe, test } from "node:test";
+import { after, describe, test } from "node:test";
 import { isDeepStrictEqual } from "node:util";
 import { ConfigError } from "../../src/errors.ts";
 import {
+  hasMasterKey,
   readConnectTimeoutMs,
   readContractFile,
   readHttp,
   readLambdaConfig,
   readLogFormat,
+  readNamedTable,
   readPipelineConfig,
+  readRegion,
   readRetentionDays,
   readRunConfig,
+  readWatchedPort,
+  settingSources,
   type PipelineConfig,
 } from "../../src/settings/config.ts";
 import { envNames, SETTINGS, shownDefault, type Setting } from "../../src/settings/spec.ts";
@@ -43,20 +48,20 @@ const DEFAULT_PIPELINE: PipelineConfig = {
 
 describe("defaults", () => {
   test("of the pipeline, for a service", () => {
-    assert.deepEqual(readPipelineConfig({}, {}), DEFAULT_PIPELINE);
+    assert.deepEqual(readPipelineConfig({ flags: {}, env: {} }), DEFAULT_PIPELINE);
   });
 
   test("of the pipeline, for a drain: short polls", () => {
-    assert.deepEqual(readPipelineConfig({}, {}, true), { ...DEFAULT_PIPELINE, waitTimeSeconds: 1 });
+    assert.deepEqual(readPipelineConfig({ flags: {}, env: {} }, true), { ...DEFAULT_PIPELINE, waitTimeSeconds: 1 });
   });
 
   test("of max in flight: three batches when that is more than 5000", () => {
-    assert.equal(readPipelineConfig({}, { MASQ_BATCH_SIZE: "4000" }).maxInFlight, 12_000);
-    assert.equal(readPipelineConfig({}, { MASQ_BATCH_SIZE: "1000" }).maxInFlight, 5000);
+    assert.equal(readPipelineConfig({ flags: {}, env: { MASQ_BATCH_SIZE: "4000" } }).maxInFlight, 12_000);
+    assert.equal(readPipelineConfig({ flags: {}, env: { MASQ_BATCH_SIZE: "1000" } }).maxInFlight, 5000);
   });
 
   test("of a run", () => {
-    const config = readRunConfig({}, BASE_ENV, false);
+    const config = readRunConfig({ flags: {}, env: BASE_ENV }, false);
     assert.deepEqual(config, {
       queueUrl: AWS_QUEUE,
       databaseUrl: undefined,
@@ -74,29 +79,29 @@ describe("defaults", () => {
   });
 
   test("the metrics listener: 8717 for the service, not Prometheus's 9090; off for a drain unless asked for", () => {
-    assert.deepEqual(readRunConfig({}, BASE_ENV, false).http, { port: 8717, host: "0.0.0.0" });
-    assert.equal(readRunConfig({}, BASE_ENV, true).http, undefined);
-    assert.deepEqual(readRunConfig({}, { ...BASE_ENV, MASQ_HTTP_PORT: "9999" }, true).http, { port: 9999, host: "0.0.0.0" });
-    assert.deepEqual(readRunConfig({ httpPort: "0" }, BASE_ENV, true).http, { port: 0, host: "0.0.0.0" });
+    assert.deepEqual(readRunConfig({ flags: {}, env: BASE_ENV }, false).http, { port: 8717, host: "0.0.0.0" });
+    assert.equal(readRunConfig({ flags: {}, env: BASE_ENV }, true).http, undefined);
+    assert.deepEqual(readRunConfig({ flags: {}, env: { ...BASE_ENV, MASQ_HTTP_PORT: "9999" } }, true).http, { port: 9999, host: "0.0.0.0" });
+    assert.deepEqual(readRunConfig({ flags: { httpPort: "0" }, env: BASE_ENV }, true).http, { port: 0, host: "0.0.0.0" });
   });
 
   test("one-shot commands wait 30 s for a server by default; MASQ_CONNECT_TIMEOUT_SECONDS changes it", () => {
-    assert.equal(readConnectTimeoutMs({}), 30_000);
-    assert.equal(readConnectTimeoutMs({ MASQ_CONNECT_TIMEOUT_SECONDS: "5" }), 5_000);
-    assert.throws(() => readConnectTimeoutMs({ MASQ_CONNECT_TIMEOUT_SECONDS: "0" }), (e: Error) => e instanceof ConfigError && e.setting === "MASQ_CONNECT_TIMEOUT_SECONDS");
+    assert.equal(readConnectTimeoutMs({ flags: {}, env: {} }), 30_000);
+    assert.equal(readConnectTimeoutMs({ flags: {}, env: { MASQ_CONNECT_TIMEOUT_SECONDS: "5" } }), 5_000);
+    assert.throws(() => readConnectTimeoutMs({ flags: {}, env: { MASQ_CONNECT_TIMEOUT_SECONDS: "0" } }), (e: Error) => e instanceof ConfigError && e.setting === "MASQ_CONNECT_TIMEOUT_SECONDS");
   });
 
   test("the HTTP listener: on by default for run, a port, 0 for any free port, or off", () => {
-    assert.deepEqual(readHttp({}, { MASQ_HTTP_PORT: "0" }, 9090), { port: 0, host: "0.0.0.0" });
-    assert.deepEqual(readHttp({ httpPort: "8080" }, { MASQ_HTTP_PORT: "9100", MASQ_HTTP_HOST: "127.0.0.1" }, 9090), { port: 8080, host: "127.0.0.1" });
-    assert.equal(readHttp({}, { MASQ_HTTP_PORT: "off" }, 9090), undefined);
-    assert.equal(readHttp({}, {}, undefined), undefined, "off by default where the caller says so (the demo)");
-    assert.throws(() => readHttp({}, { MASQ_HTTP_PORT: "70000" }, 9090), (e: Error) => e instanceof ConfigError && e.message.startsWith("MASQ_HTTP_PORT"));
-    for (const host of ["::", "127.0.0.1", "localhost", "metrics.internal", "::1"]) assert.equal(readHttp({}, { MASQ_HTTP_HOST: host }, 1)?.host, host);
+    assert.deepEqual(readHttp({ flags: {}, env: { MASQ_HTTP_PORT: "0" } }, 9090), { port: 0, host: "0.0.0.0" });
+    assert.deepEqual(readHttp({ flags: { httpPort: "8080" }, env: { MASQ_HTTP_PORT: "9100", MASQ_HTTP_HOST: "127.0.0.1" } }, 9090), { port: 8080, host: "127.0.0.1" });
+    assert.equal(readHttp({ flags: {}, env: { MASQ_HTTP_PORT: "off" } }, 9090), undefined);
+    assert.equal(readHttp({ flags: {}, env: {} }, undefined), undefined, "off by default where the caller says so (the demo)");
+    assert.throws(() => readHttp({ flags: {}, env: { MASQ_HTTP_PORT: "70000" } }, 9090), (e: Error) => e instanceof ConfigError && e.message.startsWith("MASQ_HTTP_PORT"));
+    for (const host of ["::", "127.0.0.1", "localhost", "metrics.internal", "::1"]) assert.equal(readHttp({ flags: {}, env: { MASQ_HTTP_HOST: host } }, 1)?.host, host);
   });
 
   test("of a drain run: wait time 1", () => {
-    assert.equal(readRunConfig({}, BASE_ENV, true).pipeline.waitTimeSeconds, 1);
+    assert.equal(readRunConfig({ flags: {}, env: BASE_ENV }, true).pipeline.waitTimeSeconds, 1);
   });
 });
 
@@ -113,7 +118,7 @@ describe("environment", () => {
       MASQ_SHUTDOWN_TIMEOUT_MS: "2000",
       MASQ_PREPARE_THREADS: "0",
     };
-    assert.deepEqual(readPipelineConfig({}, env), {
+    assert.deepEqual(readPipelineConfig({ flags: {}, env }), {
       batchSize: 200,
       batchWaitMs: 0,
       receivers: 3,
@@ -134,18 +139,18 @@ describe("environment", () => {
   ];
   for (const [env, expected] of region) {
     test(`region from ${Object.keys(env).join(" and ")}`, () => {
-      assert.equal(readRunConfig({}, { ...BASE_ENV, ...env }, false).region, expected);
+      assert.equal(readRunConfig({ flags: {}, env: { ...BASE_ENV, ...env } }, false).region, expected);
     });
   }
 
   for (const value of ["false", "0", "FALSE", "False", "no", "off", " false "]) {
     test(`MASQ_MIGRATE=${JSON.stringify(value)} turns migration off`, () => {
-      assert.equal(readRunConfig({}, { ...BASE_ENV, MASQ_MIGRATE: value }, false).migrate, false);
+      assert.equal(readRunConfig({ flags: {}, env: { ...BASE_ENV, MASQ_MIGRATE: value } }, false).migrate, false);
     });
   }
   for (const value of ["true", "TRUE", "1", "yes", "on"]) {
     test(`MASQ_MIGRATE=${value} keeps migration on`, () => {
-      assert.equal(readRunConfig({}, { ...BASE_ENV, MASQ_MIGRATE: value }, false).migrate, true);
+      assert.equal(readRunConfig({ flags: {}, env: { ...BASE_ENV, MASQ_MIGRATE: value } }, false).migrate, true);
     });
   }
 
@@ -154,7 +159,7 @@ describe("environment", () => {
     try {
       writeFileSync(join(dir, "key"), `${TEST_KEY_HEX}\n`);
       const env = { ...BASE_ENV, MASQ_PSEUDONYM_KEY_FILE: join(dir, "key") };
-      assert.deepEqual(readRunConfig({}, env, false).pseudonymKeyOverride, TEST_KEY);
+      assert.deepEqual(readRunConfig({ flags: {}, env }, false).pseudonymKeyOverride, TEST_KEY);
     } finally {
       rmSync(dir, { recursive: true });
     }
@@ -180,7 +185,7 @@ describe("flags win over the environment", () => {
   ];
   for (const [name, flags, env, pick, expected] of cases) {
     test(name, () => {
-      assert.deepEqual(pick(readRunConfig(flags, { ...BASE_ENV, ...env }, false)), expected);
+      assert.deepEqual(pick(readRunConfig({ flags: flags, env: { ...BASE_ENV, ...env } }, false)), expected);
     });
   }
 });
@@ -198,7 +203,7 @@ describe("the SQS endpoint", () => {
   ];
   for (const [queueUrl, env, expected] of cases) {
     test(`of ${queueUrl}${Object.keys(env).length > 0 ? ` with ${Object.keys(env).join(", ")}` : ""} is ${expected}`, () => {
-      assert.equal(readRunConfig({}, { ...BASE_ENV, QUEUE_URL: queueUrl, ...env }, false).sqsEndpoint, expected);
+      assert.equal(readRunConfig({ flags: {}, env: { ...BASE_ENV, QUEUE_URL: queueUrl, ...env } }, false).sqsEndpoint, expected);
     });
   }
 });
@@ -272,7 +277,7 @@ describe("an invalid setting throws a ConfigError naming it", () => {
     test(name, () => {
       const fullEnv: Record<string, string | undefined> = { ...BASE_ENV, ...env };
       assert.throws(
-        () => readRunConfig(flags, fullEnv, false),
+        () => readRunConfig({ flags: flags, env: fullEnv }, false),
         (err: unknown) => {
           assert.ok(err instanceof ConfigError, `got ${String(err)}`);
           assert.equal(err.setting, setting);
@@ -290,11 +295,12 @@ describe("the spec is what the reader follows", () => {
   const declared = Object.values(SETTINGS) as Setting<unknown>[];
   /** Everything the settings of `masq run` and the one-shot commands come to, from one environment. */
   const everything = (env: NodeJS.ProcessEnv) => ({
-    run: readRunConfig({}, env, false),
-    connect: readConnectTimeoutMs(env),
-    logFormat: readLogFormat(env),
-    retention: readRetentionDays(env),
-    contract: readContractFile({}, env),
+    run: readRunConfig({ flags: {}, env }, false),
+    connect: readConnectTimeoutMs({ flags: {}, env }),
+    logFormat: readLogFormat({ flags: {}, env }),
+    retention: readRetentionDays({ flags: {}, env }),
+    contract: readContractFile({ flags: {}, env }),
+    file: settingSources({}, env).file,
   });
 
   test("a default shown as a value (first, in a code span) is what the reader uses when the setting is unset", () => {
@@ -331,8 +337,8 @@ describe("the spec is what the reader follows", () => {
   });
 
   test("a fallback variable is read only when the setting's own is unset, and errors name the one given", () => {
-    assert.equal(readRunConfig({}, { ...BASE_ENV, AWS_DEFAULT_REGION: "eu-central-1", AWS_REGION: "" }, false).region, "eu-central-1");
-    assert.throws(() => readRunConfig({}, { ...BASE_ENV, AWS_DEFAULT_REGION: "bad region" }, false), (e: Error) => e instanceof ConfigError && e.setting === "AWS_DEFAULT_REGION");
+    assert.equal(readRunConfig({ flags: {}, env: { ...BASE_ENV, AWS_DEFAULT_REGION: "eu-central-1", AWS_REGION: "" } }, false).region, "eu-central-1");
+    assert.throws(() => readRunConfig({ flags: {}, env: { ...BASE_ENV, AWS_DEFAULT_REGION: "bad region" } }, false), (e: Error) => e instanceof ConfigError && e.setting === "AWS_DEFAULT_REGION");
   });
 });
 
@@ -355,5 +361,62 @@ describe("the Lambda handler's settings", () => {
   }
   test("an invalid MASQ_MIGRATE is a configuration error naming it", () => {
     assert.throws(() => readLambdaConfig({ ...LAMBDA_ENV, MASQ_MIGRATE: "banana" }), (e: Error) => e instanceof ConfigError && e.setting === "MASQ_MIGRATE");
+  });
+
+  test("a config file is refused, not ignored: a function's settings are its environment variables", () => {
+    assert.throws(() => readLambdaConfig({ ...LAMBDA_ENV, MASQ_CONFIG: "/var/task/masq.yaml" }), (e: Error) => e instanceof ConfigError && e.setting === "MASQ_CONFIG");
+  });
+});
+
+describe("settings that commands read beside run's", () => {
+  test("masq top watches the port MASQ_HTTP_PORT names, and refuses one that is not a port rather than guessing", () => {
+    assert.deepEqual(readWatchedPort({ flags: {}, env: { MASQ_HTTP_PORT: "9100" } }), { port: 9100, setting: "MASQ_HTTP_PORT" });
+    for (const port of [undefined, "", "0", "off"]) assert.equal(readWatchedPort({ flags: {}, env: { MASQ_HTTP_PORT: port } }), undefined, String(port));
+    assert.throws(() => readWatchedPort({ flags: {}, env: { MASQ_HTTP_PORT: "http" } }), (e: unknown) => e instanceof ConfigError && e.setting === "MASQ_HTTP_PORT");
+  });
+
+  test("a command names its table with --table or MASQ_TABLE; an empty one names none", () => {
+    assert.equal(readNamedTable({ flags: {}, env: {} }), undefined);
+    assert.equal(readNamedTable({ flags: {}, env: { MASQ_TABLE: "" } }), undefined);
+    assert.deepEqual(readNamedTable({ flags: {}, env: { MASQ_TABLE: "ingest.logins" } }), { schema: "ingest", name: "logins" });
+    assert.deepEqual(readNamedTable({ flags: { table: "a.b" }, env: { MASQ_TABLE: "ingest.logins" } }), { schema: "a", name: "b" });
+  });
+
+  test("whether a master key is configured: any of the three settings, valid or not", () => {
+    assert.equal(hasMasterKey({ flags: {}, env: {} }), false);
+    assert.equal(hasMasterKey({ flags: {}, env: { MASQ_MASTER_KEY: "" } }), false);
+    for (const name of ["MASQ_KMS_KEY_ID", "MASQ_MASTER_KEY", "MASQ_MASTER_KEY_FILE"]) assert.equal(hasMasterKey({ flags: {}, env: { [name]: "x" } }), true, name);
+  });
+});
+
+describe("a config file", () => {
+  const dir = mkdtempSync(join(tmpdir(), "masq-config-unit-"));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, "settings.yaml");
+  writeFileSync(file, "MASQ_BATCH_SIZE: 500\nMASQ_MAX_IN_FLIGHT: 400\nMASQ_WRITERS: 3\nAWS_REGION: eu-west-2\n", { mode: 0o600 });
+  const src = (flags: Record<string, unknown>, env: NodeJS.ProcessEnv) => settingSources({ config: file, ...flags }, env);
+
+  test("sits under the flags and the environment, over the defaults, setting by setting", () => {
+    const fromFile = readPipelineConfig(src({ maxInFlight: "5000" }, {}));
+    assert.deepEqual([fromFile.batchSize, fromFile.writers, fromFile.receivers], [500, 3, 8]);
+    const fromEnv = readPipelineConfig(src({ maxInFlight: "5000" }, { MASQ_BATCH_SIZE: "200", MASQ_WRITERS: "" }));
+    assert.deepEqual([fromEnv.batchSize, fromEnv.writers], [200, 3], "an empty variable leaves the file's value");
+    const fromFlag = readPipelineConfig(src({ batchSize: "50", maxInFlight: "5000" }, { MASQ_BATCH_SIZE: "200" }));
+    assert.equal(fromFlag.batchSize, 50);
+    assert.equal(readRegion(src({}, {})), "eu-west-2");
+    assert.equal(readRegion(src({}, { AWS_DEFAULT_REGION: "eu-central-1" })), "eu-central-1", "the environment's fallback beats the file");
+  });
+
+  test("a check across settings names the file's key and line:col", () => {
+    assert.throws(
+      () => readPipelineConfig(src({}, {})),
+      (e: unknown) => e instanceof ConfigError && e.setting === `MASQ_MAX_IN_FLIGHT in ${file}:2:21` && /at least the batch size \(500\)/.test(e.problem),
+    );
+  });
+
+  test("is named by --config over MASQ_CONFIG, and read only when named", () => {
+    assert.equal(settingSources({}, {}).file, undefined);
+    assert.equal(settingSources({}, { MASQ_CONFIG: file }).file?.path, file);
+    assert.throws(() => settingSources({ config: join(dir, "absent.yaml") }, { MASQ_CONFIG: file }), (e: unknown) => e instanceof ConfigError && e.setting === "--config");
   });
 });

@@ -4,7 +4,7 @@ import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { test } from "node:test";
 import type { Command } from "commander";
 import { buildProgram } from "../../src/cli.ts";
-import { withSettingsTable } from "../../src/settings/derived.ts";
+import { LAMBDA_TABLE, withSettingsTable, withTable } from "../../src/settings/derived.ts";
 import { targetTableDdl } from "../../src/db/tables.ts";
 import { Metrics } from "../../src/ops/metrics.ts";
 import { createPseudonymizer } from "../../src/ingest/pseudonymize.ts";
@@ -80,6 +80,11 @@ test("the settings table in docs/configuration.md is the one made from src/setti
   // The spec is the one declaration of each setting; the reader and the command line are made from it too, and
   // test/unit/config.test.ts and cli.test.ts check that they follow it.
   assert.equal(configuration, withSettingsTable(configuration), "run: node scripts/settings-doc.ts");
+});
+
+test("the Lambda settings table in docs/deploy.md is the one made from src/settings/spec.ts", () => {
+  const deploy = read(LAMBDA_TABLE.file);
+  assert.equal(deploy, withTable(deploy, LAMBDA_TABLE), "run: node scripts/settings-doc.ts");
 });
 
 test("every environment variable masq reads is documented in docs/configuration.md", () => {

@@ -32,8 +32,9 @@ test("masq run loads only what a run needs: no kysely, no pino-pretty, no KMS or
   const loaded = packagesLoadedBy(["cli.ts", "commands/run.ts", "log.ts"]);
   assert.ok(loaded.includes("pg"), loaded.join(" "));
   // KMS and STS load at the first KMS call (kms-provider.ts); prom-client only when /metrics is served (run.ts); the
-  // SQS client only in the SQS thread (ingest/sqs-thread-worker.ts), while the main thread starts.
-  for (const heavy of ["kysely", "pino-pretty", "@aws-sdk/client-kms", "@aws-sdk/client-sts", "prom-client", "@aws-sdk/client-sqs"]) {
+  // SQS client only in the SQS thread (ingest/sqs-thread-worker.ts), while the main thread starts; yaml only when a
+  // config file is named (settings/config-file.ts).
+  for (const heavy of ["kysely", "pino-pretty", "@aws-sdk/client-kms", "@aws-sdk/client-sts", "prom-client", "@aws-sdk/client-sqs", "yaml"]) {
     assert.ok(!loaded.includes(heavy), `${heavy} is loaded: ${loaded.join(" ")}`);
   }
 });

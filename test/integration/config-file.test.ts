@@ -102,15 +102,34 @@ describe("a config file drives a command against a real server", () => {
   after(async () => {
     await pgdb.close();
   });
+  async function withAdmin(fn: (c: pg.Client) => Promise<unknown>): Promise<void> {
+    const c = new pg.Client({ connectionString: pgdb.url });
+    await c.connect();
+    try {
+      await fn(c);
+    } finally {
+      await c.end();
+    }
+  }
 
   test("masq migrate takes DATABASE_URL (with a password) and MASQ_TABLE from a file only its owner reads", async () => {
+    // A login of its own with a password of its own, so that the embedded server (which checks passwords) and the
+    // machine's (which may trust local connections) both take it; what counts is that it is never printed.
+    const secret = "pw-in-the-file";
+    const role = `masq_cfg_${process.pid}`;
+    await withAdmin((c) => c.query(`CREATE ROLE ${role} LOGIN SUPERUSER PASSWORD '${secret}'`));
+    after(() => withAdmin(async (c) => {
+      await c.query(`REASSIGN OWNED BY ${role} TO CURRENT_USER`);
+      await c.query(`DROP OWNED BY ${role}`);
+      await c.query(`DROP ROLE ${role}`);
+    }));
     const url = new URL(pgdb.url);
-    // The test server trusts local connections, so any password gets in: what counts is that it is never printed.
-    url.password = "pw-in-the-file";
+    url.username = role;
+    url.password = secret;
     const file = configFile("migrate.yaml", [`DATABASE_URL: ${url.toString()}`, "MASQ_TABLE: from_config_file", "MASQ_LOG_LEVEL: warn"]);
     const r = await runMasq(["migrate", "--config", file], bare());
     assert.equal(r.code, 0, output(r));
-    assert.ok(!output(r).includes("pw-in-the-file"));
+    assert.ok(!output(r).includes(secret));
     assert.ok(!/database is up to date/.test(r.stdout), "MASQ_LOG_LEVEL: warn from the file hides the info line");
     const client = new pg.Client({ connectionString: pgdb.url });
     await client.connect();
@@ -124,7 +143,7 @@ describe("a config file drives a command against a real server", () => {
     chmodSync(file, 0o644);
     const refused = await runMasq(["migrate", "--config", file], bare());
     assertRefused(refused, /^masq: secret in a config file others can read \(DATABASE_URL in .*migrate\.yaml:1:15\): .*mode 0644.*chmod 600/);
-    assert.ok(!output(refused).includes("pw-in-the-file"));
+    assert.ok(!output(refused).includes(secret));
   });
 });
 

@@ -32,6 +32,10 @@ test("the zip deploy/lambda/package.sh builds runs on its own: its handler write
   }
   assert.equal(built.status, 0, built.stderr);
   const unzip = spawnSync("unzip", ["-q", join(REPO_ROOT, "dist/masq-lambda.zip"), "-d", unpacked], { encoding: "utf8" });
+  if (unzip.error !== undefined) {
+    t.skip("no unzip on this machine");
+    return;
+  }
   assert.equal(unzip.status, 0, unzip.stderr);
 
   const invoke = join(unpacked, "invoke.mjs");

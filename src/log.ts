@@ -15,6 +15,16 @@ export type { Logger };
 // installs the closed-stdout handler below before it knows whether the command logs at all, and a container's JSON
 // logs never need pino-pretty (about 80 ms of start-up).
 const require = createRequire(import.meta.url);
+/** pino once loaded, or as a bundle hands it over (usePino). */
+let pinoModule: typeof import("pino") | undefined;
+
+/**
+ * pino given up front, by the entry of a bundle (the Lambda handler, deploy/lambda/package.sh): a bundler follows an
+ * import but not the createRequire that loads pino here, and the bundle has no node_modules to load it from.
+ */
+export function usePino(pino: typeof import("pino")): void {
+  pinoModule = pino;
+}
 
 /**
  * Logs on stdout: JSON lines for machines (pipes, files, containers), one readable line per event on a terminal
@@ -24,7 +34,7 @@ const require = createRequire(import.meta.url);
  */
 export function createLogger(level: LogLevel, destination?: NodeJS.WritableStream, format: LogFormat | "auto" = "auto", line: LiveLine = terminalLine): Logger {
   const tty = ((destination ?? process.stdout) as { isTTY?: boolean }).isTTY === true;
-  const pino = require("pino") as typeof import("pino");
+  const pino = (pinoModule ??= require("pino") as typeof import("pino"));
   return pino(
     {
       level,

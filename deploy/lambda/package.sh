@@ -13,12 +13,13 @@ rm -rf "$stage" dist/masq-lambda.zip
 mkdir -p "$stage/dist/lambda"
 
 # pg-native and pg-cloudflare are optional drivers pg loads only when asked to (native bindings, Cloudflare
-# Workers); the banner gives the CommonJS dependencies the `require` an ES module lacks.
+# Workers); the banner gives the CommonJS dependencies the `require` an ES module lacks, importing createRequire under
+# a name of its own (the bundle imports it too, for log.ts: the same name twice does not load).
 npx -y "esbuild@$ESBUILD_VERSION" src/ingest/lambda-handler.ts \
   --bundle --platform=node --target=node22 --format=esm \
   --outfile="$stage/dist/lambda/index.mjs" \
   --external:pg-native --external:pg-cloudflare \
-  --banner:js="import { createRequire } from 'node:module'; const require = createRequire(import.meta.url);" \
+  --banner:js="import { createRequire as masqBannerRequire } from 'node:module'; const require = masqBannerRequire(import.meta.url);" \
   --log-level=warning
 cp -R migrations "$stage/migrations"
 (cd "$stage" && zip -qr ../masq-lambda.zip .)

@@ -269,7 +269,7 @@ async function checkKeys(db: Db | undefined, provider: KeyProvider, config: Keys
     if (readable.rows[0]?.ok === true) {
       const newest = await db.pool.query<{ id: string }>("SELECT id FROM masq.data_keys ORDER BY created_at DESC LIMIT 1");
       if (newest.rows[0] !== undefined) {
-        const keys = await unwrapDataKeys(db.pool, provider, [newest.rows[0].id], signal);
+        const keys = await unwrapDataKeys(db.pool, provider, [newest.rows[0].id], signal, db.target);
         for (const k of keys.values()) k.fill(0);
         dataKey = " and the newest data key";
       }

@@ -1,10 +1,11 @@
+import pino from "pino";
 import { createDb, type Db } from "../db/pool.ts";
 import { prepareDatabase } from "../db/prepare-database.ts";
 import type { TableName } from "../db/tables.ts";
 import { describeError, TransientError } from "../errors.ts";
 import { IngestKeys } from "../keys/ingest-keys.ts";
 import { createKeyProvider, type KeyProvider } from "../keys/key-provider.ts";
-import { createLogger, type Logger } from "../log.ts";
+import { createLogger, usePino, type Logger } from "../log.ts";
 import { readLambdaConfig, readLogLevel } from "../settings/config.ts";
 import { sleep } from "./backoff.ts";
 import type { IncomingMessage } from "./batch.ts";
@@ -88,6 +89,8 @@ export function createSqsHandler(env: NodeJS.ProcessEnv = process.env): SqsHandl
   let logger: Logger | undefined;
   let warnedNoSentTimestamp = false;
 
+  // The handler is deployed as one bundle without node_modules (deploy/lambda/package.sh): pino must be in it.
+  usePino(pino);
   const log = (): Logger => (logger ??= createLogger(safeLogLevel(env)));
 
   // Once per execution environment. A failed cold start is not cached: the next invocation tries again.

@@ -7,9 +7,10 @@
  */
 import { createCipheriv, createDecipheriv, createSecretKey, randomBytes, randomUUID, type KeyObject } from "node:crypto";
 import type pg from "pg";
-import { classifyPgError, query } from "../db/query.ts";
+import { classifyPgError } from "../db/query.ts";
 import { FatalError } from "../errors.ts";
 import type { PiiKind } from "../ingest/pseudonymize.ts";
+import type { PgTarget } from "../db/connection.ts";
 import type { KeyProvider } from "./key-provider.ts";
 
 export const NONCE_BYTES = 12;
@@ -173,11 +174,20 @@ export class DataKeys {
  * The data keys with these ids, unwrapped (one provider call per distinct key); the caller zeroes them. Through
  * masq.wrapped_data_keys, which only masq_unmask (and the owner) may execute.
  */
-export async function unwrapDataKeys(pool: pg.Pool, provider: KeyProvider, ids: Iterable<string>, signal?: AbortSignal): Promise<Map<string, Uint8Array>> {
+export async function unwrapDataKeys(
+  pool: pg.Pool,
+  provider: KeyProvider,
+  ids: Iterable<string>,
+  signal?: AbortSignal,
+  target?: PgTarget,
+): Promise<Map<string, Uint8Array>> {
   const wanted = [...new Set(ids)];
   const out = new Map<string, Uint8Array>();
   if (wanted.length === 0) return out;
-  const { rows } = await query<{ id: string; master_key_id: string; wrapped: Buffer }>(pool, "SELECT id, master_key_id, wrapped FROM masq.wrapped_data_keys($1::uuid[])", [wanted]);
+  // Postgres's errors name the database as the caller knows it (masq check names the setting and the server it reached).
+  const { rows } = await pool
+    .query<{ id: string; master_key_id: string; wrapped: Buffer }>("SELECT id, master_key_id, wrapped FROM masq.wrapped_data_keys($1::uuid[])", [wanted])
+    .catch((err: unknown) => Promise.reject(classifyPgError(err, target)));
   for (const r of rows) out.set(r.id, await provider.unwrap(r.wrapped, r.master_key_id, { purpose: "vault", keyId: r.id }, signal));
   return out;
 }

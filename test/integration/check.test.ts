@@ -186,6 +186,26 @@ describe("masq check", () => {
     assert.match(list.get("key provider")!.text, /MASQ_MASTER_KEY/);
   });
 
+  test("a login that may read the wrapped data keys but not unwrap them: the key provider FAIL names the database it reached", async () => {
+    const keys = await IngestKeys.open({ pool: fx.db.pool, provider: new LocalKeyProvider(Uint8Array.from(TEST_MASTER_KEY)) });
+    try {
+      await keys.dataKeys.reserve(1);
+    } finally {
+      keys.close();
+    }
+    await admin.query(`GRANT SELECT (id, created_at, wrapped) ON masq.data_keys TO ${ingest}`);
+    await admin.query(`GRANT INSERT ON public.user_logins TO ${ingest}`);
+    try {
+      const r = await runMasq(["check"], env({ DATABASE_URL: urlWith({ user: ingest, password: PASSWORD }), MASQ_PSEUDONYM_KEY: "", MASQ_MIGRATE: "false" }));
+      const list = assertChecklist(r, { "key provider": "FAIL", "Postgres login": "ok" });
+      const where = new URL(fx.pgdb.url);
+      assert.match(list.get("key provider")!.text, /permission denied for function wrapped_data_keys/);
+      assert.ok(list.get("key provider")!.text.includes(`(DATABASE_URL at ${where.hostname}:${where.port}${where.pathname})`), list.get("key provider")!.text);
+    } finally {
+      await admin.query(`REVOKE SELECT (id, created_at, wrapped) ON masq.data_keys FROM ${ingest}`);
+    }
+  });
+
   for (const command of ["check", "status"]) {
     test(`${command}: while Postgres refuses connections, says at once what it waits for and how long (never the password)`, async () => {
       const port = await closedPort();

@@ -7,6 +7,8 @@
  */
 import { createCipheriv, createDecipheriv, createSecretKey, randomBytes, randomUUID, type KeyObject } from "node:crypto";
 import type pg from "pg";
+// Statements on pg, not kysely: `masq run` imports this file at start (DataKeys, masq.add_data_key) and must
+// not load kysely there (about 0.2 s; test/unit/start-up-imports.test.ts).
 import { classifyPgError, query } from "../db/query.ts";
 import { FatalError } from "../errors.ts";
 import type { PiiKind } from "../ingest/pseudonymize.ts";

@@ -15,7 +15,7 @@ import { qualified, verifyTargetTable } from "../db/tables.ts";
 import { ConfigError, errorLine, exitCodeFor, FatalError, UnreachableError } from "../errors.ts";
 import { createSqsClient, detectSqsProtocol } from "../ingest/sqs-client.ts";
 import { SqsSource } from "../ingest/sqs-source.ts";
-import { unwrapDataKeys } from "../keys/data-keys.ts";
+import { unwrapDataKeys } from "../keys/unwrap-data-keys.ts";
 import { createKeyProvider, type KeyProvider } from "../keys/key-provider.ts";
 import { activePseudonymKey } from "../keys/pseudonym-keys.ts";
 import { databaseSetting, readConnectTimeoutMs, readContractFile, readRunSettings, type RunConfig, settingSources, type Sources, sqsTargetText } from "../settings/config.ts";

@@ -1,3 +1,5 @@
+import { sql } from "kysely";
+import { masqQueries } from "../db/schema.ts";
 import { auditCounts, auditCountsText, AUDIT_COLUMNS, type AuditRow, formatCheckpoint, LEGACY_ACTIONS, parseCheckpoint, verifyAudit } from "../lifecycle/audit.ts";
 import { existingAuditKey, subjectFingerprint } from "../keys/audit-key.ts";
 import { ConfigError, describeError } from "../errors.ts";
@@ -13,10 +15,9 @@ export async function auditListCommand(flags: Record<string, unknown>): Promise<
   const limit = typeof flags.limit === "number" ? flags.limit : 50;
   const userId = typeof flags.userId === "string" ? flags.userId : undefined;
   const listWith = async (db: Db, subject: string | null) => {
-    const { rows } = await db.pool.query<AuditRow>(
-      `SELECT ${AUDIT_COLUMNS} FROM masq.audit WHERE $2::text IS NULL OR $2::text = ANY (subjects) ORDER BY audit.seq DESC LIMIT $1`,
-      [limit, subject],
-    );
+    // Raw pg errors, as before: runAudited's catch-all classifies them naming this command's database (fromPostgres).
+    const { rows } = await sql<AuditRow>`SELECT ${sql.raw(AUDIT_COLUMNS)} FROM masq.audit
+      WHERE ${subject}::text IS NULL OR ${subject}::text = ANY (subjects) ORDER BY audit.seq DESC LIMIT ${limit}`.execute(masqQueries(db));
     return rows;
   };
   const run = async (db: Db, subject: string | null) => {
@@ -132,10 +133,8 @@ export async function auditCheckpointCommand(flags: Record<string, unknown>): Pr
  * masq's unsealed unmask and pseudonym rows). Anything else means the key and the chain were removed.
  */
 async function noAuditKey(db: Db, exitWithCheckpoint: number): Promise<number> {
-  const { rows } = await db.pool.query<{ total: number; sealed: number; other: string | null }>(
-    "SELECT count(*)::int AS total, count(mac)::int AS sealed, min(seq) FILTER (WHERE NOT (action = ANY ($1)))::text AS other FROM masq.audit",
-    [[...LEGACY_ACTIONS]],
-  );
+  const { rows } = await sql<{ total: number; sealed: number; other: string | null }>`SELECT count(*)::int AS total, count(mac)::int AS sealed,
+      min(seq) FILTER (WHERE NOT (action = ANY (${[...LEGACY_ACTIONS]})))::text AS other FROM masq.audit`.execute(masqQueries(db));
   const r = rows[0]!;
   if (r.sealed > 0) {
     process.stderr.write("masq: the audit trail does not verify: it holds sealed rows but masq.audit_keys has no audit key (it was removed)\n");

@@ -3,17 +3,19 @@
  * with neither. Both print one line per check in the same format.
  */
 import type { SQSClient } from "@aws-sdk/client-sqs";
+import { sql } from "kysely";
 import { describeContract, loadContract } from "../contracts/contract.ts";
 import { loadMigrations } from "../db/migrate.ts";
 import { targetText } from "../db/connection.ts";
 import { createDb, type Db, sayWaiting, waitForPostgres } from "../db/pool.ts";
 import { missingIngestPrivileges } from "../db/prepare-database.ts";
 import { fromPostgres } from "../db/query.ts";
+import { masqQueries } from "../db/schema.ts";
 import { qualified, verifyTargetTable } from "../db/tables.ts";
 import { ConfigError, errorLine, exitCodeFor, FatalError, UnreachableError } from "../errors.ts";
 import { createSqsClient, detectSqsProtocol } from "../ingest/sqs-client.ts";
 import { SqsSource } from "../ingest/sqs-source.ts";
-import { unwrapDataKeys } from "../keys/data-keys.ts";
+import { unwrapDataKeys } from "../keys/unwrap-data-keys.ts";
 import { createKeyProvider, type KeyProvider } from "../keys/key-provider.ts";
 import { activePseudonymKey } from "../keys/pseudonym-keys.ts";
 import { databaseSetting, readConnectTimeoutMs, readContractFile, readRunSettings, type RunConfig, settingSources, type Sources, sqsTargetText } from "../settings/config.ts";
@@ -143,7 +145,7 @@ async function checkPostgres(db: Db, config: DatabasePart, deadlineMs: number, r
   let who: { user: string; database: string };
   try {
     await waitForPostgres(db, { deadlineMs, onWait: sayWaiting });
-    const { rows } = await db.pool.query<{ user: string; database: string }>("SELECT current_user AS user, current_database() AS database");
+    const { rows } = await sql<{ user: string; database: string }>`SELECT current_user AS user, current_database() AS database`.execute(masqQueries(db));
     who = rows[0]!;
     report("Postgres login", { ok: `${targetText(db.target)} as role ${who.user}` });
   } catch (err) {
@@ -156,28 +158,24 @@ async function checkPostgres(db: Db, config: DatabasePart, deadlineMs: number, r
   const expected = { first: migrations[0]?.version ?? 1, last: migrations.at(-1)?.version ?? 0 };
   let version = 0;
   try {
-    const state = await db.pool.query<{ v: number | null; owner: string | null; can_create: boolean }>(
-      `SELECT (SELECT max(version) FROM masq.schema_migrations) AS v,
+    const state = await sql<{ v: number | null; owner: string | null; can_create: boolean }>`SELECT (SELECT max(version) FROM masq.schema_migrations) AS v,
               (SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = 'masq') AS owner,
-              has_database_privilege(current_database(), 'CREATE') AS can_create`,
-    );
+              has_database_privilege(current_database(), 'CREATE') AS can_create`.execute(masqQueries(db));
     version = state.rows[0]?.v ?? 0;
     report("migrations", migrationResult(version, expected, config.migrate, state.rows[0]!, who.user));
   } catch (err) {
     if ((err as { code?: string }).code !== "42P01") {
       report("migrations", { failed: fromPostgres(err, db.target) });
     } else {
-      const can = await db.pool.query<{ can_create: boolean }>("SELECT has_database_privilege(current_database(), 'CREATE') AS can_create");
+      const can = await sql<{ can_create: boolean }>`SELECT has_database_privilege(current_database(), 'CREATE') AS can_create`.execute(masqQueries(db));
       report("migrations", migrationResult(0, expected, config.migrate, { owner: null, can_create: can.rows[0]?.can_create ?? false }, who.user));
     }
   }
   const table = qualified(config.table);
   let tableExists = false;
   try {
-    const t = await db.pool.query<{ oid: string | null; can_create: boolean | null }>(
-      "SELECT to_regclass($1) AS oid, (SELECT has_schema_privilege(oid, 'CREATE') FROM pg_namespace WHERE nspname = $2) AS can_create",
-      [table, config.table.schema],
-    );
+    const t = await sql<{ oid: string | null; can_create: boolean | null }>`SELECT to_regclass(${table}) AS oid,
+              (SELECT has_schema_privilege(oid, 'CREATE') FROM pg_namespace WHERE nspname = ${config.table.schema}) AS can_create`.execute(masqQueries(db));
     tableExists = t.rows[0]?.oid != null;
     if (tableExists) {
       await verifyTargetTable(db.pool, config.table);
@@ -265,11 +263,11 @@ async function checkKeys(db: Db | undefined, provider: KeyProvider, config: Keys
     // The active row exists, so this only reads and unwraps (or compares MASQ_PSEUDONYM_KEY's fingerprint).
     const key = await activePseudonymKey(db.pool, provider, config.pseudonymKeyOverride, signal);
     let dataKey = "";
-    const readable = await db.pool.query<{ ok: boolean }>("SELECT has_column_privilege('masq.data_keys', 'wrapped', 'SELECT') AS ok");
+    const readable = await sql<{ ok: boolean }>`SELECT has_column_privilege('masq.data_keys', 'wrapped', 'SELECT') AS ok`.execute(masqQueries(db));
     if (readable.rows[0]?.ok === true) {
-      const newest = await db.pool.query<{ id: string }>("SELECT id FROM masq.data_keys ORDER BY created_at DESC LIMIT 1");
-      if (newest.rows[0] !== undefined) {
-        const keys = await unwrapDataKeys(db.pool, provider, [newest.rows[0].id], signal, db.target);
+      const newest = await masqQueries(db).selectFrom("masq.data_keys").select("id").orderBy("created_at", "desc").limit(1).executeTakeFirst();
+      if (newest !== undefined) {
+        const keys = await unwrapDataKeys(db.pool, provider, [newest.id], signal, db.target);
         for (const k of keys.values()) k.fill(0);
         dataKey = " and the newest data key";
       }
@@ -283,7 +281,7 @@ async function checkKeys(db: Db | undefined, provider: KeyProvider, config: Keys
 /** The active pseudonym key's version; undefined when none is stored yet, or masq's tables are not there yet. */
 async function activeVersion(db: Db): Promise<{ version: number } | undefined> {
   try {
-    return (await db.pool.query<{ version: number }>("SELECT version FROM masq.pseudonym_keys WHERE state = 'active'")).rows[0];
+    return await masqQueries(db).selectFrom("masq.pseudonym_keys").select("version").where("state", "=", "active").executeTakeFirst();
   } catch (err) {
     if ((err as { code?: string }).code === "42P01") return undefined;
     throw err;

@@ -1,4 +1,6 @@
 import type pg from "pg";
+import { sql } from "kysely";
+import { masqQueries } from "../db/schema.ts";
 import { mayCreateAuditKey, openAuditKey } from "../keys/audit-key.ts";
 import { databaseSetting, hasMasterKey, readConnectTimeoutMs, readDatabaseUrl, readKeyConfig, readLogFormat, readLogLevel, readTable, settingSources, type Sources } from "../settings/config.ts";
 import { describeError } from "../errors.ts";
@@ -44,7 +46,7 @@ export async function migrateCommand(flags: Record<string, unknown>): Promise<nu
 async function prepareAuditKey(pool: pg.Pool, src: Sources, logger: Logger, signal: AbortSignal): Promise<void> {
   // A login that is not the owner (the service login's migrate, a no-op) neither makes nor reads it.
   if (!(await mayCreateAuditKey(pool))) return;
-  const exists = (await pool.query<{ n: number }>("SELECT count(*)::int AS n FROM masq.audit_key()")).rows[0]!.n > 0;
+  const exists = (await sql<{ n: number }>`SELECT count(*)::int AS n FROM masq.audit_key()`.execute(masqQueries(pool))).rows[0]!.n > 0;
   if (exists) return;
   if (!hasMasterKey(src)) {
     logger.info("no audit key yet: run masq migrate with the master key configured to make it (other logins' audited commands need it)");

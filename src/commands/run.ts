@@ -273,6 +273,7 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
  * says why the service login gets the role rather than a narrower grant to masq_ingest). Refused at start, exit 2.
  */
 async function requirePrunePrivilege(pool: pg.Pool): Promise<void> {
+  // On pg, not kysely: this runs at start, which must not wait for kysely to load (start-up-imports.test.ts).
   const r = await pool.query<{ ok: boolean; login: string }>(
     "SELECT has_function_privilege('masq.vault_prune_batch(regclass, integer, text, text, integer, jsonb, integer)', 'EXECUTE') AS ok, session_user AS login",
   );

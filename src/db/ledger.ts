@@ -3,6 +3,8 @@
  * messages.
  */
 import type pg from "pg";
+// Statements on pg, not kysely: `masq run` imports this file at start (partitions, the periodic ledger prune)
+// and must not load kysely there (about 0.2 s; test/unit/start-up-imports.test.ts).
 import { classifyPgError } from "./query.ts";
 
 export interface LedgerPrune {

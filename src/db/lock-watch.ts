@@ -32,10 +32,22 @@ const ASK_EVERY_MS = 300;
  * session, its login and why it was not ended, never as an outage. The pool needs a connection to spare.
  */
 export async function withLockWatch<T>(pool: pg.Pool, client: pg.PoolClient, watch: LockWatch, fn: () => Promise<T>): Promise<T> {
-  const waiter = await client.query<{ pid: number }>("SELECT pg_backend_pid() AS pid").then(
-    (r) => r.rows[0]!.pid,
-    (err: unknown) => Promise.reject(classifyPgError(err)),
-  );
+  return watchBackend(pool, await backendPid(client, undefined), watch, fn);
+}
+
+/**
+ * The server backend of `client` (pg_backend_pid(), never pg's own client.processID), in the same round trip as the
+ * session's statement_timeout when one is given.
+ */
+async function backendPid(client: pg.PoolClient, statementTimeoutMs: number | undefined): Promise<number> {
+  const r = await (statementTimeoutMs === undefined
+    ? client.query<{ pid: number }>("SELECT pg_backend_pid() AS pid")
+    : client.query<{ pid: number }>("SELECT set_config('statement_timeout', $1, false), pg_backend_pid() AS pid", [String(statementTimeoutMs)])
+  ).catch((err: unknown) => Promise.reject(classifyPgError(err)));
+  return r.rows[0]!.pid;
+}
+
+async function watchBackend<T>(pool: pg.Pool, waiter: number, watch: LockWatch, fn: () => Promise<T>): Promise<T> {
   const seen = new Map<number, Blocker>();
   let stopped = false;
   let timer: NodeJS.Timeout | undefined;
@@ -126,8 +138,8 @@ export async function watchedQuery<R extends pg.QueryResultRow>(
   }
   let broken = false;
   try {
-    if (statementTimeoutMs !== undefined) await client.query("SELECT set_config('statement_timeout', $1, false)", [String(statementTimeoutMs)]).catch((err: unknown) => Promise.reject(classifyPgError(err)));
-    const result = await withLockWatch(pool, client, watch, () => client.query<R>(text, values).catch((err: unknown) => Promise.reject(classifyPgError(err))));
+    const waiter = await backendPid(client, statementTimeoutMs);
+    const result = await watchBackend(pool, waiter, watch, () => client.query<R>(text, values).catch((err: unknown) => Promise.reject(classifyPgError(err))));
     if (statementTimeoutMs !== undefined) await client.query("RESET statement_timeout");
     return result;
   } catch (err) {

@@ -3,6 +3,8 @@
  * and granted; and the privileges the ingest path needs (ingestNeeds), one list that `masq check` asks Postgres about.
  */
 import type pg from "pg";
+// Statements on pg, not kysely: `masq run` imports this file at start (prepareDatabase) and must not load
+// kysely there (about 0.2 s; test/unit/start-up-imports.test.ts).
 import { ConfigError, describeError, TransientError } from "../errors.ts";
 import { retryTransient } from "../ingest/backoff.ts";
 import type { Logger } from "../log.ts";

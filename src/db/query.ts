@@ -29,11 +29,11 @@ export async function connect(pool: pg.Pool): Promise<pg.PoolClient> {
  * A statement built elsewhere (kysely's builder or its `sql` template, outside the hot path), its failure classified
  * as query's are: `await classified(sql\`SELECT … FROM masq.f(${x})\`.execute(masqQueries(db)))`.
  */
-export async function classified<T>(statement: Promise<T>): Promise<T> {
+export async function classified<T>(statement: Promise<T>, target?: PgTarget): Promise<T> {
   try {
     return await statement;
   } catch (err) {
-    throw classifyPgError(err);
+    throw classifyPgError(err, target);
   }
 }
 

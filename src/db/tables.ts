@@ -1,9 +1,12 @@
 /**
  * The user's table as masq knows it: its name as a setting gives it (quoted wherever it goes into SQL), its layout
- * (created when absent, never altered, checked before any write), and the tables the owner registered for the lifecycle
- * commands.
+ * (created when absent, never altered, checked before any write). The tables the owner registered for the lifecycle
+ * commands: registered-tables.ts.
  */
 import type pg from "pg";
+// Statements on pg, not kysely: `masq run` imports this file at start (ensure and verify the target table) and
+// must not load kysely there (about 0.2 s; test/unit/start-up-imports.test.ts). registeredTables, which only the
+// lifecycle commands call, is in registered-tables.ts, through kysely.
 import { FatalError } from "../errors.ts";
 
 /** A schema-qualified table name, quoted safely wherever it is put into SQL. */
@@ -103,14 +106,4 @@ async function createTargetTable(pool: pg.Pool, t: TableName): Promise<boolean> 
   } finally {
     client.release();
   }
-}
-
-/**
- * The tables a subject's rows may be in: every table masq writes that the owner registered (`masq migrate`), in the
- * order they were registered, each with whether this login may read it. `masq subject erase` and `subject export` act on all of them unless the command names
- * one (--table or MASQ_TABLE): the vault is shared, and a user erased from one table only would stay in the others.
- */
-export async function registeredTables(pool: pg.Pool): Promise<(TableName & { readable: boolean })[]> {
-  const r = await pool.query<{ schema_name: string; table_name: string; readable: boolean }>("SELECT schema_name, table_name, readable FROM masq.registered_tables()");
-  return r.rows.map((t) => ({ schema: t.schema_name, name: t.table_name, readable: t.readable }));
 }

@@ -1,7 +1,9 @@
 import type pg from "pg";
 import { createHmac } from "node:crypto";
+import { sql } from "kysely";
 import { inTransaction } from "../db/pool.ts";
-import { classifyPgError, query } from "../db/query.ts";
+import { classified, classifyPgError } from "../db/query.ts";
+import { masqQueries } from "../db/schema.ts";
 import { ConfigError, FatalError, InterruptedError, TransientError } from "../errors.ts";
 import { auditMac, clientReported, readAuditRow } from "../lifecycle/audit.ts";
 import type { KeyProvider } from "./key-provider.ts";
@@ -54,7 +56,7 @@ export async function existingAuditKey(db: pg.Pool | pg.PoolClient, provider: Ke
 
 /** Whether this login may make the audit key (the schema owner): `masq migrate` makes it only then. */
 export async function mayCreateAuditKey(pool: pg.Pool): Promise<boolean> {
-  const r = await query<{ ok: boolean }>(pool, "SELECT has_function_privilege('masq.create_audit_key(text, text, bytea, text, jsonb)', 'EXECUTE') AS ok");
+  const r = await classified(sql<{ ok: boolean }>`SELECT has_function_privilege('masq.create_audit_key(text, text, bytea, text, jsonb)', 'EXECUTE') AS ok`.execute(masqQueries(pool)));
   return r.rows[0]?.ok === true;
 }
 
@@ -74,13 +76,8 @@ async function createAuditKey(pool: pg.Pool, provider: KeyProvider, signal: Abor
     await inTransaction(pool, async (c) => {
       let seq: string | null;
       try {
-        const r = await c.query<{ seq: string | null }>("SELECT masq.create_audit_key($1, $2, $3, $4, $5)::text AS seq", [
-          provider.name,
-          g.masterKeyId,
-          Buffer.from(g.wrapped),
-          auditKeyFingerprint(g.plaintext),
-          JSON.stringify(client),
-        ]);
+        const r = await sql<{ seq: string | null }>`SELECT masq.create_audit_key(${provider.name}, ${g.masterKeyId}, ${Buffer.from(g.wrapped)},
+            ${auditKeyFingerprint(g.plaintext)}, ${JSON.stringify(client)})::text AS seq`.execute(masqQueries(c));
         seq = r.rows[0]!.seq;
       } catch (err) {
         if ((err as { code?: string }).code === "42501") throw noKeyYet();
@@ -90,7 +87,7 @@ async function createAuditKey(pool: pg.Pool, provider: KeyProvider, signal: Abor
       if (seq === null) return;
       const row = await readAuditRow(c, seq);
       if (row === undefined) throw new FatalError(`the audit key's first row ${seq} is not there to seal`);
-      await query(c, "SELECT masq.audit_seal($1, $2)", [seq, auditMac(g.plaintext, row)]);
+      await classified(sql`SELECT masq.audit_seal(${seq}, ${auditMac(g.plaintext, row)})`.execute(masqQueries(c)));
     });
   } finally {
     g.plaintext.fill(0);
@@ -136,11 +133,21 @@ function doesNotUnwrap(row: KeyRow, provider: KeyProvider, why: string): FatalEr
 async function refuseForeignMasterKey(pool: pg.Pool, provider: KeyProvider, signal?: AbortSignal): Promise<void> {
   const current = await provider.currentMasterKeyId(signal);
   const known = (
-    await query<{ id: string }>(
-      pool,
-      "SELECT master_key_id AS id FROM masq.data_keys UNION SELECT master_key_id FROM masq.pseudonym_keys WHERE master_key_id IS NOT NULL AND state <> 'retired'",
+    await classified(
+      masqQueries(pool)
+        .selectFrom("masq.data_keys")
+        .select("master_key_id as id")
+        .union((db) =>
+          db
+            .selectFrom("masq.pseudonym_keys")
+            .select("master_key_id as id")
+            .where("master_key_id", "is not", null)
+            .where("state", "<>", "retired")
+            .$narrowType<{ id: string }>(),
+        )
+        .execute(),
     )
-  ).rows.map((r) => r.id);
+  ).map((r) => r.id);
   if (known.length > 0 && !known.includes(current)) {
     throw new ConfigError(
       provider.name === "kms" ? "MASQ_KMS_KEY_ID" : "MASQ_MASTER_KEY",
@@ -151,11 +158,10 @@ async function refuseForeignMasterKey(pool: pg.Pool, provider: KeyProvider, sign
 
 async function readKey(db: pg.Pool | pg.PoolClient): Promise<KeyRow | undefined> {
   return (
-    await query<KeyRow>(
-      db,
-      `SELECT k.version, k.master_key_id, k.wrapped, k.fingerprint,
+    await classified(
+      sql<KeyRow>`SELECT k.version, k.master_key_id, k.wrapped, k.fingerprint,
               (SELECT a.chain_start::text FROM masq.audit_keys a WHERE a.version = k.version) AS chain_start
-       FROM masq.audit_key() k`,
+       FROM masq.audit_key() k`.execute(masqQueries(db)),
     )
   ).rows[0];
 }

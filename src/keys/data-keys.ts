@@ -2,15 +2,15 @@
  * Data keys and the encryption they do. The vault's values and quarantined bodies are sealed with AES-256-GCM under a
  * data key, bound by their associated data to the row they belong to. Ingestion encrypts with one data key at a time
  * (DataKeys), stored wrapped before its first use and replaced after a bounded time and number of uses; unmask, replay
- * and rotations unwrap the keys they need (unwrapDataKeys, OpenedDataKeys). A plaintext key is zeroed when it is done
+ * and rotations unwrap the keys they need (unwrap-data-keys.ts). A plaintext key is zeroed when it is done
  * with.
  */
 import { createCipheriv, createDecipheriv, createSecretKey, randomBytes, randomUUID, type KeyObject } from "node:crypto";
 import type pg from "pg";
+// Statements on pg, not kysely: `masq run` imports this file at start (DataKeys, masq.add_data_key) and must
+// not load kysely there (about 0.2 s; test/unit/start-up-imports.test.ts). Unwrapping for reads: unwrap-data-keys.ts.
 import { classifyPgError } from "../db/query.ts";
-import { FatalError } from "../errors.ts";
 import type { PiiKind } from "../ingest/pseudonymize.ts";
-import type { PgTarget } from "../db/connection.ts";
 import type { KeyProvider } from "./key-provider.ts";
 
 export const NONCE_BYTES = 12;
@@ -167,59 +167,5 @@ export class DataKeys {
     }
     this.onGenerated?.(id);
     return { id, key: g.plaintext, keyObject: createSecretKey(g.plaintext), createdAt: Date.now(), uses: 0 };
-  }
-}
-
-/**
- * The data keys with these ids, unwrapped (one provider call per distinct key); the caller zeroes them. Through
- * masq.wrapped_data_keys, which only masq_unmask (and the owner) may execute.
- */
-export async function unwrapDataKeys(
-  pool: pg.Pool,
-  provider: KeyProvider,
-  ids: Iterable<string>,
-  signal?: AbortSignal,
-  target?: PgTarget,
-): Promise<Map<string, Uint8Array>> {
-  const wanted = [...new Set(ids)];
-  const out = new Map<string, Uint8Array>();
-  if (wanted.length === 0) return out;
-  // Postgres's errors name the database as the caller knows it (masq check names the setting and the server it reached).
-  const { rows } = await pool
-    .query<{ id: string; master_key_id: string; wrapped: Buffer }>("SELECT id, master_key_id, wrapped FROM masq.wrapped_data_keys($1::uuid[])", [wanted])
-    .catch((err: unknown) => Promise.reject(classifyPgError(err, target)));
-  for (const r of rows) out.set(r.id, await provider.unwrap(r.wrapped, r.master_key_id, { purpose: "vault", keyId: r.id }, signal));
-  return out;
-}
-
-/**
- * The data keys a rotation has unwrapped so far, kept for its whole run: the vault holds few data keys and many
- * values per key, so each is unwrapped once (one provider call) rather than once per batch. Zeroed on close.
- */
-export class OpenedDataKeys {
-  private readonly keys = new Map<string, Uint8Array>();
-  private readonly pool: pg.Pool;
-  private readonly provider: KeyProvider;
-
-  constructor(pool: pg.Pool, provider: KeyProvider) {
-    this.pool = pool;
-    this.provider = provider;
-  }
-
-  /** The keys with these ids; a missing one is a broken invariant (a ciphertext whose data key is gone). */
-  async get(ids: Iterable<string>, signal?: AbortSignal): Promise<ReadonlyMap<string, Uint8Array>> {
-    const missing = [...new Set(ids)].filter((id) => !this.keys.has(id));
-    if (missing.length > 0) {
-      const loaded = await unwrapDataKeys(this.pool, this.provider, missing, signal);
-      for (const [id, key] of loaded) this.keys.set(id, key);
-      const lost = missing.filter((id) => !this.keys.has(id));
-      if (lost.length > 0) throw new FatalError(`data key(s) ${lost.join(", ")} are referenced but not in masq.data_keys`);
-    }
-    return this.keys;
-  }
-
-  close(): void {
-    for (const k of this.keys.values()) k.fill(0);
-    this.keys.clear();
   }
 }

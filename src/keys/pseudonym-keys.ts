@@ -1,4 +1,6 @@
 import type pg from "pg";
+// Statements on pg, not kysely: `masq run` imports this file at start (the active key) and must not load
+// kysely there (about 0.2 s; test/unit/start-up-imports.test.ts).
 import { createHmac } from "node:crypto";
 import { classifyPgError, query } from "../db/query.ts";
 import { ConfigError, FatalError } from "../errors.ts";

@@ -1,7 +1,8 @@
 import { sql } from "kysely";
 import type pg from "pg";
 import { FatalError } from "../errors.ts";
-import { open, quarantineBodyAad, unwrapDataKeys } from "../keys/data-keys.ts";
+import { open, quarantineBodyAad } from "../keys/data-keys.ts";
+import { unwrapDataKeys } from "../keys/unwrap-data-keys.ts";
 import type { KeyProvider } from "../keys/key-provider.ts";
 import { classified } from "../db/query.ts";
 import { appendSealed } from "./audit.ts";

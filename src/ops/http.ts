@@ -113,7 +113,8 @@ export function readinessProbe(opts: {
     const timeout = AbortSignal.timeout(4_000);
     const [postgres, migrations] = await (async (): Promise<[Check, Check]> => {
       try {
-        // A pool waiting for a connection to a dead server would outlast the probe: bound it.
+        // A pool waiting for a connection to a dead server would outlast the probe: bound it. On pg, not kysely: `masq
+        // run` loads this file before it serves /readyz, and kysely (about 0.2 s) would hold that up.
         const { rows } = await Promise.race([
           opts.pool.query<{ v: number | null }>("SELECT (SELECT max(version) FROM masq.schema_migrations) AS v"),
           new Promise<never>((_, reject) => timeout.addEventListener("abort", () => reject(new Error("Postgres did not answer within 4 s")))),

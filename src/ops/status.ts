@@ -132,16 +132,16 @@ const COUNT_TIMEOUT_MS = 3_000;
 async function boundedCount(db: Db, table: string): Promise<number | undefined> {
   const client = await db.pool.connect();
   try {
-    await client.query("BEGIN READ ONLY");
-    await client.query(`SET LOCAL statement_timeout = ${COUNT_TIMEOUT_MS}`);
-    const r = sql<{ n: string }>`SELECT count(*) AS n FROM ${sql.table(table)}`.compile(masqQueries(db));
-    const { rows } = await client.query<{ n: string }>(r.sql, [...r.parameters]);
+    const on = masqQueries(client);
+    await sql`BEGIN READ ONLY`.execute(on);
+    await sql`SET LOCAL statement_timeout = ${sql.raw(String(COUNT_TIMEOUT_MS))}`.execute(on);
+    const { rows } = await sql<{ n: string }>`SELECT count(*) AS n FROM ${sql.table(table)}`.execute(on);
     return Number(rows[0]?.n ?? 0);
   } catch (err) {
     if ((err as { code?: string }).code === "57014") return undefined;
     throw err;
   } finally {
-    await client.query("ROLLBACK").catch(() => undefined);
+    await sql`ROLLBACK`.execute(masqQueries(client)).catch(() => undefined);
     client.release();
   }
 }

@@ -1,6 +1,7 @@
 import type pg from "pg";
 import type { PiiKind } from "../../src/ingest/pseudonymize.ts";
-import { open, unwrapDataKeys, vaultAad } from "../../src/keys/data-keys.ts";
+import { open, vaultAad } from "../../src/keys/data-keys.ts";
+import { unwrapDataKeys } from "../../src/keys/unwrap-data-keys.ts";
 import type { KeyProvider } from "../../src/keys/key-provider.ts";
 
 export interface VaultValue {

@@ -75,6 +75,10 @@ describe("the statements of the audited commands", () => {
     const done = at(sent, /masq\.audit_subject_erased\(/);
     const doneCommit = at(sent, /^COMMIT$/, at(sent, /masq\.audit_seal\(/, done));
     assert.ok(batches.length > 0 && intentCommit < batches[0]! && batches.at(-1)! < done && done < doneCommit, sent.join(" | "));
-    t.diagnostic(`subject erase: ${sent.length} statements (${batches.length} batches)`);
+    // A watched batch (lock-watch.ts watchedQuery): its statements on the batch's connection, from its time limit to RESET.
+    const perBatch = at(sent, /^RESET statement_timeout$/, batches[0]) - sent.lastIndexOf(sent.slice(0, batches[0]).findLast((s) => /set_config\('statement_timeout'/.test(s))!, batches[0]) + 1;
+    // Its time limit and the backend's pid in one round trip, then the batch, then RESET (4 before they were merged).
+    assert.equal(perBatch, 3, sent.join(" | "));
+    t.diagnostic(`subject erase: ${sent.length} statements (${batches.length} batches, ${perBatch} statements per watched batch)`);
   });
 });

@@ -68,8 +68,8 @@ function applyEvent(e: CompiledEvent, event: Record<string, unknown>, sentAt: Da
   for (const f of e.requiredFields) if (values[f.index] == null) return refuse("missing_field", f.path);
   for (const f of e.fields) {
     const v = values[f.index];
-    // An optional field absent, null or "" is stored as null (today's locale).
-    if (v == null || (v === "" && !f.required)) values[f.index] = null;
+    // An optional field absent, null, empty or blank is stored as null (today's locale).
+    if (v == null || (typeof v === "string" && v.trim() === "" && !f.required)) values[f.index] = null;
     else if (!hasType(f, v)) return refuse("wrong_type", f.path);
   }
   for (const f of e.requiredFields) {

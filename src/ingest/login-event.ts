@@ -98,7 +98,8 @@ export function parseLoginEvent(body: string): ParseResult {
   if (appVersion === null) {
     return reject("invalid_app_version", 'app_version must be "MAJOR[.MINOR[.PATCH]]" with parts 0-999', obj);
   }
-  const locale = typeof s.locale === "string" && s.locale !== "" ? s.locale : null;
+  // Empty or blank, a locale says nothing: stored as null, never as spaces.
+  const locale = typeof s.locale === "string" && s.locale.trim() !== "" ? s.locale : null;
   return {
     ok: true,
     json: obj,

@@ -42,8 +42,12 @@ describe("retention while masq runs", () => {
     const keys = await oldRows(300);
     const now = new Date();
     let stop = false;
+    let pruned = 0;
     const ingest = (async () => {
       for (let round = 0; round < 15; round++) {
+        // The rounds after the first wait for a prune to have deleted values they use again: without the wait, a fast
+        // ingestion could re-use every value before the first prune deleted any, and nothing would be tested (seen).
+        if (round === 1) await waitFor(() => pruned > 0, 60_000, "a prune during ingestion");
         const messages = Array.from({ length: 20 }, (_, j) => {
           const i = (round * 20 + j) % 300;
           return { messageId: `new-${round}-${j}`, body: event(`u-${i}`, `10.1.${i >> 8}.${i & 255}`, `old-dev-${i}`), sentAt: now, receivedAt: now };
@@ -52,7 +56,6 @@ describe("retention while masq runs", () => {
       }
       stop = true;
     })();
-    let pruned = 0;
     while (!stop) pruned += (await pruneVault({ pool: fx.db.pool, provider: provider(), table: TABLE, days: 30, batchSize: 50 })).vaultPruned;
     await ingest;
     pruned += (await pruneVault({ pool: fx.db.pool, provider: provider(), table: TABLE, days: 30 })).vaultPruned;

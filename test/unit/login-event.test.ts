@@ -32,6 +32,7 @@ describe("parseLoginEvent accepts", () => {
     ["locale null", sampleWith({ locale: null }), { locale: null }],
     ["locale missing", sampleWith({ locale: undefined }), { locale: null }],
     ["locale empty", sampleWith({ locale: "" }), { locale: null }],
+    ["locale blank (a property run found it kept as spaces)", sampleWith({ locale: " \t " }), { locale: null }],
     ["an IPv6 ip, canonicalised", sampleWith({ ip: "2001:DB8:0::1" }), { ip: "2001:db8::1" }],
     ["an IPv4-mapped ip, as IPv4", sampleWith({ ip: "::ffff:199.172.111.135" }), { ip: "199.172.111.135" }],
     ["an ip with surrounding spaces", sampleWith({ ip: " 199.172.111.135 " }), { ip: "199.172.111.135" }],

@@ -187,8 +187,8 @@ reader = subprocess.run(
         "--input-type=module",
         "-e",
         (
-            'import { readRunConfig } from "./src/settings/config.ts";'
-            "try { readRunConfig({}, process.env, false); } catch (e) { console.error(e.message); process.exit(2); }"
+            'import { readRunConfig, settingSources } from "./src/settings/config.ts";'
+            "try { readRunConfig(settingSources({}, process.env), false); } catch (e) { console.error(e.message); process.exit(2); }"
         ),
     ],
     check=False,

@@ -130,7 +130,15 @@ async function registerTargetTable(db: Db, table: TableName, logger: Logger, bef
   const state = r.rows[0]!;
   if (state.why != null) throw new ConfigError("--table", state.why, { what: "a table masq will not register" });
   if (!state.registered || (state.grant && state.granted !== true)) await beforeWriting();
-  if (!state.registered) await db.pool.query("INSERT INTO masq.target_tables (relation) VALUES ($1::text::regclass) ON CONFLICT DO NOTHING", [qualified(table)]);
+  if (!state.registered) {
+    // The login table's subject and pseudonym columns (106_contract_tables.sql), in the same statement as the table.
+    await db.pool.query(
+      `WITH t AS (INSERT INTO masq.target_tables (relation, subject_column) VALUES ($1::text::regclass, 'user_id') ON CONFLICT DO NOTHING RETURNING relation)
+       INSERT INTO masq.target_pseudonym_columns (relation, column_name, kind, recoverable)
+       SELECT t.relation, c.column_name, c.kind, true FROM t, (VALUES ('masked_ip'::name, 'ip'), ('masked_device_id'::name, 'device_id')) AS c(column_name, kind)`,
+      [qualified(table)],
+    );
+  }
   // Analysts read every table masq writes (105_roles.sql); a table someone else owns needs its owner to grant it.
   if (!state.grant) logger.warn({ table: qualified(table) }, `cannot grant SELECT on ${qualified(table)} to masq_analyst: grant it as the table's owner`);
   else if (state.granted !== true) await grantToAnalysts(db, table);

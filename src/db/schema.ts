@@ -117,6 +117,7 @@ export const SCHEMA_TABLES = {
     user_id: "text?",
     masked_ip: "text?",
     masked_device_id: "text?",
+    pseudonyms: "text[]?",
   },
   "masq.schema_migrations": {
     version: "integer",
@@ -131,9 +132,16 @@ export const SCHEMA_TABLES = {
     to_date: "date?",
     at: "timestamp with time zone",
   },
+  "masq.target_pseudonym_columns": {
+    relation: "regclass",
+    column_name: "name",
+    kind: "text",
+    recoverable: "boolean",
+  },
   "masq.target_tables": {
     relation: "regclass",
     registered_at: "timestamp with time zone",
+    subject_column: "name",
   },
   "masq.vault": {
     kind: "text",
@@ -167,6 +175,7 @@ interface PgTypes {
   "timestamp with time zone": Date;
   "text[]": string[];
   "bigint[]": string[];
+  name: string;
 }
 
 type ColumnOf<S> = S extends `${infer T extends keyof PgTypes}?` ? PgTypes[T] | null : S extends keyof PgTypes ? PgTypes[S] : never;

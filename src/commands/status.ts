@@ -90,7 +90,13 @@ function render(s: Status): string {
   if ("error" in d) lines.push(`  database     unreachable: ${d.error}`);
   else {
     const ago = d.lastCommitAt ? `${d.lastCommitAt.toISOString()} (${agoText(d.lastCommitAt)} ago)` : "never";
-    const schema = d.schemaVersion === d.latestMigration ? `migration ${d.schemaVersion}, up to date` : `migration ${d.schemaVersion}, this masq ships ${d.latestMigration}: run masq migrate`;
+    const schema =
+      d.schemaVersion === d.latestMigration
+        ? `migration ${d.schemaVersion}, up to date`
+        : d.schemaVersion > d.latestMigration
+          ? // A newer masq migrated it: migrate cannot help (it refuses a newer database); this binary is the old one.
+            `migration ${d.schemaVersion}, newer than this masq knows (${d.latestMigration}): upgrade masq`
+          : `migration ${d.schemaVersion}, this masq ships ${d.latestMigration}: run masq migrate`;
     lines.push(
       `  database     schema at ${schema}`,
       `    ${s.table.padEnd(12)} ${countText(d.targetRows, "rows")}`,

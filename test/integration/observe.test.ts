@@ -169,6 +169,16 @@ describe("operating masq", () => {
 
     const noQueue = await masq(["status"], { ...env, QUEUE_URL: "" });
     assert.match(noQueue.out, /queue\s+not configured/);
+
+    // A database a newer masq migrated: this binary is the one to upgrade (masq migrate would refuse it).
+    await fx.db.pool.query("INSERT INTO masq.schema_migrations (version, name) VALUES (999, '999_from_the_future')");
+    try {
+      const newer = await masq(["status"], env);
+      assert.match(newer.out, /migration 999, newer than this masq knows \(\d+\): upgrade masq/);
+      assert.doesNotMatch(newer.out, /run masq migrate/);
+    } finally {
+      await fx.db.pool.query("DELETE FROM masq.schema_migrations WHERE version = 999");
+    }
   });
 
   test("quarantine list and show reveal reasons and redacted bodies, never raw PII", async () => {

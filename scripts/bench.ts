@@ -7,6 +7,7 @@ import path from "node:path";
 import { runDrainStartup, type DrainStartupResult } from "./bench/drain-startup.ts";
 import { startBenchEnv, TABLE } from "./bench/environment.ts";
 import { runLatencySweep, type LatencyResult } from "./bench/latency-sweep.ts";
+import { runContractsWorkload, type ContractsResult } from "./bench/contracts-workload.ts";
 import { runComparison, type ComparisonResult } from "./bench/main-comparison.ts";
 import { createMemoryLimit } from "./bench/memory-limit.ts";
 import { measureStatementCost, type StatementCostResult } from "./bench/pg-statement-cost.ts";
@@ -39,6 +40,7 @@ async function bench(opts: BenchOptions): Promise<number> {
   let drainStartup: DrainStartupResult | null = null;
   let profile: ProfileResult | null = null;
   let pgStatementCost: StatementCostResult | null = null;
+  let contracts: ContractsResult | null = null;
   try {
     if (opts.main) {
       const w = makeWorkload(opts.messages, { seed: opts.seed, malformedRate: opts.malformedRate });
@@ -76,6 +78,9 @@ async function bench(opts: BenchOptions): Promise<number> {
     if (opts.scaling.length > 0) {
       scaling = await runScaling(env, opts.scaling, { ...common, receivers: opts.receivers[0]!, seed: opts.seed, malformedRate: opts.malformedRate });
     }
+    if (opts.contractsMessages > 0) {
+      contracts = await runContractsWorkload(env, opts.contractsMessages, { ...common, receivers: opts.receivers[0]!, repeat: opts.repeat, seed: opts.seed, malformedRate: opts.malformedRate });
+    }
     if (opts.pgCostMessages > 0) {
       log(`Postgres statement cost: ${opts.pgCostMessages.toLocaleString("en-US")} messages per variant, ${opts.repeat} repetition(s)…`);
       const pw = makeWorkload(opts.pgCostMessages, { seed: opts.seed + 3, malformedRate: opts.malformedRate });
@@ -87,7 +92,7 @@ async function bench(opts: BenchOptions): Promise<number> {
     await env.close();
     memoryLimit?.close();
   }
-  const report = buildReport(opts, started, `${env.postgresVersion} (${env.postgres})`, { main, latency, scaling, drainStartup, profile, pgStatementCost });
+  const report = buildReport(opts, started, `${env.postgresVersion} (${env.postgres})`, { main, latency, scaling, drainStartup, profile, pgStatementCost, contracts });
   process.stdout.write(`\n${formatReport(report)}\n`);
   if (opts.outDir !== undefined) log(`\nwrote ${writeReport(report, opts.outDir)} and ${path.join(opts.outDir, "latest.json")}`);
   if (opts.cpuProf) log(`CPU profiles in ${opts.cpuProf} (masq's threads under masq/; open in Chrome DevTools › Performance, or summarise with scripts/bench/profile-top.ts)`);

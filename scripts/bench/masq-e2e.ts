@@ -27,6 +27,8 @@ export interface MasqRunOptions {
   nodeOptions?: string | undefined;
   /** Run masq under this memory limit, as a container would. */
   memoryLimit?: MemoryLimit | undefined;
+  /** More settings for masq (MASQ_CONTRACT, for the contracts workload). */
+  env?: Record<string, string> | undefined;
   timeoutMs?: number;
 }
 
@@ -110,6 +112,7 @@ export function startMasq(opts: MasqRunOptions): MasqProcess {
     // The metrics listener stays on, as in production, on a free port so that no other masq on the machine collides.
     MASQ_HTTP_PORT: "0",
     ...(nodeOptions ? { NODE_OPTIONS: nodeOptions } : {}),
+    ...opts.env,
   };
   const bin = opts.bin ?? OWN_BIN;
   // As a user runs it: an entry script with a shebang (bin/masq) is executed itself, so that its first line applies

@@ -30,6 +30,8 @@ export interface BenchOptions {
   drainMessages: number;
   /** Only the drain start-up phase (no main comparison around it). */
   drainOnly: boolean;
+  /** Contracts workload: masq on this many login events and on as many events of three types under a contract (0: skip). */
+  contractsMessages: number;
   /** Another checkout's bin/masq to measure instead of this one's (A/B comparisons). */
   masqBin: string | undefined;
   /** NODE_OPTIONS for every masq process (e.g. V8 heap flags). */
@@ -54,11 +56,12 @@ Measures masq end to end against the two ceilings it is judged by, in one run on
 (fauxqs) in its own process, real Postgres (embedded, or DATABASE_URL), and masq itself as a child process
 (bin/masq run --drain). Prints a table and writes bench/results/<timestamp>.json and bench/results/latest.json.
 
-Sections (the main comparison runs by default; --latency-ms, --scaling or --pg-cost run instead of it unless --main is given):
+Sections (the main comparison runs by default; --latency-ms, --scaling, --pg-cost or --contracts run instead of it unless --main is given):
   main        SQS ceiling, wire floor, Postgres ceiling and masq on the same N messages, each on a fresh queue or table
   pg cost     Postgres's own CPU per row for masq's batch statement, its parts, and cheaper shapes of them
   latency     SQS ceiling and masq behind a fixed per-request delay, for each receivers count
   scaling     masq (and the SQS ceiling) for each backlog size, with peak RSS
+  contracts   masq on login events and on three event types under a contract, the same number of messages each
 
 Options:
   --messages <n>            messages in the main comparison (default 100000)
@@ -79,12 +82,15 @@ Options:
                             from spawn to exit against the SQS ceiling and an sqs-consumer + pg consumer on
                             identical queues (default 5000; 0 skips)
   --drain-only              only the drain start-up phase (its --repeat repetitions), without the main comparison
+  --contracts               contracts workload: masq on login events and on three event types under a privacy
+                            contract (bench/contracts/three-types.yaml), --repeat times interleaved (in --full)
+  --contracts-messages <n>  messages per contracts-workload run (default 50000)
   --pg-cost                 Postgres statement cost: backend CPU per row of masq's statement, without the vault, a
                             plain unnest INSERT, COPY, and variants of the ledger and the vault (an experiment in
                             scratch tables; the schema is not changed); --repeat times, interleaved
   --pg-cost-messages <n>    messages the Postgres statement cost writes per variant (default 20000)
   --full                    main comparison (with drain start-up and the sqs-consumer + pg consumer, and steady lag)
-                            + --latency-ms 20 (receivers 1, 2, 4, 8, 16, 32) + --scaling 10000,100000 + --pg-cost
+                            + --latency-ms 20 (receivers 1, 2, 4, 8, 16, 32) + --scaling 10000,100000 + --pg-cost + --contracts
   --profile                 after the main comparison, one more masq run (not counted) with V8 CPU profiles of every
                             thread, and a summary per thread of where its time goes (AWS SDK, pg, pino, masq's
                             files, GC, idle); profiles in bench/profiles/<start time>/masq
@@ -150,6 +156,8 @@ export function readOptions(argv: string[]): BenchOptions | undefined {
         "profile-dir": { type: "string" },
         "drain-messages": { type: "string" },
         "drain-only": { type: "boolean" },
+        contracts: { type: "boolean" },
+        "contracts-messages": { type: "string" },
         "pg-cost": { type: "boolean" },
         "pg-cost-messages": { type: "string" },
         "masq-bin": { type: "string" },
@@ -187,7 +195,9 @@ export function readOptions(argv: string[]): BenchOptions | undefined {
     malformedRate,
     seed: int("seed", v.seed, 42, 0),
     repeat: int("repeat", v.repeat, smoke ? 1 : 3),
-    main: v["drain-only"] !== true && (full || smoke || v.main === true || v.profile === true || v["profile-dir"] !== undefined || (latencyMs === undefined && scaling.length === 0 && !pgCost)),
+    main:
+      v["drain-only"] !== true &&
+      (full || smoke || v.main === true || v.profile === true || v["profile-dir"] !== undefined || (latencyMs === undefined && scaling.length === 0 && !pgCost && v.contracts !== true && v["contracts-messages"] === undefined)),
     latencyMs,
     latencyReceivers: v.receivers !== undefined ? receivers : smoke ? [4] : [1, 2, 4, 8, 16, 32],
     latencyMessages: int("latency-messages", v["latency-messages"], smoke ? 1000 : 10_000),
@@ -197,6 +207,7 @@ export function readOptions(argv: string[]): BenchOptions | undefined {
     pgCostMessages: pgCost ? int("pg-cost-messages", v["pg-cost-messages"], smoke ? 2000 : 20_000) : 0,
     drainMessages: int("drain-messages", v["drain-messages"], smoke ? 1000 : 5000, 0),
     drainOnly: v["drain-only"] === true,
+    contractsMessages: full || v.contracts === true || v["contracts-messages"] !== undefined ? int("contracts-messages", v["contracts-messages"], smoke ? 1000 : 50_000) : 0,
     masqBin: v["masq-bin"],
     nodeOptions: v["node-options"],
     memoryLimitMb: v["memory-limit"] === undefined ? undefined : int("memory-limit", v["memory-limit"], 0, 64),

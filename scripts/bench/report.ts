@@ -3,6 +3,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import path from "node:path";
 import { CORES } from "./cpu-meter.ts";
+import type { ContractsResult } from "./contracts-workload.ts";
 import type { DrainStartupResult } from "./drain-startup.ts";
 import type { LatencyResult } from "./latency-sweep.ts";
 import type { ComparisonResult, MasqMeasurement } from "./main-comparison.ts";
@@ -34,6 +35,8 @@ export interface BenchReport {
   drainStartup: DrainStartupResult | null;
   profile: ProfileResult | null;
   pgStatementCost: StatementCostResult | null;
+  /** The contracts workload beside login events (absent in older result files). */
+  contracts?: ContractsResult | null;
   targets: Target[];
   ok: boolean;
 }
@@ -55,11 +58,12 @@ export interface Measurements {
   drainStartup: DrainStartupResult | null;
   profile: ProfileResult | null;
   pgStatementCost: StatementCostResult | null;
+  contracts: ContractsResult | null;
 }
 
 export function buildReport(opts: BenchOptions, started: Date, postgres: string, m: Measurements): BenchReport {
   const finished = new Date();
-  const ok = m.main.every((c) => c.ok) && (m.latency?.ok ?? true) && (m.scaling?.ok ?? true) && (m.drainStartup?.ok ?? true) && (m.profile?.masq.verification.ok ?? true);
+  const ok = m.main.every((c) => c.ok) && (m.latency?.ok ?? true) && (m.scaling?.ok ?? true) && (m.drainStartup?.ok ?? true) && (m.profile?.masq.verification.ok ?? true) && (m.contracts?.ok ?? true);
   return {
     schema: 3,
     startedAt: started.toISOString(),
@@ -163,6 +167,20 @@ export function formatReport(r: BenchReport): string {
       );
     }
     out.push(`masq: ${correctness(c.masq)}`);
+  }
+  if (r.contracts) {
+    const c = r.contracts;
+    out.push("");
+    out.push(`Contracts workload: ${int(c.messages)} messages each, login events and three event types under a contract (bench/contracts/three-types.yaml)${c.runs.length > 1 ? ` · median of ${c.runs.length} repetitions` : ""}`);
+    out.push(
+      table(
+        ["", "msg/s", "CPU µs/msg", "peak RSS", "machine busy", "other load", "correct"],
+        [
+          ["login events", int(c.login.perSecond), int(c.login.cpuUsPerMessage), `${c.login.maxRssMb} MB`, pct(c.login.machineBusy), pct(c.login.otherBusy), c.login.verification.ok ? "yes" : "NO"],
+          ["three event types", int(c.contracts.perSecond), int(c.contracts.cpuUsPerMessage), `${c.contracts.maxRssMb} MB`, pct(c.contracts.machineBusy), pct(c.contracts.otherBusy), c.contracts.verification.ok ? "yes" : `NO: ${c.contracts.verification.problems.join("; ")}`],
+        ],
+      ),
+    );
   }
   if (r.drainStartup) {
     const d = r.drainStartup;

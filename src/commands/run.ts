@@ -171,11 +171,10 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
     if (retentionDays !== undefined && !drain) {
       await requirePrunePrivilege(db.pool);
       pruneDb = createDb({ databaseUrl: config.databaseUrl, setting: databaseSetting(src), poolSize: 3, logger });
-      // Not awaited: pruning loads kysely (about 0.2 s), which ingestion need not wait for.
-      const pool = pruneDb.pool;
-      const started = import("../lifecycle/retention.ts").then(({ startPeriodicPrune }) => startPeriodicPrune({ pool, provider, table: config.table, days: retentionDays, logger }));
-      started.catch((err: unknown) => logger.warn({ err: describeError(err) }, "vault prune could not start"));
-      vaultPrune = { stop: () => started.then((p) => p.stop(), () => undefined) };
+      // Awaited, though it loads kysely (about 0.2 s, once, in a service that runs for days): a retention the
+      // operator asked for that cannot start must stop masq, not leave a warning and values kept past their period.
+      const { startPeriodicPrune } = await import("../lifecycle/retention.ts");
+      vaultPrune = startPeriodicPrune({ pool: pruneDb.pool, provider, table: config.table, days: retentionDays, logger });
     }
 
     // A bar with rate and ETA when a person watches a drain; the periodic log lines otherwise. Its total starts at

@@ -2,8 +2,11 @@ import type pg from "pg";
 import { sql } from "kysely";
 import { masqQueries } from "../db/schema.ts";
 import { mayCreateAuditKey, openAuditKey } from "../keys/audit-key.ts";
-import { databaseSetting, hasMasterKey, readConnectTimeoutMs, readDatabaseUrl, readKeyConfig, readLogFormat, readLogLevel, readTable, settingSources, type Sources } from "../settings/config.ts";
-import { describeError } from "../errors.ts";
+import { databaseSetting, hasMasterKey, readConnectTimeoutMs, readContractFile, readDatabaseUrl, readKeyConfig, readLogFormat, readLogLevel, readTable, settingSources, type Sources } from "../settings/config.ts";
+import { ConfigError, describeError } from "../errors.ts";
+import { loadContract } from "../contracts/contract.ts";
+import { isLoginContract, type ContractTarget } from "../db/contract-tables.ts";
+import type { TableName } from "../db/tables.ts";
 import { createLogger, type Logger } from "../log.ts";
 import { createDb } from "../db/pool.ts";
 import { createKeyProvider } from "../keys/key-provider.ts";
@@ -11,14 +14,15 @@ import { prepareDatabase } from "../db/prepare-database.ts";
 import { onShutdownSignals } from "../signals.ts";
 
 /**
- * `masq migrate`: applies pending migrations, creates the target table if absent, and, as the schema owner with the
+ * `masq migrate`: applies pending migrations, creates the target table if absent (with a contract file, each of its
+ * tables, or the columns it added: contract-tables.ts), and, as the schema owner with the
  * master key configured, makes the audit key if the database has none (the only login that may: 103_audit.sql). Waits
  * for Postgres at most MASQ_CONNECT_TIMEOUT_SECONDS; a failure is logged and thrown, for the CLI to print as one line
  * on stderr.
  */
 export async function migrateCommand(flags: Record<string, unknown>): Promise<number> {
   const src = settingSources(flags, process.env);
-  const table = readTable(src);
+  const table = contractTarget(src) ?? readTable(src);
   const logger = createLogger(readLogLevel(src), undefined, readLogFormat(src));
   const connectTimeoutMs = readConnectTimeoutMs(src);
   const db = createDb({ databaseUrl: readDatabaseUrl(src), setting: databaseSetting(src), connectTimeoutMs, logger });
@@ -37,6 +41,22 @@ export async function migrateCommand(flags: Record<string, unknown>): Promise<nu
     await db.close().catch(() => undefined);
     logger.flush();
   }
+}
+
+/**
+ * MASQ_CONTRACT or --contract, read before anything connects: a file that does not read exits 2. Undefined without
+ * one, or for the login contract shipped with masq (or a copy of it), whose table is MASQ_TABLE's as it always was.
+ */
+function contractTarget(src: Sources): TableName | ContractTarget | undefined {
+  const file = readContractFile(src);
+  if (file === undefined) return undefined;
+  const setting = src.flags.contract === undefined ? "MASQ_CONTRACT" : "--contract";
+  const loaded = loadContract(file, setting);
+  if (loaded.contract === undefined) {
+    const more = loaded.errors.length > 1 ? ` (and ${loaded.errors.length - 1} more)` : "";
+    throw new ConfigError(setting, `${loaded.errors[0]}${more}`, { hint: "masq check --offline lists every error" });
+  }
+  return isLoginContract(loaded.contract) ? undefined : { contract: loaded.contract, setting };
 }
 
 /**

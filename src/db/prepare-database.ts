@@ -13,10 +13,13 @@ import { targetText } from "./connection.ts";
 import { inTransaction, type Db } from "./pool.ts";
 import { classifyPgError } from "./query.ts";
 import { qualified, type TableName, ensureTargetTable, verifyTargetTable } from "./tables.ts";
+// Type only: contract-tables.ts loads the contract reader (yaml), which `run` on the login path must not load at start.
+import type { ContractTarget } from "./contract-tables.ts";
 
 /**
  * Brings the database to the state masq needs: migrations applied (unless the operator runs them separately) and
- * the target table present with the expected columns. Waits for a database that is not up yet.
+ * the target table present with the expected columns. Waits for a database that is not up yet. With a contract
+ * (`masq migrate --contract`), its tables instead of the login table: contract-tables.ts.
  *
  * writesAfter: nothing is written (a migration, the target table, its registration or grant) before it resolves,
  * and not at all if it rejects; what is only read is checked at once. `run` passes its SQS check, so that the
@@ -24,7 +27,7 @@ import { qualified, type TableName, ensureTargetTable, verifyTargetTable } from 
  */
 export async function prepareDatabase(
   db: Db,
-  table: TableName,
+  target: TableName | ContractTarget,
   opts: { migrate: boolean; logger: Logger; signal?: AbortSignal; deadlineMs?: number | undefined; writesAfter?: Promise<unknown> },
 ): Promise<void> {
   const { logger } = opts;
@@ -55,6 +58,12 @@ export async function prepareDatabase(
           if (owner) await warnRefusedRegistrations(db, logger);
           performance.mark("masq:migrate");
         }
+        if ("contract" in target) {
+          const { prepareContractTables } = await import("./contract-tables.ts");
+          await prepareContractTables(db, target, { owner, logger, beforeWriting });
+          return;
+        }
+        const table = target;
         let t = { created: false };
         if (opts.writesAfter !== undefined && (await tableExists(db, table))) await verifyTargetTable(db.pool, table);
         else {

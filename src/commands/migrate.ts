@@ -5,31 +5,32 @@ import { mayCreateAuditKey, openAuditKey } from "../keys/audit-key.ts";
 import { databaseSetting, hasMasterKey, readConnectTimeoutMs, readContractFile, readDatabaseUrl, readKeyConfig, readLogFormat, readLogLevel, readTable, settingSources, type Sources } from "../settings/config.ts";
 import { ConfigError, describeError } from "../errors.ts";
 import { loadContract } from "../contracts/contract.ts";
-import { isLoginContract, type ContractTarget } from "../db/contract-tables.ts";
-import type { TableName } from "../db/tables.ts";
+import { isLoginContract, prepareContractTables, type ContractTarget } from "../contracts/contract-tables.ts";
 import { createLogger, type Logger } from "../log.ts";
 import { createDb } from "../db/pool.ts";
 import { createKeyProvider } from "../keys/key-provider.ts";
-import { prepareDatabase } from "../db/prepare-database.ts";
+import { prepareDatabase, type TablePreparation } from "../db/prepare-database.ts";
 import { onShutdownSignals } from "../signals.ts";
 
 /**
  * `masq migrate`: applies pending migrations, creates the target table if absent (with a contract file, each of its
- * tables, or the columns it added: contract-tables.ts), and, as the schema owner with the
+ * tables, or the columns it added: contracts/contract-tables.ts), and, as the schema owner with the
  * master key configured, makes the audit key if the database has none (the only login that may: 103_audit.sql). Waits
  * for Postgres at most MASQ_CONNECT_TIMEOUT_SECONDS; a failure is logged and thrown, for the CLI to print as one line
  * on stderr.
  */
 export async function migrateCommand(flags: Record<string, unknown>): Promise<number> {
   const src = settingSources(flags, process.env);
-  const table = contractTarget(src) ?? readTable(src);
+  const contract = contractTarget(src);
+  const table = readTable(src);
   const logger = createLogger(readLogLevel(src), undefined, readLogFormat(src));
   const connectTimeoutMs = readConnectTimeoutMs(src);
   const db = createDb({ databaseUrl: readDatabaseUrl(src), setting: databaseSetting(src), connectTimeoutMs, logger });
   const abort = new AbortController();
   const signals = onShutdownSignals({ first: (signal) => abort.abort(signal) });
   try {
-    await prepareDatabase(db, table, { migrate: true, logger, signal: abort.signal, deadlineMs: connectTimeoutMs });
+    const target = contract === undefined ? table : { prepareTables: (opts: TablePreparation) => prepareContractTables(db, contract, opts) };
+    await prepareDatabase(db, target, { migrate: true, logger, signal: abort.signal, deadlineMs: connectTimeoutMs });
     await prepareAuditKey(db.pool, src, logger, abort.signal);
     logger.info("database is up to date");
     return 0;
@@ -47,7 +48,7 @@ export async function migrateCommand(flags: Record<string, unknown>): Promise<nu
  * MASQ_CONTRACT or --contract, read before anything connects: a file that does not read exits 2. Undefined without
  * one, or for the login contract shipped with masq (or a copy of it), whose table is MASQ_TABLE's as it always was.
  */
-function contractTarget(src: Sources): TableName | ContractTarget | undefined {
+function contractTarget(src: Sources): ContractTarget | undefined {
   const file = readContractFile(src);
   if (file === undefined) return undefined;
   const setting = src.flags.contract === undefined ? "MASQ_CONTRACT" : "--contract";

@@ -13,13 +13,12 @@ import { targetText } from "./connection.ts";
 import { inTransaction, type Db } from "./pool.ts";
 import { classifyPgError } from "./query.ts";
 import { qualified, type TableName, ensureTargetTable, verifyTargetTable } from "./tables.ts";
-// Type only: contract-tables.ts loads the contract reader (yaml), which `run` on the login path must not load at start.
-import type { ContractTarget } from "./contract-tables.ts";
 
 /**
  * Brings the database to the state masq needs: migrations applied (unless the operator runs them separately) and
  * the target table present with the expected columns. Waits for a database that is not up yet. With a contract
- * (`masq migrate --contract`), its tables instead of the login table: contract-tables.ts.
+ * (`masq migrate --contract`), the caller's preparation of its tables instead of the login table
+ * (contracts/contract-tables.ts), passed in so that `run` on the login path never loads the contract reader.
  *
  * writesAfter: nothing is written (a migration, the target table, its registration or grant) before it resolves,
  * and not at all if it rejects; what is only read is checked at once. `run` passes its SQS check, so that the
@@ -27,7 +26,7 @@ import type { ContractTarget } from "./contract-tables.ts";
  */
 export async function prepareDatabase(
   db: Db,
-  target: TableName | ContractTarget,
+  target: TableName | { prepareTables: (opts: TablePreparation) => Promise<void> },
   opts: { migrate: boolean; logger: Logger; signal?: AbortSignal; deadlineMs?: number | undefined; writesAfter?: Promise<unknown> },
 ): Promise<void> {
   const { logger } = opts;
@@ -58,9 +57,8 @@ export async function prepareDatabase(
           if (owner) await warnRefusedRegistrations(db, logger);
           performance.mark("masq:migrate");
         }
-        if ("contract" in target) {
-          const { prepareContractTables } = await import("./contract-tables.ts");
-          await prepareContractTables(db, target, { owner, logger, beforeWriting });
+        if ("prepareTables" in target) {
+          await target.prepareTables({ owner, logger, beforeWriting });
           return;
         }
         const table = target;
@@ -91,6 +89,15 @@ export async function prepareDatabase(
         logger.warn({ err: describeError(err), setting: db.target.setting, target: db.target.where, retryInMs: Math.round(delay) }, "Postgres not ready; waiting"),
     },
   );
+}
+
+/** What a preparation of tables other than the login table is told: whether the login may register them, and the gate before writing. */
+export interface TablePreparation {
+  /** INSERT on masq.target_tables: the owner, who registers tables and grants them to analysts. */
+  owner: boolean;
+  logger: Logger;
+  /** Resolves before anything is written; rejects when nothing may be (prepareDatabase's writesAfter). */
+  beforeWriting: () => Promise<void>;
 }
 
 /**

@@ -2,16 +2,18 @@
  * `masq migrate` with a contract: each table the contract writes is created, or given the columns the contract
  * added, and registered for the lifecycle commands with its subject column and its pseudonym columns by kind
  * (masq.target_tables, masq.target_pseudonym_columns; 106_contract_tables.sql). What it would do is decided by
- * contract-columns.ts from what the tables are; nothing is dropped or retyped.
+ * contract-columns.ts from what the tables are; nothing is dropped or retyped. prepare-database.ts calls it where it
+ * would prepare the login table, after the migrations.
  */
 import type pg from "pg";
 import { isDeepStrictEqual } from "node:util";
 import { ConfigError } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import { defaultContract, type Contract } from "../contracts/contract.ts";
+import { defaultContract, type Contract } from "./contract.ts";
 import { planTable, tableNeeds, type PseudonymColumn, type TableNeed, type TablePlan, type TableState } from "./contract-columns.ts";
-import { inTransaction, type Db } from "./pool.ts";
-import { qualified } from "./tables.ts";
+import { inTransaction, type Db } from "../db/pool.ts";
+import type { TablePreparation } from "../db/prepare-database.ts";
+import { qualified } from "../db/tables.ts";
 
 /** A contract to migrate for, and the setting that named its file (MASQ_CONTRACT or --contract), which errors name. */
 export interface ContractTarget {
@@ -29,14 +31,14 @@ export function isLoginContract(contract: Contract): boolean {
 
 /**
  * Brings every table of the contract to what it needs, all or nothing: one transaction, under the advisory lock that
- * serialises masq's table creation (tables.ts), so that two migrates (or a starting `run`) never race on one table.
+ * serialises masq's table creation (db/tables.ts), so that two migrates (or a starting `run`) never race on one table.
  * A change it will not make is refused before anything is written, in one line naming the table, the column and what
  * to do. `owner`: the login may register tables (INSERT on masq.target_tables); another only creates and adds columns.
  */
 export async function prepareContractTables(
   db: Db,
   target: ContractTarget,
-  opts: { owner: boolean; logger: Logger; beforeWriting: () => Promise<void> },
+  opts: TablePreparation,
 ): Promise<void> {
   const needs = tableNeeds(target.contract);
   if ("refusal" in needs) throw new ConfigError(target.setting, needs.refusal, { what: "a contract masq cannot make tables for" });

@@ -3,8 +3,8 @@
  * of the subject, and the columns that hold pseudonyms by kind; and, given what a table already has, what `masq
  * migrate` adds or must refuse. Pure: the statements that read and change the database are in contract-tables.ts.
  */
-import type { Contract, EventSpec, FieldSpec } from "../contracts/contract.ts";
-import { parseTableName, qualified, quoteIdent, type TableName } from "./tables.ts";
+import type { Contract, EventSpec, FieldSpec } from "./contract.ts";
+import { parseTableName, qualified, quoteIdent, type TableName } from "../db/tables.ts";
 
 /** What a field's column must be: the type masq creates it with, and the existing types its values fit in. */
 export interface ColumnNeed {

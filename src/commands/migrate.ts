@@ -3,9 +3,8 @@ import { sql } from "kysely";
 import { masqQueries } from "../db/schema.ts";
 import { mayCreateAuditKey, openAuditKey } from "../keys/audit-key.ts";
 import { databaseSetting, hasMasterKey, readConnectTimeoutMs, readContractFile, readDatabaseUrl, readKeyConfig, readLogFormat, readLogLevel, readTable, settingSources, type Sources } from "../settings/config.ts";
-import { ConfigError, describeError } from "../errors.ts";
-import { loadContract } from "../contracts/contract.ts";
-import { isLoginContract, prepareContractTables, type ContractTarget } from "../contracts/contract-tables.ts";
+import { describeError } from "../errors.ts";
+import { loadContractTarget, prepareContractTables } from "../contracts/contract-tables.ts";
 import { createLogger, type Logger } from "../log.ts";
 import { createDb } from "../db/pool.ts";
 import { createKeyProvider } from "../keys/key-provider.ts";
@@ -21,7 +20,8 @@ import { onShutdownSignals } from "../signals.ts";
  */
 export async function migrateCommand(flags: Record<string, unknown>): Promise<number> {
   const src = settingSources(flags, process.env);
-  const contract = contractTarget(src);
+  // Read before anything connects: a contract file that does not read exits 2.
+  const contract = loadContractTarget(readContractFile(src), src.flags.contract === undefined ? "MASQ_CONTRACT" : "--contract");
   const table = readTable(src);
   const logger = createLogger(readLogLevel(src), undefined, readLogFormat(src));
   const connectTimeoutMs = readConnectTimeoutMs(src);
@@ -42,22 +42,6 @@ export async function migrateCommand(flags: Record<string, unknown>): Promise<nu
     await db.close().catch(() => undefined);
     logger.flush();
   }
-}
-
-/**
- * MASQ_CONTRACT or --contract, read before anything connects: a file that does not read exits 2. Undefined without
- * one, or for the login contract shipped with masq (or a copy of it), whose table is MASQ_TABLE's as it always was.
- */
-function contractTarget(src: Sources): ContractTarget | undefined {
-  const file = readContractFile(src);
-  if (file === undefined) return undefined;
-  const setting = src.flags.contract === undefined ? "MASQ_CONTRACT" : "--contract";
-  const loaded = loadContract(file, setting);
-  if (loaded.contract === undefined) {
-    const more = loaded.errors.length > 1 ? ` (and ${loaded.errors.length - 1} more)` : "";
-    throw new ConfigError(setting, `${loaded.errors[0]}${more}`, { hint: "masq check --offline lists every error" });
-  }
-  return isLoginContract(loaded.contract) ? undefined : { contract: loaded.contract, setting };
 }
 
 /**

@@ -9,7 +9,7 @@ import type pg from "pg";
 import { isDeepStrictEqual } from "node:util";
 import { ConfigError } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import { defaultContract, type Contract } from "./contract.ts";
+import { defaultContract, loadContract, type Contract } from "./contract.ts";
 import { planTable, tableNeeds, type PseudonymColumn, type TableNeed, type TablePlan, type TableState } from "./contract-columns.ts";
 import { inTransaction, type Db } from "../db/pool.ts";
 import type { TablePreparation } from "../db/prepare-database.ts";
@@ -27,6 +27,21 @@ export interface ContractTarget {
  */
 export function isLoginContract(contract: Contract): boolean {
   return isDeepStrictEqual(contract, defaultContract());
+}
+
+/**
+ * The contract file a setting names (`file`, from MASQ_CONTRACT or --contract), for its tables; undefined without one,
+ * or for the login contract shipped with masq (or a copy of it), whose table is MASQ_TABLE's as it always was. A file
+ * that does not read is a ConfigError: its first error, and how to see them all.
+ */
+export function loadContractTarget(file: string | undefined, setting: string): ContractTarget | undefined {
+  if (file === undefined) return undefined;
+  const loaded = loadContract(file, setting);
+  if (loaded.contract === undefined) {
+    const more = loaded.errors.length > 1 ? ` (and ${loaded.errors.length - 1} more)` : "";
+    throw new ConfigError(setting, `${loaded.errors[0]}${more}`, { hint: "masq check --offline lists every error" });
+  }
+  return isLoginContract(loaded.contract) ? undefined : { contract: loaded.contract, setting };
 }
 
 /**
@@ -68,7 +83,7 @@ export async function prepareContractTables(
  * The table as it is, read under the lock. The owner also learns whether masq would register it (masq.target_refusal:
  * a table someone else owns, or with triggers, rules or row-level security, is refused as prepare-database.ts does).
  */
-async function readTableState(client: pg.PoolClient, need: TableNeed, target: ContractTarget, owner: boolean): Promise<TableState> {
+async function readTableState(client: pg.Pool | pg.PoolClient, need: TableNeed, target: ContractTarget, owner: boolean): Promise<TableState> {
   const name = `${need.table.schema}.${need.table.name}`;
   const exists = (await client.query<{ oid: string | null }>("SELECT to_regclass($1)::oid::text AS oid", [qualified(need.table)])).rows[0]?.oid != null;
   if (!exists) {
@@ -94,6 +109,31 @@ async function readTableState(client: pg.PoolClient, need: TableNeed, target: Co
   if (row.why != null) throw new ConfigError(target.setting, row.why, { what: "a table masq will not register", object: `table ${name}` });
   if (row.subject_column != null) state.registered = { subjectColumn: row.subject_column, pseudonyms: row.pseudonyms ?? [] };
   return state;
+}
+
+/** One table of the contract as `masq check` reports it: what migrate would do, or the error that stops it. */
+export type TableReport = { table: string; plan: TablePlan; exists: boolean; registered: boolean | undefined } | { table: string; failed: unknown };
+
+/**
+ * What `masq migrate --contract` would do to each table, read without a lock or a write (`masq check`). `owner`: the
+ * login may read masq's registrations and would register (registered is undefined otherwise).
+ */
+export async function inspectContractTables(db: Db, target: ContractTarget, owner: boolean): Promise<TableReport[]> {
+  const needs = tableNeeds(target.contract);
+  if ("refusal" in needs) return [{ table: "(contract)", failed: new ConfigError(target.setting, needs.refusal, { what: "a contract masq cannot make tables for" }) }];
+  const reports: TableReport[] = [];
+  for (const need of needs.tables) {
+    const table = `${need.table.schema}.${need.table.name}`;
+    try {
+      const state = await readTableState(db.pool, need, target, owner);
+      const plan = planTable(need, state);
+      if ("refusal" in plan) reports.push({ table, failed: new ConfigError(target.setting, plan.refusal, { what: "a change masq migrate does not make", object: `table ${table}` }) });
+      else reports.push({ table, plan, exists: state.exists, registered: owner ? state.registered !== undefined : undefined });
+    } catch (err) {
+      reports.push({ table, failed: err });
+    }
+  }
+  return reports;
 }
 
 /** Registers the table (or its new pseudonym columns), and lets analysts read it (105_roles.sql), as for the login table. */

@@ -145,6 +145,32 @@ describe("masq migrate --contract", () => {
     assert.deepEqual(await catalog(), before);
   });
 
+  test("masq check with a contract: a line per table saying what migrate would do, or why it would refuse", async () => {
+    const check = (file: string) =>
+      runMasq(["check", "--contract", file], {
+        DATABASE_URL: pgdb.url,
+        QUEUE_URL: "http://127.0.0.1:1/000000000000/nowhere",
+        AWS_ACCESS_KEY_ID: "test",
+        AWS_SECRET_ACCESS_KEY: "test",
+        MASQ_CONNECT_TIMEOUT_SECONDS: "2",
+        MASQ_MASTER_KEY: Buffer.alloc(32, 7).toString("base64"),
+      });
+    const lines = (out: string) => out.split("\n").filter((l) => / contract( table)?:/.test(l));
+    const same = await check(join(REPO_ROOT, "contracts", "examples", "purchase.yaml"));
+    assert.deepEqual(lines(same.stdout), [
+      "ok    contract: purchase → purchases (11 fields, unknown fields: quarantine)",
+      "ok    contract table: public.purchases has the contract's columns and is registered (kept, not written: phone_hash, gift)",
+    ]);
+    const more = await check(contractFile("more.yaml", ["      currency:\n", "      note:\n        type: string\n        max_length: 9\n        treatment: hash\n        kind: note\n        column: note_hash\n      currency:\n"]));
+    assert.match(lines(more.stdout)[1]!, /^ok {4}contract table: public\.purchases exists \(kept, not written: phone_hash, gift\); masq migrate --contract adds column note_hash and registers pseudonym column note_hash$/);
+    const retype = await check(join(dir, "retype.yaml"));
+    assert.match(lines(retype.stdout)[1]!, /^FAIL {2}contract table: a change masq migrate does not make \(table public\.purchases\): column public\.purchases\.amount_cents is bigint;/);
+    assert.equal(retype.code, 2);
+    const fresh = await check(join(REPO_ROOT, "contracts", "examples", "page-view.yaml"));
+    assert.equal(lines(fresh.stdout)[1], "ok    contract table: public.page_views does not exist yet; masq migrate --contract creates it");
+    assert.equal((await client.query<{ t: string | null }>("SELECT to_regclass('public.page_views')::text AS t")).rows[0]!.t, null, "check writes nothing");
+  });
+
   test("a contract that does not read: exit 2 before connecting, its first error and how to see all", async () => {
     const r = await migrate("postgres://nobody@127.0.0.1:1/none", "--contract", contractFile("broken.yaml", ["        max_length: 64\n", ""]));
     assert.equal(r.code, 2, r.stdout + r.stderr);

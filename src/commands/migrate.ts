@@ -10,6 +10,8 @@ import { createDb } from "../db/pool.ts";
 import { createKeyProvider } from "../keys/key-provider.ts";
 import { prepareDatabase, type TablePreparation } from "../db/prepare-database.ts";
 import { onShutdownSignals } from "../signals.ts";
+import { lookup } from "../settings/sources.ts";
+import { SETTINGS } from "../settings/spec.ts";
 
 /**
  * `masq migrate`: applies pending migrations, creates the target table if absent (with a contract file, each of its
@@ -26,6 +28,10 @@ export async function migrateCommand(flags: Record<string, unknown>): Promise<nu
   const logger = createLogger(readLogLevel(src), undefined, readLogFormat(src));
   const connectTimeoutMs = readConnectTimeoutMs(src);
   const db = createDb({ databaseUrl: readDatabaseUrl(src), setting: databaseSetting(src), connectTimeoutMs, logger });
+  const tableGiven = lookup(SETTINGS.table, src);
+  if (contract !== undefined && tableGiven !== undefined) {
+    logger.warn({ setting: tableGiven.from }, `${tableGiven.from} is not used with a contract file: the contract names its tables, and the login table is neither created nor registered`);
+  }
   const abort = new AbortController();
   const signals = onShutdownSignals({ first: (signal) => abort.abort(signal) });
   try {

@@ -97,17 +97,19 @@ describe("masq migrate --contract", () => {
     assert.equal((await catalog()).length, PURCHASES.length + 4);
   });
 
-  test("a contract that gains a field: its column added (nullable), its pseudonym column registered; MASQ_CONTRACT names the file", async () => {
+  test("a contract that gains a field: its column added (nullable), its pseudonym column registered; MASQ_CONTRACT names the file, MASQ_TABLE is not used", async () => {
     const file = contractFile("gains.yaml", [
       "      amount_cents:\n",
       "      phone:\n        type: string\n        max_length: 32\n        required: false\n        treatment: hash\n        kind: phone\n        column: phone_hash\n      gift:\n        type: boolean\n        required: false\n        treatment: keep\n        column: gift\n      amount_cents:\n",
     ]);
-    const r = await runMasq(["migrate"], { DATABASE_URL: pgdb.url, MASQ_CONTRACT: file });
+    const r = await runMasq(["migrate"], { DATABASE_URL: pgdb.url, MASQ_CONTRACT: file, MASQ_TABLE: "other_logins" });
     assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /"msg":"MASQ_TABLE is not used with a contract file: the contract names its tables, and the login table is neither created nor registered"/);
     assert.match(r.stdout, /"columns":\["phone_hash","gift"\].*"msg":"columns added to a contract table"/);
     const now = await catalog();
     assert.ok(now.includes("purchases.phone_hash text YES") && now.includes("purchases.gift boolean YES"), now.join("\n"));
     assert.ok(now.includes("purchases.phone_hash phone false"), now.join("\n"));
+    assert.ok(!now.some((l) => l.startsWith("other_logins")), now.join("\n"));
   });
 
   test("the example again, without those fields: their columns are kept, said once", async () => {

@@ -15,6 +15,9 @@ import { inTransaction, type Db } from "../db/pool.ts";
 import type { TablePreparation } from "../db/prepare-database.ts";
 import { qualified } from "../db/tables.ts";
 
+/** How long ALTER TABLE waits for the table's lock before it gives up and tries again. */
+const DDL_LOCK_TIMEOUT = "5s";
+
 /** A contract to migrate for, and the setting that named its file (MASQ_CONTRACT or --contract), which errors name. */
 export interface ContractTarget {
   contract: Contract;
@@ -68,6 +71,9 @@ export async function prepareContractTables(
     }
     const writes = plans.some(({ state, plan }) => plan.ddl.length > 0 || (opts.owner && (state.registered === undefined || plan.register.length > 0)));
     if (writes) await opts.beforeWriting();
+    // ADD COLUMN waits for every reader of the table, and while it waits `run`'s inserts queue behind it: a short
+    // wait, retried (a TransientError, prepareDatabase's retryTransient) rather than ingestion stalled behind a long query.
+    if (plans.some(({ state, plan }) => state.exists && plan.ddl.length > 0)) await client.query(`SET LOCAL lock_timeout = '${DDL_LOCK_TIMEOUT}'`);
     for (const { need, state, plan } of plans) {
       const name = `${need.table.schema}.${need.table.name}`;
       for (const statement of plan.ddl) await client.query(statement);

@@ -226,6 +226,38 @@ describe("masq migrate --contract, other databases", () => {
     }
   });
 
+  test("a column to add while a long query reads the table: short waits, retried, inserts not stalled behind it; added once the reader is done", async () => {
+    const db = await createTestDatabase();
+    const [c, reader] = [new pg.Client({ connectionString: db.url }), new pg.Client({ connectionString: db.url })];
+    await c.connect();
+    await reader.connect();
+    try {
+      assert.equal((await migrate(db.url, "--contract", join(REPO_ROOT, "contracts", "examples", "purchase.yaml"))).code, 0);
+      const file = contractFile("wait.yaml", ["      currency:\n", "      note:\n        type: string\n        max_length: 10\n        required: false\n        treatment: keep\n        column: note\n      currency:\n"]);
+      await reader.query("BEGIN");
+      await reader.query("SELECT count(*) FROM purchases");
+      const running = runMasq(["migrate", "--contract", file], { DATABASE_URL: db.url, MASQ_CONNECT_TIMEOUT_SECONDS: "60" });
+      // Once its ALTER TABLE waits for the reader, another session's insert queues behind it: for one short wait only.
+      for (let i = 0; i < 200; i++) {
+        const w = await c.query("SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'ALTER TABLE%'");
+        if (w.rowCount === 1) break;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      await c.query("SET lock_timeout = '15s'");
+      await c.query("INSERT INTO purchases (customer_id) VALUES ('c-1')");
+      assert.equal((await c.query("SELECT 1 FROM information_schema.columns WHERE table_name = 'purchases' AND column_name = 'note'")).rowCount, 0);
+      await reader.query("COMMIT");
+      const r = await running;
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      assert.match(r.stdout, /a lock masq waits for is held by another session|lock timeout/);
+      assert.equal((await c.query("SELECT 1 FROM information_schema.columns WHERE table_name = 'purchases' AND column_name = 'note'")).rowCount, 1);
+    } finally {
+      await reader.end();
+      await c.end();
+      await db.close();
+    }
+  });
+
   test("the login contract given explicitly: the same login table and registration as without a contract", async () => {
     const [a, b] = [await createTestDatabase(), await createTestDatabase()];
     const [ca, cb] = [new pg.Client({ connectionString: a.url }), new pg.Client({ connectionString: b.url })];

@@ -113,10 +113,11 @@ export function buildProgram(): Command {
     "masq run --drain --queue-url http://127.0.0.1:4566/000000000000/login-queue --database-url 'host=/var/run/postgresql dbname=logins'",
   );
 
-  const migrate = logLevelOption(databaseOption(tableOption(program.command("migrate").description("apply pending migrations, create the target table if absent, and exit"))));
+  const migrate = logLevelOption(databaseOption(tableOption(program.command("migrate").description("apply pending migrations, create the target table if absent (with --contract, the contract's tables), and exit"))));
+  migrate.addOption(settingOption("contract", { help: "the privacy contract file (YAML) whose tables to create, extend and register instead of the login table" }));
   migrate.action(async (_opts, cmd: Command) => finish(await (await import("./commands/migrate.ts")).migrateCommand(explicit(cmd))));
-  settings(migrate, "table", "keys", "log-level", "log-format", "connect", "aws");
-  examples(migrate, "DATABASE_URL=postgres://masq_owner@db/logins masq migrate --table ingest.user_logins");
+  settings(migrate, "table", "keys", "log-level", "log-format", "connect", "aws", "contract");
+  examples(migrate, "DATABASE_URL=postgres://masq_owner@db/logins masq migrate --table ingest.user_logins", "masq migrate --contract contracts/examples/purchase.yaml");
 
   const status = program.command("status").description("one screen: queue depth, rows, today's commits, last commit, quarantine by reason");
   queueOptions(status, "SQS queue URL (optional here)");
@@ -346,7 +347,7 @@ export function buildProgram(): Command {
     .command("check")
     .description("preflight: configuration, AWS credentials, queue, Postgres, keys; one line per check, exit 0 only when run would work");
   queueOptions(check, "SQS queue URL");
-  check.option("--offline", "only what needs neither AWS nor Postgres: the contract file").addOption(settingOption("contract", { help: "with --offline: the privacy contract file (YAML) to check" }));
+  check.option("--offline", "only what needs neither AWS nor Postgres: the contract file").addOption(settingOption("contract", { help: "the privacy contract file (YAML) to check; online, also its tables against what masq migrate --contract would do" }));
   databaseOption(tableOption(check)).action(async (_opts, cmd: Command) => finish(await (await import("./commands/check.ts")).checkCommand(explicit(cmd))));
   settings(check, "queue", "table", "keys", "pseudonym-key", "pipeline", "http", "log-level", "log-format", "connect", "migrate", "aws", "contract");
   examples(check, "masq check", "MASQ_CONNECT_TIMEOUT_SECONDS=5 masq check --queue-url http://127.0.0.1:4566/000000000000/login-queue", "masq check --offline --contract contracts/examples/purchase.yaml");

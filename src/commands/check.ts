@@ -5,6 +5,7 @@
 import type { SQSClient } from "@aws-sdk/client-sqs";
 import { sql } from "kysely";
 import { describeContract, loadContract } from "../contracts/contract.ts";
+import { inspectContractTables, loadContractTarget, type ContractTarget, type TableReport } from "../contracts/contract-tables.ts";
 import { loadMigrations } from "../db/migrate.ts";
 import { targetText } from "../db/connection.ts";
 import { createDb, type Db, sayWaiting, waitForPostgres } from "../db/pool.ts";
@@ -53,6 +54,14 @@ export async function checkCommand(flags: Record<string, unknown>): Promise<numb
   }
   if (errors.length === 0) report("configuration", { ok: `queue ${config.queueUrl}, table ${qualified(config.table!)}, key provider ${config.keys!.provider}` });
   for (const err of errors) report("configuration", { failed: err });
+  // A contract other than the login's: each of its tables is checked against what masq migrate --contract would do.
+  let contract: ContractTarget | undefined;
+  try {
+    contract = loadContractTarget(readContractFile(src), src.flags.contract === undefined ? "MASQ_CONTRACT" : "--contract");
+    if (contract !== undefined) report("contract", { ok: describeContract(contract.contract) });
+  } catch (err) {
+    report("contract", { failed: err });
+  }
 
   const queue = queuePart(config);
   if (queue !== undefined) await checkSqs(queue, src, deadlineMs, report);
@@ -61,12 +70,12 @@ export async function checkCommand(flags: Record<string, unknown>): Promise<numb
   const database = databasePart(config);
   const keys = keysPart(config);
   if (database === undefined) {
-    for (const name of ["Postgres login", "migrations", "target table", "ingest privileges"]) report(name, { skipped: "needs valid database settings (see configuration)" });
+    for (const name of ["Postgres login", "migrations", "target table", ...(contract ? ["contract tables"] : []), "ingest privileges"]) report(name, { skipped: "needs valid database settings (see configuration)" });
   }
   const db = database && createDb({ databaseUrl: database.databaseUrl, setting: databaseSetting(src), connectTimeoutMs: deadlineMs, poolSize: 2 });
   const provider = keys && createKeyProvider(keys.keys);
   try {
-    const pgOk = db !== undefined && database !== undefined && (await checkPostgres(db, database, deadlineMs, report));
+    const pgOk = db !== undefined && database !== undefined && (await checkPostgres(db, database, contract, deadlineMs, report));
     if (provider === undefined || keys === undefined) report("key provider", { skipped: "needs valid key settings (see configuration)" });
     else await checkKeys(db, provider, keys, pgOk, deadlineMs, report);
   } finally {
@@ -140,8 +149,8 @@ async function checkSqs(config: QueuePart, src: Sources, deadlineMs: number, rep
 }
 
 /** Login, migrations, the target table and the ingest privileges; true when the database is usable for the key checks. */
-async function checkPostgres(db: Db, config: DatabasePart, deadlineMs: number, report: Report): Promise<boolean> {
-  const rest = ["migrations", "target table", "ingest privileges"];
+async function checkPostgres(db: Db, config: DatabasePart, contract: ContractTarget | undefined, deadlineMs: number, report: Report): Promise<boolean> {
+  const rest = ["migrations", "target table", ...(contract ? ["contract tables"] : []), "ingest privileges"];
   let who: { user: string; database: string };
   try {
     await waitForPostgres(db, { deadlineMs, onWait: sayWaiting });
@@ -194,6 +203,7 @@ async function checkPostgres(db: Db, config: DatabasePart, deadlineMs: number, r
   } catch (err) {
     report("target table", { failed: fromPostgres(err, db.target) });
   }
+  if (contract !== undefined) await checkContractTables(db, contract, version === expected.last, report);
   if (version !== expected.last || !tableExists) {
     report("ingest privileges", { skipped: "checked once the migrations are applied and the table exists" });
     return true;
@@ -216,6 +226,32 @@ async function checkPostgres(db: Db, config: DatabasePart, deadlineMs: number, r
     report("ingest privileges", { failed: fromPostgres(err, db.target) });
   }
   return true;
+}
+
+/**
+ * What `masq migrate --contract` would do to each table of the contract (create, add columns, register), or why it
+ * would refuse. Registrations are read only by a login that may write them (the owner), once migrations are applied.
+ */
+async function checkContractTables(db: Db, contract: ContractTarget, migrated: boolean, report: Report): Promise<void> {
+  try {
+    const owner = migrated && (await sql<{ ok: boolean }>`SELECT has_table_privilege('masq.target_tables', 'INSERT') AS ok`.execute(masqQueries(db))).rows[0]?.ok === true;
+    for (const t of await inspectContractTables(db, contract, owner)) {
+      report("contract table", "failed" in t ? { failed: fromPostgres(t.failed, db.target) } : { ok: contractTableDetail(t) });
+    }
+  } catch (err) {
+    report("contract tables", { failed: fromPostgres(err, db.target) });
+  }
+}
+
+function contractTableDetail(t: Exclude<TableReport, { failed: unknown }>): string {
+  if (!t.exists) return `${t.table} does not exist yet; masq migrate --contract creates it`;
+  const todo: string[] = [];
+  if (t.plan.added.length > 0) todo.push(`adds column${t.plan.added.length === 1 ? "" : "s"} ${t.plan.added.join(", ")}`);
+  if (t.registered === false) todo.push("registers it");
+  else if (t.plan.register.length > 0) todo.push(`registers pseudonym column${t.plan.register.length === 1 ? "" : "s"} ${t.plan.register.map((p) => p.column).join(", ")}`);
+  const unused = t.plan.unused.length === 0 ? "" : ` (kept, not written: ${t.plan.unused.join(", ")})`;
+  if (todo.length > 0) return `${t.table} exists${unused}; masq migrate --contract ${todo.join(" and ")}`;
+  return `${t.table} has the contract's columns${t.registered === true ? " and is registered" : ""}${unused}`;
 }
 
 function migrationResult(

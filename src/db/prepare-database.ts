@@ -16,7 +16,9 @@ import { qualified, type TableName, ensureTargetTable, verifyTargetTable } from 
 
 /**
  * Brings the database to the state masq needs: migrations applied (unless the operator runs them separately) and
- * the target table present with the expected columns. Waits for a database that is not up yet.
+ * the target table present with the expected columns. Waits for a database that is not up yet. With a contract
+ * (`masq migrate --contract`), the caller's preparation of its tables instead of the login table
+ * (contracts/contract-tables.ts), passed in so that `run` on the login path never loads the contract reader.
  *
  * writesAfter: nothing is written (a migration, the target table, its registration or grant) before it resolves,
  * and not at all if it rejects; what is only read is checked at once. `run` passes its SQS check, so that the
@@ -24,7 +26,7 @@ import { qualified, type TableName, ensureTargetTable, verifyTargetTable } from 
  */
 export async function prepareDatabase(
   db: Db,
-  table: TableName,
+  target: TableName | { prepareTables: (opts: TablePreparation) => Promise<void> },
   opts: { migrate: boolean; logger: Logger; signal?: AbortSignal; deadlineMs?: number | undefined; writesAfter?: Promise<unknown> },
 ): Promise<void> {
   const { logger } = opts;
@@ -55,6 +57,11 @@ export async function prepareDatabase(
           if (owner) await warnRefusedRegistrations(db, logger);
           performance.mark("masq:migrate");
         }
+        if ("prepareTables" in target) {
+          await target.prepareTables({ owner, logger, beforeWriting });
+          return;
+        }
+        const table = target;
         let t = { created: false };
         if (opts.writesAfter !== undefined && (await tableExists(db, table))) await verifyTargetTable(db.pool, table);
         else {
@@ -82,6 +89,15 @@ export async function prepareDatabase(
         logger.warn({ err: describeError(err), setting: db.target.setting, target: db.target.where, retryInMs: Math.round(delay) }, "Postgres not ready; waiting"),
     },
   );
+}
+
+/** What a preparation of tables other than the login table is told: whether the login may register them, and the gate before writing. */
+export interface TablePreparation {
+  /** INSERT on masq.target_tables: the owner, who registers tables and grants them to analysts. */
+  owner: boolean;
+  logger: Logger;
+  /** Resolves before anything is written; rejects when nothing may be (prepareDatabase's writesAfter). */
+  beforeWriting: () => Promise<void>;
 }
 
 /**

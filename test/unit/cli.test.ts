@@ -245,7 +245,7 @@ describe("every command's help: one format, only the flags it reads, an example"
       "--writers", "--max-in-flight", "--wait-time-seconds", "--visibility-timeout", "--shutdown-timeout-ms", "--http-port", "--http-host",
       "--no-migrate", "--log-level", "--config",
     ],
-    migrate: ["--table", "--database-url", "--log-level", "--config"],
+    migrate: ["--table", "--database-url", "--log-level", "--config", "--contract"],
     status: ["--queue-url", "--sqs-protocol", "--sqs-endpoint", "--table", "--database-url", "--json", "--config"],
     quarantine: [],
     "quarantine list": ["--reason-code", "--reason", "--limit", "--all", "--json", "--database-url", "--config"],
@@ -314,7 +314,7 @@ describe("each command's --help names every setting it reads", () => {
   const VAULT = [readKeyConfig, readConnectTimeoutMs, readPseudonymKey];
   const READERS: Record<string, ((src: Sources) => unknown)[]> = {
     run: [(src) => readRunConfig(src, false), readConnectTimeoutMs, readLogFormat, readRetentionDays],
-    migrate: [readTable, readLogLevel, readLogFormat, readConnectTimeoutMs, readKeyConfig],
+    migrate: [readTable, readLogLevel, readLogFormat, readConnectTimeoutMs, readKeyConfig, readContractFile],
     status: [readQueueSettings, readTable, readConnectTimeoutMs, readRetentionDays],
     "quarantine list": [readConnectTimeoutMs],
     "quarantine show": [readKeyConfig, readConnectTimeoutMs],

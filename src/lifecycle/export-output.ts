@@ -34,7 +34,21 @@ export interface ExportedQuarantined {
   masked_row: ExportedMaskedRow | null;
 }
 
-export type ExportLine = ExportedRow | ExportedQuarantined;
+/**
+ * One row of a table a contract registered with a layout other than the login's: its columns as the table holds them
+ * (pseudonyms and hashes included), and beside each recoverable (pseudonymized) column its original (null: the vault
+ * holds no value). A hash column has no original.
+ */
+export interface ExportedContractRow {
+  source: "contract_row";
+  table: string;
+  user_id: string;
+  create_date: string | null;
+  columns: Record<string, unknown>;
+  values: Record<string, string | null>;
+}
+
+export type ExportLine = ExportedRow | ExportedContractRow | ExportedQuarantined;
 
 const CSV_COLUMNS = [
   "source",
@@ -94,6 +108,11 @@ const IP_WIDTH = 39; // the longest RFC 5952 address
 
 /** A db_rejected record's masked row goes in the row's columns, its original (none) left empty. */
 function csvLine(l: ExportLine): string {
+  // The CSV's columns are the login's: a contract table's row keeps its own (and its values) as JSON in `original`.
+  if (l.source === "contract_row") {
+    const cells = { ...empty(), source: l.source, user_id: l.user_id, create_date: l.create_date ?? "", original: JSON.stringify({ table: l.table, columns: l.columns, values: l.values }) };
+    return CSV_COLUMNS.map((c) => csvField(cells[c])).join(",");
+  }
   const rowCells = (r: ExportedMaskedRow) => ({ create_date: r.create_date ?? "", device_type: r.device_type ?? "", locale: r.locale ?? "", app_version: r.app_version ?? "", masked_ip: r.masked_ip ?? "", ip: r.ip ?? "", masked_device_id: r.masked_device_id ?? "", device_id: r.device_id ?? "" });
   const cells: Record<(typeof CSV_COLUMNS)[number], string> =
     l.source === "row"
@@ -108,6 +127,13 @@ function empty(): Record<(typeof CSV_COLUMNS)[number], string> {
 
 /** In the table a missing value shows as "-", a pseudonym whose value the vault does not hold as "(not in vault)". */
 function tableLine(l: ExportLine): string {
+  if (l.source === "contract_row") {
+    const cells = Object.entries(l.columns).map(([k, v]) => {
+      const original = Object.hasOwn(l.values, k) ? ` (${l.values[k] === null ? "not in vault" : printable(l.values[k]!)})` : "";
+      return `${printable(k)}=${v === null ? "-" : printable(typeof v === "string" ? v : JSON.stringify(v))}${original}`;
+    });
+    return [`row`.padEnd(6), show(l.create_date).padEnd(11), printable(l.table), ...cells].join("  ");
+  }
   if (l.source === "quarantined") {
     const replayed = l.replayed_at === null ? "" : ` (replayed ${l.replayed_at})`;
     const kept =

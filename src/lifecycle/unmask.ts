@@ -4,7 +4,7 @@ import { classified } from "../db/query.ts";
 import { masqQueries } from "../db/schema.ts";
 import type { TableName } from "../db/tables.ts";
 import { FatalError, ConfigError } from "../errors.ts";
-import type { PiiKind, Pseudonymizer } from "../ingest/pseudonymize.ts";
+import type { Kind, Pseudonymizer } from "../ingest/pseudonymize.ts";
 import { openAuditKey } from "../keys/audit-key.ts";
 import { IntegrityError, open, vaultAad } from "../keys/data-keys.ts";
 import { unwrapDataKeys } from "../keys/unwrap-data-keys.ts";
@@ -18,7 +18,8 @@ import type { Lifecycle } from "./audited-command.ts";
  * its values are printed.
  */
 
-export const KINDS: readonly PiiKind[] = ["ip", "device_id"];
+/** The kinds a bare pseudonym is looked up as when `--kind` names none: the login's. */
+export const KINDS: readonly Kind[] = ["ip", "device_id"];
 
 /** What `masq unmask` was asked for: pseudonyms, or the rows of the table by user id and/or date range. */
 export interface Selector {
@@ -26,7 +27,7 @@ export interface Selector {
   userIds: string[];
   from: string | undefined;
   to: string | undefined;
-  kinds: PiiKind[];
+  kinds: Kind[];
   limit: number;
 }
 
@@ -59,7 +60,7 @@ export async function unmask(
  * `masq pseudonym <kind> <value>`: the pseudonym of a value an analyst holds, under the active key. The audit row
  * names the pseudonym (never the value) and commits before the pseudonym is returned.
  */
-export async function pseudonymOf(lc: Lifecycle, req: { kind: PiiKind; value: string; reason: string; pseudonymKeyOverride: Uint8Array | undefined }): Promise<string> {
+export async function pseudonymOf(lc: Lifecycle, req: { kind: Kind; value: string; reason: string; pseudonymKeyOverride: Uint8Array | undefined }): Promise<string> {
   const provider = lc.keys();
   const key = await activePseudonymKey(lc.db.pool, provider, req.pseudonymKeyOverride);
   const pseudonym = key.pseudonymizer.pseudonymize(req.kind, req.value);
@@ -94,8 +95,8 @@ type Candidates = { key_version: number; data_key_id: string }[];
  * the table, the same statement also returns those pairs' vault entries (vaultEntries' step 0), one round trip
  * instead of two.
  */
-async function wantedPseudonyms(db: Db, table: TableName, s: Selector): Promise<{ wanted: { kind: PiiKind; pseudonym: string }[]; candidates: Candidates | undefined }> {
-  const out: { kind: PiiKind; pseudonym: string }[] = [];
+async function wantedPseudonyms(db: Db, table: TableName, s: Selector): Promise<{ wanted: { kind: Kind; pseudonym: string }[]; candidates: Candidates | undefined }> {
+  const out: { kind: Kind; pseudonym: string }[] = [];
   // A bare pseudonym may be of either kind (they never collide): look it up as each kind asked for.
   for (const p of s.pseudonyms) for (const kind of s.kinds) out.push({ kind, pseudonym: p });
   if (s.userIds.length === 0 && s.from === undefined && s.to === undefined) return { wanted: out, candidates: undefined };
@@ -144,7 +145,7 @@ export interface RevealRequest {
   selector: Record<string, unknown>;
   /** What the client says about itself (OS user, AWS caller), labelled client-reported in the row. */
   client: Record<string, unknown>;
-  wanted: readonly { kind: PiiKind; pseudonym: string }[];
+  wanted: readonly { kind: Kind; pseudonym: string }[];
   /** The vault entries of `wanted` when already read (with the table's rows); else read here, step 0. */
   candidates?: Candidates | undefined;
   limit: number;
@@ -156,14 +157,14 @@ export interface RevealResult {
   /** Values that decrypted and are their pseudonym's: safe to show. */
   values: Unmasked[];
   /** Values that decrypted but are not HMAC(key, kind:value) of their pseudonym: planted, withheld, marked suspect. */
-  forged: { kind: PiiKind; pseudonym: string }[];
+  forged: { kind: Kind; pseudonym: string }[];
   found: Set<string>;
   more: boolean;
   auditSeq: string;
 }
 
 interface Cipher {
-  kind: PiiKind;
+  kind: Kind;
   pseudonym: string;
   key_version: number;
   data_key_id: string;
@@ -208,7 +209,7 @@ export async function revealVault(db: Db, provider: KeyProvider, req: RevealRequ
       if (!pseudonymizers.has(v)) pseudonymizers.set(v, (await pseudonymKeyVersion(pool, provider, v, undefined, req.pseudonymKeyOverride)).pseudonymizer);
     }
     const values: Unmasked[] = [];
-    const forged: { kind: PiiKind; pseudonym: string }[] = [];
+    const forged: { kind: Kind; pseudonym: string }[] = [];
     for (const r of rows) {
       const key = dataKeys.get(r.data_key_id);
       if (key === undefined) throw new FatalError(`the data key of ${r.kind} ${r.pseudonym} is missing from masq.data_keys`);

@@ -82,7 +82,7 @@ function readSelector(flags: Record<string, unknown>): Selector {
   }
   const kind = typeof flags.kind === "string" ? flags.kind : undefined;
   // Any kind a contract may declare (a kind the vault does not hold finds nothing); without --kind, the login's two.
-  if (kind !== undefined && !KIND_PATTERN.test(kind)) throw new ConfigError("--kind", "must be a kind: ip, device_id or a contract's kind (a lowercase letter, then up to 62 lowercase letters, digits or _)", { what: "unknown kind" });
+  if (kind !== undefined && !KIND_PATTERN.test(kind)) throw new ConfigError("--kind", "must be ip or device_id, or a kind a contract declares (a lowercase letter, then up to 62 lowercase letters, digits or _)", { what: "unknown kind" });
   const limit = typeof flags.limit === "number" ? flags.limit : 1000;
   return { pseudonyms, userIds, from, to, kinds: kind === undefined ? [...KINDS] : [kind], limit };
 }

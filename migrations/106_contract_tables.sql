@@ -36,6 +36,8 @@ CREATE INDEX quarantine_pseudonyms_idx ON masq.quarantine USING gin (pseudonyms)
 -- Who reads the new column: as masq_unmask reads masked_ip and masked_device_id (105_roles.sql). The roles may not
 -- exist where deploy/sql/login-roles.sql was not run; 105_roles.sql creates them, so they do here.
 GRANT SELECT (pseudonyms) ON masq.quarantine TO masq_unmask;
+-- `masq unmask --user-id` reads a registered table's rows by its subject column and pseudonym columns (no PII here).
+GRANT SELECT ON masq.target_tables, masq.target_pseudonym_columns TO masq_unmask;
 
 -- ---------------------------------------------------------------------------------------------------------------
 -- The lifecycle per kind and per registered table (104_lifecycle.sql's functions, same signatures, so 105_roles.sql's

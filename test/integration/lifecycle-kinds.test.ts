@@ -111,6 +111,10 @@ describe("the lifecycle over a contract's table and kinds", () => {
     assert.deepEqual(JSON.parse(r.stdout), [{ kind: "email", pseudonym, value: "alice@example.com" }]);
     const audit = await fx.db.pool.query<{ subjects: string[] }>("SELECT subjects FROM masq.audit WHERE action = 'unmask' ORDER BY seq DESC LIMIT 1");
     assert.deepEqual(audit.rows[0]!.subjects, [`email:${pseudonym}`]);
+    // By the rows of the table: its subject column, its email column.
+    const byRows = await runMasq(["unmask", "--table", "purchases", "--user-id", "cust-1", "--kind", "email", "--reason", "fraud case 21", "--format", "json"], env());
+    assert.equal(byRows.code, 0, byRows.stderr);
+    assert.deepEqual((JSON.parse(byRows.stdout) as { value: string }[]).map((v) => v.value).sort(), ["alice@example.com", "shared@example.com"]);
     const bad = await runMasq(["unmask", "--kind", "Email!", "--pseudonym", pseudonym, "--reason", "fraud case 21"], env());
     assert.equal(bad.code, 2, bad.stderr);
     assert.match(bad.stderr, /--kind/);

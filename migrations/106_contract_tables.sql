@@ -277,7 +277,8 @@ BEGIN
     RETURN NEXT;
 END $$;
 
--- Subject export, step 1 (104_lifecycle.sql): the values counted are those of the table's recoverable columns.
+-- Subject export, step 1 (104_lifecycle.sql): the values counted are those of the table's recoverable columns, and
+-- those of the user's db_rejected records (their masked_ip and masked_device_id, or a contract's record's pseudonyms).
 CREATE OR REPLACE FUNCTION masq.audit_subject_export(p_reason text, p_selector jsonb, p_client jsonb, p_user_id text, p_fingerprint text,
                                                      p_table regclass, p_from date, p_to date, p_key_version integer)
     RETURNS TABLE (seq bigint, row_count bigint, value_count bigint, quarantined bigint)
@@ -294,12 +295,13 @@ BEGIN
     EXECUTE format(
         'WITH r AS MATERIALIZED (SELECT x.* FROM %1$s x WHERE %2$s = $1
                       AND ($2::date IS NULL OR x.create_date >= $2) AND ($3::date IS NULL OR x.create_date <= $3)),
-              j AS (SELECT q.masked_ip, q.masked_device_id FROM masq.quarantine q WHERE q.user_id = $1 AND q.reason = ''db_rejected''
+              j AS (SELECT q.masked_ip, q.masked_device_id, q.pseudonyms FROM masq.quarantine q WHERE q.user_id = $1 AND q.reason = ''db_rejected''
                       AND ($2::date IS NULL OR (q.received_at AT TIME ZONE ''UTC'')::date >= $2)
                       AND ($3::date IS NULL OR (q.received_at AT TIME ZONE ''UTC'')::date <= $3)),
               p AS (%3$s
                     UNION SELECT ''ip'', masked_ip FROM j
-                    UNION SELECT ''device_id'', masked_device_id FROM j)
+                    UNION SELECT ''device_id'', masked_device_id FROM j
+                    UNION SELECT split_part(e.s, '':'', 1), substr(e.s, strpos(e.s, '':'') + 1) FROM j CROSS JOIN LATERAL unnest(j.pseudonyms) AS e(s))
          SELECT (SELECT count(*) FROM r),
                 (SELECT count(*) FROM p JOIN masq.vault v ON v.kind = p.kind AND v.pseudonym = p.p)',
         p_table, masq.subject_sql(p_table, 'x'), masq.recoverable_sql(p_table, 'r', 'true'))
@@ -401,4 +403,38 @@ BEGIN
         RAISE EXCEPTION 'table % is not a table masq writes (it lacks %, of the type masq writes)', t, missing USING ERRCODE = '22023';
     END IF;
     RETURN t;
+END $$;
+
+-- Subject export, the quarantine records: as 104_lifecycle.sql's, and for a db_rejected record of a contract (one
+-- with pseudonyms) vault_values: its "kind:pseudonym" entries that the vault holds, with their ciphertexts (a jsonb
+-- array of kind, pseudonym, key_version, data_key_id, nonce and ciphertext in base64; NULL for any other record).
+CREATE OR REPLACE FUNCTION masq.subject_export_quarantine(p_seq bigint, p_user_id text) RETURNS refcursor
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    g masq.subject_export_grants%ROWTYPE;
+    c refcursor;
+BEGIN
+    g := masq.subject_export_grant(p_seq, p_user_id);
+    OPEN c FOR
+        SELECT q.message_id, q.reason, q.received_at, q.replayed_at, q.body_data_key_id, q.body_nonce, q.body_ciphertext,
+               m.masked_row,
+               vi.key_version AS ip_key_version, vi.data_key_id AS ip_data_key_id, vi.nonce AS ip_nonce, vi.ciphertext AS ip_ciphertext,
+               vd.key_version AS device_key_version, vd.data_key_id AS device_data_key_id, vd.nonce AS device_nonce, vd.ciphertext AS device_ciphertext,
+               CASE WHEN q.reason = 'db_rejected' AND q.pseudonyms IS NOT NULL THEN
+                   (SELECT coalesce(jsonb_agg(jsonb_build_object('kind', v.kind, 'pseudonym', v.pseudonym, 'key_version', v.key_version,
+                                                                'data_key_id', v.data_key_id, 'nonce', encode(v.nonce, 'base64'),
+                                                                'ciphertext', encode(v.ciphertext, 'base64')) ORDER BY v.kind, v.pseudonym), '[]')
+                    FROM unnest(q.pseudonyms) AS e(s)
+                    JOIN masq.vault v ON v.kind = split_part(e.s, ':', 1) AND v.pseudonym = substr(e.s, strpos(e.s, ':') + 1))
+               END AS vault_values
+        FROM masq.quarantine q
+        CROSS JOIN LATERAL (SELECT CASE WHEN q.reason = 'db_rejected' AND q.body IS NOT NULL THEN q.body::jsonb END AS masked_row) m
+        LEFT JOIN masq.vault vi ON q.reason = 'db_rejected' AND vi.kind = 'ip' AND vi.pseudonym = q.masked_ip
+        LEFT JOIN masq.vault vd ON q.reason = 'db_rejected' AND vd.kind = 'device_id' AND vd.pseudonym = q.masked_device_id
+        WHERE q.user_id = p_user_id
+          AND (g.from_date IS NULL OR (q.received_at AT TIME ZONE 'UTC')::date >= g.from_date)
+          AND (g.to_date IS NULL OR (q.received_at AT TIME ZONE 'UTC')::date <= g.to_date)
+        ORDER BY q.received_at, q.message_id;
+    RETURN c;
 END $$;

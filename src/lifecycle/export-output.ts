@@ -32,6 +32,12 @@ export interface ExportedQuarantined {
   replayed_at: string | null;
   original: string | null;
   masked_row: ExportedMaskedRow | null;
+  /**
+   * Only on a db_rejected record of a contract's event (one that holds pseudonyms of its kinds): the row the table
+   * refused as stored, and the originals of its pseudonyms that the vault holds (masked_row is then null).
+   */
+  row?: Record<string, unknown> | null;
+  values?: { kind: string; pseudonym: string; value: string | null }[];
 }
 
 /**
@@ -117,8 +123,13 @@ function csvLine(l: ExportLine): string {
   const cells: Record<(typeof CSV_COLUMNS)[number], string> =
     l.source === "row"
       ? { ...empty(), source: "row", user_id: l.user_id, ...rowCells(l) }
-      : { ...empty(), source: "quarantined", user_id: l.user_id, ...(l.masked_row === null ? {} : rowCells(l.masked_row)), message_id: l.message_id, quarantine_reason: l.reason, received_at: l.received_at, replayed_at: l.replayed_at ?? "", original: l.original ?? "" };
+      : { ...empty(), source: "quarantined", user_id: l.user_id, ...(l.masked_row === null ? {} : rowCells(l.masked_row)), message_id: l.message_id, quarantine_reason: l.reason, received_at: l.received_at, replayed_at: l.replayed_at ?? "", original: l.original ?? contractRejected(l) };
   return CSV_COLUMNS.map((c) => csvField(cells[c])).join(",");
+}
+
+/** A contract's db_rejected record (no original kept): its refused row and values as one JSON text; "" for any other. */
+function contractRejected(l: ExportedQuarantined): string {
+  return l.values === undefined ? "" : JSON.stringify({ row: l.row ?? null, values: l.values });
 }
 
 function empty(): Record<(typeof CSV_COLUMNS)[number], string> {
@@ -139,7 +150,9 @@ function tableLine(l: ExportLine): string {
     const kept =
       l.masked_row !== null
         ? `no original kept; the row the table refused: ${rowCells(l.masked_row).join("  ")}`
-        : `original: ${l.original === null ? "(no original kept)" : printable(l.original)}`;
+        : l.values !== undefined
+          ? `no original kept; the row the table refused, with its values: ${printable(contractRejected(l))}`
+          : `original: ${l.original === null ? "(no original kept)" : printable(l.original)}`;
     return `quarantined  ${l.received_at}  ${printable(l.message_id)}  ${printable(l.reason)}${replayed}  ${kept}`;
   }
   return [

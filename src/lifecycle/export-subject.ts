@@ -62,7 +62,7 @@ interface CipherContractRow {
   user_id: string;
   create_date: string | null;
   row_json: Record<string, unknown>;
-  vault_values: { column: string; kind: Kind; pseudonym: string | null; key_version: number | null; data_key_id: string | null; nonce: string | null; ciphertext: string | null }[];
+  vault_values: (VaultValueJson & { column: string })[];
 }
 
 /** The vault columns of a row's ip and device_id (NULL where the vault has none). */
@@ -87,6 +87,18 @@ interface CipherQuarantined extends CipherValues {
   body_ciphertext: Buffer | null;
   /** A db_rejected record's copy: the masked row the table refused (LoginRow's keys), whose values are in the vault. */
   masked_row: Record<string, unknown> | null;
+  /** A contract's db_rejected record: its pseudonyms' vault entries (null for any other record). */
+  vault_values: VaultValueJson[] | null;
+}
+
+/** A vault entry as masq.subject_export_rows and subject_export_quarantine hand it out in jsonb (106_contract_tables.sql). */
+interface VaultValueJson {
+  kind: Kind;
+  pseudonym: string | null;
+  key_version: number | null;
+  data_key_id: string | null;
+  nonce: string | null;
+  ciphertext: string | null;
 }
 
 /**
@@ -150,6 +162,7 @@ export async function revealSubject(pool: pg.Pool, provider: KeyProvider, req: S
         opened.set(id, own ? value : null);
         return own ? value : null;
       };
+      const revealJson = (v: VaultValueJson) => reveal(v.kind, v.pseudonym, v.key_version, v.data_key_id, base64(v.nonce), base64(v.ciphertext));
       const values = async (c: CipherValues, maskedIp: string | null, maskedDeviceId: string | null) => ({
         ip: await reveal("ip", maskedIp, c.ip_key_version, c.ip_data_key_id, c.ip_nonce, c.ip_ciphertext),
         device_id: await reveal("device_id", maskedDeviceId, c.device_key_version, c.device_data_key_id, c.device_nonce, c.device_ciphertext),
@@ -163,10 +176,7 @@ export async function revealSubject(pool: pg.Pool, provider: KeyProvider, req: S
         for (const r of page) {
           if ("row_json" in r) {
             const values: Record<string, string | null> = {};
-            for (const v of r.vault_values) {
-              const b64 = (x: string | null) => (x === null ? null : Buffer.from(x, "base64"));
-              values[v.column] = await reveal(v.kind, v.pseudonym, v.key_version, v.data_key_id, b64(v.nonce), b64(v.ciphertext));
-            }
+            for (const v of r.vault_values) values[v.column] = await revealJson(v);
             lines.push({ source: "contract_row", table: `${req.table.schema}.${req.table.name}`, user_id: r.user_id, create_date: r.create_date, columns: r.row_json, values });
             continue;
           }
@@ -194,11 +204,11 @@ export async function revealSubject(pool: pg.Pool, provider: KeyProvider, req: S
         // Originals can be large (up to the SQS limit): a smaller page.
         const page = (await classified(sql<CipherQuarantined>`FETCH ${sql.raw(String(Math.max(1, Math.floor(req.pageSize / 10))))} FROM ${sql.id(quarantineCursor)}`.execute(tx))).rows;
         if (page.length === 0) break;
-        await keysFor(page.flatMap((r) => [r.body_data_key_id, r.ip_data_key_id, r.device_data_key_id]));
+        await keysFor(page.flatMap((r) => [r.body_data_key_id, r.ip_data_key_id, r.device_data_key_id, ...(r.vault_values ?? []).map((v) => v.data_key_id)]));
         opened = new Map();
         const lines: ExportedQuarantined[] = [];
         for (const r of page) {
-          lines.push({
+          const line: ExportedQuarantined = {
             source: "quarantined",
             user_id: req.userId,
             message_id: r.message_id,
@@ -206,8 +216,14 @@ export async function revealSubject(pool: pg.Pool, provider: KeyProvider, req: S
             received_at: r.received_at.toISOString(),
             replayed_at: r.replayed_at?.toISOString() ?? null,
             original: r.body_data_key_id === null || r.body_nonce === null || r.body_ciphertext === null ? null : openBody(dataKeys, r.message_id, r.body_data_key_id, r.body_nonce, r.body_ciphertext),
-            masked_row: r.masked_row === null ? null : await maskedRow(r, r.masked_row, values),
-          });
+            masked_row: r.masked_row === null || r.vault_values !== null ? null : await maskedRow(r, r.masked_row, values),
+          };
+          if (r.vault_values !== null) {
+            line.row = r.masked_row;
+            line.values = [];
+            for (const v of r.vault_values) line.values.push({ kind: v.kind, pseudonym: v.pseudonym ?? "", value: await revealJson(v) });
+          }
+          lines.push(line);
         }
         result.quarantined += lines.length;
         result.pages++;
@@ -227,6 +243,8 @@ export async function revealSubject(pool: pg.Pool, provider: KeyProvider, req: S
     for (const k of dataKeys.values()) k.fill(0);
   }
 }
+
+const base64 = (x: string | null) => (x === null ? null : Buffer.from(x, "base64"));
 
 /** The stored integer as the version text it encodes; one that masq did not write (out of range) as the number. */
 function versionText(v: number): string {

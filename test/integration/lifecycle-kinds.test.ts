@@ -51,7 +51,7 @@ describe("the lifecycle over a contract's table and kinds", () => {
         ["cust-1", e("alice@example.com"), card("4242"), e("shared@example.com"), card("1111"), e("old@example.com"), old],
       );
       // The email values in the vault, sealed as ingestion seals them.
-      const emails = ["alice@example.com", "shared@example.com", "old@example.com", "quarantined@example.com"];
+      const emails = ["alice@example.com", "shared@example.com", "old@example.com", "quarantined@example.com", "rejected@example.com"];
       const dk = await keys.dataKeys.reserve(emails.length);
       const sealed = emails.map((v) => seal(dk.keyObject, Buffer.from(v), vaultAad("email", e(v))));
       await fx.db.pool.query("SELECT masq.add_vault_values($1, $2, $3, $4, $5, $6)", [
@@ -63,14 +63,17 @@ describe("the lifecycle over a contract's table and kinds", () => {
         sealed.map((s) => s.ciphertext),
       ]);
       // A quarantined purchase of each customer: their subject in user_id, their pseudonyms in pseudonyms.
-      const quarantine = (id: string, user: string, pseudonyms: string[], email: string) =>
+      const quarantine = (id: string, reason: string, user: string, pseudonyms: string[], body: string) =>
         fx.db.pool.query(
           `INSERT INTO masq.quarantine (message_id, reason, detail, body, body_length, received_at, user_id, pseudonyms)
-           VALUES ($1, 'invalid_field', 'amount: not an integer', $2, 60, now(), $3, $4)`,
-          [id, quarantineBody(e(email)), user, pseudonyms],
+           VALUES ($1, $2, 'amount: not an integer', $3, 60, now(), $4, $5)`,
+          [id, reason, body, user, pseudonyms],
         );
-      await quarantine("q-1", "cust-1", [`email:${e("quarantined@example.com")}`], "quarantined@example.com");
-      await quarantine("q-2", "cust-2", [`email:${e("shared@example.com")}`, `card:${card("1111")}`], "shared@example.com");
+      await quarantine("q-1", "invalid_field", "cust-1", [`email:${e("quarantined@example.com")}`], quarantineBody(e("quarantined@example.com")));
+      await quarantine("q-2", "invalid_field", "cust-2", [`email:${e("shared@example.com")}`, `card:${card("1111")}`], quarantineBody(e("shared@example.com")));
+      // A row the table refused: no original kept, its values are the vault's.
+      const refused = JSON.stringify({ customer_id: "cust-1", masked_email: e("rejected@example.com"), amount: -1 });
+      await quarantine("q-3", "db_rejected", "cust-1", [`email:${e("rejected@example.com")}`], refused);
     } finally {
       keys.close();
     }
@@ -93,15 +96,34 @@ describe("the lifecycle over a contract's table and kinds", () => {
       ["public.purchases", "cust-1", 500, "shared@example.com"],
     ]);
     assert.ok(purchases.every((l) => !Object.hasOwn(l.values, "card_hash")), "a hash column has no original");
-    assert.equal(lines.filter((l) => l.source === "quarantined").length, 1, "the subject's quarantined purchase, once");
+    const quarantined = lines.filter((l) => l.source === "quarantined") as { message_id: string; values?: { kind: string; value: string }[]; row?: Record<string, unknown> }[];
+    assert.deepEqual(quarantined.map((l) => l.message_id).sort(), ["q-1", "q-3"], "the subject's quarantined purchases, once");
+    const refused = quarantined.find((l) => l.message_id === "q-3")!;
+    assert.deepEqual(
+      refused.values?.map((v) => [v.kind, v.value]),
+      [["email", "rejected@example.com"]],
+      "the refused row's email, from the vault",
+    );
+    assert.equal(refused.row?.amount, -1);
     const recorded = await fx.db.pool.query<{ selector: { table: string; rows: number; values: number } }>(
       "SELECT selector FROM masq.audit WHERE action = 'subject-export' AND selector ->> 'table' = 'public.purchases'",
     );
     assert.deepEqual(
       recorded.rows.map((x) => [x.selector.rows, x.selector.values]),
-      [[2, 2]],
-      "the audit row counts the purchases rows and their email values",
+      [[2, 3]],
+      "the audit row counts the purchases rows and their email values, and the refused row's",
     );
+  });
+
+  test("the CSV and the table show a contract table's row with its values", async () => {
+    const csv = await runMasq(["subject", "export", "--user-id", "cust-1", "--table", "purchases", "--reason", "access request DSR-21", "--format", "csv"], env());
+    assert.equal(csv.code, 0, csv.stderr);
+    assert.equal(csv.stdout.split("\r\n").filter((l) => l.startsWith("contract_row,cust-1,")).length, 2, csv.stdout);
+    assert.match(csv.stdout, /alice@example\.com/);
+    const table = await runMasq(["subject", "export", "--user-id", "cust-1", "--table", "purchases", "--reason", "access request DSR-21"], env());
+    assert.equal(table.code, 0, table.stderr);
+    assert.match(table.stdout, new RegExp(`masked_email=${p.pseudonymize("email", "alice@example.com")} \\(alice@example\\.com\\)`));
+    assert.match(table.stdout, /no original kept; the row the table refused, with its values: .*rejected@example\.com/);
   });
 
   test("unmask --kind email reveals an email value and is audited", async () => {
@@ -123,18 +145,21 @@ describe("the lifecycle over a contract's table and kinds", () => {
   test("vault prune keeps the values the purchases and the quarantine use, and takes what only an old purchase used", async () => {
     const r = await runMasq(["vault", "prune"], env({ MASQ_VAULT_RETENTION_DAYS: "30" }));
     assert.equal(r.code, 0, r.stderr);
-    for (const v of ["alice@example.com", "shared@example.com", "quarantined@example.com"]) assert.ok(await vaulted("email", v), `${v} stays`);
+    for (const v of ["alice@example.com", "shared@example.com", "quarantined@example.com", "rejected@example.com"]) assert.ok(await vaulted("email", v), `${v} stays`);
     assert.ok(!(await vaulted("email", "old@example.com")), "the value only a purchase older than the period used goes");
     assert.ok(await vaulted("ip", "198.51.100.70"), "the login's values stay");
   });
 
   test("subject erase removes the subject's rows of both tables, their quarantined purchase and exactly the values only they used", async () => {
+    const dry = await runMasq(["subject", "erase", "--user-id", "cust-1", "--table", "purchases", "--dry-run"], env());
+    assert.equal(dry.code, 0, dry.stderr);
+    assert.match(dry.stdout, /rows\s+2\n/, dry.stdout);
     const r = await runMasq(["subject", "erase", "--user-id", "cust-1", "--reason", "erasure request DSR-21"], env());
     assert.equal(r.code, 0, r.stderr);
     assert.equal(await count("SELECT count(*) AS n FROM public.purchases WHERE customer_id = 'cust-1'"), 0);
     assert.equal(await count("SELECT count(*) AS n FROM public.user_logins WHERE user_id = 'cust-1'"), 0);
     assert.equal(await count("SELECT count(*) AS n FROM masq.quarantine WHERE user_id = 'cust-1'"), 0);
-    for (const [kind, v] of [["email", "alice@example.com"], ["email", "quarantined@example.com"], ["ip", "198.51.100.70"], ["device_id", "dev-cust-1"]] as const) {
+    for (const [kind, v] of [["email", "alice@example.com"], ["email", "quarantined@example.com"], ["email", "rejected@example.com"], ["ip", "198.51.100.70"], ["device_id", "dev-cust-1"]] as const) {
       assert.ok(!(await vaulted(kind, v)), `${kind} ${v}, only cust-1's, is erased`);
     }
     assert.ok(await vaulted("email", "shared@example.com"), "an email cust-2 also uses stays");

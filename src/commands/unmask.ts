@@ -84,5 +84,5 @@ function readSelector(flags: Record<string, unknown>): Selector {
   // Any kind a contract may declare (a kind the vault does not hold finds nothing); without --kind, the login's two.
   if (kind !== undefined && !KIND_PATTERN.test(kind)) throw new ConfigError("--kind", "must be ip or device_id, or a kind a contract declares (a lowercase letter, then up to 62 lowercase letters, digits or _)", { what: "unknown kind" });
   const limit = typeof flags.limit === "number" ? flags.limit : 1000;
-  return { pseudonyms, userIds, from, to, kinds: kind === undefined ? [...KINDS] : [kind], limit };
+  return { pseudonyms, userIds, from, to, kinds: kind === undefined ? [...KINDS] : [kind], everyKind: kind === undefined, limit };
 }

@@ -28,6 +28,8 @@ export interface Selector {
   from: string | undefined;
   to: string | undefined;
   kinds: Kind[];
+  /** No --kind was given: rows of the table are read for every kind of its pseudonym columns (the login's: `kinds`). */
+  everyKind?: boolean;
   limit: number;
 }
 
@@ -139,7 +141,8 @@ async function wantedPseudonyms(db: Db, table: TableName, s: Selector): Promise<
   const cols = layout.columns.map((c) => sql.id(c.column));
   const picked = cols.length === 0 ? sql`NULL::text AS none` : sql.join(cols);
   const order = cols.length === 0 ? sql`1` : sql.join(cols);
-  const fromRows = layout.columns.map((c) => sql`UNION SELECT ${c.kind}::text, ${sql.id(c.column)}::text FROM t WHERE ${sql.id(c.column)} IS NOT NULL AND ${c.kind}::text = ANY(${s.kinds}::text[])`);
+  const rowKinds = s.everyKind === true ? [...new Set([...s.kinds, ...layout.columns.map((c) => c.kind)])] : s.kinds;
+  const fromRows = layout.columns.map((c) => sql`UNION SELECT ${c.kind}::text, ${sql.id(c.column)}::text FROM t WHERE ${sql.id(c.column)} IS NOT NULL AND ${c.kind}::text = ANY(${rowKinds}::text[])`);
   const aggregates = layout.columns.map((c, i) => sql`, (SELECT coalesce(array_agg(${sql.id(c.column)}::text ORDER BY ${order}), '{}') FROM t) AS ${sql.id(`c${i}`)}`);
   const r = (
     await classified(
@@ -167,7 +170,7 @@ async function wantedPseudonyms(db: Db, table: TableName, s: Selector): Promise<
   for (let i = 0; i < rowCount; i++) {
     for (const [j, { kind }] of layout.columns.entries()) {
       const pseudonym = r[`c${j}`]![i] ?? null;
-      if (pseudonym === null || !s.kinds.includes(kind) || seen.has(`${kind}:${pseudonym}`)) continue;
+      if (pseudonym === null || !rowKinds.includes(kind) || seen.has(`${kind}:${pseudonym}`)) continue;
       seen.add(`${kind}:${pseudonym}`);
       out.push({ kind, pseudonym });
     }

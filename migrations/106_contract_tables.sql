@@ -44,8 +44,9 @@ GRANT SELECT ON masq.target_tables, masq.target_pseudonym_columns TO masq_unmask
 -- grants stand): each reads a table's subject column and pseudonym columns from the registry above instead of
 -- user_id, masked_ip and masked_device_id, and the quarantine's pseudonyms beside its masked_ip (kind ip) and
 -- masked_device_id (kind device_id). Only a recoverable column's pseudonyms have vault values: a hash column's are
--- never looked up in the vault. Every table is still resolved by masq.registered_target / masq.target_relations first,
--- and every name reaches SQL quoted (%I, or a regclass's own quoted text).
+-- never looked up in the vault (and a pseudonym key rotation, src/lifecycle/rewrite-tables.ts, leaves them as they are:
+-- no original, no new pseudonym). Every table is still resolved by masq.registered_target / masq.target_relations
+-- first, and every name reaches SQL quoted (%I, or a regclass's own quoted text).
 
 -- p_table's subject column on alias p_alias, as text (compared with a text parameter): the column itself when it is
 -- text, so that an index on it serves the lookup. Invoker's rights: the callers are the definer functions below,

@@ -179,7 +179,7 @@ export function buildProgram(): Command {
         .option("--user-id <id...>", "the pseudonyms of these users' rows")
         .option("--from <date>", "rows with create_date on or after this day (YYYY-MM-DD)")
         .option("--to <date>", "rows with create_date on or before this day (YYYY-MM-DD)")
-        .option("--kind <kind>", "only ip or only device_id")
+        .option("--kind <kind>", "only this kind: ip, device_id, or a kind a contract declares")
         .option("--format <format>", "table, csv or json", "table")
         .option("--limit <n>", "at most this many values", positiveInt, 1000),
     ),

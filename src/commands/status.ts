@@ -105,7 +105,9 @@ function render(s: Status): string {
       `    ledger       ${countText(d.ledgerRows, "message ids")}`,
     );
     const v = d.vault;
-    const kinds = v.byKind ? ` (${n(v.byKind.ip ?? 0)} ips, ${n(v.byKind.device_id ?? 0)} device ids)` : "";
+    // A contract's kinds after the login's two, by name (none: the line as it always was).
+    const others = v.byKind ? Object.keys(v.byKind).filter((k) => k !== "ip" && k !== "device_id").sort() : [];
+    const kinds = v.byKind ? ` (${n(v.byKind.ip ?? 0)} ips, ${n(v.byKind.device_id ?? 0)} device ids${others.map((k) => `, ${n(v.byKind![k]!)} ${k}`).join("")})` : "";
     lines.push(
       `  vault        ${countText(v.values, "distinct values")}${kinds}, ${mib(v.bytes)} on disk`,
       `    keys         ${n(v.dataKeys)} data key(s) under ${v.masterKeys.length === 0 ? "no master key yet" : v.masterKeys.join(", ")}`,

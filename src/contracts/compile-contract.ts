@@ -5,7 +5,7 @@
  */
 import { isIPv4 } from "node:net";
 import { canonicalizeIp, encodeAppVersion, parseIPv6, type ReasonCode } from "../ingest/login-event.ts";
-import { createPseudonymizer, type PiiKind } from "../ingest/pseudonymize.ts";
+import { createPseudonymizer } from "../ingest/pseudonymize.ts";
 import type { Contract, EventSpec, FieldSpec, FieldType } from "./contract.ts";
 
 /** Keyed HMAC by kind: the same function, key and input as today's pseudonyms (ingest/pseudonymize.ts). */
@@ -16,7 +16,7 @@ export interface ContractKeys {
 export function contractKeys(key: Uint8Array): ContractKeys {
   const p = createPseudonymizer(key);
   // The kind is only the HMAC input's prefix: any kind a contract declares works as "ip" and "device_id" do.
-  return { pseudonymize: (kind, value) => p.pseudonymize(kind as PiiKind, value) };
+  return { pseudonymize: (kind, value) => p.pseudonymize(kind, value) };
 }
 
 /**

@@ -5,8 +5,14 @@
 import { createHmac, createSecretKey } from "node:crypto";
 import { ConfigError } from "../errors.ts";
 
-/** The PII kinds masq pseudonymises. The kind is part of the HMAC input, so an ip and a device id never collide. */
+/** The PII kinds of the login event. The kind is part of the HMAC input, so an ip and a device id never collide. */
 export type PiiKind = "ip" | "device_id";
+
+/** A contract's kind (docs/contracts.md): the login's two, or any other `^[a-z][a-z0-9_]{0,62}$`. */
+export type Kind = string;
+
+/** What makes a kind, as masq.vault's check (106_contract_tables.sql) and contract.schema.json say. */
+export const KIND_PATTERN = /^[a-z][a-z0-9_]{0,62}$/;
 
 /**
  * Keyed, deterministic pseudonyms: lowercase hex of HMAC-SHA256(key, kind + ":" + value), the input in UTF-8 (a lone
@@ -15,7 +21,7 @@ export type PiiKind = "ip" | "device_id";
  * from an unkeyed SHA-256; without the key it cannot be.
  */
 export interface Pseudonymizer {
-  pseudonymize(kind: PiiKind, value: string): string;
+  pseudonymize(kind: Kind, value: string): string;
 }
 
 export function createPseudonymizer(key: Uint8Array): Pseudonymizer {

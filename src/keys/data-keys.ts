@@ -10,7 +10,7 @@ import type pg from "pg";
 // Statements on pg, not kysely: `masq run` imports this file at start (DataKeys, masq.add_data_key) and must
 // not load kysely there (about 0.2 s; test/unit/start-up-imports.test.ts). Unwrapping for reads: unwrap-data-keys.ts.
 import { classifyPgError } from "../db/query.ts";
-import type { PiiKind } from "../ingest/pseudonymize.ts";
+import type { Kind } from "../ingest/pseudonymize.ts";
 import type { KeyProvider } from "./key-provider.ts";
 
 export const NONCE_BYTES = 12;
@@ -61,7 +61,7 @@ export function open(key: Uint8Array | KeyObject, sealed: Sealed, aad: Uint8Arra
 
 /** A row of `masq.vault` as read by the unmask role: one distinct value, sealed under a data key. */
 export interface VaultRow {
-  kind: PiiKind;
+  kind: Kind;
   pseudonym: string;
   data_key_id: string;
   nonce: Buffer;
@@ -72,7 +72,7 @@ export interface VaultRow {
 // pseudonym) row, and a quarantined body only as the body of its own message: swapping ciphertexts between rows, or
 // between kinds, fails authentication instead of revealing the wrong person's data.
 
-export function vaultAad(kind: PiiKind, pseudonym: string): Buffer {
+export function vaultAad(kind: Kind, pseudonym: string): Buffer {
   return Buffer.from(`masq/vault/v1\0${kind}\0${pseudonym}`);
 }
 

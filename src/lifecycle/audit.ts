@@ -6,7 +6,7 @@ import { inTransaction } from "../db/pool.ts";
 import { classified, classifyPgError } from "../db/query.ts";
 import { masqQueries } from "../db/schema.ts";
 import { describeError, FatalError } from "../errors.ts";
-import type { PiiKind } from "../ingest/pseudonymize.ts";
+import type { Kind } from "../ingest/pseudonymize.ts";
 import type { AuditKey } from "../keys/audit-key.ts";
 import type { KeyProvider } from "../keys/key-provider.ts";
 
@@ -199,7 +199,7 @@ export async function flagSuspect(
   key: AuditKey,
   reveal: string,
   userId: string | null,
-  forged: readonly { kind: PiiKind; pseudonym: string }[],
+  forged: readonly { kind: Kind; pseudonym: string }[],
 ): Promise<string | undefined> {
   if (forged.length === 0) return undefined;
   return inTransaction(pool, async (client) => {

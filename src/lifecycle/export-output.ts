@@ -32,9 +32,29 @@ export interface ExportedQuarantined {
   replayed_at: string | null;
   original: string | null;
   masked_row: ExportedMaskedRow | null;
+  /**
+   * Only on a db_rejected record of a contract's event (one that holds pseudonyms of its kinds): the row the table
+   * refused as stored, and the originals of its pseudonyms that the vault holds (masked_row is then null).
+   */
+  row?: Record<string, unknown> | null;
+  values?: { kind: string; pseudonym: string; value: string | null }[];
 }
 
-export type ExportLine = ExportedRow | ExportedQuarantined;
+/**
+ * One row of a table a contract registered with a layout other than the login's: its columns as the table holds them
+ * (pseudonyms and hashes included), and beside each recoverable (pseudonymized) column its original (null: the vault
+ * holds no value). A hash column has no original.
+ */
+export interface ExportedContractRow {
+  source: "contract_row";
+  table: string;
+  user_id: string;
+  create_date: string | null;
+  columns: Record<string, unknown>;
+  values: Record<string, string | null>;
+}
+
+export type ExportLine = ExportedRow | ExportedContractRow | ExportedQuarantined;
 
 const CSV_COLUMNS = [
   "source",
@@ -94,12 +114,22 @@ const IP_WIDTH = 39; // the longest RFC 5952 address
 
 /** A db_rejected record's masked row goes in the row's columns, its original (none) left empty. */
 function csvLine(l: ExportLine): string {
+  // The CSV's columns are the login's: a contract table's row keeps its own (and its values) as JSON in `original`.
+  if (l.source === "contract_row") {
+    const cells = { ...empty(), source: l.source, user_id: l.user_id, create_date: l.create_date ?? "", original: JSON.stringify({ table: l.table, columns: l.columns, values: l.values }) };
+    return CSV_COLUMNS.map((c) => csvField(cells[c])).join(",");
+  }
   const rowCells = (r: ExportedMaskedRow) => ({ create_date: r.create_date ?? "", device_type: r.device_type ?? "", locale: r.locale ?? "", app_version: r.app_version ?? "", masked_ip: r.masked_ip ?? "", ip: r.ip ?? "", masked_device_id: r.masked_device_id ?? "", device_id: r.device_id ?? "" });
   const cells: Record<(typeof CSV_COLUMNS)[number], string> =
     l.source === "row"
       ? { ...empty(), source: "row", user_id: l.user_id, ...rowCells(l) }
-      : { ...empty(), source: "quarantined", user_id: l.user_id, ...(l.masked_row === null ? {} : rowCells(l.masked_row)), message_id: l.message_id, quarantine_reason: l.reason, received_at: l.received_at, replayed_at: l.replayed_at ?? "", original: l.original ?? "" };
+      : { ...empty(), source: "quarantined", user_id: l.user_id, ...(l.masked_row === null ? {} : rowCells(l.masked_row)), message_id: l.message_id, quarantine_reason: l.reason, received_at: l.received_at, replayed_at: l.replayed_at ?? "", original: l.original ?? contractRejected(l) };
   return CSV_COLUMNS.map((c) => csvField(cells[c])).join(",");
+}
+
+/** A contract's db_rejected record (no original kept): its refused row and values as one JSON text; "" for any other. */
+function contractRejected(l: ExportedQuarantined): string {
+  return l.values === undefined ? "" : JSON.stringify({ row: l.row ?? null, values: l.values });
 }
 
 function empty(): Record<(typeof CSV_COLUMNS)[number], string> {
@@ -108,12 +138,21 @@ function empty(): Record<(typeof CSV_COLUMNS)[number], string> {
 
 /** In the table a missing value shows as "-", a pseudonym whose value the vault does not hold as "(not in vault)". */
 function tableLine(l: ExportLine): string {
+  if (l.source === "contract_row") {
+    const cells = Object.entries(l.columns).map(([k, v]) => {
+      const original = Object.hasOwn(l.values, k) ? ` (${l.values[k] === null ? "not in vault" : printable(l.values[k]!)})` : "";
+      return `${printable(k)}=${v === null ? "-" : printable(typeof v === "string" ? v : JSON.stringify(v))}${original}`;
+    });
+    return [`row`.padEnd(6), show(l.create_date).padEnd(11), printable(l.table), ...cells].join("  ");
+  }
   if (l.source === "quarantined") {
     const replayed = l.replayed_at === null ? "" : ` (replayed ${l.replayed_at})`;
     const kept =
       l.masked_row !== null
         ? `no original kept; the row the table refused: ${rowCells(l.masked_row).join("  ")}`
-        : `original: ${l.original === null ? "(no original kept)" : printable(l.original)}`;
+        : l.values !== undefined
+          ? `no original kept; the row the table refused, with its values: ${printable(contractRejected(l))}`
+          : `original: ${l.original === null ? "(no original kept)" : printable(l.original)}`;
     return `quarantined  ${l.received_at}  ${printable(l.message_id)}  ${printable(l.reason)}${replayed}  ${kept}`;
   }
   return [

@@ -1,13 +1,13 @@
 import { sql } from "kysely";
 import type pg from "pg";
 import { FatalError, ConfigError } from "../errors.ts";
-import type { PiiKind, Pseudonymizer } from "../ingest/pseudonymize.ts";
+import type { Kind, Pseudonymizer } from "../ingest/pseudonymize.ts";
 import { registeredTables } from "../db/registered-tables.ts";
 import { qualified, type TableName } from "../db/tables.ts";
 import { decodeAppVersion, MAX_APP_VERSION } from "../ingest/login-event.ts";
 import { IntegrityError, open, quarantineBodyAad, vaultAad } from "../keys/data-keys.ts";
 import { unwrapDataKeys } from "../keys/unwrap-data-keys.ts";
-import type { ExportedMaskedRow, ExportedQuarantined, ExportedRow, ExportLine } from "./export-output.ts";
+import type { ExportedContractRow, ExportedMaskedRow, ExportedQuarantined, ExportedRow, ExportLine } from "./export-output.ts";
 import type { KeyProvider } from "../keys/key-provider.ts";
 import { pseudonymKeyVersion } from "../keys/pseudonym-keys.ts";
 import { readTable } from "../settings/config.ts";
@@ -44,7 +44,7 @@ export interface SubjectResult {
   quarantined: number;
   pages: number;
   /** Values that decrypted but are not their pseudonym's (planted): withheld, marked suspect. */
-  forged: { kind: PiiKind; pseudonym: string }[];
+  forged: { kind: Kind; pseudonym: string }[];
 }
 
 interface CipherRow extends CipherValues {
@@ -55,6 +55,14 @@ interface CipherRow extends CipherValues {
   locale: string | null;
   app_version: string | null;
   create_date: string | null;
+}
+
+/** A row of a table of another layout than the login's (masq.subject_export_rows, 106_contract_tables.sql). */
+interface CipherContractRow {
+  user_id: string;
+  create_date: string | null;
+  row_json: Record<string, unknown>;
+  vault_values: (VaultValueJson & { column: string })[];
 }
 
 /** The vault columns of a row's ip and device_id (NULL where the vault has none). */
@@ -79,6 +87,18 @@ interface CipherQuarantined extends CipherValues {
   body_ciphertext: Buffer | null;
   /** A db_rejected record's copy: the masked row the table refused (LoginRow's keys), whose values are in the vault. */
   masked_row: Record<string, unknown> | null;
+  /** A contract's db_rejected record: its pseudonyms' vault entries (null for any other record). */
+  vault_values: VaultValueJson[] | null;
+}
+
+/** A vault entry as masq.subject_export_rows and subject_export_quarantine hand it out in jsonb (106_contract_tables.sql). */
+interface VaultValueJson {
+  kind: Kind;
+  pseudonym: string | null;
+  key_version: number | null;
+  data_key_id: string | null;
+  nonce: string | null;
+  ciphertext: string | null;
 }
 
 /**
@@ -132,7 +152,7 @@ export async function revealSubject(pool: pg.Pool, provider: KeyProvider, req: S
       const rowsCursor = (await classified(sql<{ c: string }>`SELECT masq.subject_export_rows(${step1.seq}, ${req.userId}) AS c`.execute(tx))).rows[0]!.c;
       // Each value is opened and checked once per page (a user's rows share values); a forged one is withheld.
       let opened = new Map<string, string | null>();
-      const reveal = async (kind: PiiKind, pseudonym: string | null, version: number | null, keyId: string | null, nonce: Buffer | null, ciphertext: Buffer | null) => {
+      const reveal = async (kind: Kind, pseudonym: string | null, version: number | null, keyId: string | null, nonce: Buffer | null, ciphertext: Buffer | null) => {
         if (pseudonym === null || version === null || keyId === null || nonce === null || ciphertext === null) return null;
         const id = `${kind}:${pseudonym}`;
         if (opened.has(id)) return opened.get(id)!;
@@ -142,17 +162,24 @@ export async function revealSubject(pool: pg.Pool, provider: KeyProvider, req: S
         opened.set(id, own ? value : null);
         return own ? value : null;
       };
+      const revealJson = (v: VaultValueJson) => reveal(v.kind, v.pseudonym, v.key_version, v.data_key_id, base64(v.nonce), base64(v.ciphertext));
       const values = async (c: CipherValues, maskedIp: string | null, maskedDeviceId: string | null) => ({
         ip: await reveal("ip", maskedIp, c.ip_key_version, c.ip_data_key_id, c.ip_nonce, c.ip_ciphertext),
         device_id: await reveal("device_id", maskedDeviceId, c.device_key_version, c.device_data_key_id, c.device_nonce, c.device_ciphertext),
       });
       for (;;) {
-        const page = (await classified(sql<CipherRow>`FETCH ${sql.raw(String(req.pageSize))} FROM ${sql.id(rowsCursor)}`.execute(tx))).rows;
+        const page = (await classified(sql<CipherRow | CipherContractRow>`FETCH ${sql.raw(String(req.pageSize))} FROM ${sql.id(rowsCursor)}`.execute(tx))).rows;
         if (page.length === 0) break;
-        await keysFor(page.flatMap((r) => [r.ip_data_key_id, r.device_data_key_id]));
+        await keysFor(page.flatMap((r) => ("row_json" in r ? r.vault_values.map((v) => v.data_key_id) : [r.ip_data_key_id, r.device_data_key_id])));
         opened = new Map();
-        const lines: ExportedRow[] = [];
+        const lines: (ExportedRow | ExportedContractRow)[] = [];
         for (const r of page) {
+          if ("row_json" in r) {
+            const values: Record<string, string | null> = {};
+            for (const v of r.vault_values) values[v.column] = await revealJson(v);
+            lines.push({ source: "contract_row", table: `${req.table.schema}.${req.table.name}`, user_id: r.user_id, create_date: r.create_date, columns: r.row_json, values });
+            continue;
+          }
           const { ip, device_id } = await values(r, r.masked_ip, r.masked_device_id);
           lines.push({
             source: "row",
@@ -177,11 +204,11 @@ export async function revealSubject(pool: pg.Pool, provider: KeyProvider, req: S
         // Originals can be large (up to the SQS limit): a smaller page.
         const page = (await classified(sql<CipherQuarantined>`FETCH ${sql.raw(String(Math.max(1, Math.floor(req.pageSize / 10))))} FROM ${sql.id(quarantineCursor)}`.execute(tx))).rows;
         if (page.length === 0) break;
-        await keysFor(page.flatMap((r) => [r.body_data_key_id, r.ip_data_key_id, r.device_data_key_id]));
+        await keysFor(page.flatMap((r) => [r.body_data_key_id, r.ip_data_key_id, r.device_data_key_id, ...(r.vault_values ?? []).map((v) => v.data_key_id)]));
         opened = new Map();
         const lines: ExportedQuarantined[] = [];
         for (const r of page) {
-          lines.push({
+          const line: ExportedQuarantined = {
             source: "quarantined",
             user_id: req.userId,
             message_id: r.message_id,
@@ -189,8 +216,14 @@ export async function revealSubject(pool: pg.Pool, provider: KeyProvider, req: S
             received_at: r.received_at.toISOString(),
             replayed_at: r.replayed_at?.toISOString() ?? null,
             original: r.body_data_key_id === null || r.body_nonce === null || r.body_ciphertext === null ? null : openBody(dataKeys, r.message_id, r.body_data_key_id, r.body_nonce, r.body_ciphertext),
-            masked_row: r.masked_row === null ? null : await maskedRow(r, r.masked_row, values),
-          });
+            masked_row: r.masked_row === null || r.vault_values !== null ? null : await maskedRow(r, r.masked_row, values),
+          };
+          if (r.vault_values !== null) {
+            line.row = r.masked_row;
+            line.values = [];
+            for (const v of r.vault_values) line.values.push({ kind: v.kind, pseudonym: v.pseudonym ?? "", value: await revealJson(v) });
+          }
+          lines.push(line);
         }
         result.quarantined += lines.length;
         result.pages++;
@@ -210,6 +243,8 @@ export async function revealSubject(pool: pg.Pool, provider: KeyProvider, req: S
     for (const k of dataKeys.values()) k.fill(0);
   }
 }
+
+const base64 = (x: string | null) => (x === null ? null : Buffer.from(x, "base64"));
 
 /** The stored integer as the version text it encodes; one that masq did not write (out of range) as the number. */
 function versionText(v: number): string {
@@ -234,7 +269,7 @@ async function maskedRow(c: CipherValues, row: Record<string, unknown>, values: 
   };
 }
 
-function openValue(keys: Map<string, Uint8Array>, kind: PiiKind, pseudonym: string, keyId: string, nonce: Buffer, ciphertext: Buffer): string {
+function openValue(keys: Map<string, Uint8Array>, kind: Kind, pseudonym: string, keyId: string, nonce: Buffer, ciphertext: Buffer): string {
   const key = keys.get(keyId);
   if (key === undefined) throw new FatalError(`the data key of ${kind} ${pseudonym} is missing from masq.data_keys`);
   try {

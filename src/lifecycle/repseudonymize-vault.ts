@@ -1,5 +1,5 @@
 import { sql } from "kysely";
-import type { PiiKind } from "../ingest/pseudonymize.ts";
+import type { Kind } from "../ingest/pseudonymize.ts";
 import { IntegrityError, nonces, open, seal, vaultAad, type VaultRow } from "../keys/data-keys.ts";
 import type { PassContext } from "./audited-command.ts";
 import { classified } from "../db/query.ts";
@@ -76,7 +76,7 @@ export async function repseudonymizeVault(ctx: PassContext): Promise<boolean> {
 }
 
 interface Moved {
-  kind: PiiKind;
+  kind: Kind;
   oldPseudonym: string;
   newPseudonym: string;
   /** Null for a value found planted or altered: mapped, dropped, not stored again. */

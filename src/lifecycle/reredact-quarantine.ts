@@ -1,7 +1,7 @@
 import { sql } from "kysely";
 import { FatalError } from "../errors.ts";
 import { factsOfJson, type QuarantineFacts, redactBody } from "../ingest/quarantine-body.ts";
-import type { PiiKind } from "../ingest/pseudonymize.ts";
+import type { Kind } from "../ingest/pseudonymize.ts";
 import { IntegrityError, open, quarantineBodyAad } from "../keys/data-keys.ts";
 import type { PassContext } from "./audited-command.ts";
 import { watchedQuery } from "../db/lock-watch.ts";
@@ -21,6 +21,8 @@ interface QuarantineRow {
   has_body: boolean;
   masked_ip: string | null;
   masked_device_id: string | null;
+  /** A non-login record's pseudonyms, "kind:pseudonym" (106_contract_tables.sql). */
+  pseudonyms: string[] | null;
 }
 
 /** What a record holds after the pass: its copy and its typed pseudonyms (102_ingest.sql), under the new key. */
@@ -28,6 +30,8 @@ interface Rewritten {
   bodies: (string | null)[];
   ips: (string | null)[];
   devices: (string | null)[];
+  /** Each record's pseudonyms array as JSON (null: it has none). */
+  pseudonyms: (string | null)[];
   unmapped: number;
 }
 
@@ -41,7 +45,7 @@ const READ_BYTES = 32 * 1024 * 1024;
 const MAX_STORED_BODY_CHARS = 1024 * 1024;
 
 /** The records the pass rewrites: a copy, or typed pseudonyms (a db_rejected record whose copy was not kept). */
-const HOLDS_PSEUDONYMS = sql<boolean>`(body IS NOT NULL OR masked_ip IS NOT NULL OR masked_device_id IS NOT NULL)`;
+const HOLDS_PSEUDONYMS = sql<boolean>`(body IS NOT NULL OR masked_ip IS NOT NULL OR masked_device_id IS NOT NULL OR pseudonyms IS NOT NULL)`;
 
 /** A pseudonym in a stored body, as redactBody writes it. */
 const TOKEN = /hmac:([0-9a-f]{64})/g;
@@ -54,7 +58,8 @@ const TOKEN = /hmac:([0-9a-f]{64})/g;
  * original have their pseudonyms replaced through the rotation map. Records written after the switch are under the
  * new key already and are left alone. The record's masked_ip and masked_device_id (102_ingest.sql) are rewritten with
  * its copy: from the original when it is redacted again, else through the map (NULL where the map has none, as the
- * copy's marker says). Each batch commits with its cursor: resumable, and done once per record.
+ * copy's marker says); a non-login record's pseudonyms ("kind:pseudonym") through the map by kind. Each batch
+ * commits with its cursor: resumable, and done once per record.
  * Returns false when stopped by the signal before the end.
  */
 export async function reredactQuarantine(ctx: PassContext): Promise<boolean> {
@@ -78,11 +83,11 @@ export async function reredactQuarantine(ctx: PassContext): Promise<boolean> {
     // The stored body is read only where it is needed (no original to redact from) and not oversized; a batch stops
     // after READ_BYTES of originals and bodies (always one record at least), however large each record is.
     const { rows } = await classified(
-      sql<QuarantineRow>`SELECT message_id, reason, body, body_chars, body_data_key_id, body_nonce, body_ciphertext, has_body, masked_ip, masked_device_id FROM (
+      sql<QuarantineRow>`SELECT message_id, reason, body, body_chars, body_data_key_id, body_nonce, body_ciphertext, has_body, masked_ip, masked_device_id, pseudonyms FROM (
          SELECT *, sum(size) OVER (ORDER BY message_id) - size AS before FROM (
            SELECT message_id, reason, coalesce(length(body), 0) AS body_chars, body_data_key_id, body_nonce, body_ciphertext,
                   CASE WHEN (body_ciphertext IS NOT NULL AND reason <> 'db_rejected') OR length(body) > ${MAX_STORED_BODY_CHARS} THEN NULL ELSE body END AS body,
-                  body IS NOT NULL AS has_body, masked_ip, masked_device_id,
+                  body IS NOT NULL AS has_body, masked_ip, masked_device_id, pseudonyms,
                   coalesce(octet_length(body_ciphertext), 0) + coalesce(least(length(body), ${MAX_STORED_BODY_CHARS}), 0) AS size
            FROM masq.quarantine
            WHERE ${HOLDS_PSEUDONYMS} AND quarantined_at < ${state.switchedAt} AND message_id > ${after} ORDER BY message_id LIMIT ${ctx.batchSize}
@@ -92,13 +97,14 @@ export async function reredactQuarantine(ctx: PassContext): Promise<boolean> {
     );
     if (rows.length === 0) return true;
     after = rows.at(-1)!.message_id;
-    const { bodies, ips, devices, unmapped } = await rewrite(ctx, rows);
+    const { bodies, ips, devices, pseudonyms, unmapped } = await rewrite(ctx, rows);
     // A record another session locked (masq_unmask may: it marks records replayed) is waited for 1 s, then that
     // session is ended (lock-watch.ts).
     const ids = rows.map((r) => r.message_id);
     const update = sql`WITH updated AS (
-         UPDATE masq.quarantine q SET body = i.body, masked_ip = i.ip, masked_device_id = i.dev
-         FROM unnest(${ids}::text[], ${bodies}::text[], ${ips}::text[], ${devices}::text[]) AS i(message_id, body, ip, dev)
+         UPDATE masq.quarantine q SET body = i.body, masked_ip = i.ip, masked_device_id = i.dev,
+           pseudonyms = CASE WHEN i.ps IS NULL THEN q.pseudonyms ELSE ARRAY(SELECT jsonb_array_elements_text(i.ps::jsonb)) END
+         FROM unnest(${ids}::text[], ${bodies}::text[], ${ips}::text[], ${devices}::text[], ${pseudonyms}::text[]) AS i(message_id, body, ip, dev, ps)
          WHERE q.message_id = i.message_id
        )
        UPDATE masq.pseudonym_rotation SET quarantine_after = ${after}, quarantine_done = quarantine_done + ${rows.length}, unmapped = unmapped + ${unmapped}
@@ -138,10 +144,17 @@ async function rewrite(ctx: PassContext, rows: readonly QuarantineRow[]): Promis
   }
   const rest = rows.filter((r): r is QuarantineRow & { body: string } => !bodies.has(r.message_id) && r.body !== null);
   const typed = rows.filter((r) => !facts.has(r.message_id)).flatMap((r) => [r.masked_ip, r.masked_device_id].filter((x): x is string => x !== null));
-  const map = await mapPseudonyms(ctx, rest.flatMap((r) => [...r.body.matchAll(TOKEN)].map((m) => m[1]!).concat(rowPseudonyms(r))).concat(typed));
+  const entries = rows.flatMap((r) => r.pseudonyms ?? []);
+  const map = await mapPseudonyms(
+    ctx,
+    rest
+      .flatMap((r) => [...r.body.matchAll(TOKEN)].map((m) => m[1]!).concat(rowPseudonyms(r)))
+      .concat(typed)
+      .concat(entries.map((e) => e.slice(e.indexOf(":") + 1))),
+  );
   let unmapped = 0;
   // A pseudonym no vault row maps is under the old key and matches nothing once it retires: it becomes a marker.
-  const replace = (kind: PiiKind | undefined, old: string): string => {
+  const replace = (kind: Kind | undefined, old: string): string => {
     const found = map.get(kind === undefined ? old : `${kind}:${old}`);
     if (found !== undefined) return found;
     unmapped++;
@@ -161,11 +174,17 @@ async function rewrite(ctx: PassContext, rows: readonly QuarantineRow[]): Promis
     }
   }
   // The typed pseudonyms: the new copy's where the original was redacted again, else mapped by kind (none: NULL).
-  const mapped = (kind: PiiKind, old: string | null) => (old === null ? null : (map.get(`${kind}:${old}`) ?? null));
+  const mapped = (kind: Kind, old: string | null) => (old === null ? null : (map.get(`${kind}:${old}`) ?? null));
   return {
     bodies: rows.map((r) => bodies.get(r.message_id) ?? null),
     ips: rows.map((r) => facts.get(r.message_id)?.maskedIp ?? (facts.has(r.message_id) ? null : mapped("ip", r.masked_ip))),
     devices: rows.map((r) => facts.get(r.message_id)?.maskedDeviceId ?? (facts.has(r.message_id) ? null : mapped("device_id", r.masked_device_id))),
+    // Each "kind:pseudonym" through the map; one the map has not (a hash kind's: no vault value, no original) stays
+    // as it is, as a table's hash column does (rewrite-tables.ts).
+    pseudonyms: rows.map((r) => (r.pseudonyms === null ? null : JSON.stringify(r.pseudonyms.map((e) => {
+      const found = map.get(e);
+      return found === undefined ? e : `${e.slice(0, e.indexOf(":"))}:${found}`;
+    })))),
     unmapped,
   };
 }
@@ -200,7 +219,6 @@ async function mapPseudonyms(ctx: PassContext, olds: readonly string[]): Promise
     masqQueries(ctx.pool)
       .selectFrom("masq.pseudonym_rotation_map")
       .select(["kind", "old_pseudonym", "new_pseudonym"])
-      .where("kind", "in", ["ip", "device_id"])
       .where(sql<boolean>`old_pseudonym = ANY(${distinct}::text[])`)
       .execute(),
   );

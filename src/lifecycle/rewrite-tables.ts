@@ -96,12 +96,33 @@ async function exists(pool: pg.Pool, table: TableName): Promise<boolean> {
 const ROWS_PER_BLOCK_GUESS = 40;
 
 /**
- * The table pass over one table (rewriteTables takes every registered table in turn): every row's masked_ip and
- * masked_device_id under the old key get the new key's pseudonyms, from the rotation map. The user's table has no key and no index, so it is walked in physical order, a range of blocks
+ * The pseudonym columns the table pass rewrites, by kind: the table's recoverable columns as registered
+ * (masq.target_pseudonym_columns); for a table named but not registered, the login's. A hash column (recoverable
+ * false) is left as it is: the vault holds no original of it, so the rotation map has no new pseudonym for it, and its
+ * values stay under the old key (they still group rows, and match no pseudonym the new key makes).
+ */
+async function rotatedColumns(pool: pg.Pool, name: string): Promise<{ column: string; kind: string }[]> {
+  const { rows } = await classified(
+    sql<{ column: string; kind: string; registered: boolean }>`SELECT c.column_name::text AS column, c.kind, true AS registered
+       FROM masq.target_pseudonym_columns c WHERE c.relation = ${name}::regclass AND c.recoverable
+       UNION ALL SELECT NULL, NULL, EXISTS (SELECT 1 FROM masq.target_tables t WHERE t.relation = ${name}::regclass)
+       ORDER BY 1`.execute(masqQueries(pool)),
+  );
+  if (rows.some((r) => r.column === null && r.registered)) return rows.filter((r) => r.column !== null);
+  return [
+    { column: "masked_ip", kind: "ip" },
+    { column: "masked_device_id", kind: "device_id" },
+  ];
+}
+
+/**
+ * The table pass over one table (rewriteTables takes every registered table in turn): every row's pseudonyms under the
+ * old key, in each of its recoverable columns (rotatedColumns), get the new key's, from the rotation map by the
+ * column's kind. The user's table has no key and no index, so it is walked in physical order, a range of blocks
  * per transaction (a TID range scan, Postgres 14+), with the last block done kept in masq.pseudonym_rotation.
  *
  * Only the blocks that existed when the pass began are walked: rows appended later were written under the new key
- * (the switch came first). Both columns change in one UPDATE, so a row that the update moves to a later block is
+ * (the switch came first). Every column changes in one UPDATE, so a row that the update moves to a later block is
  * complete, and meets no map entry when that block's turn comes. A rewrite of the table (VACUUM FULL, CLUSTER)
  * changes its file and scatters the rows: the pass then starts over, which is harmless, only slower.
  * Returns false when stopped by the signal before the end.
@@ -113,6 +134,11 @@ export async function rewriteTable(ctx: PassContext, table: TableName): Promise<
   // The map was filled by the vault pass: fresh statistics let the planner look each pseudonym up by its key
   // instead of hashing the whole map for every chunk.
   await classified(sql`ANALYZE masq.pseudonym_rotation_map`.execute(db));
+  const columns = await rotatedColumns(pool, name);
+  if (columns.length === 0) return true;
+  const newOf = (c: { column: string; kind: string }) => sql`(SELECT m.new_pseudonym FROM masq.pseudonym_rotation_map m WHERE m.kind = ${c.kind} AND m.old_pseudonym = t.${sql.id(c.column)})`;
+  const sets = sql.join(columns.map((c) => sql`${sql.id(c.column)} = coalesce(${newOf(c)}, t.${sql.id(c.column)})`), sql`, `);
+  const mapped = sql.join(columns.map((c) => sql`EXISTS ${newOf(c)}`), sql` OR `);
   for (;;) {
     let shape = await tableShape(pool, name);
     if (state.tableBlocks === null || state.tableRelfilenode !== shape.filenode) {
@@ -133,12 +159,8 @@ export async function rewriteTable(ctx: PassContext, table: TableName): Promise<
       const from = state.tableBlockDone;
       const to = Math.min(total, from + step);
       const batch = sql<{ n: number }>`WITH updated AS (
-           UPDATE ${sql.id(table.schema, table.name)} t SET
-             masked_ip = coalesce((SELECT m.new_pseudonym FROM masq.pseudonym_rotation_map m WHERE m.kind = 'ip' AND m.old_pseudonym = t.masked_ip), t.masked_ip),
-             masked_device_id = coalesce((SELECT m.new_pseudonym FROM masq.pseudonym_rotation_map m WHERE m.kind = 'device_id' AND m.old_pseudonym = t.masked_device_id), t.masked_device_id)
-           WHERE t.ctid >= ${`(${from},0)`}::tid AND t.ctid < ${`(${to},0)`}::tid
-             AND (EXISTS (SELECT 1 FROM masq.pseudonym_rotation_map m WHERE m.kind = 'ip' AND m.old_pseudonym = t.masked_ip)
-               OR EXISTS (SELECT 1 FROM masq.pseudonym_rotation_map m WHERE m.kind = 'device_id' AND m.old_pseudonym = t.masked_device_id))
+           UPDATE ${sql.id(table.schema, table.name)} t SET ${sets}
+           WHERE t.ctid >= ${`(${from},0)`}::tid AND t.ctid < ${`(${to},0)`}::tid AND (${mapped})
            RETURNING 1
          )
          UPDATE masq.pseudonym_rotation SET table_block_done = ${to}, table_rows_done = table_rows_done + (SELECT count(*) FROM updated)

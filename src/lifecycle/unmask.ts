@@ -2,9 +2,9 @@ import { sql } from "kysely";
 import type { Db } from "../db/pool.ts";
 import { classified } from "../db/query.ts";
 import { masqQueries } from "../db/schema.ts";
-import type { TableName } from "../db/tables.ts";
+import { qualified, type TableName } from "../db/tables.ts";
 import { FatalError, ConfigError } from "../errors.ts";
-import type { PiiKind, Pseudonymizer } from "../ingest/pseudonymize.ts";
+import type { Kind, Pseudonymizer } from "../ingest/pseudonymize.ts";
 import { openAuditKey } from "../keys/audit-key.ts";
 import { IntegrityError, open, vaultAad } from "../keys/data-keys.ts";
 import { unwrapDataKeys } from "../keys/unwrap-data-keys.ts";
@@ -18,7 +18,8 @@ import type { Lifecycle } from "./audited-command.ts";
  * its values are printed.
  */
 
-export const KINDS: readonly PiiKind[] = ["ip", "device_id"];
+/** The kinds a bare pseudonym is looked up as when `--kind` names none: the login's. */
+export const KINDS: readonly Kind[] = ["ip", "device_id"];
 
 /** What `masq unmask` was asked for: pseudonyms, or the rows of the table by user id and/or date range. */
 export interface Selector {
@@ -26,7 +27,9 @@ export interface Selector {
   userIds: string[];
   from: string | undefined;
   to: string | undefined;
-  kinds: PiiKind[];
+  kinds: Kind[];
+  /** No --kind was given: rows of the table are read for every kind of its pseudonym columns (the login's: `kinds`). */
+  everyKind?: boolean;
   limit: number;
 }
 
@@ -59,7 +62,7 @@ export async function unmask(
  * `masq pseudonym <kind> <value>`: the pseudonym of a value an analyst holds, under the active key. The audit row
  * names the pseudonym (never the value) and commits before the pseudonym is returned.
  */
-export async function pseudonymOf(lc: Lifecycle, req: { kind: PiiKind; value: string; reason: string; pseudonymKeyOverride: Uint8Array | undefined }): Promise<string> {
+export async function pseudonymOf(lc: Lifecycle, req: { kind: Kind; value: string; reason: string; pseudonymKeyOverride: Uint8Array | undefined }): Promise<string> {
   const provider = lc.keys();
   const key = await activePseudonymKey(lc.db.pool, provider, req.pseudonymKeyOverride);
   const pseudonym = key.pseudonymizer.pseudonymize(req.kind, req.value);
@@ -89,48 +92,85 @@ function describeSelector(s: Selector): Record<string, unknown> {
 /** The vault entries of the asked pairs: which data keys and pseudonym key versions their values need. */
 type Candidates = { key_version: number; data_key_id: string }[];
 
+/** Where a table keeps whom a row is about and its pseudonyms by kind (recoverable columns only: a hash has no value). */
+interface TableLayout {
+  subject: string;
+  columns: { column: string; kind: Kind }[];
+}
+
+/** The login table's layout: also that of a table named but not registered, as unmask always read it. */
+const LOGIN_LAYOUT: TableLayout = {
+  subject: "user_id",
+  columns: [
+    { column: "masked_ip", kind: "ip" },
+    { column: "masked_device_id", kind: "device_id" },
+  ],
+};
+
+/** The table's subject column and recoverable pseudonym columns as registered (106_contract_tables.sql). */
+async function tableLayout(db: Db, table: TableName): Promise<TableLayout> {
+  const { rows } = await classified(
+    sql<{ subject: string; column: string | null; kind: string | null }>`SELECT t.subject_column::text AS subject, c.column_name::text AS column, c.kind
+       FROM masq.target_tables t LEFT JOIN masq.target_pseudonym_columns c ON c.relation = t.relation AND c.recoverable
+       WHERE t.relation = to_regclass(${qualified(table)})
+       ORDER BY c.column_name`.execute(masqQueries(db)),
+  );
+  if (rows.length === 0) return LOGIN_LAYOUT;
+  const layout = { subject: rows[0]!.subject, columns: rows.flatMap((r) => (r.column === null || r.kind === null ? [] : [{ column: r.column, kind: r.kind }])) };
+  // The login's, in the order its statement always had (which rows a --limit keeps depends on it).
+  const key = (l: TableLayout) => JSON.stringify([l.subject, l.columns.map((c) => `${c.column}:${c.kind}`).sort()]);
+  return key(layout) === key(LOGIN_LAYOUT) ? LOGIN_LAYOUT : layout;
+}
+
 /**
- * The (kind, pseudonym) pairs asked for: given directly, or those of the table's rows that match. With a selector on
- * the table, the same statement also returns those pairs' vault entries (vaultEntries' step 0), one round trip
- * instead of two.
+ * The (kind, pseudonym) pairs asked for: given directly, or those of the table's rows that match (by its subject
+ * column, and its recoverable columns of the kinds asked). With a selector on the table, the same statement also
+ * returns those pairs' vault entries (vaultEntries' step 0), one round trip instead of two.
  */
-async function wantedPseudonyms(db: Db, table: TableName, s: Selector): Promise<{ wanted: { kind: PiiKind; pseudonym: string }[]; candidates: Candidates | undefined }> {
-  const out: { kind: PiiKind; pseudonym: string }[] = [];
+async function wantedPseudonyms(db: Db, table: TableName, s: Selector): Promise<{ wanted: { kind: Kind; pseudonym: string }[]; candidates: Candidates | undefined }> {
+  const out: { kind: Kind; pseudonym: string }[] = [];
   // A bare pseudonym may be of either kind (they never collide): look it up as each kind asked for.
   for (const p of s.pseudonyms) for (const kind of s.kinds) out.push({ kind, pseudonym: p });
   if (s.userIds.length === 0 && s.from === undefined && s.to === undefined) return { wanted: out, candidates: undefined };
+  const layout = await tableLayout(db, table);
   const userIds = s.userIds.length > 0 ? s.userIds : null;
   const from = s.from ?? null;
   const to = s.to ?? null;
   const givenKinds = out.map((w) => w.kind);
   const givenPseudonyms = out.map((w) => w.pseudonym);
+  const cols = layout.columns.map((c) => sql.id(c.column));
+  const picked = cols.length === 0 ? sql`NULL::text AS none` : sql.join(cols);
+  const order = cols.length === 0 ? sql`1` : sql.join(cols);
+  const rowKinds = s.everyKind === true ? [...new Set([...s.kinds, ...layout.columns.map((c) => c.kind)])] : s.kinds;
+  const fromRows = layout.columns.map((c) => sql`UNION SELECT ${c.kind}::text, ${sql.id(c.column)}::text FROM t WHERE ${sql.id(c.column)} IS NOT NULL AND ${c.kind}::text = ANY(${rowKinds}::text[])`);
+  const aggregates = layout.columns.map((c, i) => sql`, (SELECT coalesce(array_agg(${sql.id(c.column)}::text ORDER BY ${order}), '{}') FROM t) AS ${sql.id(`c${i}`)}`);
   const r = (
     await classified(
-      sql<{ ips: (string | null)[]; devices: (string | null)[]; key_versions: number[]; data_key_ids: string[] }>`WITH t AS MATERIALIZED (
-         SELECT DISTINCT masked_ip, masked_device_id FROM ${sql.id(table.schema, table.name)}
-         WHERE (${userIds}::text[] IS NULL OR user_id = ANY(${userIds}::text[]))
+      sql<{ key_versions: number[]; data_key_ids: string[] } & Record<string, (string | null)[]>>`WITH t AS MATERIALIZED (
+         SELECT DISTINCT ${picked} FROM ${sql.id(table.schema, table.name)}
+         WHERE (${userIds}::text[] IS NULL OR ${sql.id(layout.subject)}::text = ANY(${userIds}::text[]))
            AND (${from}::date IS NULL OR create_date >= ${from}::date)
            AND (${to}::date IS NULL OR create_date <= ${to}::date)
-         ORDER BY masked_ip, masked_device_id
+         ORDER BY ${order}
          LIMIT ${s.limit + 1}
        ), w AS (
          SELECT g.kind, g.pseudonym FROM unnest(${givenKinds}::text[], ${givenPseudonyms}::text[]) AS g(kind, pseudonym)
-         UNION SELECT 'ip', masked_ip FROM t WHERE masked_ip IS NOT NULL AND 'ip' = ANY(${s.kinds}::text[])
-         UNION SELECT 'device_id', masked_device_id FROM t WHERE masked_device_id IS NOT NULL AND 'device_id' = ANY(${s.kinds}::text[])
+         ${sql.join(fromRows, sql` `)}
        ), c AS (
          SELECT v.key_version, v.data_key_id FROM masq.vault v JOIN w ON v.kind = w.kind AND v.pseudonym = w.pseudonym
          ORDER BY v.kind, v.pseudonym LIMIT ${s.limit + 1}
        )
-       SELECT (SELECT coalesce(array_agg(masked_ip ORDER BY masked_ip, masked_device_id), '{}') FROM t) AS ips,
-              (SELECT coalesce(array_agg(masked_device_id ORDER BY masked_ip, masked_device_id), '{}') FROM t) AS devices,
-              (SELECT coalesce(array_agg(key_version), '{}') FROM c) AS key_versions,
-              (SELECT coalesce(array_agg(data_key_id::text), '{}') FROM c) AS data_key_ids`.execute(masqQueries(db)),
+       SELECT (SELECT coalesce(array_agg(key_version), '{}') FROM c) AS key_versions,
+              (SELECT coalesce(array_agg(data_key_id::text), '{}') FROM c) AS data_key_ids
+              ${sql.join(aggregates, sql` `)}`.execute(masqQueries(db)),
     )
   ).rows[0]!;
   const seen = new Set(out.map((w) => `${w.kind}:${w.pseudonym}`));
-  for (const [i, ip] of r.ips.entries()) {
-    for (const [kind, pseudonym] of [["ip", ip], ["device_id", r.devices[i] ?? null]] as const) {
-      if (pseudonym === null || !s.kinds.includes(kind) || seen.has(`${kind}:${pseudonym}`)) continue;
+  const rowCount = layout.columns.length === 0 ? 0 : r.c0!.length;
+  for (let i = 0; i < rowCount; i++) {
+    for (const [j, { kind }] of layout.columns.entries()) {
+      const pseudonym = r[`c${j}`]![i] ?? null;
+      if (pseudonym === null || !rowKinds.includes(kind) || seen.has(`${kind}:${pseudonym}`)) continue;
       seen.add(`${kind}:${pseudonym}`);
       out.push({ kind, pseudonym });
     }
@@ -144,7 +184,7 @@ export interface RevealRequest {
   selector: Record<string, unknown>;
   /** What the client says about itself (OS user, AWS caller), labelled client-reported in the row. */
   client: Record<string, unknown>;
-  wanted: readonly { kind: PiiKind; pseudonym: string }[];
+  wanted: readonly { kind: Kind; pseudonym: string }[];
   /** The vault entries of `wanted` when already read (with the table's rows); else read here, step 0. */
   candidates?: Candidates | undefined;
   limit: number;
@@ -156,14 +196,14 @@ export interface RevealResult {
   /** Values that decrypted and are their pseudonym's: safe to show. */
   values: Unmasked[];
   /** Values that decrypted but are not HMAC(key, kind:value) of their pseudonym: planted, withheld, marked suspect. */
-  forged: { kind: PiiKind; pseudonym: string }[];
+  forged: { kind: Kind; pseudonym: string }[];
   found: Set<string>;
   more: boolean;
   auditSeq: string;
 }
 
 interface Cipher {
-  kind: PiiKind;
+  kind: Kind;
   pseudonym: string;
   key_version: number;
   data_key_id: string;
@@ -208,7 +248,7 @@ export async function revealVault(db: Db, provider: KeyProvider, req: RevealRequ
       if (!pseudonymizers.has(v)) pseudonymizers.set(v, (await pseudonymKeyVersion(pool, provider, v, undefined, req.pseudonymKeyOverride)).pseudonymizer);
     }
     const values: Unmasked[] = [];
-    const forged: { kind: PiiKind; pseudonym: string }[] = [];
+    const forged: { kind: Kind; pseudonym: string }[] = [];
     for (const r of rows) {
       const key = dataKeys.get(r.data_key_id);
       if (key === undefined) throw new FatalError(`the data key of ${r.kind} ${r.pseudonym} is missing from masq.data_keys`);

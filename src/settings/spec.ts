@@ -318,6 +318,7 @@ export const SETTINGS = {
     part: "contract",
     help: "privacy contract file (YAML): the events run ingests, check --offline checks, preview previews",
     doc: "A privacy contract file (YAML, [contracts.md](contracts.md)): the events `masq run` ingests (each event type into its own table, which `masq migrate --contract` creates; `MASQ_TABLE` is then ignored), and the file `masq check --offline` and `masq preview` read. Unset, masq uses the login contract shipped with it (`contracts/login.yaml`), on the login path it always had.",
+    lambda: "Optional: a contract file packaged with the function (its path in the function's file system); its tables must exist (`masq migrate --contract`, as the owner).",
     defaultText: "the login contract shipped with masq (`contracts/login.yaml`)",
     parse: trimmed,
   }),

@@ -6,10 +6,11 @@ import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { sendBodies } from "../../src/ops/demo.ts";
 import { openRunContract } from "../../src/ingest/run-contract.ts";
+import { createSqsHandler } from "../../src/ingest/lambda-handler.ts";
 import { LocalKeyProvider } from "../../src/keys/key-provider.ts";
 import { usePipelineFixture } from "../helpers/fixture.ts";
 import { masqEnv } from "../helpers/masq-process.ts";
-import { TEST_KEY, TEST_MASTER_KEY, testKeys } from "../helpers/pipeline.ts";
+import { TEST_KEY, TEST_MASTER_KEY, TEST_MASTER_KEY_HEX, testKeys } from "../helpers/pipeline.ts";
 import { runMasq } from "../helpers/run-masq.ts";
 import { decryptVault } from "../helpers/vault-check.ts";
 
@@ -231,4 +232,29 @@ test("run refuses a contract whose table is missing (naming it and masq migrate 
   assert.equal(r.code, 2, r.stderr);
   assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
   assert.match(r.stderr, /\(MASQ_CONTRACT\): .*broken\.yaml:\d+:\d+: /);
+});
+
+test("the Lambda handler ingests by MASQ_CONTRACT too: rows in each table, refusals quarantined, a redelivered batch written once", async () => {
+  await fx.reset();
+  const dir = mkdtempSync(join(tmpdir(), "masq-contract-"));
+  const contract = join(dir, "lambda.yaml");
+  writeFileSync(contract, readFileSync(twoEventContract(dir), "utf8").replace("table: shop.purchases", "table: lam.purchases").replace("table: page_views", "table: lam.page_views"));
+  await fx.db.pool.query("CREATE SCHEMA lam");
+  await fx.db.pool.query(PURCHASES_DDL("lam.purchases").replace(", sns_message_id text", ""));
+  await fx.db.pool.query(PAGE_VIEWS_DDL("lam.page_views"));
+  const h = createSqsHandler({ DATABASE_URL: fx.pgdb.url, MASQ_MASTER_KEY: TEST_MASTER_KEY_HEX, MASQ_PSEUDONYM_KEY: KEY_HEX, MASQ_LOG_LEVEL: "silent", MASQ_CONTRACT: contract });
+  try {
+    const sent = String(Date.now());
+    const records = [purchase(), pageView, purchase({ coupon: "FREE" })].map((body, i) => ({ messageId: `lambda-${i}`, body, attributes: { SentTimestamp: sent } }));
+    for (let round = 0; round < 2; round++) assert.deepEqual(await h({ Records: records }), { batchItemFailures: [] });
+    const counts = await fx.db.pool.query<{ p: number; v: number; q: string[] }>(
+      "SELECT (SELECT count(*)::int FROM lam.purchases) AS p, (SELECT count(*)::int FROM lam.page_views) AS v, (SELECT array_agg(reason || ' ' || detail) FROM masq.quarantine) AS q",
+    );
+    assert.deepEqual(counts.rows[0], { p: 1, v: 1, q: ["unclassified_field field coupon"] });
+    const masked = await fx.db.pool.query<{ masked_email: string }>("SELECT masked_email FROM lam.purchases");
+    const expected = (await preview(contract, [purchase()]))[0]!.row as Record<string, string>;
+    assert.equal(masked.rows[0]!.masked_email, expected.masked_email);
+  } finally {
+    await h.close();
+  }
 });

@@ -111,6 +111,10 @@ test("a two-event-type contract: rows in each table as preview gives them, refus
   // No PII in what masq printed; MASQ_TABLE named, and ignored.
   for (const pii of [EMAIL, "4242", "203.0.113.77", "FREE"]) assert.ok(!(r.stdout + r.stderr).includes(pii), `${pii} printed`);
   assert.match(r.stdout, /MASQ_TABLE is ignored with a contract/);
+  // The run's counters (the "pipeline stopped" line) count rows by event type, and refusals by the contract's reasons.
+  const stopped = r.stdout.split("\n").filter(Boolean).map((l) => JSON.parse(l) as { msg: string; writtenByEvent?: object; quarantined?: object }).find((l) => l.msg === "pipeline stopped")!;
+  assert.deepEqual(stopped.writtenByEvent, { purchase: 2, page_view: 1 });
+  assert.deepEqual(stopped.quarantined, { unclassified_field: 2, unknown_event: 1, wrong_type: 1, too_long: 1, invalid_json: 1 });
   assert.equal((await fx.db.pool.query<{ t: string | null }>("SELECT to_regclass('public.ignored_table')::text AS t")).rows[0]!.t, null, "no table created");
 
   const expected = await preview(contract, good);

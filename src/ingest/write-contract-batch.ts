@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import type pg from "pg";
 import { classifyPgError } from "../db/query.ts";
 import { qualified, quoteIdent } from "../db/tables.ts";
@@ -107,10 +108,13 @@ function literal(text: string): string {
  * writeBatch does.
  */
 export async function writeContractBatch(pool: pg.Pool, plan: ContractPlan, sql: string, batch: ContractSealedBatch): Promise<ContractBatchResult> {
+  let name = statementNames.get(sql);
+  // Named after its text: a connection prepares it once, and two contracts in one process (tests) never share a name.
+  if (name === undefined) statementNames.set(sql, (name = `masq_contract_batch_${createHash("sha256").update(sql).digest("hex").slice(0, 24)}`));
   type Result = { key_ok: boolean; epoch: number; ok: boolean; vault_entries: number; written: number; by_event: Record<string, number>; by_reason: Record<string, number> };
   let res: pg.QueryResult<Result>;
   try {
-    res = await pool.query<Result>({ text: sql, name: "masq_write_contract_batch", values: statementValues(plan, batch) });
+    res = await pool.query<Result>({ text: sql, name, values: statementValues(plan, batch) });
   } catch (err) {
     throw classifyPgError(err);
   }
@@ -128,6 +132,8 @@ export async function writeContractBatch(pool: pg.Pool, plan: ContractPlan, sql:
     writtenByEvent: r.by_event,
   };
 }
+
+const statementNames = new Map<string, string>();
 
 function statementValues(plan: ContractPlan, batch: ContractSealedBatch): unknown[] {
   const q = batch.quarantine;

@@ -230,6 +230,10 @@ test("run refuses a contract whose table is missing (naming it and masq migrate 
   assert.equal(column.code, 1, column.stderr);
   assert.match(column.stderr, /table public\.no_such_orders has no column event_type \(field type\): run masq migrate --contract /);
 
+  const retention = await drain(join(EXAMPLES, "purchase.yaml"), [], { MASQ_VAULT_RETENTION_DAYS: "30" });
+  assert.equal(retention.code, 2, retention.stderr);
+  assert.match(retention.stderr, /MASQ_VAULT_RETENTION_DAYS\).*not supported with a contract/);
+
   const broken = join(dir, "broken.yaml");
   writeFileSync(broken, "version: 1\nevents:\n  purchase:\n    match: all\n    table: purchases\n    subject: nobody\n    fields: {}\n");
   const r = await drain(broken, [purchase()]);
@@ -260,5 +264,35 @@ test("the Lambda handler ingests by MASQ_CONTRACT too: rows in each table, refus
     assert.equal(masked.rows[0]!.masked_email, expected.masked_email);
   } finally {
     await h.close();
+  }
+});
+
+test("a row its table refuses is quarantined as db_rejected, its masked row as the copy, and the rest of the batch is written", async () => {
+  await fx.reset();
+  const dir = mkdtempSync(join(tmpdir(), "masq-contract-"));
+  const contract = join(dir, "rej.yaml");
+  writeFileSync(contract, readFileSync(twoEventContract(dir), "utf8").replace("table: shop.purchases", "table: rej.purchases").replace("table: page_views", "table: rej.page_views"));
+  await fx.db.pool.query("CREATE SCHEMA rej");
+  await fx.db.pool.query(PURCHASES_DDL("rej.purchases").replace(", sns_message_id text", "").replace("amount_cents bigint", "amount_cents bigint CHECK (amount_cents < 100000)"));
+  await fx.db.pool.query(PAGE_VIEWS_DDL("rej.page_views"));
+  const committer = openRunContract(contract)!;
+  const keys = await testKeys(fx.db);
+  try {
+    const at = new Date();
+    const bodies = [purchase(), purchase({ order_id: "o-big", amount_cents: 500000 }), pageView, purchase({ order_id: "o-3" })];
+    const r = await committer.commit(fx.db.pool, keys, bodies.map((body, i) => ({ messageId: `rej-${i}`, body, sentAt: at, receivedAt: at })));
+    assert.deepEqual([r.written, r.quarantined, r.rejected, r.duplicates], [3, 1, 1, 0]);
+    const q = await fx.db.pool.query<{ reason: string; body: string; user_id: string; pseudonyms: string[] }>("SELECT reason, body, user_id, pseudonyms FROM masq.quarantine");
+    assert.equal(q.rows.length, 1);
+    const copy = JSON.parse(q.rows[0]!.body) as Record<string, unknown>;
+    assert.equal(q.rows[0]!.reason, "db_rejected");
+    assert.equal(copy.order_id, "o-big");
+    assert.equal(q.rows[0]!.user_id, "c-42");
+    assert.ok(!q.rows[0]!.body.includes(EMAIL));
+    assert.deepEqual([...q.rows[0]!.pseudonyms].sort(), [`card_last4:${String(copy.card_last4_hash)}`, `email:${String(copy.masked_email)}`]);
+    // The refused row's email is in the vault still: its pseudonym is in the record, and the other rows use it too.
+    assert.equal((await fx.db.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM masq.vault WHERE kind = 'email'")).rows[0]!.n, 1);
+  } finally {
+    keys.close();
   }
 });

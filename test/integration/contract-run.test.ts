@@ -296,3 +296,17 @@ test("a row its table refuses is quarantined as db_rejected, its masked row as t
     keys.close();
   }
 });
+
+test("MASQ_CONTRACT naming the shipped login contract runs the login path as it always did", async () => {
+  await fx.reset();
+  const login = fileURLToPath(new URL("../../contracts/login.yaml", import.meta.url));
+  const body = JSON.stringify({ user_id: "u-login", app_version: "2.3.0", device_type: "ios", ip: "198.51.100.7", locale: "fr", device_id: "dev-1" });
+  const r = await drain(login, [body, '{"user_id": "u-bad"}']);
+  assert.equal(r.code, 0, r.stderr + r.stdout.slice(-3000));
+  assert.doesNotMatch(r.stdout, /ingesting by contract/);
+  const rows = await fx.db.pool.query<{ user_id: string; app_version: number; masked_ip: string }>("SELECT user_id, app_version, masked_ip FROM public.user_logins");
+  const expected = (await preview(login, [body]))[0]!.row as Record<string, string>;
+  assert.deepEqual(rows.rows, [{ user_id: "u-login", app_version: 2003000, masked_ip: expected.masked_ip }]);
+  const q = await fx.db.pool.query<{ reason: string; pseudonyms: string[] | null }>("SELECT reason, pseudonyms FROM masq.quarantine");
+  assert.deepEqual(q.rows, [{ reason: "missing_field", pseudonyms: null }]);
+});

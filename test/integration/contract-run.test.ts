@@ -176,6 +176,17 @@ test("a two-event-type contract: rows in each table as preview gives them, refus
     "SELECT (SELECT count(*)::int FROM shop.purchases) AS p, (SELECT count(*)::int FROM page_views) AS v, (SELECT count(*)::int FROM masq.quarantine) AS q, (SELECT count(*)::int FROM masq.vault) AS vault",
   );
   assert.deepEqual(counts.rows[0], { p: 4, v: 2, q: bad.length + 1, vault: 1 });
+
+  // Vault values deleted meanwhile (an erasure or a prune advances the vault epoch): the sealer, which believed the
+  // email in the vault and left it out, is refused, seals again, and the row's original is back in the vault.
+  await fx.db.pool.query("BEGIN; SELECT masq.advance_vault_epoch(); DELETE FROM masq.vault; COMMIT");
+  const after = await committer.commit(fx.db.pool, keys, [{ messageId: "after-erase", body: purchase({ order_id: "o-9" }), sentAt: at, receivedAt: at }]);
+  assert.equal(after.written, 1);
+  const again = await decryptVault(fx.db.pool, new LocalKeyProvider(Uint8Array.from(TEST_MASTER_KEY)));
+  assert.deepEqual(
+    again.map((v) => [v.kind, v.pseudonym, v.value]),
+    [["email", maskedEmail, EMAIL]],
+  );
   keys.close();
 });
 

@@ -155,6 +155,12 @@ test("a two-event-type contract: rows in each table as preview gives them, refus
   assert.equal(unknown.user_id, null);
   assert.equal(q.rows.find((x) => x.reason === "invalid_json")!.body, null);
 
+  // The quarantine's list selects by a contract's reason code, and shows no value the contract does not keep.
+  const listed = await runMasq(["quarantine", "list", "--reason-code", "unclassified_field"], { DATABASE_URL: fx.pgdb.url });
+  assert.equal(listed.code, 0, listed.stderr);
+  assert.equal(listed.stdout.match(/unclassified_field/g)?.length, 2, listed.stdout);
+  assert.ok(!listed.stdout.includes(EMAIL) && !listed.stdout.includes("FREE"), listed.stdout);
+
   // The vault holds the email under its kind, once; the hashed card digits never.
   const vault = await decryptVault(fx.db.pool, new LocalKeyProvider(Uint8Array.from(TEST_MASTER_KEY)));
   assert.deepEqual(

@@ -24,8 +24,9 @@ export interface PlannedColumn {
 
 export interface PlannedTable {
   table: TableName;
-  /** The event types writing it (one, usually); their columns are the same (checked at plan time). */
+  /** The event types writing it (one, usually). */
   events: string[];
+  /** Every column its event types write (an event type's row holds null in a column it has no field for). */
   columns: PlannedColumn[];
 }
 
@@ -74,7 +75,7 @@ export function sentTypeOf(f: FieldSpec): SentType {
   }
 }
 
-/** Plans a contract for ingestion. Throws an Error (one line) when two event types write one table differently. */
+/** Plans a contract for ingestion. Throws an Error (one line) when two event types write one column differently. */
 export function planContract(contract: Contract, file: string): ContractPlan {
   const tables: PlannedTable[] = [];
   const events = new Map<string, PlannedEvent>();
@@ -84,9 +85,15 @@ export function planContract(contract: Contract, file: string): ContractPlan {
     let index = tables.findIndex((t) => t.table.schema === table.schema && t.table.name === table.name);
     if (index < 0) index = tables.push({ table, events: [e.name], columns }) - 1;
     else {
+      // Event types sharing a table write the union of their columns (null where one has no such field), as
+      // `masq migrate --contract` creates it; a column both write must be written alike.
       const other = tables[index]!;
-      if (!sameColumns(other.columns, columns)) {
-        throw new Error(`event types ${other.events[0]} and ${e.name} both write table ${e.table} but with different columns; give each its own table`);
+      for (const c of columns) {
+        const o = other.columns.find((x) => x.name === c.name);
+        if (o === undefined) other.columns.push(c);
+        else if (o.sent !== c.sent || o.vaultKind !== c.vaultKind || o.hmacKind !== c.hmacKind) {
+          throw new Error(`event types ${other.events.join(", ")} and ${e.name} both write column ${c.name} of table ${e.table}, differently; make the fields agree or use two columns`);
+        }
       }
       other.events.push(e.name);
     }
@@ -106,10 +113,6 @@ function columnsOf(e: EventSpec): PlannedColumn[] {
       vaultKind: f.treatment.name === "pseudonymize" ? f.treatment.kind : undefined,
       hmacKind: f.treatment.name === "pseudonymize" || f.treatment.name === "hash" ? f.treatment.kind : undefined,
     }));
-}
-
-function sameColumns(a: PlannedColumn[], b: PlannedColumn[]): boolean {
-  return a.length === b.length && a.every((c, i) => c.name === b[i]!.name && c.sent === b[i]!.sent && c.vaultKind === b[i]!.vaultKind && c.hmacKind === b[i]!.hmacKind);
 }
 
 /** How a field shows in a redacted copy: kept fields in clear, pseudonymised and hashed ones as their HMAC, the rest not. */

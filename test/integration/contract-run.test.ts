@@ -327,3 +327,49 @@ test("MASQ_CONTRACT naming the shipped login contract runs the login path as it 
   const q = await fx.db.pool.query<{ reason: string; pseudonyms: string[] | null }>("SELECT reason, pseudonyms FROM masq.quarantine");
   assert.deepEqual(q.rows, [{ reason: "missing_field", pseudonyms: null }]);
 });
+
+test("two event types sharing a table: each row holds null in the columns of the other's fields", async () => {
+  await fx.reset();
+  const dir = mkdtempSync(join(tmpdir(), "masq-contract-"));
+  const contract = join(dir, "shared.yaml");
+  writeFileSync(
+    contract,
+    `version: 1
+events:
+  signup:
+    match: { field: type, equals: signup }
+    table: shared_events
+    subject: user_id
+    unknown: quarantine
+    fields:
+      type: { type: string, max_length: 16, treatment: keep, column: event_type }
+      user_id: { type: string, max_length: 16, treatment: keep, column: user_id }
+      email: { type: string, max_length: 64, treatment: pseudonymize, kind: email, column: masked_email }
+  login:
+    match: { field: type, equals: login }
+    table: shared_events
+    subject: user_id
+    unknown: quarantine
+    fields:
+      type: { type: string, max_length: 16, treatment: keep, column: event_type }
+      user_id: { type: string, max_length: 16, treatment: keep, column: user_id }
+      ok: { type: boolean, treatment: keep, column: ok }
+`,
+  );
+  await fx.db.pool.query("CREATE TABLE shared_events (event_type varchar(16), user_id varchar(16), masked_email text, ok boolean)");
+  const committer = openRunContract(contract)!;
+  const keys = await testKeys(fx.db);
+  try {
+    const at = new Date();
+    const bodies = [JSON.stringify({ type: "signup", user_id: "u-1", email: EMAIL }), JSON.stringify({ type: "login", user_id: "u-1", ok: true })];
+    const r = await committer.commit(fx.db.pool, keys, bodies.map((body, i) => ({ messageId: `shared-${i}`, body, sentAt: at, receivedAt: at })));
+    assert.deepEqual(r.writtenByEvent, { signup: 1, login: 1 });
+    const rows = await fx.db.pool.query("SELECT event_type, user_id, masked_email, ok FROM shared_events ORDER BY event_type");
+    assert.deepEqual(rows.rows, [
+      { event_type: "login", user_id: "u-1", masked_email: null, ok: true },
+      { event_type: "signup", user_id: "u-1", masked_email: keys.pseudonym.pseudonymizer.pseudonymize("email" as never, EMAIL), ok: null },
+    ]);
+  } finally {
+    keys.close();
+  }
+});

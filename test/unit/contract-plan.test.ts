@@ -56,7 +56,7 @@ events:
   assert.doesNotMatch(sql, /'phone'::text/);
 });
 
-test("two event types writing one table must write the same columns (every event type stores at least its subject: read-contract.ts)", () => {
+test("two event types writing one table write the union of their columns; a column both write must be written alike", () => {
   const twice = (second: string) =>
     contract(`version: 1
 events:
@@ -75,11 +75,12 @@ events:
     unknown: drop
     fields:
 ${second}`);
-  const same = "      type: { type: string, max_length: 8, treatment: keep, column: type }\n      user_id: { type: string, max_length: 8, treatment: keep, column: user_id }\n";
-  assert.equal(planContract(twice(same), "x.yaml").tables.length, 1);
+  const plan = planContract(twice("      type: { type: string, max_length: 8, treatment: keep, column: type }\n      user_id: { type: string, max_length: 8, treatment: keep, column: user_id }\n      n: { type: integer, treatment: keep, column: n }\n"), "x.yaml");
+  assert.equal(plan.tables.length, 1);
+  assert.deepEqual(plan.tables[0]!.columns.map((c) => c.name), ["type", "user_id", "n"]);
+  assert.deepEqual(plan.tables[0]!.events, ["a", "b"]);
   assert.throws(
     () => planContract(twice("      type: { type: string, max_length: 8, treatment: keep, column: type }\n      user_id: { type: string, max_length: 8, treatment: hash, kind: user, column: user_id }\n"), "x.yaml"),
-    /event types a and b both write table events but with different columns/,
+    /event types a and b both write column user_id of table events, differently/,
   );
-
 });

@@ -103,10 +103,10 @@ export function buildProgram(): Command {
     .option("--drain", "exit 0 once the queue is empty and everything received is committed and deleted");
   queueOptions(run, "SQS queue URL");
   databaseOption(tableOption(run));
-  const runSettings = ["batchSize", "batchWaitMs", "receivers", "writers", "maxInFlight", "waitTimeSeconds", "visibilityTimeout", "shutdownTimeoutMs", "httpPort", "httpHost", "migrate"] as const;
+  const runSettings = ["batchSize", "batchWaitMs", "receivers", "writers", "maxInFlight", "waitTimeSeconds", "visibilityTimeout", "shutdownTimeoutMs", "httpPort", "httpHost", "migrate", "contract"] as const;
   for (const key of runSettings) run.addOption(settingOption(key));
   logLevelOption(run).action(async (_opts, cmd: Command) => finish(await (await import("./commands/run.ts")).runCommand(explicit(cmd))));
-  settings(run, "queue", "table", "keys", "pseudonym-key", "pipeline", "http", "log-level", "log-format", "connect", "retention", "migrate", "aws");
+  settings(run, "queue", "table", "keys", "pseudonym-key", "pipeline", "http", "log-level", "log-format", "connect", "retention", "migrate", "aws", "contract");
   examples(
     run,
     "QUEUE_URL=https://sqs.eu-west-1.amazonaws.com/123456789012/logins DATABASE_URL=postgres://masq@db/logins MASQ_KMS_KEY_ID=alias/masq masq run",

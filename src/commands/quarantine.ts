@@ -9,7 +9,11 @@ import { showOriginal } from "../lifecycle/reveal-originals.ts";
 import { printable } from "../lifecycle/unmask.ts";
 import { createProgress, type Progress } from "../ops/progress.ts";
 import { masqQueries } from "../db/schema.ts";
-import { REASON_CODES } from "../ingest/login-event.ts";
+import { REASON_CODES as LOGIN_REASON_CODES } from "../ingest/login-event.ts";
+import { CONTRACT_REASON_CODES } from "../contracts/compile-contract.ts";
+
+/** Every code a record can have: login's, and those only a contract gives. */
+const REASON_CODES: readonly string[] = [...LOGIN_REASON_CODES, ...CONTRACT_REASON_CODES];
 
 /** --reason-code: one of the known codes, or exit 2 listing them (a typo would otherwise match nothing, silently). */
 function readReasonCode(flags: Record<string, unknown>): string | undefined {
@@ -21,7 +25,7 @@ function readReasonCode(flags: Record<string, unknown>): string | undefined {
   }
   const code = typeof flags.reasonCode === "string" ? flags.reasonCode.trim() : undefined;
   if (code === undefined) return undefined;
-  if (!(REASON_CODES as readonly string[]).includes(code)) {
+  if (!REASON_CODES.includes(code)) {
     throw new ConfigError("--reason-code", `is not a reason code masq uses; the codes are ${REASON_CODES.join(", ")}`, { what: "unknown reason code" });
   }
   return code;

@@ -17,7 +17,8 @@ import { createLogger } from "../log.ts";
 import type { startHttpServer } from "../ops/http.ts";
 import type { Metrics } from "../ops/metrics.ts";
 import { createProgress, isInteractive } from "../ops/progress.ts";
-import { databaseSetting, readConnectTimeoutMs, readLogFormat, readRetentionDays, readRunConfig, settingSources, sqsTargetText } from "../settings/config.ts";
+import type { ContractCommitter } from "../ingest/commit-contract-batch.ts";
+import { databaseSetting, readConnectTimeoutMs, readContractFile, readLogFormat, readNamedTable, readRetentionDays, readRunConfig, settingSources, sqsTargetText } from "../settings/config.ts";
 import { onShutdownSignals } from "../signals.ts";
 
 /**
@@ -35,7 +36,23 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
   const retentionDays = readRetentionDays(src);
   const deadlineMs = drain ? readConnectTimeoutMs(src) : undefined;
   const sqsTarget = sqsTargetText(src);
+  // A contract other than login's is read and compiled here, once: a file that does not read stops masq (exit 2)
+  // before anything is reached. Unset (or the shipped login contract), masq runs the login path as it always did.
+  const contractFile = readContractFile(src);
+  const contract: ContractCommitter | undefined = contractFile === undefined ? undefined : (await import("../ingest/run-contract.ts")).openRunContract(contractFile);
+  if (contract !== undefined && retentionDays !== undefined) {
+    // Retention decides by the login table's columns (104_lifecycle.sql): pruning with a contract would not see what
+    // the contract's tables use, and delete it.
+    throw new ConfigError("MASQ_VAULT_RETENTION_DAYS", "is not supported with a contract (MASQ_CONTRACT) yet; unset it here and prune with masq vault prune");
+  }
   const logger = createLogger(config.logLevel, undefined, readLogFormat(src));
+  if (contract !== undefined) {
+    const { plan } = contract.writer;
+    logger.info({ contract: plan.file, tables: plan.tables.map((t) => `${t.table.schema}.${t.table.name}`) }, "ingesting by contract");
+    // Each event type names its own table; prepare threads mask login events only.
+    if (readNamedTable(src) !== undefined) logger.warn({ contract: plan.file }, "MASQ_TABLE is ignored with a contract: each event type names its table");
+    if ((config.pipeline.prepareThreads ?? 0) > 0) logger.info("prepare threads are not used with a contract: batches are prepared on the main thread");
+  }
   const setupAbort = new AbortController();
   // Start-up's steps that run side by side: a signal ends them, and so does a failure of another (finally, below).
   const startAbort = new AbortController();
@@ -106,7 +123,7 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
     );
     // Postgres is checked meanwhile (connection, migrations, the target table), and written only once SQS has
     // answered. SQS's error is reported first, as when the two ran one after the other; Postgres's after it.
-    const databaseReady = prepareDatabase(db, config.table, { migrate: config.migrate, logger, signal: startAbort.signal, deadlineMs, writesAfter: sqsChecked });
+    const databaseReady = prepareDatabase(db, config.table, { migrate: config.migrate, logger, signal: startAbort.signal, deadlineMs, writesAfter: sqsChecked, contract: contract?.writer.plan });
     databaseReady.catch(() => undefined);
     // KMS answers whatever SQS and Postgres say: the master key is looked up meanwhile (the provider keeps it), and
     // a failure is left for openIngestKeys to report, in its turn.
@@ -202,7 +219,7 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
     // Started last: a thread loads its modules on the other core, which, on two cores, is the one fauxqs or Postgres
     // and the main thread's own start-up were using (spawn to first receive, docs/benchmark.md). It is up before the
     // first batch is cut (the receives' round trip and the batch wait); until then a batch waits in its queue.
-    const prepareThreads = config.pipeline.prepareThreads ?? 0;
+    const prepareThreads = contract === undefined ? (config.pipeline.prepareThreads ?? 0) : 0;
     if (prepareThreads > 0) threads = new PrepareThreads({ count: prepareThreads, logger, exitAfterBatches: testExitAfter(process.env, "MASQ_TEST_PREPARE_THREAD_EXIT_AFTER") });
     runner = new Runner({
       source: sqsSource,
@@ -214,6 +231,7 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
       targets: { postgres: targetText(db.target), sqs: sqsTarget },
       observer: combineObservers(metrics, progress),
       preparer: threads,
+      contract,
     });
     performance.mark("masq:runner");
     const result = await runner.run({ drain });

@@ -46,7 +46,8 @@ export function applyContract(c: CompiledContract, message: ContractMessage, key
   return applyEvent(type, event, message.sentAt, sns, keys);
 }
 
-function recognise(c: CompiledContract, event: Record<string, unknown>): CompiledEvent | string {
+/** The event type of an event, or the path of the discriminator that matched none (a quarantined copy needs it too). */
+export function recognise(c: CompiledContract, event: Record<string, unknown>): CompiledEvent | string {
   if (c.matchAll !== undefined) return c.matchAll;
   let path = "";
   for (const [field, d] of c.discriminators) {

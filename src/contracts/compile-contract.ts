@@ -23,7 +23,10 @@ export function contractKeys(key: Uint8Array): ContractKeys {
  * Why applyContract refuses an event: today's reason codes for a message (db_rejected and unprocessable are decided
  * later, by the database and the runner), and those only contracts give.
  */
-export type ContractReason = Exclude<ReasonCode, "db_rejected" | "unprocessable"> | "invalid_timestamp" | "unknown_event" | "unclassified_field";
+export type ContractReason = Exclude<ReasonCode, "db_rejected" | "unprocessable"> | (typeof CONTRACT_REASON_CODES)[number];
+
+/** The reason codes only a contract gives (masq run with MASQ_CONTRACT), beside login's (REASON_CODES). */
+export const CONTRACT_REASON_CODES = ["invalid_timestamp", "unknown_event", "unclassified_field"] as const;
 
 export type RowValue = string | number | boolean | null;
 

@@ -13,6 +13,8 @@ import { targetText } from "./connection.ts";
 import { inTransaction, type Db } from "./pool.ts";
 import { classifyPgError } from "./query.ts";
 import { qualified, type TableName, ensureTargetTable, verifyTargetTable } from "./tables.ts";
+import { verifyContractTables } from "./verify-contract-tables.ts";
+import type { ContractPlan } from "../ingest/contract-plan.ts";
 
 /**
  * Brings the database to the state masq needs: migrations applied (unless the operator runs them separately) and
@@ -27,7 +29,15 @@ import { qualified, type TableName, ensureTargetTable, verifyTargetTable } from 
 export async function prepareDatabase(
   db: Db,
   target: TableName | { prepareTables: (opts: TablePreparation) => Promise<void> },
-  opts: { migrate: boolean; logger: Logger; signal?: AbortSignal; deadlineMs?: number | undefined; writesAfter?: Promise<unknown> },
+  opts: {
+    migrate: boolean;
+    logger: Logger;
+    signal?: AbortSignal;
+    deadlineMs?: number | undefined;
+    writesAfter?: Promise<unknown>;
+    /** A contract other than login's, for ingestion: its tables are checked, never created or registered (`masq migrate --contract` does). */
+    contract?: ContractPlan | undefined;
+  },
 ): Promise<void> {
   const { logger } = opts;
   // The gate's own failure passes through as it is: it is not Postgres's, and waiting here cannot cure it.
@@ -56,6 +66,11 @@ export async function prepareDatabase(
           owner = await ownsTargetTables(db);
           if (owner) await warnRefusedRegistrations(db, logger);
           performance.mark("masq:migrate");
+        }
+        if (opts.contract !== undefined) {
+          await verifyContractTables(db.pool, opts.contract);
+          performance.mark("masq:target-table");
+          return;
         }
         if ("prepareTables" in target) {
           await target.prepareTables({ owner, logger, beforeWriting });

@@ -6,6 +6,7 @@
 import type { PiiKind } from "./pseudonymize.ts";
 import type { QuarantineFacts } from "./quarantine-body.ts";
 import type { ReasonCode } from "./login-event.ts";
+import type { ContractReason } from "../contracts/compile-contract.ts";
 import type { Sealed } from "../keys/data-keys.ts";
 
 export interface IncomingMessage {
@@ -34,7 +35,7 @@ export interface LoginRow {
  */
 export type Outcome = RowOutcome | QuarantineRecord;
 
-interface MessageMeta {
+export interface MessageMeta {
   messageId: string;
   /** SentTimestamp; null only when SQS did not report one. */
   sentAt: Date | null;
@@ -50,7 +51,8 @@ export interface RowOutcome extends MessageMeta {
 
 export interface QuarantineRecord extends MessageMeta {
   kind: "quarantine";
-  reason: ReasonCode;
+  /** A contract's reasons (unknown_event, unclassified_field, invalid_timestamp) only on the contract path. */
+  reason: ReasonCode | ContractReason;
   detail: string;
   redactedBody: string | null;
   originalBody: string | null;
@@ -72,9 +74,9 @@ export interface SealedBody extends Sealed {
   dataKeyId: string;
 }
 
-/** One vault row: a distinct PII value, encrypted, under its pseudonym. */
-export interface VaultEntry extends Sealed {
-  kind: PiiKind;
+/** One vault row: a distinct PII value, encrypted, under its pseudonym. A contract's kinds are any it declares. */
+export interface VaultEntry<K extends string = PiiKind> extends Sealed {
+  kind: K;
   pseudonym: string;
   dataKeyId: string;
 }

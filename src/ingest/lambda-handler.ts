@@ -10,6 +10,7 @@ import { readLambdaConfig, readLogLevel } from "../settings/config.ts";
 import { sleep } from "./backoff.ts";
 import type { IncomingMessage } from "./batch.ts";
 import { commitMessages, type CommitResult } from "./commit-batch.ts";
+import type { ContractCommitter } from "./commit-contract-batch.ts";
 
 /**
  * The parts of Lambda's SQS event that masq reads, declared here rather than taken from @types/aws-lambda.
@@ -65,6 +66,8 @@ interface Core {
   provider: KeyProvider;
   keys: IngestKeys;
   batchSize: number;
+  /** MASQ_CONTRACT naming a contract other than login's: batches go the contract path (commit-contract-batch.ts). */
+  contract: ContractCommitter | undefined;
 }
 
 export interface SqsHandler {
@@ -163,22 +166,28 @@ export function createSqsHandler(env: NodeJS.ProcessEnv = process.env): SqsHandl
 
 async function coldStart(env: NodeJS.ProcessEnv, logger: Logger): Promise<Core> {
   // Settings first, so a bad one fails before anything is touched.
-  const { databaseUrl, table, keys: keyConfig, pseudonymKeyOverride: override, batchSize, migrate } = readLambdaConfig(env);
+  const { databaseUrl, table, keys: keyConfig, pseudonymKeyOverride: override, batchSize, migrate, contract: contractFile } = readLambdaConfig(env);
+  // Read and compiled once per execution environment; a file that does not read fails the cold start (a ConfigError).
+  const contract = contractFile === undefined ? undefined : (await import("./run-contract.ts")).openRunContract(contractFile);
   // One connection per execution environment: Lambda runs one invocation at a time in it, and the commits of a
   // batch are sequential. Postgres connections in use therefore equal the function's concurrency.
   const db = createDb({ databaseUrl, poolSize: 1, logger });
   const provider = createKeyProvider(keyConfig);
   let keys: IngestKeys;
   try {
-    await prepareDatabase(db, table, { migrate, logger, signal: AbortSignal.timeout(COLD_START_WAIT_MS) });
+    await prepareDatabase(db, table, { migrate, logger, signal: AbortSignal.timeout(COLD_START_WAIT_MS), contract: contract?.writer.plan });
     keys = await IngestKeys.open({ pool: db.pool, provider, pseudonymKeyOverride: override, limits: keyConfig.limits }, AbortSignal.timeout(COLD_START_WAIT_MS));
   } catch (err) {
     provider.close();
     await db.close().catch(() => undefined);
     throw err;
   }
-  logger.info({ table: `${table.schema}.${table.name}`, migrate, batchSize, keyProvider: provider.name, pseudonymKeyVersion: keys.pseudonym.version }, "masq lambda ready");
-  return { db, table, provider, keys, batchSize };
+  const tables = contract === undefined ? `${table.schema}.${table.name}` : contract.writer.plan.tables.map((t) => `${t.table.schema}.${t.table.name}`).join(", ");
+  logger.info(
+    { table: tables, ...(contract === undefined ? {} : { contract: contract.writer.plan.file }), migrate, batchSize, keyProvider: provider.name, pseudonymKeyVersion: keys.pseudonym.version },
+    "masq lambda ready",
+  );
+  return { db, table, provider, keys, batchSize, contract };
 }
 
 /**
@@ -186,12 +195,13 @@ async function coldStart(env: NodeJS.ProcessEnv, logger: Logger): Promise<Core> 
  * the process fails on first use, and one quick retry on a fresh connection saves the batch a trip through the queue.
  */
 async function commitOnce(c: Core, chunk: readonly IncomingMessage[]): Promise<CommitResult> {
+  const commit = () => (c.contract === undefined ? commitMessages(c.db.pool, c.table, c.keys, chunk) : c.contract.commit(c.db.pool, c.keys, chunk));
   try {
-    return await commitMessages(c.db.pool, c.table, c.keys, chunk);
+    return await commit();
   } catch (err) {
     if (!(err instanceof TransientError)) throw err;
     await sleep(200);
-    return commitMessages(c.db.pool, c.table, c.keys, chunk);
+    return commit();
   }
 }
 

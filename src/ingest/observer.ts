@@ -4,13 +4,16 @@
  * `progress` log line.
  */
 import type { ReasonCode } from "./login-event.ts";
+import type { ContractReason } from "../contracts/compile-contract.ts";
 
 /** Counters for one run. They feed the log lines, the demo summary and the end-of-run report. */
 export interface RunStats {
   received: number;
   written: number;
+  /** On the contract path only: rows written by event type. */
+  writtenByEvent?: Record<string, number>;
   /** Newly quarantined messages by reason, as the database recorded them. */
-  quarantined: Partial<Record<ReasonCode, number>>;
+  quarantined: Partial<Record<ReasonCode | ContractReason, number>>;
   /** Messages whose id was already in the ledger: redeliveries of committed work, skipped. */
   duplicates: number;
   deleted: number;
@@ -50,6 +53,8 @@ export interface CommittedBatch {
   size: number;
   seconds: number;
   written: number;
+  /** On the contract path only: rows written by event type. */
+  writtenByEvent?: Record<string, number>;
   duplicates: number;
   quarantinedByReason: Record<string, number>;
   /** now − SentTimestamp, in seconds, for each message of the batch that has one. */

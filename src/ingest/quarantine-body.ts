@@ -17,6 +17,8 @@ export interface QuarantineFacts {
   userId: string | null;
   maskedIp: string | null;
   maskedDeviceId: string | null;
+  /** A record of a contract other than login's: the pseudonyms its copy shows, as "kind:pseudonym" (106_contract_tables.sql). */
+  pseudonyms?: string[] | null;
 }
 
 export const NO_FACTS: QuarantineFacts = { userId: null, maskedIp: null, maskedDeviceId: null };
@@ -157,11 +159,13 @@ export function topLevelPseudonym(key: string, value: unknown, p: Pseudonymizer)
   return p.pseudonymize(pii.kind, canonical);
 }
 
-interface Budget {
+/** Values and keys a redacted copy may still show (REDACTION_LIMITS.nodes at the start). */
+export interface Budget {
   nodes: number;
 }
 
-function redact(value: unknown, depth: number, budget: Budget): unknown {
+/** A value as any redacted copy shows one nobody allowed: a marker of its type and length, bounded (see redactBody). */
+export function redact(value: unknown, depth: number, budget: Budget): unknown {
   budget.nodes--;
   if (value === null || typeof value === "boolean") return value;
   if (typeof value === "string") return `[string: ${value.length} chars]`;

@@ -7,7 +7,8 @@ import type { TableName } from "../db/tables.ts";
 import type { ReasonCode } from "./login-event.ts";
 import type { IngestKeys } from "../keys/ingest-keys.ts";
 import { backoffMs, sleep } from "./backoff.ts";
-import { commitMessages, type BatchPreparer } from "./commit-batch.ts";
+import { commitMessages, type BatchPreparer, type CommitResult } from "./commit-batch.ts";
+import type { ContractCommitter } from "./commit-contract-batch.ts";
 import type { IncomingMessage } from "./batch.ts";
 import { createProgressLog, PROGRESS_EVERY_MS, type ProgressLogTiming, emptyStats, type PipelineObserver, type RunStats } from "./observer.ts";
 
@@ -20,6 +21,12 @@ export interface RunnerDeps {
   logger: Logger;
   config: PipelineConfig;
   observer?: PipelineObserver | undefined;
+  /**
+   * A contract other than login's (MASQ_CONTRACT): batches go the contract path (commit-contract-batch.ts), on this
+   * thread, to the contract's tables; `table` and `preparer` are then unused. Absent: the login path. Given as an
+   * object so that the login path's start loads none of the contract path's modules.
+   */
+  contract?: ContractCommitter | undefined;
   /** Where batches are masked and sealed: prepare threads (prepare-threads.ts), or this thread when absent. */
   preparer?: BatchPreparer | undefined;
   /** "DATABASE_URL at db:5432/app", "QUEUE_URL at …": named when a drain gives up on one of them. */
@@ -303,14 +310,21 @@ export class Runner {
   }
 
   private async commitAndDelete(batch: IncomingMessage[]): Promise<void> {
-    const { pool, table, keys, logger, preparer } = this.deps;
+    const { pool, table, keys, logger, preparer, contract } = this.deps;
     const started = performance.now();
     let failingSince: number | undefined;
     for (let attempt = 0; ; attempt++) {
       if (this.hardAbort.signal.aborted || this.fatal !== undefined) return;
       try {
-        const r = await commitMessages(pool, table, keys, batch, this.hardAbort.signal, preparer);
+        const r: CommitResult & { writtenByEvent?: Record<string, number> } =
+          contract === undefined
+            ? await commitMessages(pool, table, keys, batch, this.hardAbort.signal, preparer)
+            : await contract.commit(pool, keys, batch, this.hardAbort.signal);
         this.stats.written += r.written;
+        if (r.writtenByEvent !== undefined) {
+          const by = (this.stats.writtenByEvent ??= {});
+          for (const [event, n] of Object.entries(r.writtenByEvent)) by[event] = (by[event] ?? 0) + n;
+        }
         this.stats.duplicates += r.duplicates;
         for (const [reason, n] of Object.entries(r.quarantinedByReason) as [ReasonCode, number][]) {
           this.stats.quarantined[reason] = (this.stats.quarantined[reason] ?? 0) + n;
@@ -322,6 +336,7 @@ export class Runner {
             size: batch.length,
             seconds: (performance.now() - started) / 1000,
             written: r.written,
+            ...(r.writtenByEvent !== undefined ? { writtenByEvent: r.writtenByEvent } : {}),
             duplicates: r.duplicates,
             quarantinedByReason: r.quarantinedByReason,
             lagSeconds: lagSeconds(batch, Date.now()),

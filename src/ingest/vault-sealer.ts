@@ -1,5 +1,6 @@
 import type { KeyObject } from "node:crypto";
 import { emptyRowColumns, type Outcome, type QuarantineRecord, type SealedBatch, type SealedBody, type VaultEntry, type VaultEpochs } from "./batch.ts";
+import type { ContractOutcome, ContractRow, ContractSealedBatch } from "./contract-batch.ts";
 import { nonces, quarantineBodyAad, seal, vaultAad, type DataKeys } from "../keys/data-keys.ts";
 
 /**
@@ -14,6 +15,8 @@ export class VaultSealer {
   private readonly dataKeys: Pick<DataKeys, "reserve">;
   /** Pseudonyms (by kind) this process has committed to the vault under pseudonym key `knownVersion`. */
   private readonly known = { ip: new Set<string>(), device_id: new Set<string>() };
+  /** The same, for the other kinds a contract declares (the contract path's; its ip and device_id share `known`). */
+  private readonly knownOther = new Map<string, Set<string>>();
   private knownVersion = -1;
   /** The vault epoch under which `known` holds. Epochs only grow; a batch committed under an older one adds nothing. */
   private knownEpoch = 0;
@@ -89,16 +92,80 @@ export class VaultSealer {
    * after an erasure advanced the epoch (a prepare thread hears of both by messages, in either order) may name values
    * that erasure deleted, so it teaches nothing.
    */
-  committed(batch: SealedBatch, epochs: VaultEpochs | undefined): void {
+  committed(batch: Pick<SealedBatch | ContractSealedBatch, "keyVersion" | "vault">, epochs: VaultEpochs | undefined): void {
     if (epochs === undefined || batch.keyVersion !== this.knownVersion) return;
     this.staleVault(epochs.max);
     // Rows the batch carried but did not write (their messages were committed before) are not in the vault.
     if (epochs.min !== this.knownEpoch || epochs.max !== this.knownEpoch || epochs.partial === true) return;
     for (const v of batch.vault) {
-      const set = this.known[v.kind];
+      const set = this.knownOf(v.kind);
       set.add(v.pseudonym);
       if (set.size > this.capacity) set.delete(set.values().next().value!);
     }
+  }
+
+  /**
+   * The contract path's seal (contract-batch.ts): each distinct (kind, pseudonym) once, whatever kinds the contract
+   * declares, and each quarantined body; values committed before under the same key and epoch are left out, as seal does.
+   */
+  async sealContract(outcomes: readonly ContractOutcome[], keyVersion: number, signal?: AbortSignal): Promise<ContractSealedBatch> {
+    if (keyVersion !== this.knownVersion) this.forget(keyVersion);
+    // kind → pseudonym → original: each distinct value once.
+    const todo = new Map<string, Map<string, string>>();
+    let values = 0;
+    let bodies = 0;
+    let skipped = false;
+    for (const o of outcomes) {
+      if (o.kind === "quarantine") {
+        if (o.originalBody !== null) bodies++;
+        continue;
+      }
+      for (const v of o.vault ?? []) {
+        if (this.knownOf(v.kind).has(v.pseudonym)) {
+          skipped = true;
+          continue;
+        }
+        let byPseudonym = todo.get(v.kind);
+        if (byPseudonym === undefined) todo.set(v.kind, (byPseudonym = new Map<string, string>()));
+        if (!byPseudonym.has(v.pseudonym)) {
+          byPseudonym.set(v.pseudonym, v.original);
+          values++;
+        }
+      }
+    }
+    const vaultEpoch = skipped ? this.knownEpoch : null;
+    const count = values + bodies;
+    // No await between reserve and the last encryption: the key cannot be replaced (and zeroed) meanwhile.
+    const dk = count === 0 ? undefined : await this.dataKeys.reserve(count, signal);
+    const nonce = dk === undefined ? [] : nonces(count);
+    let n = 0;
+    const vault: VaultEntry<string>[] = [];
+    if (dk !== undefined) {
+      for (const [kind, byPseudonym] of todo) {
+        for (const [pseudonym, value] of byPseudonym) {
+          vault.push({ kind, pseudonym, dataKeyId: dk.id, ...seal(dk.keyObject, Buffer.from(value, "utf8"), vaultAad(kind, pseudonym), nonce[n++]) });
+        }
+      }
+    }
+    // The plaintext originals are dropped here: a sealed batch holds only pseudonyms and ciphertext.
+    const rows: ContractRow[] = [];
+    const quarantine: QuarantineRecord[] = [];
+    for (const o of outcomes) {
+      if (o.kind === "quarantine") {
+        quarantine.push({ ...o, originalBody: null, ...(o.originalBody !== null && dk !== undefined ? { sealedBody: sealBody(o, dk.id, dk.keyObject, nonce[n++]!) } : {}) });
+      } else {
+        rows.push({ messageId: o.messageId, sentAt: o.sentAt, receivedAt: o.receivedAt, bodyLength: o.bodyLength, kind: "row", table: o.table, event: o.event, values: o.values });
+      }
+    }
+    return { keyVersion, rows, quarantine, vault, vaultEpoch };
+  }
+
+  private knownOf(kind: string): Set<string> {
+    if (kind === "ip") return this.known.ip;
+    if (kind === "device_id") return this.known.device_id;
+    let set = this.knownOther.get(kind);
+    if (set === undefined) this.knownOther.set(kind, (set = new Set()));
+    return set;
   }
 
   /** The vault epoch what this sealer knows holds under; prepare threads' sealers follow the main thread's. */
@@ -111,6 +178,7 @@ export class VaultSealer {
     if (epoch <= this.knownEpoch) return;
     this.known.ip.clear();
     this.known.device_id.clear();
+    this.knownOther.clear();
     this.knownEpoch = epoch;
   }
 
@@ -118,6 +186,7 @@ export class VaultSealer {
   private forget(keyVersion: number): void {
     this.known.ip.clear();
     this.known.device_id.clear();
+    this.knownOther.clear();
     this.knownVersion = keyVersion;
   }
 }

@@ -189,7 +189,7 @@ const DAY_MS = 86_400_000;
  * Each row's ledger partition: the UTC day of its SentTimestamp, '-infinity' without one (the undated partition).
  * A batch's messages nearly all share a day, so the text is made once per day, not once per row.
  */
-function sentDays(sentAt: readonly (number | null)[]): string[] {
+export function sentDays(sentAt: readonly (number | null)[]): string[] {
   let day = NaN;
   let text = "";
   const out = new Array<string>(sentAt.length);

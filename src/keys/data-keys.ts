@@ -72,7 +72,7 @@ export interface VaultRow {
 // pseudonym) row, and a quarantined body only as the body of its own message: swapping ciphertexts between rows, or
 // between kinds, fails authentication instead of revealing the wrong person's data.
 
-export function vaultAad(kind: Kind, pseudonym: string): Buffer {
+export function vaultAad(kind: string, pseudonym: string): Buffer {
   return Buffer.from(`masq/vault/v1\0${kind}\0${pseudonym}`);
 }
 

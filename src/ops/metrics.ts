@@ -10,6 +10,7 @@ export class Metrics implements PipelineObserver {
   readonly registry = new Registry();
   private readonly receivedTotal: Counter;
   private readonly writtenTotal: Counter;
+  private readonly writtenByEventTotal: Counter<"event_type">;
   private readonly quarantinedTotal: Counter<"reason">;
   private readonly duplicatesTotal: Counter;
   private readonly deletedTotal: Counter;
@@ -35,6 +36,12 @@ export class Metrics implements PipelineObserver {
     if (opts.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry, prefix: "masq_" });
     this.receivedTotal = new Counter({ name: "masq_messages_received_total", help: "Messages received from SQS (redeliveries included).", registers });
     this.writtenTotal = new Counter({ name: "masq_rows_written_total", help: "Rows written to the target table.", registers });
+    this.writtenByEventTotal = new Counter({
+      name: "masq_rows_written_by_event_total",
+      help: "Rows written by event type, when masq ingests by a contract (MASQ_CONTRACT).",
+      labelNames: ["event_type"],
+      registers,
+    });
     this.quarantinedTotal = new Counter({
       name: "masq_messages_quarantined_total",
       help: "Messages written to masq.quarantine, by reason code.",
@@ -145,6 +152,7 @@ export class Metrics implements PipelineObserver {
 
   committed(b: CommittedBatch): void {
     this.writtenTotal.inc(b.written);
+    if (b.writtenByEvent !== undefined) for (const [event_type, n] of Object.entries(b.writtenByEvent)) this.writtenByEventTotal.inc({ event_type }, n);
     this.duplicatesTotal.inc(b.duplicates);
     for (const [reason, n] of Object.entries(b.quarantinedByReason)) this.quarantinedTotal.inc({ reason }, n);
     this.batchSize.observe(b.size);

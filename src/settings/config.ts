@@ -267,6 +267,8 @@ export interface LambdaConfig {
   pseudonymKeyOverride: Uint8Array | undefined;
   batchSize: number;
   migrate: boolean;
+  /** MASQ_CONTRACT: a contract file packaged with the function; undefined for the login path. */
+  contract: string | undefined;
 }
 
 /**
@@ -284,6 +286,7 @@ export function readLambdaConfig(env: NodeJS.ProcessEnv): LambdaConfig {
     pseudonymKeyOverride: readPseudonymKey(src),
     batchSize: readPipelineConfig(src).batchSize,
     migrate: readMigrate(src),
+    contract: readContractFile(src),
   };
 }
 

@@ -243,7 +243,7 @@ describe("every command's help: one format, only the flags it reads, an example"
     run: [
       "--drain", "--queue-url", "--sqs-protocol", "--sqs-endpoint", "--table", "--database-url", "--batch-size", "--batch-wait-ms", "--receivers",
       "--writers", "--max-in-flight", "--wait-time-seconds", "--visibility-timeout", "--shutdown-timeout-ms", "--http-port", "--http-host",
-      "--no-migrate", "--log-level", "--config",
+      "--no-migrate", "--log-level", "--config", "--contract",
     ],
     migrate: ["--table", "--database-url", "--log-level", "--config", "--contract"],
     status: ["--queue-url", "--sqs-protocol", "--sqs-endpoint", "--table", "--database-url", "--json", "--config"],

@@ -353,8 +353,10 @@ describe("the Lambda handler's settings", () => {
       pseudonymKeyOverride: undefined,
       batchSize: 1000,
       migrate: true,
+      contract: undefined,
     });
   });
+  test("MASQ_CONTRACT", () => assert.equal(readLambdaConfig({ ...LAMBDA_ENV, MASQ_CONTRACT: " contracts/examples/purchase.yaml " }).contract, "contracts/examples/purchase.yaml"));
   // MASQ_MIGRATE is parsed as everywhere else: before, the handler took only "false" and "0" as off.
   for (const [value, migrate] of [["no", false], ["OFF", false], ["false", false], ["0", false], ["yes", true], ["1", true]] as const) {
     test(`MASQ_MIGRATE=${value}`, () => assert.equal(readLambdaConfig({ ...LAMBDA_ENV, MASQ_MIGRATE: value }).migrate, migrate));

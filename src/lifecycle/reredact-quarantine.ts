@@ -86,7 +86,7 @@ export async function reredactQuarantine(ctx: PassContext): Promise<boolean> {
       sql<QuarantineRow>`SELECT message_id, reason, body, body_chars, body_data_key_id, body_nonce, body_ciphertext, has_body, masked_ip, masked_device_id, pseudonyms FROM (
          SELECT *, sum(size) OVER (ORDER BY message_id) - size AS before FROM (
            SELECT message_id, reason, coalesce(length(body), 0) AS body_chars, body_data_key_id, body_nonce, body_ciphertext,
-                  CASE WHEN (body_ciphertext IS NOT NULL AND reason <> 'db_rejected') OR length(body) > ${MAX_STORED_BODY_CHARS} THEN NULL ELSE body END AS body,
+                  CASE WHEN (pseudonyms IS NULL AND body_ciphertext IS NOT NULL AND reason <> 'db_rejected') OR length(body) > ${MAX_STORED_BODY_CHARS} THEN NULL ELSE body END AS body,
                   body IS NOT NULL AS has_body, masked_ip, masked_device_id, pseudonyms,
                   coalesce(octet_length(body_ciphertext), 0) + coalesce(least(length(body), ${MAX_STORED_BODY_CHARS}), 0) AS size
            FROM masq.quarantine
@@ -116,7 +116,10 @@ export async function reredactQuarantine(ctx: PassContext): Promise<boolean> {
 }
 
 async function rewrite(ctx: PassContext, rows: readonly QuarantineRow[]): Promise<Rewritten> {
-  const kept = rows.filter((r) => r.has_body && r.reason !== "db_rejected" && r.body_data_key_id !== null && r.body_nonce !== null && r.body_ciphertext !== null);
+  // A contract's record (its pseudonyms array is set, if empty) is never redacted again from its original: the login's
+  // allowlist would keep its user_id, device_type, locale and app_version in clear whatever the contract says of them.
+  // Its copy's pseudonyms are mapped instead, below.
+  const kept = rows.filter((r) => r.pseudonyms === null && r.has_body && r.reason !== "db_rejected" && r.body_data_key_id !== null && r.body_nonce !== null && r.body_ciphertext !== null);
   const keys = await ctx.opened.get(kept.map((r) => r.body_data_key_id!));
   const bodies = new Map<string, string>();
   const facts = new Map<string, QuarantineFacts>();
@@ -161,6 +164,17 @@ async function rewrite(ctx: PassContext, rows: readonly QuarantineRow[]): Promis
     return `retired-v${ctx.state.fromVersion}`;
   };
   for (const r of rest) {
+    if (r.pseudonyms !== null) {
+      // A contract's copy (hmac:<pseudonym>, or a db_rejected row's bare pseudonyms): each pseudonym its record lists,
+      // where the map has it. One it has not (a hash kind's: no original to pseudonymize again) stays, as in a table.
+      let body = r.body;
+      for (const e of r.pseudonyms) {
+        const found = map.get(e);
+        if (found !== undefined) body = body.replaceAll(e.slice(e.indexOf(":") + 1), found);
+      }
+      bodies.set(r.message_id, body);
+      continue;
+    }
     const row = r.reason === "db_rejected" ? parseRow(r.body) : undefined;
     if (row !== undefined) {
       row.maskedIp = replace("ip", row.maskedIp);

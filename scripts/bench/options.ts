@@ -83,7 +83,8 @@ Options:
                             identical queues (default 5000; 0 skips)
   --drain-only              only the drain start-up phase (its --repeat repetitions), without the main comparison
   --contracts               contracts workload: masq on login events and on three event types under a privacy
-                            contract (bench/contracts/three-types.yaml), --repeat times interleaved (in --full)
+                            contract (bench/contracts/three-types.yaml), --repeat times interleaved (in --full
+                            and --smoke)
   --contracts-messages <n>  messages per contracts-workload run (default 50000)
   --pg-cost                 Postgres statement cost: backend CPU per row of masq's statement, without the vault, a
                             plain unnest INSERT, COPY, and variants of the ledger and the vault (an experiment in
@@ -207,7 +208,7 @@ export function readOptions(argv: string[]): BenchOptions | undefined {
     pgCostMessages: pgCost ? int("pg-cost-messages", v["pg-cost-messages"], smoke ? 2000 : 20_000) : 0,
     drainMessages: int("drain-messages", v["drain-messages"], smoke ? 1000 : 5000, 0),
     drainOnly: v["drain-only"] === true,
-    contractsMessages: full || v.contracts === true || v["contracts-messages"] !== undefined ? int("contracts-messages", v["contracts-messages"], smoke ? 1000 : 50_000) : 0,
+    contractsMessages: full || smoke || v.contracts === true || v["contracts-messages"] !== undefined ? int("contracts-messages", v["contracts-messages"], smoke ? 1000 : 50_000) : 0,
     masqBin: v["masq-bin"],
     nodeOptions: v["node-options"],
     memoryLimitMb: v["memory-limit"] === undefined ? undefined : int("memory-limit", v["memory-limit"], 0, 64),

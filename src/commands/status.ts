@@ -100,6 +100,8 @@ function render(s: Status): string {
     lines.push(
       `  database     schema at ${schema}`,
       `    ${s.table.padEnd(12)} ${countText(d.targetRows, "rows")}`,
+      // A contract's tables (one per event type): rows by event type, as the tables hold them.
+      ...d.otherTables.map((t) => `    ${t.table.padEnd(12)} ${countText(t.rows, "rows")}`),
       `    today (UTC)  ${n(d.committedToday.written)} written, ${n(d.committedToday.quarantined)} quarantined`,
       `    last commit  ${ago}`,
       `    ledger       ${countText(d.ledgerRows, "message ids")}`,

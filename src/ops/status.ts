@@ -10,6 +10,8 @@ export interface DatabaseStatus {
   ledgerRows: RowCount;
   /** Exact below a million rows; above, the planner's estimate (an exact count would scan the whole table). */
   targetRows: RowCount;
+  /** Every other table masq writes (a contract's: one per event type), as schema.name, with its rows; [] when this login may not list them. */
+  otherTables: { table: string; rows: RowCount }[];
   quarantine: { reason: string; total: number; last24h: number }[];
   vault: VaultStatus;
 }
@@ -50,6 +52,11 @@ export async function databaseStatus(db: Db, table: { schema: string; name: stri
   const last = await sql<{ at: Date | null }>`SELECT max(committed_at) AS at FROM masq.ingest_ledger`.execute(masqQueries(db));
   const ledgerRows = await countRows(db, "masq", "ingest_ledger");
   const targetRows = await countRows(db, table.schema, table.name);
+  const otherTables: DatabaseStatus["otherTables"] = [];
+  for (const t of await registeredTableNames(db)) {
+    if (t.schema === table.schema && t.name === table.name) continue;
+    otherTables.push({ table: `${t.schema}.${t.name}`, rows: await countRows(db, t.schema, t.name) });
+  }
   const quarantine = await masqQueries(db)
     .selectFrom("masq.quarantine")
     .select([
@@ -69,6 +76,7 @@ export async function databaseStatus(db: Db, table: { schema: string; name: stri
     lastCommitAt: last.rows[0]?.at ?? null,
     ledgerRows,
     targetRows,
+    otherTables,
     quarantine,
     vault,
   };
@@ -124,6 +132,19 @@ async function countRows(db: Db, schema: string, name: string): Promise<RowCount
   if (estimated >= 0) return { count: estimated, exact: false, basis: "planner" };
   const live = Number(row?.live ?? 0);
   return live > 0 ? { count: live, exact: false, basis: "activity" } : { count: null, exact: false, basis: "never analysed" };
+}
+
+/**
+ * The tables the owner registered (a contract's, beside or instead of the login table), by name; none when this
+ * login may not read the registry (status shows the configured table alone then).
+ */
+async function registeredTableNames(db: Db): Promise<{ schema: string; name: string }[]> {
+  const may = await sql<{ ok: boolean }>`SELECT has_table_privilege('masq.target_tables', 'SELECT') AS ok`.execute(masqQueries(db));
+  if (may.rows[0]?.ok !== true) return [];
+  const r = await sql<{ schema: string; name: string }>`
+    SELECT n.nspname::text AS schema, c.relname::text AS name FROM masq.target_tables t
+    JOIN pg_class c ON c.oid = t.relation JOIN pg_namespace n ON n.oid = c.relnamespace ORDER BY t.registered_at, 1, 2`.execute(masqQueries(db));
+  return r.rows;
 }
 
 /** An exact count may read a whole table: bounded, so that status stays a quick look. */

@@ -145,6 +145,16 @@ describe("two event types under a contract, end to end", () => {
     }
     assert.deepEqual([...vault.keys()].sort(), ["email", "ip"]);
     assert.deepEqual([...vault.get("email")!].sort(), ["ada@example.com", "bob@example.com", "shared@example.com"]);
+
+    // masq status: each event type's table and its rows, the vault's values by kind, the quarantine by reason.
+    const status = await runMasq(["status"], env());
+    assert.equal(status.code, 0, status.stderr);
+    assert.match(status.stdout, /public\.e2e_signups\s+2 rows\n/);
+    assert.match(status.stdout, /public\.e2e_purchases\s+3 rows\n/);
+    // The signups' ip is of kind ip, as the login's: one domain, counted as ips.
+    assert.match(status.stdout, /\(2 ips, 0 device ids, 3 email\)/);
+    assert.match(status.stdout, /unclassified_field\s+2 /);
+    assert.match(status.stdout, /unknown_event\s+1 /);
   });
 
   test("unmask --kind email recovers ada's email, audited", async () => {

@@ -14,6 +14,8 @@ export type ReadResult = { contract: Contract; errors: [] } | { contract: undefi
 const IDENT = /^[a-z_][a-z0-9_]{0,62}$/;
 const KIND = /^[a-z][a-z0-9_]{0,31}$/;
 const SEGMENT = /^[A-Za-z_][A-Za-z0-9_-]{0,63}$/;
+/** Schemas that hold masq's own tables or Postgres's (pg_catalog, pg_toast, information_schema, …): never a contract's table. */
+const RESERVED_SCHEMA = /^(masq|pg_.*|information_schema)$/;
 const EVENT_KEYS = ["match", "envelope", "table", "subject", "unknown", "fields"];
 const FIELD_KEYS = ["type", "required", "max_length", "treatment", "kind", "to", "ipv4_prefix", "ipv6_prefix", "bucket", "column"];
 
@@ -86,7 +88,10 @@ function readEvent(pair: Pair, at: At): EventSpec {
   else {
     spec.table = scalarText(table);
     try {
-      parseTableName(spec.table);
+      const t = parseTableName(spec.table);
+      // masq registers the table for its lifecycle (run as the schema owner) and grants analysts read access:
+      // never one of masq's own tables or Postgres's catalogs.
+      if (RESERVED_SCHEMA.test(t.schema)) at(table, `${where}: table ${clip(spec.table)} is in schema ${t.schema}, which holds masq's or Postgres's own tables; choose another schema`);
     } catch {
       at(table, `${where}: table must be "table" or "schema.table", lowercase letters, digits and _`);
     }
@@ -98,7 +103,10 @@ function readEvent(pair: Pair, at: At): EventSpec {
     spec.subject = scalarText(subject);
     const f = byPath.get(spec.subject);
     if (f === undefined) at(subject, `${where}: subject ${clip(spec.subject)} is not one of its fields`);
-    else if (!["keep", "pseudonymize", "hash"].includes(f.treatment.name)) at(subject, `${where}: subject ${f.path} must be kept, pseudonymized or hashed, not ${f.treatment.name}d`);
+    // Kept in clear: subject export and erase find a subject's rows, and its quarantined events, by the value a
+    // person asks about; a pseudonym or hash of it would match nothing, and the events' originals would never be erased.
+    else if (f.treatment.name !== "keep") at(subject, `${where}: subject ${f.path} must be kept (treatment: keep): export and erasure find a subject by its value`);
+    else if (f.type !== "string" && f.type !== "integer") at(subject, `${where}: subject ${f.path} must be a string or an integer field`);
   }
 
   const match = node.get("match", true) as Node | undefined;
@@ -124,7 +132,21 @@ function readEvent(pair: Pair, at: At): EventSpec {
   }
   checkColumns(spec, fieldsNode, at);
   checkNesting(spec, fieldsNode, at);
+  checkCreateDate(spec, fieldsNode, at);
   return spec;
+}
+
+/**
+ * create_date is what retention and subject export's --from/--to date rows by, as the login table's: where a contract
+ * writes it, it is a day (a timestamp generalised to the day, usually $sent_at), never another value. A table without
+ * it has undated rows: retention keeps what they use, and an export of it cannot be limited to dates.
+ */
+function checkCreateDate(spec: EventSpec, fieldsNode: Node | undefined, at: At): void {
+  const f = spec.fields.find((x) => x.column === "create_date");
+  if (f === undefined) return;
+  if (f.type !== "timestamp" || f.treatment.name !== "generalize" || !("to" in f.treatment) || f.treatment.to !== "day" || !f.required) {
+    at(fieldNode(fieldsNode, f.path), `event type ${spec.name}: column create_date must be a required timestamp generalized to the day (such as $sent_at), not field ${f.path}`);
+  }
 }
 
 function readField(pair: Pair, where: string, at: At): FieldSpec {
@@ -231,7 +253,37 @@ function checkNesting(spec: EventSpec, fieldsNode: Node | undefined, at: At): vo
   }
 }
 
+/**
+ * A kind is one domain of pseudonyms: its values are either recoverable (pseudonymize, the vault keeps them) or not
+ * (hash). The same kind both ways would make a hash equal to a pseudonym the vault holds, and `unmask` would reveal
+ * it. ip and device_id are the login's, recoverable.
+ */
+function checkKinds(events: EventSpec[], eventsNode: Node | undefined, at: At): void {
+  const treatment = new Map<string, string>([
+    ["ip", "pseudonymize"],
+    ["device_id", "pseudonymize"],
+  ]);
+  const where = new Map<string, string>([
+    ["ip", "the login table's masked_ip"],
+    ["device_id", "the login table's masked_device_id"],
+  ]);
+  for (const e of events) {
+    for (const f of e.fields) {
+      if ((f.treatment.name !== "pseudonymize" && f.treatment.name !== "hash") || f.treatment.kind === "") continue;
+      const { kind } = f.treatment;
+      const before = treatment.get(kind);
+      if (before !== undefined && before !== f.treatment.name) {
+        at(eventsNode, `event type ${e.name}, field ${f.path}: kind ${kind} is ${before === "hash" ? "hashed" : "pseudonymized"} in ${where.get(kind)}; one kind is either pseudonymized or hashed (choose another kind)`);
+      } else if (before === undefined) {
+        treatment.set(kind, f.treatment.name);
+        where.set(kind, `event type ${e.name}, field ${f.path}`);
+      }
+    }
+  }
+}
+
 function checkAcrossEvents(events: EventSpec[], eventsNode: Node | undefined, at: At): void {
+  checkKinds(events, eventsNode, at);
   if (events.length > 1 && events.some((e) => "all" in e.match)) {
     at(eventsNode, "with more than one event type, each needs match: with field and equals (match: all takes every event)");
   }

@@ -103,6 +103,28 @@ describe("contract files", () => {
       ["9:7: event type signup, field user_id: a string field needs max_length", "17:17: event type signup, field email: a dropped field has no column"],
       true,
     ],
+    // Found by a red-team review: each of these made masq register, erase or reveal what it must not.
+    ["a table in masq's or Postgres's own schema", GOOD.replace("table: signups", "table: pg_catalog.pg_authid"), ["5:12: event type signup: table pg_catalog.pg_authid is in schema pg_catalog, which holds masq's or Postgres's own tables; choose another schema"], false],
+    ["a table in schema masq", GOOD.replace("table: signups", "table: masq.vault"), ["5:12: event type signup: table masq.vault is in schema masq, which holds masq's or Postgres's own tables; choose another schema"], false],
+    [
+      "a hashed subject (erasure would match nothing)",
+      GOOD.replace("        treatment: keep\n        column: user_id", "        treatment: hash\n        kind: user\n        column: user_id"),
+      ["6:14: event type signup: subject user_id must be kept (treatment: keep): export and erasure find a subject by its value"],
+      false,
+    ],
+    [
+      "one kind both pseudonymized and hashed (a hash would unmask)",
+      GOOD.replace("        type: integer\n        treatment: generalize\n        bucket: 10", "        type: integer\n        treatment: hash\n        kind: email"),
+      ["3:3: event type signup, field age: kind email is pseudonymized in event type signup, field email; one kind is either pseudonymized or hashed (choose another kind)"],
+      false,
+    ],
+    [
+      "the login's kind ip hashed",
+      GOOD.replace("        treatment: pseudonymize\n        kind: email", "        treatment: hash\n        kind: ip"),
+      ["3:3: event type signup, field email: kind ip is pseudonymized in the login table's masked_ip; one kind is either pseudonymized or hashed (choose another kind)"],
+      false,
+    ],
+    ["a create_date that is not a day", GOOD.replace("column: age_bucket", "column: create_date"), ["20:7: event type signup: column create_date must be a required timestamp generalized to the day (such as $sent_at), not field age"], false],
     ["an SNS field without the envelope", GOOD.replace("    fields:\n", "    fields:\n      $sns.MessageId: { type: string, treatment: drop }\n"), ["9:7: event type signup: field $sns.MessageId exists only with envelope: sns"], false],
   ];
   for (const [name, text, errors, schemaRejects] of broken) {

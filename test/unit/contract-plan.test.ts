@@ -80,7 +80,7 @@ ${second}`);
   assert.deepEqual(plan.tables[0]!.columns.map((c) => c.name), ["type", "user_id", "n"]);
   assert.deepEqual(plan.tables[0]!.events, ["a", "b"]);
   assert.throws(
-    () => planContract(twice("      type: { type: string, max_length: 8, treatment: keep, column: type }\n      user_id: { type: string, max_length: 8, treatment: hash, kind: user, column: user_id }\n"), "x.yaml"),
-    /event types a and b both write column user_id of table events, differently/,
+    () => planContract(twice("      type: { type: string, max_length: 8, treatment: hash, kind: event_type, column: type }\n      user_id: { type: string, max_length: 8, treatment: keep, column: user_id }\n"), "x.yaml"),
+    /event types a and b both write column type of table events, differently/,
   );
 });

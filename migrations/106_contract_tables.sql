@@ -29,8 +29,10 @@ SELECT relation, 'masked_device_id', 'device_id', true FROM masq.target_tables;
 
 -- A quarantined event of a contract other than the login's: the pseudonyms its redacted copy shows, as
 -- "kind:pseudonym" (a login record keeps using masked_ip and masked_device_id). user_id holds the subject.
+-- Each entry "kind:pseudonym" (no NULL): what ingestion writes, so that nothing else can be planted in the column
+-- that export and erasure read (a NULL element would show as "?" and fail the pattern).
 ALTER TABLE masq.quarantine ADD COLUMN pseudonyms text[]
-    CHECK (pseudonyms IS NULL OR array_position(pseudonyms, NULL) IS NULL);
+    CHECK (pseudonyms IS NULL OR array_to_string(pseudonyms, ' ', '?') ~ '^([a-z][a-z0-9_]{0,62}:[0-9a-f]{64}( |$))*$');
 CREATE INDEX quarantine_pseudonyms_idx ON masq.quarantine USING gin (pseudonyms) WHERE pseudonyms IS NOT NULL;
 
 -- Who reads the new column: as masq_unmask reads masked_ip and masked_device_id (105_roles.sql). The roles may not
@@ -87,6 +89,57 @@ CREATE FUNCTION masq.quarantine_pseudonyms_sql(p_where text) RETURNS text
 $$;
 REVOKE ALL ON FUNCTION masq.quarantine_pseudonyms_sql(text) FROM PUBLIC;
 
+-- A contract names its tables (docs/contracts.md): never one of masq's own (a registered masq.vault would be erased by
+-- its kind column as a subject) or of Postgres's catalogs (a registered pg_authid would be granted to analysts).
+-- 102_ingest.sql's refusal, with that case first; the registration trigger and every definer function call it.
+CREATE OR REPLACE FUNCTION masq.target_refusal(p_table regclass) RETURNS text
+    LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+    AS $$
+    WITH RECURSIVE tree (rel) AS (
+        SELECT p_table::oid
+        UNION
+        SELECT i.inhrelid FROM pg_inherits i JOIN tree ON i.inhparent = tree.rel
+    ), masq_owner AS (
+        SELECT nspowner FROM pg_namespace WHERE nspname = 'masq'
+    ), why AS (
+        SELECT c.oid, c.oid::regclass::text AS t,
+            CASE
+                WHEN n.nspname ~ '^(masq|pg_.*|information_schema)$' THEN
+                    format('table %s is in schema %s, which holds masq''s or Postgres''s own tables: masq registers, erases and rotates only tables of other schemas',
+                        c.oid::regclass, quote_ident(n.nspname))
+                WHEN c.relowner <> (SELECT nspowner FROM masq_owner) THEN
+                    format('table %s is owned by %s, not by %s (the owner of schema masq, whose rights erasure, retention and rotation use on it): make %s its owner (ALTER TABLE %s OWNER TO %s) or register another table',
+                        c.oid::regclass, c.relowner::regrole, (SELECT nspowner FROM masq_owner)::regrole,
+                        (SELECT nspowner FROM masq_owner)::regrole, c.oid::regclass, (SELECT nspowner FROM masq_owner)::regrole)
+                WHEN EXISTS (SELECT 1 FROM pg_trigger g WHERE g.tgrelid = c.oid AND NOT g.tgisinternal) THEN
+                    format('table %s has triggers (%s) that erasure, retention and rotation would run with the rights of schema masq''s owner: drop them (DROP TRIGGER ... ON %s) or register another table',
+                        c.oid::regclass, (SELECT string_agg(quote_ident(g.tgname), ', ' ORDER BY g.tgname) FROM pg_trigger g WHERE g.tgrelid = c.oid AND NOT g.tgisinternal), c.oid::regclass)
+                WHEN EXISTS (SELECT 1 FROM pg_rewrite r WHERE r.ev_class = c.oid) THEN
+                    format('table %s has rules (%s) that erasure, retention and rotation would run with the rights of schema masq''s owner: drop them (DROP RULE ... ON %s) or register another table',
+                        c.oid::regclass, (SELECT string_agg(quote_ident(r.rulename), ', ' ORDER BY r.rulename) FROM pg_rewrite r WHERE r.ev_class = c.oid), c.oid::regclass)
+                WHEN c.relrowsecurity OR c.relforcerowsecurity THEN
+                    format('table %s has row-level security, whose policies erasure, retention and rotation would run with the rights of schema masq''s owner: ALTER TABLE %s NO FORCE ROW LEVEL SECURITY, DISABLE ROW LEVEL SECURITY, or register another table',
+                        c.oid::regclass, c.oid::regclass)
+            END AS line
+        FROM tree JOIN pg_class c ON c.oid = tree.rel JOIN pg_namespace n ON n.oid = c.relnamespace
+    )
+    SELECT line FROM why WHERE line IS NOT NULL ORDER BY oid = p_table::oid DESC, oid LIMIT 1
+$$;
+REVOKE ALL ON FUNCTION masq.target_refusal(regclass) FROM PUBLIC;
+
+-- A registered table's day as SQL text on alias p_alias: its create_date where it has one of type date (the login
+-- table's; a contract's that declares it, docs/contracts.md), else NULL::date (its rows are undated). With the date
+-- conditions below written "d IS NULL OR d >= $2", an undated row is in every date range: an export limited to dates
+-- shows it rather than leave it out unseen.
+CREATE FUNCTION masq.day_sql(p_table regclass, p_alias text) RETURNS text
+    LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+    AS $$
+    SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = p_table AND a.attname = 'create_date'
+                             AND NOT a.attisdropped AND a.atttypid = 'date'::regtype)
+                THEN format('%I.create_date', p_alias) ELSE 'NULL::date' END
+$$;
+REVOKE ALL ON FUNCTION masq.day_sql(regclass, text) FROM PUBLIC;
+
 -- Whether the login's layout is all p_table has: subject user_id, masked_ip (ip) and masked_device_id (device_id),
 -- recoverable. Such a table is exported as the login rows always were (export's columns); any other table as its row
 -- and its values by column.
@@ -97,6 +150,11 @@ CREATE FUNCTION masq.is_login_layout(p_table regclass) RETURNS boolean
        AND (SELECT array_agg(c.column_name || '=' || c.kind || '/' || c.recoverable::text ORDER BY c.column_name)
             FROM masq.target_pseudonym_columns c WHERE c.relation = p_table)
            = ARRAY['masked_device_id=device_id/true', 'masked_ip=ip/true']
+       -- and the login's columns, no more and no fewer: a contract's table that registers the same pseudonym columns
+       -- but holds other columns is exported as its whole row (the login's columns would leave some out, or not exist).
+       AND (SELECT array_agg(a.attname::text ORDER BY a.attname) FROM pg_attribute a
+            WHERE a.attrelid = p_table AND a.attnum > 0 AND NOT a.attisdropped)
+           = ARRAY['app_version', 'create_date', 'device_type', 'locale', 'masked_device_id', 'masked_ip', 'user_id']
 $$;
 REVOKE ALL ON FUNCTION masq.is_login_layout(regclass) FROM PUBLIC;
 
@@ -120,7 +178,7 @@ DECLARE
     cutoff_at timestamptz := p_cutoff::timestamp AT TIME ZONE 'UTC';
 BEGIN
     FOR t IN SELECT r FROM masq.target_relations() AS r LOOP
-        dated := EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = t AND a.attname = 'create_date' AND NOT a.attisdropped);
+        dated := EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = t AND a.attname = 'create_date' AND NOT a.attisdropped AND a.atttypid = 'date'::regtype);
         FOR c IN SELECT pc.column_name, pc.kind FROM masq.target_pseudonym_columns pc WHERE pc.relation = t AND pc.recoverable ORDER BY pc.column_name LOOP
             wanted := ARRAY(SELECT DISTINCT u.p FROM unnest(p_kinds, p_pseudonyms) AS u(k, p) WHERE u.k = c.kind AND u.p IS NOT NULL);
             CONTINUE WHEN cardinality(wanted) = 0;
@@ -295,7 +353,7 @@ BEGIN
     END IF;
     EXECUTE format(
         'WITH r AS MATERIALIZED (SELECT x.* FROM %1$s x WHERE %2$s = $1
-                      AND ($2::date IS NULL OR x.create_date >= $2) AND ($3::date IS NULL OR x.create_date <= $3)),
+                      AND ($2::date IS NULL OR %4$s IS NULL OR %4$s >= $2) AND ($3::date IS NULL OR %4$s IS NULL OR %4$s <= $3)),
               j AS (SELECT q.masked_ip, q.masked_device_id, q.pseudonyms FROM masq.quarantine q WHERE q.user_id = $1 AND q.reason = ''db_rejected''
                       AND ($2::date IS NULL OR (q.received_at AT TIME ZONE ''UTC'')::date >= $2)
                       AND ($3::date IS NULL OR (q.received_at AT TIME ZONE ''UTC'')::date <= $3)),
@@ -305,7 +363,7 @@ BEGIN
                     UNION SELECT split_part(e.s, '':'', 1), substr(e.s, strpos(e.s, '':'') + 1) FROM j CROSS JOIN LATERAL unnest(j.pseudonyms) AS e(s))
          SELECT (SELECT count(*) FROM r),
                 (SELECT count(*) FROM p JOIN masq.vault v ON v.kind = p.kind AND v.pseudonym = p.p)',
-        p_table, masq.subject_sql(p_table, 'x'), masq.recoverable_sql(p_table, 'r', 'true'))
+        p_table, masq.subject_sql(p_table, 'x'), masq.recoverable_sql(p_table, 'r', 'true'), masq.day_sql(p_table, 'x'))
         INTO row_count, value_count USING p_user_id, p_from, p_to;
     SELECT count(*) INTO quarantined FROM masq.quarantine q
     WHERE q.user_id = p_user_id AND (p_from IS NULL OR (q.received_at AT TIME ZONE 'UTC')::date >= p_from)
@@ -356,11 +414,11 @@ BEGIN
       FROM (SELECT pc.column_name, pc.kind, row_number() OVER (ORDER BY pc.column_name) AS n
             FROM masq.target_pseudonym_columns pc WHERE pc.relation = g.target AND pc.recoverable) cols;
     OPEN c FOR EXECUTE format(
-        'SELECT %2$s AS user_id, to_char(x.create_date, ''YYYY-MM-DD'') AS create_date, to_jsonb(x) AS row_json,
+        'SELECT %2$s AS user_id, to_char(%5$s, ''YYYY-MM-DD'') AS create_date, to_jsonb(x) AS row_json,
                 jsonb_build_array(%3$s) AS vault_values
          FROM %1$s x%4$s
-         WHERE %2$s = $1 AND ($2::date IS NULL OR x.create_date >= $2) AND ($3::date IS NULL OR x.create_date <= $3)
-         ORDER BY x.create_date, x.ctid', g.target, masq.subject_sql(g.target, 'x'), entries, joins)
+         WHERE %2$s = $1 AND ($2::date IS NULL OR %5$s IS NULL OR %5$s >= $2) AND ($3::date IS NULL OR %5$s IS NULL OR %5$s <= $3)
+         ORDER BY %5$s, x.ctid', g.target, masq.subject_sql(g.target, 'x'), entries, joins, masq.day_sql(g.target, 'x'))
         USING p_user_id, g.from_date, g.to_date;
     RETURN c;
 END $$;
@@ -379,7 +437,8 @@ BEGIN
     END IF;
     g := masq.subject_export_grant(p_reveal, p_user_id);
     RETURN QUERY EXECUTE masq.recoverable_sql(g.target, g.target::text,
-        masq.subject_sql(g.target, 'x') || ' = $1 AND ($2::date IS NULL OR x.create_date >= $2) AND ($3::date IS NULL OR x.create_date <= $3)')
+        format('%1$s = $1 AND ($2::date IS NULL OR %2$s IS NULL OR %2$s >= $2) AND ($3::date IS NULL OR %2$s IS NULL OR %2$s <= $3)',
+               masq.subject_sql(g.target, 'x'), masq.day_sql(g.target, 'x')))
         USING p_user_id, g.from_date, g.to_date;
 END $$;
 

@@ -498,3 +498,7 @@ BEGIN
         ORDER BY q.received_at, q.message_id;
     RETURN c;
 END $$;
+
+-- `masq run` and the Lambda handler with a contract check at start that each table they write is registered as the
+-- contract writes it (src/db/verify-contract-tables.ts): the ingest role reads the registry (no PII in it).
+GRANT SELECT ON masq.target_tables, masq.target_pseudonym_columns TO masq_ingest;

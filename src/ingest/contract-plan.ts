@@ -26,6 +26,8 @@ export interface PlannedTable {
   table: TableName;
   /** The event types writing it (one, usually). */
   events: string[];
+  /** The column of the event types' subject field: what masq.target_tables.subject_column must say (verify-contract-tables.ts). */
+  subjectColumn: string;
   /** Every column its event types write (an event type's row holds null in a column it has no field for). */
   columns: PlannedColumn[];
 }
@@ -82,12 +84,17 @@ export function planContract(contract: Contract, file: string): ContractPlan {
   for (const e of contract.events) {
     const table = parseTableName(e.table);
     const columns = columnsOf(e);
+    // read-contract.ts refuses a subject that is not stored in a column.
+    const subjectColumn = e.fields.find((f) => f.path === e.subject)?.column ?? "user_id";
     let index = tables.findIndex((t) => t.table.schema === table.schema && t.table.name === table.name);
-    if (index < 0) index = tables.push({ table, events: [e.name], columns }) - 1;
+    if (index < 0) index = tables.push({ table, events: [e.name], subjectColumn, columns }) - 1;
     else {
       // Event types sharing a table write the union of their columns (null where one has no such field), as
       // `masq migrate --contract` creates it; a column both write must be written alike.
       const other = tables[index]!;
+      if (other.subjectColumn !== subjectColumn) {
+        throw new Error(`event types ${other.events.join(", ")} and ${e.name} both write table ${e.table} with different subject columns (${other.subjectColumn}, ${subjectColumn}); make them the same`);
+      }
       for (const c of columns) {
         const o = other.columns.find((x) => x.name === c.name);
         if (o === undefined) other.columns.push(c);

@@ -82,6 +82,12 @@ function normalised(row: Record<string, unknown>): Record<string, unknown> {
   );
 }
 
+/** `masq migrate --contract` as the owner: creates what is missing and registers each table, as run requires. */
+async function migrateContract(contract: string): Promise<void> {
+  const r = await runMasq(["migrate", "--contract", contract], { DATABASE_URL: fx.pgdb.url });
+  assert.equal(r.code, 0, r.stderr + r.stdout);
+}
+
 async function drain(contract: string, bodies: string[], extra: Record<string, string> = {}) {
   const queueUrl = fx.sqs.newQueue();
   await sendBodies(fx.sqs.client, queueUrl, bodies);
@@ -96,6 +102,7 @@ test("a two-event-type contract: rows in each table as preview gives them, refus
   await fx.db.pool.query("CREATE SCHEMA IF NOT EXISTS shop");
   await fx.db.pool.query(PURCHASES_DDL("shop.purchases").replace(", sns_message_id text", ""));
   await fx.db.pool.query(PAGE_VIEWS_DDL("public.page_views"));
+  await migrateContract(contract);
 
   const good = [purchase(), purchase({ order_id: "o-2" }), pageView];
   const bad: [string, string, string][] = [
@@ -207,6 +214,7 @@ test("the example contracts: purchases through an SNS envelope and page views, a
   ] as const) {
     await fx.db.pool.query("TRUNCATE masq.quarantine");
     const contract = join(EXAMPLES, `${file}.yaml`);
+    await migrateContract(contract);
     const bodies = readFileSync(join(EXAMPLES, `${file}.jsonl`), "utf8").trim().split("\n");
     const r = await drain(contract, bodies);
     assert.equal(r.code, 0, r.stderr + r.stdout.slice(-3000));
@@ -247,6 +255,39 @@ test("run refuses a contract whose table is missing (naming it and masq migrate 
   assert.equal(column.code, 1, column.stderr);
   assert.match(column.stderr, /table public\.no_such_orders has no column event_type \(field type\): run masq migrate --contract /);
 
+  // Every column in place, but made by hand: not registered, so an erasure would skip it and a prune would delete the
+  // vault values its rows use. Refused until the owner's migrate registers it; then it runs.
+  await fx.db.pool.query("DROP TABLE public.no_such_orders");
+  await fx.db.pool.query(PURCHASES_DDL("public.no_such_orders"));
+  const unregistered = await drain(contract, [purchase()]);
+  assert.equal(unregistered.code, 1, unregistered.stderr);
+  assert.equal(unregistered.stderr.trim().split("\n").length, 1, unregistered.stderr);
+  assert.match(unregistered.stderr, /table public\.no_such_orders is not registered for the lifecycle commands: run masq migrate --contract \S+orders\.yaml as the schema owner/);
+  assert.equal((await fx.db.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM public.no_such_orders")).rows[0]!.n, 0, "nothing written");
+  await migrateContract(contract);
+  const enveloped = readFileSync(join(EXAMPLES, "purchase.jsonl"), "utf8").split("\n")[0]!;
+  const registered = await drain(contract, [enveloped]);
+  assert.equal(registered.code, 0, registered.stderr + registered.stdout.slice(-3000));
+  assert.equal((await fx.db.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM public.no_such_orders")).rows[0]!.n, 1);
+
+  // The contract edited after migrate (a kind changed) and run restarted without migrate: refused.
+  const edited = join(dir, "edited.yaml");
+  writeFileSync(edited, readFileSync(contract, "utf8").replace("kind: card_last4", "kind: card"));
+  const kind = await drain(edited, [purchase()]);
+  assert.equal(kind.code, 1, kind.stderr);
+  assert.equal(kind.stderr.trim().split("\n").length, 1, kind.stderr);
+  assert.match(
+    kind.stderr,
+    /table public\.no_such_orders has column card_last4_hash registered as kind card_last4 \(hash\), the contract makes it kind card \(hash\) \(field card\.last4\): run masq migrate --contract \S+edited\.yaml as the schema owner/,
+  );
+
+  // A pseudonymised column not registered (its vault values would be invisible to values_in_use): refused.
+  await fx.db.pool.query("DELETE FROM masq.target_pseudonym_columns WHERE relation = 'public.no_such_orders'::regclass AND column_name = 'masked_email'");
+  const column2 = await drain(contract, [purchase()]);
+  assert.equal(column2.code, 1, column2.stderr);
+  assert.match(column2.stderr, /table public\.no_such_orders has column masked_email \(field email\) not registered as a pseudonym column of kind email \(pseudonymize\): run masq migrate --contract /);
+  assert.equal((await fx.db.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM public.no_such_orders")).rows[0]!.n, 1, "nothing more written");
+
   const retention = await drain(join(EXAMPLES, "purchase.yaml"), [], { MASQ_VAULT_RETENTION_DAYS: "30" });
   assert.equal(retention.code, 2, retention.stderr);
   assert.match(retention.stderr, /MASQ_VAULT_RETENTION_DAYS\).*not supported with a contract/);
@@ -267,7 +308,17 @@ test("the Lambda handler ingests by MASQ_CONTRACT too: rows in each table, refus
   await fx.db.pool.query("CREATE SCHEMA lam");
   await fx.db.pool.query(PURCHASES_DDL("lam.purchases").replace(", sns_message_id text", ""));
   await fx.db.pool.query(PAGE_VIEWS_DDL("lam.page_views"));
-  const h = createSqsHandler({ DATABASE_URL: fx.pgdb.url, MASQ_MASTER_KEY: TEST_MASTER_KEY_HEX, MASQ_PSEUDONYM_KEY: KEY_HEX, MASQ_LOG_LEVEL: "silent", MASQ_CONTRACT: contract });
+  const env = { DATABASE_URL: fx.pgdb.url, MASQ_MASTER_KEY: TEST_MASTER_KEY_HEX, MASQ_PSEUDONYM_KEY: KEY_HEX, MASQ_LOG_LEVEL: "silent", MASQ_CONTRACT: contract };
+  // Made by hand, not registered: the cold start refuses, and writes nothing.
+  const refused = createSqsHandler(env);
+  try {
+    await assert.rejects(refused({ Records: [{ messageId: "unregistered", body: purchase(), attributes: { SentTimestamp: String(Date.now()) } }] }), /table lam\.purchases is not registered .*: run masq migrate --contract \S+lambda\.yaml as the schema owner/);
+  } finally {
+    await refused.close();
+  }
+  assert.equal((await fx.db.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM lam.purchases")).rows[0]!.n, 0);
+  await migrateContract(contract);
+  const h = createSqsHandler(env);
   try {
     const sent = String(Date.now());
     const records = [purchase(), pageView, purchase({ coupon: "FREE" })].map((body, i) => ({ messageId: `lambda-${i}`, body, attributes: { SentTimestamp: sent } }));

@@ -189,16 +189,16 @@ describe("masq migrate --contract, other databases", () => {
       const file = join(dir, "two.yaml");
       writeFileSync(
         file,
-        `${PURCHASE.replace("events:\n", "events:\n  refund:\n    match: { field: type, equals: refund }\n    table: shop.refunds\n    subject: account\n    unknown: quarantine\n    fields:\n      type:\n        type: string\n        max_length: 32\n        treatment: keep\n        column: event_type\n      account:\n        type: string\n        max_length: 64\n        treatment: pseudonymize\n        kind: account\n        column: masked_account\n      at:\n        type: timestamp\n        treatment: generalize\n        to: hour\n        column: refunded_hour\n")}`,
+        `${PURCHASE.replace("events:\n", "events:\n  refund:\n    match: { field: type, equals: refund }\n    table: shop.refunds\n    subject: account\n    unknown: quarantine\n    fields:\n      type:\n        type: string\n        max_length: 32\n        treatment: keep\n        column: event_type\n      account:\n        type: string\n        max_length: 64\n        treatment: keep\n        column: account\n      card:\n        type: string\n        max_length: 64\n        treatment: pseudonymize\n        kind: account\n        column: masked_account\n      at:\n        type: timestamp\n        treatment: generalize\n        to: hour\n        column: refunded_hour\n")}`,
       );
       await c.query("CREATE SCHEMA shop");
       const runs = await Promise.all([migrate(db.url, "--contract", file), migrate(db.url, "--contract", file)]);
       for (const r of runs) assert.equal(r.code, 0, r.stdout + r.stderr);
       assert.equal(runs.filter((r) => /"table":"shop.refunds".*contract table created/.test(r.stdout)).length, 1);
       const refunds = await c.query<{ r: string }>("SELECT column_name || ' ' || data_type AS r FROM information_schema.columns WHERE table_schema = 'shop' ORDER BY ordinal_position");
-      assert.deepEqual(refunds.rows.map((x) => x.r), ["event_type character varying", "masked_account text", "refunded_hour timestamp with time zone"]);
+      assert.deepEqual(refunds.rows.map((x) => x.r), ["event_type character varying", "account character varying", "masked_account text", "refunded_hour timestamp with time zone"]);
       const registered = await c.query<{ r: string }>("SELECT relation::text || ' ' || subject_column AS r FROM masq.target_tables ORDER BY 1");
-      assert.deepEqual(registered.rows.map((x) => x.r), ["purchases customer_id", "shop.refunds masked_account"]);
+      assert.deepEqual(registered.rows.map((x) => x.r), ["purchases customer_id", "shop.refunds account"]);
       const pseudonyms = await c.query<{ r: string }>("SELECT relation::text || '.' || column_name || ' ' || kind AS r FROM masq.target_pseudonym_columns ORDER BY 1");
       assert.deepEqual(pseudonyms.rows.map((x) => x.r), ["purchases.card_last4_hash card_last4", "purchases.masked_email email", "shop.refunds.masked_account account"]);
     } finally {

@@ -43,9 +43,10 @@ describe("masq check --offline", () => {
     assert.equal(
       r.stdout,
       [
+        `FAIL  contract: ${file}:6:14: event type a: subject x must be a string or an integer field`,
         `FAIL  contract: ${file}:7:14: event type a: unknown must be one of quarantine, drop, not maybe`,
         `FAIL  contract: ${file}:9:50: event type a, field x: kind does not apply to keep`,
-        `2 errors in ${file}`,
+        `3 errors in ${file}`,
         "",
       ].join("\n"),
     );

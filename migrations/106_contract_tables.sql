@@ -27,6 +27,30 @@ SELECT relation, 'masked_ip', 'ip', true FROM masq.target_tables
 UNION ALL
 SELECT relation, 'masked_device_id', 'device_id', true FROM masq.target_tables;
 
+-- One kind, one treatment, across every table: a kind hashed in one table and pseudonymized in another would make a
+-- hash equal to a pseudonym the vault holds, and unmask would reveal it. A contract file is checked on its own
+-- (read-contract.ts); this checks it against what other contracts registered, and a registration by plain SQL.
+CREATE FUNCTION masq.check_kind_treatment() RETURNS trigger
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    other record;
+BEGIN
+    SELECT o.relation, o.column_name, o.recoverable INTO other FROM masq.target_pseudonym_columns o
+    WHERE o.kind = NEW.kind AND o.recoverable <> NEW.recoverable AND (o.relation, o.column_name) IS DISTINCT FROM (NEW.relation, NEW.column_name)
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'kind % is % in %.%, and one kind is either pseudonymized or hashed: give column %.% another kind',
+            NEW.kind, CASE WHEN other.recoverable THEN 'pseudonymized' ELSE 'hashed' END, other.relation, other.column_name, NEW.relation, NEW.column_name
+            USING ERRCODE = '23514';
+    END IF;
+    RETURN NEW;
+END $$;
+REVOKE ALL ON FUNCTION masq.check_kind_treatment() FROM PUBLIC;
+
+CREATE TRIGGER target_pseudonym_columns_one_treatment_per_kind BEFORE INSERT OR UPDATE ON masq.target_pseudonym_columns
+    FOR EACH ROW EXECUTE FUNCTION masq.check_kind_treatment();
+
 -- A quarantined event of a contract other than the login's: the pseudonyms its redacted copy shows, as
 -- "kind:pseudonym" (a login record keeps using masked_ip and masked_device_id). user_id holds the subject.
 -- Each entry "kind:pseudonym" (no NULL): what ingestion writes, so that nothing else can be planted in the column

@@ -19,6 +19,21 @@ describe("the contract registry's guards", () => {
     }
   });
 
+  test("one kind is pseudonymized or hashed, across every registered table", async () => {
+    await fx.db.pool.query("DROP TABLE IF EXISTS public.kinds_a, public.kinds_b");
+    await fx.db.pool.query("CREATE TABLE public.kinds_a (account_id text, masked_email text, create_date date)");
+    await fx.db.pool.query("CREATE TABLE public.kinds_b (account_id text, email_hash text, ip_hash text, create_date date)");
+    await fx.db.pool.query("INSERT INTO masq.target_tables (relation, subject_column) VALUES ('public.kinds_a', 'account_id'), ('public.kinds_b', 'account_id')");
+    await fx.db.pool.query("INSERT INTO masq.target_pseudonym_columns VALUES ('public.kinds_a', 'masked_email', 'email', true)");
+    await assert.rejects(
+      fx.db.pool.query("INSERT INTO masq.target_pseudonym_columns VALUES ('public.kinds_b', 'email_hash', 'email', false)"),
+      /kind email is pseudonymized in public\.kinds_a\.masked_email/,
+    );
+    // The login table registers ip as pseudonymized: nobody hashes ip.
+    await assert.rejects(fx.db.pool.query("INSERT INTO masq.target_pseudonym_columns VALUES ('public.kinds_b', 'ip_hash', 'ip', false)"), /kind ip is pseudonymized in public\.user_logins\.masked_ip/);
+    await fx.db.pool.query("INSERT INTO masq.target_pseudonym_columns VALUES ('public.kinds_b', 'email_hash', 'email_hashed', false)");
+  });
+
   test("a quarantine record's pseudonyms are kind:pseudonym entries, nothing else", async () => {
     await fx.reset();
     const insert = (id: string, pseudonyms: (string | null)[]) =>

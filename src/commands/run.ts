@@ -40,10 +40,12 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
   // before anything is reached. Unset (or the shipped login contract), masq runs the login path as it always did.
   const contractFile = readContractFile(src);
   const contract: ContractCommitter | undefined = contractFile === undefined ? undefined : (await import("../ingest/run-contract.ts")).openRunContract(contractFile);
-  if (contract !== undefined && retentionDays !== undefined) {
-    // Retention decides by the login table's columns (104_lifecycle.sql): pruning with a contract would not see what
-    // the contract's tables use, and delete it.
-    throw new ConfigError("MASQ_VAULT_RETENTION_DAYS", "is not supported with a contract (MASQ_CONTRACT) yet; unset it here and prune with masq vault prune");
+  // The table the periodic prune names (it checks it, 106_contract_tables.sql): the login table, or with a contract
+  // its first table with a create_date. Either way the prune keeps every vault value that a row of any registered
+  // table, or a quarantine record, of the period uses (masq.values_in_use).
+  const pruneTable = contract === undefined ? config.table : contract.writer.plan.tables.find((t) => t.columns.some((c) => c.name === "create_date"))?.table;
+  if (retentionDays !== undefined && pruneTable === undefined) {
+    throw new ConfigError("MASQ_VAULT_RETENTION_DAYS", "is set, but no table of the contract (MASQ_CONTRACT) has a create_date, by which retention dates rows: give an event type $sent_at generalized to the day as column create_date, or unset it");
   }
   const logger = createLogger(config.logLevel, undefined, readLogFormat(src));
   if (contract !== undefined) {
@@ -191,7 +193,7 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
       // Awaited, though it loads kysely (about 0.2 s, once, in a service that runs for days): a retention the
       // operator asked for that cannot start must stop masq, not leave a warning and values kept past their period.
       const { startPeriodicPrune } = await import("../lifecycle/retention.ts");
-      vaultPrune = startPeriodicPrune({ pool: pruneDb.pool, provider, table: config.table, days: retentionDays, logger });
+      vaultPrune = startPeriodicPrune({ pool: pruneDb.pool, provider, table: pruneTable!, days: retentionDays, logger });
     }
 
     // A bar with rate and ETA when a person watches a drain; the periodic log lines otherwise. Its total starts at

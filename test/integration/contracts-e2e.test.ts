@@ -8,8 +8,8 @@ import { LocalKeyProvider } from "../../src/keys/key-provider.ts";
 import { pseudonymKeyVersion } from "../../src/keys/pseudonym-keys.ts";
 import { sendBodies } from "../../src/ops/demo.ts";
 import { usePipelineFixture } from "../helpers/fixture.ts";
-import { masqEnv } from "../helpers/masq-process.ts";
-import { TEST_MASTER_KEY } from "../helpers/pipeline.ts";
+import { masqEnv, spawnMasq } from "../helpers/masq-process.ts";
+import { TEST_MASTER_KEY, waitFor } from "../helpers/pipeline.ts";
 import { runMasq } from "../helpers/run-masq.ts";
 import { decryptVault } from "../helpers/vault-check.ts";
 
@@ -76,7 +76,7 @@ describe("two event types under a contract, end to end", () => {
     }
   };
   const rows = async <T extends Record<string, unknown>>(sql: string, params: unknown[] = []) => (await fx.db.pool.query<T>(sql, params)).rows;
-  const PII = ["ada@example.com", "shared@example.com", "bob@example.com", "198.51.100.7", "203.0.113.9", "legacy-ada", "legacy-bob", "4242", "hunter2"];
+  const PII = ["ada@example.com", "shared@example.com", "bob@example.com", "carol@example.com", "198.51.100.7", "203.0.113.9", "legacy-ada", "legacy-bob", "4242", "hunter2"];
   const noPii = (text: string) => {
     for (const v of PII) assert.ok(!text.includes(v), `no ${v} in masq's output`);
   };
@@ -213,5 +213,30 @@ describe("two event types under a contract, end to end", () => {
     }
     assert.deepEqual(values, ["203.0.113.9", "bob@example.com", "shared@example.com"], "bob's values stay, the shared email with them");
     assert.equal((await rows("SELECT 1 FROM public.e2e_purchases WHERE account_id = 'bob'")).length, 1);
+  });
+
+  test("masq run with MASQ_VAULT_RETENTION_DAYS prunes what only rows older than the period used, across the contract's tables", async () => {
+    queueUrl = fx.sqs.newQueue();
+    await sendBodies(fx.sqs.client, queueUrl, [purchase("carol", "carol@example.com", "9999", 100)]);
+    const drained = await runMasq(["run", "--drain"], env());
+    assert.equal(drained.code, 0, drained.stderr);
+    // Carol's purchase is 100 days old: her email is used by nothing of the last 30 days.
+    await fx.db.pool.query("UPDATE public.e2e_purchases SET create_date = current_date - 100 WHERE account_id = 'carol'");
+    const proc = spawnMasq(["run"], env({ MASQ_VAULT_RETENTION_DAYS: "30" }));
+    try {
+      await waitFor(() => proc.lines.some((l) => l.includes("vault prune:")), 60_000, "the prune log line");
+    } finally {
+      proc.child.kill("SIGTERM");
+      await proc.exited;
+    }
+    noPii(proc.lines.join("\n"));
+    const key = provider();
+    let values: string[];
+    try {
+      values = (await decryptVault(fx.db.pool, key)).map((v) => v.value).sort();
+    } finally {
+      key.close();
+    }
+    assert.deepEqual(values, ["203.0.113.9", "bob@example.com", "shared@example.com"], "carol's email went; bob's recent signup and purchase keep theirs");
   });
 });

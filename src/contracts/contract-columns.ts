@@ -186,7 +186,7 @@ export function planTable(need: TableNeed, state: TableState): TablePlan | { ref
   if (reg !== undefined) {
     if (reg.subjectColumn !== need.subjectColumn) {
       return {
-        refusal: `table ${name} is registered with subject column ${reg.subjectColumn}, the contract's subject writes ${need.subjectColumn}: keep the subject's column, or unregister the table first (DELETE FROM masq.target_tables WHERE relation = '${name}'::regclass)`,
+        refusal: `table ${name} is registered with subject column ${reg.subjectColumn}, the contract's subject writes ${need.subjectColumn}: keep the subject's column (an unregistered table's rows are no longer erased, and vault prune no longer keeps the values they use)`,
       };
     }
     for (const p of need.pseudonyms) {

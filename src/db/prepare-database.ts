@@ -184,7 +184,7 @@ async function warnRefusedRegistrations(db: Db, logger: Logger): Promise<void> {
   for (const { table, why } of r.rows) {
     logger.warn(
       { table },
-      `registered before masq refused such tables: ${why}; until then subject erase, subject export, vault prune and rotate pseudonym-key stop on it, or unregister it (DELETE FROM masq.target_tables WHERE relation = '${table}'::regclass)`,
+      `registered before masq refused such tables: ${why}; until then subject erase, subject export, vault prune and rotate pseudonym-key stop on it, or unregister it once its rows are gone or moved (DELETE FROM masq.target_tables WHERE relation = '${table}'::regclass: the rows of an unregistered table are no longer erased, and vault prune no longer keeps the values they use)`,
     );
   }
 }

@@ -10,7 +10,7 @@ import type { ContractKeys } from "../contracts/compile-contract.ts";
 import type { FieldSpec } from "../contracts/contract.ts";
 import type { ContractPlan, PlannedEvent, Shown, ShownTree } from "./contract-plan.ts";
 import { canonicalizeIp } from "./login-event.ts";
-import { NO_FACTS, redact, REDACTION_LIMITS, showsKey, type Budget, type QuarantineFacts } from "./quarantine-body.ts";
+import { NO_FACTS, redact, redactObject, REDACTION_LIMITS, type Budget, type QuarantineFacts } from "./quarantine-body.ts";
 
 export interface ContractCopy {
   /** JSON text of the redacted copy; null for a body that is not JSON. */
@@ -64,7 +64,7 @@ export function contractQuarantineCopy(body: string, plan: ContractPlan, keys: C
 
 /** An SNS notification: its Message as the event's copy, its MessageId and Timestamp as the contract shows them. */
 function redactEnvelope(envelope: Record<string, unknown>, message: unknown, e: PlannedEvent, budget: Budget, keys: ContractKeys, found: Set<string>): Record<string, unknown> {
-  return redactEntries(envelope, 0, budget, (key, value) => {
+  return redactObject(envelope, 0, budget, (key, value) => {
     if (key === "Message") return message;
     const shown = e.snsShown.get(key);
     return shown === undefined ? undefined : showLeaf(shown, value, keys, found);
@@ -74,31 +74,12 @@ function redactEnvelope(envelope: Record<string, unknown>, message: unknown, e: 
 /** An object of the event: each key by the contract's tree; a key the contract does not name as any other value. */
 function redactShown(obj: Record<string, unknown>, tree: ShownTree, depth: number, budget: Budget, keys: ContractKeys, found: Set<string>): unknown {
   if (depth >= REDACTION_LIMITS.depth) return redact(obj, depth, budget);
-  return redactEntries(obj, depth, budget, (key, value) => {
+  return redactObject(obj, depth, budget, (key, value) => {
     const node = tree.get(key);
     if (node === undefined) return undefined;
     if (node instanceof Map) return isObject(value) ? redactShown(value, node, depth + 1, budget, keys, found) : undefined;
     return showLeaf(node, value, keys, found);
   });
-}
-
-/** Keys shown as in login's copy (showsKey, REDACTION_LIMITS); `special` gives a key's shown value, or undefined for the generic one. */
-function redactEntries(obj: Record<string, unknown>, depth: number, budget: Budget, special: (key: string, value: unknown) => unknown): Record<string, unknown> {
-  const keys = Object.keys(obj);
-  const entries: [string, unknown][] = [];
-  const shown = Math.min(keys.length, REDACTION_LIMITS.perContainer);
-  for (let i = 0; i < shown && budget.nodes > 0; i++) {
-    const key = keys[i]!;
-    const value = obj[key];
-    const name = showsKey(key) ? key : `[key ${i + 1}: ${key.length} chars]`;
-    // Only a key that looks like a field name can be one the contract names (its names are such); others are never special.
-    const allowed = name === key ? special(key, value) : undefined;
-    if (allowed !== undefined) budget.nodes--;
-    entries.push([name, allowed !== undefined ? allowed : redact(value, depth + 1, budget)]);
-  }
-  if (entries.length < keys.length) entries.push(["[more]", `${keys.length - entries.length} more keys`]);
-  // fromEntries defines own properties, so a "__proto__" key in the body stays a key.
-  return Object.fromEntries(entries);
 }
 
 /**

@@ -186,7 +186,12 @@ export function redact(value: unknown, depth: number, budget: Budget): unknown {
   return `[${typeof value}]`;
 }
 
-function redactObject(obj: Record<string, unknown>, depth: number, budget: Budget, special: (key: string, value: unknown) => unknown): Record<string, unknown> {
+/**
+ * An object's entries, bounded (REDACTION_LIMITS), each redacted unless `special` gives the value to show for its key.
+ * Only a key that looks like a field name can be special (the login's and a contract's names all are); any other is
+ * shown by its length. Shared by the login's copy and a contract's (contract-quarantine-body.ts).
+ */
+export function redactObject(obj: Record<string, unknown>, depth: number, budget: Budget, special: (key: string, value: unknown) => unknown): Record<string, unknown> {
   const keys = Object.keys(obj);
   const entries: [string, unknown][] = [];
   const shown = Math.min(keys.length, REDACTION_LIMITS.perContainer);
@@ -194,7 +199,7 @@ function redactObject(obj: Record<string, unknown>, depth: number, budget: Budge
     const key = keys[i]!;
     const value = obj[key];
     const name = showsKey(key) ? key : `[key ${i + 1}: ${key.length} chars]`;
-    const allowed = special(key, value);
+    const allowed = name === key ? special(key, value) : undefined;
     if (allowed !== undefined) budget.nodes--;
     entries.push([name, allowed !== undefined ? allowed : redact(value, depth + 1, budget)]);
   }

@@ -8,17 +8,17 @@ import { retryTransient } from "../ingest/backoff.ts";
 import { combineObservers } from "../ingest/observer.ts";
 import type { ThreadUsage } from "../ingest/prepare-protocol.ts";
 import { mainThreadUsage, PrepareThreads } from "../ingest/prepare-threads.ts";
-import { Runner } from "../ingest/runner.ts";
+import { receiveReservationFloor, receiveSlots, Runner } from "../ingest/runner.ts";
 import type { QueueSource } from "../ingest/sqs-source.ts";
 import { SqsThread } from "../ingest/sqs-thread.ts";
 import { createKeyProvider } from "../keys/key-provider.ts";
 import { openIngestKeys, type IngestKeys } from "../keys/ingest-keys.ts";
-import { createLogger } from "../log.ts";
+import { createLogger, type Logger } from "../log.ts";
 import type { startHttpServer } from "../ops/http.ts";
 import type { Metrics } from "../ops/metrics.ts";
 import { createProgress, isInteractive } from "../ops/progress.ts";
 import type { ContractCommitter } from "../ingest/commit-contract-batch.ts";
-import { databaseSetting, readConnectTimeoutMs, readContractFile, readLogFormat, readNamedTable, readRetentionDays, readRunConfig, settingSources, sqsTargetText } from "../settings/config.ts";
+import { databaseSetting, type PipelineConfig, readConnectTimeoutMs, readContractFile, readLogFormat, readNamedTable, readRetentionDays, readRunConfig, settingSources, sqsTargetText } from "../settings/config.ts";
 import { onShutdownSignals } from "../signals.ts";
 
 /**
@@ -145,10 +145,11 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
     });
     source = sqsSource;
     performance.mark("masq:sqs-client");
-    // The queue's retention (for pruning the ledger) is asked while Postgres is prepared: it also makes this client's
+    // The queue's retention (for pruning the ledger) and largest message (for the receives' reservation) are asked
+    // while Postgres is prepared: it also makes this client's
     // first call, which costs the most (credentials, endpoint, signing key), before the receivers need it. Its
     // failure is reported after the database's and the keys', the order in which masq checked them before.
-    const retentionAsked = retryTransient(() => sqsSource.retentionSeconds(startAbort.signal), {
+    const limitsAsked = retryTransient(() => sqsSource.queueLimits(startAbort.signal), {
       what: "reaching SQS",
       signal: startAbort.signal,
       isTransient: (e) => e instanceof TransientError,
@@ -156,7 +157,7 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
       object: sqsTarget,
       onRetry: (err, delay) => logger.warn({ err: describeError(err), target: sqsTarget, retryInMs: Math.round(delay) }, "SQS not reachable (QUEUE_URL); waiting"),
     });
-    retentionAsked.catch(() => undefined);
+    limitsAsked.catch(() => undefined);
     await databaseReady;
     performance.mark("masq:database");
     keys = await openIngestKeys({
@@ -170,9 +171,11 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
       deadlineMs,
     });
     performance.mark("masq:keys");
-    const retention = await retentionAsked;
+    const limits = await limitsAsked;
+    const retention = limits.retentionSeconds;
     performance.mark("masq:retention");
     if (setupAbort.signal.aborted) return 0;
+    warnFewReceiveSlots(config.pipeline, limits.maxMessageBytes, logger);
 
     // Ledger rows outlive the queue's retention by a day; older ids can never be redelivered. Pruning drops whole day
     // partitions and creates the next days' (a drain only creates them); a batch never runs DDL.
@@ -234,6 +237,7 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
       observer: combineObservers(metrics, progress),
       preparer: threads,
       contract,
+      maxMessageBytes: limits.maxMessageBytes,
     });
     performance.mark("masq:runner");
     const result = await runner.run({ drain });
@@ -313,3 +317,22 @@ function testExitAfter(env: NodeJS.ProcessEnv, name: "MASQ_TEST_PREPARE_THREAD_E
   const v = env[name];
   return v !== undefined && /^\d+$/.test(v) ? Number(v) : undefined;
 }
+
+/**
+ * Every receive under way reserves room for ten bodies of the largest size the queue may hold (runner.ts), so
+ * MASQ_MAX_IN_FLIGHT_BYTES bounds how many run at once. Receivers beyond that wait for a slot, which an operator who
+ * raised MASQ_RECEIVERS for a distant SQS would otherwise never learn (docs/operations.md, "Many receivers").
+ */
+function warnFewReceiveSlots(pipeline: PipelineConfig, maxMessageBytes: number, logger: Logger): void {
+  const slots = receiveSlots(pipeline.maxInFlightBytes, maxMessageBytes);
+  if (slots >= pipeline.receivers) return;
+  const floor = receiveReservationFloor(maxMessageBytes);
+  const needed = Math.ceil((pipeline.receivers * 10 * floor) / (1024 * 1024));
+  logger.warn(
+    { receivers: pipeline.receivers, receiveSlots: slots, maxInFlightBytes: pipeline.maxInFlightBytes, reservedPerReceiveBytes: 10 * floor },
+    `only ${slots} of MASQ_RECEIVERS=${pipeline.receivers} can receive at once: each receive reserves room for 10 messages of ${Math.round(floor / 1024)} KiB ` +
+      `(the queue's MaximumMessageSize, at most 256 KiB) within MASQ_MAX_IN_FLIGHT_BYTES (${Math.round(pipeline.maxInFlightBytes / (1024 * 1024))} MiB); ` +
+      `raise it to ${needed} MiB (memory: docs/operations.md, "Many receivers"), or lower the queue's MaximumMessageSize to the largest event you send`,
+  );
+}
+

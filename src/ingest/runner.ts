@@ -29,10 +29,32 @@ export interface RunnerDeps {
   contract?: ContractCommitter | undefined;
   /** Where batches are masked and sealed: prepare threads (prepare-threads.ts), or this thread when absent. */
   preparer?: BatchPreparer | undefined;
+  /**
+   * The queue's MaximumMessageSize (queueLimits): a receive reserves room for ten bodies of at most this size, or of
+   * 256 KiB when larger or unknown. Absent: 256 KiB.
+   */
+  maxMessageBytes?: number | undefined;
   /** "DATABASE_URL at db:5432/app", "QUEUE_URL at …": named when a drain gives up on one of them. */
   targets?: { postgres: string; sqs: string } | undefined;
   /** How often the `progress` line is considered, and the heartbeat of an idle one (observer.ts has the defaults). */
   progressLog?: ProgressLogTiming | undefined;
+}
+
+/** SQS's classic largest message, which a receive assumes of bodies it has not seen unless the queue allows less. */
+const CLASSIC_MAX_MESSAGE_BYTES = 256 * 1024;
+
+/** The body size a receive reserves ten of before any larger body has been seen. */
+export function receiveReservationFloor(maxMessageBytes: number | undefined): number {
+  return Math.min(CLASSIC_MAX_MESSAGE_BYTES, Math.max(1024, maxMessageBytes ?? CLASSIC_MAX_MESSAGE_BYTES));
+}
+
+/**
+ * How many receives MASQ_MAX_IN_FLIGHT_BYTES lets run at once while nothing larger than the floor has arrived: each
+ * reserves ten bodies of the floor's size. With SQS 20 ms away a receive takes at least that long, so at most
+ * slots × 10 messages arrive per round trip: 12 slots (32 MiB, 256 KiB) cap a run near 6,000 messages a second.
+ */
+export function receiveSlots(maxInFlightBytes: number, maxMessageBytes: number | undefined): number {
+  return Math.max(1, Math.floor(maxInFlightBytes / (10 * receiveReservationFloor(maxMessageBytes))));
 }
 
 export interface RunResult {
@@ -61,9 +83,11 @@ interface Held {
  *  - `held` counts every message between receive and delete; receivers wait while it is at MASQ_MAX_IN_FLIGHT or
  *    while Postgres is failing, so memory is bounded and nothing is received that cannot be written;
  *  - held bodies stay under MASQ_MAX_IN_FLIGHT_BYTES: a receive starts only when the bytes held plus a reservation
- *    for every receive under way (10 × the largest body seen, at least 10 × 256 KiB) fit, or when nothing at all is
- *    held or being received. Only receives already under way when a body larger than any before arrives can pass
- *    the cap, by at most 10 × (1 MiB − 256 KiB) each, and only once;
+ *    for every receive under way (10 × the largest body seen, at least 10 × 256 KiB, or 10 × the queue's
+ *    MaximumMessageSize when that is smaller) fit, or when nothing at all is held or being received. Only receives
+ *    already under way when a body larger than any before arrives can pass the cap, by at most 10 × (1 MiB − 256 KiB)
+ *    each, and only once (or a queue's MaximumMessageSize raised while masq runs). The reservation also bounds how
+ *    many receives run at once: `receiveSlots` below, which run.ts warns about when it is fewer than the receivers;
  *  - visibility of held messages is extended before it lapses, so a slow commit does not cause redeliveries.
  */
 export class Runner {
@@ -71,9 +95,9 @@ export class Runner {
   private readonly deps: RunnerDeps;
   private readonly held = new Map<string, Held>();
   private heldBytes = 0;
-  /** Receives under way; each reserves 10 × largestBody (SQS's classic 256 KiB at least, its 1 MiB at most). */
+  /** Receives under way; each reserves 10 × largestBody (receiveReservationFloor at least, SQS's 1 MiB at most). */
   private receiving = 0;
-  private largestBody = 256 * 1024;
+  private largestBody: number;
   private pending: IncomingMessage[] = [];
   private batchTimer: NodeJS.Timeout | undefined;
   private readonly writeQueue: IncomingMessage[][] = [];
@@ -107,6 +131,7 @@ export class Runner {
 
   constructor(deps: RunnerDeps) {
     this.deps = deps;
+    this.largestBody = receiveReservationFloor(deps.maxMessageBytes);
     this.observe = deps.observer;
     this.hardAbort.signal.addEventListener("abort", () => {
       this.receiveAbort.abort();
@@ -176,9 +201,13 @@ export class Runner {
     const { source, config, logger } = this.deps;
     let failures = 0;
     let failingSince: number | undefined;
+    const mayReceive = () => this.stopping || (this.sinkHealthy && this.held.size + 10 <= config.maxInFlight && this.bytesAllowReceive());
     while (!this.stopping) {
-      await this.until(() => this.stopping || (this.sinkHealthy && this.held.size + 10 <= config.maxInFlight && this.bytesAllowReceive()));
+      await this.until(mayReceive);
       if (this.stopping) break;
+      // Checked again where the reservation is taken: other receivers woken with this one (every one of them at
+      // start) may have taken the room while it waited for its turn to resume.
+      if (!mayReceive()) continue;
       let messages: ReceivedMessage[];
       this.receiving++;
       try {

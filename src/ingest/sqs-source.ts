@@ -19,6 +19,14 @@ export interface Handle {
   receiptHandle: string;
 }
 
+/** What the queue's attributes say about it, asked once at start. */
+export interface QueueLimits {
+  /** MessageRetentionPeriod: how long an id can be redelivered (the ledger is pruned a day after). */
+  retentionSeconds: number;
+  /** MaximumMessageSize: SQS refuses a larger body, so a receive brings at most ten of these. */
+  maxMessageBytes: number;
+}
+
 export interface QueueCounts {
   visible: number;
   inFlight: number;
@@ -35,7 +43,7 @@ export interface QueueSource {
   deleteBatch(handles: readonly Handle[], signal?: AbortSignal): Promise<{ retry: Handle[]; stale: number }>;
   extendVisibility(handles: readonly Handle[], seconds: number, signal?: AbortSignal): Promise<{ failed: number }>;
   counts(signal?: AbortSignal): Promise<QueueCounts>;
-  retentionSeconds(signal?: AbortSignal): Promise<number>;
+  queueLimits(signal?: AbortSignal): Promise<QueueLimits>;
   /** Settles when the source can no longer work (its thread died): fatal to the runner. */
   readonly failure?: Promise<FatalError> | undefined;
 }
@@ -48,6 +56,9 @@ const STALE_HANDLE = new Set(["ReceiptHandleIsInvalid", "InvalidParameterValue",
  * request timeout): a hung connection must fail and be retried.
  */
 const CALL_TIMEOUT_MS = 15_000;
+
+/** The largest body SQS accepts on any queue (MaximumMessageSize can be set from 1 KiB to this). */
+export const SQS_MAX_MESSAGE_BYTES = 1024 * 1024;
 
 /** Shared by every receive: the SDK serialises the input, never changes it. */
 const SYSTEM_ATTRIBUTES: MessageSystemAttributeName[] = ["SentTimestamp", "ApproximateReceiveCount"];
@@ -243,13 +254,18 @@ export class SqsSource implements QueueSource {
   }
 
   /** The queue's retention period in seconds: ledger rows older than this can never match a redelivery. */
-  async retentionSeconds(signal?: AbortSignal): Promise<number> {
+  async queueLimits(signal?: AbortSignal): Promise<QueueLimits> {
     try {
       const res = await this.onLane(signal, CALL_TIMEOUT_MS, (client) =>
-        client.send(new GetQueueAttributesCommand({ QueueUrl: this.queueUrl, AttributeNames: ["MessageRetentionPeriod"] })),
+        client.send(new GetQueueAttributesCommand({ QueueUrl: this.queueUrl, AttributeNames: ["MessageRetentionPeriod", "MaximumMessageSize"] })),
       );
-      const n = Number(res.Attributes?.MessageRetentionPeriod);
-      return Number.isFinite(n) && n > 0 ? n : 14 * 86_400;
+      // What an endpoint does not report is assumed at its largest: the longest retention, SQS's largest message.
+      const retention = Number(res.Attributes?.MessageRetentionPeriod);
+      const size = Number(res.Attributes?.MaximumMessageSize);
+      return {
+        retentionSeconds: Number.isFinite(retention) && retention > 0 ? retention : 14 * 86_400,
+        maxMessageBytes: Number.isInteger(size) && size >= 1024 ? Math.min(size, SQS_MAX_MESSAGE_BYTES) : SQS_MAX_MESSAGE_BYTES,
+      };
     } catch (err) {
       throw classifySqsError(err, "GetQueueAttributes", this.queueUrl);
     }

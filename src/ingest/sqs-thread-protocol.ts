@@ -7,7 +7,7 @@
 import { ConfigError, FatalError, TransientError, type ErrorHelp } from "../errors.ts";
 import type { SqsProtocol, SqsProtocolSetting } from "../settings/config.ts";
 import type { SqsClientOptions } from "./sqs-client.ts";
-import type { QueueCounts } from "./sqs-source.ts";
+import type { QueueCounts, QueueLimits } from "./sqs-source.ts";
 
 /**
  * Given at start (workerData). The thread starts before the endpoint's protocol is known, so that loading the SDK
@@ -34,7 +34,7 @@ export type ToSqsThread =
   | { type: "delete"; id: number; signal: number; receiptHandles: string[] }
   | { type: "extend"; id: number; signal: number; receiptHandles: string[]; seconds: number }
   | { type: "counts"; id: number; signal: number }
-  | { type: "retention"; id: number; signal: number }
+  | { type: "limits"; id: number; signal: number }
   | { type: "abort"; signal: number }
   /** Asks for the thread's CPU time (at shutdown). */
   | { type: "usage" };
@@ -47,7 +47,7 @@ export type FromSqsThread =
   | { type: "deleted"; id: number; retry: number[]; stale: number }
   | { type: "extended"; id: number; failed: number }
   | { type: "counts"; id: number; counts: QueueCounts }
-  | { type: "retention"; id: number; seconds: number }
+  | { type: "limits"; id: number; limits: QueueLimits }
   | { type: "failed"; id: number; error: SqsErrorData }
   | { type: "usage"; cpuUserUs: number; cpuSystemUs: number };
 

@@ -82,8 +82,8 @@ async function call(m: Extract<ToSqsThread, { id: number }>): Promise<FromSqsThr
     }
     case "counts":
       return { type: "counts", id: m.id, counts: await source.counts(signal) };
-    case "retention":
-      return { type: "retention", id: m.id, seconds: await source.retentionSeconds(signal) };
+    case "limits":
+      return { type: "limits", id: m.id, limits: await source.queueLimits(signal) };
   }
 }
 

@@ -3,7 +3,7 @@ import type { SqsProtocol, SqsProtocolSetting } from "../settings/config.ts";
 import type { SqsClientOptions } from "./sqs-client.ts";
 import { FatalError } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import type { Handle, QueueCounts, QueueSource, ReceivedMessage } from "./sqs-source.ts";
+import type { Handle, QueueCounts, QueueLimits, QueueSource, ReceivedMessage } from "./sqs-source.ts";
 import type { ThreadUsage } from "./prepare-protocol.ts";
 import { fromErrorData, type FromSqsThread, type SqsThreadData, type ToSqsThread } from "./sqs-thread-protocol.ts";
 
@@ -115,10 +115,10 @@ export class SqsThread implements QueueSource {
     return a.counts;
   }
 
-  async retentionSeconds(signal?: AbortSignal): Promise<number> {
-    const a = await this.call({ type: "retention", signal: 0 }, signal);
-    if (a.type !== "retention") throw this.mismatch(a);
-    return a.seconds;
+  async queueLimits(signal?: AbortSignal): Promise<QueueLimits> {
+    const a = await this.call({ type: "limits", signal: 0 }, signal);
+    if (a.type !== "limits") throw this.mismatch(a);
+    return a.limits;
   }
 
   /** The thread's CPU time, then it stops. Called once the runner has stopped. */

@@ -34,14 +34,14 @@ describe("the SQS thread", () => {
     }
   });
 
-  test("receives bodies byte for byte, deletes by receipt handle, and reports counts and retention", async () => {
-    const queueUrl = fx.sqs.newQueue({ MessageRetentionPeriod: "7200" });
+  test("receives bodies byte for byte, deletes by receipt handle, and reports counts, retention and the largest message", async () => {
+    const queueUrl = fx.sqs.newQueue({ MessageRetentionPeriod: "7200", MaximumMessageSize: "131072" });
     const bodies = ['{"a":1}', "ünïcödé ✓ €", "x".repeat(100_000)];
     await sendBodies(fx.sqs.client, queueUrl, bodies);
     const source = thread(queueUrl);
     try {
       assert.equal(await source.detectProtocol({ region: "us-east-1", endpoint: fx.sqs.endpoint, setting: "auto" }), "json");
-      assert.equal(await source.retentionSeconds(), 7200);
+      assert.deepEqual(await source.queueLimits(), { retentionSeconds: 7200, maxMessageBytes: 131072 });
       const got = [];
       while (got.length < 3) got.push(...(await source.receiveBatch({ waitTimeSeconds: 1, visibilityTimeoutSeconds: 30 })));
       assert.deepEqual(got.map((m) => m.body).sort(), [...bodies].sort());

@@ -163,10 +163,11 @@ export function buildProgram(): Command {
         .option("--reason <text>", "with --body-file: why (a ticket, say), written to the audit trail before the body is loaded")
         .option("--all", "every pending record")
         .option("--body-file <file>", "a corrected body for the single --id (audited; needs the master key's settings)")
-        .option("--dry-run", "say what would be replayed"),
+        .option("--dry-run", "say what would be replayed")
+        .addOption(settingOption("contract", { help: "the privacy contract (YAML) whose quarantined records to replay, as masq run with it would load them; without it, the login's records" })),
     ),
   ).action(async (_opts, cmd: Command) => finish(await (await import("./commands/quarantine.ts")).quarantineReplay(explicit(cmd))));
-  settings(replay, "table", "keys", "pseudonym-key", "connect", "aws");
+  settings(replay, "table", "keys", "pseudonym-key", "connect", "aws", "contract");
   examples(replay, "masq quarantine replay --reason-code db_rejected --dry-run", 'masq quarantine replay --id <message-id> --body-file fixed.json --reason "ticket OPS-12: fixed ip"');
 
   const unmask = databaseOption(

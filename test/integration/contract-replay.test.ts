@@ -114,7 +114,7 @@ describe("quarantine replay with a contract", () => {
     assert.equal(
       r.stdout,
       "replayed 1, already replayed or gone 0, refused by the table 0, still rejected by masq (left quarantined): unclassified_field 1\n" +
-        "left quarantined: 1 login record(s), which a contract does not replay: replay them without --contract\n",
+        "left quarantined: 1 login record(s), which a contract does not replay: replay them without --contract or MASQ_CONTRACT\n",
     );
     assert.match(r.stderr, /^masq: 1 record\(s\) refused by a contract's table keep the masked row, not the original body: replay one with a corrected body: masq quarantine replay --id <message_id> --body-file <file> --contract <file>\n$/);
 

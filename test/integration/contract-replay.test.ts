@@ -1,11 +1,12 @@
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { after, describe, test } from "node:test";
 import { sendBodies } from "../../src/ops/demo.ts";
 import { usePipelineFixture } from "../helpers/fixture.ts";
-import { masqEnv } from "../helpers/masq-process.ts";
+import { runDocCommands } from "../helpers/doc-blocks.ts";
+import { MASQ_BIN, masqEnv } from "../helpers/masq-process.ts";
 import { TEST_KEY } from "../helpers/pipeline.ts";
 import { runMasq } from "../helpers/run-masq.ts";
 
@@ -53,6 +54,10 @@ describe("quarantine replay with a contract", () => {
   const fx = usePipelineFixture();
   const dir = mkdtempSync(join(tmpdir(), "masq-contract-replay-"));
   after(() => rmSync(dir, { recursive: true, force: true }));
+  // `masq` in docs/contracts.md's block is this checkout's bin/masq.
+  const binDir = join(dir, "bin");
+  mkdirSync(binDir);
+  symlinkSync(MASQ_BIN, join(binDir, "masq"));
   const v1 = join(dir, "v1.yaml");
   const v2 = join(dir, "v2.yaml");
   writeFileSync(v1, V1);
@@ -103,32 +108,34 @@ describe("quarantine replay with a contract", () => {
     assert.deepEqual(await rows("SELECT count(*)::int AS n FROM public.user_logins"), [{ n: 0 }], "no contract record in the login table");
   });
 
-  test("with --contract, a record the contract now accepts loads as run would load it; the rest stays, each by its reason", async () => {
-    const dry = await runMasq(["quarantine", "replay", "--all", "--dry-run", "--contract", v2], env());
-    assert.equal(dry.code, 0, dry.stderr);
-    assert.match(dry.stdout, /^would replay 1 record\(s\); still rejected: unclassified_field 1\n/);
+  test("with --contract (docs/contracts.md's commands): what the contract now accepts loads as run would load it; the rest stays, each by its reason", async () => {
+    const [password] = await rows<{ message_id: string }>("SELECT message_id FROM masq.quarantine WHERE user_id = 'pw'");
+    const fixed = join(dir, "fixed.json");
+    writeFileSync(fixed, JSON.stringify(withPassword));
+    const [dry, all, corrected] = await runDocCommands("contracts-replay", {
+      env: { ...env(), PATH: `${binDir}:${dirname(process.execPath)}:${process.env.PATH ?? ""}` },
+      values: { "shop.yaml": v2, "<message-id>": password!.message_id, "fixed.json": fixed },
+    });
+    assert.equal(dry!.code, 0, dry!.stderr);
+    assert.match(dry!.stdout, /^would replay 1 record\(s\); still rejected: unclassified_field 1\n/);
 
-    const r = await runMasq(["quarantine", "replay", "--all", "--contract", v2], env());
-    assert.equal(r.code, 1, r.stderr + r.stdout);
-    noPii(r.stdout + r.stderr);
+    assert.equal(all!.code, 1, all!.stderr + all!.stdout);
+    noPii(all!.stdout + all!.stderr);
     assert.equal(
-      r.stdout,
+      all!.stdout,
       "replayed 1, already replayed or gone 0, refused by the table 0, still rejected by masq (left quarantined): unclassified_field 1\n" +
         "left quarantined: 1 login record(s), which a contract does not replay: replay them without --contract or MASQ_CONTRACT\n",
     );
-    assert.match(r.stderr, /^masq: 1 record\(s\) refused by a contract's table keep the masked row, not the original body: replay one with a corrected body: masq quarantine replay --id <message_id> --body-file <file> --contract <file>\n$/);
+    assert.match(all!.stderr, /^masq: 1 record\(s\) refused by a contract's table keep the masked row, not the original body: replay one with a corrected body: masq quarantine replay --id <message_id> --body-file <file> --contract <file>\n$/);
 
-    // In the signups' table, with the pseudonym and generalisation `masq run` (here: preview, with the same key and
-    // sent time) gives the same body under V2.
-    const [record] = await rows<{ message_id: string; sent_at: Date }>("SELECT message_id, sent_at FROM masq.quarantine WHERE replayed_at IS NOT NULL");
+    // The replayed signup, in the signups' table, with the pseudonym and generalisation `masq run` (here: preview,
+    // with the same key and sent time) gives the same body under V2.
+    const [record] = await rows<{ message_id: string; sent_at: Date }>("SELECT message_id, sent_at FROM masq.quarantine WHERE replayed_at IS NOT NULL AND user_id = 'late'");
     const preview = await runMasq(["preview", "--contract", v2, "--sent-at", record!.sent_at.toISOString()], { MASQ_PSEUDONYM_KEY: KEY_HEX }, `${late}\n`);
     const expected = JSON.parse(preview.stdout) as { table: string; row: Record<string, unknown> };
     assert.equal(expected.table, "rc_signups");
-    const loaded = await rows("SELECT event_type, account_id, masked_email, ip_network, create_date::text AS create_date FROM public.rc_signups");
-    assert.deepEqual(loaded, [expected.row]);
-    assert.deepEqual(await rows("SELECT count(*)::int AS n FROM public.rc_purchases"), [{ n: 0 }]);
+    assert.deepEqual(await rows("SELECT event_type, account_id, masked_email, ip_network, create_date::text AS create_date FROM public.rc_signups"), [expected.row]);
     assert.deepEqual(await rows("SELECT outcome FROM masq.ingest_ledger WHERE message_id = $1", [record!.message_id]), [{ outcome: "written" }]);
-    assert.deepEqual(await pending(), ["db_rejected", "missing_field (login)", "unclassified_field"]);
 
     // Its email's original is in the vault, and unmask recovers it.
     const pseudonym = expected.row.masked_email as string;
@@ -136,26 +143,22 @@ describe("quarantine replay with a contract", () => {
     assert.equal(unmask.code, 0, unmask.stderr);
     assert.deepEqual(JSON.parse(unmask.stdout), [{ kind: "email", pseudonym, value: "late@example.com" }]);
 
-    // A second replay loads nothing again.
-    const again = await runMasq(["quarantine", "replay", "--all", "--contract", v2], env());
-    assert.match(again.stdout, /^replayed 0, already replayed or gone 0, refused by the table 0, still rejected by masq \(left quarantined\): unclassified_field 1\n/);
-    assert.deepEqual(await rows("SELECT count(*)::int AS n FROM public.rc_signups"), [{ n: 1 }]);
-  });
-
-  test("with --contract and --body-file, a corrected body loads through the contract, audited", async () => {
-    const [record] = await rows<{ message_id: string }>("SELECT message_id FROM masq.quarantine WHERE reason = 'unclassified_field' AND replayed_at IS NULL");
-    const file = join(dir, "fixed.json");
-    writeFileSync(file, JSON.stringify(withPassword));
-    const r = await runMasq(["quarantine", "replay", "--id", record!.message_id, "--body-file", file, "--reason", "ticket 9", "--contract", v2], env());
-    assert.equal(r.code, 0, r.stderr + r.stdout);
-    noPii(r.stdout + r.stderr);
-    assert.match(r.stdout, /^replayed 1\b/);
+    // The purchase the contract still refused, with a corrected body: prepared by the contract too, and audited.
+    assert.equal(corrected!.code, 0, corrected!.stderr + corrected!.stdout);
+    noPii(corrected!.stdout + corrected!.stderr);
+    assert.match(corrected!.stdout, /^replayed 1\b/);
     const p = await runMasq(["preview", "--contract", v2], { MASQ_PSEUDONYM_KEY: KEY_HEX }, `${JSON.stringify(withPassword)}\n`);
-    const expected = (JSON.parse(p.stdout) as { row: Record<string, unknown> }).row;
+    const purchase = (JSON.parse(p.stdout) as { row: Record<string, unknown> }).row;
     assert.deepEqual(await rows("SELECT account_id, masked_email, card_last4_hash, amount_cents::int AS amount_cents FROM public.rc_purchases"), [
-      { account_id: "pw", masked_email: expected.masked_email, card_last4_hash: expected.card_last4_hash, amount_cents: 500 },
+      { account_id: "pw", masked_email: purchase.masked_email, card_last4_hash: purchase.card_last4_hash, amount_cents: 500 },
     ]);
     const audited = await rows<{ reason: string }>("SELECT reason FROM masq.audit WHERE action = 'replay' ORDER BY seq DESC LIMIT 1");
-    assert.equal(audited[0]?.reason, "ticket 9");
+    assert.equal(audited[0]?.reason, "ticket OPS-12: card data fixed");
+    assert.deepEqual(await pending(), ["db_rejected", "missing_field (login)"]);
+
+    // A second replay loads nothing again.
+    const again = await runMasq(["quarantine", "replay", "--all", "--contract", v2], env());
+    assert.match(again.stdout, /^replayed 0, already replayed or gone 0, refused by the table 0\n/);
+    assert.deepEqual(await rows("SELECT (SELECT count(*)::int FROM public.rc_signups) AS s, (SELECT count(*)::int FROM public.rc_purchases) AS p"), [{ s: 1, p: 1 }]);
   });
 });

@@ -164,11 +164,16 @@ export function buildProgram(): Command {
         .option("--all", "every pending record")
         .option("--body-file <file>", "a corrected body for the single --id (audited; needs the master key's settings)")
         .option("--dry-run", "say what would be replayed")
-        .addOption(settingOption("contract", { help: "the privacy contract (YAML) whose quarantined records to replay, as masq run with it would load them; without it, the login's records" })),
+        .addOption(settingOption("contract", { help: "replay this privacy contract's records (YAML), as masq run with it loads events; without it, the login's records" })),
     ),
   ).action(async (_opts, cmd: Command) => finish(await (await import("./commands/quarantine.ts")).quarantineReplay(explicit(cmd))));
   settings(replay, "table", "keys", "pseudonym-key", "connect", "aws", "contract");
-  examples(replay, "masq quarantine replay --reason-code db_rejected --dry-run", 'masq quarantine replay --id <message-id> --body-file fixed.json --reason "ticket OPS-12: fixed ip"');
+  examples(
+    replay,
+    "masq quarantine replay --reason-code db_rejected --dry-run",
+    'masq quarantine replay --id <message-id> --body-file fixed.json --reason "ticket OPS-12: fixed ip"',
+    "masq quarantine replay --reason-code unclassified_field --contract shop.yaml",
+  );
 
   const unmask = databaseOption(
     tableOption(

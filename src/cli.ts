@@ -163,11 +163,17 @@ export function buildProgram(): Command {
         .option("--reason <text>", "with --body-file: why (a ticket, say), written to the audit trail before the body is loaded")
         .option("--all", "every pending record")
         .option("--body-file <file>", "a corrected body for the single --id (audited; needs the master key's settings)")
-        .option("--dry-run", "say what would be replayed"),
+        .option("--dry-run", "say what would be replayed")
+        .addOption(settingOption("contract", { help: "replay this privacy contract's records (YAML), as masq run with it loads events; without it, the login's records" })),
     ),
   ).action(async (_opts, cmd: Command) => finish(await (await import("./commands/quarantine.ts")).quarantineReplay(explicit(cmd))));
-  settings(replay, "table", "keys", "pseudonym-key", "connect", "aws");
-  examples(replay, "masq quarantine replay --reason-code db_rejected --dry-run", 'masq quarantine replay --id <message-id> --body-file fixed.json --reason "ticket OPS-12: fixed ip"');
+  settings(replay, "table", "keys", "pseudonym-key", "connect", "aws", "contract");
+  examples(
+    replay,
+    "masq quarantine replay --reason-code db_rejected --dry-run",
+    'masq quarantine replay --id <message-id> --body-file fixed.json --reason "ticket OPS-12: fixed ip"',
+    "masq quarantine replay --reason-code unclassified_field --contract shop.yaml",
+  );
 
   const unmask = databaseOption(
     tableOption(

@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { sql } from "kysely";
-import { readTable, settingSources } from "../settings/config.ts";
+import { readContractFile, readTable, settingSources } from "../settings/config.ts";
 import { revealing } from "../log.ts";
 import { ConfigError } from "../errors.ts";
 import { readReason, REVEAL_REFUSAL, runAudited } from "../lifecycle/audited-command.ts";
@@ -143,6 +143,10 @@ export async function quarantineReplay(flags: Record<string, unknown>): Promise<
   const auditReason = bodyFile === undefined ? undefined : flags.reason === undefined ? CORRECTED_REPLAY_REASON : readReason(flags);
   if (ids.length === 0 && reason === undefined && !all) throw new ConfigError("--id/--reason-code/--all", "say which records to replay");
   const table = readTable(src);
+  // A contract other than login's is read and compiled once, as `masq run` does (exit 2 for a file that does not
+  // read); its records are then replayed by it, and the login's left alone.
+  const contractFile = readContractFile(src);
+  const contract = contractFile === undefined ? undefined : (await import("../ingest/run-contract.ts")).openRunContract(contractFile, flags.contract === undefined ? "MASQ_CONTRACT" : "--contract")?.writer.plan;
   let correctedBody: string | undefined;
   if (bodyFile !== undefined) {
     try {
@@ -158,7 +162,7 @@ export async function quarantineReplay(flags: Record<string, unknown>): Promise<
     let total = 0;
     let result;
     try {
-      result = await replayQuarantine(lc, { ids, reasonCode: reason, table, dryRun, correctedBody, auditReason }, {
+      result = await replayQuarantine(lc, { ids, reasonCode: reason, table, dryRun, correctedBody, auditReason, contract }, {
         total: (n) => {
           total = n;
           bar = dryRun ? undefined : createProgress("replaying", { unit: "records" });
@@ -183,9 +187,22 @@ export async function quarantineReplay(flags: Record<string, unknown>): Promise<
           `replay one with a corrected body: masq quarantine replay --id <message_id> --body-file <file>\n`,
       );
     }
+    if (sum.rowsOnly > 0) {
+      process.stderr.write(
+        `masq: ${sum.rowsOnly} record(s) refused by a contract's table keep the masked row, not the original body: ` +
+          `replay one with a corrected body: masq quarantine replay --id <message_id> --body-file <file> --contract <file>\n`,
+      );
+    }
     const rejectedText = [...sum.stillRejected].map(([why, n]) => `${why} ${n}`).join(", ");
+    // The other route's records: never replayed by this one (a contract's by the login parser, or the reverse).
+    const otherRoute =
+      sum.otherRoute === 0
+        ? ""
+        : contract === undefined
+          ? `left quarantined: ${sum.otherRoute} record(s) of a privacy contract, which the login path does not replay: replay them with --contract <file>\n`
+          : `left quarantined: ${sum.otherRoute} login record(s), which a contract does not replay: replay them without --contract or MASQ_CONTRACT\n`;
     if (dryRun) {
-      process.stdout.write(`would replay ${sum.wouldReplay} record(s)${rejectedText ? `; still rejected: ${rejectedText}` : ""}\n`);
+      process.stdout.write(`would replay ${sum.wouldReplay} record(s)${rejectedText ? `; still rejected: ${rejectedText}` : ""}\n${otherRoute}`);
       return 0;
     }
     process.stdout.write(
@@ -193,7 +210,8 @@ export async function quarantineReplay(flags: Record<string, unknown>): Promise<
         `${rejectedText ? `, still rejected by masq (left quarantined): ${rejectedText}` : ""}\n`,
     );
     for (const [id, why] of sum.refused) process.stdout.write(`  ${id}: ${why}\n`);
+    process.stdout.write(otherRoute);
     // Exit 1 when any selected record stays quarantined, so a script notices.
-    return sum.refused.size > 0 || sum.cannot > 0 || sum.stillRejected.size > 0 ? 1 : 0;
+    return sum.refused.size > 0 || sum.cannot > 0 || sum.rowsOnly > 0 || sum.stillRejected.size > 0 || sum.otherRoute > 0 ? 1 : 0;
   });
 }

@@ -108,8 +108,7 @@ test("masq pseudonym <kind> - with the contract gives exactly the values the run
   assert.equal(await audits(), before + calls, "no audit record for a refusal");
 
   // Without a contract, as always: the login's two kinds only.
-  const login = { ...env, MASQ_CONTRACT: "" };
-  delete login.MASQ_CONTRACT;
+  const { MASQ_CONTRACT: _contract, ...login } = env;
   const noContract = await runMasq(["pseudonym", "email", "-", "--reason", "support ticket 4711"], login, `${SIGNUPS[0]!.email}\n`);
   assert.equal(noContract.code, 2);
   assert.match(noContract.stderr, /\(<kind>\): must be ip or device_id/);

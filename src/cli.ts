@@ -197,7 +197,7 @@ export function buildProgram(): Command {
       .addOption(settingOption("contract", { help: "the privacy contract file (YAML) whose kinds and field types to use; unset, the login's ip and device_id" })),
   ).action(async (kind: string, value: string, _opts, cmd: Command) => finish(await (await import("./commands/unmask.ts")).pseudonymCommand(kind, value, explicit(cmd))));
   settings(pseudonym, "keys", "pseudonym-key", "connect", "aws", "contract");
-  examples(pseudonym, 'masq pseudonym ip - --reason "abuse report 77" < ip.txt', 'masq pseudonym email - --contract contracts/examples/purchase.yaml --reason "support ticket 4711" < email.txt');
+  examples(pseudonym, 'masq pseudonym ip - --reason "abuse report 77" < ip.txt', 'masq pseudonym email - --contract contracts/examples/purchase.yaml --reason "support request from a customer" < email.txt');
 
   // masq subject: what masq holds about one user (docs/operations.md, "Data subject requests (`masq subject export`)").
   const subject = program.command("subject").description("what masq holds about one user: export it, or erase it (audited)");

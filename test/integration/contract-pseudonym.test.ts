@@ -108,7 +108,7 @@ test("masq pseudonym <kind> - with the contract gives exactly the values the run
   assert.equal(await audits(), before + calls, "no audit record for a refusal");
 
   // Without a contract, as always: the login's two kinds only.
-  const { MASQ_CONTRACT: _contract, ...login } = env;
+  const login = Object.fromEntries(Object.entries(env).filter(([k]) => k !== "MASQ_CONTRACT"));
   const noContract = await runMasq(["pseudonym", "email", "-", "--reason", "support ticket 4711"], login, `${SIGNUPS[0]!.email}\n`);
   assert.equal(noContract.code, 2);
   assert.match(noContract.stderr, /\(<kind>\): must be ip or device_id/);

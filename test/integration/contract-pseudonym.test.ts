@@ -1,11 +1,14 @@
 import assert from "node:assert/strict";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { test } from "node:test";
 import { sendBodies } from "../../src/ops/demo.ts";
 import { usePipelineFixture } from "../helpers/fixture.ts";
-import { masqEnv } from "../helpers/masq-process.ts";
+import { REPO_ROOT, runDocCommands } from "../helpers/doc-blocks.ts";
+import { MASQ_BIN, masqEnv } from "../helpers/masq-process.ts";
+import { TEST_KEY } from "../helpers/pipeline.ts";
+import { createPseudonymizer } from "../../src/ingest/pseudonymize.ts";
 import { runMasq } from "../helpers/run-masq.ts";
 
 /**
@@ -112,4 +115,13 @@ test("masq pseudonym <kind> - with the contract gives exactly the values the run
   const noContract = await runMasq(["pseudonym", "email", "-", "--reason", "support ticket 4711"], login, `${SIGNUPS[0]!.email}\n`);
   assert.equal(noContract.code, 2);
   assert.match(noContract.stderr, /\(<kind>\): must be ip or device_id/);
+});
+
+test("docs/contracts.md's example: the pseudonym of an email under purchase.yaml, the one its table stores", async () => {
+  const migrated = await runMasq(["migrate", "--contract", join(REPO_ROOT, "contracts", "examples", "purchase.yaml")], { DATABASE_URL: fx.pgdb.url });
+  assert.equal(migrated.code, 0, migrated.stderr + migrated.stdout);
+  const env = { ...masqEnv({ queueUrl: "", sqsEndpoint: "", databaseUrl: fx.pgdb.url }), PATH: `${dirname(MASQ_BIN)}:${dirname(process.execPath)}:${process.env.PATH ?? ""}` };
+  const [r] = await runDocCommands("contracts-pseudonym", { env });
+  assert.equal(r!.code, 0, r!.stderr);
+  assert.equal(r!.stdout, `${createPseudonymizer(TEST_KEY).pseudonymize("email", "jane@example.com")}\n`);
 });

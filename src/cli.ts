@@ -194,7 +194,7 @@ export function buildProgram(): Command {
       .argument("<kind>", "ip or device_id; with --contract, a kind of the contract's pseudonymize or hash fields")
       .argument("<value>", 'the value, canonicalised as ingestion does (an IP address, an integer); "-" reads it from stdin (keeps it out of shell history and ps)')
       .requiredOption("--reason <text>", "why: written to masq.unmask_audit before the pseudonym is shown")
-      .addOption(settingOption("contract", { help: "the privacy contract file (YAML) whose kinds and field types to use; unset, the login's ip and device_id" })),
+      .addOption(settingOption("contract", { help: "the privacy contract file (YAML) whose kinds, and their fields' types, to use" })),
   ).action(async (kind: string, value: string, _opts, cmd: Command) => finish(await (await import("./commands/unmask.ts")).pseudonymCommand(kind, value, explicit(cmd))));
   settings(pseudonym, "keys", "pseudonym-key", "connect", "aws", "contract");
   examples(pseudonym, 'masq pseudonym ip - --reason "abuse report 77" < ip.txt', 'masq pseudonym email - --contract contracts/examples/purchase.yaml --reason "support request from a customer" < email.txt');

@@ -169,9 +169,23 @@ describe("arguments that may be PII are never echoed back", () => {
       const r = masq(["unmask", "--reason", "case 4711", "--pseudonym", value]);
       assert.equal(r.status, 2);
       assert.equal(lines(r.stderr).length, 1, r.stderr);
-      assert.match(r.stderr, /^masq: not a pseudonym \(--pseudonym\): must be 64 hex digits/);
+      assert.match(r.stderr, /^masq: not a pseudonym \(--pseudonym\): must be 64 hex digits, as in the pseudonym columns \(masked_ip, masked_device_id, a contract's pseudonymize columns\)/);
       assert.ok(!r.stderr.toLowerCase().includes(value.toLowerCase()), r.stderr);
       assertNoStackTrace(r);
+    });
+    test(`pseudonym with a contract: ${value} as the kind, or a value no field of the kind holds`, () => {
+      const contract = ["--contract", "contracts/examples/purchase.yaml", "--reason", "case 4711"];
+      const swapped = masq(["pseudonym", value, "email", ...contract]);
+      assert.equal(swapped.status, 2);
+      assert.match(swapped.stderr, /^masq: unknown kind \(<kind>\): must be one of the kinds of contracts\/examples\/purchase\.yaml: email, card_last4 /);
+      const tooLong = masq(["pseudonym", "card_last4", value, ...contract]);
+      assert.equal(tooLong.status, 2);
+      assert.match(tooLong.stderr, /^masq: invalid setting \(<value>\): is longer than the 4 characters a string field of this kind accepts\n$/);
+      for (const r of [swapped, tooLong]) {
+        assert.equal(lines(r.stderr).length, 1, r.stderr);
+        assert.ok(!r.stderr.toLowerCase().includes(value.toLowerCase()), r.stderr);
+        assertNoStackTrace(r);
+      }
     });
     test(`unmask --kind ${value}`, () => {
       const r = masq(["unmask", "--reason", "case 4711", "--user-id", "u1", "--kind", value]);

@@ -181,7 +181,7 @@ export function buildProgram(): Command {
         .command("unmask")
         .description("recover original values from the vault, by pseudonym or by rows of the table; audited, needs --reason")
         .requiredOption("--reason <text>", "why you look: written to masq.unmask_audit before anything is shown")
-        .option("--pseudonym <hex...>", "these pseudonyms (64 hex digits, as in masked_ip / masked_device_id)")
+        .option("--pseudonym <hex...>", "these pseudonyms (64 hex digits, as in masked_ip, masked_device_id or a contract's pseudonymize columns)")
         .option("--user-id <id...>", "the pseudonyms of these users' rows")
         .option("--from <date>", "rows with create_date on or after this day (YYYY-MM-DD)")
         .option("--to <date>", "rows with create_date on or before this day (YYYY-MM-DD)")
@@ -196,13 +196,14 @@ export function buildProgram(): Command {
   const pseudonym = databaseOption(
     program
       .command("pseudonym")
-      .description("the pseudonym of a value you hold, to find its rows; audited, needs --reason")
-      .argument("<kind>", "ip or device_id")
-      .argument("<value>", 'the value; "-" reads it from stdin (keeps it out of shell history and ps)')
-      .requiredOption("--reason <text>", "why: written to masq.unmask_audit before the pseudonym is shown"),
+      .description("the pseudonym of a value you hold, to find its rows (a hash column's too: the same HMAC); audited, needs --reason")
+      .argument("<kind>", "ip or device_id; with --contract, a kind of the contract's pseudonymize or hash fields")
+      .argument("<value>", 'the value, canonicalised as ingestion does (an IP address, an integer); "-" reads it from stdin (keeps it out of shell history and ps)')
+      .requiredOption("--reason <text>", "why: written to masq.unmask_audit before the pseudonym is shown")
+      .addOption(settingOption("contract", { help: "the privacy contract file (YAML) whose kinds, and their fields' types, to use" })),
   ).action(async (kind: string, value: string, _opts, cmd: Command) => finish(await (await import("./commands/unmask.ts")).pseudonymCommand(kind, value, explicit(cmd))));
-  settings(pseudonym, "keys", "pseudonym-key", "connect", "aws");
-  examples(pseudonym, 'masq pseudonym ip - --reason "abuse report 77" < ip.txt');
+  settings(pseudonym, "keys", "pseudonym-key", "connect", "aws", "contract");
+  examples(pseudonym, 'masq pseudonym ip - --reason "abuse report 77" < ip.txt', 'masq pseudonym email - --contract contracts/examples/purchase.yaml --reason "support request from a customer" < email.txt');
 
   // masq subject: what masq holds about one user (docs/operations.md, "Data subject requests (`masq subject export`)").
   const subject = program.command("subject").description("what masq holds about one user: export it, or erase it (audited)");

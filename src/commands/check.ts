@@ -229,7 +229,7 @@ async function checkPostgres(db: Db, config: DatabasePart, contract: ContractTar
 }
 
 /**
- * What `masq migrate --contract` would do to each table of the contract (create, add columns, register), or why it
+ * What `masq migrate --contract` would do to each table of the contract (create, add columns, register, index), or why it
  * would refuse. Registrations are read only by a login that may write them (the owner), once migrations are applied.
  */
 async function checkContractTables(db: Db, contract: ContractTarget, migrated: boolean, report: Report): Promise<void> {
@@ -244,11 +244,14 @@ async function checkContractTables(db: Db, contract: ContractTarget, migrated: b
 }
 
 function contractTableDetail(t: Exclude<TableReport, { failed: unknown }>): string {
-  if (!t.exists) return `${t.table} does not exist yet; masq migrate --contract creates it`;
+  const indexes = t.plan.indexes.map((i) => `${i.name} on ${i.column} (${i.purpose})`).join(", ");
+  const plural = t.plan.indexes.length === 1 ? "" : "es";
+  if (!t.exists) return `${t.table} does not exist yet; masq migrate --contract creates it${indexes === "" ? "" : `, with index${plural} ${indexes}`}`;
   const todo: string[] = [];
   if (t.plan.added.length > 0) todo.push(`adds column${t.plan.added.length === 1 ? "" : "s"} ${t.plan.added.join(", ")}`);
   if (t.registered === false) todo.push("registers it");
   else if (t.plan.register.length > 0) todo.push(`registers pseudonym column${t.plan.register.length === 1 ? "" : "s"} ${t.plan.register.map((p) => p.column).join(", ")}`);
+  if (indexes !== "") todo.push(`creates index${plural} ${indexes}`);
   const unused = t.plan.unused.length === 0 ? "" : ` (kept, not written: ${t.plan.unused.join(", ")})`;
   if (todo.length > 0) return `${t.table} exists${unused}; masq migrate --contract ${todo.join(" and ")}`;
   return `${t.table} has the contract's columns${t.registered === true ? " and is registered" : ""}${unused}`;

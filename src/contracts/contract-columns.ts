@@ -3,6 +3,7 @@
  * of the subject, and the columns that hold pseudonyms by kind; and, given what a table already has, what `masq
  * migrate` adds or must refuse. Pure: the statements that read and change the database are in contract-tables.ts.
  */
+import { createHash } from "node:crypto";
 import type { Contract, EventSpec, FieldSpec } from "./contract.ts";
 import { parseTableName, qualified, quoteIdent, type TableName } from "../db/tables.ts";
 
@@ -146,6 +147,65 @@ export interface TableState {
   columns: ColumnHave[];
   /** Registered for the lifecycle (masq.target_tables): its subject column and pseudonym columns. */
   registered: { subjectColumn: string; pseudonyms: PseudonymColumn[] } | undefined;
+  /**
+   * The lookups an index of the table already serves: "column" for a valid, non-partial btree index whose first key
+   * is the column, "column::text" for one whose first key is the column cast to text. Empty for a new table.
+   */
+  indexedKeys: string[];
+  /** Which of the names masq would give its indexes (indexName) a relation of the table's schema already has. */
+  takenNames: string[];
+}
+
+/**
+ * An index masq migrate --contract makes for the lifecycle's lookups (106_contract_tables.sql): on the subject column,
+ * which erasure, subject export and unmask --user-id find a subject's rows by (masq.subject_sql: the column itself
+ * when it is text or varchar, else cast to text, so the index is on that expression), and on each recoverable
+ * pseudonym column, which masq.values_in_use looks values up in (x.column = ANY(…)) for vault prune, retention and
+ * erasure. A hash column is never looked up by masq (no vault value; rotation walks the table by blocks), a date is
+ * only a filter beside a pseudonym: neither gets an index, which would only slow the inserts.
+ */
+export interface IndexNeed {
+  name: string;
+  column: string;
+  /** The lookup it serves, as TableState.indexedKeys says it: "column" or "column::text". */
+  key: string;
+  /** For the log and masq check: "subject" or "pseudonyms of kind email". */
+  purpose: string;
+  sql: string;
+}
+
+/** Postgres truncates a longer identifier (NAMEDATALEN - 1 bytes): masq's names never reach it. */
+const MAX_IDENTIFIER_BYTES = 63;
+
+/**
+ * The name of masq's index on a column: "<table>_<column>_<8 hex>_idx", the readable part cut (at a character, to fit
+ * 63 bytes) and the hex a digest of schema, table and column, so that two columns never share a name even when their
+ * readable parts do ("a_b"."c" and "a"."b_c"), and the same column always has the same one.
+ */
+export function indexName(table: TableName, column: string): string {
+  const digest = createHash("sha256").update(JSON.stringify([table.schema, table.name, column])).digest("hex").slice(0, 8);
+  const suffix = `_${digest}_idx`;
+  let readable = "";
+  for (const ch of `${table.name}_${column}`) {
+    if (Buffer.byteLength(readable + ch) + suffix.length > MAX_IDENTIFIER_BYTES) break;
+    readable += ch;
+  }
+  return `${readable}${suffix}`;
+}
+
+/** The indexes the table needs for the lifecycle, given the SQL type of its subject column (as it is, or will be made). */
+export function indexNeeds(need: TableNeed, subjectIsText: boolean): IndexNeed[] {
+  const table = qualified(need.table);
+  const subjectKey = subjectIsText ? need.subjectColumn : `${need.subjectColumn}::text`;
+  const subjectExpr = subjectIsText ? quoteIdent(need.subjectColumn) : `(${quoteIdent(need.subjectColumn)}::text)`;
+  const of = (column: string, key: string, expr: string, purpose: string): IndexNeed => {
+    const name = indexName(need.table, column);
+    return { name, column, key, purpose, sql: `CREATE INDEX IF NOT EXISTS ${quoteIdent(name)} ON ${table} (${expr})` };
+  };
+  return [
+    of(need.subjectColumn, subjectKey, subjectExpr, "subject"),
+    ...need.pseudonyms.filter((p) => p.recoverable).map((p) => of(p.column, p.column, quoteIdent(p.column), `pseudonyms of kind ${p.kind}`)),
+  ];
 }
 
 export interface TablePlan {
@@ -157,6 +217,8 @@ export interface TablePlan {
   unused: string[];
   /** Pseudonym columns to register (all of them for a table not yet registered). */
   register: PseudonymColumn[];
+  /** The lifecycle's indexes the table lacks, made after its columns (indexNeeds). */
+  indexes: IndexNeed[];
 }
 
 /**
@@ -169,7 +231,9 @@ export function planTable(need: TableNeed, state: TableState): TablePlan | { ref
   const register = state.registered === undefined ? need.pseudonyms : need.pseudonyms.filter((p) => !state.registered!.pseudonyms.some((r) => r.column === p.column));
   if (!state.exists) {
     const columns = need.columns.map((c) => `    ${quoteIdent(c.column).padEnd(20)} ${c.sql}`).join(",\n");
-    return { ddl: [`CREATE TABLE ${qualified(need.table)}(\n${columns}\n)`], added: [], unused: [], register };
+    const indexes = missingIndexes(need, state, undefined);
+    if ("refusal" in indexes) return indexes;
+    return { ddl: [`CREATE TABLE ${qualified(need.table)}(\n${columns}\n)`], added: [], unused: [], register, indexes: indexes.indexes };
   }
   const have = new Map(state.columns.map((c) => [c.column, c]));
   const missing: ColumnNeed[] = [];
@@ -206,12 +270,31 @@ export function planTable(need: TableNeed, state: TableState): TablePlan | { ref
       }
     }
   }
+  const indexes = missingIndexes(need, state, have.get(need.subjectColumn));
+  if ("refusal" in indexes) return indexes;
   return {
     ddl: missing.map((c) => `ALTER TABLE ${qualified(need.table)} ADD COLUMN ${quoteIdent(c.column)} ${c.sql}`),
     added: missing.map((c) => c.column),
     unused: state.columns.map((c) => c.column).filter((c) => !need.columns.some((n) => n.column === c)),
     register,
+    indexes: indexes.indexes,
   };
+}
+
+/**
+ * The lifecycle's indexes no index of the table serves yet (one the owner made, under any name, counts), or a refusal
+ * when masq's name for one is taken by another relation (IF NOT EXISTS would then skip it without a word).
+ */
+function missingIndexes(need: TableNeed, state: TableState, subjectHave: ColumnHave | undefined): { indexes: IndexNeed[] } | { refusal: string } {
+  const subjectIsText = subjectHave !== undefined ? TEXT.some((t) => t === subjectHave.dataType) : (need.columns.find((c) => c.column === need.subjectColumn)?.fits.includes("text") ?? true);
+  const indexes = indexNeeds(need, subjectIsText).filter((i) => !state.indexedKeys.includes(i.key));
+  const taken = indexes.find((i) => state.takenNames.includes(i.name));
+  if (taken !== undefined) {
+    return {
+      refusal: `index name ${need.table.schema}.${taken.name}, which masq gives the index on ${need.table.name}.${taken.column} (${taken.purpose}), is taken by another relation: rename that relation, or make an index on ${taken.column} yourself (CREATE INDEX CONCURRENTLY … ON ${qualified(need.table)} (${taken.key.endsWith("::text") ? `(${quoteIdent(taken.column)}::text)` : quoteIdent(taken.column)}))`,
+    };
+  }
+  return { indexes };
 }
 
 function describePseudonym(p: PseudonymColumn): string {

@@ -10,7 +10,7 @@ import { isDeepStrictEqual } from "node:util";
 import { ConfigError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { defaultContract, loadContract, type Contract } from "./contract.ts";
-import { planTable, tableNeeds, type PseudonymColumn, type TableNeed, type TablePlan, type TableState } from "./contract-columns.ts";
+import { indexNeeds, planTable, tableNeeds, type PseudonymColumn, type TableNeed, type TablePlan, type TableState } from "./contract-columns.ts";
 import { inTransaction, type Db } from "../db/pool.ts";
 import type { TablePreparation } from "../db/prepare-database.ts";
 import { qualified } from "../db/tables.ts";
@@ -69,14 +69,24 @@ export async function prepareContractTables(
       if ("refusal" in plan) throw new ConfigError(target.setting, plan.refusal, { what: "a change masq migrate does not make", object: `table ${need.table.schema}.${need.table.name}` });
       plans.push({ need, state, plan });
     }
-    const writes = plans.some(({ state, plan }) => plan.ddl.length > 0 || (opts.owner && (state.registered === undefined || plan.register.length > 0)));
+    const writes = plans.some(({ state, plan }) => plan.ddl.length > 0 || plan.indexes.length > 0 || (opts.owner && (state.registered === undefined || plan.register.length > 0)));
     if (writes) await opts.beforeWriting();
     // ADD COLUMN waits for every reader of the table, and while it waits `run`'s inserts queue behind it: a short
     // wait, retried (a TransientError, prepareDatabase's retryTransient) rather than ingestion stalled behind a long query.
-    if (plans.some(({ state, plan }) => state.exists && plan.ddl.length > 0)) await client.query(`SET LOCAL lock_timeout = '${DDL_LOCK_TIMEOUT}'`);
+    // CREATE INDEX waits for the writers alike.
+    if (plans.some(({ state, plan }) => state.exists && (plan.ddl.length > 0 || plan.indexes.length > 0))) await client.query(`SET LOCAL lock_timeout = '${DDL_LOCK_TIMEOUT}'`);
+    // Building an index on a table that has rows takes as long as the rows take to read, past the pool's statement
+    // timeout for a large one: it is let finish (the writers wait for it; docs/operations.md says how to build it first,
+    // CONCURRENTLY, which migrate then finds and keeps).
+    if (plans.some(({ state, plan }) => state.exists && plan.indexes.length > 0)) await client.query("SET LOCAL statement_timeout = 0");
     for (const { need, state, plan } of plans) {
       const name = `${need.table.schema}.${need.table.name}`;
       for (const statement of plan.ddl) await client.query(statement);
+      for (const index of plan.indexes) {
+        if (state.exists) opts.logger.info({ table: name, index: index.name }, "building an index on an existing table: its writers wait until it is built");
+        await client.query(index.sql);
+        opts.logger.info({ table: name, index: index.name, column: index.column, lookup: index.purpose }, "index created for the lifecycle's lookups");
+      }
       if (!state.exists) opts.logger.info({ table: name, events: need.events }, "contract table created");
       else if (plan.added.length > 0) opts.logger.info({ table: name, columns: plan.added }, "columns added to a contract table");
       if (plan.unused.length > 0) opts.logger.info({ table: name, columns: plan.unused }, "columns the contract does not write are kept (masq never drops a column)");
@@ -95,14 +105,20 @@ async function readTableState(client: pg.Pool | pg.PoolClient, need: TableNeed, 
   if (!exists) {
     const schema = await client.query("SELECT 1 FROM pg_namespace WHERE nspname = $1", [need.table.schema]);
     if (schema.rowCount === 0) throw new ConfigError(target.setting, `schema "${need.table.schema}" of table ${name} does not exist; create it or choose another table`);
-    return { exists, columns: [], registered: undefined };
+    return { exists, columns: [], registered: undefined, indexedKeys: [], takenNames: await takenIndexNames(client, need) };
   }
   const columns = await client.query<{ column: string; data_type: string; max_length: number | null }>(
     `SELECT column_name AS column, data_type, character_maximum_length AS max_length
      FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2 ORDER BY ordinal_position`,
     [need.table.schema, need.table.name],
   );
-  const state: TableState = { exists, columns: columns.rows.map((c) => ({ column: c.column, dataType: c.data_type, maxLength: c.max_length })), registered: undefined };
+  const state: TableState = {
+    exists,
+    columns: columns.rows.map((c) => ({ column: c.column, dataType: c.data_type, maxLength: c.max_length })),
+    registered: undefined,
+    indexedKeys: await indexedKeys(client, need),
+    takenNames: await takenIndexNames(client, need),
+  };
   if (!owner) return state;
   const r = await client.query<{ why: string | null; subject_column: string | null; pseudonyms: PseudonymColumn[] | null }>(
     `SELECT masq.target_refusal(t.relation) AS why, r.subject_column,
@@ -115,6 +131,32 @@ async function readTableState(client: pg.Pool | pg.PoolClient, need: TableNeed, 
   if (row.why != null) throw new ConfigError(target.setting, row.why, { what: "a table masq will not register", object: `table ${name}` });
   if (row.subject_column != null) state.registered = { subjectColumn: row.subject_column, pseudonyms: row.pseudonyms ?? [] };
   return state;
+}
+
+/**
+ * The lookups the table's indexes serve (TableState.indexedKeys): a valid, non-partial btree index whose first key is
+ * a column, or that column cast to text (pg_get_indexdef's form of it), under any name.
+ */
+async function indexedKeys(client: pg.Pool | pg.PoolClient, need: TableNeed): Promise<string[]> {
+  const r = await client.query<{ key: string }>(
+    `SELECT DISTINCT CASE WHEN i.indkey[0] <> 0 THEN a.attname::text ELSE a.attname::text || '::text' END AS key
+     FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_am am ON am.oid = ic.relam
+     JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum > 0 AND NOT a.attisdropped
+     WHERE i.indrelid = $1::text::regclass AND i.indisvalid AND i.indpred IS NULL AND am.amname = 'btree'
+       AND (i.indkey[0] = a.attnum OR (i.indkey[0] = 0 AND pg_get_indexdef(i.indexrelid, 1, false) = format('((%I)::text)', a.attname)))`,
+    [qualified(need.table)],
+  );
+  return r.rows.map((x) => x.key);
+}
+
+/** Which of masq's index names for the table a relation of its schema has (an index of masq's that serves is left out by planTable). */
+async function takenIndexNames(client: pg.Pool | pg.PoolClient, need: TableNeed): Promise<string[]> {
+  const names = indexNeeds(need, true).map((i) => i.name);
+  const r = await client.query<{ name: string }>(
+    "SELECT c.relname::text AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = ANY($2::text[])",
+    [need.table.schema, names],
+  );
+  return r.rows.map((x) => x.name);
 }
 
 /** One table of the contract as `masq check` reports it: what migrate would do, or the error that stops it. */

@@ -78,6 +78,18 @@ export async function pseudonymOf(lc: Lifecycle, req: { kind: Kind; value: strin
   return pseudonym;
 }
 
+/**
+ * The registered columns that hold pseudonyms of `kind` ("schema.table.column"), of any treatment: a hash column's
+ * values are the same HMAC, so `masq pseudonym` finds its rows too. masq_unmask reads the registry (106_contract_tables.sql).
+ */
+export async function tablesOfKind(db: Db, kind: Kind): Promise<string[]> {
+  const { rows } = await classified(
+    sql<{ column: string }>`SELECT c.relation::text || '.' || quote_ident(c.column_name) AS column FROM masq.target_pseudonym_columns c
+       WHERE c.kind = ${kind} ORDER BY 1`.execute(masqQueries(db)),
+  );
+  return rows.map((r) => r.column);
+}
+
 function describeSelector(s: Selector): Record<string, unknown> {
   return {
     ...(s.pseudonyms.length > 0 ? { pseudonyms: s.pseudonyms.length } : {}),

@@ -8,6 +8,7 @@ import { REPO_ROOT, runDocCommands } from "../helpers/doc-blocks.ts";
 import { MASQ_BIN } from "../helpers/masq-process.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/postgres.ts";
 import { runMasq } from "../helpers/run-masq.ts";
+import { indexName } from "../../src/contracts/contract-columns.ts";
 
 /**
  * `masq migrate --contract`, as the owner runs it (bin/masq, real Postgres): each table of the contract created with
@@ -63,6 +64,15 @@ async function catalog(c: pg.Client = client): Promise<string[]> {
   return [...columns.rows, ...tables.rows, ...pseudonyms.rows, ...grants.rows].map((x) => x.r);
 }
 
+/** A table's indexes as pg_indexes shows them: "name (key)". */
+async function indexesOf(table: string, c: pg.Client = client): Promise<string[]> {
+  const r = await c.query<{ r: string }>(
+    "SELECT indexname || ' ' || substring(indexdef from ' USING btree (.*)$') AS r FROM pg_indexes WHERE format('%I.%I', schemaname, tablename) = $1 ORDER BY indexname",
+    [table],
+  );
+  return r.rows.map((x) => x.r);
+}
+
 const PURCHASES = [
   "purchases.event_type character varying(32) YES",
   "purchases.order_id character varying(64) YES",
@@ -90,11 +100,21 @@ describe("masq migrate --contract", () => {
       "purchases analyst true",
     ]);
 
+    // Indexes for what the lifecycle looks up: the subject (erasure, export) and the recoverable pseudonym column
+    // (values_in_use); not the hash column, which masq never looks up.
+    assert.match(r!.stdout, /"index":"purchases_customer_id_[0-9a-f]{8}_idx".*"msg":"index created for the lifecycle's lookups"/);
+    const indexes = await indexesOf("public.purchases");
+    assert.deepEqual(
+      indexes.map((i) => i.replace(/_[0-9a-f]{8}_idx/, "_…_idx")),
+      ["purchases_customer_id_…_idx (customer_id)", "purchases_masked_email_…_idx (masked_email)"],
+    );
+
     const again = await migrate(pgdb.url, "--contract", join(REPO_ROOT, "contracts", "examples", "purchase.yaml"));
     assert.equal(again.code, 0, again.stdout + again.stderr);
     assert.doesNotMatch(again.stdout, /created|added/);
     assert.equal(again.stderr, "");
     assert.equal((await catalog()).length, PURCHASES.length + 4);
+    assert.deepEqual(await indexesOf("public.purchases"), indexes);
   });
 
   test("a contract that gains a field: its column added (nullable), its pseudonym column registered; MASQ_CONTRACT names the file, MASQ_TABLE is not used", async () => {
@@ -169,7 +189,7 @@ describe("masq migrate --contract", () => {
     assert.match(lines(retype.stdout)[1]!, /^FAIL {2}contract table: a change masq migrate does not make \(table public\.purchases\): column public\.purchases\.amount_cents is bigint;/);
     assert.equal(retype.code, 2);
     const fresh = await check(join(REPO_ROOT, "contracts", "examples", "page-view.yaml"));
-    assert.equal(lines(fresh.stdout)[1], "ok    contract table: public.page_views does not exist yet; masq migrate --contract creates it");
+    assert.match(lines(fresh.stdout)[1]!, /^ok {4}contract table: public\.page_views does not exist yet; masq migrate --contract creates it, with index page_views_user_id_[0-9a-f]{8}_idx on user_id \(subject\)$/);
     assert.equal((await client.query<{ t: string | null }>("SELECT to_regclass('public.page_views')::text AS t")).rows[0]!.t, null, "check writes nothing");
   });
 
@@ -253,6 +273,92 @@ describe("masq migrate --contract, other databases", () => {
       assert.equal((await c.query("SELECT 1 FROM information_schema.columns WHERE table_name = 'purchases' AND column_name = 'note'")).rowCount, 1);
     } finally {
       await reader.end();
+      await c.end();
+      await db.close();
+    }
+  });
+
+  test("an existing table with rows: its subject (an integer, as the text the lookups compare) and recoverable pseudonym columns indexed; one the owner made is kept; the lookups use them", async () => {
+    const db = await createTestDatabase();
+    const c = new pg.Client({ connectionString: db.url });
+    await c.connect();
+    try {
+      const file = join(dir, "orders.yaml");
+      writeFileSync(
+        file,
+        `version: 1
+events:
+  order:
+    match: all
+    table: orders
+    subject: account
+    unknown: quarantine
+    fields:
+      account: { type: integer, treatment: keep, column: account }
+      email: { type: string, max_length: 320, treatment: pseudonymize, kind: email, column: masked_email }
+      phone: { type: string, max_length: 32, treatment: pseudonymize, kind: phone, column: masked_phone }
+      card: { type: string, max_length: 4, treatment: hash, kind: card, column: card_hash }
+      $sent_at: { type: timestamp, treatment: generalize, to: day, column: create_date }
+`,
+      );
+      await c.query(`CREATE TABLE orders (account bigint, masked_email text, masked_phone text, card_hash text, create_date date);
+        INSERT INTO orders SELECT g, encode(sha256(('e' || g)::bytea), 'hex'), encode(sha256(('p' || g)::bytea), 'hex'),
+                                  encode(sha256(('c' || g % 100)::bytea), 'hex'), DATE '2026-12-01' FROM generate_series(1, 50000) g;
+        CREATE INDEX owners_phone_lookup ON orders (masked_phone)`);
+      const check = await runMasq(["check", "--contract", file], {
+        DATABASE_URL: db.url,
+        QUEUE_URL: "http://127.0.0.1:1/000000000000/nowhere",
+        AWS_ACCESS_KEY_ID: "test",
+        AWS_SECRET_ACCESS_KEY: "test",
+        MASQ_CONNECT_TIMEOUT_SECONDS: "2",
+        MASQ_MASTER_KEY: Buffer.alloc(32, 7).toString("base64"),
+      });
+      assert.match(
+        check.stdout,
+        /\nok {4}contract table: public\.orders exists; masq migrate --contract [^\n]* and creates indexes orders_account_[0-9a-f]{8}_idx on account \(subject\), orders_masked_email_[0-9a-f]{8}_idx on masked_email \(pseudonyms of kind email\)\n/,
+        check.stdout,
+      );
+
+      const r = await migrate(db.url, "--contract", file);
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      assert.match(r.stdout, /"msg":"building an index on an existing table: its writers wait until it is built"/);
+      const indexes = await indexesOf("public.orders", c);
+      assert.deepEqual(
+        indexes.map((i) => i.replace(/_[0-9a-f]{8}_idx/, "_…_idx")),
+        ["orders_account_…_idx (((account)::text))", "orders_masked_email_…_idx (masked_email)", "owners_phone_lookup (masked_phone)"],
+      );
+      const again = await migrate(db.url, "--contract", file);
+      assert.equal(again.code, 0, again.stdout + again.stderr);
+      assert.doesNotMatch(again.stdout, /index/);
+      assert.deepEqual(await indexesOf("public.orders", c), indexes);
+
+      // The lookups themselves, as 106_contract_tables.sql writes them: erasure's and export's by subject
+      // (masq.subject_sql), values_in_use's by pseudonym.
+      await c.query("ANALYZE orders");
+      const subject = (await c.query<{ q: string }>("SELECT format('SELECT x.ctid FROM %s x WHERE %s = %L LIMIT 1000', 'orders'::regclass, masq.subject_sql('orders'::regclass, 'x'), '4242') AS q")).rows[0]!.q;
+      const inUse = `SELECT DISTINCT 'email'::text, x.masked_email::text FROM orders x WHERE x.masked_email::text = ANY (ARRAY[encode(sha256('e4242'::bytea), 'hex')])`;
+      for (const [query, index] of [[subject, "orders_account_"], [inUse, "orders_masked_email_"]] as const) {
+        const plan = (await c.query<{ "QUERY PLAN": string }>(`EXPLAIN ${query}`)).rows.map((x) => x["QUERY PLAN"]).join("\n");
+        assert.match(plan, new RegExp(`Index.* (?:on|using) ${index}[0-9a-f]{8}_idx`), plan);
+      }
+    } finally {
+      await c.end();
+      await db.close();
+    }
+  });
+
+  test("masq's name for an index taken by another relation: refused in one line, exit 2, nothing made", async () => {
+    const db = await createTestDatabase();
+    const c = new pg.Client({ connectionString: db.url });
+    await c.connect();
+    try {
+      const name = indexName({ schema: "public", name: "page_views" }, "user_id");
+      await c.query(`CREATE TABLE "${name}" (x int)`);
+      const r = await migrate(db.url, "--contract", join(REPO_ROOT, "contracts", "examples", "page-view.yaml"));
+      assert.equal(r.code, 2, r.stdout + r.stderr);
+      assert.match(r.stderr, new RegExp(`^masq: a change masq migrate does not make \\(table public\\.page_views\\): index name public\\.${name}, which masq gives the index on page_views\\.user_id \\(subject\\), is taken by another relation: [^\\n]*\\n$`));
+      assert.equal((await c.query<{ t: string | null }>("SELECT to_regclass('public.page_views')::text AS t")).rows[0]!.t, null);
+    } finally {
       await c.end();
       await db.close();
     }

@@ -169,9 +169,23 @@ describe("arguments that may be PII are never echoed back", () => {
       const r = masq(["unmask", "--reason", "case 4711", "--pseudonym", value]);
       assert.equal(r.status, 2);
       assert.equal(lines(r.stderr).length, 1, r.stderr);
-      assert.match(r.stderr, /^masq: not a pseudonym \(--pseudonym\): must be 64 hex digits/);
+      assert.match(r.stderr, /^masq: not a pseudonym \(--pseudonym\): must be 64 hex digits, as in the pseudonym columns \(masked_ip, masked_device_id, a contract's pseudonymize columns\)/);
       assert.ok(!r.stderr.toLowerCase().includes(value.toLowerCase()), r.stderr);
       assertNoStackTrace(r);
+    });
+    test(`pseudonym with a contract: ${value} as the kind, or a value no field of the kind holds`, () => {
+      const contract = ["--contract", "contracts/examples/purchase.yaml", "--reason", "case 4711"];
+      const swapped = masq(["pseudonym", value, "email", ...contract]);
+      assert.equal(swapped.status, 2);
+      assert.match(swapped.stderr, /^masq: unknown kind \(<kind>\): must be one of the kinds of contracts\/examples\/purchase\.yaml: email, card_last4 /);
+      const tooLong = masq(["pseudonym", "card_last4", value, ...contract]);
+      assert.equal(tooLong.status, 2);
+      assert.match(tooLong.stderr, /^masq: invalid setting \(<value>\): is longer than the 4 characters a string field of this kind accepts\n$/);
+      for (const r of [swapped, tooLong]) {
+        assert.equal(lines(r.stderr).length, 1, r.stderr);
+        assert.ok(!r.stderr.toLowerCase().includes(value.toLowerCase()), r.stderr);
+        assertNoStackTrace(r);
+      }
     });
     test(`unmask --kind ${value}`, () => {
       const r = masq(["unmask", "--reason", "case 4711", "--user-id", "u1", "--kind", value]);
@@ -252,7 +266,7 @@ describe("every command's help: one format, only the flags it reads, an example"
     "quarantine show": ["--original", "--reason", "--json", "--database-url", "--config"],
     "quarantine replay": ["--id", "--reason-code", "--reason", "--all", "--body-file", "--dry-run", "--contract", "--table", "--database-url", "--config"],
     unmask: ["--reason", "--pseudonym", "--user-id", "--from", "--to", "--kind", "--format", "--limit", "--table", "--database-url", "--config"],
-    pseudonym: ["--reason", "--database-url", "--config"],
+    pseudonym: ["--reason", "--contract", "--database-url", "--config"],
     subject: [],
     "subject export": ["--user-id", "--reason", "--from", "--to", "--format", "--page-size", "--table", "--database-url", "--config"],
     rotate: [],
@@ -320,7 +334,7 @@ describe("each command's --help names every setting it reads", () => {
     "quarantine show": [readKeyConfig, readConnectTimeoutMs],
     "quarantine replay": [readTable, readContractFile, ...VAULT],
     unmask: [readTable, ...VAULT],
-    pseudonym: VAULT,
+    pseudonym: [...VAULT, readContractFile],
     "subject export": [readTable, ...VAULT],
     "subject erase": [readTable, readKeyConfig, readConnectTimeoutMs],
     "audit list": [readKeyConfig],

@@ -3,7 +3,8 @@ import { readFileSync } from "node:fs";
 import { describe, test } from "node:test";
 import { readContract } from "../../src/contracts/read-contract.ts";
 import type { Contract, FieldSpec } from "../../src/contracts/contract.ts";
-import { columnFits, columnNeed, planTable, tableNeeds, type TableNeed, type TableState } from "../../src/contracts/contract-columns.ts";
+import fc from "fast-check";
+import { columnFits, columnNeed, indexName, planTable, tableNeeds, type TableNeed, type TableState } from "../../src/contracts/contract-columns.ts";
 
 const field = (over: Partial<FieldSpec>): FieldSpec => ({ path: "f", type: "string", required: true, maxLength: undefined, treatment: { name: "keep" }, column: "c", ...over });
 const contractOf = (file: string): Contract => readContract(readFileSync(new URL(`../../contracts/${file}`, import.meta.url), "utf8")).contract!;
@@ -94,13 +95,23 @@ describe("planTable", () => {
     exists: true,
     columns: n.columns.map((c) => ({ column: c.column, dataType: c.sql.startsWith("varchar") ? "character varying" : c.sql === "timestamptz" ? "timestamp with time zone" : c.sql, maxLength: c.minLength ?? null })),
     registered: { subjectColumn: n.subjectColumn, pseudonyms: [...n.pseudonyms] },
+    indexedKeys: ["customer_id", "masked_email"],
+    takenNames: [],
   });
 
   test("an absent table: one CREATE TABLE with every column, every pseudonym column registered", () => {
     const n = need();
-    const p = planTable(n, { exists: false, columns: [], registered: undefined });
+    const p = planTable(n, { exists: false, columns: [], registered: undefined, indexedKeys: [], takenNames: [] });
     assert.ok("ddl" in p);
     assert.equal(p.ddl.length, 1);
+    // The subject (erasure, export) and the recoverable pseudonym column (values_in_use); not the hash column.
+    assert.deepEqual(
+      p.indexes.map((i) => [i.sql, i.purpose]),
+      [
+        [`CREATE INDEX IF NOT EXISTS "${indexName(n.table, "customer_id")}" ON "public"."purchases" ("customer_id")`, "subject"],
+        [`CREATE INDEX IF NOT EXISTS "${indexName(n.table, "masked_email")}" ON "public"."purchases" ("masked_email")`, "pseudonyms of kind email"],
+      ],
+    );
     assert.match(p.ddl[0]!, /^CREATE TABLE "public"\."purchases"\(\n {4}"event_type" +varchar\(32\),\n/);
     assert.match(p.ddl[0]!, /"create_date" +date\n\)$/);
     assert.deepEqual(p.register, n.pseudonyms);
@@ -108,7 +119,50 @@ describe("planTable", () => {
 
   test("a table as the contract needs: nothing to do", () => {
     const n = need();
-    assert.deepEqual(planTable(n, created(n)), { ddl: [], added: [], unused: [], register: [] });
+    assert.deepEqual(planTable(n, created(n)), { ddl: [], added: [], unused: [], register: [], indexes: [] });
+  });
+
+  test("indexes: what no index serves yet is made; an integer subject is indexed as the text the lookups compare", () => {
+    const n = need();
+    const state = created(n);
+    state.indexedKeys = ["masked_email", "customer_id::text"];
+    const p = planTable(n, state);
+    assert.ok("ddl" in p);
+    assert.deepEqual(p.indexes.map((i) => i.column), ["customer_id"], "a text subject needs the plain column, not its cast");
+    const integer: TableNeed = { ...n, columns: n.columns.map((c) => (c.column === "customer_id" ? { ...c, sql: "bigint", fits: ["bigint", "numeric"], minLength: undefined } : c)) };
+    const fresh = planTable(integer, { exists: false, columns: [], registered: undefined, indexedKeys: [], takenNames: [] });
+    assert.ok("ddl" in fresh);
+    assert.match(fresh.indexes[0]!.sql, /ON "public"\."purchases" \(\("customer_id"::text\)\)$/);
+    const numeric = created(integer);
+    numeric.columns.find((c) => c.column === "customer_id")!.dataType = "numeric";
+    numeric.indexedKeys = ["customer_id", "masked_email"];
+    const q = planTable(integer, numeric);
+    assert.ok("ddl" in q);
+    assert.deepEqual(q.indexes.map((i) => i.key), ["customer_id::text"]);
+  });
+
+  test("indexes: a name taken by another relation is refused (IF NOT EXISTS would skip it silently)", () => {
+    const n = need();
+    const state = created(n);
+    state.indexedKeys = ["customer_id"];
+    state.takenNames = [indexName(n.table, "masked_email")];
+    assert.match((planTable(n, state) as { refusal: string }).refusal, /^index name public\.purchases_masked_email_[0-9a-f]{8}_idx, which masq gives the index on purchases\.masked_email \(pseudonyms of kind email\), is taken by another relation/);
+  });
+
+  test("indexName: stable, distinct where the readable parts meet, at most 63 bytes cut at a character", () => {
+    const t = (name: string, schema = "public") => ({ schema, name });
+    assert.match(indexName(t("purchases"), "customer_id"), /^purchases_customer_id_[0-9a-f]{8}_idx$/);
+    assert.equal(indexName(t("purchases"), "customer_id"), indexName(t("purchases"), "customer_id"));
+    assert.notEqual(indexName(t("a_b"), "c"), indexName(t("a"), "b_c"));
+    assert.notEqual(indexName(t("p"), "c"), indexName(t("p", "shop"), "c"));
+    fc.assert(
+      fc.property(fc.string({ unit: "grapheme", minLength: 1, maxLength: 63 }), fc.string({ unit: "grapheme", minLength: 1, maxLength: 63 }), (table, column) => {
+        const name = indexName(t(table), column);
+        assert.ok(Buffer.byteLength(name) <= 63, name);
+        assert.ok(name.isWellFormed());
+        assert.match(name, /_[0-9a-f]{8}_idx$/);
+      }),
+    );
   });
 
   test("a field added: ADD COLUMN, and its pseudonym column registered; a column the contract dropped is kept", () => {

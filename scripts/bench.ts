@@ -53,6 +53,7 @@ async function bench(opts: BenchOptions): Promise<number> {
             repeat: opts.repeat,
             lagRate: opts.lagRate,
             lagSeconds: opts.lagSeconds,
+            lagWarmupSeconds: opts.lagWarmupSeconds,
             seed: opts.seed,
             malformedRate: opts.malformedRate,
             cpuProfDir: opts.cpuProf && path.resolve(opts.cpuProf),

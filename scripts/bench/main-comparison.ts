@@ -231,7 +231,7 @@ function median<T>(items: readonly T[], by: (t: T) => number): T {
 export async function runComparison(
   env: BenchEnv,
   w: Workload,
-  o: ComparisonOptions & { repeat: number; lagRate: number | undefined; lagSeconds: number; seed: number; malformedRate: number },
+  o: ComparisonOptions & { repeat: number; lagRate: number | undefined; lagSeconds: number; lagWarmupSeconds: number; seed: number; malformedRate: number },
 ): Promise<ComparisonResult> {
   const runs: ComparisonRun[] = [];
   // A repetition that other work on the machine disturbed is kept in the record but replaced, up to `repeat` times.
@@ -257,9 +257,11 @@ export async function runComparison(
   let steadyLag: SteadyLagResult | null = null;
   if (o.lagSeconds > 0) {
     const rate = o.lagRate ?? Math.max(10, Math.round(masq.perSecond / 2 / 100) * 100);
-    const lw = makeWorkload(rate * o.lagSeconds, { seed: o.seed + 1, malformedRate: o.malformedRate });
-    steadyLag = await measureSteadyLag(env, lw, { ...o, rate, masterKey: KEY.toString("hex") });
-    o.log(`  → steady lag at ${rate} msg/s: p50 ${Math.round(steadyLag.lagP50Ms)} ms, p99 ${Math.round(steadyLag.lagP99Ms)} ms${steadyLag.verification.ok ? "" : " — INCORRECT"}`);
+    const lw = makeWorkload(rate * (o.lagWarmupSeconds + o.lagSeconds), { seed: o.seed + 1, malformedRate: o.malformedRate });
+    steadyLag = await measureSteadyLag(env, lw, { ...o, rate, warmupMessages: rate * o.lagWarmupSeconds, masterKey: KEY.toString("hex") });
+    o.log(
+      `  → steady lag at ${rate} msg/s: p50 ${Math.round(steadyLag.lagP50Ms)} ms, p99 ${Math.round(steadyLag.lagP99Ms)} ms (warm-up: p99 ${Math.round(steadyLag.warmup?.p99Ms ?? 0)} ms)${steadyLag.verification.ok ? "" : " — INCORRECT"}`,
+    );
   }
   return {
     messages: w.bodies.length,

@@ -41,6 +41,8 @@ export interface BenchOptions {
   /** Steady-state lag: messages per second offered to a running masq (undefined: half masq's measured rate). */
   lagRate: number | undefined;
   lagSeconds: number;
+  /** Sent before the measured part of the steady-lag phase, at the same rate, and reported apart. */
+  lagWarmupSeconds: number;
   /** Leave fauxqs's O(backlog) dequeue as it is (see fauxqs-o1-dequeue.ts). */
   fauxqsAsIs: boolean;
   smoke: boolean;
@@ -99,7 +101,10 @@ Options:
   --cpu-prof <dir>          write V8 CPU profiles of masq and of the SQS ceiling consumer (main comparison) to <dir>
   --lag-rate <n>            steady-state lag phase: offer this many msg/s to a running masq (default: half the
                             rate masq reached in the main comparison)
-  --lag-seconds <s>         how long the steady-state lag phase sends (default 10; 0 skips it)
+  --lag-seconds <s>         how long the steady-state lag phase sends (default 10; 0 skips it), after its warm-up
+  --lag-warmup-seconds <s>  the steady-state lag phase first sends this long at the same rate, reported apart and
+                            left out of its p50/p99: masq's first second after start (first statements, JIT) is
+                            not its steady state (default 3; 1 with --smoke)
   --node-options <flags>    NODE_OPTIONS for every masq process, e.g. "--max-semi-space-size=16"
   --memory-limit <MB>       run every masq process in a cgroup with this memory limit, as a container would
                             (deploy/kubernetes sets 512); Linux, needs root
@@ -166,6 +171,7 @@ export function readOptions(argv: string[]): BenchOptions | undefined {
         "memory-limit": { type: "string" },
         "lag-rate": { type: "string" },
         "lag-seconds": { type: "string" },
+        "lag-warmup-seconds": { type: "string" },
         "fauxqs-as-is": { type: "boolean" },
         smoke: { type: "boolean" },
         "no-wait-quiet": { type: "boolean" },
@@ -214,6 +220,7 @@ export function readOptions(argv: string[]): BenchOptions | undefined {
     memoryLimitMb: v["memory-limit"] === undefined ? undefined : int("memory-limit", v["memory-limit"], 0, 64),
     lagRate: v["lag-rate"] === undefined ? (smoke ? 1000 : undefined) : int("lag-rate", v["lag-rate"], 0, 10),
     lagSeconds: int("lag-seconds", v["lag-seconds"], smoke ? 2 : 10, 0),
+    lagWarmupSeconds: int("lag-warmup-seconds", v["lag-warmup-seconds"], smoke ? 1 : 3, 0),
     fauxqsAsIs: v["fauxqs-as-is"] === true,
     smoke,
     waitQuiet: !smoke && v["no-wait-quiet"] !== true,

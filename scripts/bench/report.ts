@@ -164,6 +164,9 @@ export function formatReport(r: BenchReport): string {
       const l = c.steadyLag;
       out.push(
         `masq: steady-state lag at ${int(l.rate)} msg/s offered (${int(l.messages)} messages, no backlog): p50 ${int(l.lagP50Ms)} ms, p99 ${int(l.lagP99Ms)} ms, max ${int(l.lagMaxMs)} ms${l.verification.ok ? "" : ` — INCORRECT: ${l.verification.problems.join("; ")}`}`,
+        ...(l.warmup && l.warmup.messages > 0
+          ? [`masq: its warm-up before that (the first ${int(l.warmup.messages)} messages, sent from masq's start, not counted above): p50 ${int(l.warmup.p50Ms)} ms, p99 ${int(l.warmup.p99Ms)} ms, max ${int(l.warmup.maxMs)} ms`]
+          : []),
       );
     }
     out.push(`masq: ${correctness(c.masq)}`);

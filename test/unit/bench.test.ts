@@ -218,6 +218,14 @@ describe("the targets", () => {
     ]);
   });
 
+  test("the steady lag is judged after its warm-up, whose p99 the detail gives; a result from before the warm-up says it had none", () => {
+    const warm = { messages: 15_000, p50Ms: 90, p99Ms: 240, maxMs: 260 };
+    const lag = judgeTargets(all({ main: [main({ steadyLag: { rate: 5_000, messages: 50_000, lagP50Ms: 40, lagP99Ms: 95, lagMaxMs: 120, warmup: warm, verification: ok } })] }))[7]!;
+    assert.deepEqual([lag.value, lag.met], [95, true]);
+    assert.match(lag.detail, /after a warm-up of 15,000 \(its p99 240 ms\)/);
+    assert.match(judgeTargets(all())[7]!.detail, /after no warm-up/);
+  });
+
   test("a run of another size than the targets are stated at is judged, and says so", () => {
     const [, ratio] = judgeTargets(all({ main: [main({ messages: 3_000 })] }));
     assert.equal(ratio!.met, true);

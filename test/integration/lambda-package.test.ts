@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
@@ -73,5 +73,33 @@ test("the zip deploy/lambda/package.sh builds runs on its own: its handler write
     assert.equal(rows[0]!.n, 1);
   } finally {
     await client.end();
+  }
+
+  // A contract packaged with the function (MASQ_CONTRACT, a path in its file system): its tables are made first by
+  // `masq migrate --contract`, as the owner; the bundle then loads its events by it, with nothing else beside it.
+  const contractFile = join(unpacked, "events.yaml");
+  copyFileSync(join(REPO_ROOT, "bench/contracts/three-types.yaml"), contractFile);
+  const ownerEnv = { PATH: process.env.PATH, DATABASE_URL: pgdb.url, MASQ_MASTER_KEY: TEST_MASTER_KEY_HEX, AWS_REGION: "us-east-1", MASQ_LOG_LEVEL: "warn" };
+  const migrated = spawnSync(process.execPath, [join(REPO_ROOT, "bin/masq"), "migrate", "--contract", contractFile], { encoding: "utf8", timeout: 120_000, env: ownerEnv });
+  assert.equal(migrated.status, 0, migrated.stderr);
+  const purchase = JSON.stringify({ type: "purchase", account_id: "a-1", email: "ada@example.com", card: { last4: "4242", brand: "visa" }, amount_cents: 1999 });
+  const contractEvent = { Records: [{ ...event.Records[0]!, messageId: "m-2", receiptHandle: "r-2", body: purchase }] };
+  const invokeContract = join(unpacked, "invoke-contract.mjs");
+  writeFileSync(
+    invokeContract,
+    `const { handler } = await import("./dist/lambda/index.mjs");\nprocess.stdout.write(JSON.stringify(await handler(${JSON.stringify(contractEvent)}, {})) + "\\n");\n`,
+  );
+  const rc = spawnSync(process.execPath, [invokeContract], { cwd: unpacked, encoding: "utf8", timeout: 60_000, env: { ...ownerEnv, MASQ_CONTRACT: contractFile } });
+  assert.equal(rc.status, 0, rc.stderr);
+  assert.equal(rc.stdout.trim().split("\n").at(-1), '{"batchItemFailures":[]}', rc.stdout + rc.stderr);
+  const check = new pg.Client({ connectionString: pgdb.url });
+  await check.connect();
+  try {
+    const { rows } = await check.query<{ account_id: string; masked_email: string; amount_bucket: number }>("SELECT account_id, masked_email, amount_bucket FROM public.bench_purchases");
+    assert.equal(rows.length, 1);
+    assert.equal(rows[0]!.account_id, "a-1");
+    assert.match(rows[0]!.masked_email, /^[0-9a-f]{64}$/);
+  } finally {
+    await check.end();
   }
 });

@@ -1,3 +1,4 @@
+import { getHeapStatistics } from "node:v8";
 import type pg from "pg";
 import { ensureLedgerPartitions, pruneLedger } from "../db/ledger.ts";
 import { targetText } from "../db/connection.ts";
@@ -175,7 +176,7 @@ export async function runCommand(flags: Record<string, unknown>): Promise<number
     const retention = limits.retentionSeconds;
     performance.mark("masq:retention");
     if (setupAbort.signal.aborted) return 0;
-    warnFewReceiveSlots(config.pipeline, limits.maxMessageBytes, logger);
+    warnReceiveBudget(config.pipeline, limits.maxMessageBytes, logger);
 
     // Ledger rows outlive the queue's retention by a day; older ids can never be redelivered. Pruning drops whole day
     // partitions and creates the next days' (a drain only creates them); a batch never runs DDL.
@@ -320,19 +321,34 @@ function testExitAfter(env: NodeJS.ProcessEnv, name: "MASQ_TEST_PREPARE_THREAD_E
 
 /**
  * Every receive under way reserves room for ten bodies of the largest size the queue may hold (runner.ts), so
- * MASQ_MAX_IN_FLIGHT_BYTES bounds how many run at once. Receivers beyond that wait for a slot, which an operator who
- * raised MASQ_RECEIVERS for a distant SQS would otherwise never learn (docs/operations.md, "Many receivers").
+ * MASQ_MAX_IN_FLIGHT_BYTES bounds how many run at once; its default leaves room for every receiver. Receivers beyond
+ * a budget set lower wait for a slot, which an operator who raised MASQ_RECEIVERS for a distant SQS would otherwise
+ * never learn. And the heap follows the budget: at worst about six times it (1 MiB bodies held as two-byte strings,
+ * test/integration/poison.test.ts), which a heap limit below that cannot take (docs/operations.md, "Many receivers").
  */
-function warnFewReceiveSlots(pipeline: PipelineConfig, maxMessageBytes: number, logger: Logger): void {
+function warnReceiveBudget(pipeline: PipelineConfig, maxMessageBytes: number, logger: Logger): void {
+  const MiB = 1024 * 1024;
   const slots = receiveSlots(pipeline.maxInFlightBytes, maxMessageBytes);
-  if (slots >= pipeline.receivers) return;
-  const floor = receiveReservationFloor(maxMessageBytes);
-  const needed = Math.ceil((pipeline.receivers * 10 * floor) / (1024 * 1024));
-  logger.warn(
-    { receivers: pipeline.receivers, receiveSlots: slots, maxInFlightBytes: pipeline.maxInFlightBytes, reservedPerReceiveBytes: 10 * floor },
-    `only ${slots} of MASQ_RECEIVERS=${pipeline.receivers} can receive at once: each receive reserves room for 10 messages of ${Math.round(floor / 1024)} KiB ` +
-      `(the queue's MaximumMessageSize, at most 256 KiB) within MASQ_MAX_IN_FLIGHT_BYTES (${Math.round(pipeline.maxInFlightBytes / (1024 * 1024))} MiB); ` +
-      `raise it to ${needed} MiB (memory: docs/operations.md, "Many receivers"), or lower the queue's MaximumMessageSize to the largest event you send`,
-  );
+  if (slots < pipeline.receivers) {
+    const floor = receiveReservationFloor(maxMessageBytes);
+    const needed = Math.ceil((pipeline.receivers * 10 * floor) / MiB) + 8;
+    logger.warn(
+      { receivers: pipeline.receivers, receiveSlots: slots, maxInFlightBytes: pipeline.maxInFlightBytes, reservedPerReceiveBytes: 10 * floor },
+      `only ${slots} of MASQ_RECEIVERS=${pipeline.receivers} can receive at once: each receive reserves room for 10 messages of ${Math.round(floor / 1024)} KiB ` +
+        `(the queue's MaximumMessageSize, at most 256 KiB) within MASQ_MAX_IN_FLIGHT_BYTES (${Math.round(pipeline.maxInFlightBytes / MiB)} MiB); ` +
+        `raise it to ${needed} MiB (or unset it), or lower the queue's MaximumMessageSize to the largest event you send (docs/operations.md, "Many receivers")`,
+    );
+  }
+  const heapLimitMb = Math.round(getHeapStatistics().heap_size_limit / MiB);
+  const worstMb = Math.round((WORST_HEAP_PER_BODY_BYTE * pipeline.maxInFlightBytes) / MiB);
+  if (worstMb > heapLimitMb) {
+    logger.warn(
+      { maxInFlightBytes: pipeline.maxInFlightBytes, heapLimitMb, worstHeapMb: worstMb },
+      `MASQ_MAX_IN_FLIGHT_BYTES (${Math.round(pipeline.maxInFlightBytes / MiB)} MiB) may take up to about ${worstMb} MB of heap with 1 MiB bodies, more than this process's limit of ${heapLimitMb} MB: ` +
+        `raise --max-old-space-size in NODE_OPTIONS, or lower MASQ_MAX_IN_FLIGHT_BYTES or MASQ_RECEIVERS (docs/operations.md, "Many receivers")`,
+    );
+  }
 }
 
+/** The main thread's heap per byte of bodies held, at worst (190 MB at 32 MiB in poison.test.ts's worst case). */
+const WORST_HEAP_PER_BODY_BYTE = 6;

@@ -51,7 +51,8 @@ export function receiveReservationFloor(maxMessageBytes: number | undefined): nu
 /**
  * How many receives MASQ_MAX_IN_FLIGHT_BYTES lets run at once while nothing larger than the floor has arrived: each
  * reserves ten bodies of the floor's size. With SQS 20 ms away a receive takes at least that long, so at most
- * slots × 10 messages arrive per round trip: 12 slots (32 MiB, 256 KiB) cap a run near 6,000 messages a second.
+ * slots × 10 messages arrive per round trip: 12 slots (32 MiB, 256 KiB) cap a run near 4,500 messages a second (the
+ * default budget grows with the receivers so that each has a slot: settings/config.ts).
  */
 export function receiveSlots(maxInFlightBytes: number, maxMessageBytes: number | undefined): number {
   return Math.max(1, Math.floor(maxInFlightBytes / (10 * receiveReservationFloor(maxMessageBytes))));

@@ -160,6 +160,16 @@ export function readKeyConfig(src: Sources): KeyConfig {
   );
 }
 
+/**
+ * MASQ_MAX_IN_FLIGHT_BYTES unset: 32 MiB, or room for every receiver's receive at once when that is more. A receive
+ * reserves ten bodies of up to 256 KiB (runner.ts), so 32 MiB lets 12 poll; more receivers, set for a distant SQS,
+ * would otherwise wait for each other's answers (docs/benchmark.md, 20 ms latency at 16 and 32 receivers). The 8 MiB
+ * beyond the reservations is for bodies held meanwhile.
+ */
+export function defaultMaxInFlightBytes(receivers: number): number {
+  return Math.max(32 * 1024 * 1024, receivers * 10 * 256 * 1024 + 8 * 1024 * 1024);
+}
+
 export function readPipelineConfig(src: Sources, drain = false): PipelineConfig {
   const visibilityTimeoutSeconds = read(S.visibilityTimeout, src);
   const batchSize = read(S.batchSize, src);
@@ -169,7 +179,7 @@ export function readPipelineConfig(src: Sources, drain = false): PipelineConfig 
     batchWaitMs: read(S.batchWaitMs, src),
     receivers: read(S.receivers, src),
     maxInFlight: read(S.maxInFlight, src) ?? Math.max(5000, batchSize * 3),
-    maxInFlightBytes: read(S.maxInFlightBytes, src),
+    maxInFlightBytes: read(S.maxInFlightBytes, src) ?? defaultMaxInFlightBytes(read(S.receivers, src)),
     writers,
     // One thread per core the main thread and the SQS thread leave, and no more than batches are prepared at once. On
     // two cores that is none: with the SQS calls on a thread of their own, the main thread has the time to prepare,

@@ -280,9 +280,8 @@ export const SETTINGS = {
   maxInFlightBytes: setting({
     env: "MASQ_MAX_IN_FLIGHT_BYTES",
     part: "pipeline",
-    doc: "The most bytes of message bodies held between receive and delete (1 MiB to 16 GiB). A receive starts only when what is held plus a reservation for every receive under way fits, so large bodies cannot exhaust memory.",
-    default: 32 * 1024 * 1024,
-    defaultText: "`33554432` (32 MiB)",
+    doc: "The most bytes of message bodies held between receive and delete (1 MiB to 16 GiB). A receive starts only when what is held plus a reservation for every receive under way (ten bodies of the queue's `MaximumMessageSize`, at most 256 KiB each) fits, so large bodies cannot exhaust memory; the default leaves room for every receiver to poll at once ([operations.md](operations.md#many-receivers)).",
+    defaultText: "`33554432` (32 MiB), or `MASQ_RECEIVERS` × 2.5 MiB + 8 MiB when that is more (48 MiB for 16 receivers)",
     parse: integer(1024 * 1024, 16 * 1024 ** 3),
   }),
   waitTimeSeconds: setting({

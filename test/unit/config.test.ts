@@ -132,6 +132,17 @@ describe("environment", () => {
     });
   });
 
+  test("MASQ_MAX_IN_FLIGHT_BYTES unset leaves every receiver room for its receive (10 × 256 KiB) and 8 MiB more, at least 32 MiB; set, it is what was set", () => {
+    const MiB = 1024 * 1024;
+    const bytes = (env: Record<string, string>) => readPipelineConfig({ flags: {}, env }).maxInFlightBytes;
+    assert.deepEqual(
+      ["1", "8", "9", "10", "16", "32"].map((r) => bytes({ MASQ_RECEIVERS: r }) / MiB),
+      [32, 32, 32, 33, 48, 88],
+    );
+    assert.equal(bytes({}), 32 * MiB, "the default 8 receivers");
+    assert.equal(bytes({ MASQ_RECEIVERS: "32", MASQ_MAX_IN_FLIGHT_BYTES: String(32 * MiB) }), 32 * MiB);
+  });
+
   const region: [env: Record<string, string>, expected: string][] = [
     [{ AWS_REGION: "eu-west-1" }, "eu-west-1"],
     [{ AWS_DEFAULT_REGION: "eu-central-1" }, "eu-central-1"],

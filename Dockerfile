@@ -41,9 +41,11 @@ LABEL org.opencontainers.image.title="masq" \
       org.opencontainers.image.licenses="Apache-2.0"
 # A 16 MB young generation instead of V8's default (64 MB on a large host): ~140 MB less peak RSS. A 384 MB old
 # space (V8's default is ~4 GB) makes V8 collect promoted garbage sooner: ~75 MB less peak RSS, for ~15-25 % more
-# CPU per message. Both apply to each isolate: the main thread and every prepare thread (docs/benchmark.md).
+# CPU per message. Both apply to each isolate: the main thread and every prepare thread (docs/benchmark.md). Two
+# glibc malloc arenas instead of one per thread (up to 8 per core): ~6 MB less peak RSS at no measured CPU cost.
 ENV NODE_ENV=production \
     NODE_OPTIONS="--max-semi-space-size=8 --max-old-space-size=384" \
+    MALLOC_ARENA_MAX=2 \
     MASQ_HTTP_PORT=8717
 WORKDIR /app
 # Owned by root and not writable by the process: masq writes nothing to disk in `run`, so the root filesystem can

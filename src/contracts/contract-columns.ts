@@ -171,7 +171,10 @@ export interface IndexNeed {
   key: string;
   /** For the log and masq check: "subject" or "pseudonyms of kind email". */
   purpose: string;
+  /** In migrate's transaction, for a table it creates (empty: instant). */
   sql: string;
+  /** After that transaction, for a table that exists: built without blocking its readers and writers. */
+  concurrently: string;
 }
 
 /** Postgres truncates a longer identifier (NAMEDATALEN - 1 bytes): masq's names never reach it. */
@@ -200,7 +203,14 @@ export function indexNeeds(need: TableNeed, subjectIsText: boolean): IndexNeed[]
   const subjectExpr = subjectIsText ? quoteIdent(need.subjectColumn) : `(${quoteIdent(need.subjectColumn)}::text)`;
   const of = (column: string, key: string, expr: string, purpose: string): IndexNeed => {
     const name = indexName(need.table, column);
-    return { name, column, key, purpose, sql: `CREATE INDEX IF NOT EXISTS ${quoteIdent(name)} ON ${table} (${expr})` };
+    return {
+      name,
+      column,
+      key,
+      purpose,
+      sql: `CREATE INDEX IF NOT EXISTS ${quoteIdent(name)} ON ${table} (${expr})`,
+      concurrently: `CREATE INDEX CONCURRENTLY IF NOT EXISTS ${quoteIdent(name)} ON ${table} (${expr})`,
+    };
   };
   return [
     of(need.subjectColumn, subjectKey, subjectExpr, "subject"),

@@ -10,10 +10,11 @@ import { isDeepStrictEqual } from "node:util";
 import { ConfigError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { defaultContract, loadContract, type Contract } from "./contract.ts";
-import { indexNeeds, planTable, tableNeeds, type PseudonymColumn, type TableNeed, type TablePlan, type TableState } from "./contract-columns.ts";
+import { indexNeeds, planTable, tableNeeds, type IndexNeed, type PseudonymColumn, type TableNeed, type TablePlan, type TableState } from "./contract-columns.ts";
 import { inTransaction, type Db } from "../db/pool.ts";
 import type { TablePreparation } from "../db/prepare-database.ts";
-import { qualified } from "../db/tables.ts";
+import { classifyPgError, connect } from "../db/query.ts";
+import { qualified, quoteIdent, type TableName } from "../db/tables.ts";
 
 /** How long ALTER TABLE waits for the table's lock before it gives up and tries again. */
 const DDL_LOCK_TIMEOUT = "5s";
@@ -60,6 +61,9 @@ export async function prepareContractTables(
 ): Promise<void> {
   const needs = tableNeeds(target.contract);
   if ("refusal" in needs) throw new ConfigError(target.setting, needs.refusal, { what: "a contract masq cannot make tables for" });
+  // Indexes on tables that exist are built after the transaction, CONCURRENTLY (buildIndexes): inside it, the build
+  // would hold its lock (and ADD COLUMN's, on the same table) for as long as the rows take to read.
+  const later: { table: TableName; index: IndexNeed }[] = [];
   await inTransaction(db.pool, async (client) => {
     await client.query("SELECT pg_advisory_xact_lock(hashtext('masq.target_table'))");
     const plans: { need: TableNeed; state: TableState; plan: TablePlan }[] = [];
@@ -73,17 +77,15 @@ export async function prepareContractTables(
     if (writes) await opts.beforeWriting();
     // ADD COLUMN waits for every reader of the table, and while it waits `run`'s inserts queue behind it: a short
     // wait, retried (a TransientError, prepareDatabase's retryTransient) rather than ingestion stalled behind a long query.
-    // CREATE INDEX waits for the writers alike.
-    if (plans.some(({ state, plan }) => state.exists && (plan.ddl.length > 0 || plan.indexes.length > 0))) await client.query(`SET LOCAL lock_timeout = '${DDL_LOCK_TIMEOUT}'`);
-    // Building an index on a table that has rows takes as long as the rows take to read, past the pool's statement
-    // timeout for a large one: it is let finish (the writers wait for it; docs/operations.md says how to build it first,
-    // CONCURRENTLY, which migrate then finds and keeps).
-    if (plans.some(({ state, plan }) => state.exists && plan.indexes.length > 0)) await client.query("SET LOCAL statement_timeout = 0");
+    if (plans.some(({ state, plan }) => state.exists && plan.ddl.length > 0)) await client.query(`SET LOCAL lock_timeout = '${DDL_LOCK_TIMEOUT}'`);
     for (const { need, state, plan } of plans) {
       const name = `${need.table.schema}.${need.table.name}`;
       for (const statement of plan.ddl) await client.query(statement);
       for (const index of plan.indexes) {
-        if (state.exists) opts.logger.info({ table: name, index: index.name }, "building an index on an existing table: its writers wait until it is built");
+        if (state.exists) {
+          later.push({ table: need.table, index });
+          continue;
+        }
         await client.query(index.sql);
         opts.logger.info({ table: name, index: index.name, column: index.column, lookup: index.purpose }, "index created for the lifecycle's lookups");
       }
@@ -93,7 +95,49 @@ export async function prepareContractTables(
       if (opts.owner) await register(client, need, state, plan, opts.logger);
     }
   });
+  if (later.length > 0) await buildIndexes(db.pool, later, opts.logger);
 }
+
+/**
+ * Indexes on tables that have rows: CREATE INDEX CONCURRENTLY, one at a time, so that `run` goes on writing and
+ * analysts reading while the rows are read (twice). A build that was cut short (a migrate killed, a cancelled query)
+ * leaves an invalid index under masq's name: it serves no lookup (indexedKeys skips it), so it is dropped and built
+ * again. No time limit: the server's statement_timeout is lifted for the session and the client's query timeout for
+ * the statement (node-pg's own, 65 s on masq's pools, would abandon a build the server goes on with). A session-level
+ * advisory lock keeps two migrates from building the same index.
+ */
+async function buildIndexes(pool: pg.Pool, later: readonly { table: TableName; index: IndexNeed }[], logger: Logger): Promise<void> {
+  const client = await connect(pool);
+  try {
+    await client.query("SELECT pg_advisory_lock(hashtext('masq.target_index'))");
+    await client.query("SET statement_timeout = 0");
+    for (const { table: t, index } of later) {
+      const table = `${t.schema}.${t.name}`;
+      const schema = t.schema;
+      const invalid = await client.query(
+        `SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = $1 AND c.relname = $2 AND NOT i.indisvalid`,
+        [schema, index.name],
+      );
+      if ((invalid.rowCount ?? 0) > 0) {
+        logger.info({ table, index: index.name }, "dropping an index a build cut short left invalid, to build it again");
+        await client.query(`DROP INDEX CONCURRENTLY IF EXISTS ${quoteIdent(schema)}.${quoteIdent(index.name)}`);
+      }
+      logger.info({ table, index: index.name }, "building an index on a table that has rows, CONCURRENTLY: reads and writes go on");
+      // query_timeout per query is node-pg's (client.js reads config.query_timeout), missing from its types.
+      await client.query({ text: index.concurrently, query_timeout: NO_CLIENT_TIMEOUT_MS } as pg.QueryConfig);
+      logger.info({ table, index: index.name, column: index.column, lookup: index.purpose }, "index created for the lifecycle's lookups");
+    }
+  } catch (err) {
+    throw classifyPgError(err);
+  } finally {
+    await client.query("SELECT pg_advisory_unlock_all(); RESET statement_timeout").catch(() => undefined);
+    client.release();
+  }
+}
+
+/** node-pg's largest query timeout (a timer's limit); 0 would mean "the pool's". */
+const NO_CLIENT_TIMEOUT_MS = 2 ** 31 - 1;
 
 /**
  * The table as it is, read under the lock. The owner also learns whether masq would register it (masq.target_refusal:
@@ -135,7 +179,8 @@ async function readTableState(client: pg.Pool | pg.PoolClient, need: TableNeed, 
 
 /**
  * The lookups the table's indexes serve (TableState.indexedKeys): a valid, non-partial btree index whose first key is
- * a column, or that column cast to text (pg_get_indexdef's form of it), under any name.
+ * a column, or that column cast to text (pg_get_indexdef's form of it), under any name, with the operator class and
+ * collation the lookup's `=` uses (an index on `col COLLATE "C"` or with text_pattern_ops cannot serve it).
  */
 async function indexedKeys(client: pg.Pool | pg.PoolClient, need: TableNeed): Promise<string[]> {
   const r = await client.query<{ key: string }>(
@@ -143,18 +188,25 @@ async function indexedKeys(client: pg.Pool | pg.PoolClient, need: TableNeed): Pr
      FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_am am ON am.oid = ic.relam
      JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum > 0 AND NOT a.attisdropped
      WHERE i.indrelid = $1::text::regclass AND i.indisvalid AND i.indpred IS NULL AND am.amname = 'btree'
-       AND (i.indkey[0] = a.attnum OR (i.indkey[0] = 0 AND pg_get_indexdef(i.indexrelid, 1, false) = format('((%I)::text)', a.attname)))`,
+       AND (i.indkey[0] = a.attnum OR (i.indkey[0] = 0 AND pg_get_indexdef(i.indexrelid, 1, false) = format('((%I)::text)', a.attname)))
+       AND i.indcollation[0] = CASE WHEN i.indkey[0] <> 0 THEN a.attcollation ELSE (SELECT oid FROM pg_collation WHERE collname = 'default') END
+       AND EXISTS (SELECT 1 FROM pg_opclass oc WHERE oc.oid = i.indclass[0] AND oc.opcdefault)`,
     [qualified(need.table)],
   );
   return r.rows.map((x) => x.key);
 }
 
-/** Which of masq's index names for the table a relation of its schema has (an index of masq's that serves is left out by planTable). */
+/**
+ * Which of masq's index names for the table a relation of its schema has (an index of masq's that serves is left out
+ * by planTable; an invalid one of this table's, left by a build cut short, is not taken: buildIndexes builds it again).
+ */
 async function takenIndexNames(client: pg.Pool | pg.PoolClient, need: TableNeed): Promise<string[]> {
   const names = indexNeeds(need, true).map((i) => i.name);
   const r = await client.query<{ name: string }>(
-    "SELECT c.relname::text AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = ANY($2::text[])",
-    [need.table.schema, names],
+    `SELECT c.relname::text AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE n.nspname = $1 AND c.relname = ANY($2::text[])
+       AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indexrelid = c.oid AND NOT i.indisvalid AND i.indrelid = to_regclass($3))`,
+    [need.table.schema, names, qualified(need.table)],
   );
   return r.rows.map((x) => x.name);
 }

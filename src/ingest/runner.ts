@@ -86,9 +86,11 @@ interface Held {
  *  - held bodies stay under MASQ_MAX_IN_FLIGHT_BYTES: a receive starts only when the bytes held plus a reservation
  *    for every receive under way (10 × the largest body seen, at least 10 × 256 KiB, or 10 × the queue's
  *    MaximumMessageSize when that is smaller) fit, or when nothing at all is held or being received. Only receives
- *    already under way when a body larger than any before arrives can pass the cap, by at most 10 × (1 MiB − 256 KiB)
- *    each, and only once (or a queue's MaximumMessageSize raised while masq runs). The reservation also bounds how
- *    many receives run at once: `receiveSlots` below, which run.ts warns about when it is fewer than the receivers;
+ *    already under way when a body larger than any before arrives can pass the cap, by at most 10 × (1 MiB − the floor)
+ *    each, and only once (a queue whose MaximumMessageSize was lowered while larger messages were still in it, or
+ *    raised while masq runs: operations.md, "Many receivers", says to lower it only once none is left). The
+ *    reservation also bounds how many receives run at once: `receiveSlots` below, which run.ts warns about when it
+ *    is fewer than the receivers;
  *  - visibility of held messages is extended before it lapses, so a slow commit does not cause redeliveries.
  */
 export class Runner {

@@ -65,6 +65,13 @@ async function catalog(c: pg.Client = client): Promise<string[]> {
 }
 
 /** A table's indexes as pg_indexes shows them: "name (key)". */
+async function waitUntil(cond: () => Promise<boolean>, what: string, ms = 30_000): Promise<void> {
+  for (const until = Date.now() + ms; !(await cond()); ) {
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 async function indexesOf(table: string, c: pg.Client = client): Promise<string[]> {
   const r = await c.query<{ r: string }>(
     "SELECT indexname || ' ' || substring(indexdef from ' USING btree (.*)$') AS r FROM pg_indexes WHERE format('%I.%I', schemaname, tablename) = $1 ORDER BY indexname",
@@ -321,7 +328,7 @@ events:
 
       const r = await migrate(db.url, "--contract", file);
       assert.equal(r.code, 0, r.stdout + r.stderr);
-      assert.match(r.stdout, /"msg":"building an index on an existing table: its writers wait until it is built"/);
+      assert.match(r.stdout, /"msg":"building an index on a table that has rows, CONCURRENTLY: reads and writes go on"/);
       const indexes = await indexesOf("public.orders", c);
       assert.deepEqual(
         indexes.map((i) => i.replace(/_[0-9a-f]{8}_idx/, "_…_idx")),
@@ -343,6 +350,59 @@ events:
       }
     } finally {
       await c.end();
+      await db.close();
+    }
+  });
+
+  test("indexes on a table with rows are built CONCURRENTLY: a writer goes on while the build waits; an invalid index a cut-short build left is built again; an owner's index in another collation does not count", async () => {
+    const db = await createTestDatabase();
+    const c = new pg.Client({ connectionString: db.url });
+    const open = new pg.Client({ connectionString: db.url });
+    const writer = new pg.Client({ connectionString: db.url });
+    await Promise.all([c.connect(), open.connect(), writer.connect()]);
+    try {
+      const file = join(dir, "visits.yaml");
+      writeFileSync(
+        file,
+        `version: 1
+events:
+  visit:
+    match: all
+    table: visits
+    subject: account
+    unknown: quarantine
+    fields:
+      account: { type: string, max_length: 64, treatment: keep, column: account }
+      email: { type: string, max_length: 320, treatment: pseudonymize, kind: email, column: masked_email }
+      $sent_at: { type: timestamp, treatment: generalize, to: day, column: create_date }
+`,
+      );
+      const emailIndex = indexName({ schema: "public", name: "visits" }, "masked_email");
+      await c.query(`CREATE TABLE visits (account varchar(64), masked_email varchar(64), create_date date);
+        INSERT INTO visits SELECT 'a' || g, encode(sha256(('e' || g)::bytea), 'hex'), DATE '2026-12-01' FROM generate_series(1, 20000) g;
+        CREATE INDEX owners_account_c ON visits (account COLLATE "C");
+        CREATE INDEX "${emailIndex}" ON visits (masked_email);
+        UPDATE pg_index SET indisvalid = false WHERE indexrelid = '"${emailIndex}"'::regclass`);
+      // A transaction that has written to the table and stays open: a CONCURRENTLY build waits for it to end, and
+      // meanwhile takes no lock that stops anyone else writing (a plain CREATE INDEX would, behind its SHARE lock).
+      await open.query("BEGIN; INSERT INTO visits VALUES ('held', NULL, DATE '2026-12-02')");
+      const running = migrate(db.url, "--contract", file);
+      await waitUntil(async () => (await c.query("SELECT 1 FROM pg_stat_activity WHERE query LIKE 'CREATE INDEX CONCURRENTLY%' AND wait_event_type = 'Lock'")).rowCount === 1, "the build to wait for the open transaction");
+      await writer.query({ text: "INSERT INTO visits VALUES ('during', NULL, DATE '2026-12-02')", query_timeout: 5_000 } as pg.QueryConfig);
+      await open.query("COMMIT");
+      const r = await running;
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      assert.match(r.stdout, /"msg":"dropping an index a build cut short left invalid, to build it again"/);
+      const indexes = await c.query<{ name: string; valid: boolean }>(
+        "SELECT c.relname AS name, i.indisvalid AS valid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = 'visits'::regclass ORDER BY 1",
+      );
+      assert.deepEqual(
+        indexes.rows.map((x) => `${x.name.replace(/_[0-9a-f]{8}_idx/, "_…_idx")} ${x.valid}`),
+        ["owners_account_c true", "visits_account_…_idx true", "visits_masked_email_…_idx true"],
+      );
+      assert.equal(Number((await c.query<{ n: string }>("SELECT count(*) AS n FROM visits")).rows[0]!.n), 20_002);
+    } finally {
+      await Promise.all([c.end(), open.end().catch(() => undefined), writer.end()]);
       await db.close();
     }
   });

@@ -178,7 +178,7 @@ export async function quarantineReplay(flags: Record<string, unknown>): Promise<
     }
     if ("refusal" in result) {
       process.stderr.write(`masq: ${result.refusal}\n`);
-      return 1;
+      return result.exitCode ?? 1;
     }
     const sum = result;
     if (sum.cannot > 0) {

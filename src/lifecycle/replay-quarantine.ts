@@ -4,6 +4,7 @@ import { readKeyConfig, readPseudonymKey } from "../settings/config.ts";
 import { classified } from "../db/query.ts";
 import type { Db } from "../db/pool.ts";
 import { masqQueries } from "../db/schema.ts";
+import { otherContractTables } from "../db/other-contract-tables.ts";
 import type { TableName } from "../db/tables.ts";
 import { verifyContractTables } from "../db/verify-contract-tables.ts";
 import type { ContractPlan } from "../ingest/contract-plan.ts";
@@ -32,6 +33,12 @@ export interface ReplayRequest {
   auditReason: string | undefined;
   /** --contract / MASQ_CONTRACT naming a contract other than the shipped login contract: its records are replayed, not the login's. */
   contract: ContractPlan | undefined;
+}
+
+/** Why a replay replays nothing, in one line: exit 1 (a role missing, a rotation, a body still rejected) or 2 (a usage error). */
+export interface ReplayRefusal {
+  refusal: string;
+  exitCode?: 2;
 }
 
 export interface ReplaySummary {
@@ -63,13 +70,14 @@ export interface ReplaySummary {
  * each event type's table. The other route's records are left as they are, and counted.
  * Decrypting originals is a reveal, audited like `masq unmask`; writing is what ingestion does: a login holding both
  * masq_unmask and masq_ingest (or the owner), and the master key's decrypt rights. A refusal (roles missing, a
- * rotation in progress, a corrected body still rejected) is one line and replays nothing.
+ * rotation in progress, a corrected body still rejected; exit 1) is one line and replays nothing, and so is a
+ * selection by --all or --reason-code with a contract when another contract's tables are registered too (exit 2).
  */
 export async function replayQuarantine(
   lc: Lifecycle,
   req: ReplayRequest,
   progress: { total(n: number): void; page(records: number, done: number): void },
-): Promise<{ refusal: string } | ReplaySummary> {
+): Promise<ReplayRefusal | ReplaySummary> {
   const pool = lc.db.pool;
   const route: ReplayRoute = req.contract === undefined ? loginRoute(req.table) : contractRoute(req.contract);
   const selected = (contract: boolean) => {
@@ -86,6 +94,21 @@ export async function replayQuarantine(
         `quarantine replay reads originals (masq_unmask) and writes as ingestion does (masq_ingest); this login lacks ${missing.join(" and ")}: ` +
         `GRANT ${missing.join(", ")} TO <your login>`,
     };
+  }
+  if (req.contract !== undefined && req.ids.length === 0) {
+    // A contract's record says only that a contract refused it (pseudonyms set), not which: with another contract's
+    // tables in the database, --all would decrypt (and audit) that contract's originals for nothing, and load any
+    // that this contract accepts into this contract's tables. Records chosen by --id are the operator's to vouch for.
+    const others = await otherContractTables(pool, req.contract.tables.map((t) => t.table), req.table);
+    if (others.length > 0) {
+      return {
+        refusal:
+          `cannot tell this contract's quarantined records from another contract's (${req.reasonCode === undefined ? "--all" : "--reason-code"}): ` +
+          `the database also has table(s) ${others.join(", ")}, which this contract does not write, and a record does not say which contract refused it; ` +
+          "replay the records you have checked are this contract's by --id <message_id>",
+        exitCode: 2,
+      };
+    }
   }
   const rotation = await readRotationState(pool);
   if (rotation !== undefined) {

@@ -47,8 +47,21 @@ const V2 = V1.replace(
   "      ip: { type: ip, max_length: 64, treatment: generalize, column: ip_network }\n      referrer: { type: string, max_length: 64, treatment: drop }\n",
 );
 
+/** A second contract, of another deployment sharing the database: its one event type takes every event. */
+const OTHER = `version: 1
+events:
+  note:
+    match: all
+    table: rc_notes
+    subject: account_id
+    unknown: quarantine
+    fields:
+      account_id: { type: string, max_length: 64, treatment: keep, column: account_id }
+      email: { type: string, max_length: 320, treatment: pseudonymize, kind: email, column: masked_email }
+`;
+
 const KEY_HEX = Buffer.from(TEST_KEY).toString("hex");
-const PII = ["late@example.com", "pw@example.com", "big@example.com", "198.51.100.23", "hunter2", "4242"];
+const PII = ["late@example.com", "pw@example.com", "big@example.com", "198.51.100.23", "hunter2", "4242", "note@example.com"];
 
 describe("quarantine replay with a contract", () => {
   const fx = usePipelineFixture();
@@ -62,6 +75,8 @@ describe("quarantine replay with a contract", () => {
   const v2 = join(dir, "v2.yaml");
   writeFileSync(v1, V1);
   writeFileSync(v2, V2);
+  const other = join(dir, "other.yaml");
+  writeFileSync(other, OTHER);
   const env = (extra: Record<string, string> = {}) =>
     masqEnv({ queueUrl: fx.sqs.newQueue(), sqsEndpoint: fx.sqs.endpoint, databaseUrl: fx.pgdb.url, extra: { MASQ_WAIT_TIME_SECONDS: "1", MASQ_LOG_LEVEL: "warn", ...extra } }) as Record<
       string,
@@ -160,5 +175,48 @@ describe("quarantine replay with a contract", () => {
     const again = await runMasq(["quarantine", "replay", "--all", "--contract", v2], env());
     assert.match(again.stdout, /^replayed 0, already replayed or gone 0, refused by the table 0\n/);
     assert.deepEqual(await rows("SELECT (SELECT count(*)::int FROM public.rc_signups) AS s, (SELECT count(*)::int FROM public.rc_purchases) AS p"), [{ s: 1, p: 1 }]);
+  });
+
+  test("with another contract's tables registered too, --all and --reason-code refuse (exit 2) and replay nothing; --id still replays", async () => {
+    await fx.reset();
+    // Two deployments, two contracts, one database; and a login table other than MASQ_TABLE's, which is no contract's.
+    for (const args of [["migrate", "--contract", v1], ["migrate", "--contract", other]]) assert.equal((await runMasq(args, { DATABASE_URL: fx.pgdb.url })).code, 0);
+    assert.equal((await runMasq(["migrate"], { DATABASE_URL: fx.pgdb.url, MASQ_TABLE: "rc_logins" })).code, 0);
+    await fx.db.pool.query("TRUNCATE public.rc_signups, public.rc_purchases");
+    const firstRun = env({ MASQ_CONTRACT: v1 });
+    await sendBodies(fx.sqs.client, firstRun.QUEUE_URL!, [late]);
+    assert.equal((await runMasq(["run", "--drain"], firstRun)).code, 0);
+    const otherRun = env({ MASQ_CONTRACT: other });
+    await sendBodies(fx.sqs.client, otherRun.QUEUE_URL!, [JSON.stringify({ account_id: "note", email: "note@example.com", mood: "fine" })]);
+    assert.equal((await runMasq(["run", "--drain"], otherRun)).code, 0);
+    const [mine] = await rows<{ message_id: string }>("SELECT message_id FROM masq.quarantine WHERE user_id = 'late'");
+    assert.deepEqual(await pending(), ["unclassified_field", "unclassified_field"]);
+    const reveals = async () => (await rows<{ n: number }>("SELECT count(*)::int AS n FROM masq.audit WHERE action = 'replay'"))[0]!.n;
+    const revealedBefore = await reveals();
+
+    for (const [selector, flag] of [[["--all"], "--all"], [["--all", "--dry-run"], "--all"], [["--reason-code", "unclassified_field"], "--reason-code"]] as const) {
+      const r = await runMasq(["quarantine", "replay", ...selector, "--contract", v2], env());
+      assert.equal(r.code, 2, r.stderr + r.stdout);
+      assert.equal(r.stdout, "");
+      assert.equal(
+        r.stderr,
+        `masq: cannot tell this contract's quarantined records from another contract's (${flag}): the database also has table(s) public.rc_notes, ` +
+          "which this contract does not write, and a record does not say which contract refused it; replay the records you have checked are this contract's by --id <message_id>\n",
+      );
+    }
+    assert.deepEqual(await rows("SELECT count(*)::int AS n FROM masq.quarantine WHERE replayed_at IS NOT NULL"), [{ n: 0 }]);
+    assert.equal(await reveals(), revealedBefore, "no original decrypted, so no reveal audited");
+    assert.deepEqual(await rows("SELECT (SELECT count(*)::int FROM public.rc_signups) AS s, (SELECT count(*)::int FROM public.rc_notes) AS n"), [{ s: 0, n: 0 }]);
+
+    // The operator checked the record: by --id it replays as before.
+    const byId = await runMasq(["quarantine", "replay", "--id", mine!.message_id, "--contract", v2], env());
+    assert.equal(byId.code, 0, byId.stderr + byId.stdout);
+    noPii(byId.stdout + byId.stderr);
+    assert.equal(byId.stdout, "replayed 1, already replayed or gone 0, refused by the table 0\n");
+    assert.deepEqual(await rows("SELECT account_id FROM public.rc_signups ORDER BY account_id"), [{ account_id: "late" }]);
+    assert.deepEqual(await rows("SELECT user_id, replayed_at IS NOT NULL AS replayed FROM masq.quarantine ORDER BY user_id"), [
+      { user_id: "late", replayed: true },
+      { user_id: "note", replayed: false },
+    ]);
   });
 });

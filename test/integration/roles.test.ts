@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import pg from "pg";
 import { sendBodies } from "../../src/ops/demo.ts";
@@ -297,5 +299,25 @@ describe("database roles, as real login roles made by deploy/sql/login-roles.sql
     const fakeUnder = next.pseudonymizer.pseudonymize("ip", "10.66.66.67");
     assert.equal((await fx.db.pool.query("SELECT 1 FROM masq.vault WHERE pseudonym = $1", [fakeUnder])).rowCount, 0);
     provider.close();
+  });
+
+  test("quarantine replay --all with a contract, as the replayer: it reads the registry, and refuses while another contract's table is registered", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "masq-roles-replay-"));
+    try {
+      const contract = (event: string, table: string) =>
+        `version: 1\nevents:\n  ${event}:\n    match: all\n    table: ${table}\n    subject: account_id\n    unknown: quarantine\n    fields:\n      account_id: { type: string, max_length: 64, treatment: keep, column: account_id }\n`;
+      const mine = join(dir, "mine.yaml");
+      writeFileSync(mine, contract("visit", "rr_visits"));
+      writeFileSync(join(dir, "other.yaml"), contract("note", "rr_notes"));
+      for (const file of [mine, join(dir, "other.yaml")]) {
+        const m = await runMasq(["migrate", "--contract", file], env(fx.pgdb.url));
+        assert.equal(m.code, 0, m.stderr);
+      }
+      const r = await runMasq(["quarantine", "replay", "--all", "--contract", mine], env(roles.url.replayer));
+      assert.equal(r.code, 2, r.stderr + r.stdout);
+      assert.match(r.stderr, /^masq: cannot tell this contract's quarantined records from another contract's \(--all\): the database also has table\(s\) public\.rr_notes, which/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -7,9 +7,8 @@ import type pg from "pg";
 import type { TableName } from "../db/tables.ts";
 import { DataError, type FatalError } from "../errors.ts";
 import type { IngestKeys } from "../keys/ingest-keys.ts";
-import { batchLength, emptyRowColumns, rowAt, sliceRows, type QuarantineRecord, type SealedBatch, type VaultEpochs, type IncomingMessage, type Outcome } from "./batch.ts";
+import { batchLength, emptyRowColumns, rowAt, sliceRows, type QuarantineRecord, type SealedBatch, type VaultEpochs, type IncomingMessage } from "./batch.ts";
 import { prepareOutcome } from "./prepare.ts";
-import type { Pseudonymizer } from "./pseudonymize.ts";
 import { writeBatch, type BatchResult, type EncodedBatch, StaleKeyError, StaleVaultError } from "./write-batch.ts";
 
 export interface CommitResult extends BatchResult {
@@ -236,7 +235,7 @@ export interface BatchPreparer {
 export const inThreadPreparer: BatchPreparer = {
   async prepare(messages, keys, signal) {
     const key = keys.pseudonym;
-    const outcomes = await prepareYielding(messages, key.pseudonymizer);
+    const outcomes = await prepareYielding(messages, (m) => prepareOutcome(m, key.pseudonymizer));
     const batch = await keys.sealer.seal(outcomes, key.version, signal);
     return { batch, settle: (committed) => committed !== null && keys.sealer.committed(batch, committed) };
   },
@@ -256,22 +255,44 @@ export async function commitMessages(
   signal?: AbortSignal,
   preparer: BatchPreparer = inThreadPreparer,
 ): Promise<CommitResult> {
-  for (let attempt = 0; ; attempt++) {
+  return commitPrepared(keys, signal, async () => {
     const prepared = await preparer.prepare(messages, keys, signal);
+    return { commit: () => commitBatch(pool, table, prepared.batch), settle: (committed) => prepared.settle(committed) };
+  });
+}
+
+/** One attempt at a batch (commitPrepared): its statement(s), and what the sealer learns once they ran or failed. */
+export interface PreparedAttempt<R> {
+  commit(): Promise<R>;
+  settle(committed: VaultEpochs | null): void;
+}
+
+/**
+ * The commit of a batch on either path (login here, a contract's in commit-contract-batch.ts): each attempt masks and
+ * seals anew (`attempt`), then commits. A rotation that switched keys between masking and commit (StaleKeyError)
+ * refreshes the keys and masks again; vault values deleted (erase, prune) since the sealer learnt what the vault
+ * holds (StaleVaultError) make it seal everything again. Two switches in a row are a rotation racing another; past
+ * that, the error propagates and the runner backs off like any transient error.
+ */
+export async function commitPrepared<R extends { vaultEpochs?: VaultEpochs | undefined }>(
+  keys: IngestKeys,
+  signal: AbortSignal | undefined,
+  attempt: () => Promise<PreparedAttempt<R>>,
+): Promise<R> {
+  for (let n = 0; ; n++) {
+    const prepared = await attempt();
     let committed: VaultEpochs | null = null;
     try {
-      const r = await commitBatch(pool, table, prepared.batch);
+      const r = await prepared.commit();
       // A result without epochs (nothing was written) teaches the sealer nothing: no epoch to hold it under.
       committed = r.vaultEpochs ?? null;
       return r;
     } catch (err) {
-      // Two switches in a row are a rotation racing another; past that, back off like any transient error.
-      if (err instanceof StaleVaultError && attempt < 2) {
-        // Vault values were deleted (erase, prune) since the sealer learnt what the vault holds: seal it all again.
+      if (err instanceof StaleVaultError && n < 2) {
         keys.sealer.staleVault(err.epoch);
         continue;
       }
-      if (!(err instanceof StaleKeyError) || attempt >= 2) throw err;
+      if (!(err instanceof StaleKeyError) || n >= 2) throw err;
       await keys.refresh(signal);
     } finally {
       prepared.settle(committed);
@@ -279,11 +300,12 @@ export async function commitMessages(
   }
 }
 
-async function prepareYielding(messages: readonly IncomingMessage[], p: Pseudonymizer): Promise<Outcome[]> {
-  const outcomes: Outcome[] = [];
+/** Prepares each message in turn (either path's pure function), letting the event loop run every YIELD_EVERY_CHARS. */
+export async function prepareYielding<O>(messages: readonly IncomingMessage[], prepareOne: (m: IncomingMessage) => O): Promise<O[]> {
+  const outcomes: O[] = [];
   let since = 0;
   for (const m of messages) {
-    outcomes.push(prepareOutcome(m, p));
+    outcomes.push(prepareOne(m));
     since += m.body.length;
     if (since >= YIELD_EVERY_CHARS) {
       since = 0;

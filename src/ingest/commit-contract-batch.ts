@@ -6,12 +6,11 @@
 import type pg from "pg";
 import { DataError } from "../errors.ts";
 import type { IngestKeys } from "../keys/ingest-keys.ts";
-import type { IncomingMessage, QuarantineRecord, VaultEpochs } from "./batch.ts";
-import { MAX_STATEMENT_BYTES } from "./commit-batch.ts";
-import { contractBatchLength, type ContractOutcome, type ContractSealedBatch } from "./contract-batch.ts";
+import type { IncomingMessage, QuarantineRecord } from "./batch.ts";
+import { commitPrepared, MAX_STATEMENT_BYTES, prepareYielding } from "./commit-batch.ts";
+import { contractBatchLength, type ContractSealedBatch } from "./contract-batch.ts";
 import type { ContractPlan } from "./contract-plan.ts";
 import { contractKeysOf, prepareContractOutcome } from "./prepare-contract.ts";
-import { StaleKeyError, StaleVaultError } from "./write-batch.ts";
 import { contractBatchSql, writeContractBatch, type ContractBatchResult } from "./write-contract-batch.ts";
 
 export interface ContractCommitResult extends ContractBatchResult {
@@ -36,49 +35,18 @@ export function contractCommitter(plan: ContractPlan): ContractCommitter {
   return { writer, commit: (pool, keys, messages, signal) => commitContractMessages(pool, writer, keys, messages, signal) };
 }
 
-/** As commit-batch.ts: the event loop runs after every this many characters of bodies prepared. */
-const YIELD_EVERY_CHARS = 1024 * 1024;
-
 /**
  * Masks, seals and commits one batch of messages (ids distinct) by the contract: commitMessages (commit-batch.ts) for
- * the contract path, on this thread. A rotation between masking and commit writes nothing and the batch is masked
- * again; so does a deletion of vault values the sealer believed present.
+ * the contract path, on this thread, with the same retries (commitPrepared).
  */
 export async function commitContractMessages(pool: pg.Pool, w: ContractWriter, keys: IngestKeys, messages: readonly IncomingMessage[], signal?: AbortSignal): Promise<ContractCommitResult> {
-  for (let attempt = 0; ; attempt++) {
+  return commitPrepared(keys, signal, async () => {
     const key = keys.pseudonym;
-    const outcomes = await prepareYielding(messages, w.plan, contractKeysOf(key.pseudonymizer));
+    const contractKeys = contractKeysOf(key.pseudonymizer);
+    const outcomes = await prepareYielding(messages, (m) => prepareContractOutcome(m, w.plan, contractKeys));
     const batch = await keys.sealer.sealContract(outcomes, key.version, signal);
-    let committed: VaultEpochs | null = null;
-    try {
-      const r = await commitContractBatch(pool, w, batch);
-      committed = r.vaultEpochs ?? null;
-      return r;
-    } catch (err) {
-      if (err instanceof StaleVaultError && attempt < 2) {
-        keys.sealer.staleVault(err.epoch);
-        continue;
-      }
-      if (!(err instanceof StaleKeyError) || attempt >= 2) throw err;
-      await keys.refresh(signal);
-    } finally {
-      if (committed !== null) keys.sealer.committed(batch, committed);
-    }
-  }
-}
-
-async function prepareYielding(messages: readonly IncomingMessage[], plan: ContractPlan, keys: ReturnType<typeof contractKeysOf>): Promise<ContractOutcome[]> {
-  const outcomes: ContractOutcome[] = [];
-  let since = 0;
-  for (const m of messages) {
-    outcomes.push(prepareContractOutcome(m, plan, keys));
-    since += m.body.length;
-    if (since >= YIELD_EVERY_CHARS) {
-      since = 0;
-      await new Promise((resolve) => setImmediate(resolve));
-    }
-  }
-  return outcomes;
+    return { commit: () => commitContractBatch(pool, w, batch), settle: (committed) => committed !== null && keys.sealer.committed(batch, committed) };
+  });
 }
 
 /** Commits a sealed batch in statements of at most MAX_STATEMENT_BYTES, each split when the database refuses it. */

@@ -9,9 +9,9 @@ import type { TableName } from "./tables.ts";
  * for another contract (or by hand), so the database holds that contract's events too; a quarantine record does not
  * say which contract refused it (106_contract_tables.sql: `pseudonyms` only says that one did). As "schema.name", in
  * name order; table names are not PII.
- * The login's layout is masq.is_login_layout's test (106_contract_tables.sql), written out here on what the roles of
- * `quarantine replay` may read (the registry, the catalog): they may not execute the function, which only the owner's
- * definer functions call. Unlike masq.registered_tables(), a table that masq would refuse to act on is listed too.
+ * The login's layout is masq.is_login_layout's test (106_contract_tables.sql; replay's masq_unmask may call it,
+ * 107_replay_reads_login_layout.sql). Unlike masq.registered_tables(), a table that masq would refuse to act on is
+ * listed too.
  */
 export async function otherContractTables(pool: pg.Pool, mine: readonly TableName[], login: TableName): Promise<string[]> {
   const schemas = [...mine.map((t) => t.schema), login.schema];
@@ -19,13 +19,7 @@ export async function otherContractTables(pool: pg.Pool, mine: readonly TableNam
   const r = await sql<{ name: string }>`SELECT format('%I.%I', n.nspname, c.relname) AS name
     FROM masq.target_tables t JOIN pg_class c ON c.oid = t.relation JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE (n.nspname::text, c.relname::text) NOT IN (SELECT * FROM unnest(${schemas}::text[], ${names}::text[]))
-      AND (t.subject_column = 'user_id'
-        AND (SELECT array_agg(p.column_name || '=' || p.kind || '/' || p.recoverable::text ORDER BY p.column_name)
-             FROM masq.target_pseudonym_columns p WHERE p.relation = t.relation)
-            = ARRAY['masked_device_id=device_id/true', 'masked_ip=ip/true']
-        AND (SELECT array_agg(a.attname::text ORDER BY a.attname) FROM pg_attribute a
-             WHERE a.attrelid = t.relation AND a.attnum > 0 AND NOT a.attisdropped)
-            = ARRAY['app_version', 'create_date', 'device_type', 'locale', 'masked_device_id', 'masked_ip', 'user_id']) IS NOT TRUE
+      AND masq.is_login_layout(t.relation) IS NOT TRUE
     ORDER BY 1`.execute(masqQueries(pool));
   return r.rows.map((t) => t.name);
 }
